@@ -27,7 +27,9 @@ public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads,
 /// </summary>
 public static class DemoModel
 {
-    public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42, string? name = null)
+    /// <param name="matrixType">Overrides the storage type per matrix (real quantized files mix types).</param>
+    public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42, string? name = null,
+        Func<string, GgmlType>? matrixType = null)
     {
         if (vocab.Tokens.Length != shape.VocabSize)
             throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, shape {shape.Name} needs {shape.VocabSize}");
@@ -56,8 +58,11 @@ public static class DemoModel
         w.Add("llama.vocab_size", (uint)shape.VocabSize);
         vocab.WriteTo(w);
 
-        void Matrix(string tensor, GgmlType type, int cols, int rows, float std) =>
+        void Matrix(string tensor, GgmlType type, int cols, int rows, float std)
+        {
+            type = matrixType?.Invoke(tensor) ?? type;
             w.AddTensor(tensor, type, [cols, rows], s => WriteRandom(s, type, (long)rows * cols, cols, Seed(seed, tensor), std, 0));
+        }
         void Vector(string tensor, int n, float mean, float std) =>
             w.AddTensor(tensor, GgmlType.F32, [n], s => WriteRandom(s, GgmlType.F32, n, n, Seed(seed, tensor), std, mean));
 

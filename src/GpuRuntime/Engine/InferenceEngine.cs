@@ -1,0 +1,114 @@
+using Weft.GpuRuntime.Engine.Cpu;
+using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
+
+namespace Weft.GpuRuntime.Engine;
+
+/// <summary>
+/// One model on one device: the mapped GGUF file, the backend with its uploaded weights and KV pool, and the
+/// forward pass. Everything is allocated at load; <see cref="StepAsync"/> runs one batched step on the device thread.
+/// </summary>
+public sealed class InferenceEngine : IDisposable
+{
+    readonly DeviceThread _device;
+    readonly IBackend _backend;
+    readonly Transformer _transformer;
+    readonly int[] _sampled;
+
+    public GgufFile File { get; }
+    public ModelConfig Config { get; }
+    public EngineOptions Options { get; }
+    public int NumKvBlocks { get; }
+    public int BlockSize => Options.BlockSize;
+    public int MaxModelLen { get; }
+    public long KvCacheBytes { get; }
+    public string Description => _backend.Description;
+    /// <summary>The reusable description of the next step: fill it (Clear, Add), then call <see cref="StepAsync"/>.</summary>
+    public StepInputs Inputs { get; }
+
+    InferenceEngine(GgufFile file, EngineOptions options)
+    {
+        File = file;
+        Options = options;
+        Config = ModelConfig.FromGguf(file);
+        var weights = ModelWeights.FromGguf(file, Config);
+        MaxModelLen = options.MaxModelLen > 0 ? Math.Min(options.MaxModelLen, Config.ContextLength) : Config.ContextLength;
+
+        long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
+        int maxBlocksPerSeq = (MaxModelLen + options.BlockSize - 1) / options.BlockSize;
+        NumKvBlocks = options.KvBlocks > 0 ? options.KvBlocks : (int)Math.Min(int.MaxValue, options.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock);
+        if (NumKvBlocks < 1) throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; raise kv-cache-memory");
+        KvCacheBytes = NumKvBlocks * bytesPerBlock;
+        Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize);
+        _sampled = new int[options.MaxNumSeqs];
+
+        _device = new DeviceThread($"weft-device-{options.Engine}");
+        try
+        {
+            (_backend, _transformer) = _device.Invoke(() =>
+            {
+                IBackend backend = CreateBackend(options);
+                try
+                {
+                    var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens, options.MaxNumSeqs);
+                    backend.AllocateKvCache(Config, NumKvBlocks, options.BlockSize, options.KvCacheType);
+                    return (backend, transformer);
+                }
+                catch
+                {
+                    backend.Dispose();
+                    throw;
+                }
+            });
+        }
+        catch
+        {
+            _device.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens and validates the model file and loads it onto the chosen device. Bad files raise <see cref="GgufFormatException"/>.</summary>
+    public static InferenceEngine Load(string path, EngineOptions options)
+    {
+        var problems = options.Validate().ToList();
+        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
+        var file = GgufFile.Open(path);
+        try { return new InferenceEngine(file, options); }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    static IBackend CreateBackend(EngineOptions o) => o.Engine switch
+    {
+        EngineKind.Cpu or EngineKind.Auto => new CpuBackend(o.Threads),
+        _ => throw new NotSupportedException($"engine '{o.Engine}' is not available in this build"),
+    };
+
+    /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits row.</summary>
+    public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
+    {
+        _transformer.Forward(Inputs, _sampled);
+        return (ReadOnlyMemory<int>)_sampled.AsMemory(0, Inputs.NumLogitRows);
+    });
+
+    /// <summary>Synchronous <see cref="StepAsync"/> for the CLI and tests.</summary>
+    public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
+
+    /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a reference).</summary>
+    public float[] GetLogits(int row) => _device.Invoke(() => _backend switch
+    {
+        CpuBackend cpu => cpu.Row(_transformer.Logits, row, Config.VocabSize).ToArray(),
+        _ => throw new NotSupportedException(),
+    });
+
+    public void Dispose()
+    {
+        _device.Invoke(_backend.Dispose);
+        _device.Dispose();
+        File.Dispose();
+    }
+}

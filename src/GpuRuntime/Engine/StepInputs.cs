@@ -1,0 +1,98 @@
+using Weft.GpuRuntime.Sampling;
+
+namespace Weft.GpuRuntime.Engine;
+
+/// <summary>What one sequence contributes to a step: tokens [Start, Start + Count) of its token list.</summary>
+public readonly record struct StepItem(
+    IReadOnlyList<int> Tokens,
+    int Start,
+    int Count,
+    IReadOnlyList<int> BlockTable,
+    bool NeedsToken,
+    SamplingParams Sampling,
+    ulong Seed,
+    int NumPromptTokens);
+
+/// <summary>
+/// The flattened host-side description of one step, built once per tick into arrays sized at start-up
+/// (nothing is allocated per step). Row t of the batch is token TokenIds[t] at Positions[t] of sequence RowSeq[t].
+/// </summary>
+public sealed class StepInputs
+{
+    public StepInputs(int maxTokens, int maxSeqs, int maxBlocksPerSeq, int blockSize)
+    {
+        MaxTokens = maxTokens;
+        MaxSeqs = maxSeqs;
+        MaxBlocksPerSeq = maxBlocksPerSeq;
+        BlockSize = blockSize;
+        TokenIds = new int[maxTokens];
+        Positions = new int[maxTokens];
+        SlotMapping = new int[maxTokens];
+        RowSeq = new int[maxTokens];
+        BlockTables = new int[maxSeqs * maxBlocksPerSeq];
+        LogitRows = new int[maxSeqs];
+        LogitItems = new int[maxSeqs];
+        Items = new StepItem[maxSeqs];
+    }
+
+    public int MaxTokens { get; }
+    public int MaxSeqs { get; }
+    public int MaxBlocksPerSeq { get; }
+    public int BlockSize { get; }
+
+    public int NumTokens { get; private set; }
+    public int NumSeqs { get; private set; }
+    public int NumLogitRows { get; private set; }
+
+    /// <summary>[NumTokens]</summary>
+    public int[] TokenIds { get; }
+    /// <summary>[NumTokens]</summary>
+    public int[] Positions { get; }
+    /// <summary>[NumTokens] block * BlockSize + offset where row t's K/V are written.</summary>
+    public int[] SlotMapping { get; }
+    /// <summary>[NumTokens] index of the row's sequence in this step.</summary>
+    public int[] RowSeq { get; }
+    /// <summary>[NumSeqs × MaxBlocksPerSeq] each sequence's block table, padded.</summary>
+    public int[] BlockTables { get; }
+    /// <summary>[NumLogitRows] batch rows whose logits are computed (the last row of each item that needs a token).</summary>
+    public int[] LogitRows { get; }
+    /// <summary>[NumLogitRows] the item each logits row belongs to.</summary>
+    public int[] LogitItems { get; }
+    public StepItem[] Items { get; }
+
+    public void Clear()
+    {
+        NumTokens = NumSeqs = NumLogitRows = 0;
+        Array.Clear(Items);
+    }
+
+    /// <summary>Appends one sequence's chunk. The block table must already cover positions up to Start + Count.</summary>
+    public void Add(in StepItem item)
+    {
+        if (NumSeqs == MaxSeqs) throw new InvalidOperationException($"a step holds at most {MaxSeqs} sequences");
+        if (item.Count < 1 || NumTokens + item.Count > MaxTokens)
+            throw new InvalidOperationException($"a step holds at most {MaxTokens} tokens (adding {item.Count} to {NumTokens})");
+        if (item.Start + item.Count > item.Tokens.Count) throw new ArgumentException("chunk runs past the sequence's tokens");
+        int lastPos = item.Start + item.Count - 1;
+        if (lastPos / BlockSize >= item.BlockTable.Count || item.BlockTable.Count > MaxBlocksPerSeq)
+            throw new ArgumentException($"block table of {item.BlockTable.Count} blocks does not cover position {lastPos} (or exceeds {MaxBlocksPerSeq} blocks)");
+
+        int s = NumSeqs++;
+        Items[s] = item;
+        var table = BlockTables.AsSpan(s * MaxBlocksPerSeq, MaxBlocksPerSeq);
+        for (int b = 0; b < item.BlockTable.Count; b++) table[b] = item.BlockTable[b];
+        for (int i = 0; i < item.Count; i++)
+        {
+            int t = NumTokens++, pos = item.Start + i;
+            TokenIds[t] = item.Tokens[pos];
+            Positions[t] = pos;
+            RowSeq[t] = s;
+            SlotMapping[t] = table[pos / BlockSize] * BlockSize + pos % BlockSize;
+        }
+        if (item.NeedsToken)
+        {
+            LogitRows[NumLogitRows] = NumTokens - 1;
+            LogitItems[NumLogitRows++] = s;
+        }
+    }
+}

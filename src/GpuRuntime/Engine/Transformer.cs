@@ -1,0 +1,94 @@
+using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
+
+namespace Weft.GpuRuntime.Engine;
+
+/// <summary>
+/// The llama forward pass over a batch of flattened token rows from many sequences, written once over
+/// <see cref="IBackend"/>. Weights are loaded and activations allocated in the constructor for the largest step;
+/// <see cref="Forward"/> allocates nothing.
+/// </summary>
+public sealed class Transformer
+{
+    sealed record Layer(DeviceWeight AttnNorm, DeviceWeight Wq, DeviceWeight Wk, DeviceWeight Wv, DeviceWeight Wo,
+        DeviceWeight? Bq, DeviceWeight? Bk, DeviceWeight? Bv,
+        DeviceWeight FfnNorm, DeviceWeight Gate, DeviceWeight Up, DeviceWeight Down);
+
+    readonly IBackend _b;
+    readonly ModelConfig _c;
+    readonly DeviceWeight _embedding, _outputNorm, _output;
+    readonly Layer[] _layers;
+    readonly DeviceTensor _x, _xb, _q, _k, _v, _att, _hb, _hb2, _xl, _logits;
+
+    public int MaxTokens { get; }
+    public int MaxLogitRows { get; }
+
+    public Transformer(IBackend backend, GgufFile file, ModelConfig config, ModelWeights weights, int maxTokens, int maxLogitRows)
+    {
+        _b = backend;
+        _c = config;
+        MaxTokens = maxTokens;
+        MaxLogitRows = maxLogitRows;
+        DeviceWeight Load(GgufTensorInfo t) => backend.LoadWeight(file, t);
+        DeviceWeight? LoadOptional(GgufTensorInfo? t) => t is null ? null : Load(t);
+
+        _embedding = Load(weights.TokenEmbedding);
+        _outputNorm = Load(weights.OutputNorm);
+        _output = ReferenceEquals(weights.Output, weights.TokenEmbedding) ? _embedding : Load(weights.Output);
+        _layers = weights.Layers.Select(l => new Layer(Load(l.AttnNorm), Load(l.Wq), Load(l.Wk), Load(l.Wv), Load(l.Wo),
+            LoadOptional(l.Bq), LoadOptional(l.Bk), LoadOptional(l.Bv),
+            Load(l.FfnNorm), Load(l.Gate), Load(l.Up), Load(l.Down))).ToArray();
+
+        long T = maxTokens;
+        _x = backend.Allocate(T * config.Dim);
+        _xb = backend.Allocate(T * Math.Max(config.Dim, config.QDim));
+        _q = backend.Allocate(T * config.QDim);
+        _k = backend.Allocate(T * config.KvDim);
+        _v = backend.Allocate(T * config.KvDim);
+        _att = backend.Allocate(T * config.QDim);
+        _hb = backend.Allocate(T * config.FfnDim);
+        _hb2 = backend.Allocate(T * config.FfnDim);
+        _xl = backend.Allocate((long)maxLogitRows * config.Dim);
+        _logits = backend.Allocate((long)maxLogitRows * config.VocabSize);
+    }
+
+    /// <summary>Runs the step described by <paramref name="s"/> and samples one token per logits row into <paramref name="sampled"/>.</summary>
+    public void Forward(StepInputs s, Span<int> sampled)
+    {
+        var c = _c;
+        int T = s.NumTokens;
+        _b.BeginStep(s);
+
+        _b.Embed(_embedding, _x, c.Dim);                                  // x   [T, dim]
+        for (int l = 0; l < _layers.Length; l++)
+        {
+            var L = _layers[l];
+            _b.RmsNorm(_x, L.AttnNorm, _xb, T, c.Dim, c.RmsEps);          // xb  [T, dim]
+            _b.MatMul(_xb, L.Wq, L.Bq, _q, T);                            // q   [T, heads × headDim]
+            _b.MatMul(_xb, L.Wk, L.Bk, _k, T);                            // k   [T, kvHeads × headDim]
+            _b.MatMul(_xb, L.Wv, L.Bv, _v, T);                            // v   [T, kvHeads × headDim]
+            _b.Rope(_q, _k, c);
+            _b.StoreKv(l, _k, _v);                                        // pool[l] ← k, v at each row's slot
+            _b.Attention(l, _q, _att);                                    // att [T, heads × headDim]
+            _b.MatMul(_att, L.Wo, null, _xb, T);                          // xb  [T, dim]
+            _b.Add(_x, _xb, T, c.Dim);                                    // x  += xb
+
+            _b.RmsNorm(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps);           // xb  [T, dim]
+            _b.MatMul(_xb, L.Gate, null, _hb, T);                         // hb  [T, ffn]
+            _b.MatMul(_xb, L.Up, null, _hb2, T);                          // hb2 [T, ffn]
+            _b.SwiGlu(_hb, _hb2, T, c.FfnDim);                            // hb  = silu(hb) * hb2
+            _b.MatMul(_hb, L.Down, null, _xb, T);                         // xb  [T, dim]
+            _b.Add(_x, _xb, T, c.Dim);                                    // x  += xb
+        }
+
+        int n = s.NumLogitRows;
+        if (n == 0) return;
+        _b.GatherLogitRows(_x, _xl, c.Dim);                               // xl     [n, dim]
+        _b.RmsNorm(_xl, _outputNorm, _xl, n, c.Dim, c.RmsEps);
+        _b.MatMul(_xl, _output, null, _logits, n);                        // logits [n, vocab]
+        _b.Sample(_logits, c.VocabSize, sampled[..n]);
+    }
+
+    /// <summary>The logits of the last step (for tests and parity checks), row i of [NumLogitRows, vocab].</summary>
+    public DeviceTensor Logits => _logits;
+}

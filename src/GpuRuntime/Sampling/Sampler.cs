@@ -1,0 +1,115 @@
+namespace Weft.GpuRuntime.Sampling;
+
+/// <summary>
+/// Picks the next token from one row of logits. Order: penalties → greedy, or top-k → temperature → softmax →
+/// min-p → top-p → a draw. The draw uses a counter-based generator keyed by (seed, completion index), so a sequence
+/// samples the same tokens whether it runs alone, batched, or resumed after preemption.
+/// </summary>
+public sealed class Sampler(int vocabSize)
+{
+    readonly int[] _order = new int[vocabSize];
+    readonly float[] _probs = new float[vocabSize];
+    readonly ulong[] _keys = new ulong[vocabSize];
+    readonly Dictionary<int, int> _counts = [];
+
+    /// <param name="logits">One row; modified in place by penalties.</param>
+    /// <param name="tokens">The sequence's tokens so far (prompt then generated).</param>
+    public int Sample(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens)
+    {
+        if (p.HasPenalties) ApplyPenalties(logits, p, tokens, numPromptTokens);
+        if (p.IsGreedy) return ArgMax(logits);
+
+        int n = Candidates(logits, p.TopK);
+        // softmax over the candidates, highest first, at the given temperature
+        float max = logits[_order[0]], inv = 1f / p.Temperature;
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += _probs[i] = MathF.Exp((logits[_order[i]] - max) * inv);
+        float norm = (float)(1.0 / sum);
+        for (int i = 0; i < n; i++) _probs[i] *= norm;
+
+        if (p.MinP > 0)
+        {
+            float cutoff = _probs[0] * p.MinP;
+            int keep = 1;
+            while (keep < n && _probs[keep] >= cutoff) keep++;
+            n = keep;
+        }
+        if (p.TopP < 1)
+        {
+            float cum = 0;
+            int keep = 0;
+            while (keep < n && cum < p.TopP) cum += _probs[keep++];
+            n = Math.Max(1, keep);
+        }
+
+        int completionIndex = tokens.Count - numPromptTokens;
+        double total = 0;
+        for (int i = 0; i < n; i++) total += _probs[i];
+        double u = Uniform(seed, (ulong)completionIndex) * total, acc = 0;
+        for (int i = 0; i < n; i++)
+        {
+            acc += _probs[i];
+            if (u < acc) return _order[i];
+        }
+        return _order[n - 1];
+    }
+
+    /// <summary>Highest logit; ties go to the lowest id.</summary>
+    public static int ArgMax(ReadOnlySpan<float> logits)
+    {
+        int best = 0;
+        float max = logits[0];
+        for (int i = 1; i < logits.Length; i++)
+            if (logits[i] > max) { max = logits[i]; best = i; }
+        return best;
+    }
+
+    /// <summary>Fills _order with candidate ids sorted by logit (descending, ties by lower id) and returns their count.</summary>
+    int Candidates(ReadOnlySpan<float> logits, int topK)
+    {
+        // One sort of packed (descending logit, id) keys: deterministic tie order, no comparer, no allocation.
+        var keys = _keys.AsSpan(0, logits.Length);
+        for (int i = 0; i < keys.Length; i++) keys[i] = (ulong)DescendingKey(logits[i]) << 32 | (uint)i;
+        keys.Sort();
+        int n = topK > 0 ? Math.Min(topK, keys.Length) : keys.Length;
+        for (int i = 0; i < n; i++) _order[i] = (int)(keys[i] & 0xFFFFFFFF);
+        return n;
+    }
+
+    /// <summary>Maps a float to a key whose unsigned order is the float's descending order.</summary>
+    static uint DescendingKey(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        uint ascending = (u & 0x80000000) != 0 ? ~u : u | 0x80000000;
+        return ~ascending;
+    }
+
+    void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int numPromptTokens)
+    {
+        if (p.RepetitionPenalty != 1)
+        {
+            _counts.Clear();
+            foreach (var t in tokens) _counts[t] = 1;
+            foreach (var t in _counts.Keys)
+                logits[t] = logits[t] > 0 ? logits[t] / p.RepetitionPenalty : logits[t] * p.RepetitionPenalty;
+        }
+        if (p.PresencePenalty != 0 || p.FrequencyPenalty != 0)
+        {
+            _counts.Clear();
+            for (int i = numPromptTokens; i < tokens.Count; i++)
+                _counts[tokens[i]] = _counts.GetValueOrDefault(tokens[i]) + 1;
+            foreach (var (t, count) in _counts)
+                logits[t] -= p.FrequencyPenalty * count + p.PresencePenalty;
+        }
+    }
+
+    /// <summary>A uniform double in [0, 1) from (seed, index): SplitMix64 finalizer over the pair.</summary>
+    public static double Uniform(ulong seed, ulong index)
+    {
+        ulong z = seed + (index + 1) * 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        z ^= z >> 31;
+        return (z >> 11) * (1.0 / (1UL << 53));
+    }
+}

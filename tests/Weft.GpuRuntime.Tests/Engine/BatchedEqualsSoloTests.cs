@@ -1,0 +1,90 @@
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
+using Weft.GpuRuntime.Sampling;
+
+namespace Weft.GpuRuntime.Tests.Engine;
+
+/// <summary>
+/// Sequences share a step but nothing else: a batch mixing prefill chunks and decodes at different positions, over
+/// scattered KV blocks, yields exactly the tokens each sequence yields alone.
+/// </summary>
+public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
+{
+    readonly TestModelFiles _models;
+
+    public BatchedEqualsSoloTests(TestModelFiles models) => _models = models;
+
+    sealed class Run(int id, int[] prompt, SamplingParams sampling, int startTick)
+    {
+        public readonly int Id = id;
+        public readonly List<int> Tokens = [.. prompt];
+        public readonly int PromptLength = prompt.Length;
+        public readonly SamplingParams Sampling = sampling;
+        public readonly int StartTick = startTick;
+        public readonly List<int> Blocks = [];
+        public int Computed;
+        public int Generated => Tokens.Count - PromptLength;
+    }
+
+    [Theory]
+    [InlineData(GgmlType.F32, KvCacheType.F32)]
+    [InlineData(GgmlType.F16, KvCacheType.F16)]
+    [InlineData(GgmlType.Q8_0, KvCacheType.F16)]
+    public void BatchedRunMatchesSoloRuns(GgmlType type, KvCacheType kv)
+    {
+        string path = _models.Write(TestModelFiles.Tiny with { Type = type });
+        var runs = MakeRuns();
+
+        var solo = runs.Select(r => Generate(path, kv, [r], prefillChunk: int.MaxValue, startTicks: false)[0]).ToArray();
+        // block size 4 and prefill chunks of 5 make every sequence cross many blocks and chunk boundaries mid-block
+        var batched = Generate(path, kv, MakeRuns(), prefillChunk: 5, startTicks: true);
+
+        for (int i = 0; i < runs.Length; i++)
+            Assert.Equal(solo[i], batched[i]);
+    }
+
+    static Run[] MakeRuns()
+    {
+        var greedy = SamplingParams.Greedy(24);
+        var sampled = new SamplingParams { Temperature = 0.9f, TopP = 0.9f, TopK = 50, Seed = 7, MaxTokens = 24 };
+        var penalised = new SamplingParams { Temperature = 0.7f, MinP = 0.05f, Seed = 11, MaxTokens = 24, RepetitionPenalty = 1.3f, PresencePenalty = 0.5f, FrequencyPenalty = 0.3f };
+        int[] Prompt(int n, int salt) => [1, .. Enumerable.Range(0, n - 1).Select(i => 259 + (i * 31 + salt * 17) % 700)];
+        return
+        [
+            new Run(0, Prompt(3, 0), greedy, 0),
+            new Run(1, Prompt(17, 1), sampled, 0),
+            new Run(2, Prompt(9, 2), penalised, 2),
+            new Run(3, Prompt(30, 3), greedy, 3),
+            new Run(4, Prompt(1, 4), sampled, 5),
+            new Run(5, Prompt(12, 5), greedy with { RepetitionPenalty = 1.2f }, 6),
+        ];
+    }
+
+    /// <summary>Drives the engine like a scheduler would: each tick, every started sequence contributes a decode token or its next prefill chunk.</summary>
+    static List<int>[] Generate(string path, KvCacheType kv, Run[] runs, int prefillChunk, bool startTicks)
+    {
+        const int blockSize = 4, maxNew = 24;
+        using var engine = InferenceEngine.Load(path, new EngineOptions { Engine = EngineKind.Cpu, BlockSize = blockSize, KvBlocks = 128, KvCacheType = kv, MaxNumSeqs = 8, MaxNumBatchedTokens = 64 });
+        // hand out blocks in a scrambled order so no sequence's blocks are contiguous
+        var free = new Queue<int>(Enumerable.Range(0, 128).OrderBy(b => (b * 53) % 128));
+        for (int tick = 0; runs.Any(r => r.Generated < maxNew); tick++)
+        {
+            engine.Inputs.Clear();
+            var stepRuns = new List<Run>();
+            foreach (var r in runs)
+            {
+                if ((startTicks && tick < r.StartTick) || r.Generated >= maxNew) continue;
+                int count = Math.Min(prefillChunk, r.Tokens.Count - r.Computed);
+                while (r.Blocks.Count * blockSize < r.Computed + count) r.Blocks.Add(free.Dequeue());
+                bool needsToken = r.Computed + count == r.Tokens.Count;
+                engine.Inputs.Add(new StepItem(r.Tokens, r.Computed, count, r.Blocks, needsToken, r.Sampling, r.Sampling.Seed ?? 0, r.PromptLength));
+                r.Computed += count;
+                if (needsToken) stepRuns.Add(r);
+            }
+            var sampled = engine.Step();
+            for (int i = 0; i < stepRuns.Count; i++) stepRuns[i].Tokens.Add(sampled[i]);
+        }
+        return runs.Select(r => r.Tokens.Skip(r.PromptLength).ToList()).ToArray();
+    }
+}
