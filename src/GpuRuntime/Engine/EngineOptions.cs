@@ -3,6 +3,23 @@ namespace Weft.GpuRuntime.Engine;
 /// <summary>Which kernels run the forward pass.</summary>
 public enum EngineKind { Auto, Cpu, Cuda, IlgpuCpu }
 
+public static class EngineKinds
+{
+    public static readonly IReadOnlyList<string> Names = ["auto", "cpu", "cuda", "ilgpu-cpu"];
+
+    /// <summary>Parses the command-line spelling (auto, cpu, cuda, ilgpu-cpu).</summary>
+    public static EngineKind Parse(string name) => name.ToLowerInvariant() switch
+    {
+        "auto" => EngineKind.Auto,
+        "cpu" => EngineKind.Cpu,
+        "cuda" => EngineKind.Cuda,
+        "ilgpu-cpu" => EngineKind.IlgpuCpu,
+        _ => throw new ArgumentException($"unknown engine '{name}' (expected one of: {string.Join(", ", Names)})"),
+    };
+
+    public static string Name(this EngineKind kind) => Names[(int)kind];
+}
+
 /// <summary>Options of the inference engine (one per device), validated before anything is allocated.</summary>
 public sealed record EngineOptions
 {
