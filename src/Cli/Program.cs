@@ -1,1 +1,9 @@
-System.Console.WriteLine("weft");
+using System.CommandLine;
+using Weft.Cli;
+
+var root = new RootCommand("weft: serve, chat with and measure llama-family models on Orleans")
+{
+    ModelCommands.Create(),
+    BenchCommands.Create(),
+};
+return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -16,7 +16,8 @@ public sealed class LlamaCppModel : IDisposable
     readonly ModelParams _params;
 
     /// <param name="f16Cache">KV cache type: f16 is llama.cpp's default; f32 compares exactly with an f32 cache.</param>
-    public LlamaCppModel(string path, int contextSize = 2048, int batchSize = 512, int threads = 0, bool f16Cache = true, bool vocabOnly = false)
+    /// <param name="sequences">Parallel sequences; llama.cpp gives each its own KV stream of contextSize / sequences cells.</param>
+    public LlamaCppModel(string path, int contextSize = 2048, int batchSize = 512, int threads = 0, bool f16Cache = true, bool vocabOnly = false, int sequences = 1)
     {
         SilenceLogs();
         _params = new ModelParams(path)
@@ -24,7 +25,7 @@ public sealed class LlamaCppModel : IDisposable
             ContextSize = (uint)contextSize,
             BatchSize = (uint)batchSize,
             UBatchSize = (uint)batchSize,
-            SeqMax = 64,
+            SeqMax = (uint)sequences,
             Threads = threads > 0 ? threads : Environment.ProcessorCount,
             BatchThreads = threads > 0 ? threads : Environment.ProcessorCount,
             // Flash attention on the CPU accumulates V in f16; the reference is the plain attention path.
@@ -61,9 +62,7 @@ public sealed class LlamaCppModel : IDisposable
             batch.Clear();
             for (int i = computed; i < tokens.Count; i++) batch.Add((LLamaToken)tokens[i], i, LLamaSeqId.Zero, i == tokens.Count - 1);
             Decode(context, batch);
-            var logits = context.NativeHandle.GetLogitsIth(batch.TokenCount - 1);
-            int best = 0;
-            for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
+            int best = ArgMax(context.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
             computed = tokens.Count;
             tokens.Add(best);
             output[step] = best;
@@ -72,36 +71,59 @@ public sealed class LlamaCppModel : IDisposable
     }
 
     /// <summary>
-    /// Decodes <paramref name="sequences"/> prompts of <paramref name="promptLength"/> tokens in parallel sequences of one
-    /// context, then <paramref name="steps"/> batched decode steps with one token per sequence, as llama.cpp's own
-    /// batched example does. Returns the seconds spent in prefill and in decode.
+    /// Prefills <paramref name="sequences"/> prompts of <paramref name="promptLength"/> tokens as parallel sequences of one
+    /// context, then times <paramref name="steps"/> batched decode steps of one token per sequence (llama.cpp's own
+    /// batched example does the same). Returns each step's seconds.
     /// </summary>
-    public (double PrefillSeconds, double DecodeSeconds) RunBatched(int sequences, int promptLength, int steps)
+    public List<double> DecodeStepTimes(int sequences, int promptLength, int steps)
+    {
+        using var context = _weights.CreateContext(_params);
+        var batch = new LLamaBatch();
+        int vocab = _weights.Vocab.Count;
+        for (int s = 0; s < sequences; s++)
+            for (int start = 0; start < promptLength; start += (int)_params.BatchSize)
+            {
+                batch.Clear();
+                int end = Math.Min(promptLength, start + (int)_params.BatchSize);
+                for (int i = start; i < end; i++) batch.Add((LLamaToken)((s * 7919 + i * 104729) % vocab), i, (LLamaSeqId)s, i == promptLength - 1);
+                Decode(context, batch);
+            }
+        var times = new List<double>(steps);
+        var next = new int[sequences];
+        for (int step = 0; step < steps; step++)
+        {
+            batch.Clear();
+            for (int s = 0; s < sequences; s++) batch.Add((LLamaToken)next[s], promptLength + step, (LLamaSeqId)s, true);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            Decode(context, batch);
+            times.Add(sw.Elapsed.TotalSeconds);
+            for (int s = 0; s < sequences; s++) next[s] = ArgMax(context.NativeHandle.GetLogitsIth(s));
+        }
+        return times;
+    }
+
+    /// <summary>Seconds to prefill one prompt of <paramref name="tokens"/> tokens in batches of the context's batch size.</summary>
+    public double PrefillSeconds(int tokens)
     {
         using var context = _weights.CreateContext(_params);
         var batch = new LLamaBatch();
         int vocab = _weights.Vocab.Count;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        for (int s = 0; s < sequences; s++)
-        {
-            // each sequence gets its own prompt, decoded in chunks that fit the batch
-            for (int start = 0; start < promptLength; start += (int)_params.BatchSize)
-            {
-                batch.Clear();
-                int end = Math.Min(promptLength, start + (int)_params.BatchSize);
-                for (int i = start; i < end; i++) batch.Add((LLamaToken)((s * 7919 + i * 104729) % (vocab - 300) + 300), i, (LLamaSeqId)s, i == promptLength - 1);
-                Decode(context, batch);
-            }
-        }
-        double prefill = sw.Elapsed.TotalSeconds;
-        sw.Restart();
-        for (int step = 0; step < steps; step++)
+        for (int start = 0; start < tokens; start += (int)_params.BatchSize)
         {
             batch.Clear();
-            for (int s = 0; s < sequences; s++) batch.Add((LLamaToken)((s * 31 + step * 17) % (vocab - 300) + 300), promptLength + step, (LLamaSeqId)s, true);
+            int end = Math.Min(tokens, start + (int)_params.BatchSize);
+            for (int i = start; i < end; i++) batch.Add((LLamaToken)((i * 104729) % vocab), i, LLamaSeqId.Zero, i == tokens - 1);
             Decode(context, batch);
         }
-        return (prefill, sw.Elapsed.TotalSeconds);
+        return sw.Elapsed.TotalSeconds;
+    }
+
+    static int ArgMax(ReadOnlySpan<float> logits)
+    {
+        int best = 0;
+        for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
+        return best;
     }
 
     static void Decode(LLamaContext context, LLamaBatch batch)

@@ -48,6 +48,7 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
     {
         string s => s,
         Array a => $"[{ElementType} × {a.Length}]",
+        bool b => b ? "true" : "false",
         _ => Convert.ToString(Value, System.Globalization.CultureInfo.InvariantCulture) ?? "",
     };
 }

@@ -1,0 +1,79 @@
+namespace Weft.Abstractions;
+
+/// <summary>One chat message. Roles: system, user, assistant.</summary>
+[GenerateSerializer, Immutable, Alias("weft.ChatMessage")]
+public sealed record ChatMessage([property: Id(0)] string Role, [property: Id(1)] string Content);
+
+/// <summary>
+/// Sampling settings of a turn (OpenAI/vLLM meanings); null fields take the defaults. Temperature 0 is greedy.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("weft.SamplingOptions")]
+public sealed record SamplingOptions
+{
+    [Id(0)] public float? Temperature { get; init; }
+    [Id(1)] public float? TopP { get; init; }
+    [Id(2)] public int? TopK { get; init; }
+    [Id(3)] public float? MinP { get; init; }
+    [Id(4)] public ulong? Seed { get; init; }
+    /// <summary>Null: as many as the context allows.</summary>
+    [Id(5)] public int? MaxTokens { get; init; }
+    [Id(6)] public float? PresencePenalty { get; init; }
+    [Id(7)] public float? FrequencyPenalty { get; init; }
+    [Id(8)] public float? RepetitionPenalty { get; init; }
+    [Id(9)] public bool IgnoreEos { get; init; }
+    /// <summary>Generation stops before any of these strings; the string itself is not returned.</summary>
+    [Id(10)] public IReadOnlyList<string> Stop { get; init; } = [];
+    [Id(11)] public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+}
+
+/// <summary>
+/// A turn of a conversation. Exactly one of <see cref="Messages"/>, <see cref="Prompt"/> or <see cref="PromptTokenIds"/>
+/// is set. Chat messages are appended to the conversation's history, or replace it when
+/// <see cref="ReplaceHistory"/> is set (the OpenAI API sends the whole conversation with every request). Either
+/// way, tokens the conversation's KV cache already holds are not computed again.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("weft.TurnRequest")]
+public sealed record TurnRequest
+{
+    [Id(0)] public IReadOnlyList<ChatMessage>? Messages { get; init; }
+    [Id(1)] public bool ReplaceHistory { get; init; }
+    /// <summary>A raw completion prompt, tokenized as is (with BOS where the model adds one).</summary>
+    [Id(2)] public string? Prompt { get; init; }
+    [Id(3)] public IReadOnlyList<int>? PromptTokenIds { get; init; }
+    [Id(4)] public SamplingOptions Sampling { get; init; } = new();
+    /// <summary>Lower runs first under load.</summary>
+    [Id(5)] public int Priority { get; init; }
+    /// <summary>Send the prompt's token ids with the first delta and each delta's token ids.</summary>
+    [Id(6)] public bool ReturnTokenIds { get; init; }
+}
+
+[GenerateSerializer, Immutable, Alias("weft.Usage")]
+public sealed record Usage(
+    [property: Id(0)] int PromptTokens,
+    [property: Id(1)] int CompletionTokens,
+    [property: Id(2)] int CachedTokens)
+{
+    public int TotalTokens => PromptTokens + CompletionTokens;
+}
+
+/// <summary>
+/// A piece of a streamed reply. The last delta of a turn carries <see cref="FinishReason"/> ("stop" or "length")
+/// and <see cref="Usage"/>. Text is held back while it may still be the start of a stop string or of an
+/// incomplete UTF-8 character.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("weft.TurnDelta")]
+public sealed record TurnDelta
+{
+    [Id(0)] public string Text { get; init; } = "";
+    [Id(1)] public IReadOnlyList<int> TokenIds { get; init; } = [];
+    [Id(2)] public string? FinishReason { get; init; }
+    [Id(3)] public Usage? Usage { get; init; }
+    /// <summary>Only on the first delta, when the request asked for token ids.</summary>
+    [Id(4)] public IReadOnlyList<int>? PromptTokenIds { get; init; }
+}
+
+[GenerateSerializer, Immutable, Alias("weft.ConversationHistory")]
+public sealed record ConversationHistory(
+    [property: Id(0)] IReadOnlyList<ChatMessage> Messages,
+    [property: Id(1)] int TokenCount,
+    [property: Id(2)] string? Silo);

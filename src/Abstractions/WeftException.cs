@@ -1,0 +1,25 @@
+namespace Weft.Abstractions;
+
+/// <summary>Why a turn was refused; the HTTP API maps each to a status code.</summary>
+public enum WeftErrorCode
+{
+    /// <summary>Malformed or out-of-range request fields (400).</summary>
+    InvalidRequest,
+    /// <summary>Prompt plus max_tokens exceeds the model's context (400).</summary>
+    ContextLengthExceeded,
+    /// <summary>The waiting queue is full; retry later (429).</summary>
+    QueueFull,
+    /// <summary>The model is still loading (503).</summary>
+    Unavailable,
+}
+
+/// <summary>A refusal of a request, as opposed to a failure of the system: it carries a code and whether retrying can help.</summary>
+[GenerateSerializer, Alias("weft.WeftException")]
+public sealed class WeftException : Exception
+{
+    public WeftException(WeftErrorCode code, string message) : base(message) => Code = code;
+
+    [Id(0)] public WeftErrorCode Code { get; }
+
+    public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable;
+}

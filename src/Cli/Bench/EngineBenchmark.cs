@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Sampling;
+using Weft.LlamaCpp;
+
+namespace Weft.Cli.Bench;
+
+public sealed record EngineBenchOptions(string ModelPath, EngineKind Engine, int[] Batches, int Gen, int Prompt, int Prefill, bool PeerLlamaCpp, int Threads, string? JsonPath);
+
+/// <summary>One batch size's figures: aggregate decode tokens/s from the median step time.</summary>
+public sealed record BatchResult(int Batch, double OursStepMs, double OursTokensPerSecond, double? PeerStepMs, double? PeerTokensPerSecond);
+
+/// <summary>
+/// `weft bench engine`: decode throughput of the engine alone at a sweep of batch sizes, side by side with llama.cpp on
+/// the same file in the same run, plus prefill speed and the memory-bandwidth roofline (a decode step must read every
+/// weight once, so step time ≥ weight bytes ÷ bandwidth).
+/// </summary>
+public static class EngineBenchmark
+{
+    public static int Run(EngineBenchOptions o, TextWriter output)
+    {
+        int threads = o.Threads > 0 ? o.Threads : Environment.ProcessorCount;
+        int maxBatch = o.Batches.Max();
+        int blocksPerSeq = (o.Prompt + o.Gen + 16) / 16 + 1;
+        var engineOptions = new EngineOptions
+        {
+            Engine = o.Engine,
+            MaxNumSeqs = Math.Max(maxBatch, 1),
+            MaxNumBatchedTokens = Math.Max(maxBatch, Math.Min(512, Math.Max(o.Prefill, o.Prompt))),
+            KvBlocks = Math.Max(maxBatch * blocksPerSeq, (o.Prefill + 16) / 16 + 1),
+            Threads = threads,
+        };
+        using var engine = InferenceEngine.Load(o.ModelPath, engineOptions);
+        long weightBytes = WeightBytesPerStep(engine);
+        output.WriteLine($"model      {o.ModelPath}: {engine.Config.Architecture}, {engine.Config.Layers} layers, dim {engine.Config.Dim}, vocab {engine.Config.VocabSize}, {weightBytes / 1e6:F0} MB of weights read per step");
+        output.WriteLine($"engine     {engine.Description}");
+        double bandwidth = MemoryBandwidth.MeasureBytesPerSecond(threads);
+        double rooflineMs = weightBytes / bandwidth * 1e3;
+        output.WriteLine($"memory     {bandwidth / 1e9:F1} GB/s measured read bandwidth → roofline {rooflineMs:F1} ms per decode step ({1e3 / rooflineMs:F1} steps/s)");
+
+        LlamaCppModel? peer = o.PeerLlamaCpp ? new LlamaCppModel(o.ModelPath, contextSize: maxBatch * Math.Max(o.Prompt + o.Gen + 8, o.Prefill + 8), batchSize: 512, threads: threads, sequences: maxBatch) : null;
+        try
+        {
+            var results = new List<BatchResult>();
+            output.WriteLine();
+            output.WriteLine($"decode: {o.Gen} steps after a {o.Prompt}-token prompt per sequence; medians of step times");
+            output.WriteLine(peer is null
+                ? $"{"batch",5} {"step ms",9} {"tok/s",9} {"× roofline",11}"
+                : $"{"batch",5} {"step ms",9} {"tok/s",9} {"llama.cpp ms",13} {"llama.cpp tok/s",16} {"ours/llama.cpp",15} {"roofline %",11}");
+            foreach (int b in o.Batches)
+            {
+                var ours = Median(DecodeSteps(engine, b, o.Prompt, o.Gen));
+                double? peerMs = null;
+                if (peer is not null) peerMs = Median(peer.DecodeStepTimes(b, o.Prompt, o.Gen)) * 1e3;
+                var r = new BatchResult(b, ours * 1e3, b / ours, peerMs, peerMs is { } pm ? b / (pm / 1e3) : null);
+                results.Add(r);
+                output.WriteLine(peer is null
+                    ? $"{b,5} {r.OursStepMs,9:F2} {r.OursTokensPerSecond,9:F1} {rooflineMs / r.OursStepMs,11:P0}"
+                    : $"{b,5} {r.OursStepMs,9:F2} {r.OursTokensPerSecond,9:F1} {r.PeerStepMs,13:F2} {r.PeerTokensPerSecond,16:F1} {r.OursTokensPerSecond / r.PeerTokensPerSecond,15:F2} {rooflineMs / r.OursStepMs,11:P0}");
+            }
+
+            double? oursPrefill = null, peerPrefill = null;
+            if (o.Prefill > 0)
+            {
+                oursPrefill = o.Prefill / Prefill(engine, o.Prefill);
+                if (peer is not null) peerPrefill = o.Prefill / peer.PrefillSeconds(o.Prefill);
+                output.WriteLine();
+                output.WriteLine(peer is null
+                    ? $"prefill {o.Prefill} tokens: {oursPrefill:F1} tok/s"
+                    : $"prefill {o.Prefill} tokens: ours {oursPrefill:F1} tok/s, llama.cpp {peerPrefill:F1} tok/s, ratio {oursPrefill / peerPrefill:F2}");
+            }
+
+            if (o.JsonPath is not null)
+            {
+                var json = new
+                {
+                    model = o.ModelPath, engine = engine.Description, weightBytes, bandwidthBytesPerSecond = bandwidth, rooflineStepMs = rooflineMs,
+                    decode = results, prefillTokens = o.Prefill, oursPrefillTokensPerSecond = oursPrefill, llamaCppPrefillTokensPerSecond = peerPrefill,
+                };
+                File.WriteAllText(o.JsonPath, JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));
+            }
+            return 0;
+        }
+        finally
+        {
+            peer?.Dispose();
+        }
+    }
+
+    /// <summary>Every weight matrix is read once per step; vectors are negligible and the embedding is only gathered.</summary>
+    static long WeightBytesPerStep(InferenceEngine engine) =>
+        engine.File.Tensors.Where(t => t.Dims.Length == 2 && t.Name != "token_embd.weight").Sum(t => t.ByteSize)
+        + (engine.File.TryGetTensor("output.weight", out _) ? 0 : engine.File.GetTensor("token_embd.weight").ByteSize);
+
+    static double Median(List<double> xs)
+    {
+        xs.Sort();
+        return xs.Count % 2 == 1 ? xs[xs.Count / 2] : (xs[xs.Count / 2 - 1] + xs[xs.Count / 2]) / 2;
+    }
+
+    /// <summary>Prefills <paramref name="batch"/> sequences, then times <paramref name="gen"/> decode steps of one token each.</summary>
+    static List<double> DecodeSteps(InferenceEngine engine, int batch, int prompt, int gen)
+    {
+        int vocab = engine.Config.VocabSize, bs = engine.BlockSize;
+        int blocksPerSeq = (prompt + gen + bs) / bs + 1;
+        var seqs = Enumerable.Range(0, batch).Select(s => new List<int>(Enumerable.Range(0, prompt).Select(i => (s * 7919 + i * 104729) % vocab))).ToArray();
+        var tables = Enumerable.Range(0, batch).Select(s => Enumerable.Range(s * blocksPerSeq, blocksPerSeq).ToList()).ToArray();
+        var computed = new int[batch];
+        var sampling = SamplingParams.Greedy(gen);
+
+        // prefill in chunks that fit a step
+        for (int s = 0; s < batch; s++)
+            while (computed[s] < prompt)
+            {
+                int n = Math.Min(engine.Inputs.MaxTokens, prompt - computed[s]);
+                engine.Inputs.Clear();
+                engine.Inputs.Add(new StepItem(seqs[s], computed[s], n, tables[s], computed[s] + n == prompt, sampling, 0, prompt));
+                var t = engine.Step();
+                computed[s] += n;
+                if (computed[s] == prompt) seqs[s].Add(t[0]);
+            }
+
+        var times = new List<double>(gen);
+        for (int step = 0; step < gen; step++)
+        {
+            engine.Inputs.Clear();
+            for (int s = 0; s < batch; s++) engine.Inputs.Add(new StepItem(seqs[s], computed[s], 1, tables[s], true, sampling, 0, prompt));
+            var sw = Stopwatch.StartNew();
+            var next = engine.Step();
+            times.Add(sw.Elapsed.TotalSeconds);
+            for (int s = 0; s < batch; s++)
+            {
+                computed[s]++;
+                seqs[s].Add(next[s]);
+            }
+        }
+        return times;
+    }
+
+    static double Prefill(InferenceEngine engine, int tokens)
+    {
+        var seq = Enumerable.Range(0, tokens).Select(i => (i * 104729) % engine.Config.VocabSize).ToList();
+        var table = Enumerable.Range(0, (tokens + engine.BlockSize) / engine.BlockSize + 1).ToList();
+        var sw = Stopwatch.StartNew();
+        for (int done = 0; done < tokens;)
+        {
+            int n = Math.Min(engine.Inputs.MaxTokens, tokens - done);
+            engine.Inputs.Clear();
+            engine.Inputs.Add(new StepItem(seq, done, n, table, done + n == tokens, SamplingParams.Greedy(1), 0, tokens));
+            engine.Step();
+            done += n;
+        }
+        return sw.Elapsed.TotalSeconds;
+    }
+}

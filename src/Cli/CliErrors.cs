@@ -1,0 +1,20 @@
+using Weft.GpuRuntime.Gguf;
+
+namespace Weft.Cli;
+
+/// <summary>Turns the errors a user can cause (bad files, bad options) into one line on stderr and exit code 1.</summary>
+static class CliErrors
+{
+    public static int Run(Func<int> main)
+    {
+        try
+        {
+            return main();
+        }
+        catch (Exception e) when (e is GgufFormatException or ArgumentException or NotSupportedException or IOException or InvalidOperationException)
+        {
+            Console.Error.WriteLine($"weft: {e.Message}");
+            return 1;
+        }
+    }
+}

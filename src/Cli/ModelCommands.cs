@@ -1,0 +1,55 @@
+using System.CommandLine;
+using Weft.GpuRuntime.Gguf;
+
+namespace Weft.Cli;
+
+static class ModelCommands
+{
+    public static Command Create()
+    {
+        var model = new Command("model", "create and inspect GGUF models");
+        model.Subcommands.Add(Inspect());
+        return model;
+    }
+
+    static Command Inspect()
+    {
+        var path = new Argument<string>("path") { Description = "GGUF file" };
+        var all = new Option<bool>("--all") { Description = "print every element of metadata arrays" };
+        var cmd = new Command("inspect", "print a GGUF file's metadata, tensors and sizes") { path, all };
+        cmd.SetAction(r =>
+        {
+            using var f = GgufFile.Open(r.GetValue(path)!);
+            bool full = r.GetValue(all);
+            Console.WriteLine($"{f.Path}: GGUF v{f.Version}, {f.FileSize / 1e6:F1} MB, {f.Metadata.Count} metadata keys, {f.Tensors.Count} tensors, alignment {f.Alignment}");
+            Console.WriteLine();
+            int keyWidth = f.Metadata.Keys.Max(k => k.Length);
+            foreach (var (key, value) in f.Metadata)
+                Console.WriteLine($"  {key.PadRight(keyWidth)}  {Describe(value, full)}");
+            Console.WriteLine();
+            int nameWidth = f.Tensors.Max(t => t.Name.Length);
+            foreach (var t in f.Tensors)
+                Console.WriteLine($"  {t.Name.PadRight(nameWidth)}  {t.Type,-5} {("[" + string.Join(", ", t.Dims) + "]"),-20} {t.ByteSize / 1e6,10:F2} MB");
+            var byType = f.Tensors.GroupBy(t => t.Type).Select(g => $"{g.Key}: {g.Count()} tensors, {g.Sum(t => t.ByteSize) / 1e6:F1} MB");
+            Console.WriteLine();
+            Console.WriteLine($"  {f.Tensors.Sum(t => t.ElementCount) / 1e6:F1} M parameters; {string.Join("; ", byType)}");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static string Describe(GgufValue v, bool full)
+    {
+        if (v.Value is not Array a) return v.Value is string s ? Quote(s) : v.ToString();
+        var items = a.Cast<object>().Select(x => x is string s ? Quote(s) : Convert.ToString(x, System.Globalization.CultureInfo.InvariantCulture));
+        return full || a.Length <= 8
+            ? $"[{string.Join(", ", items)}]"
+            : $"[{string.Join(", ", items.Take(6))}, … ] ({a.Length} × {v.ElementType})";
+    }
+
+    static string Quote(string s)
+    {
+        var q = s.ReplaceLineEndings("\\n");
+        return q.Length > 120 ? $"\"{q[..117]}…\"" : $"\"{q}\"";
+    }
+}
