@@ -12,6 +12,8 @@ public static class GgmlQuant
     /// <summary>Converts <paramref name="dst"/>.Length elements stored as <paramref name="type"/> to f32.</summary>
     public static void Dequantize(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
     {
+        long need = GgmlTypeInfo.RowBytes(type, dst.Length);
+        if (src.Length < need) throw new ArgumentException($"{dst.Length} {type} elements need {need} bytes, got {src.Length}");
         switch (type)
         {
             case GgmlType.F32: MemoryMarshal.Cast<byte, float>(src)[..dst.Length].CopyTo(dst); break;
