@@ -14,7 +14,7 @@ public sealed unsafe class GgufFile : IDisposable
     public const uint DefaultAlignment = 32;
     const int MaxDims = 4;
     // Far above anything a real model stores (vocabularies are < 1M entries, templates and tokenizer JSON a few MB),
-    // and low enough that no corrupted length can make the parser allocate more than a few hundred MB.
+    // and small enough that every length fits an int and no single corrupted length costs more than about a GB.
     const int MaxArrayLength = 1 << 24;
     const int MaxStringBytes = 1 << 28;
 

@@ -40,8 +40,11 @@ public sealed class GgmlQuantTests
         Assert.True(float.IsNegative(FromF16(0x8000)) && FromF16(0x8000) == 0);
         Assert.True(float.IsNaN(FromF16(0x7E00)));
         Assert.True(float.IsNaN(FromF16(0x7C01)));
-        ushort nanBits = F16Bits(float.NaN);
-        Assert.True((nanBits & 0x7C00) == 0x7C00 && (nanBits & 0x03FF) != 0, $"NaN became 0x{nanBits:X4}");
+        // As ggml: every NaN, quiet or signalling, whatever its payload, becomes the quiet NaN 0x7E00 with its sign.
+        Assert.Equal(0x7E00, F16Bits(BitConverter.UInt32BitsToSingle(0x7FC00000)));
+        Assert.Equal(0x7E00, F16Bits(BitConverter.UInt32BitsToSingle(0x7F800001)));
+        Assert.Equal(0x7E00, F16Bits(BitConverter.UInt32BitsToSingle(0x7FFFFFFF)));
+        Assert.Equal(0xFE00, F16Bits(BitConverter.UInt32BitsToSingle(0xFFC12345)));
         // Every finite half survives half -> f32 -> half unchanged.
         for (int b = 0; b < 0x10000; b++)
         {
