@@ -12,6 +12,8 @@ public static class GgmlQuant
     /// <summary>Converts <paramref name="dst"/>.Length elements stored as <paramref name="type"/> to f32.</summary>
     public static void Dequantize(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
     {
+        long need = GgmlTypeInfo.RowBytes(type, dst.Length);
+        if (src.Length < need) throw new ArgumentException($"{dst.Length} {type} elements need {need} bytes, got {src.Length}");
         switch (type)
         {
             case GgmlType.F32: MemoryMarshal.Cast<byte, float>(src)[..dst.Length].CopyTo(dst); break;
@@ -51,7 +53,7 @@ public static class GgmlQuant
             case GgmlType.F16:
                 {
                     var h = MemoryMarshal.Cast<byte, Half>(dst.AsSpan());
-                    for (int i = 0; i < x.Length; i++) h[i] = (Half)x[i];
+                    for (int i = 0; i < x.Length; i++) h[i] = SingleToHalf(x[i]);
                     break;
                 }
             case GgmlType.BF16:
@@ -66,6 +68,11 @@ public static class GgmlQuant
         }
         return dst;
     }
+
+    /// <summary>Round to nearest even; every NaN becomes ggml's quiet NaN 0x7E00 with its sign (Half's cast would keep payload bits).</summary>
+    public static Half SingleToHalf(float f) => float.IsNaN(f)
+        ? BitConverter.UInt16BitsToHalf((ushort)(0x7E00 | (BitConverter.SingleToUInt32Bits(f) >> 16 & 0x8000)))
+        : (Half)f;
 
     public static float BFloat16ToSingle(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
 

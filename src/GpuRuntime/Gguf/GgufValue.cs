@@ -29,17 +29,26 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
         or GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.UInt64 or GgufValueType.Int64;
 
     /// <summary>Any integer type widened to long (files differ in which width they use for the same key).</summary>
-    public long AsInt64() => Value switch
+    public long AsInt64() => TryGetInt64(out long v) ? v
+        : throw (IsInteger ? new OverflowException($"{Value} does not fit in a long") : new InvalidCastException($"{Type} is not an integer"));
+
+    /// <summary>False for a non-integer and for a u64 above <see cref="long.MaxValue"/>.</summary>
+    public bool TryGetInt64(out long value)
     {
-        byte b => b, sbyte s => s, ushort us => us, short sh => sh, uint u => u, int i => i,
-        ulong ul => ul <= long.MaxValue ? (long)ul : throw new OverflowException(),
-        long l => l,
-        _ => throw new InvalidCastException($"{Type} is not an integer"),
-    };
+        (bool ok, value) = Value switch
+        {
+            byte b => (true, b), sbyte s => (true, s), ushort us => (true, us), short sh => (true, sh), uint u => (true, u), int i => (true, i),
+            ulong ul => (ul <= long.MaxValue, (long)ul),
+            long l => (true, l),
+            _ => (false, 0L),
+        };
+        if (!ok) value = 0;
+        return ok;
+    }
 
     public double AsDouble() => Value switch
     {
-        float f => f, double d => d,
+        float f => f, double d => d, ulong ul => ul,
         _ when IsInteger => AsInt64(),
         _ => throw new InvalidCastException($"{Type} is not a number"),
     };

@@ -8,14 +8,26 @@ namespace Weft.GpuRuntime.Gguf;
 /// </summary>
 public sealed class GgufWriter
 {
+    const string AlignmentKey = "general.alignment";
+
     readonly List<(string Key, GgufValue Value)> _metadata = [];
     readonly List<(string Name, GgmlType Type, long[] Dims, long Bytes, Action<Stream> Write)> _tensors = [];
 
-    public uint Alignment { get; init; } = GgufFile.DefaultAlignment;
+    /// <summary>Tensor data alignment; a value other than the default is recorded as general.alignment so readers agree.</summary>
+    public uint Alignment
+    {
+        get;
+        init => field = value is > 0 and <= 1 << 20 && uint.IsPow2(value) ? value
+            : throw new ArgumentOutOfRangeException(nameof(Alignment), value, "alignment must be a power of two up to 2^20");
+    } = GgufFile.DefaultAlignment;
 
     public GgufWriter Add(string key, GgufValue value)
     {
         if (_metadata.Any(m => m.Key == key)) throw new ArgumentException($"duplicate metadata key '{key}'");
+        // The tag written is value.Type but the bytes come from the CLR value: a mismatch would write a corrupt file.
+        if (!IsConsistent(value)) throw new ArgumentException($"metadata '{key}': {value.Value.GetType().Name} value does not match its GGUF type {value.Type}/{value.ElementType}");
+        if (key == AlignmentKey && !(value.TryGetInt64(out long a) && a == Alignment))
+            throw new ArgumentException($"{AlignmentKey} is written from the {nameof(Alignment)} property ({Alignment}); set that instead");
         _metadata.Add((key, value));
         return this;
     }
@@ -29,6 +41,8 @@ public sealed class GgufWriter
     public GgufWriter AddTensor(string name, GgmlType type, long[] dims, Action<Stream> write)
     {
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"duplicate tensor '{name}'");
+        if (dims.Length is 0 or > 4 || dims.Any(d => d is <= 0 or > int.MaxValue))
+            throw new ArgumentException($"tensor '{name}' dims [{string.Join(", ", dims)}]: 1 to 4 dims of 1 to {int.MaxValue} each");
         long elements = dims.Aggregate(1L, (a, d) => a * d);
         _tensors.Add((name, type, dims, GgmlTypeInfo.RowBytes(type, elements), write));
         return this;
@@ -62,9 +76,11 @@ public sealed class GgufWriter
         var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
         w.Write(GgufFile.Magic);
         w.Write(3u);
+        var metadata = Alignment == GgufFile.DefaultAlignment || _metadata.Any(m => m.Key == AlignmentKey)
+            ? _metadata : [.. _metadata, (AlignmentKey, GgufValue.Of(Alignment))];
         w.Write((ulong)_tensors.Count);
-        w.Write((ulong)_metadata.Count);
-        foreach (var (key, value) in _metadata)
+        w.Write((ulong)metadata.Count);
+        foreach (var (key, value) in metadata)
         {
             WriteString(w, key);
             w.Write((uint)value.Type);
@@ -105,6 +121,22 @@ public sealed class GgufWriter
         w.Write((ulong)bytes.Length);
         w.Write(bytes);
     }
+
+    static bool IsConsistent(GgufValue v) => v.Type == GgufValueType.Array
+        ? v.ElementType == GgufValueType.Array
+            ? v.Value is GgufValue[] nested && nested.All(n => n.Type == GgufValueType.Array && IsConsistent(n))
+            : v.Value.GetType() == ClrType(v.ElementType)?.MakeArrayType()
+        : v.Value.GetType() == ClrType(v.Type);
+
+    static Type? ClrType(GgufValueType t) => t switch
+    {
+        GgufValueType.UInt8 => typeof(byte), GgufValueType.Int8 => typeof(sbyte),
+        GgufValueType.UInt16 => typeof(ushort), GgufValueType.Int16 => typeof(short),
+        GgufValueType.UInt32 => typeof(uint), GgufValueType.Int32 => typeof(int),
+        GgufValueType.Float32 => typeof(float), GgufValueType.Bool => typeof(bool), GgufValueType.String => typeof(string),
+        GgufValueType.UInt64 => typeof(ulong), GgufValueType.Int64 => typeof(long), GgufValueType.Float64 => typeof(double),
+        _ => null,
+    };
 
     static void WriteArray(BinaryWriter w, GgufValueType elementType, Array items)
     {

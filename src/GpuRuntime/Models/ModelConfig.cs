@@ -53,9 +53,11 @@ public sealed record ModelConfig
         int ropeDim = f.Has($"{arch}.rope.dimension_count") ? Int("rope.dimension_count", 2, headDim) : headDim;
         if (ropeDim != headDim) throw f.Fail($"partial RoPE (rope.dimension_count {ropeDim} < head dimension {headDim}) is not supported");
 
-        var tokens = f.Has("tokenizer.ggml.tokens") ? f.Get("tokenizer.ggml.tokens").Value as string[] : null;
+        var tokens = f.Has("tokenizer.ggml.tokens") ? f.GetArray<string>("tokenizer.ggml.tokens") : null;
         var embd = f.GetTensor("token_embd.weight");
-        int vocab = (int)embd.Rows;
+        if (embd.Dims.Length != 2 || embd.Dims[0] != dim)
+            throw f.Fail($"tensor 'token_embd.weight' has shape [{string.Join(", ", embd.Dims)}], expected [{dim}, vocabulary size]");
+        int vocab = (int)embd.Dims[1];
         if (f.Has($"{arch}.vocab_size") && f.GetInteger($"{arch}.vocab_size") != vocab)
             throw f.Fail($"{arch}.vocab_size {f.GetInteger($"{arch}.vocab_size")} differs from token_embd rows {vocab}");
         if (tokens is not null && tokens.Length != vocab)
