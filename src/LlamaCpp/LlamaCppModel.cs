@@ -10,7 +10,7 @@ namespace Weft.LlamaCpp;
 /// </summary>
 public sealed class LlamaCppModel : IDisposable
 {
-    static int _logsSilenced;
+    static int _loaded;
 
     readonly LLamaWeights _weights;
     readonly ModelParams _params;
@@ -19,7 +19,7 @@ public sealed class LlamaCppModel : IDisposable
     /// <param name="sequences">Parallel sequences; llama.cpp gives each its own KV stream of contextSize / sequences cells.</param>
     public LlamaCppModel(string path, int contextSize = 2048, int batchSize = 512, int threads = 0, bool f16Cache = true, bool vocabOnly = false, int sequences = 1)
     {
-        SilenceLogs();
+        EnsureLoaded();
         _params = new ModelParams(path)
         {
             ContextSize = (uint)contextSize,
@@ -39,10 +39,14 @@ public sealed class LlamaCppModel : IDisposable
 
     public LLamaWeights Weights => _weights;
 
-    /// <summary>Quiets llama.cpp's loader chatter (it writes every tensor to stderr otherwise).</summary>
-    public static void SilenceLogs()
+    /// <summary>
+    /// Loads llama.cpp through LLamaSharp's own resolver (it picks the build for this CPU; only calls through NativeApi
+    /// trigger it) and quiets its loader chatter, which otherwise lists every tensor on stderr.
+    /// </summary>
+    public static void EnsureLoaded()
     {
-        if (Interlocked.Exchange(ref _logsSilenced, 1) == 1) return;
+        if (Interlocked.Exchange(ref _loaded, 1) == 1) return;
+        NativeApi.llama_max_devices();
         NativeLogConfig.llama_log_set((level, message) => { });
     }
 

@@ -1,5 +1,5 @@
 using System.Runtime.InteropServices;
-using LLama.Native;
+using Weft.LlamaCpp;
 using Weft.GpuRuntime.Gguf;
 
 namespace Weft.Reference.Tests.Gguf;
@@ -15,7 +15,7 @@ static unsafe class GgmlNative
 
     static nint Load()
     {
-        NativeApi.llama_max_devices(); // makes LLamaSharp load llama.cpp, and with it ggml-base
+        LlamaCppModel.EnsureLoaded(); // llama.cpp, and with it ggml-base
         // Already loaded as a dependency of llama.cpp, so the bare name resolves to that copy.
         string name = OperatingSystem.IsWindows() ? "ggml-base.dll" : OperatingSystem.IsMacOS() ? "libggml-base.dylib" : "libggml-base.so";
         return NativeLibrary.Load(name);

@@ -3,6 +3,7 @@ using LLama.Native;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Tokenization;
+using Weft.LlamaCpp;
 
 namespace Weft.Reference.Tests.Gguf;
 
@@ -49,6 +50,7 @@ public sealed class LlamaQuantizerTests : IDisposable
     {
         string src = Path.Combine(_dir, "f32.gguf"), dst = Path.Combine(_dir, $"{ftype}.gguf");
         DemoModel.Write(src, Shape, Vocabulary());
+        LlamaCppModel.EnsureLoaded();
         Assert.True(LLamaQuantizer.Quantize(src, dst, ftype, nthread: 1, quantizeOutputTensor: true), $"llama.cpp failed to quantize to {ftype}");
 
         using var original = GgufFile.Open(src);
