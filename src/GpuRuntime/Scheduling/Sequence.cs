@@ -31,6 +31,11 @@ public sealed class Sequence(long id, IReadOnlyList<int> promptTokens, SamplingP
     public long ArrivalOrder { get; set; }
     public bool CancelRequested { get; set; }
     public int NumPreemptions { get; set; }
+    /// <summary>
+    /// Keep the KV blocks when this turn finishes (parked) so the next turn computes only its new tokens; parked blocks
+    /// are evicted, least recently used first, when memory is needed.
+    /// </summary>
+    public bool KeepCache { get; set; }
 
     public int NumTokens => TokenIds.Count;
     public int NumCompletionTokens => NumTokens - NumPromptTokens;
@@ -43,10 +48,13 @@ public sealed class Sequence(long id, IReadOnlyList<int> promptTokens, SamplingP
     /// <summary>
     /// Starts a new turn on this sequence: the whole conversation so far is <paramref name="tokens"/>. The KV cache is
     /// kept for the longest prefix shared with what was computed; everything after it will be computed again.
-    /// Returns the number of prompt tokens whose K/V can be reused.
+    /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Scheduler.Add"/> then drops the blocks
+    /// past that prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary.
     /// </summary>
     public int StartTurn(IReadOnlyList<int> tokens, SamplingParams sampling)
     {
+        if (Status == SequenceStatus.Running)
+            throw new InvalidOperationException($"Sequence {Id} is still running; a new turn can start only after the current one finished.");
         int common = 0;
         int limit = Math.Min(NumComputedTokens, tokens.Count - 1); // at least one token must be computed to produce logits
         while (common < limit && TokenIds[common] == tokens[common]) common++;
