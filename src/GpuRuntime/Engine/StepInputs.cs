@@ -1,4 +1,5 @@
 using Weft.GpuRuntime.Sampling;
+using Weft.GpuRuntime.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
@@ -64,6 +65,14 @@ public sealed class StepInputs
     {
         NumTokens = NumSeqs = NumLogitRows = 0;
         Array.Clear(Items);
+    }
+
+    /// <summary>Describes the scheduler's choice for this tick: each scheduled sequence's next chunk, in batch order.</summary>
+    public void Fill(ScheduleOutput output)
+    {
+        Clear();
+        foreach (var (s, count, needsToken) in output.Scheduled)
+            Add(new StepItem(s.TokenIds, s.NumComputedTokens, count, s.BlockTable, needsToken, s.Sampling, s.Seed, s.NumPromptTokens));
     }
 
     /// <summary>Appends one sequence's chunk. The block table must already cover positions up to Start + Count.</summary>

@@ -1,0 +1,77 @@
+namespace Weft.Abstractions;
+
+/// <summary>
+/// A sequence to generate on a device. <see cref="SequenceId"/> is the KV handle of an earlier turn of the same
+/// conversation on this device (0 for none): the cache it holds is reused for the longest common prefix.
+/// </summary>
+[GenerateSerializer, Immutable, Alias("weft.GenerationRequest")]
+public sealed record GenerationRequest
+{
+    [Id(0)] public long SequenceId { get; init; }
+    [Id(1)] public required IReadOnlyList<int> PromptTokens { get; init; }
+    [Id(2)] public SamplingOptions Sampling { get; init; } = new();
+    [Id(3)] public int Priority { get; init; }
+    /// <summary>Keep the sequence's KV blocks after the reply (until memory is needed) for the next turn.</summary>
+    [Id(4)] public bool KeepCache { get; init; }
+}
+
+/// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason and counts.</summary>
+[GenerateSerializer, Immutable, Alias("weft.GenerationDelta")]
+public sealed record GenerationDelta
+{
+    [Id(0)] public long SequenceId { get; init; }
+    [Id(1)] public string Text { get; init; } = "";
+    [Id(2)] public IReadOnlyList<int> TokenIds { get; init; } = [];
+    /// <summary>"stop" or "length" on the last delta.</summary>
+    [Id(3)] public string? FinishReason { get; init; }
+    [Id(4)] public int PromptTokens { get; init; }
+    [Id(5)] public int CachedTokens { get; init; }
+    [Id(6)] public int CompletionTokens { get; init; }
+}
+
+/// <summary>A device's load, for placement and metrics.</summary>
+[GenerateSerializer, Immutable, Alias("weft.DeviceLoad")]
+public sealed record DeviceLoad(
+    [property: Id(0)] int Device,
+    [property: Id(1)] int FreeKvTokens,
+    [property: Id(2)] int TotalKvTokens,
+    [property: Id(3)] int Running,
+    [property: Id(4)] int Waiting,
+    [property: Id(5)] int Parked);
+
+/// <summary>Counters of a BatchGrain since activation: how full its ticks were and where their time went.</summary>
+[GenerateSerializer, Immutable, Alias("weft.BatchStats")]
+public sealed record BatchStats(
+    [property: Id(0)] long Ticks,
+    [property: Id(1)] double MeanBatchSize,
+    [property: Id(2)] double MeanTickMs,
+    [property: Id(3)] double MeanForwardMs,
+    [property: Id(4)] long Preemptions,
+    [property: Id(5)] long TokensGenerated,
+    [property: Id(6)] DeviceLoad Load);
+
+/// <summary>
+/// The continuous-batching loop of one device of one silo, keyed "{silo}/{device}" and pinned to that silo. Each tick
+/// runs one forward pass over every scheduled sequence.
+/// </summary>
+[Alias("weft.IBatchGrain")]
+public interface IBatchGrain : IGrainWithStringKey
+{
+    [Alias("Generate")]
+    IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default);
+
+    /// <summary>Frees a kept sequence's KV blocks (a conversation was reset or moved).</summary>
+    [Alias("Release")]
+    Task ReleaseAsync(long sequenceId);
+
+    [Alias("GetStats")]
+    Task<BatchStats> GetStatsAsync();
+}
+
+/// <summary>The devices of one silo and their load, keyed "{silo}/load" and pinned to that silo; read by conversation placement.</summary>
+[Alias("weft.ISiloLoadGrain")]
+public interface ISiloLoadGrain : IGrainWithStringKey
+{
+    [Alias("GetLoad")]
+    Task<IReadOnlyList<DeviceLoad>> GetLoadAsync();
+}

@@ -1,0 +1,56 @@
+using System.Diagnostics;
+using Weft.GpuRuntime.Scheduling;
+
+namespace Weft.GpuRuntime.Engine;
+
+/// <summary>What one tick did: the sequences that got a token (with it), the ones that finished, and its timing.</summary>
+public sealed record TickResult(
+    IReadOnlyList<(Sequence Sequence, int Token)> Sampled,
+    IReadOnlyList<Sequence> Finished,
+    int NumSequences,
+    int NumTokens,
+    TimeSpan TickTime,
+    TimeSpan ForwardTime);
+
+/// <summary>
+/// Continuous batching on one device: each tick the scheduler picks the work, the engine runs one forward pass over
+/// all of it on the device thread, and the scheduler takes the sampled tokens. No Orleans types, so the BatchGrain,
+/// the CLI and the tests all drive the same loop.
+/// </summary>
+public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
+{
+    public InferenceEngine Engine { get; } = engine;
+    public Scheduler Scheduler { get; } = scheduler;
+
+    public static BatchEngine Create(InferenceEngine engine, SchedulerOptions options, IReadOnlySet<int> eosTokenIds) =>
+        new(engine, new Scheduler(options, new BlockManager(engine.NumKvBlocks, engine.BlockSize), eosTokenIds));
+
+    /// <summary>Runs one tick. A failing forward pass finishes that batch's sequences with an error; the others are untouched.</summary>
+    public async Task<TickResult> TickAsync()
+    {
+        var tick = Stopwatch.StartNew();
+        var output = Scheduler.Schedule();
+        if (output.IsEmpty) return new TickResult([], output.Finished, 0, 0, tick.Elapsed, TimeSpan.Zero);
+
+        Engine.Inputs.Fill(output);
+        var forward = Stopwatch.StartNew();
+        ReadOnlyMemory<int> tokens;
+        try
+        {
+            tokens = await Engine.StepAsync();
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            var failed = Scheduler.Fail(output, $"forward pass failed: {e.Message}");
+            return new TickResult([], [.. output.Finished, .. failed], output.Scheduled.Count, output.NumBatchedTokens, tick.Elapsed, forward.Elapsed);
+        }
+        var forwardTime = forward.Elapsed;
+
+        var sampled = new List<(Sequence, int)>(output.NumTokensToSample);
+        int i = 0;
+        foreach (var entry in output.Scheduled)
+            if (entry.NeedsToken) sampled.Add((entry.Sequence, tokens.Span[i++]));
+        var finished = Scheduler.Update(output, tokens.Span);
+        return new TickResult(sampled, [.. output.Finished, .. finished], output.Scheduled.Count, output.NumBatchedTokens, tick.Elapsed, forwardTime);
+    }
+}

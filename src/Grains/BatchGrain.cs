@@ -1,0 +1,242 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Microsoft.Extensions.Logging;
+using Orleans.Concurrency;
+using Weft.Abstractions;
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Scheduling;
+using Weft.GpuRuntime.Tokenization;
+
+namespace Weft.Grains;
+
+/// <summary>
+/// The continuous-batching loop of one device: a thin shell around <see cref="BatchEngine"/>. Requests join the
+/// scheduler's queue and stream their deltas from a channel; a loop runs a tick whenever there is work and the previous
+/// tick has finished (the forward pass itself runs on the device thread), and stops when there is none.
+/// </summary>
+[Reentrant, DevicePlacement]
+public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logger) : Grain, IBatchGrain
+{
+    sealed record Request(Sequence Sequence, ReplyDecoder Decoder, Channel<GenerationDelta> Output)
+    {
+        public bool Done { get; set; }
+        public long Admitted { get; } = Stopwatch.GetTimestamp();
+        public long LastToken { get; set; }
+    }
+
+    readonly Dictionary<long, Request> _requests = [];
+    /// <summary>Finished sequences whose KV blocks are kept for their conversation's next turn (the KV handles).</summary>
+    readonly Dictionary<long, Sequence> _kept = [];
+    BatchEngine _batch = null!;
+    Task _loop = Task.CompletedTask;
+    long _nextSequenceId;
+    long _ticks, _batchedSequences, _tokensGenerated;
+    double _tickMs, _forwardMs;
+
+    public int Device { get; private set; }
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        await host.Ready.WaitAsync(cancellationToken);
+        Device = DeviceKey.Parse(this.GetPrimaryKeyString()).Device;
+        var engine = host.Engines[Device];
+        _batch = BatchEngine.Create(engine, host.SchedulerOptions(engine), host.Tokenizer.EndOfGenerationIds);
+        Metrics.Register(_batch.Scheduler);
+        // ids only need to be unique per activation; a random start keeps a stale handle from an earlier activation from matching
+        _nextSequenceId = Random.Shared.NextInt64(1, long.MaxValue / 2);
+        // The timer keeps this activation (and the KV blocks its scheduler tracks) alive, and drops handles whose blocks were evicted.
+        this.RegisterGrainTimer(ForgetEvicted, new GrainTimerCreationOptions(TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10)) { KeepAlive = true });
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        if (_batch is not null) Metrics.Unregister(_batch.Scheduler);
+        return Task.CompletedTask;
+    }
+
+    public async IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var sampling = SamplingMapper.ToParams(request.Sampling, request.PromptTokens.Count, host);
+        foreach (var t in request.PromptTokens)
+            if ((uint)t >= (uint)host.Config.VocabSize)
+                throw new WeftException(WeftErrorCode.InvalidRequest, $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
+
+        Sequence seq;
+        if (request.SequenceId != 0 && _kept.Remove(request.SequenceId, out var kept))
+        {
+            seq = kept;
+            seq.StartTurn(request.PromptTokens, sampling);
+        }
+        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling);
+        seq.KeepCache = request.KeepCache;
+        seq.Priority = request.Priority;
+        try
+        {
+            _batch.Scheduler.Add(seq);
+        }
+        catch (SchedulerException e)
+        {
+            _batch.Scheduler.Release(seq);
+            throw new WeftException(e.Retryable ? WeftErrorCode.QueueFull : WeftErrorCode.ContextLengthExceeded, e.Message);
+        }
+
+        var req = new Request(seq, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop),
+            Channel.CreateUnbounded<GenerationDelta>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
+        _requests[seq.Id] = req;
+        if (_loop.IsCompleted) _loop = RunAsync();
+
+        // Cancellation only flags the sequence: the scheduler frees its blocks at the start of the next tick.
+        using var registration = cancellationToken.Register(() => seq.CancelRequested = true);
+        try
+        {
+            await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
+                yield return delta;
+        }
+        finally
+        {
+            // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
+            if (!req.Done) seq.CancelRequested = true;
+        }
+    }
+
+    public Task ReleaseAsync(long sequenceId)
+    {
+        if (_kept.Remove(sequenceId, out var seq)) _batch.Scheduler.Release(seq);
+        return Task.CompletedTask;
+    }
+
+    public Task<BatchStats> GetStatsAsync() => Task.FromResult(new BatchStats(
+        _ticks,
+        _ticks == 0 ? 0 : (double)_batchedSequences / _ticks,
+        _ticks == 0 ? 0 : _tickMs / _ticks,
+        _ticks == 0 ? 0 : _forwardMs / _ticks,
+        _batch.Scheduler.TotalPreemptions,
+        _tokensGenerated,
+        Load()));
+
+    DeviceLoad Load()
+    {
+        var s = _batch.Scheduler;
+        int total = _batch.Engine.NumKvBlocks * _batch.Engine.BlockSize;
+        return new DeviceLoad(Device, (int)((1 - s.KvCacheUsage) * total), total, s.NumRunning, s.NumWaiting, s.NumParked);
+    }
+
+    async Task RunAsync()
+    {
+        try
+        {
+            await TickWhileWorkAsync();
+        }
+        catch (Exception e)
+        {
+            // A bug, not a bad request: fail what is in flight rather than leave its callers waiting forever.
+            LogLoopFailed(logger, e);
+            foreach (var req in _requests.Values) req.Output.Writer.TryComplete(e);
+            _requests.Clear();
+        }
+    }
+
+    async Task TickWhileWorkAsync()
+    {
+        while (_batch.Scheduler.HasWork)
+        {
+            var tick = await _batch.TickAsync();
+            if (tick.NumSequences == 0 && tick.Finished.Count == 0)
+            {
+                // Nothing could be scheduled (every block is held by queued work that cannot start yet); the next request
+                // or release restarts the loop rather than spinning here.
+                LogStalled(logger, _batch.Scheduler.NumWaiting);
+                break;
+            }
+            if (tick.NumSequences > 0)
+            {
+                _ticks++;
+                _batchedSequences += tick.NumSequences;
+                _tickMs += tick.TickTime.TotalMilliseconds;
+                _forwardMs += tick.ForwardTime.TotalMilliseconds;
+                _tokensGenerated += tick.Sampled.Count;
+                Metrics.RecordTick(tick);
+            }
+            foreach (var (seq, token) in tick.Sampled) OnToken(seq, token);
+            foreach (var seq in tick.Finished) OnFinished(seq);
+        }
+    }
+
+    void OnToken(Sequence seq, int token)
+    {
+        if (!_requests.TryGetValue(seq.Id, out var req) || req.Done) return;
+        long now = Stopwatch.GetTimestamp();
+        if (req.LastToken == 0) Metrics.RecordFirstToken(Stopwatch.GetElapsedTime(req.Admitted, now));
+        else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now));
+        req.LastToken = now;
+        string text = req.Decoder.Push(token);
+        if (req.Decoder.Stopped)
+        {
+            // a stop string ended the reply: the client is done now; the scheduler drops the sequence next tick
+            seq.CancelRequested = true;
+            Complete(req, "stop", text, [token]);
+            return;
+        }
+        req.Output.Writer.TryWrite(new GenerationDelta { SequenceId = seq.Id, Text = text, TokenIds = [token] });
+    }
+
+    void OnFinished(Sequence seq)
+    {
+        if (seq.KeepCache && seq.FinishReason != FinishReason.Error) _kept[seq.Id] = seq;
+        if (!_requests.TryGetValue(seq.Id, out var req)) return;
+        if (req.Done)
+        {
+            _requests.Remove(seq.Id);
+            return;
+        }
+        switch (seq.FinishReason)
+        {
+            case FinishReason.Error:
+                req.Done = true;
+                _requests.Remove(seq.Id);
+                req.Output.Writer.TryComplete(new InvalidOperationException(seq.Error ?? "generation failed"));
+                break;
+            case FinishReason.Cancelled:
+                req.Done = true;
+                _requests.Remove(seq.Id);
+                req.Output.Writer.TryComplete(new OperationCanceledException("generation was cancelled"));
+                break;
+            default:
+                Complete(req, seq.FinishReason == FinishReason.Length ? "length" : "stop", req.Decoder.Finish(), []);
+                _requests.Remove(seq.Id);
+                break;
+        }
+    }
+
+    void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens)
+    {
+        var seq = req.Sequence;
+        req.Done = true;
+        Metrics.RecordFinished(seq, finishReason, Stopwatch.GetElapsedTime(req.Admitted));
+        req.Output.Writer.TryWrite(new GenerationDelta
+        {
+            SequenceId = seq.Id,
+            Text = text,
+            TokenIds = tokens,
+            FinishReason = finishReason,
+            PromptTokens = seq.NumPromptTokens,
+            CachedTokens = seq.NumCachedTokens,
+            CompletionTokens = seq.NumCompletionTokens,
+        });
+        req.Output.Writer.TryComplete();
+    }
+
+    Task ForgetEvicted()
+    {
+        foreach (var (id, seq) in _kept)
+            if (seq.BlockTable.Count == 0) _kept.Remove(id);
+        return Task.CompletedTask;
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "the batch loop failed; requests in flight were failed")]
+    static partial void LogLoopFailed(ILogger logger, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "no work could be scheduled although {Waiting} requests wait; waiting for the next event")]
+    static partial void LogStalled(ILogger logger, int waiting);
+}

@@ -1,0 +1,60 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Runtime;
+using Weft.Abstractions;
+
+namespace Weft.Grains;
+
+/// <summary>
+/// Each silo's view of every silo's free KV capacity, refreshed in the background so placement decisions read a cache
+/// instead of calling every silo.
+/// </summary>
+public sealed partial class ClusterLoad(IClusterMembershipService membership, IGrainFactory grains, ILogger<ClusterLoad> logger) : BackgroundService
+{
+    readonly ConcurrentDictionary<SiloAddress, IReadOnlyList<DeviceLoad>> _loads = new();
+    /// <summary>Placements made here since the silo's last refresh, so a burst does not all land on one silo.</summary>
+    readonly ConcurrentDictionary<SiloAddress, int> _placedSinceRefresh = new();
+
+    public static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
+    /// <summary>KV tokens a new conversation is assumed to take until the next refresh shows what it really took.</summary>
+    const int PlacementEstimate = 512;
+
+    /// <summary>
+    /// Free KV tokens of a silo's least loaded device less what was placed there since, 0 for a silo without a ready
+    /// device, or null when not yet known.
+    /// </summary>
+    public long? FreeTokens(SiloAddress silo) => _loads.TryGetValue(silo, out var loads)
+        ? (loads.Count > 0 ? loads.Max(l => l.FreeKvTokens) : 0) - (long)_placedSinceRefresh.GetValueOrDefault(silo) * PlacementEstimate
+        : null;
+
+    public void Placed(SiloAddress silo) => _placedSinceRefresh.AddOrUpdate(silo, 1, (_, n) => n + 1);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(Period);
+        do
+        {
+            var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToList();
+            foreach (var gone in _loads.Keys.Except(active)) _loads.TryRemove(gone, out _);
+            await Task.WhenAll(active.Select(Refresh));
+        }
+        while (await timer.WaitForNextTickAsync(stoppingToken));
+
+        async Task Refresh(SiloAddress silo)
+        {
+            try
+            {
+                _loads[silo] = await grains.GetGrain<ISiloLoadGrain>(SiloLoadGrain.Key(silo)).GetLoadAsync().WaitAsync(Period, stoppingToken);
+                _placedSinceRefresh.TryRemove(silo, out _);
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
+            {
+                LogRefreshFailed(logger, silo, e.Message);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "load of silo {Silo} not refreshed: {Reason}")]
+    static partial void LogRefreshFailed(ILogger logger, SiloAddress silo, string reason);
+}

@@ -1,0 +1,136 @@
+using System.Runtime.CompilerServices;
+using Orleans.Runtime;
+using Weft.Abstractions;
+using Weft.GpuRuntime.Chat;
+
+namespace Weft.Grains;
+
+/// <summary>A conversation's persisted state: its messages, the tokens of its last turn, and its KV handle.</summary>
+[GenerateSerializer, Alias("weft.ConversationState")]
+public sealed class ConversationState
+{
+    [Id(0)] public List<Abstractions.ChatMessage> Messages { get; set; } = [];
+    /// <summary>Prompt and reply tokens of the last turn: what the KV cache holds when the handle is still valid.</summary>
+    [Id(1)] public List<int> TokenIds { get; set; } = [];
+    /// <summary>The BatchGrain holding this conversation's KV cache and the sequence id there; stale once the silo changes.</summary>
+    [Id(2)] public string? BatchKey { get; set; }
+    [Id(3)] public long SequenceId { get; set; }
+}
+
+/// <summary>
+/// One conversation, placed on the silo with the most free KV capacity. Renders its history through the model's chat
+/// template, hands the tokens to its device's BatchGrain with the KV handle of its previous turn (so only new tokens
+/// are computed), streams the reply, and persists the turn once it is complete.
+/// </summary>
+[KvCapacityPlacement]
+public sealed class ConversationGrain(
+    ModelHost host,
+    ILocalSiloDetails silo,
+    [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state) : Grain, IConversationGrain
+{
+    /// <summary>Turns run one at a time; a second request waits for the first to finish.</summary>
+    readonly SemaphoreSlim _turn = new(1, 1);
+
+    public async IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await _turn.WaitAsync(cancellationToken);
+        try
+        {
+            host.EnsureReady();
+            var (messages, prompt) = Prepare(request);
+            string batchKey = new DeviceKey(silo.SiloAddress, LeastLoadedDevice()).ToString();
+            var s = state.State;
+            var generation = new GenerationRequest
+            {
+                SequenceId = s.BatchKey == batchKey ? s.SequenceId : 0,
+                PromptTokens = prompt,
+                Sampling = request.Sampling,
+                Priority = request.Priority,
+                KeepCache = true,
+            };
+            if (s.BatchKey is not null && s.BatchKey != batchKey) await ReleaseStaleHandle(s);
+
+            var reply = new List<int>();
+            var text = new System.Text.StringBuilder();
+            bool first = true;
+            long sequenceId = 0;
+            await foreach (var d in GrainFactory.GetGrain<IBatchGrain>(batchKey).GenerateAsync(generation, cancellationToken))
+            {
+                sequenceId = d.SequenceId;
+                reply.AddRange(d.TokenIds);
+                text.Append(d.Text);
+                yield return new TurnDelta
+                {
+                    Text = d.Text,
+                    TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
+                    PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
+                    FinishReason = d.FinishReason,
+                    Usage = d.FinishReason is null ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens),
+                };
+                first = false;
+            }
+
+            // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
+            if (messages is not null) s.Messages = [.. messages, new Abstractions.ChatMessage("assistant", text.ToString())];
+            s.TokenIds = [.. prompt, .. reply];
+            s.BatchKey = batchKey;
+            s.SequenceId = sequenceId;
+            await state.WriteStateAsync(CancellationToken.None);
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    public Task<ConversationHistory> GetHistoryAsync() =>
+        Task.FromResult(new ConversationHistory(state.State.Messages, state.State.TokenIds.Count, silo.SiloAddress.ToString()));
+
+    public async Task ResetAsync()
+    {
+        await _turn.WaitAsync();
+        try
+        {
+            await ReleaseStaleHandle(state.State);
+            await state.ClearStateAsync();
+            state.State = new ConversationState();
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>The new history (for chat turns) and the prompt tokens of this turn, validated.</summary>
+    (List<Abstractions.ChatMessage>? Messages, IReadOnlyList<int> Prompt) Prepare(TurnRequest r)
+    {
+        int kinds = (r.Messages is not null ? 1 : 0) + (r.Prompt is not null ? 1 : 0) + (r.PromptTokenIds is not null ? 1 : 0);
+        if (kinds != 1) throw new WeftException(WeftErrorCode.InvalidRequest, "a turn needs exactly one of messages, prompt or prompt token ids");
+        if (r.PromptTokenIds is not null) return (null, r.PromptTokenIds);
+        if (r.Prompt is not null) return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false));
+
+        List<Abstractions.ChatMessage> messages = r.ReplaceHistory ? [.. r.Messages!] : [.. state.State.Messages, .. r.Messages!];
+        string rendered;
+        try
+        {
+            rendered = host.Template.Render(messages.Select(m => new GpuRuntime.Chat.ChatMessage(m.Role, m.Content)).ToList(), addGenerationPrompt: true);
+        }
+        catch (ArgumentException e)
+        {
+            throw new WeftException(WeftErrorCode.InvalidRequest, e.Message);
+        }
+        return (messages, host.Tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true));
+    }
+
+    int LeastLoadedDevice() => 0;
+
+    async Task ReleaseStaleHandle(ConversationState s)
+    {
+        if (s.BatchKey is null) return;
+        // The silo that held the cache may be gone; then its blocks went with it.
+        if (DeviceKey.Parse(s.BatchKey).Silo.Equals(silo.SiloAddress))
+            await GrainFactory.GetGrain<IBatchGrain>(s.BatchKey).ReleaseAsync(s.SequenceId);
+        s.BatchKey = null;
+        s.SequenceId = 0;
+    }
+}

@@ -1,0 +1,112 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Weft.Abstractions;
+using Weft.GpuRuntime.Chat;
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
+using Weft.GpuRuntime.Scheduling;
+using Weft.GpuRuntime.Tokenization;
+
+namespace Weft.Grains;
+
+public enum ModelStatus { Loading, Ready, Failed }
+
+/// <summary>
+/// The model a silo serves: validated synchronously at start-up (header, metadata, tensor shapes, tokenizer,
+/// template — a bad file stops the silo before it listens), then loaded onto its devices in the background while the
+/// silo already answers /health with 503.
+/// </summary>
+public sealed class ModelHost : IDisposable
+{
+    readonly ModelHostOptions _options;
+    readonly ILogger<ModelHost> _logger;
+    readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    InferenceEngine[] _engines = [];
+
+    public ModelHost(IOptions<ModelHostOptions> options, ILogger<ModelHost> logger)
+    {
+        _options = options.Value;
+        _logger = logger;
+        var problems = _options.Validate().ToList();
+        if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
+
+        ModelPath = _options.Model ?? DemoModelFile(_options);
+        using var file = GgufFile.Open(ModelPath);
+        Config = ModelConfig.FromGguf(file);
+        ModelWeights.FromGguf(file, Config);
+        Tokenizer = Tokenizer.FromGguf(file);
+        Template = ChatTemplate.Resolve(file.GetStringOrNull("tokenizer.chat_template"), _options.ChatTemplate,
+            Tokenizer.TokenText(Tokenizer.BosId), Tokenizer.TokenText(Tokenizer.EosId), Tokenizer.AddBos);
+        ModelName = _options.ServedModelName ?? Path.GetFileNameWithoutExtension(ModelPath);
+        MaxModelLen = _options.Engine.MaxModelLen > 0 ? Math.Min(_options.Engine.MaxModelLen, Config.ContextLength) : Config.ContextLength;
+    }
+
+    public string ModelName { get; }
+    public string ModelPath { get; }
+    public ModelConfig Config { get; }
+    public Tokenizer Tokenizer { get; }
+    public ChatTemplate Template { get; }
+    public int MaxModelLen { get; }
+    public ModelStatus Status { get; private set; } = ModelStatus.Loading;
+    public string? Error { get; private set; }
+    public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
+    public IReadOnlyList<InferenceEngine> Engines => _engines;
+    /// <summary>Completes when every device is loaded; faults if loading failed.</summary>
+    public Task Ready => _ready.Task;
+
+    /// <summary>Loads the model onto each device. Called once by the hosting layer after start-up validation.</summary>
+    public void Load()
+    {
+        try
+        {
+            var engine = InferenceEngine.Load(ModelPath, _options.Engine);
+            _engines = [engine];
+            Status = ModelStatus.Ready;
+            _logger.LogInformation("engine: {Engine}", engine.Description);
+            _logger.LogInformation("kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
+                engine.NumKvBlocks, engine.BlockSize, engine.KvCacheBytes / 1048576.0, engine.NumKvBlocks * engine.BlockSize);
+            _ready.SetResult();
+        }
+        catch (Exception e)
+        {
+            Status = ModelStatus.Failed;
+            Error = e.Message;
+            _ready.SetException(e);
+            throw;
+        }
+    }
+
+    /// <summary>The scheduler limits of a device's engine.</summary>
+    public SchedulerOptions SchedulerOptions(InferenceEngine engine) => new()
+    {
+        MaxModelLen = engine.MaxModelLen,
+        MaxNumSeqs = engine.Options.MaxNumSeqs,
+        MaxNumBatchedTokens = engine.Options.MaxNumBatchedTokens,
+        MaxWaiting = _options.MaxWaiting,
+        KvWatermark = _options.KvWatermark,
+        AgingTicks = _options.AgingTicks,
+        PrefillChunkSize = _options.PrefillChunkSize,
+    };
+
+    /// <summary>Throws the error clients see while the model is not ready.</summary>
+    public void EnsureReady()
+    {
+        if (Status == ModelStatus.Ready) return;
+        throw new WeftException(WeftErrorCode.Unavailable, Status == ModelStatus.Loading ? "the model is still loading" : $"the model failed to load: {Error}");
+    }
+
+    static string DemoModelFile(ModelHostOptions o)
+    {
+        var shape = DemoModelShape.Preset(o.DemoPreset);
+        string path = Path.Combine(o.CacheDirectory, $"weft-demo-{shape.Name}.gguf");
+        if (!File.Exists(path)) DemoModel.Create(path, shape);
+        return path;
+    }
+
+    public void Dispose()
+    {
+        foreach (var e in _engines) e.Dispose();
+        _engines = [];
+    }
+}

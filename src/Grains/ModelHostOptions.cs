@@ -1,0 +1,38 @@
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Models;
+
+namespace Weft.Grains;
+
+/// <summary>What a silo serves and how: the model, its engine, and the scheduler's limits. Bound from the "Weft" configuration section.</summary>
+public sealed record ModelHostOptions
+{
+    /// <summary>GGUF file to serve; null serves the embedded demo model, generated on first use into <see cref="CacheDirectory"/>.</summary>
+    public string? Model { get; init; }
+    /// <summary>The demo model's preset when <see cref="Model"/> is null.</summary>
+    public string DemoPreset { get; init; } = "tiny";
+    /// <summary>The name clients use in the "model" field; defaults to the file name without extension.</summary>
+    public string? ServedModelName { get; init; }
+    /// <summary>A chat template family name (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template overriding the file's.</summary>
+    public string? ChatTemplate { get; init; }
+    public string CacheDirectory { get; init; } = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "weft");
+    public EngineOptions Engine { get; init; } = new();
+    /// <summary>Requests waiting for a slot beyond which new ones are refused (HTTP 429).</summary>
+    public int MaxWaiting { get; init; } = 1024;
+    /// <summary>Fraction of KV blocks kept free when admitting new sequences, so running ones rarely need preempting.</summary>
+    public double KvWatermark { get; init; } = 0.01;
+    /// <summary>Ticks a waiting request waits before its priority improves by one level.</summary>
+    public int AgingTicks { get; init; } = 100;
+    /// <summary>Largest prefill chunk per sequence per tick; null lets one prompt take the whole token budget.</summary>
+    public int? PrefillChunkSize { get; init; }
+
+    public IEnumerable<string> Validate()
+    {
+        if (Model is null && !DemoModelShape.Presets.Any(p => p.Name == DemoPreset))
+            yield return $"demo preset '{DemoPreset}' is unknown (known: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))})";
+        if (MaxWaiting < 0) yield return "max-waiting must not be negative";
+        if (KvWatermark is < 0 or >= 1) yield return "kv-watermark must be in [0, 1)";
+        if (AgingTicks < 1) yield return "aging-ticks must be positive";
+        if (PrefillChunkSize is < 1) yield return "prefill-chunk-size must be positive";
+        foreach (var e in Engine.Validate()) yield return e;
+    }
+}

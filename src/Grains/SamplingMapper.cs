@@ -1,0 +1,38 @@
+using Weft.Abstractions;
+using Weft.GpuRuntime.Sampling;
+
+namespace Weft.Grains;
+
+/// <summary>Turns a request's sampling options into engine parameters, refusing out-of-range values with a 400-class error.</summary>
+static class SamplingMapper
+{
+    public static SamplingParams ToParams(SamplingOptions o, int promptTokens, ModelHost host)
+    {
+        if (promptTokens < 1) throw new WeftException(WeftErrorCode.InvalidRequest, "the prompt is empty");
+        int room = host.MaxModelLen - promptTokens;
+        if (room < 1)
+            throw new WeftException(WeftErrorCode.ContextLengthExceeded,
+                $"the prompt has {promptTokens} tokens; this model's context is {host.MaxModelLen} tokens");
+        if (o.MaxTokens > room)
+            throw new WeftException(WeftErrorCode.ContextLengthExceeded,
+                $"the prompt ({promptTokens} tokens) plus max_tokens ({o.MaxTokens}) exceeds this model's context of {host.MaxModelLen} tokens");
+        var p = new SamplingParams
+        {
+            Temperature = o.Temperature ?? 1f,
+            TopP = o.TopP ?? 1f,
+            TopK = o.TopK is null or -1 ? 0 : o.TopK.Value,
+            MinP = o.MinP ?? 0f,
+            Seed = o.Seed,
+            MaxTokens = o.MaxTokens ?? room,
+            PresencePenalty = o.PresencePenalty ?? 0f,
+            FrequencyPenalty = o.FrequencyPenalty ?? 0f,
+            RepetitionPenalty = o.RepetitionPenalty ?? 1f,
+            IgnoreEos = o.IgnoreEos,
+            StopTokenIds = o.StopTokenIds,
+        };
+        if (p.Validate(host.Config.VocabSize) is { } problem) throw new WeftException(WeftErrorCode.InvalidRequest, problem);
+        if (o.Stop.Count > 16 || o.Stop.Any(s => string.IsNullOrEmpty(s) || s.Length > 512))
+            throw new WeftException(WeftErrorCode.InvalidRequest, "stop takes at most 16 non-empty strings of up to 512 characters");
+        return p;
+    }
+}

@@ -1,0 +1,58 @@
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Orleans.Hosting;
+
+namespace Weft.Grains;
+
+public static class WeftSiloBuilderExtensions
+{
+    /// <summary>
+    /// Serves a model from this silo: the model host (validated at start-up, loaded onto the device in the background),
+    /// the grains' placement directors, and the cluster load monitor. Grain storage "weft" is the caller's choice
+    /// (memory for one silo, Redis for a cluster).
+    /// </summary>
+    public static ISiloBuilder AddWeft(this ISiloBuilder silo, Action<ModelHostOptions>? configure = null)
+    {
+        var options = silo.Services.AddOptions<ModelHostOptions>();
+        if (configure is not null) options.Configure(configure);
+        silo.Services.AddSingleton<ModelHost>();
+        silo.Services.AddHostedService<ModelLoader>();
+        silo.Services.AddSingleton<ClusterLoad>();
+        silo.Services.AddHostedService(sp => sp.GetRequiredService<ClusterLoad>());
+        silo.Services.AddPlacementDirector<DevicePlacementStrategy, DevicePlacementDirector>();
+        silo.Services.AddPlacementDirector<KvCapacityPlacementStrategy, KvCapacityPlacementDirector>();
+        return silo;
+    }
+}
+
+/// <summary>Validates the model when the host starts (a bad file stops start-up) and loads it in the background.</summary>
+sealed partial class ModelLoader(ModelHost host, IHostApplicationLifetime lifetime, ILogger<ModelLoader> logger) : IHostedService
+{
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        LogModel(logger, host.ModelName, host.ModelPath, host.Config.Architecture, host.Config.Layers, host.Config.Dim, host.MaxModelLen, host.Template.Name);
+        _ = Task.Run(() =>
+        {
+            try
+            {
+                host.Load();
+            }
+            catch (Exception e)
+            {
+                LogLoadFailed(logger, host.ModelPath, e.Message);
+                Environment.ExitCode = 1;
+                lifetime.StopApplication();
+            }
+        }, CancellationToken.None);
+        return Task.CompletedTask;
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "model: {Name} ({Path}): {Architecture}, {Layers} layers, dim {Dim}, context {Context}, chat template {Template}")]
+    static partial void LogModel(ILogger logger, string name, string path, string architecture, int layers, int dim, int context, string template);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "{Path}: loading failed: {Reason}")]
+    static partial void LogLoadFailed(ILogger logger, string path, string reason);
+}
