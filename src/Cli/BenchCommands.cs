@@ -38,16 +38,16 @@ static class BenchCommands
         return cmd;
     }
 
-    public static int[] Ints(string csv, string option)
+    public static int[] Ints(string csv, string option, bool allowZero = false)
     {
         try
         {
             var xs = csv.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
-            return xs.Length > 0 && xs.All(x => x > 0) ? xs : throw new FormatException();
+            return xs.Length > 0 && xs.All(x => x > 0 || (allowZero && x == 0)) ? xs : throw new FormatException();
         }
-        catch (FormatException)
+        catch (Exception e) when (e is FormatException or OverflowException)
         {
-            throw new ArgumentException($"{option} expects positive integers separated by commas, got '{csv}'");
+            throw new ArgumentException($"{option} expects {(allowZero ? "non-negative" : "positive")} integers separated by commas, got '{csv}'");
         }
     }
 

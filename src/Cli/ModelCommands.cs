@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
 
 namespace Weft.Cli;
 
@@ -8,9 +9,40 @@ static class ModelCommands
     public static Command Create()
     {
         var model = new Command("model", "create and inspect GGUF models");
+        model.Subcommands.Add(CreateModel());
         model.Subcommands.Add(Inspect());
         return model;
     }
+
+    static Command CreateModel()
+    {
+        var preset = new Option<string>("--preset") { Description = $"model shape: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))}", DefaultValueFactory = _ => "tiny" };
+        var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
+        var type = new Option<string?>("--type") { Description = "weight type: f32, f16, bf16 or q8_0 (default: the preset's)" };
+        var seed = new Option<ulong>("--seed") { Description = "random seed of the weights", DefaultValueFactory = _ => 42UL };
+        var cmd = new Command("create", "write a deterministic random-weight llama model with a real SentencePiece-style vocabulary and TinyLlama's chat template")
+            { preset, output, type, seed };
+        cmd.SetAction(r =>
+        {
+            var shape = DemoModelShape.Preset(r.GetValue(preset)!);
+            if (r.GetValue(type) is { } t) shape = shape with { Type = ParseType(t) };
+            string path = r.GetValue(output)!;
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            DemoModel.Create(path, shape, r.GetValue(seed));
+            Console.WriteLine($"{path}: {shape.Name} ({shape.Type}, dim {shape.Dim}, {shape.Layers} layers, {shape.Heads}/{shape.KvHeads} heads, vocab {shape.VocabSize}), {new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
+            return 0;
+        });
+        return cmd;
+    }
+
+    static GgmlType ParseType(string t) => t.ToLowerInvariant() switch
+    {
+        "f32" => GgmlType.F32,
+        "f16" => GgmlType.F16,
+        "bf16" => GgmlType.BF16,
+        "q8_0" => GgmlType.Q8_0,
+        _ => throw new ArgumentException($"unknown weight type '{t}' (expected f32, f16, bf16 or q8_0)"),
+    };
 
     static Command Inspect()
     {

@@ -4,6 +4,7 @@ using Weft.Cli;
 var root = new RootCommand("weft: serve, chat with and measure llama-family models on Orleans")
 {
     ModelCommands.Create(),
+    GenerateCommand.Create(),
     BenchCommands.Create(),
 };
-return CliErrors.Run(() => root.Parse(args).Invoke());
+return CliErrors.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

@@ -31,7 +31,7 @@ public sealed class ModelHost : IDisposable
         var problems = _options.Validate().ToList();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
 
-        ModelPath = _options.Model ?? DemoModelFile(_options);
+        ModelPath = _options.Model ?? DemoModel.Cached(_options.DemoPreset, _options.CacheDirectory);
         using var file = GgufFile.Open(ModelPath);
         Config = ModelConfig.FromGguf(file);
         ModelWeights.FromGguf(file, Config);
@@ -94,14 +94,6 @@ public sealed class ModelHost : IDisposable
     {
         if (Status == ModelStatus.Ready) return;
         throw new WeftException(WeftErrorCode.Unavailable, Status == ModelStatus.Loading ? "the model is still loading" : $"the model failed to load: {Error}");
-    }
-
-    static string DemoModelFile(ModelHostOptions o)
-    {
-        var shape = DemoModelShape.Preset(o.DemoPreset);
-        string path = Path.Combine(o.CacheDirectory, $"weft-demo-{shape.Name}.gguf");
-        if (!File.Exists(path)) DemoModel.Create(path, shape);
-        return path;
     }
 
     public void Dispose()

@@ -14,7 +14,7 @@ public sealed record ModelHostOptions
     public string? ServedModelName { get; init; }
     /// <summary>A chat template family name (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template overriding the file's.</summary>
     public string? ChatTemplate { get; init; }
-    public string CacheDirectory { get; init; } = Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "weft");
+    public string CacheDirectory { get; init; } = DemoModel.DefaultCacheDirectory;
     public EngineOptions Engine { get; init; } = new();
     /// <summary>Requests waiting for a slot beyond which new ones are refused (HTTP 429).</summary>
     public int MaxWaiting { get; init; } = 1024;

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Weft.GpuRuntime.Chat;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Tokenization;
 
@@ -27,6 +28,23 @@ public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads,
 /// </summary>
 public static class DemoModel
 {
+    /// <summary>Writes a preset with the demo SentencePiece-style vocabulary and TinyLlama's chat template.</summary>
+    public static void Create(string path, DemoModelShape shape, ulong seed = 42) =>
+        Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize, ChatTemplates.TinyLlama), seed);
+
+    /// <summary>The default cache folder for generated models.</summary>
+    public static string DefaultCacheDirectory { get; } =
+        Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "weft");
+
+    /// <summary>A preset's file in <paramref name="cacheDirectory"/>, generated there on first use (no download).</summary>
+    public static string Cached(string preset, string cacheDirectory)
+    {
+        var shape = DemoModelShape.Preset(preset);
+        string path = Path.Combine(cacheDirectory, $"weft-demo-{shape.Name}.gguf");
+        if (!File.Exists(path)) Create(path, shape);
+        return path;
+    }
+
     /// <param name="matrixType">Overrides the storage type per matrix (real quantized files mix types).</param>
     public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42, string? name = null,
         Func<string, GgmlType>? matrixType = null)
