@@ -87,7 +87,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         if (_loop.IsCompleted) _loop = RunAsync();
 
         // Cancellation only flags the sequence: the scheduler frees its blocks at the start of the next tick.
-        using var registration = cancellationToken.Register(() => seq.CancelRequested = true);
+        using var registration = cancellationToken.Register(() => Abandon(seq));
         try
         {
             await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
@@ -96,8 +96,15 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         finally
         {
             // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
-            if (!req.Done) seq.CancelRequested = true;
+            if (!req.Done) Abandon(seq);
         }
+    }
+
+    /// <summary>A cancelled turn is not history, so its blocks are freed rather than kept.</summary>
+    static void Abandon(Sequence seq)
+    {
+        seq.KeepCache = false;
+        seq.CancelRequested = true;
     }
 
     public Task ReleaseAsync(long sequenceId)

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Orleans.Hosting;
 
 namespace Weft.Grains;
@@ -12,10 +13,11 @@ public static class WeftSiloBuilderExtensions
     /// the grains' placement directors, and the cluster load monitor. Grain storage "weft" is the caller's choice
     /// (memory for one silo, Redis for a cluster).
     /// </summary>
-    public static ISiloBuilder AddWeft(this ISiloBuilder silo, Action<ModelHostOptions>? configure = null)
+    /// <param name="options">The model host's options; null binds them from the "Weft" configuration section.</param>
+    public static ISiloBuilder AddWeft(this ISiloBuilder silo, ModelHostOptions? options = null)
     {
-        var options = silo.Services.AddOptions<ModelHostOptions>();
-        if (configure is not null) options.Configure(configure);
+        if (options is not null) silo.Services.AddSingleton(Options.Create(options));
+        else silo.Services.AddOptions<ModelHostOptions>().Bind(silo.Configuration.GetSection("Weft"));
         silo.Services.AddSingleton<ModelHost>();
         silo.Services.AddHostedService<ModelLoader>();
         silo.Services.AddSingleton<ClusterLoad>();
