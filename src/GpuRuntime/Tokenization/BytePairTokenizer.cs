@@ -19,8 +19,9 @@ internal sealed class BytePairTokenizer : Tokenizer
     readonly Dictionary<long, (int Rank, int Result)> _merges = [];
     readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cache;
     readonly ConcurrentDictionary<string, int[]> _cacheDictionary = new(StringComparer.Ordinal);
+    int _cacheCount; // ConcurrentDictionary.Count takes every lock; an approximate count is enough to bound memory
 
-    public BytePairTokenizer(VocabularyData v, string[] merges, BpeDialect dialect) : base(v)
+    public BytePairTokenizer(VocabularyData v, string[] merges, BpeDialect dialect) : base(v, NormalPiece)
     {
         _splitter = dialect.Splitter;
         _ignoreMerges = dialect.IgnoreMerges;
@@ -54,10 +55,10 @@ internal sealed class BytePairTokenizer : Tokenizer
             if (!_cache.TryGetValue(word, out int[]? ids))
             {
                 ids = EncodeWord(word);
-                if (word.Length <= CachedWordChars)
+                if (word.Length <= CachedWordChars && _cache.TryAdd(word, ids) && Interlocked.Increment(ref _cacheCount) > CacheLimit)
                 {
-                    if (_cacheDictionary.Count >= CacheLimit) _cacheDictionary.Clear();
-                    _cache.TryAdd(word, ids);
+                    _cacheDictionary.Clear();
+                    Interlocked.Exchange(ref _cacheCount, 0);
                 }
             }
             output.AddRange(ids);
@@ -122,7 +123,8 @@ internal sealed class BytePairTokenizer : Tokenizer
         return ids.ToArray();
     }
 
-    private protected override byte[] NormalPiece(string text)
+    /// <summary>llama_decode_text: each character of the byte alphabet back to its byte.</summary>
+    static byte[] NormalPiece(string text)
     {
         var bytes = new List<byte>(text.Length);
         Span<byte> utf8 = stackalloc byte[4];

@@ -46,8 +46,7 @@ public static class DemoVocabulary
             if (pieces.Count == pieceCount) break;
             if (known.Add(left + right)) pieces.Add(left + right);
         }
-        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == Unicode.SpaceEscape && s.Skip(1).All(char.IsAsciiLetter),
-            s => s.All(char.IsAsciiLetter), (l, r) => l + r);
+        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == Unicode.SpaceEscape && s.Skip(1).All(char.IsAsciiLetter), (l, r) => l + r);
 
         var scores = new List<float>(new float[tokens.Count]);
         foreach (var p in pieces.Concat(chars))
@@ -106,8 +105,7 @@ public static class DemoVocabulary
             if (known.Add(left + right)) pieces.Add(left + right);
         }
         const char space = 'Ġ'; // the byte alphabet's space
-        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == space && s.Skip(1).All(char.IsAsciiLetter),
-            s => s.All(char.IsAsciiLetter), (l, r) =>
+        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == space && s.Skip(1).All(char.IsAsciiLetter), (l, r) =>
             {
                 merges.Add($"{l} {r}");
                 return l + r;
@@ -125,27 +123,35 @@ public static class DemoVocabulary
     static string Spell(string word) => string.Concat(System.Text.Encoding.UTF8.GetBytes(word).Select(b => Unicode.ByteToChar[b]));
 
     /// <summary>
-    /// Fills <paramref name="pieces"/> up to <paramref name="count"/> with new pieces joining a learned word start
-    /// and a learned word ending, walking the pairs by the sum of their positions so early (frequent) pieces mix first.
+    /// Fills <paramref name="pieces"/> up to <paramref name="count"/> with new pieces joining a learned word start and a
+    /// common word ending of the corpus ("s", "ed", "ing", ...), walking the pairs by the sum of their positions so
+    /// early (frequent) pieces combine first.
     /// </summary>
-    static void Pad(List<string> pieces, HashSet<string> known, int count, Func<string, bool> isStart, Func<string, bool> isEnd,
-        Func<string, string, string> join)
+    static void Pad(List<string> pieces, HashSet<string> known, int count, Func<string, bool> isStart, Func<string, string, string> join)
     {
         if (pieces.Count >= count) return;
         var starts = pieces.Where(isStart).ToList();
-        var ends = pieces.Concat(known.Order(StringComparer.Ordinal)).Where(isEnd).Distinct().ToList();
+        var endings = WordEndings.Value;
+        var ends = pieces.Concat(known.Order(StringComparer.Ordinal)).Where(endings.Contains).Distinct().ToList();
         for (int sum = 0; pieces.Count < count; sum++)
         {
             if (sum > starts.Count + ends.Count) throw new ArgumentOutOfRangeException(nameof(count), count, "the demo corpus cannot fill a vocabulary this large");
             for (int i = Math.Max(0, sum - ends.Count + 1); i <= Math.Min(sum, starts.Count - 1) && pieces.Count < count; i++)
             {
                 string l = starts[i], r = ends[sum - i];
-                if (l.Length + r.Length <= MaxPieceChars && !known.Contains(l + r))
-                {
-                    known.Add(l + r);
-                    pieces.Add(join(l, r));
-                }
+                if (l.Length + r.Length <= MaxPieceChars && known.Add(l + r)) pieces.Add(join(l, r));
             }
         }
     }
+
+    /// <summary>Letter strings of up to four characters that end at least three words of the corpus.</summary>
+    static readonly Lazy<HashSet<string>> WordEndings = new(() => DemoCorpus.Text
+        .Split([' ', '\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries)
+        .Select(w => w[..(w.AsSpan().LastIndexOfAnyInRange('A', 'z') + 1)]) // drop trailing punctuation
+        .SelectMany(w => Enumerable.Range(1, Math.Clamp(w.Length - 1, 0, 4)).Select(n => w[^n..]))
+        .Where(e => e.All(char.IsAsciiLetter))
+        .CountBy(e => e, StringComparer.Ordinal)
+        .Where(p => p.Value >= 3)
+        .Select(p => p.Key)
+        .ToHashSet(StringComparer.Ordinal));
 }

@@ -149,7 +149,7 @@ internal sealed class PreTokenizer
     /// <summary>Appends the UTF-16 ranges of the words of <paramref name="text"/> (well-formed) to <paramref name="words"/>.</summary>
     public void Split(string text, List<Range> words)
     {
-        var (cps, offsets) = Unicode.Decode(text);
+        var (cps, offsets) = Unicode.Codepoints(text);
         var flags = new CodepointFlags[cps.Length];
         for (int i = 0; i < cps.Length; i++) flags[i] = Unicode.Flags(cps[i]);
 

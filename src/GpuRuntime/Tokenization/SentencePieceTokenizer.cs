@@ -18,7 +18,7 @@ internal sealed class SentencePieceTokenizer : Tokenizer
     // word, so each word merges on its own with the same result, in a small cache-friendly queue.
     readonly bool _wordsAreIndependent;
 
-    public SentencePieceTokenizer(VocabularyData v) : base(v)
+    public SentencePieceTokenizer(VocabularyData v) : base(v, NormalPiece)
     {
         _scores = v.Scores;
         _unkId = v.UnkId;
@@ -120,5 +120,5 @@ internal sealed class SentencePieceTokenizer : Tokenizer
         queue.Push(MergeQueue.ScoreKey(_scores[id], left), size);
     }
 
-    private protected override byte[] NormalPiece(string text) => Encoding.UTF8.GetBytes(text.Replace(Unicode.SpaceEscape, ' '));
+    static byte[] NormalPiece(string text) => Encoding.UTF8.GetBytes(text.Replace(Unicode.SpaceEscape, ' '));
 }

@@ -1,6 +1,6 @@
 using System.Collections.Frozen;
+using System.Runtime.InteropServices;
 using System.Text;
-using Weft.GpuRuntime.Gguf;
 
 namespace Weft.GpuRuntime.Tokenization;
 
@@ -31,7 +31,8 @@ public abstract partial class Tokenizer
     /// <summary>Tokens that end generation: EOS and the end-of-turn tokens llama.cpp recognises (its llama_vocab_is_eog set).</summary>
     public IReadOnlySet<int> EndOfGenerationIds { get; }
 
-    private protected Tokenizer(VocabularyData v)
+    /// <param name="normalPiece">The bytes a normal token's text stands for, which is where the two kinds differ.</param>
+    private protected Tokenizer(VocabularyData v, Func<string, byte[]> normalPiece)
     {
         _tokens = v.Tokens;
         _attrs = v.Attrs;
@@ -52,7 +53,7 @@ public abstract partial class Tokenizer
             .OrderByDescending(id => _tokens[id].Length).ThenBy(id => id)
             .ToArray();
         _pieces = new byte[_tokens.Length][];
-        for (int id = 0; id < _tokens.Length; id++) _pieces[id] = RenderPiece(id);
+        for (int id = 0; id < _tokens.Length; id++) _pieces[id] = RenderPiece(id, normalPiece);
     }
 
     /// <summary>The raw vocabulary piece of a token, as stored in tokenizer.ggml.tokens.</summary>
@@ -144,18 +145,15 @@ public abstract partial class Tokenizer
     }
 
     /// <summary>What a token renders as with special tokens rendered, the way llama_token_to_piece builds its cache.</summary>
-    byte[] RenderPiece(int id)
+    byte[] RenderPiece(int id, Func<string, byte[]> normalPiece)
     {
         var a = _attrs[id];
         string text = _tokens[id];
         if ((a & (TokenAttr.Unknown | TokenAttr.Control | TokenAttr.UserDefined)) != 0) return Encoding.UTF8.GetBytes(text);
-        if ((a & TokenAttr.Normal) != 0) return NormalPiece(text);
+        if ((a & TokenAttr.Normal) != 0) return normalPiece(text);
         if ((a & TokenAttr.Byte) != 0) return [Convert.ToByte(text.Substring(3, 2), 16)];
         return [];
     }
-
-    /// <summary>The bytes a normal token stands for.</summary>
-    private protected abstract byte[] NormalPiece(string text);
 
     /// <summary>
     /// The bytes of one token, as llama_token_to_piece: "▁" becomes a space, byte tokens their byte, byte-level BPE
@@ -183,7 +181,7 @@ public abstract partial class Tokenizer
             removeSpace = false;
             bytes.AddRange(piece);
         }
-        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes);
+        var span = CollectionsMarshal.AsSpan(bytes);
         if (_cleanSpaces) span = span[..CleanSpaces(span)];
         return Encoding.UTF8.GetString(span);
     }

@@ -88,7 +88,7 @@ internal static class Unicode
     }
 
     /// <summary>Codepoints of a well-formed string, and the UTF-16 offset where each begins (plus the end offset).</summary>
-    public static (int[] Codepoints, int[] Offsets) Decode(ReadOnlySpan<char> text)
+    public static (int[] Codepoints, int[] Offsets) Codepoints(ReadOnlySpan<char> text)
     {
         var cps = new int[text.Length];
         var offs = new int[text.Length + 1];

@@ -1,0 +1,60 @@
+using Weft.GpuRuntime.Tokenization;
+using static Weft.GpuRuntime.Tests.Tokenization.TestVocab;
+
+namespace Weft.GpuRuntime.Tests.Tokenization;
+
+public class StreamingDecoderTests
+{
+    [Fact]
+    public void Holds_back_a_character_split_over_byte_tokens()
+    {
+        var t = Spm;
+        var d = t.CreateStreamingDecoder();
+        // "é" is <0xC3><0xA9> and "🎉" four byte tokens in this vocabulary.
+        int[] ids = t.Encode("café 🎉!", addSpecial: false);
+        var outputs = ids.Select(d.Push).ToList();
+        outputs.Add(d.Flush());
+        Assert.Equal(" café 🎉!", string.Concat(outputs)); // each token as llama_token_to_piece renders it: no space removal
+        Assert.Equal("", outputs[ids.ToList().IndexOf(3 + 0xC3)]);
+        Assert.Equal("é", outputs[ids.ToList().IndexOf(3 + 0xA9)]);
+        Assert.Equal(["", "", "", "🎉"], outputs.Skip(ids.ToList().IndexOf(3 + 0xF0)).Take(4));
+    }
+
+    [Fact]
+    public void Byte_level_pieces_of_one_character_are_held_back_too()
+    {
+        var t = Llama3;
+        var d = t.CreateStreamingDecoder();
+        int[] ids = t.Encode("日本", addSpecial: false);
+        Assert.Equal(6, ids.Length);
+        Assert.Equal(["", "", "日", "", "", "本"], ids.Select(d.Push));
+        Assert.Equal("", d.Flush());
+    }
+
+    [Fact]
+    public void Flush_turns_an_incomplete_character_into_a_replacement_character()
+    {
+        var d = Spm.CreateStreamingDecoder();
+        Assert.Equal("", d.Push(3 + 0xE6));
+        Assert.Equal("", d.Push(3 + 0x97));
+        Assert.Equal("\uFFFD", d.Flush());
+        Assert.Equal("A", d.Push(3 + 0x41)); // usable again after a flush
+    }
+
+    [Fact]
+    public void Invalid_bytes_become_replacement_characters_without_waiting()
+    {
+        var d = Spm.CreateStreamingDecoder();
+        Assert.Equal("\uFFFD", d.Push(3 + 0x80)); // a continuation byte with nothing to continue
+        Assert.Equal("", d.Push(3 + 0xE6));
+        Assert.Equal("\uFFFDA", d.Push(3 + 0x41)); // the started character can no longer complete
+    }
+
+    [Fact]
+    public void Special_tokens_are_empty_unless_rendered()
+    {
+        Assert.Equal("", Spm.CreateStreamingDecoder().Push(Spm.EosId));
+        Assert.Equal("</s>", Spm.CreateStreamingDecoder(renderSpecial: true).Push(Spm.EosId));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Spm.CreateStreamingDecoder().Push(-1));
+    }
+}
