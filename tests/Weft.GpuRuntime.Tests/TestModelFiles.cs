@@ -1,3 +1,4 @@
+using Weft.GpuRuntime.Chat;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Tokenization;
@@ -18,19 +19,10 @@ public sealed class TestModelFiles : IDisposable
         {
             if (_written.TryGetValue(shape, out var path)) return path;
             path = Path.Combine(_dir, $"{shape.Name}-{shape.Type}-{_written.Count}.gguf");
-            DemoModel.Write(path, shape, Vocabulary(shape.VocabSize));
+            DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize, ChatTemplates.TinyLlama));
             _written[shape] = path;
             return path;
         }
-    }
-
-    static VocabularySpec Vocabulary(int size)
-    {
-        var tokens = new List<string> { "<unk>", "<s>", "</s>" };
-        var types = new List<int> { (int)TokenType.Unknown, (int)TokenType.Control, (int)TokenType.Control };
-        for (int b = 0; b < 256; b++) { tokens.Add($"<0x{b:X2}>"); types.Add((int)TokenType.Byte); }
-        for (int i = 0; tokens.Count < size; i++) { tokens.Add("▁w" + i); types.Add((int)TokenType.Normal); }
-        return new VocabularySpec("llama", [.. tokens], [.. types], tokens.Select((_, j) => -(float)j).ToArray(), null, null, 1, 2, 0, null, true, true, null);
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

@@ -2,6 +2,7 @@ using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Sampling;
+using Weft.GpuRuntime.Tokenization;
 using Weft.LlamaCpp;
 
 namespace Weft.Reference.Tests;
@@ -32,7 +33,7 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
     public void GreedyMatchesLlamaCpp(string name, DemoModelShape shape, KvCacheType kv)
     {
         string path = _dir.File($"{shape.Name}.gguf");
-        DemoModel.Write(path, shape, TestVocabulary.SentencePiece(shape.VocabSize));
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
         int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (shape.VocabSize - 259))];
 
         int[] ours = GreedyWeft(path, prompt, Generate, kv);
@@ -53,7 +54,7 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
     {
         var shape = new DemoModelShape("bf16", 128, 2, 4, 2, 384, 1024, 512, GgmlType.BF16);
         string path = _dir.File("bf16.gguf");
-        DemoModel.Write(path, shape, TestVocabulary.SentencePiece(shape.VocabSize));
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
         int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 300 + i * 29)];
         using var llama = new LlamaCppModel(path, contextSize: 256);
         int[] theirs = llama.Greedy(prompt, Generate);
