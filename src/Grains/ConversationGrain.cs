@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Orleans.Runtime;
 using Weft.Abstractions;
-using Weft.GpuRuntime.Chat;
+using ChatTurn = Weft.GpuRuntime.Chat.ChatMessage;
 
 namespace Weft.Grains;
 
@@ -9,9 +9,11 @@ namespace Weft.Grains;
 [GenerateSerializer, Alias("weft.ConversationState")]
 public sealed class ConversationState
 {
-    [Id(0)] public List<Abstractions.ChatMessage> Messages { get; set; } = [];
+    [Id(0)] public List<ChatMessage> Messages { get; set; } = [];
     /// <summary>Prompt and reply tokens of the last turn: what the KV cache holds when the handle is still valid.</summary>
     [Id(1)] public List<int> TokenIds { get; set; } = [];
+    /// <summary>The rendered chat text <see cref="TokenIds"/> stand for, so the next turn can extend them instead of re-tokenizing.</summary>
+    [Id(4)] public string Text { get; set; } = "";
     /// <summary>The BatchGrain holding this conversation's KV cache and the sequence id there; stale once the silo changes.</summary>
     [Id(2)] public string? BatchKey { get; set; }
     [Id(3)] public long SequenceId { get; set; }
@@ -37,7 +39,7 @@ public sealed class ConversationGrain(
         try
         {
             host.EnsureReady();
-            var (messages, prompt) = Prepare(request);
+            var (messages, prompt, rendered) = Prepare(request);
             string batchKey = new DeviceKey(silo.SiloAddress, LeastLoadedDevice()).ToString();
             var s = state.State;
             var generation = new GenerationRequest
@@ -71,8 +73,8 @@ public sealed class ConversationGrain(
             }
 
             // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
-            if (messages is not null) s.Messages = [.. messages, new Abstractions.ChatMessage("assistant", text.ToString())];
-            s.TokenIds = [.. prompt, .. reply];
+            if (messages is not null) s.Messages = [.. messages, new ChatMessage("assistant", text.ToString())];
+            Remember(s, prompt, rendered, reply, text.ToString());
             s.BatchKey = batchKey;
             s.SequenceId = sequenceId;
             await state.WriteStateAsync(CancellationToken.None);
@@ -101,25 +103,47 @@ public sealed class ConversationGrain(
         }
     }
 
-    /// <summary>The new history (for chat turns) and the prompt tokens of this turn, validated.</summary>
-    (List<Abstractions.ChatMessage>? Messages, IReadOnlyList<int> Prompt) Prepare(TurnRequest r)
+    /// <summary>The new history (for chat turns), the prompt tokens of this turn and the chat text they stand for.</summary>
+    (List<ChatMessage>? Messages, IReadOnlyList<int> Prompt, string? Rendered) Prepare(TurnRequest r)
     {
         int kinds = (r.Messages is not null ? 1 : 0) + (r.Prompt is not null ? 1 : 0) + (r.PromptTokenIds is not null ? 1 : 0);
         if (kinds != 1) throw new WeftException(WeftErrorCode.InvalidRequest, "a turn needs exactly one of messages, prompt or prompt token ids");
-        if (r.PromptTokenIds is not null) return (null, r.PromptTokenIds);
-        if (r.Prompt is not null) return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false));
+        if (r.PromptTokenIds is not null) return (null, r.PromptTokenIds, null);
+        if (r.Prompt is not null) return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false), null);
 
-        List<Abstractions.ChatMessage> messages = r.ReplaceHistory ? [.. r.Messages!] : [.. state.State.Messages, .. r.Messages!];
+        List<ChatMessage> messages = r.ReplaceHistory ? [.. r.Messages!] : [.. state.State.Messages, .. r.Messages!];
         string rendered;
         try
         {
-            rendered = host.Template.Render(messages.Select(m => new GpuRuntime.Chat.ChatMessage(m.Role, m.Content)).ToList(), addGenerationPrompt: true);
+            rendered = host.Template.Render(messages.Select(m => new ChatTurn(m.Role, m.Content)).ToList(), addGenerationPrompt: true);
         }
         catch (ArgumentException e)
         {
             throw new WeftException(WeftErrorCode.InvalidRequest, e.Message);
         }
-        return (messages, host.Tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true));
+        // When the new rendering extends the text of the previous turns, keep their exact tokens (the ones the KV cache
+        // holds, generated ones included) and tokenize only the rest; re-tokenizing a generated reply often splits it
+        // differently and would force recomputing from there. The rest starts at a special token (the end of the
+        // reply), where tokenization restarts anyway.
+        var s = state.State;
+        IReadOnlyList<int> prompt = s.Text.Length > 0 && rendered.StartsWith(s.Text, StringComparison.Ordinal)
+            ? [.. s.TokenIds, .. host.Tokenizer.Encode(rendered[s.Text.Length..], addSpecial: false, parseSpecial: true)]
+            : host.Tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true);
+        return (messages, prompt, rendered);
+    }
+
+    /// <summary>Records the turn's tokens and, for chat, the text they stand for.</summary>
+    void Remember(ConversationState s, IReadOnlyList<int> prompt, string? rendered, List<int> reply, string replyText)
+    {
+        if (reply.Count > 0 && host.Tokenizer.EndOfGenerationIds.Contains(reply[^1])) reply.RemoveAt(reply.Count - 1);
+        // The reply's tokens stand for its text unless a stop string cut the text short of them.
+        var decoder = host.Tokenizer.CreateStreamingDecoder();
+        var decoded = new System.Text.StringBuilder();
+        foreach (var t in reply) decoded.Append(decoder.Push(t));
+        decoded.Append(decoder.Flush());
+        bool exact = decoded.ToString() == replyText;
+        s.TokenIds = exact ? [.. prompt, .. reply] : [.. prompt];
+        s.Text = rendered is null ? "" : exact ? rendered + replyText : rendered;
     }
 
     int LeastLoadedDevice() => 0;

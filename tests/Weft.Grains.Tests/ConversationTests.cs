@@ -1,0 +1,100 @@
+using Weft.Abstractions;
+
+namespace Weft.Grains.Tests;
+
+public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftCluster>
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    static SamplingOptions Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens, IgnoreEos = true };
+
+    [Fact]
+    public async Task ConcurrentConversationsProduceWhatEachProducesAlone()
+    {
+        const int n = 128;
+        TurnRequest Request(int i) => new()
+        {
+            PromptTokenIds = [1, .. Enumerable.Range(0, 3 + i % 29).Select(j => 259 + (i * 131 + j * 17) % 700)],
+            Sampling = i % 2 == 0
+                ? new SamplingOptions { Temperature = 0, MaxTokens = 4 + i % 13, IgnoreEos = true }
+                : new SamplingOptions { Temperature = 0.9f, TopP = 0.95f, Seed = (ulong)i, MaxTokens = 4 + i % 13, IgnoreEos = true },
+        };
+
+        var alone = new TurnResult[n];
+        for (int i = 0; i < n; i++) alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"alone-{i}").RunAsync(Request(i), Ct);
+        var together = await Task.WhenAll(Enumerable.Range(0, n).Select(i => cluster.Grains.GetGrain<IConversationGrain>($"together-{i}").RunAsync(Request(i), Ct)));
+
+        for (int i = 0; i < n; i++)
+        {
+            Assert.Equal(alone[i].TokenIds, together[i].TokenIds);
+            Assert.Equal(alone[i].Text, together[i].Text);
+            Assert.Equal(4 + i % 13, together[i].Usage.CompletionTokens);
+        }
+        var stats = await cluster.BatchGrain().GetStatsAsync();
+        Assert.True(stats.MeanBatchSize > 1, $"concurrent turns should share ticks (mean batch {stats.MeanBatchSize:F1})");
+    }
+
+    [Fact]
+    public async Task SecondTurnComputesOnlyItsNewTokensAndMatchesAFreshConversation()
+    {
+        var conversation = cluster.Grains.GetGrain<IConversationGrain>("multi-turn");
+        var first = await conversation.RunAsync(Turns.Chat("Tell me about the sea.", Greedy(12)), Ct);
+        Assert.Equal("length", first.FinishReason);
+        Assert.Equal(0, first.Usage.CachedTokens);
+
+        var second = await conversation.RunAsync(Turns.Chat("And the mountains?", Greedy(12)), Ct);
+        // Everything of turn 1 was computed except its last sampled token, which turn 2 computes with its own new tokens.
+        Assert.Equal(first.Usage.PromptTokens + first.Usage.CompletionTokens - 1, second.Usage.CachedTokens);
+        Assert.Equal([.. first.PromptTokenIds, .. first.TokenIds], second.PromptTokenIds.Take(first.PromptTokenIds.Count + first.TokenIds.Count));
+
+        // The same tokens given to a conversation of its own (no KV handle of its own; the shared prefix cache may
+        // serve its full blocks) produce the same reply.
+        var fresh = await cluster.Grains.GetGrain<IConversationGrain>("multi-turn-fresh")
+            .RunAsync(new TurnRequest { PromptTokenIds = second.PromptTokenIds, Sampling = Greedy(12) }, Ct);
+        Assert.Equal(second.TokenIds, fresh.TokenIds);
+
+        var history = await conversation.GetHistoryAsync();
+        Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
+        Assert.Equal(second.Text, history.Messages[^1].Content);
+    }
+
+    [Fact]
+    public async Task ResetForgetsTheHistory()
+    {
+        var conversation = cluster.Grains.GetGrain<IConversationGrain>("reset");
+        var first = await conversation.RunAsync(Turns.Chat("Hello", Greedy(4)), Ct);
+        await conversation.ResetAsync();
+        Assert.Empty((await conversation.GetHistoryAsync()).Messages);
+        var again = await conversation.RunAsync(Turns.Chat("Hello", Greedy(4)), Ct);
+        Assert.Equal(first.PromptTokenIds, again.PromptTokenIds);
+        Assert.Equal(first.TokenIds, again.TokenIds);
+    }
+
+    [Fact]
+    public async Task StopStringEndsTheReplyBeforeIt()
+    {
+        var request = new TurnRequest { PromptTokenIds = [1, 300, 301, 302], Sampling = Greedy(24) };
+        var full = await cluster.Grains.GetGrain<IConversationGrain>("stop-a").RunAsync(request, Ct);
+        string stop = full.Text.Substring(full.Text.Length / 2, 3);
+        var cut = await cluster.Grains.GetGrain<IConversationGrain>("stop-b")
+            .RunAsync(request with { Sampling = request.Sampling with { Stop = [stop] } }, Ct);
+        Assert.Equal("stop", cut.FinishReason);
+        Assert.Equal(full.Text[..full.Text.IndexOf(stop, StringComparison.Ordinal)], cut.Text);
+    }
+
+    [Fact]
+    public async Task BadRequestsAreRefusedWithAClearError()
+    {
+        var c = cluster.Grains.GetGrain<IConversationGrain>("bad");
+        var e1 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [1, 5000], Sampling = Greedy(4) }, Ct));
+        Assert.Equal(WeftErrorCode.InvalidRequest, e1.Code);
+        var e2 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [1, 2, 3], Sampling = new() { Temperature = -1 } }, Ct));
+        Assert.Contains("temperature", e2.Message);
+        var e3 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [.. Enumerable.Repeat(300, 1000)], Sampling = Greedy(100) }, Ct));
+        Assert.Equal(WeftErrorCode.ContextLengthExceeded, e3.Code);
+        var e4 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(Turns.Chat("hi", Greedy(4)) with { Messages = [new ChatMessage("robot", "hi")] }, Ct));
+        Assert.Equal(WeftErrorCode.InvalidRequest, e4.Code);
+        // the conversation still works afterwards
+        Assert.Equal(4, (await c.RunAsync(Turns.Chat("hi", Greedy(4)), Ct)).Usage.CompletionTokens);
+    }
+}
