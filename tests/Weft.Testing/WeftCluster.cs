@@ -8,7 +8,7 @@ using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Tokenization;
 using Weft.Grains;
 
-namespace Weft.Grains.Tests;
+namespace Weft.Testing;
 
 /// <summary>An in-process Orleans cluster serving a small generated model on the cpu engine.</summary>
 public class WeftCluster : IAsyncLifetime

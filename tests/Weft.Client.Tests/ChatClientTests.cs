@@ -1,0 +1,81 @@
+using Microsoft.Extensions.AI;
+using Weft.Testing;
+
+namespace Weft.Client.Tests;
+
+/// <summary>Code written against Microsoft.Extensions.AI talks to a Weft cluster through <see cref="WeftChatClient"/>.</summary>
+public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftCluster>
+{
+    IChatClient Chat => new WeftChatClient(new WeftClient(cluster.Cluster.Client), "test-model");
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+    static ChatOptions Greedy(int max) => new() { Temperature = 0, MaxOutputTokens = max };
+
+    [Fact]
+    public async Task StreamingAndNonStreamingGiveTheSameReply()
+    {
+        List<ChatMessage> messages = [new(ChatRole.System, "You are terse."), new(ChatRole.User, "Name a colour.")];
+        var response = await Chat.GetResponseAsync(messages, Greedy(16), Ct);
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var u in Chat.GetStreamingResponseAsync(messages, Greedy(16), Ct)) updates.Add(u);
+        var streamed = updates.ToChatResponse();
+
+        Assert.Equal(response.Text, streamed.Text);
+        Assert.NotNull(response.Usage);
+        Assert.True(response.Usage.OutputTokenCount is > 0 and <= 16);
+        Assert.Equal(response.Usage.OutputTokenCount, streamed.Usage?.OutputTokenCount);
+        Assert.Equal("test-model", response.ModelId);
+        Assert.NotNull(response.FinishReason);
+        Assert.NotNull(response.ConversationId);
+    }
+
+    [Fact]
+    public async Task AConversationIdContinuesTheConversationOnTheService()
+    {
+        var first = await Chat.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello!")], Greedy(8), Ct);
+        // stateful mode: only the new message goes out; the grain holds the history
+        var options = Greedy(8);
+        options.ConversationId = first.ConversationId;
+        var second = await Chat.GetResponseAsync([new ChatMessage(ChatRole.User, "And then?")], options, Ct);
+        Assert.Equal(first.ConversationId, second.ConversationId);
+        Assert.True(second.Usage!.CachedInputTokenCount > 0, "the second turn reuses the first turn's KV cache");
+
+        var history = await new WeftClient(cluster.Cluster.Client).Conversation(first.ConversationId!).GetHistoryAsync();
+        Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
+        Assert.Equal(second.Text, history.Messages[^1].Content);
+    }
+
+    [Fact]
+    public async Task MetadataAndUnsupportedContentAreClear()
+    {
+        var metadata = Chat.GetService<ChatClientMetadata>();
+        Assert.Equal("weft", metadata!.ProviderName);
+        var tool = new ChatMessage(ChatRole.Tool, "{}");
+        await Assert.ThrowsAsync<NotSupportedException>(() => Chat.GetResponseAsync([tool], Greedy(4), Ct));
+    }
+}
+
+public sealed class ConversationSdkTests(WeftCluster cluster) : IClassFixture<WeftCluster>
+{
+    [Fact]
+    public async Task SendStreamsTheReplyAndResetForgetsIt()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var conversation = new WeftClient(cluster.Cluster.Client).NewConversation();
+        var sampling = new Abstractions.SamplingOptions { Temperature = 0, MaxTokens = 6, IgnoreEos = true };
+        int deltas = 0;
+        var text = new System.Text.StringBuilder();
+        await foreach (var d in conversation.SendAsync("Hi there", sampling, ct))
+        {
+            deltas++;
+            text.Append(d.Text);
+        }
+        Assert.True(deltas >= 2, "the reply streams in several deltas");
+        var reply = await conversation.AskAsync("Again", sampling, ct);
+        Assert.Equal(6, reply.Usage.CompletionTokens);
+        Assert.Equal(4, (await conversation.GetHistoryAsync()).Messages.Count);
+        Assert.Equal(text.ToString(), (await conversation.GetHistoryAsync()).Messages[1].Content);
+
+        await conversation.ResetAsync();
+        Assert.Empty((await conversation.GetHistoryAsync()).Messages);
+    }
+}
