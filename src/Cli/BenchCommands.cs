@@ -10,6 +10,7 @@ static class BenchCommands
     {
         var bench = new Command("bench", "measure throughput and latency");
         bench.Subcommands.Add(Engine());
+        bench.Subcommands.Add(Serve());
         return bench;
     }
 
@@ -34,6 +35,33 @@ static class BenchCommands
             return EngineBenchmark.Run(new EngineBenchOptions(r.GetValue(model)!, EngineKinds.Parse(r.GetValue(engine)!), batches,
                 Positive(r.GetValue(gen), "--gen"), Positive(r.GetValue(prompt), "--prompt"), r.GetValue(prefill), p is not null,
                 r.GetValue(threads), r.GetValue(json)), Console.Out);
+        });
+        return cmd;
+    }
+
+    static Command Serve()
+    {
+        var url = new Option<string?>("--url") { Description = "a running server's base URL (OpenAI-compatible HTTP API)" };
+        var inprocess = new Option<bool>("--inprocess") { Description = "host a silo in this process and drive conversations through grains" };
+        var model = new Option<string?>("--model") { Description = "GGUF file for --inprocess (default: the demo model)" };
+        var engine = new Option<string>("--engine") { Description = "engine for --inprocess: auto, cpu, cuda or ilgpu-cpu", DefaultValueFactory = _ => "cpu" };
+        var concurrency = new Option<string>("--concurrency") { Description = "concurrent clients, comma-separated", DefaultValueFactory = _ => "1,4,16,32" };
+        var prompt = new Option<int>("--prompt") { Description = "prompt tokens per request", DefaultValueFactory = _ => 32 };
+        var gen = new Option<int>("--gen") { Description = "tokens generated per request", DefaultValueFactory = _ => 32 };
+        var requests = new Option<int>("--requests") { Description = "requests each client sends back to back", DefaultValueFactory = _ => 2 };
+        var apiKey = new Option<string?>("--api-key") { Description = "bearer token for --url" };
+        var json = new Option<string?>("--json") { Description = "write the figures as JSON to this file" };
+        var chart = new Option<string?>("--chart") { Description = "write an SVG chart of throughput and latency against concurrency" };
+        var threads = new Option<int>("--threads") { Description = "CPU threads for --inprocess (0: all cores)" };
+        var cmd = new Command("serve", "load a server with concurrent streaming requests: tokens/s, TTFT and ITL percentiles at each concurrency")
+            { url, inprocess, model, engine, concurrency, prompt, gen, requests, apiKey, json, chart, threads };
+        cmd.SetAction(async (r, ct) =>
+        {
+            if ((r.GetValue(url) is null) == !r.GetValue(inprocess)) throw new ArgumentException("give exactly one of --url and --inprocess");
+            var o = new ServeBenchOptions(r.GetValue(url), r.GetValue(model), EngineKinds.Parse(r.GetValue(engine)!), Ints(r.GetValue(concurrency)!, "--concurrency"),
+                Positive(r.GetValue(prompt), "--prompt"), Positive(r.GetValue(gen), "--gen"), Positive(r.GetValue(requests), "--requests"),
+                r.GetValue(apiKey), r.GetValue(json), r.GetValue(chart), r.GetValue(threads));
+            return await ServeCommand.RunAsync(o, Console.Out);
         });
         return cmd;
     }

@@ -5,6 +5,7 @@ var root = new RootCommand("weft: serve, chat with and measure llama-family mode
 {
     ModelCommands.Create(),
     GenerateCommand.Create(),
+    ChatCommand.Create(),
     BenchCommands.Create(),
 };
 return CliErrors.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

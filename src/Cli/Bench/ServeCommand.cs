@@ -1,0 +1,96 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Weft.Abstractions;
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Models;
+using Weft.Grains;
+
+namespace Weft.Cli.Bench;
+
+public sealed record ServeBenchOptions(string? Url, string? ModelPath, EngineKind Engine, int[] Concurrency, int Prompt, int Gen, int Requests,
+    string? ApiKey, string? JsonPath, string? ChartPath, int Threads);
+
+static class ServeCommand
+{
+    public static async Task<int> RunAsync(ServeBenchOptions o, TextWriter output)
+    {
+        IReadOnlyList<ServeLevel> levels;
+        string title;
+        if (o.Url is not null)
+        {
+            var target = await HttpTarget.ConnectAsync(o.Url, o.ApiKey);
+            title = $"weft bench serve --url {o.Url} ({target.Model})";
+            output.WriteLine(title);
+            levels = await ServeBenchmark.RunAsync(target, o.Concurrency, o.Prompt, o.Gen, o.Requests, null, null, output);
+        }
+        else (title, levels) = await InProcessAsync(o, output);
+
+        if (o.JsonPath is not null) ServeBenchmark.WriteJson(o.JsonPath, new { title, o.Prompt, o.Gen, o.Requests, levels });
+        if (o.ChartPath is not null) SvgChart.Write(o.ChartPath, title, levels);
+        return 0;
+    }
+
+    static async Task<(string, IReadOnlyList<ServeLevel>)> InProcessAsync(ServeBenchOptions o, TextWriter output)
+    {
+        string model = o.ModelPath ?? DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory);
+        int maxClients = o.Concurrency.Max();
+        var engineOptions = new EngineOptions
+        {
+            Engine = o.Engine,
+            MaxNumSeqs = Math.Max(maxClients, 1),
+            MaxNumBatchedTokens = Math.Max(512, maxClients),
+            KvBlocks = maxClients * ((o.Prompt + o.Gen + 16) / 16 + 2) + 64,
+            Threads = o.Threads,
+        };
+        string title = $"weft bench serve --inprocess --model {Path.GetFileName(model)} ({o.Engine.Name()} engine)";
+        output.WriteLine(title);
+
+        // The engine alone first, on its own instance, so the two never compete for the cores.
+        var engineFigures = new Dictionary<int, double>();
+        using (var engine = InferenceEngine.Load(model, engineOptions))
+        {
+            output.WriteLine($"engine     {engine.Description}");
+            // every level once to warm up (JIT tiers, caches), then the median of three
+            foreach (int c in o.Concurrency) ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, 1);
+            foreach (int c in o.Concurrency)
+                engineFigures[c] = Enumerable.Range(0, 3).Select(_ => ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, o.Requests)).Order().ElementAt(1);
+        }
+
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.UseOrleans(silo =>
+        {
+            silo.UseLocalhostClustering(siloPort: FreePort(), gatewayPort: FreePort());
+            silo.AddMemoryGrainStorage(WeftStorage.Name);
+            silo.AddWeft(new ModelHostOptions { Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients });
+        });
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            await host.Services.GetRequiredService<ModelHost>().Ready;
+            var grains = host.Services.GetRequiredService<IGrainFactory>();
+            var silo = host.Services.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>().SiloAddress;
+            var batch = grains.GetGrain<IBatchGrain>(new DeviceKey(silo, 0).ToString());
+            var levels = await ServeBenchmark.RunAsync(new GrainTarget(grains), o.Concurrency, o.Prompt, o.Gen, o.Requests,
+                c => engineFigures[c],
+                async () => await batch.GetStatsAsync() is var s ? (s.Ticks, s.MeanBatchSize * s.Ticks) : default,
+                output);
+            return (title, levels);
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}
