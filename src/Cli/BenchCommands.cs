@@ -25,8 +25,9 @@ static class BenchCommands
         var peer = new Option<string?>("--peer") { Description = "run the same measurements with llama.cpp (LLamaSharp) on the same file: llama.cpp" };
         var threads = new Option<int>("--threads") { Description = "CPU threads for both engines (0: all cores)" };
         var json = new Option<string?>("--json") { Description = "also write the figures as JSON to this file" };
+        var profile = new Option<bool>("--profile") { Description = "also print where a decode step's time goes, per kind of kernel (cpu engine)" };
         var cmd = new Command("engine", "decode tokens/s of the engine alone at each batch size, beside llama.cpp and the memory roofline")
-            { model, engine, batch, gen, prompt, prefill, peer, threads, json };
+            { model, engine, batch, gen, prompt, prefill, peer, threads, json, profile };
         cmd.SetAction(r =>
         {
             string? p = r.GetValue(peer);
@@ -34,7 +35,7 @@ static class BenchCommands
             int[] batches = Ints(r.GetValue(batch)!, "--batch");
             return EngineBenchmark.Run(new EngineBenchOptions(r.GetValue(model)!, EngineKinds.Parse(r.GetValue(engine)!), batches,
                 Positive(r.GetValue(gen), "--gen"), Positive(r.GetValue(prompt), "--prompt"), r.GetValue(prefill), p is not null,
-                r.GetValue(threads), r.GetValue(json)), Console.Out);
+                r.GetValue(threads), r.GetValue(json), r.GetValue(profile)), Console.Out);
         });
         return cmd;
     }

@@ -24,7 +24,8 @@ public class WeftCluster : IAsyncLifetime
     protected virtual ModelHostOptions Options => new()
     {
         Model = ModelPath,
-        Engine = new EngineOptions { Engine = EngineKind.Cpu, MaxNumSeqs = 128, MaxNumBatchedTokens = 512, KvBlocks = 1024, BlockSize = 16 },
+        // one engine thread: several clusters run side by side in a test run, and the parallel kernels have tests of their own
+        Engine = new EngineOptions { Engine = EngineKind.Cpu, MaxNumSeqs = 128, MaxNumBatchedTokens = 512, KvBlocks = 1024, BlockSize = 16, Threads = 1 },
     };
 
     protected virtual int Silos => 1;

@@ -6,7 +6,8 @@ using Weft.LlamaCpp;
 
 namespace Weft.Cli.Bench;
 
-public sealed record EngineBenchOptions(string ModelPath, EngineKind Engine, int[] Batches, int Gen, int Prompt, int Prefill, bool PeerLlamaCpp, int Threads, string? JsonPath);
+public sealed record EngineBenchOptions(string ModelPath, EngineKind Engine, int[] Batches, int Gen, int Prompt, int Prefill, bool PeerLlamaCpp, int Threads, string? JsonPath,
+    bool Profile = false);
 
 /// <summary>One batch size's figures: aggregate decode tokens/s from the median step time.</summary>
 public sealed record BatchResult(int Batch, double OursStepMs, double OursTokensPerSecond, double? PeerStepMs, double? PeerTokensPerSecond);
@@ -30,6 +31,7 @@ public static class EngineBenchmark
             MaxNumBatchedTokens = Math.Max(maxBatch, Math.Min(512, Math.Max(o.Prefill, o.Prompt))),
             KvBlocks = Math.Max(maxBatch * blocksPerSeq, (o.Prefill + 16) / 16 + 1),
             Threads = threads,
+            Profile = o.Profile,
         };
         using var engine = InferenceEngine.Load(o.ModelPath, engineOptions);
         long weightBytes = WeightBytesPerStep(engine);
@@ -48,9 +50,13 @@ public static class EngineBenchmark
             output.WriteLine(peer is null
                 ? $"{"batch",5} {"step ms",9} {"tok/s",9} {"× roofline",11}"
                 : $"{"batch",5} {"step ms",9} {"tok/s",9} {"llama.cpp ms",13} {"llama.cpp tok/s",16} {"ours/llama.cpp",15} {"roofline %",11}");
+            var profiles = new List<string>();
             foreach (int b in o.Batches)
             {
-                var ours = Median(DecodeSteps(engine, b, o.Prompt, o.Gen));
+                engine.Profiler?.Reset();
+                var steps = DecodeSteps(engine, b, o.Prompt, o.Gen, engine.Profiler);
+                if (engine.Profiler is { } profiler) profiles.Add(Profile(profiler, b, steps.Count));
+                var ours = Median(steps);
                 double? peerMs = null;
                 if (peer is not null) peerMs = Median(peer.DecodeStepTimes(b, o.Prompt, o.Gen)) * 1e3;
                 var r = new BatchResult(b, ours * 1e3, b / ours, peerMs, peerMs is { } pm ? b / (pm / 1e3) : null);
@@ -59,6 +65,8 @@ public static class EngineBenchmark
                     ? $"{b,5} {r.OursStepMs,9:F2} {r.OursTokensPerSecond,9:F1} {rooflineMs / r.OursStepMs,11:P0}"
                     : $"{b,5} {r.OursStepMs,9:F2} {r.OursTokensPerSecond,9:F1} {r.PeerStepMs,13:F2} {r.PeerTokensPerSecond,16:F1} {r.OursTokensPerSecond / r.PeerTokensPerSecond,15:F2} {rooflineMs / r.OursStepMs,11:P0}");
             }
+
+            foreach (var p in profiles) output.Write(p);
 
             double? oursPrefill = null, peerPrefill = null;
             if (o.Prefill > 0)
@@ -99,8 +107,18 @@ public static class EngineBenchmark
         return xs.Count % 2 == 1 ? xs[xs.Count / 2] : (xs[xs.Count / 2 - 1] + xs[xs.Count / 2]) / 2;
     }
 
+    /// <summary>Where a decode step's time goes, per kind of kernel call.</summary>
+    static string Profile(ProfilingBackend profiler, int batch, int steps)
+    {
+        var total = profiler.Times.Values.Aggregate(TimeSpan.Zero, (a, t) => a + t.Time);
+        var text = new System.Text.StringBuilder($"\nprofile at batch {batch}: {total.TotalMilliseconds / steps:F2} ms of kernels per step\n");
+        foreach (var (name, (time, calls)) in profiler.Times.OrderByDescending(kv => kv.Value.Time))
+            text.AppendLine($"  {name,-22} {time.TotalMilliseconds / steps,8:F2} ms {time / total,7:P1}  ({calls / steps} calls)");
+        return text.ToString();
+    }
+
     /// <summary>Prefills <paramref name="batch"/> sequences, then times <paramref name="gen"/> decode steps of one token each.</summary>
-    static List<double> DecodeSteps(InferenceEngine engine, int batch, int prompt, int gen)
+    static List<double> DecodeSteps(InferenceEngine engine, int batch, int prompt, int gen, ProfilingBackend? profiler = null)
     {
         int vocab = engine.Config.VocabSize, bs = engine.BlockSize;
         int blocksPerSeq = (prompt + gen + bs) / bs + 1;
@@ -121,6 +139,7 @@ public static class EngineBenchmark
                 if (computed[s] == prompt) seqs[s].Add(t[0]);
             }
 
+        profiler?.Reset(); // the profile covers the decode steps only
         var times = new List<double>(gen);
         for (int step = 0; step < gen; step++)
         {

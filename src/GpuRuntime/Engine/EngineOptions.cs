@@ -39,6 +39,8 @@ public sealed record EngineOptions
     public KvCacheType KvCacheType { get; init; } = KvCacheType.F16;
     /// <summary>CPU worker threads; 0 uses every core.</summary>
     public int Threads { get; init; }
+    /// <summary>Time every kernel call (for `weft bench engine --profile`; adds a little overhead).</summary>
+    public bool Profile { get; init; }
 
     public IEnumerable<string> Validate()
     {

@@ -23,6 +23,9 @@ public sealed class InferenceEngine : IDisposable
     public int MaxModelLen { get; }
     public long KvCacheBytes { get; }
     public string Description => _backend.Description;
+    /// <summary>Per-kernel times when <see cref="EngineOptions.Profile"/> is set.</summary>
+    public ProfilingBackend? Profiler { get; private set; }
+
     /// <summary>The reusable description of the next step: fill it (Clear, Add), then call <see cref="StepAsync"/>.</summary>
     public StepInputs Inputs { get; }
 
@@ -48,6 +51,7 @@ public sealed class InferenceEngine : IDisposable
             (_backend, _transformer) = _device.Invoke(() =>
             {
                 IBackend backend = CreateBackend(options);
+                if (options.Profile) backend = Profiler = new ProfilingBackend(backend);
                 try
                 {
                     var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens, options.MaxNumSeqs);
@@ -99,7 +103,7 @@ public sealed class InferenceEngine : IDisposable
     public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
 
     /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a reference).</summary>
-    public float[] GetLogits(int row) => _device.Invoke(() => _backend switch
+    public float[] GetLogits(int row) => _device.Invoke(() => (_backend is ProfilingBackend p ? p.Inner : _backend) switch
     {
         CpuBackend cpu => cpu.Row(_transformer.Logits, row, Config.VocabSize).ToArray(),
         _ => throw new NotSupportedException(),

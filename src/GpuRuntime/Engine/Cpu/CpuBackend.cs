@@ -1,7 +1,7 @@
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using System.Numerics.Tensors;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Sampling;
@@ -14,8 +14,9 @@ namespace Weft.GpuRuntime.Engine.Cpu;
 /// activations are rounded to the weight's type before a dot product with f16/bf16 weights (ggml's "vec_dot_type"),
 /// quantized to q8_0 blocks for q8_0 weights, RMSNorm sums squares in double, softmax sums in double, and RoPE angles
 /// advance by repeated multiplication as ggml's rope cache does.
+/// Work is split across a pool of persistent threads (one per core); each matmul splits its output rows.
 /// </summary>
-public sealed unsafe class CpuBackend : IBackend
+public sealed unsafe partial class CpuBackend : IBackend
 {
     sealed class CpuTensor(long length) : DeviceTensor
     {
@@ -24,18 +25,26 @@ public sealed unsafe class CpuBackend : IBackend
         public void Free() => NativeMemory.AlignedFree(Data);
     }
 
-    sealed class CpuWeight(GgufTensorInfo info, GgmlType type, byte* data, bool owned) : DeviceWeight(info)
+    /// <summary>
+    /// A weight after load. f32/f16/bf16 are read in place from the mapped file; q8_0 (and q4_0/q4_K/q6_K, whose
+    /// values q8_0 holds almost exactly) are repacked once into int8 quants and f32 block scales.
+    /// </summary>
+    sealed class CpuWeight(GgufTensorInfo info, GgmlType type, byte* data, float* scales, bool owned) : DeviceWeight(info)
     {
-        /// <summary>Storage type after load (q4_0/q4_K/q6_K are repacked to q8_0).</summary>
         public readonly GgmlType Type = type;
         public readonly byte* Data = data;
+        public readonly float* Scales = scales;
         public readonly bool Owned = owned;
-        public long RowBytes => GgmlTypeInfo.RowBytes(Type, Columns);
     }
 
     readonly List<CpuTensor> _tensors = [];
     readonly List<CpuWeight> _weights = [];
-    readonly ParallelOptions _parallel;
+    readonly WorkerPool _pool;
+    readonly PrepareJob _prepare;
+    readonly MatMulJob _matmul;
+    readonly AttentionJob _attention;
+    readonly SwiGluJob _swiglu;
+    readonly SampleJob _sample;
     StepInputs _step = null!;
     Sampler[] _samplers = [];
     int[] _sampled = [];
@@ -43,22 +52,35 @@ public sealed unsafe class CpuBackend : IBackend
     // KV pool: per layer [numBlocks, kvHeads, blockSize, headDim] for K and for V, f16 or f32 elements.
     byte* _kvPool;
     long _kvLayerBytes;
-    int _kvHeads, _headDim, _blockSize, _numBlocks, _heads;
+    int _kvHeads, _headDim, _blockSize, _heads;
     KvCacheType _kvType;
 
-    // Activations rounded or quantized for the current matmul's weight type: [rows, columns] floats or q8_0 blocks.
+    // A matmul's input prepared for its weight type: rounded floats [rows × columns], or q8 quants and scales.
     float* _xRounded;
-    byte* _xQuant;
+    sbyte* _xQuants;
+    float* _xScales;
     long _scratchFloats;
+    // per worker: four weight rows converted to f32
+    float* _packScratch;
+    int _packStride;
 
     public CpuBackend(int threads)
     {
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
-        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
+        _pool = new WorkerPool(Threads);
+        _prepare = new PrepareJob(this);
+        _matmul = new MatMulJob(this);
+        _attention = new AttentionJob(this);
+        _swiglu = new SwiGluJob();
+        _sample = new SampleJob(this);
     }
 
     public int Threads { get; }
-    public string Description => $"cpu: managed SIMD ({(Vector512.IsHardwareAccelerated ? "AVX-512" : Vector256.IsHardwareAccelerated ? "AVX2" : "scalar")}), {Threads} threads";
+
+    /// <summary>The fused AVX-512/VNNI kernels; without them a portable (slower) path computes the same values.</summary>
+    static bool FastKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && AvxVnni.IsSupported;
+
+    public string Description => $"cpu: managed SIMD ({(FastKernels ? "AVX-512 + VNNI" : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels" : "portable kernels")}), {Threads} threads";
 
     public DeviceTensor Allocate(long floats)
     {
@@ -66,41 +88,65 @@ public sealed unsafe class CpuBackend : IBackend
         _tensors.Add(t);
         if (floats > _scratchFloats)
         {
-            // the rounded/quantized copy of a matmul's input is never larger than the largest activation
-            if (_xRounded != null) { NativeMemory.AlignedFree(_xRounded); NativeMemory.AlignedFree(_xQuant); }
+            // the prepared copy of a matmul's input is never larger than the largest activation
+            FreeScratch();
             _scratchFloats = floats;
             _xRounded = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-            _xQuant = (byte*)NativeMemory.AlignedAlloc((nuint)(floats / 32 * 34 + 64), 64);
+            _xQuants = (sbyte*)NativeMemory.AlignedAlloc((nuint)floats + 64, 64);
+            _xScales = (float*)NativeMemory.AlignedAlloc((nuint)(floats / 32 + 16) * sizeof(float), 64);
         }
         return t;
+    }
+
+    void FreeScratch()
+    {
+        if (_xRounded == null) return;
+        NativeMemory.AlignedFree(_xRounded);
+        NativeMemory.AlignedFree(_xQuants);
+        NativeMemory.AlignedFree(_xScales);
+        _xRounded = null;
     }
 
     public DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo t)
     {
         byte* src = file.DataPointer(t);
         CpuWeight w;
-        if (t.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0)
-        {
-            w = new CpuWeight(t, t.Type, src, owned: false); // read in place from the mapping
-        }
+        if (t.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) w = new CpuWeight(t, t.Type, src, null, owned: false);
         else
         {
-            // Formats without a kernel of their own are repacked once to q8_0 (no accuracy worth measuring is lost:
-            // 8 bits per weight holds a 4- or 6-bit weight almost exactly).
             if (t.Columns % 32 != 0) throw file.Fail($"tensor '{t.Name}' of type {t.Type} has rows not divisible by 32");
-            long rowBytes = GgmlTypeInfo.RowBytes(GgmlType.Q8_0, t.Columns);
-            var dst = (byte*)NativeMemory.AlignedAlloc((nuint)(rowBytes * t.Rows), 64);
-            var row = new float[t.Columns];
-            long srcRowBytes = GgmlTypeInfo.RowBytes(t.Type, t.Columns);
-            for (long r = 0; r < t.Rows; r++)
+            long rows = t.Rows, cols = t.Columns, blocks = cols / 32;
+            var quants = (sbyte*)NativeMemory.AlignedAlloc((nuint)(rows * cols), 64);
+            var scales = (float*)NativeMemory.AlignedAlloc((nuint)(rows * blocks * sizeof(float)), 64);
+            long srcRowBytes = GgmlTypeInfo.RowBytes(t.Type, cols);
+            var row = t.Type == GgmlType.Q8_0 ? null : new float[cols];
+            for (long r = 0; r < rows; r++)
             {
-                GgmlQuant.Dequantize(t.Type, new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes), row);
-                GgmlQuant.Quantize(GgmlType.Q8_0, row).CopyTo(new Span<byte>(dst + r * rowBytes, (int)rowBytes));
+                var q8 = t.Type == GgmlType.Q8_0
+                    ? new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes)
+                    : RequantizeRow(t.Type, new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes), row!);
+                for (long b = 0; b < blocks; b++)
+                {
+                    scales[r * blocks + b] = (float)MemoryMarshal.Read<Half>(q8[(int)(b * 34)..]);
+                    MemoryMarshal.Cast<byte, sbyte>(q8.Slice((int)(b * 34 + 2), 32)).CopyTo(new Span<sbyte>(quants + r * cols + b * 32, 32));
+                }
             }
-            w = new CpuWeight(t, GgmlType.Q8_0, dst, owned: true);
+            w = new CpuWeight(t, GgmlType.Q8_0, (byte*)quants, scales, owned: true);
         }
         _weights.Add(w);
+        if (w.Type is GgmlType.F16 or GgmlType.BF16 or GgmlType.F32 && w.Columns > _packStride)
+        {
+            if (_packScratch != null) NativeMemory.AlignedFree(_packScratch);
+            _packStride = w.Columns;
+            _packScratch = (float*)NativeMemory.AlignedAlloc((nuint)(Threads * 4 * _packStride * sizeof(float)), 64);
+        }
         return w;
+    }
+
+    static byte[] RequantizeRow(GgmlType type, ReadOnlySpan<byte> src, float[] row)
+    {
+        GgmlQuant.Dequantize(type, src, row);
+        return GgmlQuant.Quantize(GgmlType.Q8_0, row);
     }
 
     public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
@@ -109,7 +155,6 @@ public sealed unsafe class CpuBackend : IBackend
         _heads = config.Heads;
         _headDim = config.HeadDim;
         _blockSize = blockSize;
-        _numBlocks = numBlocks;
         _kvType = type;
         _kvLayerBytes = (long)numBlocks * config.KvHeads * blockSize * config.HeadDim * (type == KvCacheType.F16 ? 2 : 4);
         nuint total = (nuint)(_kvLayerBytes * 2 * config.Layers);
@@ -122,7 +167,7 @@ public sealed unsafe class CpuBackend : IBackend
         _step = inputs;
         if (_sampled.Length < inputs.MaxSeqs)
         {
-            _samplers = new Sampler[Math.Min(inputs.MaxSeqs, 4 * Threads)];
+            _samplers = new Sampler[Threads];
             _sampled = new int[inputs.MaxSeqs];
         }
     }
@@ -133,13 +178,27 @@ public sealed unsafe class CpuBackend : IBackend
     public void Embed(DeviceWeight table, DeviceTensor x, int dim)
     {
         var w = W(table);
-        var xs = T(x).Data;
-        var s = _step;
-        Parallel.For(0, s.NumTokens, _parallel, t =>
+        float* xs = T(x).Data;
+        for (int t = 0; t < _step.NumTokens; t++)
         {
-            long rb = w.RowBytes;
-            GgmlQuant.Dequantize(w.Type, new ReadOnlySpan<byte>(w.Data + s.TokenIds[t] * rb, (int)rb), new Span<float>(xs + (long)t * dim, dim));
-        });
+            long row = _step.TokenIds[t];
+            var dst = new Span<float>(xs + (long)t * dim, dim);
+            switch (w.Type)
+            {
+                case GgmlType.Q8_0:
+                    for (int b = 0; b < dim / 32; b++)
+                    {
+                        float d = w.Scales[row * (dim / 32) + b];
+                        sbyte* q = (sbyte*)w.Data + row * dim + b * 32;
+                        for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * q[j];
+                    }
+                    break;
+                default:
+                    long rb = GgmlTypeInfo.RowBytes(w.Type, dim);
+                    GgmlQuant.Dequantize(w.Type, new ReadOnlySpan<byte>(w.Data + row * rb, (int)rb), dst);
+                    break;
+            }
+        }
     }
 
     public void RmsNorm(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps)
@@ -161,101 +220,82 @@ public sealed unsafe class CpuBackend : IBackend
     public void MatMul(DeviceTensor x, DeviceWeight weight, DeviceWeight? bias, DeviceTensor y, int rows)
     {
         var w = W(weight);
-        int k = w.Columns, n = w.Rows;
-        float* xs = T(x).Data, ys = T(y).Data;
-        float* b = bias is null ? null : (float*)W(bias).Data;
+        // the input prepared for the weight's type: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
+        _prepare.Prepare(w.Type, T(x).Data, rows, w.Columns);
+        _pool.Run(_prepare, (long)rows * w.Columns);
+        _matmul.Prepare(w, w.Type is GgmlType.F16 or GgmlType.BF16 ? _xRounded : T(x).Data, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
+        _pool.Run(_matmul, (long)rows * w.Columns * w.Rows);
+    }
 
-        float* xin = xs;
-        switch (w.Type)
+    /// <summary>Rounds or quantizes a matmul's input rows for its weight type, as ggml does before its dot products.</summary>
+    sealed class PrepareJob(CpuBackend b) : ParallelJob
+    {
+        GgmlType _type;
+        float* _x;
+        int _rows, _k;
+
+        public void Prepare(GgmlType type, float* x, int rows, int k)
         {
-            case GgmlType.F16:
-                for (long i = 0; i < (long)rows * k; i++) _xRounded[i] = (float)(Half)xs[i];
-                xin = _xRounded;
-                break;
-            case GgmlType.BF16:
-                for (long i = 0; i < (long)rows * k; i++) _xRounded[i] = GgmlQuant.BFloat16ToSingle(GgmlQuant.SingleToBFloat16(xs[i]));
-                xin = _xRounded;
-                break;
-            case GgmlType.Q8_0:
-                {
-                    long rb = GgmlTypeInfo.RowBytes(GgmlType.Q8_0, k);
-                    byte* q = _xQuant;
-                    Parallel.For(0, rows, _parallel, r => QuantizeQ8_0(xs + (long)r * k, q + r * rb, k));
-                    break;
-                }
+            _type = type;
+            _x = x;
+            _rows = rows;
+            _k = k;
+            ResetChunks();
         }
 
-        const int chunk = 16;
-        int chunks = (n + chunk - 1) / chunk;
-        byte* xq = _xQuant;
-        Parallel.For(0, chunks, _parallel, () => new float[k], (c, _, scratch) =>
+        public override void Execute(int worker, int workers)
         {
-            fixed (float* wrow = scratch)
-            {
-                int end = Math.Min(n, (c + 1) * chunk);
-                for (int o = c * chunk; o < end; o++)
+            int k = _k;
+            while (Claim(_rows, ChunkSize(_rows, workers), out int r0, out int r1))
+                switch (_type)
                 {
-                    float bo = b is null ? 0 : b[o];
-                    switch (w.Type)
-                    {
-                        case GgmlType.F32:
-                            {
-                                var wr = new ReadOnlySpan<float>(w.Data + (long)o * k * 4, k);
-                                for (int r = 0; r < rows; r++) ys[(long)r * n + o] = TensorPrimitives.Dot(wr, new ReadOnlySpan<float>(xin + (long)r * k, k)) + bo;
-                                break;
-                            }
-                        case GgmlType.F16 or GgmlType.BF16:
-                            {
-                                var src = (ushort*)(w.Data + (long)o * k * 2);
-                                if (w.Type == GgmlType.F16) HalfMath.ToSingle(src, wrow, k); else HalfMath.Bf16ToSingle(src, wrow, k);
-                                var wr = new ReadOnlySpan<float>(wrow, k);
-                                for (int r = 0; r < rows; r++) ys[(long)r * n + o] = TensorPrimitives.Dot(wr, new ReadOnlySpan<float>(xin + (long)r * k, k)) + bo;
-                                break;
-                            }
-                        case GgmlType.Q8_0:
-                            {
-                                long rb = w.RowBytes;
-                                for (int r = 0; r < rows; r++) ys[(long)r * n + o] = DotQ8_0(w.Data + o * rb, xq + r * rb, k / 32) + bo;
-                                break;
-                            }
-                        default: throw new NotSupportedException($"matmul over {w.Type}");
-                    }
+                    case GgmlType.F16: HalfMath.RoundToHalf(_x + (long)r0 * k, b._xRounded + (long)r0 * k, (long)(r1 - r0) * k); break;
+                    case GgmlType.BF16: HalfMath.RoundToBf16(_x + (long)r0 * k, b._xRounded + (long)r0 * k, (long)(r1 - r0) * k); break;
+                    case GgmlType.Q8_0:
+                        for (int r = r0; r < r1; r++) Quantize.RowQ8(_x + (long)r * k, b._xQuants + (long)r * k, b._xScales + (long)r * (k / 32), k);
+                        break;
+                }
+        }
+    }
+
+    /// <summary>One matmul, its output rows taken in chunks by whichever worker is free.</summary>
+    sealed class MatMulJob(CpuBackend b) : ParallelJob
+    {
+        CpuWeight _w = null!;
+        float* _x, _bias, _y;
+        int _rows;
+
+        public void Prepare(CpuWeight w, float* x, float* bias, float* y, int rows)
+        {
+            _w = w;
+            _x = x;
+            _bias = bias;
+            _y = y;
+            _rows = rows;
+            ResetChunks();
+        }
+
+        public override void Execute(int worker, int workers)
+        {
+            int k = _w.Columns, n = _w.Rows;
+            float* scratch = b._packScratch + (long)worker * 4 * b._packStride;
+            while (Claim(n, ChunkSize(n, workers, align: 4), out int n0, out int n1))
+            {
+                if (!FastKernels)
+                {
+                    Portable.MatMul(_w.Type, _w.Data, _w.Scales, _x, b._xQuants, b._xScales, _y, _bias, _rows, k, n, n0, n1);
+                    continue;
+                }
+                switch (_w.Type)
+                {
+                    case GgmlType.F32: MatMulKernels.Float(new F32Rows((float*)_w.Data, k), _x, _y, _bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.F16: MatMulKernels.Float(new F16Rows((ushort*)_w.Data, k), _x, _y, _bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.BF16: MatMulKernels.Float(new Bf16Rows((ushort*)_w.Data, k), _x, _y, _bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.Q8_0: MatMulKernels.Q8((sbyte*)_w.Data, _w.Scales, b._xQuants, b._xScales, _y, _bias, _rows, k, n, n0, n1); break;
+                    default: throw new NotSupportedException($"matmul over {_w.Type}");
                 }
             }
-            return scratch;
-        }, _ => { });
-    }
-
-    /// <summary>ggml's quantize_row_q8_0: per block of 32, d = max|x| / 127 and q = round(x / d).</summary>
-    static void QuantizeQ8_0(float* x, byte* dst, int k)
-    {
-        for (int b = 0; b < k / 32; b++)
-        {
-            float* xs = x + b * 32;
-            float amax = 0;
-            for (int j = 0; j < 32; j++) amax = MathF.Max(amax, MathF.Abs(xs[j]));
-            float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
-            byte* blk = dst + b * 34;
-            *(Half*)blk = (Half)d;
-            for (int j = 0; j < 32; j++) blk[2 + j] = (byte)(sbyte)MathF.Round(xs[j] * id, MidpointRounding.AwayFromZero);
         }
-    }
-
-    static float DotQ8_0(byte* w, byte* x, int blocks)
-    {
-        float sum = 0;
-        for (int b = 0; b < blocks; b++)
-        {
-            byte* wb = w + b * 34, xb = x + b * 34;
-            var wv = Vector256.Load((sbyte*)(wb + 2));
-            var xv = Vector256.Load((sbyte*)(xb + 2));
-            var (wl, wh) = Vector256.Widen(wv);
-            var (xl, xh) = Vector256.Widen(xv);
-            // products fit in 16 bits but their sums do not: widen pairs to 32 bits before adding
-            int isum = Vector256.Sum(Avx2.MultiplyAddAdjacent(wl, xl) + Avx2.MultiplyAddAdjacent(wh, xh));
-            sum += (float)*(Half*)wb * (float)*(Half*)xb * isum;
-        }
-        return sum;
     }
 
     public void Rope(DeviceTensor q, DeviceTensor k, ModelConfig c)
@@ -264,9 +304,10 @@ public sealed unsafe class CpuBackend : IBackend
         var s = _step;
         float thetaScale = MathF.Pow(c.RopeFreqBase, -2f / c.RopeDim);
         int hd = c.HeadDim;
-        Parallel.For(0, s.NumTokens, _parallel, () => new float[hd], (t, _, cs) =>
+        Span<float> cs = stackalloc float[hd];
+        for (int t = 0; t < s.NumTokens; t++)
         {
-            // cos/sin cache for this position: cs[2i] = cos, cs[2i+1] = sin
+            // cos/sin cache for this position, the angle advancing by repeated multiplication: cs[2i] = cos, cs[2i+1] = sin
             float theta = s.Positions[t];
             for (int i = 0; i < hd; i += 2)
             {
@@ -276,11 +317,10 @@ public sealed unsafe class CpuBackend : IBackend
             }
             for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, hd, c.Rope);
             for (int h = 0; h < c.KvHeads; h++) Rotate(ks + ((long)t * c.KvHeads + h) * hd, cs, hd, c.Rope);
-            return cs;
-        }, _ => { });
+        }
     }
 
-    static void Rotate(float* v, float[] cs, int hd, RopeStyle style)
+    static void Rotate(float* v, ReadOnlySpan<float> cs, int hd, RopeStyle style)
     {
         for (int i = 0; i < hd; i += 2)
         {
@@ -295,7 +335,7 @@ public sealed unsafe class CpuBackend : IBackend
 
     byte* KvBase(int layer, bool value) => _kvPool + (2L * layer + (value ? 1 : 0)) * _kvLayerBytes;
 
-    /// <summary>Element offset of (slot's block, kv head, slot's offset) in a layer's K or V pool.</summary>
+    /// <summary>Element offset of (block, kv head, offset in block) in a layer's K or V pool.</summary>
     long KvIndex(int block, int head, int offset) => (((long)block * _kvHeads + head) * _blockSize + offset) * _headDim;
 
     public void StoreKv(int layer, DeviceTensor k, DeviceTensor v)
@@ -317,11 +357,8 @@ public sealed unsafe class CpuBackend : IBackend
                 }
                 else
                 {
-                    for (int d = 0; d < _headDim; d++)
-                    {
-                        ((Half*)kp)[dst + d] = (Half)srcK[d];
-                        ((Half*)vp)[dst + d] = (Half)srcV[d];
-                    }
+                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcK, _headDim), new Span<Half>((Half*)kp + dst, _headDim));
+                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcV, _headDim), new Span<Half>((Half*)vp + dst, _headDim));
                 }
             }
         }
@@ -329,91 +366,114 @@ public sealed unsafe class CpuBackend : IBackend
 
     public void Attention(int layer, DeviceTensor q, DeviceTensor output)
     {
-        float* qs = T(q).Data, os = T(output).Data;
-        byte* kp = KvBase(layer, false), vp = KvBase(layer, true);
-        var s = _step;
-        int group = _heads / _kvHeads, hd = _headDim;
-        float scale = 1f / MathF.Sqrt(hd);
-        bool f16 = _kvType == KvCacheType.F16;
-        int work = s.NumTokens * _kvHeads;
-        Parallel.For(0, work, _parallel, () => new AttentionScratch(), (wi, _, sc) =>
-        {
-            int t = wi / _kvHeads, g = wi % _kvHeads;
-            int ctx = s.Positions[t] + 1, seq = s.RowSeq[t];
-            sc.Ensure(ctx, hd);
-            var table = s.BlockTables.AsSpan(seq * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
-            for (int h = g * group; h < (g + 1) * group; h++)
-            {
-                float* qh = qs + ((long)t * _heads + h) * hd;
-                // ggml rounds the query to the K cache's type before the dot product
-                for (int d = 0; d < hd; d++) sc.Q[d] = f16 ? (float)(Half)qh[d] : qh[d];
-                float max = float.NegativeInfinity;
-                for (int j = 0; j < ctx; j++)
-                {
-                    long at = KvIndex(table[j / _blockSize], g, j % _blockSize);
-                    float dot;
-                    if (f16) { HalfMath.ToSingle((ushort*)kp + at, sc.Row, hd); dot = TensorPrimitives.Dot(new ReadOnlySpan<float>(sc.Row, hd), sc.Q.AsSpan(0, hd)); }
-                    else dot = TensorPrimitives.Dot(new ReadOnlySpan<float>((float*)kp + at, hd), sc.Q.AsSpan(0, hd));
-                    sc.Scores[j] = dot * scale;
-                    max = MathF.Max(max, sc.Scores[j]);
-                }
-                double sum = 0;
-                for (int j = 0; j < ctx; j++) sum += sc.Scores[j] = MathF.Exp(sc.Scores[j] - max);
-                float inv = (float)(1.0 / sum);
-                var o = new Span<float>(os + ((long)t * _heads + h) * hd, hd);
-                o.Clear();
-                for (int j = 0; j < ctx; j++)
-                {
-                    float p = sc.Scores[j] * inv;
-                    long at = KvIndex(table[j / _blockSize], g, j % _blockSize);
-                    if (f16)
-                    {
-                        p = (float)(Half)p; // ggml rounds the probabilities to the V cache's type
-                        HalfMath.ToSingle((ushort*)vp + at, sc.Row, hd);
-                        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(sc.Row, hd), p, o, o);
-                    }
-                    else TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>((float*)vp + at, hd), p, o, o);
-                }
-            }
-            return sc;
-        }, sc => sc.Dispose());
+        _attention.Prepare(layer, T(q).Data, T(output).Data);
+        _pool.Run(_attention, (long)_step.NumTokens * _heads * _headDim * (_step.Positions[_step.NumTokens - 1] + 1));
     }
 
-    sealed class AttentionScratch : IDisposable
+    /// <summary>Causal attention of each row over its own sequence's cached K/V, one (row, kv head) pair per work item, streaming K/V once for the whole head group.</summary>
+    sealed class AttentionJob(CpuBackend b) : ParallelJob
     {
-        public float[] Scores = [];
-        public float[] Q = [];
-        public float* Row;
-        int _rowLength;
+        int _layer;
+        float* _q, _out;
+        float[][] _scores = [];
+        float[][] _rows = [];
 
-        public void Ensure(int ctx, int hd)
+        public void Prepare(int layer, float* q, float* output)
         {
-            if (Scores.Length < ctx) Scores = new float[Math.Max(ctx, 2 * Scores.Length)];
-            if (Q.Length < hd) Q = new float[hd];
-            if (_rowLength < hd)
+            _layer = layer;
+            _q = q;
+            _out = output;
+            ResetChunks();
+        }
+
+        public override void Execute(int worker, int workers)
+        {
+            var s = b._step;
+            int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
+            if (_scores.Length < workers) { _scores = new float[workers][]; _rows = new float[workers][]; }
+            byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
+            bool f16 = b._kvType == KvCacheType.F16;
+            float scale = 1f / MathF.Sqrt(hd);
+            int items = s.NumTokens * b._kvHeads;
+            while (Claim(items, 1, out int item, out _))
             {
-                if (Row != null) NativeMemory.Free(Row);
-                Row = (float*)NativeMemory.Alloc((nuint)(hd * sizeof(float)));
-                _rowLength = hd;
+                int t = item / b._kvHeads, g = item % b._kvHeads;
+                int ctx = s.Positions[t] + 1;
+                var scores = _scores[worker] is { } sc && sc.Length >= ctx * group ? sc : _scores[worker] = new float[Math.Max(ctx * group, 2 * (_scores[worker]?.Length ?? 0))];
+                var row = _rows[worker] ??= new float[2 * hd * group];
+                var table = s.BlockTables.AsSpan(s.RowSeq[t] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
+                // the group's queries, rounded to the cache's type as ggml does before its dot products
+                var qs = row.AsSpan(hd, hd * group);
+                var qSrc = new ReadOnlySpan<float>(_q + ((long)t * b._heads + g * group) * hd, hd * group);
+                if (f16) for (int d = 0; d < qs.Length; d++) qs[d] = (float)(Half)qSrc[d];
+                else qSrc.CopyTo(qs);
+                var kRow = row.AsSpan(0, hd);
+                for (int j = 0; j < ctx; j++)
+                {
+                    long at = b.KvIndex(table[j / bs], g, j % bs);
+                    ReadOnlySpan<float> k = f16 ? ToFloat((ushort*)kp + at, kRow) : new ReadOnlySpan<float>((float*)kp + at, hd);
+                    for (int h = 0; h < group; h++) scores[h * ctx + j] = TensorPrimitives.Dot(k, qs.Slice(h * hd, hd)) * scale;
+                }
+                for (int h = 0; h < group; h++)
+                {
+                    var sh = scores.AsSpan(h * ctx, ctx);
+                    float max = TensorPrimitives.Max(sh);
+                    double sum = 0;
+                    for (int j = 0; j < ctx; j++) sum += sh[j] = MathF.Exp(sh[j] - max);
+                    float inv = (float)(1.0 / sum);
+                    for (int j = 0; j < ctx; j++)
+                    {
+                        float p = sh[j] * inv;
+                        sh[j] = f16 ? (float)(Half)p : p; // ggml rounds the probabilities to the V cache's type
+                    }
+                    new Span<float>(_out + ((long)t * b._heads + g * group + h) * hd, hd).Clear();
+                }
+                for (int j = 0; j < ctx; j++)
+                {
+                    long at = b.KvIndex(table[j / bs], g, j % bs);
+                    ReadOnlySpan<float> v = f16 ? ToFloat((ushort*)vp + at, kRow) : new ReadOnlySpan<float>((float*)vp + at, hd);
+                    for (int h = 0; h < group; h++)
+                    {
+                        var o = new Span<float>(_out + ((long)t * b._heads + g * group + h) * hd, hd);
+                        TensorPrimitives.MultiplyAdd(v, scores[h * ctx + j], o, o);
+                    }
+                }
             }
         }
 
-        public void Dispose()
+        static ReadOnlySpan<float> ToFloat(ushort* src, Span<float> dst)
         {
-            if (Row != null) NativeMemory.Free(Row);
-            Row = null;
+            fixed (float* d = dst) HalfMath.ToSingle(src, d, dst.Length);
+            return dst;
         }
     }
 
     public void SwiGlu(DeviceTensor gate, DeviceTensor up, int rows, int dim)
     {
-        float* g = T(gate).Data, u = T(up).Data;
-        long n = (long)rows * dim;
-        Parallel.For(0, rows, _parallel, r =>
+        _swiglu.Prepare(T(gate).Data, T(up).Data, rows, dim);
+        _pool.Run(_swiglu, (long)rows * dim * 16);
+    }
+
+    /// <summary>gate = silu(gate) * up, rows split across workers.</summary>
+    sealed class SwiGluJob : ParallelJob
+    {
+        float* _gate, _up;
+        int _rows, _dim;
+
+        public void Prepare(float* gate, float* up, int rows, int dim)
         {
-            float* gr = g + (long)r * dim, ur = u + (long)r * dim;
-            for (int i = 0; i < dim; i++) gr[i] = gr[i] / (1f + MathF.Exp(-gr[i])) * ur[i];
-        });
+            _gate = gate;
+            _up = up;
+            _rows = rows;
+            _dim = dim;
+        }
+
+        public override void Execute(int worker, int workers)
+        {
+            var (r0, r1) = Share(_rows, worker, workers);
+            for (long i = (long)r0 * _dim, end = (long)r1 * _dim; i < end; i++)
+                _gate[i] = _gate[i] / (1f + MathF.Exp(-_gate[i])) * _up[i];
+        }
     }
 
     public void Add(DeviceTensor x, DeviceTensor y, int rows, int dim)
@@ -431,21 +491,35 @@ public sealed unsafe class CpuBackend : IBackend
 
     public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
     {
-        var s = _step;
-        float* l = T(logits).Data;
-        int n = s.NumLogitRows;
-        var result = _sampled;
-        int workers = Math.Min(n, _samplers.Length);
-        Parallel.For(0, workers, _parallel, wkr =>
+        _sample.Prepare(T(logits).Data, vocabSize);
+        _pool.Run(_sample, (long)_step.NumLogitRows * vocabSize * 4);
+        _sampled.AsSpan(0, _step.NumLogitRows).CopyTo(tokens);
+    }
+
+    /// <summary>One token per logits row, rows split across workers, each with its own sampler scratch.</summary>
+    sealed class SampleJob(CpuBackend b) : ParallelJob
+    {
+        float* _logits;
+        int _vocab;
+
+        public void Prepare(float* logits, int vocab)
         {
-            var sampler = _samplers[wkr] ??= new Sampler(vocabSize);
-            for (int i = wkr; i < n; i += workers)
+            _logits = logits;
+            _vocab = vocab;
+        }
+
+        public override void Execute(int worker, int workers)
+        {
+            var s = b._step;
+            var (i0, i1) = Share(s.NumLogitRows, worker, workers);
+            if (i0 == i1) return;
+            var sampler = b._samplers[worker] ??= new Sampler(_vocab);
+            for (int i = i0; i < i1; i++)
             {
                 var item = s.Items[s.LogitItems[i]];
-                result[i] = sampler.Sample(new Span<float>(l + (long)i * vocabSize, vocabSize), item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
+                b._sampled[i] = sampler.Sample(new Span<float>(_logits + (long)i * _vocab, _vocab), item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
             }
-        });
-        result.AsSpan(0, n).CopyTo(tokens);
+        }
     }
 
     /// <summary>Row i of the last logits (tests compare these with a reference).</summary>
@@ -453,11 +527,18 @@ public sealed unsafe class CpuBackend : IBackend
 
     public void Dispose()
     {
+        _pool.Dispose();
         foreach (var t in _tensors) t.Free();
         _tensors.Clear();
-        foreach (var w in _weights) if (w.Owned) NativeMemory.AlignedFree(w.Data);
+        foreach (var w in _weights)
+            if (w.Owned)
+            {
+                NativeMemory.AlignedFree(w.Data);
+                NativeMemory.AlignedFree(w.Scales);
+            }
         _weights.Clear();
-        if (_xRounded != null) { NativeMemory.AlignedFree(_xRounded); NativeMemory.AlignedFree(_xQuant); _xRounded = null; }
+        FreeScratch();
+        if (_packScratch != null) { NativeMemory.AlignedFree(_packScratch); _packScratch = null; }
         if (_kvPool != null) { NativeMemory.AlignedFree(_kvPool); _kvPool = null; }
     }
 }

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 
@@ -21,6 +22,14 @@ static class HalfMath
         hi = Convert(b);
     }
 
+    /// <summary>16 halves to f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector512<float> Load16(ushort* h) => Convert(Avx512F.ConvertToVector512UInt32(Vector256.Load(h)));
+
+    /// <summary>16 bf16 values to f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe Vector512<float> LoadBf16(ushort* h) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(h)) << 16).AsSingle();
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Convert(Vector512<uint> u)
     {
@@ -35,6 +44,47 @@ static class HalfMath
         var (a, b) = Vector512.Widen(Vector512.Load(h));
         lo = (a << 16).AsSingle();
         hi = (b << 16).AsSingle();
+    }
+
+    /// <summary>
+    /// Rounds n floats to the nearest f16 value (ties to even), kept as f32: what ggml's conversion of activations to
+    /// f16 yields. Normal range: round the mantissa to 10 bits; below the smallest normal half the step is a fixed
+    /// 2^-24, which adding and subtracting 0.5 rounds to; beyond the largest half, infinity.
+    /// </summary>
+    public static unsafe void RoundToHalf(float* src, float* dst, long n)
+    {
+        long i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i + 16 <= n; i += 16)
+            {
+                var x = Vector512.Load(src + i);
+                var u = x.AsUInt32();
+                var sign = u & Vector512.Create(0x80000000u);
+                var abs = (u & Vector512.Create(0x7FFFFFFFu)).AsSingle();
+                var normal = ((u + Vector512.Create(0xFFFu) + ((u >> 13) & Vector512<uint>.One)) & Vector512.Create(0xFFFFE000u)).AsSingle();
+                var tiny = ((abs + Vector512.Create(0.5f)) - Vector512.Create(0.5f)).AsUInt32() | sign;
+                var r = Vector512.ConditionalSelect(Vector512.LessThan(abs, Vector512.Create(6.1035156e-05f)).AsSingle(), tiny.AsSingle(), normal);
+                r = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(abs, Vector512.Create(65520f)).AsSingle(),
+                    (Vector512.Create(0x7F800000u) | sign).AsSingle(), r);
+                r = Vector512.ConditionalSelect(Vector512.IsNaN(x), x, r);
+                r.Store(dst + i);
+            }
+        for (; i < n; i++) dst[i] = (float)(Half)src[i];
+    }
+
+    /// <summary>Rounds n floats to the nearest bf16 value (ties to even), kept as f32, as ggml's conversion does.</summary>
+    public static unsafe void RoundToBf16(float* src, float* dst, long n)
+    {
+        long i = 0;
+        if (Vector512.IsHardwareAccelerated)
+            for (; i + 16 <= n; i += 16)
+            {
+                var x = Vector512.Load(src + i);
+                var u = x.AsUInt32();
+                var r = ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u)).AsSingle();
+                Vector512.ConditionalSelect(Vector512.IsNaN(x), x, r).Store(dst + i);
+            }
+        for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(Gguf.GgmlQuant.SingleToBFloat16(src[i]) << 16);
     }
 
     /// <summary>Converts n halves (any n) to f32.</summary>
