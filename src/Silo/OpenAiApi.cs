@@ -1,0 +1,370 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Weft.Abstractions;
+using Weft.Grains;
+using TemplateMessage = Weft.GpuRuntime.Chat.ChatMessage;
+
+namespace Weft.Silo;
+
+/// <summary>
+/// The OpenAI-compatible endpoints (and vLLM's /tokenize, /detokenize, token ids and sampling extensions). Each
+/// generation request is a turn of a <see cref="IConversationGrain"/>: the one named by "conversation_id" or the
+/// X-Conversation-Id header, or else a conversation of its own that is reset when the request ends.
+/// </summary>
+sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<OpenAiApi> logger)
+{
+    /// <summary>OpenAI's default for the legacy completions endpoint; chat replies run to the end of the context.</summary>
+    const int DefaultCompletionMaxTokens = 16;
+
+    public Task HealthAsync(HttpContext ctx)
+    {
+        var (status, code) = host.Status switch
+        {
+            ModelStatus.Ready => ("ready", StatusCodes.Status200OK),
+            ModelStatus.Loading => ("loading", StatusCodes.Status503ServiceUnavailable),
+            _ => ("failed", StatusCodes.Status503ServiceUnavailable),
+        };
+        ctx.Response.StatusCode = code;
+        return ctx.Response.WriteAsJsonAsync(new HealthResponse(status, host.ModelName, host.Error), ApiJson.Default.HealthResponse, cancellationToken: ctx.RequestAborted);
+    }
+
+    ModelCard Card => new(host.ModelName, host.Created.ToUnixTimeSeconds(), host.MaxModelLen);
+
+    public Task ModelsAsync(HttpContext ctx) =>
+        ctx.Response.WriteAsJsonAsync(new ModelList([Card]), ApiJson.Default.ModelList, cancellationToken: ctx.RequestAborted);
+
+    public Task ModelAsync(HttpContext ctx)
+    {
+        string id = ctx.Request.RouteValues["id"] as string ?? "";
+        if (id != host.ModelName) throw ApiException.ModelNotFound(id, host.ModelName);
+        return ctx.Response.WriteAsJsonAsync(Card, ApiJson.Default.ModelCard, cancellationToken: ctx.RequestAborted);
+    }
+
+    public async Task ChatAsync(HttpContext ctx)
+    {
+        var body = await ReadAsync(ctx);
+        RefuseUnsupported(body);
+        var turn = new TurnRequest
+        {
+            Messages = Messages(body),
+            // the client sends the whole conversation each time
+            ReplaceHistory = true,
+            Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")),
+            Priority = body.Int("priority") ?? 0,
+            ReturnTokenIds = body.Bool("return_token_ids"),
+        };
+        await GenerateAsync(ctx, body, turn, chat: true);
+    }
+
+    public async Task CompletionsAsync(HttpContext ctx)
+    {
+        var body = await ReadAsync(ctx);
+        RefuseUnsupported(body);
+        if (body.String("suffix") is { Length: > 0 }) throw ApiException.Unsupported("suffix", "'suffix' (insertion) is not supported");
+        var (prompt, promptIds) = Prompt(body);
+        var turn = new TurnRequest
+        {
+            Prompt = prompt,
+            PromptTokenIds = promptIds,
+            Sampling = Sampling(body, body.Int("max_tokens") ?? DefaultCompletionMaxTokens),
+            Priority = body.Int("priority") ?? 0,
+            ReturnTokenIds = body.Bool("return_token_ids"),
+        };
+        await GenerateAsync(ctx, body, turn, chat: false);
+    }
+
+    public async Task TokenizeAsync(HttpContext ctx)
+    {
+        var body = await ReadAsync(ctx);
+        // as the chat and completion endpoints tokenize: with BOS where the model adds one
+        bool addSpecial = body.Bool("add_special_tokens", true);
+        int[] tokens = body.Field("messages") is not null
+            ? host.Tokenizer.Encode(Render(Messages(body), body.Bool("add_generation_prompt", true)), addSpecial, parseSpecial: true)
+            : host.Tokenizer.Encode(RequestBody.AsString(body.Required("prompt"), "prompt"), addSpecial, parseSpecial: false);
+        await ctx.Response.WriteAsJsonAsync(new TokenizeResponse(tokens.Length, host.MaxModelLen, tokens), ApiJson.Default.TokenizeResponse, cancellationToken: ctx.RequestAborted);
+    }
+
+    public async Task DetokenizeAsync(HttpContext ctx)
+    {
+        var body = await ReadAsync(ctx);
+        var tokens = RequestBody.AsInts(body.Required("tokens"), "tokens");
+        CheckVocabulary(tokens, "tokens");
+        // The text the tokens stand for, so that detokenize undoes tokenize: a BOS the tokenizer added goes, and with it
+        // the space prefix of the first word (llama_detokenize with remove_special).
+        var text = tokens.Count > 0 && tokens[0] == host.Tokenizer.BosId && host.Tokenizer.AddBos ? tokens.Skip(1) : tokens;
+        await ctx.Response.WriteAsJsonAsync(new DetokenizeResponse(host.Tokenizer.Decode(text)), ApiJson.Default.DetokenizeResponse, cancellationToken: ctx.RequestAborted);
+    }
+
+    async Task<RequestBody> ReadAsync(HttpContext ctx)
+    {
+        var body = await RequestBody.ReadAsync(ctx.Request, ctx.RequestAborted);
+        if (body.String("model") is { } name && name != host.ModelName) throw ApiException.ModelNotFound(name, host.ModelName);
+        return body;
+    }
+
+    static SamplingOptions Sampling(RequestBody b, int? maxTokens) => new()
+    {
+        Temperature = b.Float("temperature"),
+        TopP = b.Float("top_p"),
+        TopK = b.Int("top_k"),
+        MinP = b.Float("min_p"),
+        // OpenAI seeds are signed 64-bit integers; any one of them names a reproducible stream
+        Seed = b.Long("seed") is { } seed ? unchecked((ulong)seed) : null,
+        MaxTokens = maxTokens,
+        PresencePenalty = b.Float("presence_penalty"),
+        FrequencyPenalty = b.Float("frequency_penalty"),
+        RepetitionPenalty = b.Float("repetition_penalty"),
+        IgnoreEos = b.Bool("ignore_eos"),
+        Stop = b.Strings("stop"),
+        StopTokenIds = b.Ints("stop_token_ids") ?? [],
+    };
+
+    /// <summary>OpenAI features this server does not implement are refused rather than silently ignored.</summary>
+    static void RefuseUnsupported(RequestBody b)
+    {
+        if (b.Int("n") is { } n && n != 1) throw ApiException.Unsupported("n", "only n=1 is supported: send one request per choice");
+        if (b.Int("best_of") is > 1) throw ApiException.Unsupported("best_of", "best_of is not supported");
+        if (b.Bool("echo")) throw ApiException.Unsupported("echo", "echo is not supported");
+        if (b.Field("logprobs") is { } lp && lp.ValueKind != JsonValueKind.False && !(lp.ValueKind == JsonValueKind.Number && lp.GetDouble() == 0))
+            throw ApiException.Unsupported("logprobs", "logprobs are not supported");
+        if (b.Int("top_logprobs") is > 0) throw ApiException.Unsupported("top_logprobs", "logprobs are not supported");
+        if (b.Field("tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
+            throw ApiException.Unsupported("tools", "tools (function calling) are not supported");
+        if (b.Field("response_format") is { ValueKind: JsonValueKind.Object } format
+            && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() != "text")
+            throw ApiException.Unsupported("response_format", $"response_format '{type.GetString()}' is not supported");
+    }
+
+    static IReadOnlyList<ChatMessage> Messages(RequestBody b)
+    {
+        var messages = b.Required("messages");
+        if (messages.ValueKind != JsonValueKind.Array) throw ApiException.WrongType("messages", "an array of messages");
+        if (messages.GetArrayLength() == 0) throw ApiException.BadRequest("'messages' must not be empty", "messages");
+        return messages.EnumerateArray().Select((m, i) => Message(m, $"messages[{i}]")).ToList();
+    }
+
+    static ChatMessage Message(JsonElement m, string path)
+    {
+        if (m.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(path, "an object with 'role' and 'content'");
+        if (!m.TryGetProperty("role", out var r) || r.ValueKind == JsonValueKind.Null)
+            throw ApiException.BadRequest($"'{path}.role' is required", $"{path}.role", "missing_required_parameter");
+        string role = RequestBody.AsString(r, $"{path}.role") switch
+        {
+            "system" or "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            var other => throw ApiException.BadRequest($"'{path}.role' is '{other}'; the roles are system (or developer), user and assistant", $"{path}.role"),
+        };
+        bool present = m.TryGetProperty("content", out var c) && c.ValueKind != JsonValueKind.Null;
+        string content = !present
+            ? role == "assistant" ? "" : throw ApiException.BadRequest($"'{path}.content' is required", $"{path}.content", "missing_required_parameter")
+            : c.ValueKind switch
+            {
+                JsonValueKind.String => c.GetString()!,
+                JsonValueKind.Array => TextParts(c, $"{path}.content"),
+                _ => throw ApiException.WrongType($"{path}.content", "a string or an array of text parts"),
+            };
+        return new ChatMessage(role, content);
+    }
+
+    /// <summary>Text content parts joined by newlines, as vLLM does; other kinds of parts (images, audio) are refused.</summary>
+    static string TextParts(JsonElement parts, string path) => string.Join('\n', parts.EnumerateArray().Select((part, i) =>
+    {
+        string at = $"{path}[{i}]";
+        if (part.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(at, "an object with 'type' and 'text'");
+        string type = part.TryGetProperty("type", out var t) ? RequestBody.AsString(t, $"{at}.type") : "";
+        if (type != "text") throw ApiException.Unsupported($"{at}.type", $"content parts of type '{type}' are not supported; only text");
+        return part.TryGetProperty("text", out var text) ? RequestBody.AsString(text, $"{at}.text")
+            : throw ApiException.BadRequest($"'{at}.text' is required", $"{at}.text", "missing_required_parameter");
+    }));
+
+    /// <summary>A completion prompt: a string, an array of token ids, or either alone in an array (OpenAI's batch form with one prompt).</summary>
+    (string? Text, IReadOnlyList<int>? Ids) Prompt(RequestBody b)
+    {
+        var p = b.Required("prompt");
+        if (p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 1 && p[0].ValueKind is JsonValueKind.String or JsonValueKind.Array) p = p[0];
+        switch (p.ValueKind)
+        {
+            case JsonValueKind.String:
+                return (p.GetString()!, null);
+            case JsonValueKind.Array when p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number):
+                var ids = RequestBody.AsInts(p, "prompt");
+                if (ids.Count == 0) throw ApiException.BadRequest("'prompt' must not be empty", "prompt");
+                CheckVocabulary(ids, "prompt");
+                return (null, ids);
+            case JsonValueKind.Array when p.EnumerateArray().All(e => e.ValueKind is JsonValueKind.String or JsonValueKind.Array):
+                throw ApiException.Unsupported("prompt", "several prompts in one request are not supported: send one request per prompt");
+            default:
+                throw ApiException.WrongType("prompt", "a string or an array of token ids");
+        }
+    }
+
+    void CheckVocabulary(IReadOnlyList<int> ids, string param)
+    {
+        foreach (int id in ids)
+            if ((uint)id >= (uint)host.Tokenizer.VocabSize)
+                throw ApiException.BadRequest($"token id {id} in '{param}' is outside the vocabulary (0..{host.Tokenizer.VocabSize - 1})", param);
+    }
+
+    string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    {
+        try
+        {
+            return host.Template.Render(messages.Select(m => new TemplateMessage(m.Role, m.Content)).ToList(), addGenerationPrompt);
+        }
+        catch (ArgumentException e)
+        {
+            throw ApiException.BadRequest(e.Message, "messages");
+        }
+    }
+
+    async Task GenerateAsync(HttpContext ctx, RequestBody body, TurnRequest turn, bool chat)
+    {
+        host.EnsureReady();
+        bool stream = body.Bool("stream");
+        bool includeUsage = IncludeUsage(body);
+        string? id = body.String("conversation_id") ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
+        if (id is { Length: 0 or > 256 }) throw ApiException.BadRequest("a conversation id has 1 to 256 characters", "conversation_id");
+        bool ephemeral = id is null;
+        var conversation = grains.GetGrain<IConversationGrain>(id ?? $"http-{Guid.NewGuid():N}");
+        var reply = new ReplyWriter(ctx.Response, chat, $"{(chat ? "chatcmpl" : "cmpl")}-{Guid.NewGuid():N}",
+            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), host.ModelName, turn.ReturnTokenIds, ctx.RequestAborted);
+        var ct = ctx.RequestAborted;
+        try
+        {
+            await using var deltas = conversation.SendAsync(turn, ct).GetAsyncEnumerator(ct);
+            // A refusal (bad value, full queue) comes with the first step, before any byte of the answer: it gets its
+            // own status code even for a stream.
+            if (!await deltas.MoveNextAsync()) throw new InvalidOperationException("the conversation ended the turn without a reply");
+            if (stream) await StreamAsync(reply, deltas, includeUsage, ct);
+            else await reply.WholeAsync(deltas);
+            await ctx.Response.CompleteAsync();
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // the client went away; cancelling the enumeration stopped its generation and freed its KV blocks
+        }
+        finally
+        {
+            if (ephemeral) await ForgetAsync(conversation);
+        }
+    }
+
+    static bool IncludeUsage(RequestBody body)
+    {
+        if (body.Field("stream_options") is not { } options) return false;
+        if (options.ValueKind != JsonValueKind.Object) throw ApiException.WrongType("stream_options", "an object");
+        return options.TryGetProperty("include_usage", out var v) && v.ValueKind != JsonValueKind.Null && RequestBody.AsBool(v, "stream_options.include_usage");
+    }
+
+    async Task StreamAsync(ReplyWriter reply, IAsyncEnumerator<TurnDelta> deltas, bool includeUsage, CancellationToken ct)
+    {
+        await reply.StartStreamAsync(deltas.Current);
+        try
+        {
+            Usage? usage;
+            do
+            {
+                await reply.ChunkAsync(deltas.Current);
+                usage = deltas.Current.Usage;
+            }
+            while (await deltas.MoveNextAsync());
+            if (includeUsage && usage is not null) await reply.UsageChunkAsync(usage);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            // the status line is long gone: the error becomes the stream's last event
+            await reply.ErrorEventAsync(e is WeftException refusal ? ApiException.From(refusal) : Unexpected(e));
+        }
+        await reply.DoneAsync();
+    }
+
+    /// <summary>A request's own conversation is not kept: its history goes and its KV blocks are freed for others.</summary>
+    async Task ForgetAsync(IConversationGrain conversation)
+    {
+        try
+        {
+            await conversation.ResetAsync();
+        }
+        catch (Exception e)
+        {
+            LogResetFailed(logger, conversation.GetPrimaryKeyString(), e.Message);
+        }
+    }
+
+    /// <summary>Logs a failure that is not the client's doing and gives the client only a generic message.</summary>
+    public ApiException Unexpected(Exception e)
+    {
+        LogUnexpected(logger, e);
+        return ApiException.Internal();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not reset the request's own conversation {Id}: {Reason}")]
+    static partial void LogResetFailed(ILogger logger, string id, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "request failed")]
+    static partial void LogUnexpected(ILogger logger, Exception e);
+}
+
+/// <summary>Routes, the error body of every failure, and the API key check.</summary>
+static class WeftApiEndpoints
+{
+    public static void MapWeftApi(this WebApplication app, SiloOptions options)
+    {
+        app.Use(ErrorsAsync);
+        // unknown routes and wrong methods: the router's empty 404 and 405 get an error body too
+        app.UseStatusCodePages(c => NoRoute(c.HttpContext).WriteAsync(c.HttpContext.Response));
+        if (options.ApiKey is { } key)
+        {
+            byte[] expected = Encoding.UTF8.GetBytes($"Bearer {key}");
+            app.Use((ctx, next) => !NeedsKey(ctx.Request.Path) || Matches(ctx.Request.Headers.Authorization.ToString(), expected)
+                ? next(ctx)
+                : throw ApiException.Unauthorized());
+        }
+        // The API is resolved per request, not here: resolving it opens the model, which the host does first.
+        app.MapGet("/health", ctx => Api(ctx).HealthAsync(ctx));
+        app.MapGet("/v1/models", ctx => Api(ctx).ModelsAsync(ctx));
+        app.MapGet("/v1/models/{**id}", ctx => Api(ctx).ModelAsync(ctx));
+        app.MapPost("/v1/chat/completions", ctx => Api(ctx).ChatAsync(ctx));
+        app.MapPost("/v1/completions", ctx => Api(ctx).CompletionsAsync(ctx));
+        app.MapPost("/tokenize", ctx => Api(ctx).TokenizeAsync(ctx));
+        app.MapPost("/detokenize", ctx => Api(ctx).DetokenizeAsync(ctx));
+    }
+
+    static OpenAiApi Api(HttpContext ctx) => ctx.RequestServices.GetRequiredService<OpenAiApi>();
+
+    static ApiException NoRoute(HttpContext ctx) => ctx.Response.StatusCode == StatusCodes.Status405MethodNotAllowed
+        ? new(StatusCodes.Status405MethodNotAllowed, "invalid_request_error", "method_not_allowed", $"{ctx.Request.Method} is not allowed on {ctx.Request.Path}")
+        : new(ctx.Response.StatusCode, "not_found_error", "not_found", $"no route for {ctx.Request.Method} {ctx.Request.Path}");
+
+    static bool NeedsKey(PathString path) =>
+        path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize");
+
+    static bool Matches(string header, byte[] expected) =>
+        CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header), expected);
+
+    static async Task ErrorsAsync(HttpContext ctx, RequestDelegate next)
+    {
+        try
+        {
+            await next(ctx);
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            // nobody is listening any more
+        }
+        catch (Exception e) when (!ctx.Response.HasStarted)
+        {
+            var error = e switch
+            {
+                ApiException a => a,
+                WeftException w => ApiException.From(w),
+                BadHttpRequestException b => new ApiException(b.StatusCode, "invalid_request_error", "bad_request", b.Message),
+                _ => Api(ctx).Unexpected(e),
+            };
+            ctx.Response.Clear();
+            await error.WriteAsync(ctx.Response);
+        }
+    }
+}

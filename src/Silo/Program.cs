@@ -1,0 +1,1 @@
+return await Weft.Silo.WeftSilo.RunAsync(args);

@@ -1,0 +1,150 @@
+using System.Net;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Orleans.Configuration;
+using OpenTelemetry.Metrics;
+using Weft.GpuRuntime.Gguf;
+using Weft.Grains;
+
+namespace Weft.Silo;
+
+/// <summary>
+/// The silo host: an Orleans silo serving the model (see <see cref="WeftSiloBuilderExtensions.AddWeft"/>) and, in the
+/// same process, the OpenAI-compatible HTTP API, /health and /metrics.
+/// </summary>
+public static partial class WeftSilo
+{
+    /// <summary>Runs the silo until it is stopped; the exit code of the process.</summary>
+    public static async Task<int> RunAsync(string[] args)
+    {
+        if (CommandLine.IsHelp(args))
+        {
+            Console.Write(CommandLine.Help());
+            return 0;
+        }
+        WebApplication app;
+        try
+        {
+            app = Build(args);
+        }
+        catch (SiloOptionsException e)
+        {
+            Console.Error.WriteLine($"weft-silo: {e.Message}");
+            return 2;
+        }
+        await using (app)
+        {
+            try
+            {
+                // Opening the model here, before anything listens, turns a bad file into one line rather than a
+                // failed host start with its stack trace in the log.
+                app.Services.GetRequiredService<ModelHost>();
+                await app.StartAsync();
+            }
+            catch (Exception e) when (e is GgufFormatException or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or OrleansException)
+            {
+                Console.Error.WriteLine($"weft-silo: {OneLine(e, app.Services.GetRequiredService<SiloOptions>())}");
+                return e is ArgumentException ? 2 : 1;
+            }
+            await app.WaitForShutdownAsync();
+            // a model that fails to load in the background stops the host and sets the exit code
+            return Environment.ExitCode;
+        }
+    }
+
+    static string OneLine(Exception e, SiloOptions silo) => (e switch
+    {
+        ArgumentException { ParamName: { } param } a => a.Message.Replace($" (Parameter '{param}')", ""),
+        // Kestrel names its URL; Orleans only says "Address already in use"
+        Microsoft.AspNetCore.Connections.AddressInUseException => $"silo port {silo.SiloPort} or gateway port {silo.GatewayPort} is already in use",
+        _ => e.Message,
+    }).ReplaceLineEndings(" ");
+
+    /// <summary>Builds the silo from the command line, the environment (WEFT_ prefix) and appsettings.json; tests start it themselves.</summary>
+    /// <exception cref="SiloOptionsException">The options are malformed or out of range.</exception>
+    public static WebApplication Build(string[] args)
+    {
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.Configuration.AddEnvironmentVariables("WEFT_");
+        builder.Configuration.AddInMemoryCollection(CommandLine.Parse(args));
+        var silo = Bind<SiloOptions>(builder.Configuration, SiloOptions.Section);
+        var model = Bind<ModelHostOptions>(builder.Configuration, "Weft");
+        var problems = silo.Validate().Concat(model.Validate()).ToList();
+        if (problems.Count > 0) throw new SiloOptionsException(string.Join("; ", problems));
+
+        builder.WebHost.UseUrls(silo.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        builder.Logging.ClearProviders().AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss ";
+        });
+        builder.Services.AddSingleton(silo);
+        builder.UseOrleans(s =>
+        {
+            s.Configure<ClusterOptions>(o =>
+            {
+                o.ClusterId = silo.ClusterId;
+                o.ServiceId = silo.ServiceId;
+            });
+            if (silo.Redis is null)
+            {
+                var primary = silo.PrimarySiloPort is { } port ? new IPEndPoint(IPAddress.Loopback, port) : null;
+                s.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, primary, silo.ServiceId, silo.ClusterId);
+                s.AddMemoryGrainStorage(WeftStorage.Name);
+            }
+            else
+            {
+                s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
+                s.UseRedisClustering(o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
+                s.AddRedisGrainStorage(WeftStorage.Name, o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
+            }
+            s.AddWeft(model);
+        });
+        builder.Services.AddOpenTelemetry().WithMetrics(m => m
+            .AddMeter(Grains.Metrics.MeterName, "Microsoft.AspNetCore.Hosting")
+            .AddView(i => i.Meter.Name != Grains.Metrics.MeterName ? null
+                : i.Unit == "s" ? new ExplicitBucketHistogramConfiguration { Boundaries = SecondsBuckets }
+                : i.Name == "weft_batch_size" ? new ExplicitBucketHistogramConfiguration { Boundaries = BatchBuckets }
+                : null)
+            .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
+        builder.Services.AddSingleton<OpenAiApi>();
+
+        var app = builder.Build();
+        app.MapWeftApi(silo);
+        app.MapPrometheusScrapingEndpoint();
+        app.Lifetime.ApplicationStarted.Register(() => LogStarted(app));
+        return app;
+    }
+
+    /// <summary>Latencies and tick times: from a fraction of a millisecond (a GPU tick) to a minute (a long reply under load).</summary>
+    static readonly double[] SecondsBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60];
+    static readonly double[] BatchBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+    static T Bind<T>(IConfiguration configuration, string section) where T : new()
+    {
+        try
+        {
+            return configuration.GetSection(section).Get<T>() ?? new T();
+        }
+        catch (InvalidOperationException e)
+        {
+            // the binder's message names the configuration key and the type it could not convert the value to
+            throw new SiloOptionsException(e.Message);
+        }
+    }
+
+    static void LogStarted(WebApplication app)
+    {
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Weft.Silo");
+        var silo = app.Services.GetRequiredService<SiloOptions>();
+        LogCluster(logger, silo.Redis is null ? "localhost" : $"redis {silo.Redis}", silo.ClusterId, silo.SiloPort, silo.GatewayPort);
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+        LogListening(logger, string.Join(", ", addresses), silo.ApiKey is null ? "no API key" : "API key required");
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "cluster: {Clustering}, cluster id {ClusterId}, silo port {SiloPort}, gateway port {GatewayPort}")]
+    static partial void LogCluster(ILogger logger, string clustering, string clusterId, int siloPort, int gatewayPort);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "listening on {Urls} ({Auth}): OpenAI API under /v1, /health, /metrics")]
+    static partial void LogListening(ILogger logger, string urls, string auth);
+}

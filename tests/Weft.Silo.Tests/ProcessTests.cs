@@ -1,0 +1,78 @@
+using System.Diagnostics;
+using Weft.GpuRuntime.Models;
+
+namespace Weft.Silo.Tests;
+
+/// <summary>The built silo run as a user runs it: what it prints and how it exits when it cannot start.</summary>
+public sealed class ProcessTests : IDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory("weft-silo-process-").FullName;
+    string Good => Path.Combine(_dir, "good.gguf");
+
+    public ProcessTests() => DemoModel.Create(Good, SiloFixture.Shape);
+
+    static async Task<(int ExitCode, string StdOut, string StdErr)> RunSiloAsync(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Weft.Silo.dll"));
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        var stderr = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(30));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw;
+        }
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>Ports nothing listens on: the silo must fail before it binds any.</summary>
+    static readonly string[] Ports = ["--urls", "http://127.0.0.1:1", "--silo-port", "2", "--gateway-port", "0"];
+
+    [Fact]
+    public async Task ABadModelFileStopsTheSiloWithOneLineNamingTheFile()
+    {
+        var bytes = await File.ReadAllBytesAsync(Good, TestContext.Current.CancellationToken);
+        var files = new Dictionary<string, string>
+        {
+            ["missing.gguf"] = "file not found",
+            ["text.gguf"] = "not a GGUF file",
+            ["truncated.gguf"] = "truncated",
+        };
+        await File.WriteAllTextAsync(Path.Combine(_dir, "text.gguf"), "hello, I am not a model\n", TestContext.Current.CancellationToken);
+        await File.WriteAllBytesAsync(Path.Combine(_dir, "truncated.gguf"), bytes[..(bytes.Length / 2)], TestContext.Current.CancellationToken);
+
+        foreach (var (name, problem) in files)
+        {
+            string path = Path.Combine(_dir, name);
+            var (exitCode, stdout, stderr) = await RunSiloAsync(["--model", path, .. Ports]);
+            Assert.NotEqual(0, exitCode);
+            string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains(path, line);
+            Assert.Contains(problem, line);
+            Assert.DoesNotContain(" at ", stdout + stderr);
+        }
+    }
+
+    [Theory]
+    [InlineData("--max-num-seqs=many", "not an integer")]
+    [InlineData("--engine=tpu", "unknown engine")]
+    [InlineData("--no-such-option=1", "unknown option")]
+    [InlineData("--kv-blocks=-3", "kv-blocks")]
+    [InlineData("--chat-template=nonsense", "nonsense")]
+    public async Task BadOptionsStopTheSiloWithOneLineAndExitCode2(string option, string problem)
+    {
+        var (exitCode, _, stderr) = await RunSiloAsync([option, "--model", Good, .. Ports]);
+        Assert.Equal(2, exitCode);
+        Assert.Contains(problem, Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+}
