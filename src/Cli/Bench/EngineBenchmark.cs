@@ -71,7 +71,10 @@ public static class EngineBenchmark
             double? oursPrefill = null, peerPrefill = null;
             if (o.Prefill > 0)
             {
+                Prefill(engine, Math.Min(o.Prefill, engine.Inputs.MaxTokens)); // warm-up
+                engine.Profiler?.Reset();
                 oursPrefill = o.Prefill / Prefill(engine, o.Prefill);
+                if (engine.Profiler is { } profiler) output.Write(Profile(profiler, o.Prefill, 1).Replace("at batch", "of a prompt of"));
                 if (peer is not null) peerPrefill = o.Prefill / peer.PrefillSeconds(o.Prefill);
                 output.WriteLine();
                 output.WriteLine(peer is null

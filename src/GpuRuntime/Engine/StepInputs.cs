@@ -33,6 +33,7 @@ public sealed class StepInputs
         BlockTables = new int[maxSeqs * maxBlocksPerSeq];
         LogitRows = new int[maxSeqs];
         LogitItems = new int[maxSeqs];
+        ItemRowStart = new int[maxSeqs];
         Items = new StepItem[maxSeqs];
     }
 
@@ -60,6 +61,8 @@ public sealed class StepInputs
     /// <summary>[NumLogitRows] the item each logits row belongs to.</summary>
     public int[] LogitItems { get; }
     public StepItem[] Items { get; }
+    /// <summary>[NumSeqs] the first batch row of each item (its rows are contiguous).</summary>
+    public int[] ItemRowStart { get; }
 
     public void Clear()
     {
@@ -88,6 +91,7 @@ public sealed class StepInputs
 
         int s = NumSeqs++;
         Items[s] = item;
+        ItemRowStart[s] = NumTokens;
         var table = BlockTables.AsSpan(s * MaxBlocksPerSeq, MaxBlocksPerSeq);
         for (int b = 0; b < item.BlockTable.Count; b++) table[b] = item.BlockTable[b];
         for (int i = 0; i < item.Count; i++)

@@ -370,81 +370,132 @@ public sealed unsafe partial class CpuBackend : IBackend
         _pool.Run(_attention, (long)_step.NumTokens * _heads * _headDim * (_step.Positions[_step.NumTokens - 1] + 1));
     }
 
-    /// <summary>Causal attention of each row over its own sequence's cached K/V, one (row, kv head) pair per work item, streaming K/V once for the whole head group.</summary>
+    /// <summary>
+    /// Causal attention over each sequence's own cached K/V. A work item is one sequence's block of up to 16 query rows
+    /// for one KV head: every key block is read once for all those rows and all the heads of the group (GQA), turned
+    /// into a key-major tile so a score is 16 keys at once without horizontal sums, and every value row is added into
+    /// each query's output with one FMA per 16 dimensions.
+    /// </summary>
     sealed class AttentionJob(CpuBackend b) : ParallelJob
     {
+        const int QueryBlock = 16;
+
         int _layer;
         float* _q, _out;
-        float[][] _scores = [];
-        float[][] _rows = [];
+        readonly List<(int Item, int Row0, int Rows)> _work = [];
+        float[][] _scratch = [];
 
         public void Prepare(int layer, float* q, float* output)
         {
             _layer = layer;
             _q = q;
             _out = output;
+            var s = b._step;
+            _work.Clear();
+            for (int i = 0; i < s.NumSeqs; i++)
+                for (int r = 0; r < s.Items[i].Count; r += QueryBlock)
+                    _work.Add((i, s.ItemRowStart[i] + r, Math.Min(QueryBlock, s.Items[i].Count - r)));
             ResetChunks();
         }
 
         public override void Execute(int worker, int workers)
         {
+            if (_scratch.Length < workers) _scratch = new float[workers][];
+            int kvHeads = b._kvHeads;
+            while (Claim(_work.Count * kvHeads, 1, out int w, out _))
+            {
+                var (item, row0, rows) = _work[w / kvHeads];
+                Block(item, row0, rows, w % kvHeads, ref _scratch[worker]);
+            }
+        }
+
+        void Block(int item, int row0, int rows, int g, ref float[] scratch)
+        {
             var s = b._step;
             int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
-            if (_scores.Length < workers) { _scores = new float[workers][]; _rows = new float[workers][]; }
-            byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
+            int ctx = s.Positions[row0 + rows - 1] + 1; // keys the last query row sees
+            int queries = rows * group;
             bool f16 = b._kvType == KvCacheType.F16;
-            float scale = 1f / MathF.Sqrt(hd);
-            int items = s.NumTokens * b._kvHeads;
-            while (Claim(items, 1, out int item, out _))
+            int ctxPadded = (ctx + 15) & ~15;
+            int need = queries * hd + queries * ctxPadded + 16 * hd + hd;
+            if (scratch is null || scratch.Length < need) scratch = new float[Math.Max(need, 2 * (scratch?.Length ?? 0))];
+            fixed (float* sc = scratch)
             {
-                int t = item / b._kvHeads, g = item % b._kvHeads;
-                int ctx = s.Positions[t] + 1;
-                var scores = _scores[worker] is { } sc && sc.Length >= ctx * group ? sc : _scores[worker] = new float[Math.Max(ctx * group, 2 * (_scores[worker]?.Length ?? 0))];
-                var row = _rows[worker] ??= new float[2 * hd * group];
-                var table = s.BlockTables.AsSpan(s.RowSeq[t] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
-                // the group's queries, rounded to the cache's type as ggml does before its dot products
-                var qs = row.AsSpan(hd, hd * group);
-                var qSrc = new ReadOnlySpan<float>(_q + ((long)t * b._heads + g * group) * hd, hd * group);
-                if (f16) for (int d = 0; d < qs.Length; d++) qs[d] = (float)(Half)qSrc[d];
-                else qSrc.CopyTo(qs);
-                var kRow = row.AsSpan(0, hd);
-                for (int j = 0; j < ctx; j++)
+                float* qs = sc;                                     // [queries, hd] rounded queries
+                float* scores = qs + queries * hd;                  // [queries, ctxPadded]
+                float* kt = scores + queries * ctxPadded;           // [hd, 16] a key block, key-major
+                float* row = kt + 16 * hd;                          // [hd] one converted row
+                for (int r = 0; r < rows; r++)
                 {
-                    long at = b.KvIndex(table[j / bs], g, j % bs);
-                    ReadOnlySpan<float> k = f16 ? ToFloat((ushort*)kp + at, kRow) : new ReadOnlySpan<float>((float*)kp + at, hd);
-                    for (int h = 0; h < group; h++) scores[h * ctx + j] = TensorPrimitives.Dot(k, qs.Slice(h * hd, hd)) * scale;
+                    float* src = _q + ((long)(row0 + r) * b._heads + g * group) * hd;
+                    if (f16) HalfMath.RoundToHalf(src, qs + r * group * hd, group * hd); // as ggml rounds q for an f16 cache
+                    else new ReadOnlySpan<float>(src, group * hd).CopyTo(new Span<float>(qs + r * group * hd, group * hd));
                 }
-                for (int h = 0; h < group; h++)
+                var table = s.BlockTables.AsSpan(s.RowSeq[row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
+                byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
+                float scale = 1f / MathF.Sqrt(hd);
+
+                // scores[q, j] = q · k_j, sixteen keys at a time
+                for (int j0 = 0; j0 < ctx; j0 += 16)
                 {
-                    var sh = scores.AsSpan(h * ctx, ctx);
-                    float max = TensorPrimitives.Max(sh);
-                    double sum = 0;
-                    for (int j = 0; j < ctx; j++) sum += sh[j] = MathF.Exp(sh[j] - max);
-                    float inv = (float)(1.0 / sum);
-                    for (int j = 0; j < ctx; j++)
+                    int n = Math.Min(16, ctx - j0);
+                    for (int j = 0; j < 16; j++)
                     {
-                        float p = sh[j] * inv;
-                        sh[j] = f16 ? (float)(Half)p : p; // ggml rounds the probabilities to the V cache's type
+                        if (j < n)
+                        {
+                            float* k = KeyRow(kp, table, j0 + j, g, f16, row);
+                            for (int d = 0; d < hd; d++) kt[d * 16 + j] = k[d];
+                        }
+                        else for (int d = 0; d < hd; d++) kt[d * 16 + j] = 0;
                     }
-                    new Span<float>(_out + ((long)t * b._heads + g * group + h) * hd, hd).Clear();
+                    for (int qi = 0; qi < queries; qi++)
+                    {
+                        float* q = qs + qi * hd;
+                        var acc = Vector512<float>.Zero;
+                        for (int d = 0; d < hd; d++) acc = Vector512.FusedMultiplyAdd(Vector512.Create(q[d]), Vector512.Load(kt + d * 16), acc);
+                        (acc * scale).Store(scores + qi * ctxPadded + j0);
+                    }
+                }
+
+                // softmax over each query's own causal prefix, then out = Σ p_j v_j
+                for (int qi = 0; qi < queries; qi++)
+                {
+                    int r = qi / group, h = qi % group;
+                    int seen = s.Positions[row0 + r] + 1;
+                    var sr = new Span<float>(scores + qi * ctxPadded, seen);
+                    float max = TensorPrimitives.Max(sr);
+                    TensorPrimitives.Subtract(sr, max, sr);
+                    TensorPrimitives.Exp(sr, sr);
+                    double sum = 0;
+                    foreach (var p in sr) sum += p; // ggml sums in double
+                    TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
+                    if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen); // ggml rounds p for an f16 cache
+                    new Span<float>(_out + ((long)(row0 + r) * b._heads + g * group + h) * hd, hd).Clear();
                 }
                 for (int j = 0; j < ctx; j++)
                 {
-                    long at = b.KvIndex(table[j / bs], g, j % bs);
-                    ReadOnlySpan<float> v = f16 ? ToFloat((ushort*)vp + at, kRow) : new ReadOnlySpan<float>((float*)vp + at, hd);
-                    for (int h = 0; h < group; h++)
+                    float* v = KeyRow(vp, table, j, g, f16, row);
+                    for (int qi = 0; qi < queries; qi++)
                     {
-                        var o = new Span<float>(_out + ((long)t * b._heads + g * group + h) * hd, hd);
-                        TensorPrimitives.MultiplyAdd(v, scores[h * ctx + j], o, o);
+                        int r = qi / group, h = qi % group;
+                        if (j > s.Positions[row0 + r]) continue;
+                        float p = scores[qi * ctxPadded + j];
+                        float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
+                        for (int d = 0; d + 16 <= hd; d += 16)
+                            Vector512.FusedMultiplyAdd(Vector512.Create(p), Vector512.Load(v + d), Vector512.Load(o + d)).Store(o + d);
+                        for (int d = hd & ~15; d < hd; d++) o[d] += p * v[d];
                     }
                 }
             }
         }
 
-        static ReadOnlySpan<float> ToFloat(ushort* src, Span<float> dst)
+        /// <summary>Row j of the sequence's K or V for head g, as f32 (converted into <paramref name="row"/> for an f16 cache).</summary>
+        float* KeyRow(byte* pool, Span<int> table, int j, int g, bool f16, float* row)
         {
-            fixed (float* d = dst) HalfMath.ToSingle(src, d, dst.Length);
-            return dst;
+            long at = b.KvIndex(table[j / b._blockSize], g, j % b._blockSize);
+            if (!f16) return (float*)pool + at;
+            HalfMath.ToSingle((ushort*)pool + at, row, b._headDim);
+            return row;
         }
     }
 

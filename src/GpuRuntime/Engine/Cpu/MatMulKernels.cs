@@ -9,56 +9,164 @@ unsafe interface IRows4<TSelf> where TSelf : struct, IRows4<TSelf>
 {
     /// <summary>The rows starting at row <paramref name="n"/> of the same matrix.</summary>
     TSelf At(int n);
+    /// <summary>Columns [k, k + 16) of the first row.</summary>
+    Vector512<float> Load1(int k);
+    /// <summary>Asks for the cache lines holding columns [k, k + 64) of the first row.</summary>
+    void Prefetch(int k);
+    /// <summary>The same for all four rows.</summary>
+    void Prefetch4(int k);
     void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
     float Scalar(int row, int k);
 }
 
-unsafe readonly struct F32Rows(float* first, int stride) : IRows4<F32Rows>
+/// <summary>f32 rows: weights in place (prefetched ahead) or a packed scratch already in cache (not prefetched).</summary>
+unsafe readonly struct F32Rows : IRows4<F32Rows>
 {
-    public F32Rows At(int n) => new(first + (long)n * stride, stride);
+    readonly float* _r0, _r1, _r2, _r3;
+    readonly int _stride;
+    readonly bool _prefetch;
+
+    public F32Rows(float* first, int stride, bool prefetch = true)
+    {
+        _r0 = first;
+        _r1 = first + stride;
+        _r2 = first + 2 * stride;
+        _r3 = first + 3 * stride;
+        _stride = stride;
+        _prefetch = prefetch;
+    }
+
+    public F32Rows At(int n) => new(_r0 + (long)n * _stride, _stride, _prefetch);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector512<float> Load1(int k) => Vector512.Load(_r0 + k);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int k)
+    {
+        if (!_prefetch) return;
+        for (int i = 0; i < 64; i += 16) Sse.Prefetch0(_r0 + k + i);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch4(int k)
+    {
+        if (!_prefetch) return;
+        for (int i = 0; i < 64; i += 16)
+        {
+            Sse.Prefetch0(_r0 + k + i);
+            Sse.Prefetch0(_r1 + k + i);
+            Sse.Prefetch0(_r2 + k + i);
+            Sse.Prefetch0(_r3 + k + i);
+        }
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
-        w0 = Vector512.Load(first + k);
-        w1 = Vector512.Load(first + stride + k);
-        w2 = Vector512.Load(first + 2 * stride + k);
-        w3 = Vector512.Load(first + 3 * stride + k);
+        w0 = Vector512.Load(_r0 + k);
+        w1 = Vector512.Load(_r1 + k);
+        w2 = Vector512.Load(_r2 + k);
+        w3 = Vector512.Load(_r3 + k);
     }
 
-    public float Scalar(int row, int k) => first[row * stride + k];
+    public float Scalar(int row, int k) => _r0[row * _stride + k];
 }
 
-unsafe readonly struct F16Rows(ushort* first, int stride) : IRows4<F16Rows>
+/// <summary>f16 rows, converted to f32 in registers (<see cref="HalfMath.Load16"/>).</summary>
+unsafe readonly struct F16Rows : IRows4<F16Rows>
 {
-    public F16Rows At(int n) => new(first + (long)n * stride, stride);
+    readonly ushort* _r0, _r1, _r2, _r3;
+    readonly int _stride;
+
+    public F16Rows(ushort* first, int stride)
+    {
+        _r0 = first;
+        _r1 = first + stride;
+        _r2 = first + 2 * stride;
+        _r3 = first + 3 * stride;
+        _stride = stride;
+    }
+
+    public F16Rows At(int n) => new(_r0 + (long)n * _stride, _stride);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector512<float> Load1(int k) => HalfMath.Load16(_r0 + k);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int k)
+    {
+        Sse.Prefetch0(_r0 + k);
+        Sse.Prefetch0(_r0 + k + 32);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch4(int k)
+    {
+        Sse.Prefetch0(_r0 + k); Sse.Prefetch0(_r0 + k + 32);
+        Sse.Prefetch0(_r1 + k); Sse.Prefetch0(_r1 + k + 32);
+        Sse.Prefetch0(_r2 + k); Sse.Prefetch0(_r2 + k + 32);
+        Sse.Prefetch0(_r3 + k); Sse.Prefetch0(_r3 + k + 32);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
-        w0 = HalfMath.Load16(first + k);
-        w1 = HalfMath.Load16(first + stride + k);
-        w2 = HalfMath.Load16(first + 2 * stride + k);
-        w3 = HalfMath.Load16(first + 3 * stride + k);
+        w0 = HalfMath.Load16(_r0 + k);
+        w1 = HalfMath.Load16(_r1 + k);
+        w2 = HalfMath.Load16(_r2 + k);
+        w3 = HalfMath.Load16(_r3 + k);
     }
 
-    public float Scalar(int row, int k) => (float)BitConverter.UInt16BitsToHalf(first[row * stride + k]);
+    public float Scalar(int row, int k) => (float)BitConverter.UInt16BitsToHalf(_r0[row * _stride + k]);
 }
 
-unsafe readonly struct Bf16Rows(ushort* first, int stride) : IRows4<Bf16Rows>
+/// <summary>bf16 rows: the upper half of an f32, so widening and shifting is the whole conversion.</summary>
+unsafe readonly struct Bf16Rows : IRows4<Bf16Rows>
 {
-    public Bf16Rows At(int n) => new(first + (long)n * stride, stride);
+    readonly ushort* _r0, _r1, _r2, _r3;
+    readonly int _stride;
+
+    public Bf16Rows(ushort* first, int stride)
+    {
+        _r0 = first;
+        _r1 = first + stride;
+        _r2 = first + 2 * stride;
+        _r3 = first + 3 * stride;
+        _stride = stride;
+    }
+
+    public Bf16Rows At(int n) => new(_r0 + (long)n * _stride, _stride);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public Vector512<float> Load1(int k) => HalfMath.LoadBf16(_r0 + k);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch(int k)
+    {
+        Sse.Prefetch0(_r0 + k);
+        Sse.Prefetch0(_r0 + k + 32);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Prefetch4(int k)
+    {
+        Sse.Prefetch0(_r0 + k); Sse.Prefetch0(_r0 + k + 32);
+        Sse.Prefetch0(_r1 + k); Sse.Prefetch0(_r1 + k + 32);
+        Sse.Prefetch0(_r2 + k); Sse.Prefetch0(_r2 + k + 32);
+        Sse.Prefetch0(_r3 + k); Sse.Prefetch0(_r3 + k + 32);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
-        w0 = HalfMath.LoadBf16(first + k);
-        w1 = HalfMath.LoadBf16(first + stride + k);
-        w2 = HalfMath.LoadBf16(first + 2 * stride + k);
-        w3 = HalfMath.LoadBf16(first + 3 * stride + k);
+        w0 = HalfMath.LoadBf16(_r0 + k);
+        w1 = HalfMath.LoadBf16(_r1 + k);
+        w2 = HalfMath.LoadBf16(_r2 + k);
+        w3 = HalfMath.LoadBf16(_r3 + k);
     }
 
-    public float Scalar(int row, int k) => BitConverter.Int32BitsToSingle(first[row * stride + k] << 16);
+    public float Scalar(int row, int k) => BitConverter.Int32BitsToSingle(_r0[row * _stride + k] << 16);
 }
 
 /// <summary>
@@ -69,6 +177,15 @@ unsafe readonly struct Bf16Rows(ushort* first, int stride) : IRows4<Bf16Rows>
 /// </summary>
 static unsafe class MatMulKernels
 {
+    /// <summary>Columns ahead of the loads whose cache lines are requested: keeps many misses in flight while the core converts.</summary>
+    const int PrefetchDistance = 4096;
+
+    /// <summary>Columns of four weight rows converted at a time: 16 KiB of f32, which stays in L1 while the batch rows pass.</summary>
+    const int ColumnChunk = 1024;
+
+    /// <summary>Batch rows processed together against a range of weight rows, so their activations stay in L2.</summary>
+    const int BatchBlock = 32;
+
     /// <summary>Batch rows above which weight tiles are converted once into scratch instead of on the fly.</summary>
     public const int PackThreshold = 4;
 
@@ -77,25 +194,43 @@ static unsafe class MatMulKernels
         where TRows : struct, IRows4<TRows>
     {
         int n = n0;
-        for (; n + 4 <= n1; n += 4)
+        if (m == 1)
         {
-            if (m <= PackThreshold) Tile(matrix.At(n), x, y, bias, m, k, ldy, n);
-            else
+            for (; n < n1; n++) RowDot(matrix.At(n), x, y, bias, k, n);
+            return;
+        }
+        if (m <= PackThreshold)
+            for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), x, k, y, bias, m, k, ldy, n);
+        else
+        {
+            // Batch rows in blocks that stay in L2 with this range of weight rows: each block reads the range's weights
+            // (from memory the first time, from cache after), four rows at a time converted into an L1-sized scratch
+            // of ColumnChunk columns, accumulated chunk by chunk.
+            int tiles = (n1 - n) / 4 * 4;
+            for (int mb = 0; mb < m; mb += BatchBlock)
             {
-                // convert the four rows once, then let every batch row use the f32 copy while it is in cache
-                var src = matrix.At(n);
-                for (int kk = 0; kk + 16 <= k; kk += 16)
+                int rows = Math.Min(BatchBlock, m - mb);
+                for (int t = n; t < n + tiles; t += 4)
                 {
-                    src.Load(kk, out var w0, out var w1, out var w2, out var w3);
-                    w0.Store(scratch + kk);
-                    w1.Store(scratch + k + kk);
-                    w2.Store(scratch + 2 * k + kk);
-                    w3.Store(scratch + 3 * k + kk);
+                    var src = matrix.At(t);
+                    for (int k0 = 0; k0 < k; k0 += ColumnChunk)
+                    {
+                        int kc = Math.Min(ColumnChunk, k - k0);
+                        for (int kk = 0; kk + 16 <= kc; kk += 16)
+                        {
+                            src.Load(k0 + kk, out var w0, out var w1, out var w2, out var w3);
+                            w0.Store(scratch + kk);
+                            w1.Store(scratch + kc + kk);
+                            w2.Store(scratch + 2 * kc + kk);
+                            w3.Store(scratch + 3 * kc + kk);
+                        }
+                        for (int kk = kc & ~15; kk < kc; kk++)
+                            for (int r = 0; r < 4; r++) scratch[r * kc + kk] = src.Scalar(r, k0 + kk);
+                        Tile(new F32Rows(scratch, kc, prefetch: false), x + (long)mb * k + k0, k, y + (long)mb * ldy, bias, rows, kc, ldy, t, accumulate: k0 > 0);
+                    }
                 }
-                for (int kk = k & ~15; kk < k; kk++)
-                    for (int r = 0; r < 4; r++) scratch[r * k + kk] = src.Scalar(r, kk);
-                Tile(new F32Rows(scratch, k), x, y, bias, m, k, ldy, n);
             }
+            n += tiles;
         }
         for (; n < n1; n++) // rows left over after the tiles of four
         {
@@ -109,14 +244,41 @@ static unsafe class MatMulKernels
         }
     }
 
+    /// <summary>
+    /// A matrix-vector product (one batch row, the decode of a single sequence) is a stream over the weights: one row
+    /// at a time, so the reads are one sequential stream the hardware prefetcher follows (rows are contiguous), with
+    /// four independent accumulator chains across the row. Each weight is converted once and used by one FMA.
+    /// </summary>
+    static void RowDot<TRows>(TRows w, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
+    {
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        int kk = 0;
+        for (; kk + 64 <= k; kk += 64)
+        {
+            w.Prefetch(kk + PrefetchDistance);
+            s0 = Vector512.FusedMultiplyAdd(w.Load1(kk), Vector512.Load(x + kk), s0);
+            s1 = Vector512.FusedMultiplyAdd(w.Load1(kk + 16), Vector512.Load(x + kk + 16), s1);
+            s2 = Vector512.FusedMultiplyAdd(w.Load1(kk + 32), Vector512.Load(x + kk + 32), s2);
+            s3 = Vector512.FusedMultiplyAdd(w.Load1(kk + 48), Vector512.Load(x + kk + 48), s3);
+        }
+        for (; kk + 16 <= k; kk += 16) s0 = Vector512.FusedMultiplyAdd(w.Load1(kk), Vector512.Load(x + kk), s0);
+        float sum = Vector512.Sum(s0 + s1 + (s2 + s3));
+        for (; kk < k; kk++) sum += w.Scalar(0, kk) * x[kk];
+        y[n] = sum + (bias == null ? 0 : bias[n]);
+    }
+
     /// <summary>Four weight rows starting at n times every batch row, four batch rows at a time.</summary>
-    static void Tile<TRows>(TRows w, float* x, float* y, float* bias, int m, int k, int ldy, int n) where TRows : struct, IRows4<TRows>
+    /// <param name="ldx">Distance between batch rows of x.</param>
+    /// <param name="k">Columns to multiply (a chunk of the row when <paramref name="accumulate"/>).</param>
+    /// <param name="accumulate">Add to y (a later chunk of the columns) instead of storing y = sum + bias.</param>
+    static void Tile<TRows>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n, bool accumulate = false)
+        where TRows : struct, IRows4<TRows>
     {
         Span<float> s = stackalloc float[16];
         for (int r = 0; r < m; r += 4)
         {
             // a short last group repeats its last row: the extra results are simply not stored
-            float* x0 = x + (long)r * k, x1 = x + (long)Math.Min(r + 1, m - 1) * k, x2 = x + (long)Math.Min(r + 2, m - 1) * k, x3 = x + (long)Math.Min(r + 3, m - 1) * k;
+            float* x0 = x + (long)r * ldx, x1 = x + (long)Math.Min(r + 1, m - 1) * ldx, x2 = x + (long)Math.Min(r + 2, m - 1) * ldx, x3 = x + (long)Math.Min(r + 3, m - 1) * ldx;
             Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default,
                 a10 = default, a11 = default, a12 = default, a13 = default,
                 a20 = default, a21 = default, a22 = default, a23 = default,
@@ -124,6 +286,7 @@ static unsafe class MatMulKernels
             int kk = 0;
             for (; kk + 16 <= k; kk += 16)
             {
+                if ((kk & 63) == 0) w.Prefetch4(kk + PrefetchDistance);
                 w.Load(kk, out var w0, out var w1, out var w2, out var w3);
                 var v = Vector512.Load(x0 + kk);
                 a00 = Vector512.FusedMultiplyAdd(w0, v, a00); a10 = Vector512.FusedMultiplyAdd(w1, v, a10);
@@ -145,10 +308,13 @@ static unsafe class MatMulKernels
             for (; kk < k; kk++)
                 for (int i = 0; i < 4; i++)
                     for (int j = 0; j < 4; j++)
-                        s[i * 4 + j] += w.Scalar(i, kk) * x[(long)Math.Min(r + j, m - 1) * k + kk];
+                        s[i * 4 + j] += w.Scalar(i, kk) * x[(long)Math.Min(r + j, m - 1) * ldx + kk];
             for (int j = 0; j < 4 && r + j < m; j++)
                 for (int i = 0; i < 4; i++)
-                    y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
+                {
+                    ref float yo = ref y[(long)(r + j) * ldy + n + i];
+                    yo = accumulate ? yo + s[i * 4 + j] : s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
+                }
         }
     }
 
@@ -162,6 +328,8 @@ static unsafe class MatMulKernels
         int blocks = k / 32;
         Span<float> s = stackalloc float[16];
         int n = n0;
+        if (m == 1)
+            for (; n + 4 <= n1; n += 4) VectorQ8(wq, wd, xq, xd, y, bias, k, n);
         for (; n + 4 <= n1; n += 4)
             for (int r = 0; r < m; r += 4)
             {
@@ -173,6 +341,8 @@ static unsafe class MatMulKernels
                 for (int b = 0; b < blocks; b++)
                 {
                     long wo = (long)n * k + b * 32;
+                    if ((b & 1) == 0)
+                        for (int q = 0; q < 4; q++) Sse.Prefetch0(wq + wo + q * k + PrefetchDistance);
                     var w0 = Vector256.Load(wq + wo);
                     var w1 = Vector256.Load(wq + wo + k);
                     var w2 = Vector256.Load(wq + wo + 2 * k);
@@ -203,6 +373,27 @@ static unsafe class MatMulKernels
                 }
                 y[(long)r * ldy + n] = sum + (bias == null ? 0 : bias[n]);
             }
+    }
+
+    /// <summary>q8_0 matrix-vector product: four weight rows against the one activation row.</summary>
+    static void VectorQ8(sbyte* wq, float* wd, sbyte* xq, float* xd, float* y, float* bias, int k, int n)
+    {
+        int blocks = k / 32;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            long wo = (long)n * k + b * 32;
+            long so = (long)n * blocks + b;
+            if ((b & 1) == 0)
+                for (int r = 0; r < 4; r++) Sse.Prefetch0(wq + wo + r * k + PrefetchDistance);
+            Column(ref a0, ref a1, ref a2, ref a3,
+                Vector256.Load(wq + wo), Vector256.Load(wq + wo + k), Vector256.Load(wq + wo + 2 * k), Vector256.Load(wq + wo + 3 * k),
+                wd[so], wd[so + blocks], wd[so + 2 * blocks], wd[so + 3 * blocks], xq + b * 32, xd[b]);
+        }
+        y[n] = Vector256.Sum(a0) + (bias == null ? 0 : bias[n]);
+        y[n + 1] = Vector256.Sum(a1) + (bias == null ? 0 : bias[n + 1]);
+        y[n + 2] = Vector256.Sum(a2) + (bias == null ? 0 : bias[n + 2]);
+        y[n + 3] = Vector256.Sum(a3) + (bias == null ? 0 : bias[n + 3]);
     }
 
     /// <summary>One activation block against the four weight rows' blocks: a[i] += (dw[i]·dx) × Σ w[i]·x.</summary>

@@ -42,7 +42,11 @@ abstract class ParallelJob
 /// </summary>
 sealed class WorkerPool : IDisposable
 {
-    const int SpinIterations = 250; // about 0.1 ms of spinning (the gap between kernels) before a worker sleeps
+    /// <summary>
+    /// How long a worker spins before it sleeps: longer than the gaps between the kernels of a step (a sleeping
+    /// worker takes tens of microseconds to wake), short enough not to burn a core once the device is idle.
+    /// </summary>
+    static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 1000;
 
     readonly Thread[] _threads;
     readonly object _lock = new();
@@ -96,11 +100,12 @@ sealed class WorkerPool : IDisposable
         int seen = 0;
         while (true)
         {
-            int generation, spins = 0;
+            int generation;
+            long idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
             while ((generation = Volatile.Read(ref _generation)) == seen)
             {
                 if (_stop) return;
-                if (spins++ < SpinIterations) Thread.SpinWait(8);
+                if (System.Diagnostics.Stopwatch.GetTimestamp() - idleSince < SpinTicks) Thread.SpinWait(8);
                 else
                 {
                     lock (_lock)
@@ -109,7 +114,7 @@ sealed class WorkerPool : IDisposable
                         while (Volatile.Read(ref _generation) == seen && !_stop) Monitor.Wait(_lock);
                         _sleeping--;
                     }
-                    spins = 0;
+                    idleSince = System.Diagnostics.Stopwatch.GetTimestamp();
                 }
             }
             seen = generation;
