@@ -15,7 +15,7 @@ static class ChatCommand
     public static Command Create()
     {
         var http = new Option<string?>("--http") { Description = "talk to the OpenAI-compatible HTTP API at this URL instead of joining the cluster as an Orleans client" };
-        var gateway = new Option<int>("--gateway-port") { Description = "the silo's Orleans gateway port (localhost clustering)", DefaultValueFactory = _ => 30000 };
+        var gateway = new Option<int>("--gateway-port") { Description = "the silo's Orleans gateway port (localhost clustering)", DefaultValueFactory = _ => WeftDefaults.GatewayPort };
         var conversation = new Option<string?>("--conversation") { Description = "continue the conversation with this id (default: a new one)" };
         var system = new Option<string?>("--system") { Description = "a system message to start with" };
         var apiKey = new Option<string?>("--api-key") { Description = "bearer token for --http" };
@@ -76,17 +76,20 @@ static class ChatCommand
         public static async Task<OrleansSession> ConnectAsync(int gatewayPort, string id, SamplingOptions sampling, CancellationToken ct)
         {
             var builder = Host.CreateApplicationBuilder();
-            builder.Logging.SetMinimumLevel(LogLevel.Warning);
-            builder.AddWeftClient(c => c.UseLocalhostClustering(gatewayPort));
+            builder.Logging.SetMinimumLevel(LogLevel.None); // a failure to connect is reported below in one line
+            builder.AddWeftClient(c => c.UseLocalhostClustering(gatewayPort, WeftDefaults.ServiceId, WeftDefaults.ClusterId));
             var host = builder.Build();
             try
             {
-                await host.StartAsync(ct);
+                // the client keeps retrying a gateway that is not there; give up after a few seconds
+                using var connect = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                connect.CancelAfter(TimeSpan.FromSeconds(10));
+                await host.StartAsync(connect.Token);
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (!ct.IsCancellationRequested)
             {
                 host.Dispose();
-                throw new InvalidOperationException($"no silo answers on gateway port {gatewayPort} (start one with: dotnet run --project src/Silo -c Release): {e.Message}");
+                throw new InvalidOperationException($"no silo answers on gateway port {gatewayPort} (start one with: dotnet run --project src/Silo -c Release){(e is OperationCanceledException ? "" : $": {e.Message}")}");
             }
             return new OrleansSession(host, host.Services.GetRequiredService<WeftClient>().Conversation(id), sampling, gatewayPort);
         }

@@ -1,3 +1,4 @@
+using Weft.Abstractions;
 namespace Weft.Silo;
 
 /// <summary>
@@ -19,8 +20,8 @@ public sealed record SiloOptions
     public int GatewayPort { get; init; } = 30000;
     /// <summary>Localhost clustering only: the silo port of the primary silo this one joins; null makes this silo the primary.</summary>
     public int? PrimarySiloPort { get; init; }
-    public string ClusterId { get; init; } = "weft";
-    public string ServiceId { get; init; } = "weft";
+    public string ClusterId { get; init; } = WeftDefaults.ClusterId;
+    public string ServiceId { get; init; } = WeftDefaults.ServiceId;
 
     public IEnumerable<string> Validate()
     {
