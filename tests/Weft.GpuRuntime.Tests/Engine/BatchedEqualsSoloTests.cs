@@ -25,6 +25,8 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
         public readonly List<int> Blocks = [];
         public int Computed;
         public int Generated => Tokens.Count - PromptLength;
+        /// <summary>The logits each sampled token came from, in order.</summary>
+        public readonly List<float[]> Logits = [];
     }
 
     [Theory]
@@ -38,10 +40,17 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
 
         var solo = runs.Select(r => Generate(path, kv, [r], prefillChunk: int.MaxValue, startTicks: false)[0]).ToArray();
         // block size 4 and prefill chunks of 5 make every sequence cross many blocks and chunk boundaries mid-block
-        var batched = Generate(path, kv, MakeRuns(), prefillChunk: 5, startTicks: true);
+        var batched = MakeRuns();
+        Generate(path, kv, batched, prefillChunk: 5, startTicks: true);
 
         for (int i = 0; i < runs.Length; i++)
-            Assert.Equal(solo[i], batched[i]);
+        {
+            Assert.Equal(solo[i].Tokens, batched[i].Tokens);
+            // not just the same tokens: the same bits, whatever the batch's size and mix (one decode row alone,
+            // several, or long prefill chunks take different kernels, which must sum in the same order)
+            for (int t = 0; t < solo[i].Logits.Count; t++)
+                Assert.True(solo[i].Logits[t].AsSpan().SequenceEqual(batched[i].Logits[t]), $"sequence {i}: logits of token {t} differ");
+        }
     }
 
     static Run[] MakeRuns()
@@ -62,7 +71,7 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
     }
 
     /// <summary>Drives the engine like a scheduler would: each tick, every started sequence contributes a decode token or its next prefill chunk.</summary>
-    static List<int>[] Generate(string path, KvCacheType kv, Run[] runs, int prefillChunk, bool startTicks)
+    static Run[] Generate(string path, KvCacheType kv, Run[] runs, int prefillChunk, bool startTicks)
     {
         const int blockSize = 4, maxNew = 24;
         using var engine = InferenceEngine.Load(path, new EngineOptions { Engine = EngineKind.Cpu, BlockSize = blockSize, KvBlocks = 128, KvCacheType = kv, MaxNumSeqs = 8, MaxNumBatchedTokens = 64 });
@@ -82,9 +91,13 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
                 r.Computed += count;
                 if (needsToken) stepRuns.Add(r);
             }
-            var sampled = engine.Step();
-            for (int i = 0; i < stepRuns.Count; i++) stepRuns[i].Tokens.Add(sampled[i]);
+            var sampled = engine.Step().ToArray();
+            for (int i = 0; i < stepRuns.Count; i++)
+            {
+                stepRuns[i].Logits.Add(engine.GetLogits(i));
+                stepRuns[i].Tokens.Add(sampled[i]);
+            }
         }
-        return runs.Select(r => r.Tokens.Skip(r.PromptLength).ToList()).ToArray();
+        return runs;
     }
 }

@@ -9,11 +9,7 @@ unsafe interface IRows4<TSelf> where TSelf : struct, IRows4<TSelf>
 {
     /// <summary>The rows starting at row <paramref name="n"/> of the same matrix.</summary>
     TSelf At(int n);
-    /// <summary>Columns [k, k + 16) of the first row.</summary>
-    Vector512<float> Load1(int k);
-    /// <summary>Asks for the cache lines holding columns [k, k + 64) of the first row.</summary>
-    void Prefetch(int k);
-    /// <summary>The same for all four rows.</summary>
+    /// <summary>Asks for the cache lines holding columns [k, k + 64) of the four rows.</summary>
     void Prefetch4(int k);
     void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
     float Scalar(int row, int k);
@@ -38,15 +34,6 @@ unsafe readonly struct F32Rows : IRows4<F32Rows>
 
     public F32Rows At(int n) => new(_r0 + (long)n * _stride, _stride, _prefetch);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Vector512<float> Load1(int k) => Vector512.Load(_r0 + k);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int k)
-    {
-        if (!_prefetch) return;
-        for (int i = 0; i < 64; i += 16) Sse.Prefetch0(_r0 + k + i);
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Prefetch4(int k)
@@ -90,15 +77,6 @@ unsafe readonly struct F16Rows : IRows4<F16Rows>
 
     public F16Rows At(int n) => new(_r0 + (long)n * _stride, _stride);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Vector512<float> Load1(int k) => HalfMath.Load16(_r0 + k);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int k)
-    {
-        Sse.Prefetch0(_r0 + k);
-        Sse.Prefetch0(_r0 + k + 32);
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Prefetch4(int k)
@@ -138,15 +116,6 @@ unsafe readonly struct Bf16Rows : IRows4<Bf16Rows>
 
     public Bf16Rows At(int n) => new(_r0 + (long)n * _stride, _stride);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Vector512<float> Load1(int k) => HalfMath.LoadBf16(_r0 + k);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch(int k)
-    {
-        Sse.Prefetch0(_r0 + k);
-        Sse.Prefetch0(_r0 + k + 32);
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Prefetch4(int k)
@@ -180,9 +149,6 @@ static unsafe class MatMulKernels
     /// <summary>Columns ahead of the loads whose cache lines are requested: keeps many misses in flight while the core converts.</summary>
     const int PrefetchDistance = 4096;
 
-    /// <summary>Columns of four weight rows converted at a time: 16 KiB of f32, which stays in L1 while the batch rows pass.</summary>
-    const int ColumnChunk = 1024;
-
     /// <summary>Batch rows processed together against a range of weight rows, so their activations stay in L2.</summary>
     const int BatchBlock = 32;
 
@@ -195,17 +161,14 @@ static unsafe class MatMulKernels
     {
         int n = n0;
         if (m == 1)
-        {
-            for (; n < n1; n++) RowDot(matrix.At(n), x, y, bias, k, n);
-            return;
-        }
+            for (; n + 8 <= n1; n += 8) Vector8(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n);
         if (m <= PackThreshold)
             for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), x, k, y, bias, m, k, ldy, n);
         else
         {
             // Batch rows in blocks that stay in L2 with this range of weight rows: each block reads the range's weights
-            // (from memory the first time, from cache after), four rows at a time converted into an L1-sized scratch
-            // of ColumnChunk columns, accumulated chunk by chunk.
+            // (from memory the first time, from cache after), four rows at a time converted into scratch. Whole rows:
+            // splitting k would change the order of the sums, and with it the bits of the result.
             int tiles = (n1 - n) / 4 * 4;
             for (int mb = 0; mb < m; mb += BatchBlock)
             {
@@ -213,21 +176,17 @@ static unsafe class MatMulKernels
                 for (int t = n; t < n + tiles; t += 4)
                 {
                     var src = matrix.At(t);
-                    for (int k0 = 0; k0 < k; k0 += ColumnChunk)
+                    for (int kk = 0; kk + 16 <= k; kk += 16)
                     {
-                        int kc = Math.Min(ColumnChunk, k - k0);
-                        for (int kk = 0; kk + 16 <= kc; kk += 16)
-                        {
-                            src.Load(k0 + kk, out var w0, out var w1, out var w2, out var w3);
-                            w0.Store(scratch + kk);
-                            w1.Store(scratch + kc + kk);
-                            w2.Store(scratch + 2 * kc + kk);
-                            w3.Store(scratch + 3 * kc + kk);
-                        }
-                        for (int kk = kc & ~15; kk < kc; kk++)
-                            for (int r = 0; r < 4; r++) scratch[r * kc + kk] = src.Scalar(r, k0 + kk);
-                        Tile(new F32Rows(scratch, kc, prefetch: false), x + (long)mb * k + k0, k, y + (long)mb * ldy, bias, rows, kc, ldy, t, accumulate: k0 > 0);
+                        src.Load(kk, out var w0, out var w1, out var w2, out var w3);
+                        w0.Store(scratch + kk);
+                        w1.Store(scratch + k + kk);
+                        w2.Store(scratch + 2 * k + kk);
+                        w3.Store(scratch + 3 * k + kk);
                     }
+                    for (int kk = k & ~15; kk < k; kk++)
+                        for (int r = 0; r < 4; r++) scratch[r * k + kk] = src.Scalar(r, kk);
+                    Tile(new F32Rows(scratch, k, prefetch: false), x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
                 }
             }
             n += tiles;
@@ -245,33 +204,47 @@ static unsafe class MatMulKernels
     }
 
     /// <summary>
-    /// A matrix-vector product (one batch row, the decode of a single sequence) is a stream over the weights: one row
-    /// at a time, so the reads are one sequential stream the hardware prefetcher follows (rows are contiguous), with
-    /// four independent accumulator chains across the row. Each weight is converted once and used by one FMA.
+    /// A matrix-vector product (one batch row, the decode of a single sequence): eight weight rows at a time, each weight
+    /// converted once and used by one FMA, eight independent chains, the rows' next lines prefetched well ahead.
+    /// Every output is summed in the same order as in <see cref="Tile"/> (one 16-lane accumulator over k, then its
+    /// lanes), so a sequence gets bit-identical logits alone or in any batch.
     /// </summary>
-    static void RowDot<TRows>(TRows w, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
+    static void Vector8<TRows>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
     {
-        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
+        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
         int kk = 0;
-        for (; kk + 64 <= k; kk += 64)
+        for (; kk + 16 <= k; kk += 16)
         {
-            w.Prefetch(kk + PrefetchDistance);
-            s0 = Vector512.FusedMultiplyAdd(w.Load1(kk), Vector512.Load(x + kk), s0);
-            s1 = Vector512.FusedMultiplyAdd(w.Load1(kk + 16), Vector512.Load(x + kk + 16), s1);
-            s2 = Vector512.FusedMultiplyAdd(w.Load1(kk + 32), Vector512.Load(x + kk + 32), s2);
-            s3 = Vector512.FusedMultiplyAdd(w.Load1(kk + 48), Vector512.Load(x + kk + 48), s3);
+            if ((kk & 63) == 0)
+            {
+                a.Prefetch4(kk + PrefetchDistance);
+                b.Prefetch4(kk + PrefetchDistance);
+            }
+            var v = Vector512.Load(x + kk);
+            a.Load(kk, out var w0, out var w1, out var w2, out var w3);
+            s0 = Vector512.FusedMultiplyAdd(w0, v, s0);
+            s1 = Vector512.FusedMultiplyAdd(w1, v, s1);
+            s2 = Vector512.FusedMultiplyAdd(w2, v, s2);
+            s3 = Vector512.FusedMultiplyAdd(w3, v, s3);
+            b.Load(kk, out w0, out w1, out w2, out w3);
+            s4 = Vector512.FusedMultiplyAdd(w0, v, s4);
+            s5 = Vector512.FusedMultiplyAdd(w1, v, s5);
+            s6 = Vector512.FusedMultiplyAdd(w2, v, s6);
+            s7 = Vector512.FusedMultiplyAdd(w3, v, s7);
         }
-        for (; kk + 16 <= k; kk += 16) s0 = Vector512.FusedMultiplyAdd(w.Load1(kk), Vector512.Load(x + kk), s0);
-        float sum = Vector512.Sum(s0 + s1 + (s2 + s3));
-        for (; kk < k; kk++) sum += w.Scalar(0, kk) * x[kk];
-        y[n] = sum + (bias == null ? 0 : bias[n]);
+        Span<float> s = [Vector512.Sum(s0), Vector512.Sum(s1), Vector512.Sum(s2), Vector512.Sum(s3), Vector512.Sum(s4), Vector512.Sum(s5), Vector512.Sum(s6), Vector512.Sum(s7)];
+        for (; kk < k; kk++)
+            for (int i = 0; i < 4; i++)
+            {
+                s[i] += a.Scalar(i, kk) * x[kk];
+                s[i + 4] += b.Scalar(i, kk) * x[kk];
+            }
+        for (int i = 0; i < 8; i++) y[n + i] = s[i] + (bias == null ? 0 : bias[n + i]);
     }
 
     /// <summary>Four weight rows starting at n times every batch row, four batch rows at a time.</summary>
     /// <param name="ldx">Distance between batch rows of x.</param>
-    /// <param name="k">Columns to multiply (a chunk of the row when <paramref name="accumulate"/>).</param>
-    /// <param name="accumulate">Add to y (a later chunk of the columns) instead of storing y = sum + bias.</param>
-    static void Tile<TRows>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n, bool accumulate = false)
+    static void Tile<TRows>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
         where TRows : struct, IRows4<TRows>
     {
         Span<float> s = stackalloc float[16];
@@ -311,10 +284,7 @@ static unsafe class MatMulKernels
                         s[i * 4 + j] += w.Scalar(i, kk) * x[(long)Math.Min(r + j, m - 1) * ldx + kk];
             for (int j = 0; j < 4 && r + j < m; j++)
                 for (int i = 0; i < 4; i++)
-                {
-                    ref float yo = ref y[(long)(r + j) * ldy + n + i];
-                    yo = accumulate ? yo + s[i * 4 + j] : s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
-                }
+                    y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
         }
     }
 
