@@ -89,8 +89,8 @@ sealed class WorkerPool : IDisposable
             lock (_lock) Monitor.PulseAll(_lock);
         try { job.Execute(0, Workers); }
         catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
-        var spin = new SpinWait();
-        while (Volatile.Read(ref _pending) > 0) spin.SpinOnce(sleep1Threshold: -1);
+        // the others finish within microseconds of this thread: a plain pause loop, never a yield or sleep
+        while (Volatile.Read(ref _pending) > 0) Thread.SpinWait(1);
         _job = null;
         if (Interlocked.Exchange(ref _failure, null) is { } failure) throw new AggregateException("a cpu kernel failed", failure);
     }
@@ -105,7 +105,7 @@ sealed class WorkerPool : IDisposable
             while ((generation = Volatile.Read(ref _generation)) == seen)
             {
                 if (_stop) return;
-                if (System.Diagnostics.Stopwatch.GetTimestamp() - idleSince < SpinTicks) Thread.SpinWait(8);
+                if (System.Diagnostics.Stopwatch.GetTimestamp() - idleSince < SpinTicks) Thread.SpinWait(1);
                 else
                 {
                     lock (_lock)
