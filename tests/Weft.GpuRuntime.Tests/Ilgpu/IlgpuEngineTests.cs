@@ -53,8 +53,10 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         var (actual, ilgpuLogits) = Generate(ilgpu, prompt, 40, sampling);
 
         Assert.Equal(expected, actual);
-        // the prompt's logits agree to float rounding (they have a standard deviation of about 4)
-        Assert.All(cpuLogits.Zip(ilgpuLogits), p => Assert.Equal(p.First, p.Second, 1e-4f));
+        // the prompt's logits (standard deviation about 4) agree to float rounding; with f16 weights a differently
+        // ordered sum now and then flips the f16 rounding of a matmul input, which moves logits by up to ~1e-3
+        float tolerance = type == GgmlType.F16 ? 1e-2f : 1e-4f;
+        Assert.All(cpuLogits.Zip(ilgpuLogits), p => Assert.Equal(p.First, p.Second, tolerance));
         Assert.StartsWith("ilgpu-cpu", ilgpu.Description);
         Assert.Contains("KV pool 64 blocks", ilgpu.Description);
     }

@@ -415,6 +415,7 @@ static class Kernels
             if (j < qPairs + kPairs)
             {
                 bool isQ = j < qPairs;
+                if (isQ && p.DoRope == 0) continue;
                 int pj = isQ ? j : j - qPairs, h = pj / half, pi = pj % half;
                 var dst = isQ ? q : k;
                 long rowBase = ((long)t * (isQ ? p.Heads : p.KvHeads) + h) * hd;
