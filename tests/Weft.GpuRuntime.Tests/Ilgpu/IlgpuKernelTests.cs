@@ -10,15 +10,14 @@ namespace Weft.GpuRuntime.Tests.Ilgpu;
 
 /// <summary>
 /// Each kernel against the cpu backend, both driven with the same <see cref="StepInputs"/>. Besides the CPU
-/// accelerator's one-thread shape, a GPU-like shape (4-lane warps sharing rows, the 128-thread shared-memory matmul from
-/// 9 rows) runs the shuffles, barriers and tiles CUDA runs. Its groups are one warp: ILGPU's CPU accelerator deadlocks
-/// when a group of several warps mixes warp shuffles with group barriers, so multi-warp reductions are left to CUDA.
+/// accelerator's one-thread shape, a GPU-like shape (4-lane warps sharing rows, groups of 4 warps, the 128-thread
+/// shared-memory matmul from 9 rows) runs the shuffles, barriers, multi-warp reductions and tiles CUDA runs.
 /// Tolerance: 1e-4 absolute on values of order 1-10 (float rounding of differently ordered sums).
 /// </summary>
 public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<TestModelFiles>
 {
     const float Tolerance = 1e-4f;
-    static readonly LaunchShape GpuLike = new(Lanes: 4, GroupSize: 4, MaxGroups: 64, TiledFromRows: 9);
+    static readonly LaunchShape GpuLike = new(Lanes: 4, GroupSize: 16, MaxGroups: 64, TiledFromRows: 9);
 
     static IlgpuBackend GpuLikeBackend() => new(new CPUDevice(4, 32, 1), GpuLike);
 
