@@ -5,5 +5,6 @@ var root = new RootCommand("weft: serve, chat with and measure llama-family mode
 {
     ModelCommands.Create(),
     BenchCommands.Create(),
+    GpuCheckCommands.Create(),
 };
 return CliErrors.Run(() => root.Parse(args).Invoke());
