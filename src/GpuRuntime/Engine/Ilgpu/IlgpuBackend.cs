@@ -153,8 +153,6 @@ public sealed class IlgpuBackend : IBackend
         return devices.Count > 0;
     }
 
-    public LaunchShape Shape => _shape;
-    public bool IsCuda => _accelerator is CudaAccelerator;
     /// <summary>Kernel launches of the last completed step (or of the calls since the last step, for a partial one).</summary>
     public int LaunchesPerStep { get; private set; }
 
@@ -299,7 +297,7 @@ public sealed class IlgpuBackend : IBackend
     }
 
     /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on the host.</summary>
-    public int PenaltyBudget { get; init; } = 1 << 18;
+    const int PenaltyBudget = 1 << 18;
 
     public void BeginStep(StepInputs s)
     {
