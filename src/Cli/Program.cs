@@ -7,5 +7,6 @@ var root = new RootCommand("weft: serve, chat with and measure llama-family mode
     GenerateCommand.Create(),
     ChatCommand.Create(),
     BenchCommands.Create(),
+    GpuCheckCommands.Create(),
 };
 return CliErrors.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

@@ -61,6 +61,7 @@ public static class EngineBenchmark
                 if (peer is not null) peerMs = Median(peer.DecodeStepTimes(b, o.Prompt, o.Gen)) * 1e3;
                 var r = new BatchResult(b, ours * 1e3, b / ours, peerMs, peerMs is { } pm ? b / (pm / 1e3) : null);
                 results.Add(r);
+                if (b == o.Batches[0] && engine.LaunchesPerStep is { } launches) output.WriteLine($"      (ILGPU: {launches} kernel launches per decode step)");
                 output.WriteLine(peer is null
                     ? $"{b,5} {r.OursStepMs,9:F2} {r.OursTokensPerSecond,9:F1} {rooflineMs / r.OursStepMs,11:P0}"
                     : $"{b,5} {r.OursStepMs,9:F2} {r.OursTokensPerSecond,9:F1} {r.PeerStepMs,13:F2} {r.PeerTokensPerSecond,16:F1} {r.OursTokensPerSecond / r.PeerTokensPerSecond,15:F2} {rooflineMs / r.OursStepMs,11:P0}");

@@ -1,4 +1,5 @@
 using Weft.GpuRuntime.Engine.Cpu;
+using Weft.GpuRuntime.Engine.Ilgpu;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 
@@ -39,24 +40,22 @@ public sealed class InferenceEngine : IDisposable
 
         long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
         int maxBlocksPerSeq = (MaxModelLen + options.BlockSize - 1) / options.BlockSize;
-        NumKvBlocks = options.KvBlocks > 0 ? options.KvBlocks : (int)Math.Min(int.MaxValue, options.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock);
-        if (NumKvBlocks < 1) throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; raise kv-cache-memory");
-        KvCacheBytes = NumKvBlocks * bytesPerBlock;
         Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize);
         _sampled = new int[options.MaxNumSeqs];
 
         _device = new DeviceThread($"weft-device-{options.Engine}");
         try
         {
-            (_backend, _transformer) = _device.Invoke(() =>
+            (_backend, _transformer, NumKvBlocks) = _device.Invoke(() =>
             {
                 IBackend backend = CreateBackend(options);
                 if (options.Profile) backend = Profiler = new ProfilingBackend(backend);
                 try
                 {
                     var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens, options.MaxNumSeqs);
-                    backend.AllocateKvCache(Config, NumKvBlocks, options.BlockSize, options.KvCacheType);
-                    return (backend, transformer);
+                    int blocks = KvBlocks(options, backend, bytesPerBlock);
+                    backend.AllocateKvCache(Config, blocks, options.BlockSize, options.KvCacheType);
+                    return (backend, transformer, blocks);
                 }
                 catch
                 {
@@ -70,6 +69,17 @@ public sealed class InferenceEngine : IDisposable
             _device.Dispose();
             throw;
         }
+        KvCacheBytes = NumKvBlocks * bytesPerBlock;
+    }
+
+    /// <summary>The KV pool in blocks: as configured, else a fraction of the GPU memory left after the weights, else the memory budget.</summary>
+    static int KvBlocks(EngineOptions o, IBackend backend, long bytesPerBlock)
+    {
+        long blocks = o.KvBlocks > 0 ? o.KvBlocks
+            : backend is IlgpuBackend { FreeMemoryBytes: long free } ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
+            : o.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock;
+        if (blocks < 1) throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; raise kv-cache-memory (or gpu-memory-fraction)");
+        return (int)Math.Min(int.MaxValue, blocks);
     }
 
     /// <summary>Opens and validates the model file and loads it onto the chosen device. Bad files raise <see cref="GgufFormatException"/>.</summary>
@@ -86,11 +96,16 @@ public sealed class InferenceEngine : IDisposable
         }
     }
 
+    /// <summary>Auto takes CUDA when an NVIDIA GPU is present, else the managed-SIMD cpu backend.</summary>
     static IBackend CreateBackend(EngineOptions o) => o.Engine switch
     {
-        EngineKind.Cpu or EngineKind.Auto => new CpuBackend(o.Threads),
-        _ => throw new NotSupportedException($"engine '{o.Engine}' is not available in this build"),
+        EngineKind.Cpu => new CpuBackend(o.Threads),
+        EngineKind.Auto => IlgpuBackend.TryFindCuda(out _) ? new IlgpuBackend(EngineKind.Cuda) : new CpuBackend(o.Threads),
+        _ => new IlgpuBackend(o.Engine),
     };
+
+    /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>
+    public int? LaunchesPerStep => _backend is IlgpuBackend ilgpu ? _device.Invoke(() => ilgpu.LaunchesPerStep) : null;
 
     /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits row.</summary>
     public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
@@ -106,6 +121,7 @@ public sealed class InferenceEngine : IDisposable
     public float[] GetLogits(int row) => _device.Invoke(() => (_backend is ProfilingBackend p ? p.Inner : _backend) switch
     {
         CpuBackend cpu => cpu.Row(_transformer.Logits, row, Config.VocabSize).ToArray(),
+        IlgpuBackend ilgpu => ilgpu.ReadRow(_transformer.Logits, row, Config.VocabSize),
         _ => throw new NotSupportedException(),
     });
 

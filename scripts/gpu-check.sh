@@ -1,0 +1,23 @@
+#!/bin/bash
+# The GPU host's one check: CUDA kernels against the cpu backend, then the decode benchmark on a 1B-shaped model.
+#   here:          ../shared/gpu/pack.sh src/Cli          (packs .gpu/: the weft build and the .NET runtime)
+#   on the host:   bash scripts/gpu-check.sh              (carry .gpu; results go to $OUT, or ./gpu-out)
+# Exit code: that of the parity check (the benchmark's figures are read, not judged).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+weft() { bash "$root/.gpu/run.sh" weft.dll "$@"; }
+[[ -f $root/.gpu/run.sh ]] || { echo "gpu-check: $root/.gpu is missing; run ../shared/gpu/pack.sh src/Cli first and carry .gpu" >&2; exit 2; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
+
+# 1. parity: every kernel path (tiled prefill, batched decode, device sampling, penalties) against the cpu backend
+weft gpu-check --engine cuda --preset small --tokens 48 2>&1 | tee "$out/gpu-check.txt"
+status=${PIPESTATUS[0]}
+
+# 2. the 1B model (TinyLlama's shape, f16) made here; TODO(lead): switch to `weft model create` once it lands
+model=/tmp/weft-1b-f16.gguf
+[[ -f $model ]] || weft gpu-check demo-model --preset 1b --type f16 --out "$model" 2>&1 | tee "$out/model.txt"
+timeout 420 bash "$root/.gpu/run.sh" weft.dll bench engine --engine cuda --model "$model" --batch 1,8,32,64,128,256 --gen 32 \
+  --prefill 512 --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
+exit "$status"

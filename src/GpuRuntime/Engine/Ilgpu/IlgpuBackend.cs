@@ -1,0 +1,678 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
+using Weft.GpuRuntime.Sampling;
+
+namespace Weft.GpuRuntime.Engine.Ilgpu;
+
+/// <summary>
+/// How kernels are laid over an accelerator's threads: <see cref="Lanes"/> threads share a row or an output (a warp on
+/// CUDA), groups of <see cref="GroupSize"/> threads, at most <see cref="MaxGroups"/> groups for grid-stride kernels,
+/// and matmuls of at least <see cref="TiledFromRows"/> rows use the shared-memory tiles.
+/// </summary>
+public sealed record LaunchShape(int Lanes, int GroupSize, int MaxGroups, int TiledFromRows)
+{
+    /// <summary>ILGPU's CPU accelerator runs each thread of a group as an OS thread and every barrier or shuffle as a
+    /// rendezvous of those threads, so one-thread groups (no cross-thread reduction at all) are by far its fastest shape.</summary>
+    public static LaunchShape Cpu(int threads) => new(1, 1, 4 * threads, int.MaxValue);
+
+    /// <summary>A warp per row or output, eight warps per group; tiles from 33 rows, where a row tile of 8 would re-read weights 5 times.</summary>
+    public static LaunchShape Cuda(int warpSize, int multiprocessors) => new(warpSize, 8 * warpSize, 32 * multiprocessors, 33);
+}
+
+/// <summary>
+/// The ILGPU backend: CUDA on NVIDIA GPUs, or ILGPU's CPU accelerator running the very same kernels (the way they are
+/// tested without a GPU). Weights are uploaded once in their own format, the KV pool and every buffer a step needs are
+/// allocated before the first step, a step uploads only its integers and reads back only the sampled token ids.
+/// <para>
+/// Calls are recorded and launched when a result is needed (<see cref="Sample"/>, a read), which lets neighbouring calls
+/// fuse: RMSNorm with the rounding of the next matmul's input, matmuls sharing an input (Q/K/V) into one launch, gate and
+/// up with SwiGLU, a matmul with the residual add that follows it, RoPE with the KV store, and the logits gather with the
+/// final norm. <see cref="LaunchesPerStep"/> counts what remains.
+/// </para>
+/// </summary>
+public sealed class IlgpuBackend : IBackend
+{
+    sealed class IlgpuTensor(MemoryBuffer1D<float, Stride1D.Dense> buffer) : DeviceTensor
+    {
+        public readonly MemoryBuffer1D<float, Stride1D.Dense> Buffer = buffer;
+        public ArrayView<float> View => Buffer.View;
+        public override long Length => Buffer.Length;
+    }
+
+    enum OpKind { Embed, RmsNorm, MatMul, Rope, StoreKv, Attention, SwiGlu, Add, Gather }
+
+    /// <summary>One recorded call: tensors X (input), Y (output), Z (third operand), weights W and B (bias or table).</summary>
+    record struct Op(OpKind Kind, IlgpuTensor? X, IlgpuTensor? Y, IlgpuTensor? Z, IlgpuWeight? W, IlgpuWeight? B, int Rows, int Dim, int Layer, float Eps);
+
+    readonly Context _context;
+    readonly Accelerator _accelerator;
+    readonly string _device;
+    readonly LaunchShape _shape;
+    readonly List<IlgpuTensor> _tensors = [];
+    readonly List<IlgpuWeight> _weights = [];
+    readonly Dictionary<GgmlType, FormatKernels> _formats = [];
+    readonly List<Op> _ops = [];
+
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs> _normPrep;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu, _add;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gather;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> _sample;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F16Cache, RopeArgs>? _ropeF16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F32Cache, RopeArgs>? _ropeF32;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, F16Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>? _attentionF16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>? _attentionF32;
+
+    // the rounded copy of a matmul input ([rows, cols] floats) and its q8_0 block scales, sized for the largest activation
+    MemoryBuffer1D<float, Stride1D.Dense>? _xq, _xs;
+    // sampling scratch [rows, vocab]: probabilities, sized like the largest activation (the logits)
+    MemoryBuffer1D<float, Stride1D.Dense>? _probs;
+    (IlgpuTensor? Tensor, InputPrep Prep, int Rows) _prepared;
+
+    // KV pool: per layer K then V, each [numBlocks, kvHeads, blockSize, headDim], f16 or f32
+    MemoryBuffer1D<ushort, Stride1D.Dense>? _kvHalf;
+    MemoryBuffer1D<float, Stride1D.Dense>? _kvFloat;
+    MemoryBuffer1D<float, Stride1D.Dense>? _ropeTable;
+    ModelConfig? _config;
+    long _kvLayerElements;
+    int _numBlocks, _blockSize, _ropePositions;
+
+    // the step's integers: one pinned host array and its device copy, in regions at fixed offsets
+    StepInputs? _step;
+    PageLockedArray1D<int>? _hostInts, _hostPenalties, _hostSampled;
+    MemoryBuffer1D<int, Stride1D.Dense>? _ints, _penalties, _sampled;
+    int _oPositions, _oSlots, _oRowSeq, _oTables, _oLogitRows, _oParams, _intsLength;
+    int[] _tokenMark = [], _tokenEntry = [];
+    int _markStamp;
+    Sampler? _hostSampler;
+    float[] _hostRow = [];
+    readonly List<int> _onHost = [];
+    int _launches;
+
+    public IlgpuBackend(EngineKind kind) : this(kind switch
+    {
+        EngineKind.Cuda => null,
+        EngineKind.IlgpuCpu => new CPUDevice(2, 1, Environment.ProcessorCount),
+        _ => throw new ArgumentException($"the ILGPU backend runs on cuda or ilgpu-cpu, not {kind.Name()}"),
+    }, null)
+    { }
+
+    /// <param name="cpu">The CPU accelerator's simulated device, or null for the first CUDA device.</param>
+    /// <param name="shape">The launch shape; null picks the accelerator's default (tests force GPU-like shapes on the CPU).</param>
+    internal IlgpuBackend(CPUDevice? cpu, LaunchShape? shape)
+    {
+        _context = Context.Create(b =>
+        {
+            if (cpu is null) b.Cuda(); else b.CPU(cpu);
+            b.EnableAlgorithms();
+        });
+        try
+        {
+            if (cpu is null)
+            {
+                var devices = _context.GetCudaDevices();
+                if (devices.Count == 0) throw new NotSupportedException("engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
+                var cuda = devices[0].CreateCudaAccelerator(_context);
+                _accelerator = cuda;
+                _device = $"cuda: {cuda.Name}, {cuda.MemorySize / (double)(1L << 30):F0} GiB";
+                _shape = shape ?? LaunchShape.Cuda(cuda.WarpSize, cuda.NumMultiprocessors);
+            }
+            else
+            {
+                _accelerator = _context.GetCPUDevice(0).CreateCPUAccelerator(_context);
+                _device = $"ilgpu-cpu: ILGPU CPU accelerator, {cpu.NumMultiprocessors} threads";
+                _shape = shape ?? LaunchShape.Cpu(cpu.NumMultiprocessors);
+            }
+            if (_shape.Lanes > Kernels.MaxLanes || _shape.Lanes > _accelerator.WarpSize && _shape.Lanes > 1 || _shape.GroupSize % _shape.Lanes != 0)
+                throw new ArgumentException($"launch shape {_shape} does not fit the accelerator (warp size {_accelerator.WarpSize})");
+            _normPrep = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs>(Kernels.NormPrep);
+            _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(Kernels.SwiGlu);
+            _add = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(Kernels.Add);
+            _gather = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(Kernels.Gather);
+            _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SamplingKernel.Sample);
+        }
+        catch
+        {
+            _accelerator?.Dispose();
+            _context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Whether a CUDA device is present (and its name), without keeping anything open.</summary>
+    public static bool TryFindCuda(out string name)
+    {
+        using var context = Context.Create(b => b.Cuda());
+        var devices = context.GetCudaDevices();
+        name = devices.Count > 0 ? devices[0].Name : "";
+        return devices.Count > 0;
+    }
+
+    /// <summary>Kernel launches of the last completed step (or of the calls since the last step, for a partial one).</summary>
+    public int LaunchesPerStep { get; private set; }
+
+    public string Description => _numBlocks > 0 ? $"{_device}; KV pool {_numBlocks} blocks" : _device;
+
+    /// <summary>Free device memory now (CUDA), for sizing the KV pool after the weights are loaded; null on the CPU accelerator.</summary>
+    public long? FreeMemoryBytes
+    {
+        get
+        {
+            if (_accelerator is not CudaAccelerator) return null;
+            _accelerator.Bind();
+            var error = CudaAPI.CurrentAPI.GetMemoryInfo(out long free, out long _);
+            return error == CudaError.CUDA_SUCCESS ? free : throw new InvalidOperationException($"cuMemGetInfo failed: {error}");
+        }
+    }
+
+    public DeviceTensor Allocate(long floats)
+    {
+        var t = new IlgpuTensor(_accelerator.Allocate1D<float>(Math.Max(1, floats)));
+        t.Buffer.MemSetToZero();
+        _tensors.Add(t);
+        if (_xq is null || floats > _xq.Length)
+        {
+            // a matmul's input and the logits are never larger than the largest activation
+            _xq?.Dispose();
+            _xs?.Dispose();
+            _probs?.Dispose();
+            _xq = _accelerator.Allocate1D<float>(floats);
+            _xs = _accelerator.Allocate1D<float>(floats / 32 + 1);
+            _probs = _accelerator.Allocate1D<float>(floats);
+        }
+        return t;
+    }
+
+    public unsafe DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo t)
+    {
+        byte* src = file.DataPointer(t);
+        IlgpuWeight w;
+        if (t.Dims.Length == 1)
+        {
+            if (t.Type != GgmlType.F32) throw file.Fail($"vector '{t.Name}' is stored as {t.Type}; the ILGPU backend reads f32 vectors");
+            var floats = _accelerator.Allocate1D<float>(t.ElementCount);
+            floats.View.CopyFromCPU(ref *(float*)src, t.ElementCount);
+            w = new IlgpuWeight(t, GgmlType.F32, null, floats);
+        }
+        else
+        {
+            if (t.Columns % 32 != 0) throw file.Fail($"tensor '{t.Name}' has rows of {t.Columns} elements; the ILGPU backend needs a multiple of 32");
+            if (t.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)
+            {
+                var data = _accelerator.Allocate1D<uint>(t.ByteSize / 4);
+                data.View.CopyFromCPU(ref *(uint*)src, t.ByteSize / 4);
+                w = new IlgpuWeight(t, t.Type, data, null);
+            }
+            else w = LoadAsQ8(file, t, src);
+        }
+        _weights.Add(w);
+        if (w.IsMatrix && !_formats.ContainsKey(w.Type)) _formats[w.Type] = FormatKernels.Create(_accelerator, w.Type);
+        return w;
+    }
+
+    /// <summary>q8_0 is split into quants and f32 block scales; q4_0/q4_K/q6_K are repacked to q8_0 first, as the CPU backend does.</summary>
+    unsafe IlgpuWeight LoadAsQ8(GgufFile file, GgufTensorInfo t, byte* src)
+    {
+        long rows = t.Rows;
+        int cols = (int)t.Columns, blocks = cols / 32;
+        var quants = new byte[rows * cols];
+        var scales = new float[rows * blocks];
+        long srcRowBytes = GgmlTypeInfo.RowBytes(t.Type, cols);
+        var row = t.Type == GgmlType.Q8_0 ? [] : new float[cols];
+        for (long r = 0; r < rows; r++)
+        {
+            var q8 = t.Type == GgmlType.Q8_0
+                ? new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes)
+                : Repack(t, new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes), row, file);
+            for (int b = 0; b < blocks; b++)
+            {
+                var blk = q8.Slice(b * 34, 34);
+                scales[r * blocks + b] = (float)BitConverter.ToHalf(blk);
+                blk.Slice(2, 32).CopyTo(quants.AsSpan((int)(r * cols + b * 32), 32));
+            }
+        }
+        var data = _accelerator.Allocate1D<uint>(quants.LongLength / 4);
+        data.View.CopyFromCPU(ref MemoryMarshal.Cast<byte, uint>(quants.AsSpan())[0], quants.LongLength / 4);
+        var floats = _accelerator.Allocate1D(scales);
+        return new IlgpuWeight(t, GgmlType.Q8_0, data, floats);
+    }
+
+    static byte[] Repack(GgufTensorInfo t, ReadOnlySpan<byte> src, float[] row, GgufFile file)
+    {
+        if (!GgmlTypeInfo.CanDequantize(t.Type)) throw file.Fail($"tensor '{t.Name}' is stored as {t.Type}, which the ILGPU backend cannot read");
+        GgmlQuant.Dequantize(t.Type, src, row);
+        return GgmlQuant.Quantize(GgmlType.Q8_0, row);
+    }
+
+    public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
+    {
+        if (config.HeadDim > Kernels.MaxHeadDim || config.HeadDim % 8 != 0)
+            throw new NotSupportedException($"the ILGPU attention kernel needs a head dimension that is a multiple of 8 up to {Kernels.MaxHeadDim}, not {config.HeadDim}");
+        _config = config;
+        _numBlocks = numBlocks;
+        _blockSize = blockSize;
+        _kvLayerElements = (long)numBlocks * config.KvHeads * blockSize * config.HeadDim;
+        long total = _kvLayerElements * 2 * config.Layers;
+        if (type == KvCacheType.F16)
+        {
+            _kvHalf = _accelerator.Allocate1D<ushort>(total);
+            _kvHalf.MemSetToZero();
+            _ropeF16 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F16Cache, RopeArgs>(Kernels.RopeStore);
+            _attentionF16 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F16Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
+        }
+        else
+        {
+            _kvFloat = _accelerator.Allocate1D<float>(total);
+            _kvFloat.MemSetToZero();
+            _ropeF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F32Cache, RopeArgs>(Kernels.RopeStore);
+            _attentionF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
+        }
+
+        // cos/sin for every position, computed as the CPU backend does (angles by repeated multiplication)
+        _ropePositions = config.ContextLength;
+        int half = config.HeadDim / 2;
+        var table = new float[(long)_ropePositions * half * 2];
+        float thetaScale = MathF.Pow(config.RopeFreqBase, -2f / config.RopeDim);
+        for (int pos = 0; pos < _ropePositions; pos++)
+        {
+            float theta = pos;
+            for (int i = 0; i < half; i++)
+            {
+                table[((long)pos * half + i) * 2] = MathF.Cos(theta);
+                table[((long)pos * half + i) * 2 + 1] = MathF.Sin(theta);
+                theta *= thetaScale;
+            }
+        }
+        _ropeTable = _accelerator.Allocate1D(table);
+        _tokenMark = new int[config.VocabSize];
+        _tokenEntry = new int[config.VocabSize];
+        _hostSampler = new Sampler(config.VocabSize);
+        _hostRow = new float[config.VocabSize];
+        _accelerator.Synchronize();
+    }
+
+    /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on the host.</summary>
+    const int PenaltyBudget = 1 << 18;
+
+    public void BeginStep(StepInputs s)
+    {
+        if (_config is null) throw new InvalidOperationException("AllocateKvCache must come before the first step");
+        Flush();
+        LaunchesPerStep = _launches;
+        _launches = 0;
+        EnsureStepBuffers(s);
+        _step = s;
+        var ints = _hostInts!.GetArray();
+        int T = s.NumTokens;
+        for (int t = 0; t < T; t++)
+            if (s.Positions[t] >= _ropePositions)
+                throw new ArgumentException($"position {s.Positions[t]} is beyond the model's context length {_ropePositions}");
+        s.TokenIds.AsSpan(0, T).CopyTo(ints);
+        s.Positions.AsSpan(0, T).CopyTo(ints.AsSpan(_oPositions));
+        s.SlotMapping.AsSpan(0, T).CopyTo(ints.AsSpan(_oSlots));
+        s.RowSeq.AsSpan(0, T).CopyTo(ints.AsSpan(_oRowSeq));
+        s.BlockTables.AsSpan(0, s.NumSeqs * s.MaxBlocksPerSeq).CopyTo(ints.AsSpan(_oTables));
+        s.LogitRows.AsSpan(0, s.NumLogitRows).CopyTo(ints.AsSpan(_oLogitRows));
+        int penalties = PackSampling(s, ints.AsSpan(_oParams), _hostPenalties!.GetArray());
+        _ints!.View.AsContiguous().SubView(0, _intsLength).CopyFromCPUUnsafeAsync(ref ints[0], _intsLength);
+        if (penalties > 0) _penalties!.View.AsContiguous().SubView(0, 2L * penalties).CopyFromCPUUnsafeAsync(ref _hostPenalties.GetArray()[0], 2L * penalties);
+    }
+
+    void EnsureStepBuffers(StepInputs s)
+    {
+        if (_hostInts is not null)
+        {
+            if (s.MaxTokens * 4 + s.MaxSeqs * s.MaxBlocksPerSeq + s.MaxSeqs * (1 + SamplingKernel.ParamInts) > _intsLength)
+                throw new InvalidOperationException("the step's limits changed after the first step");
+            return;
+        }
+        _oPositions = s.MaxTokens;
+        _oSlots = 2 * s.MaxTokens;
+        _oRowSeq = 3 * s.MaxTokens;
+        _oTables = 4 * s.MaxTokens;
+        _oLogitRows = _oTables + s.MaxSeqs * s.MaxBlocksPerSeq;
+        _oParams = _oLogitRows + s.MaxSeqs;
+        _intsLength = _oParams + s.MaxSeqs * SamplingKernel.ParamInts;
+        _hostInts = _accelerator.AllocatePageLocked1D<int>(_intsLength);
+        _ints = _accelerator.Allocate1D<int>(_intsLength);
+        _hostPenalties = _accelerator.AllocatePageLocked1D<int>(2L * PenaltyBudget);
+        _penalties = _accelerator.Allocate1D<int>(2L * PenaltyBudget);
+        _hostSampled = _accelerator.AllocatePageLocked1D<int>(s.MaxSeqs);
+        _sampled = _accelerator.Allocate1D<int>(s.MaxSeqs);
+    }
+
+    /// <summary>
+    /// Writes each logits row's sampling parameters and, for penalised rows, one (token, generated count) entry per
+    /// distinct token of its history. Rows whose entries exceed the budget are flagged to sample on the host.
+    /// </summary>
+    int PackSampling(StepInputs s, Span<int> parameters, int[] penalties)
+    {
+        int used = 0;
+        _onHost.Clear();
+        for (int i = 0; i < s.NumLogitRows; i++)
+        {
+            var item = s.Items[s.LogitItems[i]];
+            var p = item.Sampling;
+            var pr = parameters.Slice(i * SamplingKernel.ParamInts, SamplingKernel.ParamInts);
+            pr.Clear();
+            pr[SamplingKernel.PFlags] = p.IsGreedy ? SamplingKernel.FlagGreedy : 0;
+            pr[SamplingKernel.PTopK] = p.TopK;
+            pr[SamplingKernel.PTemperature] = BitConverter.SingleToInt32Bits(p.Temperature);
+            pr[SamplingKernel.PTopP] = BitConverter.SingleToInt32Bits(p.TopP);
+            pr[SamplingKernel.PMinP] = BitConverter.SingleToInt32Bits(p.MinP);
+            pr[SamplingKernel.PRepetition] = BitConverter.SingleToInt32Bits(p.RepetitionPenalty);
+            pr[SamplingKernel.PPresence] = BitConverter.SingleToInt32Bits(p.PresencePenalty);
+            pr[SamplingKernel.PFrequency] = BitConverter.SingleToInt32Bits(p.FrequencyPenalty);
+            pr[SamplingKernel.PSeedLo] = (int)(uint)item.Seed;
+            pr[SamplingKernel.PSeedHi] = (int)(uint)(item.Seed >> 32);
+            pr[SamplingKernel.PCompletionIndex] = item.Tokens.Count - item.NumPromptTokens;
+            if (!p.HasPenalties) continue;
+
+            int start = used, stamp = ++_markStamp;
+            bool fits = true;
+            var tokens = item.Tokens;
+            // the repetition penalty touches every distinct token; presence and frequency only generated ones
+            int from = p.RepetitionPenalty != 1 ? 0 : item.NumPromptTokens;
+            for (int j = from; j < tokens.Count && fits; j++)
+            {
+                int t = tokens[j];
+                if (_tokenMark[t] != stamp)
+                {
+                    if (used == PenaltyBudget) { fits = false; break; }
+                    _tokenMark[t] = stamp;
+                    _tokenEntry[t] = used;
+                    penalties[2 * used] = t;
+                    penalties[2 * used + 1] = 0;
+                    used++;
+                }
+                if (j >= item.NumPromptTokens) penalties[2 * _tokenEntry[t] + 1]++;
+            }
+            if (!fits)
+            {
+                used = start;
+                pr[SamplingKernel.PFlags] |= SamplingKernel.FlagOnHost;
+                _onHost.Add(i);
+                continue;
+            }
+            pr[SamplingKernel.PPenaltyOffset] = start;
+            pr[SamplingKernel.PPenaltyCount] = used - start;
+        }
+        return used;
+    }
+
+    static IlgpuTensor T(DeviceTensor t) => (IlgpuTensor)t;
+    static IlgpuWeight W(DeviceWeight w) => (IlgpuWeight)w;
+
+    public void Embed(DeviceWeight table, DeviceTensor x, int dim) => _ops.Add(new Op(OpKind.Embed, null, T(x), null, W(table), null, 0, dim, 0, 0));
+    public void RmsNorm(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps) =>
+        _ops.Add(new Op(OpKind.RmsNorm, T(x), T(y), null, W(weight), null, rows, dim, 0, eps));
+    public void MatMul(DeviceTensor x, DeviceWeight w, DeviceWeight? bias, DeviceTensor y, int rows)
+    {
+        if (!W(w).IsMatrix) throw new ArgumentException($"'{w.Info.Name}' is not a matrix");
+        _ops.Add(new Op(OpKind.MatMul, T(x), T(y), null, W(w), bias is null ? null : W(bias), rows, 0, 0, 0));
+    }
+    public void Rope(DeviceTensor q, DeviceTensor k, ModelConfig config) => _ops.Add(new Op(OpKind.Rope, T(q), T(k), null, null, null, 0, 0, 0, 0));
+    public void StoreKv(int layer, DeviceTensor k, DeviceTensor v) => _ops.Add(new Op(OpKind.StoreKv, T(k), T(v), null, null, null, 0, 0, layer, 0));
+    public void Attention(int layer, DeviceTensor q, DeviceTensor output) => _ops.Add(new Op(OpKind.Attention, T(q), T(output), null, null, null, 0, 0, layer, 0));
+    public void SwiGlu(DeviceTensor gate, DeviceTensor up, int rows, int dim) => _ops.Add(new Op(OpKind.SwiGlu, T(gate), T(up), null, null, null, rows, dim, 0, 0));
+    public void Add(DeviceTensor x, DeviceTensor y, int rows, int dim) => _ops.Add(new Op(OpKind.Add, T(x), T(y), null, null, null, rows, dim, 0, 0));
+    public void GatherLogitRows(DeviceTensor x, DeviceTensor y, int dim) => _ops.Add(new Op(OpKind.Gather, T(x), T(y), null, null, null, 0, dim, 0, 0));
+
+    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
+    {
+        var s = Step;
+        Flush();
+        int n = s.NumLogitRows;
+        _sample(new KernelConfig(n, _shape.GroupSize), T(logits).View, _probs!.View, _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _sampled!.View, vocabSize);
+        _launches++;
+        _sampled.View.AsContiguous().SubView(0, n).CopyToCPUUnsafeAsync(ref _hostSampled!.GetArray()[0], n);
+        _accelerator.DefaultStream.Synchronize();
+        _hostSampled.GetArray().AsSpan(0, n).CopyTo(tokens);
+        foreach (int i in _onHost)
+        {
+            // penalised histories beyond the upload budget: this row's logits come back and the CPU sampler decides
+            T(logits).View.SubView((long)i * vocabSize, vocabSize).CopyToCPU(_hostRow);
+            var item = s.Items[s.LogitItems[i]];
+            tokens[i] = _hostSampler!.Sample(_hostRow, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
+        }
+        LaunchesPerStep = _launches;
+    }
+
+    /// <summary>Runs what is recorded and copies row <paramref name="row"/> of <paramref name="t"/> (width floats) to the host.</summary>
+    public float[] ReadRow(DeviceTensor t, int row, int width)
+    {
+        Flush();
+        var result = new float[width];
+        T(t).View.SubView((long)row * width, width).CopyToCPU(result);
+        return result;
+    }
+
+    /// <summary>Launches every recorded call, fusing neighbours.</summary>
+    public void Flush()
+    {
+        for (int i = 0; i < _ops.Count;)
+        {
+            var op = _ops[i];
+            if (op.Kind != OpKind.MatMul) _prepared = default;
+            switch (op.Kind)
+            {
+                case OpKind.Embed:
+                    {
+                        int rows = Step.NumTokens;
+                        _formats[op.W!.Type].Embed(Grid1D((long)rows * op.Dim / 8), op.W, Ints(0, rows), op.Y!.View, rows, op.Dim);
+                        _launches++;
+                        i++;
+                        break;
+                    }
+                case OpKind.Gather when Next(i, 1) is { Kind: OpKind.RmsNorm } norm && norm.X == op.Y && norm.Y == op.Y:
+                    NormPrep(op.X!, norm.W!, op.Y!, norm.Rows, op.Dim, norm.Eps, gather: true, PrepFor(i + 2, op.Y!));
+                    i += 2;
+                    break;
+                case OpKind.Gather:
+                    {
+                        int n = Step.NumLogitRows;
+                        _gather(n * op.Dim, op.X!.View, op.Y!.View, Ints(_oLogitRows, n), op.Dim);
+                        _launches++;
+                        i++;
+                        break;
+                    }
+                case OpKind.RmsNorm:
+                    NormPrep(op.X!, op.W!, op.Y!, op.Rows, op.Dim, op.Eps, gather: false, PrepFor(i + 1, op.Y!));
+                    i++;
+                    break;
+                case OpKind.MatMul:
+                    i = MatMulGroup(i);
+                    break;
+                case OpKind.Rope:
+                    {
+                        bool store = Next(i, 1) is { Kind: OpKind.StoreKv } kv && kv.X == op.Y;
+                        RopeStore(op.X!, op.Y!, store ? _ops[i + 1].Y! : op.Y!, store ? _ops[i + 1].Layer : 0, rope: true, store);
+                        i += store ? 2 : 1;
+                        break;
+                    }
+                case OpKind.StoreKv:
+                    RopeStore(op.X!, op.X!, op.Y!, op.Layer, rope: false, store: true);
+                    i++;
+                    break;
+                case OpKind.Attention:
+                    Attention(op.Layer, op.X!, op.Y!);
+                    i++;
+                    break;
+                case OpKind.SwiGlu:
+                    _swiGlu(op.Rows * op.Dim, op.X!.View, op.Y!.View);
+                    _launches++;
+                    i++;
+                    break;
+                case OpKind.Add:
+                    _add(op.Rows * op.Dim, op.X!.View, op.Y!.View);
+                    _launches++;
+                    i++;
+                    break;
+            }
+        }
+        _ops.Clear();
+    }
+
+    StepInputs Step => _step ?? throw new InvalidOperationException("BeginStep must come first");
+
+    Op? Next(int i, int ahead) => i + ahead < _ops.Count ? _ops[i + ahead] : null;
+
+    /// <summary>The rounding the matmul at <paramref name="i"/> wants for its input, if it reads <paramref name="x"/>.</summary>
+    InputPrep PrepFor(int i, IlgpuTensor x) => Next(i, 0) is { Kind: OpKind.MatMul } m && m.X == x ? m.W!.Prep : InputPrep.None;
+
+    ArrayView<int> Ints(int offset, int length) => _ints!.View.AsContiguous().SubView(offset, Math.Max(1, length));
+
+    KernelConfig Grid1D(long items)
+    {
+        long groups = Math.Clamp((items + _shape.GroupSize - 1) / _shape.GroupSize, 1, _shape.MaxGroups);
+        return new KernelConfig((int)groups, _shape.GroupSize);
+    }
+
+    void NormPrep(IlgpuTensor x, IlgpuWeight weight, IlgpuTensor y, int rows, int dim, float eps, bool gather, InputPrep prep)
+    {
+        if (prep != InputPrep.None && dim % 32 != 0) prep = InputPrep.None;
+        int perGroup = _shape.GroupSize / _shape.Lanes;
+        var args = new NormArgs { Rows = rows, Dim = dim, Lanes = _shape.Lanes, Normalize = 1, Gather = gather ? 1 : 0, Prep = prep, Eps = eps };
+        _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View, weight.Floats!.View, y.View, _xq!.View, _xs!.View,
+            Ints(_oLogitRows, Step.MaxSeqs), args);
+        _launches++;
+        _prepared = (y, prep, rows);
+    }
+
+    /// <summary>Launches the matmul at <paramref name="i"/> together with what can join it; returns the next op's index.</summary>
+    int MatMulGroup(int i)
+    {
+        var a = _ops[i];
+        var w = a.W!;
+        int count = 1;
+        while (count < 3 && Next(i, count) is { Kind: OpKind.MatMul } m && m.X == a.X && m.Rows == a.Rows && m.W!.Type == w.Type
+               && m.W.Columns == w.Columns && m.Y != a.X)
+            count++;
+        var p = new MatMulArgs { Rows = a.Rows, Cols = w.Columns, Lanes = _shape.Lanes, Mode = MatMulArgs.Segments, Res = a.Y!.View };
+        var b = count > 1 ? _ops[i + 1] : a;
+        var c = count > 2 ? _ops[i + 2] : b;
+        int next = i + count;
+        if (count >= 2 && Next(i, 2) is { Kind: OpKind.SwiGlu } act && act.X == a.Y && act.Y == b.Y && act.Rows == a.Rows
+            && act.Dim == w.Rows && b.W!.Rows == w.Rows && a.B is null && b.B is null)
+        {
+            // gate and up share each output index: one launch computes both and applies SwiGLU
+            p.Mode = MatMulArgs.GateUp;
+            c = b;
+            next = i + 3;
+        }
+        else if (count == 1 && Next(i, 1) is { Kind: OpKind.Add } add && add.Y == a.Y && add.Rows == a.Rows && add.Dim == w.Rows)
+        {
+            p.Residual = 1;
+            p.Res = add.X!.View;
+            next = i + 2;
+        }
+        else if (count < 3) c = b;
+        int segments = p.Mode == MatMulArgs.GateUp ? 2 : count;
+        p.NA = w.Rows;
+        p.NB = segments > 1 ? b.W!.Rows : 0;
+        p.NC = segments > 2 ? c.W!.Rows : 0;
+        p.YA = a.Y!.View;
+        p.YB = b.Y!.View;
+        p.YC = c.Y!.View;
+        p.HasBiasA = a.B is null ? 0 : 1;
+        p.HasBiasB = segments > 1 && b.B is not null ? 1 : 0;
+        p.HasBiasC = segments > 2 && c.B is not null ? 1 : 0;
+        var empty = w.Floats?.View ?? _xs!.View;
+        p.BiasA = a.B?.Floats!.View ?? empty;
+        p.BiasB = b.B?.Floats!.View ?? empty;
+        p.BiasC = c.B?.Floats!.View ?? empty;
+
+        var input = Prepare(a.X!, a.Rows, w.Columns, w.Prep);
+        var kernels = _formats[w.Type];
+        if (a.Rows >= _shape.TiledFromRows)
+        {
+            int tiles = (a.Rows + Kernels.TileRows - 1) / Kernels.TileRows * ((p.Outputs + Kernels.TileOutputs - 1) / Kernels.TileOutputs);
+            kernels.MatMulTiled(new KernelConfig(tiles, Kernels.TileThreads), w, b.W!, c.W!, input.Cast<Float4>(), _xs!.View, p);
+        }
+        else
+        {
+            int perGroup = _shape.GroupSize / _shape.Lanes;
+            int groups = Math.Clamp((p.Outputs + perGroup - 1) / perGroup, 1, _shape.MaxGroups);
+            kernels.MatVec(new KernelConfig(groups, _shape.GroupSize), w, b.W!, c.W!, input.Cast<Float4>(), _xs!.View, p);
+        }
+        _launches++;
+        _prepared = default;
+        return next;
+    }
+
+    /// <summary>The view a matmul reads: x itself for f32 weights, else x rounded to the weights' dot type (made now unless a norm just made it).</summary>
+    ArrayView<float> Prepare(IlgpuTensor x, int rows, int cols, InputPrep prep)
+    {
+        if (prep == InputPrep.None) return x.View;
+        if (_prepared.Tensor != x || _prepared.Prep != prep || _prepared.Rows != rows)
+        {
+            var args = new NormArgs { Rows = rows, Dim = cols, Lanes = _shape.Lanes, Normalize = 0, Prep = prep };
+            int perGroup = _shape.GroupSize / _shape.Lanes;
+            _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View, _xs!.View, x.View, _xq!.View, _xs.View,
+                Ints(0, 1), args);
+            _launches++;
+        }
+        return _xq!.View;
+    }
+
+    void RopeStore(IlgpuTensor q, IlgpuTensor k, IlgpuTensor v, int layer, bool rope, bool store)
+    {
+        var c = _config!;
+        int rows = Step.NumTokens;
+        var args = new RopeArgs
+        {
+            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Neox = c.Rope == RopeStyle.Neox ? 1 : 0,
+            DoRope = rope ? 1 : 0, DoStore = store ? 1 : 0, BlockSize = _blockSize,
+            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+        };
+        var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
+        var positions = Ints(_oPositions, rows);
+        var slots = Ints(_oSlots, rows);
+        if (_kvHalf is not null) _ropeF16!(config, q.View, k.View, v.View, _ropeTable!.View, positions, slots, HalfCache, args);
+        else _ropeF32!(config, q.View, k.View, v.View, _ropeTable!.View, positions, slots, new F32Cache(_kvFloat!.View), args);
+        _launches++;
+    }
+
+    F16Cache HalfCache => new(_kvHalf!.View, _kvHalf.View.AsContiguous().Cast<U4>());
+
+    void Attention(int layer, IlgpuTensor q, IlgpuTensor output)
+    {
+        var c = _config!;
+        var s = Step;
+        int lanes = _shape.Lanes, group = c.Heads / c.KvHeads;
+        // heads sharing a KV head go to one group (as many as fit), so their K/V blocks are fetched once
+        int headsPerGroup = Math.Min(Kernels.MaxHeadsPerGroup, _shape.GroupSize / lanes);
+        while (group % headsPerGroup != 0) headsPerGroup--;
+        var args = new AttentionArgs
+        {
+            Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup, BlockSize = _blockSize,
+            MaxBlocksPerSeq = s.MaxBlocksPerSeq, KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            Scale = 1f / MathF.Sqrt(c.HeadDim),
+        };
+        var config = new KernelConfig(s.NumTokens * (c.Heads / headsPerGroup), headsPerGroup * lanes);
+        var positions = Ints(_oPositions, s.NumTokens);
+        var rowSeq = Ints(_oRowSeq, s.NumTokens);
+        var tables = Ints(_oTables, s.NumSeqs * s.MaxBlocksPerSeq);
+        if (_kvHalf is not null) _attentionF16!(config, q.View, output.View, HalfCache, positions, rowSeq, tables, args);
+        else _attentionF32!(config, q.View, output.View, new F32Cache(_kvFloat!.View), positions, rowSeq, tables, args);
+        _launches++;
+    }
+
+    public void Dispose()
+    {
+        _ops.Clear();
+        foreach (var t in _tensors) t.Buffer.Dispose();
+        foreach (var w in _weights) w.Dispose();
+        _tensors.Clear();
+        _weights.Clear();
+        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled })
+            d?.Dispose();
+        _accelerator.Dispose();
+        _context.Dispose();
+    }
+}

@@ -1,0 +1,194 @@
+using ILGPU.Runtime.CPU;
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Engine.Cpu;
+using Weft.GpuRuntime.Engine.Ilgpu;
+using Weft.GpuRuntime.Gguf;
+using Weft.GpuRuntime.Models;
+using Weft.GpuRuntime.Sampling;
+
+namespace Weft.GpuRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// Each kernel against the cpu backend, both driven with the same <see cref="StepInputs"/>. Besides the CPU
+/// accelerator's one-thread shape, a GPU-like shape (4-lane warps sharing rows, groups of 4 warps, the 128-thread
+/// shared-memory matmul from 9 rows) runs the shuffles, barriers, multi-warp reductions and tiles CUDA runs.
+/// Tolerance: 1e-4 absolute on values of order 1-10 (float rounding of differently ordered sums).
+/// </summary>
+public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<TestModelFiles>
+{
+    const float Tolerance = 1e-4f;
+    static readonly LaunchShape GpuLike = new(Lanes: 4, GroupSize: 16, MaxGroups: 64, TiledFromRows: 9);
+
+    static IlgpuBackend GpuLikeBackend() => new(new CPUDevice(4, 32, 1), GpuLike);
+
+    /// <summary>Both backends with one model's weights, KV pools and a step of three sequences (a prefill chunk and two decodes).</summary>
+    sealed class Pair : IDisposable
+    {
+        public readonly CpuBackend Cpu = new(2);
+        public readonly IlgpuBackend Gpu;
+        public readonly GgufFile File;
+        public readonly ModelConfig Config;
+        public readonly ModelWeights Weights;
+        public readonly StepInputs Step = new(32, 4, 16, 4);
+        readonly List<List<int>> _sequences = [];
+
+        public Pair(string path, IlgpuBackend gpu, KvCacheType kv, int prefill)
+        {
+            Gpu = gpu;
+            File = GgufFile.Open(path);
+            Config = ModelConfig.FromGguf(File);
+            Weights = ModelWeights.FromGguf(File, Config);
+            foreach (var b in Backends) b.AllocateKvCache(Config, 32, 4, kv);
+            int[] lengths = [prefill, 9, 14];
+            var sampling = new SamplingParams { Temperature = 0.8f, TopK = 30, Seed = 5 };
+            for (int s = 0; s < 3; s++)
+            {
+                var tokens = Enumerable.Range(0, lengths[s]).Select(i => 3 + (i * 97 + s * 31) % (Config.VocabSize - 3)).ToList();
+                _sequences.Add(tokens);
+                var blocks = Enumerable.Range(0, 16).Select(b => (b * 7 + s * 11) % 32).Distinct().Take(5).ToList();
+                int start = s == 0 ? 0 : lengths[s] - 1; // decodes attend to cache written by earlier steps; here, to zeros
+                Step.Add(new StepItem(tokens, start, lengths[s] - start, blocks, true, s == 2 ? SamplingParams.Greedy(4) : sampling, 9, 2));
+            }
+            foreach (var b in Backends) b.BeginStep(Step);
+        }
+
+        public IBackend[] Backends => [Cpu, Gpu];
+        public int Rows => Step.NumTokens;
+
+        public DeviceTensor[] Allocate(long floats) => [Cpu.Allocate(floats), Gpu.Allocate(floats)];
+        public DeviceWeight[] Load(GgufTensorInfo t) => [Cpu.LoadWeight(File, t), Gpu.LoadWeight(File, t)];
+
+        public void Run(Action<IBackend, int> op)
+        {
+            op(Cpu, 0);
+            op(Gpu, 1);
+        }
+
+        public void AssertClose(DeviceTensor[] t, int rows, int width, string what)
+        {
+            for (int r = 0; r < rows; r++)
+            {
+                var expected = Cpu.Row(t[0], r, width).ToArray();
+                var actual = Gpu.ReadRow(t[1], r, width);
+                for (int i = 0; i < width; i++)
+                    if (MathF.Abs(expected[i] - actual[i]) > Tolerance * Math.Max(1, MathF.Abs(expected[i])))
+                        Assert.Fail($"{what}: row {r} element {i}: cpu {expected[i]}, ilgpu {actual[i]}");
+            }
+        }
+
+        public void Dispose()
+        {
+            Cpu.Dispose();
+            Gpu.Dispose();
+            File.Dispose();
+        }
+    }
+
+    /// <summary>The forward pass call by call, each result read back (so each kernel runs alone, unfused), for both launch shapes.</summary>
+    [Theory]
+    [InlineData(GgmlType.F32, KvCacheType.F32, false)]
+    [InlineData(GgmlType.F16, KvCacheType.F16, false)]
+    [InlineData(GgmlType.BF16, KvCacheType.F16, true)]
+    [InlineData(GgmlType.Q8_0, KvCacheType.F16, true)]
+    public void EveryKernelMatchesTheCpuBackend(GgmlType type, KvCacheType kv, bool gpuLike)
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = type });
+        using var p = new Pair(path, gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu), kv, prefill: 12);
+        var c = p.Config;
+        var L = p.Weights.Layers[0];
+        int T = p.Rows, n = p.Step.NumLogitRows;
+        var x = p.Allocate(T * c.Dim);
+        var xb = p.Allocate(T * c.Dim);
+        var q = p.Allocate(T * c.QDim);
+        var k = p.Allocate(T * c.KvDim);
+        var v = p.Allocate(T * c.KvDim);
+        var att = p.Allocate(T * c.QDim);
+        var hb = p.Allocate(T * c.FfnDim);
+        var hb2 = p.Allocate(T * c.FfnDim);
+        var xl = p.Allocate(n * c.Dim);
+        var logits = p.Allocate(n * c.VocabSize);
+        var emb = p.Load(p.Weights.TokenEmbedding);
+        var attnNorm = p.Load(L.AttnNorm);
+        DeviceWeight[] wq = p.Load(L.Wq), wk = p.Load(L.Wk), wv = p.Load(L.Wv), wo = p.Load(L.Wo), ffnNorm = p.Load(L.FfnNorm);
+        DeviceWeight[] gate = p.Load(L.Gate), up = p.Load(L.Up), down = p.Load(L.Down), outNorm = p.Load(p.Weights.OutputNorm), output = p.Load(p.Weights.Output);
+
+        p.Run((b, i) => b.Embed(emb[i], x[i], c.Dim));
+        p.AssertClose(x, T, c.Dim, "embed");
+        p.Run((b, i) => b.RmsNorm(x[i], attnNorm[i], xb[i], T, c.Dim, c.RmsEps));
+        p.AssertClose(xb, T, c.Dim, "rmsnorm");
+        p.Run((b, i) => b.MatMul(xb[i], wq[i], null, q[i], T));
+        p.AssertClose(q, T, c.QDim, "matmul q");
+        p.Run((b, i) => b.MatMul(xb[i], wk[i], null, k[i], T));
+        p.Run((b, i) => b.MatMul(xb[i], wv[i], null, v[i], T));
+        p.AssertClose(v, T, c.KvDim, "matmul v");
+        p.Run((b, i) => b.Rope(q[i], k[i], c));
+        p.AssertClose(q, T, c.QDim, "rope q");
+        p.AssertClose(k, T, c.KvDim, "rope k");
+        p.Run((b, i) => b.StoreKv(0, k[i], v[i]));
+        p.Run((b, i) => b.Attention(0, q[i], att[i]));
+        p.AssertClose(att, T, c.QDim, "attention");
+        p.Run((b, i) => b.MatMul(att[i], wo[i], null, xb[i], T));
+        p.AssertClose(xb, T, c.Dim, "matmul o (rounded input made on its own)");
+        p.Run((b, i) => b.Add(x[i], xb[i], T, c.Dim));
+        p.AssertClose(x, T, c.Dim, "add");
+        p.Run((b, i) => b.RmsNorm(x[i], ffnNorm[i], xb[i], T, c.Dim, c.RmsEps));
+        p.Run((b, i) => b.MatMul(xb[i], gate[i], null, hb[i], T));
+        p.Run((b, i) => b.MatMul(xb[i], up[i], null, hb2[i], T));
+        p.AssertClose(hb2, T, c.FfnDim, "matmul up");
+        p.Run((b, i) => b.SwiGlu(hb[i], hb2[i], T, c.FfnDim));
+        p.AssertClose(hb, T, c.FfnDim, "swiglu");
+        p.Run((b, i) => b.MatMul(hb[i], down[i], null, xb[i], T));
+        p.AssertClose(xb, T, c.Dim, "matmul down");
+        p.Run((b, i) => b.GatherLogitRows(x[i], xl[i], c.Dim));
+        p.AssertClose(xl, n, c.Dim, "gather");
+        p.Run((b, i) => b.RmsNorm(xl[i], outNorm[i], xl[i], n, c.Dim, c.RmsEps));
+        p.Run((b, i) => b.MatMul(xl[i], output[i], null, logits[i], n));
+        p.AssertClose(logits, n, c.VocabSize, "lm head");
+
+        var expected = new int[n];
+        var actual = new int[n];
+        p.Cpu.Sample(logits[0], c.VocabSize, expected);
+        p.Gpu.Sample(logits[1], c.VocabSize, actual);
+        Assert.Equal(expected, actual);
+    }
+
+    /// <summary>The whole step as the transformer issues it (so the fused launches run), in the GPU-like shape: prefill rows take the tiled matmul.</summary>
+    [Theory]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.Q8_0)]
+    public void FusedStepMatchesTheCpuBackendInAGpuLikeShape(GgmlType type)
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = type });
+        using var p = new Pair(path, GpuLikeBackend(), KvCacheType.F16, prefill: 20);
+        var cpu = new Transformer(p.Cpu, p.File, p.Config, p.Weights, 32, 4);
+        var gpu = new Transformer(p.Gpu, p.File, p.Config, p.Weights, 32, 4);
+        var expected = new int[4];
+        var actual = new int[4];
+        cpu.Forward(p.Step, expected);
+        gpu.Forward(p.Step, actual);
+        Assert.Equal(expected, actual);
+        for (int r = 0; r < p.Step.NumLogitRows; r++)
+        {
+            var e = p.Cpu.Row(cpu.Logits, r, p.Config.VocabSize).ToArray();
+            var a = p.Gpu.ReadRow(gpu.Logits, r, p.Config.VocabSize);
+            // sums ordered differently flip an occasional f16 rounding of a matmul input (q8_0 blocks sum exactly), hence 1e-2
+            Assert.All(e.Zip(a), z => Assert.Equal(z.First, z.Second, 1e-2f));
+        }
+    }
+
+    [Fact]
+    public void HalfConversionsRoundLikeSystemHalf()
+    {
+        var rng = new Random(1);
+        var specials = new[] { 0f, -0f, 65504f, 65519.99f, 65520f, 1e-8f, 5.96e-8f, 2.98e-8f, 6.1e-5f, 6.097e-5f, float.PositiveInfinity, float.NaN, 1f / 3 };
+        foreach (float f in specials.Concat(Enumerable.Range(0, 200_000).Select(_ => BitConverter.Int32BitsToSingle(rng.Next()) * (rng.Next(2) == 0 ? 1 : -1))))
+        {
+            ushort expected = BitConverter.HalfToUInt16Bits((Half)f);
+            uint actual = DeviceMath.FloatToHalf(f);
+            if (float.IsNaN(f)) Assert.True(Half.IsNaN(BitConverter.UInt16BitsToHalf((ushort)actual)));
+            else Assert.Equal(expected, actual);
+            Half h = BitConverter.UInt16BitsToHalf((ushort)rng.Next(0x10000));
+            if (!Half.IsNaN(h)) Assert.Equal((float)h, DeviceMath.HalfToFloat(BitConverter.HalfToUInt16Bits(h)));
+        }
+    }
+}

@@ -1,0 +1,51 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using Weft.GpuRuntime.Engine.Ilgpu;
+
+namespace Weft.GpuRuntime.Tests.Ilgpu;
+
+/// <summary>
+/// Every kernel compiles to PTX for Hopper (sm_90) without a GPU, as the CUDA accelerator will compile it at start-up:
+/// a kernel that uses something PTX has no code for (a math function without libdevice, say) fails here.
+/// </summary>
+public sealed class PtxCompileTests
+{
+    static readonly Type[] Formats = [typeof(F32Rows), typeof(F16Rows), typeof(Bf16Rows), typeof(Q8Rows)];
+    static readonly Type[] Caches = [typeof(F16Cache), typeof(F32Cache)];
+
+    public static TheoryData<string, string> KernelNames()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var f in Formats)
+            foreach (var k in new[] { nameof(Kernels.Embed), nameof(Kernels.MatVec), nameof(Kernels.MatMulTiled) }) data.Add(k, f.Name);
+        foreach (var c in Caches)
+            foreach (var k in new[] { nameof(Kernels.RopeStore), nameof(Kernels.Attention) }) data.Add(k, c.Name);
+        data.Add(nameof(Kernels.NormPrep), "");
+        data.Add(nameof(SamplingKernel.Sample), "");
+        data.Add(nameof(Kernels.SwiGlu), "");
+        data.Add(nameof(Kernels.Add), "");
+        data.Add(nameof(Kernels.Gather), "");
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelNames))]
+    public void KernelCompilesForCuda(string kernel, string typeArgument)
+    {
+        using var context = Context.Create(b => b.EnableAlgorithms());
+        var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null!);
+        var method = (typeof(Kernels).GetMethod(kernel) ?? typeof(SamplingKernel).GetMethod(kernel))!;
+        if (method.IsGenericMethodDefinition)
+            method = method.MakeGenericMethod(typeof(IlgpuBackend).Assembly.GetTypes().Single(t => t.Name == typeArgument));
+        var entry = method.GetParameters()[0].ParameterType == typeof(Index1D)
+            ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
+            : EntryPointDescription.FromExplicitlyGroupedKernel(method);
+        var ptx = ((PTXCompiledKernel)backend.Compile(entry, new KernelSpecialization())).PTXAssembly;
+        Assert.Contains(".entry", ptx);
+    }
+}
