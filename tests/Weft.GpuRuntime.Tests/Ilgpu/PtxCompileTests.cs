@@ -41,7 +41,7 @@ public sealed class PtxCompileTests
         var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null!);
         var method = (typeof(Kernels).GetMethod(kernel) ?? typeof(SamplingKernel).GetMethod(kernel))!;
         if (method.IsGenericMethodDefinition)
-            method = method.MakeGenericMethod(typeof(IlgpuBackend).Assembly.GetTypes().Single(t => t.Name == typeArgument));
+            method = method.MakeGenericMethod(typeof(IlgpuBackend).Assembly.GetTypes().Single(t => t.Name == typeArgument && t.Namespace == typeof(IlgpuBackend).Namespace));
         var entry = method.GetParameters()[0].ParameterType == typeof(Index1D)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
             : EntryPointDescription.FromExplicitlyGroupedKernel(method);
