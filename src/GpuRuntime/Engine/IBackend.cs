@@ -56,4 +56,10 @@ public interface IBackend : IDisposable
     void GatherLogitRows(DeviceTensor x, DeviceTensor y, int dim);
     /// <summary>Samples one token per logits row into <paramref name="tokens"/>.</summary>
     void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens);
+
+    /// <summary>
+    /// Completes every call made so far. Backends may defer and fuse calls (matmuls sharing an input, kernels on a GPU
+    /// stream); this is for timing them one by one.
+    /// </summary>
+    void Synchronize();
 }

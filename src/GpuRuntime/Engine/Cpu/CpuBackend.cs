@@ -164,6 +164,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void BeginStep(StepInputs inputs)
     {
+        Synchronize();
         _step = inputs;
         if (_sampled.Length < inputs.MaxSeqs)
         {
@@ -177,6 +178,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Embed(DeviceWeight table, DeviceTensor x, int dim)
     {
+        Synchronize();
         var w = W(table);
         float* xs = T(x).Data;
         for (int t = 0; t < _step.NumTokens; t++)
@@ -203,6 +205,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void RmsNorm(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps)
     {
+        Synchronize();
         float* xs = T(x).Data, ys = T(y).Data, w = (float*)W(weight).Data;
         for (int r = 0; r < rows; r++)
         {
@@ -217,14 +220,29 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
+    /// <summary>
+    /// Matmuls that read the same input (Q, K and V; gate and up) are gathered and run as one parallel job when the
+    /// next different call comes: one wake-up and one barrier for all of them, and the input prepared once.
+    /// </summary>
     public void MatMul(DeviceTensor x, DeviceWeight weight, DeviceWeight? bias, DeviceTensor y, int rows)
     {
         var w = W(weight);
-        // the input prepared for the weight's type: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
-        _prepare.Prepare(w.Type, T(x).Data, rows, w.Columns);
-        _pool.Run(_prepare, (long)rows * w.Columns);
-        _matmul.Prepare(w, w.Type is GgmlType.F16 or GgmlType.BF16 ? _xRounded : T(x).Data, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
-        _pool.Run(_matmul, (long)rows * w.Columns * w.Rows);
+        float* xs = T(x).Data;
+        if (!_matmul.CanJoin(w, xs, rows)) Synchronize();
+        if (_matmul.IsEmpty)
+        {
+            // the input prepared for the weight's type: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
+            _prepare.Prepare(w.Type, xs, rows, w.Columns);
+            _pool.Run(_prepare, (long)rows * w.Columns);
+        }
+        _matmul.Add(w, w.Type is GgmlType.F16 or GgmlType.BF16 ? _xRounded : xs, xs, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
+    }
+
+    public void Synchronize()
+    {
+        if (_matmul.IsEmpty) return;
+        _pool.Run(_matmul, _matmul.Work);
+        _matmul.Clear();
     }
 
     /// <summary>Rounds or quantizes a matmul's input rows for its weight type, as ggml does before its dot products.</summary>
@@ -258,41 +276,75 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>One matmul, its output rows taken in chunks by whichever worker is free.</summary>
+    /// <summary>
+    /// Up to three matmuls over one input, their output rows taken in chunks of a few tens of KiB of weights by
+    /// whichever worker is free (small chunks keep the wait at the end short).
+    /// </summary>
     sealed class MatMulJob(CpuBackend b) : ParallelJob
     {
-        CpuWeight _w = null!;
-        float* _x, _bias, _y;
-        int _rows;
+        const int ChunkBytes = 64 << 10;
 
-        public void Prepare(CpuWeight w, float* x, float* bias, float* y, int rows)
+        struct Part
         {
-            _w = w;
+            public CpuWeight W;
+            public float* Bias, Y;
+            public int Chunk, Chunks;
+        }
+
+        readonly Part[] _parts = new Part[3];
+        int _count, _rows;
+        float* _x, _source;
+
+        public bool IsEmpty => _count == 0;
+        public long Work { get; private set; }
+
+        /// <summary>Whether a matmul of <paramref name="w"/> over <paramref name="source"/> can run with those gathered so far.</summary>
+        public bool CanJoin(CpuWeight w, float* source, int rows) =>
+            _count == 0 || (_count < _parts.Length && source == _source && rows == _rows && w.Type == _parts[0].W.Type && w.Columns == _parts[0].W.Columns);
+
+        public void Add(CpuWeight w, float* x, float* source, float* bias, float* y, int rows)
+        {
+            long rowBytes = GgmlTypeInfo.RowBytes(w.Type, w.Columns);
+            int chunk = (int)Math.Clamp(ChunkBytes / rowBytes / 4 * 4, 4, Math.Max(4, w.Rows));
+            _parts[_count++] = new Part { W = w, Bias = bias, Y = y, Chunk = chunk, Chunks = (w.Rows + chunk - 1) / chunk };
             _x = x;
-            _bias = bias;
-            _y = y;
+            _source = source;
             _rows = rows;
+            Work += (long)rows * w.Columns * w.Rows;
             ResetChunks();
+        }
+
+        public void Clear()
+        {
+            _count = 0;
+            Work = 0;
         }
 
         public override void Execute(int worker, int workers)
         {
-            int k = _w.Columns, n = _w.Rows;
+            int total = 0;
+            for (int i = 0; i < _count; i++) total += _parts[i].Chunks;
             float* scratch = b._packScratch + (long)worker * 4 * b._packStride;
-            while (Claim(n, ChunkSize(n, workers, align: 4), out int n0, out int n1))
+            while (Claim(total, 1, out int c, out _))
             {
+                int p = 0;
+                while (c >= _parts[p].Chunks) c -= _parts[p++].Chunks;
+                var w = _parts[p].W;
+                float* bias = _parts[p].Bias, y = _parts[p].Y;
+                int chunk = _parts[p].Chunk;
+                int k = w.Columns, n = w.Rows, n0 = c * chunk, n1 = Math.Min(n, n0 + chunk);
                 if (!FastKernels)
                 {
-                    Portable.MatMul(_w.Type, _w.Data, _w.Scales, _x, b._xQuants, b._xScales, _y, _bias, _rows, k, n, n0, n1);
+                    Portable.MatMul(w.Type, w.Data, w.Scales, _x, b._xQuants, b._xScales, y, bias, _rows, k, n, n0, n1);
                     continue;
                 }
-                switch (_w.Type)
+                switch (w.Type)
                 {
-                    case GgmlType.F32: MatMulKernels.Float(new F32Rows((float*)_w.Data, k), _x, _y, _bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.F16: MatMulKernels.Float(new F16Rows((ushort*)_w.Data, k), _x, _y, _bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.BF16: MatMulKernels.Float(new Bf16Rows((ushort*)_w.Data, k), _x, _y, _bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.Q8_0: MatMulKernels.Q8((sbyte*)_w.Data, _w.Scales, b._xQuants, b._xScales, _y, _bias, _rows, k, n, n0, n1); break;
-                    default: throw new NotSupportedException($"matmul over {_w.Type}");
+                    case GgmlType.F32: MatMulKernels.Float(new F32Rows((float*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.F16: MatMulKernels.Float(new F16Rows((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.BF16: MatMulKernels.Float(new Bf16Rows((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.Q8_0: MatMulKernels.Q8((sbyte*)w.Data, w.Scales, b._xQuants, b._xScales, y, bias, _rows, k, n, n0, n1); break;
+                    default: throw new NotSupportedException($"matmul over {w.Type}");
                 }
             }
         }
@@ -300,6 +352,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Rope(DeviceTensor q, DeviceTensor k, ModelConfig c)
     {
+        Synchronize();
         float* qs = T(q).Data, ks = T(k).Data;
         var s = _step;
         float thetaScale = MathF.Pow(c.RopeFreqBase, -2f / c.RopeDim);
@@ -340,6 +393,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void StoreKv(int layer, DeviceTensor k, DeviceTensor v)
     {
+        Synchronize();
         float* ks = T(k).Data, vs = T(v).Data;
         byte* kp = KvBase(layer, false), vp = KvBase(layer, true);
         var s = _step;
@@ -366,6 +420,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Attention(int layer, DeviceTensor q, DeviceTensor output)
     {
+        Synchronize();
         _attention.Prepare(layer, T(q).Data, T(output).Data);
         _pool.Run(_attention, (long)_step.NumTokens * _heads * _headDim * (_step.Positions[_step.NumTokens - 1] + 1));
     }
@@ -501,6 +556,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void SwiGlu(DeviceTensor gate, DeviceTensor up, int rows, int dim)
     {
+        Synchronize();
         _swiglu.Prepare(T(gate).Data, T(up).Data, rows, dim);
         _pool.Run(_swiglu, (long)rows * dim * 16);
     }
@@ -529,12 +585,14 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Add(DeviceTensor x, DeviceTensor y, int rows, int dim)
     {
+        Synchronize();
         int n = rows * dim;
         TensorPrimitives.Add(new ReadOnlySpan<float>(T(x).Data, n), new ReadOnlySpan<float>(T(y).Data, n), new Span<float>(T(x).Data, n));
     }
 
     public void GatherLogitRows(DeviceTensor x, DeviceTensor y, int dim)
     {
+        Synchronize();
         var s = _step;
         for (int i = 0; i < s.NumLogitRows; i++)
             new ReadOnlySpan<float>(T(x).Data + (long)s.LogitRows[i] * dim, dim).CopyTo(new Span<float>(T(y).Data + (long)i * dim, dim));
@@ -542,6 +600,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
     {
+        Synchronize();
         _sample.Prepare(T(logits).Data, vocabSize);
         _pool.Run(_sample, (long)_step.NumLogitRows * vocabSize * 4);
         _sampled.AsSpan(0, _step.NumLogitRows).CopyTo(tokens);
@@ -573,8 +632,12 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>Row i of the last logits (tests compare these with a reference).</summary>
-    public ReadOnlySpan<float> Row(DeviceTensor t, int row, int width) => new(T(t).Data + (long)row * width, width);
+    /// <summary>Row i of a tensor, once every call so far has run (tests compare these with a reference).</summary>
+    public ReadOnlySpan<float> Row(DeviceTensor t, int row, int width)
+    {
+        Synchronize();
+        return new(T(t).Data + (long)row * width, width);
+    }
 
     public void Dispose()
     {

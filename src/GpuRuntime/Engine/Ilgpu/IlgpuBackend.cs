@@ -452,6 +452,12 @@ public sealed class IlgpuBackend : IBackend
         return result;
     }
 
+    public void Synchronize()
+    {
+        Flush();
+        _accelerator.DefaultStream.Synchronize();
+    }
+
     /// <summary>Launches every recorded call, fusing neighbours.</summary>
     public void Flush()
     {
