@@ -282,7 +282,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// </summary>
     sealed class MatMulJob(CpuBackend b) : ParallelJob
     {
-        const int ChunkBytes = 64 << 10;
+        const int ChunkBytes = 256 << 10;
 
         struct Part
         {

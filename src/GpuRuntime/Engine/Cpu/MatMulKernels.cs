@@ -146,9 +146,6 @@ unsafe readonly struct Bf16Rows : IRows4<Bf16Rows>
 /// </summary>
 static unsafe class MatMulKernels
 {
-    /// <summary>Columns ahead of the loads whose cache lines are requested: keeps many misses in flight while the core converts.</summary>
-    const int PrefetchDistance = 4096;
-
     /// <summary>Batch rows processed together against a range of weight rows, so their activations stay in L2.</summary>
     const int BatchBlock = 32;
 
@@ -161,9 +158,9 @@ static unsafe class MatMulKernels
     {
         int n = n0;
         if (m == 1)
-            for (; n + 8 <= n1; n += 8) Vector8(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n);
+            for (; n + 8 <= n1; n += 8) Vector8(matrix.At(n), matrix.At(n + 4), matrix.At(n + 8), matrix.At(n + 12), x, y, bias, k, n);
         if (m <= PackThreshold)
-            for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), x, k, y, bias, m, k, ldy, n);
+            for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), matrix.At(n + 4), x, k, y, bias, m, k, ldy, n);
         else
         {
             // Batch rows in blocks that stay in L2 with this range of weight rows: each block reads the range's weights
@@ -186,7 +183,8 @@ static unsafe class MatMulKernels
                     }
                     for (int kk = k & ~15; kk < k; kk++)
                         for (int r = 0; r < 4; r++) scratch[r * k + kk] = src.Scalar(r, kk);
-                    Tile(new F32Rows(scratch, k, prefetch: false), x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
+                    var packed = new F32Rows(scratch, k, prefetch: false);
+                    Tile(packed, packed, x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
                 }
             }
             n += tiles;
@@ -205,11 +203,13 @@ static unsafe class MatMulKernels
 
     /// <summary>
     /// A matrix-vector product (one batch row, the decode of a single sequence): eight weight rows at a time, each weight
-    /// converted once and used by one FMA, eight independent chains, the rows' next lines prefetched well ahead.
+    /// converted once and used by one FMA, eight independent chains, the next eight rows prefetched as these are read.
     /// Every output is summed in the same order as in <see cref="Tile"/> (one 16-lane accumulator over k, then its
     /// lanes), so a sequence gets bit-identical logits alone or in any batch.
     /// </summary>
-    static void Vector8<TRows>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
+    /// <param name="nextA">The following eight rows, whose lines are requested at the same columns as these are read:
+    /// the next group is where the stream goes next, whatever the row length.</param>
+    static void Vector8<TRows>(TRows a, TRows b, TRows nextA, TRows nextB, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
     {
         Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
         int kk = 0;
@@ -217,8 +217,8 @@ static unsafe class MatMulKernels
         {
             if ((kk & 63) == 0)
             {
-                a.Prefetch4(kk + PrefetchDistance);
-                b.Prefetch4(kk + PrefetchDistance);
+                nextA.Prefetch4(kk);
+                nextB.Prefetch4(kk);
             }
             var v = Vector512.Load(x + kk);
             a.Load(kk, out var w0, out var w1, out var w2, out var w3);
@@ -244,7 +244,8 @@ static unsafe class MatMulKernels
 
     /// <summary>Four weight rows starting at n times every batch row, four batch rows at a time.</summary>
     /// <param name="ldx">Distance between batch rows of x.</param>
-    static void Tile<TRows>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
+    /// <param name="next">The following four rows, prefetched while these are read (the packed scratch prefetches nothing).</param>
+    static void Tile<TRows>(TRows w, TRows next, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
         where TRows : struct, IRows4<TRows>
     {
         Span<float> s = stackalloc float[16];
@@ -259,7 +260,7 @@ static unsafe class MatMulKernels
             int kk = 0;
             for (; kk + 16 <= k; kk += 16)
             {
-                if ((kk & 63) == 0) w.Prefetch4(kk + PrefetchDistance);
+                if ((kk & 63) == 0 && r == 0) next.Prefetch4(kk);
                 w.Load(kk, out var w0, out var w1, out var w2, out var w3);
                 var v = Vector512.Load(x0 + kk);
                 a00 = Vector512.FusedMultiplyAdd(w0, v, a00); a10 = Vector512.FusedMultiplyAdd(w1, v, a10);
@@ -312,7 +313,7 @@ static unsafe class MatMulKernels
                 {
                     long wo = (long)n * k + b * 32;
                     if ((b & 1) == 0)
-                        for (int q = 0; q < 4; q++) Sse.Prefetch0(wq + wo + q * k + PrefetchDistance);
+                        for (int q = 4; q < 8 && r == 0; q++) Sse.Prefetch0(wq + wo + q * k); // the next four rows
                     var w0 = Vector256.Load(wq + wo);
                     var w1 = Vector256.Load(wq + wo + k);
                     var w2 = Vector256.Load(wq + wo + 2 * k);
@@ -355,7 +356,7 @@ static unsafe class MatMulKernels
             long wo = (long)n * k + b * 32;
             long so = (long)n * blocks + b;
             if ((b & 1) == 0)
-                for (int r = 0; r < 4; r++) Sse.Prefetch0(wq + wo + r * k + PrefetchDistance);
+                for (int r = 4; r < 8; r++) Sse.Prefetch0(wq + wo + r * k); // the next four rows
             Column(ref a0, ref a1, ref a2, ref a3,
                 Vector256.Load(wq + wo), Vector256.Load(wq + wo + k), Vector256.Load(wq + wo + 2 * k), Vector256.Load(wq + wo + 3 * k),
                 wd[so], wd[so + blocks], wd[so + 2 * blocks], wd[so + 3 * blocks], xq + b * 32, xd[b]);
