@@ -62,10 +62,12 @@ public sealed unsafe class CpuKernelTests
         x[100] = 0; // a block may hold exact zeros and ties
         for (int i = 32; i < 64; i++) x[i] = 0; // and an all-zero block has scale 0
         var q = new sbyte[k];
+        var c = new int[k / 4];
         var d = new float[k / 32];
         fixed (float* xs = x, ds = d)
         fixed (sbyte* qs = q)
-            Quantize.RowQ8(xs, qs, ds, k);
+        fixed (int* cs = c)
+            Quantize.RowQ8(xs, qs, cs, ds, k);
         for (int b = 0; b < k / 32; b++)
         {
             float amax = 0;
@@ -73,6 +75,9 @@ public sealed unsafe class CpuKernelTests
             Assert.Equal((float)(Half)(amax / 127f), d[b]);
             float id = amax != 0 ? 127f / amax : 0;
             for (int j = 0; j < 32; j++) Assert.Equal((sbyte)MathF.Round(x[b * 32 + j] * id, MidpointRounding.ToEven), q[b * 32 + j]);
+            // the VNNI correction: −128 times the sum of each lane's four quants
+            for (int lane = 0; lane < 8; lane++)
+                Assert.Equal(-128 * (q[b * 32 + 4 * lane] + q[b * 32 + 4 * lane + 1] + q[b * 32 + 4 * lane + 2] + q[b * 32 + 4 * lane + 3]), c[b * 8 + lane]);
         }
     }
 

@@ -27,7 +27,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     /// <summary>
     /// A weight after load. f32/f16/bf16 are read in place from the mapped file; q8_0 (and q4_0/q4_K/q6_K, whose
-    /// values q8_0 holds almost exactly) are repacked once into int8 quants and f32 block scales.
+    /// values q8_0 holds almost exactly) are repacked once into quants offset by 128 and f32 block scales.
     /// </summary>
     sealed class CpuWeight(GgufTensorInfo info, GgmlType type, byte* data, float* scales, bool owned) : DeviceWeight(info)
     {
@@ -58,6 +58,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     // A matmul's input prepared for its weight type: rounded floats [rows × columns], or q8 quants and scales.
     float* _xRounded;
     sbyte* _xQuants;
+    int* _xCorrections;
     float* _xScales;
     long _scratchFloats;
     // per worker: four weight rows converted to f32
@@ -93,6 +94,7 @@ public sealed unsafe partial class CpuBackend : IBackend
             _scratchFloats = floats;
             _xRounded = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
             _xQuants = (sbyte*)NativeMemory.AlignedAlloc((nuint)floats + 64, 64);
+            _xCorrections = (int*)NativeMemory.AlignedAlloc((nuint)(floats / 4 + 16) * sizeof(int), 64);
             _xScales = (float*)NativeMemory.AlignedAlloc((nuint)(floats / 32 + 16) * sizeof(float), 64);
         }
         return t;
@@ -103,6 +105,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         if (_xRounded == null) return;
         NativeMemory.AlignedFree(_xRounded);
         NativeMemory.AlignedFree(_xQuants);
+        NativeMemory.AlignedFree(_xCorrections);
         NativeMemory.AlignedFree(_xScales);
         _xRounded = null;
     }
@@ -116,7 +119,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         {
             if (t.Columns % 32 != 0) throw file.Fail($"tensor '{t.Name}' of type {t.Type} has rows not divisible by 32");
             long rows = t.Rows, cols = t.Columns, blocks = cols / 32;
-            var quants = (sbyte*)NativeMemory.AlignedAlloc((nuint)(rows * cols), 64);
+            // quants + 128 as bytes: what VNNI multiplies (see MatMulKernels.Column)
+            var quants = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * cols), 64);
             var scales = (float*)NativeMemory.AlignedAlloc((nuint)(rows * blocks * sizeof(float)), 64);
             long srcRowBytes = GgmlTypeInfo.RowBytes(t.Type, cols);
             var row = t.Type == GgmlType.Q8_0 ? null : new float[cols];
@@ -128,10 +132,11 @@ public sealed unsafe partial class CpuBackend : IBackend
                 for (long b = 0; b < blocks; b++)
                 {
                     scales[r * blocks + b] = (float)MemoryMarshal.Read<Half>(q8[(int)(b * 34)..]);
-                    MemoryMarshal.Cast<byte, sbyte>(q8.Slice((int)(b * 34 + 2), 32)).CopyTo(new Span<sbyte>(quants + r * cols + b * 32, 32));
+                    var block = q8.Slice((int)(b * 34 + 2), 32);
+                    for (int j = 0; j < 32; j++) quants[r * cols + b * 32 + j] = (byte)(block[j] ^ 0x80);
                 }
             }
-            w = new CpuWeight(t, GgmlType.Q8_0, (byte*)quants, scales, owned: true);
+            w = new CpuWeight(t, GgmlType.Q8_0, quants, scales, owned: true);
         }
         _weights.Add(w);
         if (w.Type is GgmlType.F16 or GgmlType.BF16 or GgmlType.F32 && w.Columns > _packStride)
@@ -191,8 +196,8 @@ public sealed unsafe partial class CpuBackend : IBackend
                     for (int b = 0; b < dim / 32; b++)
                     {
                         float d = w.Scales[row * (dim / 32) + b];
-                        sbyte* q = (sbyte*)w.Data + row * dim + b * 32;
-                        for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * q[j];
+                        byte* q = w.Data + row * dim + b * 32;
+                        for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (q[j] - 128);
                     }
                     break;
                 default:
@@ -270,7 +275,8 @@ public sealed unsafe partial class CpuBackend : IBackend
                     case GgmlType.F16: HalfMath.RoundToHalf(_x + (long)r0 * k, b._xRounded + (long)r0 * k, (long)(r1 - r0) * k); break;
                     case GgmlType.BF16: HalfMath.RoundToBf16(_x + (long)r0 * k, b._xRounded + (long)r0 * k, (long)(r1 - r0) * k); break;
                     case GgmlType.Q8_0:
-                        for (int r = r0; r < r1; r++) Quantize.RowQ8(_x + (long)r * k, b._xQuants + (long)r * k, b._xScales + (long)r * (k / 32), k);
+                        for (int r = r0; r < r1; r++)
+                            Quantize.RowQ8(_x + (long)r * k, b._xQuants + (long)r * k, b._xCorrections + (long)r * k / 4, b._xScales + (long)r * (k / 32), k);
                         break;
                 }
         }
@@ -343,7 +349,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                     case GgmlType.F32: MatMulKernels.Float(new F32Rows((float*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
                     case GgmlType.F16: MatMulKernels.Float(new F16Rows((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
                     case GgmlType.BF16: MatMulKernels.Float(new Bf16Rows((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.Q8_0: MatMulKernels.Q8((sbyte*)w.Data, w.Scales, b._xQuants, b._xScales, y, bias, _rows, k, n, n0, n1); break;
+                    case GgmlType.Q8_0: MatMulKernels.Q8(w.Data, w.Scales, b._xQuants, b._xCorrections, b._xScales, y, bias, _rows, k, n, n0, n1); break;
                     default: throw new NotSupportedException($"matmul over {w.Type}");
                 }
             }

@@ -290,56 +290,63 @@ static unsafe class MatMulKernels
     }
 
     /// <summary>
-    /// q8_0 weights (repacked: int8 quants [N × K], f32 block scales [N × K/32]) against q8_0-quantized activations
-    /// (int8 [M × K], f32 scales [M × K/32]): per block, an exact int8 dot product (AVX-VNNI) scaled by both block scales,
-    /// as ggml computes it.
+    /// q8_0 weights (repacked: quants + 128 as bytes [N × K], f32 block scales [N × K/32]) against q8_0-quantized
+    /// activations (int8 [M × K], per-lane corrections [M × K/4], f32 scales [M × K/32]): per block, an exact int8 dot
+    /// product (AVX-VNNI) scaled by both block scales, as ggml computes it.
     /// </summary>
-    public static void Q8(sbyte* wq, float* wd, sbyte* xq, float* xd, float* y, float* bias, int m, int k, int ldy, int n0, int n1)
+    public static void Q8(byte* wq, float* wd, sbyte* xq, int* xc, float* xd, float* y, float* bias, int m, int k, int ldy, int n0, int n1)
     {
         int blocks = k / 32;
         Span<float> s = stackalloc float[16];
-        int n = n0;
+        int tiles = n0 + (n1 - n0) / 4 * 4;
         if (m == 1)
-            for (; n + 4 <= n1; n += 4) VectorQ8(wq, wd, xq, xd, y, bias, k, n);
-        for (; n + 4 <= n1; n += 4)
-            for (int r = 0; r < m; r += 4)
+            for (int n = n0; n < tiles; n += 4) VectorQ8(wq, wd, xq, xc, xd, y, bias, k, n);
+        else
+            // batch rows in blocks that stay in L2 while this range of weight rows passes (from cache after the first block)
+            for (int mb = 0; mb < m; mb += BatchBlock)
             {
-                int r1 = Math.Min(r + 1, m - 1), r2 = Math.Min(r + 2, m - 1), r3 = Math.Min(r + 3, m - 1);
-                Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default,
-                    a10 = default, a11 = default, a12 = default, a13 = default,
-                    a20 = default, a21 = default, a22 = default, a23 = default,
-                    a30 = default, a31 = default, a32 = default, a33 = default;
-                for (int b = 0; b < blocks; b++)
-                {
-                    long wo = (long)n * k + b * 32;
-                    if ((b & 1) == 0)
-                        for (int q = 4; q < 8 && r == 0; q++) Sse.Prefetch0(wq + wo + q * k); // the next four rows
-                    var w0 = Vector256.Load(wq + wo);
-                    var w1 = Vector256.Load(wq + wo + k);
-                    var w2 = Vector256.Load(wq + wo + 2 * k);
-                    var w3 = Vector256.Load(wq + wo + 3 * k);
-                    float d0 = wd[(long)n * blocks + b], d1 = wd[(long)(n + 1) * blocks + b], d2 = wd[(long)(n + 2) * blocks + b], d3 = wd[(long)(n + 3) * blocks + b];
-                    Column(ref a00, ref a10, ref a20, ref a30, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r * k + b * 32, xd[(long)r * blocks + b]);
-                    Column(ref a01, ref a11, ref a21, ref a31, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r1 * k + b * 32, xd[(long)r1 * blocks + b]);
-                    Column(ref a02, ref a12, ref a22, ref a32, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r2 * k + b * 32, xd[(long)r2 * blocks + b]);
-                    Column(ref a03, ref a13, ref a23, ref a33, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r3 * k + b * 32, xd[(long)r3 * blocks + b]);
-                }
-                s[0] = Vector256.Sum(a00); s[1] = Vector256.Sum(a01); s[2] = Vector256.Sum(a02); s[3] = Vector256.Sum(a03);
-                s[4] = Vector256.Sum(a10); s[5] = Vector256.Sum(a11); s[6] = Vector256.Sum(a12); s[7] = Vector256.Sum(a13);
-                s[8] = Vector256.Sum(a20); s[9] = Vector256.Sum(a21); s[10] = Vector256.Sum(a22); s[11] = Vector256.Sum(a23);
-                s[12] = Vector256.Sum(a30); s[13] = Vector256.Sum(a31); s[14] = Vector256.Sum(a32); s[15] = Vector256.Sum(a33);
-                for (int j = 0; j < 4 && r + j < m; j++)
-                    for (int i = 0; i < 4; i++)
-                        y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
+                int mEnd = Math.Min(m, mb + BatchBlock);
+                for (int n = n0; n < tiles; n += 4)
+                    for (int r = mb; r < mEnd; r += 4)
+                    {
+                        // a short last group repeats its last row: the extra results are simply not stored
+                        int r1 = Math.Min(r + 1, mEnd - 1), r2 = Math.Min(r + 2, mEnd - 1), r3 = Math.Min(r + 3, mEnd - 1);
+                        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default,
+                            a10 = default, a11 = default, a12 = default, a13 = default,
+                            a20 = default, a21 = default, a22 = default, a23 = default,
+                            a30 = default, a31 = default, a32 = default, a33 = default;
+                        for (int b = 0; b < blocks; b++)
+                        {
+                            long wo = (long)n * k + b * 32;
+                            if ((b & 1) == 0 && r == mb)
+                                for (int q = 4; q < 8; q++) Sse.Prefetch0(wq + wo + q * k); // the next four rows
+                            var w0 = Vector256.Load(wq + wo);
+                            var w1 = Vector256.Load(wq + wo + k);
+                            var w2 = Vector256.Load(wq + wo + 2 * k);
+                            var w3 = Vector256.Load(wq + wo + 3 * k);
+                            float d0 = wd[(long)n * blocks + b], d1 = wd[(long)(n + 1) * blocks + b], d2 = wd[(long)(n + 2) * blocks + b], d3 = wd[(long)(n + 3) * blocks + b];
+                            Column(ref a00, ref a10, ref a20, ref a30, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r * k + b * 32, xc + (long)r * k / 4 + b * 8, xd[(long)r * blocks + b]);
+                            Column(ref a01, ref a11, ref a21, ref a31, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r1 * k + b * 32, xc + (long)r1 * k / 4 + b * 8, xd[(long)r1 * blocks + b]);
+                            Column(ref a02, ref a12, ref a22, ref a32, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r2 * k + b * 32, xc + (long)r2 * k / 4 + b * 8, xd[(long)r2 * blocks + b]);
+                            Column(ref a03, ref a13, ref a23, ref a33, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r3 * k + b * 32, xc + (long)r3 * k / 4 + b * 8, xd[(long)r3 * blocks + b]);
+                        }
+                        s[0] = Vector256.Sum(a00); s[1] = Vector256.Sum(a01); s[2] = Vector256.Sum(a02); s[3] = Vector256.Sum(a03);
+                        s[4] = Vector256.Sum(a10); s[5] = Vector256.Sum(a11); s[6] = Vector256.Sum(a12); s[7] = Vector256.Sum(a13);
+                        s[8] = Vector256.Sum(a20); s[9] = Vector256.Sum(a21); s[10] = Vector256.Sum(a22); s[11] = Vector256.Sum(a23);
+                        s[12] = Vector256.Sum(a30); s[13] = Vector256.Sum(a31); s[14] = Vector256.Sum(a32); s[15] = Vector256.Sum(a33);
+                        for (int j = 0; j < 4 && r + j < mEnd; j++)
+                            for (int i = 0; i < 4; i++)
+                                y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
+                    }
             }
-        for (; n < n1; n++)
+        for (int n = tiles; n < n1; n++) // rows left over after the tiles of four
             for (int r = 0; r < m; r++)
             {
                 float sum = 0;
                 for (int b = 0; b < blocks; b++)
                 {
                     int isum = 0;
-                    for (int j = 0; j < 32; j++) isum += wq[(long)n * k + b * 32 + j] * xq[(long)r * k + b * 32 + j];
+                    for (int j = 0; j < 32; j++) isum += (wq[(long)n * k + b * 32 + j] - 128) * xq[(long)r * k + b * 32 + j];
                     sum += wd[(long)n * blocks + b] * xd[(long)r * blocks + b] * isum;
                 }
                 y[(long)r * ldy + n] = sum + (bias == null ? 0 : bias[n]);
@@ -347,7 +354,7 @@ static unsafe class MatMulKernels
     }
 
     /// <summary>q8_0 matrix-vector product: four weight rows against the one activation row.</summary>
-    static void VectorQ8(sbyte* wq, float* wd, sbyte* xq, float* xd, float* y, float* bias, int k, int n)
+    static void VectorQ8(byte* wq, float* wd, sbyte* xq, int* xc, float* xd, float* y, float* bias, int k, int n)
     {
         int blocks = k / 32;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
@@ -359,7 +366,7 @@ static unsafe class MatMulKernels
                 for (int r = 4; r < 8; r++) Sse.Prefetch0(wq + wo + r * k); // the next four rows
             Column(ref a0, ref a1, ref a2, ref a3,
                 Vector256.Load(wq + wo), Vector256.Load(wq + wo + k), Vector256.Load(wq + wo + 2 * k), Vector256.Load(wq + wo + 3 * k),
-                wd[so], wd[so + blocks], wd[so + 2 * blocks], wd[so + 3 * blocks], xq + b * 32, xd[b]);
+                wd[so], wd[so + blocks], wd[so + 2 * blocks], wd[so + 3 * blocks], xq + b * 32, xc + b * 8, xd[b]);
         }
         y[n] = Vector256.Sum(a0) + (bias == null ? 0 : bias[n]);
         y[n + 1] = Vector256.Sum(a1) + (bias == null ? 0 : bias[n + 1]);
@@ -367,18 +374,21 @@ static unsafe class MatMulKernels
         y[n + 3] = Vector256.Sum(a3) + (bias == null ? 0 : bias[n + 3]);
     }
 
-    /// <summary>One activation block against the four weight rows' blocks: a[i] += (dw[i]·dx) × Σ w[i]·x.</summary>
+    /// <summary>
+    /// One activation block against the four weight rows' blocks: a[i] += (dw[i]·dx) × Σ w[i]·x. VNNI multiplies unsigned
+    /// by signed bytes, so weights are stored offset by 128; starting each sum at the activation block's −128·Σx (per lane,
+    /// computed once when quantizing) makes the result the exact signed dot product.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Column(ref Vector256<float> a0, ref Vector256<float> a1, ref Vector256<float> a2, ref Vector256<float> a3,
-        Vector256<sbyte> w0, Vector256<sbyte> w1, Vector256<sbyte> w2, Vector256<sbyte> w3,
-        float d0, float d1, float d2, float d3, sbyte* xb, float dx)
+        Vector256<byte> w0, Vector256<byte> w1, Vector256<byte> w2, Vector256<byte> w3,
+        float d0, float d1, float d2, float d3, sbyte* xb, int* xc, float dx)
     {
         var x = Vector256.Load(xb);
-        // VNNI multiplies unsigned by signed bytes: move x's sign onto w and use |x|
-        var ax = Avx2.Sign(x, x).AsByte();
-        a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ax, Avx2.Sign(w0, x))), Vector256.Create(d0 * dx), a0);
-        a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ax, Avx2.Sign(w1, x))), Vector256.Create(d1 * dx), a1);
-        a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ax, Avx2.Sign(w2, x))), Vector256.Create(d2 * dx), a2);
-        a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, ax, Avx2.Sign(w3, x))), Vector256.Create(d3 * dx), a3);
+        var c = Vector256.Load(xc);
+        a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w0, x)), Vector256.Create(d0 * dx), a0);
+        a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w1, x)), Vector256.Create(d1 * dx), a1);
+        a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w2, x)), Vector256.Create(d2 * dx), a2);
+        a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w3, x)), Vector256.Create(d3 * dx), a3);
     }
 }

@@ -31,8 +31,9 @@ static unsafe class Portable
                     for (int b = 0; b < blocks; b++)
                     {
                         int isum = 0;
-                        sbyte* wb = (sbyte*)w + (long)n * k + b * 32, xb = xq + (long)r * k + b * 32;
-                        for (int j = 0; j < 32; j++) isum += wb[j] * xb[j];
+                        byte* wb = w + (long)n * k + b * 32;
+                        sbyte* xb = xq + (long)r * k + b * 32;
+                        for (int j = 0; j < 32; j++) isum += (wb[j] - 128) * xb[j];
                         s += wScales[(long)n * blocks + b] * xScales[(long)r * blocks + b] * isum;
                     }
                 }
