@@ -527,27 +527,68 @@ public sealed unsafe partial class CpuBackend : IBackend
                     float max = TensorPrimitives.Max(sr);
                     TensorPrimitives.Subtract(sr, max, sr);
                     TensorPrimitives.Exp(sr, sr);
-                    double sum = 0;
-                    foreach (var p in sr) sum += p; // ggml sums in double
+                    double sum = SumInDouble(sr); // ggml sums in double
                     TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
                     if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen); // ggml rounds p for an f16 cache
                     new Span<float>(_out + ((long)(row0 + r) * b._heads + g * group + h) * hd, hd).Clear();
                 }
-                for (int j = 0; j < ctx; j++)
+                // sixteen value rows at a time (in cache), each query's output held in registers across them
+                for (int j0 = 0; j0 < ctx; j0 += 16)
                 {
-                    float* v = KeyRow(vp, table, j, g, f16, row);
+                    int n = Math.Min(16, ctx - j0);
+                    for (int j = 0; j < n; j++)
+                    {
+                        float* v = KeyRow(vp, table, j0 + j, g, f16, row);
+                        new ReadOnlySpan<float>(v, hd).CopyTo(new Span<float>(kt + j * hd, hd));
+                    }
                     for (int qi = 0; qi < queries; qi++)
                     {
                         int r = qi / group, h = qi % group;
-                        if (j > s.Positions[row0 + r]) continue;
-                        float p = scores[qi * ctxPadded + j];
+                        int end = Math.Min(j0 + n, s.Positions[row0 + r] + 1) - j0;
+                        if (end <= 0) continue;
+                        float* p = scores + qi * ctxPadded + j0;
                         float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
-                        for (int d = 0; d + 16 <= hd; d += 16)
-                            Vector512.FusedMultiplyAdd(Vector512.Create(p), Vector512.Load(v + d), Vector512.Load(o + d)).Store(o + d);
-                        for (int d = hd & ~15; d < hd; d++) o[d] += p * v[d];
+                        int d = 0;
+                        for (; d + 64 <= hd; d += 64)
+                        {
+                            var o0 = Vector512.Load(o + d); var o1 = Vector512.Load(o + d + 16);
+                            var o2 = Vector512.Load(o + d + 32); var o3 = Vector512.Load(o + d + 48);
+                            for (int j = 0; j < end; j++)
+                            {
+                                var pj = Vector512.Create(p[j]);
+                                float* v = kt + j * hd + d;
+                                o0 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v), o0);
+                                o1 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 16), o1);
+                                o2 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 32), o2);
+                                o3 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 48), o3);
+                            }
+                            o0.Store(o + d); o1.Store(o + d + 16); o2.Store(o + d + 32); o3.Store(o + d + 48);
+                        }
+                        for (; d + 16 <= hd; d += 16)
+                        {
+                            var od = Vector512.Load(o + d);
+                            for (int j = 0; j < end; j++) od = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]), Vector512.Load(kt + j * hd + d), od);
+                            od.Store(o + d);
+                        }
+                        for (; d < hd; d++)
+                            for (int j = 0; j < end; j++) o[d] += p[j] * kt[j * hd + d];
                     }
                 }
             }
+        }
+
+        static double SumInDouble(ReadOnlySpan<float> xs)
+        {
+            var acc = Vector512<double>.Zero;
+            int i = 0;
+            for (; i + 16 <= xs.Length; i += 16)
+            {
+                var (lo, hi) = Vector512.Widen(Vector512.Create(xs.Slice(i, 16)));
+                acc += lo + hi;
+            }
+            double sum = Vector512.Sum(acc);
+            for (; i < xs.Length; i++) sum += xs[i];
+            return sum;
         }
 
         /// <summary>Row j of the sequence's K or V for head g, as f32 (converted into <paramref name="row"/> for an f16 cache).</summary>
