@@ -315,20 +315,27 @@ static unsafe class MatMulKernels
                             a10 = default, a11 = default, a12 = default, a13 = default,
                             a20 = default, a21 = default, a22 = default, a23 = default,
                             a30 = default, a31 = default, a32 = default, a33 = default;
+                        // row pointers hoisted out of the block loop: inside it everything is base + b
+                        byte* wr = wq + (long)n * k;
+                        float* dr0 = wd + (long)n * blocks, dr1 = dr0 + blocks, dr2 = dr1 + blocks, dr3 = dr2 + blocks;
+                        sbyte* x0 = xq + (long)r * k, x1 = xq + (long)r1 * k, x2 = xq + (long)r2 * k, x3 = xq + (long)r3 * k;
+                        int* c0 = xc + (long)r * (k / 4), c1 = xc + (long)r1 * (k / 4), c2 = xc + (long)r2 * (k / 4), c3 = xc + (long)r3 * (k / 4);
+                        float* e0 = xd + (long)r * blocks, e1 = xd + (long)r1 * blocks, e2 = xd + (long)r2 * blocks, e3 = xd + (long)r3 * blocks;
+                        bool prefetch = r == mb;
                         for (int b = 0; b < blocks; b++)
                         {
-                            long wo = (long)n * k + b * 32;
-                            if ((b & 1) == 0 && r == mb)
-                                for (int q = 4; q < 8; q++) Sse.Prefetch0(wq + wo + q * k); // the next four rows
-                            var w0 = Vector256.Load(wq + wo);
-                            var w1 = Vector256.Load(wq + wo + k);
-                            var w2 = Vector256.Load(wq + wo + 2 * k);
-                            var w3 = Vector256.Load(wq + wo + 3 * k);
-                            float d0 = wd[(long)n * blocks + b], d1 = wd[(long)(n + 1) * blocks + b], d2 = wd[(long)(n + 2) * blocks + b], d3 = wd[(long)(n + 3) * blocks + b];
-                            Column(ref a00, ref a10, ref a20, ref a30, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r * k + b * 32, xc + (long)r * k / 4 + b * 8, xd[(long)r * blocks + b]);
-                            Column(ref a01, ref a11, ref a21, ref a31, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r1 * k + b * 32, xc + (long)r1 * k / 4 + b * 8, xd[(long)r1 * blocks + b]);
-                            Column(ref a02, ref a12, ref a22, ref a32, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r2 * k + b * 32, xc + (long)r2 * k / 4 + b * 8, xd[(long)r2 * blocks + b]);
-                            Column(ref a03, ref a13, ref a23, ref a33, w0, w1, w2, w3, d0, d1, d2, d3, xq + (long)r3 * k + b * 32, xc + (long)r3 * k / 4 + b * 8, xd[(long)r3 * blocks + b]);
+                            byte* wb = wr + b * 32;
+                            if (prefetch && (b & 1) == 0)
+                                for (int q = 4; q < 8; q++) Sse.Prefetch0(wb + q * k); // the next four rows
+                            var w0 = Vector256.Load(wb);
+                            var w1 = Vector256.Load(wb + k);
+                            var w2 = Vector256.Load(wb + 2 * k);
+                            var w3 = Vector256.Load(wb + 3 * k);
+                            float d0 = dr0[b], d1 = dr1[b], d2 = dr2[b], d3 = dr3[b];
+                            Column(ref a00, ref a10, ref a20, ref a30, w0, w1, w2, w3, d0, d1, d2, d3, x0 + b * 32, c0 + b * 8, e0[b]);
+                            Column(ref a01, ref a11, ref a21, ref a31, w0, w1, w2, w3, d0, d1, d2, d3, x1 + b * 32, c1 + b * 8, e1[b]);
+                            Column(ref a02, ref a12, ref a22, ref a32, w0, w1, w2, w3, d0, d1, d2, d3, x2 + b * 32, c2 + b * 8, e2[b]);
+                            Column(ref a03, ref a13, ref a23, ref a33, w0, w1, w2, w3, d0, d1, d2, d3, x3 + b * 32, c3 + b * 8, e3[b]);
                         }
                         s[0] = Vector256.Sum(a00); s[1] = Vector256.Sum(a01); s[2] = Vector256.Sum(a02); s[3] = Vector256.Sum(a03);
                         s[4] = Vector256.Sum(a10); s[5] = Vector256.Sum(a11); s[6] = Vector256.Sum(a12); s[7] = Vector256.Sum(a13);
