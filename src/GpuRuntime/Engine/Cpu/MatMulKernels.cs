@@ -9,130 +9,103 @@ unsafe interface IRows4<TSelf> where TSelf : struct, IRows4<TSelf>
 {
     /// <summary>The rows starting at row <paramref name="n"/> of the same matrix.</summary>
     TSelf At(int n);
-    /// <summary>Asks for the cache lines holding columns [k, k + 64) of the four rows.</summary>
-    void Prefetch4(int k);
+    /// <summary>Asks for the cache lines holding columns [k, k + 64) of the four rows <paramref name="rowsAhead"/> rows further on.</summary>
+    void Prefetch4(int k, int rowsAhead);
     void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3);
     float Scalar(int row, int k);
 }
 
 /// <summary>f32 rows: weights in place (prefetched ahead) or a packed scratch already in cache (not prefetched).</summary>
-unsafe readonly struct F32Rows : IRows4<F32Rows>
+/// <remarks>Few fields, so the JIT keeps them in registers inside the kernels' loops.</remarks>
+unsafe readonly struct F32Rows(float* first, int stride, bool prefetch = true) : IRows4<F32Rows>
 {
-    readonly float* _r0, _r1, _r2, _r3;
-    readonly int _stride;
-    readonly bool _prefetch;
+    readonly float* _r0 = first;
+    readonly nint _stride = stride;
+    readonly bool _prefetch = prefetch;
 
-    public F32Rows(float* first, int stride, bool prefetch = true)
-    {
-        _r0 = first;
-        _r1 = first + stride;
-        _r2 = first + 2 * stride;
-        _r3 = first + 3 * stride;
-        _stride = stride;
-        _prefetch = prefetch;
-    }
-
-    public F32Rows At(int n) => new(_r0 + (long)n * _stride, _stride, _prefetch);
-
+    public F32Rows At(int n) => new(_r0 + n * _stride, (int)_stride, _prefetch);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch4(int k)
+    public void Prefetch4(int k, int rowsAhead)
     {
         if (!_prefetch) return;
-        for (int i = 0; i < 64; i += 16)
-        {
-            Sse.Prefetch0(_r0 + k + i);
-            Sse.Prefetch0(_r1 + k + i);
-            Sse.Prefetch0(_r2 + k + i);
-            Sse.Prefetch0(_r3 + k + i);
-        }
+        float* p = _r0 + rowsAhead * _stride + k;
+        for (int r = 0; r < 4; r++, p += _stride)
+            for (int i = 0; i < 64; i += 16) Sse.Prefetch0(p + i);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
-        w0 = Vector512.Load(_r0 + k);
-        w1 = Vector512.Load(_r1 + k);
-        w2 = Vector512.Load(_r2 + k);
-        w3 = Vector512.Load(_r3 + k);
+        float* p = _r0 + k;
+        w0 = Vector512.Load(p);
+        w1 = Vector512.Load(p + _stride);
+        w2 = Vector512.Load(p + 2 * _stride);
+        w3 = Vector512.Load(p + 3 * _stride);
     }
 
     public float Scalar(int row, int k) => _r0[row * _stride + k];
 }
 
 /// <summary>f16 rows, converted to f32 in registers (<see cref="HalfMath.Load16"/>).</summary>
-unsafe readonly struct F16Rows : IRows4<F16Rows>
+unsafe readonly struct F16Rows(ushort* first, int stride) : IRows4<F16Rows>
 {
-    readonly ushort* _r0, _r1, _r2, _r3;
-    readonly int _stride;
+    readonly ushort* _r0 = first;
+    readonly nint _stride = stride;
 
-    public F16Rows(ushort* first, int stride)
-    {
-        _r0 = first;
-        _r1 = first + stride;
-        _r2 = first + 2 * stride;
-        _r3 = first + 3 * stride;
-        _stride = stride;
-    }
-
-    public F16Rows At(int n) => new(_r0 + (long)n * _stride, _stride);
-
+    public F16Rows At(int n) => new(_r0 + n * _stride, (int)_stride);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch4(int k)
+    public void Prefetch4(int k, int rowsAhead)
     {
-        Sse.Prefetch0(_r0 + k); Sse.Prefetch0(_r0 + k + 32);
-        Sse.Prefetch0(_r1 + k); Sse.Prefetch0(_r1 + k + 32);
-        Sse.Prefetch0(_r2 + k); Sse.Prefetch0(_r2 + k + 32);
-        Sse.Prefetch0(_r3 + k); Sse.Prefetch0(_r3 + k + 32);
+        ushort* p = _r0 + rowsAhead * _stride + k;
+        for (int r = 0; r < 4; r++, p += _stride)
+        {
+            Sse.Prefetch0(p);
+            Sse.Prefetch0(p + 32);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
-        w0 = HalfMath.Load16(_r0 + k);
-        w1 = HalfMath.Load16(_r1 + k);
-        w2 = HalfMath.Load16(_r2 + k);
-        w3 = HalfMath.Load16(_r3 + k);
+        ushort* p = _r0 + k;
+        w0 = HalfMath.Load16(p);
+        w1 = HalfMath.Load16(p + _stride);
+        w2 = HalfMath.Load16(p + 2 * _stride);
+        w3 = HalfMath.Load16(p + 3 * _stride);
     }
 
     public float Scalar(int row, int k) => (float)BitConverter.UInt16BitsToHalf(_r0[row * _stride + k]);
 }
 
 /// <summary>bf16 rows: the upper half of an f32, so widening and shifting is the whole conversion.</summary>
-unsafe readonly struct Bf16Rows : IRows4<Bf16Rows>
+unsafe readonly struct Bf16Rows(ushort* first, int stride) : IRows4<Bf16Rows>
 {
-    readonly ushort* _r0, _r1, _r2, _r3;
-    readonly int _stride;
+    readonly ushort* _r0 = first;
+    readonly nint _stride = stride;
 
-    public Bf16Rows(ushort* first, int stride)
-    {
-        _r0 = first;
-        _r1 = first + stride;
-        _r2 = first + 2 * stride;
-        _r3 = first + 3 * stride;
-        _stride = stride;
-    }
-
-    public Bf16Rows At(int n) => new(_r0 + (long)n * _stride, _stride);
-
+    public Bf16Rows At(int n) => new(_r0 + n * _stride, (int)_stride);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch4(int k)
+    public void Prefetch4(int k, int rowsAhead)
     {
-        Sse.Prefetch0(_r0 + k); Sse.Prefetch0(_r0 + k + 32);
-        Sse.Prefetch0(_r1 + k); Sse.Prefetch0(_r1 + k + 32);
-        Sse.Prefetch0(_r2 + k); Sse.Prefetch0(_r2 + k + 32);
-        Sse.Prefetch0(_r3 + k); Sse.Prefetch0(_r3 + k + 32);
+        ushort* p = _r0 + rowsAhead * _stride + k;
+        for (int r = 0; r < 4; r++, p += _stride)
+        {
+            Sse.Prefetch0(p);
+            Sse.Prefetch0(p + 32);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
-        w0 = HalfMath.LoadBf16(_r0 + k);
-        w1 = HalfMath.LoadBf16(_r1 + k);
-        w2 = HalfMath.LoadBf16(_r2 + k);
-        w3 = HalfMath.LoadBf16(_r3 + k);
+        ushort* p = _r0 + k;
+        w0 = HalfMath.LoadBf16(p);
+        w1 = HalfMath.LoadBf16(p + _stride);
+        w2 = HalfMath.LoadBf16(p + 2 * _stride);
+        w3 = HalfMath.LoadBf16(p + 3 * _stride);
     }
 
     public float Scalar(int row, int k) => BitConverter.Int32BitsToSingle(_r0[row * _stride + k] << 16);
@@ -158,9 +131,9 @@ static unsafe class MatMulKernels
     {
         int n = n0;
         if (m == 1)
-            for (; n + 8 <= n1; n += 8) Vector8(matrix.At(n), matrix.At(n + 4), matrix.At(n + 8), matrix.At(n + 12), x, y, bias, k, n);
+            for (; n + 8 <= n1; n += 8) Vector8(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n);
         if (m <= PackThreshold)
-            for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), matrix.At(n + 4), x, k, y, bias, m, k, ldy, n);
+            for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), x, k, y, bias, m, k, ldy, n);
         else
         {
             // Batch rows in blocks that stay in L2 with this range of weight rows: each block reads the range's weights
@@ -184,7 +157,7 @@ static unsafe class MatMulKernels
                     for (int kk = k & ~15; kk < k; kk++)
                         for (int r = 0; r < 4; r++) scratch[r * k + kk] = src.Scalar(r, kk);
                     var packed = new F32Rows(scratch, k, prefetch: false);
-                    Tile(packed, packed, x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
+                    Tile(packed, x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
                 }
             }
             n += tiles;
@@ -207,9 +180,9 @@ static unsafe class MatMulKernels
     /// Every output is summed in the same order as in <see cref="Tile"/> (one 16-lane accumulator over k, then its
     /// lanes), so a sequence gets bit-identical logits alone or in any batch.
     /// </summary>
-    /// <param name="nextA">The following eight rows, whose lines are requested at the same columns as these are read:
-    /// the next group is where the stream goes next, whatever the row length.</param>
-    static void Vector8<TRows>(TRows a, TRows b, TRows nextA, TRows nextB, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
+    /// <remarks>The following eight rows' lines are requested at the same columns as these are read: the next group is
+    /// where the stream goes next, whatever the row length.</remarks>
+    static void Vector8<TRows>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n) where TRows : struct, IRows4<TRows>
     {
         Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default, s4 = default, s5 = default, s6 = default, s7 = default;
         int kk = 0;
@@ -217,8 +190,8 @@ static unsafe class MatMulKernels
         {
             if ((kk & 63) == 0)
             {
-                nextA.Prefetch4(kk);
-                nextB.Prefetch4(kk);
+                a.Prefetch4(kk, 8);
+                b.Prefetch4(kk, 8);
             }
             var v = Vector512.Load(x + kk);
             a.Load(kk, out var w0, out var w1, out var w2, out var w3);
@@ -244,42 +217,17 @@ static unsafe class MatMulKernels
 
     /// <summary>Four weight rows starting at n times every batch row, four batch rows at a time.</summary>
     /// <param name="ldx">Distance between batch rows of x.</param>
-    /// <param name="next">The following four rows, prefetched while these are read (the packed scratch prefetches nothing).</param>
-    static void Tile<TRows>(TRows w, TRows next, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
+    /// <remarks>The following four rows are prefetched while these are read (the packed scratch prefetches nothing).</remarks>
+    static void Tile<TRows>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
         where TRows : struct, IRows4<TRows>
     {
-        Span<float> s = stackalloc float[16];
+        float* s = stackalloc float[16];
         for (int r = 0; r < m; r += 4)
         {
             // a short last group repeats its last row: the extra results are simply not stored
             float* x0 = x + (long)r * ldx, x1 = x + (long)Math.Min(r + 1, m - 1) * ldx, x2 = x + (long)Math.Min(r + 2, m - 1) * ldx, x3 = x + (long)Math.Min(r + 3, m - 1) * ldx;
-            Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default,
-                a10 = default, a11 = default, a12 = default, a13 = default,
-                a20 = default, a21 = default, a22 = default, a23 = default,
-                a30 = default, a31 = default, a32 = default, a33 = default;
-            int kk = 0;
-            for (; kk + 16 <= k; kk += 16)
-            {
-                if ((kk & 63) == 0 && r == 0) next.Prefetch4(kk);
-                w.Load(kk, out var w0, out var w1, out var w2, out var w3);
-                var v = Vector512.Load(x0 + kk);
-                a00 = Vector512.FusedMultiplyAdd(w0, v, a00); a10 = Vector512.FusedMultiplyAdd(w1, v, a10);
-                a20 = Vector512.FusedMultiplyAdd(w2, v, a20); a30 = Vector512.FusedMultiplyAdd(w3, v, a30);
-                v = Vector512.Load(x1 + kk);
-                a01 = Vector512.FusedMultiplyAdd(w0, v, a01); a11 = Vector512.FusedMultiplyAdd(w1, v, a11);
-                a21 = Vector512.FusedMultiplyAdd(w2, v, a21); a31 = Vector512.FusedMultiplyAdd(w3, v, a31);
-                v = Vector512.Load(x2 + kk);
-                a02 = Vector512.FusedMultiplyAdd(w0, v, a02); a12 = Vector512.FusedMultiplyAdd(w1, v, a12);
-                a22 = Vector512.FusedMultiplyAdd(w2, v, a22); a32 = Vector512.FusedMultiplyAdd(w3, v, a32);
-                v = Vector512.Load(x3 + kk);
-                a03 = Vector512.FusedMultiplyAdd(w0, v, a03); a13 = Vector512.FusedMultiplyAdd(w1, v, a13);
-                a23 = Vector512.FusedMultiplyAdd(w2, v, a23); a33 = Vector512.FusedMultiplyAdd(w3, v, a33);
-            }
-            s[0] = Vector512.Sum(a00); s[1] = Vector512.Sum(a01); s[2] = Vector512.Sum(a02); s[3] = Vector512.Sum(a03);
-            s[4] = Vector512.Sum(a10); s[5] = Vector512.Sum(a11); s[6] = Vector512.Sum(a12); s[7] = Vector512.Sum(a13);
-            s[8] = Vector512.Sum(a20); s[9] = Vector512.Sum(a21); s[10] = Vector512.Sum(a22); s[11] = Vector512.Sum(a23);
-            s[12] = Vector512.Sum(a30); s[13] = Vector512.Sum(a31); s[14] = Vector512.Sum(a32); s[15] = Vector512.Sum(a33);
-            for (; kk < k; kk++)
+            Dot4x4(w, x0, x1, x2, x3, k, prefetch: r == 0, s);
+            for (int kk = k & ~15; kk < k; kk++)
                 for (int i = 0; i < 4; i++)
                     for (int j = 0; j < 4; j++)
                         s[i * 4 + j] += w.Scalar(i, kk) * x[(long)Math.Min(r + j, m - 1) * ldx + kk];
@@ -287,6 +235,42 @@ static unsafe class MatMulKernels
                 for (int i = 0; i < 4; i++)
                     y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
         }
+    }
+
+    /// <summary>
+    /// The 4×4 register tile over whole 16-column steps: s[i·4 + j] = w[i] · x_j. A method of its own so the loop's
+    /// few pointers stay in registers (inlined into <see cref="Tile"/>, the JIT spilled them).
+    /// </summary>
+    /// <param name="prefetch">Request the next four rows' lines (on the first pass over these rows).</param>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void Dot4x4<TRows>(TRows w, float* x0, float* x1, float* x2, float* x3, int k, bool prefetch, float* s)
+        where TRows : struct, IRows4<TRows>
+    {
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default,
+            a10 = default, a11 = default, a12 = default, a13 = default,
+            a20 = default, a21 = default, a22 = default, a23 = default,
+            a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int kk = 0; kk + 16 <= k; kk += 16)
+        {
+            if (prefetch && (kk & 63) == 0) w.Prefetch4(kk, 4);
+            w.Load(kk, out var w0, out var w1, out var w2, out var w3);
+            var v = Vector512.Load(x0 + kk);
+            a00 = Vector512.FusedMultiplyAdd(w0, v, a00); a10 = Vector512.FusedMultiplyAdd(w1, v, a10);
+            a20 = Vector512.FusedMultiplyAdd(w2, v, a20); a30 = Vector512.FusedMultiplyAdd(w3, v, a30);
+            v = Vector512.Load(x1 + kk);
+            a01 = Vector512.FusedMultiplyAdd(w0, v, a01); a11 = Vector512.FusedMultiplyAdd(w1, v, a11);
+            a21 = Vector512.FusedMultiplyAdd(w2, v, a21); a31 = Vector512.FusedMultiplyAdd(w3, v, a31);
+            v = Vector512.Load(x2 + kk);
+            a02 = Vector512.FusedMultiplyAdd(w0, v, a02); a12 = Vector512.FusedMultiplyAdd(w1, v, a12);
+            a22 = Vector512.FusedMultiplyAdd(w2, v, a22); a32 = Vector512.FusedMultiplyAdd(w3, v, a32);
+            v = Vector512.Load(x3 + kk);
+            a03 = Vector512.FusedMultiplyAdd(w0, v, a03); a13 = Vector512.FusedMultiplyAdd(w1, v, a13);
+            a23 = Vector512.FusedMultiplyAdd(w2, v, a23); a33 = Vector512.FusedMultiplyAdd(w3, v, a33);
+        }
+        s[0] = Vector512.Sum(a00); s[1] = Vector512.Sum(a01); s[2] = Vector512.Sum(a02); s[3] = Vector512.Sum(a03);
+        s[4] = Vector512.Sum(a10); s[5] = Vector512.Sum(a11); s[6] = Vector512.Sum(a12); s[7] = Vector512.Sum(a13);
+        s[8] = Vector512.Sum(a20); s[9] = Vector512.Sum(a21); s[10] = Vector512.Sum(a22); s[11] = Vector512.Sum(a23);
+        s[12] = Vector512.Sum(a30); s[13] = Vector512.Sum(a31); s[14] = Vector512.Sum(a32); s[15] = Vector512.Sum(a33);
     }
 
     /// <summary>
