@@ -1,7 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Weft.GpuRuntime.Engine;
+using Weft.Abstractions;
 using Weft.GpuRuntime.Sampling;
+using Weft.GpuRuntime.Scheduling;
 
 namespace Weft.Cli.Bench;
 
@@ -9,7 +11,7 @@ namespace Weft.Cli.Bench;
 public sealed record ServeLevel(
     int Concurrency, int Requests, long GeneratedTokens, double Seconds, double TokensPerSecond,
     double TtftP50Ms, double TtftP90Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, double E2eP50Ms,
-    double? EngineTokensPerSecond, double? MeanBatchSize);
+    double? EngineTokensPerSecond, double? MeanBatchSize, double? MeanTickMs, double? MeanForwardMs);
 
 /// <summary>
 /// `weft bench serve`: closed-loop load at a sweep of concurrencies (each client sends its requests back to back),
@@ -19,12 +21,12 @@ public sealed record ServeLevel(
 static class ServeBenchmark
 {
     public static async Task<IReadOnlyList<ServeLevel>> RunAsync(ILoadTarget target, int[] concurrency, int prompt, int gen, int requestsPerClient,
-        Func<int, double>? engineOnly, Func<Task<(long Ticks, double Batched)>>? batchStats, TextWriter output)
+        Func<int, double>? engineOnly, Func<Task<BatchStats>>? batchStats, TextWriter output)
     {
         output.WriteLine($"closed loop: each client sends {requestsPerClient} requests back to back; {prompt}-token prompts, {gen} tokens each (ignore_eos)");
         output.WriteLine(engineOnly is null
             ? $"{"clients",7} {"tok/s",9} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}"
-            : $"{"clients",7} {"tok/s",9} {"engine",9} {"served/engine",14} {"batch",6} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}");
+            : $"{"clients",7} {"tok/s",9} {"engine",9} {"served/engine",14} {"batch",6} {"tick ms",8} {"fwd ms",7} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}");
         // one request first so start-up costs (activation, JIT) stay out of the figures
         await foreach (var _ in target.GenerateAsync(Prompt(0, prompt), 2, CancellationToken.None)) { }
 
@@ -32,7 +34,7 @@ static class ServeBenchmark
         foreach (int c in concurrency)
         {
             double? engine = engineOnly?.Invoke(c);
-            var before = batchStats is null ? default : await batchStats();
+            var before = batchStats is null ? null : await batchStats();
             var ttft = new List<double>();
             var itl = new List<double>();
             var e2e = new List<double>();
@@ -64,20 +66,24 @@ static class ServeBenchmark
                 }
             }));
             double seconds = wall.Elapsed.TotalSeconds;
-            double? meanBatch = null;
-            if (batchStats is not null)
+            double? meanBatch = null, tickMs = null, forwardMs = null;
+            if (batchStats is not null && before is not null)
             {
+                // the grain reports means since activation: turn them into this level's means
                 var after = await batchStats();
                 long ticks = after.Ticks - before.Ticks;
-                meanBatch = ticks == 0 ? 0 : (after.Batched - before.Batched) / ticks;
+                double Delta(Func<BatchStats, double> mean) => ticks == 0 ? 0 : (mean(after) * after.Ticks - mean(before) * before.Ticks) / ticks;
+                meanBatch = Delta(s => s.MeanBatchSize);
+                tickMs = Delta(s => s.MeanTickMs);
+                forwardMs = Delta(s => s.MeanForwardMs);
             }
             var level = new ServeLevel(c, c * requestsPerClient, tokens, seconds, tokens / seconds,
                 Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(itl, 50), Percentile(itl, 99), Percentile(e2e, 50),
-                engine, meanBatch);
+                engine, meanBatch, tickMs, forwardMs);
             levels.Add(level);
             output.WriteLine(engine is null
                 ? $"{c,7} {level.TokensPerSecond,9:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms"
-                : $"{c,7} {level.TokensPerSecond,9:F1} {engine,9:F1} {level.TokensPerSecond / engine,14:P1} {meanBatch,6:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms");
+                : $"{c,7} {level.TokensPerSecond,9:F1} {engine,9:F1} {level.TokensPerSecond / engine,14:P1} {meanBatch,6:F1} {tickMs,8:F1} {forwardMs,7:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms");
         }
         return levels;
     }
@@ -87,45 +93,45 @@ static class ServeBenchmark
         [1, .. Enumerable.Range(0, length - 1).Select(i => 259 + (int)((uint)(salt * 7919 + i * 104729 + salt * i * 31) % 1000))];
 
     /// <summary>
-    /// The engine alone on the same workload as one level: every client's requests, <paramref name="concurrency"/> at a
-    /// time, each a prefill then <paramref name="gen"/> batched decode steps. Generated tokens per second.
+    /// The same closed-loop workload as one level without Orleans: the scheduler and the engine driven directly
+    /// (<see cref="BatchEngine"/>), each client's next request admitted as soon as its previous one finishes. What the
+    /// served figure loses against this is the cost of grains, streaming and messaging. Generated tokens per second.
     /// </summary>
     public static double EngineOnly(InferenceEngine engine, int concurrency, int prompt, int gen, int requestsPerClient)
     {
-        int bs = engine.BlockSize, blocksPerSeq = (prompt + gen + bs) / bs + 1;
-        var tables = Enumerable.Range(0, concurrency).Select(s => Enumerable.Range(s * blocksPerSeq, blocksPerSeq).ToList()).ToArray();
-        var sampling = SamplingParams.Greedy(gen);
-        var sw = Stopwatch.StartNew();
-        for (int round = 0; round < requestsPerClient; round++)
+        var batch = BatchEngine.Create(engine, new SchedulerOptions
         {
-            var seqs = Enumerable.Range(0, concurrency).Select(s => new List<int>(Prompt(s * 1000 + round + 1, prompt))).ToArray();
-            var computed = new int[concurrency];
-            var active = new List<int>(concurrency);
-            while (true)
+            MaxModelLen = engine.MaxModelLen,
+            MaxNumSeqs = engine.Options.MaxNumSeqs,
+            MaxNumBatchedTokens = engine.Options.MaxNumBatchedTokens,
+        }, new HashSet<int>());
+        var sampling = new SamplingParams { Temperature = 0, MaxTokens = gen, IgnoreEos = true };
+        var sent = new int[concurrency];
+        long id = 0;
+        void Send(int client) => batch.Scheduler.Add(new Sequence(++id, Prompt(client * 1000 + ++sent[client], prompt), sampling));
+        var clientOf = new Dictionary<long, int>();
+        for (int c = 0; c < concurrency; c++)
+        {
+            Send(c);
+            clientOf[id] = c;
+        }
+        long tokens = 0;
+        var sw = Stopwatch.StartNew();
+        while (batch.Scheduler.HasWork)
+        {
+            var tick = batch.TickAsync().GetAwaiter().GetResult();
+            tokens += tick.Sampled.Count;
+            foreach (var done in tick.Finished)
             {
-                engine.Inputs.Clear();
-                active.Clear();
-                int budget = engine.Inputs.MaxTokens;
-                for (int s = 0; s < concurrency && budget > 0; s++)
+                int client = clientOf[done.Id];
+                if (sent[client] < requestsPerClient)
                 {
-                    if (seqs[s].Count - prompt >= gen) continue;
-                    int n = Math.Min(seqs[s].Count - computed[s], budget);
-                    budget -= n;
-                    engine.Inputs.Add(new StepItem(seqs[s], computed[s], n, tables[s], computed[s] + n == seqs[s].Count, sampling, 0, prompt));
-                    active.Add(s);
-                }
-                if (active.Count == 0) break;
-                var next = engine.Step();
-                int i = 0;
-                for (int a = 0; a < active.Count; a++)
-                {
-                    var item = engine.Inputs.Items[a];
-                    computed[active[a]] += item.Count;
-                    if (item.NeedsToken) seqs[active[a]].Add(next[i++]);
+                    Send(client);
+                    clientOf[id] = client;
                 }
             }
         }
-        return (double)concurrency * requestsPerClient * gen / sw.Elapsed.TotalSeconds;
+        return tokens / sw.Elapsed.TotalSeconds;
     }
 
     static double Percentile(List<double> xs, double p)

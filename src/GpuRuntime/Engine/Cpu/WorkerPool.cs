@@ -39,6 +39,8 @@ abstract class ParallelJob
 /// One persistent thread per core, the calling thread being worker 0. A step makes a hundred or more parallel kernel
 /// calls; waking threads (or a Parallel.For) for each costs more than the small ones take, so workers spin briefly
 /// between calls and only sleep when the device goes idle. Jobs are objects reused across calls: nothing is allocated.
+/// A worker the OS has not run yet (the silo's other threads share the cores) does not hold up a call: once the
+/// caller has finished its own part it takes over the part of every worker that has not started.
 /// </summary>
 sealed class WorkerPool : IDisposable
 {
@@ -49,6 +51,8 @@ sealed class WorkerPool : IDisposable
     static readonly long SpinTicks = System.Diagnostics.Stopwatch.Frequency / 1000;
 
     readonly Thread[] _threads;
+    /// <summary>Per worker: the last generation it started, or that the caller started in its place.</summary>
+    readonly int[] _started;
     readonly object _lock = new();
     ParallelJob? _job;
     int _generation;
@@ -61,6 +65,7 @@ sealed class WorkerPool : IDisposable
     {
         Workers = Math.Max(1, workers);
         _threads = new Thread[Workers - 1];
+        _started = new int[Workers];
         for (int i = 0; i < _threads.Length; i++)
         {
             int index = i + 1;
@@ -84,13 +89,20 @@ sealed class WorkerPool : IDisposable
         }
         _job = job;
         Volatile.Write(ref _pending, _threads.Length);
-        Interlocked.Increment(ref _generation);
+        int generation = Interlocked.Increment(ref _generation);
         if (Volatile.Read(ref _sleeping) > 0)
             lock (_lock) Monitor.PulseAll(_lock);
-        try { job.Execute(0, Workers); }
-        catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
-        // the others finish within microseconds of this thread: a plain pause loop, never a yield or sleep
-        while (Volatile.Read(ref _pending) > 0) Thread.SpinWait(1);
+        Execute(job, 0);
+        for (int i = 1; i < Workers; i++)
+            if (Interlocked.CompareExchange(ref _started[i], generation, generation - 1) == generation - 1)
+            {
+                // worker i has not started: its part runs here (a chunked job finds nothing left)
+                Execute(job, i);
+                Interlocked.Decrement(ref _pending);
+            }
+        // the workers that did start finish within microseconds; yield now and then in case one was preempted
+        for (int spins = 0; Volatile.Read(ref _pending) > 0; spins++)
+            if ((spins & 1023) == 1023) Thread.Yield(); else Thread.SpinWait(1);
         _job = null;
         if (Interlocked.Exchange(ref _failure, null) is { } failure) throw new AggregateException("a cpu kernel failed", failure);
     }
@@ -118,11 +130,18 @@ sealed class WorkerPool : IDisposable
                 }
             }
             seen = generation;
-            // a failing kernel must not leave the caller spinning forever: Run rethrows it
-            try { _job!.Execute(index, Workers); }
-            catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
+            // the caller may already have taken this worker's part
+            if (Interlocked.CompareExchange(ref _started[index], generation, generation - 1) != generation - 1) continue;
+            Execute(_job!, index);
             Interlocked.Decrement(ref _pending);
         }
+    }
+
+    /// <summary>A failing kernel must not leave the caller waiting forever: the failure is kept and Run rethrows it.</summary>
+    void Execute(ParallelJob job, int worker)
+    {
+        try { job.Execute(worker, Workers); }
+        catch (Exception e) { Interlocked.CompareExchange(ref _failure, e, null); }
     }
 
     public void Dispose()
