@@ -311,7 +311,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         public void Add(CpuWeight w, float* x, float* source, float* bias, float* y, int rows)
         {
             long rowBytes = GgmlTypeInfo.RowBytes(w.Type, w.Columns);
-            int chunk = (int)Math.Clamp(ChunkBytes / rowBytes / 4 * 4, 4, Math.Max(4, w.Rows));
+            // whole groups of eight rows, the matrix-vector kernel's unit
+            int chunk = (int)Math.Clamp(ChunkBytes / rowBytes / 8 * 8, 8, Math.Max(8, w.Rows));
             _parts[_count++] = new Part { W = w, Bias = bias, Y = y, Chunk = chunk, Chunks = (w.Rows + chunk - 1) / chunk };
             _x = x;
             _source = source;
