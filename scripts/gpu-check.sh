@@ -15,9 +15,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 weft gpu-check --engine cuda --preset small --tokens 48 2>&1 | tee "$out/gpu-check.txt"
 status=${PIPESTATUS[0]}
 
-# 2. the 1B model (TinyLlama's shape, f16) made here; TODO(lead): switch to `weft model create` once it lands
+# 2. the 1B model (TinyLlama's shape, f16), generated here: nothing can be downloaded on the host
 model=/tmp/weft-1b-f16.gguf
-[[ -f $model ]] || weft gpu-check demo-model --preset 1b --type f16 --out "$model" 2>&1 | tee "$out/model.txt"
+[[ -f $model ]] || weft model create --preset 1b --type f16 --out "$model" 2>&1 | tee "$out/model.txt"
 timeout 420 bash "$root/.gpu/run.sh" weft.dll bench engine --engine cuda --model "$model" --batch 1,8,32,64,128,256 --gen 32 \
   --prefill 512 --json "$out/bench.json" 2>&1 | tee "$out/bench.txt"
 exit "$status"

@@ -4,14 +4,14 @@ using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Sampling;
-using Weft.GpuRuntime.Tokenization;
 
 namespace Weft.Cli;
 
 /// <summary>
 /// `weft gpu-check`: runs an ILGPU engine (CUDA by default) beside the cpu backend on small generated models and checks
-/// that they agree: the first step's logits within a tolerance, and every token of a batch of greedy and sampled
-/// generations (prefill long enough for the tiled matmul, decodes crossing KV blocks). Exit code 1 on any mismatch.
+/// that they agree: the first step's logits within a bound per weight type, and for f32 every token of a batch of
+/// greedy and sampled generations (prefill long enough for the tiled matmul, decodes crossing KV blocks). Exit code 1
+/// on any failure.
 /// </summary>
 static class GpuCheckCommands
 {
@@ -23,44 +23,7 @@ static class GpuCheckCommands
         var cmd = new Command("gpu-check", "check an ILGPU engine's kernels against the cpu backend on generated models (logits, greedy and sampled tokens)")
             { engine, tokens, preset };
         cmd.SetAction(r => Run(EngineKinds.Parse(r.GetValue(engine)!), r.GetValue(tokens), DemoModelShape.Preset(r.GetValue(preset)!), Console.Out));
-        cmd.Subcommands.Add(DemoModelCommand());
         return cmd;
-    }
-
-    // TODO(lead): once `weft model create` lands, scripts/gpu-check.sh can use it and this subcommand can go.
-    static Command DemoModelCommand()
-    {
-        var preset = new Option<string>("--preset") { Description = "tiny, small, 300m or 1b", DefaultValueFactory = _ => "1b" };
-        var type = new Option<string>("--type") { Description = "f32, f16, bf16 or q8_0", DefaultValueFactory = _ => "f16" };
-        var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
-        var cmd = new Command("demo-model", "write a generated random-weight model (for benchmarks on a host without model files)") { preset, type, output };
-        cmd.SetAction(r =>
-        {
-            var shape = DemoModelShape.Preset(r.GetValue(preset)!) with { Type = ParseType(r.GetValue(type)!) };
-            DemoModel.Write(r.GetValue(output)!, shape, Vocabulary(shape.VocabSize));
-            Console.WriteLine($"wrote {r.GetValue(output)}: {shape.Name}, {shape.Type}");
-            return 0;
-        });
-        return cmd;
-    }
-
-    static GgmlType ParseType(string s) => s.ToLowerInvariant() switch
-    {
-        "f32" => GgmlType.F32,
-        "f16" => GgmlType.F16,
-        "bf16" => GgmlType.BF16,
-        "q8_0" => GgmlType.Q8_0,
-        _ => throw new ArgumentException($"unknown type '{s}' (expected f32, f16, bf16 or q8_0)"),
-    };
-
-    /// <summary>Byte tokens and placeholder words: enough for generated models, which are driven by token ids.</summary>
-    static VocabularySpec Vocabulary(int size)
-    {
-        var tokens = new List<string> { "<unk>", "<s>", "</s>" };
-        var types = new List<int> { (int)TokenType.Unknown, (int)TokenType.Control, (int)TokenType.Control };
-        for (int b = 0; b < 256; b++) { tokens.Add($"<0x{b:X2}>"); types.Add((int)TokenType.Byte); }
-        for (int i = 0; tokens.Count < size; i++) { tokens.Add("▁w" + i); types.Add((int)TokenType.Normal); }
-        return new VocabularySpec("llama", [.. tokens], [.. types], tokens.Select((_, j) => -(float)j).ToArray(), null, null, 1, 2, 0, null, true, true, null);
     }
 
     public static int Run(EngineKind kind, int count, DemoModelShape shape, TextWriter output)
@@ -73,7 +36,7 @@ static class GpuCheckCommands
             foreach (var (type, kv) in new[] { (GgmlType.F32, KvCacheType.F32), (GgmlType.F16, KvCacheType.F16), (GgmlType.BF16, KvCacheType.F16), (GgmlType.Q8_0, KvCacheType.F16) })
             {
                 string path = Path.Combine(dir.FullName, $"{shape.Name}-{type}.gguf");
-                DemoModel.Write(path, shape with { Type = type }, Vocabulary(shape.VocabSize));
+                DemoModel.Create(path, shape with { Type = type });
                 var options = new EngineOptions { BlockSize = 16, KvBlocks = 256, KvCacheType = kv, MaxNumSeqs = 8, MaxNumBatchedTokens = 256 };
                 using var cpu = InferenceEngine.Load(path, options with { Engine = EngineKind.Cpu });
                 using var dev = InferenceEngine.Load(path, options with { Engine = kind });
@@ -81,10 +44,15 @@ static class GpuCheckCommands
                 var actual = Generate(dev, count, out var devLogits, out double stepMs);
                 float maxDiff = cpuLogits.Zip(devLogits).Max(p => MathF.Abs(p.First - p.Second));
                 int mismatches = expected.Zip(actual).Count(p => !p.First.SequenceEqual(p.Second));
-                // f16 inputs round differently when sums are ordered differently (see the ILGPU tests), hence the looser bound
-                bool pass = mismatches == 0 && maxDiff < (type is GgmlType.F16 or GgmlType.BF16 ? 2e-2f : 2e-3f);
+                var agree = expected.Zip(actual, (e, a) => e.Zip(a).TakeWhile(t => t.First == t.Second).Count()).ToArray();
+                // Two correct engines that sum in different orders round the inputs of f16/bf16 dot products (and, far
+                // more coarsely, the 8-bit activations of q8_0 ones) differently here and there, so logits move by up to
+                // a few hundredths, or tenths for q8_0, and a draw near a boundary can pick another token. Only f32 with
+                // an f32 cache must give the very same tokens; the other types must stay within their bound.
+                float bound = type switch { GgmlType.F32 => 2e-3f, GgmlType.F16 => 5e-2f, GgmlType.BF16 => 0.2f, _ => 0.5f };
+                bool pass = maxDiff < bound && (type != GgmlType.F32 || mismatches == 0);
                 ok &= pass;
-                output.WriteLine($"{(pass ? "ok  " : "FAIL")} {shape.Name} {type,-5} kv {kv}: logits max |diff| {maxDiff:E2}, {expected.Length - mismatches}/{expected.Length} sequences identical, " +
+                output.WriteLine($"{(pass ? "ok  " : "FAIL")} {shape.Name} {type,-5} kv {kv}: logits max |diff| {maxDiff:E2} (bound {bound:G2}), {expected.Length - mismatches}/{expected.Length} sequences identical (tokens agreeing: {string.Join(", ", agree)} of {count}), " +
                     $"{stepMs:F2} ms per decode step, {dev.LaunchesPerStep} launches per step ({dev.Description})");
             }
         }
