@@ -122,6 +122,28 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         Assert.Equal(2 * 10 + 4, engine.LaunchesPerStep);
     }
 
+    /// <summary>On a CUDA host: the kernels as PTX against the cpu backend. Different summation orders round the f16
+    /// inputs of dot products differently now and then, so only f32 must give the same tokens; f16's logits stay within
+    /// the bound `weft gpu-check` uses.</summary>
+    [Theory]
+    [InlineData(GgmlType.F32, KvCacheType.F32)]
+    [InlineData(GgmlType.F16, KvCacheType.F16)]
+    public void CudaMatchesTheCpuBackend(GgmlType type, KvCacheType kv)
+    {
+        Assert.SkipUnless(IlgpuBackend.TryFindCuda(out _), "no CUDA device on this host (scripts/gpu-check.sh runs these checks on a GPU host)");
+        string path = models.Write(TestModelFiles.Tiny with { Type = type });
+        int[] prompt = [1, 300, 301, 302, 700, 5, 6];
+        using var cpu = Load(path, EngineKind.Cpu, kv);
+        using var cuda = Load(path, EngineKind.Cuda, kv);
+        var (expected, cpuLogits) = Generate(cpu, prompt, 40, SamplingParams.Greedy(40));
+        var (actual, cudaLogits) = Generate(cuda, prompt, 40, SamplingParams.Greedy(40));
+
+        if (type == GgmlType.F32) Assert.Equal(expected, actual);
+        float tolerance = type == GgmlType.F32 ? 2e-3f : 5e-2f;
+        Assert.All(cpuLogits.Zip(cudaLogits), p => Assert.Equal(p.First, p.Second, tolerance));
+        Assert.StartsWith("cuda", cuda.Description);
+    }
+
     [Fact]
     public void CudaWithoutADeviceFailsWithOneLine()
     {
