@@ -40,8 +40,8 @@ public sealed class ConversationGrain(
         {
             host.EnsureReady();
             var (messages, prompt, rendered) = Prepare(request);
-            string batchKey = new DeviceKey(silo.SiloAddress, LeastLoadedDevice()).ToString();
             var s = state.State;
+            string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
             var generation = new GenerationRequest
             {
                 SequenceId = s.BatchKey == batchKey ? s.SequenceId : 0,
@@ -146,7 +146,22 @@ public sealed class ConversationGrain(
         s.Text = rendered is null ? "" : exact ? rendered + replyText : rendered;
     }
 
-    int LeastLoadedDevice() => 0;
+    /// <summary>
+    /// The device this conversation's cache is on, if it is on this silo; otherwise the least loaded one (fewest
+    /// sequences queued or running, then most free KV), so conversations spread over a silo's GPUs and then stay put.
+    /// </summary>
+    async Task<int> ChooseDevice(ConversationState s)
+    {
+        if (s.BatchKey is not null && DeviceKey.Parse(s.BatchKey) is var held && held.Silo.Equals(silo.SiloAddress) && held.Device < host.Engines.Count)
+            return held.Device;
+        if (host.Engines.Count == 1) return 0;
+        var stats = await Task.WhenAll(Enumerable.Range(0, host.Engines.Count)
+            .Select(d => GrainFactory.GetGrain<IBatchGrain>(new DeviceKey(silo.SiloAddress, d).ToString()).GetStatsAsync()));
+        // Turns that arrive together all see the same figures; the random tiebreak spreads them.
+        return stats.Select(st => st.Load)
+            .OrderBy(l => l.Running + l.Waiting).ThenByDescending(l => l.FreeKvTokens).ThenBy(_ => Random.Shared.Next())
+            .First().Device;
+    }
 
     async Task ReleaseStaleHandle(ConversationState s)
     {

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Chat;
 using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Engine.Ilgpu;
 using Weft.GpuRuntime.Gguf;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Scheduling;
@@ -58,18 +59,28 @@ public sealed class ModelHost : IDisposable
     /// <summary>Loads the model onto each device. Called once by the hosting layer after start-up validation.</summary>
     public void Load()
     {
+        var engines = new List<InferenceEngine>();
         try
         {
-            var engine = InferenceEngine.Load(ModelPath, _options.Engine);
-            _engines = [engine];
+            var engine = _options.Engine;
+            bool cuda = engine.Engine == EngineKind.Cuda || engine.Engine == EngineKind.Auto && IlgpuBackend.CudaDeviceCount() > 0;
+            int devices = _options.Devices > 0 ? _options.Devices : cuda ? IlgpuBackend.CudaDeviceCount() : 1;
+            if (!cuda && devices > 1 && engine.Threads == 0) engine = engine with { Threads = Math.Max(1, Environment.ProcessorCount / devices) };
+            for (int d = 0; d < devices; d++)
+            {
+                var e = InferenceEngine.Load(ModelPath, engine with { Device = cuda ? d : 0 });
+                engines.Add(e);
+                _logger.LogInformation("device {Device}: {Engine}", d, e.Description);
+                _logger.LogInformation("device {Device} kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
+                    d, e.NumKvBlocks, e.BlockSize, e.KvCacheBytes / 1048576.0, e.NumKvBlocks * e.BlockSize);
+            }
+            _engines = [.. engines];
             Status = ModelStatus.Ready;
-            _logger.LogInformation("engine: {Engine}", engine.Description);
-            _logger.LogInformation("kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
-                engine.NumKvBlocks, engine.BlockSize, engine.KvCacheBytes / 1048576.0, engine.NumKvBlocks * engine.BlockSize);
             _ready.SetResult();
         }
         catch (Exception e)
         {
+            foreach (var loaded in engines) loaded.Dispose();
             Status = ModelStatus.Failed;
             Error = e.Message;
             _ready.SetException(e);

@@ -16,6 +16,9 @@ public sealed record ModelHostOptions
     public string? ChatTemplate { get; init; }
     public string CacheDirectory { get; init; } = DemoModel.DefaultCacheDirectory;
     public EngineOptions Engine { get; init; } = new();
+    /// <summary>Devices to serve on, one engine and one BatchGrain each; 0 takes every CUDA device when the engine runs on
+    /// CUDA, else one. More than one on the CPU splits the cores between the engines.</summary>
+    public int Devices { get; init; }
     /// <summary>Requests waiting for a slot beyond which new ones are refused (HTTP 429).</summary>
     public int MaxWaiting { get; init; } = 1024;
     /// <summary>Fraction of KV blocks kept free when admitting new sequences, so running ones rarely need preempting.</summary>
@@ -29,6 +32,7 @@ public sealed record ModelHostOptions
     {
         if (Model is null && !DemoModelShape.Presets.Any(p => p.Name == DemoPreset))
             yield return $"demo preset '{DemoPreset}' is unknown (known: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))})";
+        if (Devices < 0) yield return "devices must not be negative";
         if (MaxWaiting < 0) yield return "max-waiting must not be negative";
         if (KvWatermark is < 0 or >= 1) yield return "kv-watermark must be in [0, 1)";
         if (AgingTicks < 1) yield return "aging-ticks must be positive";

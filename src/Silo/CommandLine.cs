@@ -24,6 +24,7 @@ public static class CommandLine
         new("--served-model-name", "Weft:ServedModelName", Kind.Text, "the name clients send in \"model\" (default: the file name)"),
         new("--chat-template", "Weft:ChatTemplate", Kind.Text, "chat template family (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template"),
         new("--engine", "Weft:Engine:Engine", Kind.Engine, "auto, cpu, cuda or ilgpu-cpu (default: auto)"),
+        new("--devices", "Weft:Devices", Kind.Integer, "devices to serve on, one engine each (default: every CUDA device, else 1)"),
         new("--max-num-seqs", "Weft:Engine:MaxNumSeqs", Kind.Integer, "most sequences in one step (default: 128)"),
         new("--max-num-batched-tokens", "Weft:Engine:MaxNumBatchedTokens", Kind.Integer, "most tokens in one step (default: 1024)"),
         new("--max-model-len", "Weft:Engine:MaxModelLen", Kind.Integer, "longest sequence, prompt and reply (default: the model's context)"),

@@ -47,8 +47,8 @@ public class WeftCluster : IAsyncLifetime
 
     public ModelHost Host => Cluster.Silos[0].ServiceProvider.GetRequiredService<ModelHost>();
 
-    public IBatchGrain BatchGrain(int silo = 0) =>
-        Grains.GetGrain<IBatchGrain>(new DeviceKey(Cluster.Silos[silo].SiloAddress, 0).ToString());
+    public IBatchGrain BatchGrain(int silo = 0, int device = 0) =>
+        Grains.GetGrain<IBatchGrain>(new DeviceKey(Cluster.Silos[silo].SiloAddress, device).ToString());
 
     public async ValueTask DisposeAsync()
     {

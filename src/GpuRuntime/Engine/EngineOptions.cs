@@ -37,6 +37,8 @@ public sealed record EngineOptions
     /// <summary>For CUDA: fraction of free device memory given to the KV pool after the weights are loaded.</summary>
     public double GpuMemoryFraction { get; init; } = 0.8;
     public KvCacheType KvCacheType { get; init; } = KvCacheType.F16;
+    /// <summary>Which CUDA device this engine runs on (a silo with several GPUs runs one engine on each).</summary>
+    public int Device { get; init; }
     /// <summary>CPU worker threads; 0 uses every core.</summary>
     public int Threads { get; init; }
     /// <summary>Time every kernel call (for `weft bench engine --profile`; adds a little overhead).</summary>
@@ -52,6 +54,7 @@ public sealed record EngineOptions
         if (KvBlocks < 0) yield return "kv-blocks must not be negative";
         if (KvCacheMemoryMiB < 1) yield return "kv-cache-memory must be at least 1 MiB";
         if (GpuMemoryFraction is <= 0 or > 0.98) yield return "gpu-memory-fraction must be in (0, 0.98]";
+        if (Device < 0) yield return "device must not be negative";
         if (Threads < 0) yield return "threads must not be negative";
     }
 }

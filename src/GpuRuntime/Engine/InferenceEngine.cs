@@ -100,8 +100,8 @@ public sealed class InferenceEngine : IDisposable
     static IBackend CreateBackend(EngineOptions o) => o.Engine switch
     {
         EngineKind.Cpu => new CpuBackend(o.Threads),
-        EngineKind.Auto => IlgpuBackend.TryFindCuda(out _) ? new IlgpuBackend(EngineKind.Cuda) : new CpuBackend(o.Threads),
-        _ => new IlgpuBackend(o.Engine),
+        EngineKind.Auto => IlgpuBackend.CudaDeviceCount() > 0 ? new IlgpuBackend(EngineKind.Cuda, o.Device) : new CpuBackend(o.Threads),
+        _ => new IlgpuBackend(o.Engine, o.Device),
     };
 
     /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>

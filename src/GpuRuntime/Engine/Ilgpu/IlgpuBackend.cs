@@ -94,17 +94,18 @@ public sealed class IlgpuBackend : IBackend
     readonly List<int> _onHost = [];
     int _launches;
 
-    public IlgpuBackend(EngineKind kind) : this(kind switch
+    /// <param name="cudaDevice">Which CUDA device, for <see cref="EngineKind.Cuda"/>.</param>
+    public IlgpuBackend(EngineKind kind, int cudaDevice = 0) : this(kind switch
     {
         EngineKind.Cuda => null,
         EngineKind.IlgpuCpu => new CPUDevice(2, 1, Environment.ProcessorCount),
         _ => throw new ArgumentException($"the ILGPU backend runs on cuda or ilgpu-cpu, not {kind.Name()}"),
-    }, null)
+    }, null, cudaDevice)
     { }
 
-    /// <param name="cpu">The CPU accelerator's simulated device, or null for the first CUDA device.</param>
+    /// <param name="cpu">The CPU accelerator's simulated device, or null for CUDA device <paramref name="cudaDevice"/>.</param>
     /// <param name="shape">The launch shape; null picks the accelerator's default (tests force GPU-like shapes on the CPU).</param>
-    internal IlgpuBackend(CPUDevice? cpu, LaunchShape? shape)
+    internal IlgpuBackend(CPUDevice? cpu, LaunchShape? shape, int cudaDevice = 0)
     {
         _context = Context.Create(b =>
         {
@@ -117,7 +118,8 @@ public sealed class IlgpuBackend : IBackend
             {
                 var devices = _context.GetCudaDevices();
                 if (devices.Count == 0) throw new NotSupportedException("engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
-                var cuda = devices[0].CreateCudaAccelerator(_context);
+                if (cudaDevice >= devices.Count) throw new NotSupportedException($"engine 'cuda': there is no device {cudaDevice} (found {devices.Count})");
+                var cuda = devices[cudaDevice].CreateCudaAccelerator(_context);
                 _accelerator = cuda;
                 _device = $"cuda: {cuda.Name}, {cuda.MemorySize / (double)(1L << 30):F0} GiB";
                 _shape = shape ?? LaunchShape.Cuda(cuda.WarpSize, cuda.NumMultiprocessors);
@@ -144,13 +146,19 @@ public sealed class IlgpuBackend : IBackend
         }
     }
 
-    /// <summary>Whether a CUDA device is present (and its name), without keeping anything open.</summary>
+    /// <summary>Whether a CUDA device is present (and the first one's name), without keeping anything open.</summary>
     public static bool TryFindCuda(out string name)
     {
         using var context = Context.Create(b => b.Cuda());
         var devices = context.GetCudaDevices();
         name = devices.Count > 0 ? devices[0].Name : "";
         return devices.Count > 0;
+    }
+
+    public static int CudaDeviceCount()
+    {
+        using var context = Context.Create(b => b.Cuda());
+        return context.GetCudaDevices().Count;
     }
 
     /// <summary>Kernel launches of the last completed step (or of the calls since the last step, for a partial one).</summary>
