@@ -12,7 +12,7 @@ static unsafe class Portable
     public static void MatMul(GgmlType type, byte* w, float* wScales, float* x, sbyte* xq, float* xScales, float* y, float* bias,
         int m, int k, int ldy, int n0, int n1)
     {
-        var row = new float[k];
+        Span<float> row = stackalloc float[k]; // k is a hidden size: a few thousand floats at most
         int blocks = k / 32;
         for (int n = n0; n < n1; n++)
         {
