@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 namespace Weft.GpuRuntime.Sampling;
 
 /// <summary>
@@ -103,7 +104,9 @@ public sealed class Sampler(int vocabSize)
         }
     }
 
-    /// <summary>A uniform double in [0, 1) from (seed, index): SplitMix64 finalizer over the pair.</summary>
+    /// <summary>A uniform double in [0, 1) from (seed, index): SplitMix64 finalizer over the pair. Plain arithmetic, so
+    /// the ILGPU sampling kernel calls it too and both backends draw the same numbers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static double Uniform(ulong seed, ulong index)
     {
         ulong z = seed + (index + 1) * 0x9E3779B97F4A7C15UL;

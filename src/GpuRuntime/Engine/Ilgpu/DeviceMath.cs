@@ -84,17 +84,6 @@ static class DeviceMath
         return ~ascending;
     }
 
-    /// <summary>Sampler.Uniform: SplitMix64's finalizer over (seed, index).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static double Uniform(ulong seed, ulong index)
-    {
-        ulong z = seed + (index + 1) * 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        z ^= z >> 31;
-        return (z >> 11) * (1.0 / (1UL << 53));
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot8(in Float8 w, in Float4 a, in Float4 b) =>
         w.V0 * a.X + w.V1 * a.Y + w.V2 * a.Z + w.V3 * a.W + w.V4 * b.X + w.V5 * b.Y + w.V6 * b.Z + w.V7 * b.W;

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
+using Weft.GpuRuntime.Sampling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
@@ -115,7 +116,7 @@ static class SamplingKernel
         // the draw: the first kept token whose running mass exceeds u · total (keys ≤ T, so "below T + 1")
         double total = MassBelow(l, p, vocab, keptEnd, dScratch);
         ulong seed = (uint)pr[PSeedLo] | (ulong)(uint)pr[PSeedHi] << 32;
-        double u = DeviceMath.Uniform(seed, (ulong)pr[PCompletionIndex]) * total;
+        double u = Sampler.Uniform(seed, (ulong)pr[PCompletionIndex]) * total;
         ulong last = 0;
         for (int i = Group.IdxX; i < vocab; i += Group.DimX)
         {
