@@ -1,0 +1,151 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Runtime;
+using Weft.Abstractions;
+using Weft.GpuRuntime.Models;
+using Weft.GpuRuntime.Tokenization;
+using ChatTemplates = Weft.GpuRuntime.Chat.ChatTemplates;
+
+namespace Weft.Silo.Tests;
+
+/// <summary>
+/// Cluster mode as an operator runs it: two silos built by <see cref="WeftSilo.Build"/> with <c>--redis</c> (Redis
+/// membership and conversation storage) against a redis-server of the test's own.
+/// </summary>
+public sealed class ClusterTests : IAsyncDisposable
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    readonly string _dir = Directory.CreateTempSubdirectory("weft-cluster-").FullName;
+    Process? _redis;
+    readonly List<WebApplication> _silos = [];
+
+    [Fact]
+    public async Task AConversationOutlivesItsSiloWithItsHistory()
+    {
+        Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
+        string model = Path.Combine(_dir, "model.gguf");
+        DemoModel.Write(model, SiloFixture.Shape, DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        string redis = await StartRedis();
+        var a = await StartSilo(model, redis);
+        var b = await StartSilo(model, redis);
+        var grains = b.Services.GetRequiredService<IGrainFactory>();
+        var siloA = a.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
+        var siloB = b.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
+        await Http.WaitUntil(() => Task.FromResult(b.Services.GetRequiredService<IClusterMembershipService>().CurrentSnapshot.Members.Values
+            .Count(m => m.Status == SiloStatus.Active) == 2), Ct, "both silos active");
+
+        // New conversations go to either silo (both are empty); talk to them until one lives on silo A.
+        IConversationGrain? onA = null;
+        Turn first = default;
+        for (int i = 0; i < 64 && onA is null; i++)
+        {
+            var conversation = grains.GetGrain<IConversationGrain>($"outlive-{i}");
+            var turn = await RunAsync(conversation, Chat($"Conversation {i}: tell me about the sea."));
+            if ((await conversation.GetHistoryAsync()).Silo == siloA.ToString()) (onA, first) = (conversation, turn);
+        }
+        Assert.NotNull(onA);
+
+        await a.StopAsync(Ct);
+
+        // The next turn runs on silo B from the history in Redis: the same tokens as before, extended; the cache was
+        // on silo A, so everything is computed again, and the reply is what a fresh conversation gets from those tokens.
+        var second = await RunAsync(onA, Chat("And the mountains?"));
+        var history = await onA.GetHistoryAsync();
+        Assert.Equal(siloB.ToString(), history.Silo);
+        Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
+        Assert.Equal(first.Text, history.Messages[1].Content);
+        Assert.Equal([.. first.Prompt, .. first.Tokens], second.Prompt.Take(first.Prompt.Count + first.Tokens.Count));
+        Assert.Equal(0, second.Usage.CachedTokens);
+        var fresh = await RunAsync(grains.GetGrain<IConversationGrain>("outlive-fresh"),
+            new TurnRequest { PromptTokenIds = second.Prompt, Sampling = Greedy });
+        Assert.Equal(second.Tokens, fresh.Tokens);
+    }
+
+    static readonly SamplingOptions Greedy = new() { Temperature = 0, MaxTokens = 8, IgnoreEos = true };
+
+    static TurnRequest Chat(string user) => new() { Messages = [new ChatMessage("user", user)], Sampling = Greedy };
+
+    readonly record struct Turn(string Text, IReadOnlyList<int> Prompt, IReadOnlyList<int> Tokens, Usage Usage);
+
+    static async Task<Turn> RunAsync(IConversationGrain conversation, TurnRequest request)
+    {
+        var text = new System.Text.StringBuilder();
+        var tokens = new List<int>();
+        IReadOnlyList<int> prompt = [];
+        Usage? usage = null;
+        await foreach (var d in conversation.SendAsync(request with { ReturnTokenIds = true }, Ct))
+        {
+            text.Append(d.Text);
+            tokens.AddRange(d.TokenIds);
+            prompt = d.PromptTokenIds ?? prompt;
+            usage = d.Usage ?? usage;
+        }
+        return new Turn(text.ToString(), prompt, tokens, usage!);
+    }
+
+    async Task<WebApplication> StartSilo(string model, string redis)
+    {
+        var app = WeftSilo.Build([
+            "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--redis", redis,
+            "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0"]);
+        _silos.Add(app);
+        await app.StartAsync(Ct);
+        await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
+        return app;
+    }
+
+    async Task<string> StartRedis()
+    {
+        int port = FreePort();
+        _redis = Process.Start(new ProcessStartInfo(FindRedisServer()!, ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        })!;
+        // drained, so a chatty server never blocks on a full pipe
+        _redis.OutputDataReceived += (_, _) => { };
+        _redis.ErrorDataReceived += (_, _) => { };
+        _redis.BeginOutputReadLine();
+        _redis.BeginErrorReadLine();
+        await Http.WaitUntil(async () =>
+        {
+            using var client = new TcpClient();
+            try
+            {
+                await client.ConnectAsync(IPAddress.Loopback, port, Ct);
+                return true;
+            }
+            catch (SocketException)
+            {
+                return false;
+            }
+        }, Ct, "redis-server listening");
+        return $"127.0.0.1:{port}";
+    }
+
+    static string? FindRedisServer() => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator)
+        .Select(d => Path.Combine(d, "redis-server")).FirstOrDefault(File.Exists);
+
+    static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var silo in _silos)
+        {
+            await silo.StopAsync(CancellationToken.None);
+            await silo.DisposeAsync();
+        }
+        if (_redis is { HasExited: false }) _redis.Kill();
+        _redis?.Dispose();
+        Directory.Delete(_dir, recursive: true);
+    }
+}
