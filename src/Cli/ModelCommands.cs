@@ -55,11 +55,11 @@ static class ModelCommands
             bool full = r.GetValue(all);
             Console.WriteLine($"{f.Path}: GGUF v{f.Version}, {f.FileSize / 1e6:F1} MB, {f.Metadata.Count} metadata keys, {f.Tensors.Count} tensors, alignment {f.Alignment}");
             Console.WriteLine();
-            int keyWidth = f.Metadata.Keys.Max(k => k.Length);
+            int keyWidth = f.Metadata.Keys.Select(k => k.Length).DefaultIfEmpty().Max();
             foreach (var (key, value) in f.Metadata)
                 Console.WriteLine($"  {key.PadRight(keyWidth)}  {Describe(value, full)}");
             Console.WriteLine();
-            int nameWidth = f.Tensors.Max(t => t.Name.Length);
+            int nameWidth = f.Tensors.Select(t => t.Name.Length).DefaultIfEmpty().Max();
             foreach (var t in f.Tensors)
                 Console.WriteLine($"  {t.Name.PadRight(nameWidth)}  {t.Type,-5} {("[" + string.Join(", ", t.Dims) + "]"),-20} {t.ByteSize / 1e6,10:F2} MB");
             var byType = f.Tensors.GroupBy(t => t.Type).Select(g => $"{g.Key}: {g.Count()} tensors, {g.Sum(t => t.ByteSize) / 1e6:F1} MB");

@@ -65,8 +65,8 @@ public sealed record ModelConfig
 
         double eps = f.GetNumberOrNull($"{arch}.attention.layer_norm_rms_epsilon") ?? 1e-5;
         double ropeBase = f.GetNumberOrNull($"{arch}.rope.freq_base") ?? 10000.0;
-        if (eps is <= 0 or > 1) throw f.Fail($"layer_norm_rms_epsilon {eps} is out of range");
-        if (ropeBase <= 1) throw f.Fail($"rope.freq_base {ropeBase} is out of range");
+        if (!(eps is > 0 and <= 1)) throw f.Fail($"layer_norm_rms_epsilon {eps} is out of range");
+        if (!(ropeBase > 1 && double.IsFinite(ropeBase))) throw f.Fail($"rope.freq_base {ropeBase} is out of range");
         if (f.Has($"{arch}.rope.scaling.type") && f.GetString($"{arch}.rope.scaling.type") is not ("none" or ""))
             throw f.Fail($"RoPE scaling '{f.GetString($"{arch}.rope.scaling.type")}' is not supported");
 
@@ -80,7 +80,7 @@ public sealed record ModelConfig
             HeadDim = headDim,
             FfnDim = Int("feed_forward_length", 1, 1 << 20),
             VocabSize = vocab,
-            ContextLength = Int("context_length", 1, 1 << 24),
+            ContextLength = Int("context_length", 2, 1 << 24),
             RmsEps = (float)eps,
             RopeFreqBase = (float)ropeBase,
             Rope = arch == "qwen2" ? RopeStyle.Neox : RopeStyle.Norm,

@@ -3,7 +3,7 @@ namespace Weft.GpuRuntime.Sampling;
 
 /// <summary>
 /// Picks the next token from one row of logits. Order: penalties → greedy, or top-k → temperature → softmax →
-/// min-p → top-p → a draw. The draw uses a counter-based generator keyed by (seed, completion index), so a sequence
+/// min-p → top-p over what min-p kept → a draw. The draw uses a counter-based generator keyed by (seed, completion index), so a sequence
 /// samples the same tokens whether it runs alone, batched, or resumed after preemption.
 /// </summary>
 public sealed class Sampler(int vocabSize)
@@ -37,9 +37,16 @@ public sealed class Sampler(int vocabSize)
         }
         if (p.TopP < 1)
         {
-            float cum = 0;
+            // over what min-p kept, renormalised, as vLLM applies top-p after min-p
+            double kept = 1;
+            if (p.MinP > 0)
+            {
+                kept = 0;
+                for (int i = 0; i < n; i++) kept += _probs[i];
+            }
+            double cum = 0, target = p.TopP * kept;
             int keep = 0;
-            while (keep < n && cum < p.TopP) cum += _probs[keep++];
+            while (keep < n && cum < target) cum += _probs[keep++];
             n = Math.Max(1, keep);
         }
 

@@ -22,7 +22,8 @@ public sealed record SamplingParams
 
     public static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens };
 
-    public bool IsGreedy => Temperature == 0 || TopK == 1;
+    /// <summary>Below vLLM's sampling epsilon a temperature is greedy: 1/T would overflow and the softmax turn to NaN.</summary>
+    public bool IsGreedy => Temperature < 1e-5f || TopK == 1;
     public bool HasPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1;
 
     /// <summary>The first problem with these settings, or null; messages name the field as the HTTP API does.</summary>

@@ -21,7 +21,8 @@ public sealed class BlockManager
     private readonly int[] _refCount;
     private readonly bool[] _hashed;
     private readonly ulong[] _hash;
-    // The token ids of every hashed block, so a hash collision can never serve another prefix's K/V.
+    // The token ids of every hashed block, so a colliding hash cannot serve a block of other tokens. (Two different
+    // prefixes ending in the same tokens would need their 64-bit chained hashes to meet: negligible, not impossible.)
     private readonly int[] _blockTokens;
     private readonly Dictionary<ulong, int> _cached = [];
     // Free list as an intrusive doubly linked list over block ids; index NumBlocks is the sentinel.
@@ -187,7 +188,8 @@ public sealed class BlockManager
         {
             int b = table[i];
             if (--_refCount[b] > 0) continue;
-            if (_hashed[b]) PushBack(b);
+            // a block whose content can still be found goes to the recently-used end; one that can't is reused first
+            if (IsCached(b)) PushBack(b);
             else PushFront(b);
         }
         table.RemoveRange(keepBlocks, table.Count - keepBlocks);

@@ -67,7 +67,8 @@ public sealed class Scheduler
             throw new SchedulerException(
                 $"The prompt ({s.NumTokens} tokens) plus max_tokens ({s.Sampling.MaxTokens}) exceeds the context length ({_options.MaxModelLen}).",
                 retryable: false);
-        long blocksNeeded = (total + _blocks.BlockSize - 1) / _blocks.BlockSize;
+        // the last sampled token is returned, never computed, so it takes no KV slot
+        long blocksNeeded = (total - 1 + _blocks.BlockSize - 1) / _blocks.BlockSize;
         if (blocksNeeded > _blocks.NumBlocks - _watermarkBlocks)
             throw new SchedulerException(
                 $"The prompt plus max_tokens ({total} tokens) needs {blocksNeeded} KV blocks; the cache admits at most {_blocks.NumBlocks - _watermarkBlocks} for one sequence.",
@@ -232,9 +233,22 @@ public sealed class Scheduler
     /// <summary>Evicts idle holders of blocks until <paramref name="s"/> can get its next <paramref name="n"/> slots.</summary>
     private bool MakeRoom(Sequence s, int n, int reserve, Sequence? except)
     {
+        if (_blocks.CanAllocate(s, n, reserve)) return true;
+        // Evict only when that can make room; otherwise idle caches would be thrown away every tick the head of the queue
+        // waits for running sequences to finish. (An upper bound: blocks shared with others are not freed by evicting.)
+        if (_blocks.BlocksNeeded(s, n) + reserve > _blocks.NumFreeBlocks + IdleBlocks(except)) return false;
         while (!_blocks.CanAllocate(s, n, reserve))
             if (!EvictIdle(except)) return false;
         return true;
+    }
+
+    private int IdleBlocks(Sequence? except)
+    {
+        int blocks = 0;
+        foreach (var s in _parked) blocks += s.BlockTable.Count;
+        foreach (var entry in _waitingById.Values)
+            if (entry.Sequence != except) blocks += entry.Sequence.BlockTable.Count;
+        return blocks;
     }
 
     private bool EvictIdle(Sequence? except)

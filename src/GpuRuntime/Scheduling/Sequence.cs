@@ -53,8 +53,8 @@ public sealed class Sequence(long id, IReadOnlyList<int> promptTokens, SamplingP
     /// </summary>
     public int StartTurn(IReadOnlyList<int> tokens, SamplingParams sampling)
     {
-        if (Status == SequenceStatus.Running)
-            throw new InvalidOperationException($"Sequence {Id} is still running; a new turn can start only after the current one finished.");
+        if (Status != SequenceStatus.Finished)
+            throw new InvalidOperationException($"Sequence {Id} is {Status}; a new turn can start only after the current one finished.");
         int common = 0;
         int limit = Math.Min(NumComputedTokens, tokens.Count - 1); // at least one token must be computed to produce logits
         while (common < limit && TokenIds[common] == tokens[common]) common++;

@@ -103,7 +103,7 @@ public abstract partial class Tokenizer
                     (int)TokenType.UserDefined => TokenAttr.UserDefined,
                     (int)TokenType.Unused => TokenAttr.Unused,
                     (int)TokenType.Byte => TokenAttr.Byte,
-                    _ => throw file.Fail($"token {i} has unknown token type {types[i]}"),
+                    _ => TokenAttr.Undefined, // type 0 and values it does not know, as llama.cpp reads them
                 };
             }
         }

@@ -439,6 +439,32 @@ public class SchedulerTests
     }
 
     [Fact]
+    public void A_parked_cache_is_not_evicted_for_a_queued_sequence_that_still_would_not_fit()
+    {
+        var options = new SchedulerOptions { MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0 };
+        var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
+        var parked = Seq(8, maxTokens: 1, firstToken: 100);
+        parked.KeepCache = true;
+        scheduler.Add(parked);
+        RunToCompletion(scheduler, engine);
+        var runner = Seq(20, maxTokens: 8, firstToken: 200);
+        scheduler.Add(runner);
+        engine.Step(scheduler); // 5 blocks: 3 left free, 2 parked
+        var head = Seq(24, maxTokens: 4, firstToken: 300); // 6 blocks: more than the free and parked ones together
+        scheduler.Add(head);
+
+        while (runner.Status == SequenceStatus.Running)
+        {
+            engine.Step(scheduler);
+            if (runner.Status == SequenceStatus.Running) Assert.Equal(SequenceStatus.Waiting, head.Status);
+            Assert.Equal((1, 2), (scheduler.NumParked, parked.BlockTable.Count));
+        }
+        RunToCompletion(scheduler, engine);
+        Assert.Equal((1, 2), (scheduler.NumParked, parked.BlockTable.Count)); // the head fitted without it once the runner left
+        AssertMatchesReference(engine, head, options.MaxModelLen, 24);
+    }
+
+    [Fact]
     public void Update_and_schedule_enforce_one_update_per_tick()
     {
         var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 4, MaxNumBatchedTokens = 16 };

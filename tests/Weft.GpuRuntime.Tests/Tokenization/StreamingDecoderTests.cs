@@ -58,3 +58,41 @@ public class StreamingDecoderTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Spm.CreateStreamingDecoder().Push(-1));
     }
 }
+
+public class ReplyDecoderTests
+{
+    /// <summary>Pushes the text's tokens one at a time; returns what each push released, then what Finish released.</summary>
+    static (List<string> Deltas, ReplyDecoder Decoder) Decode(string text, params string[] stop)
+    {
+        var d = new ReplyDecoder(TestVocab.Spm, stop);
+        var deltas = TestVocab.Spm.Encode(text, addSpecial: false).Select(d.Push).ToList();
+        if (!d.Stopped) deltas.Add(d.Finish());
+        return (deltas, d);
+    }
+
+    [Fact]
+    public void A_stop_string_split_over_tokens_is_never_shown_in_part()
+    {
+        var (deltas, d) = Decode("hello world. the end", "world.");
+        Assert.True(d.Stopped);
+        Assert.Equal(" hello ", d.Text);
+        Assert.Equal(" hello ", string.Concat(deltas));
+        Assert.DoesNotContain(deltas, x => x.Contains('w'));
+    }
+
+    [Fact]
+    public void A_held_back_tail_that_does_not_become_a_stop_string_is_released()
+    {
+        var (deltas, d) = Decode("hello wonder", "world");
+        Assert.False(d.Stopped);
+        Assert.Equal(" hello wonder", string.Concat(deltas));
+        Assert.Equal(" hello wonder", d.Text);
+    }
+
+    [Fact]
+    public void The_earliest_of_several_stop_strings_wins()
+    {
+        var (_, d) = Decode("one two three", "three", "two");
+        Assert.Equal(" one ", d.Text);
+    }
+}

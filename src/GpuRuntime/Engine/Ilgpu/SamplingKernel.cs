@@ -99,18 +99,24 @@ static class SamplingKernel
         }
         DeviceMath.Sync();
 
-        // top-p keeps a token while the mass before it is below top_p: keys below the least T with mass(keys < T) ≥ top_p
+        // top-p keeps a token while the mass before it is below top_p times what min-p kept: keys below the least T with
+        // mass(keys < T) ≥ that target
         float topP = Interop.IntAsFloat((uint)pr[PTopP]);
         ulong keptEnd = ulong.MaxValue; // kept: key < keptEnd (and p ≥ 0)
-        if (topP < 1f && MassBelow(l, p, vocab, ulong.MaxValue, dScratch) >= topP)
+        if (topP < 1f)
         {
-            ulong lo = 0, hi = ulong.MaxValue;
-            while (lo < hi)
+            double kept = MassBelow(l, p, vocab, ulong.MaxValue, dScratch);
+            double target = topP * (minP > 0 ? kept : 1.0);
+            if (kept >= target)
             {
-                ulong mid = lo + (hi - lo) / 2;
-                if (MassBelow(l, p, vocab, mid, dScratch) >= topP) hi = mid; else lo = mid + 1;
+                ulong lo = 0, hi = ulong.MaxValue;
+                while (lo < hi)
+                {
+                    ulong mid = lo + (hi - lo) / 2;
+                    if (MassBelow(l, p, vocab, mid, dScratch) >= target) hi = mid; else lo = mid + 1;
+                }
+                keptEnd = lo;
             }
-            keptEnd = lo;
         }
 
         // the draw: the first kept token whose running mass exceeds u · total (keys ≤ T, so "below T + 1")
