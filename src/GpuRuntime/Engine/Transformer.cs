@@ -82,7 +82,12 @@ public sealed class Transformer
         }
 
         int n = s.NumLogitRows;
-        if (n == 0) return;
+        if (n == 0)
+        {
+            // a step of prefill chunks only: its work must be done before the inputs are refilled for the next one
+            _b.Synchronize();
+            return;
+        }
         _b.GatherLogitRows(_x, _xl, c.Dim);                               // xl     [n, dim]
         _b.RmsNorm(_xl, _outputNorm, _xl, n, c.Dim, c.RmsEps);
         _b.MatMul(_xl, _output, null, _logits, n);                        // logits [n, vocab]

@@ -20,7 +20,8 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     });
 
     /// <summary>Prefills the prompt in one step and decodes greedily; returns the tokens and the logits of the first step.</summary>
-    static (List<int> Tokens, float[] FirstLogits) Generate(InferenceEngine engine, int[] prompt, int count, SamplingParams sampling)
+    /// <param name="chunk">Prefill at most this many tokens a step; the steps before the last chunk need no logits.</param>
+    static (List<int> Tokens, float[] FirstLogits) Generate(InferenceEngine engine, int[] prompt, int count, SamplingParams sampling, int chunk = int.MaxValue)
     {
         var tokens = new List<int>(prompt);
         var blocks = Enumerable.Range(0, 64).Select(b => (b * 37) % 64).ToList(); // scattered blocks
@@ -29,11 +30,14 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         while (tokens.Count < prompt.Length + count)
         {
             engine.Inputs.Clear();
-            engine.Inputs.Add(new StepItem(tokens, computed, tokens.Count - computed, blocks, true, sampling, sampling.Seed ?? 0, prompt.Length));
-            computed = tokens.Count;
-            var next = engine.Step()[0];
+            int n = Math.Min(chunk, tokens.Count - computed);
+            bool needsLogits = computed + n == tokens.Count;
+            engine.Inputs.Add(new StepItem(tokens, computed, n, blocks, needsLogits, sampling, sampling.Seed ?? 0, prompt.Length));
+            computed += n;
+            var next = engine.Step();
+            if (!needsLogits) continue;
             first ??= engine.GetLogits(0);
-            tokens.Add(next);
+            tokens.Add(next[0]);
         }
         return (tokens.Skip(prompt.Length).ToList(), first!);
     }
@@ -59,6 +63,19 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         Assert.All(cpuLogits.Zip(ilgpuLogits), p => Assert.Equal(p.First, p.Second, tolerance));
         Assert.StartsWith("ilgpu-cpu", ilgpu.Description);
         Assert.Contains("KV pool 64 blocks", ilgpu.Description);
+    }
+
+    [Fact]
+    public void APromptPrefilledInChunksMatchesTheCpuBackend()
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32 });
+        int[] prompt = [1, .. Enumerable.Range(300, 29)];
+        using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F32);
+        using var ilgpu = Load(path, EngineKind.IlgpuCpu, KvCacheType.F32);
+        var whole = Generate(cpu, prompt, 12, SamplingParams.Greedy(12)).Tokens;
+        // chunks of 7: four steps with no logits rows before the one that samples
+        Assert.Equal(whole, Generate(cpu, prompt, 12, SamplingParams.Greedy(12), chunk: 7).Tokens);
+        Assert.Equal(whole, Generate(ilgpu, prompt, 12, SamplingParams.Greedy(12), chunk: 7).Tokens);
     }
 
     [Fact]
