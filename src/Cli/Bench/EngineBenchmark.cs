@@ -23,7 +23,7 @@ public static class EngineBenchmark
     {
         int threads = o.Threads > 0 ? o.Threads : Environment.ProcessorCount;
         int maxBatch = o.Batches.Max();
-        int blocksPerSeq = (o.Prompt + o.Gen + 16) / 16 + 1;
+        int blocksPerSeq = BlocksPerSequence(o.Prompt, o.Gen, 16);
         var engineOptions = new EngineOptions
         {
             Engine = o.Engine,
@@ -121,11 +121,14 @@ public static class EngineBenchmark
         return text.ToString();
     }
 
+    /// <summary>Blocks a benchmark sequence may touch: its prompt, the warm-up and timed tokens, and one to spare.</summary>
+    static int BlocksPerSequence(int prompt, int gen, int blockSize) => (prompt + gen + 2 + blockSize) / blockSize + 1;
+
     /// <summary>Prefills <paramref name="batch"/> sequences, then times <paramref name="gen"/> decode steps of one token each.</summary>
     static List<double> DecodeSteps(InferenceEngine engine, int batch, int prompt, int gen, ProfilingBackend? profiler = null)
     {
         int vocab = engine.Config.VocabSize, bs = engine.BlockSize;
-        int blocksPerSeq = (prompt + gen + 2 + bs) / bs + 1;
+        int blocksPerSeq = BlocksPerSequence(prompt, gen, bs);
         var seqs = Enumerable.Range(0, batch).Select(s => new List<int>(Enumerable.Range(0, prompt).Select(i => (s * 7919 + i * 104729) % vocab))).ToArray();
         var tables = Enumerable.Range(0, batch).Select(s => Enumerable.Range(s * blocksPerSeq, blocksPerSeq).ToList()).ToArray();
         var computed = new int[batch];

@@ -39,8 +39,6 @@ public sealed class InferenceEngine : IDisposable
         MaxModelLen = options.MaxModelLen > 0 ? Math.Min(options.MaxModelLen, Config.ContextLength) : Config.ContextLength;
 
         long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
-        int maxBlocksPerSeq = (MaxModelLen + options.BlockSize - 1) / options.BlockSize;
-        Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize);
         _sampled = new int[options.MaxNumSeqs];
 
         _device = new DeviceThread($"weft-device-{options.Engine}");
@@ -70,6 +68,8 @@ public sealed class InferenceEngine : IDisposable
             throw;
         }
         KvCacheBytes = NumKvBlocks * bytesPerBlock;
+        int maxBlocksPerSeq = (MaxModelLen + options.BlockSize - 1) / options.BlockSize;
+        Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize, NumKvBlocks, Config.VocabSize);
     }
 
     /// <summary>The KV pool in blocks: as configured, else a fraction of the GPU memory left after the weights, else the memory budget.</summary>

@@ -20,12 +20,14 @@ public readonly record struct StepItem(
 /// </summary>
 public sealed class StepInputs
 {
-    public StepInputs(int maxTokens, int maxSeqs, int maxBlocksPerSeq, int blockSize)
+    public StepInputs(int maxTokens, int maxSeqs, int maxBlocksPerSeq, int blockSize, int numBlocks, int vocabSize)
     {
         MaxTokens = maxTokens;
         MaxSeqs = maxSeqs;
         MaxBlocksPerSeq = maxBlocksPerSeq;
         BlockSize = blockSize;
+        NumBlocks = numBlocks;
+        VocabSize = vocabSize;
         TokenIds = new int[maxTokens];
         Positions = new int[maxTokens];
         SlotMapping = new int[maxTokens];
@@ -41,6 +43,10 @@ public sealed class StepInputs
     public int MaxSeqs { get; }
     public int MaxBlocksPerSeq { get; }
     public int BlockSize { get; }
+    /// <summary>Blocks in the KV pool: block ids are checked against it, as token ids are against the vocabulary, because
+    /// the kernels index memory with them unchecked.</summary>
+    public int NumBlocks { get; }
+    public int VocabSize { get; }
 
     public int NumTokens { get; private set; }
     public int NumSeqs { get; private set; }
@@ -88,6 +94,10 @@ public sealed class StepInputs
         int lastPos = item.Start + item.Count - 1;
         if (lastPos / BlockSize >= item.BlockTable.Count || item.BlockTable.Count > MaxBlocksPerSeq)
             throw new ArgumentException($"block table of {item.BlockTable.Count} blocks does not cover position {lastPos} (or exceeds {MaxBlocksPerSeq} blocks)");
+        for (int b = 0; b < item.BlockTable.Count; b++)
+            if ((uint)item.BlockTable[b] >= (uint)NumBlocks) throw new ArgumentException($"block {item.BlockTable[b]} is outside the KV pool of {NumBlocks} blocks");
+        for (int i = item.Start; i <= lastPos; i++)
+            if ((uint)item.Tokens[i] >= (uint)VocabSize) throw new ArgumentException($"token id {item.Tokens[i]} is outside the vocabulary (0..{VocabSize - 1})");
 
         int s = NumSeqs++;
         Items[s] = item;

@@ -29,7 +29,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         public readonly GgufFile File;
         public readonly ModelConfig Config;
         public readonly ModelWeights Weights;
-        public readonly StepInputs Step = new(32, 4, 16, 4);
+        public readonly StepInputs Step;
         readonly List<List<int>> _sequences = [];
 
         public Pair(string path, IlgpuBackend gpu, KvCacheType kv, int prefill)
@@ -38,6 +38,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
             File = GgufFile.Open(path);
             Config = ModelConfig.FromGguf(File);
             Weights = ModelWeights.FromGguf(File, Config);
+            Step = new(32, 4, 16, 4, numBlocks: 32, Config.VocabSize);
             foreach (var b in Backends) b.AllocateKvCache(Config, 32, 4, kv);
             int[] lengths = [prefill, 9, 14];
             var sampling = new SamplingParams { Temperature = 0.8f, TopK = 30, Seed = 5 };
@@ -45,7 +46,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
             {
                 var tokens = Enumerable.Range(0, lengths[s]).Select(i => 3 + (i * 97 + s * 31) % (Config.VocabSize - 3)).ToList();
                 _sequences.Add(tokens);
-                var blocks = Enumerable.Range(0, 16).Select(b => (b * 7 + s * 11) % 32).Distinct().Take(5).ToList();
+                var blocks = Enumerable.Range(s * 5, 5).Select(b => b * 7 % 32).ToList(); // scattered, and no two sequences share one
                 int start = s == 0 ? 0 : lengths[s] - 1; // decodes attend to cache written by earlier steps; here, to zeros
                 Step.Add(new StepItem(tokens, start, lengths[s] - start, blocks, true, s == 2 ? SamplingParams.Greedy(4) : sampling, 9, 2));
             }

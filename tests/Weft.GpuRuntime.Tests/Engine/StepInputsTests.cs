@@ -1,0 +1,22 @@
+using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Sampling;
+
+namespace Weft.GpuRuntime.Tests.Engine;
+
+public sealed class StepInputsTests
+{
+    [Fact]
+    public void BlockAndTokenIdsOutsideThePoolOrVocabularyAreRefusedBeforeAnyKernelSeesThem()
+    {
+        var step = new StepInputs(maxTokens: 16, maxSeqs: 2, maxBlocksPerSeq: 4, blockSize: 4, numBlocks: 8, vocabSize: 100);
+        var greedy = SamplingParams.Greedy(1);
+        var e = Assert.Throws<ArgumentException>(() => step.Add(new StepItem([1, 2, 3], 0, 3, [8], true, greedy, 0, 3)));
+        Assert.Contains("block 8 is outside the KV pool of 8 blocks", e.Message);
+        e = Assert.Throws<ArgumentException>(() => step.Add(new StepItem([1, 100, 3], 0, 3, [7], true, greedy, 0, 3)));
+        Assert.Contains("token id 100 is outside the vocabulary", e.Message);
+        Assert.Equal((0, 0), (step.NumSeqs, step.NumTokens)); // a refused item leaves the step as it was
+
+        step.Add(new StepItem([1, 99, 3, 4, 5], 0, 5, [7, 0], true, greedy, 0, 5));
+        Assert.Equal([28, 29, 30, 31, 0], step.SlotMapping[..5]);
+    }
+}
