@@ -49,10 +49,12 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         this.RegisterGrainTimer(ForgetEvicted, new GrainTimerCreationOptions(TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10)) { KeepAlive = true });
     }
 
-    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
+        // A later activation drives the same engine: this one's loop must have stopped first.
+        foreach (var req in _requests.Values) req.Sequence.CancelRequested = true;
+        await _loop;
         if (_batch is not null) Metrics.Unregister(_batch.Scheduler);
-        return Task.CompletedTask;
     }
 
     public async IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -86,8 +88,9 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         _requests[seq.Id] = req;
         if (_loop.IsCompleted) _loop = RunAsync();
 
-        // Cancellation only flags the sequence: the scheduler frees its blocks at the start of the next tick.
-        using var registration = cancellationToken.Register(() => Abandon(seq));
+        // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and frees
+        // its blocks.
+        using var registration = cancellationToken.Register(() => seq.CancelRequested = true);
         try
         {
             await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
@@ -96,20 +99,15 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         finally
         {
             // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
-            if (!req.Done) Abandon(seq);
+            if (!req.Done) seq.CancelRequested = true;
         }
-    }
-
-    /// <summary>A cancelled turn is not history, so its blocks are freed rather than kept.</summary>
-    static void Abandon(Sequence seq)
-    {
-        seq.KeepCache = false;
-        seq.CancelRequested = true;
     }
 
     public Task ReleaseAsync(long sequenceId)
     {
         if (_kept.Remove(sequenceId, out var seq)) _batch.Scheduler.Release(seq);
+        // still finishing (a stop string takes effect at the next tick): free it when it does
+        else if (_requests.TryGetValue(sequenceId, out var req)) req.Sequence.KeepCache = false;
         return Task.CompletedTask;
     }
 
@@ -141,6 +139,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
             LogLoopFailed(logger, e);
             foreach (var req in _requests.Values) req.Output.Writer.TryComplete(e);
             _requests.Clear();
+            // the scheduler may be mid-tick: a fresh activation builds a new one (kept caches are recomputed)
+            DeactivateOnIdle();
         }
     }
 
@@ -180,8 +180,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         string text = req.Decoder.Push(token);
         if (req.Decoder.Stopped)
         {
-            // a stop string ended the reply: the client is done now; the scheduler drops the sequence next tick
-            seq.CancelRequested = true;
+            // a stop string ended the reply: the client is done now; the scheduler finishes the sequence next tick
+            seq.StopRequested = true;
             Complete(req, "stop", text, [token]);
             return;
         }
@@ -190,7 +190,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
 
     void OnFinished(Sequence seq)
     {
-        if (seq.KeepCache && seq.FinishReason != FinishReason.Error) _kept[seq.Id] = seq;
+        // whatever the scheduler parked is a handle its conversation may come back for (or release)
+        if (seq.KeepCache && seq.BlockTable.Count > 0) _kept[seq.Id] = seq;
         if (!_requests.TryGetValue(seq.Id, out var req)) return;
         if (req.Done)
         {

@@ -18,7 +18,8 @@ sealed class KvCapacityPlacementDirector(ClusterLoad load) : IPlacementDirector
     public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
     {
         var silos = context.GetCompatibleSilos(target);
-        // Unknown silos (just joined) count as empty, so new capacity is used at once; ties go to a random silo.
+        // A silo not yet heard from (it just joined) counts as empty, so new capacity is used at once; ties go to a random
+        // silo. (One still loading its model reports no free capacity once heard from.)
         var best = silos
             .Select(s => (Silo: s, Free: load.FreeTokens(s) ?? long.MaxValue, Tiebreak: Random.Shared.Next()))
             .OrderByDescending(x => x.Free).ThenBy(x => x.Tiebreak)

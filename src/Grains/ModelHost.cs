@@ -41,6 +41,8 @@ public sealed class ModelHost : IDisposable
             Tokenizer.TokenText(Tokenizer.BosId), Tokenizer.TokenText(Tokenizer.EosId), Tokenizer.AddBos);
         ModelName = _options.ServedModelName ?? Path.GetFileNameWithoutExtension(ModelPath);
         MaxModelLen = _options.Engine.MaxModelLen > 0 ? Math.Min(_options.Engine.MaxModelLen, Config.ContextLength) : Config.ContextLength;
+        // the scheduler's limits, checked now rather than when the first request activates a BatchGrain
+        if (SchedulerOptions(MaxModelLen, _options.Engine).Validate() is { } problem) throw new ArgumentException(problem);
     }
 
     public string ModelName { get; }
@@ -48,7 +50,9 @@ public sealed class ModelHost : IDisposable
     public ModelConfig Config { get; }
     public Tokenizer Tokenizer { get; }
     public ChatTemplate Template { get; }
-    public int MaxModelLen { get; }
+    /// <summary>Longest prompt + reply: the model's context or --max-model-len, lowered after loading to what one sequence
+    /// can hold in the smallest device's KV cache.</summary>
+    public int MaxModelLen { get; private set; }
     public ModelStatus Status { get; private set; } = ModelStatus.Loading;
     public string? Error { get; private set; }
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
@@ -65,6 +69,7 @@ public sealed class ModelHost : IDisposable
             var engine = _options.Engine;
             bool cuda = engine.Engine == EngineKind.Cuda || engine.Engine == EngineKind.Auto && IlgpuBackend.CudaDeviceCount() > 0;
             int devices = _options.Devices > 0 ? _options.Devices : cuda ? IlgpuBackend.CudaDeviceCount() : 1;
+            if (devices < 1) throw new NotSupportedException("engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
             if (!cuda && devices > 1 && engine.Threads == 0) engine = engine with { Threads = Math.Max(1, Environment.ProcessorCount / devices) };
             for (int d = 0; d < devices; d++)
             {
@@ -75,6 +80,16 @@ public sealed class ModelHost : IDisposable
                     d, e.NumKvBlocks, e.BlockSize, e.KvCacheBytes / 1048576.0, e.NumKvBlocks * e.BlockSize);
             }
             _engines = [.. engines];
+            // vLLM refuses to start here; serving a shorter context with a warning lets the default 1 GiB budget serve
+            // real 128k-context models, and requests without max_tokens still fit
+            int capacity = engines.Min(e => (e.NumKvBlocks - (int)(_options.KvWatermark * e.NumKvBlocks)) * e.BlockSize);
+            if (capacity < 2) throw new ArgumentException($"the KV cache holds only {capacity} tokens per sequence; raise kv-cache-memory or kv-blocks");
+            if (capacity < MaxModelLen)
+            {
+                _logger.LogWarning("max model len lowered from {MaxModelLen} to {Capacity} tokens, what one sequence can hold in the KV cache (raise --kv-cache-memory or --kv-blocks for more)",
+                    MaxModelLen, capacity);
+                MaxModelLen = capacity;
+            }
             Status = ModelStatus.Ready;
             _ready.SetResult();
         }
@@ -89,11 +104,13 @@ public sealed class ModelHost : IDisposable
     }
 
     /// <summary>The scheduler limits of a device's engine.</summary>
-    public SchedulerOptions SchedulerOptions(InferenceEngine engine) => new()
+    public SchedulerOptions SchedulerOptions(InferenceEngine engine) => SchedulerOptions(MaxModelLen, engine.Options);
+
+    SchedulerOptions SchedulerOptions(int maxModelLen, EngineOptions engine) => new()
     {
-        MaxModelLen = engine.MaxModelLen,
-        MaxNumSeqs = engine.Options.MaxNumSeqs,
-        MaxNumBatchedTokens = engine.Options.MaxNumBatchedTokens,
+        MaxModelLen = maxModelLen,
+        MaxNumSeqs = engine.MaxNumSeqs,
+        MaxNumBatchedTokens = engine.MaxNumBatchedTokens,
         MaxWaiting = _options.MaxWaiting,
         KvWatermark = _options.KvWatermark,
         AgingTicks = _options.AgingTicks,

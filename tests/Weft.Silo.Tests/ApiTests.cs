@@ -125,6 +125,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     public async Task AStopStringEndsTheCompletionBeforeIt()
     {
         const string request = """{"prompt":"The sea","temperature":0,"max_tokens":30,"ignore_eos":true}""";
+        var idle = await silo.BatchGrain().GetStatsAsync();
         string full = (string)(await silo.Http.PostAsync("/v1/completions", request, Ct)).Body["choices"]![0]!["text"]!;
         string stop = full.Substring(full.Length / 2, 3);
         foreach (var stopJson in new[] { $"\"{stop}\"", $"[\"{stop}\", \"never-generated\"]" })
@@ -134,6 +135,9 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
             Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], (string?)body["choices"]![0]!["text"]);
             Assert.Equal("stop", (string?)body["choices"]![0]!["finish_reason"]);
         }
+        // the request's own conversations are gone, and with them their blocks, though the stop came before the end
+        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Parked: 0 } l && l.FreeKvTokens >= idle.Load.FreeKvTokens,
+            Ct, "the KV blocks free");
     }
 
     public static TheoryData<string, string, HttpStatusCode, string, string?> Refusals => new()

@@ -112,7 +112,7 @@ public sealed class Scheduler
         if (_pending is not null)
             throw new InvalidOperationException("The previous tick's output has not been passed to Update or Fail.");
         _tick++;
-        var finished = FinishCancelled();
+        var finished = FinishRequested();
         var batch = new List<ScheduledSequence>();
         var preempted = new List<Sequence>();
         int budget = ScheduleRunning(batch, preempted);
@@ -288,21 +288,21 @@ public sealed class Scheduler
         s.Status = SequenceStatus.Waiting;
     }
 
-    private List<Sequence> FinishCancelled()
+    private List<Sequence> FinishRequested()
     {
         var finished = new List<Sequence>();
         for (int i = _running.Count - 1; i >= 0; i--)
         {
-            if (!_running[i].CancelRequested) continue;
+            if (!_running[i].CancelRequested && !_running[i].StopRequested) continue;
             finished.Add(_running[i]);
             _running.RemoveAt(i);
         }
         foreach (var entry in _waitingById.Values)
-            if (entry.Sequence.CancelRequested) finished.Add(entry.Sequence);
+            if (entry.Sequence.CancelRequested || entry.Sequence.StopRequested) finished.Add(entry.Sequence);
         foreach (var s in finished)
         {
             if (_waitingById.Remove(s.Id, out var entry)) _waiting.Remove(entry);
-            Finish(s, FinishReason.Cancelled);
+            Finish(s, s.CancelRequested ? FinishReason.Cancelled : FinishReason.Stop);
         }
         return finished;
     }
@@ -319,7 +319,7 @@ public sealed class Scheduler
     {
         s.Status = SequenceStatus.Finished;
         s.FinishReason = reason;
-        if (s.KeepCache && s.BlockTable.Count > 0) _parkedNodes.Add(s, _parked.AddLast(s));
+        if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0) _parkedNodes.Add(s, _parked.AddLast(s));
         else _blocks.Free(s);
     }
 

@@ -29,7 +29,11 @@ public sealed class Sequence(long id, IReadOnlyList<int> promptTokens, SamplingP
     public int Priority { get; set; }
     /// <summary>Monotonic admission order, used for FIFO and "newest first" preemption.</summary>
     public long ArrivalOrder { get; set; }
+    /// <summary>Set from any thread; the next tick finishes the sequence as cancelled and frees its blocks.</summary>
     public bool CancelRequested { get; set; }
+    /// <summary>The reply ended by the caller's rule (a stop string): the next tick finishes it as stopped, blocks kept as
+    /// for any finished turn.</summary>
+    public bool StopRequested { get; set; }
     public int NumPreemptions { get; set; }
     /// <summary>
     /// Keep the KV blocks when this turn finishes (parked) so the next turn computes only its new tokens; parked blocks
@@ -68,7 +72,7 @@ public sealed class Sequence(long id, IReadOnlyList<int> promptTokens, SamplingP
         Status = SequenceStatus.Waiting;
         FinishReason = FinishReason.None;
         Error = null;
-        CancelRequested = false;
+        CancelRequested = StopRequested = false;
         return common;
     }
 
