@@ -14,6 +14,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
 # 1. parity: every kernel path (tiled prefill, batched decode, device sampling, penalties) against the cpu backend
 weft gpu-check --engine cuda --preset small --tokens 48 2>&1 | tee "$out/gpu-check.txt"
 status=${PIPESTATUS[0]}
+# ... and at a real model's shape (head dim 64, four query heads per KV head, 1024 wide)
+timeout 240 bash "$root/.gpu/run.sh" weft.dll gpu-check --engine cuda --preset 300m --tokens 16 2>&1 | tee -a "$out/gpu-check.txt"
+shape_status=${PIPESTATUS[0]}
+(( status == 0 )) && status=$shape_status
 
 # 2. the 1B model (TinyLlama's shape, f16), generated here: nothing can be downloaded on the host
 model=/tmp/weft-1b-f16.gguf

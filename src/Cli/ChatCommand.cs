@@ -118,15 +118,8 @@ static class ChatCommand
     /// <summary>The OpenAI-compatible API: the client sends the whole conversation, bound to one grain by its id so the server reuses its KV cache.</summary>
     sealed class HttpSession(string url, string? apiKey, string id, SamplingOptions sampling) : IChatSession
     {
-        readonly HttpClient _http = Client(url, apiKey);
+        readonly HttpClient _http = ApiHttp.Client(url, apiKey);
         readonly List<JsonObject> _messages = [];
-
-        static HttpClient Client(string url, string? apiKey)
-        {
-            var http = new HttpClient { BaseAddress = new Uri(url.TrimEnd('/') + "/"), Timeout = Timeout.InfiniteTimeSpan };
-            if (apiKey is not null) http.DefaultRequestHeaders.Authorization = new("Bearer", apiKey);
-            return http;
-        }
 
         public string Describe => $"HTTP {url}";
 

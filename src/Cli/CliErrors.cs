@@ -16,5 +16,10 @@ static class CliErrors
             Console.Error.WriteLine($"weft: {e.Message}");
             return 1;
         }
+        catch (Exception e) when (e is HttpRequestException or System.Text.Json.JsonException)
+        {
+            Console.Error.WriteLine($"weft: the server did not answer as an OpenAI-compatible API: {e.Message}");
+            return 1;
+        }
     }
 }

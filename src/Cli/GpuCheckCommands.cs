@@ -29,6 +29,7 @@ static class GpuCheckCommands
     public static int Run(EngineKind kind, int count, DemoModelShape shape, TextWriter output)
     {
         if (kind is not (EngineKind.Cuda or EngineKind.IlgpuCpu)) throw new ArgumentException("gpu-check compares an ILGPU engine (cuda or ilgpu-cpu) with the cpu backend");
+        if (count < 1) throw new ArgumentException("--tokens must be at least 1");
         var dir = Directory.CreateTempSubdirectory("weft-gpu-check-");
         bool ok = true;
         try

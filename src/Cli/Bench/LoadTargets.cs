@@ -34,8 +34,7 @@ sealed class HttpTarget(HttpClient http, string model) : ILoadTarget
 {
     public static async Task<HttpTarget> ConnectAsync(string url, string? apiKey)
     {
-        var http = new HttpClient { BaseAddress = new Uri(url.TrimEnd('/') + "/"), Timeout = Timeout.InfiniteTimeSpan };
-        if (apiKey is not null) http.DefaultRequestHeaders.Authorization = new("Bearer", apiKey);
+        var http = ApiHttp.Client(url, apiKey);
         var models = await http.GetFromJsonAsync<JsonObject>("v1/models") ?? throw new InvalidOperationException($"{url}: no model list");
         string model = models["data"]?[0]?["id"]?.GetValue<string>() ?? throw new InvalidOperationException($"{url}: serves no model");
         return new HttpTarget(http, model);
