@@ -26,6 +26,8 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         { "f16 gqa hd64", new DemoModelShape("p3", 256, 2, 4, 1, 704, 2048, 512, GgmlType.F16, RopeFreqBase: 500000f), KvCacheType.F16 },
         { "f16 mha hd32", new DemoModelShape("p4", 128, 2, 4, 4, 384, 1024, 512, GgmlType.F16), KvCacheType.F16 },
         { "q8_0 gqa hd32", new DemoModelShape("p5", 256, 2, 8, 2, 768, 1024, 512, GgmlType.Q8_0), KvCacheType.F32 },
+        // Llama 3.1-style RoPE frequency factors (rope_freqs.weight)
+        { "f32 gqa hd32 rope_freqs", new DemoModelShape("p6", 128, 2, 4, 2, 352, 1024, 512, GgmlType.F32, RopeFreqBase: 500000f, RopeFreqFactors: true), KvCacheType.F32 },
     };
 
     [Theory]

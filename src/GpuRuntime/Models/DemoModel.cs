@@ -7,7 +7,7 @@ namespace Weft.GpuRuntime.Models;
 
 /// <summary>The shape of a generated llama model.</summary>
 public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize, int ContextLength,
-    GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null)
+    GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false)
 {
     public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
     public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
@@ -72,6 +72,10 @@ public static class DemoModel
         }
         w.Add("llama.rope.dimension_count", (uint)headDim);
         w.Add("llama.rope.freq_base", shape.RopeFreqBase);
+        if (shape.RopeFreqFactors)
+            // Llama 3.1's shape of scaling: high frequencies kept, low ones divided by up to 8
+            w.AddTensor("rope_freqs.weight", GgmlType.F32, [headDim / 2],
+                Enumerable.Range(0, headDim / 2).Select(i => 1f + 7f * i / Math.Max(1, headDim / 2 - 1)).ToArray());
         w.Add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
         w.Add("llama.vocab_size", (uint)shape.VocabSize);
         vocab.WriteTo(w);

@@ -21,6 +21,9 @@ public sealed record ModelConfig
     public required float RopeFreqBase { get; init; }
     public required RopeStyle Rope { get; init; }
     public required int RopeDim { get; init; }
+    /// <summary>Per-pair divisors of the RoPE angle (rope_freqs.weight: how llama.cpp's converter stores Llama 3.1's
+    /// long-context scaling), or null.</summary>
+    public float[]? RopeFreqFactors { get; init; }
     public required bool QkvBias { get; init; }
 
     public int QDim => Heads * HeadDim;
@@ -70,6 +73,15 @@ public sealed record ModelConfig
         if (f.Has($"{arch}.rope.scaling.type") && f.GetString($"{arch}.rope.scaling.type") is not ("none" or ""))
             throw f.Fail($"RoPE scaling '{f.GetString($"{arch}.rope.scaling.type")}' is not supported");
 
+        float[]? freqFactors = null;
+        if (f.TryGetTensor("rope_freqs.weight", out var freqs))
+        {
+            if (freqs.Type != GgmlType.F32 || freqs.Dims.Length != 1 || freqs.Dims[0] != ropeDim / 2)
+                throw f.Fail($"rope_freqs.weight must be {ropeDim / 2} f32 values (got {freqs.Type} [{string.Join(", ", freqs.Dims)}])");
+            freqFactors = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(f.Data(freqs)).ToArray();
+            if (freqFactors.Any(x => !(x > 0 && float.IsFinite(x)))) throw f.Fail("rope_freqs.weight holds a value that is not a positive number");
+        }
+
         return new ModelConfig
         {
             Architecture = arch,
@@ -85,6 +97,7 @@ public sealed record ModelConfig
             RopeFreqBase = (float)ropeBase,
             Rope = arch == "qwen2" ? RopeStyle.Neox : RopeStyle.Norm,
             RopeDim = ropeDim,
+            RopeFreqFactors = freqFactors,
             QkvBias = arch == "qwen2",
         };
     }

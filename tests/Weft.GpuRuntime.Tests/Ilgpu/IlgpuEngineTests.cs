@@ -66,6 +66,17 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
+    public void RopeFrequencyFactorsMatchTheCpuBackend()
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32, RopeFreqFactors = true, RopeFreqBase = 500000f });
+        int[] prompt = [1, 300, 301, 302, 700, 5, 6];
+        using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F32);
+        using var ilgpu = Load(path, EngineKind.IlgpuCpu, KvCacheType.F32);
+        Assert.NotNull(cpu.Config.RopeFreqFactors);
+        Assert.Equal(Generate(cpu, prompt, 24, SamplingParams.Greedy(24)).Tokens, Generate(ilgpu, prompt, 24, SamplingParams.Greedy(24)).Tokens);
+    }
+
+    [Fact]
     public void APromptPrefilledInChunksMatchesTheCpuBackend()
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32 });

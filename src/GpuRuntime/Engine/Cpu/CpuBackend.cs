@@ -78,10 +78,12 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public int Threads { get; }
 
-    /// <summary>The fused AVX-512/VNNI kernels; without them a portable (slower) path computes the same values.</summary>
-    static bool FastKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported && AvxVnni.IsSupported;
+    /// <summary>The register-tiled AVX-512 kernels for float weights; without them a portable (slower) path runs.</summary>
+    static bool FastFloatKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+    /// <summary>q8_0 also needs AVX-VNNI (Sapphire Rapids, Alder Lake and later; not Ice Lake's AVX512-VNNI alone).</summary>
+    static bool FastQ8Kernels => FastFloatKernels && AvxVnni.IsSupported;
 
-    public string Description => $"cpu: managed SIMD ({(FastKernels ? "AVX-512 + VNNI" : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels" : "portable kernels")}), {Threads} threads";
+    public string Description => $"cpu: managed SIMD ({(FastQ8Kernels ? "AVX-512 + VNNI" : FastFloatKernels ? "AVX-512; portable q8_0 kernels" : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels" : "portable kernels")}), {Threads} threads";
 
     public DeviceTensor Allocate(long floats)
     {
@@ -340,7 +342,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 float* bias = _parts[p].Bias, y = _parts[p].Y;
                 int chunk = _parts[p].Chunk;
                 int k = w.Columns, n = w.Rows, n0 = c * chunk, n1 = Math.Min(n, n0 + chunk);
-                if (!FastKernels)
+                if (!(w.Type == GgmlType.Q8_0 ? FastQ8Kernels : FastFloatKernels))
                 {
                     Portable.MatMul(w.Type, w.Data, w.Scales, _x, b._xQuants, b._xScales, y, bias, _rows, k, n, n0, n1);
                     continue;
@@ -364,6 +366,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         var s = _step;
         float thetaScale = MathF.Pow(c.RopeFreqBase, -2f / c.RopeDim);
         int hd = c.HeadDim;
+        var factors = c.RopeFreqFactors;
         Span<float> cs = stackalloc float[hd];
         for (int t = 0; t < s.NumTokens; t++)
         {
@@ -371,8 +374,9 @@ public sealed unsafe partial class CpuBackend : IBackend
             float theta = s.Positions[t];
             for (int i = 0; i < hd; i += 2)
             {
-                cs[i] = MathF.Cos(theta);
-                cs[i + 1] = MathF.Sin(theta);
+                float angle = factors is null ? theta : theta / factors[i / 2];
+                cs[i] = MathF.Cos(angle);
+                cs[i + 1] = MathF.Sin(angle);
                 theta *= thetaScale;
             }
             for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, hd, c.Rope);

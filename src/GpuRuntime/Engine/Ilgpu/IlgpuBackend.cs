@@ -291,8 +291,9 @@ public sealed class IlgpuBackend : IBackend
             float theta = pos;
             for (int i = 0; i < half; i++)
             {
-                table[((long)pos * half + i) * 2] = MathF.Cos(theta);
-                table[((long)pos * half + i) * 2 + 1] = MathF.Sin(theta);
+                float angle = config.RopeFreqFactors is { } factors ? theta / factors[i] : theta;
+                table[((long)pos * half + i) * 2] = MathF.Cos(angle);
+                table[((long)pos * half + i) * 2 + 1] = MathF.Sin(angle);
                 theta *= thetaScale;
             }
         }
