@@ -248,8 +248,15 @@ public sealed unsafe partial class CpuBackend : IBackend
     public void Synchronize()
     {
         if (_matmul.IsEmpty) return;
-        _pool.Run(_matmul, _matmul.Work);
-        _matmul.Clear();
+        try
+        {
+            _pool.Run(_matmul, _matmul.Work);
+        }
+        finally
+        {
+            // a failed step must not leave its matmuls to run at the start of the next one
+            _matmul.Clear();
+        }
     }
 
     /// <summary>Rounds or quantizes a matmul's input rows for its weight type, as ggml does before its dot products.</summary>
@@ -449,7 +456,9 @@ public sealed unsafe partial class CpuBackend : IBackend
         int _layer;
         float* _q, _out;
         readonly List<(int Item, int Row0, int Rows)> _work = [];
-        float[][] _scratch = [];
+        // One per worker. Each grows (doubling) with the longest context it has seen rather than being sized for the
+        // longest possible one up front, which for a 128k-context model would be tens of MB per worker mostly unused.
+        readonly float[][] _scratch = new float[b.Threads][];
 
         public void Prepare(int layer, float* q, float* output)
         {
@@ -466,7 +475,6 @@ public sealed unsafe partial class CpuBackend : IBackend
 
         public override void Execute(int worker, int workers)
         {
-            if (_scratch.Length < workers) _scratch = new float[workers][];
             int kvHeads = b._kvHeads;
             while (Claim(_work.Count * kvHeads, 1, out int w, out _))
             {

@@ -382,7 +382,13 @@ public sealed class IlgpuBackend : IBackend
             pr[SamplingKernel.PCompletionIndex] = item.Tokens.Count - item.NumPromptTokens;
             if (!p.HasPenalties) continue;
 
-            int start = used, stamp = ++_markStamp;
+            if (++_markStamp == int.MaxValue)
+            {
+                // stamps are about to wrap: start over, so an old mark can never equal a new stamp
+                Array.Clear(_tokenMark);
+                _markStamp = 1;
+            }
+            int start = used, stamp = _markStamp;
             bool fits = true;
             var tokens = item.Tokens;
             // the repetition penalty touches every distinct token; presence and frequency only generated ones
@@ -470,6 +476,19 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Launches every recorded call, fusing neighbours.</summary>
     public void Flush()
     {
+        try
+        {
+            LaunchRecorded();
+        }
+        finally
+        {
+            // a failed step must not replay its calls at the start of the next one
+            _ops.Clear();
+        }
+    }
+
+    void LaunchRecorded()
+    {
         for (int i = 0; i < _ops.Count;)
         {
             var op = _ops[i];
@@ -530,7 +549,6 @@ public sealed class IlgpuBackend : IBackend
                     break;
             }
         }
-        _ops.Clear();
     }
 
     StepInputs Step => _step ?? throw new InvalidOperationException("BeginStep must come first");
@@ -660,7 +678,7 @@ public sealed class IlgpuBackend : IBackend
         var c = _config!;
         var s = Step;
         int lanes = _shape.Lanes, group = c.Heads / c.KvHeads;
-        // heads sharing a KV head go to one group (as many as fit), so their K/V blocks are fetched once
+        // heads sharing a KV head go to one group (as many as fit), so their reads of the same K/V blocks are close in time
         int headsPerGroup = Math.Min(Kernels.MaxHeadsPerGroup, _shape.GroupSize / lanes);
         while (group % headsPerGroup != 0) headsPerGroup--;
         var args = new AttentionArgs

@@ -447,9 +447,11 @@ static class Kernels
     }
 
     /// <summary>
-    /// Paged attention. A group holds one row's query heads that share a KV head (GQA), one
-    /// lane group per head, so the K/V blocks of that head are fetched from memory once for all of them. Lanes take
-    /// consecutive positions for the scores, then consecutive dimensions for the weighted sum of V.
+    /// Paged attention. A group holds one row's query heads that share a KV head (GQA), one lane group per head; each
+    /// lane group reads the K/V blocks itself (the group's heads read the same lines close together in time, so they
+    /// mostly come from cache, but nothing stages them in shared memory yet), and a row's whole context is one group's
+    /// work (no split over the context for long sequences). Lanes take consecutive positions for the scores, then
+    /// consecutive dimensions for the weighted sum of V.
     /// </summary>
     public static void Attention<TC>(ArrayView<float> q, ArrayView<float> output, TC cache, ArrayView<int> positions, ArrayView<int> rowSeq,
         ArrayView<int> blockTables, AttentionArgs p) where TC : struct, IKvCache
