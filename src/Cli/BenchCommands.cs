@@ -26,8 +26,9 @@ static class BenchCommands
         var threads = new Option<int>("--threads") { Description = "CPU threads for both engines (0: all cores)" };
         var json = new Option<string?>("--json") { Description = "also write the figures as JSON to this file" };
         var profile = new Option<bool>("--profile") { Description = "also print where a decode step's time goes, per kind of kernel (cpu engine)" };
+        var bandwidth = new Option<double?>("--bandwidth") { Description = "memory bandwidth in GB/s for the roofline instead of measuring it (e.g. 4800 for an H200's HBM)" };
         var cmd = new Command("engine", "decode tokens/s of the engine alone at each batch size, beside llama.cpp and the memory roofline")
-            { model, engine, batch, gen, prompt, prefill, peer, threads, json, profile };
+            { model, engine, batch, gen, prompt, prefill, peer, threads, json, profile, bandwidth };
         cmd.SetAction(r =>
         {
             string? p = r.GetValue(peer);
@@ -35,7 +36,7 @@ static class BenchCommands
             int[] batches = Ints(r.GetValue(batch)!, "--batch");
             return EngineBenchmark.Run(new EngineBenchOptions(r.GetValue(model)!, EngineKinds.Parse(r.GetValue(engine)!), batches,
                 Positive(r.GetValue(gen), "--gen"), Positive(r.GetValue(prompt), "--prompt"), r.GetValue(prefill), p is not null,
-                r.GetValue(threads), r.GetValue(json), r.GetValue(profile)), Console.Out);
+                r.GetValue(threads), r.GetValue(json), r.GetValue(profile), r.GetValue(bandwidth) is { } gbs ? Positive(gbs, "--bandwidth") * 1e9 : null), Console.Out);
         });
         return cmd;
     }
@@ -81,4 +82,5 @@ static class BenchCommands
     }
 
     static int Positive(int x, string option) => x > 0 ? x : throw new ArgumentException($"{option} must be positive");
+    static double Positive(double x, string option) => x > 0 && double.IsFinite(x) ? x : throw new ArgumentException($"{option} must be positive");
 }

@@ -6,8 +6,9 @@ using Weft.LlamaCpp;
 
 namespace Weft.Cli.Bench;
 
+/// <param name="Bandwidth">Bytes/s for the roofline instead of measuring (e.g. a GPU's datasheet figure).</param>
 public sealed record EngineBenchOptions(string ModelPath, EngineKind Engine, int[] Batches, int Gen, int Prompt, int Prefill, bool PeerLlamaCpp, int Threads, string? JsonPath,
-    bool Profile = false);
+    bool Profile = false, double? Bandwidth = null);
 
 /// <summary>One batch size's figures: aggregate decode tokens/s from the median step time.</summary>
 public sealed record BatchResult(int Batch, double OursStepMs, double OursTokensPerSecond, double? PeerStepMs, double? PeerTokensPerSecond);
@@ -37,9 +38,12 @@ public static class EngineBenchmark
         long weightBytes = WeightBytesPerStep(engine);
         output.WriteLine($"model      {o.ModelPath}: {engine.Config.Architecture}, {engine.Config.Layers} layers, dim {engine.Config.Dim}, vocab {engine.Config.VocabSize}, {weightBytes / 1e6:F0} MB of weights read per step");
         output.WriteLine($"engine     {engine.Description}");
-        double bandwidth = MemoryBandwidth.MeasureBytesPerSecond(threads);
+        // a GPU's weights stream from its own memory, a CPU's from RAM
+        double? device = o.Bandwidth is null ? engine.MeasureDeviceBandwidth() : null;
+        double bandwidth = o.Bandwidth ?? device ?? MemoryBandwidth.MeasureBytesPerSecond(threads);
+        string source = o.Bandwidth is not null ? "given" : device is not null ? "measured device copy" : "measured read";
         double rooflineMs = weightBytes / bandwidth * 1e3;
-        output.WriteLine($"memory     {bandwidth / 1e9:F1} GB/s measured read bandwidth → roofline {rooflineMs:F1} ms per decode step ({1e3 / rooflineMs:F1} steps/s)");
+        output.WriteLine($"memory     {bandwidth / 1e9:F1} GB/s {source} bandwidth → roofline {rooflineMs:F3} ms per decode step ({1e3 / rooflineMs:F1} steps/s)");
 
         LlamaCppModel? peer = o.PeerLlamaCpp ? new LlamaCppModel(o.ModelPath, contextSize: maxBatch * Math.Max(o.Prompt + o.Gen + 8, o.Prefill + 8), batchSize: 512, threads: threads, sequences: maxBatch) : null;
         try
@@ -48,7 +52,7 @@ public static class EngineBenchmark
             output.WriteLine();
             output.WriteLine($"decode: {o.Gen} steps after a {o.Prompt}-token prompt per sequence; medians of step times");
             output.WriteLine(peer is null
-                ? $"{"batch",5} {"step ms",9} {"tok/s",9} {"× roofline",11}"
+                ? $"{"batch",5} {"step ms",9} {"tok/s",9} {"roofline %",11}"
                 : $"{"batch",5} {"step ms",9} {"tok/s",9} {"llama.cpp ms",13} {"llama.cpp tok/s",16} {"ours/llama.cpp",15} {"roofline %",11}");
             var profiles = new List<string>();
             foreach (int b in o.Batches)

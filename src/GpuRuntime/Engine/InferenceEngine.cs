@@ -104,6 +104,9 @@ public sealed class InferenceEngine : IDisposable
         _ => new IlgpuBackend(o.Engine, o.Device),
     };
 
+    /// <summary>Device memory bandwidth in bytes/s for CUDA engines (see <see cref="IlgpuBackend.MeasureCopyBandwidth"/>); null otherwise.</summary>
+    public double? MeasureDeviceBandwidth() => _device.Invoke(() => ((_backend is ProfilingBackend p ? p.Inner : _backend) as IlgpuBackend)?.MeasureCopyBandwidth());
+
     /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>
     public int? LaunchesPerStep => _backend is IlgpuBackend ilgpu ? _device.Invoke(() => ilgpu.LaunchesPerStep) : null;
 

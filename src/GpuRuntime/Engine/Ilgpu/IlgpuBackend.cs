@@ -178,6 +178,29 @@ public sealed class IlgpuBackend : IBackend
         }
     }
 
+    /// <summary>
+    /// CUDA: device memory bandwidth as a 512 MiB device-to-device copy measures it (bytes read plus bytes written per
+    /// second, best of five), the yardstick of a decode step that streams the weights; null on the CPU accelerator.
+    /// </summary>
+    public double? MeasureCopyBandwidth()
+    {
+        if (_accelerator is not CudaAccelerator) return null;
+        const long bytes = 512L << 20;
+        using var a = _accelerator.Allocate1D<float>(bytes / sizeof(float));
+        using var b = _accelerator.Allocate1D<float>(bytes / sizeof(float));
+        a.MemSetToZero();
+        double best = 0;
+        for (int i = 0; i < 6; i++)
+        {
+            _accelerator.Synchronize();
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            a.CopyTo(b);
+            _accelerator.Synchronize();
+            if (i > 0) best = Math.Max(best, 2.0 * bytes / System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        return best;
+    }
+
     public DeviceTensor Allocate(long floats)
     {
         var t = new IlgpuTensor(_accelerator.Allocate1D<float>(Math.Max(1, floats)));
@@ -328,7 +351,10 @@ public sealed class IlgpuBackend : IBackend
         s.BlockTables.AsSpan(0, s.NumSeqs * s.MaxBlocksPerSeq).CopyTo(ints.AsSpan(_oTables));
         s.LogitRows.AsSpan(0, s.NumLogitRows).CopyTo(ints.AsSpan(_oLogitRows));
         int penalties = PackSampling(s, ints.AsSpan(_oParams), _hostPenalties!.GetArray());
-        _ints!.View.AsContiguous().SubView(0, _intsLength).CopyFromCPUUnsafeAsync(ref ints[0], _intsLength);
+        // only what this step uses: its rows and its sequences' block tables, then the logits rows and sampling parameters
+        int head = _oTables + s.NumSeqs * s.MaxBlocksPerSeq;
+        _ints!.View.AsContiguous().SubView(0, head).CopyFromCPUUnsafeAsync(ref ints[0], head);
+        _ints.View.AsContiguous().SubView(_oLogitRows, _intsLength - _oLogitRows).CopyFromCPUUnsafeAsync(ref ints[_oLogitRows], _intsLength - _oLogitRows);
         if (penalties > 0) _penalties!.View.AsContiguous().SubView(0, 2L * penalties).CopyFromCPUUnsafeAsync(ref _hostPenalties.GetArray()[0], 2L * penalties);
     }
 
