@@ -28,8 +28,7 @@ public sealed record SiloOptions
         var urls = Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (urls.Length == 0) yield return "urls must name at least one URL";
         foreach (var url in urls)
-            if (!url.StartsWith("http://", StringComparison.OrdinalIgnoreCase) && !url.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
-                yield return $"url '{url}' must start with http:// or https://";
+            if (!IsListenUrl(url)) yield return $"url '{url}' is not a listen address such as http://127.0.0.1:8000 (host and port; * or + for every interface)";
         if (ApiKey is { Length: 0 }) yield return "api-key must not be empty";
         if (Redis is { } redis && string.IsNullOrWhiteSpace(redis)) yield return "redis must be HOST:PORT";
         if (SiloPort is < 1 or > 65535) yield return "silo-port must be between 1 and 65535";
@@ -38,5 +37,17 @@ public sealed record SiloOptions
         if (PrimarySiloPort is < 1 or > 65535) yield return "primary-silo-port must be between 1 and 65535";
         if (PrimarySiloPort is not null && Redis is not null) yield return "primary-silo-port is for localhost clustering; with redis the silos find each other there";
         if (string.IsNullOrWhiteSpace(ClusterId) || string.IsNullOrWhiteSpace(ServiceId)) yield return "cluster and service ids must not be empty";
+    }
+
+    /// <summary>What Kestrel binds to: http(s)://host:port, where Kestrel also takes * and + as the host. Checked here
+    /// because Kestrel falls back to listening on every interface, port 80, when it cannot read a URL.</summary>
+    static bool IsListenUrl(string url)
+    {
+        int scheme = url.IndexOf("://", StringComparison.Ordinal);
+        if (scheme < 0 || url[..scheme].ToLowerInvariant() is not ("http" or "https")) return false;
+        string rest = url[(scheme + 3)..];
+        if (rest.StartsWith('*') || rest.StartsWith('+')) rest = "localhost" + rest[1..];
+        return Uri.TryCreate($"{url[..scheme]}://{rest}", UriKind.Absolute, out var uri) && uri.AbsolutePath == "/" && uri.Query.Length == 0
+            && rest.Contains(':') && !string.IsNullOrEmpty(uri.Host);
     }
 }

@@ -39,6 +39,11 @@ public static partial class WeftSilo
                 // Opening the model here, before anything listens, turns a bad file into one line rather than a
                 // failed host start with its stack trace in the log.
                 app.Services.GetRequiredService<ModelHost>();
+                if (UnavailablePort(app.Services.GetRequiredService<SiloOptions>()) is { } problem)
+                {
+                    Console.Error.WriteLine($"weft-silo: {problem}");
+                    return 1;
+                }
                 await app.StartAsync();
             }
             catch (Exception e) when (e is GgufFormatException or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or OrleansException)
@@ -50,6 +55,42 @@ public static partial class WeftSilo
             // a model that fails to load in the background stops the host and sets the exit code
             return Environment.ExitCode;
         }
+    }
+
+    /// <summary>
+    /// Why the silo cannot listen on one of its ports, or null. Orleans binds its ports with address reuse, so a second
+    /// silo on a busy silo port would start and share it; a plain bind here fails instead. (Kestrel's own failure is
+    /// caught too, but only after the host has logged it with its stack trace.)
+    /// </summary>
+    static string? UnavailablePort(SiloOptions silo)
+    {
+        var ports = new List<(string Name, IPEndPoint Endpoint)> { ($"silo port {silo.SiloPort}", new(IPAddress.Any, silo.SiloPort)) };
+        if (silo.GatewayPort > 0) ports.Add(($"gateway port {silo.GatewayPort}", new(IPAddress.Any, silo.GatewayPort)));
+        foreach (var url in silo.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var uri = new Uri(url.Replace("://*", "://localhost").Replace("://+", "://localhost"));
+            var address = url.Contains("://*") || url.Contains("://+") ? IPAddress.Any
+                : uri.IsLoopback ? IPAddress.Loopback
+                : IPAddress.TryParse(uri.Host.Trim('[', ']'), out var ip) ? ip : null;
+            if (address is not null && uri.Port > 0) ports.Add((url, new(address, uri.Port)));
+        }
+        foreach (var (name, endpoint) in ports)
+        {
+            var listener = new System.Net.Sockets.TcpListener(endpoint);
+            try
+            {
+                listener.Start();
+            }
+            catch (System.Net.Sockets.SocketException e)
+            {
+                return e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse ? $"{name} is already in use" : $"cannot listen on {name}: {e.Message}";
+            }
+            finally
+            {
+                listener.Stop();
+            }
+        }
+        return null;
     }
 
     static string OneLine(Exception e, SiloOptions silo) => (e switch

@@ -67,11 +67,26 @@ public sealed class ProcessTests : IDisposable
     [InlineData("--no-such-option=1", "unknown option")]
     [InlineData("--kv-blocks=-3", "kv-blocks")]
     [InlineData("--chat-template=nonsense", "nonsense")]
+    [InlineData("--urls=http://nohost:abc", "not a listen address")]
+    [InlineData("--max-waiting=0", "max-waiting")]
+    [InlineData("--max-model-len=1", "MaxModelLen must be at least 2")]
     public async Task BadOptionsStopTheSiloWithOneLineAndExitCode2(string option, string problem)
     {
-        var (exitCode, _, stderr) = await RunSiloAsync([option, "--model", Good, .. Ports]);
+        var (exitCode, _, stderr) = await RunSiloAsync(["--model", Good, .. Ports, option]);
         Assert.Equal(2, exitCode);
         Assert.Contains(problem, Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+
+    [Fact]
+    public async Task ABusySiloPortStopsTheSiloWithOneLine()
+    {
+        // Orleans would share a busy port (it binds with address reuse): two silos on one port must not happen
+        using var other = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        other.Start();
+        int port = ((System.Net.IPEndPoint)other.LocalEndpoint).Port;
+        var (exitCode, _, stderr) = await RunSiloAsync("--model", Good, "--urls", "http://127.0.0.1:0", "--silo-port", port.ToString(), "--gateway-port", "0");
+        Assert.Equal(1, exitCode);
+        Assert.Equal($"weft-silo: silo port {port} is already in use", Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
