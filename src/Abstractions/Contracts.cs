@@ -45,6 +45,9 @@ public sealed record TurnRequest
     [Id(5)] public int Priority { get; init; }
     /// <summary>Send the prompt's token ids with the first delta and each delta's token ids.</summary>
     [Id(6)] public bool ReturnTokenIds { get; init; }
+    /// <summary>A one-off turn (the HTTP API without a conversation id): nothing of it is persisted and its KV blocks are
+    /// freed when it ends, so it costs no storage writes and leaves nothing behind.</summary>
+    [Id(7)] public bool Ephemeral { get; init; }
 }
 
 [GenerateSerializer, Immutable, Alias("weft.Usage")]

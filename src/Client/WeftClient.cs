@@ -21,7 +21,7 @@ public sealed class WeftConversation(string id, IConversationGrain grain)
 
     /// <summary>Appends a user message and streams the assistant's reply as it is generated.</summary>
     public IAsyncEnumerable<TurnDelta> SendAsync(string userMessage, SamplingOptions? sampling = null, CancellationToken cancellationToken = default) =>
-        SendAsync(new TurnRequest { Messages = [new ChatMessage("user", userMessage)], Sampling = sampling ?? new() }, cancellationToken);
+        SendAsync(new TurnRequest { Messages = [new ChatMessage("user", userMessage)], Sampling = sampling ?? new(), ReturnTokenIds = true }, cancellationToken);
 
     public IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request, CancellationToken cancellationToken = default) =>
         grain.SendAsync(request, cancellationToken);

@@ -44,13 +44,14 @@ public sealed class ConversationGrain(
             string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
             var generation = new GenerationRequest
             {
-                SequenceId = s.BatchKey == batchKey ? s.SequenceId : 0,
+                // a one-off turn leaves the conversation's own cache alone (the shared prefix cache may still serve it)
+                SequenceId = s.BatchKey == batchKey && !request.Ephemeral ? s.SequenceId : 0,
                 PromptTokens = prompt,
                 Sampling = request.Sampling,
                 Priority = request.Priority,
-                KeepCache = true,
+                KeepCache = !request.Ephemeral,
             };
-            if (s.BatchKey is not null && s.BatchKey != batchKey) await ReleaseStaleHandle(s);
+            if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
 
             var reply = new List<int>();
             var text = new System.Text.StringBuilder();
@@ -72,6 +73,9 @@ public sealed class ConversationGrain(
                 first = false;
             }
 
+            // nothing to keep (the idle activation goes with Orleans' collection; deactivating it here, while the caller
+            // still holds the stream's enumerator, would fail the caller's last read)
+            if (request.Ephemeral) yield break;
             // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
             if (messages is not null) s.Messages = [.. messages, new ChatMessage("assistant", text.ToString())];
             Remember(s, prompt, rendered, reply, text.ToString());

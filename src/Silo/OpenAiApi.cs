@@ -226,7 +226,8 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         bool includeUsage = IncludeUsage(body);
         string? id = body.String("conversation_id") ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
         if (id is { Length: 0 or > 256 }) throw ApiException.BadRequest("a conversation id has 1 to 256 characters", "conversation_id");
-        bool ephemeral = id is null;
+        // without an id the request is a conversation of its own that keeps nothing
+        if (id is null) turn = turn with { Ephemeral = true };
         var conversation = grains.GetGrain<IConversationGrain>(id ?? $"http-{Guid.NewGuid():N}");
         var reply = new ReplyWriter(ctx.Response, chat, $"{(chat ? "chatcmpl" : "cmpl")}-{Guid.NewGuid():N}",
             DateTimeOffset.UtcNow.ToUnixTimeSeconds(), host.ModelName, turn.ReturnTokenIds, ctx.RequestAborted);
@@ -244,10 +245,6 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
             // the client went away; cancelling the enumeration stopped its generation and freed its KV blocks
-        }
-        finally
-        {
-            if (ephemeral) await ForgetAsync(conversation);
         }
     }
 
@@ -280,28 +277,12 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         await reply.DoneAsync();
     }
 
-    /// <summary>A request's own conversation is not kept: its history goes and its KV blocks are freed for others.</summary>
-    async Task ForgetAsync(IConversationGrain conversation)
-    {
-        try
-        {
-            await conversation.ResetAsync();
-        }
-        catch (Exception e)
-        {
-            LogResetFailed(logger, conversation.GetPrimaryKeyString(), e.Message);
-        }
-    }
-
     /// <summary>Logs a failure that is not the client's doing and gives the client only a generic message.</summary>
     public ApiException Unexpected(Exception e)
     {
         LogUnexpected(logger, e);
         return ApiException.Internal();
     }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "could not reset the request's own conversation {Id}: {Reason}")]
-    static partial void LogResetFailed(ILogger logger, string id, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "request failed")]
     static partial void LogUnexpected(ILogger logger, Exception e);

@@ -137,7 +137,12 @@ public static partial class WeftSilo
             {
                 s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
                 s.UseRedisClustering(o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
-                s.AddRedisGrainStorage(WeftStorage.Name, o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
+                s.AddRedisGrainStorage(WeftStorage.Name, o =>
+                {
+                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis);
+                    // a reset conversation leaves no key behind
+                    o.DeleteStateOnClear = true;
+                });
             }
             s.AddWeft(model);
         });

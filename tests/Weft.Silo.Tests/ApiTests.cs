@@ -296,7 +296,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         for (int i = 0; i < n; i++)
         {
             Assert.Equal("[DONE]", streams[i][^1]);
-            var usage = JsonNode.Parse(streams[i][^2])!["usage"]!;
+            var usage = JsonNode.Parse(streams[i][^2])!["usage"];
+            Assert.True(usage is not null, $"stream {i} ended with {streams[i][^2]}");
             Assert.Equal(4 + i % 5, (int?)usage["completion_tokens"]);
         }
         var after = await silo.BatchGrain().GetStatsAsync();
