@@ -3,8 +3,8 @@ namespace Weft.Abstractions;
 /// <summary>Why a turn was refused; the HTTP API maps each to a status code.</summary>
 public enum WeftErrorCode
 {
-    /// <summary>Malformed or out-of-range request fields (400).</summary>
-    InvalidRequest,
+    /// <summary>Malformed or out-of-range request fields (400). (Codes start at 1: a code lost on the way reads as 0.)</summary>
+    InvalidRequest = 1,
     /// <summary>Prompt plus max_tokens exceeds the model's context (400).</summary>
     ContextLengthExceeded,
     /// <summary>The waiting queue is full; retry later (429).</summary>

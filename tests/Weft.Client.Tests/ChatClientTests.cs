@@ -24,8 +24,13 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
         Assert.True(response.Usage.OutputTokenCount is > 0 and <= 16);
         Assert.Equal(response.Usage.OutputTokenCount, streamed.Usage?.OutputTokenCount);
         Assert.Equal("test-model", response.ModelId);
-        Assert.NotNull(response.FinishReason);
-        Assert.NotNull(response.ConversationId);
+        // the reply ends at the end-of-turn token or at the token limit, and says which
+        Assert.Equal(response.Usage.OutputTokenCount == 16 ? ChatFinishReason.Length : ChatFinishReason.Stop, response.FinishReason);
+        Assert.Equal(response.FinishReason, streamed.FinishReason);
+        // the id names the conversation the service now holds
+        var history = await new WeftClient(cluster.Cluster.Client).Conversation(response.ConversationId!).GetHistoryAsync();
+        Assert.Equal(["system", "user", "assistant"], history.Messages.Select(m => m.Role));
+        Assert.Equal(response.Text, history.Messages[^1].Content);
     }
 
     [Fact]

@@ -88,12 +88,14 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
         var c = cluster.Grains.GetGrain<IConversationGrain>("bad");
         var e1 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [1, 5000], Sampling = Greedy(4) }, Ct));
         Assert.Equal(WeftErrorCode.InvalidRequest, e1.Code);
+        Assert.Contains("token id 5000", e1.Message);
         var e2 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [1, 2, 3], Sampling = new() { Temperature = -1 } }, Ct));
         Assert.Contains("temperature", e2.Message);
         var e3 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [.. Enumerable.Repeat(300, 1000)], Sampling = Greedy(100) }, Ct));
         Assert.Equal(WeftErrorCode.ContextLengthExceeded, e3.Code);
         var e4 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(Turns.Chat("hi", Greedy(4)) with { Messages = [new ChatMessage("robot", "hi")] }, Ct));
         Assert.Equal(WeftErrorCode.InvalidRequest, e4.Code);
+        Assert.Contains("robot", e4.Message);
         // the conversation still works afterwards
         Assert.Equal(4, (await c.RunAsync(Turns.Chat("hi", Greedy(4)), Ct)).Usage.CompletionTokens);
     }
