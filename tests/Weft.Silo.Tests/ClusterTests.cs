@@ -7,6 +7,7 @@ using Orleans.Runtime;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Models;
 using Weft.GpuRuntime.Tokenization;
+using Weft.Testing;
 using ChatTemplates = Weft.GpuRuntime.Chat.ChatTemplates;
 
 namespace Weft.Silo.Tests;
@@ -40,11 +41,11 @@ public sealed class ClusterTests : IAsyncDisposable
 
         // New conversations go to either silo (both are empty); talk to them until one lives on silo A.
         IConversationGrain? onA = null;
-        Turn first = default;
+        TurnResult? first = null;
         for (int i = 0; i < 64 && onA is null; i++)
         {
             var conversation = grains.GetGrain<IConversationGrain>($"outlive-{i}");
-            var turn = await RunAsync(conversation, Chat($"Conversation {i}: tell me about the sea."));
+            var turn = await conversation.RunAsync(Chat($"Conversation {i}: tell me about the sea."), Ct);
             if ((await conversation.GetHistoryAsync()).Silo == siloA.ToString()) (onA, first) = (conversation, turn);
         }
         Assert.NotNull(onA);
@@ -53,39 +54,21 @@ public sealed class ClusterTests : IAsyncDisposable
 
         // The next turn runs on silo B from the history in Redis: the same tokens as before, extended; the cache was
         // on silo A, so everything is computed again, and the reply is what a fresh conversation gets from those tokens.
-        var second = await RunAsync(onA, Chat("And the mountains?"));
+        var second = await onA.RunAsync(Chat("And the mountains?"), Ct);
         var history = await onA.GetHistoryAsync();
         Assert.Equal(siloB.ToString(), history.Silo);
         Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
-        Assert.Equal(first.Text, history.Messages[1].Content);
-        Assert.Equal([.. first.Prompt, .. first.Tokens], second.Prompt.Take(first.Prompt.Count + first.Tokens.Count));
+        Assert.Equal(first!.Text, history.Messages[1].Content);
+        Assert.Equal([.. first.PromptTokenIds, .. first.TokenIds], second.PromptTokenIds.Take(first.PromptTokenIds.Count + first.TokenIds.Count));
         Assert.Equal(0, second.Usage.CachedTokens);
-        var fresh = await RunAsync(grains.GetGrain<IConversationGrain>("outlive-fresh"),
-            new TurnRequest { PromptTokenIds = second.Prompt, Sampling = Greedy });
-        Assert.Equal(second.Tokens, fresh.Tokens);
+        var fresh = await grains.GetGrain<IConversationGrain>("outlive-fresh")
+            .RunAsync(new TurnRequest { PromptTokenIds = second.PromptTokenIds, Sampling = Greedy }, Ct);
+        Assert.Equal(second.TokenIds, fresh.TokenIds);
     }
 
     static readonly SamplingOptions Greedy = new() { Temperature = 0, MaxTokens = 8, IgnoreEos = true };
 
     static TurnRequest Chat(string user) => new() { Messages = [new ChatMessage("user", user)], Sampling = Greedy };
-
-    readonly record struct Turn(string Text, IReadOnlyList<int> Prompt, IReadOnlyList<int> Tokens, Usage Usage);
-
-    static async Task<Turn> RunAsync(IConversationGrain conversation, TurnRequest request)
-    {
-        var text = new System.Text.StringBuilder();
-        var tokens = new List<int>();
-        IReadOnlyList<int> prompt = [];
-        Usage? usage = null;
-        await foreach (var d in conversation.SendAsync(request with { ReturnTokenIds = true }, Ct))
-        {
-            text.Append(d.Text);
-            tokens.AddRange(d.TokenIds);
-            prompt = d.PromptTokenIds ?? prompt;
-            usage = d.Usage ?? usage;
-        }
-        return new Turn(text.ToString(), prompt, tokens, usage!);
-    }
 
     async Task<WebApplication> StartSilo(string model, string redis)
     {
