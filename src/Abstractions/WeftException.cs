@@ -17,9 +17,11 @@ public enum WeftErrorCode
 [GenerateSerializer, Alias("weft.WeftException")]
 public sealed class WeftException : Exception
 {
-    public WeftException(WeftErrorCode code, string message) : base(message) => Code = code;
+    public WeftException(WeftErrorCode code, string message, string? param = null) : base(message) => (Code, Param) = (code, param);
 
     [Id(0)] public WeftErrorCode Code { get; }
+    /// <summary>The request field at fault, as the OpenAI API names it ("temperature", "max_tokens"), when there is one.</summary>
+    [Id(1)] public string? Param { get; }
 
     public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable;
 }

@@ -39,7 +39,7 @@ sealed class SamplingOptionsBinder
             RepetitionPenalty = r.GetValue(_repetition),
             IgnoreEos = r.GetValue(_ignoreEos),
         };
-        return p.Validate(vocabSize) is { } problem ? throw new ArgumentException(problem) : p;
+        return p.Validate(vocabSize) is { } problem ? throw new ArgumentException(problem.Message) : p;
     }
 
     public IReadOnlyList<string> Stop(ParseResult r) => r.GetValue(_stop) ?? [];

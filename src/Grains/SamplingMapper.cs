@@ -8,14 +8,14 @@ static class SamplingMapper
 {
     public static SamplingParams ToParams(SamplingOptions o, int promptTokens, ModelHost host)
     {
-        if (promptTokens < 1) throw new WeftException(WeftErrorCode.InvalidRequest, "the prompt is empty");
+        if (promptTokens < 1) throw new WeftException(WeftErrorCode.InvalidRequest, "the prompt is empty", "prompt");
         int room = host.MaxModelLen - promptTokens;
         if (room < 1)
             throw new WeftException(WeftErrorCode.ContextLengthExceeded,
                 $"the prompt has {promptTokens} tokens; this model's context is {host.MaxModelLen} tokens");
         if (o.MaxTokens > room)
             throw new WeftException(WeftErrorCode.ContextLengthExceeded,
-                $"the prompt ({promptTokens} tokens) plus max_tokens ({o.MaxTokens}) exceeds this model's context of {host.MaxModelLen} tokens");
+                $"the prompt ({promptTokens} tokens) plus max_tokens ({o.MaxTokens}) exceeds this model's context of {host.MaxModelLen} tokens", "max_tokens");
         var p = new SamplingParams
         {
             Temperature = o.Temperature ?? 1f,
@@ -30,9 +30,9 @@ static class SamplingMapper
             IgnoreEos = o.IgnoreEos,
             StopTokenIds = o.StopTokenIds,
         };
-        if (p.Validate(host.Config.VocabSize) is { } problem) throw new WeftException(WeftErrorCode.InvalidRequest, problem);
+        if (p.Validate(host.Config.VocabSize) is { } problem) throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);
         if (o.Stop.Count > 16 || o.Stop.Any(s => string.IsNullOrEmpty(s) || s.Length > 512))
-            throw new WeftException(WeftErrorCode.InvalidRequest, "stop takes at most 16 non-empty strings of up to 512 characters");
+            throw new WeftException(WeftErrorCode.InvalidRequest, "stop takes at most 16 non-empty strings of up to 512 characters", "stop");
         return p;
     }
 }

@@ -38,10 +38,10 @@ sealed class ApiException(int status, string type, string code, string message, 
     /// <summary>The HTTP face of a grain's refusal.</summary>
     public static ApiException From(WeftException e) => e.Code switch
     {
-        WeftErrorCode.ContextLengthExceeded => BadRequest(e.Message, code: "context_length_exceeded"),
+        WeftErrorCode.ContextLengthExceeded => BadRequest(e.Message, e.Param, code: "context_length_exceeded"),
         WeftErrorCode.QueueFull => new(StatusCodes.Status429TooManyRequests, "rate_limit_error", "queue_full", e.Message) { RetryAfter = 1 },
         WeftErrorCode.Unavailable => Unavailable(e.Message),
-        _ => BadRequest(e.Message),
+        _ => BadRequest(e.Message, e.Param),
     };
 
     public static ApiException Unavailable(string message) =>
