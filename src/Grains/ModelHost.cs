@@ -79,7 +79,6 @@ public sealed class ModelHost : IDisposable
                 _logger.LogInformation("device {Device} kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
                     d, e.NumKvBlocks, e.BlockSize, e.KvCacheBytes / 1048576.0, e.NumKvBlocks * e.BlockSize);
             }
-            _engines = [.. engines];
             // vLLM refuses to start here; serving a shorter context with a warning lets the default 1 GiB budget serve
             // real 128k-context models, and requests without max_tokens still fit
             int capacity = engines.Min(e => (e.NumKvBlocks - (int)(_options.KvWatermark * e.NumKvBlocks)) * e.BlockSize);
@@ -90,6 +89,7 @@ public sealed class ModelHost : IDisposable
                     MaxModelLen, capacity);
                 MaxModelLen = capacity;
             }
+            _engines = [.. engines];
             Status = ModelStatus.Ready;
             _ready.SetResult();
         }

@@ -33,6 +33,7 @@ public sealed record ModelHostOptions
         if (Model is null && !DemoModelShape.Presets.Any(p => p.Name == DemoPreset))
             yield return $"demo preset '{DemoPreset}' is unknown (known: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))})";
         if (Devices < 0) yield return "devices must not be negative";
+        if (Engine.Device != 0) yield return "the silo runs one engine on each of its first `devices` GPUs; engine.device is for a single engine (weft bench, weft generate)";
         if (MaxWaiting < 1) yield return "max-waiting must be at least 1";
         if (KvWatermark is < 0 or >= 1) yield return "kv-watermark must be in [0, 1)";
         if (AgingTicks < 1) yield return "aging-ticks must be positive";

@@ -65,7 +65,8 @@ static class ServeCommand
         {
             silo.UseLocalhostClustering(siloPort: FreePort(), gatewayPort: FreePort());
             silo.AddMemoryGrainStorage(WeftStorage.Name);
-            silo.AddWeft(new ModelHostOptions { Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients });
+            // one device, like the engine-only figures it stands beside
+            silo.AddWeft(new ModelHostOptions { Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients, Devices = 1 });
         });
         using var host = builder.Build();
         await host.StartAsync();
