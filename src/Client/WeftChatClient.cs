@@ -59,7 +59,14 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
     {
         var turns = messages.Select(ToTurn).ToList();
         bool stateful = options?.ConversationId is not null;
-        if (!stateful && options?.Instructions is { Length: > 0 } instructions) turns.Insert(0, new Abstractions.ChatMessage("system", instructions));
+        if (options?.Instructions is { Length: > 0 } instructions)
+        {
+            // The service keeps a conversation's history; instructions slipped in before each new turn would rewrite that
+            // history (and most chat templates take a system message only at the start).
+            if (stateful)
+                throw new NotSupportedException("Instructions cannot be added to a conversation the service holds (ConversationId set); give them as the system message of its first turn");
+            turns.Insert(0, new Abstractions.ChatMessage("system", instructions));
+        }
         var conversation = stateful ? client.Conversation(options!.ConversationId!) : client.NewConversation();
         return (conversation, new TurnRequest { Messages = turns, ReplaceHistory = !stateful, Sampling = Sampling(options) });
     }

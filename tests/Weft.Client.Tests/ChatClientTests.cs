@@ -47,6 +47,10 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
         var history = await new WeftClient(cluster.Cluster.Client).Conversation(first.ConversationId!).GetHistoryAsync();
         Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
         Assert.Equal(second.Text, history.Messages[^1].Content);
+
+        // instructions would rewrite the history the service holds: refused, not silently dropped
+        options.Instructions = "Be brief.";
+        await Assert.ThrowsAsync<NotSupportedException>(() => Chat.GetResponseAsync([new ChatMessage(ChatRole.User, "More?")], options, Ct));
     }
 
     [Fact]
