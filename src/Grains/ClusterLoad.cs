@@ -30,28 +30,40 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
 
     public void Placed(SiloAddress silo) => _placedSinceRefresh.AddOrUpdate(silo, 1, (_, n) => n + 1);
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    /// <summary>Every period, and at once when a silo joins or leaves, so a new silo (perhaps still loading its model)
+    /// does not count as empty for a whole period.</summary>
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
+        Task.WhenAll(PeriodicallyAsync(stoppingToken), OnMembershipChangeAsync(stoppingToken));
+
+    async Task PeriodicallyAsync(CancellationToken ct)
     {
         using var timer = new PeriodicTimer(Period);
-        do
-        {
-            var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToList();
-            foreach (var gone in _loads.Keys.Except(active)) _loads.TryRemove(gone, out _);
-            await Task.WhenAll(active.Select(Refresh));
-        }
-        while (await timer.WaitForNextTickAsync(stoppingToken));
+        do await RefreshAllAsync(ct);
+        while (await timer.WaitForNextTickAsync(ct));
+    }
 
-        async Task Refresh(SiloAddress silo)
+    async Task OnMembershipChangeAsync(CancellationToken ct)
+    {
+        await foreach (var _ in membership.MembershipUpdates.WithCancellation(ct)) await RefreshAllAsync(ct);
+    }
+
+    Task RefreshAllAsync(CancellationToken ct)
+    {
+        var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToList();
+        foreach (var gone in _loads.Keys.Except(active)) _loads.TryRemove(gone, out _);
+        return Task.WhenAll(active.Select(silo => RefreshAsync(silo, ct)));
+    }
+
+    async Task RefreshAsync(SiloAddress silo, CancellationToken ct)
+    {
+        try
         {
-            try
-            {
-                _loads[silo] = await grains.GetGrain<ISiloLoadGrain>(SiloLoadGrain.Key(silo)).GetLoadAsync().WaitAsync(Period, stoppingToken);
-                _placedSinceRefresh.TryRemove(silo, out _);
-            }
-            catch (Exception e) when (e is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
-            {
-                LogRefreshFailed(logger, silo, e.Message);
-            }
+            _loads[silo] = await grains.GetGrain<ISiloLoadGrain>(SiloLoadGrain.Key(silo)).GetLoadAsync().WaitAsync(Period, ct);
+            _placedSinceRefresh.TryRemove(silo, out _);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            LogRefreshFailed(logger, silo, e.Message);
         }
     }
 
