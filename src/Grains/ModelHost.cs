@@ -75,6 +75,7 @@ public sealed class ModelHost : IDisposable
             {
                 var e = InferenceEngine.Load(ModelPath, engine with { Device = cuda ? d : 0 });
                 engines.Add(e);
+                e.WarmUp();
                 _logger.LogInformation("device {Device}: {Engine}", d, e.Description);
                 _logger.LogInformation("device {Device} kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
                     d, e.NumKvBlocks, e.BlockSize, e.KvCacheBytes / 1048576.0, e.NumKvBlocks * e.BlockSize);

@@ -117,6 +117,24 @@ public sealed class InferenceEngine : IDisposable
         return (ReadOnlyMemory<int>)_sampled.AsMemory(0, Inputs.NumLogitRows);
     });
 
+    /// <summary>
+    /// Runs a decode-sized and a prefill-sized step once, so the first request does not pay for compiling the kernels
+    /// (about 1.4 s on the 300m preset, cpu). Writes only into the first KV blocks, which hold nothing yet.
+    /// </summary>
+    public void WarmUp()
+    {
+        int rows = Math.Min(Math.Min(32, Options.MaxNumBatchedTokens), Math.Min(MaxModelLen, NumKvBlocks * BlockSize));
+        var tokens = new int[rows];
+        var blocks = Enumerable.Range(0, (rows + BlockSize - 1) / BlockSize).ToArray();
+        foreach (int n in new[] { 1, rows })
+        {
+            Inputs.Clear();
+            Inputs.Add(new StepItem(tokens, 0, n, blocks, true, Sampling.SamplingParams.Greedy(1), 0, n));
+            Step();
+        }
+        Inputs.Clear();
+    }
+
     /// <summary>Synchronous <see cref="StepAsync"/> for the CLI and tests.</summary>
     public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
 
