@@ -58,7 +58,7 @@ public unsafe class MatMulBenchmarks
     public void F16()
     {
         long at = NextMatrix();
-        MatMulKernels.Float(new F16Rows(_w16 + at, K), _x, _y, null, M, K, N, 0, N, _scratch);
+        MatMulKernels.Float(new HalfRows<F16Format>(_w16 + at, K), _x, _y, null, M, K, N, 0, N, _scratch);
     }
 
     [Benchmark]

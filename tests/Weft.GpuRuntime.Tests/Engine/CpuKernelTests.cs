@@ -102,7 +102,7 @@ public sealed unsafe class CpuKernelTests
         var scratch = new float[4 * k];
         fixed (ushort* ws = w)
         fixed (float* xs = x, ys = y, bs = bias, sc = scratch)
-            MatMulKernels.Float(new F16Rows(ws, k), xs, ys, bs, m, k, n, 0, n, sc);
+            MatMulKernels.Float(new HalfRows<F16Format>(ws, k), xs, ys, bs, m, k, n, 0, n, sc);
         for (int r = 0; r < m; r++)
             for (int o = 0; o < n; o++)
             {

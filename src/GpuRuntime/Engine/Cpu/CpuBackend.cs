@@ -357,8 +357,8 @@ public sealed unsafe partial class CpuBackend : IBackend
                 switch (w.Type)
                 {
                     case GgmlType.F32: MatMulKernels.Float(new F32Rows((float*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.F16: MatMulKernels.Float(new F16Rows((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.BF16: MatMulKernels.Float(new Bf16Rows((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.F16: MatMulKernels.Float(new HalfRows<F16Format>((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
+                    case GgmlType.BF16: MatMulKernels.Float(new HalfRows<Bf16Format>((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
                     case GgmlType.Q8_0: MatMulKernels.Q8(w.Data, w.Scales, b._xQuants, b._xCorrections, b._xScales, y, bias, _rows, k, n, n0, n1); break;
                     default: throw new NotSupportedException($"matmul over {w.Type}");
                 }

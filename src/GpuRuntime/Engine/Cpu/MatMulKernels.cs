@@ -49,46 +49,36 @@ unsafe readonly struct F32Rows(float* first, int stride, bool prefetch = true) :
     public float Scalar(int row, int k) => _r0[row * _stride + k];
 }
 
-/// <summary>f16 rows, converted to f32 in registers (<see cref="HalfMath.Load16"/>).</summary>
-unsafe readonly struct F16Rows(ushort* first, int stride) : IRows4<F16Rows>
+/// <summary>A 16-bit float format of weights: how 16 of them become f32 in registers, and one of them as a scalar.</summary>
+unsafe interface IHalfFormat
 {
-    readonly ushort* _r0 = first;
-    readonly nint _stride = stride;
-
-    public F16Rows At(int n) => new(_r0 + n * _stride, (int)_stride);
-    public int RowBytes => (int)_stride * sizeof(ushort);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Prefetch4(int k, int rowsAhead)
-    {
-        ushort* p = _r0 + rowsAhead * _stride + k;
-        for (int r = 0; r < 4; r++, p += _stride)
-        {
-            Sse.Prefetch0(p);
-            Sse.Prefetch0(p + 32);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
-    {
-        ushort* p = _r0 + k;
-        w0 = HalfMath.Load16(p);
-        w1 = HalfMath.Load16(p + _stride);
-        w2 = HalfMath.Load16(p + 2 * _stride);
-        w3 = HalfMath.Load16(p + 3 * _stride);
-    }
-
-    public float Scalar(int row, int k) => (float)BitConverter.UInt16BitsToHalf(_r0[row * _stride + k]);
+    static abstract Vector512<float> Load16(ushort* p);
+    static abstract float Scalar(ushort bits);
 }
 
-/// <summary>bf16 rows: the upper half of an f32, so widening and shifting is the whole conversion.</summary>
-unsafe readonly struct Bf16Rows(ushort* first, int stride) : IRows4<Bf16Rows>
+/// <summary>f16 (<see cref="HalfMath.Load16"/>).</summary>
+unsafe readonly struct F16Format : IHalfFormat
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ushort* p) => HalfMath.Load16(p);
+    public static float Scalar(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
+}
+
+/// <summary>bf16: the upper half of an f32, so widening and shifting is the whole conversion.</summary>
+unsafe readonly struct Bf16Format : IHalfFormat
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Load16(ushort* p) => HalfMath.LoadBf16(p);
+    public static float Scalar(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+}
+
+/// <summary>16-bit float rows, converted to f32 in registers (the JIT compiles one copy per format).</summary>
+unsafe readonly struct HalfRows<TFormat>(ushort* first, int stride) : IRows4<HalfRows<TFormat>> where TFormat : struct, IHalfFormat
 {
     readonly ushort* _r0 = first;
     readonly nint _stride = stride;
 
-    public Bf16Rows At(int n) => new(_r0 + n * _stride, (int)_stride);
+    public HalfRows<TFormat> At(int n) => new(_r0 + n * _stride, (int)_stride);
     public int RowBytes => (int)_stride * sizeof(ushort);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -106,13 +96,13 @@ unsafe readonly struct Bf16Rows(ushort* first, int stride) : IRows4<Bf16Rows>
     public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2, out Vector512<float> w3)
     {
         ushort* p = _r0 + k;
-        w0 = HalfMath.LoadBf16(p);
-        w1 = HalfMath.LoadBf16(p + _stride);
-        w2 = HalfMath.LoadBf16(p + 2 * _stride);
-        w3 = HalfMath.LoadBf16(p + 3 * _stride);
+        w0 = TFormat.Load16(p);
+        w1 = TFormat.Load16(p + _stride);
+        w2 = TFormat.Load16(p + 2 * _stride);
+        w3 = TFormat.Load16(p + 3 * _stride);
     }
 
-    public float Scalar(int row, int k) => BitConverter.Int32BitsToSingle(_r0[row * _stride + k] << 16);
+    public float Scalar(int row, int k) => TFormat.Scalar(_r0[row * _stride + k]);
 }
 
 /// <summary>
