@@ -67,8 +67,11 @@ public sealed class ModelHost : IDisposable
         try
         {
             var engine = _options.Engine;
-            bool cuda = engine.Engine == EngineKind.Cuda || engine.Engine == EngineKind.Auto && IlgpuBackend.CudaDeviceCount() > 0;
-            int devices = _options.Devices > 0 ? _options.Devices : cuda ? IlgpuBackend.CudaDeviceCount() : 1;
+            // probe for GPUs once, and settle "auto" here so no engine probes again
+            int cudaDevices = engine.Engine is EngineKind.Cuda or EngineKind.Auto ? IlgpuBackend.CudaDeviceCount() : 0;
+            bool cuda = engine.Engine == EngineKind.Cuda || engine.Engine == EngineKind.Auto && cudaDevices > 0;
+            if (engine.Engine == EngineKind.Auto) engine = engine with { Engine = cuda ? EngineKind.Cuda : EngineKind.Cpu };
+            int devices = _options.Devices > 0 ? _options.Devices : cuda ? cudaDevices : 1;
             if (devices < 1) throw new NotSupportedException("engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
             if (!cuda && devices > 1 && engine.Threads == 0) engine = engine with { Threads = Math.Max(1, Environment.ProcessorCount / devices) };
             for (int d = 0; d < devices; d++)
