@@ -146,15 +146,7 @@ public sealed class IlgpuBackend : IBackend
         }
     }
 
-    /// <summary>Whether a CUDA device is present (and the first one's name), without keeping anything open.</summary>
-    public static bool TryFindCuda(out string name)
-    {
-        using var context = Context.Create(b => b.Cuda());
-        var devices = context.GetCudaDevices();
-        name = devices.Count > 0 ? devices[0].Name : "";
-        return devices.Count > 0;
-    }
-
+    /// <summary>CUDA devices present, found without keeping anything open.</summary>
     public static int CudaDeviceCount()
     {
         using var context = Context.Create(b => b.Cuda());
