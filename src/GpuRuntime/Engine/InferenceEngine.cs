@@ -46,12 +46,12 @@ public sealed class InferenceEngine : IDisposable
         {
             (_backend, _transformer, NumKvBlocks) = _device.Invoke(() =>
             {
-                IBackend backend = CreateBackend(options);
-                if (options.Profile) backend = Profiler = new ProfilingBackend(backend);
+                var device = CreateBackend(options);
+                IBackend backend = options.Profile ? Profiler = new ProfilingBackend(device) : device;
                 try
                 {
                     var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens, options.MaxNumSeqs);
-                    int blocks = KvBlocks(options, backend, bytesPerBlock);
+                    int blocks = KvBlocks(options, device, bytesPerBlock);
                     backend.AllocateKvCache(Config, blocks, options.BlockSize, options.KvCacheType);
                     return (backend, transformer, blocks);
                 }
@@ -105,10 +105,13 @@ public sealed class InferenceEngine : IDisposable
     };
 
     /// <summary>Device memory bandwidth in bytes/s for CUDA engines (see <see cref="IlgpuBackend.MeasureCopyBandwidth"/>); null otherwise.</summary>
-    public double? MeasureDeviceBandwidth() => _device.Invoke(() => ((_backend is ProfilingBackend p ? p.Inner : _backend) as IlgpuBackend)?.MeasureCopyBandwidth());
+    public double? MeasureDeviceBandwidth() => _device.Invoke(() => (DeviceBackend as IlgpuBackend)?.MeasureCopyBandwidth());
 
     /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>
-    public int? LaunchesPerStep => _backend is IlgpuBackend ilgpu ? _device.Invoke(() => ilgpu.LaunchesPerStep) : null;
+    public int? LaunchesPerStep => DeviceBackend is IlgpuBackend ilgpu ? _device.Invoke(() => ilgpu.LaunchesPerStep) : null;
+
+    /// <summary>The device's backend, under the profiler when there is one.</summary>
+    IBackend DeviceBackend => _backend is ProfilingBackend p ? p.Inner : _backend;
 
     /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits row.</summary>
     public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
@@ -139,7 +142,7 @@ public sealed class InferenceEngine : IDisposable
     public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
 
     /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a reference).</summary>
-    public float[] GetLogits(int row) => _device.Invoke(() => (_backend is ProfilingBackend p ? p.Inner : _backend) switch
+    public float[] GetLogits(int row) => _device.Invoke(() => DeviceBackend switch
     {
         CpuBackend cpu => cpu.Row(_transformer.Logits, row, Config.VocabSize).ToArray(),
         IlgpuBackend ilgpu => ilgpu.ReadRow(_transformer.Logits, row, Config.VocabSize),
