@@ -24,13 +24,14 @@ public static class EngineBenchmark
     {
         int threads = o.Threads > 0 ? o.Threads : Environment.ProcessorCount;
         int maxBatch = o.Batches.Max();
-        int blocksPerSeq = BlocksPerSequence(o.Prompt, o.Gen, 16);
+        int blockSize = new EngineOptions().BlockSize;
+        int blocksPerSeq = BlocksPerSequence(o.Prompt, o.Gen, blockSize);
         var engineOptions = new EngineOptions
         {
             Engine = o.Engine,
             MaxNumSeqs = Math.Max(maxBatch, 1),
             MaxNumBatchedTokens = Math.Max(maxBatch, Math.Min(512, Math.Max(o.Prefill, o.Prompt))),
-            KvBlocks = Math.Max(maxBatch * blocksPerSeq, (o.Prefill + 16) / 16 + 1),
+            KvBlocks = Math.Max(maxBatch * blocksPerSeq, (o.Prefill + blockSize) / blockSize + 1),
             Threads = threads,
             Profile = o.Profile,
         };
