@@ -1,4 +1,4 @@
-using Weft.GpuRuntime.Gguf;
+using Weft.Models.Gguf;
 
 namespace Weft.Cli;
 

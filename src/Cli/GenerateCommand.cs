@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Diagnostics;
-using Weft.GpuRuntime.Chat;
+using Weft.Models.Chat;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Scheduling;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models;
+using Weft.Scheduling;
+using Weft.Models.Tokenization;
 
 namespace Weft.Cli;
 

@@ -1,9 +1,9 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Sampling;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Scheduling;
 
 namespace Weft.Cli;
 

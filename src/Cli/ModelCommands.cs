@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
+using Weft.Models.Gguf;
+using Weft.Models;
 
 namespace Weft.Cli;
 

@@ -1,5 +1,5 @@
 using System.CommandLine;
-using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.Cli;
 

@@ -5,8 +5,8 @@ using Microsoft.Extensions.Logging;
 using Orleans.Concurrency;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Scheduling;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Scheduling;
+using Weft.Models.Tokenization;
 
 namespace Weft.Grains;
 

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Orleans.Runtime;
 using Weft.Abstractions;
-using ChatTurn = Weft.GpuRuntime.Chat.ChatMessage;
+using ChatTurn = Weft.Models.Chat.ChatMessage;
 
 namespace Weft.Grains;
 

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Scheduling;
+using Weft.Scheduling;
 
 namespace Weft.Grains;
 

@@ -1,13 +1,13 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Weft.Abstractions;
-using Weft.GpuRuntime.Chat;
+using Weft.Models.Chat;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Ilgpu;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Scheduling;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Scheduling;
+using Weft.Models.Tokenization;
 
 namespace Weft.Grains;
 

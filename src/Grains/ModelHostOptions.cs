@@ -1,5 +1,5 @@
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Models;
+using Weft.Models;
 
 namespace Weft.Grains;
 

@@ -1,5 +1,5 @@
 using Weft.Abstractions;
-using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.Grains;
 

@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Weft.Abstractions;
 using Weft.Grains;
-using TemplateMessage = Weft.GpuRuntime.Chat.ChatMessage;
+using TemplateMessage = Weft.Models.Chat.ChatMessage;
 
 namespace Weft.Silo;
 

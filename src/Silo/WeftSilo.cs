@@ -3,7 +3,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Orleans.Configuration;
 using OpenTelemetry.Metrics;
-using Weft.GpuRuntime.Gguf;
+using Weft.Models.Gguf;
 using Weft.Grains;
 
 namespace Weft.Silo;

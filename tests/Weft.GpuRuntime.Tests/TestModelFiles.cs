@@ -1,7 +1,7 @@
-using Weft.GpuRuntime.Chat;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models.Chat;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Models.Tokenization;
 
 namespace Weft.GpuRuntime.Tests;
 

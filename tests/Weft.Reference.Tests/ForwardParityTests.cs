@@ -1,8 +1,8 @@
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Sampling;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Scheduling;
+using Weft.Models.Tokenization;
 using Weft.LlamaCpp;
 
 namespace Weft.Reference.Tests;

@@ -1,8 +1,8 @@
 using System.Text;
 using LLama.Native;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Models.Tokenization;
 
 namespace Weft.Reference.Tests;
 

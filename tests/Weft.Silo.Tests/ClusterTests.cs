@@ -5,10 +5,10 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Runtime;
 using Weft.Abstractions;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models;
+using Weft.Models.Tokenization;
 using Weft.Testing;
-using ChatTemplates = Weft.GpuRuntime.Chat.ChatTemplates;
+using ChatTemplates = Weft.Models.Chat.ChatTemplates;
 
 namespace Weft.Silo.Tests;
 

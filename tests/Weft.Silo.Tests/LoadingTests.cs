@@ -4,7 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Weft.Abstractions;
-using Weft.GpuRuntime.Models;
+using Weft.Models;
 using Weft.Grains;
 
 namespace Weft.Silo.Tests;

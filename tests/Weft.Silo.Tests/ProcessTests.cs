@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Weft.GpuRuntime.Models;
+using Weft.Models;
 
 namespace Weft.Silo.Tests;
 

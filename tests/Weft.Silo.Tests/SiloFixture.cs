@@ -8,11 +8,11 @@ using Microsoft.Extensions.DependencyInjection;
 using OpenAI;
 using Orleans.Runtime;
 using Weft.Abstractions;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Models.Tokenization;
 using Weft.Grains;
-using ChatTemplates = Weft.GpuRuntime.Chat.ChatTemplates;
+using ChatTemplates = Weft.Models.Chat.ChatTemplates;
 
 namespace Weft.Silo.Tests;
 

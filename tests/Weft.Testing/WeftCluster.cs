@@ -1,11 +1,11 @@
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
 using Weft.Abstractions;
-using ChatTemplates = Weft.GpuRuntime.Chat.ChatTemplates;
+using ChatTemplates = Weft.Models.Chat.ChatTemplates;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Tokenization;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Models.Tokenization;
 using Weft.Grains;
 
 namespace Weft.Testing;

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 using Weft.LlamaCpp;
 
 namespace Weft.Cli.Bench;

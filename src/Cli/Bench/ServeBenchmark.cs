@@ -2,8 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using Weft.GpuRuntime.Engine;
 using Weft.Abstractions;
-using Weft.GpuRuntime.Sampling;
-using Weft.GpuRuntime.Scheduling;
+using Weft.Scheduling;
 
 namespace Weft.Cli.Bench;
 

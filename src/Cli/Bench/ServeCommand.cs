@@ -5,7 +5,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Models;
+using Weft.Models;
 using Weft.Grains;
 
 namespace Weft.Cli.Bench;

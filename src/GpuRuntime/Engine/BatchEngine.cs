@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using Weft.GpuRuntime.Scheduling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 

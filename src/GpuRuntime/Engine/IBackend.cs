@@ -1,5 +1,5 @@
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
+using Weft.Models.Gguf;
+using Weft.Models;
 
 namespace Weft.GpuRuntime.Engine;
 

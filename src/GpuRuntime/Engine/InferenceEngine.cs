@@ -1,7 +1,8 @@
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.GpuRuntime.Engine.Ilgpu;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
@@ -132,7 +133,7 @@ public sealed class InferenceEngine : IDisposable
         foreach (int n in new[] { 1, rows })
         {
             Inputs.Clear();
-            Inputs.Add(new StepItem(tokens, 0, n, blocks, true, Sampling.SamplingParams.Greedy(1), 0, n));
+            Inputs.Add(new StepItem(tokens, 0, n, blocks, true, SamplingParams.Greedy(1), 0, n));
             Step();
         }
         Inputs.Clear();

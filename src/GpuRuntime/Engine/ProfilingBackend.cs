@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
+using Weft.Models.Gguf;
+using Weft.Models;
 
 namespace Weft.GpuRuntime.Engine;
 

@@ -1,5 +1,4 @@
-using Weft.GpuRuntime.Sampling;
-using Weft.GpuRuntime.Scheduling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 

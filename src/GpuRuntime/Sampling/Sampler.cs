@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using Weft.Scheduling;
+
 namespace Weft.GpuRuntime.Sampling;
 
 /// <summary>

@@ -1,7 +1,7 @@
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Sampling;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Engine;
 

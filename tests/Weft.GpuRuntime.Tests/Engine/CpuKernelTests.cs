@@ -1,6 +1,6 @@
 using System.Runtime.Intrinsics;
 using Weft.GpuRuntime.Engine.Cpu;
-using Weft.GpuRuntime.Gguf;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Tests.Engine;
 

@@ -1,5 +1,5 @@
 using Weft.GpuRuntime.Engine;
-using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Engine;
 

@@ -2,9 +2,9 @@ using ILGPU.Runtime.CPU;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.GpuRuntime.Engine.Ilgpu;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
-using Weft.GpuRuntime.Sampling;
+using Weft.Models.Gguf;
+using Weft.Models;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Ilgpu;
 

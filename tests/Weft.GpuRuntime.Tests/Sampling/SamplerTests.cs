@@ -1,4 +1,5 @@
 using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Sampling;
 

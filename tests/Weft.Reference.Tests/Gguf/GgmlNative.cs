@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 using Weft.LlamaCpp;
-using Weft.GpuRuntime.Gguf;
+using Weft.Models.Gguf;
 
 namespace Weft.Reference.Tests.Gguf;
 

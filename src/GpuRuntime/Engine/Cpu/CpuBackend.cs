@@ -2,9 +2,10 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
+using Weft.Models.Gguf;
+using Weft.Models;
 using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 

@@ -92,7 +92,7 @@ static class HalfMath
                 var r = ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u)).AsSingle();
                 Vector512.ConditionalSelect(Vector512.IsNaN(x), x, r).Store(dst + i);
             }
-        for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(Gguf.GgmlQuant.SingleToBFloat16(src[i]) << 16);
+        for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(Weft.Models.Gguf.GgmlQuant.SingleToBFloat16(src[i]) << 16);
     }
 
     /// <summary>Converts n halves (any n) to f32.</summary>

@@ -1,5 +1,5 @@
 using System.Numerics.Tensors;
-using Weft.GpuRuntime.Gguf;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 

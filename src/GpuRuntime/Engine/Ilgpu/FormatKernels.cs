@@ -1,6 +1,6 @@
 using ILGPU;
 using ILGPU.Runtime;
-using Weft.GpuRuntime.Gguf;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 

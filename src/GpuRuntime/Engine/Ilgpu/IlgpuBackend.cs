@@ -4,9 +4,10 @@ using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
-using Weft.GpuRuntime.Gguf;
-using Weft.GpuRuntime.Models;
+using Weft.Models.Gguf;
+using Weft.Models;
 using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 

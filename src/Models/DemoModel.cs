@@ -1,0 +1,152 @@
+using System.Runtime.InteropServices;
+using Weft.Models.Chat;
+using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
+
+namespace Weft.Models;
+
+/// <summary>The shape of a generated llama model.</summary>
+public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize, int ContextLength,
+    GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false)
+{
+    public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
+    public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
+    public static readonly DemoModelShape M300 = new("300m", 1024, 16, 16, 4, 4096, 32000, 4096, GgmlType.F16);
+    /// <summary>TinyLlama 1.1B's shape.</summary>
+    public static readonly DemoModelShape B1 = new("1b", 2048, 22, 32, 4, 5632, 32000, 2048, GgmlType.F16);
+
+    public static IReadOnlyList<DemoModelShape> Presets { get; } = [Tiny, Small, M300, B1];
+
+    public static DemoModelShape Preset(string name) => Presets.FirstOrDefault(p => p.Name == name)
+        ?? throw new ArgumentException($"unknown preset '{name}' (known: {string.Join(", ", Presets.Select(p => p.Name))})");
+}
+
+/// <summary>
+/// Writes deterministic random-weight llama models: the same shape, vocabulary and seed always give the same file.
+/// Weights are scaled so activations stay in a healthy range through every layer and the logits are peaked enough
+/// that greedy decoding is not decided by rounding noise.
+/// </summary>
+public static class DemoModel
+{
+    /// <summary>Writes a preset with the demo SentencePiece-style vocabulary and TinyLlama's chat template.</summary>
+    public static void Create(string path, DemoModelShape shape, ulong seed = 42) =>
+        Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize, ChatTemplates.TinyLlama), seed);
+
+    /// <summary>The default cache folder for generated models.</summary>
+    public static string DefaultCacheDirectory { get; } =
+        Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "weft");
+
+    /// <summary>A preset's file in <paramref name="cacheDirectory"/>, generated there on first use (no download).</summary>
+    public static string Cached(string preset, string cacheDirectory)
+    {
+        var shape = DemoModelShape.Preset(preset);
+        string path = Path.Combine(cacheDirectory, $"weft-demo-{shape.Name}.gguf");
+        if (!File.Exists(path)) Create(path, shape);
+        return path;
+    }
+
+    /// <param name="matrixType">Overrides the storage type per matrix (real quantized files mix types).</param>
+    public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42, string? name = null,
+        Func<string, GgmlType>? matrixType = null)
+    {
+        if (vocab.Tokens.Length != shape.VocabSize)
+            throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, shape {shape.Name} needs {shape.VocabSize}");
+        int headDim = shape.HeadDim ?? shape.Dim / shape.Heads;
+        int qDim = shape.Heads * headDim, kvDim = shape.KvHeads * headDim;
+        var t = shape.Type;
+
+        var w = new GgufWriter();
+        w.Add("general.architecture", "llama");
+        w.Add("general.name", name ?? $"weft-demo-{shape.Name}");
+        w.Add("general.file_type", (uint)(t switch { GgmlType.F32 => 0, GgmlType.F16 => 1, GgmlType.Q8_0 => 7, GgmlType.BF16 => 32, _ => 0 }));
+        w.Add("llama.context_length", (uint)shape.ContextLength);
+        w.Add("llama.embedding_length", (uint)shape.Dim);
+        w.Add("llama.block_count", (uint)shape.Layers);
+        w.Add("llama.feed_forward_length", (uint)shape.FfnDim);
+        w.Add("llama.attention.head_count", (uint)shape.Heads);
+        w.Add("llama.attention.head_count_kv", (uint)shape.KvHeads);
+        if (shape.HeadDim is { } hd)
+        {
+            w.Add("llama.attention.key_length", (uint)hd);
+            w.Add("llama.attention.value_length", (uint)hd);
+        }
+        w.Add("llama.rope.dimension_count", (uint)headDim);
+        w.Add("llama.rope.freq_base", shape.RopeFreqBase);
+        if (shape.RopeFreqFactors)
+            // Llama 3.1's shape of scaling: high frequencies kept, low ones divided by up to 8
+            w.AddTensor("rope_freqs.weight", GgmlType.F32, [headDim / 2],
+                Enumerable.Range(0, headDim / 2).Select(i => 1f + 7f * i / Math.Max(1, headDim / 2 - 1)).ToArray());
+        w.Add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        w.Add("llama.vocab_size", (uint)shape.VocabSize);
+        vocab.WriteTo(w);
+
+        void Matrix(string tensor, GgmlType type, int cols, int rows, float std)
+        {
+            type = matrixType?.Invoke(tensor) ?? type;
+            w.AddTensor(tensor, type, [cols, rows], s => WriteRandom(s, type, (long)rows * cols, cols, Seed(seed, tensor), std, 0));
+        }
+        void Vector(string tensor, int n, float mean, float std) =>
+            w.AddTensor(tensor, GgmlType.F32, [n], s => WriteRandom(s, GgmlType.F32, n, n, Seed(seed, tensor), std, mean));
+
+        // Embeddings of unit variance; every projection scaled by 1/sqrt(fan_in) so each sub-layer's output has
+        // about unit scale. The output projection is larger so the logits have a standard deviation of ~4.
+        Matrix("token_embd.weight", t, shape.Dim, shape.VocabSize, 1f);
+        for (int i = 0; i < shape.Layers; i++)
+        {
+            string p = $"blk.{i}.";
+            Vector(p + "attn_norm.weight", shape.Dim, 1f, 0.1f);
+            Matrix(p + "attn_q.weight", t, shape.Dim, qDim, 2f / MathF.Sqrt(shape.Dim));
+            Matrix(p + "attn_k.weight", t, shape.Dim, kvDim, 2f / MathF.Sqrt(shape.Dim));
+            Matrix(p + "attn_v.weight", t, shape.Dim, kvDim, 1f / MathF.Sqrt(shape.Dim));
+            Matrix(p + "attn_output.weight", t, qDim, shape.Dim, 1f / MathF.Sqrt(qDim));
+            Vector(p + "ffn_norm.weight", shape.Dim, 1f, 0.1f);
+            Matrix(p + "ffn_gate.weight", t, shape.Dim, shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
+            Matrix(p + "ffn_up.weight", t, shape.Dim, shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
+            Matrix(p + "ffn_down.weight", t, shape.FfnDim, shape.Dim, 1f / MathF.Sqrt(shape.FfnDim));
+        }
+        Vector("output_norm.weight", shape.Dim, 1f, 0.1f);
+        Matrix("output.weight", t, shape.Dim, shape.VocabSize, 4f / MathF.Sqrt(shape.Dim));
+        w.Write(path);
+    }
+
+    static ulong Seed(ulong seed, string tensor)
+    {
+        ulong h = seed ^ 0x9E3779B97F4A7C15UL;
+        foreach (char c in tensor) h = (h ^ c) * 0x100000001B3UL;
+        return h;
+    }
+
+    /// <summary>Streams n approximately normal values in chunks of whole rows, so memory stays small for any size.</summary>
+    static void WriteRandom(Stream s, GgmlType type, long n, int rowLength, ulong seed, float std, float mean)
+    {
+        var rng = new SplitMix64(seed);
+        int rowsPerChunk = Math.Max(1, (1 << 20) / rowLength);
+        var chunk = new float[(long)rowsPerChunk * rowLength];
+        for (long done = 0; done < n; done += chunk.Length)
+        {
+            int len = (int)Math.Min(chunk.Length, n - done);
+            for (int i = 0; i < len; i++) chunk[i] = mean + std * rng.NextNormal();
+            var bytes = type == GgmlType.F32 ? MemoryMarshal.AsBytes(chunk.AsSpan(0, len)).ToArray() : GgmlQuant.Quantize(type, chunk.AsSpan(0, len));
+            s.Write(bytes);
+        }
+    }
+
+    /// <summary>A tiny, fully deterministic generator (integer arithmetic only, so every machine draws the same weights).</summary>
+    struct SplitMix64(ulong state)
+    {
+        ulong _state = state;
+
+        ulong Next()
+        {
+            ulong z = _state += 0x9E3779B97F4A7C15UL;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+
+        float NextUniform() => (Next() >> 40) * (1f / (1 << 24));
+
+        /// <summary>Irwin–Hall with four uniforms: mean 0, variance 1, bounded tails (no NaNs or huge outliers).</summary>
+        public float NextNormal() => (NextUniform() + NextUniform() + NextUniform() + NextUniform() - 2f) * 1.7320508f;
+    }
+}

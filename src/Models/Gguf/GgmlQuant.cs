@@ -1,0 +1,200 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+
+namespace Weft.Models.Gguf;
+
+/// <summary>
+/// Reference conversions between f32 and the ggml storage types, bit-compatible with ggml's reference code
+/// (ggml-quants.c). These are the oracle for the fast kernels, not the hot path.
+/// </summary>
+public static class GgmlQuant
+{
+    /// <summary>Converts <paramref name="dst"/>.Length elements stored as <paramref name="type"/> to f32.</summary>
+    public static void Dequantize(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        long need = GgmlTypeInfo.RowBytes(type, dst.Length);
+        if (src.Length < need) throw new ArgumentException($"{dst.Length} {type} elements need {need} bytes, got {src.Length}");
+        switch (type)
+        {
+            case GgmlType.F32: MemoryMarshal.Cast<byte, float>(src)[..dst.Length].CopyTo(dst); break;
+            case GgmlType.F16:
+                {
+                    var h = MemoryMarshal.Cast<byte, Half>(src);
+                    for (int i = 0; i < dst.Length; i++) dst[i] = (float)h[i];
+                    break;
+                }
+            case GgmlType.BF16:
+                {
+                    var b = MemoryMarshal.Cast<byte, ushort>(src);
+                    for (int i = 0; i < dst.Length; i++) dst[i] = BFloat16ToSingle(b[i]);
+                    break;
+                }
+            case GgmlType.Q8_0: DequantizeQ8_0(src, dst); break;
+            case GgmlType.Q4_0: DequantizeQ4_0(src, dst); break;
+            case GgmlType.Q4_K: DequantizeQ4_K(src, dst); break;
+            case GgmlType.Q6_K: DequantizeQ6_K(src, dst); break;
+            default: throw new NotSupportedException($"reading {type} tensors is not supported");
+        }
+    }
+
+    public static float[] Dequantize(GgmlType type, ReadOnlySpan<byte> src, long elements)
+    {
+        var dst = new float[elements];
+        Dequantize(type, src, dst);
+        return dst;
+    }
+
+    public static byte[] Quantize(GgmlType type, ReadOnlySpan<float> x)
+    {
+        var dst = new byte[GgmlTypeInfo.RowBytes(type, x.Length)];
+        switch (type)
+        {
+            case GgmlType.F32: MemoryMarshal.AsBytes(x).CopyTo(dst); break;
+            case GgmlType.F16:
+                {
+                    var h = MemoryMarshal.Cast<byte, Half>(dst.AsSpan());
+                    for (int i = 0; i < x.Length; i++) h[i] = SingleToHalf(x[i]);
+                    break;
+                }
+            case GgmlType.BF16:
+                {
+                    var b = MemoryMarshal.Cast<byte, ushort>(dst.AsSpan());
+                    for (int i = 0; i < x.Length; i++) b[i] = SingleToBFloat16(x[i]);
+                    break;
+                }
+            case GgmlType.Q8_0: QuantizeQ8_0(x, dst); break;
+            case GgmlType.Q4_0: QuantizeQ4_0(x, dst); break;
+            default: throw new NotSupportedException($"writing {type} tensors is not supported");
+        }
+        return dst;
+    }
+
+    /// <summary>Round to nearest even; every NaN becomes ggml's quiet NaN 0x7E00 with its sign (Half's cast would keep payload bits).</summary>
+    public static Half SingleToHalf(float f) => float.IsNaN(f)
+        ? BitConverter.UInt16BitsToHalf((ushort)(0x7E00 | (BitConverter.SingleToUInt32Bits(f) >> 16 & 0x8000)))
+        : (Half)f;
+
+    public static float BFloat16ToSingle(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
+
+    /// <summary>Round to nearest even, as ggml_compute_fp32_to_bf16; NaN stays a quiet NaN.</summary>
+    public static ushort SingleToBFloat16(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        if ((u & 0x7fffffff) > 0x7f800000) return (ushort)((u >> 16) | 64);
+        return (ushort)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
+    }
+
+    static float F16(ReadOnlySpan<byte> b) => (float)BinaryPrimitives.ReadHalfLittleEndian(b);
+
+    static void DequantizeQ8_0(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+        {
+            var blk = src.Slice(b * 34, 34);
+            float d = F16(blk);
+            for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (sbyte)blk[2 + j];
+        }
+    }
+
+    static void QuantizeQ8_0(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        for (int b = 0; b < x.Length / 32; b++)
+        {
+            var xs = x.Slice(b * 32, 32);
+            float amax = 0;
+            foreach (var v in xs) amax = MathF.Max(amax, MathF.Abs(v));
+            float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
+            var blk = dst.Slice(b * 34, 34);
+            BinaryPrimitives.WriteHalfLittleEndian(blk, (Half)d);
+            for (int j = 0; j < 32; j++) blk[2 + j] = (byte)(sbyte)MathF.Round(xs[j] * id, MidpointRounding.AwayFromZero);
+        }
+    }
+
+    static void DequantizeQ4_0(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 32; b++)
+        {
+            var blk = src.Slice(b * 18, 18);
+            float d = F16(blk);
+            for (int j = 0; j < 16; j++)
+            {
+                dst[b * 32 + j] = ((blk[2 + j] & 0x0F) - 8) * d;
+                dst[b * 32 + j + 16] = ((blk[2 + j] >> 4) - 8) * d;
+            }
+        }
+    }
+
+    static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        for (int b = 0; b < x.Length / 32; b++)
+        {
+            var xs = x.Slice(b * 32, 32);
+            float amax = 0, max = 0;
+            foreach (var v in xs)
+                if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
+            float d = max / -8f, id = d != 0 ? 1f / d : 0f;
+            var blk = dst.Slice(b * 18, 18);
+            BinaryPrimitives.WriteHalfLittleEndian(blk, (Half)d);
+            for (int j = 0; j < 16; j++)
+            {
+                int x0 = Math.Min(15, (int)(sbyte)(xs[j] * id + 8.5f));
+                int x1 = Math.Min(15, (int)(sbyte)(xs[j + 16] * id + 8.5f));
+                blk[2 + j] = (byte)(x0 | (x1 << 4));
+            }
+        }
+    }
+
+    static (int Scale, int Min) ScaleMinK4(int j, ReadOnlySpan<byte> q) => j < 4
+        ? (q[j] & 63, q[j + 4] & 63)
+        : ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+
+    static void DequantizeQ4_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 256; b++)
+        {
+            var blk = src.Slice(b * 144, 144);
+            float d = F16(blk), dmin = F16(blk[2..]);
+            var scales = blk.Slice(4, 12);
+            var q = blk.Slice(16, 128);
+            var y = dst.Slice(b * 256, 256);
+            int yi = 0, qi = 0;
+            for (int j = 0, s = 0; j < 256; j += 64, s += 2, qi += 32)
+            {
+                var (sc1, m1) = ScaleMinK4(s, scales);
+                var (sc2, m2) = ScaleMinK4(s + 1, scales);
+                float d1 = d * sc1, min1 = dmin * m1, d2 = d * sc2, min2 = dmin * m2;
+                for (int l = 0; l < 32; l++) y[yi++] = d1 * (q[qi + l] & 0xF) - min1;
+                for (int l = 0; l < 32; l++) y[yi++] = d2 * (q[qi + l] >> 4) - min2;
+            }
+        }
+    }
+
+    static void DequantizeQ6_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        for (int b = 0; b < dst.Length / 256; b++)
+        {
+            var blk = src.Slice(b * 210, 210);
+            var ql = blk[..128];
+            var qh = blk.Slice(128, 64);
+            var sc = MemoryMarshal.Cast<byte, sbyte>(blk.Slice(192, 16));
+            float d = F16(blk[208..]);
+            var y = dst.Slice(b * 256, 256);
+            for (int n = 0; n < 2; n++)
+            {
+                var l0 = ql[(n * 64)..]; var h0 = qh[(n * 32)..]; var s0 = sc[(n * 8)..]; var y0 = y[(n * 128)..];
+                for (int l = 0; l < 32; l++)
+                {
+                    int i = l / 16;
+                    int q1 = ((l0[l] & 0xF) | (((h0[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = ((l0[l + 32] & 0xF) | (((h0[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((l0[l] >> 4) | (((h0[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = ((l0[l + 32] >> 4) | (((h0[l] >> 6) & 3) << 4)) - 32;
+                    y0[l] = d * s0[i] * q1;
+                    y0[l + 32] = d * s0[i + 2] * q2;
+                    y0[l + 64] = d * s0[i + 4] * q3;
+                    y0[l + 96] = d * s0[i + 6] * q4;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+namespace Weft.Scheduling;
+
+/// <summary>
+/// Continuous batching, one tick at a time: <see cref="Schedule"/> picks each sequence's token count for the next forward
+/// pass (a decode is 1 token, a prefill is a chunk; the same path), the engine runs it, and <see cref="Update"/> records
+/// the results. Running sequences come first and are never dropped from a tick unless preempted; waiting ones fill the
+/// remaining budget in priority order. Single-threaded: call it from one thread (the batch grain's).
+/// </summary>
+/// <remarks>
+/// Sequences marked <see cref="Sequence.KeepCache"/> are parked when they finish: their blocks stay allocated for the
+/// next turn (<see cref="Sequence.StartTurn"/>, then <see cref="Add"/>) until memory is needed. Blocks are found, in
+/// this order: free blocks, parked sequences' blocks (least recently used first), the kept history of queued turns,
+/// and finally, for running sequences only, by preempting the lowest-priority, newest running sequence (recompute).
+/// </remarks>
+public sealed class Scheduler
+{
+    private static readonly Comparison<Sequence> RunningOrder = (a, b) =>
+        a.Priority != b.Priority ? a.Priority.CompareTo(b.Priority) : a.ArrivalOrder.CompareTo(b.ArrivalOrder);
+
+    private readonly SchedulerOptions _options;
+    private readonly BlockManager _blocks;
+    private readonly IReadOnlySet<int> _eosTokenIds;
+    private readonly int _watermarkBlocks;
+    private readonly List<Sequence> _running = [];
+    private readonly SortedSet<WaitingEntry> _waiting = new(Comparer<WaitingEntry>.Create(WaitingEntry.Compare));
+    private readonly Dictionary<long, WaitingEntry> _waitingById = [];
+    private readonly LinkedList<Sequence> _parked = [];
+    private readonly Dictionary<Sequence, LinkedListNode<Sequence>> _parkedNodes = [];
+    private ScheduleOutput? _pending;
+    private long _tick, _arrivals, _resumes;
+
+    public Scheduler(SchedulerOptions options, BlockManager blocks, IReadOnlySet<int> eosTokenIds)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(blocks);
+        ArgumentNullException.ThrowIfNull(eosTokenIds);
+        if (options.Validate() is { } error) throw new ArgumentException(error, nameof(options));
+        _options = options;
+        _blocks = blocks;
+        _eosTokenIds = eosTokenIds;
+        _watermarkBlocks = (int)(options.KvWatermark * blocks.NumBlocks);
+    }
+
+    public SchedulerOptions Options => _options;
+    public int NumWaiting => _waitingById.Count;
+    public int NumRunning => _running.Count;
+    public int NumParked => _parked.Count;
+    public bool HasWork => NumWaiting + NumRunning > 0;
+    /// <summary>Fraction of KV blocks held by sequences (running, queued or parked).</summary>
+    public double KvCacheUsage => 1.0 - (double)_blocks.NumFreeBlocks / _blocks.NumBlocks;
+    public long TotalPreemptions { get; private set; }
+
+    /// <summary>
+    /// Queues a new sequence, or the next turn of a finished one. Throws <see cref="SchedulerException"/> when refused:
+    /// retryable when the waiting queue is full, not retryable when the sequence can never fit.
+    /// </summary>
+    public void Add(Sequence s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        if (s.Status != SequenceStatus.Waiting)
+            throw new InvalidOperationException($"Sequence {s.Id} is {s.Status}; a finished sequence is added again only after StartTurn.");
+        if (_waitingById.ContainsKey(s.Id) || _running.Exists(r => r.Id == s.Id))
+            throw new InvalidOperationException($"A sequence with id {s.Id} is already waiting or running.");
+        if (s.NumTokens == 0) throw new SchedulerException($"Sequence {s.Id} has an empty prompt.", retryable: false);
+        long total = (long)s.NumTokens + s.Sampling.MaxTokens;
+        if (total > _options.MaxModelLen)
+            throw new SchedulerException(
+                $"The prompt ({s.NumTokens} tokens) plus max_tokens ({s.Sampling.MaxTokens}) exceeds the context length ({_options.MaxModelLen}).",
+                retryable: false);
+        // the last sampled token is returned, never computed, so it takes no KV slot
+        long blocksNeeded = (total - 1 + _blocks.BlockSize - 1) / _blocks.BlockSize;
+        if (blocksNeeded > _blocks.NumBlocks - _watermarkBlocks)
+            throw new SchedulerException(
+                $"The prompt plus max_tokens ({total} tokens) needs {blocksNeeded} KV blocks; the cache admits at most {_blocks.NumBlocks - _watermarkBlocks} for one sequence.",
+                retryable: false);
+        if (_waitingById.Count >= _options.MaxWaiting)
+            throw new SchedulerException($"The waiting queue is full ({_options.MaxWaiting} requests); retry later.", retryable: true);
+
+        // A parked sequence's blocks now belong to its queued turn; keep only those StartTurn found still valid.
+        Unpark(s);
+        _blocks.TruncateTo(s, s.NumComputedTokens);
+        s.ArrivalOrder = ++_arrivals;
+        Enqueue(s, resumeOrder: 0);
+    }
+
+    /// <summary>Requests cancellation of a waiting or running sequence; it finishes at the start of the next tick.</summary>
+    public bool Cancel(long sequenceId)
+    {
+        if (_waitingById.TryGetValue(sequenceId, out var entry))
+        {
+            entry.Sequence.CancelRequested = true;
+            return true;
+        }
+        var running = _running.Find(s => s.Id == sequenceId);
+        if (running is null) return false;
+        running.CancelRequested = true;
+        return true;
+    }
+
+    /// <summary>Frees the blocks a finished, parked sequence still holds (its conversation is gone); no-op when it holds none.</summary>
+    public void Release(Sequence s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        if (s.Status == SequenceStatus.Running || (_waitingById.TryGetValue(s.Id, out var entry) && entry.Sequence == s))
+            throw new InvalidOperationException($"Sequence {s.Id} is queued or running; cancel it instead.");
+        if (Unpark(s)) _blocks.Free(s);
+    }
+
+    /// <summary>Plans one tick. Pass the result to <see cref="Update"/> (or <see cref="Fail"/>) before scheduling again.</summary>
+    public ScheduleOutput Schedule()
+    {
+        if (_pending is not null)
+            throw new InvalidOperationException("The previous tick's output has not been passed to Update or Fail.");
+        _tick++;
+        var finished = FinishRequested();
+        var batch = new List<ScheduledSequence>();
+        var preempted = new List<Sequence>();
+        int budget = ScheduleRunning(batch, preempted);
+        // Never preempt to admit: a tick short of blocks for its running sequences admits nothing.
+        if (preempted.Count == 0) AdmitWaiting(batch, budget);
+        var output = new ScheduleOutput(batch, preempted, finished);
+        if (!output.IsEmpty) _pending = output;
+        return output;
+    }
+
+    /// <summary>
+    /// Records a computed tick: <paramref name="sampledTokens"/> holds one token per entry that needed one, in batch order.
+    /// Returns the sequences that finished (stop token, EOS, max_tokens or the context length).
+    /// </summary>
+    public IReadOnlyList<Sequence> Update(ScheduleOutput output, ReadOnlySpan<int> sampledTokens)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (output.IsEmpty) return [];
+        if (sampledTokens.Length != output.NumTokensToSample)
+            throw new ArgumentException(
+                $"Expected {output.NumTokensToSample} sampled tokens (one per sequence that needs one), got {sampledTokens.Length}.", nameof(sampledTokens));
+        TakePending(output);
+
+        var finished = new List<Sequence>();
+        int next = 0;
+        foreach (var (s, numNewTokens, needsToken) in output.Scheduled)
+        {
+            s.NumComputedTokens += numNewTokens;
+            _blocks.CommitComputed(s);
+            if (!needsToken) continue;
+            s.TokenIds.Add(sampledTokens[next++]);
+            var reason = StopReason(s);
+            if (reason == FinishReason.None) continue;
+            Finish(s, reason);
+            finished.Add(s);
+        }
+        if (finished.Count > 0) _running.RemoveAll(s => s.IsFinished);
+        return finished;
+    }
+
+    /// <summary>Records a tick whose forward pass failed: every sequence in it finishes with <paramref name="error"/>.</summary>
+    public IReadOnlyList<Sequence> Fail(ScheduleOutput output, string error)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (output.IsEmpty) return [];
+        TakePending(output);
+        var failed = new List<Sequence>();
+        foreach (var entry in output.Scheduled)
+        {
+            var s = entry.Sequence;
+            s.Error = error;
+            s.Status = SequenceStatus.Finished;
+            s.FinishReason = FinishReason.Error;
+            // Never keep blocks whose slots the failed pass may have half written.
+            _blocks.Free(s);
+            failed.Add(s);
+        }
+        _running.RemoveAll(s => s.IsFinished);
+        return failed;
+    }
+
+    private int ScheduleRunning(List<ScheduledSequence> batch, List<Sequence> preempted)
+    {
+        int budget = _options.MaxNumBatchedTokens;
+        // Best first, so the preemption victim (lowest priority, newest) is always at the not yet scheduled end.
+        _running.Sort(RunningOrder);
+        int end = _running.Count;
+        for (int i = 0; i < end; i++)
+        {
+            var s = _running[i];
+            // One token of budget stays reserved for each running sequence still to come, so none is left out.
+            int n = NextChunk(s, budget - (end - i - 1));
+            while (!MakeRoom(s, n, reserve: 0, except: null))
+            {
+                var victim = _running[--end];
+                Preempt(victim);
+                preempted.Add(victim);
+                if (victim == s) break;
+            }
+            if (end == i) break;
+            _blocks.Allocate(s, n);
+            batch.Add(new(s, n, s.NumComputedTokens + n == s.NumTokens));
+            budget -= n;
+        }
+        _running.RemoveRange(end, _running.Count - end);
+        return budget;
+    }
+
+    private void AdmitWaiting(List<ScheduledSequence> batch, int budget)
+    {
+        while (budget > 0 && _running.Count < _options.MaxNumSeqs && _waiting.Min is { } entry)
+        {
+            var s = entry.Sequence;
+            int held = s.NumComputedTokens;
+            _blocks.AllocatePrefix(s);
+            int n = NextChunk(s, budget);
+            if (!MakeRoom(s, n, _watermarkBlocks, except: s))
+            {
+                // Strictly in order: letting smaller requests pass would starve the large one at the head.
+                _blocks.TruncateTo(s, held);
+                return;
+            }
+            _blocks.Allocate(s, n);
+            _waiting.Remove(entry);
+            _waitingById.Remove(s.Id);
+            // Cached tokens are what this turn found on admission, not what a resumption after preemption finds.
+            if (entry.ResumeOrder == 0) s.NumCachedTokens = s.NumComputedTokens;
+            s.Status = SequenceStatus.Running;
+            _running.Add(s);
+            batch.Add(new(s, n, s.NumComputedTokens + n == s.NumTokens));
+            budget -= n;
+        }
+    }
+
+    private int NextChunk(Sequence s, int available) =>
+        Math.Min(Math.Min(s.NumTokens - s.NumComputedTokens, available), _options.PrefillChunkSize ?? int.MaxValue);
+
+    /// <summary>Evicts idle holders of blocks until <paramref name="s"/> can get its next <paramref name="n"/> slots.</summary>
+    private bool MakeRoom(Sequence s, int n, int reserve, Sequence? except)
+    {
+        if (_blocks.CanAllocate(s, n, reserve)) return true;
+        // Evict only when that can make room; otherwise idle caches would be thrown away every tick the head of the queue
+        // waits for running sequences to finish. (An upper bound: blocks shared with others are not freed by evicting.)
+        if (_blocks.BlocksNeeded(s, n) + reserve > _blocks.NumFreeBlocks + IdleBlocks(except)) return false;
+        while (!_blocks.CanAllocate(s, n, reserve))
+            if (!EvictIdle(except)) return false;
+        return true;
+    }
+
+    private int IdleBlocks(Sequence? except)
+    {
+        int blocks = 0;
+        foreach (var s in _parked) blocks += s.BlockTable.Count;
+        foreach (var entry in _waitingById.Values)
+            if (entry.Sequence != except) blocks += entry.Sequence.BlockTable.Count;
+        return blocks;
+    }
+
+    private bool EvictIdle(Sequence? except)
+    {
+        if (_parked.First is { } lru)
+        {
+            Unpark(lru.Value);
+            _blocks.Free(lru.Value);
+            return true;
+        }
+        // Then the kept history of queued turns, newest first; they will recompute (the prefix cache may give some back).
+        Sequence? newest = null;
+        foreach (var entry in _waitingById.Values)
+        {
+            var s = entry.Sequence;
+            if (s != except && s.BlockTable.Count > 0 && (newest is null || s.ArrivalOrder > newest.ArrivalOrder)) newest = s;
+        }
+        if (newest is null) return false;
+        _blocks.Free(newest);
+        return true;
+    }
+
+    private void Preempt(Sequence s)
+    {
+        // Recompute rather than swap: its full blocks stay in the prefix cache until reused.
+        _blocks.Free(s);
+        s.NumPreemptions++;
+        TotalPreemptions++;
+        Enqueue(s, ++_resumes);
+    }
+
+    private void Enqueue(Sequence s, long resumeOrder)
+    {
+        var entry = new WaitingEntry(s, resumeOrder, (long)s.Priority * _options.AgingTicks + _tick);
+        _waiting.Add(entry);
+        _waitingById.Add(s.Id, entry);
+        s.Status = SequenceStatus.Waiting;
+    }
+
+    private List<Sequence> FinishRequested()
+    {
+        var finished = new List<Sequence>();
+        for (int i = _running.Count - 1; i >= 0; i--)
+        {
+            if (!_running[i].CancelRequested && !_running[i].StopRequested) continue;
+            finished.Add(_running[i]);
+            _running.RemoveAt(i);
+        }
+        foreach (var entry in _waitingById.Values)
+            if (entry.Sequence.CancelRequested || entry.Sequence.StopRequested) finished.Add(entry.Sequence);
+        foreach (var s in finished)
+        {
+            if (_waitingById.Remove(s.Id, out var entry)) _waiting.Remove(entry);
+            Finish(s, s.CancelRequested ? FinishReason.Cancelled : FinishReason.Stop);
+        }
+        return finished;
+    }
+
+    private FinishReason StopReason(Sequence s)
+    {
+        int token = s.LastToken;
+        if (s.Sampling.StopTokenIds.Contains(token) || (!s.Sampling.IgnoreEos && _eosTokenIds.Contains(token))) return FinishReason.Stop;
+        if (s.NumCompletionTokens >= s.Sampling.MaxTokens || s.NumTokens >= _options.MaxModelLen) return FinishReason.Length;
+        return FinishReason.None;
+    }
+
+    private void Finish(Sequence s, FinishReason reason)
+    {
+        s.Status = SequenceStatus.Finished;
+        s.FinishReason = reason;
+        if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0) _parkedNodes.Add(s, _parked.AddLast(s));
+        else _blocks.Free(s);
+    }
+
+    private bool Unpark(Sequence s)
+    {
+        if (!_parkedNodes.Remove(s, out var node)) return false;
+        _parked.Remove(node);
+        return true;
+    }
+
+    private void TakePending(ScheduleOutput output)
+    {
+        if (!ReferenceEquals(output, _pending))
+            throw new InvalidOperationException("Only the output of the latest Schedule can be recorded, and only once.");
+        _pending = null;
+    }
+
+    /// <summary>
+    /// A queued sequence. Preempted sequences go to the front, the last preempted first. The others are ordered by
+    /// priority with aging, which is time-invariant as a rank: waiting <see cref="SchedulerOptions.AgingTicks"/> ticks
+    /// is worth one priority level, so priority × AgingTicks + enqueue tick orders them at every tick.
+    /// </summary>
+    private sealed record WaitingEntry(Sequence Sequence, long ResumeOrder, long Rank)
+    {
+        public static int Compare(WaitingEntry? a, WaitingEntry? b)
+        {
+            if (ReferenceEquals(a, b)) return 0;
+            if (a is null) return -1;
+            if (b is null) return 1;
+            if ((a.ResumeOrder > 0) != (b.ResumeOrder > 0)) return a.ResumeOrder > 0 ? -1 : 1;
+            if (a.ResumeOrder != b.ResumeOrder) return b.ResumeOrder.CompareTo(a.ResumeOrder);
+            return a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Sequence.ArrivalOrder.CompareTo(b.Sequence.ArrivalOrder);
+        }
+    }
+}
