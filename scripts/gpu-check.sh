@@ -1,15 +1,21 @@
 #!/bin/bash
-# The GPU host's one check: CUDA kernels against the cpu backend, then the decode benchmark on a 1B-shaped model.
-#   here:          ../shared/gpu/pack.sh src/Cli          (packs .gpu/: the weft build and the .NET runtime)
+# The GPU host's one check: the CUDA tests of tests/Weft.GpuRuntime.Tests (skipped here without a GPU), CUDA kernels
+# against the cpu backend at two shapes, then the decode benchmark on a 1B-shaped model.
+#   here:          bash scripts/gpu-pack.sh               (packs .gpu/: the weft build, the GPU tests, the .NET runtime)
 #   on the host:   bash scripts/gpu-check.sh              (carry .gpu; results go to $OUT, or ./gpu-out)
-# Exit code: that of the parity check (the benchmark's figures are read, not judged).
+# Exit code: non-zero if a test or a parity check failed (the benchmark's figures are read, not judged).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/gpu-out}
 mkdir -p "$out"
 weft() { bash "$root/.gpu/run.sh" weft.dll "$@"; }
-[[ -f $root/.gpu/run.sh ]] || { echo "gpu-check: $root/.gpu is missing; run ../shared/gpu/pack.sh src/Cli first and carry .gpu" >&2; exit 2; }
+[[ -f $root/.gpu/run.sh ]] || { echo "gpu-check: $root/.gpu is missing; run scripts/gpu-pack.sh first and carry .gpu" >&2; exit 2; }
+[[ -f $root/.gpu/app/tests/Weft.GpuRuntime.Tests.dll ]] || { echo "gpu-check: .gpu has no GPU tests; pack with scripts/gpu-pack.sh" >&2; exit 2; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$out/gpu.txt"
+
+# 0. the CUDA tests, through xunit's own runner in the test assembly (the code `dotnet test` runs)
+timeout 300 bash "$root/.gpu/run.sh" tests/Weft.GpuRuntime.Tests.dll -trait "Device=cuda" -noColor 2>&1 | tee "$out/gpu-tests.txt"
+test_status=${PIPESTATUS[0]}
 
 # 1. parity: every kernel path (tiled prefill, batched decode, device sampling, penalties) against the cpu backend
 weft gpu-check --engine cuda --preset small --tokens 48 2>&1 | tee "$out/gpu-check.txt"
@@ -18,6 +24,7 @@ status=${PIPESTATUS[0]}
 timeout 240 bash "$root/.gpu/run.sh" weft.dll gpu-check --engine cuda --preset 300m --tokens 16 2>&1 | tee -a "$out/gpu-check.txt"
 shape_status=${PIPESTATUS[0]}
 (( status == 0 )) && status=$shape_status
+(( status == 0 )) && status=$test_status
 
 # 2. the 1B model (TinyLlama's shape, f16), generated here: nothing can be downloaded on the host
 model=/tmp/weft-1b-f16.gguf
