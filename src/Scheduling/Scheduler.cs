@@ -87,10 +87,10 @@ public sealed class Scheduler
     /// Starts the next turn of a finished sequence: the whole conversation so far is <paramref name="tokens"/>. The KV
     /// cache is kept for the longest prefix shared with what was computed; everything after it will be computed again.
     /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Add"/> then drops the blocks past that
-    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary.
+    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary. Priority and
+    /// keep-cache are the new turn's, as for a new <see cref="Sequence"/>.
     /// </summary>
-    public int StartTurn(Sequence s, IReadOnlyList<int> tokens, SamplingParams sampling, int priority = 0,
-        bool keepCache = false)
+    public int StartTurn(Sequence s, IReadOnlyList<int> tokens, SamplingParams sampling, int priority, bool keepCache)
     {
         ArgumentNullException.ThrowIfNull(s);
         ArgumentNullException.ThrowIfNull(tokens);

@@ -424,19 +424,20 @@ public class SchedulerTests
 
         // Turn 2 appends the user's next message to the whole history.
         List<int> turn2 = [.. chat.TokenIds, 70, 71, 72, 73, 74];
-        Assert.Equal(13, scheduler.StartTurn(chat, turn2, SamplingParams.Greedy(4) with { IgnoreEos = true }, keepCache: true));
+        Assert.Equal(13, scheduler.StartTurn(chat, turn2, SamplingParams.Greedy(4) with { IgnoreEos = true }, 0, true));
         scheduler.Add(chat);
         Assert.Equal(0, scheduler.NumParked);
         var output = engine.Step(scheduler).Output;
         Assert.Equal(19 - 13, output.Scheduled.Single().NumNewTokens);
         Assert.Equal(13, chat.NumCachedTokens);
-        Assert.Throws<InvalidOperationException>(() => scheduler.StartTurn(chat, turn2, SamplingParams.Greedy(4)));
+        Assert.Throws<InvalidOperationException>(
+            () => scheduler.StartTurn(chat, turn2, SamplingParams.Greedy(4), priority: 0, keepCache: true));
         RunToCompletion(scheduler, engine);
         AssertMatchesReference(engine, chat, options.MaxModelLen, 19);
 
         // Turn 3 diverges inside the fourth block (an edited message): the kept part of that block is reused.
         List<int> turn3 = [.. chat.TokenIds.Take(14), 90, 91];
-        Assert.Equal(14, scheduler.StartTurn(chat, turn3, SamplingParams.Greedy(4) with { IgnoreEos = true }, keepCache: true));
+        Assert.Equal(14, scheduler.StartTurn(chat, turn3, SamplingParams.Greedy(4) with { IgnoreEos = true }, 0, true));
         scheduler.Add(chat);
         Assert.Equal(4, chat.BlockTable.Count);
         RunToCompletion(scheduler, engine);
@@ -481,7 +482,7 @@ public class SchedulerTests
 
         // An evicted conversation's next turn simply recomputes; its freed full blocks may still be found.
         List<int> next = [.. older.TokenIds, 1, 2, 3];
-        Assert.Equal(0, scheduler.StartTurn(older, next, SamplingParams.Greedy(2) with { IgnoreEos = true }));
+        Assert.Equal(0, scheduler.StartTurn(older, next, SamplingParams.Greedy(2) with { IgnoreEos = true }, 0, true));
         scheduler.Add(older);
         RunToCompletion(scheduler, engine);
         AssertMatchesReference(engine, older, options.MaxModelLen, next.Count);
