@@ -71,6 +71,7 @@ static class GenerateCommand
         if (!chat) return tokenizer.Encode(text!, addSpecial: true, parseSpecial: false);
         var template = ChatTemplate.Resolve(eng.File.GetStringOrNull("tokenizer.chat_template"), null,
             tokenizer.TokenText(tokenizer.BosId), tokenizer.TokenText(tokenizer.EosId), tokenizer.AddBos);
-        return tokenizer.Encode(template.Render([new ChatMessage("user", text!)], addGenerationPrompt: true), addSpecial: true, parseSpecial: true);
+        string rendered = template.Render([("user", text!)], addGenerationPrompt: true);
+        return tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true);
     }
 }

@@ -52,7 +52,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         // A later activation drives the same engine: this one's loop must have stopped first.
-        foreach (var req in _requests.Values) req.Sequence.CancelRequested = true;
+        foreach (var req in _requests.Values) _batch.Scheduler.Cancel(req.Sequence);
         await _loop;
         if (_batch is not null) Metrics.Unregister(_batch.Scheduler);
     }
@@ -64,22 +64,21 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
             if ((uint)t >= (uint)host.Config.VocabSize)
                 throw new WeftException(WeftErrorCode.InvalidRequest, $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
 
+        var scheduler = _batch.Scheduler;
         Sequence seq;
         if (request.SequenceId != 0 && _kept.Remove(request.SequenceId, out var kept))
         {
             seq = kept;
-            seq.StartTurn(request.PromptTokens, sampling);
+            scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, request.KeepCache);
         }
-        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling);
-        seq.KeepCache = request.KeepCache;
-        seq.Priority = request.Priority;
+        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, request.KeepCache);
         try
         {
-            _batch.Scheduler.Add(seq);
+            scheduler.Add(seq);
         }
         catch (SchedulerException e)
         {
-            _batch.Scheduler.Release(seq);
+            scheduler.Release(seq);
             throw new WeftException(e.Retryable ? WeftErrorCode.QueueFull : WeftErrorCode.ContextLengthExceeded, e.Message);
         }
 
@@ -90,7 +89,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
 
         // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and frees
         // its blocks.
-        using var registration = cancellationToken.Register(() => seq.CancelRequested = true);
+        using var registration = cancellationToken.Register(() => scheduler.Cancel(seq));
         try
         {
             await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
@@ -99,15 +98,15 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         finally
         {
             // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
-            if (!req.Done) seq.CancelRequested = true;
+            if (!req.Done) scheduler.Cancel(seq);
         }
     }
 
     public Task ReleaseAsync(long sequenceId)
     {
         if (_kept.Remove(sequenceId, out var seq)) _batch.Scheduler.Release(seq);
-        // still finishing (a stop string takes effect at the next tick): free it when it does
-        else if (_requests.TryGetValue(sequenceId, out var req)) req.Sequence.KeepCache = false;
+        // still finishing (a stop string takes effect at the next tick): the scheduler frees it when it does
+        else if (_requests.TryGetValue(sequenceId, out var req)) _batch.Scheduler.Release(req.Sequence);
         return Task.CompletedTask;
     }
 
@@ -181,7 +180,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         if (req.Decoder.Stopped)
         {
             // a stop string ended the reply: the client is done now; the scheduler finishes the sequence next tick
-            seq.StopRequested = true;
+            _batch.Scheduler.Stop(seq);
             Complete(req, "stop", text, [token]);
             return;
         }

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Orleans.Runtime;
 using Weft.Abstractions;
-using ChatTurn = Weft.Models.Chat.ChatMessage;
+using Weft.Models.Chat;
 
 namespace Weft.Grains;
 
@@ -78,7 +78,9 @@ public sealed class ConversationGrain(
             if (request.Ephemeral) yield break;
             // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
             if (messages is not null) s.Messages = [.. messages, new ChatMessage("assistant", text.ToString())];
-            Remember(s, prompt, rendered, reply, text.ToString());
+            var kept = TurnTokens.AfterReply(host.Tokenizer, prompt, rendered, reply, text.ToString());
+            s.TokenIds = [.. kept.Ids];
+            s.Text = kept.Text;
             s.BatchKey = batchKey;
             s.SequenceId = sequenceId;
             await state.WriteStateAsync(CancellationToken.None);
@@ -119,35 +121,14 @@ public sealed class ConversationGrain(
         string rendered;
         try
         {
-            rendered = host.Template.Render(messages.Select(m => new ChatTurn(m.Role, m.Content)).ToList(), addGenerationPrompt: true);
+            rendered = host.Template.Render([.. messages.Select(m => (m.Role, m.Content))], addGenerationPrompt: true);
         }
         catch (ArgumentException e)
         {
             throw new WeftException(WeftErrorCode.InvalidRequest, e.Message);
         }
-        // When the new rendering extends the text of the previous turns, keep their exact tokens (the ones the KV cache
-        // holds, generated ones included) and tokenize only the rest; re-tokenizing a generated reply often splits it
-        // differently and would force recomputing from there. The rest starts at a special token (the end of the
-        // reply), where tokenization restarts anyway.
-        var s = state.State;
-        IReadOnlyList<int> prompt = s.Text.Length > 0 && rendered.StartsWith(s.Text, StringComparison.Ordinal)
-            ? [.. s.TokenIds, .. host.Tokenizer.Encode(rendered[s.Text.Length..], addSpecial: false, parseSpecial: true)]
-            : host.Tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true);
+        var prompt = new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered);
         return (messages, prompt, rendered);
-    }
-
-    /// <summary>Records the turn's tokens and, for chat, the text they stand for.</summary>
-    void Remember(ConversationState s, IReadOnlyList<int> prompt, string? rendered, List<int> reply, string replyText)
-    {
-        if (reply.Count > 0 && host.Tokenizer.EndOfGenerationIds.Contains(reply[^1])) reply.RemoveAt(reply.Count - 1);
-        // The reply's tokens stand for its text unless a stop string cut the text short of them.
-        var decoder = host.Tokenizer.CreateStreamingDecoder();
-        var decoded = new System.Text.StringBuilder();
-        foreach (var t in reply) decoded.Append(decoder.Push(t));
-        decoded.Append(decoder.Flush());
-        bool exact = decoded.ToString() == replyText;
-        s.TokenIds = exact ? [.. prompt, .. reply] : [.. prompt];
-        s.Text = rendered is null ? "" : exact ? rendered + replyText : rendered;
     }
 
     /// <summary>

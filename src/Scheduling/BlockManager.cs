@@ -1,5 +1,3 @@
-using System.Runtime.InteropServices;
-
 namespace Weft.Scheduling;
 
 /// <summary>
@@ -70,12 +68,12 @@ public sealed class BlockManager
     /// </summary>
     public int AllocatePrefix(Sequence s)
     {
-        var table = s.BlockTable;
+        var table = s.Blocks;
         // A partially filled last block ends the reusable prefix: the next tokens go into its free slots.
         if (s.NumComputedTokens != table.Count * BlockSize) return 0;
         if (table.Count > 0 && !_hashed[table[^1]]) return 0;
 
-        var tokens = CollectionsMarshal.AsSpan(s.TokenIds);
+        var tokens = s.TokenSpan;
         ulong parent = table.Count == 0 ? RootHash : _hash[table[^1]];
         int found = 0;
         for (int i = table.Count; i < (s.NumTokens - 1) / BlockSize; i++)
@@ -105,7 +103,7 @@ public sealed class BlockManager
             Unlink(b);
             Forget(b);
             _refCount[b] = 1;
-            s.BlockTable.Add(b);
+            s.Blocks.Add(b);
         }
     }
 
@@ -115,12 +113,12 @@ public sealed class BlockManager
     /// </summary>
     public void CommitComputed(Sequence s)
     {
-        var table = s.BlockTable;
+        var table = s.Blocks;
         int full = Math.Min(s.NumComputedTokens / BlockSize, table.Count);
         // Blocks are hashed in order, so the unhashed ones are a suffix of the full ones: usually none or one.
         int i = full;
         while (i > 0 && !_hashed[table[i - 1]]) i--;
-        var tokens = CollectionsMarshal.AsSpan(s.TokenIds);
+        var tokens = s.TokenSpan;
         ulong parent = i == 0 ? RootHash : _hash[table[i - 1]];
         for (; i < full; i++)
         {
@@ -138,7 +136,7 @@ public sealed class BlockManager
     /// <summary>Releases every block of <paramref name="s"/>; its cached content stays findable until handed out again.</summary>
     public void Free(Sequence s)
     {
-        Release(s.BlockTable, 0);
+        Release(s.Blocks, 0);
         s.NumComputedTokens = 0;
     }
 
@@ -150,7 +148,7 @@ public sealed class BlockManager
     public int TruncateTo(Sequence s, int numTokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(numTokens);
-        var table = s.BlockTable;
+        var table = s.Blocks;
         int keep = Math.Min(numTokens, Math.Min(s.NumComputedTokens, table.Count * BlockSize));
         int keepBlocks = BlocksFor(keep);
         if (keep % BlockSize != 0)

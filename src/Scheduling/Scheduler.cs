@@ -8,7 +8,7 @@ namespace Weft.Scheduling;
 /// </summary>
 /// <remarks>
 /// Sequences marked <see cref="Sequence.KeepCache"/> are parked when they finish: their blocks stay allocated for the
-/// next turn (<see cref="Sequence.StartTurn"/>, then <see cref="Add"/>) until memory is needed. Blocks are found, in
+/// next turn (<see cref="StartTurn"/>, then <see cref="Add"/>) until memory is needed. Blocks are found, in
 /// this order: free blocks, parked sequences' blocks (least recently used first), the kept history of queued turns,
 /// and finally, for running sequences only, by preempting the lowest-priority, newest running sequence (recompute).
 /// </remarks>
@@ -83,27 +83,59 @@ public sealed class Scheduler
         Enqueue(s, resumeOrder: 0);
     }
 
+    /// <summary>
+    /// Starts the next turn of a finished sequence: the whole conversation so far is <paramref name="tokens"/>. The KV
+    /// cache is kept for the longest prefix shared with what was computed; everything after it will be computed again.
+    /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Add"/> then drops the blocks past that
+    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary. Priority and
+    /// keep-cache are the new turn's, as for a new <see cref="Sequence"/>.
+    /// </summary>
+    public int StartTurn(Sequence s, IReadOnlyList<int> tokens, SamplingParams sampling, int priority, bool keepCache)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(tokens);
+        ArgumentNullException.ThrowIfNull(sampling);
+        return s.StartTurn(tokens, sampling, priority, keepCache);
+    }
+
     /// <summary>Requests cancellation of a waiting or running sequence; it finishes at the start of the next tick.</summary>
     public bool Cancel(long sequenceId)
     {
-        if (_waitingById.TryGetValue(sequenceId, out var entry))
-        {
-            entry.Sequence.CancelRequested = true;
-            return true;
-        }
-        var running = _running.Find(s => s.Id == sequenceId);
-        if (running is null) return false;
-        running.CancelRequested = true;
-        return true;
+        var s = _waitingById.TryGetValue(sequenceId, out var entry) ? entry.Sequence : _running.Find(r => r.Id == sequenceId);
+        s?.RequestCancel();
+        return s is not null;
     }
 
-    /// <summary>Frees the blocks a finished, parked sequence still holds (its conversation is gone); no-op when it holds none.</summary>
+    /// <summary>
+    /// Requests cancellation of <paramref name="s"/>: the next tick finishes it as cancelled and frees its blocks. Safe
+    /// from any thread (a cancellation callback), unlike the rest of the scheduler: it only raises a flag on the sequence.
+    /// </summary>
+    public void Cancel(Sequence s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        s.RequestCancel();
+    }
+
+    /// <summary>
+    /// Ends <paramref name="s"/>'s reply by the caller's rule (a stop string): the next tick finishes it as stopped, its
+    /// blocks kept as for any finished turn. Safe from any thread, like <see cref="Cancel(Sequence)"/>.
+    /// </summary>
+    public void Stop(Sequence s)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        s.RequestStop();
+    }
+
+    /// <summary>
+    /// The conversation of <paramref name="s"/> is gone: frees the blocks it still holds when finished and parked (no-op
+    /// when it holds none), or, when it is queued or running, frees them when it finishes instead of parking them.
+    /// </summary>
     public void Release(Sequence s)
     {
         ArgumentNullException.ThrowIfNull(s);
         if (s.Status == SequenceStatus.Running || (_waitingById.TryGetValue(s.Id, out var entry) && entry.Sequence == s))
-            throw new InvalidOperationException($"Sequence {s.Id} is queued or running; cancel it instead.");
-        if (Unpark(s)) _blocks.Free(s);
+            s.DropCacheOnFinish();
+        else if (Unpark(s)) _blocks.Free(s);
     }
 
     /// <summary>Plans one tick. Pass the result to <see cref="Update"/> (or <see cref="Fail"/>) before scheduling again.</summary>
@@ -143,7 +175,7 @@ public sealed class Scheduler
             s.NumComputedTokens += numNewTokens;
             _blocks.CommitComputed(s);
             if (!needsToken) continue;
-            s.TokenIds.Add(sampledTokens[next++]);
+            s.AppendToken(sampledTokens[next++]);
             var reason = StopReason(s);
             if (reason == FinishReason.None) continue;
             Finish(s, reason);
@@ -163,9 +195,7 @@ public sealed class Scheduler
         foreach (var entry in output.Scheduled)
         {
             var s = entry.Sequence;
-            s.Error = error;
-            s.Status = SequenceStatus.Finished;
-            s.FinishReason = FinishReason.Error;
+            s.Finish(FinishReason.Error, error);
             // Never keep blocks whose slots the failed pass may have half written.
             _blocks.Free(s);
             failed.Add(s);
@@ -317,8 +347,7 @@ public sealed class Scheduler
 
     private void Finish(Sequence s, FinishReason reason)
     {
-        s.Status = SequenceStatus.Finished;
-        s.FinishReason = reason;
+        s.Finish(reason);
         if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0) _parkedNodes.Add(s, _parked.AddLast(s));
         else _blocks.Free(s);
     }

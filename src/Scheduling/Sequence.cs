@@ -1,4 +1,4 @@
-using Weft.Scheduling;
+using System.Runtime.InteropServices;
 
 namespace Weft.Scheduling;
 
@@ -8,73 +8,105 @@ public enum FinishReason { None, Stop, Length, Cancelled, Error }
 
 /// <summary>
 /// One sequence's bookkeeping: its tokens (prompt then generated), how many of them the KV cache already holds, and
-/// the KV blocks that hold them. Plain data shared by the scheduler (which mutates it between ticks) and the engine
-/// (which reads it during a tick).
+/// the KV blocks that hold them. Only the <see cref="Scheduler"/> and the <see cref="BlockManager"/> change it (between
+/// ticks); the engine and the grain read it.
 /// </summary>
-public sealed class Sequence(long id, IReadOnlyList<int> promptTokens, SamplingParams sampling)
+public sealed class Sequence(
+    long id, IReadOnlyList<int> promptTokens, SamplingParams sampling, int priority = 0, bool keepCache = false)
 {
+    private readonly List<int> _tokenIds = [.. promptTokens];
+    private readonly List<int> _blockTable = [];
+    // Written from any thread (a cancellation callback) and read by the scheduler's thread at the next tick.
+    private volatile bool _cancelRequested, _stopRequested;
+
     public long Id { get; } = id;
-    public List<int> TokenIds { get; } = [.. promptTokens];
+    public IReadOnlyList<int> TokenIds => _tokenIds;
     public int NumPromptTokens { get; private set; } = promptTokens.Count;
     /// <summary>Tokens whose K/V are in the cache; the next forward pass starts at this position.</summary>
-    public int NumComputedTokens { get; set; }
+    public int NumComputedTokens { get; internal set; }
     /// <summary>Prompt tokens the cache already held when this turn was admitted (reported as cached tokens).</summary>
-    public int NumCachedTokens { get; set; }
-    public List<int> BlockTable { get; } = [];
-    public SequenceStatus Status { get; set; } = SequenceStatus.Waiting;
-    public FinishReason FinishReason { get; set; }
-    public string? Error { get; set; }
+    public int NumCachedTokens { get; internal set; }
+    /// <summary>The KV blocks holding this sequence's tokens, in position order.</summary>
+    public IReadOnlyList<int> BlockTable => _blockTable;
+    public SequenceStatus Status { get; internal set; } = SequenceStatus.Waiting;
+    public FinishReason FinishReason { get; private set; }
+    public string? Error { get; private set; }
     public SamplingParams Sampling { get; private set; } = sampling;
-    /// <summary>Lower runs first; preemption picks the highest value (then the newest).</summary>
-    public int Priority { get; set; }
+    /// <summary>Lower runs first; preemption picks the highest value (then the newest). Fixed for a turn.</summary>
+    public int Priority { get; private set; } = priority;
     /// <summary>Monotonic admission order, used for FIFO and "newest first" preemption.</summary>
-    public long ArrivalOrder { get; set; }
-    /// <summary>Set from any thread; the next tick finishes the sequence as cancelled and frees its blocks.</summary>
-    public bool CancelRequested { get; set; }
-    /// <summary>The reply ended by the caller's rule (a stop string): the next tick finishes it as stopped, blocks kept as
-    /// for any finished turn.</summary>
-    public bool StopRequested { get; set; }
-    public int NumPreemptions { get; set; }
+    public long ArrivalOrder { get; internal set; }
+    /// <summary>Cancellation was requested (<see cref="Scheduler.Cancel(Sequence)"/>): the next tick finishes the sequence
+    /// as cancelled and frees its blocks.</summary>
+    public bool CancelRequested => _cancelRequested;
+    /// <summary>The reply ended by the caller's rule (a stop string, <see cref="Scheduler.Stop"/>): the next tick
+    /// finishes it as stopped, blocks kept as for any finished turn.</summary>
+    public bool StopRequested => _stopRequested;
+    public int NumPreemptions { get; internal set; }
     /// <summary>
     /// Keep the KV blocks when this turn finishes (parked) so the next turn computes only its new tokens; parked blocks
     /// are evicted, least recently used first, when memory is needed.
     /// </summary>
-    public bool KeepCache { get; set; }
+    public bool KeepCache { get; private set; } = keepCache;
 
-    public int NumTokens => TokenIds.Count;
+    public int NumTokens => _tokenIds.Count;
     public int NumCompletionTokens => NumTokens - NumPromptTokens;
-    public int LastToken => TokenIds[^1];
+    public int LastToken => _tokenIds[^1];
     public bool IsFinished => Status == SequenceStatus.Finished;
 
-    /// <summary>Seed of this turn's counter-based RNG; a draw depends only on (seed, completion index), so preemption and batching never change it.</summary>
+    /// <summary>Seed of this turn's counter-based RNG; a draw depends only on (seed, completion index), so preemption and
+    /// batching never change it.</summary>
     public ulong Seed { get; private set; } = sampling.Seed ?? (ulong)Random.Shared.NextInt64();
+
+    /// <summary>The block table the <see cref="BlockManager"/> extends and releases.</summary>
+    internal List<int> Blocks => _blockTable;
+
+    internal ReadOnlySpan<int> TokenSpan => CollectionsMarshal.AsSpan(_tokenIds);
+
+    internal void RequestCancel() => _cancelRequested = true;
+
+    internal void RequestStop() => _stopRequested = true;
+
+    internal void DropCacheOnFinish() => KeepCache = false;
+
+    internal void AppendToken(int token) => _tokenIds.Add(token);
+
+    internal void Finish(FinishReason reason, string? error = null)
+    {
+        Status = SequenceStatus.Finished;
+        FinishReason = reason;
+        Error = error;
+    }
 
     /// <summary>
     /// Starts a new turn on this sequence: the whole conversation so far is <paramref name="tokens"/>. The KV cache is
     /// kept for the longest prefix shared with what was computed; everything after it will be computed again.
-    /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Scheduler.Add"/> then drops the blocks
-    /// past that prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary.
+    /// Returns the number of prompt tokens whose K/V can be reused.
     /// </summary>
-    public int StartTurn(IReadOnlyList<int> tokens, SamplingParams sampling)
+    internal int StartTurn(IReadOnlyList<int> tokens, SamplingParams sampling, int priority, bool keepCache)
     {
         if (Status != SequenceStatus.Finished)
-            throw new InvalidOperationException($"Sequence {Id} is {Status}; a new turn can start only after the current one finished.");
+            throw new InvalidOperationException(
+                $"Sequence {Id} is {Status}; a new turn can start only after the current one finished.");
         int common = 0;
-        int limit = Math.Min(NumComputedTokens, tokens.Count - 1); // at least one token must be computed to produce logits
-        while (common < limit && TokenIds[common] == tokens[common]) common++;
-        TokenIds.Clear();
-        TokenIds.AddRange(tokens);
+        int limit = Math.Min(NumComputedTokens, tokens.Count - 1); // at least one token must be computed for logits
+        while (common < limit && _tokenIds[common] == tokens[common]) common++;
+        _tokenIds.Clear();
+        _tokenIds.AddRange(tokens);
         NumComputedTokens = common;
         NumCachedTokens = common;
         NumPromptTokens = tokens.Count;
         Sampling = sampling;
         Seed = sampling.Seed ?? (ulong)Random.Shared.NextInt64();
+        Priority = priority;
+        KeepCache = keepCache;
         Status = SequenceStatus.Waiting;
         FinishReason = FinishReason.None;
         Error = null;
-        CancelRequested = StopRequested = false;
+        _cancelRequested = _stopRequested = false;
         return common;
     }
 
-    public override string ToString() => $"seq {Id} ({Status}, {NumComputedTokens}/{NumTokens} computed, {BlockTable.Count} blocks)";
+    public override string ToString() =>
+        $"seq {Id} ({Status}, {NumComputedTokens}/{NumTokens} computed, {BlockTable.Count} blocks)";
 }

@@ -3,7 +3,6 @@ using System.Text;
 using System.Text.Json;
 using Weft.Abstractions;
 using Weft.Grains;
-using TemplateMessage = Weft.Models.Chat.ChatMessage;
 
 namespace Weft.Silo;
 
@@ -211,7 +210,7 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
     {
         try
         {
-            return host.Template.Render(messages.Select(m => new TemplateMessage(m.Role, m.Content)).ToList(), addGenerationPrompt);
+            return host.Template.Render(messages.Select(m => (m.Role, m.Content)).ToList(), addGenerationPrompt);
         }
         catch (ArgumentException e)
         {

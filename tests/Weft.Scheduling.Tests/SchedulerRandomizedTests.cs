@@ -46,7 +46,7 @@ public class SchedulerRandomizedTests
                     case < 4:
                         {
                             List<int> prompt = [.. systemPrompts[rng.Next(systemPrompts.Length)], .. RandomTokens(rng.Next(7))];
-                            var s = new Sequence(++nextId, prompt, RandomSampling()) { Priority = rng.Next(4), KeepCache = rng.Next(2) == 0 };
+                            var s = new Sequence(++nextId, prompt, RandomSampling(), rng.Next(4), keepCache: rng.Next(2) == 0);
                             bool full = scheduler.NumWaiting >= options.MaxWaiting;
                             try
                             {
@@ -64,7 +64,7 @@ public class SchedulerRandomizedTests
                         {
                             var victim = active[rng.Next(active.Count)];
                             if (rng.Next(2) == 0) Assert.True(scheduler.Cancel(victim.Id));
-                            else victim.CancelRequested = true;
+                            else scheduler.Cancel(victim);
                             break;
                         }
                     case 5 or 6 when kept.Count > 0 && scheduler.NumWaiting < options.MaxWaiting:
@@ -72,7 +72,7 @@ public class SchedulerRandomizedTests
                             var s = kept[rng.Next(kept.Count)];
                             // Mostly the next message after the whole history; sometimes an edit of an earlier point.
                             int keep = rng.Next(4) == 0 ? rng.Next(1, s.NumTokens) : s.NumTokens;
-                            List<int> tokens = [.. s.TokenIds[..keep], .. RandomTokens(rng.Next(1, 6))];
+                            List<int> tokens = [.. s.TokenIds.Take(keep), .. RandomTokens(rng.Next(1, 6))];
                             var sampling = RandomSampling();
                             if (tokens.Count + sampling.MaxTokens > options.MaxModelLen)
                             {
@@ -81,7 +81,7 @@ public class SchedulerRandomizedTests
                                 break;
                             }
                             if (s.BlockTable.Count == 0) turnsAfterEviction++;
-                            s.StartTurn(tokens, sampling);
+                            scheduler.StartTurn(s, tokens, sampling, s.Priority, s.KeepCache);
                             scheduler.Add(s);
                             break;
                         }
@@ -107,8 +107,8 @@ public class SchedulerRandomizedTests
             CheckTick(options, output, runningBefore);
             foreach (var s in scheduler.Update(output, engine.Run(output)))
             {
-                var expected = engine.Reference(s.TokenIds[..s.NumPromptTokens], s.Sampling, Eos, options.MaxModelLen);
-                Assert.Equal(expected, s.TokenIds[s.NumPromptTokens..]);
+                var expected = engine.Reference([.. s.TokenIds.Take(s.NumPromptTokens)], s.Sampling, Eos, options.MaxModelLen);
+                Assert.Equal(expected, s.TokenIds.Skip(s.NumPromptTokens));
                 finishedChecked++;
                 cachedTokens += s.NumCachedTokens;
             }

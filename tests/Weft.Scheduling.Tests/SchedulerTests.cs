@@ -7,11 +7,10 @@ public class SchedulerTests
     private static readonly HashSet<int> Eos = [0];
     private long _nextId;
 
-    private Sequence Seq(int promptLength, int maxTokens, int priority = 0, bool ignoreEos = true, int firstToken = 1) =>
-        new(++_nextId, [.. Enumerable.Range(firstToken, promptLength)], SamplingParams.Greedy(maxTokens) with { IgnoreEos = ignoreEos })
-        {
-            Priority = priority,
-        };
+    private Sequence Seq(int promptLength, int maxTokens, int priority = 0, bool ignoreEos = true, int firstToken = 1,
+        bool keepCache = false) =>
+        new(++_nextId, [.. Enumerable.Range(firstToken, promptLength)],
+            SamplingParams.Greedy(maxTokens) with { IgnoreEos = ignoreEos }, priority, keepCache);
 
     private static (Scheduler Scheduler, BlockManager Blocks, FakeEngine Engine) Create(SchedulerOptions options, int numBlocks, int blockSize = 4)
     {
@@ -32,8 +31,8 @@ public class SchedulerTests
 
     private static void AssertMatchesReference(FakeEngine engine, Sequence s, int maxModelLen, int numPromptTokens)
     {
-        var expected = engine.Reference(s.TokenIds[..numPromptTokens], s.Sampling, Eos, maxModelLen);
-        Assert.Equal(expected, s.TokenIds[numPromptTokens..]);
+        var expected = engine.Reference([.. s.TokenIds.Take(numPromptTokens)], s.Sampling, Eos, maxModelLen);
+        Assert.Equal(expected, s.TokenIds.Skip(numPromptTokens));
     }
 
     [Fact]
@@ -248,7 +247,7 @@ public class SchedulerTests
         Assert.True(blocks.NumFreeBlocks < blocks.NumBlocks);
 
         Assert.True(scheduler.Cancel(running.Id));
-        waiting.CancelRequested = true;
+        scheduler.Cancel(waiting);
         Assert.False(scheduler.Cancel(12345));
         var output = scheduler.Schedule();
 
@@ -258,6 +257,59 @@ public class SchedulerTests
         Assert.Equal(blocks.NumBlocks, blocks.NumFreeBlocks);
         Assert.Empty(running.BlockTable);
         Assert.False(scheduler.HasWork);
+    }
+
+    [Fact]
+    public async Task A_cancellation_from_another_thread_is_seen_at_the_next_tick()
+    {
+        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 1, MaxNumBatchedTokens = 16 };
+        var (scheduler, blocks, engine) = Create(options, numBlocks: 16);
+        var s = Seq(10, maxTokens: 20);
+        scheduler.Add(s);
+        engine.Step(scheduler);
+
+        await Task.Run(() => scheduler.Cancel(s), TestContext.Current.CancellationToken);
+        var output = scheduler.Schedule();
+
+        Assert.Equal([s], output.Finished);
+        Assert.Equal(FinishReason.Cancelled, s.FinishReason);
+        Assert.Equal(blocks.NumBlocks, blocks.NumFreeBlocks);
+    }
+
+    [Fact]
+    public void A_stopped_turn_finishes_as_stopped_at_the_next_tick_and_keeps_its_cache()
+    {
+        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 2, MaxNumBatchedTokens = 16 };
+        var (scheduler, _, engine) = Create(options, numBlocks: 16);
+        var s = Seq(10, maxTokens: 20, keepCache: true);
+        scheduler.Add(s);
+        engine.Step(scheduler);
+        engine.Step(scheduler);
+
+        scheduler.Stop(s);
+        var output = scheduler.Schedule();
+
+        Assert.Equal([s], output.Finished);
+        Assert.Equal((FinishReason.Stop, 2), (s.FinishReason, s.NumCompletionTokens));
+        Assert.Equal((1, 3), (scheduler.NumParked, s.BlockTable.Count));
+    }
+
+    [Fact]
+    public void Releasing_a_running_kept_turn_frees_its_blocks_when_it_finishes_instead_of_parking_them()
+    {
+        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 2, MaxNumBatchedTokens = 16 };
+        var (scheduler, blocks, engine) = Create(options, numBlocks: 16);
+        var s = Seq(10, maxTokens: 3, keepCache: true);
+        scheduler.Add(s);
+        engine.Step(scheduler);
+
+        scheduler.Release(s);
+        Assert.Equal(SequenceStatus.Running, s.Status);
+        RunToCompletion(scheduler, engine);
+
+        Assert.Equal((FinishReason.Length, 0), (s.FinishReason, scheduler.NumParked));
+        Assert.Empty(s.BlockTable);
+        Assert.Equal(blocks.NumBlocks, blocks.NumFreeBlocks);
     }
 
     [Fact]
@@ -321,7 +373,7 @@ public class SchedulerTests
         Assert.True(firstEos >= 0 && firstEos < 199, "the fake model never produced EOS in 200 tokens");
         Assert.Equal((FinishReason.Stop, firstEos + 1), (withEos.FinishReason, withEos.NumCompletionTokens));
         Assert.Equal(FinishReason.Length, ignoring.FinishReason);
-        Assert.Equal(free, ignoring.TokenIds[5..]);
+        Assert.Equal(free, ignoring.TokenIds.Skip(5));
         Assert.Equal((FinishReason.Stop, free.IndexOf(stopToken) + 1), (withStop.FinishReason, withStop.NumCompletionTokens));
     }
 
@@ -342,7 +394,7 @@ public class SchedulerTests
         var output = engine.Step(scheduler).Output;
         Assert.Equal(8, b.NumCachedTokens);
         Assert.Equal(13 - 8, output.Scheduled.Single(e => e.Sequence == b).NumNewTokens);
-        Assert.Equal(a.BlockTable[..2], b.BlockTable[..2]);
+        Assert.Equal(a.BlockTable.Take(2), b.BlockTable.Take(2));
         Assert.Equal(2, blocks.RefCount(a.BlockTable[0]));
 
         RunToCompletion(scheduler, engine);
@@ -361,8 +413,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions { MaxModelLen = 128, MaxNumSeqs = 4, MaxNumBatchedTokens = 64 };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 32, blockSize: 4);
-        var chat = Seq(9, maxTokens: 5);
-        chat.KeepCache = true;
+        var chat = Seq(9, maxTokens: 5, keepCache: true);
         scheduler.Add(chat);
         RunToCompletion(scheduler, engine);
         AssertMatchesReference(engine, chat, options.MaxModelLen, 9);
@@ -373,19 +424,20 @@ public class SchedulerTests
 
         // Turn 2 appends the user's next message to the whole history.
         List<int> turn2 = [.. chat.TokenIds, 70, 71, 72, 73, 74];
-        Assert.Equal(13, chat.StartTurn(turn2, SamplingParams.Greedy(4) with { IgnoreEos = true }));
+        Assert.Equal(13, scheduler.StartTurn(chat, turn2, SamplingParams.Greedy(4) with { IgnoreEos = true }, 0, true));
         scheduler.Add(chat);
         Assert.Equal(0, scheduler.NumParked);
         var output = engine.Step(scheduler).Output;
         Assert.Equal(19 - 13, output.Scheduled.Single().NumNewTokens);
         Assert.Equal(13, chat.NumCachedTokens);
-        Assert.Throws<InvalidOperationException>(() => chat.StartTurn(turn2, SamplingParams.Greedy(4)));
+        Assert.Throws<InvalidOperationException>(
+            () => scheduler.StartTurn(chat, turn2, SamplingParams.Greedy(4), priority: 0, keepCache: true));
         RunToCompletion(scheduler, engine);
         AssertMatchesReference(engine, chat, options.MaxModelLen, 19);
 
         // Turn 3 diverges inside the fourth block (an edited message): the kept part of that block is reused.
-        List<int> turn3 = [.. chat.TokenIds[..14], 90, 91];
-        Assert.Equal(14, chat.StartTurn(turn3, SamplingParams.Greedy(4) with { IgnoreEos = true }));
+        List<int> turn3 = [.. chat.TokenIds.Take(14), 90, 91];
+        Assert.Equal(14, scheduler.StartTurn(chat, turn3, SamplingParams.Greedy(4) with { IgnoreEos = true }, 0, true));
         scheduler.Add(chat);
         Assert.Equal(4, chat.BlockTable.Count);
         RunToCompletion(scheduler, engine);
@@ -403,9 +455,8 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions { MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0 };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
-        var older = Seq(8, maxTokens: 1, firstToken: 100);
-        var newer = Seq(8, maxTokens: 1, firstToken: 200);
-        older.KeepCache = newer.KeepCache = true;
+        var older = Seq(8, maxTokens: 1, firstToken: 100, keepCache: true);
+        var newer = Seq(8, maxTokens: 1, firstToken: 200, keepCache: true);
         scheduler.Add(older);
         RunToCompletion(scheduler, engine);
         scheduler.Add(newer);
@@ -431,7 +482,7 @@ public class SchedulerTests
 
         // An evicted conversation's next turn simply recomputes; its freed full blocks may still be found.
         List<int> next = [.. older.TokenIds, 1, 2, 3];
-        Assert.Equal(0, older.StartTurn(next, SamplingParams.Greedy(2) with { IgnoreEos = true }));
+        Assert.Equal(0, scheduler.StartTurn(older, next, SamplingParams.Greedy(2) with { IgnoreEos = true }, 0, true));
         scheduler.Add(older);
         RunToCompletion(scheduler, engine);
         AssertMatchesReference(engine, older, options.MaxModelLen, next.Count);
@@ -442,8 +493,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions { MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0 };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
-        var parked = Seq(8, maxTokens: 1, firstToken: 100);
-        parked.KeepCache = true;
+        var parked = Seq(8, maxTokens: 1, firstToken: 100, keepCache: true);
         scheduler.Add(parked);
         RunToCompletion(scheduler, engine);
         var runner = Seq(20, maxTokens: 8, firstToken: 200);

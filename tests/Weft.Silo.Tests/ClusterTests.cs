@@ -8,7 +8,7 @@ using Weft.Abstractions;
 using Weft.Models;
 using Weft.Models.Tokenization;
 using Weft.Testing;
-using ChatTemplates = Weft.Models.Chat.ChatTemplates;
+using Weft.Models.Chat;
 
 namespace Weft.Silo.Tests;
 

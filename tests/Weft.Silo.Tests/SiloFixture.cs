@@ -12,7 +12,7 @@ using Weft.Models.Gguf;
 using Weft.Models;
 using Weft.Models.Tokenization;
 using Weft.Grains;
-using ChatTemplates = Weft.Models.Chat.ChatTemplates;
+using Weft.Models.Chat;
 
 namespace Weft.Silo.Tests;
 

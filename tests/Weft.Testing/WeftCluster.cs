@@ -1,7 +1,7 @@
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
 using Weft.Abstractions;
-using ChatTemplates = Weft.Models.Chat.ChatTemplates;
+using Weft.Models.Chat;
 using Weft.GpuRuntime.Engine;
 using Weft.Models.Gguf;
 using Weft.Models;

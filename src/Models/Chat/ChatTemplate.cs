@@ -117,12 +117,13 @@ public sealed partial class ChatTemplate
     }
 
     /// <summary>
-    /// The prompt text for <paramref name="messages"/>, to be tokenized with special tokens parsed (and with the
-    /// tokenizer's own BOS setting). With <paramref name="addGenerationPrompt"/> the text ends where the assistant's
-    /// reply begins; Llama 2 and Mistral formats have no separate generation prompt, a user turn already ends there.
+    /// The prompt text for <paramref name="messages"/> (role "system", "user" or "assistant", and content), to be
+    /// tokenized with special tokens parsed (and with the tokenizer's own BOS setting). With
+    /// <paramref name="addGenerationPrompt"/> the text ends where the assistant's reply begins; Llama 2 and Mistral
+    /// formats have no separate generation prompt, a user turn already ends there.
     /// </summary>
     /// <exception cref="ArgumentException">A role other than system/user/assistant, or an order the format rejects.</exception>
-    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         ValidateMessages(messages);
         var sb = new StringBuilder();
@@ -146,7 +147,7 @@ public sealed partial class ChatTemplate
     }
 
     // Qwen2.5-Instruct, OpenHermes and the other ChatML templates; Qwen's write a default system turn.
-    void RenderChatML(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    void RenderChatML(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         if (defaultSystemPrompt is not null && messages[0].Role != "system")
             sb.Append("<|im_start|>system\n").Append(defaultSystemPrompt).Append("<|im_end|>\n");
@@ -157,7 +158,7 @@ public sealed partial class ChatTemplate
 
     // Llama-2-chat: BOS opens every user turn; the system block joins the first user turn, and the template strips
     // the joined text as a whole, so the system text keeps its own edges and the user text only loses its trailing space.
-    void RenderLlama2(StringBuilder sb, IReadOnlyList<ChatMessage> messages)
+    void RenderLlama2(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages)
     {
         int start = RequireAlternation(messages);
         for (int i = start; i < messages.Count; i++)
@@ -170,7 +171,7 @@ public sealed partial class ChatTemplate
     }
 
     // Meta-Llama-3-Instruct (also matches the 3.1+ templates, whose dated tool-calling system preamble is not written).
-    void RenderLlama3(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    void RenderLlama3(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         sb.Append(bos);
         foreach (var m in messages)
@@ -179,7 +180,7 @@ public sealed partial class ChatTemplate
     }
 
     // Zephyr / TinyLlama: the template's newline after each {{ }} survives trim_blocks, so every turn ends "eos\n".
-    void RenderZephyr(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    void RenderZephyr(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         foreach (var m in messages)
             sb.Append("<|").Append(m.Role).Append("|>\n").Append(m.Content).Append(eos).Append('\n');
@@ -187,7 +188,7 @@ public sealed partial class ChatTemplate
     }
 
     // Mistral v1 (SentencePiece [INST] text): system text opens the first user turn; contents are not trimmed.
-    void RenderMistralV1(StringBuilder sb, IReadOnlyList<ChatMessage> messages)
+    void RenderMistralV1(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages)
     {
         int start = RequireAlternation(messages);
         sb.Append(bos);
@@ -203,7 +204,7 @@ public sealed partial class ChatTemplate
 
     // Mistral v3 and v3-tekken: the system text goes into the user turn only when that turn is the conversation's
     // last message (so it is dropped when the history ends with an assistant reply), exactly as the template does.
-    void RenderMistralV3(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool tekken)
+    void RenderMistralV3(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, bool tekken)
     {
         int start = RequireAlternation(messages);
         string space = tekken ? "" : " ";
@@ -223,7 +224,7 @@ public sealed partial class ChatTemplate
     }
 
     // Mistral v7: a real system role, in place, as llama.cpp's built-in renders it.
-    void RenderMistralV7(StringBuilder sb, IReadOnlyList<ChatMessage> messages, string space)
+    void RenderMistralV7(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, string space)
     {
         sb.Append(bos);
         foreach (var m in messages)
@@ -239,7 +240,7 @@ public sealed partial class ChatTemplate
 
     // Gemma: gemma-2's template refuses a system message; like Gemma 3's template (and llama.cpp) the system text
     // opens the first user turn, followed by a blank line. Turn contents are trimmed, the system text is not.
-    void RenderGemma(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    void RenderGemma(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         int start = RequireAlternation(messages);
         sb.Append(bos);
@@ -254,20 +255,20 @@ public sealed partial class ChatTemplate
     }
 
     // Phi-3: without a generation prompt the template closes the text with EOS.
-    void RenderPhi3(StringBuilder sb, IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
+    void RenderPhi3(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         foreach (var m in messages)
             sb.Append("<|").Append(m.Role).Append("|>\n").Append(m.Content).Append("<|end|>\n");
         sb.Append(addGenerationPrompt ? "<|assistant|>\n" : eos);
     }
 
-    static void ValidateMessages(IReadOnlyList<ChatMessage> messages)
+    static void ValidateMessages(IReadOnlyList<(string Role, string Content)> messages)
     {
         ArgumentNullException.ThrowIfNull(messages);
         if (messages.Count == 0) throw new ArgumentException("The conversation has no messages.", nameof(messages));
         for (int i = 0; i < messages.Count; i++)
         {
-            var m = messages[i] ?? throw new ArgumentException($"Message {i} is null.", nameof(messages));
+            var m = messages[i];
             if (m.Role is not ("system" or "user" or "assistant"))
                 throw new ArgumentException(
                     $"Message {i} has role \"{m.Role}\"; only \"system\", \"user\" and \"assistant\" are supported.", nameof(messages));
@@ -279,7 +280,7 @@ public sealed partial class ChatTemplate
     /// Enforces what these templates raise_exception on: one optional leading system message, then turns alternating
     /// user/assistant from a user turn. Returns the index of the first non-system message.
     /// </summary>
-    int RequireAlternation(IReadOnlyList<ChatMessage> messages)
+    int RequireAlternation(IReadOnlyList<(string Role, string Content)> messages)
     {
         int start = messages[0].Role == "system" ? 1 : 0;
         if (start == messages.Count)

@@ -6,17 +6,17 @@ namespace Weft.Models.Tests.Chat;
 // produces for llama.cpp's test-chat-template conversation, which also checks whitespace trimming.
 public class ChatTemplateTests
 {
-    static readonly ChatMessage[] WithSystem =
+    static readonly (string Role, string Content)[] WithSystem =
     [
-        new("system", "You are a helpful assistant"),
-        new("user", "Hello"),
-        new("assistant", "Hi there"),
-        new("user", "Who are you"),
-        new("assistant", "   I am an assistant   "),
-        new("user", "Another question"),
+        ("system", "You are a helpful assistant"),
+        ("user", "Hello"),
+        ("assistant", "Hi there"),
+        ("user", "Who are you"),
+        ("assistant", "   I am an assistant   "),
+        ("user", "Another question"),
     ];
 
-    static readonly ChatMessage[] WithoutSystem = WithSystem[1..];
+    static readonly (string Role, string Content)[] WithoutSystem = WithSystem[1..];
 
     static ChatTemplate FromGguf(string? template, string bos = "<s>", string eos = "</s>", bool tokenizerAddsBos = false) =>
         ChatTemplate.Resolve(template, null, bos, eos, tokenizerAddsBos);
@@ -128,7 +128,7 @@ public class ChatTemplateTests
     {
         var t = FromGguf(ChatTemplates.Llama2Chat);
         Assert.Equal("<s>[INST] <<SYS>>\n  terse  \n<</SYS>>\n\n  hi [/INST]",
-            t.Render([new("system", "  terse  "), new("user", "  hi  ")], addGenerationPrompt: true));
+            t.Render([("system", "  terse  "), ("user", "  hi  ")], addGenerationPrompt: true));
     }
 
     [Fact]
@@ -168,7 +168,7 @@ public class ChatTemplateTests
     {
         var t = FromGguf(OpenHermes);
         Assert.Equal("<|im_start|>user\nHi<|im_end|>\n<|im_start|>system\nBe brief.<|im_end|>\n",
-            t.Render([new("user", "Hi"), new("system", "Be brief.")], addGenerationPrompt: false));
+            t.Render([("user", "Hi"), ("system", "Be brief.")], addGenerationPrompt: false));
     }
 
     [Fact]
@@ -253,16 +253,16 @@ public class ChatTemplateTests
     {
         var llama3 = FromGguf(ChatTemplates.Llama3Instruct, "<|begin_of_text|>", "<|eot_id|>", tokenizerAddsBos: true);
         Assert.Equal("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
-            llama3.Render([new("user", "Hi")], addGenerationPrompt: true));
+            llama3.Render([("user", "Hi")], addGenerationPrompt: true));
 
         // Only the leading one: Llama 2's BOS inside the history stays.
         var llama2 = FromGguf(ChatTemplates.Llama2Chat, tokenizerAddsBos: true);
         Assert.Equal("[INST] Hi [/INST] Hello </s><s>[INST] Bye [/INST]",
-            llama2.Render([new("user", "Hi"), new("assistant", "Hello"), new("user", "Bye")], addGenerationPrompt: true));
+            llama2.Render([("user", "Hi"), ("assistant", "Hello"), ("user", "Bye")], addGenerationPrompt: true));
 
         // A template that writes no BOS loses nothing.
         var qwen = FromGguf(ChatTemplates.Qwen25Instruct, "<|endoftext|>", "<|im_end|>", tokenizerAddsBos: true);
-        Assert.StartsWith("<|im_start|>system\n", qwen.Render([new("user", "Hi")], addGenerationPrompt: true));
+        Assert.StartsWith("<|im_start|>system\n", qwen.Render([("user", "Hi")], addGenerationPrompt: true));
     }
 
     [Theory]
@@ -277,7 +277,7 @@ public class ChatTemplateTests
         Assert.True(t.IsFallback);
         Assert.Equal("chatml", t.Name);
         Assert.Equal("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n",
-            t.Render([new("system", "S"), new("user", "U")], addGenerationPrompt: true));
+            t.Render([("system", "S"), ("user", "U")], addGenerationPrompt: true));
     }
 
     [Theory]
@@ -300,7 +300,7 @@ public class ChatTemplateTests
         var t = ChatTemplate.Resolve(null, ChatTemplates.Qwen25Instruct, "", "<|im_end|>", tokenizerAddsBos: false);
         Assert.Equal("chatml", t.Name);
         Assert.False(t.IsFallback);
-        Assert.StartsWith("<|im_start|>system\nYou are Qwen", t.Render([new("user", "Hi")], addGenerationPrompt: true));
+        Assert.StartsWith("<|im_start|>system\nYou are Qwen", t.Render([("user", "Hi")], addGenerationPrompt: true));
     }
 
     [Fact]
@@ -336,7 +336,7 @@ public class ChatTemplateTests
     public void Roles_other_than_system_user_assistant_are_rejected(string role)
     {
         var e = Assert.Throws<ArgumentException>(() =>
-            FromGguf(ChatTemplates.Llama3Instruct).Render([new("user", "Hi"), new(role, "x")], addGenerationPrompt: true));
+            FromGguf(ChatTemplates.Llama3Instruct).Render([("user", "Hi"), (role, "x")], addGenerationPrompt: true));
         Assert.Contains($"Message 1 has role \"{role}\"", e.Message);
     }
 
@@ -346,21 +346,26 @@ public class ChatTemplateTests
         var t = FromGguf(ChatTemplates.TinyLlama);
         Assert.Throws<ArgumentNullException>(() => t.Render(null!, addGenerationPrompt: true));
         Assert.Contains("no messages", Assert.Throws<ArgumentException>(() => t.Render([], addGenerationPrompt: true)).Message);
-        Assert.Contains("no content", Assert.Throws<ArgumentException>(() => t.Render([new("user", null!)], true)).Message);
+        Assert.Contains("no content",
+            Assert.Throws<ArgumentException>(() => t.Render([("user", null!)], true)).Message);
     }
 
-    public static TheoryData<string, ChatMessage[], string> BrokenAlternation => new()
+    public static TheoryData<string, (string Role, string Content)[], string> BrokenAlternation => new()
     {
-        { ChatTemplates.MistralV3, [new("user", "a"), new("user", "b")], "message 1 is \"user\" where \"assistant\" was expected" },
-        { ChatTemplates.MistralV1, [new("user", "a"), new("assistant", "b"), new("system", "c"), new("user", "d")], "message 2 is \"system\"" },
-        { ChatTemplates.Llama2Chat, [new("system", "s"), new("assistant", "a")], "message 1 is \"assistant\" where \"user\" was expected" },
-        { ChatTemplates.Gemma2It, [new("user", "a"), new("assistant", "b"), new("system", "c")], "message 2 is \"system\"" },
-        { ChatTemplates.Llama2Chat, [new("system", "s")], "only a system message" },
+        { ChatTemplates.MistralV3, [("user", "a"), ("user", "b")],
+            "message 1 is \"user\" where \"assistant\" was expected" },
+        { ChatTemplates.MistralV1, [("user", "a"), ("assistant", "b"), ("system", "c"), ("user", "d")],
+            "message 2 is \"system\"" },
+        { ChatTemplates.Llama2Chat, [("system", "s"), ("assistant", "a")],
+            "message 1 is \"assistant\" where \"user\" was expected" },
+        { ChatTemplates.Gemma2It, [("user", "a"), ("assistant", "b"), ("system", "c")], "message 2 is \"system\"" },
+        { ChatTemplates.Llama2Chat, [("system", "s")], "only a system message" },
     };
 
     [Theory]
     [MemberData(nameof(BrokenAlternation))]
-    public void Formats_that_require_alternation_reject_other_orders(string template, ChatMessage[] messages, string expected)
+    public void Formats_that_require_alternation_reject_other_orders(
+        string template, (string Role, string Content)[] messages, string expected)
     {
         var t = FromGguf(template);
         var e = Assert.Throws<ArgumentException>(() => t.Render(messages, addGenerationPrompt: true));
@@ -371,7 +376,7 @@ public class ChatTemplateTests
     [Fact]
     public void Formats_with_a_system_role_accept_any_order()
     {
-        ChatMessage[] odd = [new("assistant", "a"), new("system", "s"), new("assistant", "b")];
+        (string Role, string Content)[] odd = [("assistant", "a"), ("system", "s"), ("assistant", "b")];
         Assert.Equal("<|assistant|>\na<|end|>\n<|system|>\ns<|end|>\n<|assistant|>\nb<|end|>\n<|assistant|>\n",
             FromGguf(ChatTemplates.Phi3Mini).Render(odd, addGenerationPrompt: true));
     }
