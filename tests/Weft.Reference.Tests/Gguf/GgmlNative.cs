@@ -36,7 +36,7 @@ static unsafe class GgmlNative
             GgmlType.Q6_K => "dequantize_row_q6_K",
             _ => throw new ArgumentException($"no ggml dequantizer wired up for {type}"),
         });
-        if (src.Length < GgmlTypeInfo.RowBytes(type, n)) throw new ArgumentException("source too short");
+        if (src.Length < GgmlTypeTraits.RowBytes(type, n)) throw new ArgumentException("source too short");
         var dst = new float[n];
         fixed (byte* s = src)
         fixed (float* d = dst)
@@ -56,7 +56,7 @@ static unsafe class GgmlNative
             GgmlType.Q6_K => "quantize_row_q6_K_ref",
             _ => throw new ArgumentException($"no ggml quantizer wired up for {type}"),
         });
-        var dst = new byte[GgmlTypeInfo.RowBytes(type, x.Length)];
+        var dst = new byte[GgmlTypeTraits.RowBytes(type, x.Length)];
         fixed (float* s = x)
         fixed (byte* d = dst)
             fn(s, d, x.Length);
