@@ -62,4 +62,13 @@ static unsafe class GgmlNative
             fn(s, d, x.Length);
         return dst;
     }
+
+    /// <summary>ggml's own type traits: name, elements per block, bytes per block (ggml_type_name, ggml_blck_size, ggml_type_size).</summary>
+    public static (string Name, long BlockSize, long BlockBytes) Traits(GgmlType type)
+    {
+        var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(Lib, "ggml_type_name");
+        var blockSize = (delegate* unmanaged<int, long>)NativeLibrary.GetExport(Lib, "ggml_blck_size");
+        var typeSize = (delegate* unmanaged<int, nuint>)NativeLibrary.GetExport(Lib, "ggml_type_size");
+        return (Marshal.PtrToStringUTF8((nint)name((int)type))!, blockSize((int)type), (long)typeSize((int)type));
+    }
 }

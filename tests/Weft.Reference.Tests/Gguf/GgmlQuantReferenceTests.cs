@@ -117,4 +117,11 @@ public sealed class GgmlQuantReferenceTests
             Assert.True(err <= amax * (type == GgmlType.Q4_K ? 0.2f : 0.05f), $"{type} block {b}: max error {err} for max |x| {amax}");
         }
     }
+
+    [Fact]
+    public void Every_type_has_the_name_and_block_layout_ggml_gives_it()
+    {
+        foreach (var t in GgmlTypeTraits.All)
+            Assert.Equal(GgmlNative.Traits(t.Type), (t.Name, (long)t.BlockSize, (long)t.BlockBytes));
+    }
 }
