@@ -16,9 +16,9 @@ public sealed record LayerWeights(
 /// </summary>
 public sealed record ModelWeights(GgufTensorInfo TokenEmbedding, GgufTensorInfo OutputNorm, GgufTensorInfo Output, LayerWeights[] Layers)
 {
-    /// <summary>Types a matrix may be stored in; all are read by both backends.</summary>
-    public static readonly IReadOnlySet<GgmlType> MatrixTypes = new HashSet<GgmlType>
-        { GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K };
+    /// <summary>Types a matrix may be stored in: those with a reference dequantizer; all are read by both backends.</summary>
+    public static readonly IReadOnlySet<GgmlType> MatrixTypes =
+        GgmlTypeTraits.All.Where(t => t.Dequantize is not null).Select(t => t.Type).ToHashSet();
 
     public static ModelWeights FromGguf(GgufFile f, ModelConfig c)
     {

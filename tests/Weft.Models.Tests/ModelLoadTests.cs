@@ -58,7 +58,7 @@ sealed class TinyModel
         var w = new GgufWriter();
         foreach (var (k, v) in Meta) w.Add(k, v);
         foreach (var (name, (type, dims)) in Tensors)
-            w.AddTensor(name, type, dims, new byte[GgmlTypeInfo.RowBytes(type, dims.Aggregate(1L, (a, d) => a * d))]);
+            w.AddTensor(name, type, dims, new byte[GgmlTypeTraits.RowBytes(type, dims.Aggregate(1L, (a, d) => a * d))]);
         w.Write(path);
         return path;
     }

@@ -12,29 +12,11 @@ public static class GgmlQuant
     /// <summary>Converts <paramref name="dst"/>.Length elements stored as <paramref name="type"/> to f32.</summary>
     public static void Dequantize(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
     {
-        long need = GgmlTypeInfo.RowBytes(type, dst.Length);
+        var traits = GgmlTypeTraits.Of(type);
+        long need = traits.RowBytes(dst.Length);
         if (src.Length < need) throw new ArgumentException($"{dst.Length} {type} elements need {need} bytes, got {src.Length}");
-        switch (type)
-        {
-            case GgmlType.F32: MemoryMarshal.Cast<byte, float>(src)[..dst.Length].CopyTo(dst); break;
-            case GgmlType.F16:
-                {
-                    var h = MemoryMarshal.Cast<byte, Half>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = (float)h[i];
-                    break;
-                }
-            case GgmlType.BF16:
-                {
-                    var b = MemoryMarshal.Cast<byte, ushort>(src);
-                    for (int i = 0; i < dst.Length; i++) dst[i] = BFloat16ToSingle(b[i]);
-                    break;
-                }
-            case GgmlType.Q8_0: DequantizeQ8_0(src, dst); break;
-            case GgmlType.Q4_0: DequantizeQ4_0(src, dst); break;
-            case GgmlType.Q4_K: DequantizeQ4_K(src, dst); break;
-            case GgmlType.Q6_K: DequantizeQ6_K(src, dst); break;
-            default: throw new NotSupportedException($"reading {type} tensors is not supported");
-        }
+        var dequantize = traits.Dequantize ?? throw new NotSupportedException($"reading {type} tensors is not supported");
+        dequantize(src[..(int)need], dst);
     }
 
     public static float[] Dequantize(GgmlType type, ReadOnlySpan<byte> src, long elements)
@@ -46,27 +28,39 @@ public static class GgmlQuant
 
     public static byte[] Quantize(GgmlType type, ReadOnlySpan<float> x)
     {
-        var dst = new byte[GgmlTypeInfo.RowBytes(type, x.Length)];
-        switch (type)
-        {
-            case GgmlType.F32: MemoryMarshal.AsBytes(x).CopyTo(dst); break;
-            case GgmlType.F16:
-                {
-                    var h = MemoryMarshal.Cast<byte, Half>(dst.AsSpan());
-                    for (int i = 0; i < x.Length; i++) h[i] = SingleToHalf(x[i]);
-                    break;
-                }
-            case GgmlType.BF16:
-                {
-                    var b = MemoryMarshal.Cast<byte, ushort>(dst.AsSpan());
-                    for (int i = 0; i < x.Length; i++) b[i] = SingleToBFloat16(x[i]);
-                    break;
-                }
-            case GgmlType.Q8_0: QuantizeQ8_0(x, dst); break;
-            case GgmlType.Q4_0: QuantizeQ4_0(x, dst); break;
-            default: throw new NotSupportedException($"writing {type} tensors is not supported");
-        }
+        var traits = GgmlTypeTraits.Of(type);
+        var dst = new byte[traits.RowBytes(x.Length)];
+        var quantize = traits.Quantize ?? throw new NotSupportedException($"writing {type} tensors is not supported");
+        quantize(x, dst);
         return dst;
+    }
+
+    internal static void DequantizeF32(ReadOnlySpan<byte> src, Span<float> dst) => MemoryMarshal.Cast<byte, float>(src).CopyTo(dst);
+
+    internal static void QuantizeF32(ReadOnlySpan<float> x, Span<byte> dst) => MemoryMarshal.AsBytes(x).CopyTo(dst);
+
+    internal static void DequantizeF16(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var h = MemoryMarshal.Cast<byte, Half>(src);
+        for (int i = 0; i < dst.Length; i++) dst[i] = (float)h[i];
+    }
+
+    internal static void QuantizeF16(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        var h = MemoryMarshal.Cast<byte, Half>(dst);
+        for (int i = 0; i < x.Length; i++) h[i] = SingleToHalf(x[i]);
+    }
+
+    internal static void DequantizeBF16(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var b = MemoryMarshal.Cast<byte, ushort>(src);
+        for (int i = 0; i < dst.Length; i++) dst[i] = BFloat16ToSingle(b[i]);
+    }
+
+    internal static void QuantizeBF16(ReadOnlySpan<float> x, Span<byte> dst)
+    {
+        var b = MemoryMarshal.Cast<byte, ushort>(dst);
+        for (int i = 0; i < x.Length; i++) b[i] = SingleToBFloat16(x[i]);
     }
 
     /// <summary>Round to nearest even; every NaN becomes ggml's quiet NaN 0x7E00 with its sign (Half's cast would keep payload bits).</summary>
@@ -84,61 +78,71 @@ public static class GgmlQuant
         return (ushort)((u + (0x7fff + ((u >> 16) & 1))) >> 16);
     }
 
+    static (int BlockSize, int BlockBytes) Layout(GgmlType type)
+    {
+        var t = GgmlTypeTraits.Of(type);
+        return (t.BlockSize, t.BlockBytes);
+    }
+
     static float F16(ReadOnlySpan<byte> b) => (float)BinaryPrimitives.ReadHalfLittleEndian(b);
 
-    static void DequantizeQ8_0(ReadOnlySpan<byte> src, Span<float> dst)
+    internal static void DequantizeQ8_0(ReadOnlySpan<byte> src, Span<float> dst)
     {
-        for (int b = 0; b < dst.Length / 32; b++)
+        var (bs, bb) = Layout(GgmlType.Q8_0);
+        for (int b = 0; b < dst.Length / bs; b++)
         {
-            var blk = src.Slice(b * 34, 34);
+            var blk = src.Slice(b * bb, bb);
             float d = F16(blk);
-            for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (sbyte)blk[2 + j];
+            for (int j = 0; j < bs; j++) dst[b * bs + j] = d * (sbyte)blk[2 + j];
         }
     }
 
-    static void QuantizeQ8_0(ReadOnlySpan<float> x, Span<byte> dst)
+    internal static void QuantizeQ8_0(ReadOnlySpan<float> x, Span<byte> dst)
     {
-        for (int b = 0; b < x.Length / 32; b++)
+        var (bs, bb) = Layout(GgmlType.Q8_0);
+        for (int b = 0; b < x.Length / bs; b++)
         {
-            var xs = x.Slice(b * 32, 32);
+            var xs = x.Slice(b * bs, bs);
             float amax = 0;
             foreach (var v in xs) amax = MathF.Max(amax, MathF.Abs(v));
             float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
-            var blk = dst.Slice(b * 34, 34);
+            var blk = dst.Slice(b * bb, bb);
             BinaryPrimitives.WriteHalfLittleEndian(blk, (Half)d);
-            for (int j = 0; j < 32; j++) blk[2 + j] = (byte)(sbyte)MathF.Round(xs[j] * id, MidpointRounding.AwayFromZero);
+            for (int j = 0; j < bs; j++) blk[2 + j] = (byte)(sbyte)MathF.Round(xs[j] * id, MidpointRounding.AwayFromZero);
         }
     }
 
-    static void DequantizeQ4_0(ReadOnlySpan<byte> src, Span<float> dst)
+    internal static void DequantizeQ4_0(ReadOnlySpan<byte> src, Span<float> dst)
     {
-        for (int b = 0; b < dst.Length / 32; b++)
+        var (bs, bb) = Layout(GgmlType.Q4_0);
+        for (int b = 0; b < dst.Length / bs; b++)
         {
-            var blk = src.Slice(b * 18, 18);
+            var blk = src.Slice(b * bb, bb);
             float d = F16(blk);
-            for (int j = 0; j < 16; j++)
+            for (int j = 0; j < bs / 2; j++)
             {
-                dst[b * 32 + j] = ((blk[2 + j] & 0x0F) - 8) * d;
-                dst[b * 32 + j + 16] = ((blk[2 + j] >> 4) - 8) * d;
+                dst[b * bs + j] = ((blk[2 + j] & 0x0F) - 8) * d;
+                dst[b * bs + j + bs / 2] = ((blk[2 + j] >> 4) - 8) * d;
             }
         }
     }
 
-    static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> dst)
+    internal static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> dst)
     {
-        for (int b = 0; b < x.Length / 32; b++)
+        var (bs, bb) = Layout(GgmlType.Q4_0);
+        for (int b = 0; b < x.Length / bs; b++)
         {
-            var xs = x.Slice(b * 32, 32);
+            var xs = x.Slice(b * bs, bs);
             float amax = 0, max = 0;
             foreach (var v in xs)
                 if (MathF.Abs(v) > amax) { amax = MathF.Abs(v); max = v; }
             float d = max / -8f, id = d != 0 ? 1f / d : 0f;
-            var blk = dst.Slice(b * 18, 18);
+            var blk = dst.Slice(b * bb, bb);
             BinaryPrimitives.WriteHalfLittleEndian(blk, (Half)d);
-            for (int j = 0; j < 16; j++)
+            for (int j = 0; j < bs / 2; j++)
             {
                 int x0 = Math.Min(15, (int)(sbyte)(xs[j] * id + 8.5f));
-                int x1 = Math.Min(15, (int)(sbyte)(xs[j + 16] * id + 8.5f));
+                int x1 = Math.Min(15, (int)(sbyte)(xs[j + bs / 2] * id + 8.5f));
                 blk[2 + j] = (byte)(x0 | (x1 << 4));
             }
         }
@@ -148,17 +152,18 @@ public static class GgmlQuant
         ? (q[j] & 63, q[j + 4] & 63)
         : ((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4));
 
-    static void DequantizeQ4_K(ReadOnlySpan<byte> src, Span<float> dst)
+    internal static void DequantizeQ4_K(ReadOnlySpan<byte> src, Span<float> dst)
     {
-        for (int b = 0; b < dst.Length / 256; b++)
+        var (bs, bb) = Layout(GgmlType.Q4_K);
+        for (int b = 0; b < dst.Length / bs; b++)
         {
-            var blk = src.Slice(b * 144, 144);
+            var blk = src.Slice(b * bb, bb);
             float d = F16(blk), dmin = F16(blk[2..]);
             var scales = blk.Slice(4, 12);
             var q = blk.Slice(16, 128);
-            var y = dst.Slice(b * 256, 256);
+            var y = dst.Slice(b * bs, bs);
             int yi = 0, qi = 0;
-            for (int j = 0, s = 0; j < 256; j += 64, s += 2, qi += 32)
+            for (int j = 0, s = 0; j < bs; j += 64, s += 2, qi += 32)
             {
                 var (sc1, m1) = ScaleMinK4(s, scales);
                 var (sc2, m2) = ScaleMinK4(s + 1, scales);
@@ -169,16 +174,17 @@ public static class GgmlQuant
         }
     }
 
-    static void DequantizeQ6_K(ReadOnlySpan<byte> src, Span<float> dst)
+    internal static void DequantizeQ6_K(ReadOnlySpan<byte> src, Span<float> dst)
     {
-        for (int b = 0; b < dst.Length / 256; b++)
+        var (bs, bb) = Layout(GgmlType.Q6_K);
+        for (int b = 0; b < dst.Length / bs; b++)
         {
-            var blk = src.Slice(b * 210, 210);
+            var blk = src.Slice(b * bb, bb);
             var ql = blk[..128];
             var qh = blk.Slice(128, 64);
             var sc = MemoryMarshal.Cast<byte, sbyte>(blk.Slice(192, 16));
             float d = F16(blk[208..]);
-            var y = dst.Slice(b * 256, 256);
+            var y = dst.Slice(b * bs, bs);
             for (int n = 0; n < 2; n++)
             {
                 var l0 = ql[(n * 64)..]; var h0 = qh[(n * 32)..]; var s0 = sc[(n * 8)..]; var y0 = y[(n * 128)..];

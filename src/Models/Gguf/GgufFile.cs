@@ -105,7 +105,7 @@ public sealed unsafe class GgufFile : IDisposable
                 }
                 uint rawType = r.U32("type of tensor", name);
                 var type = (GgmlType)rawType;
-                var layout = GgmlTypeInfo.Layout(type) ?? throw Fail($"tensor '{name}' has unknown type {rawType}");
+                var layout = GgmlTypeTraits.Find(type) ?? throw Fail($"tensor '{name}' has unknown type {rawType}");
                 if (dims[0] % layout.BlockSize != 0)
                     throw Fail($"tensor '{name}' row of {dims[0]} elements is not a whole number of {type} blocks of {layout.BlockSize}");
                 ulong offset = r.U64("offset of tensor", name);

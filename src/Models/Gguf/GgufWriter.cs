@@ -44,13 +44,13 @@ public sealed class GgufWriter
         if (dims.Length is 0 or > 4 || dims.Any(d => d is <= 0 or > int.MaxValue))
             throw new ArgumentException($"tensor '{name}' dims [{string.Join(", ", dims)}]: 1 to 4 dims of 1 to {int.MaxValue} each");
         long elements = dims.Aggregate(1L, (a, d) => a * d);
-        _tensors.Add((name, type, dims, GgmlTypeInfo.RowBytes(type, elements), write));
+        _tensors.Add((name, type, dims, GgmlTypeTraits.RowBytes(type, elements), write));
         return this;
     }
 
     public GgufWriter AddTensor(string name, GgmlType type, long[] dims, byte[] data)
     {
-        long expected = GgmlTypeInfo.RowBytes(type, dims.Aggregate(1L, (a, d) => a * d));
+        long expected = GgmlTypeTraits.RowBytes(type, dims.Aggregate(1L, (a, d) => a * d));
         if (data.Length != expected) throw new ArgumentException($"tensor '{name}' has {data.Length} bytes, {type} {string.Join('×', dims)} needs {expected}");
         return AddTensor(name, type, dims, s => s.Write(data));
     }

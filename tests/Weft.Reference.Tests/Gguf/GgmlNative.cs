@@ -36,7 +36,7 @@ static unsafe class GgmlNative
             GgmlType.Q6_K => "dequantize_row_q6_K",
             _ => throw new ArgumentException($"no ggml dequantizer wired up for {type}"),
         });
-        if (src.Length < GgmlTypeInfo.RowBytes(type, n)) throw new ArgumentException("source too short");
+        if (src.Length < GgmlTypeTraits.RowBytes(type, n)) throw new ArgumentException("source too short");
         var dst = new float[n];
         fixed (byte* s = src)
         fixed (float* d = dst)
@@ -56,10 +56,19 @@ static unsafe class GgmlNative
             GgmlType.Q6_K => "quantize_row_q6_K_ref",
             _ => throw new ArgumentException($"no ggml quantizer wired up for {type}"),
         });
-        var dst = new byte[GgmlTypeInfo.RowBytes(type, x.Length)];
+        var dst = new byte[GgmlTypeTraits.RowBytes(type, x.Length)];
         fixed (float* s = x)
         fixed (byte* d = dst)
             fn(s, d, x.Length);
         return dst;
+    }
+
+    /// <summary>ggml's own type traits: name, elements per block, bytes per block (ggml_type_name, ggml_blck_size, ggml_type_size).</summary>
+    public static (string Name, long BlockSize, long BlockBytes) Traits(GgmlType type)
+    {
+        var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(Lib, "ggml_type_name");
+        var blockSize = (delegate* unmanaged<int, long>)NativeLibrary.GetExport(Lib, "ggml_blck_size");
+        var typeSize = (delegate* unmanaged<int, nuint>)NativeLibrary.GetExport(Lib, "ggml_type_size");
+        return (Marshal.PtrToStringUTF8((nint)name((int)type))!, blockSize((int)type), (long)typeSize((int)type));
     }
 }

@@ -76,7 +76,7 @@ public sealed class GgmlQuantReferenceTests
     /// <summary>Random block bytes with their f16 scale fields forced finite, so every scale/min/quant bit pattern is covered.</summary>
     static byte[] RandomBlocks(GgmlType type, int blocks, int seed)
     {
-        var (_, blockBytes) = GgmlTypeInfo.Layout(type)!.Value;
+        int blockBytes = GgmlTypeTraits.Of(type).BlockBytes;
         int[] halfFields = type switch { GgmlType.Q4_K => [0, 2], GgmlType.Q6_K => [208], _ => [0] };
         var rng = new Random(seed);
         var bytes = new byte[blocks * blockBytes];
@@ -94,7 +94,7 @@ public sealed class GgmlQuantReferenceTests
     [InlineData(GgmlType.Q6_K)]
     public void Dequantization_matches_ggml_on_random_blocks(GgmlType type)
     {
-        var (blockSize, _) = GgmlTypeInfo.Layout(type)!.Value;
+        int blockSize = GgmlTypeTraits.Of(type).BlockSize;
         int n = 512 * blockSize;
         var bytes = RandomBlocks(type, 512, (int)type);
         Assert.Equal(Bits(GgmlNative.Dequantize(type, bytes, n)), Bits(GgmlQuant.Dequantize(type, bytes, n)));
@@ -116,5 +116,12 @@ public sealed class GgmlQuantReferenceTests
             for (int j = b * 256; j < b * 256 + 256; j++) { amax = MathF.Max(amax, MathF.Abs(x[j])); err = MathF.Max(err, MathF.Abs(x[j] - ours[j])); }
             Assert.True(err <= amax * (type == GgmlType.Q4_K ? 0.2f : 0.05f), $"{type} block {b}: max error {err} for max |x| {amax}");
         }
+    }
+
+    [Fact]
+    public void Every_type_has_the_name_and_block_layout_ggml_gives_it()
+    {
+        foreach (var t in GgmlTypeTraits.All)
+            Assert.Equal(GgmlNative.Traits(t.Type), (t.Name, (long)t.BlockSize, (long)t.BlockBytes));
     }
 }

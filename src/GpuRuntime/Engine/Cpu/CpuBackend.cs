@@ -26,18 +26,6 @@ public sealed unsafe partial class CpuBackend : IBackend
         public void Free() => NativeMemory.AlignedFree(Data);
     }
 
-    /// <summary>
-    /// A weight after load. f32/f16/bf16 are read in place from the mapped file; q8_0 (and q4_0/q4_K/q6_K, whose
-    /// values q8_0 holds almost exactly) are repacked once into quants offset by 128 and f32 block scales.
-    /// </summary>
-    sealed class CpuWeight(GgufTensorInfo info, GgmlType type, byte* data, float* scales, bool owned) : DeviceWeight(info)
-    {
-        public readonly GgmlType Type = type;
-        public readonly byte* Data = data;
-        public readonly float* Scales = scales;
-        public readonly bool Owned = owned;
-    }
-
     readonly List<CpuTensor> _tensors = [];
     readonly List<CpuWeight> _weights = [];
     readonly WorkerPool _pool;
@@ -56,12 +44,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     int _kvHeads, _headDim, _blockSize, _heads;
     KvCacheType _kvType;
 
-    // A matmul's input prepared for its weight type: rounded floats [rows × columns], or q8 quants and scales.
-    float* _xRounded;
-    sbyte* _xQuants;
-    int* _xCorrections;
-    float* _xScales;
-    long _scratchFloats;
+    readonly MatMulInput _input = new();
     // per worker: four weight rows converted to f32
     float* _packScratch;
     int _packStride;
@@ -80,9 +63,9 @@ public sealed unsafe partial class CpuBackend : IBackend
     public int Threads { get; }
 
     /// <summary>The register-tiled AVX-512 kernels for float weights; without them a portable (slower) path runs.</summary>
-    static bool FastFloatKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
+    internal static bool FastFloatKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
     /// <summary>q8_0 also needs AVX-VNNI (Sapphire Rapids, Alder Lake and later; not Ice Lake's AVX512-VNNI alone).</summary>
-    static bool FastQ8Kernels => FastFloatKernels && AvxVnni.IsSupported;
+    internal static bool FastQ8Kernels => FastFloatKernels && AvxVnni.IsSupported;
 
     public string Description => $"cpu: managed SIMD ({(FastQ8Kernels ? "AVX-512 + VNNI" : FastFloatKernels ? "AVX-512; portable q8_0 kernels" : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels" : "portable kernels")}), {Threads} threads";
 
@@ -90,71 +73,22 @@ public sealed unsafe partial class CpuBackend : IBackend
     {
         var t = new CpuTensor(floats);
         _tensors.Add(t);
-        if (floats > _scratchFloats)
-        {
-            // the prepared copy of a matmul's input is never larger than the largest activation
-            FreeScratch();
-            _scratchFloats = floats;
-            _xRounded = (float*)NativeMemory.AlignedAlloc((nuint)(floats * sizeof(float)), 64);
-            _xQuants = (sbyte*)NativeMemory.AlignedAlloc((nuint)floats + 64, 64);
-            _xCorrections = (int*)NativeMemory.AlignedAlloc((nuint)(floats / 4 + 16) * sizeof(int), 64);
-            _xScales = (float*)NativeMemory.AlignedAlloc((nuint)(floats / 32 + 16) * sizeof(float), 64);
-        }
+        _input.Reserve(floats);
         return t;
-    }
-
-    void FreeScratch()
-    {
-        if (_xRounded == null) return;
-        NativeMemory.AlignedFree(_xRounded);
-        NativeMemory.AlignedFree(_xQuants);
-        NativeMemory.AlignedFree(_xCorrections);
-        NativeMemory.AlignedFree(_xScales);
-        _xRounded = null;
     }
 
     public DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo t)
     {
-        byte* src = file.DataPointer(t);
-        CpuWeight w;
-        if (t.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) w = new CpuWeight(t, t.Type, src, null, owned: false);
-        else
-        {
-            if (t.Columns % 32 != 0) throw file.Fail($"tensor '{t.Name}' of type {t.Type} has rows not divisible by 32");
-            long rows = t.Rows, cols = t.Columns, blocks = cols / 32;
-            // quants + 128 as bytes: what VNNI multiplies (see MatMulKernels.Column)
-            var quants = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * cols), 64);
-            var scales = (float*)NativeMemory.AlignedAlloc((nuint)(rows * blocks * sizeof(float)), 64);
-            long srcRowBytes = GgmlTypeInfo.RowBytes(t.Type, cols);
-            var row = t.Type == GgmlType.Q8_0 ? null : new float[cols];
-            for (long r = 0; r < rows; r++)
-            {
-                var q8 = t.Type == GgmlType.Q8_0
-                    ? new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes)
-                    : RequantizeRow(t.Type, new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes), row!);
-                for (long b = 0; b < blocks; b++)
-                {
-                    scales[r * blocks + b] = (float)MemoryMarshal.Read<Half>(q8[(int)(b * 34)..]);
-                    var block = q8.Slice((int)(b * 34 + 2), 32);
-                    for (int j = 0; j < 32; j++) quants[r * cols + b * 32 + j] = (byte)(block[j] ^ 0x80);
-                }
-            }
-            w = new CpuWeight(t, GgmlType.Q8_0, quants, scales, owned: true);
-        }
+        var format = CpuFormats.Find(t.Type) ?? throw file.Fail($"tensor '{t.Name}' is stored as {t.Type}, which the CPU backend cannot read");
+        var w = format.Load(file, t);
         _weights.Add(w);
-        if (w.Type is GgmlType.F16 or GgmlType.BF16 or GgmlType.F32 && w.Columns > _packStride)
+        if (format.PacksRows && w.Columns > _packStride)
         {
             if (_packScratch != null) NativeMemory.AlignedFree(_packScratch);
             _packStride = w.Columns;
             _packScratch = (float*)NativeMemory.AlignedAlloc((nuint)(Threads * 4 * _packStride * sizeof(float)), 64);
         }
         return w;
-    }
-
-    static byte[] RequantizeRow(GgmlType type, ReadOnlySpan<byte> src, float[] row)
-    {
-        GgmlQuant.Dequantize(type, src, row);
-        return GgmlQuant.Quantize(GgmlType.Q8_0, row);
     }
 
     public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
@@ -192,22 +126,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         for (int t = 0; t < _step.NumTokens; t++)
         {
             long row = _step.TokenIds[t];
-            var dst = new Span<float>(xs + (long)t * dim, dim);
-            switch (w.Type)
-            {
-                case GgmlType.Q8_0:
-                    for (int b = 0; b < dim / 32; b++)
-                    {
-                        float d = w.Scales[row * (dim / 32) + b];
-                        byte* q = w.Data + row * dim + b * 32;
-                        for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (q[j] - 128);
-                    }
-                    break;
-                default:
-                    long rb = GgmlTypeInfo.RowBytes(w.Type, dim);
-                    GgmlQuant.Dequantize(w.Type, new ReadOnlySpan<byte>(w.Data + row * rb, (int)rb), dst);
-                    break;
-            }
+            w.Format.ReadRow(w, row, new Span<float>(xs + (long)t * dim, dim));
         }
     }
 
@@ -239,11 +158,11 @@ public sealed unsafe partial class CpuBackend : IBackend
         if (!_matmul.CanJoin(w, xs, rows)) Synchronize();
         if (_matmul.IsEmpty)
         {
-            // the input prepared for the weight's type: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
-            _prepare.Prepare(w.Type, xs, rows, w.Columns);
+            // the input prepared for the weight's format: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
+            _prepare.Prepare(w.Format, xs, rows, w.Columns);
             _pool.Run(_prepare, (long)rows * w.Columns);
         }
-        _matmul.Add(w, w.Type is GgmlType.F16 or GgmlType.BF16 ? _xRounded : xs, xs, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
+        _matmul.Add(w, w.Format.Activations(xs, _input), xs, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
     }
 
     public void Synchronize()
@@ -260,16 +179,16 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>Rounds or quantizes a matmul's input rows for its weight type, as ggml does before its dot products.</summary>
+    /// <summary>Rounds or quantizes a matmul's input rows for its weight format, as ggml does before its dot products.</summary>
     sealed class PrepareJob(CpuBackend b) : ParallelJob
     {
-        GgmlType _type;
+        ICpuWeightFormat _format = null!;
         float* _x;
         int _rows, _k;
 
-        public void Prepare(GgmlType type, float* x, int rows, int k)
+        public void Prepare(ICpuWeightFormat format, float* x, int rows, int k)
         {
-            _type = type;
+            _format = format;
             _x = x;
             _rows = rows;
             _k = k;
@@ -279,16 +198,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         public override void Execute(int worker, int workers)
         {
             int k = _k;
-            while (Claim(_rows, ChunkSize(_rows, workers), out int r0, out int r1))
-                switch (_type)
-                {
-                    case GgmlType.F16: HalfMath.RoundToHalf(_x + (long)r0 * k, b._xRounded + (long)r0 * k, (long)(r1 - r0) * k); break;
-                    case GgmlType.BF16: HalfMath.RoundToBf16(_x + (long)r0 * k, b._xRounded + (long)r0 * k, (long)(r1 - r0) * k); break;
-                    case GgmlType.Q8_0:
-                        for (int r = r0; r < r1; r++)
-                            Quantize.RowQ8(_x + (long)r * k, b._xQuants + (long)r * k, b._xCorrections + (long)r * k / 4, b._xScales + (long)r * (k / 32), k);
-                        break;
-                }
+            while (Claim(_rows, ChunkSize(_rows, workers), out int r0, out int r1)) _format.Prepare(_x, b._input, r0, r1, k);
         }
     }
 
@@ -316,11 +226,11 @@ public sealed unsafe partial class CpuBackend : IBackend
 
         /// <summary>Whether a matmul of <paramref name="w"/> over <paramref name="source"/> can run with those gathered so far.</summary>
         public bool CanJoin(CpuWeight w, float* source, int rows) =>
-            _count == 0 || (_count < _parts.Length && source == _source && rows == _rows && w.Type == _parts[0].W.Type && w.Columns == _parts[0].W.Columns);
+            _count == 0 || (_count < _parts.Length && source == _source && rows == _rows && w.Format.Stored == _parts[0].W.Format.Stored && w.Columns == _parts[0].W.Columns);
 
         public void Add(CpuWeight w, float* x, float* source, float* bias, float* y, int rows)
         {
-            long rowBytes = GgmlTypeInfo.RowBytes(w.Type, w.Columns);
+            long rowBytes = GgmlTypeTraits.RowBytes(w.Format.Stored, w.Columns);
             // whole groups of eight rows, the matrix-vector kernel's unit
             int chunk = (int)Math.Clamp(ChunkBytes / rowBytes / 8 * 8, 8, Math.Max(8, w.Rows));
             _parts[_count++] = new Part { W = w, Bias = bias, Y = y, Chunk = chunk, Chunks = (w.Rows + chunk - 1) / chunk };
@@ -349,20 +259,8 @@ public sealed unsafe partial class CpuBackend : IBackend
                 var w = _parts[p].W;
                 float* bias = _parts[p].Bias, y = _parts[p].Y;
                 int chunk = _parts[p].Chunk;
-                int k = w.Columns, n = w.Rows, n0 = c * chunk, n1 = Math.Min(n, n0 + chunk);
-                if (!(w.Type == GgmlType.Q8_0 ? FastQ8Kernels : FastFloatKernels))
-                {
-                    Portable.MatMul(w.Type, w.Data, w.Scales, _x, b._xQuants, b._xScales, y, bias, _rows, k, n, n0, n1);
-                    continue;
-                }
-                switch (w.Type)
-                {
-                    case GgmlType.F32: MatMulKernels.Float(new F32Rows((float*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.F16: MatMulKernels.Float(new HalfRows<F16Format>((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.BF16: MatMulKernels.Float(new HalfRows<Bf16Format>((ushort*)w.Data, k), _x, y, bias, _rows, k, n, n0, n1, scratch); break;
-                    case GgmlType.Q8_0: MatMulKernels.Q8(w.Data, w.Scales, b._xQuants, b._xCorrections, b._xScales, y, bias, _rows, k, n, n0, n1); break;
-                    default: throw new NotSupportedException($"matmul over {w.Type}");
-                }
+                int n = w.Rows, n0 = c * chunk, n1 = Math.Min(n, n0 + chunk);
+                w.Format.MatMul(w, _x, b._input, y, bias, _rows, n, n0, n1, scratch);
             }
         }
     }
@@ -705,14 +603,9 @@ public sealed unsafe partial class CpuBackend : IBackend
         _pool.Dispose();
         foreach (var t in _tensors) t.Free();
         _tensors.Clear();
-        foreach (var w in _weights)
-            if (w.Owned)
-            {
-                NativeMemory.AlignedFree(w.Data);
-                NativeMemory.AlignedFree(w.Scales);
-            }
+        foreach (var w in _weights) w.Free();
         _weights.Clear();
-        FreeScratch();
+        _input.Free();
         if (_packScratch != null) { NativeMemory.AlignedFree(_packScratch); _packScratch = null; }
         if (_kvPool != null) { NativeMemory.AlignedFree(_kvPool); _kvPool = null; }
     }

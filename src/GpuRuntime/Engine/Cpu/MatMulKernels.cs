@@ -49,29 +49,6 @@ unsafe readonly struct F32Rows(float* first, int stride, bool prefetch = true) :
     public float Scalar(int row, int k) => _r0[row * _stride + k];
 }
 
-/// <summary>A 16-bit float format of weights: how 16 of them become f32 in registers, and one of them as a scalar.</summary>
-unsafe interface IHalfFormat
-{
-    static abstract Vector512<float> Load16(ushort* p);
-    static abstract float Scalar(ushort bits);
-}
-
-/// <summary>f16 (<see cref="HalfMath.Load16"/>).</summary>
-unsafe readonly struct F16Format : IHalfFormat
-{
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load16(ushort* p) => HalfMath.Load16(p);
-    public static float Scalar(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
-}
-
-/// <summary>bf16: the upper half of an f32, so widening and shifting is the whole conversion.</summary>
-unsafe readonly struct Bf16Format : IHalfFormat
-{
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load16(ushort* p) => HalfMath.LoadBf16(p);
-    public static float Scalar(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
-}
-
 /// <summary>16-bit float rows, converted to f32 in registers (the JIT compiles one copy per format).</summary>
 unsafe readonly struct HalfRows<TFormat>(ushort* first, int stride) : IRows4<HalfRows<TFormat>> where TFormat : struct, IHalfFormat
 {

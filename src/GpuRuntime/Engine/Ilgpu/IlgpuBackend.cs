@@ -206,7 +206,7 @@ public sealed class IlgpuBackend : IBackend
             _xs?.Dispose();
             _probs?.Dispose();
             _xq = _accelerator.Allocate1D<float>(floats);
-            _xs = _accelerator.Allocate1D<float>(floats / 32 + 1);
+            _xs = _accelerator.Allocate1D<float>(floats / GgmlTypeTraits.Q8_0.BlockSize + 1);
             _probs = _accelerator.Allocate1D<float>(floats);
         }
         return t;
@@ -221,56 +221,19 @@ public sealed class IlgpuBackend : IBackend
             if (t.Type != GgmlType.F32) throw file.Fail($"vector '{t.Name}' is stored as {t.Type}; the ILGPU backend reads f32 vectors");
             var floats = _accelerator.Allocate1D<float>(t.ElementCount);
             floats.View.CopyFromCPU(ref *(float*)src, t.ElementCount);
-            w = new IlgpuWeight(t, GgmlType.F32, null, floats);
+            w = new IlgpuWeight(t, FloatFormat.F32, null, floats);
         }
         else
         {
-            if (t.Columns % 32 != 0) throw file.Fail($"tensor '{t.Name}' has rows of {t.Columns} elements; the ILGPU backend needs a multiple of 32");
-            if (t.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)
-            {
-                var data = _accelerator.Allocate1D<uint>(t.ByteSize / 4);
-                data.View.CopyFromCPU(ref *(uint*)src, t.ByteSize / 4);
-                w = new IlgpuWeight(t, t.Type, data, null);
-            }
-            else w = LoadAsQ8(file, t, src);
+            var format = IlgpuFormats.Find(t.Type) ?? throw file.Fail($"tensor '{t.Name}' is stored as {t.Type}, which the ILGPU backend cannot read");
+            int block = GgmlTypeTraits.Q8_0.BlockSize;
+            if (t.Columns % block != 0)
+                throw file.Fail($"tensor '{t.Name}' has rows of {t.Columns} elements; the ILGPU backend needs a multiple of {block}");
+            w = format.Upload(_accelerator, t, src);
+            if (!_formats.ContainsKey(w.Type)) _formats[w.Type] = format.CreateKernels(_accelerator);
         }
         _weights.Add(w);
-        if (w.IsMatrix && !_formats.ContainsKey(w.Type)) _formats[w.Type] = FormatKernels.Create(_accelerator, w.Type);
         return w;
-    }
-
-    /// <summary>q8_0 is split into quants and f32 block scales; q4_0/q4_K/q6_K are repacked to q8_0 first, as the CPU backend does.</summary>
-    unsafe IlgpuWeight LoadAsQ8(GgufFile file, GgufTensorInfo t, byte* src)
-    {
-        long rows = t.Rows;
-        int cols = (int)t.Columns, blocks = cols / 32;
-        var quants = new byte[rows * cols];
-        var scales = new float[rows * blocks];
-        long srcRowBytes = GgmlTypeInfo.RowBytes(t.Type, cols);
-        var row = t.Type == GgmlType.Q8_0 ? [] : new float[cols];
-        for (long r = 0; r < rows; r++)
-        {
-            var q8 = t.Type == GgmlType.Q8_0
-                ? new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes)
-                : Repack(t, new ReadOnlySpan<byte>(src + r * srcRowBytes, (int)srcRowBytes), row, file);
-            for (int b = 0; b < blocks; b++)
-            {
-                var blk = q8.Slice(b * 34, 34);
-                scales[r * blocks + b] = (float)BitConverter.ToHalf(blk);
-                blk.Slice(2, 32).CopyTo(quants.AsSpan((int)(r * cols + b * 32), 32));
-            }
-        }
-        var data = _accelerator.Allocate1D<uint>(quants.LongLength / 4);
-        data.View.CopyFromCPU(ref MemoryMarshal.Cast<byte, uint>(quants.AsSpan())[0], quants.LongLength / 4);
-        var floats = _accelerator.Allocate1D(scales);
-        return new IlgpuWeight(t, GgmlType.Q8_0, data, floats);
-    }
-
-    static byte[] Repack(GgufTensorInfo t, ReadOnlySpan<byte> src, float[] row, GgufFile file)
-    {
-        if (!GgmlTypeInfo.CanDequantize(t.Type)) throw file.Fail($"tensor '{t.Name}' is stored as {t.Type}, which the ILGPU backend cannot read");
-        GgmlQuant.Dequantize(t.Type, src, row);
-        return GgmlQuant.Quantize(GgmlType.Q8_0, row);
     }
 
     public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)

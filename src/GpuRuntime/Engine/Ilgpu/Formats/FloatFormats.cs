@@ -1,20 +1,35 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>
-/// How a kernel reads a weight matrix in its storage format. Kernels are generic over this, so each format gets its own
-/// compiled kernel with the format's loads inlined. Rows hold <c>Columns</c> elements, a multiple of 32.
-/// </summary>
-interface IWeightRows
+/// <summary>f32/f16/bf16 matrices, uploaded as they are stored (as 32-bit words) and read by <typeparamref name="TW"/>.</summary>
+sealed class FloatFormat<TW>(GgmlType type, InputPrep prep, Func<ArrayView<U4>, int, TW> rows) : IlgpuWeightFormat
+    where TW : struct, IWeightRows
 {
-    /// <summary>Elements [k, k + 8) of row r as floats; for q8_0 the integer quants (see <see cref="Scale"/>).</summary>
-    Float8 Load8(long r, int k);
-    /// <summary>The scale of the 32-element block holding column k of row r (1 for unquantized formats).</summary>
-    float Scale(long r, int k);
-    bool Quantized { get; }
+    public override GgmlType Stored => type;
+    public override InputPrep Prep => prep;
+
+    public override unsafe IlgpuWeight Upload(Accelerator accelerator, GgufTensorInfo t, byte* src)
+    {
+        var data = accelerator.Allocate1D<uint>(t.ByteSize / 4);
+        data.View.CopyFromCPU(ref *(uint*)src, t.ByteSize / 4);
+        return new IlgpuWeight(t, this, data, null);
+    }
+
+    public override FormatKernels CreateKernels(Accelerator accelerator) =>
+        new FormatKernels<TW>(accelerator, w => rows(w.Data!.View.AsContiguous().Cast<U4>(), w.Columns));
+}
+
+static class FloatFormat
+{
+    /// <summary>f32 weights take the input as it is.</summary>
+    public static readonly FloatFormat<F32Rows> F32 = new(GgmlType.F32, InputPrep.None, (d, c) => new F32Rows(d, c));
+    /// <summary>f16 and bf16 weights take the input rounded to their own format, as ggml does.</summary>
+    public static readonly FloatFormat<F16Rows> F16 = new(GgmlType.F16, InputPrep.F16, (d, c) => new F16Rows(d, c));
+    public static readonly FloatFormat<Bf16Rows> Bf16 = new(GgmlType.BF16, InputPrep.Bf16, (d, c) => new Bf16Rows(d, c));
 }
 
 readonly struct F32Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -63,18 +78,3 @@ readonly struct Bf16Rows(ArrayView<U4> data, int columns) : IWeightRows
     public bool Quantized => false;
 }
 
-/// <summary>q8_0 split at upload into its quants and its (f16, stored exactly as f32) block scales, so quants load aligned.</summary>
-readonly struct Q8Rows(ArrayView<U2> quants, ArrayView<float> scales, int columns) : IWeightRows
-{
-    readonly ArrayView<U2> _quants = quants;
-    readonly ArrayView<float> _scales = scales;
-    readonly int _columns = columns;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Float8 Load8(long r, int k) => DeviceMath.Quants(_quants.AsAligned(8)[(r * _columns + k) / 8]);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public float Scale(long r, int k) => _scales[r * (_columns / 32) + k / 32];
-
-    public bool Quantized => true;
-}
