@@ -9,22 +9,34 @@ using Weft.Client;
 
 namespace Weft.Cli;
 
-/// <summary>`weft chat`: an interactive terminal chat with a running silo, streaming the reply as it is generated.</summary>
+/// <summary>`weft chat`: an interactive terminal chat with a running silo, streaming the reply as it is
+/// generated.</summary>
 static class ChatCommand
 {
     public static Command Create()
     {
-        var http = new Option<string?>("--http") { Description = "talk to the OpenAI-compatible HTTP API at this URL instead of joining the cluster as an Orleans client" };
-        var gateway = new Option<int>("--gateway-port") { Description = "the silo's Orleans gateway port (localhost clustering)", DefaultValueFactory = _ => WeftDefaults.GatewayPort };
-        var conversation = new Option<string?>("--conversation") { Description = "continue the conversation with this id (default: a new one)" };
+        var http = new Option<string?>("--http")
+        {
+            Description = "talk to the OpenAI-compatible HTTP API at this URL instead of joining the cluster as an " +
+                "Orleans client"
+        };
+        var gateway = new Option<int>("--gateway-port")
+        {
+            Description = "the silo's Orleans gateway port (localhost clustering)",
+            DefaultValueFactory = _ => WeftDefaults.GatewayPort
+        };
+        var conversation = new Option<string?>("--conversation")
+        { Description = "continue the conversation with this id (default: a new one)" };
         var system = new Option<string?>("--system") { Description = "a system message to start with" };
         var apiKey = new Option<string?>("--api-key") { Description = "bearer token for --http" };
         var temperature = new Option<float>("--temperature") { DefaultValueFactory = _ => 0.7f };
         var maxTokens = new Option<int>("--max-tokens") { DefaultValueFactory = _ => 256 };
-        var cmd = new Command("chat", "chat with a running silo; /reset starts over, /exit quits") { http, gateway, conversation, system, apiKey, temperature, maxTokens };
+        var cmd = new Command("chat", "chat with a running silo; /reset starts over, /exit quits")
+            { http, gateway, conversation, system, apiKey, temperature, maxTokens };
         cmd.SetAction(async (r, ct) =>
         {
-            var sampling = new SamplingOptions { Temperature = r.GetValue(temperature), MaxTokens = r.GetValue(maxTokens) };
+            var sampling = new SamplingOptions
+            { Temperature = r.GetValue(temperature), MaxTokens = r.GetValue(maxTokens) };
             string id = r.GetValue(conversation) ?? Guid.NewGuid().ToString("n");
             IChatSession session = r.GetValue(http) is { } url
                 ? new HttpSession(url, r.GetValue(apiKey), id, sampling)
@@ -69,15 +81,18 @@ static class ChatCommand
     }
 
     /// <summary>Joins the cluster as an Orleans client; the conversation grain keeps the history.</summary>
-    sealed class OrleansSession(IHost host, WeftConversation conversation, SamplingOptions sampling, int port) : IChatSession
+    sealed class OrleansSession(IHost host, WeftConversation conversation, SamplingOptions sampling, int port)
+        : IChatSession
     {
         string? _system;
 
-        public static async Task<OrleansSession> ConnectAsync(int gatewayPort, string id, SamplingOptions sampling, CancellationToken ct)
+        public static async Task<OrleansSession> ConnectAsync(int gatewayPort, string id, SamplingOptions sampling,
+            CancellationToken ct)
         {
             var builder = Host.CreateApplicationBuilder();
             builder.Logging.SetMinimumLevel(LogLevel.None); // a failure to connect is reported below in one line
-            builder.AddWeftClient(c => c.UseLocalhostClustering(gatewayPort, WeftDefaults.ServiceId, WeftDefaults.ClusterId));
+            builder.AddWeftClient(c =>
+                c.UseLocalhostClustering(gatewayPort, WeftDefaults.ServiceId, WeftDefaults.ClusterId));
             var host = builder.Build();
             try
             {
@@ -89,20 +104,26 @@ static class ChatCommand
             catch (Exception e) when (!ct.IsCancellationRequested)
             {
                 host.Dispose();
-                throw new InvalidOperationException($"no silo answers on gateway port {gatewayPort} (start one with: dotnet run --project src/Silo -c Release){(e is OperationCanceledException ? "" : $": {e.Message}")}");
+                throw new InvalidOperationException($"no silo answers on gateway port {gatewayPort} (start one with: " +
+                    "dotnet run --project src/Silo -c Release)" +
+                    $"{(e is OperationCanceledException ? "" : $": {e.Message}")}");
             }
-            return new OrleansSession(host, host.Services.GetRequiredService<WeftClient>().Conversation(id), sampling, gatewayPort);
+            return new OrleansSession(host, host.Services.GetRequiredService<WeftClient>().Conversation(id), sampling,
+                gatewayPort);
         }
 
         public string Describe => $"Orleans gateway localhost:{port}";
 
         public void AddSystem(string text) => _system = text;
 
-        public async IAsyncEnumerable<string> SendAsync(string user, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+        public async IAsyncEnumerable<string> SendAsync(string user,
+            [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
         {
-            List<ChatMessage> messages = _system is null ? [new("user", user)] : [new("system", _system), new("user", user)];
+            List<ChatMessage> messages =
+                _system is null ? [new("user", user)] : [new("system", _system), new("user", user)];
             _system = null;
-            await foreach (var d in conversation.SendAsync(new TurnRequest { Messages = messages, Sampling = sampling }, ct))
+            await foreach (var d in
+                conversation.SendAsync(new TurnRequest { Messages = messages, Sampling = sampling }, ct))
                 yield return d.Text;
         }
 
@@ -115,7 +136,8 @@ static class ChatCommand
         }
     }
 
-    /// <summary>The OpenAI-compatible API: the client sends the whole conversation, bound to one grain by its id so the server reuses its KV cache.</summary>
+    /// <summary>The OpenAI-compatible API: the client sends the whole conversation, bound to one grain by its id so the
+    /// server reuses its KV cache.</summary>
     sealed class HttpSession(string url, string? apiKey, string id, SamplingOptions sampling) : IChatSession
     {
         readonly HttpClient _http = ApiHttp.Client(url, apiKey);
@@ -125,7 +147,8 @@ static class ChatCommand
 
         public void AddSystem(string text) => _messages.Add(new JsonObject { ["role"] = "system", ["content"] = text });
 
-        public async IAsyncEnumerable<string> SendAsync(string user, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+        public async IAsyncEnumerable<string> SendAsync(string user,
+            [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
         {
             _messages.Add(new JsonObject { ["role"] = "user", ["content"] = user });
             var body = new JsonObject
@@ -136,7 +159,8 @@ static class ChatCommand
                 ["temperature"] = sampling.Temperature,
                 ["max_tokens"] = sampling.MaxTokens,
             };
-            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions") { Content = JsonContent.Create(body) };
+            using var request = new HttpRequestMessage(HttpMethod.Post, "v1/chat/completions")
+            { Content = JsonContent.Create(body) };
             request.Headers.Add("X-Conversation-Id", id);
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
             if (!response.IsSuccessStatusCode)
@@ -164,7 +188,8 @@ static class ChatCommand
         string? _model;
 
         async Task<string> ModelAsync(CancellationToken ct) =>
-            _model ??= (await _http.GetFromJsonAsync<JsonObject>("v1/models", ct))?["data"]?[0]?["id"]?.GetValue<string>()
+            _model ??= (await _http.GetFromJsonAsync<JsonObject>("v1/models", ct))
+                ?["data"]?[0]?["id"]?.GetValue<string>()
                 ?? throw new InvalidOperationException($"{url} serves no model");
 
         public Task ResetAsync(CancellationToken ct)

@@ -2,7 +2,8 @@ using Weft.Models.Gguf;
 
 namespace Weft.Cli;
 
-/// <summary>Turns the errors a user can cause (bad files, bad options) into one line on stderr and exit code 1.</summary>
+/// <summary>Turns the errors a user can cause (bad files, bad options) into one line on stderr and exit code
+/// 1.</summary>
 static class CliErrors
 {
     public static int Run(Func<int> main)
@@ -11,7 +12,8 @@ static class CliErrors
         {
             return main();
         }
-        catch (Exception e) when (e is GgufFormatException or ArgumentException or NotSupportedException or IOException or InvalidOperationException)
+        catch (Exception e) when (e is GgufFormatException or ArgumentException or NotSupportedException or IOException
+            or InvalidOperationException)
         {
             Console.Error.WriteLine($"weft: {e.Message}");
             return 1;

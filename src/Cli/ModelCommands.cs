@@ -16,11 +16,19 @@ static class ModelCommands
 
     static Command CreateModel()
     {
-        var preset = new Option<string>("--preset") { Description = $"model shape: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))}", DefaultValueFactory = _ => "tiny" };
+        var preset = new Option<string>("--preset")
+        {
+            Description = $"model shape: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))}",
+            DefaultValueFactory = _ => "tiny"
+        };
         var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
-        var type = new Option<string?>("--type") { Description = "weight type: f32, f16, bf16 or q8_0 (default: the preset's)" };
-        var seed = new Option<ulong>("--seed") { Description = "random seed of the weights", DefaultValueFactory = _ => 42UL };
-        var cmd = new Command("create", "write a deterministic random-weight llama model with a real SentencePiece-style vocabulary and TinyLlama's chat template")
+        var type = new Option<string?>("--type")
+        { Description = "weight type: f32, f16, bf16 or q8_0 (default: the preset's)" };
+        var seed = new Option<ulong>("--seed")
+        { Description = "random seed of the weights", DefaultValueFactory = _ => 42UL };
+        var cmd = new Command("create",
+            "write a deterministic random-weight llama model with a real SentencePiece-style vocabulary and " +
+            "TinyLlama's chat template")
             { preset, output, type, seed };
         cmd.SetAction(r =>
         {
@@ -29,7 +37,9 @@ static class ModelCommands
             string path = r.GetValue(output)!;
             var sw = System.Diagnostics.Stopwatch.StartNew();
             DemoModel.Create(path, shape, r.GetValue(seed));
-            Console.WriteLine($"{path}: {shape.Name} ({shape.Type}, dim {shape.Dim}, {shape.Layers} layers, {shape.Heads}/{shape.KvHeads} heads, vocab {shape.VocabSize}), {new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
+            Console.WriteLine($"{path}: {shape.Name} ({shape.Type}, dim {shape.Dim}, {shape.Layers} layers, " +
+                $"{shape.Heads}/{shape.KvHeads} heads, vocab {shape.VocabSize}), " +
+                $"{new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });
         return cmd;
@@ -53,7 +63,8 @@ static class ModelCommands
         {
             using var f = GgufFile.Open(r.GetValue(path)!);
             bool full = r.GetValue(all);
-            Console.WriteLine($"{f.Path}: GGUF v{f.Version}, {f.FileSize / 1e6:F1} MB, {f.Metadata.Count} metadata keys, {f.Tensors.Count} tensors, alignment {f.Alignment}");
+            Console.WriteLine($"{f.Path}: GGUF v{f.Version}, {f.FileSize / 1e6:F1} MB, " +
+                $"{f.Metadata.Count} metadata keys, {f.Tensors.Count} tensors, alignment {f.Alignment}");
             Console.WriteLine();
             int keyWidth = f.Metadata.Keys.Select(k => k.Length).DefaultIfEmpty().Max();
             foreach (var (key, value) in f.Metadata)
@@ -61,10 +72,13 @@ static class ModelCommands
             Console.WriteLine();
             int nameWidth = f.Tensors.Select(t => t.Name.Length).DefaultIfEmpty().Max();
             foreach (var t in f.Tensors)
-                Console.WriteLine($"  {t.Name.PadRight(nameWidth)}  {t.Type,-5} {("[" + string.Join(", ", t.Dims) + "]"),-20} {t.ByteSize / 1e6,10:F2} MB");
-            var byType = f.Tensors.GroupBy(t => t.Type).Select(g => $"{g.Key}: {g.Count()} tensors, {g.Sum(t => t.ByteSize) / 1e6:F1} MB");
+                Console.WriteLine($"  {t.Name.PadRight(nameWidth)}  {t.Type,-5} " +
+                    $"{("[" + string.Join(", ", t.Dims) + "]"),-20} {t.ByteSize / 1e6,10:F2} MB");
+            var byType = f.Tensors.GroupBy(t => t.Type)
+                .Select(g => $"{g.Key}: {g.Count()} tensors, {g.Sum(t => t.ByteSize) / 1e6:F1} MB");
             Console.WriteLine();
-            Console.WriteLine($"  {f.Tensors.Sum(t => t.ElementCount) / 1e6:F1} M parameters; {string.Join("; ", byType)}");
+            Console.WriteLine(
+                $"  {f.Tensors.Sum(t => t.ElementCount) / 1e6:F1} M parameters; {string.Join("; ", byType)}");
             return 0;
         });
         return cmd;
@@ -73,7 +87,8 @@ static class ModelCommands
     static string Describe(GgufValue v, bool full)
     {
         if (v.Value is not Array a) return v.Value is string s ? Quote(s) : v.ToString();
-        var items = a.Cast<object>().Select(x => x is string s ? Quote(s) : Convert.ToString(x, System.Globalization.CultureInfo.InvariantCulture));
+        var items = a.Cast<object>().Select(x => x is string s ? Quote(s)
+            : Convert.ToString(x, System.Globalization.CultureInfo.InvariantCulture));
         return full || a.Length <= 8
             ? $"[{string.Join(", ", items)}]"
             : $"[{string.Join(", ", items.Take(6))}, … ] ({a.Length} × {v.ElementType})";

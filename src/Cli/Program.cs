@@ -9,4 +9,5 @@ var root = new RootCommand("weft: serve, chat with and measure llama-family mode
     BenchCommands.Create(),
     GpuCheckCommands.Create(),
 };
-return CliErrors.Run(() => root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));
+return CliErrors.Run(() => root.Parse(args)
+    .Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }));

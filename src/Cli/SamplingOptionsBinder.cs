@@ -6,7 +6,8 @@ namespace Weft.Cli;
 /// <summary>The sampling options shared by the commands that generate.</summary>
 sealed class SamplingOptionsBinder
 {
-    readonly Option<float> _temperature = new("--temperature") { Description = "0 is greedy", DefaultValueFactory = _ => 0.8f };
+    readonly Option<float> _temperature = new("--temperature")
+    { Description = "0 is greedy", DefaultValueFactory = _ => 0.8f };
     readonly Option<float> _topP = new("--top-p") { DefaultValueFactory = _ => 1f };
     readonly Option<int> _topK = new("--top-k") { Description = "0 disables" };
     readonly Option<float> _minP = new("--min-p");
@@ -16,11 +17,13 @@ sealed class SamplingOptionsBinder
     readonly Option<float> _frequency = new("--frequency-penalty");
     readonly Option<float> _repetition = new("--repetition-penalty") { DefaultValueFactory = _ => 1f };
     readonly Option<bool> _ignoreEos = new("--ignore-eos");
-    readonly Option<string[]> _stop = new("--stop") { Description = "stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
+    readonly Option<string[]> _stop = new("--stop")
+    { Description = "stop string (repeatable)", AllowMultipleArgumentsPerToken = false };
 
     public void AddTo(Command cmd)
     {
-        foreach (var o in new Option[] { _temperature, _topP, _topK, _minP, _seed, _maxTokens, _presence, _frequency, _repetition, _ignoreEos, _stop })
+        foreach (var o in new Option[] { _temperature, _topP, _topK, _minP, _seed, _maxTokens, _presence, _frequency,
+            _repetition, _ignoreEos, _stop })
             cmd.Options.Add(o);
     }
 

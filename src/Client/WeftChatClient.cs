@@ -13,7 +13,8 @@ namespace Weft.Client;
 /// </summary>
 public sealed class WeftChatClient(WeftClient client, string modelId = "weft") : IChatClient
 {
-    public async Task<ChatResponse> GetResponseAsync(IEnumerable<AI.ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<AI.ChatMessage> messages, ChatOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
         var (conversation, request) = Prepare(messages, options);
         var reply = await WeftConversation.CollectAsync(conversation.SendAsync(request, cancellationToken));
@@ -27,8 +28,8 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         };
     }
 
-    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<AI.ChatMessage> messages, ChatOptions? options = null,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<AI.ChatMessage> messages,
+        ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var (conversation, request) = Prepare(messages, options);
         string responseId = Guid.NewGuid().ToString("n");
@@ -61,22 +62,27 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         bool stateful = options?.ConversationId is not null;
         if (options?.Instructions is { Length: > 0 } instructions)
         {
-            // The service keeps a conversation's history; instructions slipped in before each new turn would rewrite that
-            // history (and most chat templates take a system message only at the start).
+            // The service keeps a conversation's history; instructions slipped in before each new turn would rewrite
+            // that history (and most chat templates take a system message only at the start).
             if (stateful)
-                throw new NotSupportedException("Instructions cannot be added to a conversation the service holds (ConversationId set); give them as the system message of its first turn");
+                throw new NotSupportedException("Instructions cannot be added to a conversation the service holds " +
+                    "(ConversationId set); give them as the system message of its first turn");
             turns.Insert(0, new Abstractions.ChatMessage("system", instructions));
         }
         var conversation = stateful ? client.Conversation(options!.ConversationId!) : client.NewConversation();
-        return (conversation, new TurnRequest { Messages = turns, ReplaceHistory = !stateful, Sampling = Sampling(options) });
+        return (conversation,
+            new TurnRequest { Messages = turns, ReplaceHistory = !stateful, Sampling = Sampling(options) });
     }
 
     static Abstractions.ChatMessage ToTurn(AI.ChatMessage m)
     {
-        string role = m.Role == ChatRole.System ? "system" : m.Role == ChatRole.User ? "user" : m.Role == ChatRole.Assistant ? "assistant"
+        string role = m.Role == ChatRole.System ? "system"
+            : m.Role == ChatRole.User ? "user"
+            : m.Role == ChatRole.Assistant ? "assistant"
             : throw new NotSupportedException($"Weft chat takes system, user and assistant messages, not '{m.Role}'");
         if (m.Contents.Any(c => c is not TextContent))
-            throw new NotSupportedException($"Weft chat takes text only; a {role} message holds {m.Contents.First(c => c is not TextContent).GetType().Name}");
+            throw new NotSupportedException($"Weft chat takes text only; a {role} message holds " +
+                $"{m.Contents.First(c => c is not TextContent).GetType().Name}");
         return new Abstractions.ChatMessage(role, m.Text);
     }
 
@@ -92,7 +98,8 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         Stop = o.StopSequences?.ToArray() ?? [],
     };
 
-    static ChatFinishReason FinishReason(string reason) => reason == "length" ? ChatFinishReason.Length : ChatFinishReason.Stop;
+    static ChatFinishReason FinishReason(string reason) =>
+        reason == "length" ? ChatFinishReason.Length : ChatFinishReason.Stop;
 
     static UsageDetails Usage(Usage u) => new()
     {

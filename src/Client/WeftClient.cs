@@ -2,10 +2,12 @@ using Weft.Abstractions;
 
 namespace Weft.Client;
 
-/// <summary>Entry point of the SDK: conversations of a Weft cluster, reached through an Orleans cluster client.</summary>
+/// <summary>Entry point of the SDK: conversations of a Weft cluster, reached through an Orleans cluster
+/// client.</summary>
 public sealed class WeftClient(IClusterClient cluster)
 {
-    /// <summary>The conversation with this id (created on first use, placed on the silo with the most free KV capacity).</summary>
+    /// <summary>The conversation with this id (created on first use, placed on the silo with the most free KV
+    /// capacity).</summary>
     public WeftConversation Conversation(string id) => new(id, cluster.GetGrain<IConversationGrain>(id));
 
     public WeftConversation NewConversation() => Conversation(Guid.NewGuid().ToString("n"));
@@ -20,14 +22,19 @@ public sealed class WeftConversation(string id, IConversationGrain grain)
     public string Id { get; } = id;
 
     /// <summary>Appends a user message and streams the assistant's reply as it is generated.</summary>
-    public IAsyncEnumerable<TurnDelta> SendAsync(string userMessage, SamplingOptions? sampling = null, CancellationToken cancellationToken = default) =>
-        SendAsync(new TurnRequest { Messages = [new ChatMessage("user", userMessage)], Sampling = sampling ?? new(), ReturnTokenIds = true }, cancellationToken);
+    public IAsyncEnumerable<TurnDelta> SendAsync(string userMessage, SamplingOptions? sampling = null,
+        CancellationToken cancellationToken = default) =>
+        SendAsync(new TurnRequest
+        {
+            Messages = [new ChatMessage("user", userMessage)], Sampling = sampling ?? new(), ReturnTokenIds = true
+        }, cancellationToken);
 
     public IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request, CancellationToken cancellationToken = default) =>
         grain.SendAsync(request, cancellationToken);
 
     /// <summary>Appends a user message and waits for the whole reply.</summary>
-    public async Task<WeftReply> AskAsync(string userMessage, SamplingOptions? sampling = null, CancellationToken cancellationToken = default) =>
+    public async Task<WeftReply> AskAsync(string userMessage, SamplingOptions? sampling = null,
+        CancellationToken cancellationToken = default) =>
         await CollectAsync(SendAsync(userMessage, sampling, cancellationToken));
 
     public static async Task<WeftReply> CollectAsync(IAsyncEnumerable<TurnDelta> deltas)

@@ -13,15 +13,18 @@ public static class WeftClientExtensions
     /// gateway port 30000, cluster and service id "weft" as the silo's defaults); pass a configuration to use Redis
     /// clustering or other gateways.
     /// </summary>
-    public static IHostApplicationBuilder AddWeftClient(this IHostApplicationBuilder builder, Action<IClientBuilder>? configure = null, string modelId = "weft")
+    public static IHostApplicationBuilder AddWeftClient(this IHostApplicationBuilder builder,
+        Action<IClientBuilder>? configure = null, string modelId = "weft")
     {
         builder.UseOrleansClient(client =>
         {
-            if (configure is null) client.UseLocalhostClustering(WeftDefaults.GatewayPort, WeftDefaults.ServiceId, WeftDefaults.ClusterId);
+            if (configure is null)
+                client.UseLocalhostClustering(WeftDefaults.GatewayPort, WeftDefaults.ServiceId, WeftDefaults.ClusterId);
             else configure(client);
         });
         builder.Services.AddSingleton<WeftClient>();
-        builder.Services.AddSingleton<IChatClient>(sp => new WeftChatClient(sp.GetRequiredService<WeftClient>(), modelId));
+        builder.Services.AddSingleton<IChatClient>(sp =>
+            new WeftChatClient(sp.GetRequiredService<WeftClient>(), modelId));
         return builder;
     }
 }

@@ -10,14 +10,16 @@ namespace Weft.Grains;
 /// Each silo's view of every silo's free KV capacity, refreshed in the background so placement decisions read a cache
 /// instead of calling every silo.
 /// </summary>
-public sealed partial class ClusterLoad(IClusterMembershipService membership, IGrainFactory grains, ILogger<ClusterLoad> logger) : BackgroundService
+public sealed partial class ClusterLoad(IClusterMembershipService membership, IGrainFactory grains,
+    ILogger<ClusterLoad> logger) : BackgroundService
 {
     readonly ConcurrentDictionary<SiloAddress, IReadOnlyList<DeviceLoad>> _loads = new();
     /// <summary>Placements made here since the silo's last refresh, so a burst does not all land on one silo.</summary>
     readonly ConcurrentDictionary<SiloAddress, int> _placedSinceRefresh = new();
 
     public static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
-    /// <summary>KV tokens a new conversation is assumed to take until the next refresh shows what it really took.</summary>
+    /// <summary>KV tokens a new conversation is assumed to take until the next refresh shows what it really
+    /// took.</summary>
     const int PlacementEstimate = 512;
 
     /// <summary>
@@ -25,7 +27,8 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
     /// device, or null when not yet known.
     /// </summary>
     public long? FreeTokens(SiloAddress silo) => _loads.TryGetValue(silo, out var loads)
-        ? (loads.Count > 0 ? loads.Max(l => l.FreeKvTokens) : 0) - (long)_placedSinceRefresh.GetValueOrDefault(silo) * PlacementEstimate
+        ? (loads.Count > 0 ? loads.Max(l => l.FreeKvTokens) : 0)
+            - (long)_placedSinceRefresh.GetValueOrDefault(silo) * PlacementEstimate
         : null;
 
     public void Placed(SiloAddress silo) => _placedSinceRefresh.AddOrUpdate(silo, 1, (_, n) => n + 1);
@@ -49,7 +52,8 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
 
     Task RefreshAllAsync(CancellationToken ct)
     {
-        var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress).ToList();
+        var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active)
+            .Select(m => m.SiloAddress).ToList();
         foreach (var gone in _loads.Keys.Except(active)) _loads.TryRemove(gone, out _);
         return Task.WhenAll(active.Select(silo => RefreshAsync(silo, ct)));
     }
@@ -58,7 +62,8 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
     {
         try
         {
-            _loads[silo] = await grains.GetGrain<ISiloLoadGrain>(SiloLoadGrain.Key(silo)).GetLoadAsync().WaitAsync(Period, ct);
+            _loads[silo] = await grains.GetGrain<ISiloLoadGrain>(SiloLoadGrain.Key(silo)).GetLoadAsync()
+                .WaitAsync(Period, ct);
             _placedSinceRefresh.TryRemove(silo, out _);
         }
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)

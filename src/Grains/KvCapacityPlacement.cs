@@ -4,7 +4,8 @@ using Orleans.Runtime.Placement;
 
 namespace Weft.Grains;
 
-/// <summary>Places a conversation on the silo with the most free KV capacity; it stays there for its lifetime.</summary>
+/// <summary>Places a conversation on the silo with the most free KV capacity; it stays there for its
+/// lifetime.</summary>
 public sealed class KvCapacityPlacementStrategy : PlacementStrategy
 {
     internal static readonly KvCapacityPlacementStrategy Instance = new();
@@ -15,11 +16,12 @@ public sealed class KvCapacityPlacementAttribute() : PlacementAttribute(KvCapaci
 
 sealed class KvCapacityPlacementDirector(ClusterLoad load) : IPlacementDirector
 {
-    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target, IPlacementContext context)
+    public Task<SiloAddress> OnAddActivation(PlacementStrategy strategy, PlacementTarget target,
+        IPlacementContext context)
     {
         var silos = context.GetCompatibleSilos(target);
-        // A silo not yet heard from (it just joined) counts as empty, so new capacity is used at once; ties go to a random
-        // silo. (One still loading its model reports no free capacity once heard from.)
+        // A silo not yet heard from (it just joined) counts as empty, so new capacity is used at once; ties go to a
+        // random silo. (One still loading its model reports no free capacity once heard from.)
         var best = silos
             .Select(s => (Silo: s, Free: load.FreeTokens(s) ?? long.MaxValue, Tiebreak: Random.Shared.Next()))
             .OrderByDescending(x => x.Free).ThenBy(x => x.Tiebreak)

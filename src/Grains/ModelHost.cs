@@ -40,9 +40,11 @@ public sealed class ModelHost : IDisposable
         Template = ChatTemplate.Resolve(file.GetStringOrNull("tokenizer.chat_template"), _options.ChatTemplate,
             Tokenizer.TokenText(Tokenizer.BosId), Tokenizer.TokenText(Tokenizer.EosId), Tokenizer.AddBos);
         ModelName = _options.ServedModelName ?? Path.GetFileNameWithoutExtension(ModelPath);
-        MaxModelLen = _options.Engine.MaxModelLen > 0 ? Math.Min(_options.Engine.MaxModelLen, Config.ContextLength) : Config.ContextLength;
+        MaxModelLen = _options.Engine.MaxModelLen > 0
+            ? Math.Min(_options.Engine.MaxModelLen, Config.ContextLength) : Config.ContextLength;
         // the scheduler's limits, checked now rather than when the first request activates a BatchGrain
-        if (SchedulerOptions(MaxModelLen, _options.Engine).Validate() is { } problem) throw new ArgumentException(problem);
+        if (SchedulerOptions(MaxModelLen, _options.Engine).Validate() is { } problem)
+            throw new ArgumentException(problem);
     }
 
     public string ModelName { get; }
@@ -50,8 +52,8 @@ public sealed class ModelHost : IDisposable
     public ModelConfig Config { get; }
     public Tokenizer Tokenizer { get; }
     public ChatTemplate Template { get; }
-    /// <summary>Longest prompt + reply: the model's context or --max-model-len, lowered after loading to what one sequence
-    /// can hold in the smallest device's KV cache.</summary>
+    /// <summary>Longest prompt + reply: the model's context or --max-model-len, lowered after loading to what one
+    /// sequence can hold in the smallest device's KV cache.</summary>
     public int MaxModelLen { get; private set; }
     public ModelStatus Status { get; private set; } = ModelStatus.Loading;
     public string? Error { get; private set; }
@@ -70,26 +72,33 @@ public sealed class ModelHost : IDisposable
             // probe for GPUs once, and settle "auto" here so no engine probes again
             int cudaDevices = engine.Engine is EngineKind.Cuda or EngineKind.Auto ? IlgpuBackend.CudaDeviceCount() : 0;
             bool cuda = engine.Engine == EngineKind.Cuda || engine.Engine == EngineKind.Auto && cudaDevices > 0;
-            if (engine.Engine == EngineKind.Auto) engine = engine with { Engine = cuda ? EngineKind.Cuda : EngineKind.Cpu };
+            if (engine.Engine == EngineKind.Auto)
+                engine = engine with { Engine = cuda ? EngineKind.Cuda : EngineKind.Cpu };
             int devices = _options.Devices > 0 ? _options.Devices : cuda ? cudaDevices : 1;
-            if (devices < 1) throw new NotSupportedException("engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
-            if (!cuda && devices > 1 && engine.Threads == 0) engine = engine with { Threads = Math.Max(1, Environment.ProcessorCount / devices) };
+            if (devices < 1) throw new NotSupportedException(
+                "engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
+            if (!cuda && devices > 1 && engine.Threads == 0)
+                engine = engine with { Threads = Math.Max(1, Environment.ProcessorCount / devices) };
             for (int d = 0; d < devices; d++)
             {
                 var e = InferenceEngine.Load(ModelPath, engine with { Device = cuda ? d : 0 });
                 engines.Add(e);
                 e.WarmUp();
                 _logger.LogInformation("device {Device}: {Engine}", d, e.Description);
-                _logger.LogInformation("device {Device} kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
+                _logger.LogInformation(
+                    "device {Device} kv cache: {Blocks} blocks of {BlockSize} tokens ({MiB:F0} MiB, {Tokens} tokens)",
                     d, e.NumKvBlocks, e.BlockSize, e.KvCacheBytes / 1048576.0, e.NumKvBlocks * e.BlockSize);
             }
             // vLLM refuses to start here; serving a shorter context with a warning lets the default 1 GiB budget serve
             // real 128k-context models, and requests without max_tokens still fit
-            int capacity = engines.Min(e => (e.NumKvBlocks - (int)(_options.KvWatermark * e.NumKvBlocks)) * e.BlockSize);
-            if (capacity < 2) throw new ArgumentException($"the KV cache holds only {capacity} tokens per sequence; raise kv-cache-memory or kv-blocks");
+            int capacity =
+                engines.Min(e => (e.NumKvBlocks - (int)(_options.KvWatermark * e.NumKvBlocks)) * e.BlockSize);
+            if (capacity < 2) throw new ArgumentException(
+                $"the KV cache holds only {capacity} tokens per sequence; raise kv-cache-memory or kv-blocks");
             if (capacity < MaxModelLen)
             {
-                _logger.LogWarning("max model len lowered from {MaxModelLen} to {Capacity} tokens, what one sequence can hold in the KV cache (raise --kv-cache-memory or --kv-blocks for more)",
+                _logger.LogWarning("max model len lowered from {MaxModelLen} to {Capacity} tokens, what one sequence " +
+                    "can hold in the KV cache (raise --kv-cache-memory or --kv-blocks for more)",
                     MaxModelLen, capacity);
                 MaxModelLen = capacity;
             }
@@ -125,7 +134,8 @@ public sealed class ModelHost : IDisposable
     public void EnsureReady()
     {
         if (Status == ModelStatus.Ready) return;
-        throw new WeftException(WeftErrorCode.Unavailable, Status == ModelStatus.Loading ? "the model is still loading" : $"the model failed to load: {Error}");
+        throw new WeftException(WeftErrorCode.Unavailable,
+            Status == ModelStatus.Loading ? "the model is still loading" : $"the model failed to load: {Error}");
     }
 
     public void Dispose()

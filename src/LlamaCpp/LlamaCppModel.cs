@@ -15,9 +15,12 @@ public sealed class LlamaCppModel : IDisposable
     readonly LLamaWeights _weights;
     readonly ModelParams _params;
 
-    /// <param name="f16Cache">KV cache type: f16 is llama.cpp's default; f32 compares exactly with an f32 cache.</param>
-    /// <param name="sequences">Parallel sequences; llama.cpp gives each its own KV stream of contextSize / sequences cells.</param>
-    public LlamaCppModel(string path, int contextSize = 2048, int batchSize = 512, int threads = 0, bool f16Cache = true, bool vocabOnly = false, int sequences = 1)
+    /// <param name="f16Cache">KV cache type: f16 is llama.cpp's default; f32 compares exactly with an f32
+    /// cache.</param>
+    /// <param name="sequences">Parallel sequences; llama.cpp gives each its own KV stream of contextSize / sequences
+    /// cells.</param>
+    public LlamaCppModel(string path, int contextSize = 2048, int batchSize = 512, int threads = 0,
+        bool f16Cache = true, bool vocabOnly = false, int sequences = 1)
     {
         EnsureLoaded();
         _params = new ModelParams(path)
@@ -51,7 +54,8 @@ public sealed class LlamaCppModel : IDisposable
     }
 
     public int[] Tokenize(string text, bool addSpecial, bool parseSpecial) =>
-        _weights.NativeHandle.Tokenize(text, addSpecial, parseSpecial, System.Text.Encoding.UTF8).Select(t => (int)t).ToArray();
+        _weights.NativeHandle.Tokenize(text, addSpecial, parseSpecial, System.Text.Encoding.UTF8)
+            .Select(t => (int)t).ToArray();
 
     /// <summary>Greedy generation (argmax, ties to the lowest id) from a token-id prompt.</summary>
     public int[] Greedy(IReadOnlyList<int> prompt, int count)
@@ -64,7 +68,8 @@ public sealed class LlamaCppModel : IDisposable
         for (int step = 0; step < count; step++)
         {
             batch.Clear();
-            for (int i = computed; i < tokens.Count; i++) batch.Add((LLamaToken)tokens[i], i, LLamaSeqId.Zero, i == tokens.Count - 1);
+            for (int i = computed; i < tokens.Count; i++)
+                batch.Add((LLamaToken)tokens[i], i, LLamaSeqId.Zero, i == tokens.Count - 1);
             Decode(context, batch);
             int best = ArgMax(context.NativeHandle.GetLogitsIth(batch.TokenCount - 1));
             computed = tokens.Count;
@@ -75,8 +80,8 @@ public sealed class LlamaCppModel : IDisposable
     }
 
     /// <summary>
-    /// Prefills <paramref name="sequences"/> prompts of <paramref name="promptLength"/> tokens as parallel sequences of one
-    /// context, then times <paramref name="steps"/> batched decode steps of one token per sequence (llama.cpp's own
+    /// Prefills <paramref name="sequences"/> prompts of <paramref name="promptLength"/> tokens as parallel sequences of
+    /// one context, then times <paramref name="steps"/> batched decode steps of one token per sequence (llama.cpp's own
     /// batched example does the same). Returns each step's seconds.
     /// </summary>
     public List<double> DecodeStepTimes(int sequences, int promptLength, int steps)
@@ -89,7 +94,8 @@ public sealed class LlamaCppModel : IDisposable
             {
                 batch.Clear();
                 int end = Math.Min(promptLength, start + (int)_params.BatchSize);
-                for (int i = start; i < end; i++) batch.Add((LLamaToken)((s * 7919 + i * 104729) % vocab), i, (LLamaSeqId)s, i == promptLength - 1);
+                for (int i = start; i < end; i++)
+                    batch.Add((LLamaToken)((s * 7919 + i * 104729) % vocab), i, (LLamaSeqId)s, i == promptLength - 1);
                 Decode(context, batch);
             }
         var times = new List<double>(steps);
@@ -97,7 +103,8 @@ public sealed class LlamaCppModel : IDisposable
         for (int step = 0; step < steps; step++)
         {
             batch.Clear();
-            for (int s = 0; s < sequences; s++) batch.Add((LLamaToken)next[s], promptLength + step, (LLamaSeqId)s, true);
+            for (int s = 0; s < sequences; s++)
+                batch.Add((LLamaToken)next[s], promptLength + step, (LLamaSeqId)s, true);
             var sw = System.Diagnostics.Stopwatch.StartNew();
             Decode(context, batch);
             times.Add(sw.Elapsed.TotalSeconds);
@@ -106,7 +113,8 @@ public sealed class LlamaCppModel : IDisposable
         return times;
     }
 
-    /// <summary>Seconds to prefill one prompt of <paramref name="tokens"/> tokens in batches of the context's batch size.</summary>
+    /// <summary>Seconds to prefill one prompt of <paramref name="tokens"/> tokens in batches of the context's batch
+    /// size.</summary>
     public double PrefillSeconds(int tokens)
     {
         using var context = _weights.CreateContext(_params);
@@ -117,7 +125,8 @@ public sealed class LlamaCppModel : IDisposable
         {
             batch.Clear();
             int end = Math.Min(tokens, start + (int)_params.BatchSize);
-            for (int i = start; i < end; i++) batch.Add((LLamaToken)((i * 104729) % vocab), i, LLamaSeqId.Zero, i == tokens - 1);
+            for (int i = start; i < end; i++)
+                batch.Add((LLamaToken)((i * 104729) % vocab), i, LLamaSeqId.Zero, i == tokens - 1);
             Decode(context, batch);
         }
         return sw.Elapsed.TotalSeconds;

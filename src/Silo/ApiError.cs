@@ -3,9 +3,11 @@ using Weft.Abstractions;
 namespace Weft.Silo;
 
 /// <summary>
-/// A request the API refuses, with its HTTP status and the OpenAI error body {"error":{"message","type","param","code"}}.
+/// A request the API refuses, with its HTTP status and the OpenAI error body
+/// {"error":{"message","type","param","code"}}.
 /// </summary>
-sealed class ApiException(int status, string type, string code, string message, string? param = null) : Exception(message)
+sealed class ApiException(int status, string type, string code, string message, string? param = null)
+    : Exception(message)
 {
     public int Status { get; } = status;
     public string Type { get; } = type;
@@ -22,35 +24,43 @@ sealed class ApiException(int status, string type, string code, string message, 
     public static ApiException WrongType(string param, string expected) =>
         BadRequest($"'{param}' must be {expected}", param, "invalid_type");
 
-    public static ApiException Unsupported(string param, string message) => BadRequest(message, param, "unsupported_parameter");
+    public static ApiException Unsupported(string param, string message) =>
+        BadRequest(message, param, "unsupported_parameter");
 
     public static ApiException ModelNotFound(string name, string served) =>
-        new(StatusCodes.Status404NotFound, "not_found_error", "model_not_found", $"the model '{name}' does not exist; this server serves '{served}'", "model");
+        new(StatusCodes.Status404NotFound, "not_found_error", "model_not_found",
+            $"the model '{name}' does not exist; this server serves '{served}'", "model");
 
-    public static ApiException NotFound(string message) => new(StatusCodes.Status404NotFound, "not_found_error", "not_found", message);
+    public static ApiException NotFound(string message) =>
+        new(StatusCodes.Status404NotFound, "not_found_error", "not_found", message);
 
     public static ApiException Unauthorized() =>
-        new(StatusCodes.Status401Unauthorized, "authentication_error", "invalid_api_key", "a valid API key is required: send the header 'Authorization: Bearer <key>'");
+        new(StatusCodes.Status401Unauthorized, "authentication_error", "invalid_api_key",
+            "a valid API key is required: send the header 'Authorization: Bearer <key>'");
 
     public static ApiException Internal() =>
-        new(StatusCodes.Status500InternalServerError, "server_error", "internal_error", "the server failed to process the request; see its log");
+        new(StatusCodes.Status500InternalServerError, "server_error", "internal_error",
+            "the server failed to process the request; see its log");
 
     /// <summary>The HTTP face of a grain's refusal.</summary>
     public static ApiException From(WeftException e) => e.Code switch
     {
         WeftErrorCode.ContextLengthExceeded => BadRequest(e.Message, e.Param, code: "context_length_exceeded"),
-        WeftErrorCode.QueueFull => new(StatusCodes.Status429TooManyRequests, "rate_limit_error", "queue_full", e.Message) { RetryAfter = 1 },
+        WeftErrorCode.QueueFull =>
+            new(StatusCodes.Status429TooManyRequests, "rate_limit_error", "queue_full", e.Message) { RetryAfter = 1 },
         WeftErrorCode.Unavailable => Unavailable(e.Message),
         _ => BadRequest(e.Message, e.Param),
     };
 
     public static ApiException Unavailable(string message) =>
-        new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "model_not_ready", message) { RetryAfter = 5 };
+        new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "model_not_ready", message)
+        { RetryAfter = 5 };
 
     public async Task WriteAsync(HttpResponse response)
     {
         response.StatusCode = Status;
-        if (RetryAfter is { } seconds) response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        if (RetryAfter is { } seconds)
+            response.Headers.RetryAfter = seconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         await response.WriteAsJsonAsync(Body, ApiJson.Default.ErrorBody);
     }
 }

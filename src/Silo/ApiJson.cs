@@ -9,7 +9,8 @@ sealed record ErrorBody(ErrorDetail Error);
 
 sealed record ErrorDetail(string Message, string Type, string? Param, string Code);
 
-sealed record HealthResponse(string Status, string Model, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Error);
+sealed record HealthResponse(string Status, string Model,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Error);
 
 sealed record ModelList(IReadOnlyList<ModelCard> Data)
 {

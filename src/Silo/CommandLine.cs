@@ -20,40 +20,58 @@ public static class CommandLine
 
     static readonly Flag[] Flags =
     [
-        new("--model", "Weft:Model", Kind.Text, "GGUF file to serve (default: the demo model, generated into the cache on first use)"),
-        new("--served-model-name", "Weft:ServedModelName", Kind.Text, "the name clients send in \"model\" (default: the file name)"),
-        new("--chat-template", "Weft:ChatTemplate", Kind.Text, "chat template family (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template"),
+        new("--model", "Weft:Model", Kind.Text,
+            "GGUF file to serve (default: the demo model, generated into the cache on first use)"),
+        new("--served-model-name", "Weft:ServedModelName", Kind.Text,
+            "the name clients send in \"model\" (default: the file name)"),
+        new("--chat-template", "Weft:ChatTemplate", Kind.Text,
+            "chat template family (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template"),
         new("--engine", "Weft:Engine:Engine", Kind.Engine, "auto, cpu, cuda or ilgpu-cpu (default: auto)"),
-        new("--devices", "Weft:Devices", Kind.Integer, "devices to serve on, one engine each (default: every CUDA device, else 1)"),
+        new("--devices", "Weft:Devices", Kind.Integer,
+            "devices to serve on, one engine each (default: every CUDA device, else 1)"),
         new("--max-num-seqs", "Weft:Engine:MaxNumSeqs", Kind.Integer, "most sequences in one step (default: 128)"),
-        new("--max-num-batched-tokens", "Weft:Engine:MaxNumBatchedTokens", Kind.Integer, "most tokens in one step (default: 1024)"),
-        new("--max-model-len", "Weft:Engine:MaxModelLen", Kind.Integer, "longest sequence, prompt and reply (default: the model's context)"),
-        new("--kv-cache-memory", "Weft:Engine:KvCacheMemoryMiB", Kind.Integer, "KV cache budget in MiB (default: 1024)"),
-        new("--kv-blocks", "Weft:Engine:KvBlocks", Kind.Integer, "KV cache size in blocks, overriding the memory budget"),
-        new("--gpu-memory-fraction", "Weft:Engine:GpuMemoryFraction", Kind.Number, "CUDA: fraction of free GPU memory for the KV cache (default: 0.8)"),
-        new("--max-waiting", "Weft:MaxWaiting", Kind.Integer, "requests waiting for a slot beyond which new ones get HTTP 429 (default: 1024)"),
-        new("--urls", "Silo:Urls", Kind.Text, "where the HTTP API listens, ';'-separated (default: http://127.0.0.1:8000)"),
-        new("--api-key", "Silo:ApiKey", Kind.Text, "require \"Authorization: Bearer KEY\" on /v1, /tokenize and /detokenize"),
-        new("--redis", "Silo:Redis", Kind.Text, "HOST:PORT of Redis for clustering and conversation storage (default: localhost clustering, memory storage)"),
+        new("--max-num-batched-tokens", "Weft:Engine:MaxNumBatchedTokens", Kind.Integer,
+            "most tokens in one step (default: 1024)"),
+        new("--max-model-len", "Weft:Engine:MaxModelLen", Kind.Integer,
+            "longest sequence, prompt and reply (default: the model's context)"),
+        new("--kv-cache-memory", "Weft:Engine:KvCacheMemoryMiB", Kind.Integer,
+            "KV cache budget in MiB (default: 1024)"),
+        new("--kv-blocks", "Weft:Engine:KvBlocks", Kind.Integer,
+            "KV cache size in blocks, overriding the memory budget"),
+        new("--gpu-memory-fraction", "Weft:Engine:GpuMemoryFraction", Kind.Number,
+            "CUDA: fraction of free GPU memory for the KV cache (default: 0.8)"),
+        new("--max-waiting", "Weft:MaxWaiting", Kind.Integer,
+            "requests waiting for a slot beyond which new ones get HTTP 429 (default: 1024)"),
+        new("--urls", "Silo:Urls", Kind.Text,
+            "where the HTTP API listens, ';'-separated (default: http://127.0.0.1:8000)"),
+        new("--api-key", "Silo:ApiKey", Kind.Text,
+            "require \"Authorization: Bearer KEY\" on /v1, /tokenize and /detokenize"),
+        new("--redis", "Silo:Redis", Kind.Text,
+            "HOST:PORT of Redis for clustering and conversation storage " +
+            "(default: localhost clustering, memory storage)"),
         new("--silo-port", "Silo:SiloPort", Kind.Integer, "silo-to-silo port (default: 11111)"),
         new("--gateway-port", "Silo:GatewayPort", Kind.Integer, "port for Weft clients; 0 for none (default: 30000)"),
-        new("--primary-silo-port", "Silo:PrimarySiloPort", Kind.Integer, "localhost clustering: silo port of the primary silo to join"),
+        new("--primary-silo-port", "Silo:PrimarySiloPort", Kind.Integer,
+            "localhost clustering: silo port of the primary silo to join"),
     ];
 
     public static bool IsHelp(string[] args) => args.Any(a => a is "--help" or "-h" or "-?");
 
     public static string Help()
     {
-        var sb = new StringBuilder("usage: Weft.Silo [options]\n\nServes a GGUF model over an OpenAI-compatible HTTP API.\n\noptions:\n");
+        var sb = new StringBuilder(
+            "usage: Weft.Silo [options]\n\nServes a GGUF model over an OpenAI-compatible HTTP API.\n\noptions:\n");
         int width = Flags.Max(f => f.Name.Length) + 2;
         foreach (var f in Flags) sb.Append("  ").Append(f.Name.PadRight(width)).Append(f.Help).Append('\n');
         sb.Append("  ").Append("--help".PadRight(width)).Append("show this help\n");
-        sb.Append("\nEvery option can also be set in appsettings.json or the environment, e.g. WEFT_Weft__Model, WEFT_Silo__Redis.\n");
+        sb.Append("\nEvery option can also be set in appsettings.json or the environment, e.g. WEFT_Weft__Model, " +
+            "WEFT_Silo__Redis.\n");
         return sb.ToString();
     }
 
     /// <summary>The configuration keys and values the arguments set.</summary>
-    /// <exception cref="SiloOptionsException">An unknown flag, a flag without its value, or a malformed value.</exception>
+    /// <exception cref="SiloOptionsException">An unknown flag, a flag without its value, or a malformed
+    /// value.</exception>
     public static Dictionary<string, string?> Parse(IReadOnlyList<string> args)
     {
         var values = new Dictionary<string, string?>(StringComparer.OrdinalIgnoreCase);
@@ -63,7 +81,8 @@ public static class CommandLine
             int eq = arg.IndexOf('=');
             string name = eq > 0 ? arg[..eq] : arg;
             var flag = Flags.FirstOrDefault(f => f.Name == name)
-                ?? throw new SiloOptionsException(arg.StartsWith('-') ? $"unknown option '{name}' (see --help)" : $"unexpected argument '{arg}' (see --help)");
+                ?? throw new SiloOptionsException(arg.StartsWith('-')
+                    ? $"unknown option '{name}' (see --help)" : $"unexpected argument '{arg}' (see --help)");
             string value = eq > 0 ? arg[(eq + 1)..]
                 : i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i]
                 : throw new SiloOptionsException($"{name} needs a value");

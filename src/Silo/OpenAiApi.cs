@@ -13,7 +13,8 @@ namespace Weft.Silo;
 /// </summary>
 sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<OpenAiApi> logger)
 {
-    /// <summary>OpenAI's default for the legacy completions endpoint; chat replies run to the end of the context.</summary>
+    /// <summary>OpenAI's default for the legacy completions endpoint; chat replies run to the end of the
+    /// context.</summary>
     const int DefaultCompletionMaxTokens = 16;
 
     public Task HealthAsync(HttpContext ctx)
@@ -25,13 +26,15 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
             _ => ("failed", StatusCodes.Status503ServiceUnavailable),
         };
         ctx.Response.StatusCode = code;
-        return ctx.Response.WriteAsJsonAsync(new HealthResponse(status, host.ModelName, host.Error), ApiJson.Default.HealthResponse, cancellationToken: ctx.RequestAborted);
+        return ctx.Response.WriteAsJsonAsync(new HealthResponse(status, host.ModelName, host.Error),
+            ApiJson.Default.HealthResponse, cancellationToken: ctx.RequestAborted);
     }
 
     ModelCard Card => new(host.ModelName, host.Created.ToUnixTimeSeconds(), host.MaxModelLen);
 
     public Task ModelsAsync(HttpContext ctx) =>
-        ctx.Response.WriteAsJsonAsync(new ModelList([Card]), ApiJson.Default.ModelList, cancellationToken: ctx.RequestAborted);
+        ctx.Response.WriteAsJsonAsync(new ModelList([Card]), ApiJson.Default.ModelList,
+            cancellationToken: ctx.RequestAborted);
 
     public Task ModelAsync(HttpContext ctx)
     {
@@ -60,7 +63,8 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
     {
         var body = await ReadAsync(ctx);
         RefuseUnsupported(body);
-        if (body.String("suffix") is { Length: > 0 }) throw ApiException.Unsupported("suffix", "'suffix' (insertion) is not supported");
+        if (body.String("suffix") is { Length: > 0 })
+            throw ApiException.Unsupported("suffix", "'suffix' (insertion) is not supported");
         var (prompt, promptIds) = Prompt(body);
         var turn = new TurnRequest
         {
@@ -79,9 +83,12 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         // as the chat and completion endpoints tokenize: with BOS where the model adds one
         bool addSpecial = body.Bool("add_special_tokens", true);
         int[] tokens = body.Field("messages") is not null
-            ? host.Tokenizer.Encode(Render(Messages(body), body.Bool("add_generation_prompt", true)), addSpecial, parseSpecial: true)
-            : host.Tokenizer.Encode(RequestBody.AsString(body.Required("prompt"), "prompt"), addSpecial, parseSpecial: false);
-        await ctx.Response.WriteAsJsonAsync(new TokenizeResponse(tokens.Length, host.MaxModelLen, tokens), ApiJson.Default.TokenizeResponse, cancellationToken: ctx.RequestAborted);
+            ? host.Tokenizer.Encode(Render(Messages(body), body.Bool("add_generation_prompt", true)), addSpecial,
+                parseSpecial: true)
+            : host.Tokenizer.Encode(RequestBody.AsString(body.Required("prompt"), "prompt"), addSpecial,
+                parseSpecial: false);
+        await ctx.Response.WriteAsJsonAsync(new TokenizeResponse(tokens.Length, host.MaxModelLen, tokens),
+            ApiJson.Default.TokenizeResponse, cancellationToken: ctx.RequestAborted);
     }
 
     public async Task DetokenizeAsync(HttpContext ctx)
@@ -89,16 +96,19 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         var body = await ReadAsync(ctx);
         var tokens = RequestBody.AsInts(body.Required("tokens"), "tokens");
         CheckVocabulary(tokens, "tokens");
-        // The text the tokens stand for, so that detokenize undoes tokenize: a BOS the tokenizer added goes, and with it
-        // the space prefix of the first word (llama_detokenize with remove_special).
-        var text = tokens.Count > 0 && tokens[0] == host.Tokenizer.BosId && host.Tokenizer.AddBos ? tokens.Skip(1) : tokens;
-        await ctx.Response.WriteAsJsonAsync(new DetokenizeResponse(host.Tokenizer.Decode(text)), ApiJson.Default.DetokenizeResponse, cancellationToken: ctx.RequestAborted);
+        // The text the tokens stand for, so that detokenize undoes tokenize: a BOS the tokenizer added goes, and with
+        // it the space prefix of the first word (llama_detokenize with remove_special).
+        var text = tokens.Count > 0 && tokens[0] == host.Tokenizer.BosId && host.Tokenizer.AddBos
+            ? tokens.Skip(1) : tokens;
+        await ctx.Response.WriteAsJsonAsync(new DetokenizeResponse(host.Tokenizer.Decode(text)),
+            ApiJson.Default.DetokenizeResponse, cancellationToken: ctx.RequestAborted);
     }
 
     async Task<RequestBody> ReadAsync(HttpContext ctx)
     {
         var body = await RequestBody.ReadAsync(ctx.Request, ctx.RequestAborted);
-        if (body.String("model") is { } name && name != host.ModelName) throw ApiException.ModelNotFound(name, host.ModelName);
+        if (body.String("model") is { } name && name != host.ModelName)
+            throw ApiException.ModelNotFound(name, host.ModelName);
         return body;
     }
 
@@ -122,16 +132,19 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
     /// <summary>OpenAI features this server does not implement are refused rather than silently ignored.</summary>
     static void RefuseUnsupported(RequestBody b)
     {
-        if (b.Int("n") is { } n && n != 1) throw ApiException.Unsupported("n", "only n=1 is supported: send one request per choice");
+        if (b.Int("n") is { } n && n != 1)
+            throw ApiException.Unsupported("n", "only n=1 is supported: send one request per choice");
         if (b.Int("best_of") is > 1) throw ApiException.Unsupported("best_of", "best_of is not supported");
         if (b.Bool("echo")) throw ApiException.Unsupported("echo", "echo is not supported");
-        if (b.Field("logprobs") is { } lp && lp.ValueKind != JsonValueKind.False && !(lp.ValueKind == JsonValueKind.Number && lp.GetDouble() == 0))
+        if (b.Field("logprobs") is { } lp && lp.ValueKind != JsonValueKind.False
+            && !(lp.ValueKind == JsonValueKind.Number && lp.GetDouble() == 0))
             throw ApiException.Unsupported("logprobs", "logprobs are not supported");
         if (b.Int("top_logprobs") is > 0) throw ApiException.Unsupported("top_logprobs", "logprobs are not supported");
         if (b.Field("tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
             throw ApiException.Unsupported("tools", "tools (function calling) are not supported");
         if (b.Field("response_format") is { ValueKind: JsonValueKind.Object } format
-            && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() != "text")
+            && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String
+            && type.GetString() != "text")
             throw ApiException.Unsupported("response_format", $"response_format '{type.GetString()}' is not supported");
     }
 
@@ -145,7 +158,8 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
 
     static ChatMessage Message(JsonElement m, string path)
     {
-        if (m.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(path, "an object with 'role' and 'content'");
+        if (m.ValueKind != JsonValueKind.Object)
+            throw ApiException.WrongType(path, "an object with 'role' and 'content'");
         if (!m.TryGetProperty("role", out var r) || r.ValueKind == JsonValueKind.Null)
             throw ApiException.BadRequest($"'{path}.role' is required", $"{path}.role", "missing_required_parameter");
         string role = RequestBody.AsString(r, $"{path}.role") switch
@@ -153,11 +167,14 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
             "system" or "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
-            var other => throw ApiException.BadRequest($"'{path}.role' is '{other}'; the roles are system (or developer), user and assistant", $"{path}.role"),
+            var other => throw ApiException.BadRequest(
+                $"'{path}.role' is '{other}'; the roles are system (or developer), user and assistant", $"{path}.role"),
         };
         bool present = m.TryGetProperty("content", out var c) && c.ValueKind != JsonValueKind.Null;
         string content = !present
-            ? role == "assistant" ? "" : throw ApiException.BadRequest($"'{path}.content' is required", $"{path}.content", "missing_required_parameter")
+            ? role == "assistant" ? ""
+                : throw ApiException.BadRequest($"'{path}.content' is required", $"{path}.content",
+                    "missing_required_parameter")
             : c.ValueKind switch
             {
                 JsonValueKind.String => c.GetString()!,
@@ -167,22 +184,28 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         return new ChatMessage(role, content);
     }
 
-    /// <summary>Text content parts joined by newlines, as vLLM does; other kinds of parts (images, audio) are refused.</summary>
-    static string TextParts(JsonElement parts, string path) => string.Join('\n', parts.EnumerateArray().Select((part, i) =>
+    /// <summary>Text content parts joined by newlines, as vLLM does; other kinds of parts (images, audio) are
+    /// refused.</summary>
+    static string TextParts(JsonElement parts, string path) =>
+        string.Join('\n', parts.EnumerateArray().Select((part, i) =>
     {
         string at = $"{path}[{i}]";
-        if (part.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(at, "an object with 'type' and 'text'");
+        if (part.ValueKind != JsonValueKind.Object)
+            throw ApiException.WrongType(at, "an object with 'type' and 'text'");
         string type = part.TryGetProperty("type", out var t) ? RequestBody.AsString(t, $"{at}.type") : "";
-        if (type != "text") throw ApiException.Unsupported($"{at}.type", $"content parts of type '{type}' are not supported; only text");
+        if (type != "text") throw ApiException.Unsupported($"{at}.type",
+            $"content parts of type '{type}' are not supported; only text");
         return part.TryGetProperty("text", out var text) ? RequestBody.AsString(text, $"{at}.text")
             : throw ApiException.BadRequest($"'{at}.text' is required", $"{at}.text", "missing_required_parameter");
     }));
 
-    /// <summary>A completion prompt: a string, an array of token ids, or either alone in an array (OpenAI's batch form with one prompt).</summary>
+    /// <summary>A completion prompt: a string, an array of token ids, or either alone in an array (OpenAI's batch form
+    /// with one prompt).</summary>
     (string? Text, IReadOnlyList<int>? Ids) Prompt(RequestBody b)
     {
         var p = b.Required("prompt");
-        if (p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 1 && p[0].ValueKind is JsonValueKind.String or JsonValueKind.Array) p = p[0];
+        if (p.ValueKind == JsonValueKind.Array && p.GetArrayLength() == 1
+            && p[0].ValueKind is JsonValueKind.String or JsonValueKind.Array) p = p[0];
         switch (p.ValueKind)
         {
             case JsonValueKind.String:
@@ -192,8 +215,10 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
                 if (ids.Count == 0) throw ApiException.BadRequest("'prompt' must not be empty", "prompt");
                 CheckVocabulary(ids, "prompt");
                 return (null, ids);
-            case JsonValueKind.Array when p.EnumerateArray().All(e => e.ValueKind is JsonValueKind.String or JsonValueKind.Array):
-                throw ApiException.Unsupported("prompt", "several prompts in one request are not supported: send one request per prompt");
+            case JsonValueKind.Array
+                when p.EnumerateArray().All(e => e.ValueKind is JsonValueKind.String or JsonValueKind.Array):
+                throw ApiException.Unsupported("prompt",
+                    "several prompts in one request are not supported: send one request per prompt");
             default:
                 throw ApiException.WrongType("prompt", "a string or an array of token ids");
         }
@@ -203,7 +228,8 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
     {
         foreach (int id in ids)
             if ((uint)id >= (uint)host.Tokenizer.VocabSize)
-                throw ApiException.BadRequest($"token id {id} in '{param}' is outside the vocabulary (0..{host.Tokenizer.VocabSize - 1})", param);
+                throw ApiException.BadRequest($"token id {id} in '{param}' is outside the vocabulary " +
+                    $"(0..{host.Tokenizer.VocabSize - 1})", param);
     }
 
     string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt)
@@ -223,8 +249,10 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         host.EnsureReady();
         bool stream = body.Bool("stream");
         bool includeUsage = IncludeUsage(body);
-        string? id = body.String("conversation_id") ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
-        if (id is { Length: 0 or > 256 }) throw ApiException.BadRequest("a conversation id has 1 to 256 characters", "conversation_id");
+        string? id = body.String("conversation_id")
+            ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
+        if (id is { Length: 0 or > 256 })
+            throw ApiException.BadRequest("a conversation id has 1 to 256 characters", "conversation_id");
         // without an id the request is a conversation of its own that keeps nothing
         if (id is null) turn = turn with { Ephemeral = true };
         var conversation = grains.GetGrain<IConversationGrain>(id ?? $"http-{Guid.NewGuid():N}");
@@ -236,7 +264,8 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
             await using var deltas = conversation.SendAsync(turn, ct).GetAsyncEnumerator(ct);
             // A refusal (bad value, full queue) comes with the first step, before any byte of the answer: it gets its
             // own status code even for a stream.
-            if (!await deltas.MoveNextAsync()) throw new InvalidOperationException("the conversation ended the turn without a reply");
+            if (!await deltas.MoveNextAsync())
+                throw new InvalidOperationException("the conversation ended the turn without a reply");
             if (stream) await StreamAsync(reply, deltas, includeUsage, ct);
             else await reply.WholeAsync(deltas);
             await ctx.Response.CompleteAsync();
@@ -251,10 +280,12 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
     {
         if (body.Field("stream_options") is not { } options) return false;
         if (options.ValueKind != JsonValueKind.Object) throw ApiException.WrongType("stream_options", "an object");
-        return options.TryGetProperty("include_usage", out var v) && v.ValueKind != JsonValueKind.Null && RequestBody.AsBool(v, "stream_options.include_usage");
+        return options.TryGetProperty("include_usage", out var v) && v.ValueKind != JsonValueKind.Null
+            && RequestBody.AsBool(v, "stream_options.include_usage");
     }
 
-    async Task StreamAsync(ReplyWriter reply, IAsyncEnumerator<TurnDelta> deltas, bool includeUsage, CancellationToken ct)
+    async Task StreamAsync(ReplyWriter reply, IAsyncEnumerator<TurnDelta> deltas, bool includeUsage,
+        CancellationToken ct)
     {
         await reply.StartStreamAsync(deltas.Current);
         try
@@ -298,7 +329,8 @@ static class WeftApiEndpoints
         if (options.ApiKey is { } key)
         {
             byte[] expected = Encoding.UTF8.GetBytes($"Bearer {key}");
-            app.Use((ctx, next) => !NeedsKey(ctx.Request.Path) || Matches(ctx.Request.Headers.Authorization.ToString(), expected)
+            app.Use((ctx, next) =>
+                !NeedsKey(ctx.Request.Path) || Matches(ctx.Request.Headers.Authorization.ToString(), expected)
                 ? next(ctx)
                 : throw ApiException.Unauthorized());
         }
@@ -315,11 +347,14 @@ static class WeftApiEndpoints
     static OpenAiApi Api(HttpContext ctx) => ctx.RequestServices.GetRequiredService<OpenAiApi>();
 
     static ApiException NoRoute(HttpContext ctx) => ctx.Response.StatusCode == StatusCodes.Status405MethodNotAllowed
-        ? new(StatusCodes.Status405MethodNotAllowed, "invalid_request_error", "method_not_allowed", $"{ctx.Request.Method} is not allowed on {ctx.Request.Path}")
-        : new(ctx.Response.StatusCode, "not_found_error", "not_found", $"no route for {ctx.Request.Method} {ctx.Request.Path}");
+        ? new(StatusCodes.Status405MethodNotAllowed, "invalid_request_error", "method_not_allowed",
+            $"{ctx.Request.Method} is not allowed on {ctx.Request.Path}")
+        : new(ctx.Response.StatusCode, "not_found_error", "not_found",
+            $"no route for {ctx.Request.Method} {ctx.Request.Path}");
 
     static bool NeedsKey(PathString path) =>
-        path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize");
+        path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize")
+            || path.StartsWithSegments("/detokenize");
 
     static bool Matches(string header, byte[] expected) =>
         CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header), expected);
@@ -340,7 +375,8 @@ static class WeftApiEndpoints
             {
                 ApiException a => a,
                 WeftException w => ApiException.From(w),
-                BadHttpRequestException b => new ApiException(b.StatusCode, "invalid_request_error", "bad_request", b.Message),
+                BadHttpRequestException b =>
+                    new ApiException(b.StatusCode, "invalid_request_error", "bad_request", b.Message),
                 _ => Api(ctx).Unexpected(e),
             };
             ctx.Response.Clear();

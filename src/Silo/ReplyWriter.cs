@@ -10,7 +10,8 @@ namespace Weft.Silo;
 /// Writes a turn's reply in the shape of its endpoint: a chat completion or a text completion, whole or as server-sent
 /// events ("data: {chunk}" per delta, "data: [DONE]" at the end).
 /// </summary>
-sealed class ReplyWriter(HttpResponse response, bool chat, string id, long created, string model, bool returnTokenIds, CancellationToken ct)
+sealed class ReplyWriter(HttpResponse response, bool chat, string id, long created, string model, bool returnTokenIds,
+    CancellationToken ct)
 {
     public async Task WholeAsync(IAsyncEnumerator<TurnDelta> deltas)
     {
@@ -26,15 +27,18 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
             promptIds ??= last.PromptTokenIds;
         }
         while (await deltas.MoveNextAsync());
-        if (last is not { FinishReason: { } finish, Usage: { } usage }) throw new InvalidOperationException("the reply ended without a finish reason");
+        if (last is not { FinishReason: { } finish, Usage: { } usage })
+            throw new InvalidOperationException("the reply ended without a finish reason");
 
         var ids = returnTokenIds ? tokens : null;
         if (chat)
             await response.WriteAsJsonAsync(new ChatCompletion(id, created, model,
-                [new ChatChoice(0, new ChatMessageOut("assistant", text.ToString()), finish, ids)], Usage(usage), promptIds), ApiJson.Default.ChatCompletion, cancellationToken: ct);
+                [new ChatChoice(0, new ChatMessageOut("assistant", text.ToString()), finish, ids)], Usage(usage),
+                promptIds), ApiJson.Default.ChatCompletion, cancellationToken: ct);
         else
             await response.WriteAsJsonAsync(new Completion(id, created, model,
-                [new CompletionChoice(0, text.ToString(), finish, ids)], Usage(usage), promptIds), ApiJson.Default.Completion, cancellationToken: ct);
+                [new CompletionChoice(0, text.ToString(), finish, ids)], Usage(usage), promptIds),
+                ApiJson.Default.Completion, cancellationToken: ct);
     }
 
     public Task StartStreamAsync(TurnDelta first)
@@ -45,7 +49,9 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
         response.Headers["X-Accel-Buffering"] = "no";
         // A chat stream opens with the assistant's role, as OpenAI's does; it carries the prompt's ids when asked.
         return chat
-            ? EventAsync(new ChatChunk(id, created, model, [new ChatChunkChoice(0, new ChatDelta("assistant", ""), null, null)], null, first.PromptTokenIds), ApiJson.Default.ChatChunk)
+            ? EventAsync(new ChatChunk(id, created, model,
+                [new ChatChunkChoice(0, new ChatDelta("assistant", ""), null, null)], null, first.PromptTokenIds),
+                ApiJson.Default.ChatChunk)
             : Task.CompletedTask;
     }
 
@@ -57,8 +63,11 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
         if (d.Text.Length == 0 && d.FinishReason is null && !tokens && promptIds is null) return Task.CompletedTask;
         var ids = returnTokenIds ? d.TokenIds : null;
         return chat
-            ? EventAsync(new ChatChunk(id, created, model, [new ChatChunkChoice(0, new ChatDelta(null, d.Text.Length > 0 ? d.Text : null), d.FinishReason, ids)], null, null), ApiJson.Default.ChatChunk)
-            : EventAsync(new Completion(id, created, model, [new CompletionChoice(0, d.Text, d.FinishReason, ids)], null, promptIds), ApiJson.Default.Completion);
+            ? EventAsync(new ChatChunk(id, created, model,
+                [new ChatChunkChoice(0, new ChatDelta(null, d.Text.Length > 0 ? d.Text : null), d.FinishReason, ids)],
+                null, null), ApiJson.Default.ChatChunk)
+            : EventAsync(new Completion(id, created, model, [new CompletionChoice(0, d.Text, d.FinishReason, ids)],
+                null, promptIds), ApiJson.Default.Completion);
     }
 
     /// <summary>stream_options.include_usage: a last chunk with the usage and no choices.</summary>

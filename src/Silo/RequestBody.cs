@@ -25,7 +25,8 @@ sealed class RequestBody
         {
             throw ApiException.BadRequest($"the request body is not valid JSON: {e.Message}", code: "invalid_json");
         }
-        if (root.ValueKind != JsonValueKind.Object) throw ApiException.BadRequest("the request body must be a JSON object", code: "invalid_json");
+        if (root.ValueKind != JsonValueKind.Object)
+            throw ApiException.BadRequest("the request body must be a JSON object", code: "invalid_json");
         return new RequestBody(root);
     }
 
@@ -56,7 +57,8 @@ sealed class RequestBody
     {
         null => [],
         { ValueKind: JsonValueKind.String } v => [v.GetString()!],
-        { ValueKind: JsonValueKind.Array } v => v.EnumerateArray().Select((e, i) => AsString(e, $"{name}[{i}]")).ToList(),
+        { ValueKind: JsonValueKind.Array } v => v.EnumerateArray().Select((e, i) => AsString(e, $"{name}[{i}]"))
+            .ToList(),
         _ => throw ApiException.WrongType(name, "a string or an array of strings"),
     };
 
@@ -73,7 +75,8 @@ sealed class RequestBody
     };
 
     public static int AsInt(JsonElement v, string name) =>
-        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) ? n : throw ApiException.WrongType(name, "an integer");
+        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int n) ? n
+            : throw ApiException.WrongType(name, "an integer");
 
     public static IReadOnlyList<int> AsInts(JsonElement v, string name) =>
         v.ValueKind == JsonValueKind.Array

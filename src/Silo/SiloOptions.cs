@@ -13,12 +13,14 @@ public sealed record SiloOptions
     public string Urls { get; init; } = "http://127.0.0.1:8000";
     /// <summary>When set, every /v1 call and /tokenize, /detokenize need "Authorization: Bearer {key}".</summary>
     public string? ApiKey { get; init; }
-    /// <summary>HOST:PORT (or any StackExchange.Redis configuration string) of a Redis for clustering and grain storage; null: one silo on localhost with memory storage.</summary>
+    /// <summary>HOST:PORT (or any StackExchange.Redis configuration string) of a Redis for clustering and grain
+    /// storage; null: one silo on localhost with memory storage.</summary>
     public string? Redis { get; init; }
     public int SiloPort { get; init; } = 11111;
     /// <summary>The port clients (the Weft client SDK) connect to; 0 runs no gateway.</summary>
     public int GatewayPort { get; init; } = 30000;
-    /// <summary>Localhost clustering only: the silo port of the primary silo this one joins; null makes this silo the primary.</summary>
+    /// <summary>Localhost clustering only: the silo port of the primary silo this one joins; null makes this silo the
+    /// primary.</summary>
     public int? PrimarySiloPort { get; init; }
     public string ClusterId { get; init; } = WeftDefaults.ClusterId;
     public string ServiceId { get; init; } = WeftDefaults.ServiceId;
@@ -28,15 +30,19 @@ public sealed record SiloOptions
         var urls = Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (urls.Length == 0) yield return "urls must name at least one URL";
         foreach (var url in urls)
-            if (!IsListenUrl(url)) yield return $"url '{url}' is not a listen address such as http://127.0.0.1:8000 (host and port; * or + for every interface)";
+            if (!IsListenUrl(url))
+                yield return $"url '{url}' is not a listen address such as http://127.0.0.1:8000 " +
+                    "(host and port; * or + for every interface)";
         if (ApiKey is { Length: 0 }) yield return "api-key must not be empty";
         if (Redis is { } redis && string.IsNullOrWhiteSpace(redis)) yield return "redis must be HOST:PORT";
         if (SiloPort is < 1 or > 65535) yield return "silo-port must be between 1 and 65535";
         if (GatewayPort is < 0 or > 65535) yield return "gateway-port must be between 0 (no gateway) and 65535";
         if (GatewayPort == SiloPort) yield return "gateway-port must differ from silo-port";
         if (PrimarySiloPort is < 1 or > 65535) yield return "primary-silo-port must be between 1 and 65535";
-        if (PrimarySiloPort is not null && Redis is not null) yield return "primary-silo-port is for localhost clustering; with redis the silos find each other there";
-        if (string.IsNullOrWhiteSpace(ClusterId) || string.IsNullOrWhiteSpace(ServiceId)) yield return "cluster and service ids must not be empty";
+        if (PrimarySiloPort is not null && Redis is not null)
+            yield return "primary-silo-port is for localhost clustering; with redis the silos find each other there";
+        if (string.IsNullOrWhiteSpace(ClusterId) || string.IsNullOrWhiteSpace(ServiceId))
+            yield return "cluster and service ids must not be empty";
     }
 
     /// <summary>What Kestrel binds to: http(s)://host:port, where Kestrel also takes * and + as the host. Checked here
@@ -47,7 +53,8 @@ public sealed record SiloOptions
         if (scheme < 0 || url[..scheme].ToLowerInvariant() is not ("http" or "https")) return false;
         string rest = url[(scheme + 3)..];
         if (rest.StartsWith('*') || rest.StartsWith('+')) rest = "localhost" + rest[1..];
-        return Uri.TryCreate($"{url[..scheme]}://{rest}", UriKind.Absolute, out var uri) && uri.AbsolutePath == "/" && uri.Query.Length == 0
+        return Uri.TryCreate($"{url[..scheme]}://{rest}", UriKind.Absolute, out var uri) && uri.AbsolutePath == "/"
+            && uri.Query.Length == 0
             && rest.Contains(':') && !string.IsNullOrEmpty(uri.Host);
     }
 }

@@ -46,7 +46,8 @@ public static partial class WeftSilo
                 }
                 await app.StartAsync();
             }
-            catch (Exception e) when (e is GgufFormatException or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or OrleansException)
+            catch (Exception e) when (e is GgufFormatException or IOException or UnauthorizedAccessException
+                or ArgumentException or InvalidOperationException or OrleansException)
             {
                 Console.Error.WriteLine($"weft-silo: {OneLine(e, app.Services.GetRequiredService<SiloOptions>())}");
                 return e is ArgumentException ? 2 : 1;
@@ -64,9 +65,11 @@ public static partial class WeftSilo
     /// </summary>
     static string? UnavailablePort(SiloOptions silo)
     {
-        var ports = new List<(string Name, IPEndPoint Endpoint)> { ($"silo port {silo.SiloPort}", new(IPAddress.Any, silo.SiloPort)) };
+        var ports = new List<(string Name, IPEndPoint Endpoint)>
+            { ($"silo port {silo.SiloPort}", new(IPAddress.Any, silo.SiloPort)) };
         if (silo.GatewayPort > 0) ports.Add(($"gateway port {silo.GatewayPort}", new(IPAddress.Any, silo.GatewayPort)));
-        foreach (var url in silo.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        foreach (var url in silo.Urls.Split(';',
+            StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
             var uri = new Uri(url.Replace("://*", "://localhost").Replace("://+", "://localhost"));
             var address = url.Contains("://*") || url.Contains("://+") ? IPAddress.Any
@@ -83,7 +86,8 @@ public static partial class WeftSilo
             }
             catch (System.Net.Sockets.SocketException e)
             {
-                return e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse ? $"{name} is already in use" : $"cannot listen on {name}: {e.Message}";
+                return e.SocketErrorCode == System.Net.Sockets.SocketError.AddressAlreadyInUse
+                    ? $"{name} is already in use" : $"cannot listen on {name}: {e.Message}";
             }
             finally
             {
@@ -97,15 +101,18 @@ public static partial class WeftSilo
     {
         ArgumentException { ParamName: { } param } a => a.Message.Replace($" (Parameter '{param}')", ""),
         // Kestrel names its URL; Orleans only says "Address already in use"
-        Microsoft.AspNetCore.Connections.AddressInUseException => $"silo port {silo.SiloPort} or gateway port {silo.GatewayPort} is already in use",
+        Microsoft.AspNetCore.Connections.AddressInUseException =>
+            $"silo port {silo.SiloPort} or gateway port {silo.GatewayPort} is already in use",
         _ => e.Message,
     }).ReplaceLineEndings(" ");
 
-    /// <summary>Builds the silo from the command line, the environment (WEFT_ prefix) and appsettings.json; tests start it themselves.</summary>
+    /// <summary>Builds the silo from the command line, the environment (WEFT_ prefix) and appsettings.json; tests start
+    /// it themselves.</summary>
     /// <exception cref="SiloOptionsException">The options are malformed or out of range.</exception>
     public static WebApplication Build(string[] args)
     {
-        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        var builder =
+            WebApplication.CreateBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddEnvironmentVariables("WEFT_");
         builder.Configuration.AddInMemoryCollection(CommandLine.Parse(args));
         var silo = Bind<SiloOptions>(builder.Configuration, SiloOptions.Section);
@@ -113,7 +120,8 @@ public static partial class WeftSilo
         var problems = silo.Validate().Concat(model.Validate()).ToList();
         if (problems.Count > 0) throw new SiloOptionsException(string.Join("; ", problems));
 
-        builder.WebHost.UseUrls(silo.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        builder.WebHost.UseUrls(silo.Urls.Split(';',
+            StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         builder.Logging.ClearProviders().AddSimpleConsole(o =>
         {
             o.SingleLine = true;
@@ -136,7 +144,8 @@ public static partial class WeftSilo
             else
             {
                 s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
-                s.UseRedisClustering(o => o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
+                s.UseRedisClustering(o =>
+                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
                 s.AddRedisGrainStorage(WeftStorage.Name, o =>
                 {
                     o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis);
@@ -162,8 +171,10 @@ public static partial class WeftSilo
         return app;
     }
 
-    /// <summary>Latencies and tick times: from a fraction of a millisecond (a GPU tick) to a minute (a long reply under load).</summary>
-    static readonly double[] SecondsBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60];
+    /// <summary>Latencies and tick times: from a fraction of a millisecond (a GPU tick) to a minute (a long reply under
+    /// load).</summary>
+    static readonly double[] SecondsBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
+        0.75, 1, 2.5, 5, 7.5, 10, 30, 60];
     static readonly double[] BatchBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
     static T Bind<T>(IConfiguration configuration, string section) where T : new()
@@ -183,14 +194,18 @@ public static partial class WeftSilo
     {
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Weft.Silo");
         var silo = app.Services.GetRequiredService<SiloOptions>();
-        LogCluster(logger, silo.Redis is null ? "localhost" : $"redis {silo.Redis}", silo.ClusterId, silo.SiloPort, silo.GatewayPort);
-        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses ?? [];
+        LogCluster(logger, silo.Redis is null ? "localhost" : $"redis {silo.Redis}", silo.ClusterId, silo.SiloPort,
+            silo.GatewayPort);
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses
+            ?? [];
         LogListening(logger, string.Join(", ", addresses), silo.ApiKey is null ? "no API key" : "API key required");
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "cluster: {Clustering}, cluster id {ClusterId}, silo port {SiloPort}, gateway port {GatewayPort}")]
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "cluster: {Clustering}, cluster id {ClusterId}, silo port {SiloPort}, gateway port {GatewayPort}")]
     static partial void LogCluster(ILogger logger, string clustering, string clusterId, int siloPort, int gatewayPort);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "listening on {Urls} ({Auth}): OpenAI API under /v1, /health, /metrics")]
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "listening on {Urls} ({Auth}): OpenAI API under /v1, /health, /metrics")]
     static partial void LogListening(ILogger logger, string urls, string auth);
 }

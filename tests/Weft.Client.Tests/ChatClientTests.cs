@@ -3,7 +3,8 @@ using Weft.Testing;
 
 namespace Weft.Client.Tests;
 
-/// <summary>Code written against Microsoft.Extensions.AI talks to a Weft cluster through <see cref="WeftChatClient"/>.</summary>
+/// <summary>Code written against Microsoft.Extensions.AI talks to a Weft cluster through <see
+/// cref="WeftChatClient"/>.</summary>
 public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftCluster>
 {
     IChatClient Chat => new WeftChatClient(new WeftClient(cluster.Cluster.Client), "test-model");
@@ -25,10 +26,12 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
         Assert.Equal(response.Usage.OutputTokenCount, streamed.Usage?.OutputTokenCount);
         Assert.Equal("test-model", response.ModelId);
         // the reply ends at the end-of-turn token or at the token limit, and says which
-        Assert.Equal(response.Usage.OutputTokenCount == 16 ? ChatFinishReason.Length : ChatFinishReason.Stop, response.FinishReason);
+        Assert.Equal(response.Usage.OutputTokenCount == 16 ? ChatFinishReason.Length : ChatFinishReason.Stop,
+            response.FinishReason);
         Assert.Equal(response.FinishReason, streamed.FinishReason);
         // the id names the conversation the service now holds
-        var history = await new WeftClient(cluster.Cluster.Client).Conversation(response.ConversationId!).GetHistoryAsync();
+        var history = await new WeftClient(cluster.Cluster.Client).Conversation(response.ConversationId!)
+            .GetHistoryAsync();
         Assert.Equal(["system", "user", "assistant"], history.Messages.Select(m => m.Role));
         Assert.Equal(response.Text, history.Messages[^1].Content);
     }
@@ -44,13 +47,15 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
         Assert.Equal(first.ConversationId, second.ConversationId);
         Assert.True(second.Usage!.CachedInputTokenCount > 0, "the second turn reuses the first turn's KV cache");
 
-        var history = await new WeftClient(cluster.Cluster.Client).Conversation(first.ConversationId!).GetHistoryAsync();
+        var history = await new WeftClient(cluster.Cluster.Client).Conversation(first.ConversationId!)
+            .GetHistoryAsync();
         Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
         Assert.Equal(second.Text, history.Messages[^1].Content);
 
         // instructions would rewrite the history the service holds: refused, not silently dropped
         options.Instructions = "Be brief.";
-        await Assert.ThrowsAsync<NotSupportedException>(() => Chat.GetResponseAsync([new ChatMessage(ChatRole.User, "More?")], options, Ct));
+        await Assert.ThrowsAsync<NotSupportedException>(() =>
+            Chat.GetResponseAsync([new ChatMessage(ChatRole.User, "More?")], options, Ct));
     }
 
     [Fact]

@@ -17,12 +17,15 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
             PromptTokenIds = [1, .. Enumerable.Range(0, 3 + i % 29).Select(j => 259 + (i * 131 + j * 17) % 700)],
             Sampling = i % 2 == 0
                 ? new SamplingOptions { Temperature = 0, MaxTokens = 4 + i % 13, IgnoreEos = true }
-                : new SamplingOptions { Temperature = 0.9f, TopP = 0.95f, Seed = (ulong)i, MaxTokens = 4 + i % 13, IgnoreEos = true },
+                : new SamplingOptions
+                { Temperature = 0.9f, TopP = 0.95f, Seed = (ulong)i, MaxTokens = 4 + i % 13, IgnoreEos = true },
         };
 
         var alone = new TurnResult[n];
-        for (int i = 0; i < n; i++) alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"alone-{i}").RunAsync(Request(i), Ct);
-        var together = await Task.WhenAll(Enumerable.Range(0, n).Select(i => cluster.Grains.GetGrain<IConversationGrain>($"together-{i}").RunAsync(Request(i), Ct)));
+        for (int i = 0; i < n; i++)
+            alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"alone-{i}").RunAsync(Request(i), Ct);
+        var together = await Task.WhenAll(Enumerable.Range(0, n)
+            .Select(i => cluster.Grains.GetGrain<IConversationGrain>($"together-{i}").RunAsync(Request(i), Ct)));
 
         for (int i = 0; i < n; i++)
         {
@@ -31,7 +34,8 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
             Assert.Equal(4 + i % 13, together[i].Usage.CompletionTokens);
         }
         var stats = await cluster.BatchGrain().GetStatsAsync();
-        Assert.True(stats.MeanBatchSize > 1, $"concurrent turns should share ticks (mean batch {stats.MeanBatchSize:F1})");
+        Assert.True(stats.MeanBatchSize > 1,
+            $"concurrent turns should share ticks (mean batch {stats.MeanBatchSize:F1})");
     }
 
     [Fact]
@@ -43,9 +47,11 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
         Assert.Equal(0, first.Usage.CachedTokens);
 
         var second = await conversation.RunAsync(Turns.Chat("And the mountains?", Greedy(12)), Ct);
-        // Everything of turn 1 was computed except its last sampled token, which turn 2 computes with its own new tokens.
+        // Everything of turn 1 was computed except its last sampled token, which turn 2 computes with its own new
+        // tokens.
         Assert.Equal(first.Usage.PromptTokens + first.Usage.CompletionTokens - 1, second.Usage.CachedTokens);
-        Assert.Equal([.. first.PromptTokenIds, .. first.TokenIds], second.PromptTokenIds.Take(first.PromptTokenIds.Count + first.TokenIds.Count));
+        Assert.Equal([.. first.PromptTokenIds, .. first.TokenIds],
+            second.PromptTokenIds.Take(first.PromptTokenIds.Count + first.TokenIds.Count));
 
         // The same tokens given to a conversation of its own (no KV handle of its own; the shared prefix cache may
         // serve its full blocks) produce the same reply.
@@ -86,14 +92,18 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
     public async Task BadRequestsAreRefusedWithAClearError()
     {
         var c = cluster.Grains.GetGrain<IConversationGrain>("bad");
-        var e1 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [1, 5000], Sampling = Greedy(4) }, Ct));
+        var e1 = await Assert.ThrowsAsync<WeftException>(() =>
+            c.RunAsync(new TurnRequest { PromptTokenIds = [1, 5000], Sampling = Greedy(4) }, Ct));
         Assert.Equal(WeftErrorCode.InvalidRequest, e1.Code);
         Assert.Contains("token id 5000", e1.Message);
-        var e2 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [1, 2, 3], Sampling = new() { Temperature = -1 } }, Ct));
+        var e2 = await Assert.ThrowsAsync<WeftException>(() =>
+            c.RunAsync(new TurnRequest { PromptTokenIds = [1, 2, 3], Sampling = new() { Temperature = -1 } }, Ct));
         Assert.Contains("temperature", e2.Message);
-        var e3 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(new TurnRequest { PromptTokenIds = [.. Enumerable.Repeat(300, 1000)], Sampling = Greedy(100) }, Ct));
+        var e3 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(
+            new TurnRequest { PromptTokenIds = [.. Enumerable.Repeat(300, 1000)], Sampling = Greedy(100) }, Ct));
         Assert.Equal(WeftErrorCode.ContextLengthExceeded, e3.Code);
-        var e4 = await Assert.ThrowsAsync<WeftException>(() => c.RunAsync(Turns.Chat("hi", Greedy(4)) with { Messages = [new ChatMessage("robot", "hi")] }, Ct));
+        var e4 = await Assert.ThrowsAsync<WeftException>(() =>
+            c.RunAsync(Turns.Chat("hi", Greedy(4)) with { Messages = [new ChatMessage("robot", "hi")] }, Ct));
         Assert.Equal(WeftErrorCode.InvalidRequest, e4.Code);
         Assert.Contains("robot", e4.Message);
         // the conversation still works afterwards

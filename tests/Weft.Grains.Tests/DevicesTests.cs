@@ -24,17 +24,23 @@ public sealed class DevicesTests(TwoDeviceCluster cluster) : IClassFixture<TwoDe
         const int n = 24;
         Assert.Equal(2, cluster.Host.Engines.Count);
         var alone = new TurnResult[n];
-        for (int i = 0; i < n; i++) alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"dev-alone-{i}").RunAsync(Request(i), Ct);
-        var before = await Task.WhenAll(Enumerable.Range(0, 2).Select(d => cluster.BatchGrain(device: d).GetStatsAsync()));
+        for (int i = 0; i < n; i++)
+            alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"dev-alone-{i}").RunAsync(Request(i), Ct);
+        var before = await Task.WhenAll(Enumerable.Range(0, 2)
+            .Select(d => cluster.BatchGrain(device: d).GetStatsAsync()));
 
-        var conversations = Enumerable.Range(0, n).Select(i => cluster.Grains.GetGrain<IConversationGrain>($"dev-together-{i}")).ToArray();
+        var conversations = Enumerable.Range(0, n)
+            .Select(i => cluster.Grains.GetGrain<IConversationGrain>($"dev-together-{i}")).ToArray();
         var together = await Task.WhenAll(conversations.Select((c, i) => c.RunAsync(Request(i), Ct)));
         for (int i = 0; i < n; i++) Assert.Equal(alone[i].TokenIds, together[i].TokenIds);
 
-        var after = await Task.WhenAll(Enumerable.Range(0, 2).Select(d => cluster.BatchGrain(device: d).GetStatsAsync()));
-        long[] generated = [.. Enumerable.Range(0, 2).Select(d => after[d].TokensGenerated - before[d].TokensGenerated)];
+        var after = await Task.WhenAll(Enumerable.Range(0, 2)
+            .Select(d => cluster.BatchGrain(device: d).GetStatsAsync()));
+        long[] generated = [.. Enumerable.Range(0, 2)
+            .Select(d => after[d].TokensGenerated - before[d].TokensGenerated)];
         Assert.Equal(together.Sum(t => (long)t.Usage.CompletionTokens), generated.Sum());
-        Assert.All(generated, g => Assert.True(g > 0, $"both devices should have served turns (tokens per device: {string.Join(", ", generated)})"));
+        Assert.All(generated, g => Assert.True(g > 0,
+            $"both devices should have served turns (tokens per device: {string.Join(", ", generated)})"));
 
         // a second turn finds its KV cache on the device that served the first
         var second = await Task.WhenAll(conversations.Select((c, i) => c.RunAsync(new TurnRequest
@@ -43,6 +49,7 @@ public sealed class DevicesTests(TwoDeviceCluster cluster) : IClassFixture<TwoDe
             Sampling = Request(i).Sampling,
         }, Ct)));
         for (int i = 0; i < n; i++)
-            Assert.Equal(together[i].Usage.PromptTokens + together[i].Usage.CompletionTokens - 1, second[i].Usage.CachedTokens);
+            Assert.Equal(together[i].Usage.PromptTokens + together[i].Usage.CompletionTokens - 1,
+                second[i].Usage.CachedTokens);
     }
 }

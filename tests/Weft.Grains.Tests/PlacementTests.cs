@@ -14,7 +14,8 @@ public sealed class PlacementTests(TwoSiloCluster cluster) : IClassFixture<TwoSi
     {
         var ct = TestContext.Current.CancellationToken;
         var sampling = new SamplingOptions { Temperature = 0, MaxTokens = 4, IgnoreEos = true };
-        var conversations = Enumerable.Range(0, 16).Select(i => cluster.Grains.GetGrain<IConversationGrain>($"placed-{i}")).ToArray();
+        var conversations = Enumerable.Range(0, 16)
+            .Select(i => cluster.Grains.GetGrain<IConversationGrain>($"placed-{i}")).ToArray();
         await Task.WhenAll(conversations.Select((c, i) => c.RunAsync(Turns.Chat($"Hello number {i}", sampling), ct)));
         var silos = await Task.WhenAll(conversations.Select(async c => (await c.GetHistoryAsync()).Silo));
         Assert.Equal(2, silos.Distinct().Count());

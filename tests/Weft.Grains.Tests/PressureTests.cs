@@ -22,18 +22,22 @@ public sealed class TinyKvPoolTests(TinyKvCluster cluster) : IClassFixture<TinyK
         TurnRequest Request(int i) => new()
         {
             PromptTokenIds = [1, .. Enumerable.Range(0, 10 + i % 17).Select(j => 300 + (i * 53 + j * 11) % 600)],
-            Sampling = new SamplingOptions { Temperature = i % 3 == 0 ? 0 : 0.8f, Seed = (ulong)i, MaxTokens = 12 + i % 9, IgnoreEos = true },
+            Sampling = new SamplingOptions
+            { Temperature = i % 3 == 0 ? 0 : 0.8f, Seed = (ulong)i, MaxTokens = 12 + i % 9, IgnoreEos = true },
         };
         var ct = TestContext.Current.CancellationToken;
         var alone = new TurnResult[n];
-        for (int i = 0; i < n; i++) alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"tiny-alone-{i}").RunAsync(Request(i), ct);
+        for (int i = 0; i < n; i++)
+            alone[i] = await cluster.Grains.GetGrain<IConversationGrain>($"tiny-alone-{i}").RunAsync(Request(i), ct);
         var before = await cluster.BatchGrain().GetStatsAsync();
 
-        var together = await Task.WhenAll(Enumerable.Range(0, n).Select(i => cluster.Grains.GetGrain<IConversationGrain>($"tiny-{i}").RunAsync(Request(i), ct)));
+        var together = await Task.WhenAll(Enumerable.Range(0, n)
+            .Select(i => cluster.Grains.GetGrain<IConversationGrain>($"tiny-{i}").RunAsync(Request(i), ct)));
 
         for (int i = 0; i < n; i++) Assert.Equal(alone[i].TokenIds, together[i].TokenIds);
         var after = await cluster.BatchGrain().GetStatsAsync();
-        Assert.True(after.Preemptions > before.Preemptions, "the pool is small enough that running sequences had to be preempted");
+        Assert.True(after.Preemptions > before.Preemptions,
+            "the pool is small enough that running sequences had to be preempted");
         Assert.Equal(0, after.Load.Running);
         Assert.Equal(0, after.Load.Waiting);
     }
@@ -51,7 +55,10 @@ public sealed class LimitsCluster : WeftCluster
 
 public sealed class LimitsTests(LimitsCluster cluster) : IClassFixture<LimitsCluster>
 {
-    static TurnRequest Long(int salt) => new() { PromptTokenIds = [1, 300 + salt, 301], Sampling = new() { Temperature = 0, MaxTokens = 900, IgnoreEos = true } };
+    static TurnRequest Long(int salt) => new()
+    {
+        PromptTokenIds = [1, 300 + salt, 301], Sampling = new() { Temperature = 0, MaxTokens = 900, IgnoreEos = true }
+    };
 
     [Fact]
     public async Task AFullQueueRefusesNewTurnsAtOnceWithARetryableErrorAndCancellingFreesTheBlocks()
@@ -64,18 +71,22 @@ public sealed class LimitsTests(LimitsCluster cluster) : IClassFixture<LimitsClu
         var streams = new List<Task>();
         foreach (var (running, waiting) in new[] { (1, 0), (2, 0), (2, 1) })
         {
-            streams.Add(Drain(cluster.Grains.GetGrain<IConversationGrain>($"long-{streams.Count}"), Long(streams.Count), cancel.Token));
-            await WaitUntil(async () => (await cluster.BatchGrain().GetStatsAsync()).Load is var l && l.Running == running && l.Waiting == waiting, ct);
+            streams.Add(Drain(cluster.Grains.GetGrain<IConversationGrain>($"long-{streams.Count}"),
+                Long(streams.Count), cancel.Token));
+            await WaitUntil(async () => (await cluster.BatchGrain().GetStatsAsync()).Load is var l
+                && l.Running == running && l.Waiting == waiting, ct);
         }
 
-        var refused = await Assert.ThrowsAsync<WeftException>(() => cluster.Grains.GetGrain<IConversationGrain>("one-too-many").RunAsync(Long(9), ct));
+        var refused = await Assert.ThrowsAsync<WeftException>(() =>
+            cluster.Grains.GetGrain<IConversationGrain>("one-too-many").RunAsync(Long(9), ct));
         Assert.Equal(WeftErrorCode.QueueFull, refused.Code);
         Assert.True(refused.Retryable);
 
         cancel.Cancel();
         foreach (var s in streams) await Assert.ThrowsAnyAsync<OperationCanceledException>(() => s);
         // cancelled turns release their blocks within a tick: the pool is as free as before
-        await WaitUntil(async () => (await cluster.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 } l && l.FreeKvTokens == idle.Load.FreeKvTokens, ct);
+        await WaitUntil(async () => (await cluster.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 } l
+            && l.FreeKvTokens == idle.Load.FreeKvTokens, ct);
     }
 
     [Fact]
@@ -83,7 +94,9 @@ public sealed class LimitsTests(LimitsCluster cluster) : IClassFixture<LimitsClu
     {
         var ct = TestContext.Current.CancellationToken;
         using var cancel = new CancellationTokenSource();
-        var streams = Enumerable.Range(0, 2).Select(i => Drain(cluster.Grains.GetGrain<IConversationGrain>($"pair-{i}"), Long(20 + i), cancel.Token)).ToList();
+        var streams = Enumerable.Range(0, 2)
+            .Select(i => Drain(cluster.Grains.GetGrain<IConversationGrain>($"pair-{i}"), Long(20 + i), cancel.Token))
+            .ToList();
         await WaitUntil(async () => (await cluster.BatchGrain().GetStatsAsync()).Load.Running == 2, ct);
 
         // a window of steady state: both running before and after, so every tick in it must have carried both

@@ -13,9 +13,11 @@ namespace Weft.Reference.Tests;
 public sealed unsafe class LlamaVocab : IDisposable
 {
     // LLamaSharp keeps llama_detokenize and the vocabulary pointer internal; reach them by reflection.
-    static readonly MethodInfo DetokenizeNative = typeof(NativeApi).GetMethod("llama_detokenize", BindingFlags.NonPublic | BindingFlags.Static)
+    static readonly MethodInfo DetokenizeNative = typeof(NativeApi)
+        .GetMethod("llama_detokenize", BindingFlags.NonPublic | BindingFlags.Static)
         ?? throw new MissingMethodException("NativeApi.llama_detokenize");
-    static readonly PropertyInfo VocabNative = typeof(SafeLlamaModelHandle.Vocabulary).GetProperty("VocabNative", BindingFlags.NonPublic | BindingFlags.Instance)
+    static readonly PropertyInfo VocabNative = typeof(SafeLlamaModelHandle.Vocabulary)
+        .GetProperty("VocabNative", BindingFlags.NonPublic | BindingFlags.Instance)
         ?? throw new MissingMemberException("Vocabulary.VocabNative");
 
     static LlamaVocab() => NativeLogConfig.llama_log_set((_, _) => { }); // llama.cpp logs every load at length
@@ -24,7 +26,8 @@ public sealed unsafe class LlamaVocab : IDisposable
 
     LlamaVocab(LLamaWeights weights) => _weights = weights;
 
-    public static LlamaVocab Load(string path) => new(LLamaWeights.LoadFromFile(new ModelParams(path) { VocabOnly = true }));
+    public static LlamaVocab Load(string path) =>
+        new(LLamaWeights.LoadFromFile(new ModelParams(path) { VocabOnly = true }));
 
     SafeLlamaModelHandle.Vocabulary Vocab => _weights.Vocab;
 

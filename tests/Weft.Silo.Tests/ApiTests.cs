@@ -33,7 +33,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     public async Task ChatStreamedThroughTheSdkEqualsTheWholeReplyAtTemperatureZero()
     {
         var chat = silo.OpenAI().GetChatClient(SiloFixture.ModelName);
-        ChatMessage[] messages = [new SystemChatMessage("You are terse."), new UserChatMessage("Tell me about the sea.")];
+        ChatMessage[] messages = [new SystemChatMessage("You are terse."),
+            new UserChatMessage("Tell me about the sea.")];
         var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 24 };
 
         OpenAI.Chat.ChatCompletion whole = await chat.CompleteChatAsync(messages, options, Ct);
@@ -62,8 +63,9 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     public async Task RawChatStreamHasTheOpenAiShape()
     {
         var events = await silo.Http.StreamAsync("/v1/chat/completions", $$"""
-            {"model":"{{SiloFixture.ModelName}}","messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":8,
-             "ignore_eos":true,"stream":true,"stream_options":{"include_usage":true},"return_token_ids":true}
+            {"model":"{{SiloFixture.ModelName}}","messages":[{"role":"user","content":"Hi"}],"temperature":0,
+             "max_tokens":8,"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true},
+             "return_token_ids":true}
             """, Ct);
         Assert.Equal("[DONE]", events[^1]);
         var chunks = events[..^1].Select(e => JsonNode.Parse(e)!).ToList();
@@ -77,18 +79,21 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.Equal(8, (int?)usageChunk["usage"]!["completion_tokens"]);
         Assert.Equal(promptIds.Count, (int?)usageChunk["usage"]!["prompt_tokens"]);
         Assert.Equal("length", (string?)chunks[^2]["choices"]![0]!["finish_reason"]);
-        var tokenIds = chunks[1..^1].SelectMany(c => c["choices"]![0]!["token_ids"]!.AsArray().Select(t => (int)t!)).ToList();
+        var tokenIds = chunks[1..^1].SelectMany(c => c["choices"]![0]!["token_ids"]!.AsArray().Select(t => (int)t!))
+            .ToList();
         Assert.Equal(8, tokenIds.Count);
 
         // the same request whole: the same tokens and text
         var (status, whole) = await silo.Http.PostAsync("/v1/chat/completions", $$"""
-            {"messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":8,"ignore_eos":true,"return_token_ids":true}
+            {"messages":[{"role":"user","content":"Hi"}],"temperature":0,"max_tokens":8,"ignore_eos":true,
+             "return_token_ids":true}
             """, Ct);
         Assert.Equal(HttpStatusCode.OK, status);
         Assert.Equal("chat.completion", (string?)whole["object"]);
         Assert.Equal(promptIds, whole["prompt_token_ids"]!.AsArray().Select(t => (int)t!));
         Assert.Equal(tokenIds, whole["choices"]![0]!["token_ids"]!.AsArray().Select(t => (int)t!));
-        string streamed = string.Concat(chunks.Select(c => (string?)c["choices"]!.AsArray().FirstOrDefault()?["delta"]?["content"]));
+        string streamed = string.Concat(chunks.Select(c => (string?)c["choices"]!.AsArray()
+            .FirstOrDefault()?["delta"]?["content"]));
         Assert.Equal((string?)whole["choices"]![0]!["message"]!["content"], streamed);
         Assert.Null(whole["choices"]![0]!["logprobs"]);
         Assert.True(whole["choices"]![0]!.AsObject().ContainsKey("logprobs"));
@@ -97,9 +102,11 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     [Fact]
     public async Task CompletionPromptsAsTextTokenIdsOrSingleElementArraysGiveTheSameReply()
     {
-        var tokens = (await silo.Http.PostAsync("/tokenize", """{"prompt":"Once upon a time"}""", Ct)).Body["tokens"]!.ToJsonString();
+        var tokens = (await silo.Http.PostAsync("/tokenize", """{"prompt":"Once upon a time"}""", Ct))
+            .Body["tokens"]!.ToJsonString();
         string Request(string prompt, bool stream = false) =>
-            $$"""{"prompt":{{prompt}},"temperature":0,"max_tokens":10,"ignore_eos":true,"return_token_ids":true,"stream":{{(stream ? "true" : "false")}}}""";
+            $$"""{"prompt":{{prompt}},"temperature":0,"max_tokens":10,"ignore_eos":true""" +
+                $$""","return_token_ids":true,"stream":{{(stream ? "true" : "false")}}}""";
 
         var replies = new List<JsonNode>();
         foreach (var prompt in new[] { "\"Once upon a time\"", "[\"Once upon a time\"]", tokens, $"[{tokens}]" })
@@ -117,7 +124,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         var events = await silo.Http.StreamAsync("/v1/completions", Request("\"Once upon a time\"", stream: true), Ct);
         Assert.Equal("[DONE]", events[^1]);
         var chunks = events[..^1].Select(e => JsonNode.Parse(e)!).ToList();
-        Assert.Equal((string?)replies[0]["choices"]![0]!["text"], string.Concat(chunks.Select(c => (string?)c["choices"]![0]!["text"])));
+        Assert.Equal((string?)replies[0]["choices"]![0]!["text"],
+            string.Concat(chunks.Select(c => (string?)c["choices"]![0]!["text"])));
         Assert.Equal("length", (string?)chunks[^1]["choices"]![0]!["finish_reason"]);
     }
 
@@ -130,7 +138,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         string stop = full.Substring(full.Length / 2, 3);
         foreach (var stopJson in new[] { $"\"{stop}\"", $"[\"{stop}\", \"never-generated\"]" })
         {
-            var (status, body) = await silo.Http.PostAsync("/v1/completions", request.Replace("}", $",\"stop\":{stopJson}}}"), Ct);
+            var (status, body) = await silo.Http.PostAsync("/v1/completions",
+                request.Replace("}", $",\"stop\":{stopJson}}}"), Ct);
             Assert.Equal(HttpStatusCode.OK, status);
             Assert.Equal(full[..full.IndexOf(stop, StringComparison.Ordinal)], (string?)body["choices"]![0]!["text"]);
             Assert.Equal("stop", (string?)body["choices"]![0]!["finish_reason"]);
@@ -147,31 +156,52 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         { "/v1/chat/completions", "{}", HttpStatusCode.BadRequest, "missing_required_parameter", "messages" },
         { "/v1/chat/completions", """{"messages":[]}""", HttpStatusCode.BadRequest, "invalid_value", "messages" },
         { "/v1/chat/completions", """{"messages":"hello"}""", HttpStatusCode.BadRequest, "invalid_type", "messages" },
-        { "/v1/chat/completions", """{"messages":[{"role":"wizard","content":"hi"}]}""", HttpStatusCode.BadRequest, "invalid_value", "messages[0].role" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"},{"role":"user"}]}""", HttpStatusCode.BadRequest, "missing_required_parameter", "messages[1].content" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""", HttpStatusCode.BadRequest, "unsupported_parameter", "messages[0].content[0].type" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}""", HttpStatusCode.BadRequest, "invalid_type", "temperature" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":-1}""", HttpStatusCode.BadRequest, "invalid_value", "temperature" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"top_p":0}""", HttpStatusCode.BadRequest, "invalid_value", "top_p" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"top_k":-5}""", HttpStatusCode.BadRequest, "invalid_value", "top_k" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}""", HttpStatusCode.BadRequest, "invalid_value", "max_tokens" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_tokens":2.5}""", HttpStatusCode.BadRequest, "invalid_type", "max_tokens" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":5000}""", HttpStatusCode.BadRequest, "context_length_exceeded", "max_tokens" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"stop":7}""", HttpStatusCode.BadRequest, "invalid_type", "stop" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"stream":"yes"}""", HttpStatusCode.BadRequest, "invalid_type", "stream" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"n":2}""", HttpStatusCode.BadRequest, "unsupported_parameter", "n" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"logprobs":true}""", HttpStatusCode.BadRequest, "unsupported_parameter", "logprobs" },
-        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"presence_penalty":3}""", HttpStatusCode.BadRequest, "invalid_value", "presence_penalty" },
-        { "/v1/chat/completions", """{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}""", HttpStatusCode.NotFound, "model_not_found", "model" },
+        { "/v1/chat/completions", """{"messages":[{"role":"wizard","content":"hi"}]}""", HttpStatusCode.BadRequest,
+            "invalid_value", "messages[0].role" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"},{"role":"user"}]}""",
+            HttpStatusCode.BadRequest, "missing_required_parameter", "messages[1].content" },
+        { "/v1/chat/completions",
+            """{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""",
+            HttpStatusCode.BadRequest, "unsupported_parameter", "messages[0].content[0].type" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":"hot"}""",
+            HttpStatusCode.BadRequest, "invalid_type", "temperature" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":-1}""",
+            HttpStatusCode.BadRequest, "invalid_value", "temperature" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"top_p":0}""",
+            HttpStatusCode.BadRequest, "invalid_value", "top_p" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"top_k":-5}""",
+            HttpStatusCode.BadRequest, "invalid_value", "top_k" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_tokens":0}""",
+            HttpStatusCode.BadRequest, "invalid_value", "max_tokens" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_tokens":2.5}""",
+            HttpStatusCode.BadRequest, "invalid_type", "max_tokens" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":5000}""",
+            HttpStatusCode.BadRequest, "context_length_exceeded", "max_tokens" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"stop":7}""",
+            HttpStatusCode.BadRequest, "invalid_type", "stop" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"stream":"yes"}""",
+            HttpStatusCode.BadRequest, "invalid_type", "stream" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"n":2}""", HttpStatusCode.BadRequest,
+            "unsupported_parameter", "n" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"logprobs":true}""",
+            HttpStatusCode.BadRequest, "unsupported_parameter", "logprobs" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"presence_penalty":3}""",
+            HttpStatusCode.BadRequest, "invalid_value", "presence_penalty" },
+        { "/v1/chat/completions", """{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}""",
+            HttpStatusCode.NotFound, "model_not_found", "model" },
         { "/v1/completions", """{"prompt":[1, 5, 99999]}""", HttpStatusCode.BadRequest, "invalid_value", "prompt" },
         { "/v1/completions", """{"prompt":[1, -3]}""", HttpStatusCode.BadRequest, "invalid_value", "prompt" },
         { "/v1/completions", """{"prompt":[]}""", HttpStatusCode.BadRequest, "invalid_value", "prompt" },
-        { "/v1/completions", """{"prompt":["one", "two"]}""", HttpStatusCode.BadRequest, "unsupported_parameter", "prompt" },
+        { "/v1/completions", """{"prompt":["one", "two"]}""", HttpStatusCode.BadRequest, "unsupported_parameter",
+            "prompt" },
         { "/v1/completions", """{"prompt":{"text":"x"}}""", HttpStatusCode.BadRequest, "invalid_type", "prompt" },
-        { "/v1/completions", """{"prompt":"hi","max_tokens":1023}""", HttpStatusCode.BadRequest, "context_length_exceeded", "max_tokens" },
+        { "/v1/completions", """{"prompt":"hi","max_tokens":1023}""", HttpStatusCode.BadRequest,
+            "context_length_exceeded", "max_tokens" },
         { "/v1/completions", """{"prompt":"hi","seed":"x"}""", HttpStatusCode.BadRequest, "invalid_type", "seed" },
-        { "/v1/completions", """{"prompt":"hi","echo":true}""", HttpStatusCode.BadRequest, "unsupported_parameter", "echo" },
-        { "/v1/completions", """{"model":"other","prompt":"hi"}""", HttpStatusCode.NotFound, "model_not_found", "model" },
+        { "/v1/completions", """{"prompt":"hi","echo":true}""", HttpStatusCode.BadRequest, "unsupported_parameter",
+            "echo" },
+        { "/v1/completions", """{"model":"other","prompt":"hi"}""", HttpStatusCode.NotFound, "model_not_found",
+            "model" },
         { "/detokenize", """{"tokens":[1, 4096]}""", HttpStatusCode.BadRequest, "invalid_value", "tokens" },
         { "/detokenize", """{"tokens":"abc"}""", HttpStatusCode.BadRequest, "invalid_type", "tokens" },
         { "/tokenize", """{"prompt":5}""", HttpStatusCode.BadRequest, "invalid_type", "prompt" },
@@ -179,12 +209,14 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     };
 
     [Theory, MemberData(nameof(Refusals))]
-    public async Task RefusalsGiveTheirStatusAndAnOpenAiErrorBody(string path, string body, HttpStatusCode status, string code, string? param)
+    public async Task RefusalsGiveTheirStatusAndAnOpenAiErrorBody(string path, string body, HttpStatusCode status,
+        string code, string? param)
     {
         foreach (bool stream in new[] { false, true })
         {
             // a refusal comes before any event, so a stream request gets the same status and body
-            string json = stream && body.StartsWith('{') && body.Length > 2 && !body.Contains("\"stream\"") ? body[..^1] + ",\"stream\":true}" : body;
+            string json = stream && body.StartsWith('{') && body.Length > 2 && !body.Contains("\"stream\"")
+                ? body[..^1] + ",\"stream\":true}" : body;
             using var response = await silo.Http.PostAsync(path, Http.Json(json), Ct);
             Assert.Equal(status, response.StatusCode);
             Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
@@ -202,10 +234,12 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     {
         var response = await silo.Http.GetAsync("/v1/chat/completions", Ct);
         Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
-        Assert.Equal("method_not_allowed", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
+        Assert.Equal("method_not_allowed",
+            (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
         response = await silo.Http.GetAsync("/nothing/here", Ct);
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
-        Assert.Equal("not_found", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
+        Assert.Equal("not_found",
+            (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
     }
 
     [Fact]
@@ -218,7 +252,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
                 string idField = header ? "" : $",\"conversation_id\":\"{name}\"";
                 using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions")
                 {
-                    Content = Http.Json($$"""{"messages":{{messages}},"temperature":0,"max_tokens":12,"ignore_eos":true{{idField}}}"""),
+                    Content = Http.Json(
+                        $$"""{"messages":{{messages}},"temperature":0,"max_tokens":12,"ignore_eos":true{{idField}}}"""),
                 };
                 if (header) request.Headers.Add("X-Conversation-Id", name);
                 using var response = await silo.Http.SendAsync(request, Ct);
@@ -243,22 +278,27 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     public async Task TokenizeAndDetokenizeRoundTrip()
     {
         const string text = "Hello world, the sea is calm.";
-        var (status, body) = await silo.Http.PostAsync("/tokenize", $$"""{"model":"{{SiloFixture.ModelName}}","prompt":"{{text}}"}""", Ct);
+        var (status, body) = await silo.Http.PostAsync("/tokenize",
+            $$"""{"model":"{{SiloFixture.ModelName}}","prompt":"{{text}}"}""", Ct);
         Assert.Equal(HttpStatusCode.OK, status);
         var tokens = body["tokens"]!.AsArray().Select(t => (int)t!).ToList();
         Assert.Equal(tokens.Count, (int?)body["count"]);
         Assert.Equal(1, tokens[0]); // BOS, which the model adds
-        var without = (await silo.Http.PostAsync("/tokenize", $$"""{"prompt":"{{text}}","add_special_tokens":false}""", Ct)).Body["tokens"]!.AsArray();
+        var without = (await silo.Http.PostAsync("/tokenize",
+            $$"""{"prompt":"{{text}}","add_special_tokens":false}""", Ct)).Body["tokens"]!.AsArray();
         Assert.Equal(tokens.Skip(1), without.Select(t => (int)t!));
 
-        var (status2, back) = await silo.Http.PostAsync("/detokenize", $$"""{"tokens":[{{string.Join(",", tokens)}}]}""", Ct);
+        var (status2, back) = await silo.Http.PostAsync("/detokenize",
+            $$"""{"tokens":[{{string.Join(",", tokens)}}]}""", Ct);
         Assert.Equal(HttpStatusCode.OK, status2);
         Assert.Equal(text, (string?)back["prompt"]);
 
         // chat messages tokenize as the chat endpoint does
         const string messages = """[{"role":"user","content":"Hi there"}]""";
-        var chatTokens = (await silo.Http.PostAsync("/tokenize", $$"""{"messages":{{messages}}}""", Ct)).Body["tokens"]!.ToJsonString();
-        var chat = (await silo.Http.PostAsync("/v1/chat/completions", $$"""{"messages":{{messages}},"max_tokens":1,"return_token_ids":true}""", Ct)).Body;
+        var chatTokens = (await silo.Http.PostAsync("/tokenize", $$"""{"messages":{{messages}}}""", Ct))
+            .Body["tokens"]!.ToJsonString();
+        var chat = (await silo.Http.PostAsync("/v1/chat/completions",
+            $$"""{"messages":{{messages}},"max_tokens":1,"return_token_ids":true}""", Ct)).Body;
         Assert.Equal(chatTokens, chat["prompt_token_ids"]!.ToJsonString());
     }
 
@@ -268,7 +308,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         var idle = await silo.BatchGrain().GetStatsAsync();
         using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
         {
-            Content = Http.Json("""{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}"""),
+            Content = Http.Json(
+                """{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}"""),
         })
         using (var response = await silo.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, Ct))
         {
@@ -278,10 +319,12 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
                 if ((await reader.ReadLineAsync(Ct))?.StartsWith("data: ") == true) events++;
             // leaving the block closes the connection mid-stream
         }
-        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 } l && l.FreeKvTokens >= idle.Load.FreeKvTokens,
+        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 } l
+            && l.FreeKvTokens >= idle.Load.FreeKvTokens,
             Ct, "running back to 0 and the KV blocks free");
         var after = await silo.BatchGrain().GetStatsAsync();
-        Assert.True(after.TokensGenerated - idle.TokensGenerated < 1000, $"{after.TokensGenerated - idle.TokensGenerated} tokens were generated: the generation was not stopped");
+        Assert.True(after.TokensGenerated - idle.TokensGenerated < 1000,
+            $"{after.TokensGenerated - idle.TokensGenerated} tokens were generated: the generation was not stopped");
     }
 
     [Fact]
@@ -289,9 +332,10 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     {
         const int n = 256;
         var before = await silo.BatchGrain().GetStatsAsync();
-        var streams = await Task.WhenAll(Enumerable.Range(0, n).Select(i => silo.Http.StreamAsync("/v1/chat/completions", $$$"""
-            {"messages":[{"role":"user","content":"Request {{{i}}}"}],"temperature":0.7,"seed":{{{i}}},"max_tokens":{{{4 + i % 5}}},
-             "ignore_eos":true,"stream":true,"stream_options":{"include_usage":true} }
+        var streams = await Task.WhenAll(Enumerable.Range(0, n).Select(i =>
+            silo.Http.StreamAsync("/v1/chat/completions", $$$"""
+            {"messages":[{"role":"user","content":"Request {{{i}}}"}],"temperature":0.7,"seed":{{{i}}},
+             "max_tokens":{{{4 + i % 5}}},"ignore_eos":true,"stream":true,"stream_options":{"include_usage":true} }
             """, Ct)));
         for (int i = 0; i < n; i++)
         {
@@ -301,9 +345,10 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
             Assert.Equal(4 + i % 5, (int?)usage["completion_tokens"]);
         }
         var after = await silo.BatchGrain().GetStatsAsync();
-        Assert.True((after.MeanBatchSize * after.Ticks - before.MeanBatchSize * before.Ticks) / (after.Ticks - before.Ticks) > 8,
-            "concurrent requests should share ticks");
-        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 }, Ct, "the batch drained");
+        Assert.True((after.MeanBatchSize * after.Ticks - before.MeanBatchSize * before.Ticks)
+            / (after.Ticks - before.Ticks) > 8, "concurrent requests should share ticks");
+        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 },
+            Ct, "the batch drained");
     }
 
     [Fact]
@@ -315,8 +360,9 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         string text = await response.Content.ReadAsStringAsync(Ct);
         foreach (var (name, type) in new[]
         {
-            ("weft_requests_running", "gauge"), ("weft_requests_waiting", "gauge"), ("weft_kv_cache_usage_ratio", "gauge"),
-            ("weft_preemptions_total", "counter"), ("weft_prompt_tokens_total", "counter"), ("weft_generation_tokens_total", "counter"),
+            ("weft_requests_running", "gauge"), ("weft_requests_waiting", "gauge"),
+            ("weft_kv_cache_usage_ratio", "gauge"), ("weft_preemptions_total", "counter"),
+            ("weft_prompt_tokens_total", "counter"), ("weft_generation_tokens_total", "counter"),
             ("weft_cached_prompt_tokens_total", "counter"), ("weft_requests_total", "counter"),
             ("weft_time_to_first_token_seconds", "histogram"), ("weft_inter_token_latency_seconds", "histogram"),
             ("weft_e2e_request_latency_seconds", "histogram"), ("weft_tick_duration_seconds", "histogram"),

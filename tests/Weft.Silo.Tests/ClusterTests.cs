@@ -29,15 +29,16 @@ public sealed class ClusterTests : IAsyncDisposable
     {
         Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
         string model = Path.Combine(_dir, "model.gguf");
-        DemoModel.Write(model, SiloFixture.Shape, DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        DemoModel.Write(model, SiloFixture.Shape,
+            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
         string redis = await StartRedis();
         var a = await StartSilo(model, redis);
         var b = await StartSilo(model, redis);
         var grains = b.Services.GetRequiredService<IGrainFactory>();
         var siloA = a.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
         var siloB = b.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
-        await Http.WaitUntil(() => Task.FromResult(b.Services.GetRequiredService<IClusterMembershipService>().CurrentSnapshot.Members.Values
-            .Count(m => m.Status == SiloStatus.Active) == 2), Ct, "both silos active");
+        await Http.WaitUntil(() => Task.FromResult(b.Services.GetRequiredService<IClusterMembershipService>()
+            .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active) == 2), Ct, "both silos active");
 
         // New conversations go to either silo (both are empty); talk to them until one lives on silo A.
         IConversationGrain? onA = null;
@@ -53,13 +54,15 @@ public sealed class ClusterTests : IAsyncDisposable
         await a.StopAsync(Ct);
 
         // The next turn runs on silo B from the history in Redis: the same tokens as before, extended; the cache was
-        // on silo A, so everything is computed again, and the reply is what a fresh conversation gets from those tokens.
+        // on silo A, so everything is computed again, and the reply is what a fresh conversation gets from those
+        // tokens.
         var second = await onA.RunAsync(Chat("And the mountains?"), Ct);
         var history = await onA.GetHistoryAsync();
         Assert.Equal(siloB.ToString(), history.Silo);
         Assert.Equal(["user", "assistant", "user", "assistant"], history.Messages.Select(m => m.Role));
         Assert.Equal(first!.Text, history.Messages[1].Content);
-        Assert.Equal([.. first.PromptTokenIds, .. first.TokenIds], second.PromptTokenIds.Take(first.PromptTokenIds.Count + first.TokenIds.Count));
+        Assert.Equal([.. first.PromptTokenIds, .. first.TokenIds],
+            second.PromptTokenIds.Take(first.PromptTokenIds.Count + first.TokenIds.Count));
         Assert.Equal(0, second.Usage.CachedTokens);
         var fresh = await grains.GetGrain<IConversationGrain>("outlive-fresh")
             .RunAsync(new TurnRequest { PromptTokenIds = second.PromptTokenIds, Sampling = Greedy }, Ct);
@@ -84,7 +87,8 @@ public sealed class ClusterTests : IAsyncDisposable
     async Task<string> StartRedis()
     {
         int port = FreePort();
-        _redis = Process.Start(new ProcessStartInfo(FindRedisServer()!, ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        _redis = Process.Start(new ProcessStartInfo(FindRedisServer()!,
+            ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

@@ -9,7 +9,8 @@ namespace Weft.Silo.Tests;
 public sealed class GuardedSilo : SiloFixture
 {
     public const string Key = "sesame";
-    protected override string[] Options => ["--api-key", Key, "--max-num-seqs", "1", "--max-num-batched-tokens", "64", "--max-waiting", "1"];
+    protected override string[] Options =>
+        ["--api-key", Key, "--max-num-seqs", "1", "--max-num-batched-tokens", "64", "--max-waiting", "1"];
 
     public HttpClient Authorized()
     {
@@ -26,19 +27,23 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
     [Fact]
     public async Task TheApiNeedsTheKeyButHealthAndMetricsDoNot()
     {
-        foreach (var (method, path) in new[] { ("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("POST", "/tokenize"), ("POST", "/detokenize") })
+        foreach (var (method, path) in new[] { ("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/completions"), ("POST", "/tokenize"), ("POST", "/detokenize") })
             foreach (var key in new[] { null, "wrong" })
             {
-                using var request = new HttpRequestMessage(new HttpMethod(method), path) { Content = method == "POST" ? Http.Json("""{"prompt":"x"}""") : null };
+                using var request = new HttpRequestMessage(new HttpMethod(method), path)
+                { Content = method == "POST" ? Http.Json("""{"prompt":"x"}""") : null };
                 if (key is not null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", key);
                 using var response = await silo.Http.SendAsync(request, Ct);
                 Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
-                Assert.Equal("invalid_api_key", (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
+                Assert.Equal("invalid_api_key",
+                    (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
             }
         Assert.Equal(HttpStatusCode.OK, (await silo.Http.GetAsync("/health", Ct)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await silo.Http.GetAsync("/metrics", Ct)).StatusCode);
 
-        var refused = await Assert.ThrowsAsync<ClientResultException>(() => silo.OpenAI("wrong").GetOpenAIModelClient().GetModelsAsync(Ct));
+        var refused = await Assert.ThrowsAsync<ClientResultException>(() =>
+            silo.OpenAI("wrong").GetOpenAIModelClient().GetModelsAsync(Ct));
         Assert.Equal(401, refused.Status);
         var models = (await silo.OpenAI(GuardedSilo.Key).GetOpenAIModelClient().GetModelsAsync(Ct)).Value;
         Assert.Equal(SiloFixture.ModelName, models.Single().Id);
@@ -51,7 +56,8 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
     public async Task AFullQueueIsRefusedWith429AndRetryAfter()
     {
         using var http = silo.Authorized();
-        const string longRequest = """{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}""";
+        const string longRequest =
+            """{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}""";
         using var streams = CancellationTokenSource.CreateLinkedTokenSource(Ct);
         var sends = new List<Task<HttpResponseMessage>>();
         try
@@ -59,9 +65,11 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
             // one running (the per-tick limit), then one waiting (the queue bound), one at a time
             foreach (var (running, waiting) in new[] { (1, 0), (1, 1) })
             {
-                sends.Add(http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Http.Json(longRequest) },
+                sends.Add(http.SendAsync(
+                    new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Http.Json(longRequest) },
                     HttpCompletionOption.ResponseHeadersRead, streams.Token));
-                await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is var l && l.Running == running && l.Waiting == waiting,
+                await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is var l
+                    && l.Running == running && l.Waiting == waiting,
                     Ct, $"{running} running, {waiting} waiting");
             }
 
@@ -73,7 +81,8 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
         }
         finally
         {
-            // the running stream has its headers (its response is disposed); the waiting one has not (its request is cancelled)
+            // the running stream has its headers (its response is disposed); the waiting one has not (its request is
+            // cancelled)
             streams.Cancel();
             foreach (var send in sends)
                 try
@@ -85,6 +94,7 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
                 }
         }
         // closing the streams frees everything
-        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 }, Ct, "running and waiting back to 0");
+        await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 },
+            Ct, "running and waiting back to 0");
     }
 }

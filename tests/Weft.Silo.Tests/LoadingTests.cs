@@ -9,7 +9,8 @@ using Weft.Grains;
 
 namespace Weft.Silo.Tests;
 
-/// <summary>A model host that has validated its file but not yet loaded it onto the device, as during start-up.</summary>
+/// <summary>A model host that has validated its file but not yet loaded it onto the device, as during
+/// start-up.</summary>
 public sealed class LoadingTests : IDisposable
 {
     readonly string _dir = Directory.CreateTempSubdirectory("weft-silo-loading-").FullName;
@@ -19,7 +20,8 @@ public sealed class LoadingTests : IDisposable
     {
         string path = Path.Combine(_dir, "model.gguf");
         DemoModel.Create(path, SiloFixture.Shape);
-        using var host = new ModelHost(Options.Create(new ModelHostOptions { Model = path }), NullLogger<ModelHost>.Instance);
+        using var host = new ModelHost(Options.Create(new ModelHostOptions { Model = path }),
+            NullLogger<ModelHost>.Instance);
         var api = new OpenAiApi(host, null!, NullLogger<OpenAiApi>.Instance);
 
         var health = new DefaultHttpContext();
@@ -29,7 +31,8 @@ public sealed class LoadingTests : IDisposable
         Assert.Equal("loading", (string?)JsonNode.Parse(((MemoryStream)health.Response.Body).ToArray())!["status"]);
 
         var chat = new DefaultHttpContext();
-        chat.Request.Body = new MemoryStream(Encoding.UTF8.GetBytes("""{"messages":[{"role":"user","content":"hi"}]}"""));
+        chat.Request.Body = new MemoryStream(Encoding.UTF8.GetBytes(
+            """{"messages":[{"role":"user","content":"hi"}]}"""));
         var refusal = await Assert.ThrowsAsync<WeftException>(() => api.ChatAsync(chat));
         var error = ApiException.From(refusal);
         Assert.Equal(StatusCodes.Status503ServiceUnavailable, error.Status);

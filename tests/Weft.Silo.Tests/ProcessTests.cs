@@ -46,8 +46,10 @@ public sealed class ProcessTests : IDisposable
             ["text.gguf"] = "not a GGUF file",
             ["truncated.gguf"] = "truncated",
         };
-        await File.WriteAllTextAsync(Path.Combine(_dir, "text.gguf"), "hello, I am not a model\n", TestContext.Current.CancellationToken);
-        await File.WriteAllBytesAsync(Path.Combine(_dir, "truncated.gguf"), bytes[..(bytes.Length / 2)], TestContext.Current.CancellationToken);
+        await File.WriteAllTextAsync(Path.Combine(_dir, "text.gguf"), "hello, I am not a model\n",
+            TestContext.Current.CancellationToken);
+        await File.WriteAllBytesAsync(Path.Combine(_dir, "truncated.gguf"), bytes[..(bytes.Length / 2)],
+            TestContext.Current.CancellationToken);
 
         foreach (var (name, problem) in files)
         {
@@ -84,9 +86,11 @@ public sealed class ProcessTests : IDisposable
         using var other = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         other.Start();
         int port = ((System.Net.IPEndPoint)other.LocalEndpoint).Port;
-        var (exitCode, _, stderr) = await RunSiloAsync("--model", Good, "--urls", "http://127.0.0.1:0", "--silo-port", port.ToString(), "--gateway-port", "0");
+        var (exitCode, _, stderr) = await RunSiloAsync("--model", Good, "--urls", "http://127.0.0.1:0", "--silo-port",
+            port.ToString(), "--gateway-port", "0");
         Assert.Equal(1, exitCode);
-        Assert.Equal($"weft-silo: silo port {port} is already in use", Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        Assert.Equal($"weft-silo: silo port {port} is already in use",
+            Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);

@@ -16,7 +16,8 @@ using Weft.Models.Chat;
 
 namespace Weft.Silo.Tests;
 
-/// <summary>The silo as Program.cs builds it, on loopback ports of its own, serving a small generated model on the cpu engine.</summary>
+/// <summary>The silo as Program.cs builds it, on loopback ports of its own, serving a small generated model on the cpu
+/// engine.</summary>
 public class SiloFixture : IAsyncLifetime
 {
     public const string ModelName = "test-model";
@@ -47,13 +48,15 @@ public class SiloFixture : IAsyncLifetime
     /// A client that closes its connection when a response is disposed before its end, as a client that goes away
     /// does (by default .NET reads up to 1 MB of the rest to reuse the connection, and the server would not notice).
     /// </summary>
-    public HttpClient Client() => new(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = BaseAddress };
+    public HttpClient Client() =>
+        new(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = BaseAddress };
 
     public OpenAIClient OpenAI(string key = "unused") =>
         new(new ApiKeyCredential(key), new OpenAIClientOptions { Endpoint = new Uri(BaseAddress, "/v1") });
 
     public IBatchGrain BatchGrain() => App.Services.GetRequiredService<IGrainFactory>()
-        .GetGrain<IBatchGrain>(new DeviceKey(App.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress, 0).ToString());
+        .GetGrain<IBatchGrain>(
+            new DeviceKey(App.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress, 0).ToString());
 
     public async ValueTask DisposeAsync()
     {
@@ -76,7 +79,8 @@ public static class Http
 {
     public static StringContent Json(string json) => new(json, Encoding.UTF8, "application/json");
 
-    public static async Task<(HttpStatusCode Status, JsonNode Body)> PostAsync(this HttpClient http, string path, string json, CancellationToken ct)
+    public static async Task<(HttpStatusCode Status, JsonNode Body)> PostAsync(this HttpClient http, string path,
+        string json, CancellationToken ct)
     {
         using var response = await http.PostAsync(path, Json(json), ct);
         return (response.StatusCode, JsonNode.Parse(await response.Content.ReadAsStringAsync(ct))!);
@@ -96,7 +100,8 @@ public static class Http
         return events;
     }
 
-    public static async Task<List<string>> StreamAsync(this HttpClient http, string path, string json, CancellationToken ct)
+    public static async Task<List<string>> StreamAsync(this HttpClient http, string path, string json,
+        CancellationToken ct)
     {
         using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = Json(json) };
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);

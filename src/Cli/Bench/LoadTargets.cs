@@ -6,7 +6,8 @@ using Weft.Abstractions;
 
 namespace Weft.Cli.Bench;
 
-/// <summary>Something that generates a completion for a token-id prompt and reports how many tokens each streamed piece held.</summary>
+/// <summary>Something that generates a completion for a token-id prompt and reports how many tokens each streamed piece
+/// held.</summary>
 interface ILoadTarget
 {
     IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens, CancellationToken cancellationToken);
@@ -15,7 +16,8 @@ interface ILoadTarget
 /// <summary>Conversations through grains, each request its own conversation.</summary>
 sealed class GrainTarget(IGrainFactory grains) : ILoadTarget
 {
-    public async IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    public async IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var conversation = grains.GetGrain<IConversationGrain>(Guid.NewGuid().ToString("n"));
         var request = new TurnRequest
@@ -29,20 +31,24 @@ sealed class GrainTarget(IGrainFactory grains) : ILoadTarget
     }
 }
 
-/// <summary>Streaming /v1/completions of an OpenAI-compatible server (token ids counted with return_token_ids).</summary>
+/// <summary>Streaming /v1/completions of an OpenAI-compatible server (token ids counted with
+/// return_token_ids).</summary>
 sealed class HttpTarget(HttpClient http, string model) : ILoadTarget
 {
     public static async Task<HttpTarget> ConnectAsync(string url, string? apiKey)
     {
         var http = ApiHttp.Client(url, apiKey);
-        var models = await http.GetFromJsonAsync<JsonObject>("v1/models") ?? throw new InvalidOperationException($"{url}: no model list");
-        string model = models["data"]?[0]?["id"]?.GetValue<string>() ?? throw new InvalidOperationException($"{url}: serves no model");
+        var models = await http.GetFromJsonAsync<JsonObject>("v1/models")
+            ?? throw new InvalidOperationException($"{url}: no model list");
+        string model = models["data"]?[0]?["id"]?.GetValue<string>()
+            ?? throw new InvalidOperationException($"{url}: serves no model");
         return new HttpTarget(http, model);
     }
 
     public string Model => model;
 
-    public async IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens, [EnumeratorCancellation] CancellationToken cancellationToken)
+    public async IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         var body = new JsonObject
         {
@@ -54,10 +60,12 @@ sealed class HttpTarget(HttpClient http, string model) : ILoadTarget
             ["stream"] = true,
             ["return_token_ids"] = true,
         };
-        using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions") { Content = JsonContent.Create(body) };
+        using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions")
+        { Content = JsonContent.Create(body) };
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
         if (!response.IsSuccessStatusCode)
-            throw new InvalidOperationException($"HTTP {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
+            throw new InvalidOperationException(
+                $"HTTP {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(cancellationToken));
         while (await reader.ReadLineAsync(cancellationToken) is { } line)
         {
@@ -65,7 +73,8 @@ sealed class HttpTarget(HttpClient http, string model) : ILoadTarget
             var data = line.AsMemory(6);
             if (data.Span.SequenceEqual("[DONE]")) yield break;
             var chunk = JsonNode.Parse(data.Span.ToString());
-            if (chunk?["error"] is { } error) throw new InvalidOperationException($"server error: {error.ToJsonString()}");
+            if (chunk?["error"] is { } error)
+                throw new InvalidOperationException($"server error: {error.ToJsonString()}");
             int n = chunk?["choices"]?[0]?["token_ids"]?.AsArray().Count ?? 0;
             if (n > 0) yield return n;
         }

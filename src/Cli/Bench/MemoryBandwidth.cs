@@ -3,7 +3,8 @@ using System.Runtime.InteropServices;
 
 namespace Weft.Cli.Bench;
 
-/// <summary>Measures the machine's read bandwidth the way a decode step uses it: every core streaming a buffer far larger than the caches.</summary>
+/// <summary>Measures the machine's read bandwidth the way a decode step uses it: every core streaming a buffer far
+/// larger than the caches.</summary>
 static unsafe class MemoryBandwidth
 {
     public static double MeasureBytesPerSecond(int threads, long bytes = 1L << 30, int repeats = 5)

@@ -19,13 +19,16 @@ public sealed record ServeLevel(
 /// </summary>
 static class ServeBenchmark
 {
-    public static async Task<IReadOnlyList<ServeLevel>> RunAsync(ILoadTarget target, int[] concurrency, int prompt, int gen, int requestsPerClient,
-        Func<int, double>? engineOnly, Func<Task<BatchStats>>? batchStats, TextWriter output)
+    public static async Task<IReadOnlyList<ServeLevel>> RunAsync(ILoadTarget target, int[] concurrency, int prompt,
+        int gen, int requestsPerClient, Func<int, double>? engineOnly, Func<Task<BatchStats>>? batchStats,
+        TextWriter output)
     {
-        output.WriteLine($"closed loop: each client sends {requestsPerClient} requests back to back; {prompt}-token prompts, {gen} tokens each (ignore_eos)");
+        output.WriteLine($"closed loop: each client sends {requestsPerClient} requests back to back; {prompt}-token " +
+            $"prompts, {gen} tokens each (ignore_eos)");
         output.WriteLine(engineOnly is null
             ? $"{"clients",7} {"tok/s",9} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}"
-            : $"{"clients",7} {"tok/s",9} {"engine",9} {"served/engine",14} {"batch",6} {"tick ms",8} {"fwd ms",7} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}");
+            : $"{"clients",7} {"tok/s",9} {"engine",9} {"served/engine",14} {"batch",6} {"tick ms",8} {"fwd ms",7} " +
+                $"{"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}");
         // one request first so start-up costs (activation, JIT) stay out of the figures
         await foreach (var _ in target.GenerateAsync(Prompt(0, prompt), 2, CancellationToken.None)) { }
 
@@ -46,13 +49,15 @@ static class ServeBenchmark
                     var start = Stopwatch.GetTimestamp();
                     long last = 0;
                     int n = 0;
-                    await foreach (int k in target.GenerateAsync(Prompt(client * 1000 + r + 1, prompt), gen, CancellationToken.None))
+                    await foreach (int k in
+                        target.GenerateAsync(Prompt(client * 1000 + r + 1, prompt), gen, CancellationToken.None))
                     {
                         long now = Stopwatch.GetTimestamp();
                         lock (ttft)
                         {
                             if (last == 0) ttft.Add(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds);
-                            else for (int i = 0; i < k; i++) itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds / k);
+                            else for (int i = 0; i < k; i++)
+                                itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds / k);
                         }
                         last = now;
                         n += k;
@@ -71,25 +76,32 @@ static class ServeBenchmark
                 // the grain reports means since activation: turn them into this level's means
                 var after = await batchStats();
                 long ticks = after.Ticks - before.Ticks;
-                double Delta(Func<BatchStats, double> mean) => ticks == 0 ? 0 : (mean(after) * after.Ticks - mean(before) * before.Ticks) / ticks;
+                double Delta(Func<BatchStats, double> mean) =>
+                    ticks == 0 ? 0 : (mean(after) * after.Ticks - mean(before) * before.Ticks) / ticks;
                 meanBatch = Delta(s => s.MeanBatchSize);
                 tickMs = Delta(s => s.MeanTickMs);
                 forwardMs = Delta(s => s.MeanForwardMs);
             }
             var level = new ServeLevel(c, c * requestsPerClient, tokens, seconds, tokens / seconds,
-                Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(itl, 50), Percentile(itl, 99), Percentile(e2e, 50),
-                engine, meanBatch, tickMs, forwardMs);
+                Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(itl, 50),
+                Percentile(itl, 99), Percentile(e2e, 50), engine, meanBatch, tickMs, forwardMs);
             levels.Add(level);
             output.WriteLine(engine is null
-                ? $"{c,7} {level.TokensPerSecond,9:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms"
-                : $"{c,7} {level.TokensPerSecond,9:F1} {engine,9:F1} {level.TokensPerSecond / engine,14:P1} {meanBatch,6:F1} {tickMs,8:F1} {forwardMs,7:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms");
+                ? $"{c,7} {level.TokensPerSecond,9:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms " +
+                    $"{level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms " +
+                    $"{level.E2eP50Ms,6:F0}ms"
+                : $"{c,7} {level.TokensPerSecond,9:F1} {engine,9:F1} {level.TokensPerSecond / engine,14:P1} " +
+                    $"{meanBatch,6:F1} {tickMs,8:F1} {forwardMs,7:F1} {level.TtftP50Ms,7:F0}ms " +
+                    $"{level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms " +
+                    $"{level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms");
         }
         return levels;
     }
 
     /// <summary>Distinct prompts per request, so no request is served from another's prefix cache.</summary>
     public static int[] Prompt(int salt, int length) =>
-        [1, .. Enumerable.Range(0, length - 1).Select(i => 259 + (int)((uint)(salt * 7919 + i * 104729 + salt * i * 31) % 1000))];
+        [1, .. Enumerable.Range(0, length - 1)
+            .Select(i => 259 + (int)((uint)(salt * 7919 + i * 104729 + salt * i * 31) % 1000))];
 
     /// <summary>
     /// The same closed-loop workload as one level without Orleans: the scheduler and the engine driven directly
@@ -107,7 +119,8 @@ static class ServeBenchmark
         var sampling = new SamplingParams { Temperature = 0, MaxTokens = gen, IgnoreEos = true };
         var sent = new int[concurrency];
         long id = 0;
-        void Send(int client) => batch.Scheduler.Add(new Sequence(++id, Prompt(client * 1000 + ++sent[client], prompt), sampling));
+        void Send(int client) =>
+            batch.Scheduler.Add(new Sequence(++id, Prompt(client * 1000 + ++sent[client], prompt), sampling));
         var clientOf = new Dictionary<long, int>();
         for (int c = 0; c < concurrency; c++)
         {

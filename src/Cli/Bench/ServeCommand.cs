@@ -10,8 +10,8 @@ using Weft.Grains;
 
 namespace Weft.Cli.Bench;
 
-public sealed record ServeBenchOptions(string? Url, string? ModelPath, EngineKind Engine, int[] Concurrency, int Prompt, int Gen, int Requests,
-    string? ApiKey, string? JsonPath, string? ChartPath, int Threads);
+public sealed record ServeBenchOptions(string? Url, string? ModelPath, EngineKind Engine, int[] Concurrency, int Prompt,
+    int Gen, int Requests, string? ApiKey, string? JsonPath, string? ChartPath, int Threads);
 
 static class ServeCommand
 {
@@ -24,11 +24,13 @@ static class ServeCommand
             var target = await HttpTarget.ConnectAsync(o.Url, o.ApiKey);
             title = $"weft bench serve --url {o.Url} ({target.Model})";
             output.WriteLine(title);
-            levels = await ServeBenchmark.RunAsync(target, o.Concurrency, o.Prompt, o.Gen, o.Requests, null, null, output);
+            levels = await ServeBenchmark.RunAsync(target, o.Concurrency, o.Prompt, o.Gen, o.Requests, null, null,
+                output);
         }
         else (title, levels) = await InProcessAsync(o, output);
 
-        if (o.JsonPath is not null) ServeBenchmark.WriteJson(o.JsonPath, new { title, o.Prompt, o.Gen, o.Requests, levels });
+        if (o.JsonPath is not null)
+            ServeBenchmark.WriteJson(o.JsonPath, new { title, o.Prompt, o.Gen, o.Requests, levels });
         if (o.ChartPath is not null) SvgChart.Write(o.ChartPath, title, levels);
         return 0;
     }
@@ -56,7 +58,9 @@ static class ServeCommand
             // every level once to warm up (JIT tiers, caches), then the median of three
             foreach (int c in o.Concurrency) ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, 1);
             foreach (int c in o.Concurrency)
-                engineFigures[c] = Enumerable.Range(0, 3).Select(_ => ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, o.Requests)).Order().ElementAt(1);
+                engineFigures[c] = Enumerable.Range(0, 3)
+                    .Select(_ => ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, o.Requests))
+                    .Order().ElementAt(1);
         }
 
         var builder = Host.CreateApplicationBuilder();
@@ -66,7 +70,10 @@ static class ServeCommand
             silo.UseLocalhostClustering(siloPort: FreePort(), gatewayPort: FreePort());
             silo.AddMemoryGrainStorage(WeftStorage.Name);
             // one device, like the engine-only figures it stands beside
-            silo.AddWeft(new ModelHostOptions { Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients, Devices = 1 });
+            silo.AddWeft(new ModelHostOptions
+            {
+                Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients, Devices = 1
+            });
         });
         using var host = builder.Build();
         await host.StartAsync();
@@ -76,7 +83,8 @@ static class ServeCommand
             var grains = host.Services.GetRequiredService<IGrainFactory>();
             var silo = host.Services.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>().SiloAddress;
             var batch = grains.GetGrain<IBatchGrain>(new DeviceKey(silo, 0).ToString());
-            var levels = await ServeBenchmark.RunAsync(new GrainTarget(grains), o.Concurrency, o.Prompt, o.Gen, o.Requests,
+            var levels = await ServeBenchmark.RunAsync(new GrainTarget(grains), o.Concurrency, o.Prompt, o.Gen,
+                o.Requests,
                 c => engineFigures[c],
                 batch.GetStatsAsync,
                 output);

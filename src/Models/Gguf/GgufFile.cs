@@ -37,10 +37,12 @@ public sealed unsafe class GgufFile : IDisposable
         Path = path;
         FileInfo info;
         try { info = new FileInfo(path); }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { throw Fail(e.Message, e); }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException)
+        { throw Fail(e.Message, e); }
         if (!info.Exists) throw Fail(Directory.Exists(path) ? "is a directory, not a GGUF file" : "file not found");
         FileSize = info.Length;
-        // A zero-length file cannot be mapped; anything shorter than a header fails in the reader with the field it lacks.
+        // A zero-length file cannot be mapped; anything shorter than a header fails in the reader with the field it
+        // lacks.
         if (FileSize == 0) throw Fail("empty file (0 bytes)");
         try
         {
@@ -62,9 +64,11 @@ public sealed unsafe class GgufFile : IDisposable
             uint magic = r.U32("magic");
             if (magic != Magic) throw Fail($"not a GGUF file (magic 0x{magic:X8}, expected 0x{Magic:X8} \"GGUF\")");
             Version = r.U32("version");
-            if (Version is 1) throw Fail("GGUF version 1 is not supported (re-convert the model; versions 2 and 3 are)");
+            if (Version is 1)
+                throw Fail("GGUF version 1 is not supported (re-convert the model; versions 2 and 3 are)");
             if (Version is not (2 or 3))
-                throw Fail(Version != 0 && (Version & 0xFFFF) == 0 ? "big-endian GGUF is not supported" : $"unsupported GGUF version {Version}");
+                throw Fail(Version != 0 && (Version & 0xFFFF) == 0 ? "big-endian GGUF is not supported"
+                    : $"unsupported GGUF version {Version}");
 
             long tensorCount = r.Count("tensor count", 8 + 4 + 8 + 4 + 8);
             long kvCount = r.Count("metadata count", 8 + 4 + 1);
@@ -92,13 +96,15 @@ public sealed unsafe class GgufFile : IDisposable
             {
                 string name = r.String("tensor name");
                 uint nDims = r.U32("dimension count of tensor", name);
-                if (nDims is 0 or > MaxDims) throw Fail($"tensor '{name}' has {nDims} dimensions (1 to {MaxDims} allowed)");
+                if (nDims is 0 or > MaxDims)
+                    throw Fail($"tensor '{name}' has {nDims} dimensions (1 to {MaxDims} allowed)");
                 var dims = new long[nDims];
                 long elements = 1;
                 for (int d = 0; d < nDims; d++)
                 {
                     ulong dim = r.U64("dimension of tensor", name);
-                    if (dim == 0 || dim > int.MaxValue) throw Fail($"tensor '{name}' has an impossible dimension {dim}");
+                    if (dim == 0 || dim > int.MaxValue)
+                        throw Fail($"tensor '{name}' has an impossible dimension {dim}");
                     dims[d] = (long)dim;
                     if (elements > long.MaxValue / (long)dim) throw Fail($"tensor '{name}' has too many elements");
                     elements *= (long)dim;
@@ -107,13 +113,17 @@ public sealed unsafe class GgufFile : IDisposable
                 var type = (GgmlType)rawType;
                 var layout = GgmlTypeTraits.Find(type) ?? throw Fail($"tensor '{name}' has unknown type {rawType}");
                 if (dims[0] % layout.BlockSize != 0)
-                    throw Fail($"tensor '{name}' row of {dims[0]} elements is not a whole number of {type} blocks of {layout.BlockSize}");
+                    throw Fail($"tensor '{name}' row of {dims[0]} elements is not a whole number of {type} blocks " +
+                        $"of {layout.BlockSize}");
                 ulong offset = r.U64("offset of tensor", name);
-                if (offset % Alignment != 0) throw Fail($"tensor '{name}' offset {offset} is not aligned to {Alignment}");
-                if (offset > (ulong)FileSize) throw Fail($"tensor '{name}' offset {offset} lies beyond the end of the file");
+                if (offset % Alignment != 0)
+                    throw Fail($"tensor '{name}' offset {offset} is not aligned to {Alignment}");
+                if (offset > (ulong)FileSize)
+                    throw Fail($"tensor '{name}' offset {offset} lies beyond the end of the file");
                 // Checked before multiplying: a huge element count times the block size would overflow a long.
                 if (elements / layout.BlockSize > FileSize / layout.BlockBytes)
-                    throw Fail($"truncated: tensor '{name}' ({type}, {string.Join(" × ", dims)}) is larger than the whole file of {FileSize} bytes");
+                    throw Fail($"truncated: tensor '{name}' ({type}, {string.Join(" × ", dims)}) is larger than the " +
+                        $"whole file of {FileSize} bytes");
                 long bytes = elements / layout.BlockSize * layout.BlockBytes;
                 var t = new GgufTensorInfo(name, type, dims, (long)offset, bytes);
                 if (!_tensorsByName.TryAdd(name, t)) throw Fail($"duplicate tensor '{name}'");
@@ -124,7 +134,8 @@ public sealed unsafe class GgufFile : IDisposable
             foreach (var t in tensors)
             {
                 if (DataOffset + t.Offset + t.ByteSize > FileSize)
-                    throw Fail($"truncated: tensor '{t.Name}' ({t.Type}, {t.Shape}) needs bytes up to {DataOffset + t.Offset + t.ByteSize} but the file has {FileSize}");
+                    throw Fail($"truncated: tensor '{t.Name}' ({t.Type}, {t.Shape}) needs bytes up " +
+                        $"to {DataOffset + t.Offset + t.ByteSize} but the file has {FileSize}");
             }
             Tensors = tensors;
         }
@@ -135,7 +146,8 @@ public sealed unsafe class GgufFile : IDisposable
         }
     }
 
-    /// <summary>Opens and validates a GGUF file; every failure is a <see cref="GgufFormatException"/> naming the file.</summary>
+    /// <summary>Opens and validates a GGUF file; every failure is a <see cref="GgufFormatException"/> naming the
+    /// file.</summary>
     public static GgufFile Open(string path) => new(path);
 
     public static long AlignUp(long x, long alignment) => (x + alignment - 1) / alignment * alignment;
@@ -157,17 +169,21 @@ public sealed unsafe class GgufFile : IDisposable
     }
 
     public ReadOnlySpan<byte> Data(GgufTensorInfo t) =>
-        t.ByteSize <= int.MaxValue ? new(DataPointer(t), (int)t.ByteSize) : throw Fail($"tensor '{t.Name}' is too large for a span");
+        t.ByteSize <= int.MaxValue ? new(DataPointer(t), (int)t.ByteSize)
+            : throw Fail($"tensor '{t.Name}' is too large for a span");
 
     // ---- typed metadata access; a missing key or a wrong type is a format error naming the key ----
 
     public bool Has(string key) => Metadata.ContainsKey(key);
 
-    public GgufValue Get(string key) => Metadata.TryGetValue(key, out var v) ? v : throw Fail($"missing metadata key '{key}'");
+    public GgufValue Get(string key) =>
+        Metadata.TryGetValue(key, out var v) ? v : throw Fail($"missing metadata key '{key}'");
 
-    public string GetString(string key) => Get(key).Value as string ?? throw Fail($"metadata '{key}' should be a string");
+    public string GetString(string key) =>
+        Get(key).Value as string ?? throw Fail($"metadata '{key}' should be a string");
 
-    public string? GetStringOrNull(string key) => Metadata.TryGetValue(key, out var v) ? v.Value as string ?? throw Fail($"metadata '{key}' should be a string") : null;
+    public string? GetStringOrNull(string key) => Metadata.TryGetValue(key, out var v)
+        ? v.Value as string ?? throw Fail($"metadata '{key}' should be a string") : null;
 
     public long GetInteger(string key)
     {
@@ -194,7 +210,8 @@ public sealed unsafe class GgufFile : IDisposable
     public T[] GetArray<T>(string key) => Get(key).Value is T[] a && a.GetType() == typeof(T[])
         ? a : throw Fail($"metadata '{key}' should be an array of {typeof(T).Name}");
 
-    /// <summary>Integer array of any element width as int[] (token types and ids are stored as i32 or u32 by different tools).</summary>
+    /// <summary>Integer array of any element width as int[] (token types and ids are stored as i32 or u32 by different
+    /// tools).</summary>
     public int[] GetIntArray(string key)
     {
         var v = Get(key);
@@ -208,8 +225,10 @@ public sealed unsafe class GgufFile : IDisposable
             GgufValueType.Int8 => ((sbyte[])v.Value).Select(x => (int)x).ToArray(),
             GgufValueType.Int16 => ((short[])v.Value).Select(x => (int)x).ToArray(),
             GgufValueType.UInt16 => ((ushort[])v.Value).Select(x => (int)x).ToArray(),
-            GgufValueType.Int64 => ((long[])v.Value).Select(x => x is >= int.MinValue and <= int.MaxValue ? (int)x : OutOfRange(x)).ToArray(),
-            GgufValueType.UInt64 => ((ulong[])v.Value).Select(x => x <= int.MaxValue ? (int)x : OutOfRange(x)).ToArray(),
+            GgufValueType.Int64 => ((long[])v.Value)
+                .Select(x => x is >= int.MinValue and <= int.MaxValue ? (int)x : OutOfRange(x)).ToArray(),
+            GgufValueType.UInt64 => ((ulong[])v.Value)
+                .Select(x => x <= int.MaxValue ? (int)x : OutOfRange(x)).ToArray(),
             _ => throw Fail($"metadata '{key}' should be an integer array, got {v.ElementType}[]"),
         };
 
@@ -254,7 +273,8 @@ public sealed unsafe class GgufFile : IDisposable
         public uint U32(string what, string? name = null) => Read<uint>(what, name);
         public ulong U64(string what, string? name = null) => Read<ulong>(what, name);
 
-        /// <summary>A count whose items take at least <paramref name="minItemBytes"/> each: checked against what remains.</summary>
+        /// <summary>A count whose items take at least <paramref name="minItemBytes"/> each: checked against what
+        /// remains.</summary>
         public long Count(string what, int minItemBytes, string? name = null, long max = long.MaxValue)
         {
             ulong n = Read<ulong>(what, name);
@@ -269,7 +289,8 @@ public sealed unsafe class GgufFile : IDisposable
             ulong n = Read<ulong>("length of " + what, name);
             if (n > (ulong)(length - _pos))
                 throw file.Fail($"truncated: {Field(what, name)} of {n} bytes at offset {_pos}, file has {length}");
-            if (n > MaxStringBytes) throw file.Fail($"{Field(what, name)} of {n} bytes exceeds the limit of {MaxStringBytes}");
+            if (n > MaxStringBytes)
+                throw file.Fail($"{Field(what, name)} of {n} bytes exceeds the limit of {MaxStringBytes}");
             var s = Encoding.UTF8.GetString(p + _pos, (int)n);
             _pos += (long)n;
             return s;

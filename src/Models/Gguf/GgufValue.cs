@@ -25,19 +25,22 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
     public static GgufValue Of(float[] v) => new(GgufValueType.Array, v, GgufValueType.Float32);
     public static GgufValue Of(int[] v) => new(GgufValueType.Array, v, GgufValueType.Int32);
 
-    public bool IsInteger => Type is GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.UInt16 or GgufValueType.Int16
-        or GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.UInt64 or GgufValueType.Int64;
+    public bool IsInteger => Type is GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.UInt16
+        or GgufValueType.Int16 or GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.UInt64
+        or GgufValueType.Int64;
 
     /// <summary>Any integer type widened to long (files differ in which width they use for the same key).</summary>
     public long AsInt64() => TryGetInt64(out long v) ? v
-        : throw (IsInteger ? new OverflowException($"{Value} does not fit in a long") : new InvalidCastException($"{Type} is not an integer"));
+        : throw (IsInteger ? new OverflowException($"{Value} does not fit in a long")
+            : new InvalidCastException($"{Type} is not an integer"));
 
     /// <summary>False for a non-integer and for a u64 above <see cref="long.MaxValue"/>.</summary>
     public bool TryGetInt64(out long value)
     {
         (bool ok, value) = Value switch
         {
-            byte b => (true, b), sbyte s => (true, s), ushort us => (true, us), short sh => (true, sh), uint u => (true, u), int i => (true, i),
+            byte b => (true, b), sbyte s => (true, s), ushort us => (true, us), short sh => (true, sh),
+            uint u => (true, u), int i => (true, i),
             ulong ul => (ul <= long.MaxValue, (long)ul),
             long l => (true, l),
             _ => (false, 0L),

@@ -13,21 +13,26 @@ public sealed class GgufWriter
     readonly List<(string Key, GgufValue Value)> _metadata = [];
     readonly List<(string Name, GgmlType Type, long[] Dims, long Bytes, Action<Stream> Write)> _tensors = [];
 
-    /// <summary>Tensor data alignment; a value other than the default is recorded as general.alignment so readers agree.</summary>
+    /// <summary>Tensor data alignment; a value other than the default is recorded as general.alignment so readers
+    /// agree.</summary>
     public uint Alignment
     {
         get;
         init => field = value is > 0 and <= 1 << 20 && uint.IsPow2(value) ? value
-            : throw new ArgumentOutOfRangeException(nameof(Alignment), value, "alignment must be a power of two up to 2^20");
+            : throw new ArgumentOutOfRangeException(nameof(Alignment), value,
+                "alignment must be a power of two up to 2^20");
     } = GgufFile.DefaultAlignment;
 
     public GgufWriter Add(string key, GgufValue value)
     {
         if (_metadata.Any(m => m.Key == key)) throw new ArgumentException($"duplicate metadata key '{key}'");
         // The tag written is value.Type but the bytes come from the CLR value: a mismatch would write a corrupt file.
-        if (!IsConsistent(value)) throw new ArgumentException($"metadata '{key}': {value.Value.GetType().Name} value does not match its GGUF type {value.Type}/{value.ElementType}");
+        if (!IsConsistent(value))
+            throw new ArgumentException($"metadata '{key}': {value.Value.GetType().Name} value does not match its " +
+                $"GGUF type {value.Type}/{value.ElementType}");
         if (key == AlignmentKey && !(value.TryGetInt64(out long a) && a == Alignment))
-            throw new ArgumentException($"{AlignmentKey} is written from the {nameof(Alignment)} property ({Alignment}); set that instead");
+            throw new ArgumentException(
+                $"{AlignmentKey} is written from the {nameof(Alignment)} property ({Alignment}); set that instead");
         _metadata.Add((key, value));
         return this;
     }
@@ -42,7 +47,8 @@ public sealed class GgufWriter
     {
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"duplicate tensor '{name}'");
         if (dims.Length is 0 or > 4 || dims.Any(d => d is <= 0 or > int.MaxValue))
-            throw new ArgumentException($"tensor '{name}' dims [{string.Join(", ", dims)}]: 1 to 4 dims of 1 to {int.MaxValue} each");
+            throw new ArgumentException(
+                $"tensor '{name}' dims [{string.Join(", ", dims)}]: 1 to 4 dims of 1 to {int.MaxValue} each");
         long elements = dims.Aggregate(1L, (a, d) => a * d);
         _tensors.Add((name, type, dims, GgmlTypeTraits.RowBytes(type, elements), write));
         return this;
@@ -51,7 +57,8 @@ public sealed class GgufWriter
     public GgufWriter AddTensor(string name, GgmlType type, long[] dims, byte[] data)
     {
         long expected = GgmlTypeTraits.RowBytes(type, dims.Aggregate(1L, (a, d) => a * d));
-        if (data.Length != expected) throw new ArgumentException($"tensor '{name}' has {data.Length} bytes, {type} {string.Join('×', dims)} needs {expected}");
+        if (data.Length != expected) throw new ArgumentException(
+            $"tensor '{name}' has {data.Length} bytes, {type} {string.Join('×', dims)} needs {expected}");
         return AddTensor(name, type, dims, s => s.Write(data));
     }
 
@@ -103,7 +110,8 @@ public sealed class GgufWriter
             long start = stream.Position;
             t.Write(stream);
             if (stream.Position - start != t.Bytes)
-                throw new InvalidOperationException($"tensor '{t.Name}' wrote {stream.Position - start} bytes, expected {t.Bytes}");
+                throw new InvalidOperationException(
+                    $"tensor '{t.Name}' wrote {stream.Position - start} bytes, expected {t.Bytes}");
             Pad(stream);
         }
         stream.Flush();
@@ -133,8 +141,10 @@ public sealed class GgufWriter
         GgufValueType.UInt8 => typeof(byte), GgufValueType.Int8 => typeof(sbyte),
         GgufValueType.UInt16 => typeof(ushort), GgufValueType.Int16 => typeof(short),
         GgufValueType.UInt32 => typeof(uint), GgufValueType.Int32 => typeof(int),
-        GgufValueType.Float32 => typeof(float), GgufValueType.Bool => typeof(bool), GgufValueType.String => typeof(string),
-        GgufValueType.UInt64 => typeof(ulong), GgufValueType.Int64 => typeof(long), GgufValueType.Float64 => typeof(double),
+        GgufValueType.Float32 => typeof(float), GgufValueType.Bool => typeof(bool),
+        GgufValueType.String => typeof(string),
+        GgufValueType.UInt64 => typeof(ulong), GgufValueType.Int64 => typeof(long),
+        GgufValueType.Float64 => typeof(double),
         _ => null,
     };
 

@@ -19,7 +19,8 @@ internal static class BpeTrainer
 
     /// <param name="words">Each distinct word as its initial symbols, with its frequency.</param>
     /// <param name="allowed">Whether two symbols may merge at all.</param>
-    public static List<(string Left, string Right)> Learn(IReadOnlyList<(string[] Symbols, int Count)> words, int maxMerges, Func<string, string, bool> allowed)
+    public static List<(string Left, string Right)> Learn(IReadOnlyList<(string[] Symbols, int Count)> words,
+        int maxMerges, Func<string, string, bool> allowed)
     {
         var names = new List<string>();
         var index = new Dictionary<string, int>(StringComparer.Ordinal);

@@ -34,10 +34,12 @@ internal sealed class BytePairTokenizer : Tokenizer
         for (int rank = 0; rank < merges.Length; rank++)
         {
             string m = merges[rank];
-            int space = m.Length > 1 ? m.IndexOf(' ', 1) : -1; // the first space after the first character separates the sides
+            // the first space after the first character separates the sides
+            int space = m.Length > 1 ? m.IndexOf(' ', 1) : -1;
             if (space < 0) continue;
             string left = m[..space], right = m[(space + 1)..];
-            _merges.TryAdd(Key(Intern(left), Intern(right)), (rank, Intern(left + right))); // the first rule for a pair wins
+            // the first rule for a pair wins
+            _merges.TryAdd(Key(Intern(left), Intern(right)), (rank, Intern(left + right)));
         }
         _symbols = symbols.GetAlternateLookup<ReadOnlySpan<char>>();
         _cache = _cacheDictionary.GetAlternateLookup<ReadOnlySpan<char>>();
@@ -55,7 +57,8 @@ internal sealed class BytePairTokenizer : Tokenizer
             if (!_cache.TryGetValue(word, out int[]? ids))
             {
                 ids = EncodeWord(word);
-                if (word.Length <= CachedWordChars && _cache.TryAdd(word, ids) && Interlocked.Increment(ref _cacheCount) > CacheLimit)
+                if (word.Length <= CachedWordChars && _cache.TryAdd(word, ids)
+                    && Interlocked.Increment(ref _cacheCount) > CacheLimit)
                 {
                     _cacheDictionary.Clear();
                     Interlocked.Exchange(ref _cacheCount, 0);
@@ -74,13 +77,18 @@ internal sealed class BytePairTokenizer : Tokenizer
     {
         var utf8 = new byte[Encoding.UTF8.GetByteCount(word)];
         Encoding.UTF8.GetBytes(word, utf8);
-        string spelled = string.Create(utf8.Length, utf8, static (s, b) => { for (int i = 0; i < s.Length; i++) s[i] = Unicode.ByteToChar[b[i]]; });
+        string spelled = string.Create(utf8.Length, utf8,
+            static (s, b) => { for (int i = 0; i < s.Length; i++) s[i] = Unicode.ByteToChar[b[i]]; });
         if (_ignoreMerges && Ids.TryGetValue(spelled, out int whole)) return [whole];
 
         int n = spelled.Length;
         var symbols = new Symbol[n];
         for (int i = 0; i < n; i++)
-            symbols[i] = new Symbol { Start = i, Length = 1, Prev = i - 1, Next = i + 1 < n ? i + 1 : -1, Id = _symbols.TryGetValue(spelled.AsSpan(i, 1), out int s) ? s : -1 };
+            symbols[i] = new Symbol
+            {
+                Start = i, Length = 1, Prev = i - 1, Next = i + 1 < n ? i + 1 : -1,
+                Id = _symbols.TryGetValue(spelled.AsSpan(i, 1), out int s) ? s : -1
+            };
 
         // Keyed by (rank, left); the value carries the merged length (which tells a stale bigram, as in the
         // SentencePiece loop) and the merged symbol.
@@ -89,7 +97,8 @@ internal sealed class BytePairTokenizer : Tokenizer
         {
             if (left < 0 || right < 0 || symbols[left].Id < 0 || symbols[right].Id < 0) return;
             if (_merges.TryGetValue(Key(symbols[left].Id, symbols[right].Id), out var m))
-                queue.Push(MergeQueue.RankKey(m.Rank, left), (long)m.Result << 32 | (uint)(symbols[left].Length + symbols[right].Length));
+                queue.Push(MergeQueue.RankKey(m.Rank, left),
+                    (long)m.Result << 32 | (uint)(symbols[left].Length + symbols[right].Length));
         }
         for (int i = 1; i < n; i++) TryAddBigram(i - 1, i);
         while (queue.TryPop(out ulong key, out long value))

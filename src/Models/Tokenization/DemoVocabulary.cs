@@ -10,9 +10,10 @@ public static class DemoVocabulary
     const int MaxPieceChars = 16;
 
     /// <summary>
-    /// A SentencePiece-style ("llama") vocabulary: &lt;unk&gt;, &lt;s&gt;, &lt;/s&gt;, the 256 byte tokens &lt;0x00&gt;..&lt;0xFF&gt;,
-    /// learned pieces (with ▁ for spaces; scores falling in merge order, as SentencePiece BPE assigns them), then the
-    /// single characters. Digits are never merged (split_digits), and letters never merge with punctuation.
+    /// A SentencePiece-style ("llama") vocabulary: &lt;unk&gt;, &lt;s&gt;, &lt;/s&gt;, the 256 byte tokens
+    /// &lt;0x00&gt;..&lt;0xFF&gt;, learned pieces (with ▁ for spaces; scores falling in merge order, as SentencePiece
+    /// BPE assigns them), then the single characters. Digits are never merged (split_digits), and letters never merge
+    /// with punctuation.
     /// </summary>
     public static VocabularySpec SentencePiece(int size, string? chatTemplate = null)
     {
@@ -46,12 +47,14 @@ public static class DemoVocabulary
             if (pieces.Count == pieceCount) break;
             if (known.Add(left + right)) pieces.Add(left + right);
         }
-        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == Unicode.SpaceEscape && s.Skip(1).All(char.IsAsciiLetter), (l, r) => l + r);
+        Pad(pieces, known, pieceCount,
+            s => s.Length > 1 && s[0] == Unicode.SpaceEscape && s.Skip(1).All(char.IsAsciiLetter), (l, r) => l + r);
 
         var scores = new List<float>(new float[tokens.Count]);
         foreach (var p in pieces.Concat(chars))
         {
-            scores.Add(-(scores.Count - fixedTokens)); // SentencePiece BPE: earlier merges score higher, characters last
+            // SentencePiece BPE: earlier merges score higher, characters last
+            scores.Add(-(scores.Count - fixedTokens));
             tokens.Add(p);
             types.Add((int)TokenType.Normal);
         }
@@ -70,18 +73,22 @@ public static class DemoVocabulary
         return (Letters(body) && Letters(right)) || (NoLetters(body) && NoLetters(right));
     }
 
-    /// <summary>The special tokens of <see cref="ByteLevelBpe"/>: Llama 3's and ChatML's, so either chat format can be used.</summary>
+    /// <summary>The special tokens of <see cref="ByteLevelBpe"/>: Llama 3's and ChatML's, so either chat format can be
+    /// used.</summary>
     public static IReadOnlyList<string> ByteLevelSpecialTokens { get; } =
-        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|im_start|>", "<|im_end|>"];
+        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+            "<|im_start|>", "<|im_end|>"];
 
     /// <summary>
     /// A GPT-2-style byte-level BPE ("gpt2") vocabulary: the 256 byte symbols in GPT-2's order, learned merges (over
     /// words split by the <paramref name="pre"/> pre-tokenizer) with their merge list, then
-    /// <see cref="ByteLevelSpecialTokens"/> as control tokens; BOS is &lt;|begin_of_text|&gt;, EOS &lt;|end_of_text|&gt;.
+    /// <see cref="ByteLevelSpecialTokens"/> as control tokens; BOS is &lt;|begin_of_text|&gt;, EOS
+    /// &lt;|end_of_text|&gt;.
     /// </summary>
     public static VocabularySpec ByteLevelBpe(int size, string pre = "llama-bpe", string? chatTemplate = null)
     {
-        var dialect = BpeDialect.Find(pre) ?? throw new ArgumentException($"unknown pre-tokenizer '{pre}'", nameof(pre));
+        var dialect = BpeDialect.Find(pre)
+            ?? throw new ArgumentException($"unknown pre-tokenizer '{pre}'", nameof(pre));
         int fixedTokens = 256 + ByteLevelSpecialTokens.Count;
         ArgumentOutOfRangeException.ThrowIfLessThan(size, fixedTokens + 1);
 
@@ -98,14 +105,16 @@ public static class DemoVocabulary
         int pieceCount = size - fixedTokens;
         var pieces = new List<string>();
         var merges = new List<string>();
-        foreach (var (left, right) in BpeTrainer.Learn(words, pieceCount, (l, r) => l.Length + r.Length <= MaxPieceChars))
+        foreach (var (left, right) in
+            BpeTrainer.Learn(words, pieceCount, (l, r) => l.Length + r.Length <= MaxPieceChars))
         {
             if (pieces.Count == pieceCount) break;
             merges.Add($"{left} {right}");
             if (known.Add(left + right)) pieces.Add(left + right);
         }
         const char space = 'Ġ'; // the byte alphabet's space
-        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == space && s.Skip(1).All(char.IsAsciiLetter), (l, r) =>
+        Pad(pieces, known, pieceCount, s => s.Length > 1 && s[0] == space && s.Skip(1).All(char.IsAsciiLetter),
+            (l, r) =>
             {
                 merges.Add($"{l} {r}");
                 return l + r;
@@ -120,14 +129,16 @@ public static class DemoVocabulary
             BosId: bos, EosId: bos + 1, UnkId: null, PadId: null, AddBos: true, AddSpacePrefix: null, chatTemplate);
     }
 
-    static string Spell(string word) => string.Concat(System.Text.Encoding.UTF8.GetBytes(word).Select(b => Unicode.ByteToChar[b]));
+    static string Spell(string word) =>
+        string.Concat(System.Text.Encoding.UTF8.GetBytes(word).Select(b => Unicode.ByteToChar[b]));
 
     /// <summary>
-    /// Fills <paramref name="pieces"/> up to <paramref name="count"/> with new pieces joining a learned word start and a
-    /// common word ending of the corpus ("s", "ed", "ing", ...), walking the pairs by the sum of their positions so
+    /// Fills <paramref name="pieces"/> up to <paramref name="count"/> with new pieces joining a learned word start and
+    /// a common word ending of the corpus ("s", "ed", "ing", ...), walking the pairs by the sum of their positions so
     /// early (frequent) pieces combine first.
     /// </summary>
-    static void Pad(List<string> pieces, HashSet<string> known, int count, Func<string, bool> isStart, Func<string, string, string> join)
+    static void Pad(List<string> pieces, HashSet<string> known, int count, Func<string, bool> isStart,
+        Func<string, string, string> join)
     {
         if (pieces.Count >= count) return;
         var starts = pieces.Where(isStart).ToList();
@@ -135,8 +146,11 @@ public static class DemoVocabulary
         var ends = pieces.Concat(known.Order(StringComparer.Ordinal)).Where(endings.Contains).Distinct().ToList();
         for (int sum = 0; pieces.Count < count; sum++)
         {
-            if (sum > starts.Count + ends.Count) throw new ArgumentOutOfRangeException(nameof(count), count, "the demo corpus cannot fill a vocabulary this large");
-            for (int i = Math.Max(0, sum - ends.Count + 1); i <= Math.Min(sum, starts.Count - 1) && pieces.Count < count; i++)
+            if (sum > starts.Count + ends.Count)
+                throw new ArgumentOutOfRangeException(nameof(count), count,
+                    "the demo corpus cannot fill a vocabulary this large");
+            for (int i = Math.Max(0, sum - ends.Count + 1);
+                i <= Math.Min(sum, starts.Count - 1) && pieces.Count < count; i++)
             {
                 string l = starts[i], r = ends[sum - i];
                 if (l.Length + r.Length <= MaxPieceChars && known.Add(l + r)) pieces.Add(join(l, r));

@@ -11,11 +11,19 @@ internal sealed record BpeDialect(PreTokenizer Splitter, bool CleanSpaces, bool 
 {
     // The expressions are llama.cpp's (llm_tokenizer_bpe), so the custom fast paths below recognise them verbatim.
     const string Gpt2 = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-    const string Llama3 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const string Qwen2 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const string Qwen35 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const string Gpt4o = @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-    const string Tekken = @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const string Llama3 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|" +
+        @"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const string Qwen2 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|" +
+        @" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const string Qwen35 = @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|" +
+        @"[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const string Gpt4o = @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|" +
+        @"'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|" +
+        @"'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|" +
+        @"\s+(?!\S)|\s+";
+    const string Tekken = @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|" +
+        @"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|" +
+        @"\s+(?!\S)|\s+";
     const string Bloom = @" ?[^(\s|.,!?…。，、।۔،)]+";
 
     static readonly PreTokenizer DefaultSplit = new([@"[\p{P}\$\+<=>\^~\|]+", Gpt2, @"\p{N}+", "[0-9][0-9][0-9]"]);
@@ -25,7 +33,8 @@ internal sealed record BpeDialect(PreTokenizer Splitter, bool CleanSpaces, bool 
     static readonly PreTokenizer Qwen2Split = new([Qwen2]);
 
     /// <summary>The default llama.cpp uses when tokenizer.ggml.pre is missing.</summary>
-    public static readonly BpeDialect Default = new(DefaultSplit, CleanSpaces: true, IgnoreMerges: false, AddBos: false);
+    public static readonly BpeDialect Default = new(DefaultSplit, CleanSpaces: true, IgnoreMerges: false,
+        AddBos: false);
 
     static readonly Dictionary<string, BpeDialect> Known = Build();
 
@@ -37,13 +46,17 @@ internal sealed record BpeDialect(PreTokenizer Splitter, bool CleanSpaces, bool 
             foreach (var n in names) d.Add(n, dialect);
         }
         Add(Default, "default");
-        Add(new(Llama3Split, true, IgnoreMerges: true, AddBos: true), "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2");
+        Add(new(Llama3Split, true, IgnoreMerges: true, AddBos: true), "llama3", "llama-v3", "llama-bpe", "falcon3",
+            "falcon-h1", "pixtral", "midm-2.0", "lfm2");
         Add(new(Llama3Split, true, false, false), "dbrx", "smaug-bpe");
-        Add(new(Gpt2Split, true, false, false), "gpt-2", "phi-2", "gigachat", "a.x-4.0", "mellum", "exaone4", "mpt", "olmo", "jais");
+        Add(new(Gpt2Split, true, false, false), "gpt-2", "phi-2", "gigachat", "a.x-4.0", "mellum", "exaone4", "mpt",
+            "olmo", "jais");
         Add(new(Gpt2Split, false, false, false), "trillion", "granite-docling");
-        Add(new(StarcoderSplit, true, false, false), "starcoder", "refact", "codeshell", "exaone", "minerva-7b", "mellum2");
+        Add(new(StarcoderSplit, true, false, false), "starcoder", "refact", "codeshell", "exaone", "minerva-7b",
+            "mellum2");
         Add(new(StarcoderSplit, false, false, false), "command-r", "smollm");
-        Add(new(Qwen2Split, false, false, false), "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan", "solar-open");
+        Add(new(Qwen2Split, false, false, false), "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan",
+            "solar-open");
         Add(new(Qwen2Split, true, false, false), "stablelm2", "megrez");
         Add(new(new([Qwen35]), false, false, false), "qwen35");
         Add(new(new([@"[\p{P}\$\+<=>\^~\|`]+", Gpt2, "[0-9][0-9][0-9]"]), true, false, false), "falcon");
@@ -78,10 +91,13 @@ internal sealed class PreTokenizer
     static (Kind, Regex?) Compile(string expr)
     {
         if (expr == @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)") return (Kind.Gpt2, null);
-        if (expr is @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-                 or @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+        if (expr is @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|" +
+                    @"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                 or @"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|" +
+                    @"\s*[\r\n]+|\s+(?!\S)|\s+")
             return (Kind.Llama3, null);
-        const RegexOptions options = RegexOptions.CultureInvariant | RegexOptions.ExplicitCapture | RegexOptions.Compiled;
+        const RegexOptions options =
+            RegexOptions.CultureInvariant | RegexOptions.ExplicitCapture | RegexOptions.Compiled;
         return expr.Contains(@"\p{")
             ? (Kind.Collapsed, new Regex(CollapseExpression(expr), options))
             : (Kind.Codepoints, new Regex(expr, options));
@@ -146,7 +162,8 @@ internal sealed class PreTokenizer
     static char CodepointChar(int cp, CodepointFlags f) =>
         cp > 0x7F && (f & CodepointFlags.Whitespace) != 0 ? '\v' : cp <= 0xFFFF ? (char)cp : '\uFFFF';
 
-    /// <summary>Appends the UTF-16 ranges of the words of <paramref name="text"/> (well-formed) to <paramref name="words"/>.</summary>
+    /// <summary>Appends the UTF-16 ranges of the words of <paramref name="text"/> (well-formed) to <paramref
+    /// name="words"/>.</summary>
     public void Split(string text, List<Range> words)
     {
         var (cps, offsets) = Unicode.Codepoints(text);
@@ -167,11 +184,19 @@ internal sealed class PreTokenizer
                     case Kind.Gpt2: SplitGpt2(cps, flags, start, start + len, next); break;
                     case Kind.Llama3: SplitLlama3(cps, flags, start, start + len, next); break;
                     case Kind.Collapsed:
-                        collapsed ??= string.Create(cps.Length, (cps, flags), static (s, st) => { for (int i = 0; i < s.Length; i++) s[i] = CollapsedChar(st.cps[i], st.flags[i]); });
+                        collapsed ??= string.Create(cps.Length, (cps, flags),
+                            static (s, st) =>
+                            {
+                                for (int i = 0; i < s.Length; i++) s[i] = CollapsedChar(st.cps[i], st.flags[i]);
+                            });
                         SplitRegex(regex!, collapsed.AsSpan(start, len), next);
                         break;
                     default:
-                        wide ??= string.Create(cps.Length, (cps, flags), static (s, st) => { for (int i = 0; i < s.Length; i++) s[i] = CodepointChar(st.cps[i], st.flags[i]); });
+                        wide ??= string.Create(cps.Length, (cps, flags),
+                            static (s, st) =>
+                            {
+                                for (int i = 0; i < s.Length; i++) s[i] = CodepointChar(st.cps[i], st.flags[i]);
+                            });
                         SplitRegex(regex!, wide.AsSpan(start, len), next);
                         break;
                 }
@@ -230,7 +255,8 @@ internal sealed class PreTokenizer
                 if (pos + 2 < end)
                 {
                     int n2 = Cp(pos + 2);
-                    if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) { Emit(pos += 3); continue; }
+                    if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l'))
+                    { Emit(pos += 3); continue; }
                 }
             }
 
@@ -259,7 +285,8 @@ internal sealed class PreTokenizer
 
             int spaces = 0;
             while (Is(F(pos + spaces), CodepointFlags.Whitespace)) spaces++;
-            if (spaces > 1 && Cp(pos + spaces) >= 0) { Emit(pos += spaces - 1); continue; } // \s+(?!\S): leave one for the next word
+            // \s+(?!\S): leave one for the next word
+            if (spaces > 1 && Cp(pos + spaces) >= 0) { Emit(pos += spaces - 1); continue; }
             if (spaces > 0) { Emit(pos += spaces); continue; }
             Emit(++pos);
         }
@@ -292,12 +319,14 @@ internal sealed class PreTokenizer
                 if (pos + 2 < end)
                 {
                     int n2 = Lower(Cp(pos + 2));
-                    if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l')) { Emit(pos += 3); continue; }
+                    if ((n1 == 'r' && n2 == 'e') || (n1 == 'v' && n2 == 'e') || (n1 == 'l' && n2 == 'l'))
+                    { Emit(pos += 3); continue; }
                 }
             }
 
             // [^\r\n\p{L}\p{N}]?\p{L}+
-            if (!(cp is '\r' or '\n' || Is(flags, CodepointFlags.Number)) && (Is(flags, CodepointFlags.Letter) || Is(F(pos + 1), CodepointFlags.Letter)))
+            if (!(cp is '\r' or '\n' || Is(flags, CodepointFlags.Number))
+                && (Is(flags, CodepointFlags.Letter) || Is(F(pos + 1), CodepointFlags.Letter)))
             {
                 pos++;
                 while (Is(F(pos), CodepointFlags.Letter)) pos++;
@@ -321,7 +350,8 @@ internal sealed class PreTokenizer
                 continue;
             }
 
-            // " ?[^\s\p{L}\p{N}]+[\r\n]*" (llama.cpp tests the current codepoint's flags for being in range, not the next one's)
+            // " ?[^\s\p{L}\p{N}]+[\r\n]*" (llama.cpp tests the current codepoint's flags for being in range, not the
+            // next one's)
             var f2 = cp == ' ' ? F(pos + 1) : flags;
             if ((f2 & wordish) == 0 && flags != CodepointFlags.None)
             {

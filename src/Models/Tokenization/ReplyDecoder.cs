@@ -45,7 +45,8 @@ public sealed class ReplyDecoder(Tokenizer tokenizer, IReadOnlyList<string> stop
         return Emit(s[..^hold]);
     }
 
-    /// <summary>Length of the longest tail of <paramref name="s"/> that is a proper prefix of some stop string.</summary>
+    /// <summary>Length of the longest tail of <paramref name="s"/> that is a proper prefix of some stop
+    /// string.</summary>
     int HeldBack(string s)
     {
         int hold = 0;

@@ -100,7 +100,8 @@ internal sealed class SentencePieceTokenizer : Tokenizer
             for (int j = 0; j < count; j++)
             {
                 if (_byteTokens[bytes[j]] >= 0) output.Add(_byteTokens[bytes[j]]);
-                else if (_unkId is { } unk) output.Add(unk); // llama.cpp has no answer here (it throws); <unk> is the honest one
+                // llama.cpp has no answer here (it throws); <unk> is the honest one
+                else if (_unkId is { } unk) output.Add(unk);
             }
         }
     }

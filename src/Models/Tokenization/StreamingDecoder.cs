@@ -12,7 +12,8 @@ public sealed class StreamingDecoder
 {
     readonly Tokenizer _tokenizer;
     readonly bool _renderSpecial;
-    readonly Decoder _utf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false).GetDecoder();
+    readonly Decoder _utf8 =
+        new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: false).GetDecoder();
     char[] _chars = new char[64];
 
     internal StreamingDecoder(Tokenizer tokenizer, bool renderSpecial)
@@ -21,10 +22,12 @@ public sealed class StreamingDecoder
         _renderSpecial = renderSpecial;
     }
 
-    /// <summary>The text completed by this token: possibly empty, possibly including characters begun by earlier tokens.</summary>
+    /// <summary>The text completed by this token: possibly empty, possibly including characters begun by earlier
+    /// tokens.</summary>
     public string Push(int id) => Convert(_tokenizer.PieceForStreaming(id, _renderSpecial), flush: false);
 
-    /// <summary>Whatever is still held back, with an incomplete character as U+FFFD; the decoder can then be reused.</summary>
+    /// <summary>Whatever is still held back, with an incomplete character as U+FFFD; the decoder can then be
+    /// reused.</summary>
     public string Flush() => Convert([], flush: true);
 
     string Convert(ReadOnlySpan<byte> bytes, bool flush)

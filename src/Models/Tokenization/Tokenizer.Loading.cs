@@ -2,7 +2,8 @@ using Weft.Models.Gguf;
 
 namespace Weft.Models.Tokenization;
 
-/// <summary>Token attributes as llama.cpp keeps them: bits, because it promotes some tokens (e.g. Normal to Normal|Control).</summary>
+/// <summary>Token attributes as llama.cpp keeps them: bits, because it promotes some tokens (e.g. Normal to
+/// Normal|Control).</summary>
 [Flags]
 internal enum TokenAttr : ushort
 {
@@ -45,16 +46,20 @@ public abstract partial class Tokenizer
     // control token, and the pad/repo/separator ones end generation.
     static readonly (string Key, string[] Texts, bool EndsGeneration)[] FimTokens =
     [
-        ("fim_pre", ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"], false),
-        ("fim_suf", ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"], false),
-        ("fim_mid", ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"], false),
+        ("fim_pre", ["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>",
+            "<|code_prefix|>", "<|prefix|>"], false),
+        ("fim_suf", ["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>",
+            "<|code_suffix|>", "<|suffix|>"], false),
+        ("fim_mid", ["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>",
+            "<|code_middle|>", "<|middle|>"], false),
         ("fim_pad", ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"], true),
         ("fim_rep", ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"], true),
         ("fim_sep", ["<|file_sep|>"], true),
     ];
 
     /// <summary>The tokenizer.ggml.pre names of byte-level BPE vocabularies this tokenizer reproduces.</summary>
-    public static IReadOnlyCollection<string> SupportedPreTokenizers { get; } = BpeDialect.Names.Order(StringComparer.Ordinal).ToArray();
+    public static IReadOnlyCollection<string> SupportedPreTokenizers { get; } =
+        BpeDialect.Names.Order(StringComparer.Ordinal).ToArray();
 
     /// <summary>
     /// Reads the tokenizer from tokenizer.ggml.* metadata. Every problem (a missing or mistyped key, arrays of
@@ -83,16 +88,19 @@ public abstract partial class Tokenizer
             {
                 float[] f => f,
                 int[] i => i.Select(x => (float)x).ToArray(),
-                _ => throw file.Fail($"tokenizer.ggml.scores should be an array of float32, got {sv.Type} of {sv.ElementType}"),
+                _ => throw file.Fail(
+                    $"tokenizer.ggml.scores should be an array of float32, got {sv.Type} of {sv.ElementType}"),
             };
-            if (scores.Length != n) throw file.Fail($"tokenizer.ggml.scores has {scores.Length} entries for {n} tokens");
+            if (scores.Length != n)
+                throw file.Fail($"tokenizer.ggml.scores has {scores.Length} entries for {n} tokens");
         }
 
         var attrs = new TokenAttr[n];
         if (file.Has("tokenizer.ggml.token_type"))
         {
             int[] types = file.GetIntArray("tokenizer.ggml.token_type");
-            if (types.Length != n) throw file.Fail($"tokenizer.ggml.token_type has {types.Length} entries for {n} tokens");
+            if (types.Length != n)
+                throw file.Fail($"tokenizer.ggml.token_type has {types.Length} entries for {n} tokens");
             for (int i = 0; i < n; i++)
             {
                 attrs[i] = types[i] switch
@@ -113,7 +121,8 @@ public abstract partial class Tokenizer
         for (int i = 0; i < n; i++)
         {
             if (tokens[i].Length == 0) tokens[i] = $"[EMPTY_{i}]"; // llama.cpp's name for empty pieces
-            if (!ids.TryAdd(tokens[i], i)) throw file.Fail($"duplicate token '{tokens[i]}' has ids {ids[tokens[i]]} and {i}");
+            if (!ids.TryAdd(tokens[i], i))
+                throw file.Fail($"duplicate token '{tokens[i]}' has ids {ids[tokens[i]]} and {i}");
             if ((attrs[i] & TokenAttr.Byte) != 0 && !IsByteToken(tokens[i]))
                 throw file.Fail($"byte token {i} is '{tokens[i]}', expected the form <0xXX>");
         }
@@ -135,8 +144,10 @@ public abstract partial class Tokenizer
         }
 
         // llama.cpp's defaults when the metadata names no id (its gpt2 default of 11 is odd but real).
-        int bos = SpecialId("bos", spm ? 1 : 11) ?? throw file.Fail("no BOS token: tokenizer.ggml.bos_token_id is missing");
-        int eos = SpecialId("eos", spm ? 2 : 11) ?? throw file.Fail("no EOS token: tokenizer.ggml.eos_token_id is missing");
+        int bos = SpecialId("bos", spm ? 1 : 11)
+            ?? throw file.Fail("no BOS token: tokenizer.ggml.bos_token_id is missing");
+        int eos = SpecialId("eos", spm ? 2 : 11)
+            ?? throw file.Fail("no EOS token: tokenizer.ggml.eos_token_id is missing");
         int? unk = SpecialId("unknown", spm ? 0 : null);
         int? pad = SpecialId("padding", null);
         int? eot = SpecialId("eot", null);
@@ -163,7 +174,8 @@ public abstract partial class Tokenizer
             eog.Add(id);
             attrs[id] |= TokenAttr.Control;
         }
-        foreach (string text in (string[])["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"]) // gpt-oss: always rendered
+        // gpt-oss: always rendered
+        foreach (string text in (string[])["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"])
             if (ids.TryGetValue(text, out int id)) attrs[id] = TokenAttr.UserDefined;
 
         eog.Add(eos);
@@ -172,8 +184,9 @@ public abstract partial class Tokenizer
 
         bool InEog(string text, out int id) => ids.TryGetValue(text, out id) && eog.Contains(id);
         // o200k_harmony and solar-open: <|end|> only ends a message there, not generation.
-        if (InEog("<|end|>", out int end) && ((InEog("<|return|>", out _) && (InEog("<|call|>", out _) || InEog("<|calls|>", out _)))
-                                              || ((InEog("<|call|>", out _) || InEog("<|calls|>", out _)) && InEog("<|flush|>", out _))))
+        if (InEog("<|end|>", out int end)
+            && ((InEog("<|return|>", out _) && (InEog("<|call|>", out _) || InEog("<|calls|>", out _)))
+                || ((InEog("<|call|>", out _) || InEog("<|calls|>", out _)) && InEog("<|flush|>", out _))))
         {
             eog.Remove(end);
             attrs[end] = TokenAttr.UserDefined;

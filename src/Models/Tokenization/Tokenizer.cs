@@ -28,10 +28,12 @@ public abstract partial class Tokenizer
     public int? PadId { get; }
     /// <summary>Whether <see cref="Encode"/> with addSpecial starts the tokens with <see cref="BosId"/>.</summary>
     public bool AddBos { get; }
-    /// <summary>Tokens that end generation: EOS and the end-of-turn tokens llama.cpp recognises (its llama_vocab_is_eog set).</summary>
+    /// <summary>Tokens that end generation: EOS and the end-of-turn tokens llama.cpp recognises (its llama_vocab_is_eog
+    /// set).</summary>
     public IReadOnlySet<int> EndOfGenerationIds { get; }
 
-    /// <param name="normalPiece">The bytes a normal token's text stands for, which is where the two kinds differ.</param>
+    /// <param name="normalPiece">The bytes a normal token's text stands for, which is where the two kinds
+    /// differ.</param>
     private protected Tokenizer(VocabularyData v, Func<string, byte[]> normalPiece)
     {
         _tokens = v.Tokens;
@@ -74,7 +76,8 @@ public abstract partial class Tokenizer
     public int? FindToken(string piece) => _ids.TryGetValue(piece, out int id) ? id : null;
 
     int CheckId(int id) => (uint)id < (uint)_tokens.Length ? id
-        : throw new ArgumentOutOfRangeException(nameof(id), id, $"token id outside the vocabulary of {_tokens.Length} tokens");
+        : throw new ArgumentOutOfRangeException(nameof(id), id,
+            $"token id outside the vocabulary of {_tokens.Length} tokens");
 
     /// <summary>
     /// Tokenizes like llama_tokenize(text, add_special, parse_special): user-defined tokens are always matched as
@@ -111,7 +114,8 @@ public abstract partial class Tokenizer
     /// <summary>A token, or a run of plain text between special tokens.</summary>
     readonly record struct Fragment(int Token, int Start, int Length);
 
-    /// <summary>Splits the text at occurrences of special tokens, longest tokens first (llama.cpp's tokenizer_st_partition).</summary>
+    /// <summary>Splits the text at occurrences of special tokens, longest tokens first (llama.cpp's
+    /// tokenizer_st_partition).</summary>
     List<Fragment> Partition(string text, bool parseSpecial)
     {
         var fragments = new List<Fragment>();
@@ -144,12 +148,14 @@ public abstract partial class Tokenizer
         return fragments;
     }
 
-    /// <summary>What a token renders as with special tokens rendered, the way llama_token_to_piece builds its cache.</summary>
+    /// <summary>What a token renders as with special tokens rendered, the way llama_token_to_piece builds its
+    /// cache.</summary>
     byte[] RenderPiece(int id, Func<string, byte[]> normalPiece)
     {
         var a = _attrs[id];
         string text = _tokens[id];
-        if ((a & (TokenAttr.Unknown | TokenAttr.Control | TokenAttr.UserDefined)) != 0) return Encoding.UTF8.GetBytes(text);
+        if ((a & (TokenAttr.Unknown | TokenAttr.Control | TokenAttr.UserDefined)) != 0)
+            return Encoding.UTF8.GetBytes(text);
         if ((a & TokenAttr.Normal) != 0) return normalPiece(text);
         if ((a & TokenAttr.Byte) != 0) return [Convert.ToByte(text.Substring(3, 2), 16)];
         return [];
@@ -186,7 +192,8 @@ public abstract partial class Tokenizer
         return Encoding.UTF8.GetString(span);
     }
 
-    /// <summary>A decoder that turns generated tokens into text as they arrive, holding back split UTF-8 characters.</summary>
+    /// <summary>A decoder that turns generated tokens into text as they arrive, holding back split UTF-8
+    /// characters.</summary>
     public StreamingDecoder CreateStreamingDecoder(bool renderSpecial = false) => new(this, renderSpecial);
 
     internal ReadOnlySpan<byte> PieceForStreaming(int id, bool renderSpecial) => Piece(id, renderSpecial);

@@ -3,7 +3,8 @@ using System.Text;
 
 namespace Weft.Models.Tokenization;
 
-/// <summary>The general category of a codepoint as llama.cpp's unicode tables group them, plus its whitespace bit.</summary>
+/// <summary>The general category of a codepoint as llama.cpp's unicode tables group them, plus its whitespace
+/// bit.</summary>
 [Flags]
 internal enum CodepointFlags : byte
 {
@@ -45,11 +46,15 @@ internal static class Unicode
         {
             UnicodeCategory.UppercaseLetter or UnicodeCategory.LowercaseLetter or UnicodeCategory.TitlecaseLetter
                 or UnicodeCategory.ModifierLetter or UnicodeCategory.OtherLetter => CodepointFlags.Letter,
-            UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark => CodepointFlags.Mark,
-            UnicodeCategory.DecimalDigitNumber or UnicodeCategory.LetterNumber or UnicodeCategory.OtherNumber => CodepointFlags.Number,
-            UnicodeCategory.SpaceSeparator or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator => CodepointFlags.Separator,
+            UnicodeCategory.NonSpacingMark or UnicodeCategory.SpacingCombiningMark or UnicodeCategory.EnclosingMark
+                => CodepointFlags.Mark,
+            UnicodeCategory.DecimalDigitNumber or UnicodeCategory.LetterNumber or UnicodeCategory.OtherNumber
+                => CodepointFlags.Number,
+            UnicodeCategory.SpaceSeparator or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator
+                => CodepointFlags.Separator,
             UnicodeCategory.ConnectorPunctuation or UnicodeCategory.DashPunctuation or UnicodeCategory.OpenPunctuation
-                or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation or UnicodeCategory.FinalQuotePunctuation
+                or UnicodeCategory.ClosePunctuation or UnicodeCategory.InitialQuotePunctuation
+                or UnicodeCategory.FinalQuotePunctuation
                 or UnicodeCategory.OtherPunctuation => CodepointFlags.Punctuation,
             UnicodeCategory.MathSymbol or UnicodeCategory.CurrencySymbol or UnicodeCategory.ModifierSymbol
                 or UnicodeCategory.OtherSymbol => CodepointFlags.Symbol,
@@ -58,9 +63,10 @@ internal static class Unicode
         return IsWhitespace(cp) ? flags | CodepointFlags.Whitespace : flags;
     }
 
-    /// <summary>The White_Space set llama.cpp uses for \s (note: not U+001C..U+001F, which .NET's char.IsWhiteSpace includes).</summary>
-    static bool IsWhitespace(int cp) => cp is (>= 0x09 and <= 0x0D) or 0x20 or 0x85 or 0xA0 or 0x1680 or (>= 0x2000 and <= 0x200A)
-        or 0x2028 or 0x2029 or 0x202F or 0x205F or 0x3000;
+    /// <summary>The White_Space set llama.cpp uses for \s (note: not U+001C..U+001F, which .NET's char.IsWhiteSpace
+    /// includes).</summary>
+    static bool IsWhitespace(int cp) => cp is (>= 0x09 and <= 0x0D) or 0x20 or 0x85 or 0xA0 or 0x1680
+        or (>= 0x2000 and <= 0x200A) or 0x2028 or 0x2029 or 0x202F or 0x205F or 0x3000;
 
     /// <summary>
     /// The text as Encoding.UTF8 would see it: lone surrogates become U+FFFD, exactly what reaches llama.cpp when a
@@ -71,7 +77,8 @@ internal static class Unicode
         int bad = IndexOfLoneSurrogate(text);
         if (bad < 0) return text;
         var sb = new StringBuilder(text.Length);
-        foreach (var rune in text.EnumerateRunes()) sb.Append(rune.ToString()); // EnumerateRunes yields U+FFFD for lone surrogates
+        // EnumerateRunes yields U+FFFD for lone surrogates
+        foreach (var rune in text.EnumerateRunes()) sb.Append(rune.ToString());
         return sb.ToString();
     }
 
@@ -87,7 +94,8 @@ internal static class Unicode
         return -1;
     }
 
-    /// <summary>Codepoints of a well-formed string, and the UTF-16 offset where each begins (plus the end offset).</summary>
+    /// <summary>Codepoints of a well-formed string, and the UTF-16 offset where each begins (plus the end
+    /// offset).</summary>
     public static (int[] Codepoints, int[] Offsets) Codepoints(ReadOnlySpan<char> text)
     {
         var cps = new int[text.Length];
@@ -134,7 +142,9 @@ internal static class Unicode
     /// <summary>The byte a GPT-2 alphabet character stands for, or -1.</summary>
     public static int CharToByte(int cp) => cp < CharToByteTable.Length ? CharToByteTable[cp] : -1;
 
-    /// <summary>The 256 alphabet characters in GPT-2's vocabulary order: printable bytes first, then the shifted ones.</summary>
+    /// <summary>The 256 alphabet characters in GPT-2's vocabulary order: printable bytes first, then the shifted
+    /// ones.</summary>
     public static IEnumerable<char> ByteAlphabet() =>
-        Enumerable.Range(0, 256).Where(IsPrintableByte).Concat(Enumerable.Range(0, 256).Where(b => !IsPrintableByte(b))).Select(b => ByteToChar[b]);
+        Enumerable.Range(0, 256).Where(IsPrintableByte)
+            .Concat(Enumerable.Range(0, 256).Where(b => !IsPrintableByte(b))).Select(b => ByteToChar[b]);
 }

@@ -13,7 +13,8 @@ public sealed class GgufBadFileTests : IDisposable
     string Write(byte[] bytes) => _dir.Write($"bad{_files++}.gguf", bytes);
     string Write(RawGguf raw) => Write(raw.ToArray());
 
-    /// <summary>A small file that uses every structure the reader parses: scalars, strings, arrays of each kind, nested arrays, tensors of several types.</summary>
+    /// <summary>A small file that uses every structure the reader parses: scalars, strings, arrays of each kind, nested
+    /// arrays, tensors of several types.</summary>
     static byte[] ValidFile()
     {
         var w = new GgufWriter();
@@ -25,7 +26,8 @@ public sealed class GgufBadFileTests : IDisposable
         w.Add("f64", GgufValue.Of(0.5));
         w.Add("tokens", GgufValue.Of(["<s>", "a", "", "日本"]));
         w.Add("bools", new GgufValue(GgufValueType.Array, new[] { true, false }, GgufValueType.Bool));
-        w.Add("nested", new GgufValue(GgufValueType.Array, new[] { GgufValue.Of([1, 2]), GgufValue.Of(["x"]) }, GgufValueType.Array));
+        w.Add("nested", new GgufValue(GgufValueType.Array, new[] { GgufValue.Of([1, 2]), GgufValue.Of(["x"]) },
+            GgufValueType.Array));
         w.Add("scores", GgufValue.Of([0.5f, -1f]));
         w.AddTensor("a", GgmlType.F32, [3], [1f, 2, 3]);
         w.AddTensor("b", GgmlType.Q8_0, [32, 2], Enumerable.Range(0, 64).Select(i => i / 8f).ToArray());
@@ -78,13 +80,15 @@ public sealed class GgufBadFileTests : IDisposable
             }
             var e = Assert.Throws<GgufFormatException>(() => GgufFile.Open(path).Dispose());
             Assert.StartsWith(path + ": ", e.Message);
-            Assert.True(e.Problem.StartsWith(n == 0 ? "empty" : "truncated") || e.Problem.Contains("is impossible for a file of"), $"cut at {n}: {e.Message}");
+            Assert.True(e.Problem.StartsWith(n == 0 ? "empty" : "truncated")
+                || e.Problem.Contains("is impossible for a file of"), $"cut at {n}: {e.Message}");
         }
     }
 
     // ---- counts and lengths ----
 
-    public static TheoryData<ulong> AbsurdCounts => [1UL << 63, ulong.MaxValue, long.MaxValue, (1UL << 63) - 8, 1UL << 40, uint.MaxValue, 1000];
+    public static TheoryData<ulong> AbsurdCounts =>
+        [1UL << 63, ulong.MaxValue, long.MaxValue, (1UL << 63) - 8, 1UL << 40, uint.MaxValue, 1000];
 
     [Theory]
     [MemberData(nameof(AbsurdCounts))]
@@ -92,12 +96,16 @@ public sealed class GgufBadFileTests : IDisposable
     {
         OpenFails(Write(RawGguf.Header(n, 0).Zeros(64)), $"tensor count {n} is impossible");
         OpenFails(Write(RawGguf.Header(0, n).Zeros(64)), $"metadata count {n} is impossible");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.UInt8).U64(n).Zeros(64)), $"length of array 'a' {n} is impossible");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.String).U64(n).Zeros(64)), $"length of array 'a' {n} is impossible");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.UInt8).U64(n)
+            .Zeros(64)), $"length of array 'a' {n} is impossible");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.String).U64(n)
+            .Zeros(64)), $"length of array 'a' {n} is impossible");
         OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.Array).U64(1)
             .U32((uint)GgufValueType.Int64).U64(n).Zeros(64)), $"length of array 'a' {n} is impossible");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("s", GgufValueType.String).U64(n).Zeros(64)), $"truncated: string value of 's' of {n} bytes");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.String).U64(1).U64(n).Zeros(64)), $"truncated: string in array 'a' of {n} bytes");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("s", GgufValueType.String).U64(n).Zeros(64)),
+            $"truncated: string value of 's' of {n} bytes");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.String).U64(1).U64(n)
+            .Zeros(64)), $"truncated: string in array 'a' of {n} bytes");
         OpenFails(Write(RawGguf.Header(0, 1).U64(n).Zeros(64)), $"truncated: metadata key of {n} bytes");
         OpenFails(Write(RawGguf.Header(1, 0).U64(n).Zeros(64)), $"truncated: tensor name of {n} bytes");
     }
@@ -115,7 +123,8 @@ public sealed class GgufBadFileTests : IDisposable
     [Fact]
     public void Lengths_that_fit_the_file_but_exceed_the_reader_limits()
     {
-        OpenFails(WriteSparse(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.UInt8).U64(1 << 25), 1L << 26),
+        OpenFails(WriteSparse(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.UInt8)
+            .U64(1 << 25), 1L << 26),
             "length of array 'a' 33554432 exceeds the limit");
         OpenFails(WriteSparse(RawGguf.Header(0, 1).Key("s", GgufValueType.String).U64(1UL << 29), 1L << 30),
             "string value of 's' of 536870912 bytes exceeds the limit");
@@ -123,7 +132,8 @@ public sealed class GgufBadFileTests : IDisposable
 
     // ---- tensor descriptors ----
 
-    /// <summary>One tensor descriptor followed by <paramref name="dataBytes"/> of data at the default alignment.</summary>
+    /// <summary>One tensor descriptor followed by <paramref name="dataBytes"/> of data at the default
+    /// alignment.</summary>
     string OneTensor(Func<RawGguf, RawGguf> descriptor, int dataBytes = 64) =>
         Write(descriptor(RawGguf.Header(1, 0)).PadTo(32).Zeros(dataBytes));
 
@@ -135,13 +145,18 @@ public sealed class GgufBadFileTests : IDisposable
         OpenFails(OneTensor(r => r.Str("t").U32(1000).Zeros(64)), "tensor 't' has 1000 dimensions");
         OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 4, 0)), "tensor 't' has an impossible dimension 0");
         OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 1UL << 40)), "impossible dimension 1099511627776");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, ulong.MaxValue)), $"impossible dimension {ulong.MaxValue}");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, int.MaxValue, int.MaxValue, int.MaxValue)), "tensor 't' has too many elements");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, ulong.MaxValue)),
+            $"impossible dimension {ulong.MaxValue}");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, int.MaxValue, int.MaxValue, int.MaxValue)),
+            "tensor 't' has too many elements");
         // 2^62 elements fit a long but 8 bytes each would not: the byte size must be checked before it is computed.
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F64, 0, 1 << 31 - 1, 1 << 31 - 1)), "is larger than the whole file");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.I64, 0, int.MaxValue, int.MaxValue, 2)), "is larger than the whole file");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F64, 0, 1 << 31 - 1, 1 << 31 - 1)),
+            "is larger than the whole file");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.I64, 0, int.MaxValue, int.MaxValue, 2)),
+            "is larger than the whole file");
         OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 1 << 30, 1 << 30)), "is larger than the whole file");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.Q8_0, 0, 33)), "row of 33 elements is not a whole number of Q8_0 blocks of 32");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.Q8_0, 0, 33)),
+            "row of 33 elements is not a whole number of Q8_0 blocks of 32");
         OpenFails(OneTensor(r => r.Tensor("t", GgmlType.Q4_K, 0, 32, 8)), "not a whole number of Q4_K blocks of 256");
     }
 
@@ -158,14 +173,20 @@ public sealed class GgufBadFileTests : IDisposable
     public void Tensor_offsets_and_data()
     {
         OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 8, 4)), "tensor 't' offset 8 is not aligned to 32");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 1UL << 40, 4)), "offset 1099511627776 lies beyond the end of the file");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, ulong.MaxValue - 31, 4)), "lies beyond the end of the file");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 64), dataBytes: 16), "truncated: tensor 't' (F32, 64) is larger than the whole file");
-        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 16), dataBytes: 16), "truncated: tensor 't' (F32, 16) needs bytes up to 128 but the file has 80");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 1UL << 40, 4)),
+            "offset 1099511627776 lies beyond the end of the file");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, ulong.MaxValue - 31, 4)),
+            "lies beyond the end of the file");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 64), dataBytes: 16),
+            "truncated: tensor 't' (F32, 64) is larger than the whole file");
+        OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 0, 16), dataBytes: 16),
+            "truncated: tensor 't' (F32, 16) needs bytes up to 128 but the file has 80");
         OpenFails(OneTensor(r => r.Tensor("t", GgmlType.F32, 32, 8), dataBytes: 32), "truncated: tensor 't'");
-        OpenFails(Write(RawGguf.Header(2, 0).Tensor("t", GgmlType.F32, 0, 4).Tensor("t", GgmlType.F32, 32, 4).PadTo(32).Zeros(64)), "duplicate tensor 't'");
+        OpenFails(Write(RawGguf.Header(2, 0).Tensor("t", GgmlType.F32, 0, 4).Tensor("t", GgmlType.F32, 32, 4).PadTo(32)
+            .Zeros(64)), "duplicate tensor 't'");
         // With general.alignment = 64 an offset of 32 is misaligned.
-        OpenFails(Write(RawGguf.Header(1, 1).KvU32("general.alignment", 64).Tensor("t", GgmlType.F32, 32, 4).PadTo(64).Zeros(128)), "offset 32 is not aligned to 64");
+        OpenFails(Write(RawGguf.Header(1, 1).KvU32("general.alignment", 64).Tensor("t", GgmlType.F32, 32, 4).PadTo(64)
+            .Zeros(128)), "offset 32 is not aligned to 64");
     }
 
     // ---- metadata values ----
@@ -174,23 +195,31 @@ public sealed class GgufBadFileTests : IDisposable
     public void Bad_metadata_values()
     {
         OpenFails(Write(RawGguf.Header(0, 2).KvU32("k", 1).KvU32("k", 2)), "duplicate metadata key 'k'");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("b", GgufValueType.Bool).U8(2).Zeros(8)), "metadata 'b' has bool value 2");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("b", GgufValueType.Array).U32((uint)GgufValueType.Bool).U64(3).U8(1).U8(0).U8(255)), "metadata 'b' has bool value 255");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("v", (GgufValueType)13).Zeros(16)), "metadata 'v' has unknown value type 13");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("v", (GgufValueType)uint.MaxValue).Zeros(16)), $"unknown value type {uint.MaxValue}");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32(13).U64(0).Zeros(16)), "metadata 'a' is an array of unknown type 13");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("b", GgufValueType.Bool).U8(2).Zeros(8)),
+            "metadata 'b' has bool value 2");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("b", GgufValueType.Array).U32((uint)GgufValueType.Bool).U64(3).U8(1)
+            .U8(0).U8(255)), "metadata 'b' has bool value 255");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("v", (GgufValueType)13).Zeros(16)),
+            "metadata 'v' has unknown value type 13");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("v", (GgufValueType)uint.MaxValue).Zeros(16)),
+            $"unknown value type {uint.MaxValue}");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32(13).U64(0).Zeros(16)),
+            "metadata 'a' is an array of unknown type 13");
         OpenFails(Write(RawGguf.Header(0, 1).Key("deep", GgufValueType.Array)
-            .U32((uint)GgufValueType.Array).U64(1).U32((uint)GgufValueType.Array).U64(1).U32((uint)GgufValueType.Array).U64(1)
+            .U32((uint)GgufValueType.Array).U64(1).U32((uint)GgufValueType.Array).U64(1)
+            .U32((uint)GgufValueType.Array).U64(1)
             .U32((uint)GgufValueType.UInt8).U64(0).Zeros(32)), "metadata 'deep' nests arrays too deeply");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("v", GgufValueType.UInt64).U32(0)), "truncated: value of 'v' needs 8 bytes");
-        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.Int32).U64(3).U32(0).U32(0).Zeros(3)),
-            "length of array 'a' 3 is impossible for a file of");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("v", GgufValueType.UInt64).U32(0)),
+            "truncated: value of 'v' needs 8 bytes");
+        OpenFails(Write(RawGguf.Header(0, 1).Key("a", GgufValueType.Array).U32((uint)GgufValueType.Int32).U64(3)
+            .U32(0).U32(0).Zeros(3)), "length of array 'a' 3 is impossible for a file of");
     }
 
     public static TheoryData<GgufValueType, ulong> BadAlignments => new()
     {
         { GgufValueType.UInt32, 0 }, { GgufValueType.UInt32, 48 }, { GgufValueType.UInt32, 1 << 21 },
-        { GgufValueType.UInt64, ulong.MaxValue }, { GgufValueType.UInt64, 1UL << 63 }, { GgufValueType.Int32, unchecked((uint)-32) },
+        { GgufValueType.UInt64, ulong.MaxValue }, { GgufValueType.UInt64, 1UL << 63 },
+        { GgufValueType.Int32, unchecked((uint)-32) },
         { GgufValueType.Float32, BitConverter.SingleToUInt32Bits(32f) }, { GgufValueType.String, 0 },
     };
 
@@ -237,7 +266,8 @@ public sealed class GgufBadFileTests : IDisposable
         Fails(() => f.GetArray<long>("u64s.big"), "metadata 'u64s.big' should be an array of Int64");
         Fails(() => f.GetIntArray("u32"), "metadata 'u32' should be an array");
         Fails(() => f.GetIntArray("strs"), "metadata 'strs' should be an integer array");
-        Fails(() => f.GetIntArray("u32s.big"), $"metadata 'u32s.big' holds {uint.MaxValue}, which does not fit in an int");
+        Fails(() => f.GetIntArray("u32s.big"),
+            $"metadata 'u32s.big' holds {uint.MaxValue}, which does not fit in an int");
         Fails(() => f.GetIntArray("i64s.small"), $"holds {long.MinValue}");
         Fails(() => f.GetIntArray("u64s.big"), $"holds {ulong.MaxValue}");
         Assert.Equal((double)ulong.MaxValue, f.GetNumber("u64.max"));
@@ -245,7 +275,8 @@ public sealed class GgufBadFileTests : IDisposable
 
     // ---- random corruption ----
 
-    static readonly ulong[] Interesting = [0, 1, 4, 5, 13, 32, 0xFF, 0x7FFF_FFFF, 0xFFFF_FFFF, 1UL << 31, 1UL << 32, long.MaxValue, 1UL << 63, ulong.MaxValue];
+    static readonly ulong[] Interesting = [0, 1, 4, 5, 13, 32, 0xFF, 0x7FFF_FFFF, 0xFFFF_FFFF, 1UL << 31, 1UL << 32,
+        long.MaxValue, 1UL << 63, ulong.MaxValue];
 
     [Fact]
     public void Random_corruption_gives_a_format_error_or_a_usable_file()
@@ -264,8 +295,14 @@ public sealed class GgufBadFileTests : IDisposable
                 {
                     case 0: bytes[at] ^= (byte)(1 << rng.Next(8)); break;
                     case 1: bytes[at] = (byte)rng.Next(256); break;
-                    case 2: BitConverter.TryWriteBytes(bytes.AsSpan(Math.Min(at, bytes.Length - 8)), Interesting[rng.Next(Interesting.Length)]); break;
-                    case 3: BitConverter.TryWriteBytes(bytes.AsSpan(Math.Min(at, bytes.Length - 4)), (uint)Interesting[rng.Next(Interesting.Length)]); break;
+                    case 2:
+                        BitConverter.TryWriteBytes(bytes.AsSpan(Math.Min(at, bytes.Length - 8)),
+                            Interesting[rng.Next(Interesting.Length)]);
+                        break;
+                    case 3:
+                        BitConverter.TryWriteBytes(bytes.AsSpan(Math.Min(at, bytes.Length - 4)),
+                            (uint)Interesting[rng.Next(Interesting.Length)]);
+                        break;
                     default: if (rng.Next(4) == 0) bytes = bytes[..at]; break;
                 }
             }
@@ -277,7 +314,8 @@ public sealed class GgufBadFileTests : IDisposable
             catch (GgufFormatException e) { Assert.StartsWith(path + ": ", e.Message); rejected++; }
             catch (Exception e) { Assert.Fail($"iteration {iter}: {e.GetType().Name} escaped: {e}"); }
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-            Assert.True(allocated < 1 << 20, $"iteration {iter}: opening a {bytes.Length}-byte file allocated {allocated} bytes");
+            Assert.True(allocated < 1 << 20,
+                $"iteration {iter}: opening a {bytes.Length}-byte file allocated {allocated} bytes");
 
             if (f is null) continue;
             using (f)
@@ -287,10 +325,12 @@ public sealed class GgufBadFileTests : IDisposable
                 catch (Exception e) { Assert.Fail($"iteration {iter}: reading an accepted file threw {e}"); }
             }
         }
-        Assert.True(rejected > 1000 && accepted > 100, $"{rejected} rejected, {accepted} accepted: the corruption is not exercising both paths");
+        Assert.True(rejected > 1000 && accepted > 100,
+            $"{rejected} rejected, {accepted} accepted: the corruption is not exercising both paths");
     }
 
-    /// <summary>Reads every value through every accessor and every tensor's bytes: only format errors may come out.</summary>
+    /// <summary>Reads every value through every accessor and every tensor's bytes: only format errors may come
+    /// out.</summary>
     static void UseEverything(GgufFile f)
     {
         foreach (var (key, v) in f.Metadata)
@@ -307,7 +347,8 @@ public sealed class GgufBadFileTests : IDisposable
         {
             var data = f.Data(t);
             if (data.Length > 0) _ = data[0] + data[^1];
-            if (GgmlTypeTraits.Of(t.Type).Dequantize is not null && t.ElementCount <= 1 << 16) GgmlQuant.Dequantize(t.Type, data, t.ElementCount);
+            if (GgmlTypeTraits.Of(t.Type).Dequantize is not null && t.ElementCount <= 1 << 16)
+                GgmlQuant.Dequantize(t.Type, data, t.ElementCount);
         }
 
         static void Try(Action read)

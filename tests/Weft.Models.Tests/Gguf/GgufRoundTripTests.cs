@@ -11,7 +11,8 @@ public sealed class GgufRoundTripTests : IDisposable
 
     static GgufValue Arr<T>(GgufValueType et, params T[] items) => new(GgufValueType.Array, items, et);
 
-    /// <summary>Every value type at its extremes, empty and unicode strings, empty arrays, and arrays of arrays.</summary>
+    /// <summary>Every value type at its extremes, empty and unicode strings, empty arrays, and arrays of
+    /// arrays.</summary>
     static readonly (string Key, GgufValue Value)[] AllValues =
     [
         ("u8", new(GgufValueType.UInt8, byte.MaxValue)),
@@ -153,11 +154,13 @@ public sealed class GgufRoundTripTests : IDisposable
             Assert.Equal(dims, t.Dims);
             Assert.Equal(0, (f.DataOffset + t.Offset) % alignment);
             Assert.Equal(written[name].Bytes, f.Data(t).ToArray());
-            Assert.Equal(GgmlQuant.Dequantize(type, written[name].Bytes, t.ElementCount), GgmlQuant.Dequantize(type, f.Data(t), t.ElementCount));
+            Assert.Equal(GgmlQuant.Dequantize(type, written[name].Bytes, t.ElementCount),
+                GgmlQuant.Dequantize(type, f.Data(t), t.ElementCount));
             unsafe { Assert.Equal(0, (long)f.DataPointer(t) % Math.Min(alignment, 4096)); }
         }
         // f32 is stored verbatim.
-        Assert.Equal(written["f32.4d"].Values, MemoryMarshal.Cast<byte, float>(f.Data(f.GetTensor("f32.4d"))).ToArray());
+        Assert.Equal(written["f32.4d"].Values, MemoryMarshal.Cast<byte, float>(f.Data(f.GetTensor("f32.4d")))
+            .ToArray());
     }
 
     [Fact]
@@ -197,8 +200,10 @@ public sealed class GgufRoundTripTests : IDisposable
         Assert.Throws<ArgumentException>(() => w.Add("k", 2u));
         // The tag would say u8 while the bytes written are an int's: a corrupt file.
         Assert.Throws<ArgumentException>(() => w.Add("mismatch", new GgufValue(GgufValueType.UInt8, 5)));
-        Assert.Throws<ArgumentException>(() => w.Add("arr.mismatch", new GgufValue(GgufValueType.Array, new byte[] { 1 }, GgufValueType.Int32)));
-        Assert.Throws<ArgumentException>(() => w.Add("nested.mismatch", new GgufValue(GgufValueType.Array, new[] { GgufValue.Of(1) }, GgufValueType.Array)));
+        Assert.Throws<ArgumentException>(() => w.Add("arr.mismatch",
+            new GgufValue(GgufValueType.Array, new byte[] { 1 }, GgufValueType.Int32)));
+        Assert.Throws<ArgumentException>(() => w.Add("nested.mismatch",
+            new GgufValue(GgufValueType.Array, new[] { GgufValue.Of(1) }, GgufValueType.Array)));
         Assert.Throws<ArgumentException>(() => w.Add("general.alignment", 64u));
         Assert.Throws<ArgumentOutOfRangeException>(() => new GgufWriter { Alignment = 48 });
         Assert.Throws<ArgumentOutOfRangeException>(() => new GgufWriter { Alignment = 0 });

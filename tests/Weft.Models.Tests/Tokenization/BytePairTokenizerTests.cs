@@ -18,7 +18,8 @@ public class BytePairTokenizerTests
         Assert.True(t.AddBos);
         Assert.False(Qwen2.AddBos);
         Assert.Null(t.UnkId);
-        Assert.Equal(["<|end_of_text|>", "<|eot_id|>", "<|im_end|>"], t.EndOfGenerationIds.Select(t.TokenText).Order(StringComparer.Ordinal));
+        Assert.Equal(["<|end_of_text|>", "<|eot_id|>", "<|im_end|>"], t.EndOfGenerationIds.Select(t.TokenText)
+            .Order(StringComparer.Ordinal));
         Assert.Equal(TokenType.Control, t.GetTokenType(t.FindToken("<|start_header_id|>")!.Value));
         Assert.Equal(TokenType.Normal, t.GetTokenType(t.FindToken("Ġpeople")!.Value));
     }
@@ -41,7 +42,8 @@ public class BytePairTokenizerTests
         Assert.Equal(["Ġ", "Ġthe"], Pieces(t, t.Encode("  the", addSpecial: false)));
         Assert.Equal(["the", "ĠĠ"], Pieces(t, t.Encode("the  ", addSpecial: false)));
         Assert.Equal(["a", "Ċ", "ĉ", "b"], Pieces(t, t.Encode("a\n\tb", addSpecial: false)));
-        Assert.Equal(["c", "a", "f", "Ã", "©"], Pieces(t, t.Encode("café", addSpecial: false))); // é spelled as its two bytes
+        // é spelled as its two bytes
+        Assert.Equal(["c", "a", "f", "Ã", "©"], Pieces(t, t.Encode("café", addSpecial: false)));
     }
 
     [Fact]
@@ -50,7 +52,8 @@ public class BytePairTokenizerTests
         var llama = Llama3.Encode("1234567", addSpecial: false).Select(id => Llama3.Decode([id])).ToArray();
         Assert.Equal("1234567", string.Concat(llama));
         Assert.All(llama, piece => Assert.InRange(piece.Length, 1, 3));
-        Assert.Equal(["1", "2", "3", "4", "5", "6", "7"], Qwen2.Encode("1234567", addSpecial: false).Select(id => Qwen2.Decode([id])));
+        Assert.Equal(["1", "2", "3", "4", "5", "6", "7"], Qwen2.Encode("1234567", addSpecial: false)
+            .Select(id => Qwen2.Decode([id])));
     }
 
     [Theory]
@@ -72,8 +75,9 @@ public class BytePairTokenizerTests
     public void Every_byte_has_a_token_so_any_text_round_trips(string kind)
     {
         var t = Get(kind);
-        foreach (string text in (string[])["Hello world", " leading", "trailing   ", "  many   spaces  ", "\nnew\n\nlines\r\n", "\ttabs",
-                     "café naïve", "日本語 한국어 Привет", "🎉👩‍💻 𝐀𝐁𝐂", "don't I'll WE'RE", "3.14159 2024", "\u0001\u007F\u00A0\u2003"])
+        foreach (string text in (string[])["Hello world", " leading", "trailing   ", "  many   spaces  ",
+                     "\nnew\n\nlines\r\n", "\ttabs", "café naïve", "日本語 한국어 Привет",
+                     "🎉👩‍💻 𝐀𝐁𝐂", "don't I'll WE'RE", "3.14159 2024", "\u0001\u007F\u00A0\u2003"])
             Assert.Equal(text, t.Decode(t.Encode(text, addSpecial: false)));
     }
 
@@ -81,7 +85,8 @@ public class BytePairTokenizerTests
     public void Llama3_decoding_cleans_up_spaces_before_punctuation_and_qwen2_does_not()
     {
         // llama.cpp's clean_up_tokenization_spaces is on for llama-bpe, off for qwen2.
-        Assert.Equal("a, b. c! d? e's f're g 't h 'll i'm", Llama3.Decode(Llama3.Encode("a , b . c ! d ? e 's f 're g 't h 'll i 'm", addSpecial: false)));
+        Assert.Equal("a, b. c! d? e's f're g 't h 'll i'm",
+            Llama3.Decode(Llama3.Encode("a , b . c ! d ? e 's f 're g 't h 'll i 'm", addSpecial: false)));
         Assert.Equal("a , b . c 's", Qwen2.Decode(Qwen2.Encode("a , b . c 's", addSpecial: false)));
     }
 

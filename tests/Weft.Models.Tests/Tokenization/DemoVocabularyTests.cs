@@ -20,7 +20,8 @@ public class DemoVocabularyTests
         Assert.All(v.TokenTypes[3..259], t => Assert.Equal((int)TokenType.Byte, t));
         Assert.All(v.TokenTypes[259..], t => Assert.Equal((int)TokenType.Normal, t));
         Assert.True(v.Scores![259..].Zip(v.Scores[260..]).All(p => p.First > p.Second), "scores fall in merge order");
-        Assert.Equal(("llama", 1, 2, 0, true, true, "{{ messages }}"), (v.Model, v.BosId, v.EosId, v.UnkId, v.AddBos, v.AddSpacePrefix, v.ChatTemplate));
+        Assert.Equal(("llama", 1, 2, 0, true, true, "{{ messages }}"),
+            (v.Model, v.BosId, v.EosId, v.UnkId, v.AddBos, v.AddSpacePrefix, v.ChatTemplate));
     }
 
     [Theory]
@@ -45,14 +46,16 @@ public class DemoVocabularyTests
             Assert.Contains(parts[1], tokens);
             Assert.Contains(parts[0] + parts[1], tokens);
         });
-        Assert.Equal(("gpt2", "llama-bpe", "<|begin_of_text|>", "<|end_of_text|>"), (v.Model, v.Pre, v.Tokens[v.BosId], v.Tokens[v.EosId]));
+        Assert.Equal(("gpt2", "llama-bpe", "<|begin_of_text|>", "<|end_of_text|>"),
+            (v.Model, v.Pre, v.Tokens[v.BosId], v.Tokens[v.EosId]));
     }
 
     [Fact]
     public void Vocabularies_are_deterministic()
     {
         Assert.Equal(DemoVocabulary.SentencePiece(5000).Tokens, DemoVocabulary.SentencePiece(5000).Tokens);
-        Assert.Equal(DemoVocabulary.ByteLevelBpe(5000, "qwen2").Merges, DemoVocabulary.ByteLevelBpe(5000, "qwen2").Merges);
+        Assert.Equal(DemoVocabulary.ByteLevelBpe(5000, "qwen2").Merges,
+            DemoVocabulary.ByteLevelBpe(5000, "qwen2").Merges);
     }
 
     [Fact]

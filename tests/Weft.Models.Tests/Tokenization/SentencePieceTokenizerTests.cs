@@ -34,8 +34,10 @@ public class SentencePieceTokenizerTests
     [InlineData("  the", new[] { "▁", "▁", "▁the" })] // the space prefix is added even before existing spaces
     [InlineData("the  ", new[] { "▁the", "▁", "▁" })]
     [InlineData("a\n\tb", new[] { "▁a", "<0x0A>", "<0x09>", "b" })] // no piece for newline or tab: byte fallback
-    [InlineData("café", new[] { "▁c", "a", "f", "<0xC3>", "<0xA9>" })] // é is not in the vocabulary: its UTF-8 bytes
-    [InlineData("🎉", new[] { "▁", "<0xF0>", "<0x9F>", "<0x8E>", "<0x89>" })] // outside the BMP: four bytes, one character
+    // é is not in the vocabulary: its UTF-8 bytes
+    [InlineData("café", new[] { "▁c", "a", "f", "<0xC3>", "<0xA9>" })]
+    // outside the BMP: four bytes, one character
+    [InlineData("🎉", new[] { "▁", "<0xF0>", "<0x9F>", "<0x8E>", "<0x89>" })]
     [InlineData("日本", new[] { "▁", "<0xE6>", "<0x97>", "<0xA5>", "<0xE6>", "<0x9C>", "<0xAC>" })]
     public void Encodes_with_space_prefix_and_byte_fallback(string text, string[] pieces)
     {
@@ -54,14 +56,15 @@ public class SentencePieceTokenizerTests
         int[] parsed = T.Encode("<s>x</s>", addSpecial: false, parseSpecial: true);
         Assert.Equal(1, parsed[0]);
         Assert.Equal(2, parsed[^1]);
-        Assert.Equal("▁x", string.Concat(Pieces(T, parsed[1..^1]))); // text after a special token gets the space prefix too
+        // text after a special token gets the space prefix too
+        Assert.Equal("▁x", string.Concat(Pieces(T, parsed[1..^1])));
     }
 
     [Fact]
     public void User_defined_tokens_are_always_matched_and_followed_by_a_space_prefix()
     {
-        var t = Load(TinySpm(("▁", TokenType.Normal), ("x", TokenType.Normal), ("y", TokenType.Normal), ("▁x", TokenType.Normal),
-            ("▁y", TokenType.Normal), ("<tool>", TokenType.UserDefined)));
+        var t = Load(TinySpm(("▁", TokenType.Normal), ("x", TokenType.Normal), ("y", TokenType.Normal),
+            ("▁x", TokenType.Normal), ("▁y", TokenType.Normal), ("<tool>", TokenType.UserDefined)));
         Assert.Equal(["<s>", "▁x", "<tool>", "▁y"], Pieces(t, t.Encode("x<tool>y")));
         // User-defined tokens always render; the prefix space added after one stays (as in llama.cpp).
         Assert.Equal("x<tool> y", t.Decode(t.Encode("x<tool>y", addSpecial: false)));
@@ -71,7 +74,8 @@ public class SentencePieceTokenizerTests
     public void Without_byte_tokens_unknown_characters_become_unk()
     {
         var t = Load(TinySpm(("▁", TokenType.Normal), ("a", TokenType.Normal), ("▁a", TokenType.Normal)));
-        Assert.Equal(["▁a", "<unk>", "<unk>", "▁a"], Pieces(t, t.Encode("aé a", addSpecial: false))); // é is two UTF-8 bytes
+        // é is two UTF-8 bytes
+        Assert.Equal(["▁a", "<unk>", "<unk>", "▁a"], Pieces(t, t.Encode("aé a", addSpecial: false)));
     }
 
     [Theory]

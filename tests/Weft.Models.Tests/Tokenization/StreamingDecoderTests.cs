@@ -14,7 +14,8 @@ public class StreamingDecoderTests
         int[] ids = t.Encode("café 🎉!", addSpecial: false);
         var outputs = ids.Select(d.Push).ToList();
         outputs.Add(d.Flush());
-        Assert.Equal(" café 🎉!", string.Concat(outputs)); // each token as llama_token_to_piece renders it: no space removal
+        // each token as llama_token_to_piece renders it: no space removal
+        Assert.Equal(" café 🎉!", string.Concat(outputs));
         Assert.Equal("", outputs[ids.ToList().IndexOf(3 + 0xC3)]);
         Assert.Equal("é", outputs[ids.ToList().IndexOf(3 + 0xA9)]);
         Assert.Equal(["", "", "", "🎉"], outputs.Skip(ids.ToList().IndexOf(3 + 0xF0)).Take(4));
@@ -61,7 +62,8 @@ public class StreamingDecoderTests
 
 public class ReplyDecoderTests
 {
-    /// <summary>Pushes the text's tokens one at a time; returns what each push released, then what Finish released.</summary>
+    /// <summary>Pushes the text's tokens one at a time; returns what each push released, then what Finish
+    /// released.</summary>
     static (List<string> Deltas, ReplyDecoder Decoder) Decode(string text, params string[] stop)
     {
         var d = new ReplyDecoder(TestVocab.Spm, stop);

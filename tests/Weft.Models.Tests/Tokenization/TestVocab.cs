@@ -14,7 +14,8 @@ static class TestVocab
 
     public static Tokenizer Load(Action<GgufWriter> metadata) => WithFile(metadata, Tokenizer.FromGguf);
 
-    /// <summary>Loads the spec's metadata with one key replaced, or removed when <paramref name="value"/> is null.</summary>
+    /// <summary>Loads the spec's metadata with one key replaced, or removed when <paramref name="value"/> is
+    /// null.</summary>
     public static Tokenizer LoadWith(VocabularySpec spec, string key, GgufValue? value)
     {
         var metadata = WithFile(spec.WriteTo, f => f.Metadata);
@@ -26,7 +27,8 @@ static class TestVocab
         });
     }
 
-    /// <summary>Writes a temporary GGUF file with the given metadata, opens it for <paramref name="use"/>, then deletes it.</summary>
+    /// <summary>Writes a temporary GGUF file with the given metadata, opens it for <paramref name="use"/>, then deletes
+    /// it.</summary>
     static T WithFile<T>(Action<GgufWriter> metadata, Func<GgufFile, T> use)
     {
         string path = Path.Combine(Path.GetTempPath(), $"weft-tokenizer-{Guid.NewGuid():N}.gguf");
@@ -46,11 +48,13 @@ static class TestVocab
 
     public static string[] Pieces(Tokenizer t, IEnumerable<int> ids) => ids.Select(t.TokenText).ToArray();
 
-    /// <summary>A hand-made SentencePiece vocabulary: &lt;unk&gt; &lt;s&gt; &lt;/s&gt;, then the given pieces with falling scores.</summary>
+    /// <summary>A hand-made SentencePiece vocabulary: &lt;unk&gt; &lt;s&gt; &lt;/s&gt;, then the given pieces with
+    /// falling scores.</summary>
     public static VocabularySpec TinySpm(params (string Piece, TokenType Type)[] pieces) => new(
         "llama",
         ["<unk>", "<s>", "</s>", .. pieces.Select(p => p.Piece)],
         [(int)TokenType.Unknown, (int)TokenType.Control, (int)TokenType.Control, .. pieces.Select(p => (int)p.Type)],
         [0, 0, 0, .. pieces.Select((_, i) => -(float)i)],
-        Merges: null, Pre: null, BosId: 1, EosId: 2, UnkId: 0, PadId: null, AddBos: true, AddSpacePrefix: true, ChatTemplate: null);
+        Merges: null, Pre: null, BosId: 1, EosId: 2, UnkId: 0, PadId: null, AddBos: true, AddSpacePrefix: true,
+        ChatTemplate: null);
 }

@@ -28,7 +28,8 @@ public class TokenizerLoadingTests
     public void Unsupported_tokenizers_are_format_errors()
     {
         AssertRejected(SpmSpec, "tokenizer.ggml.model", GgufValue.Of("bert"), "'bert' is not supported");
-        AssertRejected(BpeSpec, "tokenizer.ggml.pre", GgufValue.Of("no-such-pre"), "pre-tokenizer 'no-such-pre' is not supported");
+        AssertRejected(BpeSpec, "tokenizer.ggml.pre", GgufValue.Of("no-such-pre"),
+            "pre-tokenizer 'no-such-pre' is not supported");
     }
 
     [Fact]
@@ -50,7 +51,8 @@ public class TokenizerLoadingTests
     [Fact]
     public void Special_token_ids_outside_the_vocabulary_are_format_errors()
     {
-        AssertRejected(SpmSpec, "tokenizer.ggml.bos_token_id", GgufValue.Of(400u), "bos_token_id = 400 is outside the vocabulary of 400 tokens");
+        AssertRejected(SpmSpec, "tokenizer.ggml.bos_token_id", GgufValue.Of(400u),
+            "bos_token_id = 400 is outside the vocabulary of 400 tokens");
         AssertRejected(SpmSpec, "tokenizer.ggml.eos_token_id", GgufValue.Of(-1), "eos_token_id = -1");
         AssertRejected(BpeSpec, "tokenizer.ggml.padding_token_id", GgufValue.Of(1000u), "padding_token_id = 1000");
     }
@@ -70,13 +72,15 @@ public class TokenizerLoadingTests
     {
         var tokens = (string[])SpmSpec.Tokens.Clone();
         tokens[300] = tokens[299];
-        AssertRejected(SpmSpec, "tokenizer.ggml.tokens", GgufValue.Of(tokens), $"duplicate token '{tokens[299]}' has ids 299 and 300");
+        AssertRejected(SpmSpec, "tokenizer.ggml.tokens", GgufValue.Of(tokens),
+            $"duplicate token '{tokens[299]}' has ids 299 and 300");
 
         var types = (int[])SpmSpec.TokenTypes.Clone();
         types[300] = (int)TokenType.Byte;
         AssertRejected(SpmSpec, "tokenizer.ggml.token_type", GgufValue.Of(types), "byte token 300");
 
-        AssertRejected(SpmSpec, "tokenizer.ggml.tokens", GgufValue.Of(Array.Empty<string>()), "tokenizer.ggml.tokens is empty");
+        AssertRejected(SpmSpec, "tokenizer.ggml.tokens", GgufValue.Of(Array.Empty<string>()),
+            "tokenizer.ggml.tokens is empty");
     }
 
     [Fact]

@@ -17,7 +17,8 @@ static unsafe class GgmlNative
     {
         LlamaCppModel.EnsureLoaded(); // llama.cpp, and with it ggml-base
         // Already loaded as a dependency of llama.cpp, so the bare name resolves to that copy.
-        string name = OperatingSystem.IsWindows() ? "ggml-base.dll" : OperatingSystem.IsMacOS() ? "libggml-base.dylib" : "libggml-base.so";
+        string name = OperatingSystem.IsWindows() ? "ggml-base.dll"
+            : OperatingSystem.IsMacOS() ? "libggml-base.dylib" : "libggml-base.so";
         return NativeLibrary.Load(name);
     }
 

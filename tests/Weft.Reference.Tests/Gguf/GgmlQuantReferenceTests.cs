@@ -7,16 +7,20 @@ namespace Weft.Reference.Tests.Gguf;
 /// <summary>Our conversions against ggml's reference code: same bits out for the same bits in.</summary>
 public sealed class GgmlQuantReferenceTests
 {
-    /// <summary>A stride through all 2^32 float bit patterns plus the values where rounding decisions are made.</summary>
+    /// <summary>A stride through all 2^32 float bit patterns plus the values where rounding decisions are
+    /// made.</summary>
     static float[] FloatSweep()
     {
         var bits = new List<uint>();
         for (ulong b = 0; b <= uint.MaxValue; b += 4099) bits.Add((uint)b);
         foreach (uint s in new[] { 0u, 0x8000_0000u })
         {
-            // ±0, the smallest/largest subnormals, ±inf, quiet/signalling NaNs with payloads, and the f16/bf16 halfway points.
-            uint[] special = [0, 1, 0x7FFFFF, 0x800000, 0x7F7FFFFF, 0x7F800000, 0x7F800001, 0x7FC00000, 0x7FFFFFFF, 0x7FA00000, 0x7F80FFFF,
-                0x3F801000, 0x3F803000, 0x3F808000, 0x3F818000, 0x477FF000, 0x477FEFFF, 0x33000000, 0x33400000, 0x387FC000, 0x00008000, 0x00018000];
+            // ±0, the smallest/largest subnormals, ±inf, quiet/signalling NaNs with payloads, and the f16/bf16
+            // halfway points.
+            uint[] special = [0, 1, 0x7FFFFF, 0x800000, 0x7F7FFFFF, 0x7F800000, 0x7F800001, 0x7FC00000, 0x7FFFFFFF,
+                0x7FA00000, 0x7F80FFFF,
+                0x3F801000, 0x3F803000, 0x3F808000, 0x3F818000, 0x477FF000, 0x477FEFFF, 0x33000000, 0x33400000,
+                0x387FC000, 0x00008000, 0x00018000];
             foreach (uint x in special) bits.Add(x | s);
         }
         return bits.Select(BitConverter.UInt32BitsToSingle).ToArray();
@@ -40,10 +44,12 @@ public sealed class GgmlQuantReferenceTests
         var all = Enumerable.Range(0, 0x10000).Select(i => (ushort)i).ToArray();
         var bytes = MemoryMarshal.AsBytes(all.AsSpan()).ToArray();
         foreach (var t in new[] { GgmlType.F16, GgmlType.BF16 })
-            Assert.Equal(Bits(GgmlNative.Dequantize(t, bytes, all.Length)), Bits(GgmlQuant.Dequantize(t, bytes, all.Length)));
+            Assert.Equal(Bits(GgmlNative.Dequantize(t, bytes, all.Length)),
+                Bits(GgmlQuant.Dequantize(t, bytes, all.Length)));
     }
 
-    /// <summary>Rows with the awkward cases first (zeros, ties, a lone outlier, positive and negative maxima), then random ones at many scales.</summary>
+    /// <summary>Rows with the awkward cases first (zeros, ties, a lone outlier, positive and negative maxima), then
+    /// random ones at many scales.</summary>
     static float[] QuantInput(int blocks32, int seed)
     {
         var rng = new Random(seed);
@@ -73,7 +79,8 @@ public sealed class GgmlQuantReferenceTests
         Assert.Equal(GgmlNative.Quantize(type, x), GgmlQuant.Quantize(type, x));
     }
 
-    /// <summary>Random block bytes with their f16 scale fields forced finite, so every scale/min/quant bit pattern is covered.</summary>
+    /// <summary>Random block bytes with their f16 scale fields forced finite, so every scale/min/quant bit pattern is
+    /// covered.</summary>
     static byte[] RandomBlocks(GgmlType type, int blocks, int seed)
     {
         int blockBytes = GgmlTypeTraits.Of(type).BlockBytes;
@@ -83,7 +90,8 @@ public sealed class GgmlQuantReferenceTests
         rng.NextBytes(bytes);
         for (int b = 0; b < blocks; b++)
             foreach (int at in halfFields)
-                BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(b * blockBytes + at), (Half)((rng.NextDouble() * 2 - 1) * Math.Pow(2, rng.Next(-14, 8))));
+                BinaryPrimitives.WriteHalfLittleEndian(bytes.AsSpan(b * blockBytes + at),
+                    (Half)((rng.NextDouble() * 2 - 1) * Math.Pow(2, rng.Next(-14, 8))));
         return bytes;
     }
 
@@ -113,8 +121,10 @@ public sealed class GgmlQuantReferenceTests
         for (int b = 0; b < x.Length / 256; b++)
         {
             float amax = 0, err = 0;
-            for (int j = b * 256; j < b * 256 + 256; j++) { amax = MathF.Max(amax, MathF.Abs(x[j])); err = MathF.Max(err, MathF.Abs(x[j] - ours[j])); }
-            Assert.True(err <= amax * (type == GgmlType.Q4_K ? 0.2f : 0.05f), $"{type} block {b}: max error {err} for max |x| {amax}");
+            for (int j = b * 256; j < b * 256 + 256; j++)
+            { amax = MathF.Max(amax, MathF.Abs(x[j])); err = MathF.Max(err, MathF.Abs(x[j] - ours[j])); }
+            Assert.True(err <= amax * (type == GgmlType.Q4_K ? 0.2f : 0.05f),
+                $"{type} block {b}: max error {err} for max |x| {amax}");
         }
     }
 

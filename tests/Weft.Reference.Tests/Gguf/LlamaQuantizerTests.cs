@@ -17,7 +17,8 @@ public sealed class LlamaQuantizerTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    /// <summary>A minimal SentencePiece-style vocabulary: unk, bos, eos, the 256 byte tokens and a few pieces.</summary>
+    /// <summary>A minimal SentencePiece-style vocabulary: unk, bos, eos, the 256 byte tokens and a few
+    /// pieces.</summary>
     static VocabularySpec Vocabulary()
     {
         string[] pieces = ["▁", "▁a", "▁the", "e", "t"];
@@ -30,10 +31,11 @@ public sealed class LlamaQuantizerTests : IDisposable
     }
 
     // Every matrix row is a multiple of 256 so llama.cpp has no reason to fall back from the k-quants.
-    static readonly DemoModelShape Shape = new("quant-ref", Dim: 256, Layers: 1, Heads: 2, KvHeads: 1, FfnDim: 512, VocabSize: 264,
-        ContextLength: 256, Type: GgmlType.F32);
+    static readonly DemoModelShape Shape = new("quant-ref", Dim: 256, Layers: 1, Heads: 2, KvHeads: 1, FfnDim: 512,
+        VocabSize: 264, ContextLength: 256, Type: GgmlType.F32);
 
-    /// <summary>Largest relative RMS error and largest error per 256 values (relative to their largest magnitude) each type may show.</summary>
+    /// <summary>Largest relative RMS error and largest error per 256 values (relative to their largest magnitude) each
+    /// type may show.</summary>
     static (double Rms, double Max) Tolerance(GgmlType t) => t switch
     {
         GgmlType.Q8_0 => (0.01, 0.01),
@@ -46,12 +48,14 @@ public sealed class LlamaQuantizerTests : IDisposable
     [InlineData(LLamaFtype.MOSTLY_Q8_0, new[] { GgmlType.Q8_0 })]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, new[] { GgmlType.Q6_K })]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_M, new[] { GgmlType.Q4_K, GgmlType.Q6_K })]
-    public void Quantized_by_llama_cpp_reads_back_within_the_quantization_error(LLamaFtype ftype, GgmlType[] expectedTypes)
+    public void Quantized_by_llama_cpp_reads_back_within_the_quantization_error(LLamaFtype ftype,
+        GgmlType[] expectedTypes)
     {
         string src = Path.Combine(_dir, "f32.gguf"), dst = Path.Combine(_dir, $"{ftype}.gguf");
         DemoModel.Write(src, Shape, Vocabulary());
         LlamaCppModel.EnsureLoaded();
-        Assert.True(LLamaQuantizer.Quantize(src, dst, ftype, nthread: 1, quantizeOutputTensor: true), $"llama.cpp failed to quantize to {ftype}");
+        Assert.True(LLamaQuantizer.Quantize(src, dst, ftype, nthread: 1, quantizeOutputTensor: true),
+            $"llama.cpp failed to quantize to {ftype}");
 
         using var original = GgufFile.Open(src);
         using var quantized = GgufFile.Open(dst);
@@ -73,17 +77,22 @@ public sealed class LlamaQuantizerTests : IDisposable
             var x = GgmlQuant.Dequantize(GgmlType.F32, original.Data(o), o.ElementCount);
             var y = GgmlQuant.Dequantize(t.Type, quantized.Data(t), t.ElementCount);
             Assert.Equal(GgmlNative.Dequantize(t.Type, quantized.Data(t), (int)t.ElementCount), y);
-            if (t.Type == GgmlType.Q8_0) Assert.Equal(GgmlQuant.Quantize(GgmlType.Q8_0, x), quantized.Data(t).ToArray());
+            if (t.Type == GgmlType.Q8_0)
+                Assert.Equal(GgmlQuant.Quantize(GgmlType.Q8_0, x), quantized.Data(t).ToArray());
 
             var (rmsTol, maxTol) = Tolerance(t.Type);
             double errSq = 0, sq = 0;
-            for (int i = 0; i < x.Length; i++) { errSq += (x[i] - y[i]) * (double)(x[i] - y[i]); sq += x[i] * (double)x[i]; }
-            Assert.True(Math.Sqrt(errSq / sq) <= rmsTol, $"{t.Name} ({t.Type}): relative RMS error {Math.Sqrt(errSq / sq):F4} > {rmsTol}");
+            for (int i = 0; i < x.Length; i++)
+            { errSq += (x[i] - y[i]) * (double)(x[i] - y[i]); sq += x[i] * (double)x[i]; }
+            Assert.True(Math.Sqrt(errSq / sq) <= rmsTol,
+                $"{t.Name} ({t.Type}): relative RMS error {Math.Sqrt(errSq / sq):F4} > {rmsTol}");
             for (int b = 0; b < x.Length / 256; b++)
             {
                 double amax = 0, err = 0;
-                for (int i = b * 256; i < b * 256 + 256; i++) { amax = Math.Max(amax, Math.Abs(x[i])); err = Math.Max(err, Math.Abs(x[i] - y[i])); }
-                Assert.True(err <= maxTol * amax, $"{t.Name} ({t.Type}) values {b * 256}..: max error {err:G4} > {maxTol} × {amax:G4}");
+                for (int i = b * 256; i < b * 256 + 256; i++)
+                { amax = Math.Max(amax, Math.Abs(x[i])); err = Math.Max(err, Math.Abs(x[i] - y[i])); }
+                Assert.True(err <= maxTol * amax,
+                    $"{t.Name} ({t.Type}) values {b * 256}..: max error {err:G4} > {maxTol} × {amax:G4}");
             }
         }
         Assert.Equal(expectedTypes.Order(), seen.Order());
