@@ -48,7 +48,8 @@ public interface IBackend : IDisposable
     /// y[r] = x[r] / rms(x[r]) * weight for r &lt; rows. y is next read by a matmul over <paramref name="next"/>'s
     /// format, so a backend may also prepare that matmul's input now (round or quantize y as the weight's dot wants).
     /// </summary>
-    void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps, DeviceWeight next);
+    void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
+        DeviceWeight next);
     /// <summary>q = Wq·x (+ bq), k = Wk·x (+ bk), v = Wv·x (+ bv): x is read once for all three.</summary>
     void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
         DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows);
@@ -59,21 +60,23 @@ public interface IBackend : IDisposable
     void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v);
     /// <summary>output[t] = causal attention of q[t] over its own sequence's cached K/V up to its position.</summary>
     void Attention(int layer, DeviceTensor q, DeviceTensor output);
-    /// <summary>y = W·x, and residual += y: the attention output and down projections into the residual stream.</summary>
+    /// <summary>y = W·x, and residual += y: the attention output and down projections.</summary>
     void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows);
     /// <summary>upOut = U·x, hidden = silu(G·x) * upOut: x is read once for both.</summary>
-    void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut, int rows);
+    void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
+        int rows);
     /// <summary>
     /// y[i] = x[LogitRows[i]] / rms(x[LogitRows[i]]) * weight for each logits row of the step; like
     /// <see cref="RmsNormForMatMul"/>, y is next read by a matmul over <paramref name="next"/>.
     /// </summary>
-    void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps, DeviceWeight next);
+    void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
+        DeviceWeight next);
     /// <summary>y = W·x</summary>
     void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows);
     /// <summary>Samples one token per logits row into <paramref name="tokens"/>.</summary>
     void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens);
 
-    /// <summary>Row <paramref name="row"/> of <paramref name="t"/> (width floats), copied to the host once the calls so far are done.</summary>
+    /// <summary>Row <paramref name="row"/> of <paramref name="t"/>, once the calls so far are done.</summary>
     float[] ReadRow(DeviceTensor t, int row, int width);
 
     /// <summary>Completes every call made so far (a GPU runs them on a stream); for timing calls one by one.</summary>
@@ -90,7 +93,7 @@ public interface IDeviceMemory
 /// <summary>A backend that can measure its device's memory bandwidth, the yardstick of a decode step.</summary>
 public interface IBandwidthProbe
 {
-    /// <summary>Bytes read plus bytes written per second by a large device-to-device copy, or null where not measurable.</summary>
+    /// <summary>Bytes read plus written per second by a large device-to-device copy; null if not measurable.</summary>
     double? MeasureCopyBandwidth();
 }
 

@@ -78,7 +78,8 @@ public sealed class InferenceEngine : IDisposable
     static int KvBlocks(EngineOptions o, IBackend backend, long bytesPerBlock)
     {
         long blocks = o.KvBlocks > 0 ? o.KvBlocks
-            : backend is IDeviceMemory { FreeMemoryBytes: long free } ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
+            : backend is IDeviceMemory { FreeMemoryBytes: long free }
+                ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
             : o.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock;
         if (blocks < 1) throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; raise kv-cache-memory (or gpu-memory-fraction)");
         return (int)Math.Min(int.MaxValue, blocks);
@@ -106,11 +107,13 @@ public sealed class InferenceEngine : IDisposable
         _ => new IlgpuBackend(o.Engine, o.Device),
     };
 
-    /// <summary>Device memory bandwidth in bytes/s where the backend measures it (CUDA, see <see cref="IBandwidthProbe"/>); null otherwise.</summary>
-    public double? MeasureDeviceBandwidth() => _deviceBackend is IBandwidthProbe probe ? _device.Invoke(probe.MeasureCopyBandwidth) : null;
+    /// <summary>Device memory bandwidth in bytes/s where the backend measures it (CUDA); null otherwise.</summary>
+    public double? MeasureDeviceBandwidth() =>
+        _deviceBackend is IBandwidthProbe probe ? _device.Invoke(probe.MeasureCopyBandwidth) : null;
 
     /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>
-    public int? LaunchesPerStep => _deviceBackend is ILaunchCounter counter ? _device.Invoke(() => counter.LaunchesPerStep) : null;
+    public int? LaunchesPerStep =>
+        _deviceBackend is ILaunchCounter counter ? _device.Invoke(() => counter.LaunchesPerStep) : null;
 
     /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits row.</summary>
     public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
@@ -141,7 +144,8 @@ public sealed class InferenceEngine : IDisposable
     public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
 
     /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a reference).</summary>
-    public float[] GetLogits(int row) => _device.Invoke(() => _backend.ReadRow(_transformer.Logits, row, Config.VocabSize));
+    public float[] GetLogits(int row) =>
+        _device.Invoke(() => _backend.ReadRow(_transformer.Logits, row, Config.VocabSize));
 
     public void Dispose()
     {

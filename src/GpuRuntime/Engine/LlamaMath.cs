@@ -21,6 +21,9 @@ public static class LlamaMath
         return 1f / MathF.Sqrt(mean + eps);
     }
 
+    /// <summary>The factor on q · k: 1 / √headDim.</summary>
+    public static float AttentionScale(int headDim) => 1f / MathF.Sqrt(headDim);
+
     /// <summary>
     /// RoPE's cos and sin at <paramref name="position"/> for each of the headDim / 2 rotated pairs: cs[2i] = cos,
     /// cs[2i + 1] = sin. The angle advances by repeated multiplication, as ggml's rope cache does, so the angles are

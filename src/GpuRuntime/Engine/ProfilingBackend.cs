@@ -36,16 +36,17 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
         DeviceWeight next) => Time("rmsnorm", () => inner.RmsNormForMatMul(x, weight, y, rows, dim, eps, next));
     public void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
-        DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows) =>
-        Time("matmul qkv", () => inner.QkvProjection(x, wq, wk, wv, bq, bk, bv, q, k, v, rows));
+        DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows)
+        => Time("matmul qkv", () => inner.QkvProjection(x, wq, wk, wv, bq, bk, bv, q, k, v, rows));
     public void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v) =>
         Time("rope + store kv", () => inner.RopeAndStoreKv(layer, q, k, v));
     public void Attention(int layer, DeviceTensor q, DeviceTensor output) =>
         Time("attention", () => inner.Attention(layer, q, output));
     public void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows) =>
         Time($"matmul {MatrixName(w.Info.Name)} + residual", () => inner.MatMulAddResidual(x, w, y, residual, rows));
-    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
-        int rows) => Time("matmul gate/up + swiglu", () => inner.GateUpSwiGlu(x, gate, up, hidden, upOut, rows));
+    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows) =>
+        Time("matmul gate/up + swiglu", () => inner.GateUpSwiGlu(x, gate, up, hidden, upOut, rows));
     public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
         DeviceWeight next) => Time("gather + rmsnorm", () => inner.GatherNormLogitRows(x, weight, y, dim, eps, next));
     public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows) =>

@@ -161,13 +161,17 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         using var plain = Load(path, EngineKind.IlgpuCpu, KvCacheType.F16);
         using var profiled = InferenceEngine.Load(path, new EngineOptions
         {
-            Engine = EngineKind.IlgpuCpu, BlockSize = BlockSize, KvBlocks = 64, MaxNumSeqs = 8, MaxNumBatchedTokens = 64, Profile = true,
+            Engine = EngineKind.IlgpuCpu, BlockSize = BlockSize, KvBlocks = 64, MaxNumSeqs = 8,
+            MaxNumBatchedTokens = 64, Profile = true,
         });
 
-        Assert.Equal(Generate(plain, prompt, 3, SamplingParams.Greedy(3)).Tokens, Generate(profiled, prompt, 3, SamplingParams.Greedy(3)).Tokens);
+        var greedy = SamplingParams.Greedy(3);
+        Assert.Equal(Generate(plain, prompt, 3, greedy).Tokens, Generate(profiled, prompt, 3, greedy).Tokens);
         Assert.Equal(2 * 10 + 4, profiled.LaunchesPerStep);
         var times = profiled.Profiler!.Times;
-        foreach (var op in new[] { "matmul qkv", "rope + store kv", "attention", "matmul gate/up + swiglu", "matmul ffn_down + residual" })
+        string[] perLayer =
+            ["matmul qkv", "rope + store kv", "attention", "matmul gate/up + swiglu", "matmul ffn_down + residual"];
+        foreach (var op in perLayer)
             Assert.Equal(3 * 2, times[op].Calls); // three steps, two layers
         Assert.Equal(3, times["gather + rmsnorm"].Calls);
         using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F16);

@@ -85,7 +85,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         }
     }
 
-    /// <summary>The forward pass one named operation at a time, each result read back, for both launch shapes.</summary>
+    /// <summary>The forward pass one named operation at a time, each result read back, in both launch shapes.</summary>
     [Theory]
     [InlineData(GgmlType.F32, KvCacheType.F32, false)]
     [InlineData(GgmlType.F16, KvCacheType.F16, false)]
@@ -148,14 +148,15 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         Assert.Equal(expected, actual);
     }
 
-    /// <summary>Weights of two formats cannot share a launch: Q/K/V and gate/up then run one matmul per weight.</summary>
+    /// <summary>Weights of two formats cannot share a launch: Q/K/V and gate/up then run a matmul per weight.</summary>
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
     public void Projections_over_weights_of_different_formats_match_the_cpu_backend(bool gpuLike)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F16 });
-        using var p = new Pair(path, gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu), KvCacheType.F16, prefill: 12);
+        var gpu = gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu);
+        using var p = new Pair(path, gpu, KvCacheType.F16, prefill: 12);
         using var q8File = GgufFile.Open(models.Write(TestModelFiles.Tiny with { Type = GgmlType.Q8_0 }));
         var q8 = ModelWeights.FromGguf(q8File, p.Config).Layers[0];
         DeviceWeight[] LoadQ8(GgufTensorInfo t) => [p.Cpu.LoadWeight(q8File, t), p.Gpu.LoadWeight(q8File, t)];
@@ -171,7 +172,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         var hb2 = p.Allocate(T * c.FfnDim);
         var emb = p.Load(p.Weights.TokenEmbedding);
         DeviceWeight[] attnNorm = p.Load(L.AttnNorm), ffnNorm = p.Load(L.FfnNorm);
-        DeviceWeight[] wq = p.Load(L.Wq), wk = LoadQ8(q8.Wk), wv = p.Load(L.Wv), gate = LoadQ8(q8.Gate), up = p.Load(L.Up);
+        DeviceWeight[] wq = p.Load(L.Wq), wk = LoadQ8(q8.Wk), wv = p.Load(L.Wv);
+        DeviceWeight[] gate = LoadQ8(q8.Gate), up = p.Load(L.Up);
 
         p.Run((b, i) => b.Embed(emb[i], x[i], c.Dim));
         p.Run((b, i) => b.RmsNormForMatMul(x[i], attnNorm[i], xb[i], T, c.Dim, c.RmsEps, wq[i]));

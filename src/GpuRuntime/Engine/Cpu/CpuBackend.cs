@@ -211,17 +211,20 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>The input is prepared for the matmul when it runs (in parallel), so <paramref name="next"/> is not needed here.</summary>
-    public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps, DeviceWeight next)
+    /// <summary>The matmul prepares its input itself (in parallel): <paramref name="next"/> is not needed.</summary>
+    public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
+        DeviceWeight next)
     {
         float* xs = T(x).Data, ys = T(y).Data, w = (float*)W(weight).Data;
         for (int r = 0; r < rows; r++) NormRow(xs + (long)r * dim, w, ys + (long)r * dim, dim, eps);
     }
 
-    public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps, DeviceWeight next)
+    public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
+        DeviceWeight next)
     {
         float* xs = T(x).Data, ys = T(y).Data, w = (float*)W(weight).Data;
-        for (int i = 0; i < _step.NumLogitRows; i++) NormRow(xs + (long)_step.LogitRows[i] * dim, w, ys + (long)i * dim, dim, eps);
+        for (int i = 0; i < _step.NumLogitRows; i++)
+            NormRow(xs + (long)_step.LogitRows[i] * dim, w, ys + (long)i * dim, dim, eps);
     }
 
     static void NormRow(float* x, float* weight, float* y, int dim, float eps)
@@ -245,7 +248,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     }
 
     /// <summary>Gate and up as one parallel job, then SwiGLU over the rows in parallel.</summary>
-    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut, int rows)
+    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows)
     {
         Queue(x, gate, null, hidden, rows);
         Queue(x, up, null, upOut, rows);
@@ -544,7 +548,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 }
                 var table = s.BlockTables.AsSpan(s.RowSeq[row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
                 byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
-                float scale = 1f / MathF.Sqrt(hd);
+                float scale = LlamaMath.AttentionScale(hd);
 
                 // scores[q, j] = q · k_j, sixteen keys at a time
                 for (int j0 = 0; j0 < ctx; j0 += 16)
@@ -706,7 +710,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public float[] ReadRow(DeviceTensor t, int row, int width) => new ReadOnlySpan<float>(T(t).Data + (long)row * width, width).ToArray();
+    public float[] ReadRow(DeviceTensor t, int row, int width) =>
+        new ReadOnlySpan<float>(T(t).Data + (long)row * width, width).ToArray();
 
     public void Dispose()
     {

@@ -423,7 +423,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
     static IlgpuTensor T(DeviceTensor t) => (IlgpuTensor)t;
     static IlgpuWeight W(DeviceWeight w) => (IlgpuWeight)w;
-    static IlgpuWeight Matrix(DeviceWeight w) => W(w) is { IsMatrix: true } m ? m : throw new ArgumentException($"'{w.Info.Name}' is not a matrix");
+    static IlgpuWeight Matrix(DeviceWeight w) =>
+        W(w) is { IsMatrix: true } m ? m : throw new ArgumentException($"'{w.Info.Name}' is not a matrix");
 
     public void Embed(DeviceWeight table, DeviceTensor x, int dim)
     {
@@ -434,12 +435,13 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _launches++;
     }
 
-    /// <summary>One launch: the norm, and y rounded (or quantized) for <paramref name="next"/>'s dot products.</summary>
-    public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps, DeviceWeight next) =>
-        NormPrep(T(x), W(weight), T(y), rows, dim, eps, gather: false, Matrix(next).Prep);
+    /// <summary>One launch: the norm, and y rounded (or quantized) for <paramref name="next"/>'s dots.</summary>
+    public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
+        DeviceWeight next) => NormPrep(T(x), W(weight), T(y), rows, dim, eps, gather: false, Matrix(next).Prep);
 
-    /// <summary>One launch, as <see cref="RmsNormForMatMul"/>, each row read from the logits row it stands for.</summary>
-    public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps, DeviceWeight next) =>
+    /// <summary>One launch, as <see cref="RmsNormForMatMul"/>, each row read from the logits row it is for.</summary>
+    public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
+        DeviceWeight next) =>
         NormPrep(T(x), W(weight), T(y), Step.NumLogitRows, dim, eps, gather: true, Matrix(next).Prep);
 
     /// <summary>One launch over the three weights (their outputs side by side), unless their formats differ.</summary>
@@ -471,8 +473,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _prepared = default;
     }
 
-    /// <summary>One launch: gate and up share each output index, so a thread computes both and applies SwiGLU.</summary>
-    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut, int rows)
+    /// <summary>One launch unless the formats differ: a thread computes an output's gate and up, then SwiGLU.</summary>
+    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows)
     {
         IlgpuWeight g = Matrix(gate), u = Matrix(up);
         if (SameFormat(g, u) && g.Rows == u.Rows)
@@ -506,8 +509,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         int rows = Step.NumTokens;
         var args = new RopeArgs
         {
-            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Neox = c.Rope == RopeStyle.Neox ? 1 : 0,
-            BlockSize = _blockSize, KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim,
+            Neox = c.Rope == RopeStyle.Neox ? 1 : 0, BlockSize = _blockSize,
+            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
         };
         var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
         var positions = Ints(_oPositions, rows);
@@ -524,14 +528,15 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         var c = _config!;
         var s = Step;
         int lanes = _shape.Lanes, group = c.Heads / c.KvHeads;
-        // heads sharing a KV head go to one group (as many as fit), so their reads of the same K/V blocks are close in time
+        // heads sharing a KV head go to one group (as many as fit): their reads of the same K/V blocks come together
         int headsPerGroup = Math.Min(Kernels.MaxHeadsPerGroup, _shape.GroupSize / lanes);
         while (group % headsPerGroup != 0) headsPerGroup--;
         var args = new AttentionArgs
         {
-            Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup, BlockSize = _blockSize,
-            MaxBlocksPerSeq = s.MaxBlocksPerSeq, KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
-            Scale = 1f / MathF.Sqrt(c.HeadDim),
+            Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup,
+            BlockSize = _blockSize, MaxBlocksPerSeq = s.MaxBlocksPerSeq,
+            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            Scale = LlamaMath.AttentionScale(c.HeadDim),
         };
         var config = new KernelConfig(s.NumTokens * (c.Heads / headsPerGroup), headsPerGroup * lanes);
         var positions = Ints(_oPositions, s.NumTokens);
@@ -563,7 +568,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         LaunchesPerStep = _launches;
     }
 
-    /// <summary>Copies row <paramref name="row"/> of <paramref name="t"/> (width floats) to the host once the stream has reached it.</summary>
+    /// <summary>Row <paramref name="row"/> of <paramref name="t"/>, copied once the stream has reached it.</summary>
     public float[] ReadRow(DeviceTensor t, int row, int width)
     {
         var result = new float[width];
@@ -600,7 +605,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     /// <summary>A view for an absent bias (never read: its HasBias flag is 0).</summary>
     ArrayView<float> Bias(DeviceWeight? bias) => bias is null ? _xs!.View : W(bias).Floats!.View;
 
-    /// <summary>Arguments of one matmul into <paramref name="y"/> (and, with a residual, added into it); NA is the caller's.</summary>
+    /// <summary>Arguments of one matmul into <paramref name="y"/> (and a residual); NA is the caller's.</summary>
     MatMulArgs Single(IlgpuTensor y, DeviceWeight? bias, IlgpuTensor? residual) => new()
     {
         Mode = MatMulArgs.Segments, YA = y.View, YB = y.View, YC = y.View,
@@ -616,8 +621,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         var kernels = _formats[a.Type];
         if (rows >= _shape.TiledFromRows)
         {
-            int tiles = (rows + Kernels.TileRows - 1) / Kernels.TileRows * ((p.Outputs + Kernels.TileOutputs - 1) / Kernels.TileOutputs);
-            kernels.MatMulTiled(new KernelConfig(tiles, Kernels.TileThreads), a, b, c, input.Cast<Float4>(), _xs!.View, p);
+            int tiles = (rows + Kernels.TileRows - 1) / Kernels.TileRows
+                * ((p.Outputs + Kernels.TileOutputs - 1) / Kernels.TileOutputs);
+            kernels.MatMulTiled(new KernelConfig(tiles, Kernels.TileThreads), a, b, c, input.Cast<Float4>(), _xs!.View,
+                p);
         }
         else
         {

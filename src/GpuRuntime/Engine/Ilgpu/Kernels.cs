@@ -537,6 +537,7 @@ static class Kernels
         return dot * p.Scale;
     }
 
-    /// <summary>gate = silu(gate) * up, for gate and up weights of different formats (which cannot share a launch).</summary>
-    public static void SwiGlu(Index1D i, ArrayView<float> gate, ArrayView<float> up) => gate[i] = LlamaMath.SwiGlu(gate[i], up[i]);
+    /// <summary>gate = silu(gate) * up, for gate and up weights of two formats (which cannot share a launch).</summary>
+    public static void SwiGlu(Index1D i, ArrayView<float> gate, ArrayView<float> up) =>
+        gate[i] = LlamaMath.SwiGlu(gate[i], up[i]);
 }
