@@ -122,7 +122,8 @@ public static class EngineBenchmark
         var total = profiler.Times.Values.Aggregate(TimeSpan.Zero, (a, t) => a + t.Time);
         var text = new System.Text.StringBuilder($"\nprofile at batch {batch}: {total.TotalMilliseconds / steps:F2} ms of kernels per step\n");
         foreach (var (name, (time, calls)) in profiler.Times.OrderByDescending(kv => kv.Value.Time))
-            text.AppendLine($"  {name,-22} {time.TotalMilliseconds / steps,8:F2} ms {time / total,7:P1}  ({calls / steps} calls)");
+            text.AppendLine(
+                $"  {name,-30} {time.TotalMilliseconds / steps,8:F2} ms {time / total,7:P1}  ({calls / steps} calls)");
         return text.ToString();
     }
 

@@ -20,8 +20,11 @@ public abstract class DeviceWeight(GgufTensorInfo info)
 public enum KvCacheType { F16, F32 }
 
 /// <summary>
-/// The kernels the forward pass is written over. Every call is made from the engine's one device thread. Buffers and
-/// weights are allocated before the first step; a step only reads <see cref="StepInputs"/> and runs kernels.
+/// The operations the forward pass is written over, each one fused as far as its backend can (as vLLM's models call
+/// fused ops): what runs on the device is named here, never inferred from the order of calls. Every call is made
+/// from the engine's one device thread. Buffers and weights are allocated before the first step; a step only reads
+/// <see cref="StepInputs"/> and runs kernels. Matrices W are [w.Rows outputs × w.Columns inputs]; "W·x" is
+/// y[r, :] = W · x[r, :] for each of the first rows rows.
 /// </summary>
 public interface IBackend : IDisposable
 {
@@ -33,33 +36,70 @@ public interface IBackend : IDisposable
     /// <summary>Reserves the paged KV pool: per layer, numBlocks × kvHeads × blockSize × headDim for K and for V.</summary>
     void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type);
 
-    /// <summary>Makes the step's integers (tokens, positions, slots, block tables) visible to the kernels.</summary>
+    /// <summary>
+    /// Makes the step's integers (tokens, positions, slots, block tables) visible to the kernels, once any work of an
+    /// earlier step that could still read them is done.
+    /// </summary>
     void BeginStep(StepInputs inputs);
 
     /// <summary>x[t] = table[token t]</summary>
     void Embed(DeviceWeight table, DeviceTensor x, int dim);
-    /// <summary>y[r] = x[r] / rms(x[r]) * weight, for r &lt; rows</summary>
-    void RmsNorm(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps);
-    /// <summary>y[r, :] = W · x[r, :] (+ bias) for r &lt; rows; W is [w.Rows outputs × w.Columns inputs]</summary>
-    void MatMul(DeviceTensor x, DeviceWeight w, DeviceWeight? bias, DeviceTensor y, int rows);
-    /// <summary>Rotates q [T, heads, headDim] and k [T, kvHeads, headDim] in place at each row's position.</summary>
-    void Rope(DeviceTensor q, DeviceTensor k, ModelConfig config);
-    /// <summary>Writes k and v [T, kvDim] into the layer's pool at each row's slot.</summary>
-    void StoreKv(int layer, DeviceTensor k, DeviceTensor v);
+    /// <summary>
+    /// y[r] = x[r] / rms(x[r]) * weight for r &lt; rows. y is next read by a matmul over <paramref name="next"/>'s
+    /// format, so a backend may also prepare that matmul's input now (round or quantize y as the weight's dot wants).
+    /// </summary>
+    void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
+        DeviceWeight next);
+    /// <summary>q = Wq·x (+ bq), k = Wk·x (+ bk), v = Wv·x (+ bv): x is read once for all three.</summary>
+    void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
+        DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows);
+    /// <summary>
+    /// Rotates q [T, heads, headDim] and k [T, kvHeads, headDim] in place at each row's position, then writes k and v
+    /// [T, kvDim] into the layer's pool at each row's slot.
+    /// </summary>
+    void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v);
     /// <summary>output[t] = causal attention of q[t] over its own sequence's cached K/V up to its position.</summary>
     void Attention(int layer, DeviceTensor q, DeviceTensor output);
-    /// <summary>gate[r] = silu(gate[r]) * up[r]</summary>
-    void SwiGlu(DeviceTensor gate, DeviceTensor up, int rows, int dim);
-    /// <summary>x[r] += y[r]</summary>
-    void Add(DeviceTensor x, DeviceTensor y, int rows, int dim);
-    /// <summary>y[i] = x[LogitRows[i]]</summary>
-    void GatherLogitRows(DeviceTensor x, DeviceTensor y, int dim);
+    /// <summary>y = W·x, and residual += y: the attention output and down projections.</summary>
+    void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows);
+    /// <summary>upOut = U·x, hidden = silu(G·x) * upOut: x is read once for both.</summary>
+    void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
+        int rows);
+    /// <summary>
+    /// y[i] = x[LogitRows[i]] / rms(x[LogitRows[i]]) * weight for each logits row of the step; like
+    /// <see cref="RmsNormForMatMul"/>, y is next read by a matmul over <paramref name="next"/>.
+    /// </summary>
+    void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
+        DeviceWeight next);
+    /// <summary>y = W·x</summary>
+    void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows);
     /// <summary>Samples one token per logits row into <paramref name="tokens"/>.</summary>
     void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens);
 
-    /// <summary>
-    /// Completes every call made so far. Backends may defer and fuse calls (matmuls sharing an input, kernels on a GPU
-    /// stream); this is for timing them one by one.
-    /// </summary>
+    /// <summary>Row <paramref name="row"/> of <paramref name="t"/>, once the calls so far are done.</summary>
+    float[] ReadRow(DeviceTensor t, int row, int width);
+
+    /// <summary>Completes every call made so far (a GPU runs them on a stream); for timing calls one by one.</summary>
     void Synchronize();
+}
+
+/// <summary>A backend on a device with its own memory, which the KV pool can be sized from.</summary>
+public interface IDeviceMemory
+{
+    /// <summary>Free device memory now, or null where the device does not say (ILGPU's CPU accelerator).</summary>
+    long? FreeMemoryBytes { get; }
+}
+
+/// <summary>A backend that can measure its device's memory bandwidth, the yardstick of a decode step.</summary>
+public interface IBandwidthProbe
+{
+    /// <summary>Bytes read plus written per second by a large device-to-device copy; null if not measurable.</summary>
+    double? MeasureCopyBandwidth();
+}
+
+/// <summary>A backend that launches kernels, and counts them.</summary>
+public interface ILaunchCounter
+{
+    /// <summary>Kernel launches of the last completed step.</summary>
+    int LaunchesPerStep { get; }
 }

@@ -13,7 +13,8 @@ namespace Weft.GpuRuntime.Engine;
 public sealed class InferenceEngine : IDisposable
 {
     readonly DeviceThread _device;
-    readonly IBackend _backend;
+    // the device's backend, and what the transformer calls: the same, or the profiler around it
+    readonly IBackend _deviceBackend, _backend;
     readonly Transformer _transformer;
     readonly int[] _sampled;
 
@@ -45,7 +46,7 @@ public sealed class InferenceEngine : IDisposable
         _device = new DeviceThread($"weft-device-{options.Engine}");
         try
         {
-            (_backend, _transformer, NumKvBlocks) = _device.Invoke(() =>
+            (_deviceBackend, _backend, _transformer, NumKvBlocks) = _device.Invoke(() =>
             {
                 var device = CreateBackend(options);
                 IBackend backend = options.Profile ? Profiler = new ProfilingBackend(device) : device;
@@ -54,7 +55,7 @@ public sealed class InferenceEngine : IDisposable
                     var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens, options.MaxNumSeqs);
                     int blocks = KvBlocks(options, device, bytesPerBlock);
                     backend.AllocateKvCache(Config, blocks, options.BlockSize, options.KvCacheType);
-                    return (backend, transformer, blocks);
+                    return (device, backend, transformer, blocks);
                 }
                 catch
                 {
@@ -77,7 +78,8 @@ public sealed class InferenceEngine : IDisposable
     static int KvBlocks(EngineOptions o, IBackend backend, long bytesPerBlock)
     {
         long blocks = o.KvBlocks > 0 ? o.KvBlocks
-            : backend is IlgpuBackend { FreeMemoryBytes: long free } ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
+            : backend is IDeviceMemory { FreeMemoryBytes: long free }
+                ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
             : o.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock;
         if (blocks < 1) throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; raise kv-cache-memory (or gpu-memory-fraction)");
         return (int)Math.Min(int.MaxValue, blocks);
@@ -105,14 +107,13 @@ public sealed class InferenceEngine : IDisposable
         _ => new IlgpuBackend(o.Engine, o.Device),
     };
 
-    /// <summary>Device memory bandwidth in bytes/s for CUDA engines (see <see cref="IlgpuBackend.MeasureCopyBandwidth"/>); null otherwise.</summary>
-    public double? MeasureDeviceBandwidth() => _device.Invoke(() => (DeviceBackend as IlgpuBackend)?.MeasureCopyBandwidth());
+    /// <summary>Device memory bandwidth in bytes/s where the backend measures it (CUDA); null otherwise.</summary>
+    public double? MeasureDeviceBandwidth() =>
+        _deviceBackend is IBandwidthProbe probe ? _device.Invoke(probe.MeasureCopyBandwidth) : null;
 
     /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>
-    public int? LaunchesPerStep => DeviceBackend is IlgpuBackend ilgpu ? _device.Invoke(() => ilgpu.LaunchesPerStep) : null;
-
-    /// <summary>The device's backend, under the profiler when there is one.</summary>
-    IBackend DeviceBackend => _backend is ProfilingBackend p ? p.Inner : _backend;
+    public int? LaunchesPerStep =>
+        _deviceBackend is ILaunchCounter counter ? _device.Invoke(() => counter.LaunchesPerStep) : null;
 
     /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits row.</summary>
     public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
@@ -143,12 +144,8 @@ public sealed class InferenceEngine : IDisposable
     public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
 
     /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a reference).</summary>
-    public float[] GetLogits(int row) => _device.Invoke(() => DeviceBackend switch
-    {
-        CpuBackend cpu => cpu.Row(_transformer.Logits, row, Config.VocabSize).ToArray(),
-        IlgpuBackend ilgpu => ilgpu.ReadRow(_transformer.Logits, row, Config.VocabSize),
-        _ => throw new NotSupportedException(),
-    });
+    public float[] GetLogits(int row) =>
+        _device.Invoke(() => _backend.ReadRow(_transformer.Logits, row, Config.VocabSize));
 
     public void Dispose()
     {

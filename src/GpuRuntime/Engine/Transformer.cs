@@ -59,39 +59,32 @@ public sealed class Transformer
         int T = s.NumTokens;
         _b.BeginStep(s);
 
-        _b.Embed(_embedding, _x, c.Dim);                                  // x   [T, dim]
+        _b.Embed(_embedding, _x, c.Dim);                                              // x   [T, dim]
         for (int l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
-            _b.RmsNorm(_x, L.AttnNorm, _xb, T, c.Dim, c.RmsEps);          // xb  [T, dim]
-            _b.MatMul(_xb, L.Wq, L.Bq, _q, T);                            // q   [T, heads × headDim]
-            _b.MatMul(_xb, L.Wk, L.Bk, _k, T);                            // k   [T, kvHeads × headDim]
-            _b.MatMul(_xb, L.Wv, L.Bv, _v, T);                            // v   [T, kvHeads × headDim]
-            _b.Rope(_q, _k, c);
-            _b.StoreKv(l, _k, _v);                                        // pool[l] ← k, v at each row's slot
-            _b.Attention(l, _q, _att);                                    // att [T, heads × headDim]
-            _b.MatMul(_att, L.Wo, null, _xb, T);                          // xb  [T, dim]
-            _b.Add(_x, _xb, T, c.Dim);                                    // x  += xb
+            _b.RmsNormForMatMul(_x, L.AttnNorm, _xb, T, c.Dim, c.RmsEps, L.Wq);       // xb  [T, dim]
+            _b.QkvProjection(_xb, L.Wq, L.Wk, L.Wv, L.Bq, L.Bk, L.Bv, _q, _k, _v, T); // q [T, qDim], k, v [T, kvDim]
+            _b.RopeAndStoreKv(l, _q, _k, _v);                                         // pool[l] ← k, v at each slot
+            _b.Attention(l, _q, _att);                                                // att [T, qDim]
+            _b.MatMulAddResidual(_att, L.Wo, _xb, _x, T);                             // x  += Wo · att
 
-            _b.RmsNorm(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps);           // xb  [T, dim]
-            _b.MatMul(_xb, L.Gate, null, _hb, T);                         // hb  [T, ffn]
-            _b.MatMul(_xb, L.Up, null, _hb2, T);                          // hb2 [T, ffn]
-            _b.SwiGlu(_hb, _hb2, T, c.FfnDim);                            // hb  = silu(hb) * hb2
-            _b.MatMul(_hb, L.Down, null, _xb, T);                         // xb  [T, dim]
-            _b.Add(_x, _xb, T, c.Dim);                                    // x  += xb
+            _b.RmsNormForMatMul(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps, L.Gate);      // xb  [T, dim]
+            _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                         // hb  [T, ffn] silu(G·xb) * U·xb
+            _b.MatMulAddResidual(_hb, L.Down, _xb, _x, T);                            // x  += Wdown · hb
         }
 
         int n = s.NumLogitRows;
         if (n == 0)
         {
-            // a step of prefill chunks only: its work must be done before the inputs are refilled for the next one
+            // a step of prefill chunks only: its work is done when it returns, as a sampling step's is, so the next
+            // step may refill the inputs and a device error belongs to the step that caused it
             _b.Synchronize();
             return;
         }
-        _b.GatherLogitRows(_x, _xl, c.Dim);                               // xl     [n, dim]
-        _b.RmsNorm(_xl, _outputNorm, _xl, n, c.Dim, c.RmsEps);
-        _b.MatMul(_xl, _output, null, _logits, n);                        // logits [n, vocab]
-        _b.Sample(_logits, c.VocabSize, sampled[..n]);
+        _b.GatherNormLogitRows(_x, _outputNorm, _xl, c.Dim, c.RmsEps, _output);      // xl     [n, dim]
+        _b.MatMul(_xl, _output, _logits, n);                                          // logits [n, vocab]
+        _b.Sample(_logits, c.VocabSize, sampled[..n]);                                // sampled[i] ← logits[i]
     }
 
     /// <summary>The logits of the last step (for tests and parity checks), row i of [NumLogitRows, vocab].</summary>

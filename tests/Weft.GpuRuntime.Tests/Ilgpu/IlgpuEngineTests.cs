@@ -151,6 +151,33 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         Assert.Equal(2 * 10 + 4, engine.LaunchesPerStep);
     }
 
+    /// <summary>The profiler wraps the device's backend: it times each named operation, changes no token, and the
+    /// launch count (a capability of the backend under it) still reaches the engine.</summary>
+    [Fact]
+    public void The_profiler_times_each_named_operation_and_the_launch_count_still_reaches_the_engine()
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F16 });
+        int[] prompt = [1, 260, 261, 262];
+        using var plain = Load(path, EngineKind.IlgpuCpu, KvCacheType.F16);
+        using var profiled = InferenceEngine.Load(path, new EngineOptions
+        {
+            Engine = EngineKind.IlgpuCpu, BlockSize = BlockSize, KvBlocks = 64, MaxNumSeqs = 8,
+            MaxNumBatchedTokens = 64, Profile = true,
+        });
+
+        var greedy = SamplingParams.Greedy(3);
+        Assert.Equal(Generate(plain, prompt, 3, greedy).Tokens, Generate(profiled, prompt, 3, greedy).Tokens);
+        Assert.Equal(2 * 10 + 4, profiled.LaunchesPerStep);
+        var times = profiled.Profiler!.Times;
+        string[] perLayer =
+            ["matmul qkv", "rope + store kv", "attention", "matmul gate/up + swiglu", "matmul ffn_down + residual"];
+        foreach (var op in perLayer)
+            Assert.Equal(3 * 2, times[op].Calls); // three steps, two layers
+        Assert.Equal(3, times["gather + rmsnorm"].Calls);
+        using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F16);
+        Assert.Null(cpu.LaunchesPerStep);
+    }
+
     /// <summary>On a CUDA host: the kernels as PTX against the cpu backend. Different summation orders round the f16
     /// inputs of dot products differently now and then, so only f32 must give the same tokens; f16's logits stay within
     /// the bound `weft gpu-check` uses.</summary>

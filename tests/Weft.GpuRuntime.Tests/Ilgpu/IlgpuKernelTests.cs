@@ -9,7 +9,7 @@ using Weft.Scheduling;
 namespace Weft.GpuRuntime.Tests.Ilgpu;
 
 /// <summary>
-/// Each kernel against the cpu backend, both driven with the same <see cref="StepInputs"/>. Besides the CPU
+/// Each fused operation against the cpu backend, both driven with the same <see cref="StepInputs"/>. Besides the CPU
 /// accelerator's one-thread shape, a GPU-like shape (4-lane warps sharing rows, groups of 4 warps, the 128-thread
 /// shared-memory matmul from 9 rows) runs the shuffles, barriers, multi-warp reductions and tiles CUDA runs.
 /// Tolerance: 1e-4 absolute on values of order 1-10 (float rounding of differently ordered sums).
@@ -69,7 +69,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         {
             for (int r = 0; r < rows; r++)
             {
-                var expected = Cpu.Row(t[0], r, width).ToArray();
+                var expected = Cpu.ReadRow(t[0], r, width);
                 var actual = Gpu.ReadRow(t[1], r, width);
                 for (int i = 0; i < width; i++)
                     if (MathF.Abs(expected[i] - actual[i]) > Tolerance * Math.Max(1, MathF.Abs(expected[i])))
@@ -85,13 +85,13 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         }
     }
 
-    /// <summary>The forward pass call by call, each result read back (so each kernel runs alone, unfused), for both launch shapes.</summary>
+    /// <summary>The forward pass one named operation at a time, each result read back, in both launch shapes.</summary>
     [Theory]
     [InlineData(GgmlType.F32, KvCacheType.F32, false)]
     [InlineData(GgmlType.F16, KvCacheType.F16, false)]
     [InlineData(GgmlType.BF16, KvCacheType.F16, true)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, true)]
-    public void EveryKernelMatchesTheCpuBackend(GgmlType type, KvCacheType kv, bool gpuLike)
+    public void Every_fused_operation_matches_the_cpu_backend(GgmlType type, KvCacheType kv, bool gpuLike)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
         using var p = new Pair(path, gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu), kv, prefill: 12);
@@ -110,40 +110,35 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         var logits = p.Allocate(n * c.VocabSize);
         var emb = p.Load(p.Weights.TokenEmbedding);
         var attnNorm = p.Load(L.AttnNorm);
-        DeviceWeight[] wq = p.Load(L.Wq), wk = p.Load(L.Wk), wv = p.Load(L.Wv), wo = p.Load(L.Wo), ffnNorm = p.Load(L.FfnNorm);
-        DeviceWeight[] gate = p.Load(L.Gate), up = p.Load(L.Up), down = p.Load(L.Down), outNorm = p.Load(p.Weights.OutputNorm), output = p.Load(p.Weights.Output);
+        DeviceWeight[] wq = p.Load(L.Wq), wk = p.Load(L.Wk), wv = p.Load(L.Wv), wo = p.Load(L.Wo);
+        DeviceWeight[] ffnNorm = p.Load(L.FfnNorm), gate = p.Load(L.Gate), up = p.Load(L.Up), down = p.Load(L.Down);
+        DeviceWeight[] outNorm = p.Load(p.Weights.OutputNorm), output = p.Load(p.Weights.Output);
 
         p.Run((b, i) => b.Embed(emb[i], x[i], c.Dim));
         p.AssertClose(x, T, c.Dim, "embed");
-        p.Run((b, i) => b.RmsNorm(x[i], attnNorm[i], xb[i], T, c.Dim, c.RmsEps));
+        p.Run((b, i) => b.RmsNormForMatMul(x[i], attnNorm[i], xb[i], T, c.Dim, c.RmsEps, wq[i]));
         p.AssertClose(xb, T, c.Dim, "rmsnorm");
-        p.Run((b, i) => b.MatMul(xb[i], wq[i], null, q[i], T));
-        p.AssertClose(q, T, c.QDim, "matmul q");
-        p.Run((b, i) => b.MatMul(xb[i], wk[i], null, k[i], T));
-        p.Run((b, i) => b.MatMul(xb[i], wv[i], null, v[i], T));
-        p.AssertClose(v, T, c.KvDim, "matmul v");
-        p.Run((b, i) => b.Rope(q[i], k[i], c));
+        p.Run((b, i) => b.QkvProjection(xb[i], wq[i], wk[i], wv[i], null, null, null, q[i], k[i], v[i], T));
+        p.AssertClose(q, T, c.QDim, "q (input rounded by the norm)");
+        p.AssertClose(k, T, c.KvDim, "k");
+        p.AssertClose(v, T, c.KvDim, "v");
+        p.Run((b, i) => b.RopeAndStoreKv(0, q[i], k[i], v[i]));
         p.AssertClose(q, T, c.QDim, "rope q");
         p.AssertClose(k, T, c.KvDim, "rope k");
-        p.Run((b, i) => b.StoreKv(0, k[i], v[i]));
         p.Run((b, i) => b.Attention(0, q[i], att[i]));
-        p.AssertClose(att, T, c.QDim, "attention");
-        p.Run((b, i) => b.MatMul(att[i], wo[i], null, xb[i], T));
-        p.AssertClose(xb, T, c.Dim, "matmul o (rounded input made on its own)");
-        p.Run((b, i) => b.Add(x[i], xb[i], T, c.Dim));
-        p.AssertClose(x, T, c.Dim, "add");
-        p.Run((b, i) => b.RmsNorm(x[i], ffnNorm[i], xb[i], T, c.Dim, c.RmsEps));
-        p.Run((b, i) => b.MatMul(xb[i], gate[i], null, hb[i], T));
-        p.Run((b, i) => b.MatMul(xb[i], up[i], null, hb2[i], T));
-        p.AssertClose(hb2, T, c.FfnDim, "matmul up");
-        p.Run((b, i) => b.SwiGlu(hb[i], hb2[i], T, c.FfnDim));
+        p.AssertClose(att, T, c.QDim, "attention (over the stored K/V)");
+        p.Run((b, i) => b.MatMulAddResidual(att[i], wo[i], xb[i], x[i], T));
+        p.AssertClose(xb, T, c.Dim, "matmul o (input rounded in a launch of its own)");
+        p.AssertClose(x, T, c.Dim, "residual after o");
+        p.Run((b, i) => b.RmsNormForMatMul(x[i], ffnNorm[i], xb[i], T, c.Dim, c.RmsEps, gate[i]));
+        p.Run((b, i) => b.GateUpSwiGlu(xb[i], gate[i], up[i], hb[i], hb2[i], T));
+        p.AssertClose(hb2, T, c.FfnDim, "up");
         p.AssertClose(hb, T, c.FfnDim, "swiglu");
-        p.Run((b, i) => b.MatMul(hb[i], down[i], null, xb[i], T));
-        p.AssertClose(xb, T, c.Dim, "matmul down");
-        p.Run((b, i) => b.GatherLogitRows(x[i], xl[i], c.Dim));
-        p.AssertClose(xl, n, c.Dim, "gather");
-        p.Run((b, i) => b.RmsNorm(xl[i], outNorm[i], xl[i], n, c.Dim, c.RmsEps));
-        p.Run((b, i) => b.MatMul(xl[i], output[i], null, logits[i], n));
+        p.Run((b, i) => b.MatMulAddResidual(hb[i], down[i], xb[i], x[i], T));
+        p.AssertClose(x, T, c.Dim, "residual after down");
+        p.Run((b, i) => b.GatherNormLogitRows(x[i], outNorm[i], xl[i], c.Dim, c.RmsEps, output[i]));
+        p.AssertClose(xl, n, c.Dim, "gather + norm");
+        p.Run((b, i) => b.MatMul(xl[i], output[i], logits[i], n));
         p.AssertClose(logits, n, c.VocabSize, "lm head");
 
         var expected = new int[n];
@@ -151,6 +146,45 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         p.Cpu.Sample(logits[0], c.VocabSize, expected);
         p.Gpu.Sample(logits[1], c.VocabSize, actual);
         Assert.Equal(expected, actual);
+    }
+
+    /// <summary>Weights of two formats cannot share a launch: Q/K/V and gate/up then run a matmul per weight.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Projections_over_weights_of_different_formats_match_the_cpu_backend(bool gpuLike)
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F16 });
+        var gpu = gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu);
+        using var p = new Pair(path, gpu, KvCacheType.F16, prefill: 12);
+        using var q8File = GgufFile.Open(models.Write(TestModelFiles.Tiny with { Type = GgmlType.Q8_0 }));
+        var q8 = ModelWeights.FromGguf(q8File, p.Config).Layers[0];
+        DeviceWeight[] LoadQ8(GgufTensorInfo t) => [p.Cpu.LoadWeight(q8File, t), p.Gpu.LoadWeight(q8File, t)];
+        var c = p.Config;
+        var L = p.Weights.Layers[0];
+        int T = p.Rows;
+        var x = p.Allocate(T * c.Dim);
+        var xb = p.Allocate(T * c.Dim);
+        var q = p.Allocate(T * c.QDim);
+        var k = p.Allocate(T * c.KvDim);
+        var v = p.Allocate(T * c.KvDim);
+        var hb = p.Allocate(T * c.FfnDim);
+        var hb2 = p.Allocate(T * c.FfnDim);
+        var emb = p.Load(p.Weights.TokenEmbedding);
+        DeviceWeight[] attnNorm = p.Load(L.AttnNorm), ffnNorm = p.Load(L.FfnNorm);
+        DeviceWeight[] wq = p.Load(L.Wq), wk = LoadQ8(q8.Wk), wv = p.Load(L.Wv);
+        DeviceWeight[] gate = LoadQ8(q8.Gate), up = p.Load(L.Up);
+
+        p.Run((b, i) => b.Embed(emb[i], x[i], c.Dim));
+        p.Run((b, i) => b.RmsNormForMatMul(x[i], attnNorm[i], xb[i], T, c.Dim, c.RmsEps, wq[i]));
+        p.Run((b, i) => b.QkvProjection(xb[i], wq[i], wk[i], wv[i], null, null, null, q[i], k[i], v[i], T));
+        p.AssertClose(q, T, c.QDim, "q (f16)");
+        p.AssertClose(k, T, c.KvDim, "k (q8_0)");
+        p.AssertClose(v, T, c.KvDim, "v (f16)");
+        p.Run((b, i) => b.RmsNormForMatMul(x[i], ffnNorm[i], xb[i], T, c.Dim, c.RmsEps, gate[i]));
+        p.Run((b, i) => b.GateUpSwiGlu(xb[i], gate[i], up[i], hb[i], hb2[i], T));
+        p.AssertClose(hb2, T, c.FfnDim, "up (f16)");
+        p.AssertClose(hb, T, c.FfnDim, "swiglu over gate (q8_0)");
     }
 
     /// <summary>The whole step as the transformer issues it (so the fused launches run), in the GPU-like shape: prefill rows take the tiled matmul.</summary>
@@ -170,7 +204,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         Assert.Equal(expected, actual);
         for (int r = 0; r < p.Step.NumLogitRows; r++)
         {
-            var e = p.Cpu.Row(cpu.Logits, r, p.Config.VocabSize).ToArray();
+            var e = p.Cpu.ReadRow(cpu.Logits, r, p.Config.VocabSize);
             var a = p.Gpu.ReadRow(gpu.Logits, r, p.Config.VocabSize);
             // sums ordered differently flip an occasional f16 rounding of a matmul input (q8_0 blocks sum exactly), hence 1e-2
             Assert.All(e.Zip(a), z => Assert.Equal(z.First, z.Second, 1e-2f));

@@ -28,8 +28,6 @@ public sealed class PtxCompileTests
         data.Add(nameof(Kernels.NormPrep), "");
         data.Add(nameof(SamplingKernel.Sample), "");
         data.Add(nameof(Kernels.SwiGlu), "");
-        data.Add(nameof(Kernels.Add), "");
-        data.Add(nameof(Kernels.Gather), "");
         return data;
     }
 

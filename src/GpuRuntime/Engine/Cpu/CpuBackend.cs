@@ -43,6 +43,7 @@ public sealed unsafe partial class CpuBackend : IBackend
     long _kvLayerBytes;
     int _kvHeads, _headDim, _blockSize, _heads;
     KvCacheType _kvType;
+    ModelConfig _config = null!;
 
     readonly MatMulInput _input = new();
     // per worker: four weight rows converted to f32
@@ -93,6 +94,7 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
     {
+        _config = config;
         _kvHeads = config.KvHeads;
         _heads = config.Heads;
         _headDim = config.HeadDim;
@@ -106,7 +108,6 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void BeginStep(StepInputs inputs)
     {
-        Synchronize();
         _step = inputs;
         if (_sampled.Length < inputs.MaxSeqs)
         {
@@ -120,7 +121,6 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Embed(DeviceWeight table, DeviceTensor x, int dim)
     {
-        Synchronize();
         var w = W(table);
         float* xs = T(x).Data;
         for (int t = 0; t < _step.NumTokens; t++)
@@ -130,32 +130,77 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void RmsNorm(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps)
+    /// <summary>The matmul prepares its input itself (in parallel): <paramref name="next"/> is not needed.</summary>
+    public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
+        DeviceWeight next)
     {
-        Synchronize();
         float* xs = T(x).Data, ys = T(y).Data, w = (float*)W(weight).Data;
-        for (int r = 0; r < rows; r++)
-        {
-            var xr = new ReadOnlySpan<float>(xs + (long)r * dim, dim);
-            var yr = new Span<float>(ys + (long)r * dim, dim);
-            double sum = 0;
-            foreach (var v in xr) sum += v * v;
-            float mean = (float)(sum / dim);
-            float scale = 1f / MathF.Sqrt(mean + eps);
-            TensorPrimitives.Multiply(xr, scale, yr);
-            TensorPrimitives.Multiply(yr, new ReadOnlySpan<float>(w, dim), yr);
-        }
+        for (int r = 0; r < rows; r++) NormRow(xs + (long)r * dim, w, ys + (long)r * dim, dim, eps);
+    }
+
+    public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
+        DeviceWeight next)
+    {
+        float* xs = T(x).Data, ys = T(y).Data, w = (float*)W(weight).Data;
+        for (int i = 0; i < _step.NumLogitRows; i++)
+            NormRow(xs + (long)_step.LogitRows[i] * dim, w, ys + (long)i * dim, dim, eps);
+    }
+
+    static void NormRow(float* x, float* weight, float* y, int dim, float eps)
+    {
+        var xr = new ReadOnlySpan<float>(x, dim);
+        var yr = new Span<float>(y, dim);
+        double sum = 0;
+        foreach (var v in xr) sum += v * v;
+        TensorPrimitives.Multiply(xr, LlamaMath.RmsScale(sum, dim, eps), yr);
+        TensorPrimitives.Multiply(yr, new ReadOnlySpan<float>(weight, dim), yr);
+    }
+
+    /// <summary>One parallel job for the three (one wake-up and one barrier, the input prepared once).</summary>
+    public void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
+        DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows)
+    {
+        Queue(x, wq, bq, q, rows);
+        Queue(x, wk, bk, k, rows);
+        Queue(x, wv, bv, v, rows);
+        RunMatMuls();
+    }
+
+    /// <summary>Gate and up as one parallel job, then SwiGLU over the rows in parallel.</summary>
+    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows)
+    {
+        Queue(x, gate, null, hidden, rows);
+        Queue(x, up, null, upOut, rows);
+        RunMatMuls();
+        int dim = up.Rows;
+        _swiglu.Prepare(T(hidden).Data, T(upOut).Data, rows, dim);
+        _pool.Run(_swiglu, (long)rows * dim * 16);
+    }
+
+    public void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows)
+    {
+        MatMul(x, w, y, rows);
+        int n = rows * w.Rows;
+        var r = new Span<float>(T(residual).Data, n);
+        TensorPrimitives.Add(r, new ReadOnlySpan<float>(T(y).Data, n), r);
+    }
+
+    public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows)
+    {
+        Queue(x, w, null, y, rows);
+        RunMatMuls();
     }
 
     /// <summary>
-    /// Matmuls that read the same input (Q, K and V; gate and up) are gathered and run as one parallel job when the
-    /// next different call comes: one wake-up and one barrier for all of them, and the input prepared once.
+    /// Adds a matmul to the parallel job of those over the same input (Q, K and V; gate and up); one that cannot join
+    /// (another input, or weights of another format) first runs what is gathered.
     /// </summary>
-    public void MatMul(DeviceTensor x, DeviceWeight weight, DeviceWeight? bias, DeviceTensor y, int rows)
+    void Queue(DeviceTensor x, DeviceWeight weight, DeviceWeight? bias, DeviceTensor y, int rows)
     {
         var w = W(weight);
         float* xs = T(x).Data;
-        if (!_matmul.CanJoin(w, xs, rows)) Synchronize();
+        if (!_matmul.CanJoin(w, xs, rows)) RunMatMuls();
         if (_matmul.IsEmpty)
         {
             // the input prepared for the weight's format: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
@@ -165,7 +210,10 @@ public sealed unsafe partial class CpuBackend : IBackend
         _matmul.Add(w, w.Format.Activations(xs, _input), xs, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
     }
 
-    public void Synchronize()
+    /// <summary>Every call runs to completion before it returns.</summary>
+    public void Synchronize() { }
+
+    void RunMatMuls()
     {
         if (_matmul.IsEmpty) return;
         try
@@ -265,26 +313,21 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void Rope(DeviceTensor q, DeviceTensor k, ModelConfig c)
+    public void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v)
     {
-        Synchronize();
-        float* qs = T(q).Data, ks = T(k).Data;
+        Rope(T(q).Data, T(k).Data);
+        StoreKv(layer, T(k).Data, T(v).Data);
+    }
+
+    void Rope(float* qs, float* ks)
+    {
+        var c = _config;
         var s = _step;
-        float thetaScale = MathF.Pow(c.RopeFreqBase, -2f / c.RopeDim);
         int hd = c.HeadDim;
-        var factors = c.RopeFreqFactors;
         Span<float> cs = stackalloc float[hd];
         for (int t = 0; t < s.NumTokens; t++)
         {
-            // cos/sin cache for this position, the angle advancing by repeated multiplication: cs[2i] = cos, cs[2i+1] = sin
-            float theta = s.Positions[t];
-            for (int i = 0; i < hd; i += 2)
-            {
-                float angle = factors is null ? theta : theta / factors[i / 2];
-                cs[i] = MathF.Cos(angle);
-                cs[i + 1] = MathF.Sin(angle);
-                theta *= thetaScale;
-            }
+            LlamaMath.RopeCosSin(c, s.Positions[t], cs);
             for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, hd, c.Rope);
             for (int h = 0; h < c.KvHeads; h++) Rotate(ks + ((long)t * c.KvHeads + h) * hd, cs, hd, c.Rope);
         }
@@ -308,10 +351,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <summary>Element offset of (block, kv head, offset in block) in a layer's K or V pool.</summary>
     long KvIndex(int block, int head, int offset) => (((long)block * _kvHeads + head) * _blockSize + offset) * _headDim;
 
-    public void StoreKv(int layer, DeviceTensor k, DeviceTensor v)
+    void StoreKv(int layer, float* ks, float* vs)
     {
-        Synchronize();
-        float* ks = T(k).Data, vs = T(v).Data;
         byte* kp = KvBase(layer, false), vp = KvBase(layer, true);
         var s = _step;
         for (int t = 0; t < s.NumTokens; t++)
@@ -337,7 +378,6 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void Attention(int layer, DeviceTensor q, DeviceTensor output)
     {
-        Synchronize();
         _attention.Prepare(layer, T(q).Data, T(output).Data);
         _pool.Run(_attention, (long)_step.NumTokens * _heads * _headDim * (_step.Positions[_step.NumTokens - 1] + 1));
     }
@@ -406,7 +446,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 }
                 var table = s.BlockTables.AsSpan(s.RowSeq[row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
                 byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
-                float scale = 1f / MathF.Sqrt(hd);
+                float scale = LlamaMath.AttentionScale(hd);
 
                 // scores[q, j] = q · k_j, sixteen keys at a time
                 for (int j0 = 0; j0 < ctx; j0 += 16)
@@ -513,13 +553,6 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void SwiGlu(DeviceTensor gate, DeviceTensor up, int rows, int dim)
-    {
-        Synchronize();
-        _swiglu.Prepare(T(gate).Data, T(up).Data, rows, dim);
-        _pool.Run(_swiglu, (long)rows * dim * 16);
-    }
-
     /// <summary>gate = silu(gate) * up, rows split across workers.</summary>
     sealed class SwiGluJob : ParallelJob
     {
@@ -538,28 +571,12 @@ public sealed unsafe partial class CpuBackend : IBackend
         {
             var (r0, r1) = Share(_rows, worker, workers);
             for (long i = (long)r0 * _dim, end = (long)r1 * _dim; i < end; i++)
-                _gate[i] = _gate[i] / (1f + MathF.Exp(-_gate[i])) * _up[i];
+                _gate[i] = LlamaMath.SwiGlu(_gate[i], _up[i]);
         }
-    }
-
-    public void Add(DeviceTensor x, DeviceTensor y, int rows, int dim)
-    {
-        Synchronize();
-        int n = rows * dim;
-        TensorPrimitives.Add(new ReadOnlySpan<float>(T(x).Data, n), new ReadOnlySpan<float>(T(y).Data, n), new Span<float>(T(x).Data, n));
-    }
-
-    public void GatherLogitRows(DeviceTensor x, DeviceTensor y, int dim)
-    {
-        Synchronize();
-        var s = _step;
-        for (int i = 0; i < s.NumLogitRows; i++)
-            new ReadOnlySpan<float>(T(x).Data + (long)s.LogitRows[i] * dim, dim).CopyTo(new Span<float>(T(y).Data + (long)i * dim, dim));
     }
 
     public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
     {
-        Synchronize();
         _sample.Prepare(T(logits).Data, vocabSize);
         _pool.Run(_sample, (long)_step.NumLogitRows * vocabSize * 4);
         _sampled.AsSpan(0, _step.NumLogitRows).CopyTo(tokens);
@@ -591,12 +608,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>Row i of a tensor, once every call so far has run (tests compare these with a reference).</summary>
-    public ReadOnlySpan<float> Row(DeviceTensor t, int row, int width)
-    {
-        Synchronize();
-        return new(T(t).Data + (long)row * width, width);
-    }
+    public float[] ReadRow(DeviceTensor t, int row, int width) =>
+        new ReadOnlySpan<float>(T(t).Data + (long)row * width, width).ToArray();
 
     public void Dispose()
     {

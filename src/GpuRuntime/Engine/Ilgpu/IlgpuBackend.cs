@@ -31,13 +31,13 @@ public sealed record LaunchShape(int Lanes, int GroupSize, int MaxGroups, int Ti
 /// tested without a GPU). Weights are uploaded once in their own format, the KV pool and every buffer a step needs are
 /// allocated before the first step, a step uploads only its integers and reads back only the sampled token ids.
 /// <para>
-/// Calls are recorded and launched when a result is needed (<see cref="Sample"/>, a read), which lets neighbouring calls
-/// fuse: RMSNorm with the rounding of the next matmul's input, matmuls sharing an input (Q/K/V) into one launch, gate and
-/// up with SwiGLU, a matmul with the residual add that follows it, RoPE with the KV store, and the logits gather with the
-/// final norm. <see cref="LaunchesPerStep"/> counts what remains.
+/// Each operation of <see cref="IBackend"/> is one fused launch on the accelerator's default stream, queued as it is
+/// called: RMSNorm with the rounding of the next matmul's input, Q/K/V as one matmul, gate and up with SwiGLU, Wo and
+/// down adding into the residual, RoPE with the KV store, the logits gather with the final norm. A matmul whose input
+/// no norm rounded rounds it in a launch of its own. <see cref="LaunchesPerStep"/> counts them.
 /// </para>
 /// </summary>
-public sealed class IlgpuBackend : IBackend
+public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILaunchCounter
 {
     sealed class IlgpuTensor(MemoryBuffer1D<float, Stride1D.Dense> buffer) : DeviceTensor
     {
@@ -46,11 +46,6 @@ public sealed class IlgpuBackend : IBackend
         public override long Length => Buffer.Length;
     }
 
-    enum OpKind { Embed, RmsNorm, MatMul, Rope, StoreKv, Attention, SwiGlu, Add, Gather }
-
-    /// <summary>One recorded call: tensors X (input), Y (output), Z (third operand), weights W and B (bias or table).</summary>
-    record struct Op(OpKind Kind, IlgpuTensor? X, IlgpuTensor? Y, IlgpuTensor? Z, IlgpuWeight? W, IlgpuWeight? B, int Rows, int Dim, int Layer, float Eps);
-
     readonly Context _context;
     readonly Accelerator _accelerator;
     readonly string _device;
@@ -58,11 +53,9 @@ public sealed class IlgpuBackend : IBackend
     readonly List<IlgpuTensor> _tensors = [];
     readonly List<IlgpuWeight> _weights = [];
     readonly Dictionary<GgmlType, FormatKernels> _formats = [];
-    readonly List<Op> _ops = [];
 
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs> _normPrep;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu, _add;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int> _gather;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> _sample;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F16Cache, RopeArgs>? _ropeF16;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F32Cache, RopeArgs>? _ropeF32;
@@ -135,8 +128,6 @@ public sealed class IlgpuBackend : IBackend
                 throw new ArgumentException($"launch shape {_shape} does not fit the accelerator (warp size {_accelerator.WarpSize})");
             _normPrep = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs>(Kernels.NormPrep);
             _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(Kernels.SwiGlu);
-            _add = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(Kernels.Add);
-            _gather = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int>(Kernels.Gather);
             _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SamplingKernel.Sample);
         }
         catch
@@ -154,7 +145,7 @@ public sealed class IlgpuBackend : IBackend
         return context.GetCudaDevices().Count;
     }
 
-    /// <summary>Kernel launches of the last completed step (or of the calls since the last step, for a partial one).</summary>
+    /// <summary>Kernel launches of the last completed step.</summary>
     public int LaunchesPerStep { get; private set; }
 
     public string Description => _numBlocks > 0 ? $"{_device}; KV pool {_numBlocks} blocks" : _device;
@@ -260,22 +251,11 @@ public sealed class IlgpuBackend : IBackend
             _attentionF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
         }
 
-        // cos/sin for every position, computed as the CPU backend does (angles by repeated multiplication)
+        // cos/sin for every position, the very values the CPU backend computes per step
         _ropePositions = config.ContextLength;
-        int half = config.HeadDim / 2;
-        var table = new float[(long)_ropePositions * half * 2];
-        float thetaScale = MathF.Pow(config.RopeFreqBase, -2f / config.RopeDim);
+        var table = new float[(long)_ropePositions * config.HeadDim];
         for (int pos = 0; pos < _ropePositions; pos++)
-        {
-            float theta = pos;
-            for (int i = 0; i < half; i++)
-            {
-                float angle = config.RopeFreqFactors is { } factors ? theta / factors[i] : theta;
-                table[((long)pos * half + i) * 2] = MathF.Cos(angle);
-                table[((long)pos * half + i) * 2 + 1] = MathF.Sin(angle);
-                theta *= thetaScale;
-            }
-        }
+            LlamaMath.RopeCosSin(config, pos, table.AsSpan((int)((long)pos * config.HeadDim), config.HeadDim));
         _ropeTable = _accelerator.Allocate1D(table);
         _tokenMark = new int[config.VocabSize];
         _tokenEntry = new int[config.VocabSize];
@@ -290,7 +270,9 @@ public sealed class IlgpuBackend : IBackend
     public void BeginStep(StepInputs s)
     {
         if (_config is null) throw new InvalidOperationException("AllocateKvCache must come before the first step");
-        Flush();
+        // kernels of an earlier step may still read the device copy of the inputs, and its upload the pinned host
+        // array refilled below: wait for them (a step that sampled or synchronized has left the stream idle)
+        _accelerator.DefaultStream.Synchronize();
         LaunchesPerStep = _launches;
         _launches = 0;
         EnsureStepBuffers(s);
@@ -404,26 +386,135 @@ public sealed class IlgpuBackend : IBackend
 
     static IlgpuTensor T(DeviceTensor t) => (IlgpuTensor)t;
     static IlgpuWeight W(DeviceWeight w) => (IlgpuWeight)w;
+    static IlgpuWeight Matrix(DeviceWeight w) =>
+        W(w) is { IsMatrix: true } m ? m : throw new ArgumentException($"'{w.Info.Name}' is not a matrix");
 
-    public void Embed(DeviceWeight table, DeviceTensor x, int dim) => _ops.Add(new Op(OpKind.Embed, null, T(x), null, W(table), null, 0, dim, 0, 0));
-    public void RmsNorm(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps) =>
-        _ops.Add(new Op(OpKind.RmsNorm, T(x), T(y), null, W(weight), null, rows, dim, 0, eps));
-    public void MatMul(DeviceTensor x, DeviceWeight w, DeviceWeight? bias, DeviceTensor y, int rows)
+    public void Embed(DeviceWeight table, DeviceTensor x, int dim)
     {
-        if (!W(w).IsMatrix) throw new ArgumentException($"'{w.Info.Name}' is not a matrix");
-        _ops.Add(new Op(OpKind.MatMul, T(x), T(y), null, W(w), bias is null ? null : W(bias), rows, 0, 0, 0));
+        _prepared = default;
+        var w = W(table);
+        int rows = Step.NumTokens;
+        _formats[w.Type].Embed(Grid1D((long)rows * dim / 8), w, Ints(0, rows), T(x).View, rows, dim);
+        _launches++;
     }
-    public void Rope(DeviceTensor q, DeviceTensor k, ModelConfig config) => _ops.Add(new Op(OpKind.Rope, T(q), T(k), null, null, null, 0, 0, 0, 0));
-    public void StoreKv(int layer, DeviceTensor k, DeviceTensor v) => _ops.Add(new Op(OpKind.StoreKv, T(k), T(v), null, null, null, 0, 0, layer, 0));
-    public void Attention(int layer, DeviceTensor q, DeviceTensor output) => _ops.Add(new Op(OpKind.Attention, T(q), T(output), null, null, null, 0, 0, layer, 0));
-    public void SwiGlu(DeviceTensor gate, DeviceTensor up, int rows, int dim) => _ops.Add(new Op(OpKind.SwiGlu, T(gate), T(up), null, null, null, rows, dim, 0, 0));
-    public void Add(DeviceTensor x, DeviceTensor y, int rows, int dim) => _ops.Add(new Op(OpKind.Add, T(x), T(y), null, null, null, rows, dim, 0, 0));
-    public void GatherLogitRows(DeviceTensor x, DeviceTensor y, int dim) => _ops.Add(new Op(OpKind.Gather, T(x), T(y), null, null, null, 0, dim, 0, 0));
+
+    /// <summary>One launch: the norm, and y rounded (or quantized) for <paramref name="next"/>'s dots.</summary>
+    public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
+        DeviceWeight next) => NormPrep(T(x), W(weight), T(y), rows, dim, eps, gather: false, Matrix(next).Prep);
+
+    /// <summary>One launch, as <see cref="RmsNormForMatMul"/>, each row read from the logits row it is for.</summary>
+    public void GatherNormLogitRows(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int dim, float eps,
+        DeviceWeight next) =>
+        NormPrep(T(x), W(weight), T(y), Step.NumLogitRows, dim, eps, gather: true, Matrix(next).Prep);
+
+    /// <summary>One launch over the three weights (their outputs side by side), unless their formats differ.</summary>
+    public void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
+        DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows)
+    {
+        IlgpuWeight a = Matrix(wq), b = Matrix(wk), c = Matrix(wv);
+        if (SameFormat(a, b) && SameFormat(a, c))
+        {
+            var p = Single(T(q), bq, null);
+            (p.NA, p.NB, p.NC, p.YB, p.YC) = (a.Rows, b.Rows, c.Rows, T(k).View, T(v).View);
+            (p.HasBiasB, p.BiasB, p.HasBiasC, p.BiasC) = (bk is null ? 0 : 1, Bias(bk), bv is null ? 0 : 1, Bias(bv));
+            Launch(T(x), rows, a, b, c, p);
+        }
+        else
+        {
+            Launch(T(x), rows, a, a, a, Single(T(q), bq, null) with { NA = a.Rows });
+            Launch(T(x), rows, b, b, b, Single(T(k), bk, null) with { NA = b.Rows });
+            Launch(T(x), rows, c, c, c, Single(T(v), bv, null) with { NA = c.Rows });
+        }
+        _prepared = default;
+    }
+
+    /// <summary>One launch: each output is added into the residual as it is stored.</summary>
+    public void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows)
+    {
+        var m = Matrix(w);
+        Launch(T(x), rows, m, m, m, Single(T(y), null, T(residual)) with { NA = m.Rows });
+        _prepared = default;
+    }
+
+    /// <summary>One launch unless the formats differ: a thread computes an output's gate and up, then SwiGLU.</summary>
+    public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows)
+    {
+        IlgpuWeight g = Matrix(gate), u = Matrix(up);
+        if (SameFormat(g, u) && g.Rows == u.Rows)
+        {
+            var p = Single(T(hidden), null, null);
+            (p.Mode, p.NA, p.NB, p.YB) = (MatMulArgs.GateUp, g.Rows, u.Rows, T(upOut).View);
+            Launch(T(x), rows, g, u, u, p);
+        }
+        else
+        {
+            Launch(T(x), rows, g, g, g, Single(T(hidden), null, null) with { NA = g.Rows });
+            Launch(T(x), rows, u, u, u, Single(T(upOut), null, null) with { NA = u.Rows });
+            _swiGlu(rows * u.Rows, T(hidden).View, T(upOut).View);
+            _launches++;
+        }
+        _prepared = default;
+    }
+
+    public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows)
+    {
+        var m = Matrix(w);
+        Launch(T(x), rows, m, m, m, Single(T(y), null, null) with { NA = m.Rows });
+        _prepared = default;
+    }
+
+    /// <summary>RoPE on q and k, and k and v into the pool, in one launch.</summary>
+    public void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v)
+    {
+        _prepared = default;
+        var c = _config!;
+        int rows = Step.NumTokens;
+        var args = new RopeArgs
+        {
+            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim,
+            Neox = c.Rope == RopeStyle.Neox ? 1 : 0, BlockSize = _blockSize,
+            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+        };
+        var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
+        var positions = Ints(_oPositions, rows);
+        var slots = Ints(_oSlots, rows);
+        var (qv, kv, vv) = (T(q).View, T(k).View, T(v).View);
+        if (_kvHalf is not null) _ropeF16!(config, qv, kv, vv, _ropeTable!.View, positions, slots, HalfCache, args);
+        else _ropeF32!(config, qv, kv, vv, _ropeTable!.View, positions, slots, new F32Cache(_kvFloat!.View), args);
+        _launches++;
+    }
+
+    public void Attention(int layer, DeviceTensor q, DeviceTensor output)
+    {
+        _prepared = default;
+        var c = _config!;
+        var s = Step;
+        int lanes = _shape.Lanes, group = c.Heads / c.KvHeads;
+        // heads sharing a KV head go to one group (as many as fit): their reads of the same K/V blocks come together
+        int headsPerGroup = Math.Min(Kernels.MaxHeadsPerGroup, _shape.GroupSize / lanes);
+        while (group % headsPerGroup != 0) headsPerGroup--;
+        var args = new AttentionArgs
+        {
+            Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup,
+            BlockSize = _blockSize, MaxBlocksPerSeq = s.MaxBlocksPerSeq,
+            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            Scale = LlamaMath.AttentionScale(c.HeadDim),
+        };
+        var config = new KernelConfig(s.NumTokens * (c.Heads / headsPerGroup), headsPerGroup * lanes);
+        var positions = Ints(_oPositions, s.NumTokens);
+        var rowSeq = Ints(_oRowSeq, s.NumTokens);
+        var tables = Ints(_oTables, s.NumSeqs * s.MaxBlocksPerSeq);
+        var (qv, ov) = (T(q).View, T(output).View);
+        if (_kvHalf is not null) _attentionF16!(config, qv, ov, HalfCache, positions, rowSeq, tables, args);
+        else _attentionF32!(config, qv, ov, new F32Cache(_kvFloat!.View), positions, rowSeq, tables, args);
+        _launches++;
+    }
 
     public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
     {
+        _prepared = default;
         var s = Step;
-        Flush();
         int n = s.NumLogitRows;
         _sample(new KernelConfig(n, _shape.GroupSize), T(logits).View, _probs!.View, _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _sampled!.View, vocabSize);
         _launches++;
@@ -440,105 +531,17 @@ public sealed class IlgpuBackend : IBackend
         LaunchesPerStep = _launches;
     }
 
-    /// <summary>Runs what is recorded and copies row <paramref name="row"/> of <paramref name="t"/> (width floats) to the host.</summary>
+    /// <summary>Row <paramref name="row"/> of <paramref name="t"/>, copied once the stream has reached it.</summary>
     public float[] ReadRow(DeviceTensor t, int row, int width)
     {
-        Flush();
         var result = new float[width];
         T(t).View.SubView((long)row * width, width).CopyToCPU(result);
         return result;
     }
 
-    public void Synchronize()
-    {
-        Flush();
-        _accelerator.DefaultStream.Synchronize();
-    }
-
-    /// <summary>Launches every recorded call, fusing neighbours.</summary>
-    public void Flush()
-    {
-        try
-        {
-            LaunchRecorded();
-        }
-        finally
-        {
-            // a failed step must not replay its calls at the start of the next one
-            _ops.Clear();
-        }
-    }
-
-    void LaunchRecorded()
-    {
-        for (int i = 0; i < _ops.Count;)
-        {
-            var op = _ops[i];
-            if (op.Kind != OpKind.MatMul) _prepared = default;
-            switch (op.Kind)
-            {
-                case OpKind.Embed:
-                    {
-                        int rows = Step.NumTokens;
-                        _formats[op.W!.Type].Embed(Grid1D((long)rows * op.Dim / 8), op.W, Ints(0, rows), op.Y!.View, rows, op.Dim);
-                        _launches++;
-                        i++;
-                        break;
-                    }
-                case OpKind.Gather when Next(i, 1) is { Kind: OpKind.RmsNorm } norm && norm.X == op.Y && norm.Y == op.Y:
-                    NormPrep(op.X!, norm.W!, op.Y!, norm.Rows, op.Dim, norm.Eps, gather: true, PrepFor(i + 2, op.Y!));
-                    i += 2;
-                    break;
-                case OpKind.Gather:
-                    {
-                        int n = Step.NumLogitRows;
-                        _gather(n * op.Dim, op.X!.View, op.Y!.View, Ints(_oLogitRows, n), op.Dim);
-                        _launches++;
-                        i++;
-                        break;
-                    }
-                case OpKind.RmsNorm:
-                    NormPrep(op.X!, op.W!, op.Y!, op.Rows, op.Dim, op.Eps, gather: false, PrepFor(i + 1, op.Y!));
-                    i++;
-                    break;
-                case OpKind.MatMul:
-                    i = MatMulGroup(i);
-                    break;
-                case OpKind.Rope:
-                    {
-                        bool store = Next(i, 1) is { Kind: OpKind.StoreKv } kv && kv.X == op.Y;
-                        RopeStore(op.X!, op.Y!, store ? _ops[i + 1].Y! : op.Y!, store ? _ops[i + 1].Layer : 0, rope: true, store);
-                        i += store ? 2 : 1;
-                        break;
-                    }
-                case OpKind.StoreKv:
-                    RopeStore(op.X!, op.X!, op.Y!, op.Layer, rope: false, store: true);
-                    i++;
-                    break;
-                case OpKind.Attention:
-                    Attention(op.Layer, op.X!, op.Y!);
-                    i++;
-                    break;
-                case OpKind.SwiGlu:
-                    _swiGlu(op.Rows * op.Dim, op.X!.View, op.Y!.View);
-                    _launches++;
-                    i++;
-                    break;
-                case OpKind.Add:
-                    _add(op.Rows * op.Dim, op.X!.View, op.Y!.View);
-                    _launches++;
-                    i++;
-                    break;
-            }
-        }
-    }
+    public void Synchronize() => _accelerator.DefaultStream.Synchronize();
 
     StepInputs Step => _step ?? throw new InvalidOperationException("BeginStep must come first");
-
-    Op? Next(int i, int ahead) => i + ahead < _ops.Count ? _ops[i + ahead] : null;
-
-    /// <summary>The rounding the matmul at <paramref name="i"/> wants for its input, if it reads <paramref name="x"/>.</summary>
-    InputPrep PrepFor(int i, IlgpuTensor x) => Next(i, 0) is { Kind: OpKind.MatMul } m && m.X == x ? m.W!.Prep : InputPrep.None;
 
     ArrayView<int> Ints(int offset, int length) => _ints!.View.AsContiguous().SubView(offset, Math.Max(1, length));
 
@@ -559,128 +562,65 @@ public sealed class IlgpuBackend : IBackend
         _prepared = (y, prep, rows);
     }
 
-    /// <summary>Launches the matmul at <paramref name="i"/> together with what can join it; returns the next op's index.</summary>
-    int MatMulGroup(int i)
-    {
-        var a = _ops[i];
-        var w = a.W!;
-        int count = 1;
-        while (count < 3 && Next(i, count) is { Kind: OpKind.MatMul } m && m.X == a.X && m.Rows == a.Rows && m.W!.Type == w.Type
-               && m.W.Columns == w.Columns && m.Y != a.X)
-            count++;
-        var p = new MatMulArgs { Rows = a.Rows, Cols = w.Columns, Lanes = _shape.Lanes, Mode = MatMulArgs.Segments, Res = a.Y!.View };
-        var b = count > 1 ? _ops[i + 1] : a;
-        var c = count > 2 ? _ops[i + 2] : b;
-        int next = i + count;
-        if (count >= 2 && Next(i, 2) is { Kind: OpKind.SwiGlu } act && act.X == a.Y && act.Y == b.Y && act.Rows == a.Rows
-            && act.Dim == w.Rows && b.W!.Rows == w.Rows && a.B is null && b.B is null)
-        {
-            // gate and up share each output index: one launch computes both and applies SwiGLU
-            p.Mode = MatMulArgs.GateUp;
-            c = b;
-            next = i + 3;
-        }
-        else if (count == 1 && Next(i, 1) is { Kind: OpKind.Add } add && add.Y == a.Y && add.Rows == a.Rows && add.Dim == w.Rows)
-        {
-            p.Residual = 1;
-            p.Res = add.X!.View;
-            next = i + 2;
-        }
-        else if (count < 3) c = b;
-        int segments = p.Mode == MatMulArgs.GateUp ? 2 : count;
-        p.NA = w.Rows;
-        p.NB = segments > 1 ? b.W!.Rows : 0;
-        p.NC = segments > 2 ? c.W!.Rows : 0;
-        p.YA = a.Y!.View;
-        p.YB = b.Y!.View;
-        p.YC = c.Y!.View;
-        p.HasBiasA = a.B is null ? 0 : 1;
-        p.HasBiasB = segments > 1 && b.B is not null ? 1 : 0;
-        p.HasBiasC = segments > 2 && c.B is not null ? 1 : 0;
-        var empty = w.Floats?.View ?? _xs!.View;
-        p.BiasA = a.B?.Floats!.View ?? empty;
-        p.BiasB = b.B?.Floats!.View ?? empty;
-        p.BiasC = c.B?.Floats!.View ?? empty;
+    /// <summary>Weights one launch can run together: the same format and input width.</summary>
+    static bool SameFormat(IlgpuWeight a, IlgpuWeight b) => a.Type == b.Type && a.Columns == b.Columns;
 
-        var input = Prepare(a.X!, a.Rows, w.Columns, w.Prep);
-        var kernels = _formats[w.Type];
-        if (a.Rows >= _shape.TiledFromRows)
+    /// <summary>A view for an absent bias (never read: its HasBias flag is 0).</summary>
+    ArrayView<float> Bias(DeviceWeight? bias) => bias is null ? _xs!.View : W(bias).Floats!.View;
+
+    /// <summary>Arguments of one matmul into <paramref name="y"/> (and a residual); NA is the caller's.</summary>
+    MatMulArgs Single(IlgpuTensor y, DeviceWeight? bias, IlgpuTensor? residual) => new()
+    {
+        Mode = MatMulArgs.Segments, YA = y.View, YB = y.View, YC = y.View,
+        HasBiasA = bias is null ? 0 : 1, BiasA = Bias(bias), BiasB = _xs!.View, BiasC = _xs.View,
+        Residual = residual is null ? 0 : 1, Res = (residual ?? y).View,
+    };
+
+    /// <summary>One matmul launch over weights <paramref name="a"/> (and b, c: the same format) reading x.</summary>
+    void Launch(IlgpuTensor x, int rows, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, MatMulArgs p)
+    {
+        (p.Rows, p.Cols, p.Lanes) = (rows, a.Columns, _shape.Lanes);
+        var input = Input(x, rows, a.Columns, a.Prep);
+        var kernels = _formats[a.Type];
+        if (rows >= _shape.TiledFromRows)
         {
-            int tiles = (a.Rows + Kernels.TileRows - 1) / Kernels.TileRows * ((p.Outputs + Kernels.TileOutputs - 1) / Kernels.TileOutputs);
-            kernels.MatMulTiled(new KernelConfig(tiles, Kernels.TileThreads), w, b.W!, c.W!, input.Cast<Float4>(), _xs!.View, p);
+            int tiles = (rows + Kernels.TileRows - 1) / Kernels.TileRows
+                * ((p.Outputs + Kernels.TileOutputs - 1) / Kernels.TileOutputs);
+            kernels.MatMulTiled(new KernelConfig(tiles, Kernels.TileThreads), a, b, c, input.Cast<Float4>(), _xs!.View,
+                p);
         }
         else
         {
             int perGroup = _shape.GroupSize / _shape.Lanes;
             int groups = Math.Clamp((p.Outputs + perGroup - 1) / perGroup, 1, _shape.MaxGroups);
-            kernels.MatVec(new KernelConfig(groups, _shape.GroupSize), w, b.W!, c.W!, input.Cast<Float4>(), _xs!.View, p);
+            kernels.MatVec(new KernelConfig(groups, _shape.GroupSize), a, b, c, input.Cast<Float4>(), _xs!.View, p);
         }
         _launches++;
-        _prepared = default;
-        return next;
     }
 
-    /// <summary>The view a matmul reads: x itself for f32 weights, else x rounded to the weights' dot type (made now unless a norm just made it).</summary>
-    ArrayView<float> Prepare(IlgpuTensor x, int rows, int cols, InputPrep prep)
+    /// <summary>
+    /// The view a matmul reads: x itself for f32 weights, else x rounded to the weights' dot type, made now unless the
+    /// norm that wrote x made it (every other operation forgets what it made, so it cannot be stale).
+    /// </summary>
+    ArrayView<float> Input(IlgpuTensor x, int rows, int cols, InputPrep prep)
     {
         if (prep == InputPrep.None) return x.View;
-        if (_prepared.Tensor != x || _prepared.Prep != prep || _prepared.Rows != rows)
+        if (_prepared != (x, prep, rows))
         {
             var args = new NormArgs { Rows = rows, Dim = cols, Lanes = _shape.Lanes, Normalize = 0, Prep = prep };
             int perGroup = _shape.GroupSize / _shape.Lanes;
             _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View, _xs!.View, x.View, _xq!.View, _xs.View,
                 Ints(0, 1), args);
             _launches++;
+            _prepared = (x, prep, rows);
         }
         return _xq!.View;
     }
 
-    void RopeStore(IlgpuTensor q, IlgpuTensor k, IlgpuTensor v, int layer, bool rope, bool store)
-    {
-        var c = _config!;
-        int rows = Step.NumTokens;
-        var args = new RopeArgs
-        {
-            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Neox = c.Rope == RopeStyle.Neox ? 1 : 0,
-            DoRope = rope ? 1 : 0, DoStore = store ? 1 : 0, BlockSize = _blockSize,
-            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
-        };
-        var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
-        var positions = Ints(_oPositions, rows);
-        var slots = Ints(_oSlots, rows);
-        if (_kvHalf is not null) _ropeF16!(config, q.View, k.View, v.View, _ropeTable!.View, positions, slots, HalfCache, args);
-        else _ropeF32!(config, q.View, k.View, v.View, _ropeTable!.View, positions, slots, new F32Cache(_kvFloat!.View), args);
-        _launches++;
-    }
-
     F16Cache HalfCache => new(_kvHalf!.View, _kvHalf.View.AsContiguous().Cast<U4>());
-
-    void Attention(int layer, IlgpuTensor q, IlgpuTensor output)
-    {
-        var c = _config!;
-        var s = Step;
-        int lanes = _shape.Lanes, group = c.Heads / c.KvHeads;
-        // heads sharing a KV head go to one group (as many as fit), so their reads of the same K/V blocks are close in time
-        int headsPerGroup = Math.Min(Kernels.MaxHeadsPerGroup, _shape.GroupSize / lanes);
-        while (group % headsPerGroup != 0) headsPerGroup--;
-        var args = new AttentionArgs
-        {
-            Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup, BlockSize = _blockSize,
-            MaxBlocksPerSeq = s.MaxBlocksPerSeq, KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
-            Scale = 1f / MathF.Sqrt(c.HeadDim),
-        };
-        var config = new KernelConfig(s.NumTokens * (c.Heads / headsPerGroup), headsPerGroup * lanes);
-        var positions = Ints(_oPositions, s.NumTokens);
-        var rowSeq = Ints(_oRowSeq, s.NumTokens);
-        var tables = Ints(_oTables, s.NumSeqs * s.MaxBlocksPerSeq);
-        if (_kvHalf is not null) _attentionF16!(config, q.View, output.View, HalfCache, positions, rowSeq, tables, args);
-        else _attentionF32!(config, q.View, output.View, new F32Cache(_kvFloat!.View), positions, rowSeq, tables, args);
-        _launches++;
-    }
 
     public void Dispose()
     {
-        _ops.Clear();
         foreach (var t in _tensors) t.Buffer.Dispose();
         foreach (var w in _weights) w.Dispose();
         _tensors.Clear();

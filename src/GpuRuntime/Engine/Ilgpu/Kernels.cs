@@ -34,7 +34,7 @@ struct MatMulArgs
 
 struct RopeArgs
 {
-    public int Rows, Heads, KvHeads, HeadDim, Neox, DoRope, DoStore, BlockSize;
+    public int Rows, Heads, KvHeads, HeadDim, Neox, BlockSize;
     public long KBase, VBase;
 }
 
@@ -191,9 +191,7 @@ static class Kernels
                     float v = x[src + i];
                     sum += v * v;
                 }
-                sum = DeviceMath.LaneSum(sum, lanes);
-                float mean = (float)(sum / p.Dim);
-                scale = 1f / MathF.Sqrt(mean + p.Eps);
+                scale = LlamaMath.RmsScale(DeviceMath.LaneSum(sum, lanes), p.Dim, p.Eps);
             }
             if (p.Prep == InputPrep.None)
             {
@@ -290,7 +288,7 @@ static class Kernels
     static void StoreGateUp(in MatMulArgs p, long row, int r, float gate, float up)
     {
         long at = (long)r * p.NA + row;
-        p.YA[at] = gate / (1f + MathF.Exp(-gate)) * up;
+        p.YA[at] = LlamaMath.SwiGlu(gate, up);
         p.YB[at] = up;
     }
 
@@ -399,7 +397,7 @@ static class Kernels
 
     /// <summary>
     /// RoPE on q and k at each row's position (cos/sin from the table made at load, as the CPU backend computes them),
-    /// and/or K and V written into the paged pool at each row's slot. One thread per rotated pair or stored V element.
+    /// and K and V written into the paged pool at each row's slot. One thread per rotated pair or stored V element.
     /// </summary>
     public static void RopeStore<TC>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> table,
         ArrayView<int> positions, ArrayView<int> slots, TC cache, RopeArgs p) where TC : struct, IKvCache
@@ -415,30 +413,24 @@ static class Kernels
             if (j < qPairs + kPairs)
             {
                 bool isQ = j < qPairs;
-                if (isQ && p.DoRope == 0) continue;
                 int pj = isQ ? j : j - qPairs, h = pj / half, pi = pj % half;
                 var dst = isQ ? q : k;
                 long rowBase = ((long)t * (isQ ? p.Heads : p.KvHeads) + h) * hd;
                 int ia = p.Neox != 0 ? pi : 2 * pi, ib = p.Neox != 0 ? pi + half : 2 * pi + 1;
                 float x0 = dst[rowBase + ia], x1 = dst[rowBase + ib];
-                if (p.DoRope != 0)
-                {
-                    long cs = ((long)positions[t] * half + pi) * 2;
-                    float cos = table[cs], sin = table[cs + 1];
-                    float r0 = x0 * cos - x1 * sin, r1 = x0 * sin + x1 * cos;
-                    x0 = r0;
-                    x1 = r1;
-                    dst[rowBase + ia] = x0;
-                    dst[rowBase + ib] = x1;
-                }
-                if (!isQ && p.DoStore != 0)
+                long cs = ((long)positions[t] * half + pi) * 2;
+                float cos = table[cs], sin = table[cs + 1];
+                float r0 = x0 * cos - x1 * sin, r1 = x0 * sin + x1 * cos;
+                dst[rowBase + ia] = r0;
+                dst[rowBase + ib] = r1;
+                if (!isQ)
                 {
                     long at = p.KBase + ((blockBase + h) * p.BlockSize + offset) * hd;
-                    cache.Store(at + ia, x0);
-                    cache.Store(at + ib, x1);
+                    cache.Store(at + ia, r0);
+                    cache.Store(at + ib, r1);
                 }
             }
-            else if (p.DoStore != 0)
+            else
             {
                 int e = j - qPairs - kPairs, h = e / hd;
                 cache.Store(p.VBase + ((blockBase + h) * p.BlockSize + offset) * hd + e % hd, v[(long)t * p.KvHeads * hd + e]);
@@ -545,10 +537,7 @@ static class Kernels
         return dot * p.Scale;
     }
 
-    public static void SwiGlu(Index1D i, ArrayView<float> gate, ArrayView<float> up) => gate[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
-
-    public static void Add(Index1D i, ArrayView<float> x, ArrayView<float> y) => x[i] += y[i];
-
-    public static void Gather(Index1D i, ArrayView<float> x, ArrayView<float> y, ArrayView<int> rowIndex, int dim) =>
-        y[i] = x[(long)rowIndex[i / dim] * dim + i % dim];
+    /// <summary>gate = silu(gate) * up, for gate and up weights of two formats (which cannot share a launch).</summary>
+    public static void SwiGlu(Index1D i, ArrayView<float> gate, ArrayView<float> up) =>
+        gate[i] = LlamaMath.SwiGlu(gate[i], up[i]);
 }
