@@ -24,12 +24,18 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
 
     /// <summary>
     /// Free KV tokens of a silo's least loaded device less what was placed there since, 0 for a silo without a ready
-    /// device, or null when not yet known.
+    /// device. A silo not yet heard from (it just joined, or its refresh timed out under load) counts as free as the
+    /// freest known silo, so new capacity is used at once while a burst still spreads: counting it as unbounded
+    /// sent every placement of a burst to it.
     /// </summary>
-    public long? FreeTokens(SiloAddress silo) => _loads.TryGetValue(silo, out var loads)
-        ? (loads.Count > 0 ? loads.Max(l => l.FreeKvTokens) : 0)
-            - (long)_placedSinceRefresh.GetValueOrDefault(silo) * PlacementEstimate
-        : null;
+    public long FreeTokens(SiloAddress silo)
+    {
+        long free = _loads.TryGetValue(silo, out var loads) ? Free(loads)
+            : _loads.Values.Select(Free).DefaultIfEmpty(0).Max();
+        return free - (long)_placedSinceRefresh.GetValueOrDefault(silo) * PlacementEstimate;
+    }
+
+    static long Free(IReadOnlyList<DeviceLoad> loads) => loads.Count > 0 ? loads.Max(l => l.FreeKvTokens) : 0;
 
     public void Placed(SiloAddress silo) => _placedSinceRefresh.AddOrUpdate(silo, 1, (_, n) => n + 1);
 

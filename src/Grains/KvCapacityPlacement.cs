@@ -20,10 +20,9 @@ sealed class KvCapacityPlacementDirector(ClusterLoad load) : IPlacementDirector
         IPlacementContext context)
     {
         var silos = context.GetCompatibleSilos(target);
-        // A silo not yet heard from (it just joined) counts as empty, so new capacity is used at once; ties go to a
-        // random silo. (One still loading its model reports no free capacity once heard from.)
+        // ties go to a random silo; one still loading its model reports no free capacity once heard from
         var best = silos
-            .Select(s => (Silo: s, Free: load.FreeTokens(s) ?? long.MaxValue, Tiebreak: Random.Shared.Next()))
+            .Select(s => (Silo: s, Free: load.FreeTokens(s), Tiebreak: Random.Shared.Next()))
             .OrderByDescending(x => x.Free).ThenBy(x => x.Tiebreak)
             .First().Silo;
         load.Placed(best);
