@@ -12,7 +12,7 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
     static ChatOptions Greedy(int max) => new() { Temperature = 0, MaxOutputTokens = max };
 
     [Fact]
-    public async Task StreamingAndNonStreamingGiveTheSameReply()
+    public async Task Streaming_and_non_streaming_give_the_same_reply()
     {
         List<ChatMessage> messages = [new(ChatRole.System, "You are terse."), new(ChatRole.User, "Name a colour.")];
         var response = await Chat.GetResponseAsync(messages, Greedy(16), Ct);
@@ -37,7 +37,7 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
     }
 
     [Fact]
-    public async Task AConversationIdContinuesTheConversationOnTheService()
+    public async Task A_conversation_id_continues_the_conversation_on_the_service()
     {
         var first = await Chat.GetResponseAsync([new ChatMessage(ChatRole.User, "Hello!")], Greedy(8), Ct);
         // stateful mode: only the new message goes out; the grain holds the history
@@ -59,7 +59,7 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
     }
 
     [Fact]
-    public async Task MetadataAndUnsupportedContentAreClear()
+    public async Task Metadata_and_unsupported_content_are_clear()
     {
         var metadata = Chat.GetService<ChatClientMetadata>();
         Assert.Equal("weft", metadata!.ProviderName);
@@ -71,7 +71,7 @@ public sealed class ChatClientTests(WeftCluster cluster) : IClassFixture<WeftClu
 public sealed class ConversationSdkTests(WeftCluster cluster) : IClassFixture<WeftCluster>
 {
     [Fact]
-    public async Task SendStreamsTheReplyAndResetForgetsIt()
+    public async Task Send_streams_the_reply_and_reset_forgets_it()
     {
         var ct = TestContext.Current.CancellationToken;
         var conversation = new WeftClient(cluster.Cluster.Client).NewConversation();

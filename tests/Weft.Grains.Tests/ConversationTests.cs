@@ -9,7 +9,7 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
     static SamplingOptions Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens, IgnoreEos = true };
 
     [Fact]
-    public async Task ConcurrentConversationsProduceWhatEachProducesAlone()
+    public async Task Concurrent_conversations_produce_what_each_produces_alone()
     {
         const int n = 128;
         TurnRequest Request(int i) => new()
@@ -39,7 +39,7 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
     }
 
     [Fact]
-    public async Task SecondTurnComputesOnlyItsNewTokensAndMatchesAFreshConversation()
+    public async Task Second_turn_computes_only_its_new_tokens_and_matches_a_fresh_conversation()
     {
         var conversation = cluster.Grains.GetGrain<IConversationGrain>("multi-turn");
         var first = await conversation.RunAsync(Turns.Chat("Tell me about the sea.", Greedy(12)), Ct);
@@ -65,7 +65,7 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
     }
 
     [Fact]
-    public async Task ResetForgetsTheHistory()
+    public async Task Reset_forgets_the_history()
     {
         var conversation = cluster.Grains.GetGrain<IConversationGrain>("reset");
         var first = await conversation.RunAsync(Turns.Chat("Hello", Greedy(4)), Ct);
@@ -77,7 +77,7 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
     }
 
     [Fact]
-    public async Task StopStringEndsTheReplyBeforeIt()
+    public async Task Stop_string_ends_the_reply_before_it()
     {
         var request = new TurnRequest { PromptTokenIds = [1, 300, 301, 302], Sampling = Greedy(24) };
         var full = await cluster.Grains.GetGrain<IConversationGrain>("stop-a").RunAsync(request, Ct);
@@ -89,7 +89,7 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
     }
 
     [Fact]
-    public async Task BadRequestsAreRefusedWithAClearError()
+    public async Task Bad_requests_are_refused_with_a_clear_error()
     {
         var c = cluster.Grains.GetGrain<IConversationGrain>("bad");
         var e1 = await Assert.ThrowsAsync<WeftException>(() =>

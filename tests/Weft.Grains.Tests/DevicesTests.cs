@@ -19,7 +19,7 @@ public sealed class DevicesTests(TwoDeviceCluster cluster) : IClassFixture<TwoDe
     };
 
     [Fact]
-    public async Task ConversationsSpreadOverTheDevicesAndStayOnTheirs()
+    public async Task Conversations_spread_over_the_devices_and_stay_on_theirs()
     {
         const int n = 24;
         Assert.Equal(2, cluster.Host.Engines.Count);

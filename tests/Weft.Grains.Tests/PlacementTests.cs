@@ -10,7 +10,7 @@ public sealed class TwoSiloCluster : WeftCluster
 public sealed class PlacementTests(TwoSiloCluster cluster) : IClassFixture<TwoSiloCluster>
 {
     [Fact]
-    public async Task ConversationsSpreadOverTheSilosAndStayOnTheirs()
+    public async Task Conversations_spread_over_the_silos_and_stay_on_theirs()
     {
         var ct = TestContext.Current.CancellationToken;
         var sampling = new SamplingOptions { Temperature = 0, MaxTokens = 4, IgnoreEos = true };

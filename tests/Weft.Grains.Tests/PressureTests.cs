@@ -16,7 +16,7 @@ public sealed class TinyKvCluster : WeftCluster
 public sealed class TinyKvPoolTests(TinyKvCluster cluster) : IClassFixture<TinyKvCluster>
 {
     [Fact]
-    public async Task SixtyFourConversationsOverAPoolForAFewAllFinishCorrectly()
+    public async Task Sixty_four_conversations_over_a_pool_for_a_few_all_finish_correctly()
     {
         const int n = 64;
         TurnRequest Request(int i) => new()
@@ -61,7 +61,7 @@ public sealed class LimitsTests(LimitsCluster cluster) : IClassFixture<LimitsClu
     };
 
     [Fact]
-    public async Task AFullQueueRefusesNewTurnsAtOnceWithARetryableErrorAndCancellingFreesTheBlocks()
+    public async Task A_full_queue_refuses_new_turns_at_once_with_a_retryable_error_and_cancelling_frees_the_blocks()
     {
         var ct = TestContext.Current.CancellationToken;
         var idle = await cluster.BatchGrain().GetStatsAsync();
@@ -90,7 +90,7 @@ public sealed class LimitsTests(LimitsCluster cluster) : IClassFixture<LimitsClu
     }
 
     [Fact]
-    public async Task EveryTickCarriesEveryRunningSequence()
+    public async Task Every_tick_carries_every_running_sequence()
     {
         var ct = TestContext.Current.CancellationToken;
         using var cancel = new CancellationTokenSource();

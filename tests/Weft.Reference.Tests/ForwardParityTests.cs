@@ -32,7 +32,7 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
 
     [Theory]
     [MemberData(nameof(Models))]
-    public void GreedyMatchesLlamaCpp(string name, DemoModelShape shape, KvCacheType kv)
+    public void Greedy_matches_llama_cpp(string name, DemoModelShape shape, KvCacheType kv)
     {
         string path = _dir.File($"{shape.Name}.gguf");
         DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
@@ -52,7 +52,7 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
     /// own greedy output, our argmax must pick its token at every step unless the two are within 0.05 of each other.
     /// </summary>
     [Fact]
-    public void Bf16FollowsLlamaCppExceptAtNearTies()
+    public void Bf16_follows_llama_cpp_except_at_near_ties()
     {
         var shape = new DemoModelShape("bf16", 128, 2, 4, 2, 384, 1024, 512, GgmlType.BF16);
         string path = _dir.File("bf16.gguf");

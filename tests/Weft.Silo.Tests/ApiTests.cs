@@ -9,7 +9,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task HealthIsReadyOnceTheModelIsLoaded()
+    public async Task Health_is_ready_once_the_model_is_loaded()
     {
         var response = await silo.Http.GetAsync("/health", Ct);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
@@ -18,7 +18,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task ModelsListTheServedModel()
+    public async Task Models_list_the_served_model()
     {
         var models = (await silo.OpenAI().GetOpenAIModelClient().GetModelsAsync(Ct)).Value;
         Assert.Equal([SiloFixture.ModelName], models.Select(m => m.Id));
@@ -30,7 +30,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task ChatStreamedThroughTheSdkEqualsTheWholeReplyAtTemperatureZero()
+    public async Task Chat_streamed_through_the_sdk_equals_the_whole_reply_at_temperature_zero()
     {
         var chat = silo.OpenAI().GetChatClient(SiloFixture.ModelName);
         ChatMessage[] messages = [new SystemChatMessage("You are terse."),
@@ -60,7 +60,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task RawChatStreamHasTheOpenAiShape()
+    public async Task Raw_chat_stream_has_the_openai_shape()
     {
         var events = await silo.Http.StreamAsync("/v1/chat/completions", $$"""
             {"model":"{{SiloFixture.ModelName}}","messages":[{"role":"user","content":"Hi"}],"temperature":0,
@@ -100,7 +100,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task CompletionPromptsAsTextTokenIdsOrSingleElementArraysGiveTheSameReply()
+    public async Task Completion_prompts_as_text_token_ids_or_single_element_arrays_give_the_same_reply()
     {
         var tokens = (await silo.Http.PostAsync("/tokenize", """{"prompt":"Once upon a time"}""", Ct))
             .Body["tokens"]!.ToJsonString();
@@ -130,7 +130,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task AStopStringEndsTheCompletionBeforeIt()
+    public async Task A_stop_string_ends_the_completion_before_it()
     {
         const string request = """{"prompt":"The sea","temperature":0,"max_tokens":30,"ignore_eos":true}""";
         var idle = await silo.BatchGrain().GetStatsAsync();
@@ -209,7 +209,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     };
 
     [Theory, MemberData(nameof(Refusals))]
-    public async Task RefusalsGiveTheirStatusAndAnOpenAiErrorBody(string path, string body, HttpStatusCode status,
+    public async Task Refusals_give_their_status_and_an_openai_error_body(string path, string body, HttpStatusCode status,
         string code, string? param)
     {
         foreach (bool stream in new[] { false, true })
@@ -230,7 +230,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task WrongMethodsAndUnknownRoutesGetErrorBodies()
+    public async Task Wrong_methods_and_unknown_routes_get_error_bodies()
     {
         var response = await silo.Http.GetAsync("/v1/chat/completions", Ct);
         Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
@@ -243,7 +243,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task AConversationIdKeepsTheKvCacheBetweenTurns()
+    public async Task A_conversation_id_keeps_the_kv_cache_between_turns()
     {
         foreach (var (name, header) in new[] { ("conv-body", false), ("conv-header", true) })
         {
@@ -275,7 +275,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task TokenizeAndDetokenizeRoundTrip()
+    public async Task Tokenize_and_detokenize_round_trip()
     {
         const string text = "Hello world, the sea is calm.";
         var (status, body) = await silo.Http.PostAsync("/tokenize",
@@ -303,7 +303,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task ADisconnectedClientsGenerationStopsAndFreesItsBlocks()
+    public async Task A_disconnected_clients_generation_stops_and_frees_its_blocks()
     {
         var idle = await silo.BatchGrain().GetStatsAsync();
         using (var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
@@ -328,7 +328,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task TwoHundredFiftySixConcurrentStreamsAllComplete()
+    public async Task Two_hundred_fifty_six_concurrent_streams_all_complete()
     {
         const int n = 256;
         var before = await silo.BatchGrain().GetStatsAsync();
@@ -352,7 +352,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     }
 
     [Fact]
-    public async Task MetricsExportTheWeftSeriesInPrometheusText()
+    public async Task Metrics_export_the_weft_series_in_prometheus_text()
     {
         await silo.Http.PostAsync("/v1/completions", """{"prompt":"metrics","max_tokens":4}""", Ct);
         var response = await silo.Http.GetAsync("/metrics", Ct);

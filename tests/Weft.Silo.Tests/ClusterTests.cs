@@ -25,7 +25,7 @@ public sealed class ClusterTests : IAsyncDisposable
     readonly List<WebApplication> _silos = [];
 
     [Fact]
-    public async Task AConversationOutlivesItsSiloWithItsHistory()
+    public async Task A_conversation_outlives_its_silo_with_its_history()
     {
         Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
         string model = Path.Combine(_dir, "model.gguf");

@@ -25,7 +25,7 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
     static CancellationToken Ct => TestContext.Current.CancellationToken;
 
     [Fact]
-    public async Task TheApiNeedsTheKeyButHealthAndMetricsDoNot()
+    public async Task The_api_needs_the_key_but_health_and_metrics_do_not()
     {
         foreach (var (method, path) in new[] { ("GET", "/v1/models"), ("POST", "/v1/chat/completions"),
             ("POST", "/v1/completions"), ("POST", "/tokenize"), ("POST", "/detokenize") })
@@ -53,7 +53,7 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
     }
 
     [Fact]
-    public async Task AFullQueueIsRefusedWith429AndRetryAfter()
+    public async Task A_full_queue_is_refused_with_429_and_retry_after()
     {
         using var http = silo.Authorized();
         const string longRequest =

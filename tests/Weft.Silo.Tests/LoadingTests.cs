@@ -16,7 +16,7 @@ public sealed class LoadingTests : IDisposable
     readonly string _dir = Directory.CreateTempSubdirectory("weft-silo-loading-").FullName;
 
     [Fact]
-    public async Task WhileTheModelLoadsHealthAndGenerationAnswer503()
+    public async Task While_the_model_loads_health_and_generation_answer_503()
     {
         string path = Path.Combine(_dir, "model.gguf");
         DemoModel.Create(path, SiloFixture.Shape);

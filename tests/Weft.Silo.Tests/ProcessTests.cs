@@ -37,7 +37,7 @@ public sealed class ProcessTests : IDisposable
     static readonly string[] Ports = ["--urls", "http://127.0.0.1:1", "--silo-port", "2", "--gateway-port", "0"];
 
     [Fact]
-    public async Task ABadModelFileStopsTheSiloWithOneLineNamingTheFile()
+    public async Task A_bad_model_file_stops_the_silo_with_one_line_naming_the_file()
     {
         var bytes = await File.ReadAllBytesAsync(Good, TestContext.Current.CancellationToken);
         var files = new Dictionary<string, string>
@@ -72,7 +72,7 @@ public sealed class ProcessTests : IDisposable
     [InlineData("--urls=http://nohost:abc", "not a listen address")]
     [InlineData("--max-waiting=0", "max-waiting")]
     [InlineData("--max-model-len=1", "MaxModelLen must be at least 2")]
-    public async Task BadOptionsStopTheSiloWithOneLineAndExitCode2(string option, string problem)
+    public async Task Bad_options_stop_the_silo_with_one_line_and_exit_code2(string option, string problem)
     {
         var (exitCode, _, stderr) = await RunSiloAsync(["--model", Good, .. Ports, option]);
         Assert.Equal(2, exitCode);
@@ -80,7 +80,7 @@ public sealed class ProcessTests : IDisposable
     }
 
     [Fact]
-    public async Task ABusySiloPortStopsTheSiloWithOneLine()
+    public async Task A_busy_silo_port_stops_the_silo_with_one_line()
     {
         // Orleans would share a busy port (it binds with address reuse): two silos on one port must not happen
         using var other = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);

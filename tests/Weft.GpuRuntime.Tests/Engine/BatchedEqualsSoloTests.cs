@@ -37,7 +37,7 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, false)]
     [InlineData(GgmlType.F16, KvCacheType.F16, true)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, true)]
-    public void BatchedRunMatchesSoloRuns(GgmlType type, KvCacheType kv, bool together)
+    public void Batched_run_matches_solo_runs(GgmlType type, KvCacheType kv, bool together)
     {
         string path = _models.Write(TestModelFiles.Tiny with { Type = type });
         var runs = MakeRuns();

@@ -8,7 +8,7 @@ namespace Weft.GpuRuntime.Tests.Engine;
 public sealed unsafe class CpuKernelTests
 {
     [Fact]
-    public void EveryFiniteHalfConvertsExactly()
+    public void Every_finite_half_converts_exactly()
     {
         Assert.SkipUnless(Vector512.IsHardwareAccelerated, "needs AVX-512");
         var halves = new ushort[65536];
@@ -26,7 +26,7 @@ public sealed unsafe class CpuKernelTests
     }
 
     [Fact]
-    public void RoundingToHalfAndBf16MatchesTheScalarConversion()
+    public void Rounding_to_half_and_bf16_matches_the_scalar_conversion()
     {
         var rng = new Random(3);
         var x = new float[1 << 16];
@@ -53,7 +53,7 @@ public sealed unsafe class CpuKernelTests
     }
 
     [Fact]
-    public void ActivationQuantizationIsGgmlsQ8_0()
+    public void Activation_quantization_is_ggmls_q8_0()
     {
         var rng = new Random(5);
         const int k = 4096;
@@ -87,7 +87,7 @@ public sealed unsafe class CpuKernelTests
     [InlineData(4)]
     [InlineData(7)]
     [InlineData(33)]
-    public void MatMulKernelsAgreeWithAPlainDotProduct(int m)
+    public void Matmul_kernels_agree_with_a_plain_dot_product(int m)
     {
         Assert.SkipUnless(Vector512.IsHardwareAccelerated, "needs AVX-512");
         const int k = 96, n = 22; // rows not a multiple of the tiles, columns not a multiple of the vector width

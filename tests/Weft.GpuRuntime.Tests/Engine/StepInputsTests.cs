@@ -6,7 +6,7 @@ namespace Weft.GpuRuntime.Tests.Engine;
 public sealed class StepInputsTests
 {
     [Fact]
-    public void BlockAndTokenIdsOutsideThePoolOrVocabularyAreRefusedBeforeAnyKernelSeesThem()
+    public void Block_and_token_ids_outside_the_pool_or_vocabulary_are_refused_before_any_kernel_sees_them()
     {
         var step = new StepInputs(maxTokens: 16, maxSeqs: 2, maxBlocksPerSeq: 4, blockSize: 4, numBlocks: 8, vocabSize: 100);
         var greedy = SamplingParams.Greedy(1);

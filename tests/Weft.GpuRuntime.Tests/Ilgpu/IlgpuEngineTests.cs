@@ -47,7 +47,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     [InlineData(GgmlType.F32, KvCacheType.F32)]
     [InlineData(GgmlType.F16, KvCacheType.F16)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16)]
-    public void GreedyGenerationMatchesTheCpuBackend(GgmlType type, KvCacheType kv)
+    public void Greedy_generation_matches_the_cpu_backend(GgmlType type, KvCacheType kv)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
         int[] prompt = [1, 300, 301, 302, 700, 5, 6];
@@ -67,7 +67,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void RopeFrequencyFactorsMatchTheCpuBackend()
+    public void Rope_frequency_factors_match_the_cpu_backend()
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32, RopeFreqFactors = true, RopeFreqBase = 500000f });
         int[] prompt = [1, 300, 301, 302, 700, 5, 6];
@@ -78,7 +78,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void APromptPrefilledInChunksMatchesTheCpuBackend()
+    public void A_prompt_prefilled_in_chunks_matches_the_cpu_backend()
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32 });
         int[] prompt = [1, .. Enumerable.Range(300, 29)];
@@ -91,7 +91,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void SamplingOnTheDeviceMatchesTheCpuSampler()
+    public void Sampling_on_the_device_matches_the_cpu_sampler()
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32 });
         using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F32);
@@ -111,7 +111,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void BatchedRunMatchesSoloRunsAndLaunchesStayFused()
+    public void Batched_run_matches_solo_runs_and_launches_stay_fused()
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.Q8_0 });
         var greedy = SamplingParams.Greedy(16);
@@ -182,11 +182,14 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     /// inputs of dot products differently now and then, so only f32 must give the same tokens; f16's logits stay within
     /// the bound `weft gpu-check` uses.</summary>
     [Theory]
+    [Trait("Device", "cuda")]
     [InlineData(GgmlType.F32, KvCacheType.F32)]
     [InlineData(GgmlType.F16, KvCacheType.F16)]
-    public void CudaMatchesTheCpuBackend(GgmlType type, KvCacheType kv)
+    [InlineData(GgmlType.Q8_0, KvCacheType.F16)]
+    public void Cuda_matches_the_cpu_backend(GgmlType type, KvCacheType kv)
     {
-        Assert.SkipUnless(IlgpuBackend.CudaDeviceCount() > 0, "no CUDA device on this host (scripts/gpu-check.sh runs these checks on a GPU host)");
+        Assert.SkipUnless(IlgpuBackend.CudaDeviceCount() > 0,
+            "no CUDA device on this host (scripts/gpu-check.sh runs these checks on a GPU host)");
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
         int[] prompt = [1, 300, 301, 302, 700, 5, 6];
         using var cpu = Load(path, EngineKind.Cpu, kv);
@@ -201,7 +204,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void CudaWithoutADeviceFailsWithOneLine()
+    public void Cuda_without_a_device_fails_with_one_line()
     {
         Assert.SkipWhen(IlgpuBackend.CudaDeviceCount() > 0, "a CUDA device is present");
         var e = Assert.Throws<NotSupportedException>(() => new IlgpuBackend(EngineKind.Cuda));

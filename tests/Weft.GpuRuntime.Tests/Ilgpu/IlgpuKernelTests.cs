@@ -191,7 +191,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     [Theory]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.Q8_0)]
-    public void FusedStepMatchesTheCpuBackendInAGpuLikeShape(GgmlType type)
+    public void Fused_step_matches_the_cpu_backend_in_a_gpu_like_shape(GgmlType type)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
         using var p = new Pair(path, GpuLikeBackend(), KvCacheType.F16, prefill: 20);
@@ -212,7 +212,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void HalfConversionsRoundLikeSystemHalf()
+    public void Half_conversions_round_like_system_half()
     {
         var rng = new Random(1);
         var specials = new[] { 0f, -0f, 65504f, 65519.99f, 65520f, 1e-8f, 5.96e-8f, 2.98e-8f, 6.1e-5f, 6.097e-5f, float.PositiveInfinity, float.NaN, 1f / 3 };

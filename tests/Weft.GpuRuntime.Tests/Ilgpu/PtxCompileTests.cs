@@ -32,8 +32,9 @@ public sealed class PtxCompileTests
     }
 
     [Theory]
+    [Trait("Device", "cuda")]
     [MemberData(nameof(KernelNames))]
-    public void KernelCompilesForCuda(string kernel, string typeArgument)
+    public void Kernel_compiles_for_cuda(string kernel, string typeArgument)
     {
         using var context = Context.Create(b => b.EnableAlgorithms());
         var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null!);

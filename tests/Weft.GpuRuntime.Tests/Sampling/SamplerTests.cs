@@ -23,7 +23,7 @@ public sealed class SamplerTests
     }
 
     [Fact]
-    public void GreedyTakesTheHighestLogitAndTiesGoToTheLowestId()
+    public void Greedy_takes_the_highest_logit_and_ties_go_to_the_lowest_id()
     {
         var sampler = new Sampler(5);
         Assert.Equal(2, sampler.Sample(new float[] { 1, 3, 5, 5, 0 }, SamplingParams.Greedy(1), 0, [0], 1));
@@ -33,7 +33,7 @@ public sealed class SamplerTests
     }
 
     [Fact]
-    public void TemperatureOneDrawsInProportionToTheProbabilities()
+    public void Temperature_one_draws_in_proportion_to_the_probabilities()
     {
         var counts = Draws(new SamplingParams { Temperature = 1 }, n: 20000);
         for (int t = 0; t < Probs.Length; t++) Assert.Equal(Probs[t], counts[t] / 20000.0, 0.015);
@@ -46,14 +46,14 @@ public sealed class SamplerTests
     [InlineData(0, 1f, 0.15f, new[] { 0, 1, 2 })]   // min-p: ≥ 0.15 × 0.5
     [InlineData(0, 0.6f, 0.3f, new[] { 0 })]        // top-p over what min-p kept: 0.5 / 0.8 ≥ 0.6
     [InlineData(3, 0.85f, 0f, new[] { 0, 1 })]      // top-p over the top-k: (0.5 + 0.3) / 0.9 ≥ 0.85
-    public void TruncationsKeepExactlyTheirTokens(int topK, float topP, float minP, int[] kept)
+    public void Truncations_keep_exactly_their_tokens(int topK, float topP, float minP, int[] kept)
     {
         var counts = Draws(new SamplingParams { Temperature = 1, TopK = topK, TopP = topP, MinP = minP });
         Assert.Equal(kept, counts.Keys.Order());
     }
 
     [Fact]
-    public void PenaltiesFollowTheOpenAiAndVllmFormulas()
+    public void Penalties_follow_the_openai_and_vllm_formulas()
     {
         var sampler = new Sampler(4);
         // tokens: prompt [0], generated [1, 1, 2]; presence/frequency count generated tokens, repetition all of them
@@ -69,7 +69,7 @@ public sealed class SamplerTests
     }
 
     [Fact]
-    public void TheSameSeedAndIndexDrawTheSameToken()
+    public void The_same_seed_and_index_draw_the_same_token()
     {
         var sampler = new Sampler(Probs.Length);
         var p = new SamplingParams { Temperature = 1.3f, TopP = 0.95f };
