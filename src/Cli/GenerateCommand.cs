@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Diagnostics;
-using Weft.Models.Chat;
 using Weft.GpuRuntime.Engine;
 using Weft.Models;
-using Weft.Scheduling;
+using Weft.Models.Chat;
 using Weft.Models.Tokenization;
+using Weft.Scheduling;
 
 namespace Weft.Cli;
 

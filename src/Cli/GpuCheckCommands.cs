@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Diagnostics;
 using Weft.GpuRuntime.Engine;
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 using Weft.Scheduling;
 
 namespace Weft.Cli;

@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 
 namespace Weft.Cli;
 

@@ -5,8 +5,8 @@ using Microsoft.Extensions.Logging;
 using Orleans.Concurrency;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
-using Weft.Scheduling;
 using Weft.Models.Tokenization;
+using Weft.Scheduling;
 
 namespace Weft.Grains;
 

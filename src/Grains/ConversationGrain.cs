@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using Orleans.Runtime;
 using Weft.Abstractions;
 using Weft.Models.Chat;
 

@@ -1,5 +1,3 @@
-using Orleans.Runtime;
-
 namespace Weft.Grains;
 
 /// <summary>A BatchGrain's key: the silo it is pinned to and the device index on that silo, "{silo}/{device}".</summary>

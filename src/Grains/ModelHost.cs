@@ -1,13 +1,13 @@
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Weft.Abstractions;
-using Weft.Models.Chat;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Ilgpu;
-using Weft.Models.Gguf;
 using Weft.Models;
-using Weft.Scheduling;
+using Weft.Models.Chat;
+using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
+using Weft.Scheduling;
 
 namespace Weft.Grains;
 

@@ -14,18 +14,18 @@ namespace Weft.Scheduling;
 /// </remarks>
 public sealed class BlockManager
 {
-    private const ulong RootHash = 0x6A09E667F3BCC908;
+    const ulong RootHash = 0x6A09E667F3BCC908;
 
-    private readonly int[] _refCount;
-    private readonly bool[] _hashed;
-    private readonly ulong[] _hash;
+    readonly int[] _refCount;
+    readonly bool[] _hashed;
+    readonly ulong[] _hash;
     // The token ids of every hashed block, so a colliding hash cannot serve a block of other tokens. (Two different
     // prefixes ending in the same tokens would need their 64-bit chained hashes to meet: negligible, not impossible.)
-    private readonly int[] _blockTokens;
-    private readonly Dictionary<ulong, int> _cached = [];
+    readonly int[] _blockTokens;
+    readonly Dictionary<ulong, int> _cached = [];
     // Free list as an intrusive doubly linked list over block ids; index NumBlocks is the sentinel.
-    private readonly int[] _prev;
-    private readonly int[] _next;
+    readonly int[] _prev;
+    readonly int[] _next;
 
     public BlockManager(int numBlocks, int blockSize)
     {
@@ -49,7 +49,7 @@ public sealed class BlockManager
     /// <summary>Blocks whose K/V can currently be found by prefix (in use or free).</summary>
     public int NumCachedBlocks => _cached.Count;
 
-    private int Sentinel => NumBlocks;
+    int Sentinel => NumBlocks;
 
     public int BlocksFor(int numTokens) => (numTokens + BlockSize - 1) / BlockSize;
 
@@ -179,7 +179,7 @@ public sealed class BlockManager
         for (int b = _next[Sentinel]; b != Sentinel; b = _next[b]) yield return b;
     }
 
-    private void Release(List<int> table, int keepBlocks)
+    void Release(List<int> table, int keepBlocks)
     {
         // Last block first, so a sequence's leading blocks, the likeliest to be shared again, are evicted last.
         for (int i = table.Count - 1; i >= keepBlocks; i--)
@@ -193,16 +193,16 @@ public sealed class BlockManager
         table.RemoveRange(keepBlocks, table.Count - keepBlocks);
     }
 
-    private void Forget(int b)
+    void Forget(int b)
     {
         if (!_hashed[b]) return;
         if (_cached.TryGetValue(_hash[b], out int owner) && owner == b) _cached.Remove(_hash[b]);
         _hashed[b] = false;
     }
 
-    private Span<int> BlockTokens(int b) => _blockTokens.AsSpan(b * BlockSize, BlockSize);
+    Span<int> BlockTokens(int b) => _blockTokens.AsSpan(b * BlockSize, BlockSize);
 
-    private static ulong Hash(ulong parent, ReadOnlySpan<int> tokens)
+    static ulong Hash(ulong parent, ReadOnlySpan<int> tokens)
     {
         ulong h = parent;
         foreach (int t in tokens) h = Mix(h ^ (uint)t);
@@ -210,18 +210,18 @@ public sealed class BlockManager
     }
 
     // SplitMix64's finalizer: every input bit affects every output bit.
-    private static ulong Mix(ulong z)
+    static ulong Mix(ulong z)
     {
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
         return z ^ (z >> 31);
     }
 
-    private void PushBack(int b) => Link(b, _prev[Sentinel], Sentinel);
+    void PushBack(int b) => Link(b, _prev[Sentinel], Sentinel);
 
-    private void PushFront(int b) => Link(b, Sentinel, _next[Sentinel]);
+    void PushFront(int b) => Link(b, Sentinel, _next[Sentinel]);
 
-    private void Link(int b, int before, int after)
+    void Link(int b, int before, int after)
     {
         _prev[b] = before;
         _next[b] = after;
@@ -230,7 +230,7 @@ public sealed class BlockManager
         NumFreeBlocks++;
     }
 
-    private void Unlink(int b)
+    void Unlink(int b)
     {
         _next[_prev[b]] = _next[b];
         _prev[_next[b]] = _prev[b];

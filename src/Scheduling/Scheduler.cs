@@ -14,20 +14,20 @@ namespace Weft.Scheduling;
 /// </remarks>
 public sealed class Scheduler
 {
-    private static readonly Comparison<Sequence> RunningOrder = (a, b) =>
+    static readonly Comparison<Sequence> RunningOrder = (a, b) =>
         a.Priority != b.Priority ? a.Priority.CompareTo(b.Priority) : a.ArrivalOrder.CompareTo(b.ArrivalOrder);
 
-    private readonly SchedulerOptions _options;
-    private readonly BlockManager _blocks;
-    private readonly IReadOnlySet<int> _eosTokenIds;
-    private readonly int _watermarkBlocks;
-    private readonly List<Sequence> _running = [];
-    private readonly SortedSet<WaitingEntry> _waiting = new(Comparer<WaitingEntry>.Create(WaitingEntry.Compare));
-    private readonly Dictionary<long, WaitingEntry> _waitingById = [];
-    private readonly LinkedList<Sequence> _parked = [];
-    private readonly Dictionary<Sequence, LinkedListNode<Sequence>> _parkedNodes = [];
-    private ScheduleOutput? _pending;
-    private long _tick, _arrivals, _resumes;
+    readonly SchedulerOptions _options;
+    readonly BlockManager _blocks;
+    readonly IReadOnlySet<int> _eosTokenIds;
+    readonly int _watermarkBlocks;
+    readonly List<Sequence> _running = [];
+    readonly SortedSet<WaitingEntry> _waiting = new(Comparer<WaitingEntry>.Create(WaitingEntry.Compare));
+    readonly Dictionary<long, WaitingEntry> _waitingById = [];
+    readonly LinkedList<Sequence> _parked = [];
+    readonly Dictionary<Sequence, LinkedListNode<Sequence>> _parkedNodes = [];
+    ScheduleOutput? _pending;
+    long _tick, _arrivals, _resumes;
 
     public Scheduler(SchedulerOptions options, BlockManager blocks, IReadOnlySet<int> eosTokenIds)
     {
@@ -204,7 +204,7 @@ public sealed class Scheduler
         return failed;
     }
 
-    private int ScheduleRunning(List<ScheduledSequence> batch, List<Sequence> preempted)
+    int ScheduleRunning(List<ScheduledSequence> batch, List<Sequence> preempted)
     {
         int budget = _options.MaxNumBatchedTokens;
         // Best first, so the preemption victim (lowest priority, newest) is always at the not yet scheduled end.
@@ -231,7 +231,7 @@ public sealed class Scheduler
         return budget;
     }
 
-    private void AdmitWaiting(List<ScheduledSequence> batch, int budget)
+    void AdmitWaiting(List<ScheduledSequence> batch, int budget)
     {
         while (budget > 0 && _running.Count < _options.MaxNumSeqs && _waiting.Min is { } entry)
         {
@@ -257,11 +257,11 @@ public sealed class Scheduler
         }
     }
 
-    private int NextChunk(Sequence s, int available) =>
+    int NextChunk(Sequence s, int available) =>
         Math.Min(Math.Min(s.NumTokens - s.NumComputedTokens, available), _options.PrefillChunkSize ?? int.MaxValue);
 
     /// <summary>Evicts idle holders of blocks until <paramref name="s"/> can get its next <paramref name="n"/> slots.</summary>
-    private bool MakeRoom(Sequence s, int n, int reserve, Sequence? except)
+    bool MakeRoom(Sequence s, int n, int reserve, Sequence? except)
     {
         if (_blocks.CanAllocate(s, n, reserve)) return true;
         // Evict only when that can make room; otherwise idle caches would be thrown away every tick the head of the queue
@@ -272,7 +272,7 @@ public sealed class Scheduler
         return true;
     }
 
-    private int IdleBlocks(Sequence? except)
+    int IdleBlocks(Sequence? except)
     {
         int blocks = 0;
         foreach (var s in _parked) blocks += s.BlockTable.Count;
@@ -281,7 +281,7 @@ public sealed class Scheduler
         return blocks;
     }
 
-    private bool EvictIdle(Sequence? except)
+    bool EvictIdle(Sequence? except)
     {
         if (_parked.First is { } lru)
         {
@@ -301,7 +301,7 @@ public sealed class Scheduler
         return true;
     }
 
-    private void Preempt(Sequence s)
+    void Preempt(Sequence s)
     {
         // Recompute rather than swap: its full blocks stay in the prefix cache until reused.
         _blocks.Free(s);
@@ -310,7 +310,7 @@ public sealed class Scheduler
         Enqueue(s, ++_resumes);
     }
 
-    private void Enqueue(Sequence s, long resumeOrder)
+    void Enqueue(Sequence s, long resumeOrder)
     {
         var entry = new WaitingEntry(s, resumeOrder, (long)s.Priority * _options.AgingTicks + _tick);
         _waiting.Add(entry);
@@ -318,7 +318,7 @@ public sealed class Scheduler
         s.Status = SequenceStatus.Waiting;
     }
 
-    private List<Sequence> FinishRequested()
+    List<Sequence> FinishRequested()
     {
         var finished = new List<Sequence>();
         for (int i = _running.Count - 1; i >= 0; i--)
@@ -337,7 +337,7 @@ public sealed class Scheduler
         return finished;
     }
 
-    private FinishReason StopReason(Sequence s)
+    FinishReason StopReason(Sequence s)
     {
         int token = s.LastToken;
         if (s.Sampling.StopTokenIds.Contains(token) || (!s.Sampling.IgnoreEos && _eosTokenIds.Contains(token))) return FinishReason.Stop;
@@ -345,21 +345,21 @@ public sealed class Scheduler
         return FinishReason.None;
     }
 
-    private void Finish(Sequence s, FinishReason reason)
+    void Finish(Sequence s, FinishReason reason)
     {
         s.Finish(reason);
         if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0) _parkedNodes.Add(s, _parked.AddLast(s));
         else _blocks.Free(s);
     }
 
-    private bool Unpark(Sequence s)
+    bool Unpark(Sequence s)
     {
         if (!_parkedNodes.Remove(s, out var node)) return false;
         _parked.Remove(node);
         return true;
     }
 
-    private void TakePending(ScheduleOutput output)
+    void TakePending(ScheduleOutput output)
     {
         if (!ReferenceEquals(output, _pending))
             throw new InvalidOperationException("Only the output of the latest Schedule can be recorded, and only once.");
@@ -371,7 +371,7 @@ public sealed class Scheduler
     /// priority with aging, which is time-invariant as a rank: waiting <see cref="SchedulerOptions.AgingTicks"/> ticks
     /// is worth one priority level, so priority × AgingTicks + enqueue tick orders them at every tick.
     /// </summary>
-    private sealed record WaitingEntry(Sequence Sequence, long ResumeOrder, long Rank)
+    sealed record WaitingEntry(Sequence Sequence, long ResumeOrder, long Rank)
     {
         public static int Compare(WaitingEntry? a, WaitingEntry? b)
         {

@@ -14,10 +14,10 @@ public enum FinishReason { None, Stop, Length, Cancelled, Error }
 public sealed class Sequence(
     long id, IReadOnlyList<int> promptTokens, SamplingParams sampling, int priority = 0, bool keepCache = false)
 {
-    private readonly List<int> _tokenIds = [.. promptTokens];
-    private readonly List<int> _blockTable = [];
+    readonly List<int> _tokenIds = [.. promptTokens];
+    readonly List<int> _blockTable = [];
     // Written from any thread (a cancellation callback) and read by the scheduler's thread at the next tick.
-    private volatile bool _cancelRequested, _stopRequested;
+    volatile bool _cancelRequested, _stopRequested;
 
     public long Id { get; } = id;
     public IReadOnlyList<int> TokenIds => _tokenIds;

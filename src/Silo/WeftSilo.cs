@@ -1,10 +1,10 @@
 using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
-using Orleans.Configuration;
 using OpenTelemetry.Metrics;
-using Weft.Models.Gguf;
+using Orleans.Configuration;
 using Weft.Grains;
+using Weft.Models.Gguf;
 
 namespace Weft.Silo;
 

@@ -1,6 +1,6 @@
+using Weft.Models;
 using Weft.Models.Chat;
 using Weft.Models.Gguf;
-using Weft.Models;
 using Weft.Models.Tokenization;
 
 namespace Weft.GpuRuntime.Tests;

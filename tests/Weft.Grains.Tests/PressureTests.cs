@@ -1,5 +1,4 @@
 using Weft.Abstractions;
-using Weft.GpuRuntime.Engine;
 
 namespace Weft.Grains.Tests;
 

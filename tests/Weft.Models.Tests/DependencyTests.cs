@@ -1,5 +1,3 @@
-using Weft.Models;
-
 namespace Weft.Models.Tests;
 
 public sealed class DependencyTests

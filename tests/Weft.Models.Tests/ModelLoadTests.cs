@@ -1,5 +1,4 @@
 using Weft.Models.Gguf;
-using Weft.Models;
 using Weft.Models.Tests.Gguf;
 using Weft.Models.Tokenization;
 

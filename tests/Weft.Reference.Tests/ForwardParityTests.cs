@@ -1,9 +1,9 @@
 using Weft.GpuRuntime.Engine;
-using Weft.Models.Gguf;
-using Weft.Models;
-using Weft.Scheduling;
-using Weft.Models.Tokenization;
 using Weft.LlamaCpp;
+using Weft.Models;
+using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
+using Weft.Scheduling;
 
 namespace Weft.Reference.Tests;
 

@@ -1,7 +1,7 @@
 using System.Text;
 using LLama.Native;
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
 
 namespace Weft.Reference.Tests;
@@ -114,15 +114,15 @@ public sealed class TokenizerParityTests(TokenizerParityModels models) : IClassF
     {
         var failures = new List<string>();
         foreach (string text in texts)
-        foreach (bool addSpecial in (bool[])[true, false])
-        foreach (bool parseSpecial in (bool[])[true, false])
-        {
-            int[] expected = llama.Tokenize(text, addSpecial, parseSpecial);
-            int[] actual = ours.Encode(text, addSpecial, parseSpecial);
-            if (!expected.SequenceEqual(actual))
-                failures.Add($"{Show(text)} (addSpecial {addSpecial}, parseSpecial {parseSpecial}): llama.cpp " +
-                    $"[{string.Join(' ', expected)}], ours [{string.Join(' ', actual)}]");
-        }
+            foreach (bool addSpecial in (bool[])[true, false])
+                foreach (bool parseSpecial in (bool[])[true, false])
+                {
+                    int[] expected = llama.Tokenize(text, addSpecial, parseSpecial);
+                    int[] actual = ours.Encode(text, addSpecial, parseSpecial);
+                    if (!expected.SequenceEqual(actual))
+                        failures.Add($"{Show(text)} (addSpecial {addSpecial}, parseSpecial {parseSpecial}): llama.cpp " +
+                            $"[{string.Join(' ', expected)}], ours [{string.Join(' ', actual)}]");
+                }
         Assert.True(failures.Count == 0, $"{failures.Count} mismatches:\n{string.Join('\n', failures.Take(20))}");
     }
 
@@ -134,16 +134,16 @@ public sealed class TokenizerParityTests(TokenizerParityModels models) : IClassF
         using var _ = llama;
         var failures = new List<string>();
         foreach (string text in Corpus.Concat(Fuzz))
-        foreach (bool withBos in (bool[])[true, false]) // the leading-space rule depends on what comes first
-        foreach (bool renderSpecial in (bool[])[true, false])
-        {
-            int[] ids = llama.Tokenize(text, withBos, parseSpecial: true);
-            string expected = Encoding.UTF8.GetString(llama.Detokenize(ids, renderSpecial));
-            string actual = ours.Decode(ids, renderSpecial);
-            if (expected != actual)
-                failures.Add($"{Show(text)} (BOS {withBos}, renderSpecial {renderSpecial}): " +
-                    $"llama.cpp {Show(expected)}, ours {Show(actual)}");
-        }
+            foreach (bool withBos in (bool[])[true, false]) // the leading-space rule depends on what comes first
+                foreach (bool renderSpecial in (bool[])[true, false])
+                {
+                    int[] ids = llama.Tokenize(text, withBos, parseSpecial: true);
+                    string expected = Encoding.UTF8.GetString(llama.Detokenize(ids, renderSpecial));
+                    string actual = ours.Decode(ids, renderSpecial);
+                    if (expected != actual)
+                        failures.Add($"{Show(text)} (BOS {withBos}, renderSpecial {renderSpecial}): " +
+                            $"llama.cpp {Show(expected)}, ours {Show(actual)}");
+                }
         Assert.True(failures.Count == 0, $"{failures.Count} mismatches:\n{string.Join('\n', failures.Take(20))}");
     }
 

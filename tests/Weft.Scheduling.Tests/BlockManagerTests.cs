@@ -1,13 +1,11 @@
-using Weft.Scheduling;
-
 namespace Weft.Scheduling.Tests;
 
 public class BlockManagerTests
 {
-    private static Sequence Seq(long id, params int[] tokens) => new(id, tokens, SamplingParams.Greedy(8));
+    static Sequence Seq(long id, params int[] tokens) => new(id, tokens, SamplingParams.Greedy(8));
 
     /// <summary>Allocates and "computes" the next <paramref name="n"/> tokens, as one tick of the scheduler would.</summary>
-    private static void Compute(BlockManager blocks, Sequence s, int n)
+    static void Compute(BlockManager blocks, Sequence s, int n)
     {
         blocks.Allocate(s, n);
         s.NumComputedTokens += n;

@@ -1,5 +1,3 @@
-using Weft.Scheduling;
-
 namespace Weft.Scheduling.Tests;
 
 public sealed class DependencyTests

@@ -1,5 +1,3 @@
-using Weft.Scheduling;
-
 namespace Weft.Scheduling.Tests;
 
 /// <summary>
@@ -9,9 +7,9 @@ namespace Weft.Scheduling.Tests;
 /// function of the whole token history, so a correct scheduler gives the same output however it batches, chunks,
 /// preempts or reuses cached blocks.
 /// </summary>
-internal sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
+sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
 {
-    private readonly ulong[] _kv = new ulong[blocks.NumBlocks * blocks.BlockSize];
+    readonly ulong[] _kv = new ulong[blocks.NumBlocks * blocks.BlockSize];
 
     public int VocabSize => vocabSize;
 
@@ -71,9 +69,9 @@ internal sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
         }
     }
 
-    private int NextToken(ulong h) => (int)(h % (ulong)vocabSize);
+    int NextToken(ulong h) => (int)(h % (ulong)vocabSize);
 
-    private static ulong Extend(ulong h, int token)
+    static ulong Extend(ulong h, int token)
     {
         ulong z = h ^ ((ulong)(uint)token * 0x9E3779B97F4A7C15) ^ 0xD1B54A32D192ED03;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;

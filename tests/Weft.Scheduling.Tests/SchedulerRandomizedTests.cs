@@ -1,5 +1,3 @@
-using Weft.Scheduling;
-
 namespace Weft.Scheduling.Tests;
 
 /// <summary>
@@ -9,7 +7,7 @@ namespace Weft.Scheduling.Tests;
 /// </summary>
 public class SchedulerRandomizedTests
 {
-    private static readonly HashSet<int> Eos = [0];
+    static readonly HashSet<int> Eos = [0];
 
     [Theory]
     [InlineData(1, null)]
@@ -136,7 +134,7 @@ public class SchedulerRandomizedTests
         Assert.True(cachedTokens > 1000, $"{cachedTokens} cached tokens\n");
     }
 
-    private static void CheckTick(SchedulerOptions options, ScheduleOutput output, List<Sequence> runningBefore)
+    static void CheckTick(SchedulerOptions options, ScheduleOutput output, List<Sequence> runningBefore)
     {
         Assert.True(output.Scheduled.Count <= options.MaxNumSeqs);
         Assert.True(output.NumBatchedTokens <= options.MaxNumBatchedTokens);
@@ -150,7 +148,7 @@ public class SchedulerRandomizedTests
             Assert.All(batch, s => Assert.Contains(s, runningBefore)); // never preempt to admit
     }
 
-    private static void CheckBlocks(BlockManager blocks, Scheduler scheduler, List<Sequence> tracked)
+    static void CheckBlocks(BlockManager blocks, Scheduler scheduler, List<Sequence> tracked)
     {
         var refs = new int[blocks.NumBlocks];
         foreach (var s in tracked)

@@ -1,24 +1,22 @@
-using Weft.Scheduling;
-
 namespace Weft.Scheduling.Tests;
 
 public class SchedulerTests
 {
-    private static readonly HashSet<int> Eos = [0];
-    private long _nextId;
+    static readonly HashSet<int> Eos = [0];
+    long _nextId;
 
-    private Sequence Seq(int promptLength, int maxTokens, int priority = 0, bool ignoreEos = true, int firstToken = 1,
+    Sequence Seq(int promptLength, int maxTokens, int priority = 0, bool ignoreEos = true, int firstToken = 1,
         bool keepCache = false) =>
         new(++_nextId, [.. Enumerable.Range(firstToken, promptLength)],
             SamplingParams.Greedy(maxTokens) with { IgnoreEos = ignoreEos }, priority, keepCache);
 
-    private static (Scheduler Scheduler, BlockManager Blocks, FakeEngine Engine) Create(SchedulerOptions options, int numBlocks, int blockSize = 4)
+    static (Scheduler Scheduler, BlockManager Blocks, FakeEngine Engine) Create(SchedulerOptions options, int numBlocks, int blockSize = 4)
     {
         var blocks = new BlockManager(numBlocks, blockSize);
         return (new Scheduler(options, blocks, Eos), blocks, new FakeEngine(blocks));
     }
 
-    private static List<Sequence> RunToCompletion(Scheduler scheduler, FakeEngine engine, int maxTicks = 10_000)
+    static List<Sequence> RunToCompletion(Scheduler scheduler, FakeEngine engine, int maxTicks = 10_000)
     {
         var finished = new List<Sequence>();
         for (int tick = 0; scheduler.HasWork; tick++)
@@ -29,7 +27,7 @@ public class SchedulerTests
         return finished;
     }
 
-    private static void AssertMatchesReference(FakeEngine engine, Sequence s, int maxModelLen, int numPromptTokens)
+    static void AssertMatchesReference(FakeEngine engine, Sequence s, int maxModelLen, int numPromptTokens)
     {
         var expected = engine.Reference([.. s.TokenIds.Take(numPromptTokens)], s.Sampling, Eos, maxModelLen);
         Assert.Equal(expected, s.TokenIds.Skip(numPromptTokens));

@@ -3,12 +3,11 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
-using Orleans.Runtime;
 using Weft.Abstractions;
 using Weft.Models;
+using Weft.Models.Chat;
 using Weft.Models.Tokenization;
 using Weft.Testing;
-using Weft.Models.Chat;
 
 namespace Weft.Silo.Tests;
 

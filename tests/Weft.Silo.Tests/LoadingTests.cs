@@ -4,8 +4,8 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Weft.Abstractions;
-using Weft.Models;
 using Weft.Grains;
+using Weft.Models;
 
 namespace Weft.Silo.Tests;
 

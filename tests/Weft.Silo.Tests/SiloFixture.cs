@@ -6,13 +6,12 @@ using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using OpenAI;
-using Orleans.Runtime;
 using Weft.Abstractions;
-using Weft.Models.Gguf;
-using Weft.Models;
-using Weft.Models.Tokenization;
 using Weft.Grains;
+using Weft.Models;
 using Weft.Models.Chat;
+using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
 
 namespace Weft.Silo.Tests;
 

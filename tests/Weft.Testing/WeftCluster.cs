@@ -1,12 +1,12 @@
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;
 using Weft.Abstractions;
-using Weft.Models.Chat;
 using Weft.GpuRuntime.Engine;
-using Weft.Models.Gguf;
-using Weft.Models;
-using Weft.Models.Tokenization;
 using Weft.Grains;
+using Weft.Models;
+using Weft.Models.Chat;
+using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
 
 namespace Weft.Testing;
 

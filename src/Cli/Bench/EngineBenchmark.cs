@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Weft.GpuRuntime.Engine;
-using Weft.Scheduling;
 using Weft.LlamaCpp;
+using Weft.Scheduling;
 
 namespace Weft.Cli.Bench;
 

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Weft.GpuRuntime.Engine;
 using Weft.Abstractions;
+using Weft.GpuRuntime.Engine;
 using Weft.Scheduling;
 
 namespace Weft.Cli.Bench;

@@ -5,8 +5,8 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
-using Weft.Models;
 using Weft.Grains;
+using Weft.Models;
 
 namespace Weft.Cli.Bench;
 

@@ -1,7 +1,7 @@
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.GpuRuntime.Engine.Ilgpu;
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;

@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine;
 

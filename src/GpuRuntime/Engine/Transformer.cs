@@ -1,5 +1,5 @@
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine;
 

@@ -39,8 +39,12 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
     {
         (bool ok, value) = Value switch
         {
-            byte b => (true, b), sbyte s => (true, s), ushort us => (true, us), short sh => (true, sh),
-            uint u => (true, u), int i => (true, i),
+            byte b => (true, b),
+            sbyte s => (true, s),
+            ushort us => (true, us),
+            short sh => (true, sh),
+            uint u => (true, u),
+            int i => (true, i),
             ulong ul => (ul <= long.MaxValue, (long)ul),
             long l => (true, l),
             _ => (false, 0L),
@@ -51,7 +55,9 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
 
     public double AsDouble() => Value switch
     {
-        float f => f, double d => d, ulong ul => ul,
+        float f => f,
+        double d => d,
+        ulong ul => ul,
         _ when IsInteger => AsInt64(),
         _ => throw new InvalidCastException($"{Type} is not a number"),
     };

@@ -138,12 +138,17 @@ public sealed class GgufWriter
 
     static Type? ClrType(GgufValueType t) => t switch
     {
-        GgufValueType.UInt8 => typeof(byte), GgufValueType.Int8 => typeof(sbyte),
-        GgufValueType.UInt16 => typeof(ushort), GgufValueType.Int16 => typeof(short),
-        GgufValueType.UInt32 => typeof(uint), GgufValueType.Int32 => typeof(int),
-        GgufValueType.Float32 => typeof(float), GgufValueType.Bool => typeof(bool),
+        GgufValueType.UInt8 => typeof(byte),
+        GgufValueType.Int8 => typeof(sbyte),
+        GgufValueType.UInt16 => typeof(ushort),
+        GgufValueType.Int16 => typeof(short),
+        GgufValueType.UInt32 => typeof(uint),
+        GgufValueType.Int32 => typeof(int),
+        GgufValueType.Float32 => typeof(float),
+        GgufValueType.Bool => typeof(bool),
         GgufValueType.String => typeof(string),
-        GgufValueType.UInt64 => typeof(ulong), GgufValueType.Int64 => typeof(long),
+        GgufValueType.UInt64 => typeof(ulong),
+        GgufValueType.Int64 => typeof(long),
         GgufValueType.Float64 => typeof(double),
         _ => null,
     };

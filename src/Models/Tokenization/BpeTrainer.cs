@@ -4,7 +4,7 @@ namespace Weft.Models.Tokenization;
 /// Classic BPE training: repeatedly merge the most frequent adjacent pair of symbols (ties broken by the pair's
 /// text, so the result is deterministic) until enough merges are learned or no pair is left.
 /// </summary>
-internal static class BpeTrainer
+static class BpeTrainer
 {
     sealed class PairOrder : IComparer<(long Count, string Left, string Right)>
     {

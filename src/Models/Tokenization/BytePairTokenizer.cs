@@ -8,7 +8,7 @@ namespace Weft.Models.Tokenization;
 /// GPT-2's byte alphabet, and adjacent symbols merge lowest merge rank first (leftmost on ties) while a merge rule
 /// exists for the pair. Final symbols that are not vocabulary pieces are dropped byte by byte, as llama.cpp does.
 /// </summary>
-internal sealed class BytePairTokenizer : Tokenizer
+sealed class BytePairTokenizer : Tokenizer
 {
     const int CachedWordChars = 64, CacheLimit = 1 << 16;
 

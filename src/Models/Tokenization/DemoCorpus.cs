@@ -1,7 +1,7 @@
 namespace Weft.Models.Tokenization;
 
 /// <summary>Plain English prose the demo vocabularies learn their merges from (written for this project).</summary>
-internal static class DemoCorpus
+static class DemoCorpus
 {
     public const string Text = """
         The morning was quiet when the first train came into the station. People stood on the platform with their

@@ -5,7 +5,7 @@ namespace Weft.Models.Tokenization;
 /// in the high half, the left symbol's index in the low half) so comparisons are single integer compares; this is
 /// several times faster than PriorityQueue with a comparer on long inputs.
 /// </summary>
-internal sealed class MergeQueue(int capacity)
+sealed class MergeQueue(int capacity)
 {
     (ulong Key, long Value)[] _items = new (ulong, long)[Math.Max(capacity, 4)];
     int _count;

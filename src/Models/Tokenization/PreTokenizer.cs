@@ -7,7 +7,7 @@ namespace Weft.Models.Tokenization;
 /// How a byte-level BPE vocabulary named by tokenizer.ggml.pre splits text into words and cleans decoded text,
 /// with the same defaults llama.cpp gives that name.
 /// </summary>
-internal sealed record BpeDialect(PreTokenizer Splitter, bool CleanSpaces, bool IgnoreMerges, bool AddBos)
+sealed record BpeDialect(PreTokenizer Splitter, bool CleanSpaces, bool IgnoreMerges, bool AddBos)
 {
     // The expressions are llama.cpp's (llm_tokenizer_bpe), so the custom fast paths below recognise them verbatim.
     const string Gpt2 = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
@@ -80,7 +80,7 @@ internal sealed record BpeDialect(PreTokenizer Splitter, bool CleanSpaces, bool 
 /// run as regular expressions over a "collapsed" text where every codepoint is one char and every non-ASCII codepoint
 /// stands in for its category, which is how llama.cpp evaluates \p{..} classes with std::regex.
 /// </summary>
-internal sealed class PreTokenizer
+sealed class PreTokenizer
 {
     enum Kind { Gpt2, Llama3, Collapsed, Codepoints }
 

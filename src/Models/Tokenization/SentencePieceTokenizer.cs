@@ -8,7 +8,7 @@ namespace Weft.Models.Tokenization;
 /// ties), for as long as the merged text is a vocabulary piece. Symbols left that are not pieces fall back to
 /// byte tokens.
 /// </summary>
-internal sealed class SentencePieceTokenizer : Tokenizer
+sealed class SentencePieceTokenizer : Tokenizer
 {
     readonly float[] _scores;
     readonly int[] _byteTokens = new int[256];

@@ -5,7 +5,7 @@ namespace Weft.Models.Tokenization;
 /// <summary>Token attributes as llama.cpp keeps them: bits, because it promotes some tokens (e.g. Normal to
 /// Normal|Control).</summary>
 [Flags]
-internal enum TokenAttr : ushort
+enum TokenAttr : ushort
 {
     Undefined = 0,
     Unknown = 1 << 0,
@@ -17,7 +17,7 @@ internal enum TokenAttr : ushort
 }
 
 /// <summary>Everything a tokenizer is built from, after validation and llama.cpp's defaults and fix-ups.</summary>
-internal sealed record VocabularyData(
+sealed record VocabularyData(
     string[] Tokens,
     TokenAttr[] Attrs,
     float[] Scores,

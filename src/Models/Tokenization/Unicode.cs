@@ -6,7 +6,7 @@ namespace Weft.Models.Tokenization;
 /// <summary>The general category of a codepoint as llama.cpp's unicode tables group them, plus its whitespace
 /// bit.</summary>
 [Flags]
-internal enum CodepointFlags : byte
+enum CodepointFlags : byte
 {
     /// <summary>Only positions outside the text have no flags: every codepoint has exactly one category.</summary>
     None = 0,
@@ -25,7 +25,7 @@ internal enum CodepointFlags : byte
 /// Codepoint helpers shared by the tokenizers. Categories come from .NET's Unicode data, which works on whole
 /// codepoints (unlike Regex's \p{L}, which sees UTF-16 code units), so letters outside the BMP are letters here too.
 /// </summary>
-internal static class Unicode
+static class Unicode
 {
     public const char SpaceEscape = '\u2581'; // ▁, SentencePiece's visible space
 

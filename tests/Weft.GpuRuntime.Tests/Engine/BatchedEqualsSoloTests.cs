@@ -1,6 +1,5 @@
 using Weft.GpuRuntime.Engine;
 using Weft.Models.Gguf;
-using Weft.Models;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Engine;

@@ -1,8 +1,6 @@
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Ilgpu;
 using Weft.Models.Gguf;
-using Weft.Models;
-using Weft.GpuRuntime.Sampling;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Ilgpu;

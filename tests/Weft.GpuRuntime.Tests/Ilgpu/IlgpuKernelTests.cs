@@ -2,8 +2,8 @@ using ILGPU.Runtime.CPU;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.GpuRuntime.Engine.Ilgpu;
-using Weft.Models.Gguf;
 using Weft.Models;
+using Weft.Models.Gguf;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Ilgpu;

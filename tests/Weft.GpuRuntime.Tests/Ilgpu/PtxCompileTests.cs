@@ -1,6 +1,4 @@
-using System.Reflection;
 using ILGPU;
-using ILGPU.Algorithms;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;

@@ -1,9 +1,9 @@
 using LLama;
 using LLama.Native;
-using Weft.Models.Gguf;
-using Weft.Models;
-using Weft.Models.Tokenization;
 using Weft.LlamaCpp;
+using Weft.Models;
+using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
 
 namespace Weft.Reference.Tests.Gguf;
 

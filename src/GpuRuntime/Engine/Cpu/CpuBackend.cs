@@ -2,10 +2,9 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using Weft.Models.Gguf;
-using Weft.Models;
 using Weft.GpuRuntime.Sampling;
-using Weft.Scheduling;
+using Weft.Models;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 

@@ -1,13 +1,10 @@
-using System.Runtime.InteropServices;
 using ILGPU;
-using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
-using Weft.Models.Gguf;
-using Weft.Models;
 using Weft.GpuRuntime.Sampling;
-using Weft.Scheduling;
+using Weft.Models;
+using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 

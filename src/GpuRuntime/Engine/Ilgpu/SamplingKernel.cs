@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using Weft.GpuRuntime.Sampling;
-using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
