@@ -216,7 +216,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         }
     }
 
-    void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens)
+    static void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens)
     {
         var seq = req.Sequence;
         req.Done = true;

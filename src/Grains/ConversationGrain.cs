@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Weft.Abstractions;
 using Weft.Models.Chat;
@@ -24,6 +25,9 @@ public sealed class ConversationState
 /// are computed), streams the reply, and persists the turn once it is complete.
 /// </summary>
 [KvCapacityPlacement]
+[SuppressMessage("Reliability", "CA1001", Justification =
+    "a SemaphoreSlim whose wait handle is never asked for holds nothing to dispose; disposing it at deactivation "
+    + "would make a streaming turn's late Release throw")]
 public sealed class ConversationGrain(
     ModelHost host,
     ILocalSiloDetails silo,

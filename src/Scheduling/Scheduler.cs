@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+
 namespace Weft.Scheduling;
 
 /// <summary>
@@ -90,6 +92,7 @@ public sealed class Scheduler
     /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary. Priority and
     /// keep-cache are the new turn's, as for a new <see cref="Sequence"/>.
     /// </summary>
+    [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; the sequence checks its state")]
     public int StartTurn(Sequence s, IReadOnlyList<int> tokens, SamplingParams sampling, int priority, bool keepCache)
     {
         ArgumentNullException.ThrowIfNull(s);
@@ -110,6 +113,7 @@ public sealed class Scheduler
     /// Requests cancellation of <paramref name="s"/>: the next tick finishes it as cancelled and frees its blocks. Safe
     /// from any thread (a cancellation callback), unlike the rest of the scheduler: it only raises a flag on the sequence.
     /// </summary>
+    [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; it may touch nothing else")]
     public void Cancel(Sequence s)
     {
         ArgumentNullException.ThrowIfNull(s);
@@ -120,6 +124,7 @@ public sealed class Scheduler
     /// Ends <paramref name="s"/>'s reply by the caller's rule (a stop string): the next tick finishes it as stopped, its
     /// blocks kept as for any finished turn. Safe from any thread, like <see cref="Cancel(Sequence)"/>.
     /// </summary>
+    [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; it may touch nothing else")]
     public void Stop(Sequence s)
     {
         ArgumentNullException.ThrowIfNull(s);

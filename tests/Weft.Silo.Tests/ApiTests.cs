@@ -146,7 +146,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         }
         // the request's own conversations are gone, and with them their blocks, though the stop came before the end
         await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0 } l
-            && l.Parked <= idle.Load.Parked && l.FreeKvTokens >= idle.Load.FreeKvTokens, Ct, "the KV blocks free");
+            && l.Parked <= idle.Load.Parked && l.FreeKvTokens >= idle.Load.FreeKvTokens, "the KV blocks free", Ct);
     }
 
     public static TheoryData<string, string, HttpStatusCode, string, string?> Refusals => new()
@@ -321,7 +321,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         }
         await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 } l
             && l.FreeKvTokens >= idle.Load.FreeKvTokens,
-            Ct, "running back to 0 and the KV blocks free");
+            "running back to 0 and the KV blocks free", Ct);
         var after = await silo.BatchGrain().GetStatsAsync();
         Assert.True(after.TokensGenerated - idle.TokensGenerated < 1000,
             $"{after.TokensGenerated - idle.TokensGenerated} tokens were generated: the generation was not stopped");
@@ -348,7 +348,7 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.True((after.MeanBatchSize * after.Ticks - before.MeanBatchSize * before.Ticks)
             / (after.Ticks - before.Ticks) > 8, "concurrent requests should share ticks");
         await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 },
-            Ct, "the batch drained");
+            "the batch drained", Ct);
     }
 
     [Fact]

@@ -37,7 +37,7 @@ public sealed class ClusterTests : IAsyncDisposable
         var siloA = a.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
         var siloB = b.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
         await Http.WaitUntil(() => Task.FromResult(b.Services.GetRequiredService<IClusterMembershipService>()
-            .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active) == 2), Ct, "both silos active");
+            .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active) == 2), "both silos active", Ct);
 
         // New conversations go to either silo (both are empty); talk to them until one lives on silo A.
         IConversationGrain? onA = null;
@@ -109,7 +109,7 @@ public sealed class ClusterTests : IAsyncDisposable
             {
                 return false;
             }
-        }, Ct, "redis-server listening");
+        }, "redis-server listening", Ct);
         return $"127.0.0.1:{port}";
     }
 

@@ -70,7 +70,7 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
                     HttpCompletionOption.ResponseHeadersRead, streams.Token));
                 await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is var l
                     && l.Running == running && l.Waiting == waiting,
-                    Ct, $"{running} running, {waiting} waiting");
+                    $"{running} running, {waiting} waiting", Ct);
             }
 
             using var refused = await http.PostAsync("/v1/completions", Http.Json(longRequest), Ct);
@@ -95,6 +95,6 @@ public sealed class GuardTests(GuardedSilo silo) : IClassFixture<GuardedSilo>
         }
         // closing the streams frees everything
         await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is { Running: 0, Waiting: 0 },
-            Ct, "running and waiting back to 0");
+            "running and waiting back to 0", Ct);
     }
 }

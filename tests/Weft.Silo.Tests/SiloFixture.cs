@@ -63,6 +63,7 @@ public class SiloFixture : IAsyncLifetime
         await App.StopAsync(CancellationToken.None);
         await App.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
+        GC.SuppressFinalize(this);
     }
 
     static int FreePort()
@@ -109,7 +110,7 @@ public static class Http
         return await EventsAsync(response, ct);
     }
 
-    public static async Task WaitUntil(Func<Task<bool>> condition, CancellationToken ct, string what)
+    public static async Task WaitUntil(Func<Task<bool>> condition, string what, CancellationToken ct)
     {
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (!await condition())

@@ -54,6 +54,7 @@ public class WeftCluster : IAsyncLifetime
     {
         await Cluster.DisposeAsync();
         Directory.Delete(_dir, recursive: true);
+        GC.SuppressFinalize(this);
     }
 }
 

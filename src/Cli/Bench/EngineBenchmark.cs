@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 using Weft.GpuRuntime.Engine;
 using Weft.LlamaCpp;
 using Weft.Scheduling;
@@ -95,7 +94,7 @@ public static class EngineBenchmark
                     model = o.ModelPath, engine = engine.Description, weightBytes, bandwidthBytesPerSecond = bandwidth, rooflineStepMs = rooflineMs,
                     decode = results, prefillTokens = o.Prefill, oursPrefillTokensPerSecond = oursPrefill, llamaCppPrefillTokensPerSecond = peerPrefill,
                 };
-                File.WriteAllText(o.JsonPath, JsonSerializer.Serialize(json, new JsonSerializerOptions { WriteIndented = true }));
+                ServeBenchmark.WriteJson(o.JsonPath, json);
             }
             return 0;
         }

@@ -155,6 +155,8 @@ static class ServeBenchmark
         return lo + 1 < xs.Count ? xs[lo] + (rank - lo) * (xs[lo + 1] - xs[lo]) : xs[lo];
     }
 
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
     public static void WriteJson(string path, object report) =>
-        File.WriteAllText(path, JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(path, JsonSerializer.Serialize(report, Indented));
 }

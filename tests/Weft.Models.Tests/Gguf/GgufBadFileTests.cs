@@ -5,6 +5,7 @@ namespace Weft.Models.Tests.Gguf;
 
 public sealed class GgufBadFileTests : IDisposable
 {
+    static readonly bool[] Bools = [true, false];
     readonly TempDir _dir = new();
     int _files;
 
@@ -25,7 +26,7 @@ public sealed class GgufBadFileTests : IDisposable
         w.Add("i64", GgufValue.Of(-5L));
         w.Add("f64", GgufValue.Of(0.5));
         w.Add("tokens", GgufValue.Of(["<s>", "a", "", "日本"]));
-        w.Add("bools", new GgufValue(GgufValueType.Array, new[] { true, false }, GgufValueType.Bool));
+        w.Add("bools", new GgufValue(GgufValueType.Array, Bools, GgufValueType.Bool));
         w.Add("nested", new GgufValue(GgufValueType.Array, new[] { GgufValue.Of([1, 2]), GgufValue.Of(["x"]) },
             GgufValueType.Array));
         w.Add("scores", GgufValue.Of([0.5f, -1f]));

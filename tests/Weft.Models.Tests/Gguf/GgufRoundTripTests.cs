@@ -207,7 +207,7 @@ public sealed class GgufRoundTripTests : IDisposable
         Assert.Throws<ArgumentException>(() => w.Add("general.alignment", 64u));
         Assert.Throws<ArgumentOutOfRangeException>(() => new GgufWriter { Alignment = 48 });
         Assert.Throws<ArgumentOutOfRangeException>(() => new GgufWriter { Alignment = 0 });
-        Assert.Throws<ArgumentException>(() => w.AddTensor("zero", GgmlType.F32, [4, 0], new byte[0]));
+        Assert.Throws<ArgumentException>(() => w.AddTensor("zero", GgmlType.F32, [4, 0], Array.Empty<byte>()));
         Assert.Throws<ArgumentException>(() => w.AddTensor("rank0", GgmlType.F32, [], new byte[4]));
         Assert.Throws<ArgumentException>(() => w.AddTensor("rank5", GgmlType.F32, [1, 1, 1, 1, 1], new byte[4]));
         Assert.Throws<ArgumentException>(() => w.AddTensor("partial", GgmlType.Q8_0, [33], new byte[34]));

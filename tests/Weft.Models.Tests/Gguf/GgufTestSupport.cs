@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Buffers.Binary;
 using System.Text;
 using Weft.Models.Gguf;
 
@@ -26,20 +28,27 @@ public sealed class TempDir : IDisposable
 /// </summary>
 public sealed class RawGguf
 {
-    readonly MemoryStream _s = new();
-    readonly BinaryWriter _w;
-
-    public RawGguf() => _w = new BinaryWriter(_s, Encoding.UTF8, leaveOpen: true);
+    readonly ArrayBufferWriter<byte> _b = new();
 
     /// <summary>Magic, version, tensor count and metadata count.</summary>
     public static RawGguf Header(ulong tensors, ulong kvs, uint version = 3) =>
         new RawGguf().U32(GgufFile.Magic).U32(version).U64(tensors).U64(kvs);
 
-    public long Length => _s.Length;
-    public RawGguf U8(byte v) { _w.Write(v); return this; }
-    public RawGguf U32(uint v) { _w.Write(v); return this; }
-    public RawGguf U64(ulong v) { _w.Write(v); return this; }
-    public RawGguf Bytes(ReadOnlySpan<byte> v) { _w.Write(v); return this; }
+    public long Length => _b.WrittenCount;
+    public RawGguf U8(byte v) => Bytes([v]);
+    public RawGguf U32(uint v)
+    {
+        BinaryPrimitives.WriteUInt32LittleEndian(_b.GetSpan(4), v);
+        _b.Advance(4);
+        return this;
+    }
+    public RawGguf U64(ulong v)
+    {
+        BinaryPrimitives.WriteUInt64LittleEndian(_b.GetSpan(8), v);
+        _b.Advance(8);
+        return this;
+    }
+    public RawGguf Bytes(ReadOnlySpan<byte> v) { _b.Write(v); return this; }
     public RawGguf Str(string s) { var b = Encoding.UTF8.GetBytes(s); return U64((ulong)b.Length).Bytes(b); }
 
     /// <summary>A metadata key and its value type; the caller writes the value.</summary>
@@ -54,15 +63,11 @@ public sealed class RawGguf
         return U32((uint)type).U64(offset);
     }
 
-    public RawGguf PadTo(long alignment)
-    {
-        while (_s.Length % alignment != 0) _w.Write((byte)0);
-        return this;
-    }
+    public RawGguf PadTo(long alignment) => Zeros((alignment - _b.WrittenCount % alignment) % alignment);
 
-    public RawGguf Zeros(long n) { _w.Write(new byte[n]); return this; }
+    public RawGguf Zeros(long n) => Bytes(new byte[n]);
 
-    public byte[] ToArray() { _w.Flush(); return _s.ToArray(); }
+    public byte[] ToArray() => _b.WrittenSpan.ToArray();
 }
 
 public static class GgufAssert

@@ -77,10 +77,11 @@ public sealed unsafe partial class CpuBackend : IBackend
         return t;
     }
 
-    public DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo t)
+    public DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo tensor)
     {
-        var format = CpuFormats.Find(t.Type) ?? throw file.Fail($"tensor '{t.Name}' is stored as {t.Type}, which the CPU backend cannot read");
-        var w = format.Load(file, t);
+        var format = CpuFormats.Find(tensor.Type) ?? throw file.Fail(
+            $"tensor '{tensor.Name}' is stored as {tensor.Type}, which the CPU backend cannot read");
+        var w = format.Load(file, tensor);
         _weights.Add(w);
         if (format.PacksRows && w.Columns > _packStride)
         {

@@ -200,24 +200,24 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         return t;
     }
 
-    public unsafe DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo t)
+    public unsafe DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo tensor)
     {
-        byte* src = file.DataPointer(t);
+        byte* src = file.DataPointer(tensor);
         IlgpuWeight w;
-        if (t.Dims.Length == 1)
+        if (tensor.Dims.Length == 1)
         {
-            if (t.Type != GgmlType.F32) throw file.Fail($"vector '{t.Name}' is stored as {t.Type}; the ILGPU backend reads f32 vectors");
-            var floats = _accelerator.Allocate1D<float>(t.ElementCount);
-            floats.View.CopyFromCPU(ref *(float*)src, t.ElementCount);
-            w = new IlgpuWeight(t, FloatFormat.F32, null, floats);
+            if (tensor.Type != GgmlType.F32) throw file.Fail($"vector '{tensor.Name}' is stored as {tensor.Type}; the ILGPU backend reads f32 vectors");
+            var floats = _accelerator.Allocate1D<float>(tensor.ElementCount);
+            floats.View.CopyFromCPU(ref *(float*)src, tensor.ElementCount);
+            w = new IlgpuWeight(tensor, FloatFormat.F32, null, floats);
         }
         else
         {
-            var format = IlgpuFormats.Find(t.Type) ?? throw file.Fail($"tensor '{t.Name}' is stored as {t.Type}, which the ILGPU backend cannot read");
+            var format = IlgpuFormats.Find(tensor.Type) ?? throw file.Fail($"tensor '{tensor.Name}' is stored as {tensor.Type}, which the ILGPU backend cannot read");
             int block = GgmlTypeTraits.Q8_0.BlockSize;
-            if (t.Columns % block != 0)
-                throw file.Fail($"tensor '{t.Name}' has rows of {t.Columns} elements; the ILGPU backend needs a multiple of {block}");
-            w = format.Upload(_accelerator, t, src);
+            if (tensor.Columns % block != 0)
+                throw file.Fail($"tensor '{tensor.Name}' has rows of {tensor.Columns} elements; the ILGPU backend needs a multiple of {block}");
+            w = format.Upload(_accelerator, tensor, src);
             if (!_formats.ContainsKey(w.Type)) _formats[w.Type] = format.CreateKernels(_accelerator);
         }
         _weights.Add(w);
@@ -264,7 +264,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on the host.</summary>
     const int PenaltyBudget = 1 << 18;
 
-    public void BeginStep(StepInputs s)
+    public void BeginStep(StepInputs inputs)
     {
         if (_config is null) throw new InvalidOperationException("AllocateKvCache must come before the first step");
         // kernels of an earlier step may still read the device copy of the inputs, and its upload the pinned host
@@ -272,22 +272,22 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _accelerator.DefaultStream.Synchronize();
         LaunchesPerStep = _launches;
         _launches = 0;
-        EnsureStepBuffers(s);
-        _step = s;
+        EnsureStepBuffers(inputs);
+        _step = inputs;
         var ints = _hostInts!.GetArray();
-        int T = s.NumTokens;
+        int T = inputs.NumTokens;
         for (int t = 0; t < T; t++)
-            if (s.Positions[t] >= _ropePositions)
-                throw new ArgumentException($"position {s.Positions[t]} is beyond the model's context length {_ropePositions}");
-        s.TokenIds.AsSpan(0, T).CopyTo(ints);
-        s.Positions.AsSpan(0, T).CopyTo(ints.AsSpan(_oPositions));
-        s.SlotMapping.AsSpan(0, T).CopyTo(ints.AsSpan(_oSlots));
-        s.RowSeq.AsSpan(0, T).CopyTo(ints.AsSpan(_oRowSeq));
-        s.BlockTables.AsSpan(0, s.NumSeqs * s.MaxBlocksPerSeq).CopyTo(ints.AsSpan(_oTables));
-        s.LogitRows.AsSpan(0, s.NumLogitRows).CopyTo(ints.AsSpan(_oLogitRows));
-        int penalties = PackSampling(s, ints.AsSpan(_oParams), _hostPenalties!.GetArray());
+            if (inputs.Positions[t] >= _ropePositions)
+                throw new ArgumentException($"position {inputs.Positions[t]} is beyond the model's context length {_ropePositions}");
+        inputs.TokenIds.AsSpan(0, T).CopyTo(ints);
+        inputs.Positions.AsSpan(0, T).CopyTo(ints.AsSpan(_oPositions));
+        inputs.SlotMapping.AsSpan(0, T).CopyTo(ints.AsSpan(_oSlots));
+        inputs.RowSeq.AsSpan(0, T).CopyTo(ints.AsSpan(_oRowSeq));
+        inputs.BlockTables.AsSpan(0, inputs.NumSeqs * inputs.MaxBlocksPerSeq).CopyTo(ints.AsSpan(_oTables));
+        inputs.LogitRows.AsSpan(0, inputs.NumLogitRows).CopyTo(ints.AsSpan(_oLogitRows));
+        int penalties = PackSampling(inputs, ints.AsSpan(_oParams), _hostPenalties!.GetArray());
         // only what this step uses: its rows and its sequences' block tables, then the logits rows and sampling parameters
-        int head = _oTables + s.NumSeqs * s.MaxBlocksPerSeq;
+        int head = _oTables + inputs.NumSeqs * inputs.MaxBlocksPerSeq;
         _ints!.View.AsContiguous().SubView(0, head).CopyFromCPUUnsafeAsync(ref ints[0], head);
         _ints.View.AsContiguous().SubView(_oLogitRows, _intsLength - _oLogitRows).CopyFromCPUUnsafeAsync(ref ints[_oLogitRows], _intsLength - _oLogitRows);
         if (penalties > 0) _penalties!.View.AsContiguous().SubView(0, 2L * penalties).CopyFromCPUUnsafeAsync(ref _hostPenalties.GetArray()[0], 2L * penalties);
