@@ -27,8 +27,8 @@ public sealed record SamplingOptions
 }
 
 /// <summary>
-/// A turn of a conversation. Exactly one of <see cref="Messages"/>, <see cref="Prompt"/> or <see cref="PromptTokenIds"/>
-/// is set. Chat messages are appended to the conversation's history, or replace it when
+/// A turn of a conversation. Exactly one of <see cref="Messages"/>, <see cref="Prompt"/> or
+/// <see cref="PromptTokenIds"/> is set. Chat messages are appended to the conversation's history, or replace it when
 /// <see cref="ReplaceHistory"/> is set (the OpenAI API sends the whole conversation with every request). Either
 /// way, tokens the conversation's KV cache already holds are not computed again.
 /// </summary>
@@ -45,8 +45,8 @@ public sealed record TurnRequest
     [Id(5)] public int Priority { get; init; }
     /// <summary>Send the prompt's token ids with the first delta and each delta's token ids.</summary>
     [Id(6)] public bool ReturnTokenIds { get; init; }
-    /// <summary>A one-off turn (the HTTP API without a conversation id): nothing of it is persisted and its KV blocks are
-    /// freed when it ends, so it costs no storage writes and leaves nothing behind.</summary>
+    /// <summary>A one-off turn (the HTTP API without a conversation id): nothing of it is persisted and its KV blocks
+    /// are freed when it ends, so it costs no storage writes and leaves nothing behind.</summary>
     [Id(7)] public bool Ephemeral { get; init; }
 }
 

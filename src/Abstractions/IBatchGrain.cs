@@ -15,7 +15,8 @@ public sealed record GenerationRequest
     [Id(4)] public bool KeepCache { get; init; }
 }
 
-/// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason and counts.</summary>
+/// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason
+/// and counts.</summary>
 [GenerateSerializer, Immutable, Alias("weft.GenerationDelta")]
 public sealed record GenerationDelta
 {
@@ -58,7 +59,8 @@ public sealed record BatchStats(
 public interface IBatchGrain : IGrainWithStringKey
 {
     [Alias("Generate")]
-    IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request, CancellationToken cancellationToken = default);
+    IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request,
+        CancellationToken cancellationToken = default);
 
     /// <summary>Frees a kept sequence's KV blocks (a conversation was reset or moved).</summary>
     [Alias("Release")]
@@ -68,7 +70,8 @@ public interface IBatchGrain : IGrainWithStringKey
     Task<BatchStats> GetStatsAsync();
 }
 
-/// <summary>The devices of one silo and their load, keyed "{silo}/load" and pinned to that silo; read by conversation placement.</summary>
+/// <summary>The devices of one silo and their load, keyed "{silo}/load" and pinned to that silo; read by conversation
+/// placement.</summary>
 [Alias("weft.ISiloLoadGrain")]
 public interface ISiloLoadGrain : IGrainWithStringKey
 {

@@ -3,7 +3,8 @@ namespace Weft.Abstractions;
 /// <summary>Why a turn was refused; the HTTP API maps each to a status code.</summary>
 public enum WeftErrorCode
 {
-    /// <summary>Malformed or out-of-range request fields (400). (Codes start at 1: a code lost on the way reads as 0.)</summary>
+    /// <summary>Malformed or out-of-range request fields (400). (Codes start at 1: a code lost on the way reads as
+    /// 0.)</summary>
     InvalidRequest = 1,
     /// <summary>Prompt plus max_tokens exceeds the model's context (400).</summary>
     ContextLengthExceeded,
@@ -13,14 +14,17 @@ public enum WeftErrorCode
     Unavailable,
 }
 
-/// <summary>A refusal of a request, as opposed to a failure of the system: it carries a code and whether retrying can help.</summary>
+/// <summary>A refusal of a request, as opposed to a failure of the system: it carries a code and whether retrying can
+/// help.</summary>
 [GenerateSerializer, Alias("weft.WeftException")]
 public sealed class WeftException : Exception
 {
-    public WeftException(WeftErrorCode code, string message, string? param = null) : base(message) => (Code, Param) = (code, param);
+    public WeftException(WeftErrorCode code, string message, string? param = null) : base(message) =>
+        (Code, Param) = (code, param);
 
     [Id(0)] public WeftErrorCode Code { get; }
-    /// <summary>The request field at fault, as the OpenAI API names it ("temperature", "max_tokens"), when there is one.</summary>
+    /// <summary>The request field at fault, as the OpenAI API names it ("temperature", "max_tokens"), when there is
+    /// one.</summary>
     [Id(1)] public string? Param { get; }
 
     public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable;

@@ -26,7 +26,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     }
 
     readonly Dictionary<long, Request> _requests = [];
-    /// <summary>Finished sequences whose KV blocks are kept for their conversation's next turn (the KV handles).</summary>
+    /// <summary>Finished sequences whose KV blocks are kept for their conversation's next turn (the KV
+    /// handles).</summary>
     readonly Dictionary<long, Sequence> _kept = [];
     BatchEngine _batch = null!;
     Task _loop = Task.CompletedTask;
@@ -43,10 +44,13 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         var engine = host.Engines[Device];
         _batch = BatchEngine.Create(engine, host.SchedulerOptions(engine), host.Tokenizer.EndOfGenerationIds);
         Metrics.Register(_batch.Scheduler);
-        // ids only need to be unique per activation; a random start keeps a stale handle from an earlier activation from matching
+        // ids only need to be unique per activation; a random start keeps a stale handle from an earlier activation
+        // from matching
         _nextSequenceId = Random.Shared.NextInt64(1, long.MaxValue / 2);
-        // The timer keeps this activation (and the KV blocks its scheduler tracks) alive, and drops handles whose blocks were evicted.
-        this.RegisterGrainTimer(ForgetEvicted, new GrainTimerCreationOptions(TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10)) { KeepAlive = true });
+        // The timer keeps this activation (and the KV blocks its scheduler tracks) alive, and drops handles whose
+        // blocks were evicted.
+        this.RegisterGrainTimer(ForgetEvicted,
+            new GrainTimerCreationOptions(TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(10)) { KeepAlive = true });
     }
 
     public override async Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
@@ -57,12 +61,14 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         if (_batch is not null) Metrics.Unregister(_batch.Scheduler);
     }
 
-    public async IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public async IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         var sampling = SamplingMapper.ToParams(request.Sampling, request.PromptTokens.Count, host);
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)host.Config.VocabSize)
-                throw new WeftException(WeftErrorCode.InvalidRequest, $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
+                throw new WeftException(WeftErrorCode.InvalidRequest,
+                    $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
 
         var scheduler = _batch.Scheduler;
         Sequence seq;
@@ -79,16 +85,18 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         catch (SchedulerException e)
         {
             scheduler.Release(seq);
-            throw new WeftException(e.Retryable ? WeftErrorCode.QueueFull : WeftErrorCode.ContextLengthExceeded, e.Message);
+            throw new WeftException(e.Retryable ? WeftErrorCode.QueueFull : WeftErrorCode.ContextLengthExceeded,
+                e.Message);
         }
 
         var req = new Request(seq, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop),
-            Channel.CreateUnbounded<GenerationDelta>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
+            Channel.CreateUnbounded<GenerationDelta>(
+                new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
         _requests[seq.Id] = req;
         if (_loop.IsCompleted) _loop = RunAsync();
 
-        // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and frees
-        // its blocks.
+        // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and
+        // frees its blocks.
         using var registration = cancellationToken.Register(() => scheduler.Cancel(seq));
         try
         {
@@ -123,7 +131,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     {
         var s = _batch.Scheduler;
         int total = _batch.Engine.NumKvBlocks * _batch.Engine.BlockSize;
-        return new DeviceLoad(Device, (int)((1 - s.KvCacheUsage) * total), total, s.NumRunning, s.NumWaiting, s.NumParked);
+        return new DeviceLoad(Device, (int)((1 - s.KvCacheUsage) * total), total, s.NumRunning, s.NumWaiting,
+            s.NumParked);
     }
 
     async Task RunAsync()
@@ -150,8 +159,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
             var tick = await _batch.TickAsync();
             if (tick.NumSequences == 0 && tick.Finished.Count == 0)
             {
-                // Nothing could be scheduled (every block is held by queued work that cannot start yet); the next request
-                // or release restarts the loop rather than spinning here.
+                // Nothing could be scheduled (every block is held by queued work that cannot start yet); the next
+                // request or release restarts the loop rather than spinning here.
                 LogStalled(logger, _batch.Scheduler.NumWaiting);
                 break;
             }
@@ -244,6 +253,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     [LoggerMessage(Level = LogLevel.Error, Message = "the batch loop failed; requests in flight were failed")]
     static partial void LogLoopFailed(ILogger logger, Exception e);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "no work could be scheduled although {Waiting} requests wait; waiting for the next event")]
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "no work could be scheduled although {Waiting} requests wait; waiting for the next event")]
     static partial void LogStalled(ILogger logger, int waiting);
 }

@@ -10,11 +10,14 @@ namespace Weft.Grains;
 public sealed class ConversationState
 {
     [Id(0)] public List<ChatMessage> Messages { get; set; } = [];
-    /// <summary>Prompt and reply tokens of the last turn: what the KV cache holds when the handle is still valid.</summary>
+    /// <summary>Prompt and reply tokens of the last turn: what the KV cache holds when the handle is still
+    /// valid.</summary>
     [Id(1)] public List<int> TokenIds { get; set; } = [];
-    /// <summary>The rendered chat text <see cref="TokenIds"/> stand for, so the next turn can extend them instead of re-tokenizing.</summary>
+    /// <summary>The rendered chat text <see cref="TokenIds"/> stand for, so the next turn can extend them instead of
+    /// re-tokenizing.</summary>
     [Id(4)] public string Text { get; set; } = "";
-    /// <summary>The BatchGrain holding this conversation's KV cache and the sequence id there; stale once the silo changes.</summary>
+    /// <summary>The BatchGrain holding this conversation's KV cache and the sequence id there; stale once the silo
+    /// changes.</summary>
     [Id(2)] public string? BatchKey { get; set; }
     [Id(3)] public long SequenceId { get; set; }
 }
@@ -31,12 +34,14 @@ public sealed class ConversationState
 public sealed class ConversationGrain(
     ModelHost host,
     ILocalSiloDetails silo,
-    [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state) : Grain, IConversationGrain
+    [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state)
+    : Grain, IConversationGrain
 {
     /// <summary>Turns run one at a time; a second request waits for the first to finish.</summary>
     readonly SemaphoreSlim _turn = new(1, 1);
 
-    public async IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public async IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         await _turn.WaitAsync(cancellationToken);
         try
@@ -60,7 +65,8 @@ public sealed class ConversationGrain(
             var text = new System.Text.StringBuilder();
             bool first = true;
             long sequenceId = 0;
-            await foreach (var d in GrainFactory.GetGrain<IBatchGrain>(batchKey).GenerateAsync(generation, cancellationToken))
+            await foreach (var d in GrainFactory.GetGrain<IBatchGrain>(batchKey)
+                .GenerateAsync(generation, cancellationToken))
             {
                 sequenceId = d.SequenceId;
                 reply.AddRange(d.TokenIds);
@@ -71,13 +77,14 @@ public sealed class ConversationGrain(
                     TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
                     PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
                     FinishReason = d.FinishReason,
-                    Usage = d.FinishReason is null ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens),
+                    Usage = d.FinishReason is null
+                        ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens),
                 };
                 first = false;
             }
 
-            // nothing to keep (the idle activation goes with Orleans' collection; deactivating it here, while the caller
-            // still holds the stream's enumerator, would fail the caller's last read)
+            // nothing to keep (the idle activation goes with Orleans' collection; deactivating it here, while the
+            // caller still holds the stream's enumerator, would fail the caller's last read)
             if (request.Ephemeral) yield break;
             // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
             if (messages is not null) s.Messages = [.. messages, new ChatMessage("assistant", text.ToString())];
@@ -95,7 +102,8 @@ public sealed class ConversationGrain(
     }
 
     public Task<ConversationHistory> GetHistoryAsync() =>
-        Task.FromResult(new ConversationHistory(state.State.Messages, state.State.TokenIds.Count, silo.SiloAddress.ToString()));
+        Task.FromResult(new ConversationHistory(state.State.Messages, state.State.TokenIds.Count,
+            silo.SiloAddress.ToString()));
 
     public async Task ResetAsync()
     {
@@ -112,13 +120,18 @@ public sealed class ConversationGrain(
         }
     }
 
-    /// <summary>The new history (for chat turns), the prompt tokens of this turn and the chat text they stand for.</summary>
+    /// <summary>The new history (for chat turns), the prompt tokens of this turn and the chat text they stand
+    /// for.</summary>
     (List<ChatMessage>? Messages, IReadOnlyList<int> Prompt, string? Rendered) Prepare(TurnRequest r)
     {
-        int kinds = (r.Messages is not null ? 1 : 0) + (r.Prompt is not null ? 1 : 0) + (r.PromptTokenIds is not null ? 1 : 0);
-        if (kinds != 1) throw new WeftException(WeftErrorCode.InvalidRequest, "a turn needs exactly one of messages, prompt or prompt token ids");
+        int kinds = (r.Messages is not null ? 1 : 0) + (r.Prompt is not null ? 1 : 0)
+            + (r.PromptTokenIds is not null ? 1 : 0);
+        if (kinds != 1)
+            throw new WeftException(WeftErrorCode.InvalidRequest,
+                "a turn needs exactly one of messages, prompt or prompt token ids");
         if (r.PromptTokenIds is not null) return (null, r.PromptTokenIds, null);
-        if (r.Prompt is not null) return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false), null);
+        if (r.Prompt is not null)
+            return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false), null);
 
         List<ChatMessage> messages = r.ReplaceHistory ? [.. r.Messages!] : [.. state.State.Messages, .. r.Messages!];
         string rendered;
@@ -140,11 +153,13 @@ public sealed class ConversationGrain(
     /// </summary>
     async Task<int> ChooseDevice(ConversationState s)
     {
-        if (s.BatchKey is not null && DeviceKey.Parse(s.BatchKey) is var held && held.Silo.Equals(silo.SiloAddress) && held.Device < host.Engines.Count)
+        if (s.BatchKey is not null && DeviceKey.Parse(s.BatchKey) is var held && held.Silo.Equals(silo.SiloAddress)
+            && held.Device < host.Engines.Count)
             return held.Device;
         if (host.Engines.Count == 1) return 0;
         var stats = await Task.WhenAll(Enumerable.Range(0, host.Engines.Count)
-            .Select(d => GrainFactory.GetGrain<IBatchGrain>(new DeviceKey(silo.SiloAddress, d).ToString()).GetStatsAsync()));
+            .Select(d => GrainFactory.GetGrain<IBatchGrain>(new DeviceKey(silo.SiloAddress, d).ToString())
+                .GetStatsAsync()));
         // Turns that arrive together all see the same figures; the random tiebreak spreads them.
         return stats.Select(st => st.Load)
             .OrderBy(l => l.Running + l.Waiting).ThenByDescending(l => l.FreeKvTokens).ThenBy(_ => Random.Shared.Next())

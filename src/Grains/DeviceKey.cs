@@ -1,6 +1,7 @@
 namespace Weft.Grains;
 
-/// <summary>A BatchGrain's key: the silo it is pinned to and the device index on that silo, "{silo}/{device}".</summary>
+/// <summary>A BatchGrain's key: the silo it is pinned to and the device index on that silo,
+/// "{silo}/{device}".</summary>
 public readonly record struct DeviceKey(SiloAddress Silo, int Device)
 {
     public override string ToString() => $"{Silo.ToParsableString()}/{Device}";

@@ -3,37 +3,45 @@ using Weft.Models;
 
 namespace Weft.Grains;
 
-/// <summary>What a silo serves and how: the model, its engine, and the scheduler's limits. Bound from the "Weft" configuration section.</summary>
+/// <summary>What a silo serves and how: the model, its engine, and the scheduler's limits. Bound from the "Weft"
+/// configuration section.</summary>
 public sealed record ModelHostOptions
 {
-    /// <summary>GGUF file to serve; null serves the embedded demo model, generated on first use into <see cref="CacheDirectory"/>.</summary>
+    /// <summary>GGUF file to serve; null serves the embedded demo model, generated on first use into
+    /// <see cref="CacheDirectory"/>.</summary>
     public string? Model { get; init; }
     /// <summary>The demo model's preset when <see cref="Model"/> is null.</summary>
     public string DemoPreset { get; init; } = "tiny";
     /// <summary>The name clients use in the "model" field; defaults to the file name without extension.</summary>
     public string? ServedModelName { get; init; }
-    /// <summary>A chat template family name (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template overriding the file's.</summary>
+    /// <summary>A chat template family name (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template
+    /// overriding the file's.</summary>
     public string? ChatTemplate { get; init; }
     public string CacheDirectory { get; init; } = DemoModel.DefaultCacheDirectory;
     public EngineOptions Engine { get; init; } = new();
-    /// <summary>Devices to serve on, one engine and one BatchGrain each; 0 takes every CUDA device when the engine runs on
-    /// CUDA, else one. More than one on the CPU splits the cores between the engines.</summary>
+    /// <summary>Devices to serve on, one engine and one BatchGrain each; 0 takes every CUDA device when the engine runs
+    /// on CUDA, else one. More than one on the CPU splits the cores between the engines.</summary>
     public int Devices { get; init; }
     /// <summary>Requests waiting for a slot beyond which new ones are refused (HTTP 429).</summary>
     public int MaxWaiting { get; init; } = 1024;
-    /// <summary>Fraction of KV blocks kept free when admitting new sequences, so running ones rarely need preempting.</summary>
+    /// <summary>Fraction of KV blocks kept free when admitting new sequences, so running ones rarely need
+    /// preempting.</summary>
     public double KvWatermark { get; init; } = 0.01;
     /// <summary>Ticks a waiting request waits before its priority improves by one level.</summary>
     public int AgingTicks { get; init; } = 100;
-    /// <summary>Largest prefill chunk per sequence per tick; null lets one prompt take the whole token budget.</summary>
+    /// <summary>Largest prefill chunk per sequence per tick; null lets one prompt take the whole token
+    /// budget.</summary>
     public int? PrefillChunkSize { get; init; }
 
     public IEnumerable<string> Validate()
     {
         if (Model is null && !DemoModelShape.Presets.Any(p => p.Name == DemoPreset))
-            yield return $"demo preset '{DemoPreset}' is unknown (known: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))})";
+            yield return $"demo preset '{DemoPreset}' is unknown " +
+                $"(known: {string.Join(", ", DemoModelShape.Presets.Select(p => p.Name))})";
         if (Devices < 0) yield return "devices must not be negative";
-        if (Engine.Device != 0) yield return "the silo runs one engine on each of its first `devices` GPUs; engine.device is for a single engine (weft bench, weft generate)";
+        if (Engine.Device != 0)
+            yield return "the silo runs one engine on each of its first `devices` GPUs; " +
+                "engine.device is for a single engine (weft bench, weft generate)";
         if (MaxWaiting < 1) yield return "max-waiting must be at least 1";
         if (KvWatermark is < 0 or >= 1) yield return "kv-watermark must be in [0, 1)";
         if (AgingTicks < 1) yield return "aging-ticks must be positive";

@@ -3,7 +3,8 @@ using Weft.Scheduling;
 
 namespace Weft.Grains;
 
-/// <summary>Turns a request's sampling options into engine parameters, refusing out-of-range values with a 400-class error.</summary>
+/// <summary>Turns a request's sampling options into engine parameters, refusing out-of-range values with a 400-class
+/// error.</summary>
 static class SamplingMapper
 {
     public static SamplingParams ToParams(SamplingOptions o, int promptTokens, ModelHost host)
@@ -15,7 +16,8 @@ static class SamplingMapper
                 $"the prompt has {promptTokens} tokens; this model's context is {host.MaxModelLen} tokens");
         if (o.MaxTokens > room)
             throw new WeftException(WeftErrorCode.ContextLengthExceeded,
-                $"the prompt ({promptTokens} tokens) plus max_tokens ({o.MaxTokens}) exceeds this model's context of {host.MaxModelLen} tokens", "max_tokens");
+                $"the prompt ({promptTokens} tokens) plus max_tokens ({o.MaxTokens}) exceeds this model's context of " +
+                $"{host.MaxModelLen} tokens", "max_tokens");
         var p = new SamplingParams
         {
             Temperature = o.Temperature ?? 1f,
@@ -30,9 +32,11 @@ static class SamplingMapper
             IgnoreEos = o.IgnoreEos,
             StopTokenIds = o.StopTokenIds,
         };
-        if (p.Validate(host.Config.VocabSize) is { } problem) throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);
+        if (p.Validate(host.Config.VocabSize) is { } problem)
+            throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);
         if (o.Stop.Count > 16 || o.Stop.Any(s => string.IsNullOrEmpty(s) || s.Length > 512))
-            throw new WeftException(WeftErrorCode.InvalidRequest, "stop takes at most 16 non-empty strings of up to 512 characters", "stop");
+            throw new WeftException(WeftErrorCode.InvalidRequest,
+                "stop takes at most 16 non-empty strings of up to 512 characters", "stop");
         return p;
     }
 }

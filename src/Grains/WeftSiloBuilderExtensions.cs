@@ -27,12 +27,15 @@ public static class WeftSiloBuilderExtensions
     }
 }
 
-/// <summary>Validates the model when the host starts (a bad file stops start-up) and loads it in the background.</summary>
-sealed partial class ModelLoader(ModelHost host, IHostApplicationLifetime lifetime, ILogger<ModelLoader> logger) : IHostedService
+/// <summary>Validates the model when the host starts (a bad file stops start-up) and loads it in the
+/// background.</summary>
+sealed partial class ModelLoader(ModelHost host, IHostApplicationLifetime lifetime, ILogger<ModelLoader> logger)
+    : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
     {
-        LogModel(logger, host.ModelName, host.ModelPath, host.Config.Architecture, host.Config.Layers, host.Config.Dim, host.MaxModelLen, host.Template.Name);
+        LogModel(logger, host.ModelName, host.ModelPath, host.Config.Architecture, host.Config.Layers, host.Config.Dim,
+            host.MaxModelLen, host.Template.Name);
         _ = Task.Run(() =>
         {
             try
@@ -51,8 +54,10 @@ sealed partial class ModelLoader(ModelHost host, IHostApplicationLifetime lifeti
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "model: {Name} ({Path}): {Architecture}, {Layers} layers, dim {Dim}, context {Context}, chat template {Template}")]
-    static partial void LogModel(ILogger logger, string name, string path, string architecture, int layers, int dim, int context, string template);
+    [LoggerMessage(Level = LogLevel.Information, Message = "model: {Name} ({Path}): {Architecture}, {Layers} layers, " +
+        "dim {Dim}, context {Context}, chat template {Template}")]
+    static partial void LogModel(ILogger logger, string name, string path, string architecture, int layers, int dim,
+        int context, string template);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "{Path}: loading failed: {Reason}")]
     static partial void LogLoadFailed(ILogger logger, string path, string reason);

@@ -2,15 +2,16 @@ namespace Weft.Scheduling;
 
 /// <summary>
 /// Integer bookkeeping of a pool of fixed-size KV blocks: a free list, reference counts, and automatic prefix caching.
-/// A full, computed block is identified by a hash of (hash of the previous block, its token ids); sequences whose tokens
-/// start the same way share those blocks. A freed block keeps its hash and can be found again until it is handed out
-/// for new content, so the free list is kept in LRU order: blocks with no cached content first, then cached blocks from
-/// the least recently freed.
+/// A full, computed block is identified by a hash of (hash of the previous block, its token ids); sequences whose
+/// tokens start the same way share those blocks. A freed block keeps its hash and can be found again until it is handed
+/// out for new content, so the free list is kept in LRU order: blocks with no cached content first, then cached blocks
+/// from the least recently freed.
 /// </summary>
 /// <remarks>
-/// Between ticks every sequence's <see cref="Sequence.BlockTable"/> covers exactly its <see cref="Sequence.NumComputedTokens"/>
-/// slots; <see cref="Allocate"/> extends it for one tick's new tokens and <see cref="CommitComputed"/> publishes the
-/// blocks those tokens filled. A block is never shared before its K/V is written, and never written while shared.
+/// Between ticks every sequence's <see cref="Sequence.BlockTable"/> covers exactly its
+/// <see cref="Sequence.NumComputedTokens"/> slots; <see cref="Allocate"/> extends it for one tick's new tokens and
+/// <see cref="CommitComputed"/> publishes the blocks those tokens filled. A block is never shared before its K/V is
+/// written, and never written while shared.
 /// </remarks>
 public sealed class BlockManager
 {
@@ -29,8 +30,11 @@ public sealed class BlockManager
 
     public BlockManager(int numBlocks, int blockSize)
     {
-        if (numBlocks < 1) throw new ArgumentOutOfRangeException(nameof(numBlocks), numBlocks, "The KV cache needs at least one block.");
-        if (blockSize < 1) throw new ArgumentOutOfRangeException(nameof(blockSize), blockSize, "A KV block holds at least one token.");
+        if (numBlocks < 1)
+            throw new ArgumentOutOfRangeException(nameof(numBlocks), numBlocks,
+                "The KV cache needs at least one block.");
+        if (blockSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(blockSize), blockSize, "A KV block holds at least one token.");
         NumBlocks = numBlocks;
         BlockSize = blockSize;
         _refCount = new int[numBlocks];
@@ -53,7 +57,8 @@ public sealed class BlockManager
 
     public int BlocksFor(int numTokens) => (numTokens + BlockSize - 1) / BlockSize;
 
-    /// <summary>Blocks that must be added to <paramref name="s"/>'s table to hold <paramref name="numNewTokens"/> more tokens.</summary>
+    /// <summary>Blocks that must be added to <paramref name="s"/>'s table to hold <paramref name="numNewTokens"/> more
+    /// tokens.</summary>
     public int BlocksNeeded(Sequence s, int numNewTokens) =>
         Math.Max(0, BlocksFor(s.NumComputedTokens + numNewTokens) - s.BlockTable.Count);
 
@@ -90,13 +95,15 @@ public sealed class BlockManager
         return found;
     }
 
-    /// <summary>Extends <paramref name="s"/>'s table to hold <paramref name="numNewTokens"/> more tokens with fresh blocks.</summary>
+    /// <summary>Extends <paramref name="s"/>'s table to hold <paramref name="numNewTokens"/> more tokens with fresh
+    /// blocks.</summary>
     public void Allocate(Sequence s, int numNewTokens)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(numNewTokens);
         int needed = BlocksNeeded(s, numNewTokens);
         if (needed > NumFreeBlocks)
-            throw new InvalidOperationException($"Sequence {s.Id} needs {needed} KV blocks but only {NumFreeBlocks} are free.");
+            throw new InvalidOperationException(
+                $"Sequence {s.Id} needs {needed} KV blocks but only {NumFreeBlocks} are free.");
         for (int i = 0; i < needed; i++)
         {
             int b = _next[Sentinel];
@@ -133,7 +140,8 @@ public sealed class BlockManager
         }
     }
 
-    /// <summary>Releases every block of <paramref name="s"/>; its cached content stays findable until handed out again.</summary>
+    /// <summary>Releases every block of <paramref name="s"/>; its cached content stays findable until handed out
+    /// again.</summary>
     public void Free(Sequence s)
     {
         Release(s.Blocks, 0);
@@ -141,9 +149,10 @@ public sealed class BlockManager
     }
 
     /// <summary>
-    /// Keeps the K/V of at most the first <paramref name="numTokens"/> computed tokens of <paramref name="s"/> and releases the
-    /// blocks past them. A kept, partially covered last block will be written again, so it loses its cached identity, or,
-    /// when another sequence shares it, is released too. Sets and returns <see cref="Sequence.NumComputedTokens"/>.
+    /// Keeps the K/V of at most the first <paramref name="numTokens"/> computed tokens of <paramref name="s"/> and
+    /// releases the blocks past them. A kept, partially covered last block will be written again, so it loses its
+    /// cached identity, or, when another sequence shares it, is released too. Sets and returns
+    /// <see cref="Sequence.NumComputedTokens"/>.
     /// </summary>
     public int TruncateTo(Sequence s, int numTokens)
     {

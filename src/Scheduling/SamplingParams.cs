@@ -22,23 +22,29 @@ public sealed record SamplingParams
 
     public static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens };
 
-    /// <summary>Below vLLM's sampling epsilon a temperature is greedy: 1/T would overflow and the softmax turn to NaN.</summary>
+    /// <summary>Below vLLM's sampling epsilon a temperature is greedy: 1/T would overflow and the softmax turn to
+    /// NaN.</summary>
     public bool IsGreedy => Temperature < 1e-5f || TopK == 1;
     public bool HasPenalties => PresencePenalty != 0 || FrequencyPenalty != 0 || RepetitionPenalty != 1;
 
     /// <summary>The first problem with these settings, or null: the field as the HTTP API names it, and why.</summary>
     public (string Param, string Message)? Validate(int vocabSize)
     {
-        if (!float.IsFinite(Temperature) || Temperature < 0 || Temperature > 100) return ("temperature", "temperature must be between 0 and 100");
+        if (!float.IsFinite(Temperature) || Temperature < 0 || Temperature > 100)
+            return ("temperature", "temperature must be between 0 and 100");
         if (!float.IsFinite(TopP) || TopP <= 0 || TopP > 1) return ("top_p", "top_p must be in (0, 1]");
         if (TopK < 0) return ("top_k", "top_k must be 0 (disabled) or positive");
         if (!float.IsFinite(MinP) || MinP < 0 || MinP > 1) return ("min_p", "min_p must be in [0, 1]");
         if (MaxTokens < 1) return ("max_tokens", "max_tokens must be at least 1");
-        if (!float.IsFinite(PresencePenalty) || PresencePenalty < -2 || PresencePenalty > 2) return ("presence_penalty", "presence_penalty must be between -2 and 2");
-        if (!float.IsFinite(FrequencyPenalty) || FrequencyPenalty < -2 || FrequencyPenalty > 2) return ("frequency_penalty", "frequency_penalty must be between -2 and 2");
-        if (!float.IsFinite(RepetitionPenalty) || RepetitionPenalty <= 0 || RepetitionPenalty > 10) return ("repetition_penalty", "repetition_penalty must be in (0, 10]");
+        if (!float.IsFinite(PresencePenalty) || PresencePenalty < -2 || PresencePenalty > 2)
+            return ("presence_penalty", "presence_penalty must be between -2 and 2");
+        if (!float.IsFinite(FrequencyPenalty) || FrequencyPenalty < -2 || FrequencyPenalty > 2)
+            return ("frequency_penalty", "frequency_penalty must be between -2 and 2");
+        if (!float.IsFinite(RepetitionPenalty) || RepetitionPenalty <= 0 || RepetitionPenalty > 10)
+            return ("repetition_penalty", "repetition_penalty must be in (0, 10]");
         foreach (var t in StopTokenIds)
-            if (t < 0 || t >= vocabSize) return ("stop_token_ids", $"stop token id {t} is outside the vocabulary (0..{vocabSize - 1})");
+            if (t < 0 || t >= vocabSize)
+                return ("stop_token_ids", $"stop token id {t} is outside the vocabulary (0..{vocabSize - 1})");
         return null;
     }
 }

@@ -6,7 +6,8 @@ namespace Weft.Scheduling;
 /// </summary>
 public readonly record struct ScheduledSequence(Sequence Sequence, int NumNewTokens, bool NeedsToken);
 
-/// <summary>What one <see cref="Scheduler.Schedule"/> decided; hand it back to <see cref="Scheduler.Update"/> after the forward pass.</summary>
+/// <summary>What one <see cref="Scheduler.Schedule"/> decided; hand it back to <see cref="Scheduler.Update"/> after the
+/// forward pass.</summary>
 public sealed class ScheduleOutput
 {
     internal ScheduleOutput(List<ScheduledSequence> scheduled, List<Sequence> preempted, List<Sequence> finished)
@@ -25,10 +26,12 @@ public sealed class ScheduleOutput
     public IReadOnlyList<ScheduledSequence> Scheduled { get; }
     /// <summary>Running sequences whose blocks were taken back this tick; they wait again and will recompute.</summary>
     public IReadOnlyList<Sequence> Preempted { get; }
-    /// <summary>Sequences finished while scheduling (cancelled); <see cref="Scheduler.Update"/> returns the others.</summary>
+    /// <summary>Sequences finished while scheduling (cancelled); <see cref="Scheduler.Update"/> returns the
+    /// others.</summary>
     public IReadOnlyList<Sequence> Finished { get; }
     public int NumBatchedTokens { get; }
-    /// <summary>Entries with <see cref="ScheduledSequence.NeedsToken"/>: the number of tokens <see cref="Scheduler.Update"/> expects.</summary>
+    /// <summary>Entries with <see cref="ScheduledSequence.NeedsToken"/>: the number of tokens
+    /// <see cref="Scheduler.Update"/> expects.</summary>
     public int NumTokensToSample { get; }
     public bool IsEmpty => Scheduled.Count == 0;
 }

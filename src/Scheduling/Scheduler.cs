@@ -3,10 +3,11 @@ using System.Diagnostics.CodeAnalysis;
 namespace Weft.Scheduling;
 
 /// <summary>
-/// Continuous batching, one tick at a time: <see cref="Schedule"/> picks each sequence's token count for the next forward
-/// pass (a decode is 1 token, a prefill is a chunk; the same path), the engine runs it, and <see cref="Update"/> records
-/// the results. Running sequences come first and are never dropped from a tick unless preempted; waiting ones fill the
-/// remaining budget in priority order. Single-threaded: call it from one thread (the batch grain's).
+/// Continuous batching, one tick at a time: <see cref="Schedule"/> picks each sequence's token count for the next
+/// forward pass (a decode is 1 token, a prefill is a chunk; the same path), the engine runs it, and
+/// <see cref="Update"/> records the results. Running sequences come first and are never dropped from a tick unless
+/// preempted; waiting ones fill the remaining budget in priority order. Single-threaded: call it from one thread (the
+/// batch grain's).
 /// </summary>
 /// <remarks>
 /// Sequences marked <see cref="Sequence.KeepCache"/> are parked when they finish: their blocks stay allocated for the
@@ -60,23 +61,27 @@ public sealed class Scheduler
     {
         ArgumentNullException.ThrowIfNull(s);
         if (s.Status != SequenceStatus.Waiting)
-            throw new InvalidOperationException($"Sequence {s.Id} is {s.Status}; a finished sequence is added again only after StartTurn.");
+            throw new InvalidOperationException(
+                $"Sequence {s.Id} is {s.Status}; a finished sequence is added again only after StartTurn.");
         if (_waitingById.ContainsKey(s.Id) || _running.Exists(r => r.Id == s.Id))
             throw new InvalidOperationException($"A sequence with id {s.Id} is already waiting or running.");
         if (s.NumTokens == 0) throw new SchedulerException($"Sequence {s.Id} has an empty prompt.", retryable: false);
         long total = (long)s.NumTokens + s.Sampling.MaxTokens;
         if (total > _options.MaxModelLen)
             throw new SchedulerException(
-                $"The prompt ({s.NumTokens} tokens) plus max_tokens ({s.Sampling.MaxTokens}) exceeds the context length ({_options.MaxModelLen}).",
+                $"The prompt ({s.NumTokens} tokens) plus max_tokens ({s.Sampling.MaxTokens}) exceeds the context " +
+                $"length ({_options.MaxModelLen}).",
                 retryable: false);
         // the last sampled token is returned, never computed, so it takes no KV slot
         long blocksNeeded = (total - 1 + _blocks.BlockSize - 1) / _blocks.BlockSize;
         if (blocksNeeded > _blocks.NumBlocks - _watermarkBlocks)
             throw new SchedulerException(
-                $"The prompt plus max_tokens ({total} tokens) needs {blocksNeeded} KV blocks; the cache admits at most {_blocks.NumBlocks - _watermarkBlocks} for one sequence.",
+                $"The prompt plus max_tokens ({total} tokens) needs {blocksNeeded} KV blocks; the cache admits " +
+                $"at most {_blocks.NumBlocks - _watermarkBlocks} for one sequence.",
                 retryable: false);
         if (_waitingById.Count >= _options.MaxWaiting)
-            throw new SchedulerException($"The waiting queue is full ({_options.MaxWaiting} requests); retry later.", retryable: true);
+            throw new SchedulerException(
+                $"The waiting queue is full ({_options.MaxWaiting} requests); retry later.", retryable: true);
 
         // A parked sequence's blocks now belong to its queued turn; keep only those StartTurn found still valid.
         Unpark(s);
@@ -101,17 +106,20 @@ public sealed class Scheduler
         return s.StartTurn(tokens, sampling, priority, keepCache);
     }
 
-    /// <summary>Requests cancellation of a waiting or running sequence; it finishes at the start of the next tick.</summary>
+    /// <summary>Requests cancellation of a waiting or running sequence; it finishes at the start of the next
+    /// tick.</summary>
     public bool Cancel(long sequenceId)
     {
-        var s = _waitingById.TryGetValue(sequenceId, out var entry) ? entry.Sequence : _running.Find(r => r.Id == sequenceId);
+        var s = _waitingById.TryGetValue(sequenceId, out var entry)
+            ? entry.Sequence : _running.Find(r => r.Id == sequenceId);
         s?.RequestCancel();
         return s is not null;
     }
 
     /// <summary>
     /// Requests cancellation of <paramref name="s"/>: the next tick finishes it as cancelled and frees its blocks. Safe
-    /// from any thread (a cancellation callback), unlike the rest of the scheduler: it only raises a flag on the sequence.
+    /// from any thread (a cancellation callback), unlike the rest of the scheduler: it only raises a flag on the
+    /// sequence.
     /// </summary>
     [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; it may touch nothing else")]
     public void Cancel(Sequence s)
@@ -121,8 +129,8 @@ public sealed class Scheduler
     }
 
     /// <summary>
-    /// Ends <paramref name="s"/>'s reply by the caller's rule (a stop string): the next tick finishes it as stopped, its
-    /// blocks kept as for any finished turn. Safe from any thread, like <see cref="Cancel(Sequence)"/>.
+    /// Ends <paramref name="s"/>'s reply by the caller's rule (a stop string): the next tick finishes it as stopped,
+    /// its blocks kept as for any finished turn. Safe from any thread, like <see cref="Cancel(Sequence)"/>.
     /// </summary>
     [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; it may touch nothing else")]
     public void Stop(Sequence s)
@@ -132,18 +140,21 @@ public sealed class Scheduler
     }
 
     /// <summary>
-    /// The conversation of <paramref name="s"/> is gone: frees the blocks it still holds when finished and parked (no-op
-    /// when it holds none), or, when it is queued or running, frees them when it finishes instead of parking them.
+    /// The conversation of <paramref name="s"/> is gone: frees the blocks it still holds when finished and parked
+    /// (no-op when it holds none), or, when it is queued or running, frees them when it finishes instead of parking
+    /// them.
     /// </summary>
     public void Release(Sequence s)
     {
         ArgumentNullException.ThrowIfNull(s);
-        if (s.Status == SequenceStatus.Running || (_waitingById.TryGetValue(s.Id, out var entry) && entry.Sequence == s))
+        if (s.Status == SequenceStatus.Running
+            || (_waitingById.TryGetValue(s.Id, out var entry) && entry.Sequence == s))
             s.DropCacheOnFinish();
         else if (Unpark(s)) _blocks.Free(s);
     }
 
-    /// <summary>Plans one tick. Pass the result to <see cref="Update"/> (or <see cref="Fail"/>) before scheduling again.</summary>
+    /// <summary>Plans one tick. Pass the result to <see cref="Update"/> (or <see cref="Fail"/>) before scheduling
+    /// again.</summary>
     public ScheduleOutput Schedule()
     {
         if (_pending is not null)
@@ -161,8 +172,8 @@ public sealed class Scheduler
     }
 
     /// <summary>
-    /// Records a computed tick: <paramref name="sampledTokens"/> holds one token per entry that needed one, in batch order.
-    /// Returns the sequences that finished (stop token, EOS, max_tokens or the context length).
+    /// Records a computed tick: <paramref name="sampledTokens"/> holds one token per entry that needed one, in batch
+    /// order. Returns the sequences that finished (stop token, EOS, max_tokens or the context length).
     /// </summary>
     public IReadOnlyList<Sequence> Update(ScheduleOutput output, ReadOnlySpan<int> sampledTokens)
     {
@@ -170,7 +181,8 @@ public sealed class Scheduler
         if (output.IsEmpty) return [];
         if (sampledTokens.Length != output.NumTokensToSample)
             throw new ArgumentException(
-                $"Expected {output.NumTokensToSample} sampled tokens (one per sequence that needs one), got {sampledTokens.Length}.", nameof(sampledTokens));
+                $"Expected {output.NumTokensToSample} sampled tokens (one per sequence that needs one), got " +
+                $"{sampledTokens.Length}.", nameof(sampledTokens));
         TakePending(output);
 
         var finished = new List<Sequence>();
@@ -190,7 +202,8 @@ public sealed class Scheduler
         return finished;
     }
 
-    /// <summary>Records a tick whose forward pass failed: every sequence in it finishes with <paramref name="error"/>.</summary>
+    /// <summary>Records a tick whose forward pass failed: every sequence in it finishes with
+    /// <paramref name="error"/>.</summary>
     public IReadOnlyList<Sequence> Fail(ScheduleOutput output, string error)
     {
         ArgumentNullException.ThrowIfNull(output);
@@ -265,12 +278,14 @@ public sealed class Scheduler
     int NextChunk(Sequence s, int available) =>
         Math.Min(Math.Min(s.NumTokens - s.NumComputedTokens, available), _options.PrefillChunkSize ?? int.MaxValue);
 
-    /// <summary>Evicts idle holders of blocks until <paramref name="s"/> can get its next <paramref name="n"/> slots.</summary>
+    /// <summary>Evicts idle holders of blocks until <paramref name="s"/> can get its next <paramref name="n"/>
+    /// slots.</summary>
     bool MakeRoom(Sequence s, int n, int reserve, Sequence? except)
     {
         if (_blocks.CanAllocate(s, n, reserve)) return true;
-        // Evict only when that can make room; otherwise idle caches would be thrown away every tick the head of the queue
-        // waits for running sequences to finish. (An upper bound: blocks shared with others are not freed by evicting.)
+        // Evict only when that can make room; otherwise idle caches would be thrown away every tick the head of the
+        // queue waits for running sequences to finish. (An upper bound: blocks shared with others are not freed by
+        // evicting.)
         if (_blocks.BlocksNeeded(s, n) + reserve > _blocks.NumFreeBlocks + IdleBlocks(except)) return false;
         while (!_blocks.CanAllocate(s, n, reserve))
             if (!EvictIdle(except)) return false;
@@ -294,12 +309,14 @@ public sealed class Scheduler
             _blocks.Free(lru.Value);
             return true;
         }
-        // Then the kept history of queued turns, newest first; they will recompute (the prefix cache may give some back).
+        // Then the kept history of queued turns, newest first; they will recompute (the prefix cache may give some
+        // back).
         Sequence? newest = null;
         foreach (var entry in _waitingById.Values)
         {
             var s = entry.Sequence;
-            if (s != except && s.BlockTable.Count > 0 && (newest is null || s.ArrivalOrder > newest.ArrivalOrder)) newest = s;
+            if (s != except && s.BlockTable.Count > 0 && (newest is null || s.ArrivalOrder > newest.ArrivalOrder))
+                newest = s;
         }
         if (newest is null) return false;
         _blocks.Free(newest);
@@ -345,15 +362,18 @@ public sealed class Scheduler
     FinishReason StopReason(Sequence s)
     {
         int token = s.LastToken;
-        if (s.Sampling.StopTokenIds.Contains(token) || (!s.Sampling.IgnoreEos && _eosTokenIds.Contains(token))) return FinishReason.Stop;
-        if (s.NumCompletionTokens >= s.Sampling.MaxTokens || s.NumTokens >= _options.MaxModelLen) return FinishReason.Length;
+        if (s.Sampling.StopTokenIds.Contains(token) || (!s.Sampling.IgnoreEos && _eosTokenIds.Contains(token)))
+            return FinishReason.Stop;
+        if (s.NumCompletionTokens >= s.Sampling.MaxTokens || s.NumTokens >= _options.MaxModelLen)
+            return FinishReason.Length;
         return FinishReason.None;
     }
 
     void Finish(Sequence s, FinishReason reason)
     {
         s.Finish(reason);
-        if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0) _parkedNodes.Add(s, _parked.AddLast(s));
+        if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0)
+            _parkedNodes.Add(s, _parked.AddLast(s));
         else _blocks.Free(s);
     }
 
@@ -367,7 +387,8 @@ public sealed class Scheduler
     void TakePending(ScheduleOutput output)
     {
         if (!ReferenceEquals(output, _pending))
-            throw new InvalidOperationException("Only the output of the latest Schedule can be recorded, and only once.");
+            throw new InvalidOperationException(
+                "Only the output of the latest Schedule can be recorded, and only once.");
         _pending = null;
     }
 
@@ -385,7 +406,8 @@ public sealed class Scheduler
             if (b is null) return 1;
             if ((a.ResumeOrder > 0) != (b.ResumeOrder > 0)) return a.ResumeOrder > 0 ? -1 : 1;
             if (a.ResumeOrder != b.ResumeOrder) return b.ResumeOrder.CompareTo(a.ResumeOrder);
-            return a.Rank != b.Rank ? a.Rank.CompareTo(b.Rank) : a.Sequence.ArrivalOrder.CompareTo(b.Sequence.ArrivalOrder);
+            return a.Rank != b.Rank
+                ? a.Rank.CompareTo(b.Rank) : a.Sequence.ArrivalOrder.CompareTo(b.Sequence.ArrivalOrder);
         }
     }
 }

@@ -36,8 +36,8 @@ public sealed class Sequence(
     public int Priority { get; private set; } = priority;
     /// <summary>Monotonic admission order, used for FIFO and "newest first" preemption.</summary>
     public long ArrivalOrder { get; internal set; }
-    /// <summary>Cancellation was requested (<see cref="Scheduler.Cancel(Sequence)"/>): the next tick finishes the sequence
-    /// as cancelled and frees its blocks.</summary>
+    /// <summary>Cancellation was requested (<see cref="Scheduler.Cancel(Sequence)"/>): the next tick finishes the
+    /// sequence as cancelled and frees its blocks.</summary>
     public bool CancelRequested => _cancelRequested;
     /// <summary>The reply ended by the caller's rule (a stop string, <see cref="Scheduler.Stop"/>): the next tick
     /// finishes it as stopped, blocks kept as for any finished turn.</summary>
@@ -54,8 +54,8 @@ public sealed class Sequence(
     public int LastToken => _tokenIds[^1];
     public bool IsFinished => Status == SequenceStatus.Finished;
 
-    /// <summary>Seed of this turn's counter-based RNG; a draw depends only on (seed, completion index), so preemption and
-    /// batching never change it.</summary>
+    /// <summary>Seed of this turn's counter-based RNG; a draw depends only on (seed, completion index), so preemption
+    /// and batching never change it.</summary>
     public ulong Seed { get; private set; } = sampling.Seed ?? (ulong)Random.Shared.NextInt64();
 
     /// <summary>The block table the <see cref="BlockManager"/> extends and releases.</summary>

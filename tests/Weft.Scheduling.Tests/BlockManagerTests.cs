@@ -4,7 +4,8 @@ public class BlockManagerTests
 {
     static Sequence Seq(long id, params int[] tokens) => new(id, tokens, SamplingParams.Greedy(8));
 
-    /// <summary>Allocates and "computes" the next <paramref name="n"/> tokens, as one tick of the scheduler would.</summary>
+    /// <summary>Allocates and "computes" the next <paramref name="n"/> tokens, as one tick of the scheduler
+    /// would.</summary>
     static void Compute(BlockManager blocks, Sequence s, int n)
     {
         blocks.Allocate(s, n);

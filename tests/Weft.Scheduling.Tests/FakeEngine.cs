@@ -2,9 +2,9 @@ namespace Weft.Scheduling.Tests;
 
 /// <summary>
 /// A deterministic stand-in for the forward pass over a simulated paged KV pool. The "K/V" of position p is a hash of
-/// tokens[0..p], written into the slot the block table names; every chunk first checks that the slots of the positions it
-/// attends to (the computed ones) hold exactly that, and that it writes only blocks it owns alone. The next token is a
-/// function of the whole token history, so a correct scheduler gives the same output however it batches, chunks,
+/// tokens[0..p], written into the slot the block table names; every chunk first checks that the slots of the positions
+/// it attends to (the computed ones) hold exactly that, and that it writes only blocks it owns alone. The next token is
+/// a function of the whole token history, so a correct scheduler gives the same output however it batches, chunks,
 /// preempts or reuses cached blocks.
 /// </summary>
 sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
@@ -32,11 +32,14 @@ sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
                 int slot = block * bs + p % bs;
                 if (p < start)
                 {
-                    if (_kv[slot] != h) Assert.Fail($"seq {s.Id}: cached K/V at position {p} (block {block}) is not this sequence's");
+                    if (_kv[slot] != h)
+                        Assert.Fail($"seq {s.Id}: cached K/V at position {p} (block {block}) is not this sequence's");
                 }
                 else
                 {
-                    if (blocks.RefCount(block) != 1) Assert.Fail($"seq {s.Id} writes position {p} into block {block}, shared by {blocks.RefCount(block)}");
+                    if (blocks.RefCount(block) != 1)
+                        Assert.Fail($"seq {s.Id} writes position {p} into block {block}, shared by " +
+                            $"{blocks.RefCount(block)}");
                     _kv[slot] = h;
                 }
             }
@@ -45,7 +48,8 @@ sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
         return [.. sampled];
     }
 
-    /// <summary>One tick: schedule, run, update. Returns the output and the sequences that finished in the update.</summary>
+    /// <summary>One tick: schedule, run, update. Returns the output and the sequences that finished in the
+    /// update.</summary>
     public (ScheduleOutput Output, IReadOnlyList<Sequence> Finished) Step(Scheduler scheduler)
     {
         var output = scheduler.Schedule();
@@ -53,7 +57,8 @@ sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
     }
 
     /// <summary>The completion an unconstrained, one-sequence run produces for <paramref name="prompt"/>.</summary>
-    public List<int> Reference(IReadOnlyList<int> prompt, SamplingParams sampling, IReadOnlySet<int> eos, int maxModelLen)
+    public List<int> Reference(IReadOnlyList<int> prompt, SamplingParams sampling, IReadOnlySet<int> eos,
+        int maxModelLen)
     {
         var tokens = new List<int>(prompt);
         var completion = new List<int>();

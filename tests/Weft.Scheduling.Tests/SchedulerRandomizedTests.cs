@@ -19,13 +19,19 @@ public class SchedulerRandomizedTests
         var rng = new Random(seed);
         var options = new SchedulerOptions
         {
-            MaxModelLen = 48, MaxNumSeqs = 6, MaxNumBatchedTokens = 20, MaxWaiting = 12, AgingTicks = 7, KvWatermark = 0.05,
+            MaxModelLen = 48,
+            MaxNumSeqs = 6,
+            MaxNumBatchedTokens = 20,
+            MaxWaiting = 12,
+            AgingTicks = 7,
+            KvWatermark = 0.05,
             PrefillChunkSize = prefillChunkSize,
         };
         var blocks = new BlockManager(numBlocks: 24, blockSize: 4);
         var scheduler = new Scheduler(options, blocks, Eos);
         var engine = new FakeEngine(blocks, vocabSize: 24);
-        int[][] systemPrompts = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11, 12, 13], [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 1, 2]];
+        int[][] systemPrompts = [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10, 11, 12, 13],
+            [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 1, 2]];
         var tracked = new List<Sequence>(); // every sequence that is queued, running, or may hold blocks
         long nextId = 0;
         int operations = 0, finishedChecked = 0, cachedTokens = 0, turnsAfterEviction = 0;
@@ -43,8 +49,10 @@ public class SchedulerRandomizedTests
                 {
                     case < 4:
                         {
-                            List<int> prompt = [.. systemPrompts[rng.Next(systemPrompts.Length)], .. RandomTokens(rng.Next(7))];
-                            var s = new Sequence(++nextId, prompt, RandomSampling(), rng.Next(4), keepCache: rng.Next(2) == 0);
+                            List<int> prompt =
+                                [.. systemPrompts[rng.Next(systemPrompts.Length)], .. RandomTokens(rng.Next(7))];
+                            var s = new Sequence(++nextId, prompt, RandomSampling(), rng.Next(4),
+                                keepCache: rng.Next(2) == 0);
                             bool full = scheduler.NumWaiting >= options.MaxWaiting;
                             try
                             {
@@ -93,7 +101,8 @@ public class SchedulerRandomizedTests
                         }
                     case 8:
                         {
-                            var error = Assert.Throws<SchedulerException>(() => scheduler.Add(new Sequence(-1, RandomTokens(40), SamplingParams.Greedy(9))));
+                            var error = Assert.Throws<SchedulerException>(
+                                () => scheduler.Add(new Sequence(-1, RandomTokens(40), SamplingParams.Greedy(9))));
                             Assert.False(error.Retryable);
                             break;
                         }
@@ -105,7 +114,8 @@ public class SchedulerRandomizedTests
             CheckTick(options, output, runningBefore);
             foreach (var s in scheduler.Update(output, engine.Run(output)))
             {
-                var expected = engine.Reference([.. s.TokenIds.Take(s.NumPromptTokens)], s.Sampling, Eos, options.MaxModelLen);
+                var expected = engine.Reference([.. s.TokenIds.Take(s.NumPromptTokens)], s.Sampling, Eos,
+                    options.MaxModelLen);
                 Assert.Equal(expected, s.TokenIds.Skip(s.NumPromptTokens));
                 finishedChecked++;
                 cachedTokens += s.NumCachedTokens;
@@ -143,7 +153,8 @@ public class SchedulerRandomizedTests
         Assert.All(output.Finished, s => Assert.Equal(FinishReason.Cancelled, s.FinishReason));
         // A running sequence leaves a tick only by being preempted or cancelled.
         foreach (var s in runningBefore)
-            Assert.True(batch.Contains(s) || output.Preempted.Contains(s) || output.Finished.Contains(s), $"{s} was dropped from the tick");
+            Assert.True(batch.Contains(s) || output.Preempted.Contains(s) || output.Finished.Contains(s),
+                $"{s} was dropped from the tick");
         if (output.Preempted.Count > 0)
             Assert.All(batch, s => Assert.Contains(s, runningBefore)); // never preempt to admit
     }
@@ -160,11 +171,14 @@ public class SchedulerRandomizedTests
         Assert.Equal(blocks.NumFreeBlocks, free.Count);
         Assert.Equal(Enumerable.Range(0, blocks.NumBlocks).Where(b => refs[b] == 0), free.Order());
         for (int b = 0; b < blocks.NumBlocks; b++)
-            if (refs[b] != blocks.RefCount(b)) Assert.Fail($"block {b}: ref count {blocks.RefCount(b)}, held by {refs[b]} tables");
+            if (refs[b] != blocks.RefCount(b))
+                Assert.Fail($"block {b}: ref count {blocks.RefCount(b)}, held by {refs[b]} tables");
         // A shared block is full and computed for every holder, so nobody writes into it.
         foreach (var s in tracked)
             for (int i = 0; i < s.BlockTable.Count; i++)
-                if (refs[s.BlockTable[i]] > 1) Assert.True((i + 1) * blocks.BlockSize <= s.NumComputedTokens, $"{s} shares a block it still fills");
+                if (refs[s.BlockTable[i]] > 1)
+                    Assert.True((i + 1) * blocks.BlockSize <= s.NumComputedTokens,
+                        $"{s} shares a block it still fills");
         Assert.Equal(tracked.Count(s => s.IsFinished && s.BlockTable.Count > 0), scheduler.NumParked);
         Assert.Equal(tracked.Count(s => s.Status == SequenceStatus.Running), scheduler.NumRunning);
         Assert.Equal(tracked.Count(s => s.Status == SequenceStatus.Waiting), scheduler.NumWaiting);

@@ -10,7 +10,8 @@ public class SchedulerTests
         new(++_nextId, [.. Enumerable.Range(firstToken, promptLength)],
             SamplingParams.Greedy(maxTokens) with { IgnoreEos = ignoreEos }, priority, keepCache);
 
-    static (Scheduler Scheduler, BlockManager Blocks, FakeEngine Engine) Create(SchedulerOptions options, int numBlocks, int blockSize = 4)
+    static (Scheduler Scheduler, BlockManager Blocks, FakeEngine Engine) Create(SchedulerOptions options, int numBlocks,
+        int blockSize = 4)
     {
         var blocks = new BlockManager(numBlocks, blockSize);
         return (new Scheduler(options, blocks, Eos), blocks, new FakeEngine(blocks));
@@ -38,12 +39,14 @@ public class SchedulerTests
     {
         var ok = new SchedulerOptions { MaxModelLen = 128 };
         Assert.Null(ok.Validate());
-        Assert.Contains("MaxNumBatchedTokens (8) must be at least MaxNumSeqs (16)", (ok with { MaxNumBatchedTokens = 8, MaxNumSeqs = 16 }).Validate());
+        Assert.Contains("MaxNumBatchedTokens (8) must be at least MaxNumSeqs (16)",
+            (ok with { MaxNumBatchedTokens = 8, MaxNumSeqs = 16 }).Validate());
         Assert.Contains("KvWatermark", (ok with { KvWatermark = 1 }).Validate());
         Assert.Contains("AgingTicks", (ok with { AgingTicks = 0 }).Validate());
         Assert.Contains("PrefillChunkSize", (ok with { PrefillChunkSize = 0 }).Validate());
         Assert.Contains("MaxWaiting", (ok with { MaxWaiting = 0 }).Validate());
-        var error = Assert.Throws<ArgumentException>(() => new Scheduler(ok with { MaxModelLen = 1 }, new BlockManager(4, 4), Eos));
+        var error = Assert.Throws<ArgumentException>(
+            () => new Scheduler(ok with { MaxModelLen = 1 }, new BlockManager(4, 4), Eos));
         Assert.Contains("MaxModelLen must be at least 2", error.Message);
     }
 
@@ -72,7 +75,8 @@ public class SchedulerTests
             // Everything that was running is in the batch (nothing was short of blocks here), ahead of admissions.
             Assert.Empty(output.Preempted);
             Assert.Equal(runningBefore.ToHashSet(), batch.Take(runningBefore.Count).ToHashSet());
-            foreach (var e in output.Scheduled.Take(runningBefore.Count).Where(e => e.Sequence.NumComputedTokens + 1 >= e.Sequence.NumTokens))
+            foreach (var e in output.Scheduled.Take(runningBefore.Count)
+                .Where(e => e.Sequence.NumComputedTokens + 1 >= e.Sequence.NumTokens))
                 Assert.Equal(1, e.NumNewTokens);
             scheduler.Update(output, engine.Run(output));
         }
@@ -117,16 +121,24 @@ public class SchedulerTests
     [Fact]
     public void Prefill_chunk_size_caps_one_sequence_per_tick()
     {
-        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 4, MaxNumBatchedTokens = 32, PrefillChunkSize = 5 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 64,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 32,
+            PrefillChunkSize = 5,
+        };
         var (scheduler, _, engine) = Create(options, numBlocks: 16);
         var a = Seq(12, maxTokens: 1);
         var b = Seq(7, maxTokens: 1, firstToken: 100);
         scheduler.Add(a);
         scheduler.Add(b);
         var tick1 = engine.Step(scheduler).Output;
-        Assert.Equal([(a, 5, false), (b, 5, false)], tick1.Scheduled.Select(e => (e.Sequence, e.NumNewTokens, e.NeedsToken)));
+        Assert.Equal([(a, 5, false), (b, 5, false)],
+            tick1.Scheduled.Select(e => (e.Sequence, e.NumNewTokens, e.NeedsToken)));
         var tick2 = engine.Step(scheduler).Output;
-        Assert.Equal([(a, 5, false), (b, 2, true)], tick2.Scheduled.Select(e => (e.Sequence, e.NumNewTokens, e.NeedsToken)));
+        Assert.Equal([(a, 5, false), (b, 2, true)],
+            tick2.Scheduled.Select(e => (e.Sequence, e.NumNewTokens, e.NeedsToken)));
         var tick3 = engine.Step(scheduler).Output;
         Assert.Equal([(a, 2, true)], tick3.Scheduled.Select(e => (e.Sequence, e.NumNewTokens, e.NeedsToken)));
         Assert.False(scheduler.HasWork);
@@ -136,7 +148,13 @@ public class SchedulerTests
     public void Preemption_and_resumption_give_the_same_outputs_as_an_unconstrained_run()
     {
         // 10 blocks of 4 slots; each sequence grows to 26-30 tokens (7-8 blocks), so they must take turns.
-        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 6, MaxNumBatchedTokens = 32, KvWatermark = 0 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 64,
+            MaxNumSeqs = 6,
+            MaxNumBatchedTokens = 32,
+            KvWatermark = 0,
+        };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10);
         var all = Enumerable.Range(0, 6).Select(i => Seq(6 + i % 5, maxTokens: 20, firstToken: 100 * i)).ToList();
         all.ForEach(scheduler.Add);
@@ -159,7 +177,13 @@ public class SchedulerTests
     [Fact]
     public void Preemption_takes_the_lowest_priority_then_the_newest_and_requeues_it_first()
     {
-        var options = new SchedulerOptions { MaxModelLen = 12, MaxNumSeqs = 4, MaxNumBatchedTokens = 16, KvWatermark = 0 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 12,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 16,
+            KvWatermark = 0,
+        };
         var (scheduler, _, engine) = Create(options, numBlocks: 6, blockSize: 2);
         var high = Seq(2, maxTokens: 10, priority: 0, firstToken: 10);
         var low = Seq(2, maxTokens: 10, priority: 2, firstToken: 20);
@@ -175,7 +199,8 @@ public class SchedulerTests
         var output = engine.Step(scheduler).Output;
         Assert.Equal([low], output.Preempted);
         Assert.Equal([high, mid], output.Scheduled.Select(e => e.Sequence));
-        Assert.Equal((SequenceStatus.Waiting, 0, 0, 1), (low.Status, low.NumComputedTokens, low.BlockTable.Count, low.NumPreemptions));
+        Assert.Equal((SequenceStatus.Waiting, 0, 0, 1),
+            (low.Status, low.NumComputedTokens, low.BlockTable.Count, low.NumPreemptions));
         Assert.Equal(1, scheduler.TotalPreemptions);
 
         // Among equal priorities the newest goes first; a preempted sequence waits ahead of a newer request.
@@ -190,13 +215,20 @@ public class SchedulerTests
         Assert.Equal([third], engine2.Step(scheduler2).Output.Preempted);
         var finished = RunToCompletion(scheduler2, engine2);
         Assert.True(finished.IndexOf(third) < finished.IndexOf(late));
-        foreach (var s in new[] { first, second, third, late }) AssertMatchesReference(engine2, s, options.MaxModelLen, 2);
+        foreach (var s in new[] { first, second, third, late })
+            AssertMatchesReference(engine2, s, options.MaxModelLen, 2);
     }
 
     [Fact]
     public void Higher_priority_is_admitted_first_and_aging_prevents_starvation()
     {
-        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 2, MaxNumBatchedTokens = 16, AgingTicks = 5 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 64,
+            MaxNumSeqs = 2,
+            MaxNumBatchedTokens = 16,
+            AgingTicks = 5,
+        };
         var (scheduler, _, engine) = Create(options, numBlocks: 64);
         var starved = Seq(4, maxTokens: 6, priority: 3, firstToken: 1000);
         scheduler.Add(starved);
@@ -251,7 +283,8 @@ public class SchedulerTests
 
         Assert.True(output.IsEmpty);
         Assert.Equal([running, waiting], output.Finished);
-        Assert.All(output.Finished, s => Assert.Equal((SequenceStatus.Finished, FinishReason.Cancelled), (s.Status, s.FinishReason)));
+        Assert.All(output.Finished,
+            s => Assert.Equal((SequenceStatus.Finished, FinishReason.Cancelled), (s.Status, s.FinishReason)));
         Assert.Equal(blocks.NumBlocks, blocks.NumFreeBlocks);
         Assert.Empty(running.BlockTable);
         Assert.False(scheduler.HasWork);
@@ -313,7 +346,13 @@ public class SchedulerTests
     [Fact]
     public void A_full_queue_refuses_retryably_and_accepts_again_once_drained()
     {
-        var options = new SchedulerOptions { MaxModelLen = 64, MaxNumSeqs = 4, MaxNumBatchedTokens = 16, MaxWaiting = 2 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 64,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 16,
+            MaxWaiting = 2,
+        };
         var (scheduler, _, engine) = Create(options, numBlocks: 16);
         scheduler.Add(Seq(3, 2));
         scheduler.Add(Seq(3, 2));
@@ -332,7 +371,13 @@ public class SchedulerTests
     [Fact]
     public void Requests_that_can_never_fit_are_refused_without_retry()
     {
-        var options = new SchedulerOptions { MaxModelLen = 32, MaxNumSeqs = 4, MaxNumBatchedTokens = 16, KvWatermark = 0.25 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 32,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 16,
+            KvWatermark = 0.25,
+        };
         var (scheduler, _, _) = Create(options, numBlocks: 8, blockSize: 4);
 
         var tooLong = Assert.Throws<SchedulerException>(() => scheduler.Add(Seq(20, maxTokens: 13)));
@@ -363,7 +408,8 @@ public class SchedulerTests
         int stopToken = free[3];
         var withEos = new Sequence(1, prompt, SamplingParams.Greedy(200));
         var ignoring = new Sequence(2, prompt, SamplingParams.Greedy(200) with { IgnoreEos = true });
-        var withStop = new Sequence(3, prompt, SamplingParams.Greedy(200) with { IgnoreEos = true, StopTokenIds = [stopToken] });
+        var withStop = new Sequence(3, prompt,
+            SamplingParams.Greedy(200) with { IgnoreEos = true, StopTokenIds = [stopToken] });
         foreach (var s in new[] { withEos, ignoring, withStop }) scheduler.Add(s);
         RunToCompletion(scheduler, engine);
 
@@ -372,7 +418,8 @@ public class SchedulerTests
         Assert.Equal((FinishReason.Stop, firstEos + 1), (withEos.FinishReason, withEos.NumCompletionTokens));
         Assert.Equal(FinishReason.Length, ignoring.FinishReason);
         Assert.Equal(free, ignoring.TokenIds.Skip(5));
-        Assert.Equal((FinishReason.Stop, free.IndexOf(stopToken) + 1), (withStop.FinishReason, withStop.NumCompletionTokens));
+        Assert.Equal((FinishReason.Stop, free.IndexOf(stopToken) + 1),
+            (withStop.FinishReason, withStop.NumCompletionTokens));
     }
 
     [Fact]
@@ -451,7 +498,13 @@ public class SchedulerTests
     [Fact]
     public void Parked_conversations_are_evicted_least_recently_used_first_before_any_preemption()
     {
-        var options = new SchedulerOptions { MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 40,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 64,
+            KvWatermark = 0,
+        };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
         var older = Seq(8, maxTokens: 1, firstToken: 100, keepCache: true);
         var newer = Seq(8, maxTokens: 1, firstToken: 200, keepCache: true);
@@ -462,7 +515,8 @@ public class SchedulerTests
         Assert.Equal((2, 2, 2), (scheduler.NumParked, older.BlockTable.Count, newer.BlockTable.Count));
         Assert.Equal(6, blocks.NumFreeBlocks);
 
-        // 33 computed tokens need 9 blocks: the older conversation goes first, then the newer one, and nobody is preempted.
+        // 33 computed tokens need 9 blocks: the older conversation goes first, then the newer one, and nobody is
+        // preempted.
         var big = Seq(20, maxTokens: 14, firstToken: 300);
         scheduler.Add(big);
         engine.Step(scheduler); // the prompt takes 5 blocks
@@ -489,7 +543,13 @@ public class SchedulerTests
     [Fact]
     public void A_parked_cache_is_not_evicted_for_a_queued_sequence_that_still_would_not_fit()
     {
-        var options = new SchedulerOptions { MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0 };
+        var options = new SchedulerOptions
+        {
+            MaxModelLen = 40,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 64,
+            KvWatermark = 0,
+        };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
         var parked = Seq(8, maxTokens: 1, firstToken: 100, keepCache: true);
         scheduler.Add(parked);
@@ -507,7 +567,8 @@ public class SchedulerTests
             Assert.Equal((1, 2), (scheduler.NumParked, parked.BlockTable.Count));
         }
         RunToCompletion(scheduler, engine);
-        Assert.Equal((1, 2), (scheduler.NumParked, parked.BlockTable.Count)); // the head fitted without it once the runner left
+        // the head fitted without it once the runner left
+        Assert.Equal((1, 2), (scheduler.NumParked, parked.BlockTable.Count));
         AssertMatchesReference(engine, head, options.MaxModelLen, 24);
     }
 

@@ -209,8 +209,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
     };
 
     [Theory, MemberData(nameof(Refusals))]
-    public async Task Refusals_give_their_status_and_an_openai_error_body(string path, string body, HttpStatusCode status,
-        string code, string? param)
+    public async Task Refusals_give_their_status_and_an_openai_error_body(string path, string body,
+        HttpStatusCode status, string code, string? param)
     {
         foreach (bool stream in new[] { false, true })
         {

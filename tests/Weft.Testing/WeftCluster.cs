@@ -24,8 +24,17 @@ public class WeftCluster : IAsyncLifetime
     protected virtual ModelHostOptions Options => new()
     {
         Model = ModelPath,
-        // one engine thread: several clusters run side by side in a test run, and the parallel kernels have tests of their own
-        Engine = new EngineOptions { Engine = EngineKind.Cpu, MaxNumSeqs = 128, MaxNumBatchedTokens = 512, KvBlocks = 1024, BlockSize = 16, Threads = 1 },
+        // one engine thread: several clusters run side by side in a test run, and the parallel kernels have tests of
+        // their own
+        Engine = new EngineOptions
+        {
+            Engine = EngineKind.Cpu,
+            MaxNumSeqs = 128,
+            MaxNumBatchedTokens = 512,
+            KvBlocks = 1024,
+            BlockSize = 16,
+            Threads = 1,
+        },
     };
 
     protected virtual int Silos => 1;
@@ -59,11 +68,13 @@ public class WeftCluster : IAsyncLifetime
 }
 
 /// <summary>Runs a turn to the end and collects it.</summary>
-public sealed record TurnResult(string Text, IReadOnlyList<int> TokenIds, IReadOnlyList<int> PromptTokenIds, string FinishReason, Usage Usage);
+public sealed record TurnResult(string Text, IReadOnlyList<int> TokenIds, IReadOnlyList<int> PromptTokenIds,
+    string FinishReason, Usage Usage);
 
 public static class Turns
 {
-    public static async Task<TurnResult> RunAsync(this IConversationGrain conversation, TurnRequest request, CancellationToken ct = default)
+    public static async Task<TurnResult> RunAsync(this IConversationGrain conversation, TurnRequest request,
+        CancellationToken ct = default)
     {
         var text = new System.Text.StringBuilder();
         var tokens = new List<int>();
@@ -79,5 +90,6 @@ public static class Turns
         return new TurnResult(text.ToString(), tokens, prompt, last!.FinishReason!, last.Usage!);
     }
 
-    public static TurnRequest Chat(string user, SamplingOptions sampling) => new() { Messages = [new ChatMessage("user", user)], Sampling = sampling };
+    public static TurnRequest Chat(string user, SamplingOptions sampling) =>
+        new() { Messages = [new ChatMessage("user", user)], Sampling = sampling };
 }
