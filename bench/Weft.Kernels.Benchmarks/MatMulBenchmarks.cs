@@ -6,14 +6,16 @@ using Weft.GpuRuntime.Engine.Cpu;
 namespace Weft.Kernels.Benchmarks;
 
 /// <summary>
-/// One thread, one matmul y[M × N] = x[M × K] · W[N × K]ᵀ, over weights that fit in cache (compute rate) or that are
-/// streamed from memory (a decode step's regime). Reports are per call; divide the weight bytes by the time for GB/s.
+/// One thread, one matmul y[M × N] = x[M × K] · W[N × K]ᵀ, over weights that fit in cache (compute rate) or that
+/// are streamed from memory (a decode step's regime). Reports are per call; divide the weight bytes by the time for
+/// GB/s.
 /// </summary>
 [MemoryDiagnoser]
 public unsafe class MatMulBenchmarks
 {
     const int K = 1024, N = 4096;
-    // enough distinct weight matrices (768 MB of f16) that streaming them cannot stay in any cache, a 260 MB L3 included
+    // enough distinct weight matrices (768 MB of f16) that streaming them cannot stay in any cache, a 260 MB L3
+    // included
     const int Streamed = 96;
 
     [Params(1, 4, 16, 32)]
@@ -71,7 +73,8 @@ public unsafe class MatMulBenchmarks
     [GlobalCleanup]
     public void Cleanup()
     {
-        foreach (var p in new nint[] { (nint)_w16, (nint)_wq, (nint)_wd, (nint)_x, (nint)_xq, (nint)_xc, (nint)_xd, (nint)_y, (nint)_scratch })
+        foreach (var p in new nint[] { (nint)_w16, (nint)_wq, (nint)_wd, (nint)_x, (nint)_xq, (nint)_xc, (nint)_xd,
+            (nint)_y, (nint)_scratch })
             NativeMemory.AlignedFree((void*)p);
     }
 }

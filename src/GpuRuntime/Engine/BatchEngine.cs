@@ -3,7 +3,8 @@ using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
-/// <summary>What one tick did: the sequences that got a token (with it), the ones that finished, and its timing.</summary>
+/// <summary>What one tick did: the sequences that got a token (with it), the ones that finished, and its
+/// timing.</summary>
 public sealed record TickResult(
     IReadOnlyList<(Sequence Sequence, int Token)> Sampled,
     IReadOnlyList<Sequence> Finished,
@@ -25,7 +26,8 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
     public static BatchEngine Create(InferenceEngine engine, SchedulerOptions options, IReadOnlySet<int> eosTokenIds) =>
         new(engine, new Scheduler(options, new BlockManager(engine.NumKvBlocks, engine.BlockSize), eosTokenIds));
 
-    /// <summary>Runs one tick. A failing forward pass finishes that batch's sequences with an error; the others are untouched.</summary>
+    /// <summary>Runs one tick. A failing forward pass finishes that batch's sequences with an error; the others are
+    /// untouched.</summary>
     public async Task<TickResult> TickAsync()
     {
         var tick = Stopwatch.StartNew();
@@ -42,7 +44,8 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             var failed = Scheduler.Fail(output, $"forward pass failed: {e.Message}");
-            return new TickResult([], [.. output.Finished, .. failed], output.Scheduled.Count, output.NumBatchedTokens, tick.Elapsed, forward.Elapsed);
+            return new TickResult([], [.. output.Finished, .. failed], output.Scheduled.Count, output.NumBatchedTokens,
+                tick.Elapsed, forward.Elapsed);
         }
         var forwardTime = forward.Elapsed;
 
@@ -51,6 +54,7 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
         foreach (var entry in output.Scheduled)
             if (entry.NeedsToken) sampled.Add((entry.Sequence, tokens.Span[i++]));
         var finished = Scheduler.Update(output, tokens.Span);
-        return new TickResult(sampled, [.. output.Finished, .. finished], output.Scheduled.Count, output.NumBatchedTokens, tick.Elapsed, forwardTime);
+        return new TickResult(sampled, [.. output.Finished, .. finished], output.Scheduled.Count,
+            output.NumBatchedTokens, tick.Elapsed, forwardTime);
     }
 }

@@ -37,7 +37,8 @@ public sealed class DeviceThread : IDisposable
 
     public Task RunAsync(Action work) => RunAsync(() => { work(); return true; });
 
-    /// <summary>Runs <paramref name="work"/> on the device thread and waits (for start-up, tests and the CLI).</summary>
+    /// <summary>Runs <paramref name="work"/> on the device thread and waits (for start-up, tests and the
+    /// CLI).</summary>
     public T Invoke<T>(Func<T> work) => IsCurrent ? work() : RunAsync(work).GetAwaiter().GetResult();
 
     public void Invoke(Action work) => Invoke(() => { work(); return true; });

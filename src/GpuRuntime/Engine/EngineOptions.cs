@@ -31,7 +31,8 @@ public sealed record EngineOptions
     /// <summary>Longest sequence (prompt + completion); 0 takes the model's context length.</summary>
     public int MaxModelLen { get; init; }
     public int BlockSize { get; init; } = 16;
-    /// <summary>KV pool size in blocks; 0 derives it from <see cref="KvCacheMemoryMiB"/> (or the GPU memory fraction).</summary>
+    /// <summary>KV pool size in blocks; 0 derives it from <see cref="KvCacheMemoryMiB"/> (or the GPU memory
+    /// fraction).</summary>
     public int KvBlocks { get; init; }
     public int KvCacheMemoryMiB { get; init; } = 1024;
     /// <summary>For CUDA: fraction of free device memory given to the KV pool after the weights are loaded.</summary>
@@ -48,9 +49,12 @@ public sealed record EngineOptions
     {
         if (MaxNumSeqs is < 1 or > 4096) yield return "max-num-seqs must be between 1 and 4096";
         if (MaxNumBatchedTokens is < 1 or > 65536) yield return "max-num-batched-tokens must be between 1 and 65536";
-        if (MaxNumBatchedTokens < MaxNumSeqs) yield return "max-num-batched-tokens must be at least max-num-seqs (every sequence decodes one token per step)";
+        if (MaxNumBatchedTokens < MaxNumSeqs)
+            yield return "max-num-batched-tokens must be at least max-num-seqs "
+                + "(every sequence decodes one token per step)";
         if (MaxModelLen < 0) yield return "max-model-len must be positive (or 0 for the model's context length)";
-        if (BlockSize is < 1 or > 256 || !int.IsPow2(BlockSize)) yield return "block-size must be a power of two up to 256";
+        if (BlockSize is < 1 or > 256 || !int.IsPow2(BlockSize))
+            yield return "block-size must be a power of two up to 256";
         if (KvBlocks < 0) yield return "kv-blocks must not be negative";
         if (KvCacheMemoryMiB < 1) yield return "kv-cache-memory must be at least 1 MiB";
         if (GpuMemoryFraction is <= 0 or > 0.98) yield return "gpu-memory-fraction must be in (0, 0.98]";

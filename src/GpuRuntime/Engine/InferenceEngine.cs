@@ -29,7 +29,8 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>Per-kernel times when <see cref="EngineOptions.Profile"/> is set.</summary>
     public ProfilingBackend? Profiler { get; private set; }
 
-    /// <summary>The reusable description of the next step: fill it (Clear, Add), then call <see cref="StepAsync"/>.</summary>
+    /// <summary>The reusable description of the next step: fill it (Clear, Add), then call
+    /// <see cref="StepAsync"/>.</summary>
     public StepInputs Inputs { get; }
 
     InferenceEngine(GgufFile file, EngineOptions options)
@@ -38,9 +39,12 @@ public sealed class InferenceEngine : IDisposable
         Options = options;
         Config = ModelConfig.FromGguf(file);
         var weights = ModelWeights.FromGguf(file, Config);
-        MaxModelLen = options.MaxModelLen > 0 ? Math.Min(options.MaxModelLen, Config.ContextLength) : Config.ContextLength;
+        MaxModelLen = options.MaxModelLen > 0
+            ? Math.Min(options.MaxModelLen, Config.ContextLength)
+            : Config.ContextLength;
 
-        long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
+        long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize
+            * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
         _sampled = new int[options.MaxNumSeqs];
 
         _device = new DeviceThread($"weft-device-{options.Engine}");
@@ -52,7 +56,8 @@ public sealed class InferenceEngine : IDisposable
                 IBackend backend = options.Profile ? Profiler = new ProfilingBackend(device) : device;
                 try
                 {
-                    var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens, options.MaxNumSeqs);
+                    var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens,
+                        options.MaxNumSeqs);
                     int blocks = KvBlocks(options, device, bytesPerBlock);
                     backend.AllocateKvCache(Config, blocks, options.BlockSize, options.KvCacheType);
                     return (device, backend, transformer, blocks);
@@ -71,21 +76,26 @@ public sealed class InferenceEngine : IDisposable
         }
         KvCacheBytes = NumKvBlocks * bytesPerBlock;
         int maxBlocksPerSeq = (MaxModelLen + options.BlockSize - 1) / options.BlockSize;
-        Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize, NumKvBlocks, Config.VocabSize);
+        Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize,
+            NumKvBlocks, Config.VocabSize);
     }
 
-    /// <summary>The KV pool in blocks: as configured, else a fraction of the GPU memory left after the weights, else the memory budget.</summary>
+    /// <summary>The KV pool in blocks: as configured, else a fraction of the GPU memory left after the weights, else
+    /// the memory budget.</summary>
     static int KvBlocks(EngineOptions o, IBackend backend, long bytesPerBlock)
     {
         long blocks = o.KvBlocks > 0 ? o.KvBlocks
             : backend is IDeviceMemory { FreeMemoryBytes: long free }
                 ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
             : o.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock;
-        if (blocks < 1) throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; raise kv-cache-memory (or gpu-memory-fraction)");
+        if (blocks < 1)
+            throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; "
+                + "raise kv-cache-memory (or gpu-memory-fraction)");
         return (int)Math.Min(int.MaxValue, blocks);
     }
 
-    /// <summary>Opens and validates the model file and loads it onto the chosen device. Bad files raise <see cref="GgufFormatException"/>.</summary>
+    /// <summary>Opens and validates the model file and loads it onto the chosen device. Bad files raise
+    /// <see cref="GgufFormatException"/>.</summary>
     public static InferenceEngine Load(string path, EngineOptions options)
     {
         var problems = options.Validate().ToList();
@@ -103,7 +113,9 @@ public sealed class InferenceEngine : IDisposable
     static IBackend CreateBackend(EngineOptions o) => o.Engine switch
     {
         EngineKind.Cpu => new CpuBackend(o.Threads),
-        EngineKind.Auto => IlgpuBackend.CudaDeviceCount() > 0 ? new IlgpuBackend(EngineKind.Cuda, o.Device) : new CpuBackend(o.Threads),
+        EngineKind.Auto => IlgpuBackend.CudaDeviceCount() > 0
+            ? new IlgpuBackend(EngineKind.Cuda, o.Device)
+            : new CpuBackend(o.Threads),
         _ => new IlgpuBackend(o.Engine, o.Device),
     };
 
@@ -111,11 +123,13 @@ public sealed class InferenceEngine : IDisposable
     public double? MeasureDeviceBandwidth() =>
         _deviceBackend is IBandwidthProbe probe ? _device.Invoke(probe.MeasureCopyBandwidth) : null;
 
-    /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches none).</summary>
+    /// <summary>Kernel launches of the last step for ILGPU engines (null for the cpu backend, which launches
+    /// none).</summary>
     public int? LaunchesPerStep =>
         _deviceBackend is ILaunchCounter counter ? _device.Invoke(() => counter.LaunchesPerStep) : null;
 
-    /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits row.</summary>
+    /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits
+    /// row.</summary>
     public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
     {
         _transformer.Forward(Inputs, _sampled);
@@ -143,7 +157,8 @@ public sealed class InferenceEngine : IDisposable
     /// <summary>Synchronous <see cref="StepAsync"/> for the CLI and tests.</summary>
     public ReadOnlySpan<int> Step() => StepAsync().GetAwaiter().GetResult().Span;
 
-    /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a reference).</summary>
+    /// <summary>Copies logits row <paramref name="row"/> of the last step (tests compare it with a
+    /// reference).</summary>
     public float[] GetLogits(int row) =>
         _device.Invoke(() => _backend.ReadRow(_transformer.Logits, row, Config.VocabSize));
 

@@ -10,7 +10,8 @@ namespace Weft.GpuRuntime.Engine;
 /// </summary>
 static unsafe class Q8_0Repack
 {
-    /// <param name="flip">XORed into every quant (0x80 stores them offset by 128, as the CPU's VNNI kernels read them).</param>
+    /// <param name="flip">XORed into every quant (0x80 stores them offset by 128, as the CPU's VNNI kernels read
+    /// them).</param>
     public static void Split(GgmlType source, byte* src, long rows, long cols, byte* quants, float* scales, byte flip)
     {
         var q8 = GgmlTypeTraits.Q8_0;

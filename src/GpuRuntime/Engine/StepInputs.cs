@@ -42,8 +42,8 @@ public sealed class StepInputs
     public int MaxSeqs { get; }
     public int MaxBlocksPerSeq { get; }
     public int BlockSize { get; }
-    /// <summary>Blocks in the KV pool: block ids are checked against it, as token ids are against the vocabulary, because
-    /// the kernels index memory with them unchecked.</summary>
+    /// <summary>Blocks in the KV pool: block ids are checked against it, as token ids are against the vocabulary,
+    /// because the kernels index memory with them unchecked.</summary>
     public int NumBlocks { get; }
     public int VocabSize { get; }
 
@@ -61,7 +61,8 @@ public sealed class StepInputs
     public int[] RowSeq { get; }
     /// <summary>[NumSeqs × MaxBlocksPerSeq] each sequence's block table, padded.</summary>
     public int[] BlockTables { get; }
-    /// <summary>[NumLogitRows] batch rows whose logits are computed (the last row of each item that needs a token).</summary>
+    /// <summary>[NumLogitRows] batch rows whose logits are computed (the last row of each item that needs a
+    /// token).</summary>
     public int[] LogitRows { get; }
     /// <summary>[NumLogitRows] the item each logits row belongs to.</summary>
     public int[] LogitItems { get; }
@@ -75,28 +76,37 @@ public sealed class StepInputs
         Array.Clear(Items);
     }
 
-    /// <summary>Describes the scheduler's choice for this tick: each scheduled sequence's next chunk, in batch order.</summary>
+    /// <summary>Describes the scheduler's choice for this tick: each scheduled sequence's next chunk, in batch
+    /// order.</summary>
     public void Fill(ScheduleOutput output)
     {
         Clear();
         foreach (var (s, count, needsToken) in output.Scheduled)
-            Add(new StepItem(s.TokenIds, s.NumComputedTokens, count, s.BlockTable, needsToken, s.Sampling, s.Seed, s.NumPromptTokens));
+            Add(new StepItem(s.TokenIds, s.NumComputedTokens, count, s.BlockTable, needsToken, s.Sampling, s.Seed,
+                s.NumPromptTokens));
     }
 
-    /// <summary>Appends one sequence's chunk. The block table must already cover positions up to Start + Count.</summary>
+    /// <summary>Appends one sequence's chunk. The block table must already cover positions up to
+    /// Start + Count.</summary>
     public void Add(in StepItem item)
     {
         if (NumSeqs == MaxSeqs) throw new InvalidOperationException($"a step holds at most {MaxSeqs} sequences");
         if (item.Count < 1 || NumTokens + item.Count > MaxTokens)
-            throw new InvalidOperationException($"a step holds at most {MaxTokens} tokens (adding {item.Count} to {NumTokens})");
-        if (item.Start + item.Count > item.Tokens.Count) throw new ArgumentException("chunk runs past the sequence's tokens");
+            throw new InvalidOperationException(
+                $"a step holds at most {MaxTokens} tokens (adding {item.Count} to {NumTokens})");
+        if (item.Start + item.Count > item.Tokens.Count)
+            throw new ArgumentException("chunk runs past the sequence's tokens");
         int lastPos = item.Start + item.Count - 1;
         if (lastPos / BlockSize >= item.BlockTable.Count || item.BlockTable.Count > MaxBlocksPerSeq)
-            throw new ArgumentException($"block table of {item.BlockTable.Count} blocks does not cover position {lastPos} (or exceeds {MaxBlocksPerSeq} blocks)");
+            throw new ArgumentException($"block table of {item.BlockTable.Count} blocks does not cover position "
+                + $"{lastPos} (or exceeds {MaxBlocksPerSeq} blocks)");
         for (int b = 0; b < item.BlockTable.Count; b++)
-            if ((uint)item.BlockTable[b] >= (uint)NumBlocks) throw new ArgumentException($"block {item.BlockTable[b]} is outside the KV pool of {NumBlocks} blocks");
+            if ((uint)item.BlockTable[b] >= (uint)NumBlocks)
+                throw new ArgumentException($"block {item.BlockTable[b]} is outside the KV pool of {NumBlocks} blocks");
         for (int i = item.Start; i <= lastPos; i++)
-            if ((uint)item.Tokens[i] >= (uint)VocabSize) throw new ArgumentException($"token id {item.Tokens[i]} is outside the vocabulary (0..{VocabSize - 1})");
+            if ((uint)item.Tokens[i] >= (uint)VocabSize)
+                throw new ArgumentException(
+                    $"token id {item.Tokens[i]} is outside the vocabulary (0..{VocabSize - 1})");
 
         int s = NumSeqs++;
         Items[s] = item;

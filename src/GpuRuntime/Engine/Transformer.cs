@@ -23,7 +23,8 @@ public sealed class Transformer
     public int MaxTokens { get; }
     public int MaxLogitRows { get; }
 
-    public Transformer(IBackend backend, GgufFile file, ModelConfig config, ModelWeights weights, int maxTokens, int maxLogitRows)
+    public Transformer(IBackend backend, GgufFile file, ModelConfig config, ModelWeights weights, int maxTokens,
+        int maxLogitRows)
     {
         _b = backend;
         _c = config;
@@ -52,7 +53,8 @@ public sealed class Transformer
         _logits = backend.Allocate((long)maxLogitRows * config.VocabSize);
     }
 
-    /// <summary>Runs the step described by <paramref name="s"/> and samples one token per logits row into <paramref name="sampled"/>.</summary>
+    /// <summary>Runs the step described by <paramref name="s"/> and samples one token per logits row into
+    /// <paramref name="sampled"/>.</summary>
     public void Forward(StepInputs s, Span<int> sampled)
     {
         var c = _c;
@@ -70,7 +72,7 @@ public sealed class Transformer
             _b.MatMulAddResidual(_att, L.Wo, _xb, _x, T);                             // x  += Wo · att
 
             _b.RmsNormForMatMul(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps, L.Gate);      // xb  [T, dim]
-            _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                         // hb  [T, ffn] silu(G·xb) * U·xb
+            _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                        // hb  [T, ffn] silu(G·xb) * U·xb
             _b.MatMulAddResidual(_hb, L.Down, _xb, _x, T);                            // x  += Wdown · hb
         }
 

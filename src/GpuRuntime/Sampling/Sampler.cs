@@ -5,8 +5,8 @@ namespace Weft.GpuRuntime.Sampling;
 
 /// <summary>
 /// Picks the next token from one row of logits. Order: penalties → greedy, or top-k → temperature → softmax →
-/// min-p → top-p over what min-p kept → a draw. The draw uses a counter-based generator keyed by (seed, completion index), so a sequence
-/// samples the same tokens whether it runs alone, batched, or resumed after preemption.
+/// min-p → top-p over what min-p kept → a draw. The draw uses a counter-based generator keyed by (seed, completion
+/// index), so a sequence samples the same tokens whether it runs alone, batched, or resumed after preemption.
 /// </summary>
 public sealed class Sampler(int vocabSize)
 {
@@ -74,7 +74,8 @@ public sealed class Sampler(int vocabSize)
         return best;
     }
 
-    /// <summary>Fills _order with candidate ids sorted by logit (descending, ties by lower id) and returns their count.</summary>
+    /// <summary>Fills _order with candidate ids sorted by logit (descending, ties by lower id) and returns their
+    /// count.</summary>
     int Candidates(ReadOnlySpan<float> logits, int topK)
     {
         // One sort of packed (descending logit, id) keys: deterministic tie order, no comparer, no allocation.

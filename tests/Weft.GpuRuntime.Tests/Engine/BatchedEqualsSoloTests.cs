@@ -41,7 +41,8 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
         string path = _models.Write(TestModelFiles.Tiny with { Type = type });
         var runs = MakeRuns();
 
-        var solo = runs.Select(r => Generate(path, kv, [r], prefillChunk: int.MaxValue, startTicks: false)[0]).ToArray();
+        var solo = runs.Select(r => Generate(path, kv, [r], prefillChunk: int.MaxValue, startTicks: false)[0])
+            .ToArray();
         // block size 4 and prefill chunks of 5 make every sequence cross many blocks and chunk boundaries mid-block
         var batched = MakeRuns();
         Generate(path, kv, batched, prefillChunk: together ? int.MaxValue : 5, startTicks: !together);
@@ -52,7 +53,8 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
             // not just the same tokens: the same bits, whatever the batch's size and mix (one decode row alone,
             // several, or long prefill chunks take different kernels, which must sum in the same order)
             for (int t = 0; t < solo[i].Logits.Count; t++)
-                Assert.True(solo[i].Logits[t].AsSpan().SequenceEqual(batched[i].Logits[t]), $"sequence {i}: logits of token {t} differ");
+                Assert.True(solo[i].Logits[t].AsSpan().SequenceEqual(batched[i].Logits[t]),
+                    $"sequence {i}: logits of token {t} differ");
         }
     }
 
@@ -60,8 +62,18 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
     {
         var greedy = SamplingParams.Greedy(24);
         var sampled = new SamplingParams { Temperature = 0.9f, TopP = 0.9f, TopK = 50, Seed = 7, MaxTokens = 24 };
-        var penalised = new SamplingParams { Temperature = 0.7f, MinP = 0.05f, Seed = 11, MaxTokens = 24, RepetitionPenalty = 1.3f, PresencePenalty = 0.5f, FrequencyPenalty = 0.3f };
-        int[] Prompt(int n, int salt) => [1, .. Enumerable.Range(0, n - 1).Select(i => 259 + (i * 31 + salt * 17) % 700)];
+        var penalised = new SamplingParams
+        {
+            Temperature = 0.7f,
+            MinP = 0.05f,
+            Seed = 11,
+            MaxTokens = 24,
+            RepetitionPenalty = 1.3f,
+            PresencePenalty = 0.5f,
+            FrequencyPenalty = 0.3f,
+        };
+        int[] Prompt(int n, int salt) =>
+            [1, .. Enumerable.Range(0, n - 1).Select(i => 259 + (i * 31 + salt * 17) % 700)];
         return
         [
             new Run(0, Prompt(3, 0), greedy, 0),
@@ -73,11 +85,20 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
         ];
     }
 
-    /// <summary>Drives the engine like a scheduler would: each tick, every started sequence contributes a decode token or its next prefill chunk.</summary>
+    /// <summary>Drives the engine like a scheduler would: each tick, every started sequence contributes a decode token
+    /// or its next prefill chunk.</summary>
     static Run[] Generate(string path, KvCacheType kv, Run[] runs, int prefillChunk, bool startTicks)
     {
         const int blockSize = 4, maxNew = 24;
-        using var engine = InferenceEngine.Load(path, new EngineOptions { Engine = EngineKind.Cpu, BlockSize = blockSize, KvBlocks = 128, KvCacheType = kv, MaxNumSeqs = 8, MaxNumBatchedTokens = 128 });
+        using var engine = InferenceEngine.Load(path, new EngineOptions
+        {
+            Engine = EngineKind.Cpu,
+            BlockSize = blockSize,
+            KvBlocks = 128,
+            KvCacheType = kv,
+            MaxNumSeqs = 8,
+            MaxNumBatchedTokens = 128,
+        });
         // hand out blocks in a scrambled order so no sequence's blocks are contiguous
         var free = new Queue<int>(Enumerable.Range(0, 128).OrderBy(b => (b * 53) % 128));
         for (int tick = 0; runs.Any(r => r.Generated < maxNew); tick++)
@@ -90,7 +111,8 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
                 int count = Math.Min(prefillChunk, r.Tokens.Count - r.Computed);
                 while (r.Blocks.Count * blockSize < r.Computed + count) r.Blocks.Add(free.Dequeue());
                 bool needsToken = r.Computed + count == r.Tokens.Count;
-                engine.Inputs.Add(new StepItem(r.Tokens, r.Computed, count, r.Blocks, needsToken, r.Sampling, r.Sampling.Seed ?? 0, r.PromptLength));
+                engine.Inputs.Add(new StepItem(r.Tokens, r.Computed, count, r.Blocks, needsToken, r.Sampling,
+                    r.Sampling.Seed ?? 0, r.PromptLength));
                 r.Computed += count;
                 if (needsToken) stepRuns.Add(r);
             }

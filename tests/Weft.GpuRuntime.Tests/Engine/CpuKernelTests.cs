@@ -4,7 +4,8 @@ using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Tests.Engine;
 
-/// <summary>The vectorised conversions and kernels of the cpu backend against scalar references, exhaustively where the domain is small.</summary>
+/// <summary>The vectorised conversions and kernels of the cpu backend against scalar references, exhaustively where the
+/// domain is small.</summary>
 public sealed unsafe class CpuKernelTests
 {
     [Fact]
@@ -20,7 +21,8 @@ public sealed unsafe class CpuKernelTests
                 for (int j = 0; j < 16; j++)
                 {
                     var half = BitConverter.UInt16BitsToHalf((ushort)(i + j));
-                    if (Half.IsFinite(half)) Assert.Equal(BitConverter.SingleToInt32Bits((float)half), BitConverter.SingleToInt32Bits(v[j]));
+                    if (Half.IsFinite(half))
+                        Assert.Equal(BitConverter.SingleToInt32Bits((float)half), BitConverter.SingleToInt32Bits(v[j]));
                 }
             }
     }
@@ -33,10 +35,10 @@ public sealed unsafe class CpuKernelTests
         for (int i = 0; i < x.Length; i++)
             x[i] = (i % 4) switch
             {
-                0 => (rng.NextSingle() - 0.5f) * 8,                                       // ordinary activations
-                1 => (rng.NextSingle() - 0.5f) * 1e-4f,                                   // around the f16 subnormal range
-                2 => BitConverter.Int32BitsToSingle(rng.Next() & ~0x1FFF | 0x1000),       // exact f16 ties
-                _ => (rng.NextSingle() - 0.5f) * 140000f,                                 // beyond the f16 range
+                0 => (rng.NextSingle() - 0.5f) * 8,                                  // ordinary activations
+                1 => (rng.NextSingle() - 0.5f) * 1e-4f,                              // around the f16 subnormal range
+                2 => BitConverter.Int32BitsToSingle(rng.Next() & ~0x1FFF | 0x1000),  // exact f16 ties
+                _ => (rng.NextSingle() - 0.5f) * 140000f,                            // beyond the f16 range
             };
         var half = new float[x.Length];
         var bf16 = new float[x.Length];
@@ -74,10 +76,12 @@ public sealed unsafe class CpuKernelTests
             for (int j = 0; j < 32; j++) amax = MathF.Max(amax, MathF.Abs(x[b * 32 + j]));
             Assert.Equal((float)(Half)(amax / 127f), d[b]);
             float id = amax != 0 ? 127f / amax : 0;
-            for (int j = 0; j < 32; j++) Assert.Equal((sbyte)MathF.Round(x[b * 32 + j] * id, MidpointRounding.ToEven), q[b * 32 + j]);
+            for (int j = 0; j < 32; j++)
+                Assert.Equal((sbyte)MathF.Round(x[b * 32 + j] * id, MidpointRounding.ToEven), q[b * 32 + j]);
             // the VNNI correction: −128 times the sum of each lane's four quants
             for (int lane = 0; lane < 8; lane++)
-                Assert.Equal(-128 * (q[b * 32 + 4 * lane] + q[b * 32 + 4 * lane + 1] + q[b * 32 + 4 * lane + 2] + q[b * 32 + 4 * lane + 3]), c[b * 8 + lane]);
+                Assert.Equal(-128 * (q[b * 32 + 4 * lane] + q[b * 32 + 4 * lane + 1] + q[b * 32 + 4 * lane + 2]
+                    + q[b * 32 + 4 * lane + 3]), c[b * 8 + lane]);
         }
     }
 
@@ -107,7 +111,8 @@ public sealed unsafe class CpuKernelTests
             for (int o = 0; o < n; o++)
             {
                 double expected = bias[o];
-                for (int j = 0; j < k; j++) expected += (double)(float)BitConverter.UInt16BitsToHalf(w[o * k + j]) * x[r * k + j];
+                for (int j = 0; j < k; j++)
+                    expected += (double)(float)BitConverter.UInt16BitsToHalf(w[o * k + j]) * x[r * k + j];
                 Assert.Equal(expected, y[r * n + o], 1e-4);
             }
     }

@@ -8,9 +8,11 @@ public sealed class StepInputsTests
     [Fact]
     public void Block_and_token_ids_outside_the_pool_or_vocabulary_are_refused_before_any_kernel_sees_them()
     {
-        var step = new StepInputs(maxTokens: 16, maxSeqs: 2, maxBlocksPerSeq: 4, blockSize: 4, numBlocks: 8, vocabSize: 100);
+        var step = new StepInputs(maxTokens: 16, maxSeqs: 2, maxBlocksPerSeq: 4, blockSize: 4, numBlocks: 8,
+            vocabSize: 100);
         var greedy = SamplingParams.Greedy(1);
-        var e = Assert.Throws<ArgumentException>(() => step.Add(new StepItem([1, 2, 3], 0, 3, [8], true, greedy, 0, 3)));
+        var e = Assert.Throws<ArgumentException>(
+            () => step.Add(new StepItem([1, 2, 3], 0, 3, [8], true, greedy, 0, 3)));
         Assert.Contains("block 8 is outside the KV pool of 8 blocks", e.Message);
         e = Assert.Throws<ArgumentException>(() => step.Add(new StepItem([1, 100, 3], 0, 3, [7], true, greedy, 0, 3)));
         Assert.Contains("token id 100 is outside the vocabulary", e.Message);

@@ -41,7 +41,8 @@ public sealed class WeightFormatTests
     {
         string path = Path.Combine(dir, "q5_0.gguf");
         var w = new GgufWriter();
-        w.AddTensor("blk.0.attn_k.weight", GgmlType.Q5_0, [64, 2], new byte[GgmlTypeTraits.RowBytes(GgmlType.Q5_0, 128)]);
+        w.AddTensor("blk.0.attn_k.weight", GgmlType.Q5_0, [64, 2],
+            new byte[GgmlTypeTraits.RowBytes(GgmlType.Q5_0, 128)]);
         w.Write(path);
         return GgufFile.Open(path);
     }
@@ -55,7 +56,8 @@ public sealed class WeightFormatTests
             using var file = Q5_0File(dir);
             var t = file.GetTensor("blk.0.attn_k.weight");
             using var cpu = new CpuBackend(1);
-            using var gpu = new IlgpuBackend(new CPUDevice(4, 32, 1), new LaunchShape(Lanes: 4, GroupSize: 16, MaxGroups: 64, TiledFromRows: 9));
+            using var gpu = new IlgpuBackend(new CPUDevice(4, 32, 1),
+                new LaunchShape(Lanes: 4, GroupSize: 16, MaxGroups: 64, TiledFromRows: 9));
             foreach (IBackend backend in new IBackend[] { cpu, gpu })
             {
                 var e = Assert.Throws<GgufFormatException>(() => backend.LoadWeight(file, t));

@@ -13,14 +13,24 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
 {
     const int BlockSize = 4;
 
-    static InferenceEngine Load(string path, EngineKind kind, KvCacheType kv) => InferenceEngine.Load(path, new EngineOptions
-    {
-        Engine = kind, BlockSize = BlockSize, KvBlocks = 64, KvCacheType = kv, MaxNumSeqs = 8, MaxNumBatchedTokens = 64, Threads = 2,
-    });
+    static InferenceEngine Load(string path, EngineKind kind, KvCacheType kv) =>
+        InferenceEngine.Load(path, new EngineOptions
+        {
+            Engine = kind,
+            BlockSize = BlockSize,
+            KvBlocks = 64,
+            KvCacheType = kv,
+            MaxNumSeqs = 8,
+            MaxNumBatchedTokens = 64,
+            Threads = 2,
+        });
 
-    /// <summary>Prefills the prompt in one step and decodes greedily; returns the tokens and the logits of the first step.</summary>
-    /// <param name="chunk">Prefill at most this many tokens a step; the steps before the last chunk need no logits.</param>
-    static (List<int> Tokens, float[] FirstLogits) Generate(InferenceEngine engine, int[] prompt, int count, SamplingParams sampling, int chunk = int.MaxValue)
+    /// <summary>Prefills the prompt in one step and decodes greedily; returns the tokens and the logits of the first
+    /// step.</summary>
+    /// <param name="chunk">Prefill at most this many tokens a step; the steps before the last chunk need no
+    /// logits.</param>
+    static (List<int> Tokens, float[] FirstLogits) Generate(InferenceEngine engine, int[] prompt, int count,
+        SamplingParams sampling, int chunk = int.MaxValue)
     {
         var tokens = new List<int>(prompt);
         var blocks = Enumerable.Range(0, 64).Select(b => (b * 37) % 64).ToList(); // scattered blocks
@@ -31,7 +41,8 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
             engine.Inputs.Clear();
             int n = Math.Min(chunk, tokens.Count - computed);
             bool needsLogits = computed + n == tokens.Count;
-            engine.Inputs.Add(new StepItem(tokens, computed, n, blocks, needsLogits, sampling, sampling.Seed ?? 0, prompt.Length));
+            engine.Inputs.Add(new StepItem(tokens, computed, n, blocks, needsLogits, sampling, sampling.Seed ?? 0,
+                prompt.Length));
             computed += n;
             var next = engine.Step();
             if (!needsLogits) continue;
@@ -67,12 +78,18 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     [Fact]
     public void Rope_frequency_factors_match_the_cpu_backend()
     {
-        string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32, RopeFreqFactors = true, RopeFreqBase = 500000f });
+        string path = models.Write(TestModelFiles.Tiny with
+        {
+            Type = GgmlType.F32,
+            RopeFreqFactors = true,
+            RopeFreqBase = 500000f,
+        });
         int[] prompt = [1, 300, 301, 302, 700, 5, 6];
         using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F32);
         using var ilgpu = Load(path, EngineKind.IlgpuCpu, KvCacheType.F32);
         Assert.NotNull(cpu.Config.RopeFreqFactors);
-        Assert.Equal(Generate(cpu, prompt, 24, SamplingParams.Greedy(24)).Tokens, Generate(ilgpu, prompt, 24, SamplingParams.Greedy(24)).Tokens);
+        Assert.Equal(Generate(cpu, prompt, 24, SamplingParams.Greedy(24)).Tokens,
+            Generate(ilgpu, prompt, 24, SamplingParams.Greedy(24)).Tokens);
     }
 
     [Fact]
@@ -101,7 +118,14 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
             new() { Temperature = 0.8f, TopK = 20, Seed = 5 },
             new() { Temperature = 1f, TopP = 0.7f, Seed = 7 },
             new() { Temperature = 0.9f, MinP = 0.1f, TopK = 40, TopP = 0.95f, Seed = 9 },
-            new() { Temperature = 1.1f, RepetitionPenalty = 1.4f, PresencePenalty = 0.6f, FrequencyPenalty = 0.4f, Seed = 11 },
+            new()
+            {
+                Temperature = 1.1f,
+                RepetitionPenalty = 1.4f,
+                PresencePenalty = 0.6f,
+                FrequencyPenalty = 0.4f,
+                Seed = 11,
+            },
             new() { Temperature = 0, RepetitionPenalty = 1.3f, FrequencyPenalty = 1f },
         ];
         foreach (var s in settings)
@@ -114,7 +138,14 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.Q8_0 });
         var greedy = SamplingParams.Greedy(16);
         var sampled = new SamplingParams { Temperature = 0.9f, TopP = 0.9f, TopK = 50, Seed = 7 };
-        var penalised = new SamplingParams { Temperature = 0.7f, MinP = 0.05f, Seed = 11, RepetitionPenalty = 1.3f, PresencePenalty = 0.5f };
+        var penalised = new SamplingParams
+        {
+            Temperature = 0.7f,
+            MinP = 0.05f,
+            Seed = 11,
+            RepetitionPenalty = 1.3f,
+            PresencePenalty = 0.5f,
+        };
         int[][] prompts = [[1, 260, 261], [1, 270, 271, 272, 273, 274, 275, 276, 277, 278, 279], [1, 290]];
         SamplingParams[] settings = [greedy, sampled, penalised];
 
@@ -123,7 +154,8 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
 
         // all three at once, each with its own blocks, prefilling in chunks of 3 while the others decode
         var tokens = prompts.Select(p => new List<int>(p)).ToArray();
-        var tables = Enumerable.Range(0, 3).Select(s => Enumerable.Range(0, 20).Select(b => 63 - (b * 3 + s)).ToList()).ToArray();
+        var tables = Enumerable.Range(0, 3)
+            .Select(s => Enumerable.Range(0, 20).Select(b => 63 - (b * 3 + s)).ToList()).ToArray();
         var computed = new int[3];
         while (tokens.Select((t, i) => t.Count - prompts[i].Length).Any(g => g < 16))
         {
@@ -134,7 +166,8 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
                 if (tokens[s].Count - prompts[s].Length >= 16) continue;
                 int n = Math.Min(3, tokens[s].Count - computed[s]);
                 bool needs = computed[s] + n == tokens[s].Count;
-                engine.Inputs.Add(new StepItem(tokens[s], computed[s], n, tables[s], needs, settings[s], settings[s].Seed ?? 0, prompts[s].Length));
+                engine.Inputs.Add(new StepItem(tokens[s], computed[s], n, tables[s], needs, settings[s],
+                    settings[s].Seed ?? 0, prompts[s].Length));
                 computed[s] += n;
                 if (needs) needing.Add(s);
             }
@@ -144,8 +177,8 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         for (int s = 0; s < 3; s++) Assert.Equal(solo[s], tokens[s].Skip(prompts[s].Length).ToList());
 
         // per layer: norm+rounding, Q/K/V, RoPE+store, attention, rounding, Wo+residual, norm+rounding, gate/up+SwiGLU,
-        // rounding, down+residual (q8_0 inputs are quantized by the norm or a separate launch); then embed, gather+norm,
-        // lm head, sample
+        // rounding, down+residual (q8_0 inputs are quantized by the norm or a separate launch); then embed,
+        // gather+norm, lm head, sample
         Assert.Equal(2 * 10 + 4, engine.LaunchesPerStep);
     }
 

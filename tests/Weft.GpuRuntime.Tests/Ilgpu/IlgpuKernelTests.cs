@@ -21,7 +21,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
 
     static IlgpuBackend GpuLikeBackend() => new(new CPUDevice(4, 32, 1), GpuLike);
 
-    /// <summary>Both backends with one model's weights, KV pools and a step of three sequences (a prefill chunk and two decodes).</summary>
+    /// <summary>Both backends with one model's weights, KV pools and a step of three sequences (a prefill chunk and two
+    /// decodes).</summary>
     sealed class Pair : IDisposable
     {
         public readonly CpuBackend Cpu = new(2);
@@ -44,11 +45,15 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
             var sampling = new SamplingParams { Temperature = 0.8f, TopK = 30, Seed = 5 };
             for (int s = 0; s < 3; s++)
             {
-                var tokens = Enumerable.Range(0, lengths[s]).Select(i => 3 + (i * 97 + s * 31) % (Config.VocabSize - 3)).ToList();
+                var tokens = Enumerable.Range(0, lengths[s])
+                    .Select(i => 3 + (i * 97 + s * 31) % (Config.VocabSize - 3)).ToList();
                 _sequences.Add(tokens);
-                var blocks = Enumerable.Range(s * 5, 5).Select(b => b * 7 % 32).ToList(); // scattered, and no two sequences share one
-                int start = s == 0 ? 0 : lengths[s] - 1; // decodes attend to cache written by earlier steps; here, to zeros
-                Step.Add(new StepItem(tokens, start, lengths[s] - start, blocks, true, s == 2 ? SamplingParams.Greedy(4) : sampling, 9, 2));
+                // scattered, and no two sequences share one
+                var blocks = Enumerable.Range(s * 5, 5).Select(b => b * 7 % 32).ToList();
+                // decodes attend to cache written by earlier steps; here, to zeros
+                int start = s == 0 ? 0 : lengths[s] - 1;
+                Step.Add(new StepItem(tokens, start, lengths[s] - start, blocks, true,
+                    s == 2 ? SamplingParams.Greedy(4) : sampling, 9, 2));
             }
             foreach (var b in Backends) b.BeginStep(Step);
         }
@@ -94,7 +99,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     public void Every_fused_operation_matches_the_cpu_backend(GgmlType type, KvCacheType kv, bool gpuLike)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
-        using var p = new Pair(path, gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu), kv, prefill: 12);
+        using var p = new Pair(path, gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu), kv,
+            prefill: 12);
         var c = p.Config;
         var L = p.Weights.Layers[0];
         int T = p.Rows, n = p.Step.NumLogitRows;
@@ -187,7 +193,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         p.AssertClose(hb, T, c.FfnDim, "swiglu over gate (q8_0)");
     }
 
-    /// <summary>The whole step as the transformer issues it (so the fused launches run), in the GPU-like shape: prefill rows take the tiled matmul.</summary>
+    /// <summary>The whole step as the transformer issues it (so the fused launches run), in the GPU-like shape: prefill
+    /// rows take the tiled matmul.</summary>
     [Theory]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.Q8_0)]
@@ -206,7 +213,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         {
             var e = p.Cpu.ReadRow(cpu.Logits, r, p.Config.VocabSize);
             var a = p.Gpu.ReadRow(gpu.Logits, r, p.Config.VocabSize);
-            // sums ordered differently flip an occasional f16 rounding of a matmul input (q8_0 blocks sum exactly), hence 1e-2
+            // sums ordered differently flip an occasional f16 rounding of a matmul input (q8_0 blocks sum exactly),
+            // hence 1e-2
             Assert.All(e.Zip(a), z => Assert.Equal(z.First, z.Second, 1e-2f));
         }
     }
@@ -215,8 +223,10 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     public void Half_conversions_round_like_system_half()
     {
         var rng = new Random(1);
-        var specials = new[] { 0f, -0f, 65504f, 65519.99f, 65520f, 1e-8f, 5.96e-8f, 2.98e-8f, 6.1e-5f, 6.097e-5f, float.PositiveInfinity, float.NaN, 1f / 3 };
-        foreach (float f in specials.Concat(Enumerable.Range(0, 200_000).Select(_ => BitConverter.Int32BitsToSingle(rng.Next()) * (rng.Next(2) == 0 ? 1 : -1))))
+        var specials = new[] { 0f, -0f, 65504f, 65519.99f, 65520f, 1e-8f, 5.96e-8f, 2.98e-8f, 6.1e-5f, 6.097e-5f,
+            float.PositiveInfinity, float.NaN, 1f / 3 };
+        foreach (float f in specials.Concat(Enumerable.Range(0, 200_000)
+            .Select(_ => BitConverter.Int32BitsToSingle(rng.Next()) * (rng.Next(2) == 0 ? 1 : -1))))
         {
             ushort expected = BitConverter.HalfToUInt16Bits((Half)f);
             uint actual = DeviceMath.FloatToHalf(f);

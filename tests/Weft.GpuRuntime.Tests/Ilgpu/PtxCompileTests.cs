@@ -20,7 +20,8 @@ public sealed class PtxCompileTests
     {
         var data = new TheoryData<string, string>();
         foreach (var f in Formats)
-            foreach (var k in new[] { nameof(Kernels.Embed), nameof(Kernels.MatVec), nameof(Kernels.MatMulTiled) }) data.Add(k, f.Name);
+            foreach (var k in new[] { nameof(Kernels.Embed), nameof(Kernels.MatVec), nameof(Kernels.MatMulTiled) })
+                data.Add(k, f.Name);
         foreach (var c in Caches)
             foreach (var k in new[] { nameof(Kernels.RopeStore), nameof(Kernels.Attention) }) data.Add(k, c.Name);
         data.Add(nameof(Kernels.NormPrep), "");
@@ -35,10 +36,12 @@ public sealed class PtxCompileTests
     public void Kernel_compiles_for_cuda(string kernel, string typeArgument)
     {
         using var context = Context.Create(b => b.EnableAlgorithms());
-        var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null!);
+        var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90,
+            CudaInstructionSet.ISA_80, null!);
         var method = (typeof(Kernels).GetMethod(kernel) ?? typeof(SamplingKernel).GetMethod(kernel))!;
         if (method.IsGenericMethodDefinition)
-            method = method.MakeGenericMethod(typeof(IlgpuBackend).Assembly.GetTypes().Single(t => t.Name == typeArgument && t.Namespace == typeof(IlgpuBackend).Namespace));
+            method = method.MakeGenericMethod(typeof(IlgpuBackend).Assembly.GetTypes()
+                .Single(t => t.Name == typeArgument && t.Namespace == typeof(IlgpuBackend).Namespace));
         var entry = method.GetParameters()[0].ParameterType == typeof(Index1D)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(method)
             : EntryPointDescription.FromExplicitlyGroupedKernel(method);

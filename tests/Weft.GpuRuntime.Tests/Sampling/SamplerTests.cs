@@ -3,7 +3,8 @@ using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Sampling;
 
-/// <summary>The sampler's semantics on hand-made logits: which tokens each truncation keeps, penalties, greedy ties.</summary>
+/// <summary>The sampler's semantics on hand-made logits: which tokens each truncation keeps, penalties, greedy
+/// ties.</summary>
 public sealed class SamplerTests
 {
     static readonly float[] Probs = [0.5f, 0.3f, 0.1f, 0.06f, 0.04f];
@@ -28,8 +29,10 @@ public sealed class SamplerTests
         var sampler = new Sampler(5);
         Assert.Equal(2, sampler.Sample(new float[] { 1, 3, 5, 5, 0 }, SamplingParams.Greedy(1), 0, [0], 1));
         // a temperature too small to divide by is greedy, as in vLLM, rather than NaN probabilities
-        Assert.Equal(2, sampler.Sample(new float[] { 1, 3, 5, 4, 0 }, new SamplingParams { Temperature = 1e-39f }, 7, [0], 1));
-        Assert.Equal(2, sampler.Sample(new float[] { 1, 3, 5, 4, 0 }, new SamplingParams { Temperature = 2f, TopK = 1 }, 7, [0], 1));
+        Assert.Equal(2, sampler.Sample(new float[] { 1, 3, 5, 4, 0 }, new SamplingParams { Temperature = 1e-39f }, 7,
+            [0], 1));
+        Assert.Equal(2, sampler.Sample(new float[] { 1, 3, 5, 4, 0 }, new SamplingParams { Temperature = 2f, TopK = 1 },
+            7, [0], 1));
     }
 
     [Fact]
@@ -63,7 +66,8 @@ public sealed class SamplerTests
         Assert.Equal(new[] { 1f, 1f, -2f, 1.95f }, logits);
 
         logits = [2f, 2f, -1f, 1.95f];
-        int chosen = sampler.Sample(logits, new SamplingParams { Temperature = 0, PresencePenalty = 0.5f, FrequencyPenalty = 0.25f }, 0, history, 1);
+        int chosen = sampler.Sample(logits,
+            new SamplingParams { Temperature = 0, PresencePenalty = 0.5f, FrequencyPenalty = 0.25f }, 0, history, 1);
         Assert.Equal(new[] { 2f, 2f - 0.5f - 0.5f, -1f - 0.5f - 0.25f, 1.95f }, logits);
         Assert.Equal(0, chosen);
     }
@@ -74,7 +78,8 @@ public sealed class SamplerTests
         var sampler = new Sampler(Probs.Length);
         var p = new SamplingParams { Temperature = 1.3f, TopP = 0.95f };
         int a = sampler.Sample(Logits, p, 42, [9, 1, 2], 1);
-        Assert.Equal(a, sampler.Sample(Logits, p, 42, [9, 3, 4], 1)); // same completion index: the draw depends on no history
+        // same completion index: the draw depends on no history
+        Assert.Equal(a, sampler.Sample(Logits, p, 42, [9, 3, 4], 1));
         var seeds = Enumerable.Range(0, 64).Select(s => sampler.Sample(Logits, p, (ulong)s, [9], 1)).Distinct().Count();
         Assert.True(seeds > 1, "different seeds should draw different tokens");
     }

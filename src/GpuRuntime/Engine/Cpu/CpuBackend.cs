@@ -20,7 +20,8 @@ public sealed unsafe partial class CpuBackend : IBackend
 {
     sealed class CpuTensor(long length) : DeviceTensor
     {
-        public readonly float* Data = (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(1, length) * sizeof(float)), 64);
+        public readonly float* Data =
+            (float*)NativeMemory.AlignedAlloc((nuint)(Math.Max(1, length) * sizeof(float)), 64);
         public override long Length => length;
         public void Free() => NativeMemory.AlignedFree(Data);
     }
@@ -62,12 +63,19 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public int Threads { get; }
 
-    /// <summary>The register-tiled AVX-512 kernels for float weights; without them a portable (slower) path runs.</summary>
+    /// <summary>The register-tiled AVX-512 kernels for float weights; without them a portable (slower) path
+    /// runs.</summary>
     internal static bool FastFloatKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
-    /// <summary>q8_0 also needs AVX-VNNI (Sapphire Rapids, Alder Lake and later; not Ice Lake's AVX512-VNNI alone).</summary>
+    /// <summary>q8_0 also needs AVX-VNNI (Sapphire Rapids, Alder Lake and later; not Ice Lake's AVX512-VNNI
+    /// alone).</summary>
     internal static bool FastQ8Kernels => FastFloatKernels && AvxVnni.IsSupported;
 
-    public string Description => $"cpu: managed SIMD ({(FastQ8Kernels ? "AVX-512 + VNNI" : FastFloatKernels ? "AVX-512; portable q8_0 kernels" : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels" : "portable kernels")}), {Threads} threads";
+    public string Description => "cpu: managed SIMD ("
+        + (FastQ8Kernels ? "AVX-512 + VNNI"
+            : FastFloatKernels ? "AVX-512; portable q8_0 kernels"
+            : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels"
+            : "portable kernels")
+        + $"), {Threads} threads";
 
     public DeviceTensor Allocate(long floats)
     {
@@ -100,7 +108,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         _headDim = config.HeadDim;
         _blockSize = blockSize;
         _kvType = type;
-        _kvLayerBytes = (long)numBlocks * config.KvHeads * blockSize * config.HeadDim * (type == KvCacheType.F16 ? 2 : 4);
+        _kvLayerBytes = (long)numBlocks * config.KvHeads * blockSize * config.HeadDim
+            * (type == KvCacheType.F16 ? 2 : 4);
         nuint total = (nuint)(_kvLayerBytes * 2 * config.Layers);
         _kvPool = (byte*)NativeMemory.AlignedAlloc(total, 64);
         NativeMemory.Clear(_kvPool, total);
@@ -203,11 +212,13 @@ public sealed unsafe partial class CpuBackend : IBackend
         if (!_matmul.CanJoin(w, xs, rows)) RunMatMuls();
         if (_matmul.IsEmpty)
         {
-            // the input prepared for the weight's format: rounded to f16/bf16, or quantized to q8_0 (in parallel when large)
+            // the input prepared for the weight's format: rounded to f16/bf16, or quantized to q8_0 (in parallel when
+            // large)
             _prepare.Prepare(w.Format, xs, rows, w.Columns);
             _pool.Run(_prepare, (long)rows * w.Columns);
         }
-        _matmul.Add(w, w.Format.Activations(xs, _input), xs, bias is null ? null : (float*)W(bias).Data, T(y).Data, rows);
+        _matmul.Add(w, w.Format.Activations(xs, _input), xs, bias is null ? null : (float*)W(bias).Data, T(y).Data,
+            rows);
     }
 
     /// <summary>Every call runs to completion before it returns.</summary>
@@ -227,7 +238,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>Rounds or quantizes a matmul's input rows for its weight format, as ggml does before its dot products.</summary>
+    /// <summary>Rounds or quantizes a matmul's input rows for its weight format, as ggml does before its dot
+    /// products.</summary>
     sealed class PrepareJob(CpuBackend b) : ParallelJob
     {
         ICpuWeightFormat _format = null!;
@@ -246,7 +258,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         public override void Execute(int worker, int workers)
         {
             int k = _k;
-            while (Claim(_rows, ChunkSize(_rows, workers), out int r0, out int r1)) _format.Prepare(_x, b._input, r0, r1, k);
+            while (Claim(_rows, ChunkSize(_rows, workers), out int r0, out int r1))
+                _format.Prepare(_x, b._input, r0, r1, k);
         }
     }
 
@@ -272,16 +285,25 @@ public sealed unsafe partial class CpuBackend : IBackend
         public bool IsEmpty => _count == 0;
         public long Work { get; private set; }
 
-        /// <summary>Whether a matmul of <paramref name="w"/> over <paramref name="source"/> can run with those gathered so far.</summary>
+        /// <summary>Whether a matmul of <paramref name="w"/> over <paramref name="source"/> can run with those gathered
+        /// so far.</summary>
         public bool CanJoin(CpuWeight w, float* source, int rows) =>
-            _count == 0 || (_count < _parts.Length && source == _source && rows == _rows && w.Format.Stored == _parts[0].W.Format.Stored && w.Columns == _parts[0].W.Columns);
+            _count == 0 || (_count < _parts.Length && source == _source && rows == _rows
+                && w.Format.Stored == _parts[0].W.Format.Stored && w.Columns == _parts[0].W.Columns);
 
         public void Add(CpuWeight w, float* x, float* source, float* bias, float* y, int rows)
         {
             long rowBytes = GgmlTypeTraits.RowBytes(w.Format.Stored, w.Columns);
             // whole groups of eight rows, the matrix-vector kernel's unit
             int chunk = (int)Math.Clamp(ChunkBytes / rowBytes / 8 * 8, 8, Math.Max(8, w.Rows));
-            _parts[_count++] = new Part { W = w, Bias = bias, Y = y, Chunk = chunk, Chunks = (w.Rows + chunk - 1) / chunk };
+            _parts[_count++] = new Part
+            {
+                W = w,
+                Bias = bias,
+                Y = y,
+                Chunk = chunk,
+                Chunks = (w.Rows + chunk - 1) / chunk,
+            };
             _x = x;
             _source = source;
             _rows = rows;
@@ -369,8 +391,10 @@ public sealed unsafe partial class CpuBackend : IBackend
                 }
                 else
                 {
-                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcK, _headDim), new Span<Half>((Half*)kp + dst, _headDim));
-                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcV, _headDim), new Span<Half>((Half*)vp + dst, _headDim));
+                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcK, _headDim),
+                        new Span<Half>((Half*)kp + dst, _headDim));
+                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcV, _headDim),
+                        new Span<Half>((Half*)vp + dst, _headDim));
                 }
             }
         }
@@ -431,7 +455,8 @@ public sealed unsafe partial class CpuBackend : IBackend
             bool f16 = b._kvType == KvCacheType.F16;
             int ctxPadded = (ctx + 15) & ~15;
             int need = queries * hd + queries * ctxPadded + 16 * hd + hd;
-            if (scratch is null || scratch.Length < need) scratch = new float[Math.Max(need, 2 * (scratch?.Length ?? 0))];
+            if (scratch is null || scratch.Length < need)
+                scratch = new float[Math.Max(need, 2 * (scratch?.Length ?? 0))];
             fixed (float* sc = scratch)
             {
                 float* qs = sc;                                     // [queries, hd] rounded queries
@@ -441,8 +466,10 @@ public sealed unsafe partial class CpuBackend : IBackend
                 for (int r = 0; r < rows; r++)
                 {
                     float* src = _q + ((long)(row0 + r) * b._heads + g * group) * hd;
-                    if (f16) HalfMath.RoundToHalf(src, qs + r * group * hd, group * hd); // as ggml rounds q for an f16 cache
-                    else new ReadOnlySpan<float>(src, group * hd).CopyTo(new Span<float>(qs + r * group * hd, group * hd));
+                    // as ggml rounds q for an f16 cache
+                    if (f16) HalfMath.RoundToHalf(src, qs + r * group * hd, group * hd);
+                    else new ReadOnlySpan<float>(src, group * hd).CopyTo(
+                        new Span<float>(qs + r * group * hd, group * hd));
                 }
                 var table = s.BlockTables.AsSpan(s.RowSeq[row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
                 byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
@@ -465,7 +492,8 @@ public sealed unsafe partial class CpuBackend : IBackend
                     {
                         float* q = qs + qi * hd;
                         var acc = Vector512<float>.Zero;
-                        for (int d = 0; d < hd; d++) acc = Vector512.FusedMultiplyAdd(Vector512.Create(q[d]), Vector512.Load(kt + d * 16), acc);
+                        for (int d = 0; d < hd; d++)
+                            acc = Vector512.FusedMultiplyAdd(Vector512.Create(q[d]), Vector512.Load(kt + d * 16), acc);
                         (acc * scale).Store(scores + qi * ctxPadded + j0);
                     }
                 }
@@ -481,7 +509,8 @@ public sealed unsafe partial class CpuBackend : IBackend
                     TensorPrimitives.Exp(sr, sr);
                     double sum = SumInDouble(sr); // ggml sums in double
                     TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
-                    if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen); // ggml rounds p for an f16 cache
+                    // ggml rounds p for an f16 cache
+                    if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen);
                     new Span<float>(_out + ((long)(row0 + r) * b._heads + g * group + h) * hd, hd).Clear();
                 }
                 // sixteen value rows at a time (in cache), each query's output held in registers across them
@@ -519,7 +548,9 @@ public sealed unsafe partial class CpuBackend : IBackend
                         for (; d + 16 <= hd; d += 16)
                         {
                             var od = Vector512.Load(o + d);
-                            for (int j = 0; j < end; j++) od = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]), Vector512.Load(kt + j * hd + d), od);
+                            for (int j = 0; j < end; j++)
+                                od = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]),
+                                    Vector512.Load(kt + j * hd + d), od);
                             od.Store(o + d);
                         }
                         for (; d < hd; d++)
@@ -543,7 +574,8 @@ public sealed unsafe partial class CpuBackend : IBackend
             return sum;
         }
 
-        /// <summary>Row j of the sequence's K or V for head g, as f32 (converted into <paramref name="row"/> for an f16 cache).</summary>
+        /// <summary>Row j of the sequence's K or V for head g, as f32 (converted into <paramref name="row"/> for an f16
+        /// cache).</summary>
         float* KeyRow(byte* pool, Span<int> table, int j, int g, bool f16, float* row)
         {
             long at = b.KvIndex(table[j / b._blockSize], g, j % b._blockSize);
@@ -603,7 +635,8 @@ public sealed unsafe partial class CpuBackend : IBackend
             for (int i = i0; i < i1; i++)
             {
                 var item = s.Items[s.LogitItems[i]];
-                b._sampled[i] = sampler.Sample(new Span<float>(_logits + (long)i * _vocab, _vocab), item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
+                b._sampled[i] = sampler.Sample(new Span<float>(_logits + (long)i * _vocab, _vocab), item.Sampling,
+                    item.Seed, item.Tokens, item.NumPromptTokens);
             }
         }
     }

@@ -36,7 +36,8 @@ static class HalfMath
 
     /// <summary>16 bf16 values to f32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static unsafe Vector512<float> LoadBf16(ushort* h) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(h)) << 16).AsSingle();
+    public static unsafe Vector512<float> LoadBf16(ushort* h) =>
+        (Avx512F.ConvertToVector512UInt32(Vector256.Load(h)) << 16).AsSingle();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Vector512<float> Convert(Vector512<uint> u)
@@ -69,9 +70,11 @@ static class HalfMath
                 var u = x.AsUInt32();
                 var sign = u & Vector512.Create(0x80000000u);
                 var abs = (u & Vector512.Create(0x7FFFFFFFu)).AsSingle();
-                var normal = ((u + Vector512.Create(0xFFFu) + ((u >> 13) & Vector512<uint>.One)) & Vector512.Create(0xFFFFE000u)).AsSingle();
+                var normal = ((u + Vector512.Create(0xFFFu) + ((u >> 13) & Vector512<uint>.One))
+                    & Vector512.Create(0xFFFFE000u)).AsSingle();
                 var tiny = ((abs + Vector512.Create(0.5f)) - Vector512.Create(0.5f)).AsUInt32() | sign;
-                var r = Vector512.ConditionalSelect(Vector512.LessThan(abs, Vector512.Create(6.1035156e-05f)).AsSingle(), tiny.AsSingle(), normal);
+                var r = Vector512.ConditionalSelect(
+                    Vector512.LessThan(abs, Vector512.Create(6.1035156e-05f)).AsSingle(), tiny.AsSingle(), normal);
                 r = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(abs, Vector512.Create(65520f)).AsSingle(),
                     (Vector512.Create(0x7F800000u) | sign).AsSingle(), r);
                 r = Vector512.ConditionalSelect(Vector512.IsNaN(x), x, r);
@@ -80,7 +83,8 @@ static class HalfMath
         for (; i < n; i++) dst[i] = (float)(Half)src[i];
     }
 
-    /// <summary>Rounds n floats to the nearest bf16 value (ties to even), kept as f32, as ggml's conversion does.</summary>
+    /// <summary>Rounds n floats to the nearest bf16 value (ties to even), kept as f32, as ggml's conversion
+    /// does.</summary>
     public static unsafe void RoundToBf16(float* src, float* dst, long n)
     {
         long i = 0;
@@ -89,10 +93,12 @@ static class HalfMath
             {
                 var x = Vector512.Load(src + i);
                 var u = x.AsUInt32();
-                var r = ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u)).AsSingle();
+                var r = ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One))
+                    & Vector512.Create(0xFFFF0000u)).AsSingle();
                 Vector512.ConditionalSelect(Vector512.IsNaN(x), x, r).Store(dst + i);
             }
-        for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(Weft.Models.Gguf.GgmlQuant.SingleToBFloat16(src[i]) << 16);
+        for (; i < n; i++)
+            dst[i] = BitConverter.Int32BitsToSingle(Weft.Models.Gguf.GgmlQuant.SingleToBFloat16(src[i]) << 16);
     }
 
     /// <summary>Converts n halves (any n) to f32.</summary>

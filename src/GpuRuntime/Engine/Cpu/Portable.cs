@@ -14,12 +14,13 @@ unsafe interface IRowReader
 /// </summary>
 static unsafe class Portable
 {
-    /// <summary>Float weights (f32/f16/bf16) read by <typeparamref name="TReader"/> against activations x [m × k].</summary>
+    /// <summary>Float weights (f32/f16/bf16) read by <typeparamref name="TReader"/> against activations
+    /// x [m × k].</summary>
     public static void Float<TReader>(byte* w, float* x, float* y, float* bias, int m, int k, int ldy, int n0, int n1)
         where TReader : IRowReader
     {
-        // k is a row's length (up to the FFN width: tens of thousands of floats), too much for a worker's stack at the top
-        // of the range
+        // k is a row's length (up to the FFN width: tens of thousands of floats), too much for a worker's stack at the
+        // top of the range
         float[]? rented = k > 8192 ? System.Buffers.ArrayPool<float>.Shared.Rent(k) : null;
         Span<float> row = rented is null ? stackalloc float[k] : rented.AsSpan(0, k);
         try
@@ -40,8 +41,10 @@ static unsafe class Portable
         }
     }
 
-    /// <summary>Repacked q8_0 weights (see <see cref="MatMulKernels.Q8"/>) against q8_0 activations, block by block.</summary>
-    public static void Q8(byte* w, float* wScales, sbyte* xq, float* xScales, float* y, float* bias, int m, int k, int ldy, int n0, int n1)
+    /// <summary>Repacked q8_0 weights (see <see cref="MatMulKernels.Q8"/>) against q8_0 activations, block by
+    /// block.</summary>
+    public static void Q8(byte* w, float* wScales, sbyte* xq, float* xScales, float* y, float* bias, int m, int k,
+        int ldy, int n0, int n1)
     {
         int blocks = k / 32;
         for (int n = n0; n < n1; n++)

@@ -26,7 +26,8 @@ static unsafe class Quantize
                 var q1 = Vector512.ConvertToInt32(Vector512.Round(v1 * id));
                 var packed = Vector512.Narrow(Vector512.Narrow(q0, q1), Vector512<short>.Zero).GetLower().AsSByte();
                 packed.Store(q + b * 32);
-                Vector256.Negate(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Create((byte)128), packed)).Store(c + b * 8);
+                Vector256.Negate(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, Vector256.Create((byte)128),
+                    packed)).Store(c + b * 8);
             }
             else
             {
@@ -35,7 +36,8 @@ static unsafe class Quantize
                 float id = amax != 0 ? 127f / amax : 0f;
                 for (int j = 0; j < 32; j++) q[b * 32 + j] = (sbyte)MathF.Round(xs[j] * id, MidpointRounding.ToEven);
                 for (int lane = 0; lane < 8; lane++)
-                    c[b * 8 + lane] = -128 * (q[b * 32 + 4 * lane] + q[b * 32 + 4 * lane + 1] + q[b * 32 + 4 * lane + 2] + q[b * 32 + 4 * lane + 3]);
+                    c[b * 8 + lane] = -128 * (q[b * 32 + 4 * lane] + q[b * 32 + 4 * lane + 1] + q[b * 32 + 4 * lane + 2]
+                        + q[b * 32 + 4 * lane + 3]);
             }
             d[b] = (float)(Half)(amax / 127f);
         }

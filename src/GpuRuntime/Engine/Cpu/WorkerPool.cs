@@ -1,6 +1,7 @@
 namespace Weft.GpuRuntime.Engine.Cpu;
 
-/// <summary>A piece of work split across the pool: <see cref="Execute"/> runs once on every worker with its index.</summary>
+/// <summary>A piece of work split across the pool: <see cref="Execute"/> runs once on every worker with its
+/// index.</summary>
 abstract class ParallelJob
 {
     int _next;
@@ -26,11 +27,13 @@ abstract class ParallelJob
     protected static int ChunkSize(int count, int workers, int align = 1, int perWorker = 8) =>
         Math.Max(align, (count + workers * perWorker - 1) / (workers * perWorker) + align - 1) / align * align;
 
-    /// <summary>The contiguous share [start, end) of <paramref name="count"/> items of one worker, in multiples of <paramref name="align"/>.</summary>
+    /// <summary>The contiguous share [start, end) of <paramref name="count"/> items of one worker, in multiples of
+    /// <paramref name="align"/>.</summary>
     public static (int Start, int End) Share(int count, int worker, int workers, int align = 1)
     {
         int units = (count + align - 1) / align;
-        int start = (int)((long)units * worker / workers) * align, end = (int)((long)units * (worker + 1) / workers) * align;
+        int start = (int)((long)units * worker / workers) * align,
+            end = (int)((long)units * (worker + 1) / workers) * align;
         return (Math.Min(start, count), Math.Min(end, count));
     }
 }
@@ -79,7 +82,8 @@ sealed class WorkerPool : IDisposable
     const long InlineWork = 1 << 16;
 
     /// <summary>Runs <paramref name="job"/> on every worker and returns when all are done.</summary>
-    /// <param name="work">A rough cost (multiply-adds); below a few microseconds' worth the job runs on the calling thread alone, as waking the others would cost more.</param>
+    /// <param name="work">A rough cost (multiply-adds); below a few microseconds' worth the job runs on the calling
+    /// thread alone, as waking the others would cost more.</param>
     public void Run(ParallelJob job, long work = long.MaxValue)
     {
         if (_threads.Length == 0 || work < InlineWork)
@@ -104,7 +108,8 @@ sealed class WorkerPool : IDisposable
         for (int spins = 0; Volatile.Read(ref _pending) > 0; spins++)
             if ((spins & 1023) == 1023) Thread.Yield(); else Thread.SpinWait(1);
         _job = null;
-        if (Interlocked.Exchange(ref _failure, null) is { } failure) throw new AggregateException("a cpu kernel failed", failure);
+        if (Interlocked.Exchange(ref _failure, null) is { } failure)
+            throw new AggregateException("a cpu kernel failed", failure);
     }
 
     void Loop(int index)
@@ -131,13 +136,15 @@ sealed class WorkerPool : IDisposable
             }
             seen = generation;
             // the caller may already have taken this worker's part
-            if (Interlocked.CompareExchange(ref _started[index], generation, generation - 1) != generation - 1) continue;
+            if (Interlocked.CompareExchange(ref _started[index], generation, generation - 1) != generation - 1)
+                continue;
             Execute(_job!, index);
             Interlocked.Decrement(ref _pending);
         }
     }
 
-    /// <summary>A failing kernel must not leave the caller waiting forever: the failure is kept and Run rethrows it.</summary>
+    /// <summary>A failing kernel must not leave the caller waiting forever: the failure is kept and Run rethrows
+    /// it.</summary>
     void Execute(ParallelJob job, int worker)
     {
         try { job.Execute(worker, Workers); }

@@ -64,7 +64,8 @@ static class DeviceMath
         return Interop.IntAsFloat((b & 0xFFFFu) << 16);
     }
 
-    /// <summary>MathF.Round(v, MidpointRounding.AwayFromZero) for |v| ≤ 2^31, without a float add that could round.</summary>
+    /// <summary>MathF.Round(v, MidpointRounding.AwayFromZero) for |v| ≤ 2^31, without a float add that could
+    /// round.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float RoundAway(float v)
     {
@@ -75,7 +76,8 @@ static class DeviceMath
         return t;
     }
 
-    /// <summary>An unsigned key whose ascending order is the float's descending order (the CPU sampler's sort key).</summary>
+    /// <summary>An unsigned key whose ascending order is the float's descending order (the CPU sampler's sort
+    /// key).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static uint DescendingKey(float f)
     {
@@ -116,7 +118,8 @@ static class DeviceMath
         V4 = Byte(u.Y, 0), V5 = Byte(u.Y, 1), V6 = Byte(u.Y, 2), V7 = Byte(u.Y, 3),
     };
 
-    /// <summary>Sum over the <paramref name="lanes"/> consecutive threads of a warp that share one item (lanes: 1 or a power of two ≤ the warp size).</summary>
+    /// <summary>Sum over the <paramref name="lanes"/> consecutive threads of a warp that share one item (lanes: 1 or a
+    /// power of two ≤ the warp size).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float LaneSum(float v, int lanes)
     {
@@ -149,7 +152,8 @@ static class DeviceMath
         return v;
     }
 
-    /// <summary>Barrier for groups of more than one thread (a one-thread group, the CPU accelerator's shape, needs none).</summary>
+    /// <summary>Barrier for groups of more than one thread (a one-thread group, the CPU accelerator's shape, needs
+    /// none).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Sync()
     {

@@ -4,7 +4,8 @@ using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>A weight on the device: a matrix in its format's layout (q8_0 as quants and scales), or an f32 vector.</summary>
+/// <summary>A weight on the device: a matrix in its format's layout (q8_0 as quants and scales), or an f32
+/// vector.</summary>
 sealed class IlgpuWeight(GgufTensorInfo info, IlgpuWeightFormat format, MemoryBuffer1D<uint, Stride1D.Dense>? data,
     MemoryBuffer1D<float, Stride1D.Dense>? floats) : DeviceWeight(info)
 {
@@ -25,15 +26,20 @@ sealed class IlgpuWeight(GgufTensorInfo info, IlgpuWeightFormat format, MemoryBu
     }
 }
 
-/// <summary>The kernels that read weights, compiled once per stored layout present in the model (see <see cref="IlgpuWeightFormat"/>).</summary>
+/// <summary>The kernels that read weights, compiled once per stored layout present in the model (see
+/// <see cref="IlgpuWeightFormat"/>).</summary>
 abstract class FormatKernels
 {
-    public abstract void Embed(KernelConfig config, IlgpuWeight table, ArrayView<int> tokens, ArrayView<float> x, int rows, int dim);
-    public abstract void MatVec(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p);
-    public abstract void MatMulTiled(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p);
+    public abstract void Embed(KernelConfig config, IlgpuWeight table, ArrayView<int> tokens, ArrayView<float> x,
+        int rows, int dim);
+    public abstract void MatVec(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, ArrayView<Float4> x,
+        ArrayView<float> xs, MatMulArgs p);
+    public abstract void MatMulTiled(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c,
+        ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p);
 }
 
-sealed class FormatKernels<TW>(Accelerator accelerator, Func<IlgpuWeight, TW> view) : FormatKernels where TW : struct, IWeightRows
+sealed class FormatKernels<TW>(Accelerator accelerator, Func<IlgpuWeight, TW> view) : FormatKernels
+    where TW : struct, IWeightRows
 {
     readonly Action<KernelConfig, TW, ArrayView<int>, ArrayView<float>, int, int> _embed =
         accelerator.LoadStreamKernel<TW, ArrayView<int>, ArrayView<float>, int, int>(Kernels.Embed);
@@ -42,12 +48,15 @@ sealed class FormatKernels<TW>(Accelerator accelerator, Func<IlgpuWeight, TW> vi
     readonly Action<KernelConfig, TW, TW, TW, ArrayView<Float4>, ArrayView<float>, MatMulArgs> _tiled =
         accelerator.LoadStreamKernel<TW, TW, TW, ArrayView<Float4>, ArrayView<float>, MatMulArgs>(Kernels.MatMulTiled);
 
-    public override void Embed(KernelConfig config, IlgpuWeight table, ArrayView<int> tokens, ArrayView<float> x, int rows, int dim) =>
+    public override void Embed(KernelConfig config, IlgpuWeight table, ArrayView<int> tokens, ArrayView<float> x,
+        int rows, int dim) =>
         _embed(config, view(table), tokens, x, rows, dim);
 
-    public override void MatVec(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p) =>
+    public override void MatVec(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, ArrayView<Float4> x,
+        ArrayView<float> xs, MatMulArgs p) =>
         _matVec(config, view(a), view(b), view(c), x, xs, p);
 
-    public override void MatMulTiled(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p) =>
+    public override void MatMulTiled(KernelConfig config, IlgpuWeight a, IlgpuWeight b, IlgpuWeight c,
+        ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p) =>
         _tiled(config, view(a), view(b), view(c), x, xs, p);
 }

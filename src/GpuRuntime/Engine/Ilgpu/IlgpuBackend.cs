@@ -16,11 +16,14 @@ namespace Weft.GpuRuntime.Engine.Ilgpu;
 public sealed record LaunchShape(int Lanes, int GroupSize, int MaxGroups, int TiledFromRows)
 {
     /// <summary>ILGPU's CPU accelerator runs each thread of a group as an OS thread and every barrier or shuffle as a
-    /// rendezvous of those threads, so one-thread groups (no cross-thread reduction at all) are by far its fastest shape.</summary>
+    /// rendezvous of those threads, so one-thread groups (no cross-thread reduction at all) are by far its fastest
+    /// shape.</summary>
     public static LaunchShape Cpu(int threads) => new(1, 1, 4 * threads, int.MaxValue);
 
-    /// <summary>A warp per row or output, eight warps per group; tiles from 33 rows, where a row tile of 8 would re-read weights 5 times.</summary>
-    public static LaunchShape Cuda(int warpSize, int multiprocessors) => new(warpSize, 8 * warpSize, 32 * multiprocessors, 33);
+    /// <summary>A warp per row or output, eight warps per group; tiles from 33 rows, where a row tile of 8 would
+    /// re-read weights 5 times.</summary>
+    public static LaunchShape Cuda(int warpSize, int multiprocessors) =>
+        new(warpSize, 8 * warpSize, 32 * multiprocessors, 33);
 }
 
 /// <summary>
@@ -51,15 +54,22 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     readonly List<IlgpuWeight> _weights = [];
     readonly Dictionary<GgmlType, FormatKernels> _formats = [];
 
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs> _normPrep;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<int>, NormArgs> _normPrep;
     readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
-    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int> _sample;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F16Cache, RopeArgs>? _ropeF16;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F32Cache, RopeArgs>? _ropeF32;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, F16Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>? _attentionF16;
-    Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>? _attentionF32;
+    readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>,
+        int> _sample;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+        ArrayView<int>, F16Cache, RopeArgs>? _ropeF16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+        ArrayView<int>, F32Cache, RopeArgs>? _ropeF32;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, F16Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>,
+        AttentionArgs>? _attentionF16;
+    Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>,
+        AttentionArgs>? _attentionF32;
 
-    // the rounded copy of a matmul input ([rows, cols] floats) and its q8_0 block scales, sized for the largest activation
+    // the rounded copy of a matmul input ([rows, cols] floats) and its q8_0 block scales, sized for the largest
+    // activation
     MemoryBuffer1D<float, Stride1D.Dense>? _xq, _xs;
     // sampling scratch [rows, vocab]: probabilities, sized like the largest activation (the logits)
     MemoryBuffer1D<float, Stride1D.Dense>? _probs;
@@ -94,8 +104,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     }, null, cudaDevice)
     { }
 
-    /// <param name="cpu">The CPU accelerator's simulated device, or null for CUDA device <paramref name="cudaDevice"/>.</param>
-    /// <param name="shape">The launch shape; null picks the accelerator's default (tests force GPU-like shapes on the CPU).</param>
+    /// <param name="cpu">The CPU accelerator's simulated device, or null for CUDA device
+    /// <paramref name="cudaDevice"/>.</param>
+    /// <param name="shape">The launch shape; null picks the accelerator's default (tests force GPU-like shapes on the
+    /// CPU).</param>
     internal IlgpuBackend(CPUDevice? cpu, LaunchShape? shape, int cudaDevice = 0)
     {
         _context = Context.Create(b =>
@@ -108,8 +120,12 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             if (cpu is null)
             {
                 var devices = _context.GetCudaDevices();
-                if (devices.Count == 0) throw new NotSupportedException("engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
-                if (cudaDevice >= devices.Count) throw new NotSupportedException($"engine 'cuda': there is no device {cudaDevice} (found {devices.Count})");
+                if (devices.Count == 0)
+                    throw new NotSupportedException(
+                        "engine 'cuda' needs an NVIDIA GPU with its driver (libcuda), and none was found");
+                if (cudaDevice >= devices.Count)
+                    throw new NotSupportedException(
+                        $"engine 'cuda': there is no device {cudaDevice} (found {devices.Count})");
                 var cuda = devices[cudaDevice].CreateCudaAccelerator(_context);
                 _accelerator = cuda;
                 _device = $"cuda: {cuda.Name}, {cuda.MemorySize / (double)(1L << 30):F0} GiB";
@@ -121,11 +137,16 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
                 _device = $"ilgpu-cpu: ILGPU CPU accelerator, {cpu.NumMultiprocessors} threads";
                 _shape = shape ?? LaunchShape.Cpu(cpu.NumMultiprocessors);
             }
-            if (_shape.Lanes > Kernels.MaxLanes || _shape.Lanes > _accelerator.WarpSize && _shape.Lanes > 1 || _shape.GroupSize % _shape.Lanes != 0)
-                throw new ArgumentException($"launch shape {_shape} does not fit the accelerator (warp size {_accelerator.WarpSize})");
-            _normPrep = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs>(Kernels.NormPrep);
-            _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(Kernels.SwiGlu);
-            _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, int>(SamplingKernel.Sample);
+            if (_shape.Lanes > Kernels.MaxLanes || _shape.Lanes > _accelerator.WarpSize && _shape.Lanes > 1
+                || _shape.GroupSize % _shape.Lanes != 0)
+                throw new ArgumentException(
+                    $"launch shape {_shape} does not fit the accelerator (warp size {_accelerator.WarpSize})");
+            _normPrep = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs>(Kernels.NormPrep);
+            _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(
+                Kernels.SwiGlu);
+            _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>,
+                ArrayView<int>, int>(SamplingKernel.Sample);
         }
         catch
         {
@@ -147,7 +168,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
     public string Description => _numBlocks > 0 ? $"{_device}; KV pool {_numBlocks} blocks" : _device;
 
-    /// <summary>Free device memory now (CUDA), for sizing the KV pool after the weights are loaded; null on the CPU accelerator.</summary>
+    /// <summary>Free device memory now (CUDA), for sizing the KV pool after the weights are loaded; null on the CPU
+    /// accelerator.</summary>
     public long? FreeMemoryBytes
     {
         get
@@ -155,7 +177,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             if (_accelerator is not CudaAccelerator) return null;
             _accelerator.Bind();
             var error = CudaAPI.CurrentAPI.GetMemoryInfo(out long free, out long _);
-            return error == CudaError.CUDA_SUCCESS ? free : throw new InvalidOperationException($"cuMemGetInfo failed: {error}");
+            return error == CudaError.CUDA_SUCCESS
+                ? free
+                : throw new InvalidOperationException($"cuMemGetInfo failed: {error}");
         }
     }
 
@@ -177,7 +201,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             long start = System.Diagnostics.Stopwatch.GetTimestamp();
             a.CopyTo(b);
             _accelerator.Synchronize();
-            if (i > 0) best = Math.Max(best, 2.0 * bytes / System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
+            if (i > 0)
+                best = Math.Max(best, 2.0 * bytes / System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
         return best;
     }
@@ -206,17 +231,21 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         IlgpuWeight w;
         if (tensor.Dims.Length == 1)
         {
-            if (tensor.Type != GgmlType.F32) throw file.Fail($"vector '{tensor.Name}' is stored as {tensor.Type}; the ILGPU backend reads f32 vectors");
+            if (tensor.Type != GgmlType.F32)
+                throw file.Fail(
+                    $"vector '{tensor.Name}' is stored as {tensor.Type}; the ILGPU backend reads f32 vectors");
             var floats = _accelerator.Allocate1D<float>(tensor.ElementCount);
             floats.View.CopyFromCPU(ref *(float*)src, tensor.ElementCount);
             w = new IlgpuWeight(tensor, FloatFormat.F32, null, floats);
         }
         else
         {
-            var format = IlgpuFormats.Find(tensor.Type) ?? throw file.Fail($"tensor '{tensor.Name}' is stored as {tensor.Type}, which the ILGPU backend cannot read");
+            var format = IlgpuFormats.Find(tensor.Type) ?? throw file.Fail(
+                $"tensor '{tensor.Name}' is stored as {tensor.Type}, which the ILGPU backend cannot read");
             int block = GgmlTypeTraits.Q8_0.BlockSize;
             if (tensor.Columns % block != 0)
-                throw file.Fail($"tensor '{tensor.Name}' has rows of {tensor.Columns} elements; the ILGPU backend needs a multiple of {block}");
+                throw file.Fail($"tensor '{tensor.Name}' has rows of {tensor.Columns} elements; "
+                    + $"the ILGPU backend needs a multiple of {block}");
             w = format.Upload(_accelerator, tensor, src);
             if (!_formats.ContainsKey(w.Type)) _formats[w.Type] = format.CreateKernels(_accelerator);
         }
@@ -227,7 +256,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
     {
         if (config.HeadDim > Kernels.MaxHeadDim || config.HeadDim % 8 != 0)
-            throw new NotSupportedException($"the ILGPU attention kernel needs a head dimension that is a multiple of 8 up to {Kernels.MaxHeadDim}, not {config.HeadDim}");
+            throw new NotSupportedException("the ILGPU attention kernel needs a head dimension that is a multiple of 8 "
+                + $"up to {Kernels.MaxHeadDim}, not {config.HeadDim}");
         _config = config;
         _numBlocks = numBlocks;
         _blockSize = blockSize;
@@ -237,15 +267,19 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         {
             _kvHalf = _accelerator.Allocate1D<ushort>(total);
             _kvHalf.MemSetToZero();
-            _ropeF16 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F16Cache, RopeArgs>(Kernels.RopeStore);
-            _attentionF16 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F16Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
+            _ropeF16 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<int>, ArrayView<int>, F16Cache, RopeArgs>(Kernels.RopeStore);
+            _attentionF16 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F16Cache, ArrayView<int>,
+                ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
         }
         else
         {
             _kvFloat = _accelerator.Allocate1D<float>(total);
             _kvFloat.MemSetToZero();
-            _ropeF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, F32Cache, RopeArgs>(Kernels.RopeStore);
-            _attentionF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
+            _ropeF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<int>, ArrayView<int>, F32Cache, RopeArgs>(Kernels.RopeStore);
+            _attentionF32 = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>,
+                ArrayView<int>, ArrayView<int>, AttentionArgs>(Kernels.Attention);
         }
 
         // cos/sin for every position, the very values the CPU backend computes per step
@@ -261,7 +295,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _accelerator.Synchronize();
     }
 
-    /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on the host.</summary>
+    /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on
+    /// the host.</summary>
     const int PenaltyBudget = 1 << 18;
 
     public void BeginStep(StepInputs inputs)
@@ -278,7 +313,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         int T = inputs.NumTokens;
         for (int t = 0; t < T; t++)
             if (inputs.Positions[t] >= _ropePositions)
-                throw new ArgumentException($"position {inputs.Positions[t]} is beyond the model's context length {_ropePositions}");
+                throw new ArgumentException(
+                    $"position {inputs.Positions[t]} is beyond the model's context length {_ropePositions}");
         inputs.TokenIds.AsSpan(0, T).CopyTo(ints);
         inputs.Positions.AsSpan(0, T).CopyTo(ints.AsSpan(_oPositions));
         inputs.SlotMapping.AsSpan(0, T).CopyTo(ints.AsSpan(_oSlots));
@@ -286,18 +322,23 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         inputs.BlockTables.AsSpan(0, inputs.NumSeqs * inputs.MaxBlocksPerSeq).CopyTo(ints.AsSpan(_oTables));
         inputs.LogitRows.AsSpan(0, inputs.NumLogitRows).CopyTo(ints.AsSpan(_oLogitRows));
         int penalties = PackSampling(inputs, ints.AsSpan(_oParams), _hostPenalties!.GetArray());
-        // only what this step uses: its rows and its sequences' block tables, then the logits rows and sampling parameters
+        // only what this step uses: its rows and its sequences' block tables, then the logits rows and sampling
+        // parameters
         int head = _oTables + inputs.NumSeqs * inputs.MaxBlocksPerSeq;
         _ints!.View.AsContiguous().SubView(0, head).CopyFromCPUUnsafeAsync(ref ints[0], head);
-        _ints.View.AsContiguous().SubView(_oLogitRows, _intsLength - _oLogitRows).CopyFromCPUUnsafeAsync(ref ints[_oLogitRows], _intsLength - _oLogitRows);
-        if (penalties > 0) _penalties!.View.AsContiguous().SubView(0, 2L * penalties).CopyFromCPUUnsafeAsync(ref _hostPenalties.GetArray()[0], 2L * penalties);
+        _ints.View.AsContiguous().SubView(_oLogitRows, _intsLength - _oLogitRows)
+            .CopyFromCPUUnsafeAsync(ref ints[_oLogitRows], _intsLength - _oLogitRows);
+        if (penalties > 0)
+            _penalties!.View.AsContiguous().SubView(0, 2L * penalties)
+                .CopyFromCPUUnsafeAsync(ref _hostPenalties.GetArray()[0], 2L * penalties);
     }
 
     void EnsureStepBuffers(StepInputs s)
     {
         if (_hostInts is not null)
         {
-            if (s.MaxTokens * 4 + s.MaxSeqs * s.MaxBlocksPerSeq + s.MaxSeqs * (1 + SamplingKernel.ParamInts) > _intsLength)
+            if (s.MaxTokens * 4 + s.MaxSeqs * s.MaxBlocksPerSeq + s.MaxSeqs * (1 + SamplingKernel.ParamInts)
+                > _intsLength)
                 throw new InvalidOperationException("the step's limits changed after the first step");
             return;
         }
@@ -513,7 +554,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _prepared = default;
         var s = Step;
         int n = s.NumLogitRows;
-        _sample(new KernelConfig(n, _shape.GroupSize), T(logits).View, _probs!.View, _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _sampled!.View, vocabSize);
+        _sample(new KernelConfig(n, _shape.GroupSize), T(logits).View, _probs!.View,
+            _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _sampled!.View,
+            vocabSize);
         _launches++;
         _sampled.View.AsContiguous().SubView(0, n).CopyToCPUUnsafeAsync(ref _hostSampled!.GetArray()[0], n);
         _accelerator.DefaultStream.Synchronize();
@@ -548,13 +591,23 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         return new KernelConfig((int)groups, _shape.GroupSize);
     }
 
-    void NormPrep(IlgpuTensor x, IlgpuWeight weight, IlgpuTensor y, int rows, int dim, float eps, bool gather, InputPrep prep)
+    void NormPrep(IlgpuTensor x, IlgpuWeight weight, IlgpuTensor y, int rows, int dim, float eps, bool gather,
+        InputPrep prep)
     {
         if (prep != InputPrep.None && dim % 32 != 0) prep = InputPrep.None;
         int perGroup = _shape.GroupSize / _shape.Lanes;
-        var args = new NormArgs { Rows = rows, Dim = dim, Lanes = _shape.Lanes, Normalize = 1, Gather = gather ? 1 : 0, Prep = prep, Eps = eps };
-        _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View, weight.Floats!.View, y.View, _xq!.View, _xs!.View,
-            Ints(_oLogitRows, Step.MaxSeqs), args);
+        var args = new NormArgs
+        {
+            Rows = rows,
+            Dim = dim,
+            Lanes = _shape.Lanes,
+            Normalize = 1,
+            Gather = gather ? 1 : 0,
+            Prep = prep,
+            Eps = eps,
+        };
+        _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View,
+            weight.Floats!.View, y.View, _xq!.View, _xs!.View, Ints(_oLogitRows, Step.MaxSeqs), args);
         _launches++;
         _prepared = (y, prep, rows);
     }
@@ -606,8 +659,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         {
             var args = new NormArgs { Rows = rows, Dim = cols, Lanes = _shape.Lanes, Normalize = 0, Prep = prep };
             int perGroup = _shape.GroupSize / _shape.Lanes;
-            _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View, _xs!.View, x.View, _xq!.View, _xs.View,
-                Ints(0, 1), args);
+            _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), x.View,
+                _xs!.View, x.View, _xq!.View, _xs.View, Ints(0, 1), args);
             _launches++;
             _prepared = (x, prep, rows);
         }
@@ -622,7 +675,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         foreach (var w in _weights) w.Dispose();
         _tensors.Clear();
         _weights.Clear();
-        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled })
+        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ints, _penalties,
+            _sampled, _hostInts, _hostPenalties, _hostSampled })
             d?.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

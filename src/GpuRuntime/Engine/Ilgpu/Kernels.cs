@@ -51,9 +51,20 @@ struct Tile8
     public float R0, R1, R2, R3, R4, R5, R6, R7;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly float At(int i) => i switch { 0 => R0, 1 => R1, 2 => R2, 3 => R3, 4 => R4, 5 => R5, 6 => R6, _ => R7 };
+    public readonly float At(int i) => i switch
+    {
+        0 => R0,
+        1 => R1,
+        2 => R2,
+        3 => R3,
+        4 => R4,
+        5 => R5,
+        6 => R6,
+        _ => R7,
+    };
 
-    /// <summary>Adds w · x[row i, k..k+8) for the first n rows; x is read as float4 pairs starting at i0, one row every stride.</summary>
+    /// <summary>Adds w · x[row i, k..k+8) for the first n rows; x is read as float4 pairs starting at i0, one row
+    /// every stride.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly Tile8 Accumulate(in Float8 w, ArrayView<Float4> x, long i0, long stride, int n)
     {
@@ -76,7 +87,8 @@ struct Tile8
         R4 = R4 + o.R4, R5 = R5 + o.R5, R6 = R6 + o.R6, R7 = R7 + o.R7,
     };
 
-    /// <summary>q8_0: adds (dw · dx[row]) · part per row, ggml's order of the block product; xs holds one scale per row every stride.</summary>
+    /// <summary>q8_0: adds (dw · dx[row]) · part per row, ggml's order of the block product; xs holds one scale per
+    /// row every stride.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly Tile8 AddScaled(in Tile8 part, float dw, ArrayView<float> xs, long i0, long stride, int n)
     {
@@ -95,8 +107,10 @@ struct Tile8
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly Tile8 LaneSum(int lanes) => new()
     {
-        R0 = DeviceMath.LaneSum(R0, lanes), R1 = DeviceMath.LaneSum(R1, lanes), R2 = DeviceMath.LaneSum(R2, lanes), R3 = DeviceMath.LaneSum(R3, lanes),
-        R4 = DeviceMath.LaneSum(R4, lanes), R5 = DeviceMath.LaneSum(R5, lanes), R6 = DeviceMath.LaneSum(R6, lanes), R7 = DeviceMath.LaneSum(R7, lanes),
+        R0 = DeviceMath.LaneSum(R0, lanes), R1 = DeviceMath.LaneSum(R1, lanes),
+        R2 = DeviceMath.LaneSum(R2, lanes), R3 = DeviceMath.LaneSum(R3, lanes),
+        R4 = DeviceMath.LaneSum(R4, lanes), R5 = DeviceMath.LaneSum(R5, lanes),
+        R6 = DeviceMath.LaneSum(R6, lanes), R7 = DeviceMath.LaneSum(R7, lanes),
     };
 }
 
@@ -106,16 +120,34 @@ struct Tile4x4
     public Float4 C0, C1, C2, C3;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Float4 Fma(Float4 c, float a, in Float4 b) => new() { X = c.X + a * b.X, Y = c.Y + a * b.Y, Z = c.Z + a * b.Z, W = c.W + a * b.W };
+    static Float4 Fma(Float4 c, float a, in Float4 b) => new()
+    {
+        X = c.X + a * b.X,
+        Y = c.Y + a * b.Y,
+        Z = c.Z + a * b.Z,
+        W = c.W + a * b.W,
+    };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Tile4x4 Fma(in Float4 a, in Float4 b) => new() { C0 = Fma(C0, a.X, b), C1 = Fma(C1, a.Y, b), C2 = Fma(C2, a.Z, b), C3 = Fma(C3, a.W, b) };
+    public readonly Tile4x4 Fma(in Float4 a, in Float4 b) => new()
+    {
+        C0 = Fma(C0, a.X, b),
+        C1 = Fma(C1, a.Y, b),
+        C2 = Fma(C2, a.Z, b),
+        C3 = Fma(C3, a.W, b),
+    };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Float4 Add(Float4 c, in Float4 p) => new() { X = c.X + p.X, Y = c.Y + p.Y, Z = c.Z + p.Z, W = c.W + p.W };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public readonly Tile4x4 Add(in Tile4x4 p) => new() { C0 = Add(C0, p.C0), C1 = Add(C1, p.C1), C2 = Add(C2, p.C2), C3 = Add(C3, p.C3) };
+    public readonly Tile4x4 Add(in Tile4x4 p) => new()
+    {
+        C0 = Add(C0, p.C0),
+        C1 = Add(C1, p.C1),
+        C2 = Add(C2, p.C2),
+        C3 = Add(C3, p.C3),
+    };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Float4 AddScaled(Float4 c, in Float4 p, float sx, in Float4 sw) => new()
@@ -127,7 +159,8 @@ struct Tile4x4
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly Tile4x4 AddScaled(in Tile4x4 p, in Float4 sx, in Float4 sw) => new()
     {
-        C0 = AddScaled(C0, p.C0, sx.X, sw), C1 = AddScaled(C1, p.C1, sx.Y, sw), C2 = AddScaled(C2, p.C2, sx.Z, sw), C3 = AddScaled(C3, p.C3, sx.W, sw),
+        C0 = AddScaled(C0, p.C0, sx.X, sw), C1 = AddScaled(C1, p.C1, sx.Y, sw),
+        C2 = AddScaled(C2, p.C2, sx.Z, sw), C3 = AddScaled(C3, p.C3, sx.W, sw),
     };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -145,12 +178,14 @@ struct Tile4x4
 /// </summary>
 static class Kernels
 {
-    /// <summary>Tile of the shared-memory matmul: 32 batch rows × 64 outputs × one 32-column block, 128 threads of 4 × 4.</summary>
+    /// <summary>Tile of the shared-memory matmul: 32 batch rows × 64 outputs × one 32-column block, 128 threads of
+    /// 4 × 4.</summary>
     public const int TileRows = 32, TileOutputs = 64, TileThreads = 128;
     public const int MaxHeadDim = 256, MaxHeadsPerGroup = 8, MaxLanes = 32;
 
     /// <summary>x[t] = table[token t]: one thread per 8 elements.</summary>
-    public static void Embed<TW>(TW table, ArrayView<int> tokens, ArrayView<float> x, int rows, int dim) where TW : struct, IWeightRows
+    public static void Embed<TW>(TW table, ArrayView<int> tokens, ArrayView<float> x, int rows, int dim)
+        where TW : struct, IWeightRows
     {
         int chunks = dim / 8;
         for (long i = Grid.GlobalIndex.X; i < (long)rows * chunks; i += (long)Grid.DimX * Group.DimX)
@@ -173,9 +208,10 @@ static class Kernels
         }
     }
 
-    /// <summary>RMSNorm and/or input rounding, <c>Lanes</c> threads per row. Sums of squares in double as the CPU backend.</summary>
-    public static void NormPrep(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> xq, ArrayView<float> xs,
-        ArrayView<int> rowIndex, NormArgs p)
+    /// <summary>RMSNorm and/or input rounding, <c>Lanes</c> threads per row. Sums of squares in double as the CPU
+    /// backend.</summary>
+    public static void NormPrep(ArrayView<float> x, ArrayView<float> weight, ArrayView<float> y, ArrayView<float> xq,
+        ArrayView<float> xs, ArrayView<int> rowIndex, NormArgs p)
     {
         int lanes = p.Lanes, lane = Group.IdxX % lanes, perGroup = Group.DimX / lanes;
         bool normalize = p.Normalize != 0;
@@ -226,7 +262,8 @@ static class Kernels
     /// 32-column blocks, against up to 8 batch rows held in registers (more rows take further passes over the row,
     /// which then comes from cache).
     /// </summary>
-    public static void MatVec<TW>(TW a, TW b, TW c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p) where TW : struct, IWeightRows
+    public static void MatVec<TW>(TW a, TW b, TW c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p)
+        where TW : struct, IWeightRows
     {
         int lanes = p.Lanes, lane = Group.IdxX % lanes, perGroup = Group.DimX / lanes;
         int outputs = p.Outputs;
@@ -252,7 +289,8 @@ static class Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Tile8 RowTile<TW>(TW w, long row, ArrayView<Float4> x, ArrayView<float> xs, int cols, int r0, int n, int lane, int lanes)
+    static Tile8 RowTile<TW>(TW w, long row, ArrayView<Float4> x, ArrayView<float> xs, int cols, int r0, int n,
+        int lane, int lanes)
         where TW : struct, IWeightRows
     {
         var acc = new Tile8();
@@ -267,7 +305,9 @@ static class Kernels
                 int k = blk * 32 + s * 8;
                 part = part.Accumulate(w.Load8(row, k), xv, r0 * stride + k / 4, stride, n);
             }
-            acc = w.Quantized ? acc.AddScaled(part, w.Scale(row, blk * 32), xs, (long)r0 * blocks + blk, blocks, n) : acc.Add(part);
+            acc = w.Quantized
+                ? acc.AddScaled(part, w.Scale(row, blk * 32), xs, (long)r0 * blocks + blk, blocks, n)
+                : acc.Add(part);
         }
         return acc;
     }
@@ -294,9 +334,11 @@ static class Kernels
 
     /// <summary>
     /// The many-row matmul: each group computes a 32-row × 64-output tile, staging one 32-column block of the input
-    /// and of the weights at a time in shared memory (weights converted to f32 once per tile), 4 × 4 results per thread.
+    /// and of the weights at a time in shared memory (weights converted to f32 once per tile), 4 × 4 results per
+    /// thread.
     /// </summary>
-    public static void MatMulTiled<TW>(TW a, TW b, TW c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p) where TW : struct, IWeightRows
+    public static void MatMulTiled<TW>(TW a, TW b, TW c, ArrayView<Float4> x, ArrayView<float> xs, MatMulArgs p)
+        where TW : struct, IWeightRows
     {
         var xt = SharedMemory.Allocate<float>(32 * TileRows);
         var wt = SharedMemory.Allocate<float>(32 * TileOutputs);
@@ -317,7 +359,8 @@ static class Kernels
             for (int blk = 0; blk < blocks; blk++)
             {
                 {
-                    // input tile: thread loads 8 columns of one row, stored column-major so a thread reads 4 rows at once
+                    // input tile: thread loads 8 columns of one row, stored column-major so a thread reads 4 rows at
+                    // once
                     int m = tid / 4, k8 = tid % 4 * 8, r = m0 + m;
                     var lo = new Float4();
                     var hi = new Float4();
@@ -349,11 +392,15 @@ static class Kernels
                         scale = w.Scale(row, blk * 32);
                     }
                     int at = k16 * TileOutputs + nn;
-                    wt[at] = w0.V0; wt[at + TileOutputs] = w0.V1; wt[at + 2 * TileOutputs] = w0.V2; wt[at + 3 * TileOutputs] = w0.V3;
-                    wt[at + 4 * TileOutputs] = w0.V4; wt[at + 5 * TileOutputs] = w0.V5; wt[at + 6 * TileOutputs] = w0.V6; wt[at + 7 * TileOutputs] = w0.V7;
+                    wt[at] = w0.V0; wt[at + TileOutputs] = w0.V1;
+                    wt[at + 2 * TileOutputs] = w0.V2; wt[at + 3 * TileOutputs] = w0.V3;
+                    wt[at + 4 * TileOutputs] = w0.V4; wt[at + 5 * TileOutputs] = w0.V5;
+                    wt[at + 6 * TileOutputs] = w0.V6; wt[at + 7 * TileOutputs] = w0.V7;
                     at += 8 * TileOutputs;
-                    wt[at] = w1.V0; wt[at + TileOutputs] = w1.V1; wt[at + 2 * TileOutputs] = w1.V2; wt[at + 3 * TileOutputs] = w1.V3;
-                    wt[at + 4 * TileOutputs] = w1.V4; wt[at + 5 * TileOutputs] = w1.V5; wt[at + 6 * TileOutputs] = w1.V6; wt[at + 7 * TileOutputs] = w1.V7;
+                    wt[at] = w1.V0; wt[at + TileOutputs] = w1.V1;
+                    wt[at + 2 * TileOutputs] = w1.V2; wt[at + 3 * TileOutputs] = w1.V3;
+                    wt[at + 4 * TileOutputs] = w1.V4; wt[at + 5 * TileOutputs] = w1.V5;
+                    wt[at + 6 * TileOutputs] = w1.V6; wt[at + 7 * TileOutputs] = w1.V7;
                     if (quantized && k16 == 0) sw[nn] = scale;
                 }
                 Group.Barrier();
@@ -433,7 +480,8 @@ static class Kernels
             else
             {
                 int e = j - qPairs - kPairs, h = e / hd;
-                cache.Store(p.VBase + ((blockBase + h) * p.BlockSize + offset) * hd + e % hd, v[(long)t * p.KvHeads * hd + e]);
+                cache.Store(p.VBase + ((blockBase + h) * p.BlockSize + offset) * hd + e % hd,
+                    v[(long)t * p.KvHeads * hd + e]);
             }
         }
     }
@@ -445,8 +493,8 @@ static class Kernels
     /// work (no split over the context for long sequences). Lanes take consecutive positions for the scores, then
     /// consecutive dimensions for the weighted sum of V.
     /// </summary>
-    public static void Attention<TC>(ArrayView<float> q, ArrayView<float> output, TC cache, ArrayView<int> positions, ArrayView<int> rowSeq,
-        ArrayView<int> blockTables, AttentionArgs p) where TC : struct, IKvCache
+    public static void Attention<TC>(ArrayView<float> q, ArrayView<float> output, TC cache, ArrayView<int> positions,
+        ArrayView<int> rowSeq, ArrayView<int> blockTables, AttentionArgs p) where TC : struct, IKvCache
     {
         var qShared = SharedMemory.Allocate<float>(MaxHeadsPerGroup * MaxHeadDim);
         var accShared = SharedMemory.Allocate<float>(MaxHeadsPerGroup * MaxHeadDim);
@@ -480,7 +528,8 @@ static class Kernels
             {
                 float s = Score(cache, qs, blockTables, table, j0 + lane, ctx, kvh, p);
                 float mNew = MathF.Max(m, DeviceMath.LaneMax(s, lanes));
-                l = l * MathF.Exp(m - mNew) + DeviceMath.LaneSum((double)(j0 + lane < ctx ? MathF.Exp(s - mNew) : 0f), lanes);
+                l = l * MathF.Exp(m - mNew)
+                    + DeviceMath.LaneSum((double)(j0 + lane < ctx ? MathF.Exp(s - mNew) : 0f), lanes);
                 m = mNew;
             }
         }
@@ -521,7 +570,8 @@ static class Kernels
 
     /// <summary>The scaled score of query qs against position j's key, or -∞ past the context.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Score<TC>(TC cache, ArrayView<float> qs, ArrayView<int> blockTables, long table, int j, int ctx, int kvh, in AttentionArgs p)
+    static float Score<TC>(TC cache, ArrayView<float> qs, ArrayView<int> blockTables, long table, int j, int ctx,
+        int kvh, in AttentionArgs p)
         where TC : struct, IKvCache
     {
         if (j >= ctx) return float.NegativeInfinity;

@@ -4,14 +4,16 @@ using ILGPU.Runtime;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>Element access to the paged KV pool in its storage type; kernels are generic over it like over weights.</summary>
+/// <summary>Element access to the paged KV pool in its storage type; kernels are generic over it like over
+/// weights.</summary>
 interface IKvCache
 {
     float Load(long i);
     /// <summary>Elements [i, i + 8); i is a multiple of 8.</summary>
     Float8 Load8(long i);
     void Store(long i, float v);
-    /// <summary>Whether values are stored as f16 (the query is then rounded to f16 before the dot product, as ggml does).</summary>
+    /// <summary>Whether values are stored as f16 (the query is then rounded to f16 before the dot product, as ggml
+    /// does).</summary>
     bool Half { get; }
 }
 

@@ -5,25 +5,27 @@ using Weft.GpuRuntime.Sampling;
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
 /// <summary>
-/// Sampling on the device, one group per logits row, with the CPU <see cref="Sampling.Sampler"/>'s semantics. The sampler
-/// sorts candidates by (logit descending, id ascending); here that order is the unsigned order of a 64-bit key
+/// Sampling on the device, one group per logits row, with the CPU <see cref="Sampling.Sampler"/>'s semantics. The
+/// sampler sorts candidates by (logit descending, id ascending); here that order is the unsigned order of a 64-bit key
 /// (descending-logit key, id), and every prefix of it that top-k, top-p and the draw need is found by bisection over
 /// the key: a prefix is "keys ≤ T", so counting or summing below a threshold replaces the sort.
 /// </summary>
 static class SamplingKernel
 {
-    /// <summary>Per-row parameters, as ints: flags, top-k, then float bits, the seed's halves, the completion index and the row's penalty entries.</summary>
+    /// <summary>Per-row parameters, as ints: flags, top-k, then float bits, the seed's halves, the completion index and
+    /// the row's penalty entries.</summary>
     public const int ParamInts = 16;
     public const int FlagGreedy = 1, FlagOnHost = 2;
-    public const int PFlags = 0, PTopK = 1, PTemperature = 2, PTopP = 3, PMinP = 4, PRepetition = 5, PPresence = 6, PFrequency = 7,
-        PSeedLo = 8, PSeedHi = 9, PCompletionIndex = 10, PPenaltyOffset = 11, PPenaltyCount = 12;
+    public const int PFlags = 0, PTopK = 1, PTemperature = 2, PTopP = 3, PMinP = 4, PRepetition = 5, PPresence = 6,
+        PFrequency = 7, PSeedLo = 8, PSeedHi = 9, PCompletionIndex = 10, PPenaltyOffset = 11, PPenaltyCount = 12;
 
     const int MaxWarps = 32;
 
-    /// <param name="probs">Scratch [rows, vocab]: each token's probability once computed, or -1 outside the kept set.</param>
+    /// <param name="probs">Scratch [rows, vocab]: each token's probability once computed, or -1 outside the kept
+    /// set.</param>
     /// <param name="penalties">(token, generated count) per distinct token of the penalised rows' histories.</param>
-    public static void Sample(ArrayView<float> logits, ArrayView<float> probs, ArrayView<int> parameters, ArrayView<int> penalties,
-        ArrayView<int> tokens, int vocab)
+    public static void Sample(ArrayView<float> logits, ArrayView<float> probs, ArrayView<int> parameters,
+        ArrayView<int> penalties, ArrayView<int> tokens, int vocab)
     {
         var dScratch = SharedMemory.Allocate<double>(MaxWarps);
         var uScratch = SharedMemory.Allocate<ulong>(MaxWarps);
@@ -99,8 +101,8 @@ static class SamplingKernel
         }
         DeviceMath.Sync();
 
-        // top-p keeps a token while the mass before it is below top_p times what min-p kept: keys below the least T with
-        // mass(keys < T) ≥ that target
+        // top-p keeps a token while the mass before it is below top_p times what min-p kept: keys below the least T
+        // with mass(keys < T) ≥ that target
         float topP = Interop.IntAsFloat((uint)pr[PTopP]);
         ulong keptEnd = ulong.MaxValue; // kept: key < keptEnd (and p ≥ 0)
         if (topP < 1f)
@@ -147,8 +149,10 @@ static class SamplingKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static ulong Key(float logit, int id) => (ulong)DeviceMath.DescendingKey(logit) << 32 | (uint)id;
 
-    /// <summary>Σ p over kept tokens (p ≥ 0, key &lt; end) whose key is &lt; below, or ≤ atMost when given.</summary>
-    static double MassBelow(ArrayView<float> l, ArrayView<float> p, int vocab, ulong below, ArrayView<double> scratch, ulong atMost = ulong.MaxValue)
+    /// <summary>Σ p over kept tokens (p ≥ 0, key &lt; end) whose key is &lt; below, or ≤ atMost when
+    /// given.</summary>
+    static double MassBelow(ArrayView<float> l, ArrayView<float> p, int vocab, ulong below, ArrayView<double> scratch,
+        ulong atMost = ulong.MaxValue)
     {
         double mass = 0;
         for (int i = Group.IdxX; i < vocab; i += Group.DimX)
@@ -160,7 +164,8 @@ static class SamplingKernel
         return GroupSum(mass, scratch);
     }
 
-    /// <summary>Sum over the whole group, identical in every thread (partials added in warp order, so the result is deterministic).</summary>
+    /// <summary>Sum over the whole group, identical in every thread (partials added in warp order, so the result is
+    /// deterministic).</summary>
     static double GroupSum(double v, ArrayView<double> scratch)
     {
         int lanes = Math.Min(Warp.WarpSize, Group.DimX);

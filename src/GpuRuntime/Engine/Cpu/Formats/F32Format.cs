@@ -14,7 +14,8 @@ sealed unsafe class F32Weights : ICpuWeightFormat, IRowReader
 
     public float* Activations(float* x, MatMulInput input) => x;
 
-    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1, float* scratch)
+    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
+        float* scratch)
     {
         int k = w.Columns;
         if (CpuBackend.FastFloatKernels)

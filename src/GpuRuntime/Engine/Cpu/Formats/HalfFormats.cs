@@ -48,7 +48,8 @@ sealed unsafe class HalfWeights<TFormat>(GgmlType type) : ICpuWeightFormat where
 
     public float* Activations(float* x, MatMulInput input) => input.Rounded;
 
-    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1, float* scratch)
+    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
+        float* scratch)
     {
         int k = w.Columns;
         if (CpuBackend.FastFloatKernels)

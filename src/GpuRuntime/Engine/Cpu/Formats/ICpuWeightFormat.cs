@@ -11,23 +11,28 @@ namespace Weft.GpuRuntime.Engine.Cpu;
 /// </summary>
 unsafe interface ICpuWeightFormat
 {
-    /// <summary>The layout of the weight after load: the file's own type, or q8_0 for the formats repacked into it.</summary>
+    /// <summary>The layout of the weight after load: the file's own type, or q8_0 for the formats repacked into
+    /// it.</summary>
     GgmlType Stored { get; }
 
     /// <summary>Whether matmuls convert tiles of four rows into the per-worker f32 scratch at larger batches.</summary>
     bool PacksRows { get; }
 
-    /// <summary>The weight as the kernels read it: the mapped bytes in place, or a repacked copy the weight owns.</summary>
+    /// <summary>The weight as the kernels read it: the mapped bytes in place, or a repacked copy the weight
+    /// owns.</summary>
     CpuWeight Load(GgufFile file, GgufTensorInfo t);
 
-    /// <summary>Rows [r0, r1) of a matmul's input x [rows × k] made ready in <paramref name="input"/> (nothing for f32).</summary>
+    /// <summary>Rows [r0, r1) of a matmul's input x [rows × k] made ready in <paramref name="input"/> (nothing for
+    /// f32).</summary>
     void Prepare(float* x, MatMulInput input, int r0, int r1, int k);
 
     /// <summary>The activations the matmul reads: x itself or its rounded copy.</summary>
     float* Activations(float* x, MatMulInput input);
 
-    /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias); the fast kernel where the CPU has it, else the portable one.</summary>
-    void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1, float* scratch);
+    /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias); the fast kernel where the CPU has it, else the
+    /// portable one.</summary>
+    void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
+        float* scratch);
 
     /// <summary>Row <paramref name="row"/> of the weight as f32 (an embedding lookup).</summary>
     void ReadRow(CpuWeight w, long row, Span<float> dst);
@@ -37,7 +42,8 @@ unsafe interface ICpuWeightFormat
 /// A weight after load in its format's layout: f32/f16/bf16 read in place from the mapped file; q8_0 (and the formats
 /// repacked into it) as quants offset by 128 and f32 block scales, both owned.
 /// </summary>
-sealed unsafe class CpuWeight(GgufTensorInfo info, ICpuWeightFormat format, byte* data, float* scales, bool owned) : DeviceWeight(info)
+sealed unsafe class CpuWeight(GgufTensorInfo info, ICpuWeightFormat format, byte* data, float* scales, bool owned)
+    : DeviceWeight(info)
 {
     public readonly ICpuWeightFormat Format = format;
     public readonly byte* Data = data;
@@ -52,7 +58,8 @@ sealed unsafe class CpuWeight(GgufTensorInfo info, ICpuWeightFormat format, byte
     }
 }
 
-/// <summary>A matmul's input prepared for its weight's format: rounded floats [rows × k], or q8_0 quants and scales.</summary>
+/// <summary>A matmul's input prepared for its weight's format: rounded floats [rows × k], or q8_0 quants and
+/// scales.</summary>
 sealed unsafe class MatMulInput
 {
     public float* Rounded { get; private set; }
@@ -62,7 +69,8 @@ sealed unsafe class MatMulInput
     public float* Scales { get; private set; }
     long _floats;
 
-    /// <summary>Room for an input of <paramref name="floats"/> floats (never larger than the largest activation).</summary>
+    /// <summary>Room for an input of <paramref name="floats"/> floats (never larger than the largest
+    /// activation).</summary>
     public void Reserve(long floats)
     {
         if (floats <= _floats) return;

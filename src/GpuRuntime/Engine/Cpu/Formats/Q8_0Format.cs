@@ -30,15 +30,18 @@ sealed unsafe class Q8_0Weights(GgmlType source) : ICpuWeightFormat
     {
         int blocks = k / Q8.BlockSize;
         for (int r = r0; r < r1; r++)
-            Quantize.RowQ8(x + (long)r * k, input.Quants + (long)r * k, input.Corrections + (long)r * k / 4, input.Scales + (long)r * blocks, k);
+            Quantize.RowQ8(x + (long)r * k, input.Quants + (long)r * k, input.Corrections + (long)r * k / 4,
+                input.Scales + (long)r * blocks, k);
     }
 
     public float* Activations(float* x, MatMulInput input) => x;
 
-    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1, float* scratch)
+    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
+        float* scratch)
     {
         if (CpuBackend.FastQ8Kernels)
-            MatMulKernels.Q8(w.Data, w.Scales, input.Quants, input.Corrections, input.Scales, y, bias, m, w.Columns, ldy, n0, n1);
+            MatMulKernels.Q8(w.Data, w.Scales, input.Quants, input.Corrections, input.Scales, y, bias, m, w.Columns,
+                ldy, n0, n1);
         else Portable.Q8(w.Data, w.Scales, input.Quants, input.Scales, y, bias, m, w.Columns, ldy, n0, n1);
     }
 

@@ -5,7 +5,8 @@ using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>f32/f16/bf16 matrices, uploaded as they are stored (as 32-bit words) and read by <typeparamref name="TW"/>.</summary>
+/// <summary>f32/f16/bf16 matrices, uploaded as they are stored (as 32-bit words) and read by
+/// <typeparamref name="TW"/>.</summary>
 sealed class FloatFormat<TW>(GgmlType type, InputPrep prep, Func<ArrayView<U4>, int, TW> rows) : IlgpuWeightFormat
     where TW : struct, IWeightRows
 {
@@ -29,7 +30,8 @@ static class FloatFormat
     public static readonly FloatFormat<F32Rows> F32 = new(GgmlType.F32, InputPrep.None, (d, c) => new F32Rows(d, c));
     /// <summary>f16 and bf16 weights take the input rounded to their own format, as ggml does.</summary>
     public static readonly FloatFormat<F16Rows> F16 = new(GgmlType.F16, InputPrep.F16, (d, c) => new F16Rows(d, c));
-    public static readonly FloatFormat<Bf16Rows> Bf16 = new(GgmlType.BF16, InputPrep.Bf16, (d, c) => new Bf16Rows(d, c));
+    public static readonly FloatFormat<Bf16Rows> Bf16 =
+        new(GgmlType.BF16, InputPrep.Bf16, (d, c) => new Bf16Rows(d, c));
 }
 
 readonly struct F32Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -45,8 +47,10 @@ readonly struct F32Rows(ArrayView<U4> data, int columns) : IWeightRows
         U4 a = view[i], b = view[i + 1];
         return new Float8
         {
-            V0 = Interop.IntAsFloat(a.X), V1 = Interop.IntAsFloat(a.Y), V2 = Interop.IntAsFloat(a.Z), V3 = Interop.IntAsFloat(a.W),
-            V4 = Interop.IntAsFloat(b.X), V5 = Interop.IntAsFloat(b.Y), V6 = Interop.IntAsFloat(b.Z), V7 = Interop.IntAsFloat(b.W),
+            V0 = Interop.IntAsFloat(a.X), V1 = Interop.IntAsFloat(a.Y),
+            V2 = Interop.IntAsFloat(a.Z), V3 = Interop.IntAsFloat(a.W),
+            V4 = Interop.IntAsFloat(b.X), V5 = Interop.IntAsFloat(b.Y),
+            V6 = Interop.IntAsFloat(b.Z), V7 = Interop.IntAsFloat(b.W),
         };
     }
 

@@ -23,7 +23,8 @@ abstract class IlgpuWeightFormat
 /// </summary>
 interface IWeightRows
 {
-    /// <summary>Elements [k, k + 8) of row r as floats; for q8_0 the integer quants (see <see cref="Scale"/>).</summary>
+    /// <summary>Elements [k, k + 8) of row r as floats; for q8_0 the integer quants (see
+    /// <see cref="Scale"/>).</summary>
     Float8 Load8(long r, int k);
     /// <summary>The scale of the 32-element block holding column k of row r (1 for unquantized formats).</summary>
     float Scale(long r, int k);

@@ -28,10 +28,12 @@ sealed class Q8_0Format(GgmlType source) : IlgpuWeightFormat
     }
 
     public override FormatKernels CreateKernels(Accelerator accelerator) =>
-        new FormatKernels<Q8Rows>(accelerator, w => new Q8Rows(w.Data!.View.AsContiguous().Cast<U2>(), w.Floats!.View, w.Columns));
+        new FormatKernels<Q8Rows>(accelerator,
+            w => new Q8Rows(w.Data!.View.AsContiguous().Cast<U2>(), w.Floats!.View, w.Columns));
 }
 
-/// <summary>q8_0 split at upload into its quants and its (f16, stored exactly as f32) block scales, so quants load aligned.</summary>
+/// <summary>q8_0 split at upload into its quants and its (f16, stored exactly as f32) block scales, so quants load
+/// aligned.</summary>
 readonly struct Q8Rows(ArrayView<U2> quants, ArrayView<float> scales, int columns) : IWeightRows
 {
     readonly ArrayView<U2> _quants = quants;
