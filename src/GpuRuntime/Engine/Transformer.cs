@@ -72,7 +72,7 @@ public sealed class Transformer
             _b.MatMulAddResidual(_att, L.Wo, _xb, _x, T);                             // x  += Wo · att
 
             _b.RmsNormForMatMul(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps, L.Gate);      // xb  [T, dim]
-            _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                        // hb  [T, ffn] silu(G·xb) * U·xb
+            _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                         // hb  [T, ffn] silu(G·xb) * U·xb
             _b.MatMulAddResidual(_hb, L.Down, _xb, _x, T);                            // x  += Wdown · hb
         }
 
