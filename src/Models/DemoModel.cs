@@ -6,8 +6,8 @@ using Weft.Models.Tokenization;
 namespace Weft.Models;
 
 /// <summary>The shape of a generated llama model.</summary>
-public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize, int ContextLength,
-    GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false)
+public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize,
+    int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false)
 {
     public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
     public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
@@ -18,7 +18,8 @@ public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads,
     public static IReadOnlyList<DemoModelShape> Presets { get; } = [Tiny, Small, M300, B1];
 
     public static DemoModelShape Preset(string name) => Presets.FirstOrDefault(p => p.Name == name)
-        ?? throw new ArgumentException($"unknown preset '{name}' (known: {string.Join(", ", Presets.Select(p => p.Name))})");
+        ?? throw new ArgumentException($"unknown preset '{name}' " +
+            $"(known: {string.Join(", ", Presets.Select(p => p.Name))})");
 }
 
 /// <summary>
@@ -36,7 +37,8 @@ public static class DemoModel
     public static string DefaultCacheDirectory { get; } =
         Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "weft");
 
-    /// <summary>A preset's file in <paramref name="cacheDirectory"/>, generated there on first use (no download).</summary>
+    /// <summary>A preset's file in <paramref name="cacheDirectory"/>, generated there on first use (no
+    /// download).</summary>
     public static string Cached(string preset, string cacheDirectory)
     {
         var shape = DemoModelShape.Preset(preset);
@@ -46,11 +48,12 @@ public static class DemoModel
     }
 
     /// <param name="matrixType">Overrides the storage type per matrix (real quantized files mix types).</param>
-    public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42, string? name = null,
-        Func<string, GgmlType>? matrixType = null)
+    public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42,
+        string? name = null, Func<string, GgmlType>? matrixType = null)
     {
         if (vocab.Tokens.Length != shape.VocabSize)
-            throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, shape {shape.Name} needs {shape.VocabSize}");
+            throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, " +
+                $"shape {shape.Name} needs {shape.VocabSize}");
         int headDim = shape.HeadDim ?? shape.Dim / shape.Heads;
         int qDim = shape.Heads * headDim, kvDim = shape.KvHeads * headDim;
         var t = shape.Type;
@@ -58,7 +61,14 @@ public static class DemoModel
         var w = new GgufWriter();
         w.Add("general.architecture", "llama");
         w.Add("general.name", name ?? $"weft-demo-{shape.Name}");
-        w.Add("general.file_type", (uint)(t switch { GgmlType.F32 => 0, GgmlType.F16 => 1, GgmlType.Q8_0 => 7, GgmlType.BF16 => 32, _ => 0 }));
+        w.Add("general.file_type", (uint)(t switch
+        {
+            GgmlType.F32 => 0,
+            GgmlType.F16 => 1,
+            GgmlType.Q8_0 => 7,
+            GgmlType.BF16 => 32,
+            _ => 0,
+        }));
         w.Add("llama.context_length", (uint)shape.ContextLength);
         w.Add("llama.embedding_length", (uint)shape.Dim);
         w.Add("llama.block_count", (uint)shape.Layers);
@@ -83,10 +93,12 @@ public static class DemoModel
         void Matrix(string tensor, GgmlType type, int cols, int rows, float std)
         {
             type = matrixType?.Invoke(tensor) ?? type;
-            w.AddTensor(tensor, type, [cols, rows], s => WriteRandom(s, type, (long)rows * cols, cols, Seed(seed, tensor), std, 0));
+            w.AddTensor(tensor, type, [cols, rows],
+                s => WriteRandom(s, type, (long)rows * cols, cols, Seed(seed, tensor), std, 0));
         }
         void Vector(string tensor, int n, float mean, float std) =>
-            w.AddTensor(tensor, GgmlType.F32, [n], s => WriteRandom(s, GgmlType.F32, n, n, Seed(seed, tensor), std, mean));
+            w.AddTensor(tensor, GgmlType.F32, [n],
+                s => WriteRandom(s, GgmlType.F32, n, n, Seed(seed, tensor), std, mean));
 
         // Embeddings of unit variance; every projection scaled by 1/sqrt(fan_in) so each sub-layer's output has
         // about unit scale. The output projection is larger so the logits have a standard deviation of ~4.
@@ -116,7 +128,8 @@ public static class DemoModel
         return h;
     }
 
-    /// <summary>Streams n approximately normal values in chunks of whole rows, so memory stays small for any size.</summary>
+    /// <summary>Streams n approximately normal values in chunks of whole rows, so memory stays small for any
+    /// size.</summary>
     static void WriteRandom(Stream s, GgmlType type, long n, int rowLength, ulong seed, float std, float mean)
     {
         var rng = new SplitMix64(seed);
@@ -126,12 +139,14 @@ public static class DemoModel
         {
             int len = (int)Math.Min(chunk.Length, n - done);
             for (int i = 0; i < len; i++) chunk[i] = mean + std * rng.NextNormal();
-            var bytes = type == GgmlType.F32 ? MemoryMarshal.AsBytes(chunk.AsSpan(0, len)).ToArray() : GgmlQuant.Quantize(type, chunk.AsSpan(0, len));
+            var bytes = type == GgmlType.F32 ? MemoryMarshal.AsBytes(chunk.AsSpan(0, len)).ToArray()
+                : GgmlQuant.Quantize(type, chunk.AsSpan(0, len));
             s.Write(bytes);
         }
     }
 
-    /// <summary>A tiny, fully deterministic generator (integer arithmetic only, so every machine draws the same weights).</summary>
+    /// <summary>A tiny, fully deterministic generator (integer arithmetic only, so every machine draws the same
+    /// weights).</summary>
     struct SplitMix64(ulong state)
     {
         ulong _state = state;
@@ -146,7 +161,8 @@ public static class DemoModel
 
         float NextUniform() => (Next() >> 40) * (1f / (1 << 24));
 
-        /// <summary>Irwin–Hall with four uniforms: mean 0, variance 1, bounded tails (no NaNs or huge outliers).</summary>
+        /// <summary>Irwin–Hall with four uniforms: mean 0, variance 1, bounded tails (no NaNs or huge
+        /// outliers).</summary>
         public float NextNormal() => (NextUniform() + NextUniform() + NextUniform() + NextUniform() - 2f) * 1.7320508f;
     }
 }

@@ -2,7 +2,8 @@ using Weft.Models.Gguf;
 
 namespace Weft.Models;
 
-/// <summary>How RoPE pairs dimensions: Norm rotates adjacent pairs (llama), Neox rotates the two halves (qwen2, gpt-neox).</summary>
+/// <summary>How RoPE pairs dimensions: Norm rotates adjacent pairs (llama), Neox rotates the two halves (qwen2,
+/// gpt-neox).</summary>
 public enum RopeStyle { Norm, Neox }
 
 /// <summary>Hyper-parameters of a llama-family decoder, read from GGUF metadata and validated.</summary>
@@ -30,18 +31,21 @@ public sealed record ModelConfig
     public int KvDim => KvHeads * HeadDim;
 
     /// <summary>Architectures whose weights this forward pass computes exactly as llama.cpp does.</summary>
-    public static readonly IReadOnlySet<string> SupportedArchitectures = new HashSet<string> { "llama", "mistral", "qwen2" };
+    public static readonly IReadOnlySet<string> SupportedArchitectures =
+        new HashSet<string> { "llama", "mistral", "qwen2" };
 
     public static ModelConfig FromGguf(GgufFile f)
     {
         string arch = f.GetString("general.architecture");
         if (!SupportedArchitectures.Contains(arch))
-            throw f.Fail($"architecture '{arch}' is not supported (supported: {string.Join(", ", SupportedArchitectures)})");
+            throw f.Fail($"architecture '{arch}' is not supported " +
+                $"(supported: {string.Join(", ", SupportedArchitectures)})");
 
         int Int(string key, long min, long max)
         {
             long v = f.GetInteger($"{arch}.{key}");
-            return v >= min && v <= max ? (int)v : throw f.Fail($"metadata '{arch}.{key}' = {v} is out of range [{min}, {max}]");
+            return v >= min && v <= max ? (int)v
+                : throw f.Fail($"metadata '{arch}.{key}' = {v} is out of range [{min}, {max}]");
         }
 
         int dim = Int("embedding_length", 1, 1 << 16);
@@ -49,20 +53,24 @@ public sealed record ModelConfig
         int kvHeads = f.Has($"{arch}.attention.head_count_kv") ? Int("attention.head_count_kv", 1, 1024) : heads;
         if (heads % kvHeads != 0) throw f.Fail($"head_count {heads} is not a multiple of head_count_kv {kvHeads}");
         int headDim = f.Has($"{arch}.attention.key_length") ? Int("attention.key_length", 1, 1024) : dim / heads;
-        if (!f.Has($"{arch}.attention.key_length") && dim % heads != 0) throw f.Fail($"embedding_length {dim} is not a multiple of head_count {heads}");
+        if (!f.Has($"{arch}.attention.key_length") && dim % heads != 0)
+            throw f.Fail($"embedding_length {dim} is not a multiple of head_count {heads}");
         if (f.Has($"{arch}.attention.value_length") && Int("attention.value_length", 1, 1024) != headDim)
             throw f.Fail("attention.value_length differs from key_length, which this engine does not support");
         if (headDim % 2 != 0) throw f.Fail($"head dimension {headDim} must be even for RoPE");
         int ropeDim = f.Has($"{arch}.rope.dimension_count") ? Int("rope.dimension_count", 2, headDim) : headDim;
-        if (ropeDim != headDim) throw f.Fail($"partial RoPE (rope.dimension_count {ropeDim} < head dimension {headDim}) is not supported");
+        if (ropeDim != headDim)
+            throw f.Fail($"partial RoPE (rope.dimension_count {ropeDim} < head dimension {headDim}) is not supported");
 
         var tokens = f.Has("tokenizer.ggml.tokens") ? f.GetArray<string>("tokenizer.ggml.tokens") : null;
         var embd = f.GetTensor("token_embd.weight");
         if (embd.Dims.Length != 2 || embd.Dims[0] != dim)
-            throw f.Fail($"tensor 'token_embd.weight' has shape [{string.Join(", ", embd.Dims)}], expected [{dim}, vocabulary size]");
+            throw f.Fail($"tensor 'token_embd.weight' has shape [{string.Join(", ", embd.Dims)}], " +
+                $"expected [{dim}, vocabulary size]");
         int vocab = (int)embd.Dims[1];
         if (f.Has($"{arch}.vocab_size") && f.GetInteger($"{arch}.vocab_size") != vocab)
-            throw f.Fail($"{arch}.vocab_size {f.GetInteger($"{arch}.vocab_size")} differs from token_embd rows {vocab}");
+            throw f.Fail($"{arch}.vocab_size {f.GetInteger($"{arch}.vocab_size")} " +
+                $"differs from token_embd rows {vocab}");
         if (tokens is not null && tokens.Length != vocab)
             throw f.Fail($"tokenizer has {tokens.Length} tokens but token_embd.weight has {vocab} rows");
 
@@ -77,9 +85,11 @@ public sealed record ModelConfig
         if (f.TryGetTensor("rope_freqs.weight", out var freqs))
         {
             if (freqs.Type != GgmlType.F32 || freqs.Dims.Length != 1 || freqs.Dims[0] != ropeDim / 2)
-                throw f.Fail($"rope_freqs.weight must be {ropeDim / 2} f32 values (got {freqs.Type} [{string.Join(", ", freqs.Dims)}])");
+                throw f.Fail($"rope_freqs.weight must be {ropeDim / 2} f32 values " +
+                    $"(got {freqs.Type} [{string.Join(", ", freqs.Dims)}])");
             freqFactors = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(f.Data(freqs)).ToArray();
-            if (freqFactors.Any(x => !(x > 0 && float.IsFinite(x)))) throw f.Fail("rope_freqs.weight holds a value that is not a positive number");
+            if (freqFactors.Any(x => !(x > 0 && float.IsFinite(x))))
+                throw f.Fail("rope_freqs.weight holds a value that is not a positive number");
         }
 
         return new ModelConfig

@@ -14,9 +14,11 @@ public sealed record LayerWeights(
 /// The tensors of a llama-family model, looked up by their GGUF names and checked against the config's shapes,
 /// so a file with a missing or misshapen tensor fails at load rather than in the middle of a forward pass.
 /// </summary>
-public sealed record ModelWeights(GgufTensorInfo TokenEmbedding, GgufTensorInfo OutputNorm, GgufTensorInfo Output, LayerWeights[] Layers)
+public sealed record ModelWeights(GgufTensorInfo TokenEmbedding, GgufTensorInfo OutputNorm, GgufTensorInfo Output,
+    LayerWeights[] Layers)
 {
-    /// <summary>Types a matrix may be stored in: those with a reference dequantizer; all are read by both backends.</summary>
+    /// <summary>Types a matrix may be stored in: those with a reference dequantizer; all are read by both
+    /// backends.</summary>
     public static readonly IReadOnlySet<GgmlType> MatrixTypes =
         GgmlTypeTraits.All.Where(t => t.Dequantize is not null).Select(t => t.Type).ToHashSet();
 
@@ -26,13 +28,16 @@ public sealed record ModelWeights(GgufTensorInfo TokenEmbedding, GgufTensorInfo 
         {
             var t = f.GetTensor(name);
             if (!t.Dims.SequenceEqual(dims))
-                throw f.Fail($"tensor '{name}' has shape [{string.Join(", ", t.Dims)}], expected [{string.Join(", ", dims)}]");
+                throw f.Fail($"tensor '{name}' has shape [{string.Join(", ", t.Dims)}], " +
+                    $"expected [{string.Join(", ", dims)}]");
             if (vector ? t.Type != GgmlType.F32 : !MatrixTypes.Contains(t.Type))
-                throw f.Fail($"tensor '{name}' is stored as {t.Type}, which is not supported for a {(vector ? "vector (f32 expected)" : "matrix")}");
+                throw f.Fail($"tensor '{name}' is stored as {t.Type}, which is not supported for a " +
+                    $"{(vector ? "vector (f32 expected)" : "matrix")}");
             return t;
         }
 
-        GgufTensorInfo? Optional(string name, bool vector, params long[] dims) => f.TryGetTensor(name, out _) ? Tensor(name, vector, dims) : null;
+        GgufTensorInfo? Optional(string name, bool vector, params long[] dims) =>
+            f.TryGetTensor(name, out _) ? Tensor(name, vector, dims) : null;
 
         var layers = new LayerWeights[c.Layers];
         for (int i = 0; i < c.Layers; i++)

@@ -4,7 +4,8 @@ using Weft.Models.Tokenization;
 
 namespace Weft.Models.Tests;
 
-/// <summary>A one-layer llama file (dim 32, 4 heads, 2 kv heads, ffn 64, 8 tokens) that a test edits before writing.</summary>
+/// <summary>A one-layer llama file (dim 32, 4 heads, 2 kv heads, ffn 64, 8 tokens) that a test edits before
+/// writing.</summary>
 sealed class TinyModel
 {
     public const int Dim = 32, Heads = 4, KvHeads = 2, HeadDim = 8, Ffn = 64, Vocab = 8;
@@ -93,13 +94,16 @@ public sealed class ModelLoadTests : IDisposable
     {
         var (c, w) = Load(new TinyModel());
 
-        Assert.Equal(("llama", 32, 1, 4, 2, 8, 64, 8, 64), (c.Architecture, c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.VocabSize, c.ContextLength));
-        Assert.Equal((1e-6f, 500000f, RopeStyle.Norm, 8, false), (c.RmsEps, c.RopeFreqBase, c.Rope, c.RopeDim, c.QkvBias));
+        Assert.Equal(("llama", 32, 1, 4, 2, 8, 64, 8, 64),
+            (c.Architecture, c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.VocabSize, c.ContextLength));
+        Assert.Equal((1e-6f, 500000f, RopeStyle.Norm, 8, false),
+            (c.RmsEps, c.RopeFreqBase, c.Rope, c.RopeDim, c.QkvBias));
         Assert.Equal((32, 16), (c.QDim, c.KvDim));
         Assert.Equal("output.weight", w.Output.Name);
         Assert.Equal("token_embd.weight", w.TokenEmbedding.Name);
         var l = Assert.Single(w.Layers);
-        Assert.Equal([GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.BF16], new[] { l.Wq, l.Wk, l.Wv, l.Wo }.Select(t => t.Type));
+        Assert.Equal([GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.BF16],
+            new[] { l.Wq, l.Wk, l.Wv, l.Wo }.Select(t => t.Type));
         Assert.Null(l.Bq);
     }
 
@@ -108,7 +112,8 @@ public sealed class ModelLoadTests : IDisposable
     {
         var m = new TinyModel();
         m.Tensors.Remove("output.weight");
-        foreach (var k in new[] { "llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base", "llama.vocab_size", "tokenizer.ggml.tokens" }) m.Meta.Remove(k);
+        foreach (var k in new[] { "llama.attention.layer_norm_rms_epsilon", "llama.rope.freq_base", "llama.vocab_size",
+            "tokenizer.ggml.tokens" }) m.Meta.Remove(k);
         var (c, w) = Load(m);
         Assert.Same(w.TokenEmbedding, w.Output);
         Assert.Equal((1e-5f, 10000f, 8), (c.RmsEps, c.RopeFreqBase, c.VocabSize));
@@ -127,8 +132,12 @@ public sealed class ModelLoadTests : IDisposable
         Assert.Equal("blk.0.attn_v.bias", w.Layers[0].Bv!.Name);
 
         Fails(m => { m.Architecture("qwen2"); }, "missing tensor 'blk.0.attn_q.bias'");
-        Fails(m => { m.Architecture("qwen2"); m.Tensors["blk.0.attn_q.bias"] = (GgmlType.F32, [32]); m.Tensors["blk.0.attn_k.bias"] = (GgmlType.F32, [32]); },
-            "tensor 'blk.0.attn_k.bias' has shape [32], expected [16]");
+        Fails(m =>
+        {
+            m.Architecture("qwen2");
+            m.Tensors["blk.0.attn_q.bias"] = (GgmlType.F32, [32]);
+            m.Tensors["blk.0.attn_k.bias"] = (GgmlType.F32, [32]);
+        }, "tensor 'blk.0.attn_k.bias' has shape [32], expected [16]");
     }
 
     [Fact]
@@ -145,58 +154,80 @@ public sealed class ModelLoadTests : IDisposable
     [InlineData("llama.feed_forward_length")]
     [InlineData("llama.attention.head_count")]
     [InlineData("llama.context_length")]
-    public void Required_metadata_missing(string key) => Fails(m => m.Meta.Remove(key), $"missing metadata key '{key}'");
+    public void Required_metadata_missing(string key) =>
+        Fails(m => m.Meta.Remove(key), $"missing metadata key '{key}'");
 
     [Fact]
     public void Metadata_of_the_wrong_type_or_range()
     {
-        Fails(m => m.Meta["general.architecture"] = GgufValue.Of(1u), "metadata 'general.architecture' should be a string");
-        Fails(m => m.Meta["llama.block_count"] = GgufValue.Of("1"), "metadata 'llama.block_count' should be an integer, got String");
-        Fails(m => m.Meta["llama.attention.head_count_kv"] = GgufValue.Of([2, 2]), "metadata 'llama.attention.head_count_kv' should be an integer, got Array");
-        Fails(m => m.Meta["llama.context_length"] = GgufValue.Of(ulong.MaxValue), "metadata 'llama.context_length' = 18446744073709551615 is too large");
+        Fails(m => m.Meta["general.architecture"] = GgufValue.Of(1u),
+            "metadata 'general.architecture' should be a string");
+        Fails(m => m.Meta["llama.block_count"] = GgufValue.Of("1"),
+            "metadata 'llama.block_count' should be an integer, got String");
+        Fails(m => m.Meta["llama.attention.head_count_kv"] = GgufValue.Of([2, 2]),
+            "metadata 'llama.attention.head_count_kv' should be an integer, got Array");
+        Fails(m => m.Meta["llama.context_length"] = GgufValue.Of(ulong.MaxValue),
+            "metadata 'llama.context_length' = 18446744073709551615 is too large");
         Fails(m => m.Meta["llama.block_count"] = GgufValue.Of(0u), "metadata 'llama.block_count' = 0 is out of range");
-        Fails(m => m.Meta["llama.embedding_length"] = GgufValue.Of(-32), "metadata 'llama.embedding_length' = -32 is out of range");
-        Fails(m => m.Meta["llama.attention.layer_norm_rms_epsilon"] = GgufValue.Of(0f), "layer_norm_rms_epsilon 0 is out of range");
-        Fails(m => m.Meta["llama.rope.freq_base"] = GgufValue.Of("10000"), "metadata 'llama.rope.freq_base' should be a number");
+        Fails(m => m.Meta["llama.embedding_length"] = GgufValue.Of(-32),
+            "metadata 'llama.embedding_length' = -32 is out of range");
+        Fails(m => m.Meta["llama.attention.layer_norm_rms_epsilon"] = GgufValue.Of(0f),
+            "layer_norm_rms_epsilon 0 is out of range");
+        Fails(m => m.Meta["llama.rope.freq_base"] = GgufValue.Of("10000"),
+            "metadata 'llama.rope.freq_base' should be a number");
         Fails(m => m.Meta["llama.rope.scaling.type"] = GgufValue.Of("yarn"), "RoPE scaling 'yarn' is not supported");
-        Fails(m => m.Meta["tokenizer.ggml.tokens"] = GgufValue.Of([1, 2]), "metadata 'tokenizer.ggml.tokens' should be an array of String");
+        Fails(m => m.Meta["tokenizer.ggml.tokens"] = GgufValue.Of([1, 2]),
+            "metadata 'tokenizer.ggml.tokens' should be an array of String");
     }
 
     [Theory]
     [InlineData("falcon")]
     [InlineData("gpt2")]
     [InlineData("")]
-    public void Unsupported_architecture(string arch) => Fails(m => m.Architecture(arch), $"architecture '{arch}' is not supported");
+    public void Unsupported_architecture(string arch) =>
+        Fails(m => m.Architecture(arch), $"architecture '{arch}' is not supported");
 
     [Fact]
     public void Head_geometry_that_does_not_work()
     {
-        Fails(m => m.Meta["llama.attention.head_count_kv"] = GgufValue.Of(3u), "head_count 4 is not a multiple of head_count_kv 3");
-        Fails(m => { m.Meta["llama.attention.head_count"] = GgufValue.Of(3u); m.Meta["llama.attention.head_count_kv"] = GgufValue.Of(1u); },
-            "embedding_length 32 is not a multiple of head_count 3");
+        Fails(m => m.Meta["llama.attention.head_count_kv"] = GgufValue.Of(3u),
+            "head_count 4 is not a multiple of head_count_kv 3");
+        Fails(m =>
+        {
+            m.Meta["llama.attention.head_count"] = GgufValue.Of(3u);
+            m.Meta["llama.attention.head_count_kv"] = GgufValue.Of(1u);
+        }, "embedding_length 32 is not a multiple of head_count 3");
         Fails(m => m.Meta["llama.attention.key_length"] = GgufValue.Of(7u), "head dimension 7 must be even");
         Fails(m => m.Meta["llama.attention.value_length"] = GgufValue.Of(16u), "value_length differs from key_length");
         Fails(m => m.Meta["llama.rope.dimension_count"] = GgufValue.Of(4u), "partial RoPE");
         // key_length overrides dim / heads, and the tensors must then follow it.
-        Fails(m => m.Meta["llama.attention.key_length"] = GgufValue.Of(16u), "tensor 'blk.0.attn_q.weight' has shape [32, 32], expected [32, 64]");
+        Fails(m => m.Meta["llama.attention.key_length"] = GgufValue.Of(16u),
+            "tensor 'blk.0.attn_q.weight' has shape [32, 32], expected [32, 64]");
     }
 
     [Fact]
     public void Vocabulary_size_disagreeing_with_the_embedding()
     {
         Fails(m => m.Meta["llama.vocab_size"] = GgufValue.Of(9u), "llama.vocab_size 9 differs from token_embd rows 8");
-        Fails(m => m.Meta["tokenizer.ggml.tokens"] = GgufValue.Of(["a", "b", "c"]), "tokenizer has 3 tokens but token_embd.weight has 8 rows");
-        Fails(m => m.Tensors["output.weight"] = (GgmlType.Q8_0, [32, 9]), "tensor 'output.weight' has shape [32, 9], expected [32, 8]");
+        Fails(m => m.Meta["tokenizer.ggml.tokens"] = GgufValue.Of(["a", "b", "c"]),
+            "tokenizer has 3 tokens but token_embd.weight has 8 rows");
+        Fails(m => m.Tensors["output.weight"] = (GgmlType.Q8_0, [32, 9]),
+            "tensor 'output.weight' has shape [32, 9], expected [32, 8]");
     }
 
     [Fact]
     public void Shape_mismatches()
     {
-        Fails(m => m.Tensors["blk.0.attn_q.weight"] = (GgmlType.F16, [32, 16]), "tensor 'blk.0.attn_q.weight' has shape [32, 16], expected [32, 32]");
-        Fails(m => m.Tensors["blk.0.ffn_down.weight"] = (GgmlType.F32, [32, 64]), "tensor 'blk.0.ffn_down.weight' has shape [32, 64], expected [64, 32]");
-        Fails(m => m.Tensors["blk.0.attn_norm.weight"] = (GgmlType.F32, [32, 1]), "tensor 'blk.0.attn_norm.weight' has shape [32, 1], expected [32]");
-        Fails(m => m.Tensors["token_embd.weight"] = (GgmlType.F16, [16, 8]), "tensor 'token_embd.weight' has shape [16, 8], expected [32, vocabulary size]");
-        Fails(m => m.Tensors["token_embd.weight"] = (GgmlType.F16, [32, 8, 1]), "tensor 'token_embd.weight' has shape [32, 8, 1]");
+        Fails(m => m.Tensors["blk.0.attn_q.weight"] = (GgmlType.F16, [32, 16]),
+            "tensor 'blk.0.attn_q.weight' has shape [32, 16], expected [32, 32]");
+        Fails(m => m.Tensors["blk.0.ffn_down.weight"] = (GgmlType.F32, [32, 64]),
+            "tensor 'blk.0.ffn_down.weight' has shape [32, 64], expected [64, 32]");
+        Fails(m => m.Tensors["blk.0.attn_norm.weight"] = (GgmlType.F32, [32, 1]),
+            "tensor 'blk.0.attn_norm.weight' has shape [32, 1], expected [32]");
+        Fails(m => m.Tensors["token_embd.weight"] = (GgmlType.F16, [16, 8]),
+            "tensor 'token_embd.weight' has shape [16, 8], expected [32, vocabulary size]");
+        Fails(m => m.Tensors["token_embd.weight"] = (GgmlType.F16, [32, 8, 1]),
+            "tensor 'token_embd.weight' has shape [32, 8, 1]");
         Fails(m => m.Meta["llama.block_count"] = GgufValue.Of(2u), "missing tensor 'blk.1.attn_norm.weight'");
     }
 
@@ -207,11 +238,13 @@ public sealed class ModelLoadTests : IDisposable
     [InlineData(GgmlType.I32)]
     [InlineData(GgmlType.F64)]
     public void Unsupported_matrix_type(GgmlType type) =>
-        Fails(m => m.Tensors["blk.0.attn_k.weight"] = (type, [32, 16]), $"tensor 'blk.0.attn_k.weight' is stored as {type}, which is not supported for a matrix");
+        Fails(m => m.Tensors["blk.0.attn_k.weight"] = (type, [32, 16]),
+            $"tensor 'blk.0.attn_k.weight' is stored as {type}, which is not supported for a matrix");
 
     [Fact]
     public void Vectors_must_be_f32() =>
-        Fails(m => m.Tensors["output_norm.weight"] = (GgmlType.F16, [32]), "tensor 'output_norm.weight' is stored as F16, which is not supported for a vector (f32 expected)");
+        Fails(m => m.Tensors["output_norm.weight"] = (GgmlType.F16, [32]),
+            "tensor 'output_norm.weight' is stored as F16, which is not supported for a vector (f32 expected)");
 
     [Theory]
     [InlineData(GgmlType.F32, null)]
@@ -221,16 +254,19 @@ public sealed class ModelLoadTests : IDisposable
     public void Demo_models_load_with_the_shape_they_were_written_with(GgmlType type, int? headDim)
     {
         var shape = new DemoModelShape("t", 64, 2, 4, 2, 96, 300, 128, type, 20000f, headDim);
-        var vocab = new VocabularySpec("llama", Enumerable.Range(0, 300).Select(i => $"p{i}").ToArray(), Enumerable.Repeat((int)TokenType.Normal, 300).ToArray(),
-            new float[300], null, null, 1, 2, 0, null, true, true, null);
+        var vocab = new VocabularySpec("llama", Enumerable.Range(0, 300).Select(i => $"p{i}").ToArray(),
+            Enumerable.Repeat((int)TokenType.Normal, 300).ToArray(), new float[300], null, null, 1, 2, 0, null, true,
+            true, null);
         string path = _dir.File($"demo-{type}-{headDim}.gguf");
         DemoModel.Write(path, shape, vocab);
 
         using var f = GgufFile.Open(path);
         var c = ModelConfig.FromGguf(f);
         var w = ModelWeights.FromGguf(f, c);
-        Assert.Equal((64, 2, 4, 2, headDim ?? 16, 96, 300, 128, 20000f), (c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.VocabSize, c.ContextLength, c.RopeFreqBase));
-        Assert.All(w.Layers.SelectMany(l => new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.Gate, l.Up, l.Down }), t => Assert.Equal(type, t.Type));
+        Assert.Equal((64, 2, 4, 2, headDim ?? 16, 96, 300, 128, 20000f),
+            (c.Dim, c.Layers, c.Heads, c.KvHeads, c.HeadDim, c.FfnDim, c.VocabSize, c.ContextLength, c.RopeFreqBase));
+        Assert.All(w.Layers.SelectMany(l => new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.Gate, l.Up, l.Down }),
+            t => Assert.Equal(type, t.Type));
         Assert.Equal(2, w.Layers.Length);
     }
 }

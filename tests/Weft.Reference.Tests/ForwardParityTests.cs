@@ -23,11 +23,13 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         // name, shape (type, heads vs kv heads, head size), KV cache type used on both sides
         { "f32 gqa hd32", new DemoModelShape("p1", 128, 2, 4, 2, 352, 1024, 512, GgmlType.F32), KvCacheType.F32 },
         { "f32 mha hd16", new DemoModelShape("p2", 64, 3, 4, 4, 192, 700, 512, GgmlType.F32), KvCacheType.F16 },
-        { "f16 gqa hd64", new DemoModelShape("p3", 256, 2, 4, 1, 704, 2048, 512, GgmlType.F16, RopeFreqBase: 500000f), KvCacheType.F16 },
+        { "f16 gqa hd64", new DemoModelShape("p3", 256, 2, 4, 1, 704, 2048, 512, GgmlType.F16, RopeFreqBase: 500000f),
+            KvCacheType.F16 },
         { "f16 mha hd32", new DemoModelShape("p4", 128, 2, 4, 4, 384, 1024, 512, GgmlType.F16), KvCacheType.F16 },
         { "q8_0 gqa hd32", new DemoModelShape("p5", 256, 2, 8, 2, 768, 1024, 512, GgmlType.Q8_0), KvCacheType.F32 },
         // Llama 3.1-style RoPE frequency factors (rope_freqs.weight)
-        { "f32 gqa hd32 rope_freqs", new DemoModelShape("p6", 128, 2, 4, 2, 352, 1024, 512, GgmlType.F32, RopeFreqBase: 500000f, RopeFreqFactors: true), KvCacheType.F32 },
+        { "f32 gqa hd32 rope_freqs", new DemoModelShape("p6", 128, 2, 4, 2, 352, 1024, 512, GgmlType.F32,
+            RopeFreqBase: 500000f, RopeFreqFactors: true), KvCacheType.F32 },
     };
 
     [Theory]
@@ -42,8 +44,11 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         using var llama = new LlamaCppModel(path, contextSize: 256, f16Cache: kv == KvCacheType.F16);
         int[] theirs = llama.Greedy(prompt, Generate);
 
-        Assert.True(ours.SequenceEqual(theirs), $"{name}: diverged at token {FirstDifference(ours, theirs)}\nweft:      {string.Join(",", ours)}\nllama.cpp: {string.Join(",", theirs)}");
-        Assert.True(ours.Distinct().Count() > Generate / 4, $"{name}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
+        Assert.True(ours.SequenceEqual(theirs), $"{name}: diverged at token {FirstDifference(ours, theirs)}\n" +
+            $"weft:      {string.Join(",", ours)}\n" +
+            $"llama.cpp: {string.Join(",", theirs)}");
+        Assert.True(ours.Distinct().Count() > Generate / 4,
+            $"{name}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
     }
 
     /// <summary>
@@ -61,18 +66,26 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         using var llama = new LlamaCppModel(path, contextSize: 256);
         int[] theirs = llama.Greedy(prompt, Generate);
 
-        using var engine = InferenceEngine.Load(path, new EngineOptions { Engine = EngineKind.Cpu, KvBlocks = 16, MaxNumSeqs = 4, MaxNumBatchedTokens = 64 });
+        using var engine = InferenceEngine.Load(path, new EngineOptions
+        {
+            Engine = EngineKind.Cpu,
+            KvBlocks = 16,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 64,
+        });
         var tokens = new List<int>(prompt);
         var blocks = Enumerable.Range(0, 16).ToList();
         int agreed = 0;
         for (int i = 0; i < Generate; i++)
         {
             engine.Inputs.Clear();
-            engine.Inputs.Add(new StepItem(tokens, i == 0 ? 0 : tokens.Count - 1, i == 0 ? tokens.Count : 1, blocks, true, SamplingParams.Greedy(Generate), 0, prompt.Length));
+            engine.Inputs.Add(new StepItem(tokens, i == 0 ? 0 : tokens.Count - 1, i == 0 ? tokens.Count : 1, blocks,
+                true, SamplingParams.Greedy(Generate), 0, prompt.Length));
             int ours = engine.Step()[0];
             var logits = engine.GetLogits(0);
             if (ours == theirs[i]) agreed++;
-            else Assert.True(logits[ours] - logits[theirs[i]] < 0.05f, $"step {i}: weft picks {ours} ({logits[ours]}), llama.cpp {theirs[i]} ({logits[theirs[i]]})");
+            else Assert.True(logits[ours] - logits[theirs[i]] < 0.05f,
+                $"step {i}: weft picks {ours} ({logits[ours]}), llama.cpp {theirs[i]} ({logits[theirs[i]]})");
             tokens.Add(theirs[i]);
         }
         Assert.True(agreed >= Generate - 2, $"only {agreed} of {Generate} steps agree");
@@ -87,14 +100,22 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
 
     static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv)
     {
-        using var engine = InferenceEngine.Load(path, new EngineOptions { Engine = EngineKind.Cpu, KvBlocks = 16, KvCacheType = kv, MaxNumSeqs = 4, MaxNumBatchedTokens = 64 });
+        using var engine = InferenceEngine.Load(path, new EngineOptions
+        {
+            Engine = EngineKind.Cpu,
+            KvBlocks = 16,
+            KvCacheType = kv,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = 64,
+        });
         var tokens = new List<int>(prompt);
         var blocks = Enumerable.Range(0, 16).ToList();
         int computed = 0;
         for (int i = 0; i < count; i++)
         {
             engine.Inputs.Clear();
-            engine.Inputs.Add(new StepItem(tokens, computed, tokens.Count - computed, blocks, true, SamplingParams.Greedy(count), 0, prompt.Length));
+            engine.Inputs.Add(new StepItem(tokens, computed, tokens.Count - computed, blocks, true,
+                SamplingParams.Greedy(count), 0, prompt.Length));
             int next = engine.Step()[0];
             computed = tokens.Count;
             tokens.Add(next);

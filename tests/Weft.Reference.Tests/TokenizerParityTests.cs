@@ -120,8 +120,8 @@ public sealed class TokenizerParityTests(TokenizerParityModels models) : IClassF
                     int[] expected = llama.Tokenize(text, addSpecial, parseSpecial);
                     int[] actual = ours.Encode(text, addSpecial, parseSpecial);
                     if (!expected.SequenceEqual(actual))
-                        failures.Add($"{Show(text)} (addSpecial {addSpecial}, parseSpecial {parseSpecial}): llama.cpp " +
-                            $"[{string.Join(' ', expected)}], ours [{string.Join(' ', actual)}]");
+                        failures.Add($"{Show(text)} (addSpecial {addSpecial}, parseSpecial {parseSpecial}): " +
+                            $"llama.cpp [{string.Join(' ', expected)}], ours [{string.Join(' ', actual)}]");
                 }
         Assert.True(failures.Count == 0, $"{failures.Count} mismatches:\n{string.Join('\n', failures.Take(20))}");
     }

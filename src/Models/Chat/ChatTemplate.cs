@@ -11,19 +11,24 @@ namespace Weft.Models.Chat;
 /// the model), quirks included.
 /// </summary>
 /// <remarks>
-/// <para>Missing or unrecognised templates fall back to ChatML with <see cref="IsFallback"/> set, as llama.cpp's server
-/// does (vLLM refuses to serve chat without a template instead; a plain "role: content" transcript is what neither does).</para>
+/// <para>Missing or unrecognised templates fall back to ChatML with <see cref="IsFallback"/> set, as llama.cpp's
+/// server does (vLLM refuses to serve chat without a template instead; a plain "role: content" transcript is what
+/// neither does).</para>
 /// <para>BOS: templates that write bos_token into the text are rendered with it, and the text is tokenized with special
 /// tokens parsed. When the tokenizer also adds BOS itself (tokenizer.ggml.add_bos_token) and the rendered text starts
-/// with the BOS text, that one leading BOS text is removed, as llama.cpp's server does, so the prompt starts with exactly
-/// one BOS; BOS texts inside the history (Llama 2 writes one per turn) stay.</para>
+/// with the BOS text, that one leading BOS text is removed, as llama.cpp's server does, so the prompt starts with
+/// exactly one BOS; BOS texts inside the history (Llama 2 writes one per turn) stay.</para>
 /// <para>Formats without a system role (Llama 2, Mistral, Gemma) merge the system message into a user turn as their
 /// templates do; formats whose templates demand it (Llama 2, Mistral v1/v3, Gemma) reject conversations that do not
-/// alternate user/assistant after one optional leading system message. Errors are <see cref="ArgumentException"/>s.</para>
+/// alternate user/assistant after one optional leading system message. Errors are
+/// <see cref="ArgumentException"/>s.</para>
 /// </remarks>
 public sealed partial class ChatTemplate
 {
-    enum Family { ChatML, Llama2, Llama3, Zephyr, MistralV1, MistralV3, MistralV3Tekken, MistralV7, MistralV7Tekken, Gemma, Phi3 }
+    enum Family
+    {
+        ChatML, Llama2, Llama3, Zephyr, MistralV1, MistralV3, MistralV3Tekken, MistralV7, MistralV7Tekken, Gemma, Phi3
+    }
 
     static readonly Dictionary<string, Family> Names = new(StringComparer.OrdinalIgnoreCase)
     {
@@ -48,7 +53,8 @@ public sealed partial class ChatTemplate
     // Qwen-style ChatML templates open with a built-in system turn when the conversation has none.
     readonly string? defaultSystemPrompt;
 
-    ChatTemplate(Family family, string bos, string eos, bool tokenizerAddsBos, string? defaultSystemPrompt, bool isFallback)
+    ChatTemplate(Family family, string bos, string eos, bool tokenizerAddsBos, string? defaultSystemPrompt,
+        bool isFallback)
     {
         this.family = family;
         this.bos = bos;
@@ -78,7 +84,8 @@ public sealed partial class ChatTemplate
         _ => throw new InvalidOperationException($"unhandled chat format {family}"),
     };
 
-    /// <summary>True when the model had no template or one of no recognised family, so ChatML is used instead.</summary>
+    /// <summary>True when the model had no template or one of no recognised family, so ChatML is used
+    /// instead.</summary>
     public bool IsFallback { get; }
 
     /// <summary>The text that closes an assistant reply in this format: where generation should stop.</summary>
@@ -96,11 +103,14 @@ public sealed partial class ChatTemplate
     /// template, detected like a GGUF's), else the GGUF's tokenizer.chat_template, else ChatML as a fallback.
     /// </summary>
     /// <param name="ggufTemplate">tokenizer.chat_template, or null when the model has none.</param>
-    /// <param name="overrideNameOrTemplate">Operator's choice; null or blank for none. An unrecognised one is an error.</param>
+    /// <param name="overrideNameOrTemplate">Operator's choice; null or blank for none. An unrecognised one is an
+    /// error.</param>
     /// <param name="bosText">Text of the BOS token (what bos_token renders as), e.g. "&lt;s&gt;"; may be empty.</param>
     /// <param name="eosText">Text of the EOS token (eos_token), e.g. "&lt;/s&gt;".</param>
-    /// <param name="tokenizerAddsBos">Whether tokenizing the prompt adds BOS by itself (tokenizer.ggml.add_bos_token).</param>
-    public static ChatTemplate Resolve(string? ggufTemplate, string? overrideNameOrTemplate, string bosText, string eosText, bool tokenizerAddsBos)
+    /// <param name="tokenizerAddsBos">Whether tokenizing the prompt adds BOS by itself
+    /// (tokenizer.ggml.add_bos_token).</param>
+    public static ChatTemplate Resolve(string? ggufTemplate, string? overrideNameOrTemplate, string bosText,
+        string eosText, bool tokenizerAddsBos)
     {
         ArgumentNullException.ThrowIfNull(bosText);
         ArgumentNullException.ThrowIfNull(eosText);
@@ -108,11 +118,14 @@ public sealed partial class ChatTemplate
         {
             var chosen = Detect(overrideNameOrTemplate) ?? throw new ArgumentException(
                 $"Chat template override \"{Abbreviate(overrideNameOrTemplate)}\" is neither a format name " +
-                $"({string.Join(", ", Names.Keys)}) nor a template of a recognised family.", nameof(overrideNameOrTemplate));
-            return new(chosen, bosText, eosText, tokenizerAddsBos, DefaultSystemPrompt(chosen, overrideNameOrTemplate), isFallback: false);
+                $"({string.Join(", ", Names.Keys)}) nor a template of a recognised family.",
+                nameof(overrideNameOrTemplate));
+            return new(chosen, bosText, eosText, tokenizerAddsBos, DefaultSystemPrompt(chosen, overrideNameOrTemplate),
+                isFallback: false);
         }
         if (!string.IsNullOrWhiteSpace(ggufTemplate) && Detect(ggufTemplate) is { } detected)
-            return new(detected, bosText, eosText, tokenizerAddsBos, DefaultSystemPrompt(detected, ggufTemplate), isFallback: false);
+            return new(detected, bosText, eosText, tokenizerAddsBos, DefaultSystemPrompt(detected, ggufTemplate),
+                isFallback: false);
         return new(Family.ChatML, bosText, eosText, tokenizerAddsBos, defaultSystemPrompt: null, isFallback: true);
     }
 
@@ -122,7 +135,8 @@ public sealed partial class ChatTemplate
     /// <paramref name="addGenerationPrompt"/> the text ends where the assistant's reply begins; Llama 2 and Mistral
     /// formats have no separate generation prompt, a user turn already ends there.
     /// </summary>
-    /// <exception cref="ArgumentException">A role other than system/user/assistant, or an order the format rejects.</exception>
+    /// <exception cref="ArgumentException">A role other than system/user/assistant, or an order the format
+    /// rejects.</exception>
     public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
     {
         ValidateMessages(messages);
@@ -156,8 +170,8 @@ public sealed partial class ChatTemplate
         if (addGenerationPrompt) sb.Append("<|im_start|>assistant\n");
     }
 
-    // Llama-2-chat: BOS opens every user turn; the system block joins the first user turn, and the template strips
-    // the joined text as a whole, so the system text keeps its own edges and the user text only loses its trailing space.
+    // Llama-2-chat: BOS opens every user turn; the system block joins the first user turn, and the template strips the
+    // joined text as a whole, so the system text keeps its own edges and the user text only loses its trailing space.
     void RenderLlama2(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages)
     {
         int start = RequireAlternation(messages);
@@ -165,7 +179,8 @@ public sealed partial class ChatTemplate
         {
             string content = messages[i].Content;
             if (i == start && start == 1) content = $"<<SYS>>\n{messages[0].Content}\n<</SYS>>\n\n{content}";
-            if (messages[i].Role == "user") sb.Append(bos).Append("[INST] ").Append(PyStrip(content)).Append(" [/INST]");
+            if (messages[i].Role == "user")
+                sb.Append(bos).Append("[INST] ").Append(PyStrip(content)).Append(" [/INST]");
             else sb.Append(' ').Append(PyStrip(content)).Append(' ').Append(eos);
         }
     }
@@ -175,7 +190,8 @@ public sealed partial class ChatTemplate
     {
         sb.Append(bos);
         foreach (var m in messages)
-            sb.Append("<|start_header_id|>").Append(m.Role).Append("<|end_header_id|>\n\n").Append(PyStrip(m.Content)).Append("<|eot_id|>");
+            sb.Append("<|start_header_id|>").Append(m.Role).Append("<|end_header_id|>\n\n").Append(PyStrip(m.Content))
+                .Append("<|eot_id|>");
         if (addGenerationPrompt) sb.Append("<|start_header_id|>assistant<|end_header_id|>\n\n");
     }
 
@@ -231,7 +247,9 @@ public sealed partial class ChatTemplate
         {
             switch (m.Role)
             {
-                case "system": sb.Append("[SYSTEM_PROMPT]").Append(space).Append(m.Content).Append("[/SYSTEM_PROMPT]"); break;
+                case "system":
+                    sb.Append("[SYSTEM_PROMPT]").Append(space).Append(m.Content).Append("[/SYSTEM_PROMPT]");
+                    break;
                 case "user": sb.Append("[INST]").Append(space).Append(m.Content).Append("[/INST]"); break;
                 default: sb.Append(space).Append(m.Content).Append(eos); break;
             }
@@ -271,8 +289,10 @@ public sealed partial class ChatTemplate
             var m = messages[i];
             if (m.Role is not ("system" or "user" or "assistant"))
                 throw new ArgumentException(
-                    $"Message {i} has role \"{m.Role}\"; only \"system\", \"user\" and \"assistant\" are supported.", nameof(messages));
-            if (m.Content is null) throw new ArgumentException($"Message {i} ({m.Role}) has no content.", nameof(messages));
+                    $"Message {i} has role \"{m.Role}\"; only \"system\", \"user\" and \"assistant\" are supported.",
+                    nameof(messages));
+            if (m.Content is null)
+                throw new ArgumentException($"Message {i} ({m.Role}) has no content.", nameof(messages));
         }
     }
 
@@ -284,14 +304,16 @@ public sealed partial class ChatTemplate
     {
         int start = messages[0].Role == "system" ? 1 : 0;
         if (start == messages.Count)
-            throw new ArgumentException($"The {Name} chat format needs a user message; the conversation has only a system message.", nameof(messages));
+            throw new ArgumentException($"The {Name} chat format needs a user message; " +
+                "the conversation has only a system message.", nameof(messages));
         for (int i = start; i < messages.Count; i++)
         {
             string expected = (i - start) % 2 == 0 ? "user" : "assistant";
             if (messages[i].Role != expected)
                 throw new ArgumentException(
-                    $"The {Name} chat format needs an optional system message first, then turns alternating user/assistant " +
-                    $"starting with user; message {i} is \"{messages[i].Role}\" where \"{expected}\" was expected.", nameof(messages));
+                    $"The {Name} chat format needs an optional system message first, then turns alternating " +
+                    $"user/assistant starting with user; message {i} is \"{messages[i].Role}\" where \"{expected}\" " +
+                    "was expected.", nameof(messages));
         }
         return start;
     }
@@ -305,9 +327,11 @@ public sealed partial class ChatTemplate
             return Has("<|im_sep|>") || Has("<end_of_utterance>") ? null : Family.ChatML;
         if (Has("[INST]"))
         {
-            if (Has("[SYSTEM_PROMPT]")) return Has("[SYSTEM_PROMPT] ") || Has("[INST] ") ? Family.MistralV7 : Family.MistralV7Tekken;
+            if (Has("[SYSTEM_PROMPT]"))
+                return Has("[SYSTEM_PROMPT] ") || Has("[INST] ") ? Family.MistralV7 : Family.MistralV7Tekken;
             if (Has("<<SYS>>")) return Family.Llama2;
-            // v1 spaces around [INST]/[/INST] (older v0.1 templates did too, and Mistral names v1 the right format for them).
+            // v1 spaces around [INST]/[/INST] (older v0.1 templates did too, and Mistral names v1 the right
+            // format for them).
             if (Has(" [INST]") || Has(" [/INST]")) return Family.MistralV1;
             return Has("\"[INST]\"") || Has("'[INST]'") ? Family.MistralV3Tekken : Family.MistralV3;
         }
@@ -319,7 +343,8 @@ public sealed partial class ChatTemplate
     }
 
     static string? DefaultSystemPrompt(Family family, string templateText) =>
-        family == Family.ChatML && ChatMLDefaultSystemTurn().Match(templateText) is { Success: true } m ? m.Groups[1].Value : null;
+        family == Family.ChatML && ChatMLDefaultSystemTurn().Match(templateText) is { Success: true } m
+            ? m.Groups[1].Value : null;
 
     // A literal system turn in the template ('<|im_start|>system\nYou are ...<|im_end|>'), as Qwen's write when the
     // conversation has no system message. The \n may be a Jinja escape or a newline; the text may not hold quotes,

@@ -37,7 +37,8 @@ public sealed record TurnTokens(string Text, IReadOnlyList<int> Ids)
     /// What the next turn can extend once this turn's reply is complete: the prompt and the reply's sampled ids
     /// (without a final end-of-generation token, which the next rendering writes as template text) standing for the
     /// rendered prompt and the reply's text. When a stop string cut <paramref name="replyText"/> short of the sampled
-    /// ids, only the prompt is kept. <paramref name="rendered"/> is null for a raw prompt: the ids are kept, no text is.
+    /// ids, only the prompt is kept. <paramref name="rendered"/> is null for a raw prompt: the ids are kept, no
+    /// text is.
     /// </summary>
     public static TurnTokens AfterReply(
         Tokenizer tokenizer, IReadOnlyList<int> prompt, string? rendered, IReadOnlyList<int> reply, string replyText)

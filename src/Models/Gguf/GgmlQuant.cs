@@ -14,8 +14,10 @@ public static class GgmlQuant
     {
         var traits = GgmlTypeTraits.Of(type);
         long need = traits.RowBytes(dst.Length);
-        if (src.Length < need) throw new ArgumentException($"{dst.Length} {type} elements need {need} bytes, got {src.Length}");
-        var dequantize = traits.Dequantize ?? throw new NotSupportedException($"reading {type} tensors is not supported");
+        if (src.Length < need)
+            throw new ArgumentException($"{dst.Length} {type} elements need {need} bytes, got {src.Length}");
+        var dequantize = traits.Dequantize
+            ?? throw new NotSupportedException($"reading {type} tensors is not supported");
         dequantize(src[..(int)need], dst);
     }
 
@@ -35,7 +37,8 @@ public static class GgmlQuant
         return dst;
     }
 
-    internal static void DequantizeF32(ReadOnlySpan<byte> src, Span<float> dst) => MemoryMarshal.Cast<byte, float>(src).CopyTo(dst);
+    internal static void DequantizeF32(ReadOnlySpan<byte> src, Span<float> dst) =>
+        MemoryMarshal.Cast<byte, float>(src).CopyTo(dst);
 
     internal static void QuantizeF32(ReadOnlySpan<float> x, Span<byte> dst) => MemoryMarshal.AsBytes(x).CopyTo(dst);
 
@@ -63,7 +66,8 @@ public static class GgmlQuant
         for (int i = 0; i < x.Length; i++) b[i] = SingleToBFloat16(x[i]);
     }
 
-    /// <summary>Round to nearest even; every NaN becomes ggml's quiet NaN 0x7E00 with its sign (Half's cast would keep payload bits).</summary>
+    /// <summary>Round to nearest even; every NaN becomes ggml's quiet NaN 0x7E00 with its sign (Half's cast would
+    /// keep payload bits).</summary>
     public static Half SingleToHalf(float f) => float.IsNaN(f)
         ? BitConverter.UInt16BitsToHalf((ushort)(0x7E00 | (BitConverter.SingleToUInt32Bits(f) >> 16 & 0x8000)))
         : (Half)f;
@@ -108,7 +112,8 @@ public static class GgmlQuant
             float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
             var blk = dst.Slice(b * bb, bb);
             BinaryPrimitives.WriteHalfLittleEndian(blk, (Half)d);
-            for (int j = 0; j < bs; j++) blk[2 + j] = (byte)(sbyte)MathF.Round(xs[j] * id, MidpointRounding.AwayFromZero);
+            for (int j = 0; j < bs; j++)
+                blk[2 + j] = (byte)(sbyte)MathF.Round(xs[j] * id, MidpointRounding.AwayFromZero);
         }
     }
 

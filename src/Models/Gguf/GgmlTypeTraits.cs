@@ -44,7 +44,8 @@ public sealed record GgmlTypeTraits(GgmlType Type, string Name, int BlockSize, i
     /// <summary>The traits of a type number this reader knows; null for any other.</summary>
     public static GgmlTypeTraits? Find(GgmlType type) => Table.GetValueOrDefault(type);
 
-    public static GgmlTypeTraits Of(GgmlType type) => Find(type) ?? throw new ArgumentException($"unknown ggml type {(uint)type}");
+    public static GgmlTypeTraits Of(GgmlType type) =>
+        Find(type) ?? throw new ArgumentException($"unknown ggml type {(uint)type}");
 
     /// <summary>The activation blocks of q8_0 weights (and of the formats the backends repack into q8_0).</summary>
     public static readonly GgmlTypeTraits Q8_0 = Of(GgmlType.Q8_0);

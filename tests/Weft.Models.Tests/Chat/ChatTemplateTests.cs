@@ -18,8 +18,8 @@ public class ChatTemplateTests
 
     static readonly (string Role, string Content)[] WithoutSystem = WithSystem[1..];
 
-    static ChatTemplate FromGguf(string? template, string bos = "<s>", string eos = "</s>", bool tokenizerAddsBos = false) =>
-        ChatTemplate.Resolve(template, null, bos, eos, tokenizerAddsBos);
+    static ChatTemplate FromGguf(string? template, string bos = "<s>", string eos = "</s>",
+        bool tokenizerAddsBos = false) => ChatTemplate.Resolve(template, null, bos, eos, tokenizerAddsBos);
 
     // Mistral-Nemo-Instruct-2407's template ("v3-tekken") without its tool-calling branches.
     const string MistralNemo = """
@@ -45,10 +45,12 @@ public class ChatTemplateTests
 
     // Mistral-Large-Instruct-2411 ("v7"), as llama.cpp's tests quote it.
     const string MistralLarge2411 =
-        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + '[/INST]' }}" +
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}" +
+        "{{ '[INST] ' + message['content'] + '[/INST]' }}" +
         "{% elif message['role'] == 'system' %}{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' }}" +
         "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}" +
-        "{% else %}{{ raise_exception('Only user, system and assistant roles are supported!') }}{% endif %}{% endfor %}";
+        "{% else %}{{ raise_exception('Only user, system and assistant roles are supported!') }}" +
+        "{% endif %}{% endfor %}";
 
     // mistralai/Mistral-7B-Instruct-v0.1's template before Mistral's 2024 update (no system role).
     const string MistralV01Original =
@@ -60,13 +62,16 @@ public class ChatTemplateTests
 
     // teknium/OpenHermes-2.5-Mistral-7B: plain ChatML, no default system turn.
     const string OpenHermes =
-        "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}" +
+        "{% for message in messages %}" +
+        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}" +
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     // microsoft/phi-4: ChatML markers in a format of its own, which no family here renders.
     const string Phi4 =
-        "{% for message in messages %}{% if (message['role'] == 'system') %}{{'<|im_start|>system<|im_sep|>' + message['content'] + '<|im_end|>'}}" +
-        "{% elif (message['role'] == 'user') %}{{'<|im_start|>user<|im_sep|>' + message['content'] + '<|im_end|><|im_start|>assistant<|im_sep|>'}}" +
+        "{% for message in messages %}{% if (message['role'] == 'system') %}" +
+        "{{'<|im_start|>system<|im_sep|>' + message['content'] + '<|im_end|>'}}" +
+        "{% elif (message['role'] == 'user') %}" +
+        "{{'<|im_start|>user<|im_sep|>' + message['content'] + '<|im_end|><|im_start|>assistant<|im_sep|>'}}" +
         "{% elif (message['role'] == 'assistant') %}{{message['content'] + '<|im_end|>'}}{% endif %}{% endfor %}";
 
     public static TheoryData<string, string> RealTemplates => new()
@@ -99,7 +104,8 @@ public class ChatTemplateTests
     {
         var t = FromGguf(ChatTemplates.TinyLlama);
         Assert.Equal(
-            "<|system|>\nYou are a helpful assistant</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there</s>\n<|user|>\nWho are you</s>\n" +
+            "<|system|>\nYou are a helpful assistant</s>\n<|user|>\nHello</s>\n" +
+            "<|assistant|>\nHi there</s>\n<|user|>\nWho are you</s>\n" +
             "<|assistant|>\n   I am an assistant   </s>\n<|user|>\nAnother question</s>\n<|assistant|>\n",
             t.Render(WithSystem, addGenerationPrompt: true));
         Assert.Equal(
@@ -119,7 +125,8 @@ public class ChatTemplateTests
             "<s>[INST] Who are you [/INST] I am an assistant </s><s>[INST] Another question [/INST]",
             t.Render(WithSystem, addGenerationPrompt: true));
         Assert.Equal(
-            "<s>[INST] Hello [/INST] Hi there </s><s>[INST] Who are you [/INST] I am an assistant </s><s>[INST] Another question [/INST]",
+            "<s>[INST] Hello [/INST] Hi there </s>" +
+            "<s>[INST] Who are you [/INST] I am an assistant </s><s>[INST] Another question [/INST]",
             t.Render(WithoutSystem, addGenerationPrompt: true));
     }
 
@@ -137,14 +144,20 @@ public class ChatTemplateTests
         var t = FromGguf(ChatTemplates.Llama3Instruct, "<|begin_of_text|>", "<|eot_id|>");
         Assert.Equal(
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant<|eot_id|>" +
-            "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>" +
-            "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant<|eot_id|>" +
-            "<|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>" +
+            "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant<|eot_id|>" +
+            "<|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
             t.Render(WithSystem, addGenerationPrompt: true));
         Assert.Equal(
-            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>" +
-            "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant<|eot_id|>" +
-            "<|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>" +
+            "<|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant<|eot_id|>" +
+            "<|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
             t.Render(WithoutSystem, addGenerationPrompt: true));
         Assert.Equal(
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>",
@@ -156,11 +169,13 @@ public class ChatTemplateTests
     {
         var t = FromGguf(ChatTemplates.Qwen25Instruct, "", "<|im_end|>");
         const string Turns =
-            "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n" +
-            "<|im_start|>assistant\n   I am an assistant   <|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n";
-        Assert.Equal("<|im_start|>system\nYou are a helpful assistant<|im_end|>\n" + Turns, t.Render(WithSystem, addGenerationPrompt: true));
-        Assert.Equal("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n" + Turns,
-            t.Render(WithoutSystem, addGenerationPrompt: true));
+            "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n" +
+            "<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n   I am an assistant   <|im_end|>\n" +
+            "<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n";
+        Assert.Equal("<|im_start|>system\nYou are a helpful assistant<|im_end|>\n" + Turns,
+            t.Render(WithSystem, addGenerationPrompt: true));
+        Assert.Equal("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. " +
+            "You are a helpful assistant.<|im_end|>\n" + Turns, t.Render(WithoutSystem, addGenerationPrompt: true));
     }
 
     [Fact]
@@ -176,11 +191,13 @@ public class ChatTemplateTests
     {
         var t = FromGguf(ChatTemplates.MistralV1);
         Assert.Equal(
-            "<s> [INST] You are a helpful assistant\n\nHello [/INST] Hi there</s> [INST] Who are you [/INST]    I am an assistant   </s>" +
+            "<s> [INST] You are a helpful assistant\n\nHello [/INST] Hi there</s>" +
+            " [INST] Who are you [/INST]    I am an assistant   </s>" +
             " [INST] Another question [/INST]",
             t.Render(WithSystem, addGenerationPrompt: true));
         Assert.Equal(
-            "<s> [INST] Hello [/INST] Hi there</s> [INST] Who are you [/INST]    I am an assistant   </s> [INST] Another question [/INST]",
+            "<s> [INST] Hello [/INST] Hi there</s>" +
+            " [INST] Who are you [/INST]    I am an assistant   </s> [INST] Another question [/INST]",
             t.Render(WithoutSystem, addGenerationPrompt: true));
     }
 
@@ -193,7 +210,8 @@ public class ChatTemplateTests
             "[INST] You are a helpful assistant\n\nAnother question[/INST]",
             t.Render(WithSystem, addGenerationPrompt: true));
         Assert.Equal(
-            "<s>[INST] Hello[/INST] Hi there</s>[INST] Who are you[/INST] I am an assistant</s>[INST] Another question[/INST]",
+            "<s>[INST] Hello[/INST] Hi there</s>[INST] Who are you[/INST] I am an assistant</s>" +
+            "[INST] Another question[/INST]",
             t.Render(WithoutSystem, addGenerationPrompt: true));
         // The template drops the system text when the history ends with a reply.
         Assert.Equal("<s>[INST] Hello[/INST] Hi there</s>", t.Render(WithSystem[..3], addGenerationPrompt: false));
@@ -225,8 +243,10 @@ public class ChatTemplateTests
         var t = FromGguf(ChatTemplates.Gemma2It, "<bos>", "<eos>");
         const string Later =
             "<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n" +
-            "<start_of_turn>model\nI am an assistant<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n";
-        Assert.Equal("<bos><start_of_turn>user\nHello<end_of_turn>\n" + Later, t.Render(WithoutSystem, addGenerationPrompt: true));
+            "<start_of_turn>model\nI am an assistant<end_of_turn>\n" +
+            "<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n";
+        Assert.Equal("<bos><start_of_turn>user\nHello<end_of_turn>\n" + Later,
+            t.Render(WithoutSystem, addGenerationPrompt: true));
         // gemma-2-it's template refuses a system message; Gemma 3's template and llama.cpp merge it like this.
         Assert.Equal("<bos><start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n" + Later,
             t.Render(WithSystem, addGenerationPrompt: true));
@@ -238,13 +258,15 @@ public class ChatTemplateTests
         var t = FromGguf(ChatTemplates.Phi3Mini, "<s>", "<|endoftext|>");
         Assert.Equal(
             "<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n" +
-            "<|user|>\nWho are you<|end|>\n<|assistant|>\n   I am an assistant   <|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n",
+            "<|user|>\nWho are you<|end|>\n<|assistant|>\n   I am an assistant   <|end|>\n" +
+            "<|user|>\nAnother question<|end|>\n<|assistant|>\n",
             t.Render(WithSystem, addGenerationPrompt: true));
         Assert.Equal(
             "<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n<|user|>\nWho are you<|end|>\n" +
             "<|assistant|>\n   I am an assistant   <|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n",
             t.Render(WithoutSystem, addGenerationPrompt: true));
-        Assert.Equal("<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n<|endoftext|>",
+        Assert.Equal("<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n" +
+            "<|assistant|>\nHi there<|end|>\n<|endoftext|>",
             t.Render(WithSystem[..3], addGenerationPrompt: false));
     }
 
@@ -252,7 +274,8 @@ public class ChatTemplateTests
     public void A_leading_bos_is_left_to_the_tokenizer_when_it_adds_one()
     {
         var llama3 = FromGguf(ChatTemplates.Llama3Instruct, "<|begin_of_text|>", "<|eot_id|>", tokenizerAddsBos: true);
-        Assert.Equal("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+        Assert.Equal("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" +
+            "<|start_header_id|>assistant<|end_header_id|>\n\n",
             llama3.Render([("user", "Hi")], addGenerationPrompt: true));
 
         // Only the leading one: Llama 2's BOS inside the history stays.
@@ -312,7 +335,8 @@ public class ChatTemplateTests
     [Fact]
     public void An_unrecognised_override_is_an_error_naming_the_formats()
     {
-        var e = Assert.Throws<ArgumentException>(() => ChatTemplate.Resolve(ChatTemplates.TinyLlama, "vicuna", "<s>", "</s>", false));
+        var e = Assert.Throws<ArgumentException>(() => ChatTemplate.Resolve(ChatTemplates.TinyLlama, "vicuna", "<s>",
+            "</s>", false));
         Assert.Contains("vicuna", e.Message);
         Assert.Contains("llama3", e.Message);
         Assert.Equal("overrideNameOrTemplate", e.ParamName);
@@ -345,7 +369,8 @@ public class ChatTemplateTests
     {
         var t = FromGguf(ChatTemplates.TinyLlama);
         Assert.Throws<ArgumentNullException>(() => t.Render(null!, addGenerationPrompt: true));
-        Assert.Contains("no messages", Assert.Throws<ArgumentException>(() => t.Render([], addGenerationPrompt: true)).Message);
+        Assert.Contains("no messages",
+            Assert.Throws<ArgumentException>(() => t.Render([], addGenerationPrompt: true)).Message);
         Assert.Contains("no content",
             Assert.Throws<ArgumentException>(() => t.Render([("user", null!)], true)).Message);
     }

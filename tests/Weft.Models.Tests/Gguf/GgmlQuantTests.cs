@@ -68,9 +68,11 @@ public sealed class GgmlQuantTests
     [InlineData(0x00008000u, 0x0000)]           // halfway, even below: down
     [InlineData(0x00018000u, 0x0002)]           // halfway, odd below: up
     [InlineData(0x807FFFFFu, 0x8080)]           // largest negative subnormal rounds up to -2^-126
-    [InlineData(0x7F800001u, 0x7FC0)]           // a signalling NaN whose payload is all below bit 16 must stay NaN, not become inf
+    // a signalling NaN whose payload is all below bit 16 must stay NaN, not become inf
+    [InlineData(0x7F800001u, 0x7FC0)]
     [InlineData(0xFFC00000u, 0xFFC0)]
-    [InlineData(0x7FFFFFFFu, 0x7FFF)]           // NaN payloads are truncated, not rounded (rounding would carry into the sign)
+    // NaN payloads are truncated, not rounded (rounding would carry into the sign)
+    [InlineData(0x7FFFFFFFu, 0x7FFF)]
     public void Bf16_handles_subnormals_and_nan(uint f32Bits, int bits)
     {
         Assert.Equal((ushort)bits, Bf16Bits(BitConverter.UInt32BitsToSingle(f32Bits)));
@@ -146,7 +148,8 @@ public sealed class GgmlQuantTests
         {
             // Scales from 1e-6 to 1e4 and an occasional outlier, the cases where the f16 scale matters.
             float scale = MathF.Pow(10, rng.Next(-6, 5));
-            for (int j = 0; j < 32; j++) x[b * 32 + j] = (float)(rng.NextDouble() * 2 - 1) * scale * (rng.Next(16) == 0 ? 10 : 1);
+            for (int j = 0; j < 32; j++)
+                x[b * 32 + j] = (float)(rng.NextDouble() * 2 - 1) * scale * (rng.Next(16) == 0 ? 10 : 1);
         }
         return x;
     }
@@ -162,9 +165,11 @@ public sealed class GgmlQuantTests
             var xs = x.AsSpan(b * 32, 32);
             float d = TensorMaxAbs(xs) / 127f;
             float dh = (float)BinaryPrimitives.ReadHalfLittleEndian(bytes.AsSpan(b * 34));
-            // y = q·dh with |q·d - x| ≤ d/2 (rounding) and |q·dh - q·d| ≤ 127·|dh - d| (the scale stored as f16).
+            // y = q·dh with |q·d - x| ≤ d/2 (rounding) and |q·dh - q·d| ≤ 127·|dh - d|
+            // (the scale stored as f16).
             float bound = 0.5f * d * 1.0001f + 127 * MathF.Abs(dh - d);
-            for (int j = 0; j < 32; j++) Assert.True(MathF.Abs(xs[j] - y[b * 32 + j]) <= bound, $"block {b} element {j}: {xs[j]} -> {y[b * 32 + j]}, bound {bound}");
+            for (int j = 0; j < 32; j++) Assert.True(MathF.Abs(xs[j] - y[b * 32 + j]) <= bound,
+                $"block {b} element {j}: {xs[j]} -> {y[b * 32 + j]}, bound {bound}");
         }
     }
 
@@ -185,7 +190,8 @@ public sealed class GgmlQuantTests
                 // Levels are -8..7 steps of d; the end opposite the largest value has no level 8 and clamps to 7.
                 bool clamped = xs[j] / d + 8.5f >= 16;
                 float bound = (clamped ? 1f : 0.5f) * MathF.Abs(d) * 1.0001f + 8 * MathF.Abs(dh - d);
-                Assert.True(MathF.Abs(xs[j] - y[b * 32 + j]) <= bound, $"block {b} element {j}: {xs[j]} -> {y[b * 32 + j]}, bound {bound}");
+                Assert.True(MathF.Abs(xs[j] - y[b * 32 + j]) <= bound,
+                    $"block {b} element {j}: {xs[j]} -> {y[b * 32 + j]}, bound {bound}");
             }
         }
     }
@@ -201,9 +207,9 @@ public sealed class GgmlQuantTests
 
     /// <summary>
     /// block_q4_K: f16 d, f16 dmin, 12 bytes of eight 6-bit (scale, min) pairs, 128 bytes of nibbles. Sub-block s
-    /// (32 values) is d·scale[s]·q − dmin·min[s]. Pairs 0-3 sit in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins);
-    /// pairs 4-7 keep their low 4 bits in bytes 8-11 (scale low nibble, min high nibble) and their top 2 bits in the
-    /// spare top bits of bytes 0-3 (scales) and 4-7 (mins). Each 64 values share 32 bytes: low nibbles first.
+    /// (32 values) is d·scale[s]·q − dmin·min[s]. Pairs 0-3 sit in the low 6 bits of bytes 0-3 (scales) and 4-7
+    /// (mins); pairs 4-7 keep their low 4 bits in bytes 8-11 (scale low nibble, min high nibble) and their top 2 bits
+    /// in the spare top bits of bytes 0-3 (scales) and 4-7 (mins). Each 64 values share 32 bytes: low nibbles first.
     /// </summary>
     static byte[] PackQ4K(Half d, Half dmin, int[] sc, int[] mn, int[] q)
     {
@@ -232,7 +238,8 @@ public sealed class GgmlQuantTests
         int[] sc1 = [63, 0, 31, 32, 16, 15, 1, 62], mn1 = [5, 63, 0, 16, 47, 32, 0, 63];
         int[] q0 = Enumerable.Range(0, 256).Select(e => (e * 7 + e / 32) % 16).ToArray();
         int[] q1 = Enumerable.Range(0, 256).Select(e => 15 - e % 16).ToArray();
-        byte[] src = [.. PackQ4K((Half)0.5f, (Half)0.25f, sc0, mn0, q0), .. PackQ4K((Half)(-0.125f), (Half)2f, sc1, mn1, q1)];
+        byte[] src = [.. PackQ4K((Half)0.5f, (Half)0.25f, sc0, mn0, q0),
+            .. PackQ4K((Half)(-0.125f), (Half)2f, sc1, mn1, q1)];
 
         var y = GgmlQuant.Dequantize(GgmlType.Q4_K, src, 512);
 
@@ -241,7 +248,8 @@ public sealed class GgmlQuantTests
             Assert.Equal(0.5f * sc0[e / 32] * q0[e] - 0.25f * mn0[e / 32], y[e]);
             Assert.Equal(-0.125f * sc1[e / 32] * q1[e] - 2f * mn1[e / 32], y[256 + e]);
         }
-        // Spot values worked by hand: element 0 is 0.5·1·0 − 0; element 100 (sub-block 3, q = 700 % 16 + 3 = 15) is 0.5·63·15 − 0.25·2.
+        // Spot values worked by hand: element 0 is 0.5·1·0 − 0;
+        // element 100 (sub-block 3, q = 700 % 16 + 3 = 15) is 0.5·63·15 − 0.25·2.
         Assert.Equal(0f, y[0]);
         Assert.Equal(472f, y[100]);
         // Block 1, element 200 (sub-block 6: scale 1, min 0; q = 15 − 8 = 7): −0.125·7.
@@ -285,7 +293,8 @@ public sealed class GgmlQuantTests
             Assert.Equal(0.25f * sc0[e / 16] * (q0[e] - 32), y[e]);
             Assert.Equal(-3f * sc1[e / 16] * (q1[e] - 32), y[256 + e]);
         }
-        // By hand: element 0 has q = 3, scale −128: 0.25·−128·(3 − 32) = 928. Element 255 has q = (2805 + 3) % 64 = 56, scale 14: 0.25·14·24 = 84.
+        // By hand: element 0 has q = 3, scale −128: 0.25·−128·(3 − 32) = 928.
+        // Element 255 has q = (2805 + 3) % 64 = 56, scale 14: 0.25·14·24 = 84.
         Assert.Equal(928f, y[0]);
         Assert.Equal(84f, y[255]);
         // Block 1, element 0: q = 63, scale 1: −3·1·31.

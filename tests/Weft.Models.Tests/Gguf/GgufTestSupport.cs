@@ -83,20 +83,24 @@ public static class GgufAssert
     public static void SameValue(GgufValue expected, GgufValue actual, string key)
     {
         Assert.True(expected.Type == actual.Type, $"{key}: type {actual.Type}, expected {expected.Type}");
-        Assert.True(expected.Value.GetType() == actual.Value.GetType(), $"{key}: CLR type {actual.Value.GetType()}, expected {expected.Value.GetType()}");
+        Assert.True(expected.Value.GetType() == actual.Value.GetType(),
+            $"{key}: CLR type {actual.Value.GetType()}, expected {expected.Value.GetType()}");
         if (expected.Type != GgufValueType.Array)
         {
-            Assert.True(Canonical(expected.Value).Equals(Canonical(actual.Value)), $"{key}: value {actual.Value}, expected {expected.Value}");
+            Assert.True(Canonical(expected.Value).Equals(Canonical(actual.Value)),
+                $"{key}: value {actual.Value}, expected {expected.Value}");
             return;
         }
-        Assert.True(expected.ElementType == actual.ElementType, $"{key}: element type {actual.ElementType}, expected {expected.ElementType}");
+        Assert.True(expected.ElementType == actual.ElementType,
+            $"{key}: element type {actual.ElementType}, expected {expected.ElementType}");
         var e = (Array)expected.Value;
         var a = (Array)actual.Value;
         Assert.True(e.Length == a.Length, $"{key}: {a.Length} elements, expected {e.Length}");
         for (int i = 0; i < e.Length; i++)
         {
             if (e.GetValue(i) is GgufValue nested) SameValue(nested, (GgufValue)a.GetValue(i)!, $"{key}[{i}]");
-            else Assert.True(Canonical(e.GetValue(i)!).Equals(Canonical(a.GetValue(i)!)), $"{key}[{i}]: {a.GetValue(i)}, expected {e.GetValue(i)}");
+            else Assert.True(Canonical(e.GetValue(i)!).Equals(Canonical(a.GetValue(i)!)),
+                $"{key}[{i}]: {a.GetValue(i)}, expected {e.GetValue(i)}");
         }
     }
 
@@ -107,7 +111,8 @@ public static class GgufAssert
         _ => v,
     };
 
-    /// <summary>Opens <paramref name="path"/> expecting a format error that names the file and contains <paramref name="problem"/>.</summary>
+    /// <summary>Opens <paramref name="path"/> expecting a format error that names the file and contains
+    /// <paramref name="problem"/>.</summary>
     public static GgufFormatException OpenFails(string path, string problem)
     {
         var e = Assert.Throws<GgufFormatException>(() => GgufFile.Open(path).Dispose());

@@ -64,7 +64,8 @@ static unsafe class GgmlNative
         return dst;
     }
 
-    /// <summary>ggml's own type traits: name, elements per block, bytes per block (ggml_type_name, ggml_blck_size, ggml_type_size).</summary>
+    /// <summary>ggml's own type traits: name, elements per block, bytes per block (ggml_type_name, ggml_blck_size,
+    /// ggml_type_size).</summary>
     public static (string Name, long BlockSize, long BlockBytes) Traits(GgmlType type)
     {
         var name = (delegate* unmanaged<int, byte*>)NativeLibrary.GetExport(Lib, "ggml_type_name");
