@@ -19,13 +19,8 @@ public class SchedulerRandomizedTests
         var rng = new Random(seed);
         var options = new SchedulerOptions
         {
-            MaxModelLen = 48,
-            MaxNumSeqs = 6,
-            MaxNumBatchedTokens = 20,
-            MaxWaiting = 12,
-            AgingTicks = 7,
-            KvWatermark = 0.05,
-            PrefillChunkSize = prefillChunkSize,
+            MaxModelLen = 48, MaxNumSeqs = 6, MaxNumBatchedTokens = 20,
+            MaxWaiting = 12, AgingTicks = 7, KvWatermark = 0.05, PrefillChunkSize = prefillChunkSize
         };
         var blocks = new BlockManager(numBlocks: 24, blockSize: 4);
         var scheduler = new Scheduler(options, blocks, Eos);

@@ -123,10 +123,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 64,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 32,
-            PrefillChunkSize = 5,
+            MaxModelLen = 64, MaxNumSeqs = 4, MaxNumBatchedTokens = 32, PrefillChunkSize = 5
         };
         var (scheduler, _, engine) = Create(options, numBlocks: 16);
         var a = Seq(12, maxTokens: 1);
@@ -150,10 +147,7 @@ public class SchedulerTests
         // 10 blocks of 4 slots; each sequence grows to 26-30 tokens (7-8 blocks), so they must take turns.
         var options = new SchedulerOptions
         {
-            MaxModelLen = 64,
-            MaxNumSeqs = 6,
-            MaxNumBatchedTokens = 32,
-            KvWatermark = 0,
+            MaxModelLen = 64, MaxNumSeqs = 6, MaxNumBatchedTokens = 32, KvWatermark = 0
         };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10);
         var all = Enumerable.Range(0, 6).Select(i => Seq(6 + i % 5, maxTokens: 20, firstToken: 100 * i)).ToList();
@@ -179,10 +173,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 12,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 16,
-            KvWatermark = 0,
+            MaxModelLen = 12, MaxNumSeqs = 4, MaxNumBatchedTokens = 16, KvWatermark = 0
         };
         var (scheduler, _, engine) = Create(options, numBlocks: 6, blockSize: 2);
         var high = Seq(2, maxTokens: 10, priority: 0, firstToken: 10);
@@ -224,10 +215,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 64,
-            MaxNumSeqs = 2,
-            MaxNumBatchedTokens = 16,
-            AgingTicks = 5,
+            MaxModelLen = 64, MaxNumSeqs = 2, MaxNumBatchedTokens = 16, AgingTicks = 5
         };
         var (scheduler, _, engine) = Create(options, numBlocks: 64);
         var starved = Seq(4, maxTokens: 6, priority: 3, firstToken: 1000);
@@ -348,10 +336,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 64,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 16,
-            MaxWaiting = 2,
+            MaxModelLen = 64, MaxNumSeqs = 4, MaxNumBatchedTokens = 16, MaxWaiting = 2
         };
         var (scheduler, _, engine) = Create(options, numBlocks: 16);
         scheduler.Add(Seq(3, 2));
@@ -373,10 +358,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 32,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 16,
-            KvWatermark = 0.25,
+            MaxModelLen = 32, MaxNumSeqs = 4, MaxNumBatchedTokens = 16, KvWatermark = 0.25
         };
         var (scheduler, _, _) = Create(options, numBlocks: 8, blockSize: 4);
 
@@ -500,10 +482,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 40,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 64,
-            KvWatermark = 0,
+            MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0
         };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
         var older = Seq(8, maxTokens: 1, firstToken: 100, keepCache: true);
@@ -545,10 +524,7 @@ public class SchedulerTests
     {
         var options = new SchedulerOptions
         {
-            MaxModelLen = 40,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 64,
-            KvWatermark = 0,
+            MaxModelLen = 40, MaxNumSeqs = 4, MaxNumBatchedTokens = 64, KvWatermark = 0
         };
         var (scheduler, blocks, engine) = Create(options, numBlocks: 10, blockSize: 4);
         var parked = Seq(8, maxTokens: 1, firstToken: 100, keepCache: true);
