@@ -1,7 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
+using System.Runtime.Intrinsics.Arm;
 using Weft.GpuRuntime.Sampling;
 using Weft.Models;
 using Weft.Models.Gguf;
@@ -63,18 +63,25 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public int Threads { get; }
 
-    /// <summary>The register-tiled AVX-512 kernels for float weights; without them a portable (slower) path
-    /// runs.</summary>
-    internal static bool FastFloatKernels => Vector512.IsHardwareAccelerated && Avx512F.IsSupported;
-    /// <summary>q8_0 also needs AVX-VNNI (Sapphire Rapids, Alder Lake and later; not Ice Lake's AVX512-VNNI
-    /// alone).</summary>
-    internal static bool FastQ8Kernels => FastFloatKernels && AvxVnni.IsSupported;
+    /// <summary>Whether q8_0 runs a SIMD kernel (AVX2 or 128-bit at least); else the scalar one.</summary>
+    internal static bool FastQ8Kernels => MatMulKernels.Q8Path != Q8Kernel.None;
 
+    /// <summary>The paths that run, e.g. "AVX2 + AVX-VNNI" or "128-bit": the float kernels' width, then how q8_0
+    /// blocks are multiplied.</summary>
     public string Description => "cpu: managed SIMD ("
-        + (FastQ8Kernels ? "AVX-512 + VNNI"
-            : FastFloatKernels ? "AVX-512; portable q8_0 kernels"
-            : Vector256.IsHardwareAccelerated ? "AVX2, portable kernels"
-            : "portable kernels")
+        + MatMulKernels.FloatWidth switch
+        {
+            512 => "AVX-512",
+            256 => "AVX2",
+            _ => Vector128.IsHardwareAccelerated ? "128-bit" : "scalar",
+        }
+        + MatMulKernels.Q8Path switch
+        {
+            Q8Kernel.AvxVnni => " + AVX-VNNI",
+            Q8Kernel.Avx2 => ", q8_0 via AVX2 vpmaddubsw",
+            Q8Kernel.Narrow => Dp.IsSupported ? ", q8_0 via dot product" : "",
+            _ => ", scalar q8_0",
+        }
         + $"), {Threads} threads";
 
     public DeviceTensor Allocate(long floats)

@@ -1,10 +1,11 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
 using System.Runtime.Intrinsics.X86;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 
-/// <summary>Four consecutive weight rows of a matrix, read 16 columns at a time as f32, whatever their
+/// <summary>Four consecutive weight rows of a matrix, read one vector of columns at a time as f32, whatever their
 /// storage.</summary>
 unsafe interface IRows4<TSelf> where TSelf : struct, IRows4<TSelf>
 {
@@ -14,8 +15,7 @@ unsafe interface IRows4<TSelf> where TSelf : struct, IRows4<TSelf>
     /// <summary>Asks for the cache lines holding columns [k, k + 64) of the four rows <paramref name="rowsAhead"/> rows
     /// further on.</summary>
     void Prefetch4(int k, int rowsAhead);
-    void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2,
-        out Vector512<float> w3);
+    void Load<TVec>(int k, out TVec w0, out TVec w1, out TVec w2, out TVec w3) where TVec : struct;
     float Scalar(int row, int k);
 }
 
@@ -37,24 +37,24 @@ unsafe readonly struct F32Rows(float* first, int stride, bool prefetch = true) :
         if (!_prefetch) return;
         float* p = _r0 + rowsAhead * _stride + k;
         for (int r = 0; r < 4; r++, p += _stride)
-            for (int i = 0; i < 64; i += 16) Sse.Prefetch0(p + i);
+            for (int i = 0; i < 64; i += 16) Simd.Prefetch(p + i);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2,
-        out Vector512<float> w3)
+    public void Load<TVec>(int k, out TVec w0, out TVec w1, out TVec w2, out TVec w3) where TVec : struct
     {
         float* p = _r0 + k;
-        w0 = Vector512.Load(p);
-        w1 = Vector512.Load(p + _stride);
-        w2 = Vector512.Load(p + 2 * _stride);
-        w3 = Vector512.Load(p + 3 * _stride);
+        w0 = Simd<TVec>.Load(p);
+        w1 = Simd<TVec>.Load(p + _stride);
+        w2 = Simd<TVec>.Load(p + 2 * _stride);
+        w3 = Simd<TVec>.Load(p + 3 * _stride);
     }
 
     public float Scalar(int row, int k) => _r0[row * _stride + k];
 }
 
-/// <summary>16-bit float rows, converted to f32 in registers (the JIT compiles one copy per format).</summary>
+/// <summary>16-bit float rows, converted to f32 in registers (the JIT compiles one copy per format and
+/// width).</summary>
 unsafe readonly struct HalfRows<TFormat>(ushort* first, int stride) : IRows4<HalfRows<TFormat>>
     where TFormat : struct, IHalfFormat
 {
@@ -70,20 +70,19 @@ unsafe readonly struct HalfRows<TFormat>(ushort* first, int stride) : IRows4<Hal
         ushort* p = _r0 + rowsAhead * _stride + k;
         for (int r = 0; r < 4; r++, p += _stride)
         {
-            Sse.Prefetch0(p);
-            Sse.Prefetch0(p + 32);
+            Simd.Prefetch(p);
+            Simd.Prefetch(p + 32);
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Load(int k, out Vector512<float> w0, out Vector512<float> w1, out Vector512<float> w2,
-        out Vector512<float> w3)
+    public void Load<TVec>(int k, out TVec w0, out TVec w1, out TVec w2, out TVec w3) where TVec : struct
     {
         ushort* p = _r0 + k;
-        w0 = TFormat.Load16(p);
-        w1 = TFormat.Load16(p + _stride);
-        w2 = TFormat.Load16(p + 2 * _stride);
-        w3 = TFormat.Load16(p + 3 * _stride);
+        w0 = TFormat.Load<TVec>(p);
+        w1 = TFormat.Load<TVec>(p + _stride);
+        w2 = TFormat.Load<TVec>(p + 2 * _stride);
+        w3 = TFormat.Load<TVec>(p + 3 * _stride);
     }
 
     public float Scalar(int row, int k) => TFormat.Scalar(_r0[row * _stride + k]);
@@ -94,6 +93,9 @@ unsafe readonly struct HalfRows<TFormat>(ushort* first, int stride) : IRows4<Hal
 /// weight row is read from memory once per call for all batch rows: four weight rows are multiplied with four batch
 /// rows at a time (16 independent accumulator chains, so FMA latency is hidden), and at larger batches a block of
 /// weight rows is first converted to f32 into a per-worker scratch that stays in cache while every batch row uses it.
+/// The float kernels are written once over a vector width (<see cref="Simd{TVec}"/>) and run at the widest the CPU
+/// accelerates: 512, 256 or 128 bits. Every output is one accumulator vector over k, then its lanes, whatever the
+/// batch: a sequence gets bit-identical logits alone or in any batch on each width.
 /// </summary>
 static unsafe class MatMulKernels
 {
@@ -104,11 +106,26 @@ static unsafe class MatMulKernels
     /// <summary>Batch rows above which weight tiles are converted once into scratch instead of on the fly.</summary>
     public const int PackThreshold = 4;
 
+    /// <summary>The float kernels' vector width in bits.</summary>
+    public static int FloatWidth => Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 128;
+
     /// <summary>16-bit or 32-bit float weights: rows [n0, n1) of y [M × ldy] from x [M × K].</summary>
     public static void Float<TRows>(TRows matrix, float* x, float* y, float* bias, int m, int k, int ldy, int n0,
         int n1, float* scratch)
         where TRows : struct, IRows4<TRows>
     {
+        if (Vector512.IsHardwareAccelerated)
+            Float<TRows, Vector512<float>>(matrix, x, y, bias, m, k, ldy, n0, n1, scratch);
+        else if (Vector256.IsHardwareAccelerated)
+            Float<TRows, Vector256<float>>(matrix, x, y, bias, m, k, ldy, n0, n1, scratch);
+        else Float<TRows, Vector128<float>>(matrix, x, y, bias, m, k, ldy, n0, n1, scratch);
+    }
+
+    static void Float<TRows, TVec>(TRows matrix, float* x, float* y, float* bias, int m, int k, int ldy, int n0,
+        int n1, float* scratch)
+        where TRows : struct, IRows4<TRows> where TVec : struct
+    {
+        int w = Simd<TVec>.Count;
         int n = n0;
         if (m == 1)
         {
@@ -116,10 +133,11 @@ static unsafe class MatMulKernels
             // 2 KiB that is more than 16 KiB ahead per stream and the lines are evicted from L1 before they are read
             // (1b f16: 127 → 115 ms per step), so only the next group's first four rows are fetched then.
             int rowsAhead = matrix.RowBytes <= 2048 ? 8 : 4;
-            for (; n + 8 <= n1; n += 8) Vector8(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n, rowsAhead);
+            for (; n + 8 <= n1; n += 8)
+                Vector8<TRows, TVec>(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n, rowsAhead);
         }
         if (m <= PackThreshold)
-            for (; n + 4 <= n1; n += 4) Tile(matrix.At(n), x, k, y, bias, m, k, ldy, n);
+            for (; n + 4 <= n1; n += 4) Tile<TRows, TVec>(matrix.At(n), x, k, y, bias, m, k, ldy, n);
         else
         {
             // Batch rows in blocks that stay in L2 with this range of weight rows: each block reads the range's weights
@@ -132,18 +150,18 @@ static unsafe class MatMulKernels
                 for (int t = n; t < n + tiles; t += 4)
                 {
                     var src = matrix.At(t);
-                    for (int kk = 0; kk + 16 <= k; kk += 16)
+                    for (int kk = 0; kk + w <= k; kk += w)
                     {
-                        src.Load(kk, out var w0, out var w1, out var w2, out var w3);
-                        w0.Store(scratch + kk);
-                        w1.Store(scratch + k + kk);
-                        w2.Store(scratch + 2 * k + kk);
-                        w3.Store(scratch + 3 * k + kk);
+                        src.Load<TVec>(kk, out var w0, out var w1, out var w2, out var w3);
+                        Simd<TVec>.Store(w0, scratch + kk);
+                        Simd<TVec>.Store(w1, scratch + k + kk);
+                        Simd<TVec>.Store(w2, scratch + 2 * k + kk);
+                        Simd<TVec>.Store(w3, scratch + 3 * k + kk);
                     }
-                    for (int kk = k & ~15; kk < k; kk++)
+                    for (int kk = k / w * w; kk < k; kk++)
                         for (int r = 0; r < 4; r++) scratch[r * k + kk] = src.Scalar(r, kk);
                     var packed = new F32Rows(scratch, k, prefetch: false);
-                    Tile(packed, x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
+                    Tile<F32Rows, TVec>(packed, x + (long)mb * k, k, y + (long)mb * ldy, bias, rows, k, ldy, t);
                 }
             }
             n += tiles;
@@ -163,38 +181,39 @@ static unsafe class MatMulKernels
     /// <summary>
     /// A matrix-vector product (one batch row, the decode of a single sequence): eight weight rows at a time, each
     /// weight converted once and used by one FMA, eight independent chains, the next eight rows prefetched as these are
-    /// read. Every output is summed in the same order as in <see cref="Tile"/> (one 16-lane accumulator over k, then
+    /// read. Every output is summed in the same order as in <see cref="Tile"/> (one accumulator vector over k, then
     /// its lanes), so a sequence gets bit-identical logits alone or in any batch.
     /// </summary>
     /// <remarks>Lines of the rows <paramref name="rowsAhead"/> further on are requested at the same columns as these
     /// are read: the next group is where the stream goes next.</remarks>
-    static void Vector8<TRows>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n, int rowsAhead)
-        where TRows : struct, IRows4<TRows>
+    static void Vector8<TRows, TVec>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n, int rowsAhead)
+        where TRows : struct, IRows4<TRows> where TVec : struct
     {
-        Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default,
+        TVec s0 = default, s1 = default, s2 = default, s3 = default,
             s4 = default, s5 = default, s6 = default, s7 = default;
+        int w = Simd<TVec>.Count;
         int kk = 0;
-        for (; kk + 16 <= k; kk += 16)
+        for (; kk + w <= k; kk += w)
         {
             if ((kk & 63) == 0)
             {
                 a.Prefetch4(kk, rowsAhead);
                 b.Prefetch4(kk, rowsAhead);
             }
-            var v = Vector512.Load(x + kk);
-            a.Load(kk, out var w0, out var w1, out var w2, out var w3);
-            s0 = Vector512.FusedMultiplyAdd(w0, v, s0);
-            s1 = Vector512.FusedMultiplyAdd(w1, v, s1);
-            s2 = Vector512.FusedMultiplyAdd(w2, v, s2);
-            s3 = Vector512.FusedMultiplyAdd(w3, v, s3);
-            b.Load(kk, out w0, out w1, out w2, out w3);
-            s4 = Vector512.FusedMultiplyAdd(w0, v, s4);
-            s5 = Vector512.FusedMultiplyAdd(w1, v, s5);
-            s6 = Vector512.FusedMultiplyAdd(w2, v, s6);
-            s7 = Vector512.FusedMultiplyAdd(w3, v, s7);
+            var v = Simd<TVec>.Load(x + kk);
+            a.Load<TVec>(kk, out var w0, out var w1, out var w2, out var w3);
+            s0 = Simd<TVec>.MultiplyAdd(w0, v, s0);
+            s1 = Simd<TVec>.MultiplyAdd(w1, v, s1);
+            s2 = Simd<TVec>.MultiplyAdd(w2, v, s2);
+            s3 = Simd<TVec>.MultiplyAdd(w3, v, s3);
+            b.Load<TVec>(kk, out w0, out w1, out w2, out w3);
+            s4 = Simd<TVec>.MultiplyAdd(w0, v, s4);
+            s5 = Simd<TVec>.MultiplyAdd(w1, v, s5);
+            s6 = Simd<TVec>.MultiplyAdd(w2, v, s6);
+            s7 = Simd<TVec>.MultiplyAdd(w3, v, s7);
         }
-        Span<float> s = [Vector512.Sum(s0), Vector512.Sum(s1), Vector512.Sum(s2), Vector512.Sum(s3),
-            Vector512.Sum(s4), Vector512.Sum(s5), Vector512.Sum(s6), Vector512.Sum(s7)];
+        Span<float> s = [Simd<TVec>.Sum(s0), Simd<TVec>.Sum(s1), Simd<TVec>.Sum(s2), Simd<TVec>.Sum(s3),
+            Simd<TVec>.Sum(s4), Simd<TVec>.Sum(s5), Simd<TVec>.Sum(s6), Simd<TVec>.Sum(s7)];
         for (; kk < k; kk++)
             for (int i = 0; i < 4; i++)
             {
@@ -208,8 +227,8 @@ static unsafe class MatMulKernels
     /// <param name="ldx">Distance between batch rows of x.</param>
     /// <remarks>The following four rows are prefetched while these are read (the packed scratch prefetches
     /// nothing).</remarks>
-    static void Tile<TRows>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
-        where TRows : struct, IRows4<TRows>
+    static void Tile<TRows, TVec>(TRows w, float* x, int ldx, float* y, float* bias, int m, int k, int ldy, int n)
+        where TRows : struct, IRows4<TRows> where TVec : struct
     {
         float* s = stackalloc float[16];
         for (int r = 0; r < m; r += 4)
@@ -217,8 +236,8 @@ static unsafe class MatMulKernels
             // a short last group repeats its last row: the extra results are simply not stored
             float* x0 = x + (long)r * ldx, x1 = x + (long)Math.Min(r + 1, m - 1) * ldx,
                 x2 = x + (long)Math.Min(r + 2, m - 1) * ldx, x3 = x + (long)Math.Min(r + 3, m - 1) * ldx;
-            Dot4x4(w, x0, x1, x2, x3, k, prefetch: r == 0, s);
-            for (int kk = k & ~15; kk < k; kk++)
+            Dot4x4<TRows, TVec>(w, x0, x1, x2, x3, k, prefetch: r == 0, s);
+            for (int kk = k / Simd<TVec>.Count * Simd<TVec>.Count; kk < k; kk++)
                 for (int i = 0; i < 4; i++)
                     for (int j = 0; j < 4; j++)
                         s[i * 4 + j] += w.Scalar(i, kk) * x[(long)Math.Min(r + j, m - 1) * ldx + kk];
@@ -229,49 +248,58 @@ static unsafe class MatMulKernels
     }
 
     /// <summary>
-    /// The 4×4 register tile over whole 16-column steps: s[i·4 + j] = w[i] · x_j. A method of its own so the loop's
+    /// The 4×4 register tile over whole vector steps: s[i·4 + j] = w[i] · x_j. A method of its own so the loop's
     /// few pointers stay in registers (inlined into <see cref="Tile"/>, the JIT spilled them).
     /// </summary>
     /// <param name="prefetch">Request the next four rows' lines (on the first pass over these rows).</param>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    static void Dot4x4<TRows>(TRows w, float* x0, float* x1, float* x2, float* x3, int k, bool prefetch, float* s)
-        where TRows : struct, IRows4<TRows>
+    static void Dot4x4<TRows, TVec>(TRows w, float* x0, float* x1, float* x2, float* x3, int k, bool prefetch,
+        float* s)
+        where TRows : struct, IRows4<TRows> where TVec : struct
     {
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default,
+        TVec a00 = default, a01 = default, a02 = default, a03 = default,
             a10 = default, a11 = default, a12 = default, a13 = default,
             a20 = default, a21 = default, a22 = default, a23 = default,
             a30 = default, a31 = default, a32 = default, a33 = default;
-        for (int kk = 0; kk + 16 <= k; kk += 16)
+        int width = Simd<TVec>.Count;
+        for (int kk = 0; kk + width <= k; kk += width)
         {
             if (prefetch && (kk & 63) == 0) w.Prefetch4(kk, 4);
-            w.Load(kk, out var w0, out var w1, out var w2, out var w3);
-            var v = Vector512.Load(x0 + kk);
-            a00 = Vector512.FusedMultiplyAdd(w0, v, a00); a10 = Vector512.FusedMultiplyAdd(w1, v, a10);
-            a20 = Vector512.FusedMultiplyAdd(w2, v, a20); a30 = Vector512.FusedMultiplyAdd(w3, v, a30);
-            v = Vector512.Load(x1 + kk);
-            a01 = Vector512.FusedMultiplyAdd(w0, v, a01); a11 = Vector512.FusedMultiplyAdd(w1, v, a11);
-            a21 = Vector512.FusedMultiplyAdd(w2, v, a21); a31 = Vector512.FusedMultiplyAdd(w3, v, a31);
-            v = Vector512.Load(x2 + kk);
-            a02 = Vector512.FusedMultiplyAdd(w0, v, a02); a12 = Vector512.FusedMultiplyAdd(w1, v, a12);
-            a22 = Vector512.FusedMultiplyAdd(w2, v, a22); a32 = Vector512.FusedMultiplyAdd(w3, v, a32);
-            v = Vector512.Load(x3 + kk);
-            a03 = Vector512.FusedMultiplyAdd(w0, v, a03); a13 = Vector512.FusedMultiplyAdd(w1, v, a13);
-            a23 = Vector512.FusedMultiplyAdd(w2, v, a23); a33 = Vector512.FusedMultiplyAdd(w3, v, a33);
+            w.Load<TVec>(kk, out var w0, out var w1, out var w2, out var w3);
+            var v = Simd<TVec>.Load(x0 + kk);
+            a00 = Simd<TVec>.MultiplyAdd(w0, v, a00); a10 = Simd<TVec>.MultiplyAdd(w1, v, a10);
+            a20 = Simd<TVec>.MultiplyAdd(w2, v, a20); a30 = Simd<TVec>.MultiplyAdd(w3, v, a30);
+            v = Simd<TVec>.Load(x1 + kk);
+            a01 = Simd<TVec>.MultiplyAdd(w0, v, a01); a11 = Simd<TVec>.MultiplyAdd(w1, v, a11);
+            a21 = Simd<TVec>.MultiplyAdd(w2, v, a21); a31 = Simd<TVec>.MultiplyAdd(w3, v, a31);
+            v = Simd<TVec>.Load(x2 + kk);
+            a02 = Simd<TVec>.MultiplyAdd(w0, v, a02); a12 = Simd<TVec>.MultiplyAdd(w1, v, a12);
+            a22 = Simd<TVec>.MultiplyAdd(w2, v, a22); a32 = Simd<TVec>.MultiplyAdd(w3, v, a32);
+            v = Simd<TVec>.Load(x3 + kk);
+            a03 = Simd<TVec>.MultiplyAdd(w0, v, a03); a13 = Simd<TVec>.MultiplyAdd(w1, v, a13);
+            a23 = Simd<TVec>.MultiplyAdd(w2, v, a23); a33 = Simd<TVec>.MultiplyAdd(w3, v, a33);
         }
-        s[0] = Vector512.Sum(a00); s[1] = Vector512.Sum(a01); s[2] = Vector512.Sum(a02); s[3] = Vector512.Sum(a03);
-        s[4] = Vector512.Sum(a10); s[5] = Vector512.Sum(a11); s[6] = Vector512.Sum(a12); s[7] = Vector512.Sum(a13);
-        s[8] = Vector512.Sum(a20); s[9] = Vector512.Sum(a21); s[10] = Vector512.Sum(a22); s[11] = Vector512.Sum(a23);
-        s[12] = Vector512.Sum(a30); s[13] = Vector512.Sum(a31); s[14] = Vector512.Sum(a32); s[15] = Vector512.Sum(a33);
+        s[0] = Simd<TVec>.Sum(a00); s[1] = Simd<TVec>.Sum(a01); s[2] = Simd<TVec>.Sum(a02);
+        s[3] = Simd<TVec>.Sum(a03); s[4] = Simd<TVec>.Sum(a10); s[5] = Simd<TVec>.Sum(a11);
+        s[6] = Simd<TVec>.Sum(a12); s[7] = Simd<TVec>.Sum(a13); s[8] = Simd<TVec>.Sum(a20);
+        s[9] = Simd<TVec>.Sum(a21); s[10] = Simd<TVec>.Sum(a22); s[11] = Simd<TVec>.Sum(a23);
+        s[12] = Simd<TVec>.Sum(a30); s[13] = Simd<TVec>.Sum(a31); s[14] = Simd<TVec>.Sum(a32);
+        s[15] = Simd<TVec>.Sum(a33);
     }
 
     /// <summary>
     /// q8_0 weights (repacked: quants + 128 as bytes [N × K], f32 block scales [N × K/32]) against q8_0-quantized
     /// activations (int8 [M × K], per-lane corrections [M × K/4], f32 scales [M × K/32]): per block, an exact int8
-    /// dot product (AVX-VNNI) scaled by both block scales, as ggml computes it.
+    /// dot product (AVX-VNNI or AVX2, <see cref="Dot"/>) scaled by both block scales, as ggml computes it.
     /// </summary>
     public static void Q8(byte* wq, float* wd, sbyte* xq, int* xc, float* xd, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
     {
+        if (Q8Path == Q8Kernel.Narrow)
+        {
+            Q8Narrow(wq, wd, xq, xd, y, bias, m, k, ldy, n0, n1);
+            return;
+        }
         int blocks = k / 32;
         Span<float> s = stackalloc float[16];
         int tiles = n0 + (n1 - n0) / 4 * 4;
@@ -307,7 +335,7 @@ static unsafe class MatMulKernels
                         {
                             byte* wb = wr + b * 32;
                             if (prefetch && (b & 1) == 0)
-                                for (int q = 4; q < 8; q++) Sse.Prefetch0(wb + q * k); // the next four rows
+                                for (int q = 4; q < 8; q++) Simd.Prefetch(wb + q * k); // the next four rows
                             var w0 = Vector256.Load(wb);
                             var w1 = Vector256.Load(wb + k);
                             var w2 = Vector256.Load(wb + 2 * k);
@@ -360,7 +388,7 @@ static unsafe class MatMulKernels
             long wo = (long)n * k + b * 32;
             long so = (long)n * blocks + b;
             if ((b & 1) == 0)
-                for (int r = 4; r < 8; r++) Sse.Prefetch0(wq + wo + r * k); // the next four rows
+                for (int r = 4; r < 8; r++) Simd.Prefetch(wq + wo + r * k); // the next four rows
             Column(ref a0, ref a1, ref a2, ref a3,
                 Vector256.Load(wq + wo), Vector256.Load(wq + wo + k), Vector256.Load(wq + wo + 2 * k),
                 Vector256.Load(wq + wo + 3 * k),
@@ -373,9 +401,8 @@ static unsafe class MatMulKernels
     }
 
     /// <summary>
-    /// One activation block against the four weight rows' blocks: a[i] += (dw[i]·dx) × Σ w[i]·x. VNNI multiplies
-    /// unsigned by signed bytes, so weights are stored offset by 128; starting each sum at the activation block's
-    /// −128·Σx (per lane, computed once when quantizing) makes the result the exact signed dot product.
+    /// One activation block against the four weight rows' blocks: a[i] += (dw[i]·dx) × Σ w[i]·x, the sum in eight
+    /// lanes of four bytes each (<see cref="Dot"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Column(ref Vector256<float> a0, ref Vector256<float> a1, ref Vector256<float> a2,
@@ -385,13 +412,113 @@ static unsafe class MatMulKernels
     {
         var x = Vector256.Load(xb);
         var c = Vector256.Load(xc);
-        a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w0, x)),
-            Vector256.Create(d0 * dx), a0);
-        a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w1, x)),
-            Vector256.Create(d1 * dx), a1);
-        a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w2, x)),
-            Vector256.Create(d2 * dx), a2);
-        a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w3, x)),
-            Vector256.Create(d3 * dx), a3);
+        a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w0, x)), Vector256.Create(d0 * dx), a0);
+        a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w1, x)), Vector256.Create(d1 * dx), a1);
+        a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w2, x)), Vector256.Create(d2 * dx), a2);
+        a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w3, x)), Vector256.Create(d3 * dx), a3);
+    }
+
+    /// <summary>
+    /// The exact int8 dot product of a block in eight lanes (lane i: bytes 4i..4i+3). VNNI multiplies unsigned by
+    /// signed bytes, so weights are stored offset by 128 and each sum starts at the activation block's −128·Σx (per
+    /// lane, computed once when quantizing). Without VNNI, ggml's AVX2 way: |w| times x with w's sign
+    /// (<c>vpmaddubsw</c>, at most 2·128·127, so the int16 pairs never saturate), then pairs of those
+    /// (<c>vpmaddwd</c>): the same integers per lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> Dot(Vector256<int> c, Vector256<byte> w, Vector256<sbyte> x)
+    {
+        if (AvxVnni.IsSupported) return AvxVnni.MultiplyWideningAndAdd(c, w, x);
+        var sw = (w ^ Vector256.Create((byte)0x80)).AsSByte();
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Abs(sw), Avx2.Sign(x, sw)),
+            Vector256.Create((short)1));
+    }
+
+    /// <summary>Which q8_0 kernel this CPU runs.</summary>
+    public static Q8Kernel Q8Path =>
+        Vector256.IsHardwareAccelerated && AvxVnni.IsSupported ? Q8Kernel.AvxVnni
+        : Vector256.IsHardwareAccelerated && Avx2.IsSupported ? Q8Kernel.Avx2
+        : Ssse3.IsSupported || AdvSimd.Arm64.IsSupported ? Q8Kernel.Narrow
+        : Q8Kernel.None;
+
+    /// <summary>
+    /// The q8_0 kernel over 128-bit vectors (SSSE3, Arm64 AdvSimd/dot product), batched: four weight rows stay in L1
+    /// while every batch row passes them. Each output keeps eight lanes in two halves, as ggml's AVX build does (lane
+    /// i: bytes 4i..4i+3 of every block, scaled and added across blocks), then sums them as its hsum_float_8 does;
+    /// the same order whatever the batch.
+    /// </summary>
+    static void Q8Narrow(byte* wq, float* wd, sbyte* xq, float* xd, float* y, float* bias, int m, int k, int ldy,
+        int n0, int n1)
+    {
+        int blocks = k / 32;
+        int tiles = n0 + (n1 - n0) / 4 * 4;
+        for (int n = n0; n < tiles; n += 4)
+        {
+            byte* w0 = wq + (long)n * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            float* d0 = wd + (long)n * blocks, d1 = d0 + blocks, d2 = d1 + blocks, d3 = d2 + blocks;
+            for (int r = 0; r < m; r++)
+            {
+                sbyte* x = xq + (long)r * k;
+                float* dx = xd + (long)r * blocks;
+                Vector128<float> l0 = default, h0 = default, l1 = default, h1 = default,
+                    l2 = default, h2 = default, l3 = default, h3 = default;
+                for (int b = 0; b < blocks; b++)
+                {
+                    if (r == 0 && (b & 1) == 0)
+                        for (int q = 4; q < 8; q++) Simd.Prefetch(w0 + q * k + b * 32); // the next four rows
+                    var xl = Vector128.Load(x + b * 32);
+                    var xh = Vector128.Load(x + b * 32 + 16);
+                    float e = dx[b];
+                    Half(ref l0, ref h0, w0 + b * 32, xl, xh, d0[b] * e);
+                    Half(ref l1, ref h1, w1 + b * 32, xl, xh, d1[b] * e);
+                    Half(ref l2, ref h2, w2 + b * 32, xl, xh, d2[b] * e);
+                    Half(ref l3, ref h3, w3 + b * 32, xl, xh, d3[b] * e);
+                }
+                float* yr = y + (long)r * ldy + n;
+                yr[0] = Hsum8(l0, h0) + (bias == null ? 0 : bias[n]);
+                yr[1] = Hsum8(l1, h1) + (bias == null ? 0 : bias[n + 1]);
+                yr[2] = Hsum8(l2, h2) + (bias == null ? 0 : bias[n + 2]);
+                yr[3] = Hsum8(l3, h3) + (bias == null ? 0 : bias[n + 3]);
+            }
+        }
+        if (tiles < n1) Portable.Q8(wq, wd, xq, xd, y, bias, m, k, ldy, tiles, n1);
+    }
+
+    /// <summary>One block of one weight row: both 16-byte halves' lane sums, scaled into their
+    /// accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Half(ref Vector128<float> lo, ref Vector128<float> hi, byte* w, Vector128<sbyte> xl,
+        Vector128<sbyte> xh, float d)
+    {
+        var scale = Vector128.Create(d);
+        var flip = Vector128.Create((byte)0x80);
+        var wl = (Vector128.Load(w) ^ flip).AsSByte();
+        var wh = (Vector128.Load(w + 16) ^ flip).AsSByte();
+        lo = Vector128.MultiplyAddEstimate(Vector128.ConvertToSingle(Dot(wl, xl)), scale, lo);
+        hi = Vector128.MultiplyAddEstimate(Vector128.ConvertToSingle(Dot(wh, xh)), scale, hi);
+    }
+
+    /// <summary>16 signed bytes' dot product in four lanes (lane i: bytes 4i..4i+3), exact.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<int> Dot(Vector128<sbyte> w, Vector128<sbyte> x)
+    {
+        if (Ssse3.IsSupported)
+            return Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(Ssse3.Abs(w), Ssse3.Sign(x, w)),
+                Vector128.Create((short)1));
+        if (Dp.IsSupported) return Dp.DotProduct(Vector128<int>.Zero, w, x);
+        return AdvSimd.Arm64.AddPairwise(
+            AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningLower(w.GetLower(), x.GetLower())),
+            AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningUpper(w, x)));
+    }
+
+    /// <summary>Eight lanes summed in the order of ggml's hsum_float_8.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Hsum8(Vector128<float> lo, Vector128<float> hi)
+    {
+        var t = lo + hi;
+        return (t.GetElement(0) + t.GetElement(2)) + (t.GetElement(1) + t.GetElement(3));
     }
 }
+
+/// <summary>The q8_0 kernels, widest first.</summary>
+enum Q8Kernel { AvxVnni, Avx2, Narrow, None }

@@ -3,7 +3,7 @@ using Weft.Models.Gguf;
 namespace Weft.GpuRuntime.Engine.Cpu;
 
 /// <summary>f32 weights, read in place; the input is used as it is.</summary>
-sealed unsafe class F32Weights : ICpuWeightFormat, IRowReader
+sealed unsafe class F32Weights : ICpuWeightFormat
 {
     public GgmlType Stored => GgmlType.F32;
     public bool PacksRows => true;
@@ -18,13 +18,8 @@ sealed unsafe class F32Weights : ICpuWeightFormat, IRowReader
         float* scratch)
     {
         int k = w.Columns;
-        if (CpuBackend.FastFloatKernels)
-            MatMulKernels.Float(new F32Rows((float*)w.Data, k), x, y, bias, m, k, ldy, n0, n1, scratch);
-        else Portable.Float<F32Weights>(w.Data, x, y, bias, m, k, ldy, n0, n1);
+        MatMulKernels.Float(new F32Rows((float*)w.Data, k), x, y, bias, m, k, ldy, n0, n1, scratch);
     }
-
-    public static void ReadRow(byte* w, long n, int k, float* row) =>
-        new ReadOnlySpan<float>((float*)w + n * k, k).CopyTo(new Span<float>(row, k));
 
     public void ReadRow(CpuWeight w, long row, Span<float> dst) =>
         new ReadOnlySpan<float>((float*)w.Data + row * dst.Length, dst.Length).CopyTo(dst);

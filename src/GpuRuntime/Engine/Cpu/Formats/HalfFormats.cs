@@ -1,38 +1,35 @@
 using System.Runtime.CompilerServices;
-using System.Runtime.Intrinsics;
 using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 
 /// <summary>
-/// A 16-bit float format of weights: how 16 of them become f32 in registers, one of them as a scalar, a row of them
-/// for the portable path, and how activations are rounded to it first (ggml's vec_dot_type is the weight's own type).
+/// A 16-bit float format of weights: how a vector of them becomes f32 in registers, one of them as a scalar, and how
+/// activations are rounded to it first (ggml's vec_dot_type is the weight's own type).
 /// </summary>
-unsafe interface IHalfFormat : IRowReader
+unsafe interface IHalfFormat
 {
-    static abstract Vector512<float> Load16(ushort* p);
+    static abstract TVec Load<TVec>(ushort* p) where TVec : struct;
     static abstract float Scalar(ushort bits);
     static abstract void Round(float* src, float* dst, long n);
 }
 
-/// <summary>f16 (<see cref="HalfMath.Load16"/>).</summary>
+/// <summary>f16 (<see cref="Simd{TVec}.LoadHalf"/>).</summary>
 unsafe readonly struct F16Format : IHalfFormat
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load16(ushort* p) => HalfMath.Load16(p);
+    public static TVec Load<TVec>(ushort* p) where TVec : struct => Simd<TVec>.LoadHalf(p);
     public static float Scalar(ushort bits) => (float)BitConverter.UInt16BitsToHalf(bits);
     public static void Round(float* src, float* dst, long n) => HalfMath.RoundToHalf(src, dst, n);
-    public static void ReadRow(byte* w, long n, int k, float* row) => HalfMath.ToSingle((ushort*)w + n * k, row, k);
 }
 
 /// <summary>bf16: the upper half of an f32, so widening and shifting is the whole conversion.</summary>
 unsafe readonly struct Bf16Format : IHalfFormat
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> Load16(ushort* p) => HalfMath.LoadBf16(p);
+    public static TVec Load<TVec>(ushort* p) where TVec : struct => Simd<TVec>.LoadBf16(p);
     public static float Scalar(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
     public static void Round(float* src, float* dst, long n) => HalfMath.RoundToBf16(src, dst, n);
-    public static void ReadRow(byte* w, long n, int k, float* row) => HalfMath.Bf16ToSingle((ushort*)w + n * k, row, k);
 }
 
 /// <summary>f16 or bf16 weights, read in place; the input is rounded to the same format, as ggml does.</summary>
@@ -52,9 +49,7 @@ sealed unsafe class HalfWeights<TFormat>(GgmlType type) : ICpuWeightFormat where
         float* scratch)
     {
         int k = w.Columns;
-        if (CpuBackend.FastFloatKernels)
-            MatMulKernels.Float(new HalfRows<TFormat>((ushort*)w.Data, k), x, y, bias, m, k, ldy, n0, n1, scratch);
-        else Portable.Float<TFormat>(w.Data, x, y, bias, m, k, ldy, n0, n1);
+        MatMulKernels.Float(new HalfRows<TFormat>((ushort*)w.Data, k), x, y, bias, m, k, ldy, n0, n1, scratch);
     }
 
     public void ReadRow(CpuWeight w, long row, Span<float> dst) =>
