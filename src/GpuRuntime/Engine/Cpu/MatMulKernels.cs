@@ -223,7 +223,15 @@ static unsafe class MatMulKernels
         for (int i = 0; i < 8; i++) y[n + i] = s[i] + (bias == null ? 0 : bias[n + i]);
     }
 
-    /// <summary>Four weight rows starting at n times every batch row, four batch rows at a time.</summary>
+    /// <summary>
+    /// Batch rows per register tile: four where the CPU has 32 vector registers (AVX-512, Arm64), two where it has 16
+    /// (AVX2, SSE), whose 4×4 tile (16 accumulators, four weights, an input) spilled: 300m f16 at batch 16 on AVX2,
+    /// 4×4 → 4×2: see the report of issue 11.
+    /// </summary>
+    static int TileColumns => Vector512.IsHardwareAccelerated || AdvSimd.Arm64.IsSupported ? 4 : 2;
+
+    /// <summary>Four weight rows starting at n times every batch row, <see cref="TileColumns"/> batch rows at a
+    /// time.</summary>
     /// <param name="ldx">Distance between batch rows of x.</param>
     /// <remarks>The following four rows are prefetched while these are read (the packed scratch prefetches
     /// nothing).</remarks>
@@ -231,20 +239,49 @@ static unsafe class MatMulKernels
         where TRows : struct, IRows4<TRows> where TVec : struct
     {
         float* s = stackalloc float[16];
-        for (int r = 0; r < m; r += 4)
+        int cols = TileColumns;
+        for (int r = 0; r < m; r += cols)
         {
             // a short last group repeats its last row: the extra results are simply not stored
-            float* x0 = x + (long)r * ldx, x1 = x + (long)Math.Min(r + 1, m - 1) * ldx,
-                x2 = x + (long)Math.Min(r + 2, m - 1) * ldx, x3 = x + (long)Math.Min(r + 3, m - 1) * ldx;
-            Dot4x4<TRows, TVec>(w, x0, x1, x2, x3, k, prefetch: r == 0, s);
+            float* x0 = x + (long)r * ldx, x1 = x + (long)Math.Min(r + 1, m - 1) * ldx;
+            if (cols == 4)
+                Dot4x4<TRows, TVec>(w, x0, x1, x + (long)Math.Min(r + 2, m - 1) * ldx,
+                    x + (long)Math.Min(r + 3, m - 1) * ldx, k, prefetch: r == 0, s);
+            else Dot4x2<TRows, TVec>(w, x0, x1, k, prefetch: r == 0, s);
             for (int kk = k / Simd<TVec>.Count * Simd<TVec>.Count; kk < k; kk++)
                 for (int i = 0; i < 4; i++)
-                    for (int j = 0; j < 4; j++)
+                    for (int j = 0; j < cols; j++)
                         s[i * 4 + j] += w.Scalar(i, kk) * x[(long)Math.Min(r + j, m - 1) * ldx + kk];
-            for (int j = 0; j < 4 && r + j < m; j++)
+            for (int j = 0; j < cols && r + j < m; j++)
                 for (int i = 0; i < 4; i++)
                     y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
         }
+    }
+
+    /// <summary>The 4×2 register tile (eight accumulators, for 16 vector registers): s[i·4 + j] = w[i] · x_j,
+    /// j &lt; 2.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void Dot4x2<TRows, TVec>(TRows w, float* x0, float* x1, int k, bool prefetch, float* s)
+        where TRows : struct, IRows4<TRows> where TVec : struct
+    {
+        TVec a00 = default, a01 = default, a10 = default, a11 = default,
+            a20 = default, a21 = default, a30 = default, a31 = default;
+        int width = Simd<TVec>.Count;
+        for (int kk = 0; kk + width <= k; kk += width)
+        {
+            if (prefetch && (kk & 63) == 0) w.Prefetch4(kk, 4);
+            w.Load<TVec>(kk, out var w0, out var w1, out var w2, out var w3);
+            var v = Simd<TVec>.Load(x0 + kk);
+            var u = Simd<TVec>.Load(x1 + kk);
+            a00 = Simd<TVec>.MultiplyAdd(w0, v, a00); a01 = Simd<TVec>.MultiplyAdd(w0, u, a01);
+            a10 = Simd<TVec>.MultiplyAdd(w1, v, a10); a11 = Simd<TVec>.MultiplyAdd(w1, u, a11);
+            a20 = Simd<TVec>.MultiplyAdd(w2, v, a20); a21 = Simd<TVec>.MultiplyAdd(w2, u, a21);
+            a30 = Simd<TVec>.MultiplyAdd(w3, v, a30); a31 = Simd<TVec>.MultiplyAdd(w3, u, a31);
+        }
+        s[0] = Simd<TVec>.Sum(a00); s[1] = Simd<TVec>.Sum(a01);
+        s[4] = Simd<TVec>.Sum(a10); s[5] = Simd<TVec>.Sum(a11);
+        s[8] = Simd<TVec>.Sum(a20); s[9] = Simd<TVec>.Sum(a21);
+        s[12] = Simd<TVec>.Sum(a30); s[13] = Simd<TVec>.Sum(a31);
     }
 
     /// <summary>
@@ -305,6 +342,13 @@ static unsafe class MatMulKernels
         int tiles = n0 + (n1 - n0) / 4 * 4;
         if (m == 1)
             for (int n = n0; n < tiles; n += 4) VectorQ8(wq, wd, xq, xc, xd, y, bias, k, n);
+        else if (TileColumns == 2)
+            // 16 registers hold no 4×4 tile: four weight rows stay in L1 while each batch row passes them
+            for (int mb = 0; mb < m; mb += BatchBlock)
+                for (int n = n0; n < tiles; n += 4)
+                    for (int r = mb; r < Math.Min(m, mb + BatchBlock); r++)
+                        VectorQ8(wq, wd, xq + (long)r * k, xc + (long)r * (k / 4), xd + (long)r * blocks,
+                            y + (long)r * ldy, bias, k, n);
         else
             // batch rows in blocks that stay in L2 while this range of weight rows passes (from cache after the first
             // block)
