@@ -17,13 +17,15 @@ public sealed class WeightFormatTests
     }
 
     [Fact]
-    public void Both_backends_store_each_format_in_the_same_layout_and_prepare_its_input_alike()
+    public void Both_backends_store_each_format_in_the_same_layout_or_the_cpu_in_the_files_own_and_prepare_alike()
     {
         foreach (var type in ModelWeights.MatrixTypes)
         {
             var cpu = CpuFormats.Find(type)!;
             var gpu = IlgpuFormats.Find(type)!;
-            Assert.Equal(cpu.Stored, gpu.Stored);
+            // the ILGPU backend still repacks some formats the CPU backend multiplies in their own layout into q8_0
+            Assert.True(cpu.Stored == gpu.Stored || (cpu.Stored == type && gpu.Stored == GgmlType.Q8_0),
+                $"{type}: cpu stores {cpu.Stored}, ilgpu {gpu.Stored}");
             // what each backend rounds or quantizes the input to is ggml's vec_dot_type of the stored layout
             var expected = GgmlTypeTraits.Of(cpu.Stored).VecDotType switch
             {

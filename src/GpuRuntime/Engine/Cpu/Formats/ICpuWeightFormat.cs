@@ -104,8 +104,8 @@ static class CpuFormats
         [GgmlType.F16] = new HalfWeights<F16Format>(GgmlType.F16),
         [GgmlType.BF16] = new HalfWeights<Bf16Format>(GgmlType.BF16),
         [GgmlType.Q8_0] = new Q8_0Weights(GgmlType.Q8_0),
+        [GgmlType.Q4_0] = new Q4_0Weights(),
         // q8_0 holds these almost exactly, and its integer kernels are the fastest here
-        [GgmlType.Q4_0] = new Q8_0Weights(GgmlType.Q4_0),
         [GgmlType.Q4_K] = new Q8_0Weights(GgmlType.Q4_K),
         [GgmlType.Q6_K] = new Q8_0Weights(GgmlType.Q6_K),
     };

@@ -1,0 +1,83 @@
+using System.Runtime.Intrinsics.X86;
+using Weft.GpuRuntime.Engine.Cpu;
+using Weft.Models.Gguf;
+
+namespace Weft.GpuRuntime.Tests.Engine;
+
+/// <summary>The legacy block kernels (q4_0 …) against a dot product of ggml's reference dequantization.</summary>
+public sealed unsafe class LegacyKernelTests
+{
+    [Fact]
+    public void Every_finite_half_scale_converts_exactly()
+    {
+        for (int i = 0; i < 65536; i++)
+        {
+            var half = BitConverter.UInt16BitsToHalf((ushort)i);
+            if (!Half.IsFinite(half)) continue;
+            ushort bits = (ushort)i;
+            Assert.Equal(BitConverter.SingleToInt32Bits((float)half),
+                BitConverter.SingleToInt32Bits(LegacyKernels.Half((byte*)&bits)));
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    [InlineData(7)]
+    [InlineData(37)]
+    public void Q4_0_kernels_equal_a_dot_product_of_the_dequantized_blocks(int m) =>
+        Check<Q4_0Block>(GgmlType.Q4_0, m);
+
+    static void Check<TBlock>(GgmlType type, int m) where TBlock : struct, ILegacyBlock
+    {
+        const int k = 256, n = 22; // output rows not a multiple of the tiles of four
+        var rng = new Random(m);
+        var traits = GgmlTypeTraits.Of(type);
+        // random blocks: any bit pattern is a valid quant, scales are random halves of either sign
+        var w = new byte[n * traits.RowBytes(k)];
+        rng.NextBytes(w);
+        for (int b = 0; b < w.Length; b += traits.BlockBytes)
+            BitConverter.TryWriteBytes(w.AsSpan(b), (Half)((rng.NextSingle() - 0.5f) * 0.1f));
+        var x = new float[m * k];
+        for (int i = 0; i < x.Length; i++) x[i] = rng.NextSingle() - 0.5f;
+        var bias = new float[n];
+        for (int i = 0; i < n; i++) bias[i] = rng.NextSingle();
+        var xq = new sbyte[m * k];
+        var xc = new int[m * k / 4];
+        var xd = new float[m * k / 32];
+        var fast = new float[m * n];
+        var portable = new float[m * n];
+        var solo = new float[n];
+        fixed (byte* ws = w)
+        fixed (float* xs = x, ds = xd, ys = fast, ps = portable, os = solo, bs = bias)
+        fixed (sbyte* qs = xq)
+        fixed (int* cs = xc)
+        {
+            for (int r = 0; r < m; r++) Quantize.RowQ8(xs + r * k, qs + r * k, cs + r * k / 4, ds + r * k / 32, k);
+            LegacyKernels.Portable<TBlock>(ws, qs, ds, ps, bs, m, k, n, 0, n);
+            if (AvxVnni.IsSupported)
+            {
+                LegacyKernels.MatMul<TBlock>(ws, qs, cs, ds, ys, bs, m, k, n, 0, n);
+                // the last activation row alone: bit for bit what it got in the batch
+                int last = m - 1;
+                LegacyKernels.MatMul<TBlock>(ws, qs + last * k, cs + last * k / 4, ds + last * k / 32, os, bs, 1, k,
+                    n, 0, n);
+                Assert.Equal(fast.AsSpan(last * n, n).ToArray(), solo);
+            }
+        }
+        var wf = GgmlQuant.Dequantize(type, w, (long)n * k);
+        for (int r = 0; r < m; r++)
+            for (int o = 0; o < n; o++)
+            {
+                double expected = bias[o], magnitude = Math.Abs(bias[o]);
+                for (int j = 0; j < k; j++)
+                {
+                    double t = (double)wf[o * k + j] * xd[(r * k + j) / 32] * xq[r * k + j];
+                    expected += t;
+                    magnitude += Math.Abs(t);
+                }
+                Assert.Equal(expected, portable[r * n + o], 1e-5 * magnitude);
+                if (AvxVnni.IsSupported) Assert.Equal(expected, fast[r * n + o], 1e-5 * magnitude);
+            }
+    }
+}
