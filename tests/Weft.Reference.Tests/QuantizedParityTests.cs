@@ -28,6 +28,12 @@ public sealed class QuantizedParityTests : IClassFixture<TempDirectory>
     {
         { LLamaFtype.MOSTLY_Q4_0, [GgmlType.Q4_0],
             new DemoModelShape("q4_0", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+        { LLamaFtype.MOSTLY_Q4_1, [GgmlType.Q4_1],
+            new DemoModelShape("q4_1", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+        { LLamaFtype.MOSTLY_Q5_0, [GgmlType.Q5_0],
+            new DemoModelShape("q5_0", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+        { LLamaFtype.MOSTLY_Q5_1, [GgmlType.Q5_1],
+            new DemoModelShape("q5_1", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
     };
 
     [Theory]
