@@ -148,9 +148,8 @@ static unsafe class LegacyKernels
         if (m == 1)
             for (int n = n0; n < tiles; n += 4)
             {
-                var x = new Activations(xq, xc, xd, xs);
-                Dot4x4<TBlock>(w + n * rowBytes, rowBytes, x, x, x, x, blocks, prefetch: true, s);
-                for (int i = 0; i < 4; i++) y[n + i] = s[i * 4] + (bias == null ? 0 : bias[n + i]);
+                Dot4x1<TBlock>(w + n * rowBytes, rowBytes, new Activations(xq, xc, xd, xs), blocks, s);
+                for (int i = 0; i < 4; i++) y[n + i] = s[i] + (bias == null ? 0 : bias[n + i]);
             }
         else
             // batch rows in blocks that stay in L2 while this range of weight rows passes (from cache after the first
@@ -185,6 +184,34 @@ static unsafe class LegacyKernels
 
         public static Activations Row(sbyte* q, int* c, float* d, float* s, int r, int k) =>
             new(q + (long)r * k, c + (long)r * (k / 4), d + (long)r * (k / 32), s + (long)r * (k / 32));
+    }
+
+    /// <summary>
+    /// Four weight rows against the one activation row (a decode step of one sequence), prefetching the next four:
+    /// s[i] = w[i] · x, each sum formed exactly as in <see cref="Dot4x4"/>, so a sequence gets the same bits alone or
+    /// in a batch.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    static void Dot4x1<TBlock>(byte* w, long rowBytes, Activations x, int blocks, float* s)
+        where TBlock : struct, ILegacyBlock
+    {
+        int shift = TBlock.Offset == 0 ? 0 : BitOperations.Log2(128 / (uint)TBlock.Offset);
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector128<float> mins = default;
+        byte* wb = w;
+        for (int b = 0; b < blocks; b++, wb += TBlock.Bytes)
+        {
+            if ((b & 1) == 0)
+                for (int q = 4; q < 8; q++) Sse.Prefetch0(wb + q * rowBytes);
+            Column<TBlock>(ref a0, ref a1, ref a2, ref a3, TBlock.Unpack(wb), TBlock.Unpack(wb + rowBytes),
+                TBlock.Unpack(wb + 2 * rowBytes), TBlock.Unpack(wb + 3 * rowBytes), Half(wb), Half(wb + rowBytes),
+                Half(wb + 2 * rowBytes), Half(wb + 3 * rowBytes), x, b, shift);
+            if (TBlock.HasMin)
+                mins = Vector128.FusedMultiplyAdd(Vector128.Create(Half(wb + 2), Half(wb + rowBytes + 2),
+                    Half(wb + 2 * rowBytes + 2), Half(wb + 3 * rowBytes + 2)), Vector128.Create(x.S[b]), mins);
+        }
+        s[0] = HSum(a0); s[1] = HSum(a1); s[2] = HSum(a2); s[3] = HSum(a3);
+        if (TBlock.HasMin) (Vector128.Load(s) + mins).Store(s);
     }
 
     /// <summary>
