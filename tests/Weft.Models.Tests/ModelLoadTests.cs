@@ -232,8 +232,6 @@ public sealed class ModelLoadTests : IDisposable
     }
 
     [Theory]
-    [InlineData(GgmlType.Q5_0)]
-    [InlineData(GgmlType.Q4_1)]
     [InlineData(GgmlType.Q8_1)]
     [InlineData(GgmlType.I32)]
     [InlineData(GgmlType.F64)]

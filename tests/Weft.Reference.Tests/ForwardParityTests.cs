@@ -91,14 +91,14 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         Assert.True(agreed >= Generate - 2, $"only {agreed} of {Generate} steps agree");
     }
 
-    static int FirstDifference(int[] a, int[] b)
+    internal static int FirstDifference(int[] a, int[] b)
     {
         int i = 0;
         while (i < Math.Min(a.Length, b.Length) && a[i] == b[i]) i++;
         return i;
     }
 
-    static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv)
+    internal static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv)
     {
         using var engine = InferenceEngine.Load(path, new EngineOptions
         {

@@ -132,6 +132,39 @@ public static class GgmlQuant
         }
     }
 
+    /// <summary>q4_1: f16 scale d and minimum m, then nibbles as in q4_0; a value is q·d + m.</summary>
+    internal static void DequantizeQ4_1(ReadOnlySpan<byte> src, Span<float> dst) => DequantizeLegacy(src, dst,
+        GgmlType.Q4_1, hasMin: true, highBits: false);
+
+    /// <summary>q5_0: f16 scale, 32 fifth bits, then nibbles as in q4_0; a value is (q − 16)·d.</summary>
+    internal static void DequantizeQ5_0(ReadOnlySpan<byte> src, Span<float> dst) => DequantizeLegacy(src, dst,
+        GgmlType.Q5_0, hasMin: false, highBits: true);
+
+    /// <summary>q5_1: f16 scale and minimum, 32 fifth bits, then nibbles; a value is q·d + m.</summary>
+    internal static void DequantizeQ5_1(ReadOnlySpan<byte> src, Span<float> dst) => DequantizeLegacy(src, dst,
+        GgmlType.Q5_1, hasMin: true, highBits: true);
+
+    static void DequantizeLegacy(ReadOnlySpan<byte> src, Span<float> dst, GgmlType type, bool hasMin, bool highBits)
+    {
+        var (bs, bb) = Layout(type);
+        int qs = (hasMin ? 4 : 2) + (highBits ? 4 : 0);
+        int offset = hasMin ? 0 : highBits ? 16 : 8;
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            float d = F16(blk), m = hasMin ? F16(blk[2..]) : 0;
+            uint qh = highBits ? BinaryPrimitives.ReadUInt32LittleEndian(blk[(qs - 4)..]) : 0;
+            for (int j = 0; j < bs / 2; j++)
+            {
+                int x0 = (blk[qs + j] & 0x0F) | (int)((qh >> j) & 1) << 4;
+                int x1 = (blk[qs + j] >> 4) | (int)((qh >> (j + bs / 2)) & 1) << 4;
+                // ggml writes q·d + m for the formats with a minimum, (q − offset)·d for the others
+                dst[b * bs + j] = hasMin ? x0 * d + m : (x0 - offset) * d;
+                dst[b * bs + j + bs / 2] = hasMin ? x1 * d + m : (x1 - offset) * d;
+            }
+        }
+    }
+
     internal static void QuantizeQ4_0(ReadOnlySpan<float> x, Span<byte> dst)
     {
         var (bs, bb) = Layout(GgmlType.Q4_0);

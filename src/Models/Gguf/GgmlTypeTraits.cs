@@ -21,9 +21,10 @@ public sealed record GgmlTypeTraits(GgmlType Type, string Name, int BlockSize, i
         new(GgmlType.BF16, "bf16", 1, 2, GgmlType.BF16, GgmlQuant.DequantizeBF16, GgmlQuant.QuantizeBF16),
         // block layouts written as ggml declares them: f16 scale(s), then the packed quants
         new(GgmlType.Q4_0, "q4_0", 32, 2 + 32 / 2, GgmlType.Q8_0, GgmlQuant.DequantizeQ4_0, GgmlQuant.QuantizeQ4_0),
-        new(GgmlType.Q4_1, "q4_1", 32, 2 * 2 + 32 / 2, GgmlType.Q8_1, null, null),
-        new(GgmlType.Q5_0, "q5_0", 32, 2 + 4 + 32 / 2, GgmlType.Q8_0, null, null),
-        new(GgmlType.Q5_1, "q5_1", 32, 2 * 2 + 4 + 32 / 2, GgmlType.Q8_1, null, null),
+        new(GgmlType.Q4_1, "q4_1", 32, 2 * 2 + 32 / 2, GgmlType.Q8_1, GgmlQuant.DequantizeQ4_1, null),
+        new(GgmlType.Q5_0, "q5_0", 32, 2 + 4 + 32 / 2, GgmlType.Q8_0, GgmlQuant.DequantizeQ5_0, null),
+        new(GgmlType.Q5_1, "q5_1", 32, 2 * 2 + 4 + 32 / 2, GgmlType.Q8_1, GgmlQuant.DequantizeQ5_1,
+            null),
         new(GgmlType.Q8_0, "q8_0", 32, 2 + 32, GgmlType.Q8_0, GgmlQuant.DequantizeQ8_0, GgmlQuant.QuantizeQ8_0),
         new(GgmlType.Q8_1, "q8_1", 32, 2 * 2 + 32, GgmlType.Q8_1, null, null),
         new(GgmlType.Q2_K, "q2_K", 256, 2 * 2 + 256 / 16 + 256 / 4, GgmlType.Q8_K, null, null),

@@ -308,7 +308,7 @@ public sealed class GgmlQuantTests
         Assert.Throws<ArgumentException>(() => GgmlQuant.Dequantize(GgmlType.Q4_K, new byte[144], 255));
         Assert.Throws<ArgumentException>(() => GgmlQuant.Dequantize(GgmlType.Q6_K, new byte[209], 256));
         Assert.Throws<ArgumentException>(() => GgmlQuant.Dequantize(GgmlType.F32, new byte[7], 2));
-        Assert.Throws<NotSupportedException>(() => GgmlQuant.Dequantize(GgmlType.Q5_0, new byte[22], 32));
+        Assert.Throws<NotSupportedException>(() => GgmlQuant.Dequantize(GgmlType.Q8_1, new byte[36], 32));
         Assert.Throws<NotSupportedException>(() => GgmlQuant.Quantize(GgmlType.Q4_K, new float[256]));
     }
 }

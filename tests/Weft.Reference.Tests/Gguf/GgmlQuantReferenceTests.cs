@@ -84,7 +84,10 @@ public sealed class GgmlQuantReferenceTests
     static byte[] RandomBlocks(GgmlType type, int blocks, int seed)
     {
         int blockBytes = GgmlTypeTraits.Of(type).BlockBytes;
-        int[] halfFields = type switch { GgmlType.Q4_K => [0, 2], GgmlType.Q6_K => [208], _ => [0] };
+        int[] halfFields = type switch
+        {
+            GgmlType.Q4_K or GgmlType.Q4_1 or GgmlType.Q5_1 => [0, 2], GgmlType.Q6_K => [208], _ => [0],
+        };
         var rng = new Random(seed);
         var bytes = new byte[blocks * blockBytes];
         rng.NextBytes(bytes);
@@ -98,6 +101,9 @@ public sealed class GgmlQuantReferenceTests
     [Theory]
     [InlineData(GgmlType.Q8_0)]
     [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_1)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q5_1)]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
     public void Dequantization_matches_ggml_on_random_blocks(GgmlType type)

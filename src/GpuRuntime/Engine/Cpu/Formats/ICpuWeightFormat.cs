@@ -67,6 +67,9 @@ sealed unsafe class MatMulInput
     /// <summary>Per block, the eight VNNI lanes' −128·Σx (see <see cref="MatMulKernels.Q8"/>).</summary>
     public int* Corrections { get; private set; }
     public float* Scales { get; private set; }
+    /// <summary>Per block, q8_1's s = d·Σq (see <see cref="LegacyKernels.BlockSums"/>), for weights with a
+    /// minimum.</summary>
+    public float* Sums { get; private set; }
     long _floats;
 
     /// <summary>Room for an input of <paramref name="floats"/> floats (never larger than the largest
@@ -81,6 +84,7 @@ sealed unsafe class MatMulInput
         Quants = (sbyte*)NativeMemory.AlignedAlloc((nuint)floats + 64, 64);
         Corrections = (int*)NativeMemory.AlignedAlloc((nuint)(floats / 4 + 16) * sizeof(int), 64);
         Scales = (float*)NativeMemory.AlignedAlloc((nuint)(floats / block + 16) * sizeof(float), 64);
+        Sums = (float*)NativeMemory.AlignedAlloc((nuint)(floats / block + 16) * sizeof(float), 64);
     }
 
     public void Free()
@@ -90,6 +94,7 @@ sealed unsafe class MatMulInput
         NativeMemory.AlignedFree(Quants);
         NativeMemory.AlignedFree(Corrections);
         NativeMemory.AlignedFree(Scales);
+        NativeMemory.AlignedFree(Sums);
         Rounded = null;
         _floats = 0;
     }
@@ -104,8 +109,11 @@ static class CpuFormats
         [GgmlType.F16] = new HalfWeights<F16Format>(GgmlType.F16),
         [GgmlType.BF16] = new HalfWeights<Bf16Format>(GgmlType.BF16),
         [GgmlType.Q8_0] = new Q8_0Weights(GgmlType.Q8_0),
+        [GgmlType.Q4_0] = new LegacyWeights<Q4_0Block>(GgmlType.Q4_0),
+        [GgmlType.Q4_1] = new LegacyWeights<Q4_1Block>(GgmlType.Q4_1),
+        [GgmlType.Q5_0] = new LegacyWeights<Q5_0Block>(GgmlType.Q5_0),
+        [GgmlType.Q5_1] = new LegacyWeights<Q5_1Block>(GgmlType.Q5_1),
         // q8_0 holds these almost exactly, and its integer kernels are the fastest here
-        [GgmlType.Q4_0] = new Q8_0Weights(GgmlType.Q4_0),
         [GgmlType.Q4_K] = new Q8_0Weights(GgmlType.Q4_K),
         [GgmlType.Q6_K] = new Q8_0Weights(GgmlType.Q6_K),
     };

@@ -40,8 +40,11 @@ static class IlgpuFormats
         [GgmlType.F16] = FloatFormat.F16,
         [GgmlType.BF16] = FloatFormat.Bf16,
         [GgmlType.Q8_0] = new Q8_0Format(GgmlType.Q8_0),
-        // repacked to q8_0 at upload, as the CPU backend does
+        // repacked to q8_0 at upload (the CPU backend multiplies the legacy formats in their own layout)
         [GgmlType.Q4_0] = new Q8_0Format(GgmlType.Q4_0),
+        [GgmlType.Q4_1] = new Q8_0Format(GgmlType.Q4_1),
+        [GgmlType.Q5_0] = new Q8_0Format(GgmlType.Q5_0),
+        [GgmlType.Q5_1] = new Q8_0Format(GgmlType.Q5_1),
         [GgmlType.Q4_K] = new Q8_0Format(GgmlType.Q4_K),
         [GgmlType.Q6_K] = new Q8_0Format(GgmlType.Q6_K),
     };

@@ -1,0 +1,50 @@
+using Weft.Models.Gguf;
+
+namespace Weft.GpuRuntime.Engine.Cpu;
+
+/// <summary>
+/// q4_0, q4_1, q5_0 and q5_1 weights read in place from the file (4.5 to 6 bits a value: a copy would gain nothing,
+/// since the quants unpack in a few instructions in the order ggml's blocks hold them); the input is quantized to
+/// q8_0 blocks, plus q8_1's block sums for the formats with a minimum, as ggml does.
+/// </summary>
+sealed unsafe class LegacyWeights<TBlock>(GgmlType type) : ICpuWeightFormat where TBlock : struct, ILegacyBlock
+{
+    public GgmlType Stored => type;
+    public bool PacksRows => false;
+
+    public CpuWeight Load(GgufFile file, GgufTensorInfo t)
+    {
+        if (t.Columns % 32 != 0) throw file.Fail($"tensor '{t.Name}' of type {t.Type} has rows not divisible by 32");
+        return new CpuWeight(t, this, file.DataPointer(t), null, owned: false);
+    }
+
+    public void Prepare(float* x, MatMulInput input, int r0, int r1, int k)
+    {
+        int blocks = k / 32;
+        for (int r = r0; r < r1; r++)
+        {
+            float* xr = x + (long)r * k;
+            int* c = input.Corrections + (long)r * k / 4;
+            Quantize.RowQ8(xr, input.Quants + (long)r * k, c, input.Scales + (long)r * blocks, k);
+            if (TBlock.HasMin) LegacyKernels.BlockSums(xr, c, input.Sums + (long)r * blocks, k);
+        }
+    }
+
+    public float* Activations(float* x, MatMulInput input) => x;
+
+    public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
+        float* scratch)
+    {
+        if (CpuBackend.FastQ8Kernels)
+            LegacyKernels.MatMul<TBlock>(w.Data, input.Quants, input.Corrections, input.Scales, input.Sums, y, bias, m,
+                w.Columns, ldy, n0, n1);
+        else LegacyKernels.Portable<TBlock>(w.Data, input.Quants, input.Scales, input.Sums, y, bias, m, w.Columns, ldy,
+            n0, n1);
+    }
+
+    public void ReadRow(CpuWeight w, long row, Span<float> dst)
+    {
+        long rowBytes = GgmlTypeTraits.RowBytes(type, dst.Length);
+        GgmlQuant.Dequantize(type, new ReadOnlySpan<byte>(w.Data + row * rowBytes, (int)rowBytes), dst);
+    }
+}

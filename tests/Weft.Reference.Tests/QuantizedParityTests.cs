@@ -1,0 +1,63 @@
+using LLama;
+using LLama.Native;
+using Weft.GpuRuntime.Engine;
+using Weft.LlamaCpp;
+using Weft.Models;
+using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
+
+namespace Weft.Reference.Tests;
+
+/// <summary>
+/// Greedy generation against llama.cpp on files made by llama.cpp's own quantizer from a random f32 model: the
+/// weights are exactly the ones llama.cpp multiplies, so only the kernels' numerics can part the two outputs.
+/// </summary>
+public sealed class QuantizedParityTests : IClassFixture<TempDirectory>
+{
+    const int Generate = 48;
+    readonly TempDirectory _dir;
+
+    public QuantizedParityTests(TempDirectory dir) => _dir = dir;
+
+    /// <summary>
+    /// ftype, the types of the file's non-f32 tensors, the model's shape (every row a multiple of 256). The output
+    /// matrix is left f32 (llama.cpp would make it q6_K, a K-quant served elsewhere), so the legacy format is the only
+    /// quantized one; the token embedding gets the ftype's type like every other matrix.
+    /// </summary>
+    public static TheoryData<LLamaFtype, GgmlType[], DemoModelShape> Files => new()
+    {
+        { LLamaFtype.MOSTLY_Q4_0, [GgmlType.Q4_0],
+            new DemoModelShape("q4_0", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+        { LLamaFtype.MOSTLY_Q4_1, [GgmlType.Q4_1],
+            new DemoModelShape("q4_1", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+        { LLamaFtype.MOSTLY_Q5_0, [GgmlType.Q5_0],
+            new DemoModelShape("q5_0", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+        { LLamaFtype.MOSTLY_Q5_1, [GgmlType.Q5_1],
+            new DemoModelShape("q5_1", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
+    };
+
+    [Theory]
+    [MemberData(nameof(Files))]
+    public void Greedy_on_a_file_quantized_by_llama_cpp_matches_llama_cpp(LLamaFtype ftype, GgmlType[] types,
+        DemoModelShape shape)
+    {
+        string src = _dir.File($"{shape.Name}-f32.gguf"), path = _dir.File($"{shape.Name}.gguf");
+        DemoModel.Write(src, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
+        LlamaCppModel.EnsureLoaded();
+        Assert.True(LLamaQuantizer.Quantize(src, path, ftype, nthread: 1, quantizeOutputTensor: false),
+            $"llama.cpp failed to quantize to {ftype}");
+        using (var file = GgufFile.Open(path))
+            Assert.Equal(types.Order(), file.Tensors.Where(t => t.Type != GgmlType.F32).Select(t => t.Type).Distinct()
+                .Order());
+        int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (shape.VocabSize - 259))];
+
+        int[] ours = ForwardParityTests.GreedyWeft(path, prompt, Generate, KvCacheType.F32);
+        using var llama = new LlamaCppModel(path, contextSize: 256, f16Cache: false);
+        int[] theirs = llama.Greedy(prompt, Generate);
+
+        Assert.True(ours.SequenceEqual(theirs), $"{ftype}: diverged at token {ForwardParityTests.FirstDifference(ours,
+            theirs)}\nweft:      {string.Join(",", ours)}\nllama.cpp: {string.Join(",", theirs)}");
+        Assert.True(ours.Distinct().Count() > Generate / 4,
+            $"{ftype}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
+    }
+}
