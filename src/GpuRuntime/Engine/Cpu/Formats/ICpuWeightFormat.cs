@@ -67,6 +67,8 @@ sealed unsafe class MatMulInput
     /// <summary>Per block, the eight VNNI lanes' −128·Σx (see <see cref="MatMulKernels.Q8"/>).</summary>
     public int* Corrections { get; private set; }
     public float* Scales { get; private set; }
+    /// <summary>q8_K activations: per block of 256, the sums of its 16 groups of 16 quants (ggml's bsums).</summary>
+    public short* BlockSums { get; private set; }
     long _floats;
 
     /// <summary>Room for an input of <paramref name="floats"/> floats (never larger than the largest
@@ -81,6 +83,7 @@ sealed unsafe class MatMulInput
         Quants = (sbyte*)NativeMemory.AlignedAlloc((nuint)floats + 64, 64);
         Corrections = (int*)NativeMemory.AlignedAlloc((nuint)(floats / 4 + 16) * sizeof(int), 64);
         Scales = (float*)NativeMemory.AlignedAlloc((nuint)(floats / block + 16) * sizeof(float), 64);
+        BlockSums = (short*)NativeMemory.AlignedAlloc((nuint)(floats / 16 + 16) * sizeof(short), 64);
     }
 
     public void Free()
@@ -90,6 +93,7 @@ sealed unsafe class MatMulInput
         NativeMemory.AlignedFree(Quants);
         NativeMemory.AlignedFree(Corrections);
         NativeMemory.AlignedFree(Scales);
+        NativeMemory.AlignedFree(BlockSums);
         Rounded = null;
         _floats = 0;
     }
@@ -107,7 +111,7 @@ static class CpuFormats
         // q8_0 holds these almost exactly, and its integer kernels are the fastest here
         [GgmlType.Q4_0] = new Q8_0Weights(GgmlType.Q4_0),
         [GgmlType.Q4_K] = new Q8_0Weights(GgmlType.Q4_K),
-        [GgmlType.Q6_K] = new Q8_0Weights(GgmlType.Q6_K),
+        [GgmlType.Q6_K] = new Q6_KWeights(),
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;

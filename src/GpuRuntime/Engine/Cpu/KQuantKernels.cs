@@ -1,0 +1,160 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Weft.GpuRuntime.Engine.Cpu;
+
+/// <summary>
+/// K-quant weights in their file layout against q8_K activations, with ggml's x86 numerics: per superblock of 256 an
+/// exact integer sum in eight lanes (lane L holds the products of bytes 4L..4L+3 of every 32-value chunk, each 16
+/// values weighted by their 6-bit or 8-bit scale), then per lane acc += (d_w · d_x) × sum in f32, and at the end
+/// ggml's horizontal sum ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). Random-weight models have flat logits, so the
+/// greedy tokens only match llama.cpp's when this order is kept.
+/// </summary>
+static unsafe class KQuantKernels
+{
+    /// <summary>Bytes of a q6_K block: ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16], f16 d.</summary>
+    public const int Q6KBlockBytes = 210;
+
+    /// <summary>Whether the AVX2 kernels run (ggml's AVX2 build numerics); else the portable path, which follows
+    /// ggml's AVX build (the one llama.cpp loads on such CPUs).</summary>
+    public static bool Fast => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q6_K weights w [N × k] in place.</summary>
+    public static void Q6K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
+        int n0, int n1)
+    {
+        if (!Fast)
+        {
+            Q6KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1, fused: false);
+            return;
+        }
+        int blocks = k / 256;
+        long rowBytes = (long)blocks * Q6KBlockBytes;
+        var m4 = Vector256.Create((byte)0x0F);
+        var m2 = Vector256.Create((ushort)0x0303);
+        for (int n = n0; n < n1; n++)
+        {
+            byte* wr = w + n * rowBytes;
+            for (int r = 0; r < m; r += 4)
+            {
+                // a short last group repeats its last row: the extra results are simply not stored
+                int r1 = Math.Min(r + 1, m - 1), r2 = Math.Min(r + 2, m - 1), r3 = Math.Min(r + 3, m - 1);
+                sbyte* x0 = xq + (long)r * k, x1 = xq + (long)r1 * k, x2 = xq + (long)r2 * k, x3 = xq + (long)r3 * k;
+                float* d0 = xd + (long)r * blocks, d1 = xd + (long)r1 * blocks, d2 = xd + (long)r2 * blocks,
+                    d3 = xd + (long)r3 * blocks;
+                short* g0 = xsums + (long)r * (k / 16), g1 = xsums + (long)r1 * (k / 16),
+                    g2 = xsums + (long)r2 * (k / 16), g3 = xsums + (long)r3 * (k / 16);
+                Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int b = 0; b < blocks; b++)
+                {
+                    byte* blk = wr + b * Q6KBlockBytes;
+                    sbyte* sc = (sbyte*)blk + 192;
+                    Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
+                    for (int half = 0; half < 2; half++)
+                    {
+                        var ql0 = Vector256.Load(blk + 64 * half);
+                        var ql1 = Vector256.Load(blk + 64 * half + 32);
+                        var qh = Vector256.Load(blk + 128 + 32 * half).AsUInt16();
+                        var q = (ql0 & m4) | ((qh & m2) << 4).AsByte();
+                        int o = b * 256 + 128 * half, c = 8 * half;
+                        Chunk(q, sc[c], sc[c + 1], x0 + o, x1 + o, x2 + o, x3 + o, ref s0, ref s1, ref s2, ref s3);
+                        q = (ql1 & m4) | (((qh >> 2) & m2) << 4).AsByte();
+                        Chunk(q, sc[c + 2], sc[c + 3], x0 + o + 32, x1 + o + 32, x2 + o + 32, x3 + o + 32,
+                            ref s0, ref s1, ref s2, ref s3);
+                        q = ((ql0.AsUInt16() >> 4).AsByte() & m4) | (((qh >> 4) & m2) << 4).AsByte();
+                        Chunk(q, sc[c + 4], sc[c + 5], x0 + o + 64, x1 + o + 64, x2 + o + 64, x3 + o + 64,
+                            ref s0, ref s1, ref s2, ref s3);
+                        q = ((ql1.AsUInt16() >> 4).AsByte() & m4) | (((qh >> 6) & m2) << 4).AsByte();
+                        Chunk(q, sc[c + 6], sc[c + 7], x0 + o + 96, x1 + o + 96, x2 + o + 96, x3 + o + 96,
+                            ref s0, ref s1, ref s2, ref s3);
+                    }
+                    // the −32 offset of the quants, through the activations' group sums: lane L takes groups 2L, 2L+1
+                    var scales = Avx2.ConvertToVector256Int16(Vector128.Load(sc));
+                    s0 -= Avx2.MultiplyAddAdjacent(scales, Vector256.Load(g0 + 16 * b)) << 5;
+                    s1 -= Avx2.MultiplyAddAdjacent(scales, Vector256.Load(g1 + 16 * b)) << 5;
+                    s2 -= Avx2.MultiplyAddAdjacent(scales, Vector256.Load(g2 + 16 * b)) << 5;
+                    s3 -= Avx2.MultiplyAddAdjacent(scales, Vector256.Load(g3 + 16 * b)) << 5;
+                    float dw = (float)*(Half*)(blk + 208);
+                    a0 = Fma.MultiplyAdd(Vector256.Create(d0[b] * dw), Vector256.ConvertToSingle(s0), a0);
+                    a1 = Fma.MultiplyAdd(Vector256.Create(d1[b] * dw), Vector256.ConvertToSingle(s1), a1);
+                    a2 = Fma.MultiplyAdd(Vector256.Create(d2[b] * dw), Vector256.ConvertToSingle(s2), a2);
+                    a3 = Fma.MultiplyAdd(Vector256.Create(d3[b] * dw), Vector256.ConvertToSingle(s3), a3);
+                }
+                float add = bias == null ? 0 : bias[n];
+                y[(long)r * ldy + n] = HorizontalSum(a0) + add;
+                if (r + 1 < m) y[(long)(r + 1) * ldy + n] = HorizontalSum(a1) + add;
+                if (r + 2 < m) y[(long)(r + 2) * ldy + n] = HorizontalSum(a2) + add;
+                if (r + 3 < m) y[(long)(r + 3) * ldy + n] = HorizontalSum(a3) + add;
+            }
+        }
+    }
+
+    /// <summary>
+    /// One 32-value chunk of q6_K quants (0..63 here, the offset comes later) against four activation rows, as ggml's
+    /// AVX2 path: byte products summed in pairs (|pair| ≤ 2·63·127, no saturation), then each 16 values weighted by
+    /// their scale and summed in pairs again into the eight int lanes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Chunk(Vector256<byte> q, sbyte scLo, sbyte scHi, sbyte* x0, sbyte* x1, sbyte* x2, sbyte* x3,
+        ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
+    {
+        var scale = Vector256.Create(Vector128.Create((short)scLo), Vector128.Create((short)scHi));
+        s0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.Load(x0)), scale);
+        s1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.Load(x1)), scale);
+        s2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.Load(x2)), scale);
+        s3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.Load(x3)), scale);
+    }
+
+    /// <summary>ggml's hsum_float_8: the halves added, then lanes 0+2 and 1+3, then those two.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum(Vector256<float> v)
+    {
+        var h = v.GetLower() + v.GetUpper();
+        return (h[0] + h[2]) + (h[1] + h[3]);
+    }
+
+    /// <summary>
+    /// The q6_K product one value at a time, in the same int lanes as ggml's AVX2 and AVX paths (the −32 offset
+    /// taken out per superblock through the activations' group sums, lane L pairing groups 2L and 2L+1), accumulated
+    /// with a fused multiply-add (<paramref name="fused"/>: ggml's AVX2 build, the fast kernel's result bit for bit)
+    /// or a separate multiply and add (its AVX build).
+    /// </summary>
+    public static void Q6KPortable(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
+        int ldy, int n0, int n1, bool fused)
+    {
+        int blocks = k / 256;
+        long rowBytes = (long)blocks * Q6KBlockBytes;
+        Span<int> lanes = stackalloc int[8];
+        Span<float> acc = stackalloc float[8];
+        for (int n = n0; n < n1; n++)
+            for (int r = 0; r < m; r++)
+            {
+                acc.Clear();
+                for (int b = 0; b < blocks; b++)
+                {
+                    byte* blk = w + n * rowBytes + b * Q6KBlockBytes;
+                    sbyte* sc = (sbyte*)blk + 192;
+                    sbyte* x = xq + (long)r * k + b * 256;
+                    lanes.Clear();
+                    for (int i = 0; i < 256; i++)
+                    {
+                        int half = i / 128, t = i % 128 / 32, l = i % 32;
+                        int low = blk[64 * half + 32 * (t & 1) + l] >> (4 * (t >> 1)) & 0xF;
+                        int high = blk[128 + 32 * half + l] >> (2 * t) & 3;
+                        int q = low | high << 4;
+                        lanes[l / 4] += sc[i / 16] * q * x[i];
+                    }
+                    short* bs = xsums + ((long)r * k + b * 256) / 16;
+                    for (int lane = 0; lane < 8; lane++)
+                        lanes[lane] -= 32 * (bs[2 * lane] * sc[2 * lane] + bs[2 * lane + 1] * sc[2 * lane + 1]);
+                    float d = xd[(long)r * blocks + b] * (float)*(Half*)(blk + 208);
+                    for (int lane = 0; lane < 8; lane++)
+                        acc[lane] = fused ? MathF.FusedMultiplyAdd(d, lanes[lane], acc[lane])
+                            : d * lanes[lane] + acc[lane];
+                }
+                float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+                y[(long)r * ldy + n] = s + (bias == null ? 0 : bias[n]);
+            }
+    }
+}
