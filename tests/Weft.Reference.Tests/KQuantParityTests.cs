@@ -22,6 +22,7 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
 
     [Theory]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, new[] { GgmlType.Q6_K })]
+    [InlineData(LLamaFtype.MOSTLY_Q4_K_M, new[] { GgmlType.Q4_K, GgmlType.Q6_K })]
     public void Greedy_on_a_file_quantized_by_llama_cpp_matches_llama_cpp(LLamaFtype ftype, GgmlType[] types)
     {
         // every matrix row a multiple of 256, so llama.cpp keeps the k-quant everywhere

@@ -106,6 +106,112 @@ static unsafe class KQuantKernels
         s3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Vector256.Load(x3)), scale);
     }
 
+    /// <summary>Bytes of a q4_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, qs[128].</summary>
+    public const int Q4KBlockBytes = 144;
+
+    /// <summary>
+    /// Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q4_K weights w [N × k] in place, as ggml's x86 build computes
+    /// them: it repacks q4_K matrices (rows a multiple of 8) into interleaved blocks of eight rows, and each output is
+    /// then one f32 chain per superblock, acc += Σ scale·(q·x) × (d_w·d_x), beside a second one for the mins,
+    /// acc_min += Σ min·bsum × (dmin_w·d_x), the result acc − acc_min. Its gemm (groups of four activation rows; the
+    /// rest go through its gemv) adds to the chains per pair of sub-blocks instead of per superblock, so rows
+    /// [0, m − m % 4) take that order.
+    /// </summary>
+    public static void Q4K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
+        int n0, int n1)
+    {
+        int blocks = k / 256, grouped = m - m % 4;
+        long rowBytes = (long)blocks * Q4KBlockBytes;
+        Span<byte> scales = stackalloc byte[8], mins = stackalloc byte[8];
+        Span<int> sums = stackalloc int[8];
+        for (int n = n0; n < n1; n++)
+        {
+            byte* wr = w + n * rowBytes;
+            for (int r = 0; r < m; r++)
+            {
+                sbyte* x = xq + (long)r * k;
+                bool pairs = r < grouped;
+                float acc = 0, accMin = 0;
+                for (int b = 0; b < blocks; b++)
+                {
+                    byte* blk = wr + b * Q4KBlockBytes;
+                    ScalesAndMins(blk + 4, scales, mins);
+                    SubBlockSums(blk + 16, x + b * 256, sums);
+                    short* bs = xsums + (long)r * (k / 16) + b * 16;
+                    float d = (float)*(Half*)blk * xd[(long)r * blocks + b];
+                    float dmin = (float)*(Half*)(blk + 2) * xd[(long)r * blocks + b];
+                    if (pairs)
+                        for (int p = 0; p < 4; p++)
+                        {
+                            int i = scales[2 * p] * sums[2 * p] + scales[2 * p + 1] * sums[2 * p + 1];
+                            acc = MathF.FusedMultiplyAdd(i, d, acc);
+                            int im = mins[2 * p] * (bs[4 * p] + bs[4 * p + 1])
+                                + mins[2 * p + 1] * (bs[4 * p + 2] + bs[4 * p + 3]);
+                            accMin = MathF.FusedMultiplyAdd(im, dmin, accMin);
+                        }
+                    else
+                    {
+                        int i = 0, im = 0;
+                        for (int j = 0; j < 8; j++)
+                        {
+                            i += scales[j] * sums[j];
+                            im += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
+                        }
+                        acc = MathF.FusedMultiplyAdd(i, d, acc);
+                        accMin = MathF.FusedMultiplyAdd(im, dmin, accMin);
+                    }
+                }
+                y[(long)r * ldy + n] = acc - accMin + (bias == null ? 0 : bias[n]);
+            }
+        }
+    }
+
+    /// <summary>The eight 6-bit scales and mins of a q4_K/q5_K block (ggml's get_scale_min_k4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void ScalesAndMins(byte* q, Span<byte> scales, Span<byte> mins)
+    {
+        for (int j = 0; j < 4; j++)
+        {
+            scales[j] = (byte)(q[j] & 63);
+            mins[j] = (byte)(q[j + 4] & 63);
+            scales[j + 4] = (byte)((q[j + 8] & 0xF) | (q[j] >> 6) << 4);
+            mins[j + 4] = (byte)((q[j + 8] >> 4) | (q[j + 4] >> 6) << 4);
+        }
+    }
+
+    /// <summary>Σ q·x over each 32-value sub-block of a q4_K block (low nibbles of qs[32p..] are sub-block 2p, high
+    /// nibbles 2p+1); exact integers, so any order gives ggml's values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void SubBlockSums(byte* qs, sbyte* x, Span<int> sums)
+    {
+        if (Avx2.IsSupported)
+        {
+            var m4 = Vector256.Create((byte)0x0F);
+            var ones = Vector256.Create((short)1);
+            for (int p = 0; p < 4; p++)
+            {
+                var q = Vector256.Load(qs + 32 * p);
+                var lo = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q & m4, Vector256.Load(x + 64 * p)), ones);
+                var hi = Avx2.MultiplyAddAdjacent(
+                    Avx2.MultiplyAddAdjacent((q.AsUInt16() >> 4).AsByte() & m4, Vector256.Load(x + 64 * p + 32)), ones);
+                sums[2 * p] = Vector256.Sum(lo);
+                sums[2 * p + 1] = Vector256.Sum(hi);
+            }
+            return;
+        }
+        for (int p = 0; p < 4; p++)
+        {
+            int lo = 0, hi = 0;
+            for (int l = 0; l < 32; l++)
+            {
+                lo += (qs[32 * p + l] & 0xF) * x[64 * p + l];
+                hi += (qs[32 * p + l] >> 4) * x[64 * p + 32 + l];
+            }
+            sums[2 * p] = lo;
+            sums[2 * p + 1] = hi;
+        }
+    }
+
     /// <summary>ggml's hsum_float_8: the halves added, then lanes 0+2 and 1+3, then those two.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalSum(Vector256<float> v)
