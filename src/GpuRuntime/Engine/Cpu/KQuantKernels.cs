@@ -16,8 +16,8 @@ static unsafe class KQuantKernels
     /// <summary>Bytes of a q6_K block: ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16], f16 d.</summary>
     public const int Q6KBlockBytes = 210;
 
-    /// <summary>Whether the AVX2 kernels run (ggml's AVX2 build numerics); else the portable path, which follows
-    /// ggml's AVX build (the one llama.cpp loads on such CPUs).</summary>
+    /// <summary>Whether the AVX2 kernels run; else the portable path, which computes the same values one at a
+    /// time.</summary>
     public static bool Fast => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q6_K weights w [N × k] in place.</summary>
@@ -26,7 +26,7 @@ static unsafe class KQuantKernels
     {
         if (!Fast)
         {
-            Q6KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1, fused: false);
+            Q6KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
             return;
         }
         int blocks = k / 256;
@@ -222,12 +222,12 @@ static unsafe class KQuantKernels
 
     /// <summary>
     /// The q6_K product one value at a time, in the same int lanes as ggml's AVX2 and AVX paths (the −32 offset
-    /// taken out per superblock through the activations' group sums, lane L pairing groups 2L and 2L+1), accumulated
-    /// with a fused multiply-add (<paramref name="fused"/>: ggml's AVX2 build, the fast kernel's result bit for bit)
-    /// or a separate multiply and add (its AVX build).
+    /// taken out per superblock through the activations' group sums, lane L pairing groups 2L and 2L+1) and with
+    /// their fused multiply-add (llama.cpp's AVX build is compiled with FMA too, and its compiler fuses the path's
+    /// separate multiply and add): the fast kernel's result bit for bit.
     /// </summary>
     public static void Q6KPortable(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
-        int ldy, int n0, int n1, bool fused)
+        int ldy, int n0, int n1)
     {
         int blocks = k / 256;
         long rowBytes = (long)blocks * Q6KBlockBytes;
@@ -256,8 +256,7 @@ static unsafe class KQuantKernels
                         lanes[lane] -= 32 * (bs[2 * lane] * sc[2 * lane] + bs[2 * lane + 1] * sc[2 * lane + 1]);
                     float d = xd[(long)r * blocks + b] * (float)*(Half*)(blk + 208);
                     for (int lane = 0; lane < 8; lane++)
-                        acc[lane] = fused ? MathF.FusedMultiplyAdd(d, lanes[lane], acc[lane])
-                            : d * lanes[lane] + acc[lane];
+                        acc[lane] = MathF.FusedMultiplyAdd(d, lanes[lane], acc[lane]);
                 }
                 float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
                 y[(long)r * ldy + n] = s + (bias == null ? 0 : bias[n]);
