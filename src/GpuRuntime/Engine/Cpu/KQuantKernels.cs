@@ -120,6 +120,90 @@ static unsafe class KQuantKernels
     public static void Q4K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
         int n0, int n1)
     {
+        if (!Fast)
+        {
+            Q4KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            return;
+        }
+        int blocks = k / 256, grouped = m - m % 4;
+        long rowBytes = (long)blocks * Q4KBlockBytes;
+        var m4 = Vector256.Create((byte)0x0F);
+        Span<byte> scales = stackalloc byte[8], mins = stackalloc byte[8];
+        // per batch row of a block of them: the chain for the scales, then the one for the mins
+        Span<float> acc = stackalloc float[2 * RowBlock];
+        Span<short> mins16 = stackalloc short[16];
+        for (int n = n0; n < n1; n++)
+        {
+            byte* wr = w + n * rowBytes;
+            for (int rb = 0; rb < m; rb += RowBlock)
+            {
+                int rows = Math.Min(RowBlock, m - rb);
+                acc.Clear();
+                for (int b = 0; b < blocks; b++)
+                {
+                    // the superblock decoded once for every batch row: nibbles, scales, mins paired with the bsums
+                    byte* blk = wr + b * Q4KBlockBytes;
+                    ScalesAndMins(blk + 4, scales, mins);
+                    for (int j = 0; j < 8; j++) mins16[2 * j] = mins16[2 * j + 1] = mins[j];
+                    var minv = Vector256.Create<short>(mins16);
+                    var q0 = Vector256.Load(blk + 16);
+                    var q1 = Vector256.Load(blk + 48);
+                    var q2 = Vector256.Load(blk + 80);
+                    var q3 = Vector256.Load(blk + 112);
+                    Vector256<byte> l0 = q0 & m4, l1 = q1 & m4, l2 = q2 & m4, l3 = q3 & m4;
+                    Vector256<byte> h0 = (q0.AsUInt16() >> 4).AsByte() & m4, h1 = (q1.AsUInt16() >> 4).AsByte() & m4,
+                        h2 = (q2.AsUInt16() >> 4).AsByte() & m4, h3 = (q3.AsUInt16() >> 4).AsByte() & m4;
+                    float dw = (float)*(Half*)blk, dmin = (float)*(Half*)(blk + 2);
+                    for (int i = 0; i < rows; i++)
+                    {
+                        int r = rb + i;
+                        sbyte* x = xq + (long)r * k + b * 256;
+                        var p0 = Pair(l0, h0, scales[0], scales[1], x);
+                        var p1 = Pair(l1, h1, scales[2], scales[3], x + 64);
+                        var p2 = Pair(l2, h2, scales[4], scales[5], x + 128);
+                        var p3 = Pair(l3, h3, scales[6], scales[7], x + 192);
+                        var pm = Avx2.MultiplyAddAdjacent(minv, Vector256.Load(xsums + (long)r * (k / 16) + 16 * b));
+                        float dx = xd[(long)r * blocks + b];
+                        float d = dw * dx, dm = dmin * dx;
+                        ref float a = ref acc[2 * i], am = ref acc[2 * i + 1];
+                        if (r < grouped)
+                        {
+                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p0), d, a);
+                            am = MathF.FusedMultiplyAdd(pm[0] + pm[1], dm, am);
+                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p1), d, a);
+                            am = MathF.FusedMultiplyAdd(pm[2] + pm[3], dm, am);
+                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p2), d, a);
+                            am = MathF.FusedMultiplyAdd(pm[4] + pm[5], dm, am);
+                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p3), d, a);
+                            am = MathF.FusedMultiplyAdd(pm[6] + pm[7], dm, am);
+                        }
+                        else
+                        {
+                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p0 + p1 + p2 + p3), d, a);
+                            am = MathF.FusedMultiplyAdd(Vector256.Sum(pm), dm, am);
+                        }
+                    }
+                }
+                for (int i = 0; i < rows; i++)
+                    y[(long)(rb + i) * ldy + n] = acc[2 * i] - acc[2 * i + 1] + (bias == null ? 0 : bias[n]);
+            }
+        }
+    }
+
+    /// <summary>Batch rows whose chains are kept while a weight row passes (two floats each, on the stack).</summary>
+    const int RowBlock = 64;
+
+    /// <summary>Two 32-value sub-blocks of a q4_K block (low and high nibbles) against the activations, each weighted
+    /// by its scale, in eight int lanes (exact: |pair of products| ≤ 2·15·127).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> Pair(Vector256<byte> lo, Vector256<byte> hi, byte scLo, byte scHi, sbyte* x) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x)), Vector256.Create((short)scLo))
+        + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 32)), Vector256.Create((short)scHi));
+
+    /// <summary>The q4_K product one value at a time (CPUs without AVX2), with the same chains.</summary>
+    public static void Q4KPortable(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
+        int ldy, int n0, int n1)
+    {
         int blocks = k / 256, grouped = m - m % 4;
         long rowBytes = (long)blocks * Q4KBlockBytes;
         Span<byte> scales = stackalloc byte[8], mins = stackalloc byte[8];
@@ -184,21 +268,6 @@ static unsafe class KQuantKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void SubBlockSums(byte* qs, sbyte* x, Span<int> sums)
     {
-        if (Avx2.IsSupported)
-        {
-            var m4 = Vector256.Create((byte)0x0F);
-            var ones = Vector256.Create((short)1);
-            for (int p = 0; p < 4; p++)
-            {
-                var q = Vector256.Load(qs + 32 * p);
-                var lo = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q & m4, Vector256.Load(x + 64 * p)), ones);
-                var hi = Avx2.MultiplyAddAdjacent(
-                    Avx2.MultiplyAddAdjacent((q.AsUInt16() >> 4).AsByte() & m4, Vector256.Load(x + 64 * p + 32)), ones);
-                sums[2 * p] = Vector256.Sum(lo);
-                sums[2 * p + 1] = Vector256.Sum(hi);
-            }
-            return;
-        }
         for (int p = 0; p < 4; p++)
         {
             int lo = 0, hi = 0;
