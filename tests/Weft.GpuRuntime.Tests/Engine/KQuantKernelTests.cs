@@ -75,8 +75,8 @@ public sealed unsafe class KQuantKernelTests
             KQuantKernels.Q4K(pw, pq, pd, ps, py, null, m, k, rows, 0, rows);
         for (int r = 0; r < m; r++)
             for (int n = 0; n < rows; n++)
-                Assert.Equal(Q4KReference(w.AsSpan(n * k / 256 * 144, k / 256 * 144), q.AsSpan(r * k, k), d[(r * k / 256)..],
-                    sums[(r * k / 16)..], pairs: r < m - m % 4), y[r * rows + n]);
+                Assert.Equal(Q4KReference(w.AsSpan(n * k / 256 * 144, k / 256 * 144), q.AsSpan(r * k, k),
+                    d[(r * k / 256)..], sums[(r * k / 16)..], pairs: r < m - m % 4), y[r * rows + n]);
     }
 
     static float Q4KReference(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> x, float[] xd, short[] xsums, bool pairs)
