@@ -24,6 +24,7 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
     [Theory]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, new[] { GgmlType.Q6_K })]
     [InlineData(LLamaFtype.MOSTLY_Q4_K_M, new[] { GgmlType.Q4_K, GgmlType.Q6_K })]
+    [InlineData(LLamaFtype.MOSTLY_Q5_K_M, new[] { GgmlType.Q5_K, GgmlType.Q6_K })]
     public void Greedy_on_a_file_quantized_by_llama_cpp_matches_llama_cpp(LLamaFtype ftype, GgmlType[] types)
     {
         // LLamaSharp loads its AVX2 build of llama.cpp on a CPU without AVX-512 (or DOTNET_EnableAVX512=0). On the all-

@@ -62,6 +62,7 @@ static unsafe class GgmlNative
             GgmlType.Q8_0 => "dequantize_row_q8_0",
             GgmlType.Q4_0 => "dequantize_row_q4_0",
             GgmlType.Q4_K => "dequantize_row_q4_K",
+            GgmlType.Q5_K => "dequantize_row_q5_K",
             GgmlType.Q6_K => "dequantize_row_q6_K",
             _ => throw new ArgumentException($"no ggml dequantizer wired up for {type}"),
         });
@@ -82,6 +83,7 @@ static unsafe class GgmlNative
             GgmlType.Q8_0 => "quantize_row_q8_0_ref",
             GgmlType.Q4_0 => "quantize_row_q4_0_ref",
             GgmlType.Q4_K => "quantize_row_q4_K_ref",
+            GgmlType.Q5_K => "quantize_row_q5_K_ref",
             GgmlType.Q6_K => "quantize_row_q6_K_ref",
             _ => throw new ArgumentException($"no ggml quantizer wired up for {type}"),
         });

@@ -38,6 +38,8 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(GgmlType.Q6_K, 256)]
     [InlineData(GgmlType.Q6_K, 768)]
     [InlineData(GgmlType.Q6_K, 4096)]
+    [InlineData(GgmlType.Q5_K, 256)]
+    [InlineData(GgmlType.Q5_K, 2048)]
     public void Dot_products_equal_ggml_cpu_bit_for_bit(GgmlType type, int k)
     {
         var rng = new Random(k + (int)type);
@@ -57,7 +59,8 @@ public sealed unsafe class KQuantKernelTests
         {
             for (int r = 0; r < batch; r++)
                 Quantize.RowQ8K(px + r * k, pq + r * k, pd + r * (k / 256), ps + r * (k / 16), k);
-            KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
+            if (type == GgmlType.Q6_K) KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
+            else KQuantKernels.Q5K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
         }
         for (int r = 0; r < batch; r++)
         {

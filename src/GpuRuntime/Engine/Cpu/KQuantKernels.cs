@@ -281,6 +281,78 @@ static unsafe class KQuantKernels
         }
     }
 
+    /// <summary>Bytes of a q5_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, qh[32], qs[128].</summary>
+    public const int Q5KBlockBytes = 176;
+
+    /// <summary>
+    /// Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q5_K weights w [N × k] in place, as ggml's x86 vec_dot (no
+    /// repack there): per superblock the eight int lanes of Σ scale·(q·x) into acc += (d_w·d_x) × lanes, and the mins
+    /// as one f32 chain, sum_min += (−d_x·dmin_w) × Σ min·bsum; the result hsum(acc) + sum_min.
+    /// </summary>
+    public static void Q5K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
+        int n0, int n1)
+    {
+        int blocks = k / 256;
+        long rowBytes = (long)blocks * Q5KBlockBytes;
+        Span<byte> scales = stackalloc byte[8], mins = stackalloc byte[8];
+        Span<int> lanes = stackalloc int[8];
+        Span<float> acc = stackalloc float[8];
+        for (int n = n0; n < n1; n++)
+            for (int r = 0; r < m; r++)
+            {
+                Vector256<float> a = default;
+                acc.Clear();
+                float sumMin = 0;
+                for (int b = 0; b < blocks; b++)
+                {
+                    byte* blk = w + n * rowBytes + b * Q5KBlockBytes;
+                    sbyte* x = xq + (long)r * k + b * 256;
+                    short* bs = xsums + (long)r * (k / 16) + b * 16;
+                    ScalesAndMins(blk + 4, scales, mins);
+                    int imin = 0;
+                    for (int j = 0; j < 8; j++) imin += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
+                    float dx = xd[(long)r * blocks + b];
+                    sumMin = MathF.FusedMultiplyAdd(-dx * (float)*(Half*)(blk + 2), imin, sumMin);
+                    float d = dx * (float)*(Half*)blk;
+                    if (Fast)
+                    {
+                        var qh = Vector256.Load(blk + 16);
+                        var m4 = Vector256.Create((byte)0x0F);
+                        var one = Vector256.Create((byte)1);
+                        Vector256<int> s = default;
+                        for (int p = 0; p < 4; p++)
+                        {
+                            var q = Vector256.Load(blk + 48 + 32 * p);
+                            var lo = (q & m4) | ((((qh.AsUInt16() >> (2 * p)).AsByte() & one).AsUInt16() << 4).AsByte());
+                            var hi = ((q.AsUInt16() >> 4).AsByte() & m4)
+                                | ((((qh.AsUInt16() >> (2 * p + 1)).AsByte() & one).AsUInt16() << 4).AsByte());
+                            s += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x + 64 * p)),
+                                Vector256.Create((short)scales[2 * p]));
+                            s += Avx2.MultiplyAddAdjacent(
+                                Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 64 * p + 32)),
+                                Vector256.Create((short)scales[2 * p + 1]));
+                        }
+                        a = Fma.MultiplyAdd(Vector256.Create(d), Vector256.ConvertToSingle(s), a);
+                    }
+                    else
+                    {
+                        lanes.Clear();
+                        for (int i = 0; i < 256; i++)
+                        {
+                            int c = i / 32, l = i % 32;
+                            int q = (blk[48 + 32 * (c / 2) + l] >> (4 * (c % 2)) & 0xF) | (blk[16 + l] >> c & 1) << 4;
+                            lanes[l / 4] += scales[c] * q * x[i];
+                        }
+                        for (int lane = 0; lane < 8; lane++)
+                            acc[lane] = MathF.FusedMultiplyAdd(d, lanes[lane], acc[lane]);
+                    }
+                }
+                float sum = Fast ? HorizontalSum(a)
+                    : ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+                y[(long)r * ldy + n] = sum + sumMin + (bias == null ? 0 : bias[n]);
+            }
+    }
+
     /// <summary>ggml's hsum_float_8: the halves added, then lanes 0+2 and 1+3, then those two.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float HorizontalSum(Vector256<float> v)

@@ -111,6 +111,7 @@ static class CpuFormats
         // q8_0 holds these almost exactly, and its integer kernels are the fastest here
         [GgmlType.Q4_0] = new Q8_0Weights(GgmlType.Q4_0),
         [GgmlType.Q4_K] = new Q4_KWeights(),
+        [GgmlType.Q5_K] = new Q5_KWeights(),
         [GgmlType.Q6_K] = new Q6_KWeights(),
     };
 

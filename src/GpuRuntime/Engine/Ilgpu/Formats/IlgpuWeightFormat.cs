@@ -43,6 +43,7 @@ static class IlgpuFormats
         // repacked to q8_0 at upload, as the CPU backend does
         [GgmlType.Q4_0] = new Q8_0Format(GgmlType.Q4_0),
         [GgmlType.Q4_K] = new Q8_0Format(GgmlType.Q4_K),
+        [GgmlType.Q5_K] = new Q8_0Format(GgmlType.Q5_K),
         [GgmlType.Q6_K] = new Q8_0Format(GgmlType.Q6_K),
     };
 
