@@ -323,7 +323,8 @@ static unsafe class KQuantKernels
                         for (int p = 0; p < 4; p++)
                         {
                             var q = Vector256.Load(blk + 48 + 32 * p);
-                            var lo = (q & m4) | ((((qh.AsUInt16() >> (2 * p)).AsByte() & one).AsUInt16() << 4).AsByte());
+                            var lo = (q & m4)
+                                | ((((qh.AsUInt16() >> (2 * p)).AsByte() & one).AsUInt16() << 4).AsByte());
                             var hi = ((q.AsUInt16() >> 4).AsByte() & m4)
                                 | ((((qh.AsUInt16() >> (2 * p + 1)).AsByte() & one).AsUInt16() << 4).AsByte());
                             s += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x + 64 * p)),
