@@ -61,7 +61,7 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(1, 256)]
     [InlineData(5, 768)]
     [InlineData(8, 1024)]
-    public void Q4_K_kernel_follows_ggml_repacked_chains_per_superblock_and_per_sub_block_pair(int m, int k)
+    public void Q4_K_kernel_follows_ggml_gemv_chains_per_superblock_for_every_row_of_the_batch(int m, int k)
     {
         const int rows = 8;
         var rng = new Random(m + k);
@@ -76,10 +76,10 @@ public sealed unsafe class KQuantKernelTests
         for (int r = 0; r < m; r++)
             for (int n = 0; n < rows; n++)
                 Assert.Equal(Q4KReference(w.AsSpan(n * k / 256 * 144, k / 256 * 144), q.AsSpan(r * k, k),
-                    d[(r * k / 256)..], sums[(r * k / 16)..], pairs: r < m - m % 4), y[r * rows + n]);
+                    d[(r * k / 256)..], sums[(r * k / 16)..]), y[r * rows + n]);
     }
 
-    static float Q4KReference(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> x, float[] xd, short[] xsums, bool pairs)
+    static float Q4KReference(ReadOnlySpan<byte> w, ReadOnlySpan<sbyte> x, float[] xd, short[] xsums)
     {
         float acc = 0, accMin = 0;
         for (int b = 0; b < x.Length / 256; b++)
@@ -101,17 +101,8 @@ public sealed unsafe class KQuantKernelTests
                 imin[j / 2] += min * (xsums[b * 16 + 2 * j] + xsums[b * 16 + 2 * j + 1]);
             }
             float dw = (float)BitConverter.ToHalf(blk) * xd[b], dm = (float)BitConverter.ToHalf(blk[2..]) * xd[b];
-            if (pairs)
-                for (int p = 0; p < 4; p++)
-                {
-                    acc = MathF.FusedMultiplyAdd(isum[p], dw, acc);
-                    accMin = MathF.FusedMultiplyAdd(imin[p], dm, accMin);
-                }
-            else
-            {
-                acc = MathF.FusedMultiplyAdd(isum.Sum(), dw, acc);
-                accMin = MathF.FusedMultiplyAdd(imin.Sum(), dm, accMin);
-            }
+            acc = MathF.FusedMultiplyAdd(isum.Sum(), dw, acc);
+            accMin = MathF.FusedMultiplyAdd(imin.Sum(), dm, accMin);
         }
         return acc - accMin;
     }

@@ -113,9 +113,9 @@ static unsafe class KQuantKernels
     /// Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q4_K weights w [N × k] in place, as ggml's x86 build computes
     /// them: it repacks q4_K matrices (rows a multiple of 8) into interleaved blocks of eight rows, and each output is
     /// then one f32 chain per superblock, acc += Σ scale·(q·x) × (d_w·d_x), beside a second one for the mins,
-    /// acc_min += Σ min·bsum × (dmin_w·d_x), the result acc − acc_min. Its gemm (groups of four activation rows; the
-    /// rest go through its gemv) adds to the chains per pair of sub-blocks instead of per superblock, so rows
-    /// [0, m − m % 4) take that order.
+    /// acc_min += Σ min·bsum × (dmin_w·d_x), the result acc − acc_min. Every row takes its gemv's order (per
+    /// superblock): its gemm adds per pair of sub-blocks for groups of four activation rows, which would make a row's
+    /// logits depend on its place in the batch, and the greedy parity tests pass with the gemv order throughout.
     /// </summary>
     public static void Q4K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
         int n0, int n1)
@@ -125,7 +125,7 @@ static unsafe class KQuantKernels
             Q4KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
             return;
         }
-        int blocks = k / 256, grouped = m - m % 4;
+        int blocks = k / 256;
         long rowBytes = (long)blocks * Q4KBlockBytes;
         var m4 = Vector256.Create((byte)0x0F);
         Span<byte> scales = stackalloc byte[8], mins = stackalloc byte[8];
@@ -166,22 +166,8 @@ static unsafe class KQuantKernels
                         float dx = xd[(long)r * blocks + b];
                         float d = dw * dx, dm = dmin * dx;
                         ref float a = ref acc[2 * i], am = ref acc[2 * i + 1];
-                        if (r < grouped)
-                        {
-                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p0), d, a);
-                            am = MathF.FusedMultiplyAdd(pm[0] + pm[1], dm, am);
-                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p1), d, a);
-                            am = MathF.FusedMultiplyAdd(pm[2] + pm[3], dm, am);
-                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p2), d, a);
-                            am = MathF.FusedMultiplyAdd(pm[4] + pm[5], dm, am);
-                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p3), d, a);
-                            am = MathF.FusedMultiplyAdd(pm[6] + pm[7], dm, am);
-                        }
-                        else
-                        {
-                            a = MathF.FusedMultiplyAdd(Vector256.Sum(p0 + p1 + p2 + p3), d, a);
-                            am = MathF.FusedMultiplyAdd(Vector256.Sum(pm), dm, am);
-                        }
+                        a = MathF.FusedMultiplyAdd(Vector256.Sum(p0 + p1 + p2 + p3), d, a);
+                        am = MathF.FusedMultiplyAdd(Vector256.Sum(pm), dm, am);
                     }
                 }
                 for (int i = 0; i < rows; i++)
@@ -204,7 +190,7 @@ static unsafe class KQuantKernels
     public static void Q4KPortable(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
     {
-        int blocks = k / 256, grouped = m - m % 4;
+        int blocks = k / 256;
         long rowBytes = (long)blocks * Q4KBlockBytes;
         Span<byte> scales = stackalloc byte[8], mins = stackalloc byte[8];
         Span<int> sums = stackalloc int[8];
@@ -214,7 +200,6 @@ static unsafe class KQuantKernels
             for (int r = 0; r < m; r++)
             {
                 sbyte* x = xq + (long)r * k;
-                bool pairs = r < grouped;
                 float acc = 0, accMin = 0;
                 for (int b = 0; b < blocks; b++)
                 {
@@ -224,26 +209,14 @@ static unsafe class KQuantKernels
                     short* bs = xsums + (long)r * (k / 16) + b * 16;
                     float d = (float)*(Half*)blk * xd[(long)r * blocks + b];
                     float dmin = (float)*(Half*)(blk + 2) * xd[(long)r * blocks + b];
-                    if (pairs)
-                        for (int p = 0; p < 4; p++)
-                        {
-                            int i = scales[2 * p] * sums[2 * p] + scales[2 * p + 1] * sums[2 * p + 1];
-                            acc = MathF.FusedMultiplyAdd(i, d, acc);
-                            int im = mins[2 * p] * (bs[4 * p] + bs[4 * p + 1])
-                                + mins[2 * p + 1] * (bs[4 * p + 2] + bs[4 * p + 3]);
-                            accMin = MathF.FusedMultiplyAdd(im, dmin, accMin);
-                        }
-                    else
+                    int i = 0, im = 0;
+                    for (int j = 0; j < 8; j++)
                     {
-                        int i = 0, im = 0;
-                        for (int j = 0; j < 8; j++)
-                        {
-                            i += scales[j] * sums[j];
-                            im += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
-                        }
-                        acc = MathF.FusedMultiplyAdd(i, d, acc);
-                        accMin = MathF.FusedMultiplyAdd(im, dmin, accMin);
+                        i += scales[j] * sums[j];
+                        im += mins[j] * (bs[2 * j] + bs[2 * j + 1]);
                     }
+                    acc = MathF.FusedMultiplyAdd(i, d, acc);
+                    accMin = MathF.FusedMultiplyAdd(im, dmin, accMin);
                 }
                 y[(long)r * ldy + n] = acc - accMin + (bias == null ? 0 : bias[n]);
             }
