@@ -212,6 +212,31 @@ public static class GgmlQuant
         }
     }
 
+    /// <summary>q5_K: q4_K's scales and mins with a fifth bit per value in qh (bit c of qh[l] for chunk c of 32).</summary>
+    internal static void DequantizeQ5_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.Q5_K);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            float d = F16(blk), dmin = F16(blk[2..]);
+            var scales = blk.Slice(4, 12);
+            var qh = blk.Slice(16, 32);
+            var q = blk.Slice(48, 128);
+            var y = dst.Slice(b * bs, bs);
+            int yi = 0, qi = 0;
+            for (int j = 0, s = 0; j < bs; j += 64, s += 2, qi += 32)
+            {
+                var (sc1, m1) = ScaleMinK4(s, scales);
+                var (sc2, m2) = ScaleMinK4(s + 1, scales);
+                float d1 = d * sc1, min1 = dmin * m1, d2 = d * sc2, min2 = dmin * m2;
+                for (int l = 0; l < 32; l++) y[yi++] = d1 * ((q[qi + l] & 0xF) + ((qh[l] >> s & 1) << 4)) - min1;
+                for (int l = 0; l < 32; l++)
+                    y[yi++] = d2 * ((q[qi + l] >> 4) + ((qh[l] >> (s + 1) & 1) << 4)) - min2;
+            }
+        }
+    }
+
     internal static void DequantizeQ6_K(ReadOnlySpan<byte> src, Span<float> dst)
     {
         var (bs, bb) = Layout(GgmlType.Q6_K);

@@ -22,6 +22,34 @@ static unsafe class GgmlNative
         return NativeLibrary.Load(name);
     }
 
+    static readonly nint CpuLib = NativeLibrary.Load(OperatingSystem.IsWindows() ? "ggml-cpu.dll"
+        : OperatingSystem.IsMacOS() ? "libggml-cpu.dylib" : "libggml-cpu.so");
+
+    /// <summary>ggml-cpu's quantize_row_q8_K: activations as its K-quant dot products take them (block_q8_K: f32 d,
+    /// int8 qs[256], int16 bsums[16]; 292 bytes).</summary>
+    public static byte[] QuantizeQ8K(ReadOnlySpan<float> x)
+    {
+        var fn = (delegate* unmanaged<float*, void*, long, void>)NativeLibrary.GetExport(CpuLib, "quantize_row_q8_K");
+        var dst = new byte[x.Length / 256 * 292];
+        fixed (float* s = x)
+        fixed (byte* d = dst)
+            fn(s, d, x.Length);
+        return dst;
+    }
+
+    /// <summary>ggml-cpu's dot product of one row of <paramref name="type"/> with q8_K activations
+    /// (ggml_vec_dot_*_q8_K, the build's SIMD path).</summary>
+    public static float VecDotQ8K(GgmlType type, ReadOnlySpan<byte> w, ReadOnlySpan<byte> xq8k, int n)
+    {
+        var fn = (delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void>)
+            NativeLibrary.GetExport(CpuLib, $"ggml_vec_dot_{GgmlTypeTraits.Of(type).Name}_q8_K");
+        float s;
+        fixed (byte* pw = w)
+        fixed (byte* px = xq8k)
+            fn(n, &s, 0, pw, 0, px, 0, 1);
+        return s;
+    }
+
     static delegate* unmanaged<void*, void*, long, void> Row(string symbol) =>
         (delegate* unmanaged<void*, void*, long, void>)NativeLibrary.GetExport(Lib, symbol);
 
@@ -37,6 +65,7 @@ static unsafe class GgmlNative
             GgmlType.Q5_0 => "dequantize_row_q5_0",
             GgmlType.Q5_1 => "dequantize_row_q5_1",
             GgmlType.Q4_K => "dequantize_row_q4_K",
+            GgmlType.Q5_K => "dequantize_row_q5_K",
             GgmlType.Q6_K => "dequantize_row_q6_K",
             _ => throw new ArgumentException($"no ggml dequantizer wired up for {type}"),
         });
@@ -57,6 +86,7 @@ static unsafe class GgmlNative
             GgmlType.Q8_0 => "quantize_row_q8_0_ref",
             GgmlType.Q4_0 => "quantize_row_q4_0_ref",
             GgmlType.Q4_K => "quantize_row_q4_K_ref",
+            GgmlType.Q5_K => "quantize_row_q5_K_ref",
             GgmlType.Q6_K => "quantize_row_q6_K_ref",
             _ => throw new ArgumentException($"no ggml quantizer wired up for {type}"),
         });

@@ -43,6 +43,41 @@ static unsafe class Quantize
         }
     }
 
+    /// <summary>
+    /// A row of activations to q8_K blocks of 256 as ggml's quantize_row_q8_K_ref (what its x86 build runs): the value
+    /// of largest magnitude (the first, if tied) maps to −127, quants are x · (−127 / max) rounded to nearest even, the
+    /// scale is the reciprocal of that factor; <paramref name="bsums"/> gets the sums of each 16 quants.
+    /// </summary>
+    public static void RowQ8K(float* x, sbyte* q, float* d, short* bsums, int k)
+    {
+        for (int b = 0; b < k / 256; b++, x += 256, q += 256, bsums += 16)
+        {
+            float max = 0, amax = 0;
+            for (int j = 0; j < 256; j++)
+                if (MathF.Abs(x[j]) > amax)
+                {
+                    amax = MathF.Abs(x[j]);
+                    max = x[j];
+                }
+            if (amax == 0)
+            {
+                d[b] = 0;
+                new Span<sbyte>(q, 256).Clear();
+                new Span<short>(bsums, 16).Clear();
+                continue;
+            }
+            float iscale = -127f / max;
+            for (int j = 0; j < 256; j++) q[j] = (sbyte)Math.Min(127, (int)MathF.Round(iscale * x[j]));
+            for (int g = 0; g < 16; g++)
+            {
+                int sum = 0;
+                for (int j = 0; j < 16; j++) sum += q[g * 16 + j];
+                bsums[g] = (short)sum;
+            }
+            d[b] = 1 / iscale;
+        }
+    }
+
     static float MaxAcross(Vector512<float> v)
     {
         var m = Vector256.Max(v.GetLower(), v.GetUpper());

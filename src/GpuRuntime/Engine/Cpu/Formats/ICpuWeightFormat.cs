@@ -70,6 +70,8 @@ sealed unsafe class MatMulInput
     /// <summary>Per block, q8_1's s = d·Σq (see <see cref="LegacyKernels.BlockSums"/>), for weights with a
     /// minimum.</summary>
     public float* Sums { get; private set; }
+    /// <summary>q8_K activations: per block of 256, the sums of its 16 groups of 16 quants (ggml's bsums).</summary>
+    public short* BlockSums { get; private set; }
     long _floats;
 
     /// <summary>Room for an input of <paramref name="floats"/> floats (never larger than the largest
@@ -85,6 +87,7 @@ sealed unsafe class MatMulInput
         Corrections = (int*)NativeMemory.AlignedAlloc((nuint)(floats / 4 + 16) * sizeof(int), 64);
         Scales = (float*)NativeMemory.AlignedAlloc((nuint)(floats / block + 16) * sizeof(float), 64);
         Sums = (float*)NativeMemory.AlignedAlloc((nuint)(floats / block + 16) * sizeof(float), 64);
+        BlockSums = (short*)NativeMemory.AlignedAlloc((nuint)(floats / 16 + 16) * sizeof(short), 64);
     }
 
     public void Free()
@@ -95,6 +98,7 @@ sealed unsafe class MatMulInput
         NativeMemory.AlignedFree(Corrections);
         NativeMemory.AlignedFree(Scales);
         NativeMemory.AlignedFree(Sums);
+        NativeMemory.AlignedFree(BlockSums);
         Rounded = null;
         _floats = 0;
     }
@@ -113,9 +117,9 @@ static class CpuFormats
         [GgmlType.Q4_1] = new LegacyWeights<Q4_1Block>(GgmlType.Q4_1),
         [GgmlType.Q5_0] = new LegacyWeights<Q5_0Block>(GgmlType.Q5_0),
         [GgmlType.Q5_1] = new LegacyWeights<Q5_1Block>(GgmlType.Q5_1),
-        // q8_0 holds these almost exactly, and its integer kernels are the fastest here
-        [GgmlType.Q4_K] = new Q8_0Weights(GgmlType.Q4_K),
-        [GgmlType.Q6_K] = new Q8_0Weights(GgmlType.Q6_K),
+        [GgmlType.Q4_K] = new Q4_KWeights(),
+        [GgmlType.Q5_K] = new Q5_KWeights(),
+        [GgmlType.Q6_K] = new Q6_KWeights(),
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;

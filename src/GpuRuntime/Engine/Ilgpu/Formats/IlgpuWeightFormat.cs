@@ -46,6 +46,7 @@ static class IlgpuFormats
         [GgmlType.Q5_0] = new Q8_0Format(GgmlType.Q5_0),
         [GgmlType.Q5_1] = new Q8_0Format(GgmlType.Q5_1),
         [GgmlType.Q4_K] = new Q8_0Format(GgmlType.Q4_K),
+        [GgmlType.Q5_K] = new Q8_0Format(GgmlType.Q5_K),
         [GgmlType.Q6_K] = new Q8_0Format(GgmlType.Q6_K),
     };
 

@@ -1,0 +1,73 @@
+using Weft.GpuRuntime.Engine.Cpu;
+using Weft.Models.Gguf;
+
+namespace Weft.Reference.Tests.Gguf;
+
+/// <summary>The CPU backend's q8_K activations and K-quant dot products against ggml-cpu's own, bit for bit.</summary>
+public sealed unsafe class KQuantKernelTests
+{
+    static float[] Random(Random rng, int n, float scale) =>
+        Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+
+    [Theory]
+    [InlineData(256)]
+    [InlineData(768)]
+    [InlineData(2048)]
+    public void Activations_quantize_to_the_q8_K_blocks_of_ggml(int k)
+    {
+        var x = Random(new Random(k), k, 3f);
+        var q = new sbyte[k];
+        var d = new float[k / 256];
+        var sums = new short[k / 16];
+        fixed (float* px = x, pd = d)
+        fixed (sbyte* pq = q)
+        fixed (short* ps = sums)
+            Quantize.RowQ8K(px, pq, pd, ps, k);
+
+        var theirs = GgmlNative.QuantizeQ8K(x);
+        for (int b = 0; b < k / 256; b++)
+        {
+            var block = theirs.AsSpan(b * 292, 292);
+            Assert.Equal(BitConverter.ToSingle(block), d[b]);
+            Assert.Equal(block.Slice(4, 256).ToArray().Select(v => (sbyte)v), q.Skip(b * 256).Take(256));
+            for (int g = 0; g < 16; g++) Assert.Equal(BitConverter.ToInt16(block.Slice(260 + 2 * g)), sums[b * 16 + g]);
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q6_K, 256)]
+    [InlineData(GgmlType.Q6_K, 768)]
+    [InlineData(GgmlType.Q6_K, 4096)]
+    [InlineData(GgmlType.Q5_K, 256)]
+    [InlineData(GgmlType.Q5_K, 2048)]
+    public void Dot_products_equal_ggml_cpu_bit_for_bit(GgmlType type, int k)
+    {
+        var rng = new Random(k + (int)type);
+        const int rows = 5, batch = 6;
+        var weights = Enumerable.Range(0, rows).SelectMany(_ => GgmlNative.Quantize(type, Random(rng, k, 0.05f)))
+            .ToArray();
+        var x = Random(rng, batch * k, 2f);
+        long rowBytes = GgmlTypeTraits.RowBytes(type, k);
+        var q = new sbyte[batch * k];
+        var d = new float[batch * k / 256];
+        var sums = new short[batch * k / 16];
+        var y = new float[batch * rows];
+        fixed (float* px = x, pd = d, py = y)
+        fixed (sbyte* pq = q)
+        fixed (short* ps = sums)
+        fixed (byte* pw = weights)
+        {
+            for (int r = 0; r < batch; r++)
+                Quantize.RowQ8K(px + r * k, pq + r * k, pd + r * (k / 256), ps + r * (k / 16), k);
+            if (type == GgmlType.Q6_K) KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
+            else KQuantKernels.Q5K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
+        }
+        for (int r = 0; r < batch; r++)
+        {
+            var xq = GgmlNative.QuantizeQ8K(x.AsSpan(r * k, k));
+            for (int n = 0; n < rows; n++)
+                Assert.Equal(GgmlNative.VecDotQ8K(type, weights.AsSpan((int)(n * rowBytes), (int)rowBytes), xq, k),
+                    y[r * rows + n]);
+        }
+    }
+}
