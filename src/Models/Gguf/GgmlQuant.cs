@@ -212,7 +212,9 @@ public static class GgmlQuant
         }
     }
 
-    /// <summary>q5_K: q4_K's scales and mins with a fifth bit per value in qh (bit c of qh[l] for chunk c of 32).</summary>
+    /// <summary>
+    /// q5_K: q4_K's scales and mins with a fifth bit per value in qh (bit c of qh[l] for chunk c of 32).
+    /// </summary>
     internal static void DequantizeQ5_K(ReadOnlySpan<byte> src, Span<float> dst)
     {
         var (bs, bb) = Layout(GgmlType.Q5_K);

@@ -1,5 +1,4 @@
 using Weft.GpuRuntime.Engine.Cpu;
-using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Tests.Engine;
 

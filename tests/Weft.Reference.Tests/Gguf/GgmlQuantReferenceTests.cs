@@ -86,7 +86,9 @@ public sealed class GgmlQuantReferenceTests
         int blockBytes = GgmlTypeTraits.Of(type).BlockBytes;
         int[] halfFields = type switch
         {
-            GgmlType.Q4_K or GgmlType.Q4_1 or GgmlType.Q5_1 => [0, 2], GgmlType.Q6_K => [208], _ => [0],
+            GgmlType.Q4_K or GgmlType.Q4_1 or GgmlType.Q5_1 => [0, 2],
+            GgmlType.Q6_K => [208],
+            _ => [0],
         };
         var rng = new Random(seed);
         var bytes = new byte[blocks * blockBytes];
