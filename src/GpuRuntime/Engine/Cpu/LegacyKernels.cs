@@ -107,6 +107,12 @@ unsafe readonly struct Q5_1Block : ILegacyBlock
 /// </summary>
 static unsafe class LegacyKernels
 {
+    /// <summary>
+    /// The vectorised kernels multiply with AVX-VNNI's vpdpbusd; without it the portable path, which sums in the same
+    /// lane order, runs (the q8_0 format's AVX2 and 128-bit integer paths are not written for these yet).
+    /// </summary>
+    public static bool Fast => AvxVnni.IsSupported && Fma.IsSupported;
+
     /// <summary>Batch rows processed together against a range of weight rows, so their activations stay in
     /// L2.</summary>
     const int BatchBlock = 32;

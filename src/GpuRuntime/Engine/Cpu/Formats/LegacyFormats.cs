@@ -35,7 +35,7 @@ sealed unsafe class LegacyWeights<TBlock>(GgmlType type) : ICpuWeightFormat wher
     public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
         float* scratch)
     {
-        if (CpuBackend.FastQ8Kernels)
+        if (LegacyKernels.Fast)
             LegacyKernels.MatMul<TBlock>(w.Data, input.Quants, input.Corrections, input.Scales, input.Sums, y, bias, m,
                 w.Columns, ldy, n0, n1);
         else LegacyKernels.Portable<TBlock>(w.Data, input.Quants, input.Scales, input.Sums, y, bias, m, w.Columns, ldy,
