@@ -117,9 +117,9 @@ static class CpuFormats
         [GgmlType.Q4_1] = new LegacyWeights<Q4_1Block>(GgmlType.Q4_1),
         [GgmlType.Q5_0] = new LegacyWeights<Q5_0Block>(GgmlType.Q5_0),
         [GgmlType.Q5_1] = new LegacyWeights<Q5_1Block>(GgmlType.Q5_1),
-        [GgmlType.Q4_K] = new Q4_KWeights(),
-        [GgmlType.Q5_K] = new Q5_KWeights(),
-        [GgmlType.Q6_K] = new Q6_KWeights(),
+        [GgmlType.Q4_K] = KQuantWeights.Q4_K,
+        [GgmlType.Q5_K] = KQuantWeights.Q5_K,
+        [GgmlType.Q6_K] = KQuantWeights.Q6_K,
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;
