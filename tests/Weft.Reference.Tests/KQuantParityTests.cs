@@ -6,7 +6,6 @@ using Weft.LlamaCpp;
 using Weft.Models;
 using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
-using Weft.Scheduling;
 
 namespace Weft.Reference.Tests;
 
@@ -44,7 +43,7 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
                 .Order());
         int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (shape.VocabSize - 259))];
 
-        int[] ours = GreedyWeft(path, prompt, Generate);
+        int[] ours = ForwardParityTests.GreedyWeft(path, prompt, Generate, KvCacheType.F32);
         using var llama = new LlamaCppModel(path, contextSize: 256, f16Cache: false);
         int[] theirs = llama.Greedy(prompt, Generate);
 
@@ -54,30 +53,5 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
             $"weft:      {string.Join(",", ours)}\nllama.cpp: {string.Join(",", theirs)}");
         Assert.True(ours.Distinct().Count() > Generate / 4,
             $"{ftype}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
-    }
-
-    static int[] GreedyWeft(string path, int[] prompt, int count)
-    {
-        using var engine = InferenceEngine.Load(path, new EngineOptions
-        {
-            Engine = EngineKind.Cpu,
-            KvBlocks = 16,
-            KvCacheType = KvCacheType.F32,
-            MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 64,
-        });
-        var tokens = new List<int>(prompt);
-        var blocks = Enumerable.Range(0, 16).ToList();
-        int computed = 0;
-        for (int i = 0; i < count; i++)
-        {
-            engine.Inputs.Clear();
-            engine.Inputs.Add(new StepItem(tokens, computed, tokens.Count - computed, blocks, true,
-                SamplingParams.Greedy(count), 0, prompt.Length));
-            int next = engine.Step()[0];
-            computed = tokens.Count;
-            tokens.Add(next);
-        }
-        return tokens.Skip(prompt.Length).ToArray();
     }
 }
