@@ -36,33 +36,48 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(1, 256)]
     [InlineData(3, 768)]
     [InlineData(6, 1024)]
-    public void Q6_K_kernel_equals_the_scalar_path_bit_for_bit(int m, int k)
+    [InlineData(9, 512)]
+    public void Q6_K_kernel_equals_the_scalar_path_bit_for_bit(int m, int k) =>
+        FastEqualsPortable(m, k, KQuantKernels.Q6KBlockBytes, [208], &KQuantKernels.Q6K, &KQuantKernels.Q6KPortable);
+
+    [Theory]
+    [InlineData(1, 256)]
+    [InlineData(3, 768)]
+    [InlineData(6, 1024)]
+    [InlineData(9, 512)]
+    public void Q5_K_kernel_equals_the_scalar_path_bit_for_bit(int m, int k) =>
+        FastEqualsPortable(m, k, KQuantKernels.Q5KBlockBytes, [0, 2], &KQuantKernels.Q5K, &KQuantKernels.Q5KPortable);
+
+    static void FastEqualsPortable(int m, int k, int blockBytes, int[] halfOffsets,
+        delegate*<byte*, sbyte*, float*, short*, float*, float*, int, int, int, int, int, void> fastKernel,
+        delegate*<byte*, sbyte*, float*, short*, float*, float*, int, int, int, int, int, void> portableKernel)
     {
         const int rows = 8;
         var rng = new Random(m * k);
-        var w = RandomBlocks(rng, rows * k / 256, KQuantKernels.Q6KBlockBytes, [208]);
+        var w = RandomBlocks(rng, rows * k / 256, blockBytes, halfOffsets);
         var (q, d, sums) = Activations(rng, m, k);
+        var bias = Enumerable.Range(0, rows).Select(i => i * 0.25f).ToArray();
         var fast = new float[m * rows];
         var scalar = new float[m * rows];
         fixed (byte* pw = w)
         fixed (sbyte* pq = q)
-        fixed (float* pd = d, pf = fast, pr = scalar)
+        fixed (float* pd = d, pf = fast, pr = scalar, pb = bias)
         fixed (short* ps = sums)
         {
-            KQuantKernels.Q6K(pw, pq, pd, ps, pf, null, m, k, rows, 0, rows);
-            KQuantKernels.Q6KPortable(pw, pq, pd, ps, pr, null, m, k, rows, 0, rows);
+            fastKernel(pw, pq, pd, ps, pf, pb, m, k, rows, 0, rows);
+            portableKernel(pw, pq, pd, ps, pr, pb, m, k, rows, 0, rows);
         }
         Assert.Equal(scalar, fast);
         Assert.Contains(fast, v => v != 0);
     }
 
     [Theory]
-    [InlineData(1, 256)]
-    [InlineData(5, 768)]
-    [InlineData(8, 1024)]
-    public void Q4_K_kernel_follows_ggml_gemv_chains_per_superblock_for_every_row_of_the_batch(int m, int k)
+    [InlineData(1, 256, 8)]
+    [InlineData(1, 512, 7)]
+    [InlineData(5, 768, 8)]
+    [InlineData(8, 1024, 6)]
+    public void Q4_K_kernel_follows_ggml_gemv_chains_per_superblock_for_every_row_of_the_batch(int m, int k, int rows)
     {
-        const int rows = 8;
         var rng = new Random(m + k);
         var w = RandomBlocks(rng, rows * k / 256, KQuantKernels.Q4KBlockBytes, [0, 2]);
         var (q, d, sums) = Activations(rng, m, k);
@@ -71,7 +86,11 @@ public sealed unsafe class KQuantKernelTests
         fixed (sbyte* pq = q)
         fixed (float* pd = d, py = y)
         fixed (short* ps = sums)
-            KQuantKernels.Q4K(pw, pq, pd, ps, py, null, m, k, rows, 0, rows);
+        {
+            // the rows in two chunks, the second not a multiple of four
+            KQuantKernels.Q4K(pw, pq, pd, ps, py, null, m, k, rows, 0, 4);
+            KQuantKernels.Q4K(pw, pq, pd, ps, py, null, m, k, rows, 4, rows);
+        }
         for (int r = 0; r < m; r++)
             for (int n = 0; n < rows; n++)
                 Assert.Equal(Q4KReference(w.AsSpan(n * k / 256 * 144, k / 256 * 144), q.AsSpan(r * k, k),

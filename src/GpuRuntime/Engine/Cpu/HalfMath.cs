@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
@@ -51,6 +52,17 @@ static class HalfMath
         for (; i < n; i++)
             dst[i] = BitConverter.Int32BitsToSingle(Weft.Models.Gguf.GgmlQuant.SingleToBFloat16(src[i]) << 16);
     }
+
+    /// <summary>The f16 at p as f32, with <see cref="Simd{TVec}.LoadHalf"/>'s arithmetic (block scales hold no
+    /// inf/NaN): .NET's own conversion is a call per value.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe float F16(byte* p) =>
+        BitConverter.Int32BitsToSingle((*(short*)p << 13) & unchecked((int)0x8FFFE000)) * 5.192297e33f;
+
+    /// <summary>Eight f16 bit patterns, sign-extended to 32 bits, as f32 (the same arithmetic).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingle(Vector256<int> h) =>
+        ((h << 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector256.Create(5.192297e33f);
 
     /// <summary>Converts n halves (any n) to f32.</summary>
     public static unsafe void ToSingle(ushort* src, float* dst, int n)

@@ -2,6 +2,7 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using static Weft.GpuRuntime.Engine.Cpu.HalfMath;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 
@@ -117,11 +118,6 @@ static unsafe class LegacyKernels
     /// L2.</summary>
     const int BatchBlock = 32;
 
-    /// <summary>An f16 bit pattern as f32 (see <see cref="HalfMath.Load16"/>; scales hold no inf/NaN).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Half(byte* p) =>
-        BitConverter.Int32BitsToSingle((*(short*)p << 13) & unchecked((int)0x8FFFE000)) * 5.192297e33f;
-
     /// <summary>
     /// q8_1's s per block of a row quantized by <see cref="Quantize.RowQ8"/>: d·Σq rounded to f16, where ggml takes d
     /// before its rounding to f16 (max|x| / 127) and Σq from the quants (here from the VNNI corrections, −128·Σq by
@@ -210,11 +206,11 @@ static unsafe class LegacyKernels
             if ((b & 1) == 0)
                 for (int q = 4; q < 8; q++) Sse.Prefetch0(wb + q * rowBytes);
             Column<TBlock>(ref a0, ref a1, ref a2, ref a3, TBlock.Unpack(wb), TBlock.Unpack(wb + rowBytes),
-                TBlock.Unpack(wb + 2 * rowBytes), TBlock.Unpack(wb + 3 * rowBytes), Half(wb), Half(wb + rowBytes),
-                Half(wb + 2 * rowBytes), Half(wb + 3 * rowBytes), x, b, shift);
+                TBlock.Unpack(wb + 2 * rowBytes), TBlock.Unpack(wb + 3 * rowBytes), F16(wb), F16(wb + rowBytes),
+                F16(wb + 2 * rowBytes), F16(wb + 3 * rowBytes), x, b, shift);
             if (TBlock.HasMin)
-                mins = Vector128.FusedMultiplyAdd(Vector128.Create(Half(wb + 2), Half(wb + rowBytes + 2),
-                    Half(wb + 2 * rowBytes + 2), Half(wb + 3 * rowBytes + 2)), Vector128.Create(x.S[b]), mins);
+                mins = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + 2), F16(wb + rowBytes + 2),
+                    F16(wb + 2 * rowBytes + 2), F16(wb + 3 * rowBytes + 2)), Vector128.Create(x.S[b]), mins);
         }
         s[0] = HSum(a0); s[1] = HSum(a1); s[2] = HSum(a2); s[3] = HSum(a3);
         if (TBlock.HasMin) (Vector128.Load(s) + mins).Store(s);
@@ -246,7 +242,7 @@ static unsafe class LegacyKernels
             var w1 = TBlock.Unpack(wb + rowBytes);
             var w2 = TBlock.Unpack(wb + 2 * rowBytes);
             var w3 = TBlock.Unpack(wb + 3 * rowBytes);
-            float d0 = Half(wb), d1 = Half(wb + rowBytes), d2 = Half(wb + 2 * rowBytes), d3 = Half(wb + 3 * rowBytes);
+            float d0 = F16(wb), d1 = F16(wb + rowBytes), d2 = F16(wb + 2 * rowBytes), d3 = F16(wb + 3 * rowBytes);
             Column<TBlock>(ref a00, ref a10, ref a20, ref a30, w0, w1, w2, w3, d0, d1, d2, d3, x0, b, shift);
             Column<TBlock>(ref a01, ref a11, ref a21, ref a31, w0, w1, w2, w3, d0, d1, d2, d3, x1, b, shift);
             Column<TBlock>(ref a02, ref a12, ref a22, ref a32, w0, w1, w2, w3, d0, d1, d2, d3, x2, b, shift);
@@ -254,10 +250,10 @@ static unsafe class LegacyKernels
             if (TBlock.HasMin)
             {
                 var sums = Vector128.Create(x0.S[b], x1.S[b], x2.S[b], x3.S[b]);
-                m0 = Vector128.FusedMultiplyAdd(Vector128.Create(Half(wb + 2)), sums, m0);
-                m1 = Vector128.FusedMultiplyAdd(Vector128.Create(Half(wb + rowBytes + 2)), sums, m1);
-                m2 = Vector128.FusedMultiplyAdd(Vector128.Create(Half(wb + 2 * rowBytes + 2)), sums, m2);
-                m3 = Vector128.FusedMultiplyAdd(Vector128.Create(Half(wb + 3 * rowBytes + 2)), sums, m3);
+                m0 = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + 2)), sums, m0);
+                m1 = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + rowBytes + 2)), sums, m1);
+                m2 = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + 2 * rowBytes + 2)), sums, m2);
+                m3 = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + 3 * rowBytes + 2)), sums, m3);
             }
         }
         s[0] = HSum(a00); s[1] = HSum(a01); s[2] = HSum(a02); s[3] = HSum(a03);
@@ -322,7 +318,7 @@ static unsafe class LegacyKernels
                 {
                     byte* wb = w + n * rowBytes + b * TBlock.Bytes;
                     sbyte* xb = xq + (long)r * k + b * 32;
-                    float d = Half(wb) * xd[(long)r * blocks + b];
+                    float d = F16(wb) * xd[(long)r * blocks + b];
                     for (int l = 0; l < 8; l++)
                     {
                         int isum = 0;
@@ -331,7 +327,7 @@ static unsafe class LegacyKernels
                     }
                     if (TBlock.HasMin)
                     {
-                        float mw = Half(wb + 2), sx = xs[(long)r * blocks + b];
+                        float mw = F16(wb + 2), sx = xs[(long)r * blocks + b];
                         mins = fused ? MathF.FusedMultiplyAdd(mw, sx, mins) : mins + mw * sx;
                     }
                 }
