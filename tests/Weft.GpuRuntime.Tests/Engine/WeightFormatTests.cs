@@ -27,13 +27,14 @@ public sealed class WeightFormatTests
             var gpu = IlgpuFormats.Find(type)!;
             Assert.Equal(type, gpu.Stored);
             Assert.Equal(cpu.Stored, gpu.Stored);
-            // what the ILGPU backend rounds or quantizes the input to is ggml's vec_dot_type of its stored layout; it
-            // multiplies the formats ggml pairs with q8_1 or q8_K inputs as values against f32 inputs
+            // what the ILGPU backend rounds or quantizes the input to is ggml's vec_dot_type of its stored layout (q8_1
+            // is q8_0's quants and scale with their sum, which the kernel makes itself)
             var expected = GgmlTypeTraits.Of(gpu.Stored).VecDotType switch
             {
                 GgmlType.F16 => InputPrep.F16,
                 GgmlType.BF16 => InputPrep.Bf16,
-                GgmlType.Q8_0 => InputPrep.Q8,
+                GgmlType.Q8_0 or GgmlType.Q8_1 => InputPrep.Q8,
+                GgmlType.Q8_K => InputPrep.Q8K,
                 _ => InputPrep.None,
             };
             Assert.Equal(expected, gpu.Prep);

@@ -97,6 +97,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     [InlineData(GgmlType.F16, KvCacheType.F16, false)]
     [InlineData(GgmlType.BF16, KvCacheType.F16, true)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, true)]
+    [InlineData(GgmlType.Q4_0, KvCacheType.F16, true)]
     public void Every_fused_operation_matches_the_cpu_backend(GgmlType type, KvCacheType kv, bool gpuLike)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
@@ -256,11 +257,9 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
 
     /// <summary>
     /// A table of each quantized format, kept on the device in the file's layout (no byte more than the file), as the
-    /// token embedding and as the lm head of a prefill chunk and two decodes, in both launch shapes. Embedding gives
-    /// ggml's dequantized values. The formats ggml multiplies against q8_0 inputs (q8_0, q4_0, q5_0) match the cpu
-    /// backend to float rounding; the others decode to values the kernel multiplies against f32 inputs, so they match
-    /// the exact product of the dequantized matrix to float rounding, and the cpu backend (which multiplies them
-    /// against q8_1 or q8_K inputs, as ggml does) within that 8-bit rounding of the input.
+    /// token embedding and as the lm head of a prefill chunk and two decodes, in both launch shapes: embedding gives
+    /// the values the cpu backend's (ggml's) dequantization gives, and the matmul, over inputs quantized as ggml's
+    /// (q8_0, q8_1 or q8_K), the cpu backend's result to float rounding.
     /// </summary>
     [Theory]
     [InlineData(GgmlType.Q8_0, false)]
@@ -295,35 +294,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         p.AssertClose(x, T, c.Dim, "embed");
         p.Run((b, i) => b.RmsNormForMatMul(x[i], norm[i], xb[i], T, c.Dim, c.RmsEps, table[i]));
         p.Run((b, i) => b.MatMul(xb[i], table[i], logits[i], T));
-        bool q8Inputs = IlgpuFormats.Find(type)!.Prep == InputPrep.Q8;
-        if (q8Inputs)
-        {
-            p.AssertClose(logits, T, c.VocabSize, "matmul");
-            return;
-        }
-
-        long rowBytes = GgmlTypeTraits.RowBytes(type, c.Dim);
-        var weights = Enumerable.Range(0, c.VocabSize)
-            .Select(o => GgmlQuant.Dequantize(type, blocks.AsSpan((int)(o * rowBytes), (int)rowBytes), c.Dim))
-            .ToArray();
-        double worst = 0;
-        for (int r = 0; r < T; r++)
-        {
-            var input = p.Cpu.ReadRow(xb[0], r, c.Dim);
-            var cpu = p.Cpu.ReadRow(logits[0], r, c.VocabSize);
-            var gpu = p.Gpu.ReadRow(logits[1], r, c.VocabSize);
-            double rms = Math.Sqrt(cpu.Average(v => (double)v * v));
-            for (int o = 0; o < c.VocabSize; o++)
-            {
-                double exact = 0;
-                for (int k = 0; k < c.Dim; k++) exact += (double)weights[o][k] * input[k];
-                Assert.True(Math.Abs(gpu[o] - exact) <= Tolerance * Math.Max(1, Math.Abs(exact)),
-                    $"row {r} output {o}: exact {exact}, ilgpu {gpu[o]}");
-                worst = Math.Max(worst, Math.Abs(gpu[o] - cpu[o]) / rms);
-            }
-        }
-        // measured at most 0.035 of the logits' rms (q6_K: q8_K rounds 256 inputs to one scale, q8_1 32)
-        Assert.True(worst < 0.1, $"{type}: the cpu backend's logits differ by {worst} of their rms");
+        p.AssertClose(logits, T, c.VocabSize, "matmul");
     }
 
     [Fact]

@@ -40,6 +40,8 @@ readonly struct F32Rows(ArrayView<U4> data, int columns) : IWeightRows
 
     public float Scale(long r, int k) => 1f;
     public bool Quantized => false;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
 readonly struct F16Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -52,6 +54,8 @@ readonly struct F16Rows(ArrayView<U4> data, int columns) : IWeightRows
 
     public float Scale(long r, int k) => 1f;
     public bool Quantized => false;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
 readonly struct Bf16Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -64,5 +68,7 @@ readonly struct Bf16Rows(ArrayView<U4> data, int columns) : IWeightRows
 
     public float Scale(long r, int k) => 1f;
     public bool Quantized => false;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 

@@ -21,9 +21,11 @@ abstract class IlgpuWeightFormat
 /// <summary>
 /// How a kernel reads a weight matrix in its storage format. Kernels are generic over this, so each format gets its own
 /// compiled kernel with the format's loads inlined. Rows hold <c>Columns</c> elements, a multiple of 32. A format
-/// multiplied against q8_0 inputs (q8_0, q4_0, q5_0, as ggml does) is <see cref="Quantized"/>: its integers times one
-/// scale per 32-element block; the others decode to values (K-quants' 16- and 32-value sub-block scales and mins
-/// included) against f32 or rounded inputs: at batch 1 a GPU waits on memory, not on the decoding.
+/// multiplied against quantized inputs (q8_0, q8_1 or q8_K, as ggml does) is <see cref="Quantized"/>: each
+/// 32-column block's sum of weights times integer inputs is scaled by the weights' and the input's block scales
+/// (plus, for q4_1/q5_1, the weights' minimum times q8_1's block sum). The legacy formats give their integers and
+/// block scale; the K-quants give values (16- and 32-value sub-block scales and mins applied) with scale 1: at
+/// batch 1 a GPU waits on memory, not on the decoding.
 /// </summary>
 interface IWeightRows
 {
@@ -33,6 +35,10 @@ interface IWeightRows
     /// <summary>The scale of the 32-element block holding column k of row r (1 where Load8 gives values).</summary>
     float Scale(long r, int k);
     bool Quantized { get; }
+    /// <summary>The minimum of the 32-element block holding column k of row r (q4_1, q5_1), added to each value
+    /// after its scale.</summary>
+    float Min(long r, int k);
+    bool HasMin { get; }
 }
 
 /// <summary>The ILGPU backend's matrix formats; a type missing here fails at load.</summary>
@@ -46,12 +52,12 @@ static class IlgpuFormats
         // the quantized formats in the file's layout, read in place (see LegacyFormats.cs, KQuantFormats.cs)
         [GgmlType.Q8_0] = new StoredFormat<Q8_0Rows>(GgmlType.Q8_0, InputPrep.Q8, (d, c) => new(d, c)),
         [GgmlType.Q4_0] = new StoredFormat<Q4_0Rows>(GgmlType.Q4_0, InputPrep.Q8, (d, c) => new(d, c)),
-        [GgmlType.Q4_1] = new StoredFormat<Q4_1Rows>(GgmlType.Q4_1, InputPrep.None, (d, c) => new(d, c)),
+        [GgmlType.Q4_1] = new StoredFormat<Q4_1Rows>(GgmlType.Q4_1, InputPrep.Q8, (d, c) => new(d, c)),
         [GgmlType.Q5_0] = new StoredFormat<Q5_0Rows>(GgmlType.Q5_0, InputPrep.Q8, (d, c) => new(d, c)),
-        [GgmlType.Q5_1] = new StoredFormat<Q5_1Rows>(GgmlType.Q5_1, InputPrep.None, (d, c) => new(d, c)),
-        [GgmlType.Q4_K] = new StoredFormat<Q4_KRows>(GgmlType.Q4_K, InputPrep.None, (d, c) => new(d, c)),
-        [GgmlType.Q5_K] = new StoredFormat<Q5_KRows>(GgmlType.Q5_K, InputPrep.None, (d, c) => new(d, c)),
-        [GgmlType.Q6_K] = new StoredFormat<Q6_KRows>(GgmlType.Q6_K, InputPrep.None, (d, c) => new(d, c)),
+        [GgmlType.Q5_1] = new StoredFormat<Q5_1Rows>(GgmlType.Q5_1, InputPrep.Q8, (d, c) => new(d, c)),
+        [GgmlType.Q4_K] = new StoredFormat<Q4_KRows>(GgmlType.Q4_K, InputPrep.Q8K, (d, c) => new(d, c)),
+        [GgmlType.Q5_K] = new StoredFormat<Q5_KRows>(GgmlType.Q5_K, InputPrep.Q8K, (d, c) => new(d, c)),
+        [GgmlType.Q6_K] = new StoredFormat<Q6_KRows>(GgmlType.Q6_K, InputPrep.Q8K, (d, c) => new(d, c)),
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;

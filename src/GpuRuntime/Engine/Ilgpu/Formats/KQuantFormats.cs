@@ -3,8 +3,9 @@ using ILGPU;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-// ggml's 256-value super-blocks in the file's layout, decoded to the values ggml's dequantize_row_* gives (so the
-// input stays f32: ggml multiplies them against q8_K inputs). Eight consecutive values share one sub-block scale.
+// ggml's 256-value super-blocks in the file's layout, decoded to the values ggml's dequantize_row_* gives and
+// multiplied against q8_K inputs as ggml does (the sums of its sub-block products, scales and mins folded into the
+// values). Eight consecutive values share one sub-block scale.
 
 /// <summary>q4_K: f16 d and dmin, 12 bytes of 6-bit scales and mins for eight 32-value sub-blocks, then 128 bytes of
 /// nibbles (values 64c + l low, 64c + 32 + l high, of byte 32c + l); a value is d·sc·q − dmin·m.</summary>
@@ -24,7 +25,9 @@ readonly struct Q4_KRows(ArrayView<uint> data, int columns) : IWeightRows
     }
 
     public float Scale(long r, int k) => 1f;
-    public bool Quantized => false;
+    public bool Quantized => true;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
 /// <summary>q5_K: q4_K with 32 bytes of fifth bits before the nibbles (bit s of byte l for value 32s + l).</summary>
@@ -44,7 +47,9 @@ readonly struct Q5_KRows(ArrayView<uint> data, int columns) : IWeightRows
     }
 
     public float Scale(long r, int k) => 1f;
-    public bool Quantized => false;
+    public bool Quantized => true;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
 /// <summary>q6_K: 128 bytes of low nibbles, 64 of high bit pairs, 16 int8 scales (one per 16 values), f16 d last;
@@ -75,7 +80,9 @@ readonly struct Q6_KRows(ArrayView<uint> data, int columns) : IWeightRows
     }
 
     public float Scale(long r, int k) => 1f;
-    public bool Quantized => false;
+    public bool Quantized => true;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float Six(in U2 ql, in U2 qh, int i, int shift, int hs) =>

@@ -21,6 +21,8 @@ readonly struct Q8_0Rows(ArrayView<uint> data, int columns) : IWeightRows
     public float Scale(long r, int k) => FileBytes.Half(_data, Block(r, k));
 
     public bool Quantized => true;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 
     long Block(long r, int k) => r * _rowBytes + k / 32 * BlockBytes;
 }
@@ -40,6 +42,8 @@ readonly struct Q4_0Rows(ArrayView<uint> data, int columns) : IWeightRows
     public float Scale(long r, int k) => FileBytes.Half(_data, Block(r, k));
 
     public bool Quantized => true;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 
     long Block(long r, int k) => r * _rowBytes + k / 32 * BlockBytes;
 }
@@ -64,11 +68,14 @@ readonly struct Q5_0Rows(ArrayView<uint> data, int columns) : IWeightRows
     public float Scale(long r, int k) => FileBytes.Half(_data, Block(r, k));
 
     public bool Quantized => true;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 
     long Block(long r, int k) => r * _rowBytes + k / 32 * BlockBytes;
 }
 
-/// <summary>q4_1: the values d · q + m. ggml multiplies them against q8_1 inputs; here the input stays f32.</summary>
+/// <summary>q4_1: the integers q, the block scale d and minimum m against q8_1 inputs, as ggml: d·dx·Σq·xq +
+/// m·s.</summary>
 readonly struct Q4_1Rows(ArrayView<uint> data, int columns) : IWeightRows
 {
     const int BlockBytes = 20;
@@ -76,18 +83,23 @@ readonly struct Q4_1Rows(ArrayView<uint> data, int columns) : IWeightRows
     readonly long _rowBytes = columns / 32 * BlockBytes;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public Float8 Load8(long r, int k)
-    {
-        long b = r * _rowBytes + k / 32 * BlockBytes;
-        return FileBytes.Nibbles(FileBytes.Bytes8(_data, b + 4 + (k & 15)), (k & 16) >> 2, 0,
-            FileBytes.Half(_data, b), FileBytes.Half(_data, b + 2));
-    }
+    public Float8 Load8(long r, int k) =>
+        FileBytes.Nibbles(FileBytes.Bytes8(_data, Block(r, k) + 4 + (k & 15)), (k & 16) >> 2, 0, 1f, 0f);
 
-    public float Scale(long r, int k) => 1f;
-    public bool Quantized => false;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Scale(long r, int k) => FileBytes.Half(_data, Block(r, k));
+
+    public bool Quantized => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Min(long r, int k) => FileBytes.Half(_data, Block(r, k) + 2);
+
+    public bool HasMin => true;
+
+    long Block(long r, int k) => r * _rowBytes + k / 32 * BlockBytes;
 }
 
-/// <summary>q5_1: the values d · q + m. ggml multiplies them against q8_1 inputs; here the input stays f32.</summary>
+/// <summary>q5_1: q4_1 with the fifth bits of q5_0.</summary>
 readonly struct Q5_1Rows(ArrayView<uint> data, int columns) : IWeightRows
 {
     const int BlockBytes = 24;
@@ -97,12 +109,20 @@ readonly struct Q5_1Rows(ArrayView<uint> data, int columns) : IWeightRows
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Float8 Load8(long r, int k)
     {
-        long b = r * _rowBytes + k / 32 * BlockBytes;
+        long b = Block(r, k);
         uint qh = _data[(b + 4) >> 2];
-        return FileBytes.Nibbles(FileBytes.Bytes8(_data, b + 8 + (k & 15)), (k & 16) >> 2, qh >> (k & 31),
-            FileBytes.Half(_data, b), FileBytes.Half(_data, b + 2));
+        return FileBytes.Nibbles(FileBytes.Bytes8(_data, b + 8 + (k & 15)), (k & 16) >> 2, qh >> (k & 31), 1f, 0f);
     }
 
-    public float Scale(long r, int k) => 1f;
-    public bool Quantized => false;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Scale(long r, int k) => FileBytes.Half(_data, Block(r, k));
+
+    public bool Quantized => true;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public float Min(long r, int k) => FileBytes.Half(_data, Block(r, k) + 2);
+
+    public bool HasMin => true;
+
+    long Block(long r, int k) => r * _rowBytes + k / 32 * BlockBytes;
 }
