@@ -25,5 +25,8 @@ public sealed class TestModelFiles : IDisposable
         }
     }
 
+    /// <summary>A path for a file of the test's own in the temporary folder.</summary>
+    public string PathOf(string name) => Path.Combine(_dir, name);
+
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 }

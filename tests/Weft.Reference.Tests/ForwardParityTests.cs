@@ -98,11 +98,12 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         return i;
     }
 
-    internal static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv)
+    internal static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv,
+        EngineKind engineKind = EngineKind.Cpu)
     {
         using var engine = InferenceEngine.Load(path, new EngineOptions
         {
-            Engine = EngineKind.Cpu,
+            Engine = engineKind,
             KvBlocks = 16,
             KvCacheType = kv,
             MaxNumSeqs = 4,

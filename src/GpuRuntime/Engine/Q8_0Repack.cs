@@ -4,7 +4,7 @@ using Weft.Models.Gguf;
 namespace Weft.GpuRuntime.Engine;
 
 /// <summary>
-/// A matrix as q8_0 split into its quants and its f32 block scales, for both backends: the file's own blocks for
+/// A matrix as q8_0 split into its quants and its f32 block scales, for the cpu backend: the file's own blocks for
 /// q8_0; for q4_0/q4_K/q6_K (whose values q8_0 holds almost exactly) each row dequantized and quantized again with
 /// ggml's reference code, once at load.
 /// </summary>

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Cpu;
@@ -23,18 +25,45 @@ public sealed class WeightFormatTests
         {
             var cpu = CpuFormats.Find(type)!;
             var gpu = IlgpuFormats.Find(type)!;
-            // the ILGPU backend still repacks some formats the CPU backend multiplies in their own layout into q8_0
-            Assert.True(cpu.Stored == gpu.Stored || (cpu.Stored == type && gpu.Stored == GgmlType.Q8_0),
-                $"{type}: cpu stores {cpu.Stored}, ilgpu {gpu.Stored}");
-            // what the ILGPU backend rounds or quantizes the input to is ggml's vec_dot_type of its stored layout
+            Assert.Equal(type, gpu.Stored);
+            Assert.Equal(cpu.Stored, gpu.Stored);
+            // what the ILGPU backend rounds or quantizes the input to is ggml's vec_dot_type of its stored layout (q8_1
+            // is q8_0's quants and scale with their sum, which the kernel makes itself)
             var expected = GgmlTypeTraits.Of(gpu.Stored).VecDotType switch
             {
                 GgmlType.F16 => InputPrep.F16,
                 GgmlType.BF16 => InputPrep.Bf16,
-                GgmlType.Q8_0 => InputPrep.Q8,
+                GgmlType.Q8_0 or GgmlType.Q8_1 => InputPrep.Q8,
+                GgmlType.Q8_K => InputPrep.Q8K,
                 _ => InputPrep.None,
             };
             Assert.Equal(expected, gpu.Prep);
+        }
+    }
+
+    /// <summary>q4_0 blocks are 18 bytes: three rows of one block end mid-word, and the device holds the file's
+    /// bytes and the two that round them up to a 32-bit word.</summary>
+    [Fact]
+    public void Ilgpu_holds_a_quantized_matrix_as_the_files_bytes_rounded_up_to_a_word()
+    {
+        var dir = Directory.CreateTempSubdirectory("weft-formats-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "q4_0.gguf");
+            var bytes = new byte[GgmlTypeTraits.RowBytes(GgmlType.Q4_0, 32) * 3];
+            new Random(3).NextBytes(bytes);
+            new GgufWriter().AddTensor("blk.0.attn_k.weight", GgmlType.Q4_0, [32, 3], bytes).Write(path);
+            using var file = GgufFile.Open(path);
+            using var gpu = new IlgpuBackend(EngineKind.IlgpuCpu);
+            var w = (IlgpuWeight)gpu.LoadWeight(file, file.GetTensor("blk.0.attn_k.weight"));
+            Assert.Equal(54, bytes.Length);
+            Assert.Equal(56, w.DeviceBytes);
+            byte[] held = MemoryMarshal.AsBytes(w.Data!.GetAsArray1D().AsSpan()).ToArray();
+            Assert.Equal([.. bytes, 0, 0], held);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
         }
     }
 

@@ -56,6 +56,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     [InlineData(GgmlType.F32, KvCacheType.F32)]
     [InlineData(GgmlType.F16, KvCacheType.F16)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16)]
+    [InlineData(GgmlType.Q4_0, KvCacheType.F32)]
     public void Greedy_generation_matches_the_cpu_backend(GgmlType type, KvCacheType kv)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });

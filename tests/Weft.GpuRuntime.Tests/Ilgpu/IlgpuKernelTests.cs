@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using ILGPU.Runtime.CPU;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Cpu;
@@ -96,6 +97,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     [InlineData(GgmlType.F16, KvCacheType.F16, false)]
     [InlineData(GgmlType.BF16, KvCacheType.F16, true)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, true)]
+    [InlineData(GgmlType.Q4_0, KvCacheType.F16, true)]
     public void Every_fused_operation_matches_the_cpu_backend(GgmlType type, KvCacheType kv, bool gpuLike)
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = type });
@@ -217,6 +219,82 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
             // hence 1e-2
             Assert.All(e.Zip(a), z => Assert.Equal(z.First, z.Second, 1e-2f));
         }
+    }
+
+    /// <summary>Rows of 512 (two K-quant super-blocks) and a vocabulary of 1024 for a table of each quantized
+    /// format.</summary>
+    static readonly DemoModelShape Wide = TestModelFiles.Tiny with { Name = "wide-test", Dim = 512, Layers = 1 };
+
+    /// <summary>[Wide.Dim, Wide.VocabSize] of random blocks: random quants and sub-block scales, the f16 scales (and
+    /// minimums) set so values are of order 0.1 and logits of order 1-10. q8_0's quants stay in ggml's range
+    /// −127..127.</summary>
+    static byte[] RandomBlocks(GgmlType type, int seed)
+    {
+        var traits = GgmlTypeTraits.Of(type);
+        var rng = new Random(seed);
+        var bytes = new byte[traits.RowBytes(Wide.Dim) * Wide.VocabSize];
+        rng.NextBytes(bytes);
+        var (d, min, at) = type switch
+        {
+            GgmlType.Q8_0 => (5e-4f, 0f, 0),
+            GgmlType.Q4_0 or GgmlType.Q5_0 => (0.01f, 0f, 0),
+            GgmlType.Q4_1 or GgmlType.Q5_1 => (0.01f, -0.08f, 0),
+            GgmlType.Q4_K or GgmlType.Q5_K => (5e-4f, 5e-4f, 0),
+            GgmlType.Q6_K => (1e-4f, 0f, 208),
+            _ => throw new ArgumentException($"no random blocks for {type}"),
+        };
+        for (int b = 0; b < bytes.Length; b += traits.BlockBytes)
+        {
+            var block = bytes.AsSpan(b, traits.BlockBytes);
+            if (type == GgmlType.Q8_0)
+                for (int j = 2; j < block.Length; j++) block[j] = block[j] == 0x80 ? (byte)0x81 : block[j];
+            BinaryPrimitives.WriteHalfLittleEndian(block[at..], (Half)(d * (0.5f + rng.NextSingle())));
+            if (min != 0)
+                BinaryPrimitives.WriteHalfLittleEndian(block[(at + 2)..], (Half)(min * (0.5f + rng.NextSingle())));
+        }
+        return bytes;
+    }
+
+    /// <summary>
+    /// A table of each quantized format, kept on the device in the file's layout (no byte more than the file), as the
+    /// token embedding and as the lm head of a prefill chunk and two decodes, in both launch shapes: embedding gives
+    /// the values the cpu backend's (ggml's) dequantization gives, and the matmul, over inputs quantized as ggml's
+    /// (q8_0, q8_1 or q8_K), the cpu backend's result to float rounding.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q8_0, false)]
+    [InlineData(GgmlType.Q4_0, false)]
+    [InlineData(GgmlType.Q4_1, true)]
+    [InlineData(GgmlType.Q5_0, true)]
+    [InlineData(GgmlType.Q5_1, false)]
+    [InlineData(GgmlType.Q4_K, false)]
+    [InlineData(GgmlType.Q4_K, true)]
+    [InlineData(GgmlType.Q5_K, true)]
+    [InlineData(GgmlType.Q6_K, false)]
+    [InlineData(GgmlType.Q6_K, true)]
+    public void A_quantized_matrix_read_in_its_file_layout_matches_the_cpu_backend(GgmlType type, bool gpuLike)
+    {
+        using var p = new Pair(models.Write(Wide), gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu),
+            KvCacheType.F16, prefill: 12);
+        var c = p.Config;
+        string path = models.PathOf($"random-{type}.gguf");
+        var blocks = RandomBlocks(type, seed: (int)type);
+        new GgufWriter().AddTensor("table", type, [c.Dim, c.VocabSize], blocks).Write(path);
+        using var file = GgufFile.Open(path);
+        var t = file.GetTensor("table");
+        DeviceWeight[] table = [p.Cpu.LoadWeight(file, t), p.Gpu.LoadWeight(file, t)];
+        Assert.Equal(t.ByteSize, ((IlgpuWeight)table[1]).DeviceBytes);
+
+        int T = p.Rows;
+        var x = p.Allocate(T * c.Dim);
+        var xb = p.Allocate(T * c.Dim);
+        var logits = p.Allocate(T * c.VocabSize);
+        var norm = p.Load(p.Weights.Layers[0].AttnNorm);
+        p.Run((b, i) => b.Embed(table[i], x[i], c.Dim));
+        p.AssertClose(x, T, c.Dim, "embed");
+        p.Run((b, i) => b.RmsNormForMatMul(x[i], norm[i], xb[i], T, c.Dim, c.RmsEps, table[i]));
+        p.Run((b, i) => b.MatMul(xb[i], table[i], logits[i], T));
+        p.AssertClose(logits, T, c.VocabSize, "matmul");
     }
 
     [Fact]

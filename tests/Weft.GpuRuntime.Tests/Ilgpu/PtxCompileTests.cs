@@ -13,7 +13,11 @@ namespace Weft.GpuRuntime.Tests.Ilgpu;
 /// </summary>
 public sealed class PtxCompileTests
 {
-    static readonly Type[] Formats = [typeof(F32Rows), typeof(F16Rows), typeof(Bf16Rows), typeof(Q8Rows)];
+    static readonly Type[] Formats =
+    [
+        typeof(F32Rows), typeof(F16Rows), typeof(Bf16Rows), typeof(Q8_0Rows), typeof(Q4_0Rows), typeof(Q4_1Rows),
+        typeof(Q5_0Rows), typeof(Q5_1Rows), typeof(Q4_KRows), typeof(Q5_KRows), typeof(Q6_KRows),
+    ];
     static readonly Type[] Caches = [typeof(F16Cache), typeof(F32Cache)];
 
     public static TheoryData<string, string> KernelNames()

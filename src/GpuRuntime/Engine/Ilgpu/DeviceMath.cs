@@ -64,15 +64,16 @@ static class DeviceMath
         return Interop.IntAsFloat((b & 0xFFFFu) << 16);
     }
 
-    /// <summary>MathF.Round(v, MidpointRounding.AwayFromZero) for |v| ≤ 2^31, without a float add that could
-    /// round.</summary>
+    /// <summary>MathF.Round(v) (to nearest even, as ggml's nearest_int) for |v| ≤ 2^31, without a float add that
+    /// could round.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float RoundAway(float v)
+    public static float RoundEven(float v)
     {
         float t = (int)v;
         float frac = v - t; // exact
-        if (frac >= 0.5f) t += 1f;
-        if (frac <= -0.5f) t -= 1f;
+        bool odd = ((int)t & 1) != 0;
+        if (frac > 0.5f || frac == 0.5f && odd) t += 1f;
+        if (frac < -0.5f || frac == -0.5f && odd) t -= 1f;
         return t;
     }
 

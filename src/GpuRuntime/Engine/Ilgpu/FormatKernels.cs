@@ -4,20 +4,21 @@ using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>A weight on the device: a matrix in its format's layout (q8_0 as quants and scales), or an f32
-/// vector.</summary>
+/// <summary>A weight on the device: a matrix in its format's layout, or an f32 vector.</summary>
 sealed class IlgpuWeight(GgufTensorInfo info, IlgpuWeightFormat format, MemoryBuffer1D<uint, Stride1D.Dense>? data,
     MemoryBuffer1D<float, Stride1D.Dense>? floats) : DeviceWeight(info)
 {
     public IlgpuWeightFormat Format { get; } = format;
-    /// <summary>Storage type of a matrix (q4_0/q4_K/q6_K are repacked to q8_0); F32 for vectors.</summary>
+    /// <summary>Storage type of a matrix; F32 for vectors.</summary>
     public GgmlType Type => Format.Stored;
-    /// <summary>Matrix elements as 32-bit words (q8_0: the quants).</summary>
+    /// <summary>A matrix's bytes as 32-bit words.</summary>
     public MemoryBuffer1D<uint, Stride1D.Dense>? Data { get; } = data;
-    /// <summary>A vector's values, or q8_0's block scales.</summary>
+    /// <summary>A vector's values.</summary>
     public MemoryBuffer1D<float, Stride1D.Dense>? Floats { get; } = floats;
     public bool IsMatrix => Data is not null;
     public InputPrep Prep => Format.Prep;
+    /// <summary>Device memory held, for checking it against the file.</summary>
+    public long DeviceBytes => (Data?.LengthInBytes ?? 0) + (Floats?.LengthInBytes ?? 0);
 
     public void Dispose()
     {

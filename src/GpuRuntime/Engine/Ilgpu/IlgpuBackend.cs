@@ -68,8 +68,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, F32Cache, ArrayView<int>, ArrayView<int>, ArrayView<int>,
         AttentionArgs>? _attentionF32;
 
-    // the rounded copy of a matmul input ([rows, cols] floats) and its q8_0 block scales, sized for the largest
-    // activation
+    // the rounded copy of a matmul input ([rows, cols] floats) and its block scales and q8_1 sums (a pair per 32
+    // columns), sized for the largest activation
     MemoryBuffer1D<float, Stride1D.Dense>? _xq, _xs;
     // sampling scratch [rows, vocab]: probabilities, sized like the largest activation (the logits)
     MemoryBuffer1D<float, Stride1D.Dense>? _probs;
@@ -219,7 +219,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             _xs?.Dispose();
             _probs?.Dispose();
             _xq = _accelerator.Allocate1D<float>(floats);
-            _xs = _accelerator.Allocate1D<float>(floats / GgmlTypeTraits.Q8_0.BlockSize + 1);
+            _xs = _accelerator.Allocate1D<float>(2 * (floats / GgmlTypeTraits.Q8_0.BlockSize + 1));
             _probs = _accelerator.Allocate1D<float>(floats);
         }
         return t;
@@ -594,7 +594,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     void NormPrep(IlgpuTensor x, IlgpuWeight weight, IlgpuTensor y, int rows, int dim, float eps, bool gather,
         InputPrep prep)
     {
-        if (prep != InputPrep.None && dim % 32 != 0) prep = InputPrep.None;
+        if (prep != InputPrep.None && dim % (prep == InputPrep.Q8K ? 256 : 32) != 0) prep = InputPrep.None;
         int perGroup = _shape.GroupSize / _shape.Lanes;
         var args = new NormArgs
         {

@@ -4,12 +4,14 @@ using ILGPU.Runtime;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>How a matmul's input is rounded before the dot products: ggml's "vec_dot_type" of the weights.</summary>
-enum InputPrep { None = 0, F16 = 1, Bf16 = 2, Q8 = 3 }
+/// <summary>How a matmul's input is rounded before the dot products: ggml's "vec_dot_type" of the weights (Q8 serves
+/// q8_1 too: its quants and scale are q8_0's). Q8K stores each 256-block's scale once per 32-block it spans.</summary>
+enum InputPrep { None = 0, F16 = 1, Bf16 = 2, Q8 = 3, Q8K = 4 }
 
 /// <summary>
-/// RMSNorm of x into y, and/or the rounded copy of y a matmul reads (xq, plus q8_0 block scales xs). With Gather, row r
-/// reads x's row rowIndex[r] (the logits rows).
+/// RMSNorm of x into y, and/or the rounded copy of y a matmul reads: xq, plus for quantized inputs xs, a pair per 32
+/// columns: the block scale (q8_0's, or its q8_K block's) and q8_1's sum s = d·Σq (q8_0 inputs only). With Gather,
+/// row r reads x's row rowIndex[r] (the logits rows).
 /// </summary>
 struct NormArgs
 {
@@ -104,6 +106,23 @@ struct Tile8
         return t;
     }
 
+    /// <summary>q4_1/q5_1: adds mw · s[row], the weights' block minimum times q8_1's block sum (after each block's
+    /// scale at xs[i], its sum at xs[i + 1]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Tile8 AddMin(float mw, ArrayView<float> xs, long i0, long stride, int n)
+    {
+        var t = this;
+        t.R0 += mw * xs[i0 + 1];
+        if (n > 1) t.R1 += mw * xs[i0 + stride + 1];
+        if (n > 2) t.R2 += mw * xs[i0 + 2 * stride + 1];
+        if (n > 3) t.R3 += mw * xs[i0 + 3 * stride + 1];
+        if (n > 4) t.R4 += mw * xs[i0 + 4 * stride + 1];
+        if (n > 5) t.R5 += mw * xs[i0 + 5 * stride + 1];
+        if (n > 6) t.R6 += mw * xs[i0 + 6 * stride + 1];
+        if (n > 7) t.R7 += mw * xs[i0 + 7 * stride + 1];
+        return t;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly Tile8 LaneSum(int lanes) => new()
     {
@@ -164,6 +183,19 @@ struct Tile4x4
     };
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Float4 AddMin(Float4 c, float ss, in Float4 sm) => new()
+    {
+        X = c.X + sm.X * ss, Y = c.Y + sm.Y * ss, Z = c.Z + sm.Z * ss, W = c.W + sm.W * ss,
+    };
+
+    /// <summary>q4_1/q5_1: C[i][j] += mw[j] · s[i], the weights' block minimum times q8_1's block sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly Tile4x4 AddMin(in Float4 ss, in Float4 sm) => new()
+    {
+        C0 = AddMin(C0, ss.X, sm), C1 = AddMin(C1, ss.Y, sm), C2 = AddMin(C2, ss.Z, sm), C3 = AddMin(C3, ss.W, sm),
+    };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly float At(int i, int j)
     {
         var r = i switch { 0 => C0, 1 => C1, 2 => C2, _ => C3 };
@@ -195,7 +227,13 @@ static class Kernels
             var v = table.Load8(token, k);
             float s = table.Scale(token, k);
             long o = (long)t * dim + k;
-            if (table.Quantized)
+            if (table.HasMin)
+            {
+                float m = table.Min(token, k);
+                x[o] = s * v.V0 + m; x[o + 1] = s * v.V1 + m; x[o + 2] = s * v.V2 + m; x[o + 3] = s * v.V3 + m;
+                x[o + 4] = s * v.V4 + m; x[o + 5] = s * v.V5 + m; x[o + 6] = s * v.V6 + m; x[o + 7] = s * v.V7 + m;
+            }
+            else if (table.Quantized)
             {
                 x[o] = s * v.V0; x[o + 1] = s * v.V1; x[o + 2] = s * v.V2; x[o + 3] = s * v.V3;
                 x[o + 4] = s * v.V4; x[o + 5] = s * v.V5; x[o + 6] = s * v.V6; x[o + 7] = s * v.V7;
@@ -234,25 +272,51 @@ static class Kernels
                 for (int i = lane; i < p.Dim; i += lanes) y[dst + i] = x[src + i] * scale * weight[i];
                 continue;
             }
-            // input rounding works on whole 32-element blocks so q8_0's block maximum stays within one thread
-            for (int blk = lane; blk < p.Dim / 32; blk += lanes)
+            // input rounding works on whole blocks (32 elements, q8_K's 256) so a block's maximum stays within one
+            // thread
+            int bs = p.Prep == InputPrep.Q8K ? 256 : 32;
+            for (int blk = lane; blk < p.Dim / bs; blk += lanes)
             {
-                long b0 = blk * 32;
-                float amax = 0;
-                for (long i = b0; i < b0 + 32; i++)
+                long b0 = (long)blk * bs;
+                float amax = 0, max = 0;
+                for (long i = b0; i < b0 + bs; i++)
                 {
                     float v = normalize ? x[src + i] * scale * weight[i] : x[src + i];
                     if (normalize) y[dst + i] = v;
-                    amax = MathF.Max(amax, MathF.Abs(v));
+                    if (MathF.Abs(v) > amax)
+                    {
+                        amax = MathF.Abs(v);
+                        max = v;
+                    }
                     if (p.Prep == InputPrep.F16) xq[dst + i] = DeviceMath.RoundToHalf(v);
                     else if (p.Prep == InputPrep.Bf16) xq[dst + i] = DeviceMath.RoundToBf16(v);
                 }
+                if (p.Prep == InputPrep.Q8K)
+                {
+                    // ggml's quantize_row_q8_K: the first value of largest magnitude maps to −127, q rounded to
+                    // nearest even, the scale the reciprocal of the factor
+                    float iscale = amax != 0 ? -127f / max : 0f, dk = amax != 0 ? 1f / iscale : 0f;
+                    for (int j = 0; j < 8; j++) xs[2 * ((long)r * (p.Dim / 32) + blk * 8 + j)] = dk;
+                    for (long i = b0; i < b0 + bs; i++)
+                    {
+                        float v = normalize ? y[dst + i] : x[src + i];
+                        xq[dst + i] = MathF.Min(127f, DeviceMath.RoundEven(iscale * v));
+                    }
+                    continue;
+                }
                 if (p.Prep != InputPrep.Q8) continue;
-                // ggml's quantize_row_q8_0: d = max|x| / 127 stored as f16, q = round(x / d) with the unrounded d
-                float d = amax / 127f, id = d != 0 ? 1f / d : 0f;
-                xs[(long)r * (p.Dim / 32) + blk] = DeviceMath.RoundToHalf(d);
+                // ggml's x86 quantize_row_q8_0/q8_1: d = max|x| / 127 stored as f16, q = x · 127 / max|x| rounded to
+                // nearest even; q8_1's s = d·Σq (d before its rounding) as f16
+                float d = amax / 127f, id = amax != 0 ? 127f / amax : 0f, sum = 0f;
                 for (long i = b0; i < b0 + 32; i++)
-                    xq[dst + i] = DeviceMath.RoundAway((normalize ? y[dst + i] : x[src + i]) * id);
+                {
+                    float q = DeviceMath.RoundEven((normalize ? y[dst + i] : x[src + i]) * id);
+                    xq[dst + i] = q;
+                    sum += q;
+                }
+                long at = 2 * ((long)r * (p.Dim / 32) + blk);
+                xs[at] = DeviceMath.RoundToHalf(d);
+                xs[at + 1] = DeviceMath.RoundToHalf(d * sum);
             }
         }
     }
@@ -293,7 +357,9 @@ static class Kernels
         int lane, int lanes)
         where TW : struct, IWeightRows
     {
+        // q4_1/q5_1's minimum terms sum apart and join at the end, as ggml's
         var acc = new Tile8();
+        var mins = new Tile8();
         var xv = x.AsAligned(16);
         int blocks = cols / 32;
         long stride = cols / 4;
@@ -305,11 +371,11 @@ static class Kernels
                 int k = blk * 32 + s * 8;
                 part = part.Accumulate(w.Load8(row, k), xv, r0 * stride + k / 4, stride, n);
             }
-            acc = w.Quantized
-                ? acc.AddScaled(part, w.Scale(row, blk * 32), xs, (long)r0 * blocks + blk, blocks, n)
-                : acc.Add(part);
+            long at = 2 * ((long)r0 * blocks + blk);
+            acc = w.Quantized ? acc.AddScaled(part, w.Scale(row, blk * 32), xs, at, 2 * blocks, n) : acc.Add(part);
+            if (w.HasMin) mins = mins.AddMin(w.Min(row, blk * 32), xs, at, 2 * blocks, n);
         }
-        return acc;
+        return w.HasMin ? acc.Add(mins) : acc;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -344,18 +410,23 @@ static class Kernels
         var wt = SharedMemory.Allocate<float>(32 * TileOutputs);
         var sx = SharedMemory.Allocate<float>(TileRows);
         var sw = SharedMemory.Allocate<float>(TileOutputs);
+        // q8_1's block sums and the weights' block minimums (q4_1, q5_1)
+        var ss = SharedMemory.Allocate<float>(TileRows);
+        var sm = SharedMemory.Allocate<float>(TileOutputs);
         var xv = x.AsAligned(16);
         int tid = Group.IdxX, ty = tid / 16, tx = tid % 16;
         int outputs = p.Outputs, blocks = p.Cols / 32;
         int colTiles = (outputs + TileOutputs - 1) / TileOutputs;
         int m0 = Grid.IdxX / colTiles * TileRows, n0 = Grid.IdxX % colTiles * TileOutputs;
-        bool quantized = a.Quantized;
+        bool quantized = a.Quantized, hasMin = a.HasMin;
         int passes = p.Mode == MatMulArgs.GateUp ? 2 : 1;
         var first = new Tile4x4();
         var acc = new Tile4x4();
         for (int pass = 0; pass < passes; pass++)
         {
             acc = new Tile4x4();
+            // q4_1/q5_1's minimum terms sum apart and join at the end, as ggml's
+            var mins = new Tile4x4();
             for (int blk = 0; blk < blocks; blk++)
             {
                 {
@@ -374,14 +445,15 @@ static class Kernels
                     xt[(k8 + 2) * TileRows + m] = lo.Z; xt[(k8 + 3) * TileRows + m] = lo.W;
                     xt[(k8 + 4) * TileRows + m] = hi.X; xt[(k8 + 5) * TileRows + m] = hi.Y;
                     xt[(k8 + 6) * TileRows + m] = hi.Z; xt[(k8 + 7) * TileRows + m] = hi.W;
-                    if (quantized && k8 == 0) sx[m] = r < p.Rows ? xs[(long)r * blocks + blk] : 0f;
+                    if (quantized && k8 == 0) sx[m] = r < p.Rows ? xs[2 * ((long)r * blocks + blk)] : 0f;
+                    if (hasMin && k8 == 0) ss[m] = r < p.Rows ? xs[2 * ((long)r * blocks + blk) + 1] : 0f;
                 }
                 {
                     // weight tile: two threads per output row, 16 columns each
                     int nn = tid / 2, k16 = tid % 2 * 16, o = n0 + nn;
                     var w0 = new Float8();
                     var w1 = new Float8();
-                    float scale = 0f;
+                    float scale = 0f, min = 0f;
                     if (o < outputs)
                     {
                         int seg = passes == 2 ? pass : o < p.NA ? 0 : o < p.NA + p.NB ? 1 : 2;
@@ -390,6 +462,7 @@ static class Kernels
                         w0 = w.Load8(row, blk * 32 + k16);
                         w1 = w.Load8(row, blk * 32 + k16 + 8);
                         scale = w.Scale(row, blk * 32);
+                        if (hasMin) min = w.Min(row, blk * 32);
                     }
                     int at = k16 * TileOutputs + nn;
                     wt[at] = w0.V0; wt[at + TileOutputs] = w0.V1;
@@ -402,6 +475,7 @@ static class Kernels
                     wt[at + 4 * TileOutputs] = w1.V4; wt[at + 5 * TileOutputs] = w1.V5;
                     wt[at + 6 * TileOutputs] = w1.V6; wt[at + 7 * TileOutputs] = w1.V7;
                     if (quantized && k16 == 0) sw[nn] = scale;
+                    if (hasMin && k16 == 0) sm[nn] = min;
                 }
                 Group.Barrier();
                 var part = new Tile4x4();
@@ -417,10 +491,20 @@ static class Kernels
                     var sxv = new Float4 { X = sx[ty * 4], Y = sx[ty * 4 + 1], Z = sx[ty * 4 + 2], W = sx[ty * 4 + 3] };
                     var swv = new Float4 { X = sw[tx], Y = sw[tx + 16], Z = sw[tx + 32], W = sw[tx + 48] };
                     acc = acc.AddScaled(part, sxv, swv);
+                    if (hasMin)
+                    {
+                        var ssv = new Float4
+                        {
+                            X = ss[ty * 4], Y = ss[ty * 4 + 1], Z = ss[ty * 4 + 2], W = ss[ty * 4 + 3],
+                        };
+                        var smv = new Float4 { X = sm[tx], Y = sm[tx + 16], Z = sm[tx + 32], W = sm[tx + 48] };
+                        mins = mins.AddMin(ssv, smv);
+                    }
                 }
                 else acc = acc.Add(part);
                 Group.Barrier();
             }
+            if (hasMin) acc = acc.Add(mins);
             if (pass == 0) first = acc;
         }
         for (int i = 0; i < 4; i++)

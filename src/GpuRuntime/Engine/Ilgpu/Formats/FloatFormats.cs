@@ -5,33 +5,17 @@ using Weft.Models.Gguf;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
-/// <summary>f32/f16/bf16 matrices, uploaded as they are stored (as 32-bit words) and read by
-/// <typeparamref name="TW"/>.</summary>
-sealed class FloatFormat<TW>(GgmlType type, InputPrep prep, Func<ArrayView<U4>, int, TW> rows) : IlgpuWeightFormat
-    where TW : struct, IWeightRows
-{
-    public override GgmlType Stored => type;
-    public override InputPrep Prep => prep;
-
-    public override unsafe IlgpuWeight Upload(Accelerator accelerator, GgufTensorInfo t, byte* src)
-    {
-        var data = accelerator.Allocate1D<uint>(t.ByteSize / 4);
-        data.View.CopyFromCPU(ref *(uint*)src, t.ByteSize / 4);
-        return new IlgpuWeight(t, this, data, null);
-    }
-
-    public override FormatKernels CreateKernels(Accelerator accelerator) =>
-        new FormatKernels<TW>(accelerator, w => rows(w.Data!.View.AsContiguous().Cast<U4>(), w.Columns));
-}
-
+/// <summary>f32/f16/bf16 matrices, read as stored in 16-byte loads.</summary>
 static class FloatFormat
 {
     /// <summary>f32 weights take the input as it is.</summary>
-    public static readonly FloatFormat<F32Rows> F32 = new(GgmlType.F32, InputPrep.None, (d, c) => new F32Rows(d, c));
+    public static readonly StoredFormat<F32Rows> F32 =
+        new(GgmlType.F32, InputPrep.None, (d, c) => new(d.Cast<U4>(), c));
     /// <summary>f16 and bf16 weights take the input rounded to their own format, as ggml does.</summary>
-    public static readonly FloatFormat<F16Rows> F16 = new(GgmlType.F16, InputPrep.F16, (d, c) => new F16Rows(d, c));
-    public static readonly FloatFormat<Bf16Rows> Bf16 =
-        new(GgmlType.BF16, InputPrep.Bf16, (d, c) => new Bf16Rows(d, c));
+    public static readonly StoredFormat<F16Rows> F16 =
+        new(GgmlType.F16, InputPrep.F16, (d, c) => new(d.Cast<U4>(), c));
+    public static readonly StoredFormat<Bf16Rows> Bf16 =
+        new(GgmlType.BF16, InputPrep.Bf16, (d, c) => new(d.Cast<U4>(), c));
 }
 
 readonly struct F32Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -56,6 +40,8 @@ readonly struct F32Rows(ArrayView<U4> data, int columns) : IWeightRows
 
     public float Scale(long r, int k) => 1f;
     public bool Quantized => false;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
 readonly struct F16Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -68,6 +54,8 @@ readonly struct F16Rows(ArrayView<U4> data, int columns) : IWeightRows
 
     public float Scale(long r, int k) => 1f;
     public bool Quantized => false;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
 readonly struct Bf16Rows(ArrayView<U4> data, int columns) : IWeightRows
@@ -80,5 +68,7 @@ readonly struct Bf16Rows(ArrayView<U4> data, int columns) : IWeightRows
 
     public float Scale(long r, int k) => 1f;
     public bool Quantized => false;
+    public float Min(long r, int k) => 0f;
+    public bool HasMin => false;
 }
 
