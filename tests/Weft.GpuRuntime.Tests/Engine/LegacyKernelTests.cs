@@ -8,15 +8,17 @@ namespace Weft.GpuRuntime.Tests.Engine;
 public sealed unsafe class LegacyKernelTests
 {
     [Fact]
-    public void Every_finite_half_scale_converts_exactly()
+    public void Every_finite_half_scale_converts_exactly_one_at_a_time_and_eight_at_a_time()
     {
         for (int i = 0; i < 65536; i++)
         {
             var half = BitConverter.UInt16BitsToHalf((ushort)i);
             if (!Half.IsFinite(half)) continue;
             ushort bits = (ushort)i;
-            Assert.Equal(BitConverter.SingleToInt32Bits((float)half),
-                BitConverter.SingleToInt32Bits(LegacyKernels.Half((byte*)&bits)));
+            int expected = BitConverter.SingleToInt32Bits((float)half);
+            Assert.Equal(expected, BitConverter.SingleToInt32Bits(HalfMath.F16((byte*)&bits)));
+            var eight = HalfMath.ToSingle(System.Runtime.Intrinsics.Vector256.Create((int)(short)bits));
+            Assert.Equal(expected, BitConverter.SingleToInt32Bits(eight[i % 8]));
         }
     }
 
