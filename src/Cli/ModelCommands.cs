@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Weft.LlamaCpp;
 using Weft.Models;
 using Weft.Models.Gguf;
 
@@ -11,6 +12,7 @@ static class ModelCommands
         var model = new Command("model", "create and inspect GGUF models");
         model.Subcommands.Add(CreateModel());
         model.Subcommands.Add(Inspect());
+        model.Subcommands.Add(Quantize());
         return model;
     }
 
@@ -53,6 +55,35 @@ static class ModelCommands
         "q8_0" => GgmlType.Q8_0,
         _ => throw new ArgumentException($"unknown weight type '{t}' (expected f32, f16, bf16 or q8_0)"),
     };
+
+    static Command Quantize()
+    {
+        var source = new Argument<string>("source") { Description = "GGUF file to quantize (f32, f16 or bf16)" };
+        var output = new Option<string>("--out") { Description = "GGUF file to write", Required = true };
+        var type = new Option<string>("--type")
+        {
+            Description = $"llama-quantize preset: {string.Join(", ", LlamaCppModel.QuantizePresets.Keys)}",
+            Required = true
+        };
+        var cmd = new Command("quantize",
+            "quantize a model with llama.cpp's own quantizer, as the files people download are made")
+            { source, output, type };
+        cmd.SetAction(r =>
+        {
+            string src = r.GetValue(source)!, dst = r.GetValue(output)!, preset = r.GetValue(type)!;
+            if (!LlamaCppModel.QuantizePresets.TryGetValue(preset, out var ftype))
+                throw new ArgumentException($"unknown preset '{preset}' (expected one of " +
+                    $"{string.Join(", ", LlamaCppModel.QuantizePresets.Keys)})");
+            if (!File.Exists(src)) throw new FileNotFoundException($"no such file: {src}");
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            if (!LlamaCppModel.Quantize(src, dst, ftype, Environment.ProcessorCount))
+                throw new IOException($"llama.cpp could not quantize {src} to {preset}");
+            Console.WriteLine($"{dst}: {preset}, {new FileInfo(dst).Length / 1e6:F1} MB in " +
+                $"{sw.Elapsed.TotalSeconds:F1} s");
+            return 0;
+        });
+        return cmd;
+    }
 
     static Command Inspect()
     {

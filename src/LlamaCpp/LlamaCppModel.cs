@@ -53,6 +53,28 @@ public sealed class LlamaCppModel : IDisposable
         NativeLogConfig.llama_log_set((level, message) => { });
     }
 
+    /// <summary>llama-quantize's presets by their command-line names, as LLamaSharp's file types.</summary>
+    public static IReadOnlyDictionary<string, LLamaFtype> QuantizePresets { get; } =
+        new Dictionary<string, LLamaFtype>(StringComparer.OrdinalIgnoreCase)
+        {
+            ["q4_0"] = LLamaFtype.MOSTLY_Q4_0, ["q4_1"] = LLamaFtype.MOSTLY_Q4_1,
+            ["q5_0"] = LLamaFtype.MOSTLY_Q5_0, ["q5_1"] = LLamaFtype.MOSTLY_Q5_1,
+            ["q8_0"] = LLamaFtype.MOSTLY_Q8_0, ["q2_k"] = LLamaFtype.MOSTLY_Q2_K,
+            ["q3_k_s"] = LLamaFtype.MOSTLY_Q3_K_S, ["q3_k_m"] = LLamaFtype.MOSTLY_Q3_K_M,
+            ["q3_k_l"] = LLamaFtype.MOSTLY_Q3_K_L, ["q4_k_s"] = LLamaFtype.MOSTLY_Q4_K_S,
+            ["q4_k_m"] = LLamaFtype.MOSTLY_Q4_K_M, ["q5_k_s"] = LLamaFtype.MOSTLY_Q5_K_S,
+            ["q5_k_m"] = LLamaFtype.MOSTLY_Q5_K_M, ["q6_k"] = LLamaFtype.MOSTLY_Q6_K,
+            ["iq4_nl"] = LLamaFtype.MOSTLY_IQ4_NL, ["iq4_xs"] = LLamaFtype.MOSTLY_IQ4_XS,
+        };
+
+    /// <summary>Quantizes a GGUF file with llama.cpp's own quantizer (the code behind llama-quantize), the output
+    /// matrix included; false when llama.cpp refuses the file.</summary>
+    public static bool Quantize(string source, string destination, LLamaFtype preset, int threads)
+    {
+        EnsureLoaded();
+        return LLamaQuantizer.Quantize(source, destination, preset, threads, quantizeOutputTensor: true);
+    }
+
     public int[] Tokenize(string text, bool addSpecial, bool parseSpecial) =>
         _weights.NativeHandle.Tokenize(text, addSpecial, parseSpecial, System.Text.Encoding.UTF8)
             .Select(t => (int)t).ToArray();
