@@ -112,7 +112,7 @@ static class CpuFormats
         [GgmlType.F32] = new F32Weights(),
         [GgmlType.F16] = new HalfWeights<F16Format>(GgmlType.F16),
         [GgmlType.BF16] = new HalfWeights<Bf16Format>(GgmlType.BF16),
-        [GgmlType.Q8_0] = new Q8_0Weights(GgmlType.Q8_0),
+        [GgmlType.Q8_0] = new Q8_0Weights(),
         [GgmlType.Q4_0] = new LegacyWeights<Q4_0Block>(GgmlType.Q4_0),
         [GgmlType.Q4_1] = new LegacyWeights<Q4_1Block>(GgmlType.Q4_1),
         [GgmlType.Q5_0] = new LegacyWeights<Q5_0Block>(GgmlType.Q5_0),

@@ -4,11 +4,10 @@ using Weft.Models.Gguf;
 namespace Weft.GpuRuntime.Engine.Cpu;
 
 /// <summary>
-/// q8_0 weights, and the formats repacked into it (see <see cref="Q8_0Repack"/>): quants offset by 128 (what VNNI
-/// multiplies, see <see cref="MatMulKernels.Q8"/>) and f32 block scales; the input is quantized to q8_0 blocks, as
-/// ggml does.
+/// q8_0 weights split once at load into quants offset by 128 (what VNNI multiplies, see <see cref="MatMulKernels.Q8"/>)
+/// and f32 block scales, the same bytes as the file's blocks; the input is quantized to q8_0 blocks, as ggml does.
 /// </summary>
-sealed unsafe class Q8_0Weights(GgmlType source) : ICpuWeightFormat
+sealed unsafe class Q8_0Weights : ICpuWeightFormat
 {
     static readonly GgmlTypeTraits Q8 = GgmlTypeTraits.Q8_0;
 
@@ -22,7 +21,14 @@ sealed unsafe class Q8_0Weights(GgmlType source) : ICpuWeightFormat
         long rows = t.Rows, cols = t.Columns;
         var quants = (byte*)NativeMemory.AlignedAlloc((nuint)(rows * cols), 64);
         var scales = (float*)NativeMemory.AlignedAlloc((nuint)(rows * (cols / bs) * sizeof(float)), 64);
-        Q8_0Repack.Split(source, file.DataPointer(t), rows, cols, quants, scales, flip: 0x80);
+        byte* src = file.DataPointer(t);
+        long blocks = rows * (cols / bs);
+        for (long b = 0; b < blocks; b++)
+        {
+            byte* block = src + b * Q8.BlockBytes;
+            scales[b] = (float)*(Half*)block;
+            for (int j = 0; j < bs; j++) quants[b * bs + j] = (byte)(block[2 + j] ^ 0x80);
+        }
         return new CpuWeight(t, this, quants, scales, owned: true);
     }
 
