@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.Models.Gguf;
 
@@ -40,6 +41,10 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(GgmlType.Q6_K, 4096)]
     [InlineData(GgmlType.Q5_K, 256)]
     [InlineData(GgmlType.Q5_K, 2048)]
+    [InlineData(GgmlType.Q3_K, 256)]
+    [InlineData(GgmlType.Q3_K, 2048)]
+    [InlineData(GgmlType.Q2_K, 256)]
+    [InlineData(GgmlType.Q2_K, 2048)]
     public void Dot_products_equal_ggml_cpu_bit_for_bit(GgmlType type, int k)
     {
         var rng = new Random(k + (int)type);
@@ -59,8 +64,17 @@ public sealed unsafe class KQuantKernelTests
         {
             for (int r = 0; r < batch; r++)
                 Quantize.RowQ8K(px + r * k, pq + r * k, pd + r * (k / 256), ps + r * (k / 16), k);
-            if (type == GgmlType.Q6_K) KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
-            else KQuantKernels.Q5K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
+            switch (type)
+            {
+                case GgmlType.Q6_K: KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                case GgmlType.Q5_K: KQuantKernels.Q5K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                case GgmlType.Q3_K: KQuantLowBitKernels.Q3K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                // the vec_dot order (AVX-512 builds multiply repacked q2_K, in the order the parity tests check)
+                case GgmlType.Q2_K when Avx2.IsSupported && Fma.IsSupported:
+                    KQuantLowBitKernels.Q2KAvx2(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows, repacked: false);
+                    break;
+                default: KQuantLowBitKernels.Q2KPortable(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+            }
         }
         for (int r = 0; r < batch; r++)
         {

@@ -12,6 +12,8 @@ sealed unsafe class KQuantWeights(
 {
     readonly GgmlTypeTraits _traits = GgmlTypeTraits.Of(type);
 
+    public static readonly KQuantWeights Q2_K = new(GgmlType.Q2_K, &KQuantLowBitKernels.Q2K);
+    public static readonly KQuantWeights Q3_K = new(GgmlType.Q3_K, &KQuantLowBitKernels.Q3K);
     public static readonly KQuantWeights Q4_K = new(GgmlType.Q4_K, &KQuantKernels.Q4K);
     public static readonly KQuantWeights Q5_K = new(GgmlType.Q5_K, &KQuantKernels.Q5K);
     public static readonly KQuantWeights Q6_K = new(GgmlType.Q6_K, &KQuantKernels.Q6K);

@@ -45,6 +45,8 @@ static class IlgpuFormats
         [GgmlType.Q4_1] = new Q8_0Format(GgmlType.Q4_1),
         [GgmlType.Q5_0] = new Q8_0Format(GgmlType.Q5_0),
         [GgmlType.Q5_1] = new Q8_0Format(GgmlType.Q5_1),
+        [GgmlType.Q2_K] = new Q8_0Format(GgmlType.Q2_K),
+        [GgmlType.Q3_K] = new Q8_0Format(GgmlType.Q3_K),
         [GgmlType.Q4_K] = new Q8_0Format(GgmlType.Q4_K),
         [GgmlType.Q5_K] = new Q8_0Format(GgmlType.Q5_K),
         [GgmlType.Q6_K] = new Q8_0Format(GgmlType.Q6_K),
