@@ -28,6 +28,8 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
     [InlineData(LLamaFtype.MOSTLY_Q3_K_S, new[] { GgmlType.Q3_K, GgmlType.Q6_K })]
     [InlineData(LLamaFtype.MOSTLY_Q3_K_L, new[] { GgmlType.Q3_K, GgmlType.Q5_K, GgmlType.Q6_K })]
     [InlineData(LLamaFtype.MOSTLY_Q3_K_M, new[] { GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K })]
+    [InlineData(LLamaFtype.MOSTLY_IQ4_NL, new[] { GgmlType.IQ4_NL, GgmlType.Q5_K, GgmlType.Q6_K })]
+    [InlineData(LLamaFtype.MOSTLY_IQ4_XS, new[] { GgmlType.IQ4_XS, GgmlType.Q5_K, GgmlType.Q6_K })]
     public void Greedy_on_a_file_quantized_by_llama_cpp_matches_llama_cpp(LLamaFtype ftype, GgmlType[] types)
     {
         // LLamaSharp loads its AVX2 build of llama.cpp on a CPU without AVX-512 (or DOTNET_EnableAVX512=0). On the all-

@@ -325,4 +325,52 @@ public static class GgmlQuant
             }
         }
     }
+
+    /// <summary>The sixteen values iq4_nl and iq4_xs nibbles index (ggml's kvalues_iq4nl: denser near zero).</summary>
+    public static ReadOnlySpan<sbyte> IQ4Values => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89,
+        113];
+
+    /// <summary>iq4_nl: f16 d, then 16 bytes of nibbles (low: values 0-15, high: 16-31) indexing
+    /// <see cref="IQ4Values"/>.</summary>
+    internal static void DequantizeIQ4_NL(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.IQ4_NL);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            float d = F16(blk);
+            for (int j = 0; j < 16; j++)
+            {
+                dst[b * bs + j] = d * IQ4Values[blk[2 + j] & 0xF];
+                dst[b * bs + j + 16] = d * IQ4Values[blk[2 + j] >> 4];
+            }
+        }
+    }
+
+    /// <summary>
+    /// iq4_xs: f16 d, 16 bits of scale high pairs, 4 bytes of scale low nibbles (6-bit scales offset by 32, one per 32
+    /// values), then per 32 values iq4_nl's 16 bytes of nibbles.
+    /// </summary>
+    internal static void DequantizeIQ4_XS(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.IQ4_XS);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            float d = F16(blk);
+            int high = BinaryPrimitives.ReadUInt16LittleEndian(blk[2..]);
+            for (int ib = 0; ib < 8; ib++)
+            {
+                int ls = (blk[4 + ib / 2] >> (4 * (ib % 2)) & 0xF) | (high >> (2 * ib) & 3) << 4;
+                float dl = d * (ls - 32);
+                var qs = blk.Slice(8 + 16 * ib, 16);
+                var y = dst.Slice(b * bs + 32 * ib, 32);
+                for (int j = 0; j < 16; j++)
+                {
+                    y[j] = dl * IQ4Values[qs[j] & 0xF];
+                    y[j + 16] = dl * IQ4Values[qs[j] >> 4];
+                }
+            }
+        }
+    }
 }

@@ -45,7 +45,8 @@ public sealed class GgmlTypeTraitsTests
     public void The_matrix_types_the_loader_accepts_are_those_with_a_reference_dequantizer()
     {
         Assert.Equal(new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1,
-            GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.BF16 }.Order(),
+            GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.BF16,
+            GgmlType.IQ4_NL, GgmlType.IQ4_XS }.Order(),
             ModelWeights.MatrixTypes.Order());
     }
 

@@ -50,6 +50,56 @@ static unsafe class GgmlNative
         return s;
     }
 
+    /// <summary>ggml-cpu's quantize_row_q8_0: activations as its q8_0 dot products take them (block_q8_0: f16 d,
+    /// int8 qs[32]; 34 bytes).</summary>
+    public static byte[] QuantizeQ8_0(ReadOnlySpan<float> x)
+    {
+        var fn = (delegate* unmanaged<float*, void*, long, void>)NativeLibrary.GetExport(CpuLib, "quantize_row_q8_0");
+        var dst = new byte[x.Length / 32 * 34];
+        fixed (float* s = x)
+        fixed (byte* d = dst)
+            fn(s, d, x.Length);
+        return dst;
+    }
+
+    /// <summary>ggml-cpu's dot product of one iq4_nl row with q8_0 activations (the build's vec_dot).</summary>
+    public static float VecDotIQ4NL(ReadOnlySpan<byte> w, ReadOnlySpan<byte> xq8, int n)
+    {
+        var fn = (delegate* unmanaged<int, float*, nuint, void*, nuint, void*, nuint, int, void>)
+            NativeLibrary.GetExport(CpuLib, "ggml_vec_dot_iq4_nl_q8_0");
+        float s;
+        fixed (byte* pw = w)
+        fixed (byte* px = xq8)
+            fn(n, &s, 0, pw, 0, px, 0, 1);
+        return s;
+    }
+
+    /// <summary>
+    /// ggml-cpu's gemv over eight iq4_nl rows repacked as its AVX2 builds repack them (block_iq4_nlx8: the eight f16
+    /// scales of a block column, then its quants in runs of 8 bytes taking the rows in turn) against one q8_0 row.
+    /// </summary>
+    public static float[] GemvIQ4NL8x8(ReadOnlySpan<byte> rows8, ReadOnlySpan<byte> xq8, int n)
+    {
+        int blocks = n / 32;
+        var packed = new byte[blocks * 144];
+        for (int b = 0; b < blocks; b++)
+            for (int row = 0; row < 8; row++)
+            {
+                var block = rows8.Slice((row * blocks + b) * 18, 18);
+                block[..2].CopyTo(packed.AsSpan(b * 144 + 2 * row));
+                for (int half = 0; half < 2; half++)
+                    block.Slice(2 + 8 * half, 8).CopyTo(packed.AsSpan(b * 144 + 16 + 64 * half + 8 * row));
+            }
+        var fn = (delegate* unmanaged<int, float*, nuint, void*, void*, int, int, void>)
+            NativeLibrary.GetExport(CpuLib, "ggml_gemv_iq4_nl_8x8_q8_0");
+        var s = new float[8];
+        fixed (float* ps = s)
+        fixed (byte* pw = packed)
+        fixed (byte* px = xq8)
+            fn(n, ps, 8, pw, px, 1, 8);
+        return s;
+    }
+
     static delegate* unmanaged<void*, void*, long, void> Row(string symbol) =>
         (delegate* unmanaged<void*, void*, long, void>)NativeLibrary.GetExport(Lib, symbol);
 
@@ -69,6 +119,8 @@ static unsafe class GgmlNative
             GgmlType.Q4_K => "dequantize_row_q4_K",
             GgmlType.Q5_K => "dequantize_row_q5_K",
             GgmlType.Q6_K => "dequantize_row_q6_K",
+            GgmlType.IQ4_NL => "dequantize_row_iq4_nl",
+            GgmlType.IQ4_XS => "dequantize_row_iq4_xs",
             _ => throw new ArgumentException($"no ggml dequantizer wired up for {type}"),
         });
         if (src.Length < GgmlTypeTraits.RowBytes(type, n)) throw new ArgumentException("source too short");
@@ -92,6 +144,8 @@ static unsafe class GgmlNative
             GgmlType.Q4_K => "quantize_row_q4_K_ref",
             GgmlType.Q5_K => "quantize_row_q5_K_ref",
             GgmlType.Q6_K => "quantize_row_q6_K_ref",
+            GgmlType.IQ4_NL => "quantize_row_iq4_nl_ref",
+            GgmlType.IQ4_XS => "quantize_row_iq4_xs_ref",
             _ => throw new ArgumentException($"no ggml quantizer wired up for {type}"),
         });
         var dst = new byte[GgmlTypeTraits.RowBytes(type, x.Length)];

@@ -112,6 +112,8 @@ public sealed class GgmlQuantReferenceTests
     [InlineData(GgmlType.Q3_K)]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void Dequantization_matches_ggml_on_random_blocks(GgmlType type)
     {
         int blockSize = GgmlTypeTraits.Of(type).BlockSize;
@@ -125,6 +127,8 @@ public sealed class GgmlQuantReferenceTests
     [InlineData(GgmlType.Q3_K)]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void Dequantization_matches_ggml_on_blocks_ggml_quantized(GgmlType type)
     {
         var x = QuantInput(8 * 64, 7);
@@ -141,7 +145,10 @@ public sealed class GgmlQuantReferenceTests
             if (type == GgmlType.Q2_K && amax > 1 << 20) continue;
             float bound = type switch
             {
-                GgmlType.Q2_K => 0.6f, GgmlType.Q3_K => 0.3f, GgmlType.Q4_K => 0.2f, _ => 0.05f,
+                GgmlType.Q2_K => 0.6f,
+                GgmlType.Q3_K => 0.3f,
+                GgmlType.Q4_K or GgmlType.IQ4_NL or GgmlType.IQ4_XS => 0.2f,
+                _ => 0.05f,
             };
             Assert.True(err <= amax * bound,
                 $"{type} block {b}: max error {err} for max |x| {amax}");

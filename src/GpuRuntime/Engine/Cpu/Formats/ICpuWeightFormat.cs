@@ -122,6 +122,8 @@ static class CpuFormats
         [GgmlType.Q4_K] = KQuantWeights.Q4_K,
         [GgmlType.Q5_K] = KQuantWeights.Q5_K,
         [GgmlType.Q6_K] = KQuantWeights.Q6_K,
+        [GgmlType.IQ4_NL] = new IQ4NLWeights(),
+        [GgmlType.IQ4_XS] = KQuantWeights.IQ4_XS,
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;

@@ -17,6 +17,7 @@ sealed unsafe class KQuantWeights(
     public static readonly KQuantWeights Q4_K = new(GgmlType.Q4_K, &KQuantKernels.Q4K);
     public static readonly KQuantWeights Q5_K = new(GgmlType.Q5_K, &KQuantKernels.Q5K);
     public static readonly KQuantWeights Q6_K = new(GgmlType.Q6_K, &KQuantKernels.Q6K);
+    public static readonly KQuantWeights IQ4_XS = new(GgmlType.IQ4_XS, &IQ4Kernels.IQ4XS);
 
     public GgmlType Stored => type;
     public bool PacksRows => false;

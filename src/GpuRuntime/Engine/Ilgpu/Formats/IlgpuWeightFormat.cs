@@ -50,6 +50,8 @@ static class IlgpuFormats
         [GgmlType.Q4_K] = new Q8_0Format(GgmlType.Q4_K),
         [GgmlType.Q5_K] = new Q8_0Format(GgmlType.Q5_K),
         [GgmlType.Q6_K] = new Q8_0Format(GgmlType.Q6_K),
+        [GgmlType.IQ4_NL] = new Q8_0Format(GgmlType.IQ4_NL),
+        [GgmlType.IQ4_XS] = new Q8_0Format(GgmlType.IQ4_XS),
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;
