@@ -100,6 +100,38 @@ static unsafe class GgmlNative
         return s;
     }
 
+    /// <summary>
+    /// ggml-cpu's gemv over eight q2_K rows repacked as its AVX-512 builds repack them (block_q2_Kx8: the eight d, the
+    /// eight dmin, the scale bytes of sub-block pairs row by row, then the quants in runs of 8 bytes taking the rows
+    /// in turn) against one q8_K row.
+    /// </summary>
+    public static float[] GemvQ2K8x8(byte[] rows8, ReadOnlySpan<byte> xq8k, int n)
+    {
+        const int packedBytes = 16 + 16 + 128 + 512;
+        int blocks = n / 256;
+        var packed = new byte[blocks * packedBytes];
+        for (int b = 0; b < blocks; b++)
+        {
+            var dst = packed.AsSpan(b * packedBytes, packedBytes);
+            ReadOnlySpan<byte> Block(int row) => rows8.AsSpan((row * blocks + b) * 84, 84);
+            for (int row = 0; row < 8; row++)
+            {
+                Block(row).Slice(80, 2).CopyTo(dst[(2 * row)..]);
+                Block(row).Slice(82, 2).CopyTo(dst[(16 + 2 * row)..]);
+            }
+            for (int i = 0; i < 128; i++) dst[32 + i] = Block(i % 16 / 2)[i / 16 * 2 + i % 2];
+            for (int i = 0; i < 64; i++) Block(i % 8).Slice(16 + i / 8 * 8, 8).CopyTo(dst[(160 + 8 * i)..]);
+        }
+        var fn = (delegate* unmanaged<int, float*, nuint, void*, void*, int, int, void>)
+            NativeLibrary.GetExport(CpuLib, "ggml_gemv_q2_K_8x8_q8_K");
+        var s = new float[8];
+        fixed (float* ps = s)
+        fixed (byte* pw = packed)
+        fixed (byte* px = xq8k)
+            fn(n, ps, 8, pw, px, 1, 8);
+        return s;
+    }
+
     static delegate* unmanaged<void*, void*, long, void> Row(string symbol) =>
         (delegate* unmanaged<void*, void*, long, void>)NativeLibrary.GetExport(Lib, symbol);
 

@@ -126,4 +126,35 @@ public sealed unsafe class KQuantKernelTests
             Assert.Equal(theirs, y.Skip(r * rows).Take(rows));
         }
     }
+
+    /// <summary>q2_K in the order of ggml's AVX-512 builds, which repack it: against ggml's gemv over the rows
+    /// repacked as they repack them (its AVX2 code, which every build with AVX2 carries).</summary>
+    [Theory]
+    [InlineData(256)]
+    [InlineData(2048)]
+    public void Q2_K_products_in_the_repacked_order_equal_ggml_s_gemv(int k)
+    {
+        Assert.SkipUnless(Avx2.IsSupported && Fma.IsSupported, "the repacked order is an AVX2 kernel's");
+        var rng = new Random(k);
+        const int rows = 8, batch = 5;
+        var weights = Enumerable.Range(0, rows)
+            .SelectMany(_ => GgmlNative.Quantize(GgmlType.Q2_K, Random(rng, k, 0.05f))).ToArray();
+        var x = Random(rng, batch * k, 2f);
+        var q = new sbyte[batch * k];
+        var d = new float[batch * k / 256];
+        var sums = new short[batch * k / 16];
+        var y = new float[batch * rows];
+        fixed (float* px = x, pd = d, py = y)
+        fixed (sbyte* pq = q)
+        fixed (short* ps = sums)
+        fixed (byte* pw = weights)
+        {
+            for (int r = 0; r < batch; r++)
+                Quantize.RowQ8K(px + r * k, pq + r * k, pd + r * (k / 256), ps + r * (k / 16), k);
+            KQuantLowBitKernels.Q2KAvx2(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows, repacked: true);
+        }
+        for (int r = 0; r < batch; r++)
+            Assert.Equal(GgmlNative.GemvQ2K8x8(weights, GgmlNative.QuantizeQ8K(x.AsSpan(r * k, k)), k),
+                y.Skip(r * rows).Take(rows));
+    }
 }
