@@ -39,9 +39,9 @@ public sealed class KQuantParityTests : IClassFixture<TempDirectory>
         Assert.SkipWhen(ftype == LLamaFtype.MOSTLY_Q6_K && Avx2.IsSupported && !Avx512F.IsSupported,
             "llama.cpp's AVX2 build parts from its other builds on all-q6_K files");
         // On this Q3_K_M file every llama.cpp build picks token 915 at step 3 and Weft 739, at a near-tie (0.007 apart
-        // in Weft, 0.015 in llama.cpp). Not the q3_K format: the prompt's 1024 logits equal llama.cpp's bit for bit, its
-        // dot products equal ggml's (KQuantKernelTests), and steps 1-2 already differ by an ulp or two here as on q8_0
-        // and Q4_K_M files (decode-step numerics outside the weight formats), which step 3 turns around.
+        // in Weft, 0.015 in llama.cpp). Not the q3_K format: the prompt's 1024 logits equal llama.cpp's bit for bit,
+        // its dot products equal ggml's (KQuantKernelTests), and steps 1-2 already differ by an ulp or two here as on
+        // q8_0 and Q4_K_M files (decode-step numerics outside the weight formats), which step 3 turns around.
         Assert.SkipWhen(ftype == LLamaFtype.MOSTLY_Q3_K_M,
             "a near-tie at step 3 on this file turns on last-bit decode differences that q8_0 files show too");
         // every matrix row a multiple of 256, so llama.cpp keeps the k-quant everywhere
