@@ -30,6 +30,10 @@ public sealed class IlgpuQuantizedTests(TempDirectory dir) : IClassFixture<TempD
     [InlineData(LLamaFtype.MOSTLY_Q4_K_M, true)]
     [InlineData(LLamaFtype.MOSTLY_Q5_K_M, true)]
     [InlineData(LLamaFtype.MOSTLY_Q6_K, true)]
+    [InlineData(LLamaFtype.MOSTLY_Q2_K, true)]
+    [InlineData(LLamaFtype.MOSTLY_Q3_K_S, true)]
+    [InlineData(LLamaFtype.MOSTLY_IQ4_NL, true)]
+    [InlineData(LLamaFtype.MOSTLY_IQ4_XS, true)]
     public void Ilgpu_cpu_generates_as_the_cpu_backend_on_a_file_quantized_by_llama_cpp(LLamaFtype ftype,
         bool quantizeOutput)
     {

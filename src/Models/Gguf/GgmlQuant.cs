@@ -268,4 +268,109 @@ public static class GgmlQuant
             }
         }
     }
+
+    /// <summary>
+    /// q2_K: per 16 values a byte of 4-bit scale (low) and 4-bit min (high); qs[64] holds four 2-bit values per byte,
+    /// byte l of each 32 giving values l, l+32, l+64, l+96 of its 128 (shift 0, 2, 4, 6); f16 d and dmin last.
+    /// </summary>
+    internal static void DequantizeQ2_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.Q2_K);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            var scales = blk[..16];
+            var qs = blk.Slice(16, 64);
+            float d = F16(blk[80..]), dmin = F16(blk[82..]);
+            var y = dst.Slice(b * bs, bs);
+            for (int i = 0; i < bs; i++)
+            {
+                int group = i / 16, half = i / 128, shift = 2 * (i % 128 / 32), l = i % 32;
+                float dl = d * (scales[group] & 0xF), ml = dmin * (scales[group] >> 4);
+                y[i] = dl * (qs[32 * half + l] >> shift & 3) - ml;
+            }
+        }
+    }
+
+    /// <summary>The sixteen 6-bit scales of a q3_K block, stored offset by 32: low nibbles in bytes 0..7, high bit
+    /// pairs in bytes 8..11 (ggml's kmask shuffle).</summary>
+    static int ScaleQ3K(ReadOnlySpan<byte> s, int j)
+    {
+        int low = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+        int high = s[8 + j % 4] >> (2 * (j / 4)) & 3;
+        return (low | high << 4) - 32;
+    }
+
+    /// <summary>
+    /// q3_K: hmask[32] (bit c of byte l: the high bit of value l (+16) of 32-chunk c), qs[64] 2-bit values laid out
+    /// as q2_K's, twelve bytes of 6-bit scales, f16 d; a value is its 2 bits, less 4 where the high bit is clear.
+    /// </summary>
+    internal static void DequantizeQ3_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.Q3_K);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            var hmask = blk[..32];
+            var qs = blk.Slice(32, 64);
+            var scales = blk.Slice(96, 12);
+            float d = F16(blk[108..]);
+            var y = dst.Slice(b * bs, bs);
+            for (int i = 0; i < bs; i++)
+            {
+                int half = i / 128, chunk = i / 32, l = i % 32;
+                float dl = d * ScaleQ3K(scales, i / 16);
+                int q = (qs[32 * half + l] >> (2 * (chunk % 4)) & 3) - ((hmask[l] >> chunk & 1) != 0 ? 0 : 4);
+                y[i] = dl * q;
+            }
+        }
+    }
+
+    /// <summary>The sixteen values iq4_nl and iq4_xs nibbles index (ggml's kvalues_iq4nl: denser near zero).</summary>
+    public static ReadOnlySpan<sbyte> IQ4Values => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89,
+        113];
+
+    /// <summary>iq4_nl: f16 d, then 16 bytes of nibbles (low: values 0-15, high: 16-31) indexing
+    /// <see cref="IQ4Values"/>.</summary>
+    internal static void DequantizeIQ4_NL(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.IQ4_NL);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            float d = F16(blk);
+            for (int j = 0; j < 16; j++)
+            {
+                dst[b * bs + j] = d * IQ4Values[blk[2 + j] & 0xF];
+                dst[b * bs + j + 16] = d * IQ4Values[blk[2 + j] >> 4];
+            }
+        }
+    }
+
+    /// <summary>
+    /// iq4_xs: f16 d, 16 bits of scale high pairs, 4 bytes of scale low nibbles (6-bit scales offset by 32, one per 32
+    /// values), then per 32 values iq4_nl's 16 bytes of nibbles.
+    /// </summary>
+    internal static void DequantizeIQ4_XS(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var (bs, bb) = Layout(GgmlType.IQ4_XS);
+        for (int b = 0; b < dst.Length / bs; b++)
+        {
+            var blk = src.Slice(b * bb, bb);
+            float d = F16(blk);
+            int high = BinaryPrimitives.ReadUInt16LittleEndian(blk[2..]);
+            for (int ib = 0; ib < 8; ib++)
+            {
+                int ls = (blk[4 + ib / 2] >> (4 * (ib % 2)) & 0xF) | (high >> (2 * ib) & 3) << 4;
+                float dl = d * (ls - 32);
+                var qs = blk.Slice(8 + 16 * ib, 16);
+                var y = dst.Slice(b * bs + 32 * ib, 32);
+                for (int j = 0; j < 16; j++)
+                {
+                    y[j] = dl * IQ4Values[qs[j] & 0xF];
+                    y[j + 16] = dl * IQ4Values[qs[j] >> 4];
+                }
+            }
+        }
+    }
 }

@@ -241,6 +241,10 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
             GgmlType.Q4_1 or GgmlType.Q5_1 => (0.01f, -0.08f, 0),
             GgmlType.Q4_K or GgmlType.Q5_K => (5e-4f, 5e-4f, 0),
             GgmlType.Q6_K => (1e-4f, 0f, 208),
+            GgmlType.Q2_K => (5e-3f, 5e-3f, 80),
+            GgmlType.Q3_K => (2e-3f, 0f, 108),
+            GgmlType.IQ4_NL => (3e-3f, 0f, 0),
+            GgmlType.IQ4_XS => (1e-4f, 0f, 0),
             _ => throw new ArgumentException($"no random blocks for {type}"),
         };
         for (int b = 0; b < bytes.Length; b += traits.BlockBytes)
@@ -272,6 +276,10 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
     [InlineData(GgmlType.Q5_K, true)]
     [InlineData(GgmlType.Q6_K, false)]
     [InlineData(GgmlType.Q6_K, true)]
+    [InlineData(GgmlType.Q2_K, false)]
+    [InlineData(GgmlType.Q3_K, true)]
+    [InlineData(GgmlType.IQ4_NL, false)]
+    [InlineData(GgmlType.IQ4_XS, true)]
     public void A_quantized_matrix_read_in_its_file_layout_matches_the_cpu_backend(GgmlType type, bool gpuLike)
     {
         using var p = new Pair(models.Write(Wide), gpuLike ? GpuLikeBackend() : new IlgpuBackend(EngineKind.IlgpuCpu),

@@ -16,7 +16,8 @@ public sealed class PtxCompileTests
     static readonly Type[] Formats =
     [
         typeof(F32Rows), typeof(F16Rows), typeof(Bf16Rows), typeof(Q8_0Rows), typeof(Q4_0Rows), typeof(Q4_1Rows),
-        typeof(Q5_0Rows), typeof(Q5_1Rows), typeof(Q4_KRows), typeof(Q5_KRows), typeof(Q6_KRows),
+        typeof(Q5_0Rows), typeof(Q5_1Rows), typeof(Q2_KRows), typeof(Q3_KRows), typeof(Q4_KRows), typeof(Q5_KRows),
+        typeof(Q6_KRows), typeof(IQ4_NLRows), typeof(IQ4_XSRows),
     ];
     static readonly Type[] Caches = [typeof(F16Cache), typeof(F32Cache)];
 

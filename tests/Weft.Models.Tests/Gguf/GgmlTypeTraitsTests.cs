@@ -12,6 +12,7 @@ public sealed class GgmlTypeTraitsTests
         { GgmlType.Q5_1, "q5_1", 32, 24 }, { GgmlType.Q8_0, "q8_0", 32, 34 }, { GgmlType.Q8_1, "q8_1", 32, 36 },
         { GgmlType.Q2_K, "q2_K", 256, 84 }, { GgmlType.Q3_K, "q3_K", 256, 110 }, { GgmlType.Q4_K, "q4_K", 256, 144 },
         { GgmlType.Q5_K, "q5_K", 256, 176 }, { GgmlType.Q6_K, "q6_K", 256, 210 }, { GgmlType.Q8_K, "q8_K", 256, 292 },
+        { GgmlType.IQ4_NL, "iq4_nl", 32, 18 }, { GgmlType.IQ4_XS, "iq4_xs", 256, 136 },
         { GgmlType.I8, "i8", 1, 1 }, { GgmlType.I16, "i16", 1, 2 }, { GgmlType.I32, "i32", 1, 4 },
         { GgmlType.I64, "i64", 1, 8 }, { GgmlType.F64, "f64", 1, 8 },
     };
@@ -44,7 +45,8 @@ public sealed class GgmlTypeTraitsTests
     public void The_matrix_types_the_loader_accepts_are_those_with_a_reference_dequantizer()
     {
         Assert.Equal(new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1,
-            GgmlType.Q8_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.BF16 }.Order(),
+            GgmlType.Q8_0, GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K, GgmlType.BF16,
+            GgmlType.IQ4_NL, GgmlType.IQ4_XS }.Order(),
             ModelWeights.MatrixTypes.Order());
     }
 

@@ -88,6 +88,8 @@ public sealed class GgmlQuantReferenceTests
         {
             GgmlType.Q4_K or GgmlType.Q4_1 or GgmlType.Q5_1 => [0, 2],
             GgmlType.Q6_K => [208],
+            GgmlType.Q2_K => [80, 82],
+            GgmlType.Q3_K => [108],
             _ => [0],
         };
         var rng = new Random(seed);
@@ -106,8 +108,12 @@ public sealed class GgmlQuantReferenceTests
     [InlineData(GgmlType.Q4_1)]
     [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q5_1)]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.Q3_K)]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void Dequantization_matches_ggml_on_random_blocks(GgmlType type)
     {
         int blockSize = GgmlTypeTraits.Of(type).BlockSize;
@@ -117,8 +123,12 @@ public sealed class GgmlQuantReferenceTests
     }
 
     [Theory]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.Q3_K)]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.IQ4_NL)]
+    [InlineData(GgmlType.IQ4_XS)]
     public void Dequantization_matches_ggml_on_blocks_ggml_quantized(GgmlType type)
     {
         var x = QuantInput(8 * 64, 7);
@@ -131,7 +141,16 @@ public sealed class GgmlQuantReferenceTests
             float amax = 0, err = 0;
             for (int j = b * 256; j < b * 256 + 256; j++)
             { amax = MathF.Max(amax, MathF.Abs(x[j])); err = MathF.Max(err, MathF.Abs(x[j] - ours[j])); }
-            Assert.True(err <= amax * (type == GgmlType.Q4_K ? 0.2f : 0.05f),
+            // q2_K's f16 mins overflow past ~2^20 (ggml's own bytes then hold inf, which the bit check above covers)
+            if (type == GgmlType.Q2_K && amax > 1 << 20) continue;
+            float bound = type switch
+            {
+                GgmlType.Q2_K => 0.6f,
+                GgmlType.Q3_K => 0.3f,
+                GgmlType.Q4_K or GgmlType.IQ4_NL or GgmlType.IQ4_XS => 0.2f,
+                _ => 0.05f,
+            };
+            Assert.True(err <= amax * bound,
                 $"{type} block {b}: max error {err} for max |x| {amax}");
         }
     }

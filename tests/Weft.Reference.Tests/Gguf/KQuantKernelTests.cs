@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.Models.Gguf;
 
@@ -40,6 +41,12 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(GgmlType.Q6_K, 4096)]
     [InlineData(GgmlType.Q5_K, 256)]
     [InlineData(GgmlType.Q5_K, 2048)]
+    [InlineData(GgmlType.Q3_K, 256)]
+    [InlineData(GgmlType.Q3_K, 2048)]
+    [InlineData(GgmlType.Q2_K, 256)]
+    [InlineData(GgmlType.Q2_K, 2048)]
+    [InlineData(GgmlType.IQ4_XS, 256)]
+    [InlineData(GgmlType.IQ4_XS, 2048)]
     public void Dot_products_equal_ggml_cpu_bit_for_bit(GgmlType type, int k)
     {
         var rng = new Random(k + (int)type);
@@ -59,8 +66,18 @@ public sealed unsafe class KQuantKernelTests
         {
             for (int r = 0; r < batch; r++)
                 Quantize.RowQ8K(px + r * k, pq + r * k, pd + r * (k / 256), ps + r * (k / 16), k);
-            if (type == GgmlType.Q6_K) KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
-            else KQuantKernels.Q5K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows);
+            switch (type)
+            {
+                case GgmlType.Q6_K: KQuantKernels.Q6K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                case GgmlType.Q5_K: KQuantKernels.Q5K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                case GgmlType.Q3_K: KQuantLowBitKernels.Q3K(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                case GgmlType.IQ4_XS: IQ4Kernels.IQ4XS(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+                // the vec_dot order (AVX-512 builds multiply repacked q2_K, in the order the parity tests check)
+                case GgmlType.Q2_K when Avx2.IsSupported && Fma.IsSupported:
+                    KQuantLowBitKernels.Q2KAvx2(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows, repacked: false);
+                    break;
+                default: KQuantLowBitKernels.Q2KPortable(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows); break;
+            }
         }
         for (int r = 0; r < batch; r++)
         {
@@ -69,5 +86,75 @@ public sealed unsafe class KQuantKernelTests
                 Assert.Equal(GgmlNative.VecDotQ8K(type, weights.AsSpan((int)(n * rowBytes), (int)rowBytes), xq, k),
                     y[r * rows + n]);
         }
+    }
+
+    /// <summary>
+    /// iq4_nl against q8_0 activations: with AVX2 against ggml's gemv over the rows repacked as its AVX2 builds repack
+    /// them, without against its vec_dot (what its AVX build runs).
+    /// </summary>
+    [Theory]
+    [InlineData(256)]
+    [InlineData(2048)]
+    [InlineData(800)]
+    public void Iq4_nl_products_equal_ggml_cpu_bit_for_bit(int k)
+    {
+        var rng = new Random(k);
+        const int rows = 8, batch = 5;
+        var weights = Enumerable.Range(0, rows)
+            .SelectMany(_ => GgmlNative.Quantize(GgmlType.IQ4_NL, Random(rng, k, 0.05f))).ToArray();
+        var x = Random(rng, batch * k, 2f);
+        var q = new sbyte[batch * k];
+        var c = new int[batch * k / 4];
+        var d = new float[batch * k / 32];
+        var y = new float[batch * rows];
+        fixed (float* px = x, pd = d, py = y)
+        fixed (sbyte* pq = q)
+        fixed (int* pc = c)
+        fixed (byte* pw = weights)
+        {
+            for (int r = 0; r < batch; r++) Quantize.RowQ8(px + r * k, pq + r * k, pc + r * k / 4, pd + r * k / 32, k);
+            IQ4Kernels.IQ4NL(pw, pq, pd, py, null, batch, k, rows, 0, rows);
+        }
+        int rowBytes = (int)GgmlTypeTraits.RowBytes(GgmlType.IQ4_NL, k);
+        for (int r = 0; r < batch; r++)
+        {
+            var xq = GgmlNative.QuantizeQ8_0(x.AsSpan(r * k, k));
+            var theirs = Avx2.IsSupported && Fma.IsSupported
+                ? GgmlNative.GemvIQ4NL8x8(weights, xq, k)
+                : Enumerable.Range(0, rows)
+                    .Select(n => GgmlNative.VecDotIQ4NL(weights.AsSpan(n * rowBytes, rowBytes), xq, k)).ToArray();
+            Assert.Equal(theirs, y.Skip(r * rows).Take(rows));
+        }
+    }
+
+    /// <summary>q2_K in the order of ggml's AVX-512 builds, which repack it: against ggml's gemv over the rows
+    /// repacked as they repack them (its AVX2 code, which every build with AVX2 carries).</summary>
+    [Theory]
+    [InlineData(256)]
+    [InlineData(2048)]
+    public void Q2_K_products_in_the_repacked_order_equal_ggml_s_gemv(int k)
+    {
+        Assert.SkipUnless(Avx2.IsSupported && Fma.IsSupported, "the repacked order is an AVX2 kernel's");
+        var rng = new Random(k);
+        const int rows = 8, batch = 5;
+        var weights = Enumerable.Range(0, rows)
+            .SelectMany(_ => GgmlNative.Quantize(GgmlType.Q2_K, Random(rng, k, 0.05f))).ToArray();
+        var x = Random(rng, batch * k, 2f);
+        var q = new sbyte[batch * k];
+        var d = new float[batch * k / 256];
+        var sums = new short[batch * k / 16];
+        var y = new float[batch * rows];
+        fixed (float* px = x, pd = d, py = y)
+        fixed (sbyte* pq = q)
+        fixed (short* ps = sums)
+        fixed (byte* pw = weights)
+        {
+            for (int r = 0; r < batch; r++)
+                Quantize.RowQ8K(px + r * k, pq + r * k, pd + r * (k / 256), ps + r * (k / 16), k);
+            KQuantLowBitKernels.Q2KAvx2(pw, pq, pd, ps, py, null, batch, k, rows, 0, rows, repacked: true);
+        }
+        for (int r = 0; r < batch; r++)
+            Assert.Equal(GgmlNative.GemvQ2K8x8(weights, GgmlNative.QuantizeQ8K(x.AsSpan(r * k, k)), k),
+                y.Skip(r * rows).Take(rows));
     }
 }

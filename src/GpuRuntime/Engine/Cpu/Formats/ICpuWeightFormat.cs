@@ -117,9 +117,13 @@ static class CpuFormats
         [GgmlType.Q4_1] = new LegacyWeights<Q4_1Block>(GgmlType.Q4_1),
         [GgmlType.Q5_0] = new LegacyWeights<Q5_0Block>(GgmlType.Q5_0),
         [GgmlType.Q5_1] = new LegacyWeights<Q5_1Block>(GgmlType.Q5_1),
+        [GgmlType.Q2_K] = KQuantWeights.Q2_K,
+        [GgmlType.Q3_K] = KQuantWeights.Q3_K,
         [GgmlType.Q4_K] = KQuantWeights.Q4_K,
         [GgmlType.Q5_K] = KQuantWeights.Q5_K,
         [GgmlType.Q6_K] = KQuantWeights.Q6_K,
+        [GgmlType.IQ4_NL] = new IQ4NLWeights(),
+        [GgmlType.IQ4_XS] = KQuantWeights.IQ4_XS,
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;

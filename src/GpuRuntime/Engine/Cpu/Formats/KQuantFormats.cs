@@ -12,9 +12,12 @@ sealed unsafe class KQuantWeights(
 {
     readonly GgmlTypeTraits _traits = GgmlTypeTraits.Of(type);
 
+    public static readonly KQuantWeights Q2_K = new(GgmlType.Q2_K, &KQuantLowBitKernels.Q2K);
+    public static readonly KQuantWeights Q3_K = new(GgmlType.Q3_K, &KQuantLowBitKernels.Q3K);
     public static readonly KQuantWeights Q4_K = new(GgmlType.Q4_K, &KQuantKernels.Q4K);
     public static readonly KQuantWeights Q5_K = new(GgmlType.Q5_K, &KQuantKernels.Q5K);
     public static readonly KQuantWeights Q6_K = new(GgmlType.Q6_K, &KQuantKernels.Q6K);
+    public static readonly KQuantWeights IQ4_XS = new(GgmlType.IQ4_XS, &IQ4Kernels.IQ4XS);
 
     public GgmlType Stored => type;
     public bool PacksRows => false;

@@ -49,15 +49,20 @@ static class IlgpuFormats
         [GgmlType.F32] = FloatFormat.F32,
         [GgmlType.F16] = FloatFormat.F16,
         [GgmlType.BF16] = FloatFormat.Bf16,
-        // the quantized formats in the file's layout, read in place (see LegacyFormats.cs, KQuantFormats.cs)
+        // the quantized formats in the file's layout, read in place (see LegacyFormats.cs, KQuantFormats.cs,
+        // LowBitFormats.cs)
         [GgmlType.Q8_0] = new StoredFormat<Q8_0Rows>(GgmlType.Q8_0, InputPrep.Q8, (d, c) => new(d, c)),
         [GgmlType.Q4_0] = new StoredFormat<Q4_0Rows>(GgmlType.Q4_0, InputPrep.Q8, (d, c) => new(d, c)),
         [GgmlType.Q4_1] = new StoredFormat<Q4_1Rows>(GgmlType.Q4_1, InputPrep.Q8, (d, c) => new(d, c)),
         [GgmlType.Q5_0] = new StoredFormat<Q5_0Rows>(GgmlType.Q5_0, InputPrep.Q8, (d, c) => new(d, c)),
         [GgmlType.Q5_1] = new StoredFormat<Q5_1Rows>(GgmlType.Q5_1, InputPrep.Q8, (d, c) => new(d, c)),
+        [GgmlType.Q2_K] = new StoredFormat<Q2_KRows>(GgmlType.Q2_K, InputPrep.Q8K, (d, c) => new(d, c)),
+        [GgmlType.Q3_K] = new StoredFormat<Q3_KRows>(GgmlType.Q3_K, InputPrep.Q8K, (d, c) => new(d, c)),
         [GgmlType.Q4_K] = new StoredFormat<Q4_KRows>(GgmlType.Q4_K, InputPrep.Q8K, (d, c) => new(d, c)),
         [GgmlType.Q5_K] = new StoredFormat<Q5_KRows>(GgmlType.Q5_K, InputPrep.Q8K, (d, c) => new(d, c)),
         [GgmlType.Q6_K] = new StoredFormat<Q6_KRows>(GgmlType.Q6_K, InputPrep.Q8K, (d, c) => new(d, c)),
+        [GgmlType.IQ4_NL] = new StoredFormat<IQ4_NLRows>(GgmlType.IQ4_NL, InputPrep.Q8, (d, c) => new(d, c)),
+        [GgmlType.IQ4_XS] = new StoredFormat<IQ4_XSRows>(GgmlType.IQ4_XS, InputPrep.Q8K, (d, c) => new(d, c)),
     };
 
     public static IEnumerable<GgmlType> Types => Table.Keys;
