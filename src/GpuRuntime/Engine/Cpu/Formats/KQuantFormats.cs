@@ -3,8 +3,9 @@ using Weft.Models.Gguf;
 namespace Weft.GpuRuntime.Engine.Cpu;
 
 /// <summary>
-/// K-quant weights (q4_K, q5_K, q6_K) read in place from the mapped file; the input is quantized to q8_K blocks and
-/// multiplied as ggml does by the type's kernel in <see cref="KQuantKernels"/>, called once per chunk of output rows.
+/// The formats ggml multiplies against q8_K activations (q2_K to q6_K, iq4_xs), read in place from the mapped file:
+/// the input is quantized to q8_K blocks and multiplied as ggml does by the type's kernel (<see cref="KQuantKernels"/>,
+/// <see cref="KQuantLowBitKernels"/>, <see cref="IQ4Kernels"/>), called once per chunk of output rows.
 /// </summary>
 sealed unsafe class KQuantWeights(
     GgmlType type,
