@@ -303,6 +303,11 @@ public sealed unsafe partial class CpuBackend : IBackend
             long rowBytes = GgmlTypeTraits.RowBytes(w.Format.Stored, w.Columns);
             // whole groups of eight rows, the matrix-vector kernel's unit
             int chunk = (int)Math.Clamp(ChunkBytes / rowBytes / 8 * 8, 8, Math.Max(8, w.Rows));
+            // a batch computes more than it streams: about eight chunks a worker, so none waits long at the end (a
+            // 1024-row q4_K matrix made three chunks for two workers; batch 16 on Q4_K_M: 79.5 against 81.5 ms per
+            // step, medians of three: within the noise)
+            int eighths = 64 * b._pool.Workers;
+            if (rows > 1) chunk = Math.Min(chunk, Math.Max(8, (w.Rows + eighths - 1) / eighths * 8));
             _parts[_count++] = new Part
             {
                 W = w,
