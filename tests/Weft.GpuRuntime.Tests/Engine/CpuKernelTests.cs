@@ -125,4 +125,55 @@ public sealed unsafe class CpuKernelTests
                 Assert.Equal(expected, y[r * n + o], 1e-4);
             }
     }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(5)]
+    [InlineData(16)]
+    public void Q8_0_kernel_gives_each_batch_row_the_bits_it_gets_alone_and_the_exact_integer_dots(int m)
+    {
+        const int k = 160, n = 14; // groups of four weight rows and two left over; a block count not a multiple of 4
+        const int blocks = k / 32;
+        var rng = new Random(m);
+        var w = new byte[n * k];
+        var wd = new float[n * blocks];
+        var x = new float[m * k];
+        var bias = new float[n];
+        rng.NextBytes(w);
+        for (int i = 0; i < k; i++) w[i] = 0; // −128 everywhere in the first row: its magnitude only fits unsigned
+        for (int i = 0; i < wd.Length; i++) wd[i] = (float)(Half)(rng.NextSingle() * 0.01f);
+        for (int i = 0; i < x.Length; i++) x[i] = rng.NextSingle() - 0.5f;
+        for (int i = 0; i < n; i++) bias[i] = rng.NextSingle();
+        var q = new sbyte[m * k];
+        var c = new int[m * k / 4];
+        var d = new float[m * blocks];
+        var batched = new float[m * n];
+        var alone = new float[n];
+        fixed (byte* ws = w)
+        fixed (float* wds = wd, xs = x, bs = bias, ds = d, ys = batched, ya = alone)
+        fixed (sbyte* qs = q)
+        fixed (int* cs = c)
+        {
+            for (int r = 0; r < m; r++)
+                Quantize.RowQ8(xs + r * k, qs + r * k, cs + r * k / 4, ds + r * blocks, k);
+            MatMulKernels.Q8(ws, wds, qs, cs, ds, ys, bs, m, k, n, 0, n);
+            for (int r = 0; r < m; r++)
+            {
+                MatMulKernels.Q8(ws, wds, qs + r * k, cs + r * k / 4, ds + r * blocks, ya, bs, 1, k, n, 0, n);
+                for (int o = 0; o < n; o++)
+                {
+                    Assert.Equal(alone[o], batched[r * n + o]);
+                    double expected = bias[o];
+                    for (int b = 0; b < blocks; b++)
+                    {
+                        int dot = 0;
+                        for (int j = b * 32; j < b * 32 + 32; j++) dot += (w[o * k + j] - 128) * q[r * k + j];
+                        expected += (double)wd[o * blocks + b] * d[r * blocks + b] * dot;
+                    }
+                    Assert.Equal(expected, batched[r * n + o], 1e-4);
+                }
+            }
+        }
+    }
 }

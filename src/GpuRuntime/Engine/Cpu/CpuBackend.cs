@@ -454,11 +454,18 @@ public sealed unsafe partial class CpuBackend : IBackend
             while (Claim(_work.Count * kvHeads, 1, out int w, out _))
             {
                 var (item, row0, rows) = _work[w / kvHeads];
-                Block(item, row0, rows, w % kvHeads, ref _scratch[worker]);
+                if (MatMulKernels.FloatWidth == 512)
+                    Block<Vector512<float>>(item, row0, rows, w % kvHeads, ref _scratch[worker]);
+                else if (MatMulKernels.FloatWidth == 256)
+                    Block<Vector256<float>>(item, row0, rows, w % kvHeads, ref _scratch[worker]);
+                else Block<Vector128<float>>(item, row0, rows, w % kvHeads, ref _scratch[worker]);
             }
         }
 
-        void Block(int item, int row0, int rows, int g, ref float[] scratch)
+        /// <remarks>Over the widest accelerated vectors: each score and output dimension is one chain of multiply-adds
+        /// in the same order at every width, fused wherever the CPU fuses (Vector512 alone, unaccelerated, fell back to
+        /// a software fma per element on x64 without FMA: 10 of 28 ms of a 300m q8_0 decode step).</remarks>
+        void Block<TVec>(int item, int row0, int rows, int g, ref float[] scratch) where TVec : struct
         {
             var s = b._step;
             int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
@@ -503,10 +510,15 @@ public sealed unsafe partial class CpuBackend : IBackend
                     for (int qi = 0; qi < queries; qi++)
                     {
                         float* q = qs + qi * hd;
-                        var acc = Vector512<float>.Zero;
-                        for (int d = 0; d < hd; d++)
-                            acc = Vector512.FusedMultiplyAdd(Vector512.Create(q[d]), Vector512.Load(kt + d * 16), acc);
-                        (acc * scale).Store(scores + qi * ctxPadded + j0);
+                        for (int part = 0; part < 16; part += Simd<TVec>.Count)
+                        {
+                            TVec acc = default;
+                            for (int d = 0; d < hd; d++)
+                                acc = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(q[d]),
+                                    Simd<TVec>.Load(kt + d * 16 + part), acc);
+                            Simd<TVec>.Store(Simd<TVec>.Multiply(acc, Simd<TVec>.Broadcast(scale)),
+                                scores + qi * ctxPadded + j0 + part);
+                        }
                     }
                 }
 
@@ -541,29 +553,30 @@ public sealed unsafe partial class CpuBackend : IBackend
                         if (end <= 0) continue;
                         float* p = scores + qi * ctxPadded + j0;
                         float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
-                        int d = 0;
-                        for (; d + 64 <= hd; d += 64)
+                        int d = 0, w = Simd<TVec>.Count;
+                        for (; d + 4 * w <= hd; d += 4 * w)
                         {
-                            var o0 = Vector512.Load(o + d); var o1 = Vector512.Load(o + d + 16);
-                            var o2 = Vector512.Load(o + d + 32); var o3 = Vector512.Load(o + d + 48);
+                            TVec o0 = Simd<TVec>.Load(o + d), o1 = Simd<TVec>.Load(o + d + w),
+                                o2 = Simd<TVec>.Load(o + d + 2 * w), o3 = Simd<TVec>.Load(o + d + 3 * w);
                             for (int j = 0; j < end; j++)
                             {
-                                var pj = Vector512.Create(p[j]);
+                                var pj = Simd<TVec>.Broadcast(p[j]);
                                 float* v = kt + j * hd + d;
-                                o0 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v), o0);
-                                o1 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 16), o1);
-                                o2 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 32), o2);
-                                o3 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 48), o3);
+                                o0 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v), o0);
+                                o1 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v + w), o1);
+                                o2 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v + 2 * w), o2);
+                                o3 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v + 3 * w), o3);
                             }
-                            o0.Store(o + d); o1.Store(o + d + 16); o2.Store(o + d + 32); o3.Store(o + d + 48);
+                            Simd<TVec>.Store(o0, o + d); Simd<TVec>.Store(o1, o + d + w);
+                            Simd<TVec>.Store(o2, o + d + 2 * w); Simd<TVec>.Store(o3, o + d + 3 * w);
                         }
-                        for (; d + 16 <= hd; d += 16)
+                        for (; d + w <= hd; d += w)
                         {
-                            var od = Vector512.Load(o + d);
+                            var od = Simd<TVec>.Load(o + d);
                             for (int j = 0; j < end; j++)
-                                od = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]),
-                                    Vector512.Load(kt + j * hd + d), od);
-                            od.Store(o + d);
+                                od = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(p[j]),
+                                    Simd<TVec>.Load(kt + j * hd + d), od);
+                            Simd<TVec>.Store(od, o + d);
                         }
                         for (; d < hd; d++)
                             for (int j = 0; j < end; j++) o[d] += p[j] * kt[j * hd + d];
