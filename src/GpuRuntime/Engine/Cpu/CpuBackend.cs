@@ -461,7 +461,7 @@ public sealed unsafe partial class CpuBackend : IBackend
             int queries = rows * group;
             bool f16 = b._kvType == KvCacheType.F16;
             int ctxPadded = (ctx + 15) & ~15;
-            int need = queries * hd + queries * ctxPadded + 16 * hd + hd;
+            int need = queries * hd + queries * ctxPadded + 16 * hd + hd + hd * ctxPadded;
             if (scratch is null || scratch.Length < need)
                 scratch = new float[Math.Max(need, 2 * (scratch?.Length ?? 0))];
             fixed (float* sc = scratch)
@@ -470,6 +470,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 float* scores = qs + queries * hd;                  // [queries, ctxPadded]
                 float* kt = scores + queries * ctxPadded;           // [hd, 16] a key block, key-major
                 float* row = kt + 16 * hd;                          // [hd] one converted row
+                float* vt = row + hd;                               // [hd, ctxPadded] the values, key-minor
                 for (int r = 0; r < rows; r++)
                 {
                     float* src = _q + ((long)(row0 + r) * b._heads + g * group) * hd;
@@ -518,52 +519,54 @@ public sealed unsafe partial class CpuBackend : IBackend
                     TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
                     // ggml rounds p for an f16 cache
                     if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen);
-                    new Span<float>(_out + ((long)(row0 + r) * b._heads + g * group + h) * hd, hd).Clear();
+                    // the keys it does not see weigh exactly 0 in the sums below, as under ggml's mask
+                    new Span<float>(scores + qi * ctxPadded + seen, ctxPadded - seen).Clear();
                 }
-                // sixteen value rows at a time (in cache), each query's output held in registers across them
-                for (int j0 = 0; j0 < ctx; j0 += 16)
+                for (int j = 0; j < ctxPadded; j++)
                 {
-                    int n = Math.Min(16, ctx - j0);
-                    for (int j = 0; j < n; j++)
-                    {
-                        float* v = KeyRow(vp, table, j0 + j, g, f16, row);
-                        new ReadOnlySpan<float>(v, hd).CopyTo(new Span<float>(kt + j * hd, hd));
-                    }
-                    for (int qi = 0; qi < queries; qi++)
-                    {
-                        int r = qi / group, h = qi % group;
-                        int end = Math.Min(j0 + n, s.Positions[row0 + r] + 1) - j0;
-                        if (end <= 0) continue;
-                        float* p = scores + qi * ctxPadded + j0;
-                        float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
-                        int d = 0;
-                        for (; d + 64 <= hd; d += 64)
-                        {
-                            var o0 = Vector512.Load(o + d); var o1 = Vector512.Load(o + d + 16);
-                            var o2 = Vector512.Load(o + d + 32); var o3 = Vector512.Load(o + d + 48);
-                            for (int j = 0; j < end; j++)
-                            {
-                                var pj = Vector512.Create(p[j]);
-                                float* v = kt + j * hd + d;
-                                o0 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v), o0);
-                                o1 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 16), o1);
-                                o2 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 32), o2);
-                                o3 = Vector512.FusedMultiplyAdd(pj, Vector512.Load(v + 48), o3);
-                            }
-                            o0.Store(o + d); o1.Store(o + d + 16); o2.Store(o + d + 32); o3.Store(o + d + 48);
-                        }
-                        for (; d + 16 <= hd; d += 16)
-                        {
-                            var od = Vector512.Load(o + d);
-                            for (int j = 0; j < end; j++)
-                                od = Vector512.FusedMultiplyAdd(Vector512.Create(p[j]),
-                                    Vector512.Load(kt + j * hd + d), od);
-                            od.Store(o + d);
-                        }
-                        for (; d < hd; d++)
-                            for (int j = 0; j < end; j++) o[d] += p[j] * kt[j * hd + d];
-                    }
+                    float* v = j < ctx ? KeyRow(vp, table, j, g, f16, row) : null;
+                    for (int d = 0; d < hd; d++) vt[d * ctxPadded + j] = v == null ? 0 : v[d];
                 }
+                for (int qi = 0; qi < queries; qi++)
+                {
+                    int r = qi / group, h = qi % group;
+                    int seen = s.Positions[row0 + r] + 1;
+                    float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
+                    if (Vector512.IsHardwareAccelerated) WeightedValues16(scores + qi * ctxPadded, vt, ctxPadded, seen, o, hd);
+                    else WeightedValues8(scores + qi * ctxPadded, vt, ctxPadded, seen, o, hd);
+                }
+            }
+        }
+
+        /// <summary>
+        /// out[d] = Σ_j p_j · v_j[d] as ggml's f32 matmul (llamafile's tinyBLAS) forms it for the probabilities times
+        /// the transposed value cache: sixteen lane chains of FMAs, key j in lane j % 16, then its AVX-512 horizontal
+        /// sum (halves, quarters, pairs). One sequential chain instead differs by ~5e-7, enough that the q8_0 rounding
+        /// of the attention output for a quantized Wo sometimes flips a quant and greedy output leaves llama.cpp's.
+        /// </summary>
+        static void WeightedValues16(float* p, float* vt, int stride, int seen, float* o, int hd)
+        {
+            for (int d = 0; d < hd; d++)
+            {
+                var acc = Vector512<float>.Zero;
+                for (int j0 = 0; j0 < seen; j0 += 16)
+                    acc = Vector512.FusedMultiplyAdd(Vector512.Load(vt + d * stride + j0), Vector512.Load(p + j0), acc);
+                var half = acc.GetLower() + acc.GetUpper();
+                var quarter = half.GetLower() + half.GetUpper();
+                o[d] = (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
+            }
+        }
+
+        /// <summary>The same with eight lanes, as ggml's AVX2 build sums them.</summary>
+        static void WeightedValues8(float* p, float* vt, int stride, int seen, float* o, int hd)
+        {
+            for (int d = 0; d < hd; d++)
+            {
+                var acc = Vector256<float>.Zero;
+                for (int j0 = 0; j0 < seen; j0 += 8)
+                    acc = Vector256.FusedMultiplyAdd(Vector256.Load(vt + d * stride + j0), Vector256.Load(p + j0), acc);
+                var half = acc.GetLower() + acc.GetUpper();
+                o[d] = (half[0] + half[2]) + (half[1] + half[3]);
             }
         }
 
