@@ -16,7 +16,7 @@ public sealed unsafe class LegacyKernelTests
             if (!Half.IsFinite(half)) continue;
             ushort bits = (ushort)i;
             Assert.Equal(BitConverter.SingleToInt32Bits((float)half),
-                BitConverter.SingleToInt32Bits(LegacyKernels.Half((byte*)&bits)));
+                BitConverter.SingleToInt32Bits(HalfMath.F16((byte*)&bits)));
         }
     }
 
