@@ -416,8 +416,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <summary>
     /// Causal attention over each sequence's own cached K/V. A work item is one sequence's block of up to 16 query rows
     /// for one KV head: every key block is read once for all those rows and all the heads of the group (GQA), turned
-    /// into a key-major tile so a score is 16 keys at once without horizontal sums, and every value row is added into
-    /// each query's output with one FMA per 16 dimensions.
+    /// into a key-major tile so a score is 16 keys at once without horizontal sums; the values are transposed once per
+    /// item so each output dimension sums over the keys in ggml's lane order (<see cref="WeightedValues16"/>).
     /// </summary>
     sealed class AttentionJob(CpuBackend b) : ParallelJob
     {
@@ -532,8 +532,9 @@ public sealed unsafe partial class CpuBackend : IBackend
                     int r = qi / group, h = qi % group;
                     int seen = s.Positions[row0 + r] + 1;
                     float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
-                    if (Vector512.IsHardwareAccelerated) WeightedValues16(scores + qi * ctxPadded, vt, ctxPadded, seen, o, hd);
-                    else WeightedValues8(scores + qi * ctxPadded, vt, ctxPadded, seen, o, hd);
+                    float* p = scores + qi * ctxPadded;
+                    if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, ctxPadded, seen, o, hd);
+                    else WeightedValues8(p, vt, ctxPadded, seen, o, hd);
                 }
             }
         }
