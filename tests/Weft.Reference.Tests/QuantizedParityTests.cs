@@ -21,18 +21,18 @@ public sealed class QuantizedParityTests : IClassFixture<TempDirectory>
 
     /// <summary>
     /// ftype, the types of the file's non-f32 tensors, the model's shape (every row a multiple of 256). The output
-    /// matrix is left f32 (llama.cpp would make it q6_K, a K-quant served elsewhere), so the legacy format is the only
-    /// quantized one; the token embedding gets the ftype's type like every other matrix.
+    /// matrix is q6_K, as llama-quantize makes it for these presets; the token embedding gets the ftype's type like
+    /// every other matrix.
     /// </summary>
     public static TheoryData<LLamaFtype, GgmlType[], DemoModelShape> Files => new()
     {
-        { LLamaFtype.MOSTLY_Q4_0, [GgmlType.Q4_0],
+        { LLamaFtype.MOSTLY_Q4_0, [GgmlType.Q4_0, GgmlType.Q6_K],
             new DemoModelShape("q4_0", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
-        { LLamaFtype.MOSTLY_Q4_1, [GgmlType.Q4_1],
+        { LLamaFtype.MOSTLY_Q4_1, [GgmlType.Q4_1, GgmlType.Q6_K],
             new DemoModelShape("q4_1", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
-        { LLamaFtype.MOSTLY_Q5_0, [GgmlType.Q5_0],
+        { LLamaFtype.MOSTLY_Q5_0, [GgmlType.Q5_0, GgmlType.Q6_K],
             new DemoModelShape("q5_0", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
-        { LLamaFtype.MOSTLY_Q5_1, [GgmlType.Q5_1],
+        { LLamaFtype.MOSTLY_Q5_1, [GgmlType.Q5_1, GgmlType.Q6_K],
             new DemoModelShape("q5_1", 256, 2, 8, 2, 768, 1024, 512, GgmlType.F32) },
     };
 
@@ -44,7 +44,7 @@ public sealed class QuantizedParityTests : IClassFixture<TempDirectory>
         string src = _dir.File($"{shape.Name}-f32.gguf"), path = _dir.File($"{shape.Name}.gguf");
         DemoModel.Write(src, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
         LlamaCppModel.EnsureLoaded();
-        Assert.True(LLamaQuantizer.Quantize(src, path, ftype, nthread: 1, quantizeOutputTensor: false),
+        Assert.True(LLamaQuantizer.Quantize(src, path, ftype, nthread: 1, quantizeOutputTensor: true),
             $"llama.cpp failed to quantize to {ftype}");
         using (var file = GgufFile.Open(path))
             Assert.Equal(types.Order(), file.Tensors.Where(t => t.Type != GgmlType.F32).Select(t => t.Type).Distinct()

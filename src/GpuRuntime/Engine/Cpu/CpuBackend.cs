@@ -421,8 +421,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     /// <summary>
     /// Causal attention over each sequence's own cached K/V. A work item is one sequence's block of up to 16 query rows
     /// for one KV head: every key block is read once for all those rows and all the heads of the group (GQA), turned
-    /// into a key-major tile so a score is 16 keys at once without horizontal sums, and every value row is added into
-    /// each query's output with one FMA per 16 dimensions.
+    /// into a key-major tile so a score is 16 keys at once without horizontal sums; the values are transposed once per
+    /// item so each output dimension sums over the keys in ggml's lane order (<see cref="WeightedValues16"/>).
     /// </summary>
     sealed class AttentionJob(CpuBackend b) : ParallelJob
     {
@@ -473,7 +473,7 @@ public sealed unsafe partial class CpuBackend : IBackend
             int queries = rows * group;
             bool f16 = b._kvType == KvCacheType.F16;
             int ctxPadded = (ctx + 15) & ~15;
-            int need = queries * hd + queries * ctxPadded + 16 * hd + hd;
+            int need = queries * hd + queries * ctxPadded + 16 * hd + hd + hd * ctxPadded;
             if (scratch is null || scratch.Length < need)
                 scratch = new float[Math.Max(need, 2 * (scratch?.Length ?? 0))];
             fixed (float* sc = scratch)
@@ -482,6 +482,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                 float* scores = qs + queries * hd;                  // [queries, ctxPadded]
                 float* kt = scores + queries * ctxPadded;           // [hd, 16] a key block, key-major
                 float* row = kt + 16 * hd;                          // [hd] one converted row
+                float* vt = row + hd;                               // [hd, ctxPadded] the values, key-minor
                 for (int r = 0; r < rows; r++)
                 {
                     float* src = _q + ((long)(row0 + r) * b._heads + g * group) * hd;
@@ -535,53 +536,60 @@ public sealed unsafe partial class CpuBackend : IBackend
                     TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
                     // ggml rounds p for an f16 cache
                     if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen);
-                    new Span<float>(_out + ((long)(row0 + r) * b._heads + g * group + h) * hd, hd).Clear();
+                    // the keys it does not see weigh exactly 0 in the sums below, as under ggml's mask
+                    new Span<float>(scores + qi * ctxPadded + seen, ctxPadded - seen).Clear();
                 }
-                // sixteen value rows at a time (in cache), each query's output held in registers across them
-                for (int j0 = 0; j0 < ctx; j0 += 16)
+                for (int j = 0; j < ctxPadded; j++)
                 {
-                    int n = Math.Min(16, ctx - j0);
-                    for (int j = 0; j < n; j++)
-                    {
-                        float* v = KeyRow(vp, table, j0 + j, g, f16, row);
-                        new ReadOnlySpan<float>(v, hd).CopyTo(new Span<float>(kt + j * hd, hd));
-                    }
-                    for (int qi = 0; qi < queries; qi++)
-                    {
-                        int r = qi / group, h = qi % group;
-                        int end = Math.Min(j0 + n, s.Positions[row0 + r] + 1) - j0;
-                        if (end <= 0) continue;
-                        float* p = scores + qi * ctxPadded + j0;
-                        float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
-                        int d = 0, w = Simd<TVec>.Count;
-                        for (; d + 4 * w <= hd; d += 4 * w)
-                        {
-                            TVec o0 = Simd<TVec>.Load(o + d), o1 = Simd<TVec>.Load(o + d + w),
-                                o2 = Simd<TVec>.Load(o + d + 2 * w), o3 = Simd<TVec>.Load(o + d + 3 * w);
-                            for (int j = 0; j < end; j++)
-                            {
-                                var pj = Simd<TVec>.Broadcast(p[j]);
-                                float* v = kt + j * hd + d;
-                                o0 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v), o0);
-                                o1 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v + w), o1);
-                                o2 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v + 2 * w), o2);
-                                o3 = Simd<TVec>.MultiplyAdd(pj, Simd<TVec>.Load(v + 3 * w), o3);
-                            }
-                            Simd<TVec>.Store(o0, o + d); Simd<TVec>.Store(o1, o + d + w);
-                            Simd<TVec>.Store(o2, o + d + 2 * w); Simd<TVec>.Store(o3, o + d + 3 * w);
-                        }
-                        for (; d + w <= hd; d += w)
-                        {
-                            var od = Simd<TVec>.Load(o + d);
-                            for (int j = 0; j < end; j++)
-                                od = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(p[j]),
-                                    Simd<TVec>.Load(kt + j * hd + d), od);
-                            Simd<TVec>.Store(od, o + d);
-                        }
-                        for (; d < hd; d++)
-                            for (int j = 0; j < end; j++) o[d] += p[j] * kt[j * hd + d];
-                    }
+                    float* v = j < ctx ? KeyRow(vp, table, j, g, f16, row) : null;
+                    for (int d = 0; d < hd; d++) vt[d * ctxPadded + j] = v == null ? 0 : v[d];
                 }
+                for (int qi = 0; qi < queries; qi++)
+                {
+                    int r = qi / group, h = qi % group;
+                    int seen = s.Positions[row0 + r] + 1;
+                    float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
+                    float* p = scores + qi * ctxPadded;
+                    if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, ctxPadded, seen, o, hd);
+                    else WeightedValues8(p, vt, ctxPadded, seen, o, hd);
+                }
+            }
+        }
+
+        /// <summary>
+        /// out[d] = Σ_j p_j · v_j[d] as ggml's f32 matmul (llamafile's tinyBLAS) forms it for the probabilities times
+        /// the transposed value cache: sixteen lane chains of FMAs, key j in lane j % 16, then its AVX-512 horizontal
+        /// sum (halves, quarters, pairs). One sequential chain instead differs by ~5e-7, enough that the q8_0 rounding
+        /// of the attention output for a quantized Wo sometimes flips a quant and greedy output leaves llama.cpp's.
+        /// </summary>
+        static void WeightedValues16(float* p, float* vt, int stride, int seen, float* o, int hd)
+        {
+            for (int d = 0; d < hd; d++)
+            {
+                var acc = Vector512<float>.Zero;
+                for (int j0 = 0; j0 < seen; j0 += 16)
+                    acc = Vector512.FusedMultiplyAdd(Vector512.Load(vt + d * stride + j0), Vector512.Load(p + j0), acc);
+                var half = acc.GetLower() + acc.GetUpper();
+                var quarter = half.GetLower() + half.GetUpper();
+                o[d] = (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
+            }
+        }
+
+        /// <summary>The same with eight lanes, as ggml's AVX2 build sums them, held as two 128-bit halves so the
+        /// 128-bit path (Arm64) runs it in registers too.</summary>
+        static void WeightedValues8(float* p, float* vt, int stride, int seen, float* o, int hd)
+        {
+            for (int d = 0; d < hd; d++)
+            {
+                Vector128<float> lo = default, hi = default;
+                float* v = vt + d * stride;
+                for (int j0 = 0; j0 < seen; j0 += 8)
+                {
+                    lo = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0), Vector128.Load(p + j0), lo);
+                    hi = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0 + 4), Vector128.Load(p + j0 + 4), hi);
+                }
+                var half = lo + hi;
+                o[d] = (half[0] + half[2]) + (half[1] + half[3]);
             }
         }
 

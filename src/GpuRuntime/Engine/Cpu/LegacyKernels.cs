@@ -287,6 +287,20 @@ static unsafe class LegacyKernels
         var q = Vector256.Load(x.Q + b * 32);
         var c = TBlock.Offset == 0 ? default : Vector256.ShiftRightArithmetic(Vector256.Load(x.C + b * 8), shift);
         float dx = x.D[b];
+        if (typeof(TBlock) == typeof(Q4_0Block))
+        {
+            // ggml repacks q4_0 (rows a multiple of 8) and its gemv/gemm add whole-block integer sums into one f32
+            // chain per output: lane 0 carries it, the other lanes stay 0 and add nothing in the final sum
+            a0 = a0.WithElement(0, MathF.FusedMultiplyAdd(
+                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w0, q)), d0 * dx, a0.ToScalar()));
+            a1 = a1.WithElement(0, MathF.FusedMultiplyAdd(
+                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w1, q)), d1 * dx, a1.ToScalar()));
+            a2 = a2.WithElement(0, MathF.FusedMultiplyAdd(
+                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w2, q)), d2 * dx, a2.ToScalar()));
+            a3 = a3.WithElement(0, MathF.FusedMultiplyAdd(
+                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w3, q)), d3 * dx, a3.ToScalar()));
+            return;
+        }
         a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w0, q)),
             Vector256.Create(d0 * dx), a0);
         a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w1, q)),
@@ -319,6 +333,14 @@ static unsafe class LegacyKernels
                     byte* wb = w + n * rowBytes + b * TBlock.Bytes;
                     sbyte* xb = xq + (long)r * k + b * 32;
                     float d = F16(wb) * xd[(long)r * blocks + b];
+                    if (typeof(TBlock) == typeof(Q4_0Block))
+                    {
+                        // one chain of whole-block sums, as ggml's repacked q4_0 gemv (see Column)
+                        int isum = 0;
+                        for (int j = 0; j < 32; j++) isum += (TBlock.Quant(wb, j) - TBlock.Offset) * xb[j];
+                        lanes[0] = fused ? MathF.FusedMultiplyAdd(isum, d, lanes[0]) : lanes[0] + isum * d;
+                        continue;
+                    }
                     for (int l = 0; l < 8; l++)
                     {
                         int isum = 0;
