@@ -370,7 +370,8 @@ static unsafe class LegacyKernels
                     var (w1, h1) = TBlock.Unpack128(wb + rowBytes);
                     var (w2, h2) = TBlock.Unpack128(wb + 2 * rowBytes);
                     var (w3, h3) = TBlock.Unpack128(wb + 3 * rowBytes);
-                    float d0 = F16(wb), d1 = F16(wb + rowBytes), d2 = F16(wb + 2 * rowBytes), d3 = F16(wb + 3 * rowBytes);
+                    float d0 = F16(wb), d1 = F16(wb + rowBytes), d2 = F16(wb + 2 * rowBytes),
+                        d3 = F16(wb + 3 * rowBytes);
                     var mw = TBlock.HasMin ? Vector128.Create(F16(wb + 2), F16(wb + rowBytes + 2),
                         F16(wb + 2 * rowBytes + 2), F16(wb + 3 * rowBytes + 2)) : default;
                     for (int r = 0; r < rows; r++)
@@ -423,9 +424,10 @@ static unsafe class LegacyKernels
     }
 
     /// <summary>
-    /// The same products one at a time (CPUs without SIMD), in the same order as ggml's AVX2 vec_dot: eight lanes of four products per
-    /// block, each lane scaled into its own f32 sum, the lanes added as its hsum_float_8 does, the minimum terms last.
-    /// ggml's AVX2 build fuses those multiply-adds and its AVX build does not: so does this where FMA is missing.
+    /// The same products one at a time (CPUs without SIMD, and the rows left over after the tiles of four), in the
+    /// same order as ggml's AVX2 vec_dot: eight lanes of four products per block, each lane scaled into its own f32
+    /// sum, the lanes added as its hsum_float_8 does, the minimum terms last. ggml's AVX2 build fuses those
+    /// multiply-adds and its AVX build does not: so does this where FMA is missing.
     /// </summary>
     public static void Portable<TBlock>(byte* w, sbyte* xq, float* xd, float* xs, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1) where TBlock : struct, ILegacyBlock
