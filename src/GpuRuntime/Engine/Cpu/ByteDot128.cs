@@ -23,6 +23,13 @@ static class ByteDot128
         if (Ssse3.IsSupported)
             return acc + Sse2.MultiplyAddAdjacent(Ssse3.MultiplyAddAdjacent(u, s), Vector128<short>.One);
         if (Dp.IsSupported) return Dp.DotProduct(acc, u.AsSByte(), s);
+        return AddWidening(acc, u, s);
+    }
+
+    /// <summary><see cref="Add"/> for 128-bit SIMD with neither SSSE3 nor sdot: each byte of a lane shifted into
+    /// place and sign- or zero-extended to 32 bits.</summary>
+    public static Vector128<int> AddWidening(Vector128<int> acc, Vector128<byte> u, Vector128<sbyte> s)
+    {
         Vector128<int> ui = u.AsInt32(), si = s.AsInt32();
         for (int i = 0; i < 4; i++) acc += ((ui >> (8 * i)) & Vector128.Create(0xFF)) * ((si << (24 - 8 * i)) >> 24);
         return acc;
@@ -41,7 +48,12 @@ static class ByteDot128
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<int> Pairs(Vector128<short> a, Vector128<short> b)
     {
-        if (Sse2.IsSupported) return Sse2.MultiplyAddAdjacent(a, b);
+        return Sse2.IsSupported ? Sse2.MultiplyAddAdjacent(a, b) : PairsWidening(a, b);
+    }
+
+    /// <summary><see cref="Pairs"/> without SSE2: the even and odd halves of each lane sign-extended apart.</summary>
+    public static Vector128<int> PairsWidening(Vector128<short> a, Vector128<short> b)
+    {
         Vector128<int> ai = a.AsInt32(), bi = b.AsInt32();
         return ((ai << 16) >> 16) * ((bi << 16) >> 16) + (ai >> 16) * (bi >> 16);
     }
