@@ -119,8 +119,8 @@ static unsafe partial class KQuantKernels
     static void Chain(ref Vector128<float> lo, ref Vector128<float> hi, float d, Vector128<int> s, Vector128<int> t)
     {
         var dv = Vector128.Create(d);
-        lo = Vector128.FusedMultiplyAdd(dv, Vector128.ConvertToSingle(s), lo);
-        hi = Vector128.FusedMultiplyAdd(dv, Vector128.ConvertToSingle(t), hi);
+        lo = Fused128.MultiplyAdd(dv, Vector128.ConvertToSingle(s), lo);
+        hi = Fused128.MultiplyAdd(dv, Vector128.ConvertToSingle(t), hi);
     }
 
     /// <summary><see cref="HorizontalSum(Vector256{float})"/> of lanes 0-3 and 4-7.</summary>
@@ -178,7 +178,7 @@ static unsafe partial class KQuantKernels
             var imin = Vector128.Create(MinSum(minsLo, minsHi, g0 + 16 * b), MinSum(minsLo, minsHi, g1 + 16 * b),
                 MinSum(minsLo, minsHi, g2 + 16 * b), MinSum(minsLo, minsHi, g3 + 16 * b));
             var dx = Vector128.Create(d0[b], d1[b], d2[b], d3[b]);
-            sumMin = Vector128.FusedMultiplyAdd(-dx * F16(blk + 2), Vector128.ConvertToSingle(imin), sumMin);
+            sumMin = Fused128.MultiplyAdd(-dx * F16(blk + 2), Vector128.ConvertToSingle(imin), sumMin);
             var d = dx * F16(blk);
             Chain(ref a0, ref b0, d[0], s0, t0);
             Chain(ref a1, ref b1, d[1], s1, t1);
@@ -257,8 +257,8 @@ static unsafe partial class KQuantKernels
             var imin = Vector128.Create(MinSum(minsLo, minsHi, g0 + 16 * b), MinSum(minsLo, minsHi, g1 + 16 * b),
                 MinSum(minsLo, minsHi, g2 + 16 * b), MinSum(minsLo, minsHi, g3 + 16 * b));
             var dx = Vector128.Create(d0[b], d1[b], d2[b], d3[b]);
-            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(isum), dx * F16(blk), acc);
-            accMin = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(imin), dx * F16(blk + 2), accMin);
+            acc = Fused128.MultiplyAdd(Vector128.ConvertToSingle(isum), dx * F16(blk), acc);
+            accMin = Fused128.MultiplyAdd(Vector128.ConvertToSingle(imin), dx * F16(blk + 2), accMin);
         }
         return (acc, accMin);
     }
@@ -283,9 +283,9 @@ static unsafe partial class KQuantKernels
             var imin = Vector128.Create(Q4KMinSum(b0, gr + 16 * b), Q4KMinSum(b1, gr + 16 * b),
                 Q4KMinSum(b2, gr + 16 * b), Q4KMinSum(b3, gr + 16 * b));
             var dx = Vector128.Create(dr[b]);
-            acc = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(isum),
+            acc = Fused128.MultiplyAdd(Vector128.ConvertToSingle(isum),
                 Vector128.Create(F16(b0), F16(b1), F16(b2), F16(b3)) * dx, acc);
-            accMin = Vector128.FusedMultiplyAdd(Vector128.ConvertToSingle(imin),
+            accMin = Fused128.MultiplyAdd(Vector128.ConvertToSingle(imin),
                 Vector128.Create(F16(b0 + 2), F16(b1 + 2), F16(b2 + 2), F16(b3 + 2)) * dx, accMin);
         }
         return (acc, accMin);
