@@ -48,6 +48,36 @@ public sealed unsafe class KQuantKernelTests
     public void Q5_K_kernel_equals_the_scalar_path_bit_for_bit(int m, int k) =>
         FastEqualsPortable(m, k, KQuantKernels.Q5KBlockBytes, [0, 2], &KQuantKernels.Q5K, &KQuantKernels.Q5KPortable);
 
+    [Theory]
+    [InlineData(1, 256)]
+    [InlineData(3, 768)]
+    [InlineData(6, 1024)]
+    [InlineData(9, 512)]
+    public void Q6_K_128_bit_kernel_equals_the_scalar_path_bit_for_bit(int m, int k) =>
+        FastEqualsPortable(m, k, KQuantKernels.Q6KBlockBytes, [208], &KQuantKernels.Q6K128,
+            &KQuantKernels.Q6KPortable);
+
+    [Theory]
+    [InlineData(1, 256)]
+    [InlineData(3, 768)]
+    [InlineData(6, 1024)]
+    [InlineData(9, 512)]
+    public void Q5_K_128_bit_kernel_equals_the_scalar_path_bit_for_bit(int m, int k) =>
+        FastEqualsPortable(m, k, KQuantKernels.Q5KBlockBytes, [0, 2], &KQuantKernels.Q5K128,
+            &KQuantKernels.Q5KPortable);
+
+    [Theory]
+    [InlineData(1, 256)]
+    [InlineData(3, 768)]
+    [InlineData(6, 1024)]
+    [InlineData(9, 512)]
+    public void Q4_K_kernels_at_both_widths_equal_the_scalar_path_bit_for_bit(int m, int k)
+    {
+        FastEqualsPortable(m, k, KQuantKernels.Q4KBlockBytes, [0, 2], &KQuantKernels.Q4K, &KQuantKernels.Q4KPortable);
+        FastEqualsPortable(m, k, KQuantKernels.Q4KBlockBytes, [0, 2], &KQuantKernels.Q4K128,
+            &KQuantKernels.Q4KPortable);
+    }
+
     static void FastEqualsPortable(int m, int k, int blockBytes, int[] halfOffsets,
         delegate*<byte*, sbyte*, float*, short*, float*, float*, int, int, int, int, int, void> fastKernel,
         delegate*<byte*, sbyte*, float*, short*, float*, float*, int, int, int, int, int, void> portableKernel)
@@ -82,15 +112,19 @@ public sealed unsafe class KQuantKernelTests
         var w = RandomBlocks(rng, rows * k / 256, KQuantKernels.Q4KBlockBytes, [0, 2]);
         var (q, d, sums) = Activations(rng, m, k);
         var y = new float[m * rows];
+        var y128 = new float[m * rows];
         fixed (byte* pw = w)
         fixed (sbyte* pq = q)
-        fixed (float* pd = d, py = y)
+        fixed (float* pd = d, py = y, py128 = y128)
         fixed (short* ps = sums)
         {
             // the rows in two chunks, the second not a multiple of four
             KQuantKernels.Q4K(pw, pq, pd, ps, py, null, m, k, rows, 0, 4);
             KQuantKernels.Q4K(pw, pq, pd, ps, py, null, m, k, rows, 4, rows);
+            KQuantKernels.Q4K128(pw, pq, pd, ps, py128, null, m, k, rows, 0, 4);
+            KQuantKernels.Q4K128(pw, pq, pd, ps, py128, null, m, k, rows, 4, rows);
         }
+        Assert.Equal(y, y128);
         for (int r = 0; r < m; r++)
             for (int n = 0; n < rows; n++)
                 Assert.Equal(Q4KReference(w.AsSpan(n * k / 256 * 144, k / 256 * 144), q.AsSpan(r * k, k),

@@ -12,13 +12,13 @@ namespace Weft.GpuRuntime.Engine.Cpu;
 /// ggml's horizontal sum ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). Random-weight models have flat logits, so the
 /// greedy tokens only match llama.cpp's when this order is kept.
 /// </summary>
-static unsafe class KQuantKernels
+static unsafe partial class KQuantKernels
 {
     /// <summary>Bytes of a q6_K block: ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16], f16 d.</summary>
     public const int Q6KBlockBytes = 210;
 
-    /// <summary>Whether the AVX2 kernels run; else the portable path, which computes the same values one at a
-    /// time.</summary>
+    /// <summary>Whether the AVX2 kernels run; else the 128-bit ones (KQuantKernels128.cs), or without 128-bit SIMD the
+    /// portable path, all three computing the same values.</summary>
     public static bool Fast => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q6_K weights w [N × k] in place.</summary>
@@ -27,7 +27,8 @@ static unsafe class KQuantKernels
     {
         if (!Fast)
         {
-            Q6KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            if (Vector128.IsHardwareAccelerated) Q6K128(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            else Q6KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
             return;
         }
         var x = new Activations(xq, xd, xsums, k);
@@ -182,7 +183,8 @@ static unsafe class KQuantKernels
     {
         if (!Fast)
         {
-            Q4KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            if (Vector128.IsHardwareAccelerated) Q4K128(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            else Q4KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
             return;
         }
         var x = new Activations(xq, xd, xsums, k);
@@ -329,7 +331,7 @@ static unsafe class KQuantKernels
         return Avx2.Permute2x128(s, mins, 0x20) + Avx2.Permute2x128(s, mins, 0x31);
     }
 
-    /// <summary>The q4_K product one value at a time (CPUs without AVX2), with the same chains.</summary>
+    /// <summary>The q4_K product one value at a time (CPUs without SIMD), with the same chains.</summary>
     public static void Q4KPortable(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
     {
@@ -410,7 +412,8 @@ static unsafe class KQuantKernels
     {
         if (!Fast)
         {
-            Q5KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            if (Vector128.IsHardwareAccelerated) Q5K128(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
+            else Q5KPortable(w, xq, xd, xsums, y, bias, m, k, ldy, n0, n1);
             return;
         }
         var x = new Activations(xq, xd, xsums, k);
@@ -521,7 +524,7 @@ static unsafe class KQuantKernels
         return (lo, hi);
     }
 
-    /// <summary>The q5_K product one value at a time (CPUs without AVX2), in the fast kernel's lanes and
+    /// <summary>The q5_K product one value at a time (CPUs without SIMD), in the fast kernel's lanes and
     /// chains.</summary>
     public static void Q5KPortable(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)

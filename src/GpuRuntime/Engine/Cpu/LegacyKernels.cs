@@ -20,6 +20,8 @@ unsafe interface ILegacyBlock
     /// minimum).</summary>
     static abstract int Offset { get; }
     static abstract Vector256<byte> Unpack(byte* block);
+    /// <summary><see cref="Unpack"/>'s bytes 0-15 and 16-31, for the 128-bit kernel.</summary>
+    static abstract (Vector128<byte> Lo, Vector128<byte> Hi) Unpack128(byte* block);
     /// <summary>Quant <paramref name="j"/> of the block as stored (the portable path).</summary>
     static abstract int Quant(byte* block, int j);
 }
@@ -33,6 +35,13 @@ static unsafe class Nibbles
     {
         var q = Vector128.Load(qs);
         return Vector256.Create(q & Vector128.Create((byte)0x0F), Vector128.ShiftRightLogical(q, 4));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<byte> Lo, Vector128<byte> Hi) Unpack128(byte* qs)
+    {
+        var q = Vector128.Load(qs);
+        return (q & Vector128.Create((byte)0x0F), Vector128.ShiftRightLogical(q, 4));
     }
 
     public static int Quant(byte* qs, int j) => j < 16 ? qs[j] & 0x0F : qs[j - 16] >> 4;
@@ -51,6 +60,20 @@ static unsafe class Nibbles
         return Unpack(qs) | (Vector256.Equals(picked & bit, bit) & Vector256.Create((byte)0x10));
     }
 
+    /// <summary><see cref="UnpackWithHighBits"/> in halves: each byte's field byte broadcast by a multiply, not a
+    /// shuffle (which SSE2 and a plain Vector128 lack).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<byte> Lo, Vector128<byte> Hi) UnpackWithHighBits128(byte* qh, byte* qs)
+    {
+        const ulong spread = 0x0101010101010101UL;
+        var bit = Vector128.Create(0x8040201008040201UL).AsByte();
+        var five = Vector128.Create((byte)0x10);
+        var lo = Vector128.Create(spread * qh[0], spread * qh[1]).AsByte() & bit;
+        var hi = Vector128.Create(spread * qh[2], spread * qh[3]).AsByte() & bit;
+        var (nl, nh) = Unpack128(qs);
+        return (nl | (Vector128.Equals(lo, bit) & five), nh | (Vector128.Equals(hi, bit) & five));
+    }
+
     public static int QuantWithHighBits(byte* qh, byte* qs, int j) =>
         Quant(qs, j) | (int)((*(uint*)qh >> j) & 1) << 4;
 }
@@ -63,6 +86,8 @@ unsafe readonly struct Q4_0Block : ILegacyBlock
     public static int Offset => 8;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unpack(byte* block) => Nibbles.Unpack(block + 2);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<byte> Lo, Vector128<byte> Hi) Unpack128(byte* block) => Nibbles.Unpack128(block + 2);
     public static int Quant(byte* block, int j) => Nibbles.Quant(block + 2, j);
 }
 
@@ -74,6 +99,8 @@ unsafe readonly struct Q4_1Block : ILegacyBlock
     public static int Offset => 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unpack(byte* block) => Nibbles.Unpack(block + 4);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<byte> Lo, Vector128<byte> Hi) Unpack128(byte* block) => Nibbles.Unpack128(block + 4);
     public static int Quant(byte* block, int j) => Nibbles.Quant(block + 4, j);
 }
 
@@ -85,6 +112,9 @@ unsafe readonly struct Q5_0Block : ILegacyBlock
     public static int Offset => 16;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unpack(byte* block) => Nibbles.UnpackWithHighBits(block + 2, block + 6);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<byte> Lo, Vector128<byte> Hi) Unpack128(byte* block) =>
+        Nibbles.UnpackWithHighBits128(block + 2, block + 6);
     public static int Quant(byte* block, int j) => Nibbles.QuantWithHighBits(block + 2, block + 6, j);
 }
 
@@ -96,6 +126,9 @@ unsafe readonly struct Q5_1Block : ILegacyBlock
     public static int Offset => 0;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Unpack(byte* block) => Nibbles.UnpackWithHighBits(block + 4, block + 8);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (Vector128<byte> Lo, Vector128<byte> Hi) Unpack128(byte* block) =>
+        Nibbles.UnpackWithHighBits128(block + 4, block + 8);
     public static int Quant(byte* block, int j) => Nibbles.QuantWithHighBits(block + 4, block + 8, j);
 }
 
@@ -109,10 +142,10 @@ unsafe readonly struct Q5_1Block : ILegacyBlock
 static unsafe class LegacyKernels
 {
     /// <summary>
-    /// The vectorised kernels multiply with AVX-VNNI's vpdpbusd; without it the portable path, which sums in the same
-    /// lane order, runs (the q8_0 format's AVX2 and 128-bit integer paths are not written for these yet).
+    /// Whether the 256-bit kernels run (their byte dots by AVX-VNNI's vpdpbusd, or AVX2's vpmaddubsw and vpmaddwd);
+    /// else the 128-bit one, or without 128-bit SIMD the portable path, all in the same lane order.
     /// </summary>
-    public static bool Fast => AvxVnni.IsSupported && Fma.IsSupported;
+    public static bool Fast => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Batch rows processed together against a range of weight rows, so their activations stay in
     /// L2.</summary>
@@ -143,6 +176,12 @@ static unsafe class LegacyKernels
     public static void MatMul<TBlock>(byte* w, sbyte* xq, int* xc, float* xd, float* xs, float* y, float* bias, int m,
         int k, int ldy, int n0, int n1) where TBlock : struct, ILegacyBlock
     {
+        if (!Fast)
+        {
+            if (Vector128.IsHardwareAccelerated) MatMul128<TBlock>(w, xq, xc, xd, xs, y, bias, m, k, ldy, n0, n1);
+            else Portable<TBlock>(w, xq, xd, xs, y, bias, m, k, ldy, n0, n1);
+            return;
+        }
         int blocks = k / 32;
         long rowBytes = (long)blocks * TBlock.Bytes;
         int tiles = n0 + (n1 - n0) / 4 * 4;
@@ -212,7 +251,11 @@ static unsafe class LegacyKernels
                 mins = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + 2), F16(wb + rowBytes + 2),
                     F16(wb + 2 * rowBytes + 2), F16(wb + 3 * rowBytes + 2)), Vector128.Create(x.S[b]), mins);
         }
-        s[0] = HSum(a0); s[1] = HSum(a1); s[2] = HSum(a2); s[3] = HSum(a3);
+        if (typeof(TBlock) == typeof(Q4_0Block)) a0.GetLower().Store(s);
+        else
+        {
+            s[0] = HSum(a0); s[1] = HSum(a1); s[2] = HSum(a2); s[3] = HSum(a3);
+        }
         if (TBlock.HasMin) (Vector128.Load(s) + mins).Store(s);
     }
 
@@ -256,16 +299,34 @@ static unsafe class LegacyKernels
                 m3 = Vector128.FusedMultiplyAdd(Vector128.Create(F16(wb + 3 * rowBytes + 2)), sums, m3);
             }
         }
-        s[0] = HSum(a00); s[1] = HSum(a01); s[2] = HSum(a02); s[3] = HSum(a03);
-        s[4] = HSum(a10); s[5] = HSum(a11); s[6] = HSum(a12); s[7] = HSum(a13);
-        s[8] = HSum(a20); s[9] = HSum(a21); s[10] = HSum(a22); s[11] = HSum(a23);
-        s[12] = HSum(a30); s[13] = HSum(a31); s[14] = HSum(a32); s[15] = HSum(a33);
+        if (typeof(TBlock) == typeof(Q4_0Block))
+            Chains(a00.GetLower(), a01.GetLower(), a02.GetLower(), a03.GetLower(), s);
+        else
+        {
+            s[0] = HSum(a00); s[1] = HSum(a01); s[2] = HSum(a02); s[3] = HSum(a03);
+            s[4] = HSum(a10); s[5] = HSum(a11); s[6] = HSum(a12); s[7] = HSum(a13);
+            s[8] = HSum(a20); s[9] = HSum(a21); s[10] = HSum(a22); s[11] = HSum(a23);
+            s[12] = HSum(a30); s[13] = HSum(a31); s[14] = HSum(a32); s[15] = HSum(a33);
+        }
         if (TBlock.HasMin)
         {
             (Vector128.Load(s) + m0).Store(s);
             (Vector128.Load(s + 4) + m1).Store(s + 4);
             (Vector128.Load(s + 8) + m2).Store(s + 8);
             (Vector128.Load(s + 12) + m3).Store(s + 12);
+        }
+    }
+
+    /// <summary>s[i·4 + j] = w[i] · x_j from q4_0's chains: those of activation row j in the lanes of
+    /// <c>cj</c>, one per weight row.</summary>
+    static void Chains(Vector128<float> c0, Vector128<float> c1, Vector128<float> c2, Vector128<float> c3, float* s)
+    {
+        for (int i = 0; i < 4; i++)
+        {
+            s[4 * i] = c0[i];
+            s[4 * i + 1] = c1[i];
+            s[4 * i + 2] = c2[i];
+            s[4 * i + 3] = c3[i];
         }
     }
 
@@ -289,32 +350,118 @@ static unsafe class LegacyKernels
         float dx = x.D[b];
         if (typeof(TBlock) == typeof(Q4_0Block))
         {
-            // ggml repacks q4_0 (rows a multiple of 8) and its gemv/gemm add whole-block integer sums into one f32
-            // chain per output: lane 0 carries it, the other lanes stay 0 and add nothing in the final sum
-            a0 = a0.WithElement(0, MathF.FusedMultiplyAdd(
-                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w0, q)), d0 * dx, a0.ToScalar()));
-            a1 = a1.WithElement(0, MathF.FusedMultiplyAdd(
-                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w1, q)), d1 * dx, a1.ToScalar()));
-            a2 = a2.WithElement(0, MathF.FusedMultiplyAdd(
-                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w2, q)), d2 * dx, a2.ToScalar()));
-            a3 = a3.WithElement(0, MathF.FusedMultiplyAdd(
-                Vector256.Sum(AvxVnni.MultiplyWideningAndAdd(c, w3, q)), d3 * dx, a3.ToScalar()));
+            // ggml's x86 builds with AVX2 repack q4_0 (rows a multiple of 8), and their gemv/gemm add whole-block
+            // integer sums into one f32 chain per output: the four rows' chains ride in lanes 0-3 of a0 (see
+            // Chains), the block's lanes summed for all four rows at once
+            var h = Avx2.HorizontalAdd(Avx2.HorizontalAdd(Dot(c, w0, q), Dot(c, w1, q)),
+                Avx2.HorizontalAdd(Dot(c, w2, q), Dot(c, w3, q)));
+            var chains = Fma.MultiplyAdd(Vector128.ConvertToSingle(h.GetLower() + h.GetUpper()),
+                Vector128.Create(d0 * dx, d1 * dx, d2 * dx, d3 * dx), a0.GetLower());
+            a0 = chains.ToVector256Unsafe();
             return;
         }
-        a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w0, q)),
-            Vector256.Create(d0 * dx), a0);
-        a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w1, q)),
-            Vector256.Create(d1 * dx), a1);
-        a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w2, q)),
-            Vector256.Create(d2 * dx), a2);
-        a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(AvxVnni.MultiplyWideningAndAdd(c, w3, q)),
-            Vector256.Create(d3 * dx), a3);
+        a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w0, q)), Vector256.Create(d0 * dx), a0);
+        a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w1, q)), Vector256.Create(d1 * dx), a1);
+        a2 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w2, q)), Vector256.Create(d2 * dx), a2);
+        a3 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Dot(c, w3, q)), Vector256.Create(d3 * dx), a3);
     }
 
     /// <summary>
-    /// The same products without VNNI, in the same order as ggml's AVX2 vec_dot: eight lanes of four products per
-    /// block, each lane scaled into its own f32 sum, the lanes added as its hsum_float_8 does, the minimum terms last.
-    /// ggml's AVX2 build fuses those multiply-adds and its AVX build does not: so does this where FMA is missing.
+    /// c + eight int lanes of four products w·q (vpdpbusd's lanes). Without AVX-VNNI, vpmaddubsw's int16 pairs and
+    /// vpmaddwd by ones give the same lanes: the unpacked quants are at most 31, so a pair stays within
+    /// 2·31·128 and never saturates.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<int> Dot(Vector256<int> c, Vector256<byte> w, Vector256<sbyte> q) => AvxVnni.IsSupported
+        ? AvxVnni.MultiplyWideningAndAdd(c, w, q)
+        : c + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(w, q), Vector256<short>.One);
+
+    /// <summary>
+    /// The 128-bit kernel (Arm64's width; SSE on x64 without AVX2): four weight rows against up to
+    /// <see cref="BatchBlock"/> batch rows, each weight block unpacked once for all of them; the eight lanes as two
+    /// vectors (bytes 0-15 and 16-31), each row pair's lanes kept in L1 between blocks. The lanes are scaled with a
+    /// separate multiply and add, as the portable path does on CPUs without AVX2 and FMA.
+    /// </summary>
+    static void MatMul128<TBlock>(byte* w, sbyte* xq, int* xc, float* xd, float* xs, float* y, float* bias, int m,
+        int k, int ldy, int n0, int n1) where TBlock : struct, ILegacyBlock
+    {
+        int blocks = k / 32;
+        long rowBytes = (long)blocks * TBlock.Bytes;
+        int tiles = n0 + (n1 - n0) / 4 * 4;
+        int shift = TBlock.Offset == 0 ? 0 : BitOperations.Log2(128 / (uint)TBlock.Offset);
+        // per batch row: four weight rows' eight lanes, then their four minimum terms
+        float* acc = stackalloc float[BatchBlock * 36];
+        for (int mb = 0; mb < m; mb += BatchBlock)
+        {
+            int rows = Math.Min(BatchBlock, m - mb);
+            for (int n = n0; n < tiles; n += 4)
+            {
+                new Span<float>(acc, rows * 36).Clear();
+                byte* wb = w + n * rowBytes;
+                for (int b = 0; b < blocks; b++, wb += TBlock.Bytes)
+                {
+                    var (w0, h0) = TBlock.Unpack128(wb);
+                    var (w1, h1) = TBlock.Unpack128(wb + rowBytes);
+                    var (w2, h2) = TBlock.Unpack128(wb + 2 * rowBytes);
+                    var (w3, h3) = TBlock.Unpack128(wb + 3 * rowBytes);
+                    float d0 = F16(wb), d1 = F16(wb + rowBytes), d2 = F16(wb + 2 * rowBytes),
+                        d3 = F16(wb + 3 * rowBytes);
+                    var mw = TBlock.HasMin ? Vector128.Create(F16(wb + 2), F16(wb + rowBytes + 2),
+                        F16(wb + 2 * rowBytes + 2), F16(wb + 3 * rowBytes + 2)) : default;
+                    for (int r = 0; r < rows; r++)
+                    {
+                        var x = Activations.Row(xq, xc, xd, xs, mb + r, k);
+                        Vector128<sbyte> ql = Vector128.Load(x.Q + b * 32), qh = Vector128.Load(x.Q + b * 32 + 16);
+                        Vector128<int> cl = default, ch = default;
+                        if (TBlock.Offset != 0)
+                        {
+                            cl = Vector128.Load(x.C + b * 8) >> shift;
+                            ch = Vector128.Load(x.C + b * 8 + 4) >> shift;
+                        }
+                        float dx = x.D[b];
+                        float* a = acc + r * 36;
+                        Lanes(a, ByteDot128.Add(cl, w0, ql), ByteDot128.Add(ch, h0, qh), d0 * dx);
+                        Lanes(a + 8, ByteDot128.Add(cl, w1, ql), ByteDot128.Add(ch, h1, qh), d1 * dx);
+                        Lanes(a + 16, ByteDot128.Add(cl, w2, ql), ByteDot128.Add(ch, h2, qh), d2 * dx);
+                        Lanes(a + 24, ByteDot128.Add(cl, w3, ql), ByteDot128.Add(ch, h3, qh), d3 * dx);
+                        if (TBlock.HasMin) (Vector128.Load(a + 32) + mw * Vector128.Create(x.S[b])).Store(a + 32);
+                    }
+                }
+                for (int r = 0; r < rows; r++)
+                    for (int i = 0; i < 4; i++)
+                    {
+                        float* a = acc + r * 36;
+                        float sum = HSum(Vector128.Load(a + 8 * i), Vector128.Load(a + 8 * i + 4));
+                        if (TBlock.HasMin) sum += a[32 + i];
+                        y[(long)(mb + r) * ldy + n + i] = sum + (bias == null ? 0 : bias[n + i]);
+                    }
+            }
+        }
+        if (tiles < n1) Portable<TBlock>(w, xq, xd, xs, y, bias, m, k, ldy, tiles, n1);
+    }
+
+    /// <summary>a[0..8) += d × lanes 0-3 and 4-7, multiplied and added apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Lanes(float* a, Vector128<int> lo, Vector128<int> hi, float d)
+    {
+        var dv = Vector128.Create(d);
+        (Vector128.Load(a) + Vector128.ConvertToSingle(lo) * dv).Store(a);
+        (Vector128.Load(a + 4) + Vector128.ConvertToSingle(hi) * dv).Store(a + 4);
+    }
+
+    /// <summary><see cref="HSum(Vector256{float})"/> of lanes 0-3 and 4-7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float HSum(Vector128<float> lo, Vector128<float> hi)
+    {
+        var t = lo + hi;
+        return (t[0] + t[2]) + (t[1] + t[3]);
+    }
+
+    /// <summary>
+    /// The same products one at a time (CPUs without SIMD, and the rows left over after the tiles of four), in the
+    /// same order as ggml's AVX2 vec_dot: eight lanes of four products per block, each lane scaled into its own f32
+    /// sum, the lanes added as its hsum_float_8 does, the minimum terms last. ggml's AVX2 build fuses those
+    /// multiply-adds and its AVX build does not: so does this where FMA is missing.
     /// </summary>
     public static void Portable<TBlock>(byte* w, sbyte* xq, float* xd, float* xs, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1) where TBlock : struct, ILegacyBlock
@@ -333,9 +480,10 @@ static unsafe class LegacyKernels
                     byte* wb = w + n * rowBytes + b * TBlock.Bytes;
                     sbyte* xb = xq + (long)r * k + b * 32;
                     float d = F16(wb) * xd[(long)r * blocks + b];
-                    if (typeof(TBlock) == typeof(Q4_0Block))
+                    if (typeof(TBlock) == typeof(Q4_0Block) && Avx2.IsSupported)
                     {
-                        // one chain of whole-block sums, as ggml's repacked q4_0 gemv (see Column)
+                        // one chain of whole-block sums, as ggml's repacked q4_0 gemv (see Column); its builds
+                        // without AVX2 do not repack, and their vec_dot takes the lanes below
                         int isum = 0;
                         for (int j = 0; j < 32; j++) isum += (TBlock.Quant(wb, j) - TBlock.Offset) * xb[j];
                         lanes[0] = fused ? MathF.FusedMultiplyAdd(isum, d, lanes[0]) : lanes[0] + isum * d;

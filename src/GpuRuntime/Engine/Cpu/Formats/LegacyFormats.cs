@@ -35,11 +35,8 @@ sealed unsafe class LegacyWeights<TBlock>(GgmlType type) : ICpuWeightFormat wher
     public void MatMul(CpuWeight w, float* x, MatMulInput input, float* y, float* bias, int m, int ldy, int n0, int n1,
         float* scratch)
     {
-        if (LegacyKernels.Fast)
-            LegacyKernels.MatMul<TBlock>(w.Data, input.Quants, input.Corrections, input.Scales, input.Sums, y, bias, m,
-                w.Columns, ldy, n0, n1);
-        else LegacyKernels.Portable<TBlock>(w.Data, input.Quants, input.Scales, input.Sums, y, bias, m, w.Columns, ldy,
-            n0, n1);
+        LegacyKernels.MatMul<TBlock>(w.Data, input.Quants, input.Corrections, input.Scales, input.Sums, y, bias, m,
+            w.Columns, ldy, n0, n1);
     }
 
     public void ReadRow(CpuWeight w, long row, Span<float> dst)
