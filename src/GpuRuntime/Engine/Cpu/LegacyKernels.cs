@@ -420,6 +420,15 @@ static unsafe class LegacyKernels
                         }
                         float dx = x.D[b];
                         float* a = acc + r * 36;
+                        if (typeof(TBlock) == typeof(Q4_0Block))
+                        {
+                            // one chain per output in lane 0, as Portable (the other lanes stay 0)
+                            Chain(a, ByteDot128.Add(cl, w0, ql) + ByteDot128.Add(ch, h0, qh), d0 * dx);
+                            Chain(a + 8, ByteDot128.Add(cl, w1, ql) + ByteDot128.Add(ch, h1, qh), d1 * dx);
+                            Chain(a + 16, ByteDot128.Add(cl, w2, ql) + ByteDot128.Add(ch, h2, qh), d2 * dx);
+                            Chain(a + 24, ByteDot128.Add(cl, w3, ql) + ByteDot128.Add(ch, h3, qh), d3 * dx);
+                            continue;
+                        }
                         Lanes(a, ByteDot128.Add(cl, w0, ql), ByteDot128.Add(ch, h0, qh), d0 * dx);
                         Lanes(a + 8, ByteDot128.Add(cl, w1, ql), ByteDot128.Add(ch, h1, qh), d1 * dx);
                         Lanes(a + 16, ByteDot128.Add(cl, w2, ql), ByteDot128.Add(ch, h2, qh), d2 * dx);
@@ -448,6 +457,11 @@ static unsafe class LegacyKernels
         (Vector128.Load(a) + Vector128.ConvertToSingle(lo) * dv).Store(a);
         (Vector128.Load(a + 4) + Vector128.ConvertToSingle(hi) * dv).Store(a + 4);
     }
+
+    /// <summary>a[0] += d × the block's whole integer sum, multiplied and added apart (as Portable without
+    /// FMA).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Chain(float* a, Vector128<int> lanes, float d) => a[0] += Vector128.Sum(lanes) * d;
 
     /// <summary><see cref="HSum(Vector256{float})"/> of lanes 0-3 and 4-7.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -480,10 +494,10 @@ static unsafe class LegacyKernels
                     byte* wb = w + n * rowBytes + b * TBlock.Bytes;
                     sbyte* xb = xq + (long)r * k + b * 32;
                     float d = F16(wb) * xd[(long)r * blocks + b];
-                    if (typeof(TBlock) == typeof(Q4_0Block) && Avx2.IsSupported)
+                    if (typeof(TBlock) == typeof(Q4_0Block))
                     {
-                        // one chain of whole-block sums, as ggml's repacked q4_0 gemv (see Column); its builds
-                        // without AVX2 do not repack, and their vec_dot takes the lanes below
+                        // one chain of whole-block sums, as ggml's repacked q4_0 gemv (see Column); its AVX
+                        // build, which the 128-bit path is checked against, gives the same tokens
                         int isum = 0;
                         for (int j = 0; j < 32; j++) isum += (TBlock.Quant(wb, j) - TBlock.Offset) * xb[j];
                         lanes[0] = fused ? MathF.FusedMultiplyAdd(isum, d, lanes[0]) : lanes[0] + isum * d;
