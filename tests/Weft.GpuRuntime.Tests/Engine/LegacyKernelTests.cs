@@ -47,6 +47,47 @@ public sealed unsafe class LegacyKernelTests
     public void Q5_1_kernels_equal_a_dot_product_of_the_dequantized_blocks(int m) =>
         Check<Q5_1Block>(GgmlType.Q5_1, m);
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(5)]
+    [InlineData(16)]
+    public void Q4_0_in_eight_row_groups_gives_the_bits_of_the_file_layout_kernel(int m)
+    {
+        Assert.SkipUnless(Q4_0x8Kernels.Fast, "the eight-row kernel needs AVX2 and FMA");
+        const int k = 256, n = 24;
+        var rng = new Random(m + 100);
+        var w = new byte[n * k / 32 * 18];
+        rng.NextBytes(w);
+        for (int b = 0; b < w.Length; b += 18)
+            BitConverter.TryWriteBytes(w.AsSpan(b), (Half)((rng.NextSingle() - 0.5f) * 0.1f));
+        var x = Enumerable.Range(0, m * k).Select(_ => rng.NextSingle() - 0.5f).ToArray();
+        var bias = Enumerable.Range(0, n).Select(_ => rng.NextSingle()).ToArray();
+        var xq = new sbyte[m * k];
+        var xc = new int[m * k / 4];
+        var xd = new float[m * k / 32];
+        var packed = new byte[w.Length];
+        var unpacked = new byte[w.Length];
+        var inPlace = new float[m * n];
+        var grouped = new float[m * n];
+        fixed (byte* ws = w, pw = packed)
+        fixed (float* xs = x, ds = xd, ys = inPlace, gs = grouped, bs = bias)
+        fixed (sbyte* qs = xq)
+        fixed (int* cs = xc)
+        {
+            for (int r = 0; r < m; r++) Quantize.RowQ8(xs + r * k, qs + r * k, cs + r * k / 4, ds + r * k / 32, k);
+            Q4_0x8Kernels.Repack(ws, pw, n, k);
+            for (int row = 0; row < n; row++)
+                Q4_0x8Kernels.Unpack(pw, row, k, unpacked.AsSpan(row * k / 32 * 18, k / 32 * 18));
+            LegacyKernels.MatMul<Q4_0Block>(ws, qs, cs, ds, null, ys, bs, m, k, n, 0, n);
+            // two chunks, as the worker pool hands them out
+            Q4_0x8Kernels.MatMul(pw, qs, cs, ds, gs, bs, m, k, n, 0, 8);
+            Q4_0x8Kernels.MatMul(pw, qs, cs, ds, gs, bs, m, k, n, 8, n);
+        }
+        Assert.Equal(w, unpacked);
+        Assert.Equal(inPlace, grouped);
+    }
+
     static void Check<TBlock>(GgmlType type, int m) where TBlock : struct, ILegacyBlock
     {
         const int k = 256, n = 22; // output rows not a multiple of the tiles of four
