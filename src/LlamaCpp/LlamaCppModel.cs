@@ -10,7 +10,6 @@ namespace Weft.LlamaCpp;
 /// </summary>
 public sealed class LlamaCppModel : IDisposable
 {
-    static int _loaded;
 
     readonly LLamaWeights _weights;
     readonly ModelParams _params;
@@ -46,12 +45,16 @@ public sealed class LlamaCppModel : IDisposable
     /// Loads llama.cpp through LLamaSharp's own resolver (it picks the build for this CPU; only calls through NativeApi
     /// trigger it) and quiets its loader chatter, which otherwise lists every tensor on stderr.
     /// </summary>
-    public static void EnsureLoaded()
+    public static void EnsureLoaded() => _ = Loaded.Value;
+
+    // every caller waits until the library is in: a flag set before loading let a second thread call into llama.cpp
+    // while the first was still resolving it (DllNotFoundException, seen in parallel tests)
+    static readonly Lazy<bool> Loaded = new(() =>
     {
-        if (Interlocked.Exchange(ref _loaded, 1) == 1) return;
         NativeApi.llama_max_devices();
         NativeLogConfig.llama_log_set((level, message) => { });
-    }
+        return true;
+    });
 
     /// <summary>llama-quantize's presets by their command-line names, as LLamaSharp's file types.</summary>
     public static IReadOnlyDictionary<string, LLamaFtype> QuantizePresets { get; } =
