@@ -1,4 +1,3 @@
-using Orleans.Runtime;
 using Weft.Abstractions;
 
 namespace Weft.Grains.Tests;
