@@ -588,8 +588,7 @@ public sealed unsafe partial class CpuBackend : IBackend
                     lo = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0), Vector128.Load(p + j0), lo);
                     hi = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0 + 4), Vector128.Load(p + j0 + 4), hi);
                 }
-                var half = lo + hi;
-                o[d] = (half[0] + half[2]) + (half[1] + half[3]);
+                o[d] = Simd.HorizontalSum8(lo, hi);
             }
         }
 

@@ -21,7 +21,7 @@ static unsafe class IQ4Kernels
 
     const int RowBlock = 32;
 
-    static bool Fast => Avx2.IsSupported && Fma.IsSupported;
+    static bool Fast => KQuantKernels.Fast;
 
     /// <summary>The table in both 128-bit halves, for a byte shuffle.</summary>
     static Vector256<sbyte> Table
@@ -101,7 +101,7 @@ static unsafe class IQ4Kernels
                     }
                 }
                 for (int i = 0; i < rows; i++)
-                    y[(long)(rb + i) * ldy + n] = KQuantKernels.HorizontalSum(acc[i]) + (bias == null ? 0 : bias[n]);
+                    y[(long)(rb + i) * ldy + n] = Simd.HorizontalSum8(acc[i]) + (bias == null ? 0 : bias[n]);
             }
         }
     }

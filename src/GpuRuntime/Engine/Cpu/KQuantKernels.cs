@@ -42,12 +42,12 @@ static unsafe partial class KQuantKernels
             for (; r + 4 <= m; r += 4)
             {
                 var (a0, a1, a2, a3) = Q6K1x4(wr, x, r);
-                y[(long)r * ldy + n] = HorizontalSum(a0) + add;
-                y[(long)(r + 1) * ldy + n] = HorizontalSum(a1) + add;
-                y[(long)(r + 2) * ldy + n] = HorizontalSum(a2) + add;
-                y[(long)(r + 3) * ldy + n] = HorizontalSum(a3) + add;
+                y[(long)r * ldy + n] = Simd.HorizontalSum8(a0) + add;
+                y[(long)(r + 1) * ldy + n] = Simd.HorizontalSum8(a1) + add;
+                y[(long)(r + 2) * ldy + n] = Simd.HorizontalSum8(a2) + add;
+                y[(long)(r + 3) * ldy + n] = Simd.HorizontalSum8(a3) + add;
             }
-            for (; r < m; r++) y[(long)r * ldy + n] = HorizontalSum(Q6K1x1(wr, x, r)) + add;
+            for (; r < m; r++) y[(long)r * ldy + n] = Simd.HorizontalSum8(Q6K1x1(wr, x, r)) + add;
         }
     }
 
@@ -194,7 +194,7 @@ static unsafe partial class KQuantKernels
         // four batch rows share each weight superblock's decoding; the weight row stays in L1 across the groups
         for (int n = n0; n < n1 && full > 0; n++)
             for (int r = 0; r < full; r += 4)
-                Store(Q4K1x4(w + n * rowBytes, x, r, scales), y + (long)r * ldy + n, ldy,
+                Store(ScalesLessMins(Q4K1x4(w + n * rowBytes, x, r, scales)), y + (long)r * ldy + n, ldy,
                     bias == null ? null : bias + n, 0, 4);
         // a single sequence (and what is left of a batch) takes four weight rows at a time, sharing its loads
         for (int r = full; r < m; r++)
@@ -203,19 +203,14 @@ static unsafe partial class KQuantKernels
                 // a short last group repeats its last row: the extra results are simply not stored
                 byte* w0 = w + n * rowBytes, w1 = w + Math.Min(n + 1, n1 - 1) * rowBytes,
                     w2 = w + Math.Min(n + 2, n1 - 1) * rowBytes, w3 = w + Math.Min(n + 3, n1 - 1) * rowBytes;
-                Store(Q4K4x1(w0, w1, w2, w3, x, r, scales), y + (long)r * ldy + n, 1,
+                Store(ScalesLessMins(Q4K4x1(w0, w1, w2, w3, x, r, scales)), y + (long)r * ldy + n, 1,
                     bias == null ? null : bias + n, 1, Math.Min(4, n1 - n));
             }
     }
 
-    /// <summary>y[i · step] = lane i − lane 4 + i, the scale chain minus the min chain, (+ bias[i · biasStep]) for
-    /// the first <paramref name="count"/> lanes.</summary>
+    /// <summary>Lane i − lane 4 + i: the four scale chains minus their min chains.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Store(Vector256<float> acc, float* y, long step, float* bias, int biasStep, int count)
-    {
-        var v = acc.GetLower() - acc.GetUpper();
-        for (int i = 0; i < count; i++) y[i * step] = v[i] + (bias == null ? 0 : bias[i * biasStep]);
-    }
+    static Vector128<float> ScalesLessMins(Vector256<float> acc) => acc.GetLower() - acc.GetUpper();
 
     /// <summary>One q4_K weight row × batch rows r..r+3: lanes 0-3 the four scale chains, 4-7 the min
     /// chains.</summary>
@@ -428,15 +423,15 @@ static unsafe partial class KQuantKernels
             for (; r + 4 <= m; r += 4)
             {
                 var (a0, a1, a2, a3, mins) = Q5K1x4(wr, x, r, scales);
-                y[(long)r * ldy + n] = HorizontalSum(a0) + mins[0] + add;
-                y[(long)(r + 1) * ldy + n] = HorizontalSum(a1) + mins[1] + add;
-                y[(long)(r + 2) * ldy + n] = HorizontalSum(a2) + mins[2] + add;
-                y[(long)(r + 3) * ldy + n] = HorizontalSum(a3) + mins[3] + add;
+                y[(long)r * ldy + n] = Simd.HorizontalSum8(a0) + mins[0] + add;
+                y[(long)(r + 1) * ldy + n] = Simd.HorizontalSum8(a1) + mins[1] + add;
+                y[(long)(r + 2) * ldy + n] = Simd.HorizontalSum8(a2) + mins[2] + add;
+                y[(long)(r + 3) * ldy + n] = Simd.HorizontalSum8(a3) + mins[3] + add;
             }
             for (; r < m; r++)
             {
                 var (a, min) = Q5K1x1(wr, x, r, scales);
-                y[(long)r * ldy + n] = HorizontalSum(a) + min + add;
+                y[(long)r * ldy + n] = Simd.HorizontalSum8(a) + min + add;
             }
         }
     }
@@ -563,14 +558,6 @@ static unsafe partial class KQuantKernels
                 float sum = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
                 y[(long)r * ldy + n] = sum + sumMin + (bias == null ? 0 : bias[n]);
             }
-    }
-
-    /// <summary>ggml's hsum_float_8: the halves added, then lanes 0+2 and 1+3, then those two.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float HorizontalSum(Vector256<float> v)
-    {
-        var h = v.GetLower() + v.GetUpper();
-        return (h[0] + h[2]) + (h[1] + h[3]);
     }
 
     /// <summary>

@@ -97,10 +97,10 @@ static unsafe partial class KQuantKernels
             Chain(ref a2, ref b2, d2[b] * dw, s2, t2);
             Chain(ref a3, ref b3, d3[b] * dw, s3, t3);
         }
-        sums[0] = HorizontalSum(a0, b0);
-        sums[1] = HorizontalSum(a1, b1);
-        sums[2] = HorizontalSum(a2, b2);
-        sums[3] = HorizontalSum(a3, b3);
+        sums[0] = Simd.HorizontalSum8(a0, b0);
+        sums[1] = Simd.HorizontalSum8(a1, b1);
+        sums[2] = Simd.HorizontalSum8(a2, b2);
+        sums[3] = Simd.HorizontalSum8(a3, b3);
     }
 
     /// <summary>16 q6_K quants of chunk t: the nibbles at <paramref name="ql"/> (low for t &lt; 2) with 2 high bits
@@ -121,14 +121,6 @@ static unsafe partial class KQuantKernels
         var dv = Vector128.Create(d);
         lo = Fused128.MultiplyAdd(dv, Vector128.ConvertToSingle(s), lo);
         hi = Fused128.MultiplyAdd(dv, Vector128.ConvertToSingle(t), hi);
-    }
-
-    /// <summary><see cref="HorizontalSum(Vector256{float})"/> of lanes 0-3 and 4-7.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float HorizontalSum(Vector128<float> lo, Vector128<float> hi)
-    {
-        var h = lo + hi;
-        return (h[0] + h[2]) + (h[1] + h[3]);
     }
 
     /// <summary>q5_K at 128 bits: see <see cref="Q5K"/>.</summary>
@@ -185,10 +177,10 @@ static unsafe partial class KQuantKernels
             Chain(ref a2, ref b2, d[2], s2, t2);
             Chain(ref a3, ref b3, d[3], s3, t3);
         }
-        sums[0] = HorizontalSum(a0, b0) + sumMin[0];
-        sums[1] = HorizontalSum(a1, b1) + sumMin[1];
-        sums[2] = HorizontalSum(a2, b2) + sumMin[2];
-        sums[3] = HorizontalSum(a3, b3) + sumMin[3];
+        sums[0] = Simd.HorizontalSum8(a0, b0) + sumMin[0];
+        sums[1] = Simd.HorizontalSum8(a1, b1) + sumMin[1];
+        sums[2] = Simd.HorizontalSum8(a2, b2) + sumMin[2];
+        sums[3] = Simd.HorizontalSum8(a3, b3) + sumMin[3];
     }
 
     /// <summary>q4_K at 128 bits: see <see cref="Q4K"/>; the same tiles, the same chains.</summary>

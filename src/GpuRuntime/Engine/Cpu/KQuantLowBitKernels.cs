@@ -29,7 +29,7 @@ static unsafe class KQuantLowBitKernels
     /// stack).</summary>
     const int RowBlock = 32;
 
-    static bool Fast => Avx2.IsSupported && Fma.IsSupported;
+    static bool Fast => KQuantKernels.Fast;
 
     /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q2_K weights w [N × k] in place.</summary>
     public static void Q2K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
@@ -112,7 +112,7 @@ static unsafe class KQuantLowBitKernels
                 }
                 for (int i = 0; i < rows; i++)
                 {
-                    float s = repacked ? chains[2 * i] - chains[2 * i + 1] : KQuantKernels.HorizontalSum(acc[i]);
+                    float s = repacked ? chains[2 * i] - chains[2 * i + 1] : Simd.HorizontalSum8(acc[i]);
                     y[(long)(rb + i) * ldy + n] = s + (bias == null ? 0 : bias[n]);
                 }
             }
@@ -176,7 +176,7 @@ static unsafe class KQuantLowBitKernels
                     }
                 }
                 for (int i = 0; i < rows; i++)
-                    y[(long)(rb + i) * ldy + n] = KQuantKernels.HorizontalSum(acc[i]) + (bias == null ? 0 : bias[n]);
+                    y[(long)(rb + i) * ldy + n] = Simd.HorizontalSum8(acc[i]) + (bias == null ? 0 : bias[n]);
             }
         }
     }

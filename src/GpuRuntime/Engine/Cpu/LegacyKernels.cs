@@ -254,7 +254,10 @@ static unsafe class LegacyKernels
         if (typeof(TBlock) == typeof(Q4_0Block)) a0.GetLower().Store(s);
         else
         {
-            s[0] = HSum(a0); s[1] = HSum(a1); s[2] = HSum(a2); s[3] = HSum(a3);
+            s[0] = Simd.HorizontalSum8(a0);
+            s[1] = Simd.HorizontalSum8(a1);
+            s[2] = Simd.HorizontalSum8(a2);
+            s[3] = Simd.HorizontalSum8(a3);
         }
         if (TBlock.HasMin) (Vector128.Load(s) + mins).Store(s);
     }
@@ -303,10 +306,22 @@ static unsafe class LegacyKernels
             Chains(a00.GetLower(), a01.GetLower(), a02.GetLower(), a03.GetLower(), s);
         else
         {
-            s[0] = HSum(a00); s[1] = HSum(a01); s[2] = HSum(a02); s[3] = HSum(a03);
-            s[4] = HSum(a10); s[5] = HSum(a11); s[6] = HSum(a12); s[7] = HSum(a13);
-            s[8] = HSum(a20); s[9] = HSum(a21); s[10] = HSum(a22); s[11] = HSum(a23);
-            s[12] = HSum(a30); s[13] = HSum(a31); s[14] = HSum(a32); s[15] = HSum(a33);
+            s[0] = Simd.HorizontalSum8(a00);
+            s[1] = Simd.HorizontalSum8(a01);
+            s[2] = Simd.HorizontalSum8(a02);
+            s[3] = Simd.HorizontalSum8(a03);
+            s[4] = Simd.HorizontalSum8(a10);
+            s[5] = Simd.HorizontalSum8(a11);
+            s[6] = Simd.HorizontalSum8(a12);
+            s[7] = Simd.HorizontalSum8(a13);
+            s[8] = Simd.HorizontalSum8(a20);
+            s[9] = Simd.HorizontalSum8(a21);
+            s[10] = Simd.HorizontalSum8(a22);
+            s[11] = Simd.HorizontalSum8(a23);
+            s[12] = Simd.HorizontalSum8(a30);
+            s[13] = Simd.HorizontalSum8(a31);
+            s[14] = Simd.HorizontalSum8(a32);
+            s[15] = Simd.HorizontalSum8(a33);
         }
         if (TBlock.HasMin)
         {
@@ -330,14 +345,6 @@ static unsafe class LegacyKernels
         }
     }
 
-    /// <summary>The eight lanes added in the order of ggml's hsum_float_8: halves, then pairs, then the
-    /// two.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float HSum(Vector256<float> v)
-    {
-        var t = v.GetLower() + v.GetUpper();
-        return (t[0] + t[2]) + (t[1] + t[3]);
-    }
 
     /// <summary>One activation block against the four weight rows' blocks: a[i] += (dw[i]·dx) × Σ w[i]·x.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -440,7 +447,7 @@ static unsafe class LegacyKernels
                     for (int i = 0; i < 4; i++)
                     {
                         float* a = acc + r * 36;
-                        float sum = HSum(Vector128.Load(a + 8 * i), Vector128.Load(a + 8 * i + 4));
+                        float sum = Simd.HorizontalSum8(Vector128.Load(a + 8 * i), Vector128.Load(a + 8 * i + 4));
                         if (TBlock.HasMin) sum += a[32 + i];
                         y[(long)(mb + r) * ldy + n + i] = sum + (bias == null ? 0 : bias[n + i]);
                     }
@@ -463,13 +470,6 @@ static unsafe class LegacyKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Chain(float* a, Vector128<int> lanes, float d) => a[0] += Vector128.Sum(lanes) * d;
 
-    /// <summary><see cref="HSum(Vector256{float})"/> of lanes 0-3 and 4-7.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float HSum(Vector128<float> lo, Vector128<float> hi)
-    {
-        var t = lo + hi;
-        return (t[0] + t[2]) + (t[1] + t[3]);
-    }
 
     /// <summary>
     /// The same products one at a time (CPUs without SIMD, and the rows left over after the tiles of four), in the

@@ -541,10 +541,10 @@ static unsafe class MatMulKernels
             Half(ref l3, ref h3, w3 + b * 32, xl, xh, d3[b] * e);
         }
         float* yr = y + (long)r * ldy + n;
-        yr[0] = Hsum8(l0, h0) + (bias == null ? 0 : bias[n]);
-        yr[1] = Hsum8(l1, h1) + (bias == null ? 0 : bias[n + 1]);
-        yr[2] = Hsum8(l2, h2) + (bias == null ? 0 : bias[n + 2]);
-        yr[3] = Hsum8(l3, h3) + (bias == null ? 0 : bias[n + 3]);
+        yr[0] = Simd.HorizontalSum8(l0, h0) + (bias == null ? 0 : bias[n]);
+        yr[1] = Simd.HorizontalSum8(l1, h1) + (bias == null ? 0 : bias[n + 1]);
+        yr[2] = Simd.HorizontalSum8(l2, h2) + (bias == null ? 0 : bias[n + 2]);
+        yr[3] = Simd.HorizontalSum8(l3, h3) + (bias == null ? 0 : bias[n + 3]);
     }
 
     /// <summary>One block of one weight row: both 16-byte halves' lane sums, scaled into their
@@ -612,8 +612,8 @@ static unsafe class MatMulKernels
             Quad(ref h00, ref h01, ref h10, ref h11, w + o + 16, w1 + o + 16, x + o + 16, x1 + o + 16,
                 p + b, p01 + b, p10 + b, p11 + b);
         }
-        s[0] = Hsum8(l00, h00); s[1] = Hsum8(l01, h01);
-        s[2] = Hsum8(l10, h10); s[3] = Hsum8(l11, h11);
+        s[0] = Simd.HorizontalSum8(l00, h00); s[1] = Simd.HorizontalSum8(l01, h01);
+        s[2] = Simd.HorizontalSum8(l10, h10); s[3] = Simd.HorizontalSum8(l11, h11);
     }
 
     /// <summary>One 16-byte half of a block for the 2×2 tile: a[q·2 + j] += s[q·2 + j] × lanes of w_q · x_j.</summary>
@@ -661,13 +661,6 @@ static unsafe class MatMulKernels
             AdvSimd.AddPairwiseWidening(AdvSimd.MultiplyWideningUpper(w, x)));
     }
 
-    /// <summary>Eight lanes summed in the order of ggml's hsum_float_8.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Hsum8(Vector128<float> lo, Vector128<float> hi)
-    {
-        var t = lo + hi;
-        return (t.GetElement(0) + t.GetElement(2)) + (t.GetElement(1) + t.GetElement(3));
-    }
 }
 
 /// <summary>The q8_0 kernels, widest first.</summary>

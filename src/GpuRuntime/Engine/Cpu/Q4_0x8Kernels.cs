@@ -18,7 +18,7 @@ static unsafe class Q4_0x8Kernels
 
     /// <summary>Whether the repacked kernel runs (it needs AVX2 and FMA); matrices with rows not a multiple of 8
     /// stay in the file's layout.</summary>
-    public static bool Fast => Avx2.IsSupported && Fma.IsSupported;
+    public static bool Fast => LegacyKernels.Fast;
 
     public static void Repack(byte* src, byte* dst, long rows, int k)
     {

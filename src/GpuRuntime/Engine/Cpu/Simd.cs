@@ -132,6 +132,18 @@ static unsafe class Simd<TVec> where TVec : struct
 
 static unsafe class Simd
 {
+    /// <summary>ggml's hsum_float_8: the halves added, then lanes 0+2 and 1+3, then those two.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum8(Vector256<float> v) => HorizontalSum8(v.GetLower(), v.GetUpper());
+
+    /// <summary><see cref="HorizontalSum8(Vector256{float})"/> of eight lanes held as 0-3 and 4-7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float HorizontalSum8(Vector128<float> lo, Vector128<float> hi)
+    {
+        var h = lo + hi;
+        return (h[0] + h[2]) + (h[1] + h[3]);
+    }
+
     /// <summary>Asks for the cache line at <paramref name="p"/> (x86 only: .NET has no Arm prefetch).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Prefetch(void* p)
