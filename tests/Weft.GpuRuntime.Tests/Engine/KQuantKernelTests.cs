@@ -37,6 +37,7 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(3, 768)]
     [InlineData(6, 1024)]
     [InlineData(9, 512)]
+    [InlineData(13, 512)]
     public void Q6_K_kernel_equals_the_scalar_path_bit_for_bit(int m, int k) =>
         FastEqualsPortable(m, k, KQuantKernels.Q6KBlockBytes, [208], &KQuantKernels.Q6K, &KQuantKernels.Q6KPortable);
 
@@ -71,6 +72,7 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(3, 768)]
     [InlineData(6, 1024)]
     [InlineData(9, 512)]
+    [InlineData(13, 512)]
     public void Q4_K_kernels_at_both_widths_equal_the_scalar_path_bit_for_bit(int m, int k)
     {
         FastEqualsPortable(m, k, KQuantKernels.Q4KBlockBytes, [0, 2], &KQuantKernels.Q4K, &KQuantKernels.Q4KPortable);
