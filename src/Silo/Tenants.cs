@@ -7,8 +7,8 @@ namespace Weft.Silo;
 /// <summary>
 /// The API keys and the tenant each belongs to: --api-key (tenant "default"), Silo:ApiKeys (tenant -> key) and the file
 /// of --api-keys (one "TENANT KEY" a line; '#' starts a comment line). A tenant may have several keys; a key names one
-/// tenant. Keys are looked up by their SHA-256, so the time a lookup takes tells nothing about how much of a guessed key
-/// was right.
+/// tenant. Keys are looked up by their SHA-256, so the time a lookup takes tells nothing about how much of a guessed
+/// key was right.
 /// </summary>
 sealed class Tenants
 {
