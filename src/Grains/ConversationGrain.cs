@@ -172,7 +172,11 @@ public sealed class ConversationGrain(
 
     async Task ExpireIfIdleAsync(CancellationToken cancellationToken)
     {
-        if (DateTime.UtcNow - state.State.LastTurnUtc < _ttl || !_turn.Wait(0, CancellationToken.None)) return;
+        // An activation that holds nothing (a one-off turn's, or one that only read an empty history) is not kept for
+        // the TTL: the collection age is raised to it for every conversation, and one-off turns come by the thousand.
+        bool holdsNothing = !state.RecordExists && state.State.BatchKey is null;
+        if (!holdsNothing && DateTime.UtcNow - state.State.LastTurnUtc < _ttl) return;
+        if (!_turn.Wait(0, CancellationToken.None)) return;
         try
         {
             await ForgetAsync();
