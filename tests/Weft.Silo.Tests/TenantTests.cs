@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Weft.Abstractions;
 using Weft.Models;
@@ -242,5 +243,46 @@ public sealed class TenantLimitTests(LimitedTenantSilo silo) : IClassFixture<Lim
         // a lone request is admitted whatever its size: the limit never makes a request impossible
         await Http.WaitUntil(async () => (await acme.PostAsync("/v1/completions",
             Turns.Completion(Enumerable.Range(10, 200), 2), Ct)).Status == HttpStatusCode.OK, "a lone long prompt", Ct);
+    }
+}
+
+public sealed class TenantKeyTests
+{
+    [Fact]
+    public void Keys_come_from_the_single_key_the_configuration_map_and_the_file()
+    {
+        string file = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(file, "# comment\n\nacme a-key\nacme second-a-key\n");
+            var options = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Silo:ApiKey"] = "plain-key",
+                ["Silo:ApiKeys:initech"] = "i-key",
+                ["Silo:ApiKeysFile"] = file,
+            }).Build().GetSection(SiloOptions.Section).Get<SiloOptions>()!;
+            var tenants = Tenants.Load(options);
+
+            Assert.True(tenants.RequireKey);
+            Assert.Equal(3, tenants.Count);
+            Assert.Equal(WeftDefaults.Tenant, tenants.Resolve("Bearer plain-key"));
+            Assert.Equal("initech", tenants.Resolve("Bearer i-key"));
+            Assert.Equal("acme", tenants.Resolve("Bearer a-key"));
+            Assert.Equal("acme", tenants.Resolve("Bearer second-a-key"));
+            foreach (var header in new[] { "", "a-key", "bearer a-key", "Bearer a-key ", "Bearer  a-key", "Bearer " })
+                Assert.Null(tenants.Resolve(header));
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
+    public void Without_keys_nothing_is_required()
+    {
+        var tenants = Tenants.Load(new SiloOptions());
+        Assert.False(tenants.RequireKey);
+        Assert.Null(tenants.Resolve("Bearer anything"));
     }
 }
