@@ -54,7 +54,7 @@ public sealed class ConversationGrain(
 
     /// <summary>How often an activation checks whether it has expired: a quarter of the TTL keeps the overshoot small,
     /// and a check is only a clock read.</summary>
-    public static TimeSpan CheckPeriod(TimeSpan ttl) =>
+    internal static TimeSpan CheckPeriod(TimeSpan ttl) =>
         TimeSpan.FromTicks(Math.Clamp(ttl.Ticks / 4, TimeSpan.TicksPerSecond / 4, TimeSpan.TicksPerMinute));
 
     public override async Task OnActivateAsync(CancellationToken cancellationToken)
