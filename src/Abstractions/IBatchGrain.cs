@@ -13,6 +13,9 @@ public sealed record GenerationRequest
     [Id(3)] public int Priority { get; init; }
     /// <summary>Keep the sequence's KV blocks after the reply (until memory is needed) for the next turn.</summary>
     [Id(4)] public bool KeepCache { get; init; }
+    /// <summary>Whose request this is: it salts the prefix cache (only one tenant's sequences share cached blocks)
+    /// and labels the metrics. Empty: no tenant.</summary>
+    [Id(5)] public string Tenant { get; init; } = "";
 }
 
 /// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason

@@ -7,4 +7,7 @@ public static class WeftDefaults
     public const string ServiceId = "weft";
     public const int SiloPort = 11111;
     public const int GatewayPort = 30000;
+    /// <summary>The tenant of a silo without API keys or with a single --api-key, and of the SDK's
+    /// conversations.</summary>
+    public const string Tenant = "default";
 }

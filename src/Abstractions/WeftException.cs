@@ -12,6 +12,11 @@ public enum WeftErrorCode
     QueueFull,
     /// <summary>The model is still loading (503).</summary>
     Unavailable,
+    /// <summary>The conversation is busy with another turn (409): turns of one conversation run one at a time, and a
+    /// second one is refused rather than queued, so nobody can stall a conversation by flooding it.</summary>
+    Conflict,
+    /// <summary>The tenant is over one of its limits (429).</summary>
+    TenantLimit,
 }
 
 /// <summary>A refusal of a request, as opposed to a failure of the system: it carries a code and whether retrying can
@@ -27,5 +32,5 @@ public sealed class WeftException : Exception
     /// one.</summary>
     [Id(1)] public string? Param { get; }
 
-    public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable;
+    public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable or WeftErrorCode.TenantLimit;
 }

@@ -2,13 +2,16 @@ using Weft.Abstractions;
 
 namespace Weft.Client;
 
-/// <summary>Entry point of the SDK: conversations of a Weft cluster, reached through an Orleans cluster
-/// client.</summary>
-public sealed class WeftClient(IClusterClient cluster)
+/// <summary>Entry point of the SDK: conversations of a Weft cluster, reached through an Orleans cluster client, as
+/// one tenant (by default the HTTP API's tenant when it has a single key or none).</summary>
+public sealed class WeftClient(IClusterClient cluster, string tenant = WeftDefaults.Tenant)
 {
+    public string Tenant { get; } = tenant;
+
     /// <summary>The conversation with this id (created on first use, placed on the silo with the most free KV
     /// capacity).</summary>
-    public WeftConversation Conversation(string id) => new(id, cluster.GetGrain<IConversationGrain>(id));
+    public WeftConversation Conversation(string id) =>
+        new(id, cluster.GetGrain<IConversationGrain>(ConversationKey.Of(Tenant, id)));
 
     public WeftConversation NewConversation() => Conversation(Guid.NewGuid().ToString("n"));
 }
@@ -55,4 +58,9 @@ public sealed class WeftConversation(string id, IConversationGrain grain)
 
     /// <summary>Forgets the history and frees the conversation's KV cache.</summary>
     public Task ResetAsync() => grain.ResetAsync();
+
+    /// <summary>Removes the conversation: history, stored state and KV cache (as DELETE /v1/conversations/{id}).
+    /// False when there was nothing to remove; a <see cref="WeftException"/> with
+    /// <see cref="WeftErrorCode.Conflict"/> while a turn runs.</summary>
+    public Task<bool> DeleteAsync() => grain.DeleteAsync();
 }

@@ -1,5 +1,8 @@
+using System.Buffers.Binary;
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Text;
 using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Orleans.Concurrency;
@@ -18,7 +21,7 @@ namespace Weft.Grains;
 [Reentrant, DevicePlacement]
 public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logger) : Grain, IBatchGrain
 {
-    sealed record Request(Sequence Sequence, ReplyDecoder Decoder, Channel<GenerationDelta> Output)
+    sealed record Request(Sequence Sequence, string Tenant, ReplyDecoder Decoder, Channel<GenerationDelta> Output)
     {
         public bool Done { get; set; }
         public long Admitted { get; } = Stopwatch.GetTimestamp();
@@ -77,7 +80,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
             seq = kept;
             scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, request.KeepCache);
         }
-        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, request.KeepCache);
+        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, request.KeepCache)
+            { CacheSalt = CacheSalt(request.Tenant) };
         try
         {
             scheduler.Add(seq);
@@ -89,7 +93,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
                 e.Message);
         }
 
-        var req = new Request(seq, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop),
+        var req = new Request(seq, request.Tenant, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop),
             Channel.CreateUnbounded<GenerationDelta>(
                 new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
         _requests[seq.Id] = req;
@@ -182,7 +186,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     {
         if (!_requests.TryGetValue(seq.Id, out var req) || req.Done) return;
         long now = Stopwatch.GetTimestamp();
-        if (req.LastToken == 0) Metrics.RecordFirstToken(Stopwatch.GetElapsedTime(req.Admitted, now));
+        if (req.LastToken == 0) Metrics.RecordFirstToken(Stopwatch.GetElapsedTime(req.Admitted, now), req.Tenant);
         else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now));
         req.LastToken = now;
         string text = req.Decoder.Push(token);
@@ -229,7 +233,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     {
         var seq = req.Sequence;
         req.Done = true;
-        Metrics.RecordFinished(seq, finishReason, Stopwatch.GetElapsedTime(req.Admitted));
+        Metrics.RecordFinished(seq, finishReason, Stopwatch.GetElapsedTime(req.Admitted), req.Tenant);
         req.Output.Writer.TryWrite(new GenerationDelta
         {
             SequenceId = seq.Id,
@@ -242,6 +246,11 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         });
         req.Output.Writer.TryComplete();
     }
+
+    /// <summary>A tenant's salt: 64 bits of SHA-256, so no tenant can pick a name whose chain meets another's. No
+    /// tenant: the unsalted cache.</summary>
+    static ulong CacheSalt(string tenant) => tenant.Length == 0 ? 0
+        : BinaryPrimitives.ReadUInt64LittleEndian(SHA256.HashData(Encoding.UTF8.GetBytes(tenant)));
 
     Task ForgetEvicted()
     {

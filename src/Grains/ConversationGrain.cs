@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Options;
 using Weft.Abstractions;
 using Weft.Models.Chat;
 
@@ -20,12 +21,17 @@ public sealed class ConversationState
     /// changes.</summary>
     [Id(2)] public string? BatchKey { get; set; }
     [Id(3)] public long SequenceId { get; set; }
+    /// <summary>When the last turn ended: the conversation expires a TTL after it.</summary>
+    [Id(5)] public DateTime LastTurnUtc { get; set; }
 }
 
 /// <summary>
 /// One conversation, placed on the silo with the most free KV capacity. Renders its history through the model's chat
 /// template, hands the tokens to its device's BatchGrain with the KV handle of its previous turn (so only new tokens
-/// are computed), streams the reply, and persists the turn once it is complete.
+/// are computed), streams the reply, and persists the turn once it is complete. Its key is tenant/id
+/// (<see cref="ConversationKey"/>): the tenant salts its prefix cache and is counted against its limits. A conversation
+/// left without a turn for the TTL (<see cref="ModelHostOptions.ConversationTtlSeconds"/>) removes its state and
+/// deactivates.
 /// </summary>
 [KvCapacityPlacement]
 [SuppressMessage("Reliability", "CA1001", Justification =
@@ -33,21 +39,44 @@ public sealed class ConversationState
     + "would make a streaming turn's late Release throw")]
 public sealed class ConversationGrain(
     ModelHost host,
+    TenantLimits limits,
+    IOptions<ModelHostOptions> options,
     ILocalSiloDetails silo,
     [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state)
     : Grain, IConversationGrain
 {
-    /// <summary>Turns run one at a time; a second request waits for the first to finish.</summary>
+    /// <summary>Turns run one at a time; a second request is refused while one runs.</summary>
     readonly SemaphoreSlim _turn = new(1, 1);
+    readonly TimeSpan? _ttl = options.Value.ConversationTtlSeconds > 0
+        ? TimeSpan.FromSeconds(options.Value.ConversationTtlSeconds) : null;
+
+    string Tenant => ConversationKey.Tenant(this.GetPrimaryKeyString());
+
+    /// <summary>How often an activation checks whether it has expired: a quarter of the TTL keeps the overshoot small,
+    /// and a check is only a clock read.</summary>
+    internal static TimeSpan CheckPeriod(TimeSpan ttl) =>
+        TimeSpan.FromTicks(Math.Clamp(ttl.Ticks / 4, TimeSpan.TicksPerSecond / 4, TimeSpan.TicksPerMinute));
+
+    public override async Task OnActivateAsync(CancellationToken cancellationToken)
+    {
+        if (_ttl is not { } ttl) return;
+        // A state stored before expiry was tracked has no time: its clock starts now.
+        if (state.State.LastTurnUtc == default) state.State.LastTurnUtc = DateTime.UtcNow;
+        // expired while no silo held it (the store's own TTL is only the backstop)
+        else if (DateTime.UtcNow - state.State.LastTurnUtc >= ttl) await ForgetAsync();
+        var period = CheckPeriod(ttl);
+        this.RegisterGrainTimer(ExpireIfIdleAsync, new GrainTimerCreationOptions(period, period) { KeepAlive = false });
+    }
 
     public async IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await _turn.WaitAsync(cancellationToken);
+        if (!_turn.Wait(0, CancellationToken.None)) throw Busy();
         try
         {
             host.EnsureReady();
             var (messages, prompt, rendered) = Prepare(request);
+            using var admission = limits.Admit(Tenant, prompt.Count);
             var s = state.State;
             string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
             var generation = new GenerationRequest
@@ -58,6 +87,7 @@ public sealed class ConversationGrain(
                 Sampling = request.Sampling,
                 Priority = request.Priority,
                 KeepCache = !request.Ephemeral,
+                Tenant = Tenant,
             };
             if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
 
@@ -93,6 +123,7 @@ public sealed class ConversationGrain(
             s.Text = kept.Text;
             s.BatchKey = batchKey;
             s.SequenceId = sequenceId;
+            s.LastTurnUtc = DateTime.UtcNow;
             await state.WriteStateAsync(CancellationToken.None);
         }
         finally
@@ -118,6 +149,52 @@ public sealed class ConversationGrain(
         {
             _turn.Release();
         }
+    }
+
+    public async Task<bool> DeleteAsync()
+    {
+        if (!_turn.Wait(0)) throw Busy();
+        try
+        {
+            bool existed = state.RecordExists || state.State.Messages.Count > 0 || state.State.BatchKey is not null;
+            await ForgetAsync();
+            DeactivateOnIdle();
+            return existed;
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    static WeftException Busy() => new(WeftErrorCode.Conflict,
+        "the conversation is busy with another turn; send the next one when it has finished", "conversation_id");
+
+    async Task ExpireIfIdleAsync(CancellationToken cancellationToken)
+    {
+        // An activation that holds nothing (a one-off turn's, or one that only read an empty history) is not kept for
+        // the TTL: the collection age is raised to it for every conversation, and one-off turns come by the thousand.
+        bool holdsNothing = !state.RecordExists && state.State.BatchKey is null;
+        if (!holdsNothing && DateTime.UtcNow - state.State.LastTurnUtc < _ttl) return;
+        if (!_turn.Wait(0, CancellationToken.None)) return;
+        try
+        {
+            await ForgetAsync();
+            DeactivateOnIdle();
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
+    /// <summary>Frees the KV cache and removes the stored state (a one-off conversation stored none: no
+    /// write).</summary>
+    async Task ForgetAsync()
+    {
+        await ReleaseStaleHandle(state.State);
+        if (state.RecordExists) await state.ClearStateAsync();
+        state.State = new ConversationState();
     }
 
     /// <summary>The new history (for chat turns), the prompt tokens of this turn and the chat text they stand

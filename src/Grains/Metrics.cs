@@ -57,14 +57,19 @@ public static class Metrics
         GenerationTokens.Add(tick.Sampled.Count);
     }
 
-    public static void RecordFirstToken(TimeSpan t) => TimeToFirstToken.Record(t.TotalSeconds);
+    public static void RecordFirstToken(TimeSpan t, string tenant) =>
+        TimeToFirstToken.Record(t.TotalSeconds, Tag(tenant));
     public static void RecordInterToken(TimeSpan t) => InterTokenLatency.Record(t.TotalSeconds);
 
-    public static void RecordFinished(Sequence s, string finishReason, TimeSpan total)
+    public static void RecordFinished(Sequence s, string finishReason, TimeSpan total, string tenant)
     {
-        PromptTokens.Add(s.NumPromptTokens);
-        CachedPromptTokens.Add(s.NumCachedTokens);
-        Requests.Add(1, new KeyValuePair<string, object?>("finish_reason", finishReason));
-        EndToEndLatency.Record(total.TotalSeconds);
+        PromptTokens.Add(s.NumPromptTokens, Tag(tenant));
+        CachedPromptTokens.Add(s.NumCachedTokens, Tag(tenant));
+        Requests.Add(1, new KeyValuePair<string, object?>("finish_reason", finishReason), Tag(tenant));
+        EndToEndLatency.Record(total.TotalSeconds, Tag(tenant));
     }
+
+    /// <summary>The "tenant" label of per-request series; tenants come from the silo's key list, so it stays a short
+    /// list of values.</summary>
+    static KeyValuePair<string, object?> Tag(string tenant) => new("tenant", tenant);
 }

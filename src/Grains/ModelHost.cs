@@ -81,7 +81,7 @@ public sealed class ModelHost : IDisposable
                 engine = engine with { Threads = Math.Max(1, Environment.ProcessorCount / devices) };
             for (int d = 0; d < devices; d++)
             {
-                var e = InferenceEngine.Load(ModelPath, engine with { Device = cuda ? d : 0 });
+                var e = InferenceEngine.Load(ModelPath, engine with { Device = cuda ? d : 0 }, _options.Mmap);
                 engines.Add(e);
                 e.WarmUp();
                 _logger.LogInformation("device {Device}: {Engine}", d, e.Description);

@@ -32,6 +32,18 @@ public sealed record ModelHostOptions
     /// <summary>Largest prefill chunk per sequence per tick; null lets one prompt take the whole token
     /// budget.</summary>
     public int? PrefillChunkSize { get; init; }
+    /// <summary>Seconds a conversation may go without a turn before its history, stored state and KV cache are
+    /// removed; 0 keeps conversations until they are deleted.</summary>
+    public int ConversationTtlSeconds { get; init; } = 3600;
+    /// <summary>Turns one tenant may have in progress on a silo at once (HTTP 429 beyond); null: no limit.</summary>
+    public int? TenantMaxRequests { get; init; }
+    /// <summary>Prompt tokens of one tenant's turns in progress on a silo (HTTP 429 beyond; a tenant's only turn is
+    /// always admitted); null: no limit.</summary>
+    public int? TenantMaxQueuedTokens { get; init; }
+    /// <summary>Map the model file rather than read it into memory: less memory and a faster start, but the file must
+    /// not be overwritten while it is served (the process then reads the new bytes, or dies on a shorter
+    /// file).</summary>
+    public bool Mmap { get; init; }
 
     public IEnumerable<string> Validate()
     {
@@ -46,6 +58,9 @@ public sealed record ModelHostOptions
         if (KvWatermark is < 0 or >= 1) yield return "kv-watermark must be in [0, 1)";
         if (AgingTicks < 1) yield return "aging-ticks must be positive";
         if (PrefillChunkSize is < 1) yield return "prefill-chunk-size must be positive";
+        if (ConversationTtlSeconds < 0) yield return "conversation-ttl must not be negative (0: never expire)";
+        if (TenantMaxRequests is < 1) yield return "tenant-max-requests must be at least 1";
+        if (TenantMaxQueuedTokens is < 1) yield return "tenant-max-queued-tokens must be at least 1";
         foreach (var e in Engine.Validate()) yield return e;
     }
 }

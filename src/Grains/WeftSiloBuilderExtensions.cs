@@ -2,6 +2,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Orleans.Configuration;
 
 namespace Weft.Grains;
 
@@ -18,6 +19,16 @@ public static class WeftSiloBuilderExtensions
         if (options is not null) silo.Services.AddSingleton(Options.Create(options));
         else silo.Services.AddOptions<ModelHostOptions>().Bind(silo.Configuration.GetSection("Weft"));
         silo.Services.AddSingleton<ModelHost>();
+        silo.Services.AddSingleton<TenantLimits>();
+        // An idle conversation must outlive its TTL so that its own timer removes its state (an activation collected
+        // earlier would leave it in storage); the activation then goes with it.
+        silo.Services.AddOptions<GrainCollectionOptions>().Configure<IOptions<ModelHostOptions>>((o, m) =>
+        {
+            if (m.Value.ConversationTtlSeconds <= 0) return;
+            var ttl = TimeSpan.FromSeconds(m.Value.ConversationTtlSeconds);
+            var age = ttl + 2 * ConversationGrain.CheckPeriod(ttl);
+            if (age > o.CollectionAge) o.ClassSpecificCollectionAge[typeof(ConversationGrain).FullName!] = age;
+        });
         silo.Services.AddHostedService<ModelLoader>();
         silo.Services.AddSingleton<ClusterLoad>();
         silo.Services.AddHostedService(sp => sp.GetRequiredService<ClusterLoad>());

@@ -5,7 +5,8 @@ namespace Weft.Scheduling;
 /// A full, computed block is identified by a hash of (hash of the previous block, its token ids); sequences whose
 /// tokens start the same way share those blocks. A freed block keeps its hash and can be found again until it is handed
 /// out for new content, so the free list is kept in LRU order: blocks with no cached content first, then cached blocks
-/// from the least recently freed.
+/// from the least recently freed. A sequence's <see cref="Sequence.CacheSalt"/> seeds the chain (vLLM's cache_salt), so
+/// sequences with different salts never share a block and a cache hit tells nothing about another salt's prompts.
 /// </summary>
 /// <remarks>
 /// Between ticks every sequence's <see cref="Sequence.BlockTable"/> covers exactly its
@@ -79,7 +80,7 @@ public sealed class BlockManager
         if (table.Count > 0 && !_hashed[table[^1]]) return 0;
 
         var tokens = s.TokenSpan;
-        ulong parent = table.Count == 0 ? RootHash : _hash[table[^1]];
+        ulong parent = table.Count == 0 ? Root(s) : _hash[table[^1]];
         int found = 0;
         for (int i = table.Count; i < (s.NumTokens - 1) / BlockSize; i++)
         {
@@ -126,7 +127,7 @@ public sealed class BlockManager
         int i = full;
         while (i > 0 && !_hashed[table[i - 1]]) i--;
         var tokens = s.TokenSpan;
-        ulong parent = i == 0 ? RootHash : _hash[table[i - 1]];
+        ulong parent = i == 0 ? Root(s) : _hash[table[i - 1]];
         for (; i < full; i++)
         {
             int b = table[i];
@@ -210,6 +211,8 @@ public sealed class BlockManager
     }
 
     Span<int> BlockTokens(int b) => _blockTokens.AsSpan(b * BlockSize, BlockSize);
+
+    static ulong Root(Sequence s) => s.CacheSalt == 0 ? RootHash : Mix(RootHash ^ Mix(s.CacheSalt));
 
     static ulong Hash(ulong parent, ReadOnlySpan<int> tokens)
     {

@@ -48,6 +48,9 @@ public sealed class Sequence(
     /// are evicted, least recently used first, when memory is needed.
     /// </summary>
     public bool KeepCache { get; private set; } = keepCache;
+    /// <summary>Seeds the prefix-cache hashes of this sequence's blocks: only sequences with the same salt share cached
+    /// blocks (one salt per tenant). 0 is the unsalted cache.</summary>
+    public ulong CacheSalt { get; init; }
 
     public int NumTokens => _tokenIds.Count;
     public int NumCompletionTokens => NumTokens - NumPromptTokens;

@@ -49,6 +49,11 @@ sealed class ApiException(int status, string type, string code, string message, 
         WeftErrorCode.QueueFull =>
             new(StatusCodes.Status429TooManyRequests, "rate_limit_error", "queue_full", e.Message) { RetryAfter = 1 },
         WeftErrorCode.Unavailable => Unavailable(e.Message),
+        WeftErrorCode.TenantLimit =>
+            new(StatusCodes.Status429TooManyRequests, "rate_limit_error", "rate_limit_exceeded", e.Message)
+            { RetryAfter = 1 },
+        WeftErrorCode.Conflict =>
+            new(StatusCodes.Status409Conflict, "invalid_request_error", "conversation_busy", e.Message, e.Param),
         _ => BadRequest(e.Message, e.Param),
     };
 

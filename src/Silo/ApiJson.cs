@@ -79,6 +79,12 @@ sealed record TokenizeResponse(int Count, int MaxModelLen, IReadOnlyList<int> To
 
 sealed record DetokenizeResponse(string Prompt);
 
+/// <summary>As OpenAI's DELETE /v1/conversations/{id}.</summary>
+sealed record ConversationDeleted(string Id, bool Deleted)
+{
+    public string Object => "conversation.deleted";
+}
+
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(ErrorBody))]
 [JsonSerializable(typeof(HealthResponse))]
@@ -89,4 +95,5 @@ sealed record DetokenizeResponse(string Prompt);
 [JsonSerializable(typeof(Completion))]
 [JsonSerializable(typeof(TokenizeResponse))]
 [JsonSerializable(typeof(DetokenizeResponse))]
+[JsonSerializable(typeof(ConversationDeleted))]
 sealed partial class ApiJson : JsonSerializerContext;

@@ -14,7 +14,7 @@ public sealed class SiloOptionsException(string message) : Exception(message);
 /// </summary>
 public static class CommandLine
 {
-    enum Kind { Text, Integer, Number, Engine }
+    enum Kind { Text, Integer, Number, Engine, Switch }
 
     sealed record Flag(string Name, string Key, Kind Kind, string Help);
 
@@ -42,10 +42,26 @@ public static class CommandLine
             "CUDA: fraction of free GPU memory for the KV cache (default: 0.8)"),
         new("--max-waiting", "Weft:MaxWaiting", Kind.Integer,
             "requests waiting for a slot beyond which new ones get HTTP 429 (default: 1024)"),
+        new("--mmap", "Weft:Mmap", Kind.Switch,
+            "map the model file instead of reading it into memory (the file must then not be overwritten)"),
+        new("--conversation-ttl", "Weft:ConversationTtlSeconds", Kind.Integer,
+            "seconds without a turn after which a conversation is removed; 0: never (default: 3600)"),
+        new("--tenant-max-requests", "Weft:TenantMaxRequests", Kind.Integer,
+            "requests one tenant may have in progress per silo; HTTP 429 beyond (default: no limit)"),
+        new("--tenant-max-queued-tokens", "Weft:TenantMaxQueuedTokens", Kind.Integer,
+            "prompt tokens of one tenant's requests in progress per silo; HTTP 429 beyond (default: no limit)"),
         new("--urls", "Silo:Urls", Kind.Text,
             "where the HTTP API listens, ';'-separated (default: http://127.0.0.1:8000)"),
         new("--api-key", "Silo:ApiKey", Kind.Text,
-            "require \"Authorization: Bearer KEY\" on /v1, /tokenize and /detokenize"),
+            "require \"Authorization: Bearer KEY\" on /v1, /tokenize and /detokenize (tenant \"default\")"),
+        new("--api-keys", "Silo:ApiKeysFile", Kind.Text,
+            "file of API keys, one \"TENANT KEY\" a line: each key's requests and conversations are its tenant's"),
+        new("--max-request-bytes", "Silo:MaxRequestBytes", Kind.Integer,
+            "largest request body, in bytes; HTTP 413 beyond (default: 8388608)"),
+        new("--max-tokenize-bytes", "Silo:MaxTokenizeBytes", Kind.Integer,
+            "largest /tokenize and /detokenize body, in bytes (default: 1048576)"),
+        new("--max-tokenize-tokens", "Silo:MaxTokenizeTokens", Kind.Integer,
+            "most tokens /tokenize returns (default: the context length)"),
         new("--redis", "Silo:Redis", Kind.Text,
             "HOST:PORT of Redis for clustering and conversation storage " +
             "(default: localhost clustering, memory storage)"),
@@ -84,6 +100,7 @@ public static class CommandLine
                 ?? throw new SiloOptionsException(arg.StartsWith('-')
                     ? $"unknown option '{name}' (see --help)" : $"unexpected argument '{arg}' (see --help)");
             string value = eq > 0 ? arg[(eq + 1)..]
+                : flag.Kind == Kind.Switch ? "true"
                 : i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i]
                 : throw new SiloOptionsException($"{name} needs a value");
             values[flag.Key] = Check(flag, value);
@@ -98,6 +115,8 @@ public static class CommandLine
         Kind.Number when !double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _) =>
             throw new SiloOptionsException($"{flag.Name}: '{value}' is not a number"),
         Kind.Engine => EngineName(flag, value),
+        Kind.Switch when !bool.TryParse(value, out _) =>
+            throw new SiloOptionsException($"{flag.Name}: '{value}' is not true or false"),
         _ => value,
     };
 

@@ -1,5 +1,4 @@
-using System.Security.Cryptography;
-using System.Text;
+using Microsoft.AspNetCore.Http.Features;
 using System.Text.Json;
 using Weft.Abstractions;
 using Weft.Grains;
@@ -11,7 +10,7 @@ namespace Weft.Silo;
 /// generation request is a turn of a <see cref="IConversationGrain"/>: the one named by "conversation_id" or the
 /// X-Conversation-Id header, or else a conversation of its own that is reset when the request ends.
 /// </summary>
-sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<OpenAiApi> logger)
+sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory grains, ILogger<OpenAiApi> logger)
 {
     /// <summary>OpenAI's default for the legacy completions endpoint; chat replies run to the end of the
     /// context.</summary>
@@ -47,9 +46,12 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
     {
         var body = await ReadAsync(ctx);
         RefuseUnsupported(body);
+        var messages = Messages(body);
+        RefuseLongerThan(messages.Sum(m => (long)m.Content.Length), host.MaxModelLen, "messages",
+            "the context length", "context_length_exceeded");
         var turn = new TurnRequest
         {
-            Messages = Messages(body),
+            Messages = messages,
             // the client sends the whole conversation each time
             ReplaceHistory = true,
             Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")),
@@ -66,6 +68,9 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         if (body.String("suffix") is { Length: > 0 })
             throw ApiException.Unsupported("suffix", "'suffix' (insertion) is not supported");
         var (prompt, promptIds) = Prompt(body);
+        if (prompt is not null)
+            RefuseLongerThan(prompt.Length, host.MaxModelLen, "prompt", "the context length",
+                "context_length_exceeded");
         var turn = new TurnRequest
         {
             Prompt = prompt,
@@ -82,11 +87,16 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         var body = await ReadAsync(ctx);
         // as the chat and completion endpoints tokenize: with BOS where the model adds one
         bool addSpecial = body.Bool("add_special_tokens", true);
-        int[] tokens = body.Field("messages") is not null
-            ? host.Tokenizer.Encode(Render(Messages(body), body.Bool("add_generation_prompt", true)), addSpecial,
-                parseSpecial: true)
-            : host.Tokenizer.Encode(RequestBody.AsString(body.Required("prompt"), "prompt"), addSpecial,
-                parseSpecial: false);
+        int limit = silo.MaxTokenizeTokens ?? host.MaxModelLen;
+        bool chat = body.Field("messages") is not null;
+        string text = chat ? Render(Messages(body), body.Bool("add_generation_prompt", true))
+            : RequestBody.AsString(body.Required("prompt"), "prompt");
+        string param = chat ? "messages" : "prompt";
+        RefuseLongerThan(text.Length, limit, param, "/tokenize returns", "too_many_tokens");
+        int[] tokens = host.Tokenizer.Encode(text, addSpecial, parseSpecial: chat);
+        if (tokens.Length > limit)
+            throw ApiException.BadRequest($"'{param}' is {tokens.Length} tokens, more than /tokenize returns " +
+                $"({limit} tokens)", param, "too_many_tokens");
         await ctx.Response.WriteAsJsonAsync(new TokenizeResponse(tokens.Length, host.MaxModelLen, tokens),
             ApiJson.Default.TokenizeResponse, cancellationToken: ctx.RequestAborted);
     }
@@ -102,6 +112,29 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
             ? tokens.Skip(1) : tokens;
         await ctx.Response.WriteAsJsonAsync(new DetokenizeResponse(host.Tokenizer.Decode(text)),
             ApiJson.Default.DetokenizeResponse, cancellationToken: ctx.RequestAborted);
+    }
+
+    public async Task DeleteConversationAsync(HttpContext ctx)
+    {
+        string id = ctx.Request.RouteValues["id"] as string ?? "";
+        CheckConversationId(id);
+        var conversation = grains.GetGrain<IConversationGrain>(ConversationKey.Of(WeftApiEndpoints.Tenant(ctx), id));
+        if (!await conversation.DeleteAsync()) throw ApiException.NotFound($"there is no conversation '{id}'");
+        await ctx.Response.WriteAsJsonAsync(new ConversationDeleted(id, Deleted: true),
+            ApiJson.Default.ConversationDeleted, cancellationToken: ctx.RequestAborted);
+    }
+
+    /// <summary>
+    /// Refuses text that cannot fit in <paramref name="limit"/> tokens before tokenizing it: no token stands for more
+    /// than <see cref="Weft.Models.Tokenization.Tokenizer.MaxTokenChars"/> characters, so the text takes at least its
+    /// length over that (a 29 MB message was tokenized whole, hundreds of MB, before the context check refused it).
+    /// </summary>
+    void RefuseLongerThan(long chars, int limit, string param, string what, string code)
+    {
+        long fewest = (chars + host.Tokenizer.MaxTokenChars - 1) / host.Tokenizer.MaxTokenChars;
+        if (fewest > limit)
+            throw ApiException.BadRequest($"'{param}' holds {chars} characters, at least {fewest} tokens, more than " +
+                $"{what} ({limit} tokens)", param, code);
     }
 
     async Task<RequestBody> ReadAsync(HttpContext ctx)
@@ -144,8 +177,8 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
             throw ApiException.Unsupported("tools", "tools (function calling) are not supported");
         if (b.Field("response_format") is { ValueKind: JsonValueKind.Object } format
             && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String
-            && type.GetString() != "text")
-            throw ApiException.Unsupported("response_format", $"response_format '{type.GetString()}' is not supported");
+            && RequestBody.AsString(type, "response_format.type") is var name && name != "text")
+            throw ApiException.Unsupported("response_format", $"response_format '{name}' is not supported");
     }
 
     static IReadOnlyList<ChatMessage> Messages(RequestBody b)
@@ -177,7 +210,7 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
                     "missing_required_parameter")
             : c.ValueKind switch
             {
-                JsonValueKind.String => c.GetString()!,
+                JsonValueKind.String => RequestBody.AsString(c, $"{path}.content"),
                 JsonValueKind.Array => TextParts(c, $"{path}.content"),
                 _ => throw ApiException.WrongType($"{path}.content", "a string or an array of text parts"),
             };
@@ -209,7 +242,7 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         switch (p.ValueKind)
         {
             case JsonValueKind.String:
-                return (p.GetString()!, null);
+                return (RequestBody.AsString(p, "prompt"), null);
             case JsonValueKind.Array when p.EnumerateArray().All(e => e.ValueKind == JsonValueKind.Number):
                 var ids = RequestBody.AsInts(p, "prompt");
                 if (ids.Count == 0) throw ApiException.BadRequest("'prompt' must not be empty", "prompt");
@@ -251,11 +284,12 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         bool includeUsage = IncludeUsage(body);
         string? id = body.String("conversation_id")
             ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
-        if (id is { Length: 0 or > 256 })
-            throw ApiException.BadRequest("a conversation id has 1 to 256 characters", "conversation_id");
+        if (id is not null) CheckConversationId(id);
         // without an id the request is a conversation of its own that keeps nothing
         if (id is null) turn = turn with { Ephemeral = true };
-        var conversation = grains.GetGrain<IConversationGrain>(id ?? $"http-{Guid.NewGuid():N}");
+        // the tenant's own namespace: another tenant's conversation of the same id is another grain
+        var conversation = grains.GetGrain<IConversationGrain>(
+            ConversationKey.Of(WeftApiEndpoints.Tenant(ctx), id ?? $"http-{Guid.NewGuid():N}"));
         var reply = new ReplyWriter(ctx.Response, chat, $"{(chat ? "chatcmpl" : "cmpl")}-{Guid.NewGuid():N}",
             DateTimeOffset.UtcNow.ToUnixTimeSeconds(), host.ModelName, turn.ReturnTokenIds, ctx.RequestAborted);
         var ct = ctx.RequestAborted;
@@ -274,6 +308,14 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
         {
             // the client went away; cancelling the enumeration stopped its generation and freed its KV blocks
         }
+    }
+
+    static void CheckConversationId(string id)
+    {
+        if (id.Length is 0 or > 256 || id.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+            throw ApiException.BadRequest(
+                "a conversation id has 1 to 256 characters, none of them whitespace or control characters",
+                "conversation_id");
     }
 
     static bool IncludeUsage(RequestBody body)
@@ -321,19 +363,30 @@ sealed partial class OpenAiApi(ModelHost host, IGrainFactory grains, ILogger<Ope
 /// <summary>Routes, the error body of every failure, and the API key check.</summary>
 static class WeftApiEndpoints
 {
-    public static void MapWeftApi(this WebApplication app, SiloOptions options)
+    static readonly object TenantItem = new();
+
+    /// <summary>The tenant of a request to a route that needs a key (see <see cref="Tenants"/>).</summary>
+    public static string Tenant(HttpContext ctx) => (string)ctx.Items[TenantItem]!;
+
+    public static void MapWeftApi(this WebApplication app, SiloOptions options, Tenants tenants)
     {
         app.Use(ErrorsAsync);
         // unknown routes and wrong methods: the router's empty 404 and 405 get an error body too
         app.UseStatusCodePages(c => NoRoute(c.HttpContext).WriteAsync(c.HttpContext.Response));
-        if (options.ApiKey is { } key)
+        app.Use((ctx, next) =>
         {
-            byte[] expected = Encoding.UTF8.GetBytes($"Bearer {key}");
-            app.Use((ctx, next) =>
-                !NeedsKey(ctx.Request.Path) || Matches(ctx.Request.Headers.Authorization.ToString(), expected)
-                ? next(ctx)
-                : throw ApiException.Unauthorized());
-        }
+            var path = ctx.Request.Path;
+            if (!NeedsKey(path)) return next(ctx);
+            ctx.Items[TenantItem] = !tenants.RequireKey ? WeftDefaults.Tenant
+                : tenants.Resolve(ctx.Request.Headers.Authorization.ToString()) ?? throw ApiException.Unauthorized();
+            // Kestrel enforces it as the body is read: a declared length over it fails the first read, before any
+            // parsing, and a chunked body fails once past it.
+            if (ctx.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+                limit.MaxRequestBodySize =
+                    path.StartsWithSegments("/tokenize") || path.StartsWithSegments("/detokenize")
+                        ? options.MaxTokenizeBytes : options.MaxRequestBytes;
+            return next(ctx);
+        });
         // The API is resolved per request, not here: resolving it opens the model, which the host does first.
         app.MapGet("/health", ctx => Api(ctx).HealthAsync(ctx));
         app.MapGet("/v1/models", ctx => Api(ctx).ModelsAsync(ctx));
@@ -342,6 +395,7 @@ static class WeftApiEndpoints
         app.MapPost("/v1/completions", ctx => Api(ctx).CompletionsAsync(ctx));
         app.MapPost("/tokenize", ctx => Api(ctx).TokenizeAsync(ctx));
         app.MapPost("/detokenize", ctx => Api(ctx).DetokenizeAsync(ctx));
+        app.MapDelete("/v1/conversations/{**id}", ctx => Api(ctx).DeleteConversationAsync(ctx));
     }
 
     static OpenAiApi Api(HttpContext ctx) => ctx.RequestServices.GetRequiredService<OpenAiApi>();
@@ -355,9 +409,6 @@ static class WeftApiEndpoints
     static bool NeedsKey(PathString path) =>
         path.StartsWithSegments("/v1") || path.StartsWithSegments("/tokenize")
             || path.StartsWithSegments("/detokenize");
-
-    static bool Matches(string header, byte[] expected) =>
-        CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header), expected);
 
     static async Task ErrorsAsync(HttpContext ctx, RequestDelegate next)
     {
@@ -375,6 +426,8 @@ static class WeftApiEndpoints
             {
                 ApiException a => a,
                 WeftException w => ApiException.From(w),
+                BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } b =>
+                    new ApiException(b.StatusCode, "invalid_request_error", "request_too_large", b.Message),
                 BadHttpRequestException b =>
                     new ApiException(b.StatusCode, "invalid_request_error", "bad_request", b.Message),
                 _ => Api(ctx).Unexpected(e),

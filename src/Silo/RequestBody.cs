@@ -56,7 +56,7 @@ sealed class RequestBody
     public IReadOnlyList<string> Strings(string name) => Field(name) switch
     {
         null => [],
-        { ValueKind: JsonValueKind.String } v => [v.GetString()!],
+        { ValueKind: JsonValueKind.String } v => [AsString(v, name)],
         { ValueKind: JsonValueKind.Array } v => v.EnumerateArray().Select((e, i) => AsString(e, $"{name}[{i}]"))
             .ToList(),
         _ => throw ApiException.WrongType(name, "a string or an array of strings"),
@@ -64,8 +64,22 @@ sealed class RequestBody
 
     public IReadOnlyList<int>? Ints(string name) => Field(name) is { } v ? AsInts(v, name) : null;
 
-    public static string AsString(JsonElement v, string name) =>
-        v.ValueKind == JsonValueKind.String ? v.GetString()! : throw ApiException.WrongType(name, "a string");
+    /// <summary>A JSON string as text. JSON may carry what no string can hold (bytes that are not UTF-8, an escaped
+    /// lone surrogate); System.Text.Json finds out only when asked for the string, with an InvalidOperationException
+    /// that would otherwise be a 500.</summary>
+    public static string AsString(JsonElement v, string name)
+    {
+        if (v.ValueKind != JsonValueKind.String) throw ApiException.WrongType(name, "a string");
+        try
+        {
+            return v.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            throw ApiException.BadRequest($"'{name}' is not valid text: invalid UTF-8 or a lone UTF-16 surrogate", name,
+                "invalid_text");
+        }
+    }
 
     public static bool AsBool(JsonElement v, string name) => v.ValueKind switch
     {

@@ -11,8 +11,22 @@ public sealed record SiloOptions
 
     /// <summary>Where the HTTP API listens; several URLs are separated by ';'.</summary>
     public string Urls { get; init; } = "http://127.0.0.1:8000";
-    /// <summary>When set, every /v1 call and /tokenize, /detokenize need "Authorization: Bearer {key}".</summary>
+    /// <summary>When set, every /v1 call and /tokenize, /detokenize need "Authorization: Bearer {key}"; the key's
+    /// tenant is "default".</summary>
     public string? ApiKey { get; init; }
+    /// <summary>API keys of tenants, tenant -> key. With any key (here, <see cref="ApiKey"/> or in
+    /// <see cref="ApiKeysFile"/>), every /v1 call and /tokenize, /detokenize need one of them.</summary>
+    public Dictionary<string, string> ApiKeys { get; init; } = [];
+    /// <summary>A file of API keys: one "TENANT KEY" a line; blank lines and lines starting with '#' are
+    /// skipped.</summary>
+    public string? ApiKeysFile { get; init; }
+    /// <summary>Largest request body of the generation routes (and every other but /tokenize, /detokenize), in
+    /// bytes: 8 MiB holds a 128k-token context written out as text or as token ids several times over.</summary>
+    public long MaxRequestBytes { get; init; } = 8 << 20;
+    /// <summary>Largest request body of /tokenize and /detokenize, in bytes.</summary>
+    public long MaxTokenizeBytes { get; init; } = 1 << 20;
+    /// <summary>Most tokens /tokenize returns; null: the served context length.</summary>
+    public int? MaxTokenizeTokens { get; init; }
     /// <summary>HOST:PORT (or any StackExchange.Redis configuration string) of a Redis for clustering and grain
     /// storage; null: one silo on localhost with memory storage.</summary>
     public string? Redis { get; init; }
@@ -34,6 +48,10 @@ public sealed record SiloOptions
                 yield return $"url '{url}' is not a listen address such as http://127.0.0.1:8000 " +
                     "(host and port; * or + for every interface)";
         if (ApiKey is { Length: 0 }) yield return "api-key must not be empty";
+        if (ApiKeysFile is { } file && string.IsNullOrWhiteSpace(file)) yield return "api-keys must name a file";
+        if (MaxRequestBytes < 1) yield return "max-request-bytes must be positive";
+        if (MaxTokenizeBytes < 1) yield return "max-tokenize-bytes must be positive";
+        if (MaxTokenizeTokens is < 1) yield return "max-tokenize-tokens must be positive";
         if (Redis is { } redis && string.IsNullOrWhiteSpace(redis)) yield return "redis must be HOST:PORT";
         if (SiloPort is < 1 or > 65535) yield return "silo-port must be between 1 and 65535";
         if (GatewayPort is < 0 or > 65535) yield return "gateway-port must be between 0 (no gateway) and 65535";

@@ -119,6 +119,7 @@ public static partial class WeftSilo
         var model = Bind<ModelHostOptions>(builder.Configuration, "Weft");
         var problems = silo.Validate().Concat(model.Validate()).ToList();
         if (problems.Count > 0) throw new SiloOptionsException(string.Join("; ", problems));
+        var tenants = Tenants.Load(silo);
 
         builder.WebHost.UseUrls(silo.Urls.Split(';',
             StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
@@ -128,6 +129,7 @@ public static partial class WeftSilo
             o.TimestampFormat = "HH:mm:ss ";
         });
         builder.Services.AddSingleton(silo);
+        builder.Services.AddSingleton(tenants);
         builder.UseOrleans(s =>
         {
             s.Configure<ClusterOptions>(o =>
@@ -151,6 +153,10 @@ public static partial class WeftSilo
                     o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis);
                     // a reset conversation leaves no key behind
                     o.DeleteStateOnClear = true;
+                    // The conversation removes its own state after the TTL; the store's expiry, twice that after the
+                    // last turn, only catches what a silo that died left behind.
+                    if (model.ConversationTtlSeconds > 0)
+                        o.EntryExpiry = TimeSpan.FromSeconds(2.0 * model.ConversationTtlSeconds);
                 });
             }
             s.AddWeft(model);
@@ -165,7 +171,7 @@ public static partial class WeftSilo
         builder.Services.AddSingleton<OpenAiApi>();
 
         var app = builder.Build();
-        app.MapWeftApi(silo);
+        app.MapWeftApi(silo, tenants);
         app.MapPrometheusScrapingEndpoint();
         app.Lifetime.ApplicationStarted.Register(() => LogStarted(app));
         return app;
@@ -198,7 +204,9 @@ public static partial class WeftSilo
             silo.GatewayPort);
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses
             ?? [];
-        LogListening(logger, string.Join(", ", addresses), silo.ApiKey is null ? "no API key" : "API key required");
+        var tenants = app.Services.GetRequiredService<Tenants>();
+        LogListening(logger, string.Join(", ", addresses),
+            tenants.RequireKey ? $"API key required, {tenants.Count} tenants" : "no API key");
     }
 
     [LoggerMessage(Level = LogLevel.Information,

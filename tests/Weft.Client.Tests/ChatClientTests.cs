@@ -92,4 +92,22 @@ public sealed class ConversationSdkTests(WeftCluster cluster) : IClassFixture<We
         await conversation.ResetAsync();
         Assert.Empty((await conversation.GetHistoryAsync()).Messages);
     }
+
+    [Fact]
+    public async Task Delete_removes_the_history_and_the_same_id_of_another_tenant_is_another_conversation()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        var sampling = new Abstractions.SamplingOptions { Temperature = 0, MaxTokens = 4, IgnoreEos = true };
+        var mine = new WeftClient(cluster.Cluster.Client, "acme").Conversation("shared-id");
+        var theirs = new WeftClient(cluster.Cluster.Client, "globex").Conversation("shared-id");
+        await mine.AskAsync("My secret is 1234.", sampling, ct);
+        await theirs.AskAsync("Hello.", sampling, ct);
+        Assert.Equal("My secret is 1234.", (await mine.GetHistoryAsync()).Messages[0].Content);
+        Assert.Equal("Hello.", (await theirs.GetHistoryAsync()).Messages[0].Content);
+
+        Assert.True(await mine.DeleteAsync());
+        Assert.Empty((await mine.GetHistoryAsync()).Messages);
+        Assert.False(await mine.DeleteAsync());
+        Assert.Equal(2, (await theirs.GetHistoryAsync()).Messages.Count);
+    }
 }

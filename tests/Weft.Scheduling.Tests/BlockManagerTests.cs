@@ -64,6 +64,23 @@ public class BlockManagerTests
     }
 
     [Fact]
+    public void Sequences_with_different_cache_salts_never_share_a_block()
+    {
+        var blocks = new BlockManager(numBlocks: 8, blockSize: 4);
+        int[] prompt = [.. Enumerable.Range(1, 9)];
+        var tenantA = new Sequence(1, prompt, SamplingParams.Greedy(8)) { CacheSalt = 11 };
+        Compute(blocks, tenantA, tenantA.NumTokens);
+
+        var tenantB = new Sequence(2, prompt, SamplingParams.Greedy(8)) { CacheSalt = 22 };
+        Assert.Equal(0, blocks.AllocatePrefix(tenantB));
+        var unsalted = Seq(3, prompt);
+        Assert.Equal(0, blocks.AllocatePrefix(unsalted));
+        var tenantAgain = new Sequence(4, prompt, SamplingParams.Greedy(8)) { CacheSalt = 11 };
+        Assert.Equal(8, blocks.AllocatePrefix(tenantAgain));
+        Assert.Equal(tenantA.BlockTable.Take(2), tenantAgain.BlockTable);
+    }
+
+    [Fact]
     public void Prefix_never_includes_the_last_token_and_stops_at_the_first_difference()
     {
         var blocks = new BlockManager(numBlocks: 8, blockSize: 4);

@@ -369,8 +369,11 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
             ("weft_batch_size", "histogram"), ("http_server_request_duration_seconds", "histogram"),
         })
             Assert.Contains($"# TYPE {name} {type}\n", text);
-        Assert.Contains("weft_requests_total{otel_scope_name=\"Weft\",finish_reason=\"length\"}", text);
+        // per-request series are labelled with the tenant (here the one of a silo without keys)
+        Assert.Contains("weft_requests_total{otel_scope_name=\"Weft\",finish_reason=\"length\",tenant=\"default\"}",
+            text);
         // latency histograms in seconds have sub-second buckets
-        Assert.Contains("weft_time_to_first_token_seconds_bucket{otel_scope_name=\"Weft\",le=\"0.001\"}", text);
+        Assert.Contains(
+            "weft_time_to_first_token_seconds_bucket{otel_scope_name=\"Weft\",tenant=\"default\",le=\"0.001\"}", text);
     }
 }

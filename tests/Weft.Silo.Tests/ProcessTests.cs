@@ -72,11 +72,43 @@ public sealed class ProcessTests : IDisposable
     [InlineData("--urls=http://nohost:abc", "not a listen address")]
     [InlineData("--max-waiting=0", "max-waiting")]
     [InlineData("--max-model-len=1", "MaxModelLen must be at least 2")]
+    [InlineData("--mmap=sometimes", "not true or false")]
+    [InlineData("--conversation-ttl=-1", "conversation-ttl")]
+    [InlineData("--tenant-max-requests=0", "tenant-max-requests")]
+    [InlineData("--max-request-bytes=0", "max-request-bytes")]
     public async Task Bad_options_stop_the_silo_with_one_line_and_exit_code2(string option, string problem)
     {
         var (exitCode, _, stderr) = await RunSiloAsync(["--model", Good, .. Ports, option]);
         Assert.Equal(2, exitCode);
         Assert.Contains(problem, Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+
+    [Fact]
+    public async Task A_bad_api_key_file_stops_the_silo_with_one_line_naming_the_file_and_line()
+    {
+        var files = new Dictionary<string, (string Text, string Problem)>
+        {
+            ["three-fields.txt"] = ("# tenants\nacme key-1\nglobex key 2\n", ":3: expected 'TENANT KEY'"),
+            ["slash.txt"] = ("acme/evil key-1\n", ":1: tenant 'acme/evil'"),
+            ["twice.txt"] = ("acme key-1\n\nglobex key-1\n", ":3: the key of tenant 'globex' is given twice"),
+            ["empty.txt"] = ("# nobody yet\n\n", "holds no keys"),
+        };
+        foreach (var (name, (text, problem)) in files)
+        {
+            string path = Path.Combine(_dir, name);
+            await File.WriteAllTextAsync(path, text, TestContext.Current.CancellationToken);
+            var (exitCode, stdout, stderr) = await RunSiloAsync(["--model", Good, .. Ports, "--api-keys", path]);
+            Assert.Equal(2, exitCode);
+            string line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains(path, line);
+            Assert.Contains(problem, line);
+            Assert.DoesNotContain("key-", stdout + stderr);
+        }
+        string missing = Path.Combine(_dir, "missing.txt");
+        var (code, _, error) = await RunSiloAsync(["--model", Good, .. Ports, "--api-keys", missing]);
+        Assert.Equal(2, code);
+        Assert.Contains($"cannot read {missing}",
+            Assert.Single(error.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
     }
 
     [Fact]

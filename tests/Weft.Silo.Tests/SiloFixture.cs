@@ -23,6 +23,8 @@ public class SiloFixture : IAsyncLifetime
     public static readonly DemoModelShape Shape = new("silo-test", 64, 2, 4, 2, 160, 1024, 1024, GgmlType.F32);
 
     readonly string _dir = Directory.CreateTempSubdirectory("weft-silo-").FullName;
+    /// <summary>A folder of the fixture's own, deleted with it.</summary>
+    protected string Dir => _dir;
     public string ModelPath => Path.Combine(_dir, "model.gguf");
     public WebApplication App { get; private set; } = null!;
     public HttpClient Http { get; private set; } = null!;
@@ -31,9 +33,13 @@ public class SiloFixture : IAsyncLifetime
     /// <summary>Extra command-line options of a fixture.</summary>
     protected virtual string[] Options => [];
 
+    /// <summary>The model the fixture serves.</summary>
+    protected virtual DemoModelShape ModelShape => Shape;
+
     public async ValueTask InitializeAsync()
     {
-        DemoModel.Write(ModelPath, Shape, DemoVocabulary.SentencePiece(Shape.VocabSize, ChatTemplates.TinyLlama));
+        DemoModel.Write(ModelPath, ModelShape,
+            DemoVocabulary.SentencePiece(ModelShape.VocabSize, ChatTemplates.TinyLlama));
         App = WeftSilo.Build([
             "--model", ModelPath, "--served-model-name", ModelName, "--engine", "cpu", "--kv-blocks", "1024",
             "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0", .. Options]);

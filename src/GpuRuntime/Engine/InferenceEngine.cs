@@ -7,8 +7,9 @@ using Weft.Scheduling;
 namespace Weft.GpuRuntime.Engine;
 
 /// <summary>
-/// One model on one device: the mapped GGUF file, the backend with its uploaded weights and KV pool, and the
-/// forward pass. Everything is allocated at load; <see cref="StepAsync"/> runs one batched step on the device thread.
+/// One model on one device: the GGUF file (mapped or read into memory), the backend with its uploaded weights and KV
+/// pool, and the forward pass. Everything is allocated at load; <see cref="StepAsync"/> runs one batched step on the
+/// device thread.
 /// </summary>
 public sealed class InferenceEngine : IDisposable
 {
@@ -96,11 +97,13 @@ public sealed class InferenceEngine : IDisposable
 
     /// <summary>Opens and validates the model file and loads it onto the chosen device. Bad files raise
     /// <see cref="GgufFormatException"/>.</summary>
-    public static InferenceEngine Load(string path, EngineOptions options)
+    /// <param name="map">Map the file (see <see cref="GgufFile.Open"/>); false reads it into memory, so that the file
+    /// can be replaced while the engine serves.</param>
+    public static InferenceEngine Load(string path, EngineOptions options, bool map = true)
     {
         var problems = options.Validate().ToList();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
-        var file = GgufFile.Open(path);
+        var file = GgufFile.Open(path, map);
         try { return new InferenceEngine(file, options); }
         catch
         {

@@ -1,12 +1,16 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 using System.Text;
 
 namespace Weft.Models.Gguf;
 
 /// <summary>
-/// A GGUF file (v2 or v3), memory-mapped read-only. Metadata and tensor descriptors are parsed up front with every
-/// size checked against the bytes that remain, so a broken file fails with <see cref="GgufFormatException"/> before
-/// anything is allocated from it; tensor data stays in the mapping and is read in place.
+/// A GGUF file (v2 or v3), memory-mapped read-only or read whole into native memory. Metadata and tensor descriptors
+/// are parsed up front with every size checked against the bytes that remain, so a broken file fails with
+/// <see cref="GgufFormatException"/> before anything is allocated from it; tensor data is read in place. A mapping
+/// shares the page cache but follows the file: overwriting a mapped file in place changes the weights under the
+/// reader, and truncating it makes the next read of a lost page kill the process (SIGBUS); a copy in memory does not
+/// care what happens to the file.
 /// </summary>
 public sealed unsafe class GgufFile : IDisposable
 {
@@ -21,6 +25,8 @@ public sealed unsafe class GgufFile : IDisposable
     readonly MemoryMappedFile? _map;
     readonly MemoryMappedViewAccessor? _view;
     readonly byte* _base;
+    /// <summary>The copy in memory when the file is read rather than mapped.</summary>
+    readonly byte* _copy;
     readonly Dictionary<string, GgufTensorInfo> _tensorsByName = new(StringComparer.Ordinal);
     bool _disposed;
 
@@ -32,7 +38,7 @@ public sealed unsafe class GgufFile : IDisposable
     public IReadOnlyDictionary<string, GgufValue> Metadata { get; }
     public IReadOnlyList<GgufTensorInfo> Tensors { get; }
 
-    GgufFile(string path)
+    GgufFile(string path, bool map)
     {
         Path = path;
         FileInfo info;
@@ -46,11 +52,15 @@ public sealed unsafe class GgufFile : IDisposable
         if (FileSize == 0) throw Fail("empty file (0 bytes)");
         try
         {
-            _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-            _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            byte* p = null;
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            _base = p + _view.PointerOffset;
+            if (map)
+            {
+                _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+                _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+                byte* p = null;
+                _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+                _base = p + _view.PointerOffset;
+            }
+            else _base = _copy = ReadAll(path, FileSize);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -148,7 +158,33 @@ public sealed unsafe class GgufFile : IDisposable
 
     /// <summary>Opens and validates a GGUF file; every failure is a <see cref="GgufFormatException"/> naming the
     /// file.</summary>
-    public static GgufFile Open(string path) => new(path);
+    /// <param name="map">Map the file (the default: reading a header costs nothing); false reads it whole into
+    /// memory, so that it can be replaced while its tensors are in use.</param>
+    public static GgufFile Open(string path, bool map = true) => new(path, map);
+
+    /// <summary>The file's first <paramref name="size"/> bytes in native memory, page-aligned as a mapping is (the
+    /// kernels read tensors in place and count on their alignment within the file).</summary>
+    static byte* ReadAll(string path, long size)
+    {
+        const int Chunk = 1 << 30;
+        byte* p = (byte*)NativeMemory.AlignedAlloc((nuint)size, 4096);
+        try
+        {
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            for (long done = 0; done < size;)
+            {
+                int n = RandomAccess.Read(handle, new Span<byte>(p + done, (int)Math.Min(size - done, Chunk)), done);
+                if (n == 0) throw new IOException($"the file ended after {done} of {size} bytes while it was read");
+                done += n;
+            }
+            return p;
+        }
+        catch
+        {
+            NativeMemory.AlignedFree(p);
+            throw;
+        }
+    }
 
     public static long AlignUp(long x, long alignment) => (x + alignment - 1) / alignment * alignment;
 
@@ -245,6 +281,7 @@ public sealed unsafe class GgufFile : IDisposable
             _view.Dispose();
         }
         _map?.Dispose();
+        if (_copy != null) NativeMemory.AlignedFree(_copy);
     }
 
     /// <summary>A bounds-checked cursor over the mapped header.</summary>

@@ -19,7 +19,9 @@ public abstract partial class Tokenizer
     readonly bool _addEos, _addSpacePrefix, _cleanSpaces;
 
     private protected Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> Ids { get; }
-    private protected int MaxTokenChars { get; }
+    /// <summary>The longest token text in characters: no token stands for more characters of input, so a text of n
+    /// characters takes at least n / MaxTokenChars tokens (a bound callers can check before tokenizing).</summary>
+    public int MaxTokenChars { get; }
 
     public int VocabSize => _tokens.Length;
     public int BosId { get; }
@@ -40,7 +42,7 @@ public abstract partial class Tokenizer
         _attrs = v.Attrs;
         _ids = v.Ids;
         Ids = _ids.GetAlternateLookup<ReadOnlySpan<char>>();
-        MaxTokenChars = _tokens.Max(t => t.Length);
+        MaxTokenChars = Math.Max(1, _tokens.Max(t => t.Length));
         BosId = v.BosId;
         EosId = v.EosId;
         UnkId = v.UnkId;

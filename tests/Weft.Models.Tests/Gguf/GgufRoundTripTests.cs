@@ -216,6 +216,25 @@ public sealed class GgufRoundTripTests : IDisposable
         Assert.Throws<InvalidOperationException>(() => w.Write(new MemoryStream()));
     }
 
+    [Theory]
+    [InlineData(32u)]
+    [InlineData(4096u)]
+    public void A_file_read_into_memory_keeps_its_tensors_when_the_file_is_overwritten(uint alignment)
+    {
+        var w = new GgufWriter { Alignment = alignment };
+        float[] values = Values(256, 3);
+        w.AddTensor("t", GgmlType.F32, [256], values);
+        string path = _dir.File($"read-{alignment}.gguf");
+        w.Write(path);
+
+        using var f = GgufFile.Open(path, map: false);
+        var t = f.GetTensor("t");
+        // in place and shorter: a mapping would read zeros, then fault past the new end
+        File.WriteAllBytes(path, new byte[16]);
+        Assert.Equal(values, MemoryMarshal.Cast<byte, float>(f.Data(t)).ToArray());
+        unsafe { Assert.Equal(0, (long)f.DataPointer(t) % alignment); }
+    }
+
     [Fact]
     public void Disposed_file_refuses_to_hand_out_pointers()
     {
