@@ -12,26 +12,6 @@ namespace Weft.GpuRuntime.Engine.Cpu;
 /// </summary>
 static unsafe partial class KQuantKernels
 {
-    /// <summary>
-    /// A tile's height as a type, so that the JIT compiles the single-row tile (batch 1) without the other rows'
-    /// accumulators: the four-row tile with its rows beyond the first skipped at run time still spilled them, and ran
-    /// a 2048 × 1024 q6_K matrix at batch 1 at 2.4 GMAC/s a thread, against 5.3 for the one-row tile (SSE).
-    /// </summary>
-    interface ITile
-    {
-        static abstract bool Wide { get; }
-    }
-
-    readonly struct OneRow : ITile
-    {
-        public static bool Wide => false;
-    }
-
-    readonly struct FourRows : ITile
-    {
-        public static bool Wide => true;
-    }
-
     /// <summary>q6_K at 128 bits: see <see cref="Q6K"/>.</summary>
     public static void Q6K128(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
@@ -86,17 +66,17 @@ static unsafe partial class KQuantKernels
                     s0 = ByteDot128.AddScaled(s0, q, Vector128.Load(x0 + o), lo);
                     t0 = ByteDot128.AddScaled(t0, h, Vector128.Load(x0 + o + 16), hi);
                     // a short tile skips its missing rows (a single sequence: a quarter of the work)
-                    if (TTile.Wide && rows > 1)
+                    if (TTile.Rows > 1 && rows > 1)
                     {
                         s1 = ByteDot128.AddScaled(s1, q, Vector128.Load(x1 + o), lo);
                         t1 = ByteDot128.AddScaled(t1, h, Vector128.Load(x1 + o + 16), hi);
                     }
-                    if (TTile.Wide && rows > 2)
+                    if (TTile.Rows > 1 && rows > 2)
                     {
                         s2 = ByteDot128.AddScaled(s2, q, Vector128.Load(x2 + o), lo);
                         t2 = ByteDot128.AddScaled(t2, h, Vector128.Load(x2 + o + 16), hi);
                     }
-                    if (TTile.Wide && rows > 3)
+                    if (TTile.Rows > 1 && rows > 3)
                     {
                         s3 = ByteDot128.AddScaled(s3, q, Vector128.Load(x3 + o), lo);
                         t3 = ByteDot128.AddScaled(t3, h, Vector128.Load(x3 + o + 16), hi);
@@ -109,7 +89,7 @@ static unsafe partial class KQuantKernels
             t0 -= ByteDot128.Pairs(scHi, Vector128.Load(g0 + 16 * b + 8)) << 5;
             float dw = F16(blk + 208);
             Chain(ref a0, ref b0, d0[b] * dw, s0, t0);
-            if (!TTile.Wide) continue;
+            if (TTile.Rows == 1) continue;
             s1 -= ByteDot128.Pairs(scLo, Vector128.Load(g1 + 16 * b)) << 5;
             t1 -= ByteDot128.Pairs(scHi, Vector128.Load(g1 + 16 * b + 8)) << 5;
             s2 -= ByteDot128.Pairs(scLo, Vector128.Load(g2 + 16 * b)) << 5;
@@ -192,7 +172,7 @@ static unsafe partial class KQuantKernels
                 Q5KHalf<TTile>(ref s0, ref s1, ref s2, ref s3, rows, blk, p, 0, x0 + o, x1 + o, x2 + o, x3 + o, scLo, scHi);
                 Q5KHalf<TTile>(ref t0, ref t1, ref t2, ref t3, rows, blk, p, 1, x0 + o, x1 + o, x2 + o, x3 + o, scLo, scHi);
             }
-            var imin = TTile.Wide
+            var imin = TTile.Rows > 1
                 ? Vector128.Create(MinSum(minsLo, minsHi, g0 + 16 * b), MinSum(minsLo, minsHi, g1 + 16 * b),
                     MinSum(minsLo, minsHi, g2 + 16 * b), MinSum(minsLo, minsHi, g3 + 16 * b))
                 : Vector128.CreateScalar(MinSum(minsLo, minsHi, g0 + 16 * b));
@@ -200,7 +180,7 @@ static unsafe partial class KQuantKernels
             sumMin = Fused128.MultiplyAdd(-dx * F16(blk + 2), Vector128.ConvertToSingle(imin), sumMin);
             var d = dx * F16(blk);
             Chain(ref a0, ref b0, d[0], s0, t0);
-            if (!TTile.Wide) continue;
+            if (TTile.Rows == 1) continue;
             Chain(ref a1, ref b1, d[1], s1, t1);
             Chain(ref a2, ref b2, d[2], s2, t2);
             Chain(ref a3, ref b3, d[3], s3, t3);
@@ -357,13 +337,13 @@ static unsafe partial class KQuantKernels
         int o = 16 * j;
         s0 = ByteDot128.AddScaled(ByteDot128.AddScaled(s0, lo, Vector128.Load(x0 + o), scLo), hi,
             Vector128.Load(x0 + o + 32), scHi);
-        if (TTile.Wide && rows > 1)
+        if (TTile.Rows > 1 && rows > 1)
             s1 = ByteDot128.AddScaled(ByteDot128.AddScaled(s1, lo, Vector128.Load(x1 + o), scLo), hi,
                 Vector128.Load(x1 + o + 32), scHi);
-        if (TTile.Wide && rows > 2)
+        if (TTile.Rows > 1 && rows > 2)
             s2 = ByteDot128.AddScaled(ByteDot128.AddScaled(s2, lo, Vector128.Load(x2 + o), scLo), hi,
                 Vector128.Load(x2 + o + 32), scHi);
-        if (TTile.Wide && rows > 3)
+        if (TTile.Rows > 1 && rows > 3)
             s3 = ByteDot128.AddScaled(ByteDot128.AddScaled(s3, lo, Vector128.Load(x3 + o), scLo), hi,
                 Vector128.Load(x3 + o + 32), scHi);
     }
