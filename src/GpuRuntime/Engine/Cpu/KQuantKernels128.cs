@@ -169,8 +169,10 @@ static unsafe partial class KQuantKernels
             {
                 short scLo = (short)(byte)(scales >> (16 * p)), scHi = (short)(byte)(scales >> (16 * p + 8));
                 int o = 256 * b + 64 * p;
-                Q5KHalf<TTile>(ref s0, ref s1, ref s2, ref s3, rows, blk, p, 0, x0 + o, x1 + o, x2 + o, x3 + o, scLo, scHi);
-                Q5KHalf<TTile>(ref t0, ref t1, ref t2, ref t3, rows, blk, p, 1, x0 + o, x1 + o, x2 + o, x3 + o, scLo, scHi);
+                Q5KHalf<TTile>(ref s0, ref s1, ref s2, ref s3, rows, blk, p, 0, x0 + o, x1 + o, x2 + o, x3 + o,
+                    scLo, scHi);
+                Q5KHalf<TTile>(ref t0, ref t1, ref t2, ref t3, rows, blk, p, 1, x0 + o, x1 + o, x2 + o, x3 + o,
+                    scLo, scHi);
             }
             var imin = TTile.Rows > 1
                 ? Vector128.Create(MinSum(minsLo, minsHi, g0 + 16 * b), MinSum(minsLo, minsHi, g1 + 16 * b),
