@@ -53,6 +53,9 @@ public static class CommandLine
         new("--gateway-port", "Silo:GatewayPort", Kind.Integer, "port for Weft clients; 0 for none (default: 30000)"),
         new("--primary-silo-port", "Silo:PrimarySiloPort", Kind.Integer,
             "localhost clustering: silo port of the primary silo to join"),
+        new("--postgres", "Silo:Postgres", Kind.Text,
+            "Npgsql connection string of PostgreSQL for clustering and conversation storage (recommended; " +
+            "the silo creates its tables)"),
     ];
 
     public static bool IsHelp(string[] args) => args.Any(a => a is "--help" or "-h" or "-?");

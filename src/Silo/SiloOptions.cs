@@ -24,6 +24,9 @@ public sealed record SiloOptions
     public int? PrimarySiloPort { get; init; }
     public string ClusterId { get; init; } = WeftDefaults.ClusterId;
     public string ServiceId { get; init; } = WeftDefaults.ServiceId;
+    /// <summary>Npgsql connection string of a PostgreSQL for clustering and grain storage (the recommended store; the
+    /// silo creates its schema); excludes <see cref="Redis"/>.</summary>
+    public string? Postgres { get; init; }
 
     public IEnumerable<string> Validate()
     {
@@ -39,8 +42,11 @@ public sealed record SiloOptions
         if (GatewayPort is < 0 or > 65535) yield return "gateway-port must be between 0 (no gateway) and 65535";
         if (GatewayPort == SiloPort) yield return "gateway-port must differ from silo-port";
         if (PrimarySiloPort is < 1 or > 65535) yield return "primary-silo-port must be between 1 and 65535";
-        if (PrimarySiloPort is not null && Redis is not null)
-            yield return "primary-silo-port is for localhost clustering; with redis the silos find each other there";
+        if (Postgres is { } postgres && string.IsNullOrWhiteSpace(postgres))
+            yield return "postgres must be a connection string such as Host=db;Username=weft;Database=weft";
+        if (Postgres is not null && Redis is not null) yield return "postgres and redis exclude each other: choose one";
+        if (PrimarySiloPort is not null && (Redis ?? Postgres) is not null)
+            yield return "primary-silo-port is for localhost clustering; with redis or postgres the silos find each other there";
         if (string.IsNullOrWhiteSpace(ClusterId) || string.IsNullOrWhiteSpace(ServiceId))
             yield return "cluster and service ids must not be empty";
     }

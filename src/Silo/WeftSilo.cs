@@ -5,6 +5,7 @@ using OpenTelemetry.Metrics;
 using Orleans.Configuration;
 using Weft.Grains;
 using Weft.Models.Gguf;
+using Weft.Silo.Storage;
 
 namespace Weft.Silo;
 
@@ -47,7 +48,8 @@ public static partial class WeftSilo
                 await app.StartAsync();
             }
             catch (Exception e) when (e is GgufFormatException or IOException or UnauthorizedAccessException
-                or ArgumentException or InvalidOperationException or OrleansException)
+                or ArgumentException or InvalidOperationException or OrleansException
+                or System.Data.Common.DbException or System.Net.Sockets.SocketException)
             {
                 Console.Error.WriteLine($"weft-silo: {OneLine(e, app.Services.GetRequiredService<SiloOptions>())}");
                 return e is ArgumentException ? 2 : 1;
@@ -128,6 +130,9 @@ public static partial class WeftSilo
             o.TimestampFormat = "HH:mm:ss ";
         });
         builder.Services.AddSingleton(silo);
+        builder.Services.AddSingleton<Storage.StorageHealth>();
+        // hosted services start in order: the schema exists before the silo below joins the membership table
+        if (silo.Postgres is not null) builder.Services.AddHostedService<Storage.PostgresSchemaInstaller>();
         builder.UseOrleans(s =>
         {
             s.Configure<ClusterOptions>(o =>
@@ -135,7 +140,12 @@ public static partial class WeftSilo
                 o.ClusterId = silo.ClusterId;
                 o.ServiceId = silo.ServiceId;
             });
-            if (silo.Redis is null)
+            if (silo.Postgres is { } postgres)
+            {
+                s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
+                s.UsePostgres(postgres, WeftStorage.Name);
+            }
+            else if (silo.Redis is null)
             {
                 var primary = silo.PrimarySiloPort is { } port ? new IPEndPoint(IPAddress.Loopback, port) : null;
                 s.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, primary, silo.ServiceId, silo.ClusterId);
@@ -194,8 +204,9 @@ public static partial class WeftSilo
     {
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Weft.Silo");
         var silo = app.Services.GetRequiredService<SiloOptions>();
-        LogCluster(logger, silo.Redis is null ? "localhost" : $"redis {silo.Redis}", silo.ClusterId, silo.SiloPort,
-            silo.GatewayPort);
+        string clustering = silo.Postgres is not null ? "postgres"
+            : silo.Redis is null ? "localhost" : $"redis {silo.Redis}";
+        LogCluster(logger, clustering, silo.ClusterId, silo.SiloPort, silo.GatewayPort);
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses
             ?? [];
         LogListening(logger, string.Join(", ", addresses), silo.ApiKey is null ? "no API key" : "API key required");
