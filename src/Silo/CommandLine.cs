@@ -14,7 +14,7 @@ public sealed class SiloOptionsException(string message) : Exception(message);
 /// </summary>
 public static class CommandLine
 {
-    enum Kind { Text, Integer, Number, Engine }
+    enum Kind { Text, Integer, Number, Engine, Switch }
 
     sealed record Flag(string Name, string Key, Kind Kind, string Help);
 
@@ -56,6 +56,15 @@ public static class CommandLine
         new("--postgres", "Silo:Postgres", Kind.Text,
             "Npgsql connection string of PostgreSQL for clustering and conversation storage (recommended; " +
             "the silo creates its tables)"),
+        new("--address", "Silo:Address", Kind.Text,
+            "IP address the silo and gateway ports bind to and other silos reach this one at (default: 127.0.0.1)"),
+        new("--tls-certificate", "Silo:TlsCertificate", Kind.Text,
+            "PKCS#12 (.pfx) certificate with its key: mutual TLS on the silo and gateway ports"),
+        new("--tls-password", "Silo:TlsPassword", Kind.Text, "password of the --tls-certificate file"),
+        new("--tls-ca", "Silo:TlsCa", Kind.Text,
+            "certificate of the CA whose certificates silos and clients accept (default: only the same certificate)"),
+        new("--insecure", "Silo:Insecure", Kind.Switch,
+            "allow a redis or postgres cluster on a non-loopback address without TLS"),
     ];
 
     public static bool IsHelp(string[] args) => args.Any(a => a is "--help" or "-h" or "-?");
@@ -87,6 +96,7 @@ public static class CommandLine
                 ?? throw new SiloOptionsException(arg.StartsWith('-')
                     ? $"unknown option '{name}' (see --help)" : $"unexpected argument '{arg}' (see --help)");
             string value = eq > 0 ? arg[(eq + 1)..]
+                : flag.Kind == Kind.Switch ? "true"
                 : i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal) ? args[++i]
                 : throw new SiloOptionsException($"{name} needs a value");
             values[flag.Key] = Check(flag, value);
@@ -101,6 +111,8 @@ public static class CommandLine
         Kind.Number when !double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out _) =>
             throw new SiloOptionsException($"{flag.Name}: '{value}' is not a number"),
         Kind.Engine => EngineName(flag, value),
+        Kind.Switch when !bool.TryParse(value, out _) =>
+            throw new SiloOptionsException($"{flag.Name}: '{value}' is not true or false"),
         _ => value,
     };
 

@@ -142,7 +142,7 @@ public static partial class WeftSilo
             });
             if (silo.Postgres is { } postgres)
             {
-                s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
+                s.ConfigureEndpoints(IPAddress.Parse(silo.Address), silo.SiloPort, silo.GatewayPort);
                 s.UsePostgres(postgres, WeftStorage.Name);
             }
             else if (silo.Redis is null)
@@ -153,7 +153,7 @@ public static partial class WeftSilo
             }
             else
             {
-                s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
+                s.ConfigureEndpoints(IPAddress.Parse(silo.Address), silo.SiloPort, silo.GatewayPort);
                 s.UseRedisClustering(o =>
                     o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
                 s.AddRedisGrainStorage(WeftStorage.Name, o =>
@@ -163,6 +163,7 @@ public static partial class WeftSilo
                     o.DeleteStateOnClear = true;
                 });
             }
+            if (silo.TlsCertificate is not null) s.UseWeftTls(silo);
             s.AddWeft(model);
         });
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
