@@ -56,7 +56,8 @@ sealed class ApiException(int status, string type, string code, string message, 
         new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "model_not_ready", message)
         { RetryAfter = 5 };
 
-    /// <summary>The store (membership and conversations) does not answer; the request changed nothing durable.</summary>
+    /// <summary>The store (membership and conversations) does not answer; the request changed nothing
+    /// durable.</summary>
     public static ApiException StorageUnavailable() =>
         new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "storage_unavailable",
             "the conversation store is unreachable; retry later") { RetryAfter = 5 };

@@ -59,7 +59,8 @@ public sealed record SiloOptions
             yield return "postgres must be a connection string such as Host=db;Username=weft;Database=weft";
         if (Postgres is not null && Redis is not null) yield return "postgres and redis exclude each other: choose one";
         if (PrimarySiloPort is not null && (Redis ?? Postgres) is not null)
-            yield return "primary-silo-port is for localhost clustering; with redis or postgres the silos find each other there";
+            yield return "primary-silo-port is for localhost clustering; " +
+                "with redis or postgres the silos find each other there";
         if (!IPAddress.TryParse(Address, out var address))
             yield return $"address '{Address}' is not an IP address such as 10.0.0.5";
         else if (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any))

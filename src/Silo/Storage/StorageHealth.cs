@@ -10,7 +10,8 @@ namespace Weft.Silo.Storage;
 /// </summary>
 sealed class StorageHealth(SiloOptions options)
 {
-    /// <summary>A probe at most this often: a load balancer polling /health must not become the database's load.</summary>
+    /// <summary>A probe at most this often: a load balancer polling /health must not become the database's
+    /// load.</summary>
     static readonly TimeSpan CacheFor = TimeSpan.FromSeconds(1);
     /// <summary>Below the usual 5 s health-check timeout of load balancers and Kubernetes probes.</summary>
     static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(2);
