@@ -61,6 +61,12 @@ sealed class ApiException(int status, string type, string code, string message, 
         new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "model_not_ready", message)
         { RetryAfter = 5 };
 
+    /// <summary>The store (membership and conversations) does not answer; the request changed nothing
+    /// durable.</summary>
+    public static ApiException StorageUnavailable() =>
+        new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "storage_unavailable",
+            "the conversation store is unreachable; retry later") { RetryAfter = 5 };
+
     public async Task WriteAsync(HttpResponse response)
     {
         response.StatusCode = Status;

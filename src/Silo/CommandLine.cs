@@ -69,6 +69,18 @@ public static class CommandLine
         new("--gateway-port", "Silo:GatewayPort", Kind.Integer, "port for Weft clients; 0 for none (default: 30000)"),
         new("--primary-silo-port", "Silo:PrimarySiloPort", Kind.Integer,
             "localhost clustering: silo port of the primary silo to join"),
+        new("--postgres", "Silo:Postgres", Kind.Text,
+            "Npgsql connection string of PostgreSQL for clustering and conversation storage (recommended; " +
+            "the silo creates its tables)"),
+        new("--address", "Silo:Address", Kind.Text,
+            "IP address the silo and gateway ports bind to and other silos reach this one at (default: 127.0.0.1)"),
+        new("--tls-certificate", "Silo:TlsCertificate", Kind.Text,
+            "PKCS#12 (.pfx) certificate with its key: mutual TLS on the silo and gateway ports"),
+        new("--tls-password", "Silo:TlsPassword", Kind.Text, "password of the --tls-certificate file"),
+        new("--tls-ca", "Silo:TlsCa", Kind.Text,
+            "certificate of the CA whose certificates silos and clients accept (default: only the same certificate)"),
+        new("--insecure", "Silo:Insecure", Kind.Switch,
+            "allow a redis or postgres cluster on a non-loopback address without TLS"),
     ];
 
     public static bool IsHelp(string[] args) => args.Any(a => a is "--help" or "-h" or "-?");

@@ -16,7 +16,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
     /// context.</summary>
     const int DefaultCompletionMaxTokens = 16;
 
-    public Task HealthAsync(HttpContext ctx)
+    public async Task HealthAsync(HttpContext ctx)
     {
         var (status, code) = host.Status switch
         {
@@ -24,8 +24,13 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             ModelStatus.Loading => ("loading", StatusCodes.Status503ServiceUnavailable),
             _ => ("failed", StatusCodes.Status503ServiceUnavailable),
         };
+        string? error = host.Error;
+        // a silo whose store is gone can answer nothing that needs a conversation: the load balancer should look away
+        if (code == StatusCodes.Status200OK && await ctx.RequestServices.GetRequiredService<Storage.StorageHealth>()
+            .ProblemAsync() is { } problem)
+            (status, code, error) = ("storage_unavailable", StatusCodes.Status503ServiceUnavailable, problem);
         ctx.Response.StatusCode = code;
-        return ctx.Response.WriteAsJsonAsync(new HealthResponse(status, host.ModelName, host.Error),
+        await ctx.Response.WriteAsJsonAsync(new HealthResponse(status, host.ModelName, error),
             ApiJson.Default.HealthResponse, cancellationToken: ctx.RequestAborted);
     }
 
@@ -430,6 +435,7 @@ static class WeftApiEndpoints
                     new ApiException(b.StatusCode, "invalid_request_error", "request_too_large", b.Message),
                 BadHttpRequestException b =>
                     new ApiException(b.StatusCode, "invalid_request_error", "bad_request", b.Message),
+                _ when Storage.StorageHealth.IsUnreachable(e) => ApiException.StorageUnavailable(),
                 _ => Api(ctx).Unexpected(e),
             };
             ctx.Response.Clear();

@@ -1,3 +1,4 @@
+using System.Net;
 using Weft.Abstractions;
 namespace Weft.Silo;
 
@@ -38,6 +39,21 @@ public sealed record SiloOptions
     public int? PrimarySiloPort { get; init; }
     public string ClusterId { get; init; } = WeftDefaults.ClusterId;
     public string ServiceId { get; init; } = WeftDefaults.ServiceId;
+    /// <summary>Npgsql connection string of a PostgreSQL for clustering and grain storage (the recommended store; the
+    /// silo creates its schema); excludes <see cref="Redis"/>.</summary>
+    public string? Postgres { get; init; }
+    /// <summary>The IP address the silo and gateway ports bind to, and that other silos and clients reach this silo at
+    /// (redis or postgres clustering; localhost clustering is loopback only).</summary>
+    public string Address { get; init; } = "127.0.0.1";
+    /// <summary>A PKCS#12 file (certificate and private key): silo-to-silo and client-to-gateway connections then use
+    /// mutual TLS, accepting the same certificate or, with <see cref="TlsCa"/>, one that CA issued.</summary>
+    public string? TlsCertificate { get; init; }
+    public string? TlsPassword { get; init; }
+    public string? TlsCa { get; init; }
+    /// <summary>Lets a cluster listen on a non-loopback address without TLS.</summary>
+    public bool Insecure { get; init; }
+
+    bool Clustered => Redis is not null || Postgres is not null;
 
     public IEnumerable<string> Validate()
     {
@@ -57,8 +73,23 @@ public sealed record SiloOptions
         if (GatewayPort is < 0 or > 65535) yield return "gateway-port must be between 0 (no gateway) and 65535";
         if (GatewayPort == SiloPort) yield return "gateway-port must differ from silo-port";
         if (PrimarySiloPort is < 1 or > 65535) yield return "primary-silo-port must be between 1 and 65535";
-        if (PrimarySiloPort is not null && Redis is not null)
-            yield return "primary-silo-port is for localhost clustering; with redis the silos find each other there";
+        if (Postgres is { } postgres && string.IsNullOrWhiteSpace(postgres))
+            yield return "postgres must be a connection string such as Host=db;Username=weft;Database=weft";
+        if (Postgres is not null && Redis is not null) yield return "postgres and redis exclude each other: choose one";
+        if (PrimarySiloPort is not null && (Redis ?? Postgres) is not null)
+            yield return "primary-silo-port is for localhost clustering; " +
+                "with redis or postgres the silos find each other there";
+        if (!IPAddress.TryParse(Address, out var address))
+            yield return $"address '{Address}' is not an IP address such as 10.0.0.5";
+        else if (address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any))
+            yield return "address must be one other silos can reach this silo at, not a wildcard";
+        else if (!IPAddress.IsLoopback(address) && !Clustered)
+            yield return "address is for redis or postgres clusters; localhost clustering stays on loopback";
+        else if (!IPAddress.IsLoopback(address) && TlsCertificate is null && !Insecure)
+            yield return $"the silo and gateway ports would be open on {Address} without TLS: " +
+                "give --tls-certificate, or --insecure to allow it";
+        if (TlsCertificate is null && (TlsPassword ?? TlsCa) is not null)
+            yield return "tls-password and tls-ca need tls-certificate";
         if (string.IsNullOrWhiteSpace(ClusterId) || string.IsNullOrWhiteSpace(ServiceId))
             yield return "cluster and service ids must not be empty";
     }

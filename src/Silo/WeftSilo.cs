@@ -5,6 +5,7 @@ using OpenTelemetry.Metrics;
 using Orleans.Configuration;
 using Weft.Grains;
 using Weft.Models.Gguf;
+using Weft.Silo.Storage;
 
 namespace Weft.Silo;
 
@@ -47,7 +48,8 @@ public static partial class WeftSilo
                 await app.StartAsync();
             }
             catch (Exception e) when (e is GgufFormatException or IOException or UnauthorizedAccessException
-                or ArgumentException or InvalidOperationException or OrleansException)
+                or ArgumentException or InvalidOperationException or OrleansException
+                or System.Data.Common.DbException or System.Net.Sockets.SocketException)
             {
                 Console.Error.WriteLine($"weft-silo: {OneLine(e, app.Services.GetRequiredService<SiloOptions>())}");
                 return e is ArgumentException ? 2 : 1;
@@ -130,6 +132,9 @@ public static partial class WeftSilo
         });
         builder.Services.AddSingleton(silo);
         builder.Services.AddSingleton(tenants);
+        builder.Services.AddSingleton<Storage.StorageHealth>();
+        // hosted services start in order: the schema exists before the silo below joins the membership table
+        if (silo.Postgres is not null) builder.Services.AddHostedService<Storage.PostgresSchemaInstaller>();
         builder.UseOrleans(s =>
         {
             s.Configure<ClusterOptions>(o =>
@@ -137,7 +142,12 @@ public static partial class WeftSilo
                 o.ClusterId = silo.ClusterId;
                 o.ServiceId = silo.ServiceId;
             });
-            if (silo.Redis is null)
+            if (silo.Postgres is { } postgres)
+            {
+                s.ConfigureEndpoints(IPAddress.Parse(silo.Address), silo.SiloPort, silo.GatewayPort);
+                s.UsePostgres(postgres, WeftStorage.Name);
+            }
+            else if (silo.Redis is null)
             {
                 var primary = silo.PrimarySiloPort is { } port ? new IPEndPoint(IPAddress.Loopback, port) : null;
                 s.UseLocalhostClustering(silo.SiloPort, silo.GatewayPort, primary, silo.ServiceId, silo.ClusterId);
@@ -145,7 +155,7 @@ public static partial class WeftSilo
             }
             else
             {
-                s.ConfigureEndpoints(silo.SiloPort, silo.GatewayPort);
+                s.ConfigureEndpoints(IPAddress.Parse(silo.Address), silo.SiloPort, silo.GatewayPort);
                 s.UseRedisClustering(o =>
                     o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
                 s.AddRedisGrainStorage(WeftStorage.Name, o =>
@@ -159,6 +169,7 @@ public static partial class WeftSilo
                         o.EntryExpiry = TimeSpan.FromSeconds(2.0 * model.ConversationTtlSeconds);
                 });
             }
+            if (silo.TlsCertificate is not null) s.UseWeftTls(silo);
             s.AddWeft(model);
         });
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
@@ -200,8 +211,9 @@ public static partial class WeftSilo
     {
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Weft.Silo");
         var silo = app.Services.GetRequiredService<SiloOptions>();
-        LogCluster(logger, silo.Redis is null ? "localhost" : $"redis {silo.Redis}", silo.ClusterId, silo.SiloPort,
-            silo.GatewayPort);
+        string clustering = silo.Postgres is not null ? "postgres"
+            : silo.Redis is null ? "localhost" : $"redis {silo.Redis}";
+        LogCluster(logger, clustering, silo.ClusterId, silo.SiloPort, silo.GatewayPort);
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses
             ?? [];
         var tenants = app.Services.GetRequiredService<Tenants>();
