@@ -81,7 +81,7 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
             scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, request.KeepCache);
         }
         else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, request.KeepCache)
-            { CacheSalt = CacheSalt(request.Tenant) };
+        { CacheSalt = CacheSalt(request.Tenant) };
         try
         {
             scheduler.Add(seq);

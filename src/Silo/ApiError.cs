@@ -65,7 +65,8 @@ sealed class ApiException(int status, string type, string code, string message, 
     /// durable.</summary>
     public static ApiException StorageUnavailable() =>
         new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "storage_unavailable",
-            "the conversation store is unreachable; retry later") { RetryAfter = 5 };
+            "the conversation store is unreachable; retry later")
+        { RetryAfter = 5 };
 
     public async Task WriteAsync(HttpResponse response)
     {

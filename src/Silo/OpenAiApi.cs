@@ -1,5 +1,5 @@
-using Microsoft.AspNetCore.Http.Features;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
 using Weft.Abstractions;
 using Weft.Grains;
 

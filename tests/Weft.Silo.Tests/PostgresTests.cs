@@ -63,7 +63,7 @@ public sealed class PostgresTests : IAsyncDisposable
         _relay = new TcpRelay(target.Host!, target.Port);
         _relay.Start();
         var silo = await StartSilo(new NpgsqlConnectionStringBuilder(store)
-            { Host = "127.0.0.1", Port = _relay.Port, Pooling = true }.ConnectionString);
+        { Host = "127.0.0.1", Port = _relay.Port, Pooling = true }.ConnectionString);
         using var http = new HttpClient { BaseAddress = new Uri(silo.Urls.Single()) };
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health", Ct)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await Send(http, "before")).Status);
