@@ -17,7 +17,9 @@ public sealed unsafe partial class CpuBackend
     /// long context at batch 1 (a few items) still spreads over every core, flash-decoding style, without changing
     /// any sum: the scores are independent dot products, split over keys; the softmax of a row needs the whole row,
     /// one task a row; each output dimension is one chain over the keys (<see cref="WeightedValues16"/>), split over
-    /// dimensions rather than keys. Items run in waves whose scores fit <see cref="WaveFloats"/>.
+    /// dimensions rather than keys. A wave with an item for every task it would be split into (a batch, a prefill), or
+    /// little work, runs each item whole in one task instead. Items run in waves whose scores fit
+    /// <see cref="WaveFloats"/>.
     /// </summary>
     /// <remarks>The cache keeps keys minor within a block (see <see cref="AllocateKvCache"/>), so a dimension of a
     /// run of keys is one contiguous vector: a score tile and the transposed values are plain (widening) copies. The
@@ -34,7 +36,13 @@ public sealed unsafe partial class CpuBackend
         /// need hundreds of MB.</summary>
         const long WaveFloats = 1 << 20;
 
-        enum Phase { Scores, Softmax, Values }
+        /// <summary>Below this many multiply-adds in a wave (a context of 256 at batch 1 on the 300m model, tens of
+        /// microseconds) the two extra barriers of a split cost about what an uneven share of whole items does.
+        /// </summary>
+        const long SplitWork = 1 << 18;
+
+        /// <summary>The three phases, or all three for one item in one task (<see cref="Phase.Whole"/>).</summary>
+        enum Phase { Scores, Softmax, Values, Whole }
 
         struct Item
         {
@@ -118,6 +126,12 @@ public sealed unsafe partial class CpuBackend
             }
             // about eight tasks a worker in each phase, so none waits long at the end
             int wanted = 8 * b._pool.Workers;
+            if (n >= wanted || work < SplitWork)
+            {
+                _dimsPerTask = hd;
+                Start(Phase.Whole, work);
+                return;
+            }
             _tilesPerTask = (int)Math.Max(1, tiles / wanted);
             Start(Phase.Scores, work);
             Start(Phase.Softmax, work / hd * 4);
@@ -139,7 +153,8 @@ public sealed unsafe partial class CpuBackend
                 {
                     Phase.Scores => (it.Padded / TileKeys + _tilesPerTask - 1) / _tilesPerTask,
                     Phase.Softmax => it.Rows * group,
-                    _ => (b._headDim + _dimsPerTask - 1) / _dimsPerTask,
+                    Phase.Values => (b._headDim + _dimsPerTask - 1) / _dimsPerTask,
+                    _ => 1,
                 };
             }
             ResetChunks();
@@ -170,7 +185,13 @@ public sealed unsafe partial class CpuBackend
             if (_phase == Phase.Scores)
                 Scores<TVec>(in it, k * _tilesPerTask, Math.Min(it.Padded / TileKeys, (k + 1) * _tilesPerTask),
                     worker);
-            else Values<TVec>(in it, k * _dimsPerTask, worker);
+            else if (_phase == Phase.Values) Values<TVec>(in it, k * _dimsPerTask, worker);
+            else
+            {
+                Scores<TVec>(in it, 0, it.Padded / TileKeys, worker);
+                for (int qi = 0; qi < it.Rows * b._heads / b._kvHeads; qi++) Softmax(in it, qi);
+                Values<TVec>(in it, 0, worker);
+            }
         }
 
         Span<int> Table(in Item it)
