@@ -6,8 +6,8 @@ namespace Weft.GpuRuntime.Tests.Engine;
 
 /// <summary>
 /// The cpu backend splits attention into tasks by the step's mix and its cores: a lone sequence's long context over
-/// its keys and output dimensions, a big prefill into waves, a full batch not at all. Every split must sum in the one
-/// order, so the logits are the same bits however the work was cut.
+/// its keys and output dimensions, in waves when their scores are large, a full batch not at all. Every split must sum
+/// in the one order, so the logits are the same bits however the work was cut.
 /// </summary>
 public sealed class SplitAttentionTests(TestModelFiles models) : IClassFixture<TestModelFiles>
 {
@@ -24,10 +24,11 @@ public sealed class SplitAttentionTests(TestModelFiles models) : IClassFixture<T
             models.Write(TestModelFiles.Tiny with { Dim = 512, Heads = 8, KvHeads = 2, ContextLength = 2048 });
         int[][] prompts = [.. Enumerable.Range(0, 4).Select(Prompt)];
 
-        // alone on four workers: two items (one per KV head, head size 64) cut into tasks of one key tile and of four
-        // dimensions; the prompt prefilled in one step whose scores take several waves
-        var alone = Generate(path, kv, blockSize, threads: 4, [prompts[0]], chunk: PromptLength)[0];
-        // four sequences on one worker: eight items, each whole in one task, the prompts in chunks of 64
+        // alone on four workers: two items a decode step (one per KV head, head size 64), cut into tasks of one key
+        // tile and of four dimensions; the prompt in chunks of 240 rows, 30 items of 64 query rows whose scores take
+        // two waves once past position 500
+        var alone = Generate(path, kv, blockSize, threads: 4, [prompts[0]], chunk: 240)[0];
+        // four sequences on one worker: eight items a decode step, each whole in one task, the prompts in chunks of 64
         var batched = Generate(path, kv, blockSize, threads: 1, prompts, chunk: 64)[0];
 
         Assert.Equal(Steps, alone.Count);

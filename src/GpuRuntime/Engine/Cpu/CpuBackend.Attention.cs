@@ -17,9 +17,9 @@ public sealed unsafe partial class CpuBackend
     /// long context at batch 1 (a few items) still spreads over every core, flash-decoding style, without changing
     /// any sum: the scores are independent dot products, split over keys; the softmax of a row needs the whole row,
     /// one task a row; each output dimension is one chain over the keys (<see cref="WeightedValues16"/>), split over
-    /// dimensions rather than keys. A wave with an item for every task it would be split into (a batch, a prefill), or
-    /// little work, runs each item whole in one task instead. Items run in waves whose scores fit
-    /// <see cref="WaveFloats"/>.
+    /// dimensions rather than keys; items run in waves whose scores fit <see cref="WaveFloats"/>. A step with an
+    /// item for every task a split would make (a batch, a prefill), or little work, runs each item whole in one task
+    /// instead, its scores in the worker's scratch.
     /// </summary>
     /// <remarks>The cache keeps keys minor within a block (see <see cref="AllocateKvCache"/>), so a dimension of a
     /// run of keys is one contiguous vector: a score tile and the transposed values are plain (widening) copies. The
@@ -36,7 +36,7 @@ public sealed unsafe partial class CpuBackend
         /// need hundreds of MB.</summary>
         const long WaveFloats = 1 << 20;
 
-        /// <summary>Below this many multiply-adds in a wave (a context of 256 at batch 1 on the 300m model, tens of
+        /// <summary>Below this many multiply-adds in a step (a context of 256 at batch 1 on the 300m model, tens of
         /// microseconds) the two extra barriers of a split cost about what an uneven share of whole items does.
         /// </summary>
         const long SplitWork = 1 << 18;
@@ -56,8 +56,9 @@ public sealed unsafe partial class CpuBackend
         int[] _tasks = new int[65];
         float* _scores;
         long _scoresFloats;
-        readonly float*[] _scratch = new float*[b.Threads];
-        readonly long[] _scratchFloats = new long[b.Threads];
+        // per worker: queries, a key tile or values (scratch), and the scores of a whole item (rows)
+        readonly float*[] _scratch = new float*[b.Threads], _rows = new float*[b.Threads];
+        readonly long[] _scratchFloats = new long[b.Threads], _rowsFloats = new long[b.Threads];
 
         int _layer;
         float* _q, _out;
@@ -70,13 +71,15 @@ public sealed unsafe partial class CpuBackend
             _q = q;
             _out = output;
             var s = b._step;
-            int group = b._heads / b._kvHeads;
+            int group = b._heads / b._kvHeads, hd = b._headDim;
+            long work = 0;
             _count = 0;
             for (int i = 0; i < s.NumSeqs; i++)
                 for (int r = 0; r < s.Items[i].Count; r += QueryBlock)
                 {
                     int row0 = s.ItemRowStart[i] + r, rows = Math.Min(QueryBlock, s.Items[i].Count - r);
                     int ctx = s.Positions[row0 + rows - 1] + 1; // keys the last query row sees
+                    work += (long)rows * b._heads * ctx * hd;
                     for (int g = 0; g < b._kvHeads; g++)
                     {
                         if (_count == _items.Length) Array.Resize(ref _items, 2 * _count);
@@ -91,6 +94,16 @@ public sealed unsafe partial class CpuBackend
                     }
                 }
             if (_tasks.Length <= _count) _tasks = new int[_items.Length + 1];
+            // about eight tasks a worker in each phase, so none waits long at the end
+            int wanted = 8 * b._pool.Workers;
+            if (_count >= wanted || work < SplitWork)
+            {
+                _first = 0;
+                _waveItems = _count;
+                _dimsPerTask = hd;
+                Start(Phase.Whole, work);
+                return;
+            }
             for (int i0 = 0; i0 < _count;)
             {
                 long floats = 0;
@@ -108,12 +121,12 @@ public sealed unsafe partial class CpuBackend
                     _scoresFloats = Math.Max(floats, WaveFloats);
                     _scores = (float*)NativeMemory.AlignedAlloc((nuint)(_scoresFloats * sizeof(float)), 64);
                 }
-                Wave(i0, i1);
+                Wave(i0, i1, wanted);
                 i0 = i1;
             }
         }
 
-        void Wave(int i0, int i1)
+        void Wave(int i0, int i1, int wanted)
         {
             int n = i1 - i0, hd = b._headDim, group = b._heads / b._kvHeads;
             _first = i0;
@@ -123,14 +136,6 @@ public sealed unsafe partial class CpuBackend
             {
                 tiles += _items[i].Padded / TileKeys;
                 work += (long)_items[i].Rows * group * _items[i].Ctx * hd;
-            }
-            // about eight tasks a worker in each phase, so none waits long at the end
-            int wanted = 8 * b._pool.Workers;
-            if (n >= wanted || work < SplitWork)
-            {
-                _dimsPerTask = hd;
-                Start(Phase.Whole, work);
-                return;
             }
             _tilesPerTask = (int)Math.Max(1, tiles / wanted);
             Start(Phase.Scores, work);
@@ -173,7 +178,7 @@ public sealed unsafe partial class CpuBackend
                     if (i < 0) i = ~i - 1;
                     ref var it = ref _items[_first + i];
                     int k = t - _tasks[i];
-                    if (_phase == Phase.Softmax) Softmax(in it, k);
+                    if (_phase == Phase.Softmax) Softmax(in it, k, _scores + it.Scores);
                     else if (MatMulKernels.FloatWidth == 512) Part<Vector512<float>>(in it, k, worker);
                     else if (MatMulKernels.FloatWidth == 256) Part<Vector256<float>>(in it, k, worker);
                     else Part<Vector128<float>>(in it, k, worker);
@@ -184,13 +189,15 @@ public sealed unsafe partial class CpuBackend
         {
             if (_phase == Phase.Scores)
                 Scores<TVec>(in it, k * _tilesPerTask, Math.Min(it.Padded / TileKeys, (k + 1) * _tilesPerTask),
-                    worker);
-            else if (_phase == Phase.Values) Values<TVec>(in it, k * _dimsPerTask, worker);
+                    _scores + it.Scores, worker);
+            else if (_phase == Phase.Values) Values<TVec>(in it, k * _dimsPerTask, _scores + it.Scores, worker);
             else
             {
-                Scores<TVec>(in it, 0, it.Padded / TileKeys, worker);
-                for (int qi = 0; qi < it.Rows * b._heads / b._kvHeads; qi++) Softmax(in it, qi);
-                Values<TVec>(in it, 0, worker);
+                int queries = it.Rows * b._heads / b._kvHeads;
+                float* scores = Grow(_rows, _rowsFloats, worker, (long)queries * it.Padded);
+                Scores<TVec>(in it, 0, it.Padded / TileKeys, scores, worker);
+                for (int qi = 0; qi < queries; qi++) Softmax(in it, qi, scores);
+                Values<TVec>(in it, 0, scores, worker);
             }
         }
 
@@ -204,18 +211,18 @@ public sealed unsafe partial class CpuBackend
         /// score one chain of multiply-adds over the dimensions, fused wherever the CPU fuses (Vector512 alone,
         /// unaccelerated, fell back to a software fma per element on x64 without FMA: 10 of 28 ms of a 300m q8_0
         /// decode step).</summary>
-        void Scores<TVec>(in Item it, int tile0, int tile1, int worker) where TVec : struct
+        void Scores<TVec>(in Item it, int tile0, int tile1, float* scores, int worker) where TVec : struct
         {
             var s = b._step;
             int hd = b._headDim, group = b._heads / b._kvHeads, queries = it.Rows * group, c = Simd<TVec>.Count;
             int tile = 4 * c; // keys at a time: four chains per query
             bool f16 = b._kvType == KvCacheType.F16;
-            float* qs = Scratch(worker, (long)queries * hd + hd * tile); // [queries, hd] rounded queries
+            float* qs = Grow(_scratch, _scratchFloats, worker, (long)queries * hd + hd * tile); // [queries, hd]
             float* kt = qs + queries * hd;                                 // [hd, tile] the keys, key-minor
             for (int r = 0; r < it.Rows; r++)
             {
                 float* src = _q + ((long)(it.Row0 + r) * b._heads + it.Head * group) * hd;
-                // as ggml rounds q for an f16 cache
+                // rounded as ggml rounds q for an f16 cache
                 if (f16) HalfMath.RoundToHalf(src, qs + r * group * hd, group * hd);
                 else new ReadOnlySpan<float>(src, group * hd).CopyTo(new Span<float>(qs + r * group * hd, group * hd));
             }
@@ -244,7 +251,7 @@ public sealed unsafe partial class CpuBackend
                         a2 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + 2 * c), a2);
                         a3 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + 3 * c), a3);
                     }
-                    float* o = _scores + it.Scores + (long)qi * it.Padded + j0;
+                    float* o = scores + (long)qi * it.Padded + j0;
                     Simd<TVec>.Store(Simd<TVec>.Multiply(a0, scale), o);
                     Simd<TVec>.Store(Simd<TVec>.Multiply(a1, scale), o + c);
                     Simd<TVec>.Store(Simd<TVec>.Multiply(a2, scale), o + 2 * c);
@@ -254,11 +261,11 @@ public sealed unsafe partial class CpuBackend
         }
 
         /// <summary>Softmax over query qi's own causal prefix, in place: the probabilities.</summary>
-        void Softmax(in Item it, int qi)
+        void Softmax(in Item it, int qi, float* scores)
         {
             int group = b._heads / b._kvHeads;
             int seen = b._step.Positions[it.Row0 + qi / group] + 1;
-            float* row = _scores + it.Scores + (long)qi * it.Padded;
+            float* row = scores + (long)qi * it.Padded;
             var sr = new Span<float>(row, seen);
             float max = TensorPrimitives.Max(sr);
             TensorPrimitives.Subtract(sr, max, sr);
@@ -273,14 +280,14 @@ public sealed unsafe partial class CpuBackend
 
         /// <summary>Output dimensions [d0, d0 + <see cref="_dimsPerTask"/>) of every query of the item: the values
         /// of those dimensions gathered key-minor over the whole context, then one chain over the keys each.</summary>
-        void Values<TVec>(in Item it, int d0, int worker) where TVec : struct
+        void Values<TVec>(in Item it, int d0, float* scores, int worker) where TVec : struct
         {
             var s = b._step;
             int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
             int dims = Math.Min(_dimsPerTask, hd - d0);
             int stride = (it.Ctx + 15) & ~15; // the sums read whole groups of 16 keys
             bool f16 = b._kvType == KvCacheType.F16;
-            float* vt = Scratch(worker, (long)dims * stride);
+            float* vt = Grow(_scratch, _scratchFloats, worker, (long)dims * stride);
             var table = Table(in it);
             byte* vp = b.KvBase(_layer, true);
             for (int j = 0; j < it.Ctx; j += bs)
@@ -296,7 +303,7 @@ public sealed unsafe partial class CpuBackend
                 int r = qi / group, h = qi % group;
                 int seen = s.Positions[it.Row0 + r] + 1;
                 float* o = _out + ((long)(it.Row0 + r) * b._heads + it.Head * group + h) * hd + d0;
-                float* p = _scores + it.Scores + (long)qi * it.Padded;
+                float* p = scores + (long)qi * it.Padded;
                 if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, stride, seen, o, dims);
                 else WeightedValues8(p, vt, stride, seen, o, dims);
             }
@@ -324,18 +331,18 @@ public sealed unsafe partial class CpuBackend
             for (; i < width; i++) dst[i] = 0;
         }
 
-        float* Scratch(int worker, long floats)
+        /// <summary>A worker's buffer of at least <paramref name="floats"/>. It grows (doubling) with the longest
+        /// context seen rather than being sized for the longest possible one, which for a 128k-context model would be
+        /// tens of MB per worker mostly unused.</summary>
+        static float* Grow(float*[] buffers, long[] sizes, int worker, long floats)
         {
-            if (_scratchFloats[worker] < floats)
+            if (sizes[worker] < floats)
             {
-                NativeMemory.AlignedFree(_scratch[worker]);
-                // grows (doubling) with the longest context seen rather than sized for the longest possible one,
-                // which for a 128k-context model would be tens of MB per worker mostly unused
-                _scratchFloats[worker] = Math.Max(floats, 2 * _scratchFloats[worker]);
-                _scratch[worker] = (float*)NativeMemory.AlignedAlloc((nuint)(_scratchFloats[worker] * sizeof(float)),
-                    64);
+                NativeMemory.AlignedFree(buffers[worker]);
+                sizes[worker] = Math.Max(floats, 2 * sizes[worker]);
+                buffers[worker] = (float*)NativeMemory.AlignedAlloc((nuint)(sizes[worker] * sizeof(float)), 64);
             }
-            return _scratch[worker];
+            return buffers[worker];
         }
 
         /// <summary>
@@ -437,8 +444,9 @@ public sealed unsafe partial class CpuBackend
             for (int w = 0; w < _scratch.Length; w++)
             {
                 NativeMemory.AlignedFree(_scratch[w]);
-                _scratch[w] = null;
-                _scratchFloats[w] = 0;
+                NativeMemory.AlignedFree(_rows[w]);
+                _scratch[w] = _rows[w] = null;
+                _scratchFloats[w] = _rowsFloats[w] = 0;
             }
         }
     }
