@@ -38,7 +38,8 @@ public sealed unsafe partial class CpuBackend : IBackend
     Sampler[] _samplers = [];
     int[] _sampled = [];
 
-    // KV pool: per layer [numBlocks, kvHeads, blockSize, headDim] for K and for V, f16 or f32 elements.
+    // KV pool: per layer [numBlocks, kvHeads, headDim, blockSize] for K and for V, f16 or f32 elements: keys minor
+    // within a block, so attention reads a dimension of consecutive keys as one vector rather than transposing rows
     byte* _kvPool;
     long _kvLayerBytes;
     int _kvHeads, _headDim, _blockSize, _heads;
@@ -382,238 +383,40 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     byte* KvBase(int layer, bool value) => _kvPool + (2L * layer + (value ? 1 : 0)) * _kvLayerBytes;
 
-    /// <summary>Element offset of (block, kv head, offset in block) in a layer's K or V pool.</summary>
-    long KvIndex(int block, int head, int offset) => (((long)block * _kvHeads + head) * _blockSize + offset) * _headDim;
+    /// <summary>Element offset of (block, kv head) in a layer's K or V pool; dimension d of the key at offset o in
+    /// the block follows at d · blockSize + o.</summary>
+    long KvIndex(int block, int head) => ((long)block * _kvHeads + head) * _headDim * _blockSize;
 
     void StoreKv(int layer, float* ks, float* vs)
     {
         byte* kp = KvBase(layer, false), vp = KvBase(layer, true);
         var s = _step;
+        int hd = _headDim, bs = _blockSize;
+        Span<Half> half = stackalloc Half[hd];
         for (int t = 0; t < s.NumTokens; t++)
         {
-            int slot = s.SlotMapping[t], block = slot / _blockSize, off = slot % _blockSize;
+            int slot = s.SlotMapping[t];
             for (int h = 0; h < _kvHeads; h++)
             {
-                long dst = KvIndex(block, h, off);
-                float* srcK = ks + ((long)t * _kvHeads + h) * _headDim, srcV = vs + ((long)t * _kvHeads + h) * _headDim;
-                if (_kvType == KvCacheType.F32)
-                {
-                    new ReadOnlySpan<float>(srcK, _headDim).CopyTo(new Span<float>((float*)kp + dst, _headDim));
-                    new ReadOnlySpan<float>(srcV, _headDim).CopyTo(new Span<float>((float*)vp + dst, _headDim));
-                }
-                else
-                {
-                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcK, _headDim),
-                        new Span<Half>((Half*)kp + dst, _headDim));
-                    TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(srcV, _headDim),
-                        new Span<Half>((Half*)vp + dst, _headDim));
-                }
+                long at = KvIndex(slot / bs, h) + slot % bs;
+                long src = ((long)t * _kvHeads + h) * hd;
+                Scatter(kp, at, ks + src, half);
+                Scatter(vp, at, vs + src, half);
             }
         }
     }
 
-    public void Attention(int layer, DeviceTensor q, DeviceTensor output)
+    /// <summary>One head's row of K or V into the pool, dimension d at <paramref name="at"/> + d ·
+    /// blockSize.</summary>
+    void Scatter(byte* pool, long at, float* row, Span<Half> half)
     {
-        _attention.Prepare(layer, T(q).Data, T(output).Data);
-        _pool.Run(_attention, (long)_step.NumTokens * _heads * _headDim * (_step.Positions[_step.NumTokens - 1] + 1));
-    }
-
-    /// <summary>
-    /// Causal attention over each sequence's own cached K/V. A work item is one sequence's block of up to 16 query rows
-    /// for one KV head: every key block is read once for all those rows and all the heads of the group (GQA), turned
-    /// into a key-major tile so a score is 16 keys at once without horizontal sums; the values are transposed once per
-    /// item so each output dimension sums over the keys in ggml's lane order (<see cref="WeightedValues16"/>).
-    /// </summary>
-    sealed class AttentionJob(CpuBackend b) : ParallelJob
-    {
-        const int QueryBlock = 16;
-
-        int _layer;
-        float* _q, _out;
-        readonly List<(int Item, int Row0, int Rows)> _work = [];
-        // One per worker. Each grows (doubling) with the longest context it has seen rather than being sized for the
-        // longest possible one up front, which for a 128k-context model would be tens of MB per worker mostly unused.
-        readonly float[][] _scratch = new float[b.Threads][];
-
-        public void Prepare(int layer, float* q, float* output)
+        int bs = _blockSize;
+        if (_kvType == KvCacheType.F32)
+            for (int d = 0; d < half.Length; d++) ((float*)pool)[at + (long)d * bs] = row[d];
+        else
         {
-            _layer = layer;
-            _q = q;
-            _out = output;
-            var s = b._step;
-            _work.Clear();
-            for (int i = 0; i < s.NumSeqs; i++)
-                for (int r = 0; r < s.Items[i].Count; r += QueryBlock)
-                    _work.Add((i, s.ItemRowStart[i] + r, Math.Min(QueryBlock, s.Items[i].Count - r)));
-            ResetChunks();
-        }
-
-        public override void Execute(int worker, int workers)
-        {
-            int kvHeads = b._kvHeads;
-            while (Claim(_work.Count * kvHeads, 1, out int w, out _))
-            {
-                var (item, row0, rows) = _work[w / kvHeads];
-                if (MatMulKernels.FloatWidth == 512)
-                    Block<Vector512<float>>(item, row0, rows, w % kvHeads, ref _scratch[worker]);
-                else if (MatMulKernels.FloatWidth == 256)
-                    Block<Vector256<float>>(item, row0, rows, w % kvHeads, ref _scratch[worker]);
-                else Block<Vector128<float>>(item, row0, rows, w % kvHeads, ref _scratch[worker]);
-            }
-        }
-
-        /// <remarks>Over the widest accelerated vectors: each score and output dimension is one chain of multiply-adds
-        /// in the same order at every width, fused wherever the CPU fuses (Vector512 alone, unaccelerated, fell back to
-        /// a software fma per element on x64 without FMA: 10 of 28 ms of a 300m q8_0 decode step).</remarks>
-        void Block<TVec>(int item, int row0, int rows, int g, ref float[] scratch) where TVec : struct
-        {
-            var s = b._step;
-            int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
-            int ctx = s.Positions[row0 + rows - 1] + 1; // keys the last query row sees
-            int queries = rows * group;
-            bool f16 = b._kvType == KvCacheType.F16;
-            int ctxPadded = (ctx + 15) & ~15;
-            int need = queries * hd + queries * ctxPadded + 16 * hd + hd + hd * ctxPadded;
-            if (scratch is null || scratch.Length < need)
-                scratch = new float[Math.Max(need, 2 * (scratch?.Length ?? 0))];
-            fixed (float* sc = scratch)
-            {
-                float* qs = sc;                                     // [queries, hd] rounded queries
-                float* scores = qs + queries * hd;                  // [queries, ctxPadded]
-                float* kt = scores + queries * ctxPadded;           // [hd, 16] a key block, key-major
-                float* row = kt + 16 * hd;                          // [hd] one converted row
-                float* vt = row + hd;                               // [hd, ctxPadded] the values, key-minor
-                for (int r = 0; r < rows; r++)
-                {
-                    float* src = _q + ((long)(row0 + r) * b._heads + g * group) * hd;
-                    // as ggml rounds q for an f16 cache
-                    if (f16) HalfMath.RoundToHalf(src, qs + r * group * hd, group * hd);
-                    else new ReadOnlySpan<float>(src, group * hd).CopyTo(
-                        new Span<float>(qs + r * group * hd, group * hd));
-                }
-                var table = s.BlockTables.AsSpan(s.RowSeq[row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
-                byte* kp = b.KvBase(_layer, false), vp = b.KvBase(_layer, true);
-                float scale = LlamaMath.AttentionScale(hd);
-
-                // scores[q, j] = q · k_j, sixteen keys at a time
-                for (int j0 = 0; j0 < ctx; j0 += 16)
-                {
-                    int n = Math.Min(16, ctx - j0);
-                    for (int j = 0; j < 16; j++)
-                    {
-                        if (j < n)
-                        {
-                            float* k = KeyRow(kp, table, j0 + j, g, f16, row);
-                            for (int d = 0; d < hd; d++) kt[d * 16 + j] = k[d];
-                        }
-                        else for (int d = 0; d < hd; d++) kt[d * 16 + j] = 0;
-                    }
-                    for (int qi = 0; qi < queries; qi++)
-                    {
-                        float* q = qs + qi * hd;
-                        for (int part = 0; part < 16; part += Simd<TVec>.Count)
-                        {
-                            TVec acc = default;
-                            for (int d = 0; d < hd; d++)
-                                acc = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(q[d]),
-                                    Simd<TVec>.Load(kt + d * 16 + part), acc);
-                            Simd<TVec>.Store(Simd<TVec>.Multiply(acc, Simd<TVec>.Broadcast(scale)),
-                                scores + qi * ctxPadded + j0 + part);
-                        }
-                    }
-                }
-
-                // softmax over each query's own causal prefix, then out = Σ p_j v_j
-                for (int qi = 0; qi < queries; qi++)
-                {
-                    int r = qi / group, h = qi % group;
-                    int seen = s.Positions[row0 + r] + 1;
-                    var sr = new Span<float>(scores + qi * ctxPadded, seen);
-                    float max = TensorPrimitives.Max(sr);
-                    TensorPrimitives.Subtract(sr, max, sr);
-                    TensorPrimitives.Exp(sr, sr);
-                    double sum = SumInDouble(sr); // ggml sums in double
-                    TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
-                    // ggml rounds p for an f16 cache
-                    if (f16) fixed (float* pr = sr) HalfMath.RoundToHalf(pr, pr, seen);
-                    // the keys it does not see weigh exactly 0 in the sums below, as under ggml's mask
-                    new Span<float>(scores + qi * ctxPadded + seen, ctxPadded - seen).Clear();
-                }
-                for (int j = 0; j < ctxPadded; j++)
-                {
-                    float* v = j < ctx ? KeyRow(vp, table, j, g, f16, row) : null;
-                    for (int d = 0; d < hd; d++) vt[d * ctxPadded + j] = v == null ? 0 : v[d];
-                }
-                for (int qi = 0; qi < queries; qi++)
-                {
-                    int r = qi / group, h = qi % group;
-                    int seen = s.Positions[row0 + r] + 1;
-                    float* o = _out + ((long)(row0 + r) * b._heads + g * group + h) * hd;
-                    float* p = scores + qi * ctxPadded;
-                    if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, ctxPadded, seen, o, hd);
-                    else WeightedValues8(p, vt, ctxPadded, seen, o, hd);
-                }
-            }
-        }
-
-        /// <summary>
-        /// out[d] = Σ_j p_j · v_j[d] as ggml's f32 matmul (llamafile's tinyBLAS) forms it for the probabilities times
-        /// the transposed value cache: sixteen lane chains of FMAs, key j in lane j % 16, then its AVX-512 horizontal
-        /// sum (halves, quarters, pairs). One sequential chain instead differs by ~5e-7, enough that the q8_0 rounding
-        /// of the attention output for a quantized Wo sometimes flips a quant and greedy output leaves llama.cpp's.
-        /// </summary>
-        static void WeightedValues16(float* p, float* vt, int stride, int seen, float* o, int hd)
-        {
-            for (int d = 0; d < hd; d++)
-            {
-                var acc = Vector512<float>.Zero;
-                for (int j0 = 0; j0 < seen; j0 += 16)
-                    acc = Vector512.FusedMultiplyAdd(Vector512.Load(vt + d * stride + j0), Vector512.Load(p + j0), acc);
-                var half = acc.GetLower() + acc.GetUpper();
-                var quarter = half.GetLower() + half.GetUpper();
-                o[d] = (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
-            }
-        }
-
-        /// <summary>The same with eight lanes, as ggml's AVX2 build sums them, held as two 128-bit halves so the
-        /// 128-bit path (Arm64) runs it in registers too.</summary>
-        static void WeightedValues8(float* p, float* vt, int stride, int seen, float* o, int hd)
-        {
-            for (int d = 0; d < hd; d++)
-            {
-                Vector128<float> lo = default, hi = default;
-                float* v = vt + d * stride;
-                for (int j0 = 0; j0 < seen; j0 += 8)
-                {
-                    lo = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0), Vector128.Load(p + j0), lo);
-                    hi = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0 + 4), Vector128.Load(p + j0 + 4), hi);
-                }
-                o[d] = Simd.HorizontalSum8(lo, hi);
-            }
-        }
-
-        static double SumInDouble(ReadOnlySpan<float> xs)
-        {
-            var acc = Vector512<double>.Zero;
-            int i = 0;
-            for (; i + 16 <= xs.Length; i += 16)
-            {
-                var (lo, hi) = Vector512.Widen(Vector512.Create(xs.Slice(i, 16)));
-                acc += lo + hi;
-            }
-            double sum = Vector512.Sum(acc);
-            for (; i < xs.Length; i++) sum += xs[i];
-            return sum;
-        }
-
-        /// <summary>Row j of the sequence's K or V for head g, as f32 (converted into <paramref name="row"/> for an f16
-        /// cache).</summary>
-        float* KeyRow(byte* pool, Span<int> table, int j, int g, bool f16, float* row)
-        {
-            long at = b.KvIndex(table[j / b._blockSize], g, j % b._blockSize);
-            if (!f16) return (float*)pool + at;
-            HalfMath.ToSingle((ushort*)pool + at, row, b._headDim);
-            return row;
+            TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(row, half.Length), half);
+            for (int d = 0; d < half.Length; d++) ((Half*)pool)[at + (long)d * bs] = half[d];
         }
     }
 
@@ -684,6 +487,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         foreach (var w in _weights) w.Free();
         _weights.Clear();
         _input.Free();
+        _attention.Dispose();
         if (_packScratch != null) { NativeMemory.AlignedFree(_packScratch); _packScratch = null; }
         if (_kvPool != null) { NativeMemory.AlignedFree(_kvPool); _kvPool = null; }
     }

@@ -1,0 +1,453 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Weft.GpuRuntime.Engine.Cpu;
+
+public sealed unsafe partial class CpuBackend
+{
+    public void Attention(int layer, DeviceTensor q, DeviceTensor output) =>
+        _attention.Run(layer, T(q).Data, T(output).Data);
+
+    /// <summary>
+    /// Causal attention over each sequence's own cached K/V, in the summation order of ggml's CPU backend, so logits
+    /// are the same bits alone or batched and greedy output is llama.cpp's. A work item is one sequence's block of up
+    /// to 16 query rows for one KV head (all the heads of its GQA group). Three parallel phases split each item so a
+    /// long context at batch 1 (a few items) still spreads over every core, flash-decoding style, without changing
+    /// any sum: the scores are independent dot products, split over keys; the softmax of a row needs the whole row,
+    /// one task a row; each output dimension is one chain over the keys (<see cref="WeightedValues16"/>), split over
+    /// dimensions rather than keys; items run in waves whose scores fit <see cref="WaveFloats"/>. A step with an
+    /// item for every task a split would make (a batch, a prefill), or little work, runs each item whole in one task
+    /// instead, its scores in the worker's scratch.
+    /// </summary>
+    /// <remarks>The cache keeps keys minor within a block (see <see cref="AllocateKvCache"/>), so a dimension of a
+    /// run of keys is one contiguous vector: a score tile and the transposed values are plain (widening) copies. The
+    /// transposes these replaced, element by element per item and layer, cost more than the multiply-adds: batch 1
+    /// after a 1536-token prompt on the 300m f16 model took 0.83x llama.cpp's step time against 1.10x after 32
+    /// tokens.</remarks>
+    sealed class AttentionJob(CpuBackend b) : ParallelJob, IDisposable
+    {
+        const int QueryBlock = 16;
+        /// <summary>Keys per task unit of the score phase and the rounding of a score row: four vectors of the
+        /// widest width, so each query's scores run as four independent chains.</summary>
+        const int TileKeys = 64;
+        /// <summary>Scores of one wave (4 MiB): a prefill of thousands of rows over a long context would otherwise
+        /// need hundreds of MB.</summary>
+        const long WaveFloats = 1 << 20;
+
+        /// <summary>Below this many multiply-adds in a step (a context of 256 at batch 1 on the 300m model, tens of
+        /// microseconds) the two extra barriers of a split cost about what an uneven share of whole items does.
+        /// </summary>
+        const long SplitWork = 1 << 18;
+
+        /// <summary>The three phases, or all three for one item in one task (<see cref="Phase.Whole"/>).</summary>
+        enum Phase { Scores, Softmax, Values, Whole }
+
+        struct Item
+        {
+            public int Row0, Rows, Head, Ctx, Padded;
+            public long Scores;
+        }
+
+        Item[] _items = new Item[64];
+        int _count;
+        // per phase of a wave: the first task of each of its items, and the total after the last
+        int[] _tasks = new int[65];
+        float* _scores;
+        long _scoresFloats;
+        // per worker: queries, a key tile or values (scratch), and the scores of a whole item (rows)
+        readonly float*[] _scratch = new float*[b.Threads], _rows = new float*[b.Threads];
+        readonly long[] _scratchFloats = new long[b.Threads], _rowsFloats = new long[b.Threads];
+
+        int _layer;
+        float* _q, _out;
+        Phase _phase;
+        int _first, _waveItems, _tilesPerTask, _dimsPerTask;
+
+        public void Run(int layer, float* q, float* output)
+        {
+            _layer = layer;
+            _q = q;
+            _out = output;
+            var s = b._step;
+            int group = b._heads / b._kvHeads, hd = b._headDim;
+            long work = 0;
+            _count = 0;
+            for (int i = 0; i < s.NumSeqs; i++)
+                for (int r = 0; r < s.Items[i].Count; r += QueryBlock)
+                {
+                    int row0 = s.ItemRowStart[i] + r, rows = Math.Min(QueryBlock, s.Items[i].Count - r);
+                    int ctx = s.Positions[row0 + rows - 1] + 1; // keys the last query row sees
+                    work += (long)rows * b._heads * ctx * hd;
+                    for (int g = 0; g < b._kvHeads; g++)
+                    {
+                        if (_count == _items.Length) Array.Resize(ref _items, 2 * _count);
+                        _items[_count++] = new Item
+                        {
+                            Row0 = row0,
+                            Rows = rows,
+                            Head = g,
+                            Ctx = ctx,
+                            Padded = (ctx + TileKeys - 1) & -TileKeys,
+                        };
+                    }
+                }
+            if (_tasks.Length <= _count) _tasks = new int[_items.Length + 1];
+            // about eight tasks a worker in each phase, so none waits long at the end
+            int wanted = 8 * b._pool.Workers;
+            if (_count >= wanted || work < SplitWork)
+            {
+                _first = 0;
+                _waveItems = _count;
+                _dimsPerTask = hd;
+                Start(Phase.Whole, work);
+                return;
+            }
+            for (int i0 = 0; i0 < _count;)
+            {
+                long floats = 0;
+                int i1 = i0;
+                for (; i1 < _count; i1++)
+                {
+                    long size = (long)_items[i1].Rows * group * _items[i1].Padded;
+                    if (i1 > i0 && floats + size > WaveFloats) break;
+                    _items[i1].Scores = floats;
+                    floats += size;
+                }
+                if (floats > _scoresFloats)
+                {
+                    NativeMemory.AlignedFree(_scores);
+                    _scoresFloats = Math.Max(floats, WaveFloats);
+                    _scores = (float*)NativeMemory.AlignedAlloc((nuint)(_scoresFloats * sizeof(float)), 64);
+                }
+                Wave(i0, i1, wanted);
+                i0 = i1;
+            }
+        }
+
+        void Wave(int i0, int i1, int wanted)
+        {
+            int n = i1 - i0, hd = b._headDim, group = b._heads / b._kvHeads;
+            _first = i0;
+            _waveItems = n;
+            long tiles = 0, work = 0;
+            for (int i = i0; i < i1; i++)
+            {
+                tiles += _items[i].Padded / TileKeys;
+                work += (long)_items[i].Rows * group * _items[i].Ctx * hd;
+            }
+            _tilesPerTask = (int)Math.Max(1, tiles / wanted);
+            Start(Phase.Scores, work);
+            Start(Phase.Softmax, work / hd * 4);
+            int split = Math.Clamp((wanted + n - 1) / n, 1, (hd + 3) / 4);
+            // whole groups of four dimensions, the unit of WeightedValues16
+            _dimsPerTask = Math.Min(hd, ((hd + split - 1) / split + 3) & ~3);
+            Start(Phase.Values, work);
+        }
+
+        void Start(Phase phase, long work)
+        {
+            int group = b._heads / b._kvHeads;
+            _phase = phase;
+            _tasks[0] = 0;
+            for (int i = 0; i < _waveItems; i++)
+            {
+                ref var it = ref _items[_first + i];
+                _tasks[i + 1] = _tasks[i] + phase switch
+                {
+                    Phase.Scores => (it.Padded / TileKeys + _tilesPerTask - 1) / _tilesPerTask,
+                    Phase.Softmax => it.Rows * group,
+                    Phase.Values => (b._headDim + _dimsPerTask - 1) / _dimsPerTask,
+                    _ => 1,
+                };
+            }
+            ResetChunks();
+            b._pool.Run(this, work);
+        }
+
+        public override void Execute(int worker, int workers)
+        {
+            int total = _tasks[_waveItems];
+            int chunk = _phase == Phase.Softmax ? ChunkSize(total, workers) : 1;
+            while (Claim(total, chunk, out int t0, out int t1))
+                for (int t = t0; t < t1; t++)
+                {
+                    int i = _tasks.AsSpan(0, _waveItems + 1).BinarySearch(t);
+                    // a task that starts an item is found exactly (every item has one task or more)
+                    if (i < 0) i = ~i - 1;
+                    ref var it = ref _items[_first + i];
+                    int k = t - _tasks[i];
+                    if (_phase == Phase.Softmax) Softmax(in it, k, _scores + it.Scores);
+                    else if (MatMulKernels.FloatWidth == 512) Part<Vector512<float>>(in it, k, worker);
+                    else if (MatMulKernels.FloatWidth == 256) Part<Vector256<float>>(in it, k, worker);
+                    else Part<Vector128<float>>(in it, k, worker);
+                }
+        }
+
+        void Part<TVec>(in Item it, int k, int worker) where TVec : struct
+        {
+            if (_phase == Phase.Scores)
+                Scores<TVec>(in it, k * _tilesPerTask, Math.Min(it.Padded / TileKeys, (k + 1) * _tilesPerTask),
+                    _scores + it.Scores, worker);
+            else if (_phase == Phase.Values) Values<TVec>(in it, k * _dimsPerTask, _scores + it.Scores, worker);
+            else
+            {
+                int queries = it.Rows * b._heads / b._kvHeads;
+                float* scores = Grow(_rows, _rowsFloats, worker, (long)queries * it.Padded);
+                Scores<TVec>(in it, 0, it.Padded / TileKeys, scores, worker);
+                for (int qi = 0; qi < queries; qi++) Softmax(in it, qi, scores);
+                Values<TVec>(in it, 0, scores, worker);
+            }
+        }
+
+        Span<int> Table(in Item it)
+        {
+            var s = b._step;
+            return s.BlockTables.AsSpan(s.RowSeq[it.Row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
+        }
+
+        /// <summary>scores[q, j] = q · k_j for the keys of tiles [tile0, tile1): per query, lanes are keys and each
+        /// score one chain of multiply-adds over the dimensions, fused wherever the CPU fuses (Vector512 alone,
+        /// unaccelerated, fell back to a software fma per element on x64 without FMA: 10 of 28 ms of a 300m q8_0
+        /// decode step).</summary>
+        void Scores<TVec>(in Item it, int tile0, int tile1, float* scores, int worker) where TVec : struct
+        {
+            var s = b._step;
+            int hd = b._headDim, group = b._heads / b._kvHeads, queries = it.Rows * group, c = Simd<TVec>.Count;
+            int tile = 4 * c; // keys at a time: four chains per query
+            bool f16 = b._kvType == KvCacheType.F16;
+            float* qs = Grow(_scratch, _scratchFloats, worker, (long)queries * hd + hd * tile); // [queries, hd]
+            float* kt = qs + queries * hd;                                 // [hd, tile] the keys, key-minor
+            for (int r = 0; r < it.Rows; r++)
+            {
+                float* src = _q + ((long)(it.Row0 + r) * b._heads + it.Head * group) * hd;
+                // rounded as ggml rounds q for an f16 cache
+                if (f16) HalfMath.RoundToHalf(src, qs + r * group * hd, group * hd);
+                else new ReadOnlySpan<float>(src, group * hd).CopyTo(new Span<float>(qs + r * group * hd, group * hd));
+            }
+            var table = Table(in it);
+            byte* kp = b.KvBase(_layer, false);
+            var scale = Simd<TVec>.Broadcast(LlamaMath.AttentionScale(hd));
+            int bs = b._blockSize, run = Math.Min(bs, tile);
+            for (int j0 = tile0 * TileKeys, end = Math.Min(tile1 * TileKeys, it.Ctx); j0 < end; j0 += tile)
+            {
+                for (int k = 0; k < tile; k += run)
+                {
+                    int j = j0 + k, n = Math.Clamp(it.Ctx - j, 0, run);
+                    long at = n > 0 ? b.KvIndex(table[j / bs], it.Head) + j % bs : 0;
+                    for (int d = 0; d < hd; d++) Widen<TVec>(kp, at + (long)d * bs, kt + d * tile + k, n, run, f16);
+                }
+                for (int qi = 0; qi < queries; qi++)
+                {
+                    float* q = qs + qi * hd;
+                    TVec a0 = default, a1 = default, a2 = default, a3 = default;
+                    for (int d = 0; d < hd; d++)
+                    {
+                        var x = Simd<TVec>.Broadcast(q[d]);
+                        float* kd = kt + d * tile;
+                        a0 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd), a0);
+                        a1 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + c), a1);
+                        a2 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + 2 * c), a2);
+                        a3 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + 3 * c), a3);
+                    }
+                    float* o = scores + (long)qi * it.Padded + j0;
+                    Simd<TVec>.Store(Simd<TVec>.Multiply(a0, scale), o);
+                    Simd<TVec>.Store(Simd<TVec>.Multiply(a1, scale), o + c);
+                    Simd<TVec>.Store(Simd<TVec>.Multiply(a2, scale), o + 2 * c);
+                    Simd<TVec>.Store(Simd<TVec>.Multiply(a3, scale), o + 3 * c);
+                }
+            }
+        }
+
+        /// <summary>Softmax over query qi's own causal prefix, in place: the probabilities.</summary>
+        void Softmax(in Item it, int qi, float* scores)
+        {
+            int group = b._heads / b._kvHeads;
+            int seen = b._step.Positions[it.Row0 + qi / group] + 1;
+            float* row = scores + (long)qi * it.Padded;
+            var sr = new Span<float>(row, seen);
+            float max = TensorPrimitives.Max(sr);
+            TensorPrimitives.Subtract(sr, max, sr);
+            TensorPrimitives.Exp(sr, sr);
+            double sum = SumInDouble(sr); // ggml sums in double
+            TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
+            // ggml rounds p for an f16 cache
+            if (b._kvType == KvCacheType.F16) HalfMath.RoundToHalf(row, row, seen);
+            // the keys it does not see weigh exactly 0 in the sums of Values, as under ggml's mask
+            new Span<float>(row + seen, it.Padded - seen).Clear();
+        }
+
+        /// <summary>Output dimensions [d0, d0 + <see cref="_dimsPerTask"/>) of every query of the item: the values
+        /// of those dimensions gathered key-minor over the whole context, then one chain over the keys each.</summary>
+        void Values<TVec>(in Item it, int d0, float* scores, int worker) where TVec : struct
+        {
+            var s = b._step;
+            int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
+            int dims = Math.Min(_dimsPerTask, hd - d0);
+            int stride = (it.Ctx + 15) & ~15; // the sums read whole groups of 16 keys
+            bool f16 = b._kvType == KvCacheType.F16;
+            float* vt = Grow(_scratch, _scratchFloats, worker, (long)dims * stride);
+            var table = Table(in it);
+            byte* vp = b.KvBase(_layer, true);
+            for (int j = 0; j < it.Ctx; j += bs)
+            {
+                int n = Math.Min(bs, it.Ctx - j);
+                long at = b.KvIndex(table[j / bs], it.Head) + (long)d0 * bs;
+                for (int d = 0; d < dims; d++) Widen<TVec>(vp, at + (long)d * bs, vt + d * stride + j, n, n, f16);
+            }
+            // keys past the context weigh 0 and must hold 0, not stale values (0 · inf would be NaN)
+            for (int d = 0; d < dims; d++) new Span<float>(vt + d * stride + it.Ctx, stride - it.Ctx).Clear();
+            for (int qi = 0; qi < it.Rows * group; qi++)
+            {
+                int r = qi / group, h = qi % group;
+                int seen = s.Positions[it.Row0 + r] + 1;
+                float* o = _out + ((long)(it.Row0 + r) * b._heads + it.Head * group + h) * hd + d0;
+                float* p = scores + (long)qi * it.Padded;
+                if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, stride, seen, o, dims);
+                else WeightedValues8(p, vt, stride, seen, o, dims);
+            }
+        }
+
+        /// <summary>n elements of a K or V pool from element <paramref name="at"/> as f32 into dst, then zeros up to
+        /// <paramref name="width"/>; the same conversion as <see cref="HalfMath.ToSingle(ushort*, float*, int)"/>.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Widen<TVec>(byte* pool, long at, float* dst, int n, int width, bool f16) where TVec : struct
+        {
+            int i = 0, c = Simd<TVec>.Count;
+            if (f16)
+            {
+                ushort* src = (ushort*)pool + at;
+                for (; i + c <= n; i += c) Simd<TVec>.Store(Simd<TVec>.LoadHalf(src + i), dst + i);
+                for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(src[i]);
+            }
+            else
+            {
+                float* src = (float*)pool + at;
+                for (; i + c <= n; i += c) Simd<TVec>.Store(Simd<TVec>.Load(src + i), dst + i);
+                for (; i < n; i++) dst[i] = src[i];
+            }
+            for (; i < width; i++) dst[i] = 0;
+        }
+
+        /// <summary>A worker's buffer of at least <paramref name="floats"/>. It grows (doubling) with the longest
+        /// context seen rather than being sized for the longest possible one, which for a 128k-context model would be
+        /// tens of MB per worker mostly unused.</summary>
+        static float* Grow(float*[] buffers, long[] sizes, int worker, long floats)
+        {
+            if (sizes[worker] < floats)
+            {
+                NativeMemory.AlignedFree(buffers[worker]);
+                sizes[worker] = Math.Max(floats, 2 * sizes[worker]);
+                buffers[worker] = (float*)NativeMemory.AlignedAlloc((nuint)(sizes[worker] * sizeof(float)), 64);
+            }
+            return buffers[worker];
+        }
+
+        /// <summary>
+        /// out[d] = Σ_j p_j · v_j[d] as ggml's f32 matmul (llamafile's tinyBLAS) forms it for the probabilities times
+        /// the transposed value cache: sixteen lane chains of FMAs, key j in lane j % 16, then its AVX-512 horizontal
+        /// sum (halves, quarters, pairs). One sequential chain instead differs by ~5e-7, enough that the q8_0 rounding
+        /// of the attention output for a quantized Wo sometimes flips a quant and greedy output leaves llama.cpp's.
+        /// Four dimensions run at once: four independent chains instead of one waiting on each FMA's latency.
+        /// </summary>
+        static void WeightedValues16(float* p, float* vt, int stride, int seen, float* o, int dims)
+        {
+            int d = 0;
+            for (; d + 4 <= dims; d += 4)
+            {
+                float* v = vt + d * stride;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int j0 = 0; j0 < seen; j0 += 16)
+                {
+                    var pj = Vector512.Load(p + j0);
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j0), pj, a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + stride + j0), pj, a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 2 * stride + j0), pj, a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + 3 * stride + j0), pj, a3);
+                }
+                o[d] = Sum16(a0);
+                o[d + 1] = Sum16(a1);
+                o[d + 2] = Sum16(a2);
+                o[d + 3] = Sum16(a3);
+            }
+            for (; d < dims; d++)
+            {
+                var acc = Vector512<float>.Zero;
+                for (int j0 = 0; j0 < seen; j0 += 16)
+                    acc = Vector512.FusedMultiplyAdd(Vector512.Load(vt + d * stride + j0), Vector512.Load(p + j0), acc);
+                o[d] = Sum16(acc);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static float Sum16(Vector512<float> acc)
+        {
+            var half = acc.GetLower() + acc.GetUpper();
+            var quarter = half.GetLower() + half.GetUpper();
+            return (quarter[0] + quarter[2]) + (quarter[1] + quarter[3]);
+        }
+
+        /// <summary>The same with eight lanes, as ggml's AVX2 build sums them, held as two 128-bit halves so the
+        /// 128-bit path (Arm64) runs it in registers too; two dimensions at once.</summary>
+        static void WeightedValues8(float* p, float* vt, int stride, int seen, float* o, int dims)
+        {
+            int d = 0;
+            for (; d + 2 <= dims; d += 2)
+            {
+                Vector128<float> lo0 = default, hi0 = default, lo1 = default, hi1 = default;
+                float* v0 = vt + d * stride, v1 = v0 + stride;
+                for (int j0 = 0; j0 < seen; j0 += 8)
+                {
+                    Vector128<float> pl = Vector128.Load(p + j0), ph = Vector128.Load(p + j0 + 4);
+                    lo0 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v0 + j0), pl, lo0);
+                    hi0 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v0 + j0 + 4), ph, hi0);
+                    lo1 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v1 + j0), pl, lo1);
+                    hi1 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v1 + j0 + 4), ph, hi1);
+                }
+                o[d] = Simd.HorizontalSum8(lo0, hi0);
+                o[d + 1] = Simd.HorizontalSum8(lo1, hi1);
+            }
+            for (; d < dims; d++)
+            {
+                Vector128<float> lo = default, hi = default;
+                float* v = vt + d * stride;
+                for (int j0 = 0; j0 < seen; j0 += 8)
+                {
+                    lo = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0), Vector128.Load(p + j0), lo);
+                    hi = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j0 + 4), Vector128.Load(p + j0 + 4), hi);
+                }
+                o[d] = Simd.HorizontalSum8(lo, hi);
+            }
+        }
+
+        static double SumInDouble(ReadOnlySpan<float> xs)
+        {
+            var acc = Vector512<double>.Zero;
+            int i = 0;
+            for (; i + 16 <= xs.Length; i += 16)
+            {
+                var (lo, hi) = Vector512.Widen(Vector512.Create(xs.Slice(i, 16)));
+                acc += lo + hi;
+            }
+            double sum = Vector512.Sum(acc);
+            for (; i < xs.Length; i++) sum += xs[i];
+            return sum;
+        }
+
+        public void Dispose()
+        {
+            NativeMemory.AlignedFree(_scores);
+            _scores = null;
+            _scoresFloats = 0;
+            for (int w = 0; w < _scratch.Length; w++)
+            {
+                NativeMemory.AlignedFree(_scratch[w]);
+                NativeMemory.AlignedFree(_rows[w]);
+                _scratch[w] = _rows[w] = null;
+                _scratchFloats[w] = _rowsFloats[w] = 0;
+            }
+        }
+    }
+}
