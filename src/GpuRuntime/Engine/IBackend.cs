@@ -33,8 +33,8 @@ public interface IBackend : IDisposable
 
     DeviceTensor Allocate(long floats);
     DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo tensor);
-    /// <summary>Reserves the paged KV pool: per layer, numBlocks × kvHeads × blockSize × headDim for K
-    /// and for V.</summary>
+    /// <summary>Reserves the paged KV pool: per layer, numBlocks × kvHeads × blockSize × headDim values for K and for
+    /// V, in the order the backend's attention reads best.</summary>
     void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type);
 
     /// <summary>
