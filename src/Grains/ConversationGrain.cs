@@ -135,8 +135,7 @@ public sealed class ConversationGrain(
 
     /// <summary>
     /// The reply's deltas, read from a channel the BatchGrain writes when it is on this silo (as its key says it is),
-    /// else from its grain stream. At one client the grain stream's messages and activation turns ran beside the
-    /// forward pass on the cores it needs.
+    /// else from its grain stream.
     /// </summary>
     async IAsyncEnumerable<GenerationDelta> GenerateAsync(IBatchGrain batch, GenerationRequest generation,
         [EnumeratorCancellation] CancellationToken cancellationToken)

@@ -22,8 +22,9 @@ public sealed class LocalReply
 
 /// <summary>
 /// The silo's registry of <see cref="LocalReply"/>s. A conversation and its device's BatchGrain are always on the
-/// same silo (the BatchGrain's key names it); the grain stream between them cost two messages and two activation-queue
-/// turns per token, run on the same two cores as the forward pass.
+/// same silo (the BatchGrain's key names it), so the grain stream between them (two messages and two activation-queue
+/// turns per token, and the BatchGrain's queue shared with its tick loop) is not needed. Measured on two cores, the
+/// threads other than the engine's took under 1 % of the CPU either way: this keeps it so as the load grows.
 /// </summary>
 public sealed class LocalReplies
 {
