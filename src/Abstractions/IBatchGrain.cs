@@ -43,7 +43,14 @@ public sealed record DeviceLoad(
     [property: Id(4)] int Waiting,
     [property: Id(5)] int Parked);
 
-/// <summary>Counters of a BatchGrain since activation: how full its ticks were and where their time went.</summary>
+/// <summary>
+/// Counters of a BatchGrain since activation: how full its ticks were and where their time went.
+/// <see cref="DeviceIdleMs"/> sums the gaps between the end of one forward pass and the start of the next while the
+/// loop ran without a break, <see cref="DeviceCycleMs"/> the start-to-start times of the same pairs: their ratio is
+/// the fraction of the tick the device waited for the host. Of the <see cref="FirstTokens"/> replies' first tokens,
+/// <see cref="QueueMs"/> sums the time from admission to the start of the forward pass that sampled the first token,
+/// <see cref="PrefillMs"/> that forward pass.
+/// </summary>
 [GenerateSerializer, Immutable, Alias("weft.BatchStats")]
 public sealed record BatchStats(
     [property: Id(0)] long Ticks,
@@ -52,7 +59,12 @@ public sealed record BatchStats(
     [property: Id(3)] double MeanForwardMs,
     [property: Id(4)] long Preemptions,
     [property: Id(5)] long TokensGenerated,
-    [property: Id(6)] DeviceLoad Load);
+    [property: Id(6)] DeviceLoad Load,
+    [property: Id(7)] double DeviceIdleMs = 0,
+    [property: Id(8)] double DeviceCycleMs = 0,
+    [property: Id(9)] long FirstTokens = 0,
+    [property: Id(10)] double QueueMs = 0,
+    [property: Id(11)] double PrefillMs = 0);
 
 /// <summary>
 /// The continuous-batching loop of one device of one silo, keyed "{silo}/{device}" and pinned to that silo. Each tick
@@ -64,6 +76,14 @@ public interface IBatchGrain : IGrainWithStringKey
     [Alias("Generate")]
     IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request,
         CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Admits the request and writes its deltas to the channel a reader on this grain's silo registered under
+    /// <paramref name="stream"/>: no message per token. False (nothing admitted) when no such channel is registered
+    /// here; the caller then streams with <see cref="GenerateAsync"/>.
+    /// </summary>
+    [Alias("StartLocal")]
+    Task<bool> StartLocalAsync(GenerationRequest request, Guid stream);
 
     /// <summary>Frees a kept sequence's KV blocks (a conversation was reset or moved).</summary>
     [Alias("Release")]

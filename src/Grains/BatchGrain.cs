@@ -19,7 +19,8 @@ namespace Weft.Grains;
 /// tick has finished (the forward pass itself runs on the device thread), and stops when there is none.
 /// </summary>
 [Reentrant, DevicePlacement]
-public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logger) : Grain, IBatchGrain
+public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILogger<BatchGrain> logger)
+    : Grain, IBatchGrain
 {
     sealed record Request(Sequence Sequence, string Tenant, ReplyDecoder Decoder, Channel<GenerationDelta> Output)
     {
@@ -35,8 +36,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     BatchEngine _batch = null!;
     Task _loop = Task.CompletedTask;
     long _nextSequenceId;
-    long _ticks, _batchedSequences, _tokensGenerated;
-    double _tickMs, _forwardMs;
+    long _ticks, _batchedSequences, _tokensGenerated, _firstTokens;
+    double _tickMs, _forwardMs, _idleMs, _cycleMs, _queueMs, _prefillMs;
 
     public int Device { get; private set; }
 
@@ -67,6 +68,41 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
     public async IAsyncEnumerable<GenerationDelta> GenerateAsync(GenerationRequest request,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        var req = Admit(request, Channel.CreateUnbounded<GenerationDelta>(
+            new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
+        var (scheduler, seq) = (_batch.Scheduler, req.Sequence);
+        // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and
+        // frees its blocks.
+        using var registration = cancellationToken.Register(() => scheduler.Cancel(seq));
+        try
+        {
+            await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
+                yield return delta;
+        }
+        finally
+        {
+            // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
+            if (!req.Done) scheduler.Cancel(seq);
+        }
+    }
+
+    public Task<bool> StartLocalAsync(GenerationRequest request, Guid stream)
+    {
+        if (!replies.TryGet(stream, out var local)) return Task.FromResult(false);
+        var req = Admit(request, local.Channel);
+        var scheduler = _batch.Scheduler;
+        // a finished sequence may be kept for the next turn: a late cancel must not flag it
+        local.Cancel = () =>
+        {
+            if (!req.Done) scheduler.Cancel(req.Sequence);
+        };
+        return Task.FromResult(true);
+    }
+
+    /// <summary>Queues the request's sequence and starts the loop if it had stopped; its deltas go to
+    /// <paramref name="output"/>.</summary>
+    Request Admit(GenerationRequest request, Channel<GenerationDelta> output)
+    {
         var sampling = SamplingMapper.ToParams(request.Sampling, request.PromptTokens.Count, host);
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)host.Config.VocabSize)
@@ -93,25 +129,10 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
                 e.Message);
         }
 
-        var req = new Request(seq, request.Tenant, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop),
-            Channel.CreateUnbounded<GenerationDelta>(
-                new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
+        var req = new Request(seq, request.Tenant, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), output);
         _requests[seq.Id] = req;
         if (_loop.IsCompleted) _loop = RunAsync();
-
-        // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and
-        // frees its blocks.
-        using var registration = cancellationToken.Register(() => scheduler.Cancel(seq));
-        try
-        {
-            await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
-                yield return delta;
-        }
-        finally
-        {
-            // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
-            if (!req.Done) scheduler.Cancel(seq);
-        }
+        return req;
     }
 
     public Task ReleaseAsync(long sequenceId)
@@ -129,7 +150,12 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
         _ticks == 0 ? 0 : _forwardMs / _ticks,
         _batch.Scheduler.TotalPreemptions,
         _tokensGenerated,
-        Load()));
+        Load(),
+        _idleMs,
+        _cycleMs,
+        _firstTokens,
+        _queueMs,
+        _prefillMs));
 
     DeviceLoad Load()
     {
@@ -158,6 +184,8 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
 
     async Task TickWhileWorkAsync()
     {
+        // the previous forward pass of this run of the loop: the device waits from its end to the next one's start
+        long lastStarted = 0, lastEnded = 0;
         while (_batch.Scheduler.HasWork)
         {
             var tick = await _batch.TickAsync();
@@ -174,19 +202,31 @@ public sealed partial class BatchGrain(ModelHost host, ILogger<BatchGrain> logge
                 _batchedSequences += tick.NumSequences;
                 _tickMs += tick.TickTime.TotalMilliseconds;
                 _forwardMs += tick.ForwardTime.TotalMilliseconds;
+                if (lastEnded != 0)
+                {
+                    _idleMs += Stopwatch.GetElapsedTime(lastEnded, tick.ForwardStarted).TotalMilliseconds;
+                    _cycleMs += Stopwatch.GetElapsedTime(lastStarted, tick.ForwardStarted).TotalMilliseconds;
+                }
+                (lastStarted, lastEnded) = (tick.ForwardStarted, tick.ForwardEnded);
                 _tokensGenerated += tick.Sampled.Count;
                 Metrics.RecordTick(tick);
             }
-            foreach (var (seq, token) in tick.Sampled) OnToken(seq, token);
+            foreach (var (seq, token) in tick.Sampled) OnToken(seq, token, tick);
             foreach (var seq in tick.Finished) OnFinished(seq);
         }
     }
 
-    void OnToken(Sequence seq, int token)
+    void OnToken(Sequence seq, int token, TickResult tick)
     {
         if (!_requests.TryGetValue(seq.Id, out var req) || req.Done) return;
         long now = Stopwatch.GetTimestamp();
-        if (req.LastToken == 0) Metrics.RecordFirstToken(Stopwatch.GetElapsedTime(req.Admitted, now), req.Tenant);
+        if (req.LastToken == 0)
+        {
+            Metrics.RecordFirstToken(Stopwatch.GetElapsedTime(req.Admitted, now), req.Tenant);
+            _firstTokens++;
+            _queueMs += Stopwatch.GetElapsedTime(req.Admitted, tick.ForwardStarted).TotalMilliseconds;
+            _prefillMs += Stopwatch.GetElapsedTime(tick.ForwardStarted, tick.ForwardEnded).TotalMilliseconds;
+        }
         else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now));
         req.LastToken = now;
         string text = req.Decoder.Push(token);

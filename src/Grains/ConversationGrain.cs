@@ -42,6 +42,7 @@ public sealed class ConversationGrain(
     TenantLimits limits,
     IOptions<ModelHostOptions> options,
     ILocalSiloDetails silo,
+    LocalReplies replies,
     [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state)
     : Grain, IConversationGrain
 {
@@ -95,8 +96,8 @@ public sealed class ConversationGrain(
             var text = new System.Text.StringBuilder();
             bool first = true;
             long sequenceId = 0;
-            await foreach (var d in GrainFactory.GetGrain<IBatchGrain>(batchKey)
-                .GenerateAsync(generation, cancellationToken))
+            await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
+                cancellationToken))
             {
                 sequenceId = d.SequenceId;
                 reply.AddRange(d.TokenIds);
@@ -130,6 +131,41 @@ public sealed class ConversationGrain(
         {
             _turn.Release();
         }
+    }
+
+    /// <summary>
+    /// The reply's deltas, read from a channel the BatchGrain writes when it is on this silo (as its key says it is),
+    /// else from its grain stream.
+    /// </summary>
+    async IAsyncEnumerable<GenerationDelta> GenerateAsync(IBatchGrain batch, GenerationRequest generation,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var (key, local) = replies.Open();
+        try
+        {
+            if (await batch.StartLocalAsync(generation, key))
+            {
+                bool complete = false;
+                // Cancellation only flags the sequence: the next tick finishes it and frees its blocks.
+                using var registration = cancellationToken.Register(local.Cancel);
+                try
+                {
+                    await foreach (var d in local.Channel.Reader.ReadAllAsync(cancellationToken)) yield return d;
+                    complete = true;
+                }
+                finally
+                {
+                    // the caller stopped listening before the end: stop generating for it
+                    if (!complete) local.Cancel();
+                }
+                yield break;
+            }
+        }
+        finally
+        {
+            replies.Close(key);
+        }
+        await foreach (var d in batch.GenerateAsync(generation, cancellationToken)) yield return d;
     }
 
     public Task<ConversationHistory> GetHistoryAsync() =>

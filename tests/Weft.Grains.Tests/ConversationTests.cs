@@ -109,4 +109,37 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
         // the conversation still works afterwards
         Assert.Equal(4, (await c.RunAsync(Turns.Chat("hi", Greedy(4)), Ct)).Usage.CompletionTokens);
     }
+
+    [Fact]
+    public async Task A_reply_read_from_the_local_channel_equals_the_grain_stream_and_the_stats_split_the_time()
+    {
+        int[] prompt = [1, 310, 311, 312, 313];
+        var batch = cluster.BatchGrain();
+        var streamed = new List<int>();
+        var request = new GenerationRequest { PromptTokens = prompt, Sampling = Greedy(8) };
+        await foreach (var d in batch.GenerateAsync(request, Ct)) streamed.AddRange(d.TokenIds);
+        var before = await batch.GetStatsAsync();
+
+        var local = await cluster.Grains.GetGrain<IConversationGrain>("local-channel")
+            .RunAsync(new TurnRequest { PromptTokenIds = prompt, Sampling = Greedy(8) }, Ct);
+
+        Assert.Equal(streamed, local.TokenIds);
+        var after = await batch.GetStatsAsync();
+        Assert.Equal(1, after.FirstTokens - before.FirstTokens);
+        Assert.True(after.PrefillMs > before.PrefillMs, "the first token's forward pass takes time");
+        Assert.True(after.QueueMs >= before.QueueMs);
+        // eight tokens alone: eight back-to-back forward passes, seven gaps between them
+        double cycle = after.DeviceCycleMs - before.DeviceCycleMs, idle = after.DeviceIdleMs - before.DeviceIdleMs;
+        Assert.True(cycle > 0 && idle >= 0 && idle < cycle, $"idle {idle:F2} ms of {cycle:F2} ms");
+    }
+
+    [Fact]
+    public async Task Starting_on_a_channel_no_one_registered_on_the_silo_admits_nothing()
+    {
+        var batch = cluster.BatchGrain();
+        var request = new GenerationRequest { PromptTokens = [1, 320, 321], Sampling = Greedy(4) };
+        Assert.False(await batch.StartLocalAsync(request, Guid.NewGuid()));
+        var load = (await batch.GetStatsAsync()).Load;
+        Assert.Equal(0, load.Running + load.Waiting);
+    }
 }

@@ -10,7 +10,12 @@ namespace Weft.Cli.Bench;
 public sealed record ServeLevel(
     int Concurrency, int Requests, long GeneratedTokens, double Seconds, double TokensPerSecond,
     double TtftP50Ms, double TtftP90Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, double E2eP50Ms,
-    double? EngineTokensPerSecond, double? MeanBatchSize, double? MeanTickMs, double? MeanForwardMs);
+    double? EngineTokensPerSecond, double? MeanBatchSize, double? MeanTickMs, double? MeanForwardMs,
+    double? DeviceIdleFraction = null, TtftSplit? Ttft = null);
+
+/// <summary>The mean time to first token in three parts: queueing (admission to the start of the forward pass that
+/// sampled the first token), that forward pass (prefill), and the rest (delivery, and the request's way in).</summary>
+public sealed record TtftSplit(double MeanMs, double QueueMs, double PrefillMs, double DeliveryMs);
 
 /// <summary>
 /// `weft bench serve`: closed-loop load at a sweep of concurrencies (each client sends its requests back to back),
@@ -28,49 +33,22 @@ static class ServeBenchmark
         output.WriteLine(engineOnly is null
             ? $"{"clients",7} {"tok/s",9} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}"
             : $"{"clients",7} {"tok/s",9} {"engine",9} {"served/engine",14} {"batch",6} {"tick ms",8} {"fwd ms",7} " +
-                $"{"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}");
-        // one request first so start-up costs (activation, JIT) stay out of the figures
-        await foreach (var _ in target.GenerateAsync(Prompt(0, prompt), 2, CancellationToken.None)) { }
+                $"{"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8} {"idle",6} " +
+                $"{"TTFT mean = queue + prefill + delivery",39}");
+        // Every level once first, one request per client, as the engine-alone figures are warmed: a single short
+        // request left the first level paying for JIT tiering of the served path (84 % of the engine at one client
+        // first, 101 % and 106 % at the same level run twice more, 300m f16 cpu).
+        int round = 0;
+        foreach (int c in concurrency) await LoadAsync(target, ++round, c, 1, prompt, gen);
 
         var levels = new List<ServeLevel>();
         foreach (int c in concurrency)
         {
             double? engine = engineOnly?.Invoke(c);
             var before = batchStats is null ? null : await batchStats();
-            var ttft = new List<double>();
-            var itl = new List<double>();
-            var e2e = new List<double>();
-            long tokens = 0;
-            var wall = Stopwatch.StartNew();
-            await Task.WhenAll(Enumerable.Range(0, c).Select(async client =>
-            {
-                for (int r = 0; r < requestsPerClient; r++)
-                {
-                    var start = Stopwatch.GetTimestamp();
-                    long last = 0;
-                    int n = 0;
-                    await foreach (int k in
-                        target.GenerateAsync(Prompt(client * 1000 + r + 1, prompt), gen, CancellationToken.None))
-                    {
-                        long now = Stopwatch.GetTimestamp();
-                        lock (ttft)
-                        {
-                            if (last == 0) ttft.Add(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds);
-                            else for (int i = 0; i < k; i++)
-                                itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds / k);
-                        }
-                        last = now;
-                        n += k;
-                    }
-                    lock (ttft)
-                    {
-                        e2e.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
-                        tokens += n;
-                    }
-                }
-            }));
-            double seconds = wall.Elapsed.TotalSeconds;
-            double? meanBatch = null, tickMs = null, forwardMs = null;
+            var (ttft, itl, e2e, tokens, seconds) = await LoadAsync(target, ++round, c, requestsPerClient, prompt, gen);
+            double? meanBatch = null, tickMs = null, forwardMs = null, idle = null;
+            TtftSplit? split = null;
             if (batchStats is not null && before is not null)
             {
                 // the grain reports means since activation: turn them into this level's means
@@ -81,10 +59,20 @@ static class ServeBenchmark
                 meanBatch = Delta(s => s.MeanBatchSize);
                 tickMs = Delta(s => s.MeanTickMs);
                 forwardMs = Delta(s => s.MeanForwardMs);
+                double cycle = after.DeviceCycleMs - before.DeviceCycleMs;
+                idle = cycle == 0 ? 0 : (after.DeviceIdleMs - before.DeviceIdleMs) / cycle;
+                long first = after.FirstTokens - before.FirstTokens;
+                if (first > 0 && ttft.Count > 0)
+                {
+                    double queue = (after.QueueMs - before.QueueMs) / first,
+                        prefill = (after.PrefillMs - before.PrefillMs) / first,
+                        mean = ttft.Average();
+                    split = new TtftSplit(mean, queue, prefill, mean - queue - prefill);
+                }
             }
             var level = new ServeLevel(c, c * requestsPerClient, tokens, seconds, tokens / seconds,
                 Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(itl, 50),
-                Percentile(itl, 99), Percentile(e2e, 50), engine, meanBatch, tickMs, forwardMs);
+                Percentile(itl, 99), Percentile(e2e, 50), engine, meanBatch, tickMs, forwardMs, idle, split);
             levels.Add(level);
             output.WriteLine(engine is null
                 ? $"{c,7} {level.TokensPerSecond,9:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms " +
@@ -93,9 +81,52 @@ static class ServeBenchmark
                 : $"{c,7} {level.TokensPerSecond,9:F1} {engine,9:F1} {level.TokensPerSecond / engine,14:P1} " +
                     $"{meanBatch,6:F1} {tickMs,8:F1} {forwardMs,7:F1} {level.TtftP50Ms,7:F0}ms " +
                     $"{level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms " +
-                    $"{level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms");
+                    $"{level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms {idle,6:P1} " +
+                    $"{split?.MeanMs,9:F1} = {split?.QueueMs,6:F1} + {split?.PrefillMs,7:F1} + " +
+                    $"{split?.DeliveryMs,8:F1} ms");
         }
         return levels;
+    }
+
+    /// <summary>One closed-loop run: time to first token, inter-token and end-to-end latencies (ms), tokens, seconds.
+    /// Each <paramref name="round"/> has prompts of its own, so none is served from an earlier round's prefix
+    /// cache.</summary>
+    static async Task<(List<double> Ttft, List<double> Itl, List<double> E2e, long Tokens, double Seconds)> LoadAsync(
+        ILoadTarget target, int round, int clients, int requestsPerClient, int prompt, int gen)
+    {
+        var ttft = new List<double>();
+        var itl = new List<double>();
+        var e2e = new List<double>();
+        long tokens = 0;
+        var wall = Stopwatch.StartNew();
+        await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
+        {
+            for (int r = 0; r < requestsPerClient; r++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                long last = 0;
+                int n = 0;
+                await foreach (int k in target.GenerateAsync(Prompt(round * 100_000 + client * 1000 + r + 1, prompt),
+                    gen, CancellationToken.None))
+                {
+                    long now = Stopwatch.GetTimestamp();
+                    lock (ttft)
+                    {
+                        if (last == 0) ttft.Add(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds);
+                        else for (int i = 0; i < k; i++)
+                            itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds / k);
+                    }
+                    last = now;
+                    n += k;
+                }
+                lock (ttft)
+                {
+                    e2e.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+                    tokens += n;
+                }
+            }
+        }));
+        return (ttft, itl, e2e, tokens, wall.Elapsed.TotalSeconds);
     }
 
     /// <summary>Distinct prompts per request, so no request is served from another's prefix cache.</summary>

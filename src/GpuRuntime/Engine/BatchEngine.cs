@@ -3,15 +3,18 @@ using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
-/// <summary>What one tick did: the sequences that got a token (with it), the ones that finished, and its
-/// timing.</summary>
+/// <summary>What one tick did: the sequences that got a token (with it), the ones that finished, and its timing
+/// (<see cref="ForwardStarted"/> and <see cref="ForwardEnded"/> are the device thread's <see cref="Stopwatch"/>
+/// timestamps, 0 when no forward pass ran, so a loop can tell how long the device waited between two).</summary>
 public sealed record TickResult(
     IReadOnlyList<(Sequence Sequence, int Token)> Sampled,
     IReadOnlyList<Sequence> Finished,
     int NumSequences,
     int NumTokens,
     TimeSpan TickTime,
-    TimeSpan ForwardTime);
+    TimeSpan ForwardTime,
+    long ForwardStarted = 0,
+    long ForwardEnded = 0);
 
 /// <summary>
 /// Continuous batching on one device: each tick the scheduler picks the work, the engine runs one forward pass over
@@ -45,7 +48,7 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
         {
             var failed = Scheduler.Fail(output, $"forward pass failed: {e.Message}");
             return new TickResult([], [.. output.Finished, .. failed], output.Scheduled.Count, output.NumBatchedTokens,
-                tick.Elapsed, forward.Elapsed);
+                tick.Elapsed, forward.Elapsed, Engine.LastStep.Started, Engine.LastStep.Ended);
         }
         var forwardTime = forward.Elapsed;
 
@@ -55,6 +58,6 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
             if (entry.NeedsToken) sampled.Add((entry.Sequence, tokens.Span[i++]));
         var finished = Scheduler.Update(output, tokens.Span);
         return new TickResult(sampled, [.. output.Finished, .. finished], output.Scheduled.Count,
-            output.NumBatchedTokens, tick.Elapsed, forwardTime);
+            output.NumBatchedTokens, tick.Elapsed, forwardTime, Engine.LastStep.Started, Engine.LastStep.Ended);
     }
 }

@@ -131,11 +131,24 @@ public sealed class InferenceEngine : IDisposable
     public int? LaunchesPerStep =>
         _deviceBackend is ILaunchCounter counter ? _device.Invoke(() => counter.LaunchesPerStep) : null;
 
+    /// <summary>When the last step began and ended on the device thread (<see cref="System.Diagnostics.Stopwatch"/>
+    /// timestamps): the await that follows a step adds a thread hop that a device-idle figure must not
+    /// count.</summary>
+    public (long Started, long Ended) LastStep { get; private set; }
+
     /// <summary>Runs the step in <see cref="Inputs"/> on the device thread; returns one sampled token per logits
     /// row.</summary>
     public Task<ReadOnlyMemory<int>> StepAsync() => _device.RunAsync(() =>
     {
-        _transformer.Forward(Inputs, _sampled);
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
+        try
+        {
+            _transformer.Forward(Inputs, _sampled);
+        }
+        finally
+        {
+            LastStep = (started, System.Diagnostics.Stopwatch.GetTimestamp());
+        }
         return (ReadOnlyMemory<int>)_sampled.AsMemory(0, Inputs.NumLogitRows);
     });
 
