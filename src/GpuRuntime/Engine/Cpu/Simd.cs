@@ -89,6 +89,20 @@ static unsafe class Simd<TVec> where TVec : struct
         return As(((Widen128(h) << 13) & Vector128.Create(keep)).AsSingle() * Vector128.Create(rebias));
     }
 
+    /// <summary>v with its lanes from <paramref name="n"/> on set to zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec FirstLanes(TVec v, int n)
+    {
+        if (typeof(TVec) == typeof(Vector512<float>))
+            return As(Vector512.ConditionalSelect(Vector512.LessThan(Vector512<int>.Indices, Vector512.Create(n))
+                .AsSingle(), V512(v), default));
+        if (typeof(TVec) == typeof(Vector256<float>))
+            return As(Vector256.ConditionalSelect(Vector256.LessThan(Vector256<int>.Indices, Vector256.Create(n))
+                .AsSingle(), V256(v), default));
+        return As(Vector128.ConditionalSelect(Vector128.LessThan(Vector128<int>.Indices, Vector128.Create(n))
+            .AsSingle(), V128(v), default));
+    }
+
     /// <summary><see cref="Count"/> bf16 values to f32: the upper half of an f32, so the shift drops the sign
     /// extension.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
