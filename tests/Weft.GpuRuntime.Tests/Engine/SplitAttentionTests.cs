@@ -1,5 +1,4 @@
 using Weft.GpuRuntime.Engine;
-using Weft.Models.Gguf;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Engine;
