@@ -78,7 +78,7 @@ sealed partial class Interpreter
             case "safe": return v;
             case "int": return ToInt(v, a.Get(0, "default", 0L));
             case "float": return ToFloat(v, a.Get(0, "default", 0.0));
-            case "abs": return v is double d ? Math.Abs(d) : Math.Abs(Py.ToLong(v));
+            case "abs": return v is double d ? Math.Abs(d) : (object)Math.Abs(Py.ToLong(v));
             case "indent":
                 return Indent(Py.Str(v), a.Get(0, "width", 4L), Py.Truthy(a.Get(1, "first", false)),
                     Py.Truthy(a.Get(2, "blank", false)));

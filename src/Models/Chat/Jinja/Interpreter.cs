@@ -290,7 +290,7 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
                 return u.Op switch
                 {
                     "not" => !Py.Truthy(operand),
-                    "-" => operand is double d ? -d : -Py.ToLong(Defined(operand)),
+                    "-" => operand is double d ? -d : (object)checked(-Py.ToLong(Defined(operand))),
                     _ => operand is double or long ? operand : Py.ToLong(Defined(operand)),
                 };
             }
@@ -363,12 +363,12 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
             long x = Py.ToLong(l), y = Py.ToLong(r);
             return op switch
             {
-                "+" => checked(x + y),
+                "+" => (object)checked(x + y),
                 "-" => checked(x - y),
                 "*" => checked(x * y),
                 "//" => y == 0 ? throw new JinjaRuntimeError("division by zero") : FloorDiv(x, y),
                 "%" => y == 0 ? throw new JinjaRuntimeError("modulo by zero") : x - y * FloorDiv(x, y),
-                "**" => y >= 0 ? IntPow(x, y) : Math.Pow(x, y),
+                "**" => y >= 0 ? IntPow(x, y) : (object)Math.Pow(x, y),
                 _ => throw Unsupported(op, l, r),
             };
         }
