@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Text;
 
 namespace Weft.Models.Chat.Jinja;
@@ -81,6 +82,7 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
 
     Flow ExecOne(Node node, Scope scope, StringBuilder output)
     {
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         switch (node)
         {
             case TextNode t: Write(output, t.Text); return Flow.Normal;
@@ -220,6 +222,8 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
     object? Eval(Expr e, Scope scope)
     {
         Step();
+        // deep nesting (in the template or through macros) fails as an error, not as a stack overflow
+        RuntimeHelpers.EnsureSufficientExecutionStack();
         try
         {
             return EvalOne(e, scope);

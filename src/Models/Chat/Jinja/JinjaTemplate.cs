@@ -53,7 +53,7 @@ public sealed class JinjaTemplate
         JsonValueKind.Array => e.EnumerateArray().Select(FromJson).ToList(),
         JsonValueKind.String => e.GetString(),
         JsonValueKind.Number => e.TryGetInt64(out long l) && !e.GetRawText().Contains('.')
-            && !e.GetRawText().Contains('e', StringComparison.OrdinalIgnoreCase) ? l : e.GetDouble(),
+            && !e.GetRawText().Contains('e', StringComparison.OrdinalIgnoreCase) ? l : (object)e.GetDouble(),
         JsonValueKind.True => true,
         JsonValueKind.False => false,
         _ => null,

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 
 namespace Weft.Models.Chat.Jinja;
 
@@ -66,6 +67,7 @@ sealed class Parser(string source, List<Token> tokens)
 
     Node? ParseStatement(Token keyword)
     {
+        EnsureStack();
         int at = keyword.Position;
         switch (keyword.Value)
         {
@@ -225,7 +227,7 @@ sealed class Parser(string source, List<Token> tokens)
         var items = new List<Expr> { first };
         while (Accept(","))
         {
-            if (Current.Kind is TokenKind.VariableEnd or TokenKind.BlockEnd) break;
+            if (Current.Kind is TokenKind.VariableEnd or TokenKind.BlockEnd || IsOp(")")) break;
             items.Add(withConditional ? ParseExpression() : ParseOr());
         }
         return new ListExpr(at, items, IsTuple: true);
@@ -233,6 +235,7 @@ sealed class Parser(string source, List<Token> tokens)
 
     Expr ParseExpression()
     {
+        EnsureStack();
         var e = ParseOr();
         while (Current is { Kind: TokenKind.Name, Value: "if" })
         {
@@ -344,6 +347,7 @@ sealed class Parser(string source, List<Token> tokens)
 
     Expr ParseUnary(bool withFilter = true)
     {
+        EnsureStack();
         Expr e;
         if (Current is { Kind: TokenKind.Operator, Value: "-" or "+" })
         {
@@ -442,7 +446,8 @@ sealed class Parser(string source, List<Token> tokens)
             {
                 index++;
                 var (args, kwargs) = ParseArguments();
-                e = new CallExpr(t.Position, e, args, kwargs);
+                // a failing call points at what was called
+                e = new CallExpr(e.Position, e, args, kwargs);
             }
             else return e;
         }
@@ -532,6 +537,13 @@ sealed class Parser(string source, List<Token> tokens)
         index++;
         var (args, kwargs) = ParseArguments();
         return new FilterExpr(at, target, name, args, kwargs);
+    }
+
+    // a template nested deeper than the stack allows is a parse error, not a stack overflow
+    void EnsureStack()
+    {
+        if (!RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw Error(Current.Position, "the template nests too deeply");
     }
 
     bool IsOp(string op) => Current.Kind == TokenKind.Operator && Current.Value == op;
