@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using Weft.Models.Chat;
 using Weft.Models.Chat.Jinja;
 
 namespace Weft.Models.Tests.Chat;
@@ -64,6 +65,43 @@ public class JinjaGoldenTests
         }
         Assert.True(compared >= 20);
         Assert.True(failures.Count == 0, string.Join("\n\n", failures));
+    }
+
+    // TurnTokens reuses a conversation's ids only when the next turn's text extends the last prompt plus the reply;
+    // these templates render history that way. Others re-render past turns differently (Llama 2 and Mistral v1-v3
+    // put a space before the reply or move the system text; DeepSeek-R1 drops the reasoning), so the next prompt is
+    // tokenized afresh, which is correct but rereads the history.
+    [Theory]
+    [InlineData("gemma3", true)]
+    [InlineData("granite3.3", true)]
+    [InlineData("llama3", true)]
+    [InlineData("llama3.1", true)]
+    [InlineData("llama3.2", true)]
+    [InlineData("mistral-small-3.2", true)]
+    [InlineData("phi3", true)]
+    [InlineData("phi3.5", true)]
+    [InlineData("phi4", true)]
+    [InlineData("qwen2.5", true)]
+    [InlineData("qwen3", true)]
+    [InlineData("smollm2", true)]
+    [InlineData("tinyllama", true)]
+    [InlineData("llama2", false)]
+    [InlineData("mistral-v1", false)]
+    [InlineData("mistral-nemo", false)]
+    [InlineData("deepseek-r1-distill", false)]
+    public void A_longer_history_renders_as_the_last_prompt_and_reply_extended_where_the_template_allows(
+        string family, bool extends)
+    {
+        var tokens = Spec().GetProperty("families").GetProperty(family);
+        var template = ChatTemplate.Resolve(File.ReadAllText(Path.Combine(Root, family + ".jinja")), null,
+            tokens.GetProperty("bos_token").GetString()!, tokens.GetProperty("eos_token").GetString()!,
+            tokenizerAddsBos: true);
+        Assert.True(template.IsTemplate);
+        (string, string)[] first = [("system", "You are helpful."), ("user", "Hello")];
+        const string Reply = "Hi there, how can I help?";
+        string prompt = template.Render(first, addGenerationPrompt: true);
+        string next = template.Render([.. first, ("assistant", Reply), ("user", "More")], addGenerationPrompt: true);
+        Assert.Equal(extends, next.StartsWith(prompt + Reply, StringComparison.Ordinal));
     }
 
     static string FirstDifference(string expected, string actual)
