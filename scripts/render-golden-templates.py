@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Renders tests/Weft.Models.Tests/Chat/Templates/<family>.jinja over conversations.json with Python's jinja2 exactly
-as transformers' apply_chat_template does (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks, loopcontrols,
-its tojson, raise_exception and strftime_now), and writes golden/<family>.json, which the C# tests compare byte for byte.
+"""Renders tests/Weft.Models.Tests/Chat/Templates/<family>.jinja over conversations.json with Python's jinja2
+exactly as transformers' apply_chat_template does (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks,
+loopcontrols, its tojson, raise_exception and strftime_now), and writes golden/<family>.json, which the C# tests
+compare byte for byte. CI does not run Python: the goldens are committed.
 
 Run from the repository root after changing a template or a conversation: python3 scripts/render-golden-templates.py
 """
@@ -62,8 +63,8 @@ def main():
                     golden[key] = {"error": f"{type(e).__name__}: {e}"}
         (out_dir / f"{family}.json").write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n",
                                                 encoding="utf-8")
-        print(f"{family}: {sum('text' in g for g in golden.values())} texts, "
-              f"{sum('raise' in g for g in golden.values())} raised, {sum('error' in g for g in golden.values())} errors")
+        counts = {kind: sum(kind in g for g in golden.values()) for kind in ("text", "raise", "error")}
+        print(f"{family}: {counts['text']} texts, {counts['raise']} raised, {counts['error']} errors")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,25 @@ public sealed partial class ChatTemplate
     readonly string bos;
     readonly string eos;
     readonly bool stripLeadingBos;
+    void RenderBuiltIn(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages,
+        bool addGenerationPrompt)
+    {
+        switch (family)
+        {
+            case Family.ChatML: RenderChatML(sb, messages, addGenerationPrompt); break;
+            case Family.Llama2: RenderLlama2(sb, messages); break;
+            case Family.Llama3: RenderLlama3(sb, messages, addGenerationPrompt); break;
+            case Family.Zephyr: RenderZephyr(sb, messages, addGenerationPrompt); break;
+            case Family.MistralV1: RenderMistralV1(sb, messages); break;
+            case Family.MistralV3: RenderMistralV3(sb, messages, tekken: false); break;
+            case Family.MistralV3Tekken: RenderMistralV3(sb, messages, tekken: true); break;
+            case Family.MistralV7: RenderMistralV7(sb, messages, space: " "); break;
+            case Family.MistralV7Tekken: RenderMistralV7(sb, messages, space: ""); break;
+            case Family.Gemma: RenderGemma(sb, messages, addGenerationPrompt); break;
+            case Family.Phi3: RenderPhi3(sb, messages, addGenerationPrompt); break;
+        }
+    }
+
     // The variables transformers' apply_chat_template passes: no tools or documents here, the special tokens' texts.
     string RenderTemplate(JinjaTemplate template, IReadOnlyList<(string Role, string Content)> messages,
         bool addGenerationPrompt)
@@ -217,20 +236,7 @@ public sealed partial class ChatTemplate
         ValidateMessages(messages);
         var sb = new StringBuilder();
         if (jinja is not null) sb.Append(RenderTemplate(jinja, messages, addGenerationPrompt));
-        else switch (family)
-        {
-            case Family.ChatML: RenderChatML(sb, messages, addGenerationPrompt); break;
-            case Family.Llama2: RenderLlama2(sb, messages); break;
-            case Family.Llama3: RenderLlama3(sb, messages, addGenerationPrompt); break;
-            case Family.Zephyr: RenderZephyr(sb, messages, addGenerationPrompt); break;
-            case Family.MistralV1: RenderMistralV1(sb, messages); break;
-            case Family.MistralV3: RenderMistralV3(sb, messages, tekken: false); break;
-            case Family.MistralV3Tekken: RenderMistralV3(sb, messages, tekken: true); break;
-            case Family.MistralV7: RenderMistralV7(sb, messages, space: " "); break;
-            case Family.MistralV7Tekken: RenderMistralV7(sb, messages, space: ""); break;
-            case Family.Gemma: RenderGemma(sb, messages, addGenerationPrompt); break;
-            case Family.Phi3: RenderPhi3(sb, messages, addGenerationPrompt); break;
-        }
+        else RenderBuiltIn(sb, messages, addGenerationPrompt);
         if (stripLeadingBos && sb.Length >= bos.Length && sb.ToString(0, bos.Length) == bos)
             sb.Remove(0, bos.Length);
         return sb.ToString();

@@ -40,19 +40,23 @@ public class JinjaTemplateTests
             "{\"items\": [1, 2, 3]}",
             "1/3,2/3,3/3" },
         // an inline if filters the loop and else runs for an empty one
-        { "{% for x in items if x is odd %}{{ x }}{{ loop.revindex0 }}{% endfor %}|{% for x in [] %}{% else %}empty{% endfor %}",
+        { "{% for x in items if x is odd %}{{ x }}{{ loop.revindex0 }}"
+          + "{% endfor %}|{% for x in [] %}{% else %}empty{% endfor %}",
             "{\"items\": [1, 2, 3, 4, 5]}",
             "123150|empty" },
         // break and continue
-        { "{% for x in range(10) %}{% if x == 2 %}{% continue %}{% endif %}{% if x > 4 %}{% break %}{% endif %}{{ x }}{% endfor %}",
+        { "{% for x in range(10) %}{% if x == 2 %}{% continue %}{% endif %}"
+          + "{% if x > 4 %}{% break %}{% endif %}{{ x }}{% endfor %}",
             "{}",
             "0134" },
         // namespace outlives the loop, a plain set does not
-        { "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}{% set local = i %}{% endfor %}{{ ns.n }}{{ local is defined }}",
+        { "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}"
+          + "{% set local = i %}{% endfor %}{{ ns.n }}{{ local is defined }}",
             "{}",
             "3False" },
         // macros take defaults and keyword arguments
-        { "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', punct='?') }}",
+        { "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}"
+          + "{{ greet('A') }} {{ greet('B', punct='?') }}",
             "{}",
             "Hi A! Hi B?" },
         // call blocks pass their body as caller
@@ -72,39 +76,55 @@ public class JinjaTemplateTests
             "{}",
             "TrueTrueTrueTrue" },
         // is tests
-        { "{{ x is none }}{{ s is string }}{{ d is mapping }}{{ l is iterable }}{{ u is defined }}{{ 3 is divisibleby 3 }}",
+        { "{{ x is none }}{{ s is string }}{{ d is mapping }}{{ l is iterable }}"
+          + "{{ u is defined }}{{ 3 is divisibleby 3 }}",
             "{\"x\": null, \"s\": \"s\", \"d\": {}, \"l\": []}",
             "TrueTrueTrueTrueFalseTrue" },
         // string methods
-        { "{{ ' a b '.strip() }}|{{ 'xxaxx'.lstrip('x') }}|{{ 'a,b,,c'.split(',') }}|{{ ' a  b '.split() }}|{{ 'ab'.startswith('a') }}{{ 'ab'.endswith(('x','b')) }}|{{ 'hello world'.title() }}|{{ 'aXa'.replace('a', 'b') }}",
+        { "{{ ' a b '.strip() }}|{{ 'xxaxx'.lstrip('x') }}|{{ 'a,b,,c'.split(',') }}"
+          + "|{{ ' a  b '.split() }}|{{ 'ab'.startswith('a') }}{{ 'ab'.endswith(('x','b')) }}"
+          + "|{{ 'hello world'.title() }}|{{ 'aXa'.replace('a', 'b') }}",
             "{}",
             "a b|axx|['a', 'b', '', 'c']|['a', 'b']|TrueTrue|Hello World|bXb" },
         // dict methods
-        { "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{{ d.get('a') }}{{ d.get('z', 'dflt') }}{{ d.z is defined }}",
+        { "{% for k, v in d.items() %}{{ k }}={{ v }};{% endfor %}{{ d.get('a') }}"
+          + "{{ d.get('z', 'dflt') }}{{ d.z is defined }}",
             "{\"d\": {\"a\": 1, \"b\": [2]}}",
             "a=1;b=[2];1dfltFalse" },
         // arithmetic follows Python
-        { "{{ 1 ~ 'x' ~ none ~ true }}|{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1.5 + 1 }} {{ 10 / 5 }}",
+        { "{{ 1 ~ 'x' ~ none ~ true }}|{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }}"
+          + " {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1.5 + 1 }} {{ 10 / 5 }}",
             "{}",
             "1xNoneTrue|3 -4 1 2 3.5 1024 2.5 2.0" },
         // tojson is transformers' json.dumps
-        { "{{ {'b': 1, 'a': [1, 'x', none, true, 1.5]} | tojson }}|{{ {'b': 1, 'a': {'c': 'é\"\\n'}} | tojson(indent=2) }}",
+        { "{{ {'b': 1, 'a': [1, 'x', none, true, 1.5]} | tojson }}|{{ {'b': 1, 'a': {'c': 'é\"\\n'}}"
+          + " | tojson(indent=2) }}",
             "{}",
-            "{\"b\": 1, \"a\": [1, \"x\", null, true, 1.5]}|{\n  \"b\": 1,\n  \"a\": {\n    \"c\": \"é\\\"\\n\"\n  }\n}" },
+            "{\"b\": 1, \"a\": [1, \"x\", null, true, 1.5]}|{\n  \"b\": 1,\n  \"a\": {\n    \"c\": \"é\\\"\\"
+            + "n\"\n  }\n}" },
         // common filters
-        { "{{ '  pad  ' | trim }}|{{ [1,2,3] | length }}|{{ ['a','b'] | join(', ') }}|{{ 'aB' | upper }}{{ 'aB' | lower }}|{{ u | default('d') }}|{{ '' | default('e', true) }}|{{ [1,2] | first }}{{ [1,2] | last }}",
+        { "{{ '  pad  ' | trim }}|{{ [1,2,3] | length }}|{{ ['a','b'] |"
+          + " join(', ') }}|{{ 'aB' | upper }}{{ 'aB' | lower }}|{{ u | default('d') }}"
+          + "|{{ '' | default('e', true) }}|{{ [1,2] | first }}{{ [1,2] |"
+          + " last }}",
             "{}",
             "pad|3|a, b|ABab|d|e|12" },
         // selectattr, rejectattr and map
-        { "{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(',') }}|{{ ms | rejectattr('role', 'eq', 'user') | list | length }}|{{ ms | map(attribute='role') | list }}",
-            "{\"ms\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}, {\"role\": \"user\", \"content\": \"c\"}]}",
+        { "{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') |"
+          + " join(',') }}|{{ ms | rejectattr('role', 'eq', 'user') | list |"
+          + " length }}|{{ ms | map(attribute='role') | list }}",
+            "{\"ms\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\""
+            + "}, {\"role\": \"user\", \"content\": \"c\"}]}",
             "a,c|1|['user', 'assistant', 'user']" },
         // conversion and formatting filters
-        { "{{ '42' | int + 1 }}|{{ 'x' | int }}|{{ 3.9 | int }}|{{ 5 | string ~ '!' }}|{{ 'hello WORLD' | capitalize }}|{{ '<b>' | safe }}|{{ 'a\nb\n\nc' | indent(2) }}|{{ 'a\nb' | indent(2, true) }}",
+        { "{{ '42' | int + 1 }}|{{ 'x' | int }}|{{ 3.9 | int }}|{{ 5 |"
+          + " string ~ '!' }}|{{ 'hello WORLD' | capitalize }}|{{ '<b>' |"
+          + " safe }}|{{ 'a\nb\n\nc' | indent(2) }}|{{ 'a\nb' | indent(2, true) }}",
             "{}",
             "43|0|3|5!|Hello world|<b>|a\n  b\n\n  c|  a\n  b" },
         // items, sort, unique, reverse, sum
-        { "{{ d | items | list }}|{{ [3,1,2] | sort }}|{{ [1,1,2] | unique | list }}|{{ [1,2] | reverse | list }}|{{ [1,2,3] | sum }}",
+        { "{{ d | items | list }}|{{ [3,1,2] | sort }}|{{ [1,1,2] | unique |"
+          + " list }}|{{ [1,2] | reverse | list }}|{{ [1,2,3] | sum }}",
             "{\"d\": {\"x\": 1}}",
             "[('x', 1)]|[1, 2, 3]|[1, 2]|[2, 1]|6" },
         // values print as Python's str
@@ -116,7 +136,8 @@ public class JinjaTemplateTests
             "{}",
             "21[block 1]" },
         // inline if, none, and/or values and chained comparisons
-        { "{{ 'x' if false }}|{{ 'y' if false else 'z' }}|{{ none }}|{{ true and 'T' }}|{{ false or 'F' }}|{{ not 0 }}|{{ 1 < 2 < 3 }}{{ 3 > 2 > 2 }}",
+        { "{{ 'x' if false }}|{{ 'y' if false else 'z' }}|{{ none }}|{{ true and 'T' }}"
+          + "|{{ false or 'F' }}|{{ not 0 }}|{{ 1 < 2 < 3 }}{{ 3 > 2 > 2 }}",
             "{}",
             "|z|None|T|F|True|TrueFalse" },
     };

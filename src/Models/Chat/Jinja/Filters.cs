@@ -15,21 +15,21 @@ sealed partial class Interpreter
         {
             case "trim": return PyString.Strip(Py.Str(v), a.Get(0, "chars") as string);
             case "tojson":
-            {
-                var indentArg = a.Get(0, "indent");
-                string? indent = indentArg switch
                 {
-                    null => null,
-                    string s => s,
-                    _ => new string(' ', (int)Py.ToLong(indentArg)),
-                };
-                var separators = a.Get(2, "separators") is IList<object?> { Count: 2 } seps
-                    ? (Py.Str(seps[0]), Py.Str(seps[1]))
-                    : indent is null ? (", ", ": ") : (",", ": ");
-                string json = PyString.ToJson(v, indent, Py.Truthy(a.Get(3, "sort_keys", false)),
-                    separators.Item1, separators.Item2);
-                return Checked(Py.Truthy(a.Get(1, "ensure_ascii", false)) ? EscapeNonAscii(json) : json);
-            }
+                    var indentArg = a.Get(0, "indent");
+                    string? indent = indentArg switch
+                    {
+                        null => null,
+                        string s => s,
+                        _ => new string(' ', (int)Py.ToLong(indentArg)),
+                    };
+                    var separators = a.Get(2, "separators") is IList<object?> { Count: 2 } seps
+                        ? (Py.Str(seps[0]), Py.Str(seps[1]))
+                        : indent is null ? (", ", ": ") : (",", ": ");
+                    string json = PyString.ToJson(v, indent, Py.Truthy(a.Get(3, "sort_keys", false)),
+                        separators.Item1, separators.Item2);
+                    return Checked(Py.Truthy(a.Get(1, "ensure_ascii", false)) ? EscapeNonAscii(json) : json);
+                }
             case "length" or "count":
                 return v switch
                 {
@@ -48,11 +48,12 @@ sealed partial class Interpreter
                     _ => throw new JinjaRuntimeError($"can only get item pairs from a mapping, not {Py.TypeName(v)}"),
                 };
             case "join":
-            {
-                var items = Py.Iterate(v);
-                if (a.Get(1, "attribute") is { } attribute) items = items.Select(i => Attribute(i, attribute)).ToList();
-                return Checked(string.Join(Py.Str(a.Get(0, "d", "")), items.Select(Py.Str)));
-            }
+                {
+                    var items = Py.Iterate(v);
+                    if (a.Get(1, "attribute") is { } attribute)
+                        items = items.Select(i => Attribute(i, attribute)).ToList();
+                    return Checked(string.Join(Py.Str(a.Get(0, "d", "")), items.Select(Py.Str)));
+                }
             case "upper": return Py.Str(v).ToUpperInvariant();
             case "lower": return Py.Str(v).ToLowerInvariant();
             case "capitalize": return PyString.Capitalize(Py.Str(v));
@@ -64,15 +65,15 @@ sealed partial class Interpreter
                 return v is Undefined || Py.Truthy(a.Get(1, "boolean", false)) && !Py.Truthy(v)
                     ? a.Get(0, "default_value", "") : v;
             case "first":
-            {
-                var items = Py.Iterate(v);
-                return items.Count > 0 ? items[0] : new Undefined("first of an empty sequence");
-            }
+                {
+                    var items = Py.Iterate(v);
+                    return items.Count > 0 ? items[0] : new Undefined("first of an empty sequence");
+                }
             case "last":
-            {
-                var items = Py.Iterate(v);
-                return items.Count > 0 ? items[^1] : new Undefined("last of an empty sequence");
-            }
+                {
+                    var items = Py.Iterate(v);
+                    return items.Count > 0 ? items[^1] : new Undefined("last of an empty sequence");
+                }
             case "list": return Py.Iterate(v).ToList();
             case "string": return Py.Str(v);
             case "safe": return v;
@@ -83,57 +84,58 @@ sealed partial class Interpreter
                 return Indent(Py.Str(v), a.Get(0, "width", 4L), Py.Truthy(a.Get(1, "first", false)),
                     Py.Truthy(a.Get(2, "blank", false)));
             case "selectattr" or "rejectattr":
-            {
-                string attribute = Py.Str(a.Get(0, "attribute"));
-                bool keep = name == "selectattr";
-                return Py.Iterate(v).Where(i => Select(Attribute(i, attribute), a, 1) == keep).ToList();
-            }
-            case "select" or "reject":
-            {
-                bool keep = name == "select";
-                return Py.Iterate(v).Where(i => Select(i, a, 0) == keep).ToList();
-            }
-            case "map":
-            {
-                var items = Py.Iterate(v);
-                if (a.Named.TryGetValue("attribute", out var attr))
                 {
-                    bool hasDefault = a.Named.TryGetValue("default", out var fallback);
-                    return items.Select(i => Attribute(i, attr) is Undefined && hasDefault ? fallback
-                        : Attribute(i, attr)).ToList();
+                    string attribute = Py.Str(a.Get(0, "attribute"));
+                    bool keep = name == "selectattr";
+                    return Py.Iterate(v).Where(i => Select(Attribute(i, attribute), a, 1) == keep).ToList();
                 }
-                if (a.Positional.Count == 0) throw new JinjaRuntimeError("map needs a filter name or attribute=");
-                var rest = new Arguments(a.Positional.Skip(1).ToList(), a.Named);
-                string filter = Py.Str(a.Positional[0]);
-                return items.Select(i => { Step(); return Filter(filter, i, rest); }).ToList();
-            }
+            case "select" or "reject":
+                {
+                    bool keep = name == "select";
+                    return Py.Iterate(v).Where(i => Select(i, a, 0) == keep).ToList();
+                }
+            case "map":
+                {
+                    var items = Py.Iterate(v);
+                    if (a.Named.TryGetValue("attribute", out var attr))
+                    {
+                        bool hasDefault = a.Named.TryGetValue("default", out var fallback);
+                        return items.Select(i => Attribute(i, attr) is Undefined && hasDefault ? fallback
+                            : Attribute(i, attr)).ToList();
+                    }
+                    if (a.Positional.Count == 0) throw new JinjaRuntimeError("map needs a filter name or attribute=");
+                    var rest = new Arguments(a.Positional.Skip(1).ToList(), a.Named);
+                    string filter = Py.Str(a.Positional[0]);
+                    return items.Select(i => { Step(); return Filter(filter, i, rest); }).ToList();
+                }
             case "reverse":
                 return v is string rs ? string.Concat(PyString.CodePoints(rs).Cast<string>().Reverse())
                     : Py.Iterate(v).Reverse().ToList();
             case "unique":
-            {
-                var seen = new List<object?>();
-                foreach (var i in Py.Iterate(v))
-                    if (!seen.Any(s => Py.Equals(s, i))) seen.Add(i);
-                return seen;
-            }
+                {
+                    var seen = new List<object?>();
+                    foreach (var i in Py.Iterate(v))
+                        if (!seen.Any(s => Py.Equals(s, i))) seen.Add(i);
+                    return seen;
+                }
             case "sort":
-            {
-                bool reverse = Py.Truthy(a.Get(0, "reverse", false));
-                var attribute = a.Get(2, "attribute");
-                var sorted = Py.Iterate(v).ToList();
-                sorted.Sort((x, y) => Py.Compare(attribute is null ? x : Attribute(x, attribute),
-                    attribute is null ? y : Attribute(y, attribute)));
-                if (reverse) sorted.Reverse();
-                return sorted;
-            }
+                {
+                    bool reverse = Py.Truthy(a.Get(0, "reverse", false));
+                    var attribute = a.Get(2, "attribute");
+                    var sorted = Py.Iterate(v).ToList();
+                    sorted.Sort((x, y) => Py.Compare(attribute is null ? x : Attribute(x, attribute),
+                        attribute is null ? y : Attribute(y, attribute)));
+                    if (reverse) sorted.Reverse();
+                    return sorted;
+                }
             case "sum":
-            {
-                var attribute = a.Get(0, "attribute");
-                object? total = a.Get(1, "start", 0L);
-                foreach (var i in Py.Iterate(v)) total = Binary("+", total, attribute is null ? i : Attribute(i, attribute));
-                return total;
-            }
+                {
+                    var attribute = a.Get(0, "attribute");
+                    object? total = a.Get(1, "start", 0L);
+                    foreach (var i in Py.Iterate(v))
+                        total = Binary("+", total, attribute is null ? i : Attribute(i, attribute));
+                    return total;
+                }
             case "wordcount": return (long)PyString.Split(Py.Str(v), null, -1).Count;
             default: throw new JinjaRuntimeError($"unknown filter '{name}'");
         }

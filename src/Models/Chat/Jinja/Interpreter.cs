@@ -96,35 +96,35 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
                 Assign(s, scope, Eval(s.Value, scope));
                 return Flow.Normal;
             case SetBlockNode b:
-            {
-                var captured = new StringBuilder();
-                Exec(b.Body, scope, captured);
-                object? value = captured.ToString();
-                foreach (var f in b.Filters) value = ApplyFilter(f, value, scope);
-                scope.Set(b.Target, value);
-                return Flow.Normal;
-            }
+                {
+                    var captured = new StringBuilder();
+                    Exec(b.Body, scope, captured);
+                    object? value = captured.ToString();
+                    foreach (var f in b.Filters) value = ApplyFilter(f, value, scope);
+                    scope.Set(b.Target, value);
+                    return Flow.Normal;
+                }
             case MacroNode m:
                 scope.Set(m.Name, new JinjaFunction(a => CallMacro(m.Name, m.Parameters, m.Body, scope, a)));
                 return Flow.Normal;
             case CallBlockNode c:
-            {
-                var caller = new JinjaFunction(a => CallMacro("caller", c.Parameters, c.Body, scope, a));
-                var callee = Eval(c.Call.Callee, scope);
-                var args = EvalArguments(c.Call.Args, c.Call.Kwargs, scope);
-                args.Named["caller"] = caller;
-                Write(output, Py.Str(Invoke(callee, args, c.Call.Callee)));
-                return Flow.Normal;
-            }
+                {
+                    var caller = new JinjaFunction(a => CallMacro("caller", c.Parameters, c.Body, scope, a));
+                    var callee = Eval(c.Call.Callee, scope);
+                    var args = EvalArguments(c.Call.Args, c.Call.Kwargs, scope);
+                    args.Named["caller"] = caller;
+                    Write(output, Py.Str(Invoke(callee, args, c.Call.Callee)));
+                    return Flow.Normal;
+                }
             case FilterBlockNode fb:
-            {
-                var captured = new StringBuilder();
-                var flow = Exec(fb.Body, scope, captured);
-                object? value = captured.ToString();
-                foreach (var f in fb.Filters) value = ApplyFilter(f, value, scope);
-                Write(output, Py.Str(value));
-                return flow;
-            }
+                {
+                    var captured = new StringBuilder();
+                    var flow = Exec(fb.Body, scope, captured);
+                    object? value = captured.ToString();
+                    foreach (var f in fb.Filters) value = ApplyFilter(f, value, scope);
+                    Write(output, Py.Str(value));
+                    return flow;
+                }
             case BreakNode: return Flow.Break;
             case ContinueNode: return Flow.Continue;
             default: throw new JinjaRuntimeError($"unexpected node {node.GetType().Name}");
@@ -252,19 +252,19 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
             case NameExpr n:
                 return scope.TryGet(n.Name, out var v) ? v : Global(n.Name) ?? new Undefined(n.Name);
             case ListExpr l:
-            {
-                var items = l.Items.Select(i => Eval(i, scope)).ToList();
-                return l.IsTuple ? items.ToArray() : items;
-            }
+                {
+                    var items = l.Items.Select(i => Eval(i, scope)).ToList();
+                    return l.IsTuple ? items.ToArray() : items;
+                }
             case DictExpr d:
-            {
-                var dict = new Dictionary<string, object?>();
-                foreach (var (k, val) in d.Items)
-                    dict[Eval(k, scope) is string key ? key
-                        : throw new JinjaRuntimeError("only string keys are supported in dict literals")] =
-                        Eval(val, scope);
-                return dict;
-            }
+                {
+                    var dict = new Dictionary<string, object?>();
+                    foreach (var (k, val) in d.Items)
+                        dict[Eval(k, scope) is string key ? key
+                            : throw new JinjaRuntimeError("only string keys are supported in dict literals")] =
+                            Eval(val, scope);
+                    return dict;
+                }
             case AttributeExpr a: return GetAttribute(Eval(a.Target, scope), a.Name);
             case ItemExpr i: return GetItem(Eval(i.Target, scope), Eval(i.Key, scope));
             case SliceExpr s:
@@ -273,42 +273,42 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
             case CallExpr c: return Invoke(Eval(c.Callee, scope), EvalArguments(c.Args, c.Kwargs, scope), c.Callee);
             case FilterExpr f: return ApplyFilter(f, Eval(f.Target!, scope), scope);
             case TestExpr t:
-            {
-                bool result = RunTest(t.Name, Eval(t.Target, scope), t.Args.Select(a => Eval(a, scope)).ToList());
-                return result != t.Negated;
-            }
+                {
+                    bool result = RunTest(t.Name, Eval(t.Target, scope), t.Args.Select(a => Eval(a, scope)).ToList());
+                    return result != t.Negated;
+                }
             case BinaryExpr { Op: "and" } b:
-            {
-                var left = Eval(b.Left, scope);
-                return Py.Truthy(left) ? Eval(b.Right, scope) : left;
-            }
+                {
+                    var left = Eval(b.Left, scope);
+                    return Py.Truthy(left) ? Eval(b.Right, scope) : left;
+                }
             case BinaryExpr { Op: "or" } b:
-            {
-                var left = Eval(b.Left, scope);
-                return Py.Truthy(left) ? left : Eval(b.Right, scope);
-            }
+                {
+                    var left = Eval(b.Left, scope);
+                    return Py.Truthy(left) ? left : Eval(b.Right, scope);
+                }
             case BinaryExpr b: return Binary(b.Op, Eval(b.Left, scope), Eval(b.Right, scope));
             case UnaryExpr u:
-            {
-                var operand = Eval(u.Operand, scope);
-                return u.Op switch
                 {
-                    "not" => !Py.Truthy(operand),
-                    "-" => operand is double d ? -d : (object)checked(-Py.ToLong(Defined(operand))),
-                    _ => operand is double or long ? operand : Py.ToLong(Defined(operand)),
-                };
-            }
-            case CompareExpr c:
-            {
-                var left = Eval(c.First, scope);
-                foreach (var (op, rightExpr) in c.Rest)
-                {
-                    var right = Eval(rightExpr, scope);
-                    if (!Compare(op, left, right)) return false;
-                    left = right;
+                    var operand = Eval(u.Operand, scope);
+                    return u.Op switch
+                    {
+                        "not" => !Py.Truthy(operand),
+                        "-" => operand is double d ? -d : (object)checked(-Py.ToLong(Defined(operand))),
+                        _ => operand is double or long ? operand : Py.ToLong(Defined(operand)),
+                    };
                 }
-                return true;
-            }
+            case CompareExpr c:
+                {
+                    var left = Eval(c.First, scope);
+                    foreach (var (op, rightExpr) in c.Rest)
+                    {
+                        var right = Eval(rightExpr, scope);
+                        if (!Compare(op, left, right)) return false;
+                        left = right;
+                    }
+                    return true;
+                }
             case ConditionalExpr c:
                 return Py.Truthy(Eval(c.Test, scope)) ? Eval(c.Then, scope)
                     : c.Else is null ? new Undefined("the else of an inline if") : Eval(c.Else, scope);
@@ -384,11 +384,11 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
             case ("*", string a, long or bool): return Checked(Repeat(a, Py.ToLong(r)));
             case ("*", long or bool, string b): return Checked(Repeat(b, Py.ToLong(l)));
             case ("*", List<object?> a, long or bool):
-            {
-                long n = Py.ToLong(r);
-                if (n * a.Count > limits.MaxOutputChars) throw new JinjaRuntimeError("the list grew too long");
-                return Enumerable.Range(0, (int)Math.Max(0, n)).SelectMany(_ => a).ToList();
-            }
+                {
+                    long n = Py.ToLong(r);
+                    if (n * a.Count > limits.MaxOutputChars) throw new JinjaRuntimeError("the list grew too long");
+                    return Enumerable.Range(0, (int)Math.Max(0, n)).SelectMany(_ => a).ToList();
+                }
             default: throw Unsupported(op, l, r);
         }
     }
@@ -482,18 +482,18 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
             case Dictionary<string, object?> d when key is string k:
                 return d.TryGetValue(k, out var v) ? v : AttributeOrUndefined(target, k);
             case IList<object?> list when key is long or bool:
-            {
-                long i = Py.ToLong(key);
-                if (i < 0) i += list.Count;
-                return i >= 0 && i < list.Count ? list[(int)i] : new Undefined($"{Py.TypeName(target)}[{key}]");
-            }
+                {
+                    long i = Py.ToLong(key);
+                    if (i < 0) i += list.Count;
+                    return i >= 0 && i < list.Count ? list[(int)i] : new Undefined($"{Py.TypeName(target)}[{key}]");
+                }
             case string s when key is long or bool:
-            {
-                var chars = PyString.CodePoints(s);
-                long i = Py.ToLong(key);
-                if (i < 0) i += chars.Count;
-                return i >= 0 && i < chars.Count ? chars[(int)i] : new Undefined($"str[{key}]");
-            }
+                {
+                    var chars = PyString.CodePoints(s);
+                    long i = Py.ToLong(key);
+                    if (i < 0) i += chars.Count;
+                    return i >= 0 && i < chars.Count ? chars[(int)i] : new Undefined($"str[{key}]");
+                }
             default:
                 return key is string name ? AttributeOrUndefined(target, name)
                     : new Undefined($"{Py.TypeName(target)}[{Py.Repr(key)}]");
@@ -502,8 +502,11 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
 
     static object? AttributeOrUndefined(object? target, string name) =>
         target is Dictionary<string, object?> || target is null
-            ? Methods.Get(target, name) ?? (object)new Undefined($"'{Py.TypeName(target)} object' has no attribute '{name}'")
+            ? Methods.Get(target, name) ?? (object)NoAttribute(target, name)
             : GetAttribute(target, name);
+
+    static Undefined NoAttribute(object? target, string name) =>
+        new($"'{Py.TypeName(target)} object' has no attribute '{name}'");
 
     public static object? GetAttribute(object? target, string name)
     {
@@ -516,7 +519,7 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
         }
         if (Methods.Get(target, name) is { } method) return method;
         if (target is Dictionary<string, object?> d && d.TryGetValue(name, out var v)) return v;
-        return new Undefined($"'{Py.TypeName(target)} object' has no attribute '{name}'");
+        return NoAttribute(target, name);
     }
 
     object? Global(string name) => name switch

@@ -75,41 +75,41 @@ sealed class Parser(string source, List<Token> tokens)
             case "for": return ParseFor(at);
             case "set": return ParseSet(at);
             case "macro":
-            {
-                string name = ExpectName();
-                var parameters = ParseParameters();
-                EndTag();
-                var body = ParseBody(out _, "endmacro");
-                EndTag();
-                return new MacroNode(at, name, parameters, body);
-            }
+                {
+                    string name = ExpectName();
+                    var parameters = ParseParameters();
+                    EndTag();
+                    var body = ParseBody(out _, "endmacro");
+                    EndTag();
+                    return new MacroNode(at, name, parameters, body);
+                }
             case "call":
-            {
-                var parameters = Current is { Kind: TokenKind.Operator, Value: "(" } ? ParseParameters() : [];
-                var call = ParseExpression() as CallExpr ?? throw Error(at, "call needs a macro call");
-                EndTag();
-                var body = ParseBody(out _, "endcall");
-                EndTag();
-                return new CallBlockNode(at, call, parameters, body);
-            }
+                {
+                    var parameters = Current is { Kind: TokenKind.Operator, Value: "(" } ? ParseParameters() : [];
+                    var call = ParseExpression() as CallExpr ?? throw Error(at, "call needs a macro call");
+                    EndTag();
+                    var body = ParseBody(out _, "endcall");
+                    EndTag();
+                    return new CallBlockNode(at, call, parameters, body);
+                }
             case "filter":
-            {
-                var filters = ParseFilterChain(null);
-                EndTag();
-                var body = ParseBody(out _, "endfilter");
-                EndTag();
-                return new FilterBlockNode(at, filters, body);
-            }
+                {
+                    var filters = ParseFilterChain(null);
+                    EndTag();
+                    var body = ParseBody(out _, "endfilter");
+                    EndTag();
+                    return new FilterBlockNode(at, filters, body);
+                }
             case "break": EndTag(); return new BreakNode(at);
             case "continue": EndTag(); return new ContinueNode(at);
             // transformers' AssistantTracker extension: the body renders as it is
             case "generation":
-            {
-                EndTag();
-                var body = ParseBody(out _, "endgeneration");
-                EndTag();
-                return new IfNode(at, [(new LiteralExpr(at, true), body)], null);
-            }
+                {
+                    EndTag();
+                    var body = ParseBody(out _, "endgeneration");
+                    EndTag();
+                    return new IfNode(at, [(new LiteralExpr(at, true), body)], null);
+                }
             default: throw Error(at, $"unknown tag '{keyword.Value}'");
         }
     }
@@ -297,7 +297,7 @@ sealed class Parser(string source, List<Token> tokens)
                 rest.Add(("in", ParseMath1()));
             }
             else if (t is { Kind: TokenKind.Name, Value: "not" } && tokens[index + 1] is
-                     { Kind: TokenKind.Name, Value: "in" })
+            { Kind: TokenKind.Name, Value: "in" })
             {
                 index += 2;
                 rest.Add(("not in", ParseMath1()));
@@ -373,47 +373,47 @@ sealed class Parser(string source, List<Token> tokens)
                     _ => new NameExpr(t.Position, t.Value),
                 };
             case TokenKind.String:
-            {
-                string s = t.Value;
-                while (Current.Kind == TokenKind.String) s += Next().Value;
-                return new LiteralExpr(t.Position, s);
-            }
+                {
+                    string s = t.Value;
+                    while (Current.Kind == TokenKind.String) s += Next().Value;
+                    return new LiteralExpr(t.Position, s);
+                }
             case TokenKind.Integer:
                 return new LiteralExpr(t.Position, long.TryParse(t.Value, CultureInfo.InvariantCulture, out long l)
                     ? l : throw Error(t.Position, "an integer too large"));
             case TokenKind.Float:
                 return new LiteralExpr(t.Position, double.Parse(t.Value, CultureInfo.InvariantCulture));
             case TokenKind.Operator when t.Value == "(":
-            {
-                if (Accept(")")) return new ListExpr(t.Position, [], IsTuple: true);
-                var e = ParseTuple();
-                Expect(")");
-                return e;
-            }
+                {
+                    if (Accept(")")) return new ListExpr(t.Position, [], IsTuple: true);
+                    var e = ParseTuple();
+                    Expect(")");
+                    return e;
+                }
             case TokenKind.Operator when t.Value == "[":
-            {
-                var items = new List<Expr>();
-                while (!Accept("]"))
                 {
-                    if (items.Count > 0) Expect(",");
-                    if (Accept("]")) break;
-                    items.Add(ParseExpression());
+                    var items = new List<Expr>();
+                    while (!Accept("]"))
+                    {
+                        if (items.Count > 0) Expect(",");
+                        if (Accept("]")) break;
+                        items.Add(ParseExpression());
+                    }
+                    return new ListExpr(t.Position, items, IsTuple: false);
                 }
-                return new ListExpr(t.Position, items, IsTuple: false);
-            }
             case TokenKind.Operator when t.Value == "{":
-            {
-                var items = new List<(Expr, Expr)>();
-                while (!Accept("}"))
                 {
-                    if (items.Count > 0) Expect(",");
-                    if (Accept("}")) break;
-                    var key = ParseExpression();
-                    Expect(":");
-                    items.Add((key, ParseExpression()));
+                    var items = new List<(Expr, Expr)>();
+                    while (!Accept("}"))
+                    {
+                        if (items.Count > 0) Expect(",");
+                        if (Accept("}")) break;
+                        var key = ParseExpression();
+                        Expect(":");
+                        items.Add((key, ParseExpression()));
+                    }
+                    return new DictExpr(t.Position, items);
                 }
-                return new DictExpr(t.Position, items);
-            }
             default:
                 throw Error(t.Position, t.Kind is TokenKind.VariableEnd or TokenKind.BlockEnd or TokenKind.End
                     ? "an expression was expected" : $"unexpected '{t.Value}'");
@@ -519,8 +519,11 @@ sealed class Parser(string source, List<Token> tokens)
                     args = ParseArguments().Item1;
                 }
                 else if (Current.Kind is TokenKind.String or TokenKind.Integer or TokenKind.Float
-                         || Current is { Kind: TokenKind.Name, Value: not ("else" or "or" or "and" or "if" or "in"
-                             or "is" or "not") }
+                         || Current is
+                         {
+                             Kind: TokenKind.Name, Value: not ("else" or "or" or "and" or "if" or "in"
+                             or "is" or "not")
+                         }
                          || IsOp("[") || IsOp("{"))
                     args.Add(ParsePostfix(ParsePrimary()));
                 e = new TestExpr(at, e, name, args, negated);

@@ -20,12 +20,8 @@ sealed class Namespace
 /// <summary>Positional and keyword arguments of a call.</summary>
 sealed record Arguments(List<object?> Positional, Dictionary<string, object?> Named)
 {
-    public static Arguments Of(params object?[] positional) => new([.. positional], []);
-
     public object? Get(int i, string name, object? fallback = null) =>
         i < Positional.Count ? Positional[i] : Named.TryGetValue(name, out var v) ? v : fallback;
-
-    public bool Has(int i, string name) => i < Positional.Count || Named.ContainsKey(name);
 }
 
 delegate object? JinjaFunction(Arguments args);
@@ -152,8 +148,8 @@ static class Py
         string s => StringRepr(s),
         List<object?> l => "[" + string.Join(", ", l.Select(Repr)) + "]",
         object?[] t => t.Length == 1 ? $"({Repr(t[0])},)" : "(" + string.Join(", ", t.Select(Repr)) + ")",
-        Dictionary<string, object?> d => "{" + string.Join(", ", d.Select(kv => $"{StringRepr(kv.Key)}: {Repr(kv.Value)}"))
-            + "}",
+        Dictionary<string, object?> d =>
+            "{" + string.Join(", ", d.Select(kv => $"{StringRepr(kv.Key)}: {Repr(kv.Value)}")) + "}",
         Namespace => "<Namespace>",
         _ => "<function>",
     };
