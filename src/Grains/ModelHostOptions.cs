@@ -14,8 +14,8 @@ public sealed record ModelHostOptions
     public string DemoPreset { get; init; } = "tiny";
     /// <summary>The name clients use in the "model" field; defaults to the file name without extension.</summary>
     public string? ServedModelName { get; init; }
-    /// <summary>A chat template family name (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template
-    /// overriding the file's.</summary>
+    /// <summary>Overrides the file's chat template: a Jinja template's path or text, or the name of a built-in
+    /// format (chatml, llama2, llama3, zephyr, mistral, gemma, phi3).</summary>
     public string? ChatTemplate { get; init; }
     public string CacheDirectory { get; init; } = DemoModel.DefaultCacheDirectory;
     public EngineOptions Engine { get; init; } = new();

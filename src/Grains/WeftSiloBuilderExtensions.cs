@@ -47,7 +47,8 @@ sealed partial class ModelLoader(ModelHost host, IHostApplicationLifetime lifeti
     public Task StartAsync(CancellationToken cancellationToken)
     {
         LogModel(logger, host.ModelName, host.ModelPath, host.Config.Architecture, host.Config.Layers, host.Config.Dim,
-            host.MaxModelLen, host.Template.Name);
+            host.MaxModelLen, host.Template.IsTemplate ? $"rendered ({host.Template.Name})" : host.Template.Name);
+        if (host.Template.TemplateProblem is { } problem) LogTemplateProblem(logger, problem, host.Template.Name);
         _ = Task.Run(() =>
         {
             try
@@ -70,6 +71,9 @@ sealed partial class ModelLoader(ModelHost host, IHostApplicationLifetime lifeti
         "dim {Dim}, context {Context}, chat template {Template}")]
     static partial void LogModel(ILogger logger, string name, string path, string architecture, int layers, int dim,
         int context, string template);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Problem}; the built-in {Format} chat format is used instead")]
+    static partial void LogTemplateProblem(ILogger logger, string problem, string format);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "{Path}: loading failed: {Reason}")]
     static partial void LogLoadFailed(ILogger logger, string path, string reason);

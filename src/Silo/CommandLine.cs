@@ -25,7 +25,8 @@ public static class CommandLine
         new("--served-model-name", "Weft:ServedModelName", Kind.Text,
             "the name clients send in \"model\" (default: the file name)"),
         new("--chat-template", "Weft:ChatTemplate", Kind.Text,
-            "chat template family (llama2, llama3, chatml, zephyr, mistral, gemma, phi3) or a full template"),
+            "a Jinja chat template file or text, rendered instead of the model's own, or a built-in format " +
+            "(chatml, llama2, llama3, zephyr, mistral-v1/v3/v7, gemma, phi3)"),
         new("--engine", "Weft:Engine:Engine", Kind.Engine, "auto, cpu, cuda or ilgpu-cpu (default: auto)"),
         new("--devices", "Weft:Devices", Kind.Integer,
             "devices to serve on, one engine each (default: every CUDA device, else 1)"),

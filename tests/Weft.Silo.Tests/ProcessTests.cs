@@ -69,6 +69,7 @@ public sealed class ProcessTests : IDisposable
     [InlineData("--no-such-option=1", "unknown option")]
     [InlineData("--kv-blocks=-3", "kv-blocks")]
     [InlineData("--chat-template=nonsense", "nonsense")]
+    [InlineData("--chat-template={% if messages %}{{ messages[0] }", "template line 1, column 33")]
     [InlineData("--urls=http://nohost:abc", "not a listen address")]
     [InlineData("--max-waiting=0", "max-waiting")]
     [InlineData("--max-model-len=1", "MaxModelLen must be at least 2")]

@@ -1,27 +1,29 @@
 using System.Text;
 using System.Text.RegularExpressions;
+using Weft.Models.Chat.Jinja;
 
 namespace Weft.Models.Chat;
 
 /// <summary>
-/// Renders a conversation into prompt text the way a model's own tokenizer.chat_template does, without a Jinja engine:
-/// the template text only selects one of the common formats (detected by its distinctive markers, as llama.cpp's
-/// llm_chat_detect_template does), and each format reproduces what HF transformers' Jinja rendering of the published
-/// template produces for the conversations that template accepts (the text vLLM and llama.cpp's --jinja server feed
-/// the model), quirks included.
+/// Renders a conversation into prompt text with the model's own tokenizer.chat_template, executed by the project's
+/// Jinja2 engine as Hugging Face transformers executes it (<see cref="JinjaTemplate"/>). Files without a template, and
+/// operators who name a format instead of giving a template, get one of the common formats built in here (detected
+/// by a template's distinctive markers, as llama.cpp's llm_chat_detect_template does), each reproducing what the
+/// published template renders for the conversations it accepts.
 /// </summary>
 /// <remarks>
-/// <para>Missing or unrecognised templates fall back to ChatML with <see cref="IsFallback"/> set, as llama.cpp's
-/// server does (vLLM refuses to serve chat without a template instead; a plain "role: content" transcript is what
-/// neither does).</para>
+/// <para>Missing templates fall back to ChatML with <see cref="IsFallback"/> set, as llama.cpp's server does (vLLM
+/// refuses to serve chat without a template instead; a plain "role: content" transcript is what neither does). A
+/// file's template that this engine cannot parse falls back the same way, to the format it resembles, with
+/// <see cref="TemplateProblem"/> saying why.</para>
 /// <para>BOS: templates that write bos_token into the text are rendered with it, and the text is tokenized with special
 /// tokens parsed. When the tokenizer also adds BOS itself (tokenizer.ggml.add_bos_token) and the rendered text starts
 /// with the BOS text, that one leading BOS text is removed, as llama.cpp's server does, so the prompt starts with
 /// exactly one BOS; BOS texts inside the history (Llama 2 writes one per turn) stay.</para>
-/// <para>Formats without a system role (Llama 2, Mistral, Gemma) merge the system message into a user turn as their
-/// templates do; formats whose templates demand it (Llama 2, Mistral v1/v3, Gemma) reject conversations that do not
-/// alternate user/assistant after one optional leading system message. Errors are
-/// <see cref="ArgumentException"/>s.</para>
+/// <para>The built-in formats without a system role (Llama 2, Mistral, Gemma) merge the system message into a user
+/// turn as their templates do, and reject conversations that do not alternate user/assistant where their templates
+/// raise_exception. Errors, a template's raise_exception included, are <see cref="ArgumentException"/>s that name
+/// the reason.</para>
 /// </remarks>
 public sealed partial class ChatTemplate
 {
@@ -46,101 +48,16 @@ public sealed partial class ChatTemplate
         ["phi3"] = Family.Phi3,
     };
 
-    readonly Family family;
+    // null for a template of no recognised family
+    readonly Family? family;
+    // The template itself, rendered instead of the built-in format; family then only names the end of turn.
+    readonly JinjaTemplate? jinja;
     readonly string bos;
     readonly string eos;
     readonly bool stripLeadingBos;
-    // Qwen-style ChatML templates open with a built-in system turn when the conversation has none.
-    readonly string? defaultSystemPrompt;
-
-    ChatTemplate(Family family, string bos, string eos, bool tokenizerAddsBos, string? defaultSystemPrompt,
-        bool isFallback)
+    void RenderBuiltIn(StringBuilder sb, IReadOnlyList<(string Role, string Content)> messages,
+        bool addGenerationPrompt)
     {
-        this.family = family;
-        this.bos = bos;
-        this.eos = eos;
-        stripLeadingBos = tokenizerAddsBos && bos.Length > 0;
-        this.defaultSystemPrompt = defaultSystemPrompt;
-        IsFallback = isFallback;
-    }
-
-    /// <summary>
-    /// The format: chatml, llama2, llama3, zephyr, mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7,
-    /// mistral-v7-tekken, gemma or phi3; the names an override may give (plus "mistral", meaning mistral-v1).
-    /// </summary>
-    public string Name => family switch
-    {
-        Family.ChatML => "chatml",
-        Family.Llama2 => "llama2",
-        Family.Llama3 => "llama3",
-        Family.Zephyr => "zephyr",
-        Family.MistralV1 => "mistral-v1",
-        Family.MistralV3 => "mistral-v3",
-        Family.MistralV3Tekken => "mistral-v3-tekken",
-        Family.MistralV7 => "mistral-v7",
-        Family.MistralV7Tekken => "mistral-v7-tekken",
-        Family.Gemma => "gemma",
-        Family.Phi3 => "phi3",
-        _ => throw new InvalidOperationException($"unhandled chat format {family}"),
-    };
-
-    /// <summary>True when the model had no template or one of no recognised family, so ChatML is used
-    /// instead.</summary>
-    public bool IsFallback { get; }
-
-    /// <summary>The text that closes an assistant reply in this format: where generation should stop.</summary>
-    public string EndOfTurn => family switch
-    {
-        Family.ChatML => "<|im_end|>",
-        Family.Llama3 => "<|eot_id|>",
-        Family.Gemma => "<end_of_turn>",
-        Family.Phi3 => "<|end|>",
-        _ => eos,
-    };
-
-    /// <summary>
-    /// Picks the format: the operator's override when given (a format name as <see cref="Name"/> lists, or a full
-    /// template, detected like a GGUF's), else the GGUF's tokenizer.chat_template, else ChatML as a fallback.
-    /// </summary>
-    /// <param name="ggufTemplate">tokenizer.chat_template, or null when the model has none.</param>
-    /// <param name="overrideNameOrTemplate">Operator's choice; null or blank for none. An unrecognised one is an
-    /// error.</param>
-    /// <param name="bosText">Text of the BOS token (what bos_token renders as), e.g. "&lt;s&gt;"; may be empty.</param>
-    /// <param name="eosText">Text of the EOS token (eos_token), e.g. "&lt;/s&gt;".</param>
-    /// <param name="tokenizerAddsBos">Whether tokenizing the prompt adds BOS by itself
-    /// (tokenizer.ggml.add_bos_token).</param>
-    public static ChatTemplate Resolve(string? ggufTemplate, string? overrideNameOrTemplate, string bosText,
-        string eosText, bool tokenizerAddsBos)
-    {
-        ArgumentNullException.ThrowIfNull(bosText);
-        ArgumentNullException.ThrowIfNull(eosText);
-        if (!string.IsNullOrWhiteSpace(overrideNameOrTemplate))
-        {
-            var chosen = Detect(overrideNameOrTemplate) ?? throw new ArgumentException(
-                $"Chat template override \"{Abbreviate(overrideNameOrTemplate)}\" is neither a format name " +
-                $"({string.Join(", ", Names.Keys)}) nor a template of a recognised family.",
-                nameof(overrideNameOrTemplate));
-            return new(chosen, bosText, eosText, tokenizerAddsBos, DefaultSystemPrompt(chosen, overrideNameOrTemplate),
-                isFallback: false);
-        }
-        if (!string.IsNullOrWhiteSpace(ggufTemplate) && Detect(ggufTemplate) is { } detected)
-            return new(detected, bosText, eosText, tokenizerAddsBos, DefaultSystemPrompt(detected, ggufTemplate),
-                isFallback: false);
-        return new(Family.ChatML, bosText, eosText, tokenizerAddsBos, defaultSystemPrompt: null, isFallback: true);
-    }
-
-    /// <summary>
-    /// The prompt text for <paramref name="messages"/> (role "system", "user" or "assistant", and content), to be
-    /// tokenized with special tokens parsed (and with the tokenizer's own BOS setting). With
-    /// <paramref name="addGenerationPrompt"/> the text ends where the assistant's reply begins; Llama 2 and Mistral
-    /// formats have no separate generation prompt, a user turn already ends there.
-    /// </summary>
-    /// <exception cref="ArgumentException">A role other than system/user/assistant, or an order the format
-    /// rejects.</exception>
-    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
-    {
-        ValidateMessages(messages);
-        var sb = new StringBuilder();
         switch (family)
         {
             case Family.ChatML: RenderChatML(sb, messages, addGenerationPrompt); break;
@@ -155,6 +72,171 @@ public sealed partial class ChatTemplate
             case Family.Gemma: RenderGemma(sb, messages, addGenerationPrompt); break;
             case Family.Phi3: RenderPhi3(sb, messages, addGenerationPrompt); break;
         }
+    }
+
+    // The variables transformers' apply_chat_template passes: no tools or documents here, the special tokens' texts.
+    string RenderTemplate(JinjaTemplate template, IReadOnlyList<(string Role, string Content)> messages,
+        bool addGenerationPrompt)
+    {
+        var variables = new Dictionary<string, object?>
+        {
+            ["messages"] = messages.Select(m => (object?)new Dictionary<string, object?>
+            {
+                ["role"] = m.Role,
+                ["content"] = m.Content,
+            }).ToList(),
+            ["tools"] = null,
+            ["documents"] = null,
+            ["add_generation_prompt"] = addGenerationPrompt,
+            ["bos_token"] = bos,
+            ["eos_token"] = eos,
+        };
+        try
+        {
+            return template.Render(variables, DateTime.Now);
+        }
+        catch (JinjaRaisedException e)
+        {
+            throw new ArgumentException($"The model's chat template rejects this conversation: {e.Reason}",
+                nameof(messages), e);
+        }
+        catch (JinjaException e)
+        {
+            throw new ArgumentException($"The model's chat template failed on this conversation: {e.Message}",
+                nameof(messages), e);
+        }
+    }
+
+    // Qwen-style ChatML templates open with a built-in system turn when the conversation has none.
+    readonly string? defaultSystemPrompt;
+
+    ChatTemplate(Family? family, string bos, string eos, bool tokenizerAddsBos, string? defaultSystemPrompt,
+        bool isFallback, JinjaTemplate? jinja = null, string? templateProblem = null)
+    {
+        this.family = family;
+        this.jinja = jinja;
+        TemplateProblem = templateProblem;
+        this.bos = bos;
+        this.eos = eos;
+        stripLeadingBos = tokenizerAddsBos && bos.Length > 0;
+        this.defaultSystemPrompt = defaultSystemPrompt;
+        IsFallback = isFallback;
+    }
+
+    /// <summary>
+    /// The format: chatml, llama2, llama3, zephyr, mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7,
+    /// mistral-v7-tekken, gemma or phi3; the names an override may give (plus "mistral", meaning mistral-v1). A
+    /// rendered template is named by the format it resembles, or "template".
+    /// </summary>
+    public string Name => family switch
+    {
+        null => "template",
+        Family.ChatML => "chatml",
+        Family.Llama2 => "llama2",
+        Family.Llama3 => "llama3",
+        Family.Zephyr => "zephyr",
+        Family.MistralV1 => "mistral-v1",
+        Family.MistralV3 => "mistral-v3",
+        Family.MistralV3Tekken => "mistral-v3-tekken",
+        Family.MistralV7 => "mistral-v7",
+        Family.MistralV7Tekken => "mistral-v7-tekken",
+        Family.Gemma => "gemma",
+        Family.Phi3 => "phi3",
+        _ => throw new InvalidOperationException($"unhandled chat format {family}"),
+    };
+
+    /// <summary>True when the model had no template (or one this engine cannot parse, of no recognised family), so
+    /// ChatML is used instead.</summary>
+    public bool IsFallback { get; }
+
+    /// <summary>True when the template text itself is rendered, false for a built-in format.</summary>
+    public bool IsTemplate => jinja is not null;
+
+    /// <summary>Why the file's template is not rendered (it does not parse; the message says where), or
+    /// null.</summary>
+    public string? TemplateProblem { get; }
+
+    /// <summary>The text that closes an assistant reply in this format: where generation should stop (EOS for a
+    /// template of no recognised family).</summary>
+    public string EndOfTurn => family switch
+    {
+        Family.ChatML => "<|im_end|>",
+        Family.Llama3 => "<|eot_id|>",
+        Family.Gemma => "<end_of_turn>",
+        Family.Phi3 => "<|end|>",
+        _ => eos,
+    };
+
+    /// <summary>
+    /// Picks the template: the operator's override when given (a format name as <see cref="Name"/> lists, the path
+    /// of a template file, or a template's text), else the GGUF's tokenizer.chat_template, else ChatML as a fallback.
+    /// </summary>
+    /// <param name="ggufTemplate">tokenizer.chat_template, or null when the model has none.</param>
+    /// <param name="overrideNameOrTemplate">Operator's choice; null or blank for none. A template that does not parse
+    /// is an error that says where.</param>
+    /// <param name="bosText">Text of the BOS token (what bos_token renders as), e.g. "&lt;s&gt;"; may be empty.</param>
+    /// <param name="eosText">Text of the EOS token (eos_token), e.g. "&lt;/s&gt;".</param>
+    /// <param name="tokenizerAddsBos">Whether tokenizing the prompt adds BOS by itself
+    /// (tokenizer.ggml.add_bos_token).</param>
+    public static ChatTemplate Resolve(string? ggufTemplate, string? overrideNameOrTemplate, string bosText,
+        string eosText, bool tokenizerAddsBos)
+    {
+        ArgumentNullException.ThrowIfNull(bosText);
+        ArgumentNullException.ThrowIfNull(eosText);
+        if (!string.IsNullOrWhiteSpace(overrideNameOrTemplate))
+        {
+            if (Names.TryGetValue(overrideNameOrTemplate.Trim(), out var named))
+                return new(named, bosText, eosText, tokenizerAddsBos, defaultSystemPrompt: null, isFallback: false);
+            string text = File.Exists(overrideNameOrTemplate) ? File.ReadAllText(overrideNameOrTemplate)
+                : overrideNameOrTemplate;
+            // a mistyped format name would otherwise be a template that renders itself
+            if (!text.Contains("{{", StringComparison.Ordinal) && !text.Contains("{%", StringComparison.Ordinal))
+                throw new ArgumentException($"Chat template override \"{Abbreviate(overrideNameOrTemplate)}\" is " +
+                    $"neither a format name ({string.Join(", ", Names.Keys)}) nor a template file or text.",
+                    nameof(overrideNameOrTemplate));
+            JinjaTemplate parsed;
+            try
+            {
+                parsed = JinjaTemplate.Parse(text);
+            }
+            catch (JinjaException e)
+            {
+                throw new ArgumentException($"Chat template override \"{Abbreviate(overrideNameOrTemplate)}\" is " +
+                    $"neither a format name ({string.Join(", ", Names.Keys)}) nor a template that parses: " +
+                    e.Message, nameof(overrideNameOrTemplate), e);
+            }
+            return new(Detect(text), bosText, eosText, tokenizerAddsBos, null, isFallback: false, parsed);
+        }
+        if (string.IsNullOrWhiteSpace(ggufTemplate))
+            return new(Family.ChatML, bosText, eosText, tokenizerAddsBos, defaultSystemPrompt: null, isFallback: true);
+        try
+        {
+            return new(Detect(ggufTemplate), bosText, eosText, tokenizerAddsBos, null, isFallback: false,
+                JinjaTemplate.Parse(ggufTemplate));
+        }
+        catch (JinjaException e)
+        {
+            var resembled = Detect(ggufTemplate);
+            return new(resembled ?? Family.ChatML, bosText, eosText, tokenizerAddsBos,
+                resembled is { } f ? DefaultSystemPrompt(f, ggufTemplate) : null, isFallback: resembled is null,
+                templateProblem: "tokenizer.chat_template does not parse: " + e.Message);
+        }
+    }
+
+    /// <summary>
+    /// The prompt text for <paramref name="messages"/> (role "system", "user" or "assistant", and content), to be
+    /// tokenized with special tokens parsed (and with the tokenizer's own BOS setting). With
+    /// <paramref name="addGenerationPrompt"/> the text ends where the assistant's reply begins; Llama 2 and Mistral
+    /// formats have no separate generation prompt, a user turn already ends there.
+    /// </summary>
+    /// <exception cref="ArgumentException">A role other than system/user/assistant, an order the format rejects,
+    /// or the template's raise_exception (the message says why).</exception>
+    public string Render(IReadOnlyList<(string Role, string Content)> messages, bool addGenerationPrompt)
+    {
+        ValidateMessages(messages);
+        var sb = new StringBuilder();
+        if (jinja is not null) sb.Append(RenderTemplate(jinja, messages, addGenerationPrompt));
+        else RenderBuiltIn(sb, messages, addGenerationPrompt);
         if (stripLeadingBos && sb.Length >= bos.Length && sb.ToString(0, bos.Length) == bos)
             sb.Remove(0, bos.Length);
         return sb.ToString();

@@ -240,16 +240,21 @@ public class ChatTemplateTests
     [Fact]
     public void Gemma_names_the_assistant_model_trims_turns_and_merges_the_system_text_into_the_first_user_turn()
     {
-        var t = FromGguf(ChatTemplates.Gemma2It, "<bos>", "<eos>");
+        var t = ChatTemplate.Resolve(null, "gemma", "<bos>", "<eos>", tokenizerAddsBos: false);
         const string Later =
             "<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n" +
             "<start_of_turn>model\nI am an assistant<end_of_turn>\n" +
             "<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n";
         Assert.Equal("<bos><start_of_turn>user\nHello<end_of_turn>\n" + Later,
             t.Render(WithoutSystem, addGenerationPrompt: true));
-        // gemma-2-it's template refuses a system message; Gemma 3's template and llama.cpp merge it like this.
+        // Gemma 3's template and llama.cpp merge a system message like this; gemma-2-it's own template refuses it.
         Assert.Equal("<bos><start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n" + Later,
             t.Render(WithSystem, addGenerationPrompt: true));
+        var gemma2 = FromGguf(ChatTemplates.Gemma2It, "<bos>", "<eos>");
+        Assert.Equal(t.Render(WithoutSystem, addGenerationPrompt: true),
+            gemma2.Render(WithoutSystem, addGenerationPrompt: true));
+        Assert.Contains("System role not supported",
+            Assert.Throws<ArgumentException>(() => gemma2.Render(WithSystem, addGenerationPrompt: true)).Message);
     }
 
     [Fact]
@@ -292,12 +297,15 @@ public class ChatTemplateTests
     [InlineData(null)]
     [InlineData("")]
     [InlineData("   ")]
-    [InlineData("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}")]
-    [InlineData(Phi4)]
-    public void Missing_or_unrecognised_templates_fall_back_to_chatml(string? template)
+    [InlineData("{% for m in messages %}{{ m['role'] }: {{ m['content'] }}\n{% endfor %}")]
+    public void Missing_or_unparseable_templates_fall_back_to_chatml(string? template)
     {
         var t = FromGguf(template);
         Assert.True(t.IsFallback);
+        Assert.False(t.IsTemplate);
+        string? problem = template?.Contains('{') == true
+            ? "tokenizer.chat_template does not parse: unexpected '}' (template line 1, column 37)" : null;
+        Assert.Equal(problem, t.TemplateProblem);
         Assert.Equal("chatml", t.Name);
         Assert.Equal("<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n",
             t.Render([("system", "S"), ("user", "U")], addGenerationPrompt: true));
@@ -324,6 +332,44 @@ public class ChatTemplateTests
         Assert.Equal("chatml", t.Name);
         Assert.False(t.IsFallback);
         Assert.StartsWith("<|im_start|>system\nYou are Qwen", t.Render([("user", "Hi")], addGenerationPrompt: true));
+    }
+
+    [Fact]
+    public void A_template_of_no_known_family_is_rendered_as_it_is_and_stops_at_eos()
+    {
+        var t = FromGguf("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}", "<s>", "</s>");
+        Assert.False(t.IsFallback);
+        Assert.True(t.IsTemplate);
+        Assert.Equal("template", t.Name);
+        Assert.Equal("</s>", t.EndOfTurn);
+        Assert.Equal("system: S\nuser: U\n", t.Render([("system", "S"), ("user", "U")], addGenerationPrompt: true));
+        Assert.Equal("<|im_start|>system<|im_sep|>S<|im_end|><|im_start|>user<|im_sep|>U<|im_end|>" +
+            "<|im_start|>assistant<|im_sep|>", FromGguf(Phi4).Render([("system", "S"), ("user", "U")], true));
+    }
+
+    [Fact]
+    public void An_override_may_be_a_template_file()
+    {
+        string path = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(path, "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{% endfor %}");
+            var t = ChatTemplate.Resolve(ChatTemplates.TinyLlama, path, "<s>", "</s>", tokenizerAddsBos: false);
+            Assert.True(t.IsTemplate);
+            Assert.Equal("<s>[user] Hi", t.Render([("user", "Hi")], addGenerationPrompt: true));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void An_override_template_that_does_not_parse_is_an_error_saying_where()
+    {
+        var e = Assert.Throws<ArgumentException>(() =>
+            ChatTemplate.Resolve(null, "{% for m in messages %}\n{{ m.content }", "<s>", "</s>", false));
+        Assert.Contains("line 2, column 14", e.Message);
     }
 
     [Fact]
@@ -377,25 +423,46 @@ public class ChatTemplateTests
 
     public static TheoryData<string, (string Role, string Content)[], string> BrokenAlternation => new()
     {
-        { ChatTemplates.MistralV3, [("user", "a"), ("user", "b")],
-            "message 1 is \"user\" where \"assistant\" was expected" },
-        { ChatTemplates.MistralV1, [("user", "a"), ("assistant", "b"), ("system", "c"), ("user", "d")],
+        { "mistral-v3", [("user", "a"), ("user", "b")], "message 1 is \"user\" where \"assistant\" was expected" },
+        { "mistral-v1", [("user", "a"), ("assistant", "b"), ("system", "c"), ("user", "d")],
             "message 2 is \"system\"" },
-        { ChatTemplates.Llama2Chat, [("system", "s"), ("assistant", "a")],
+        { "llama2", [("system", "s"), ("assistant", "a")],
             "message 1 is \"assistant\" where \"user\" was expected" },
-        { ChatTemplates.Gemma2It, [("user", "a"), ("assistant", "b"), ("system", "c")], "message 2 is \"system\"" },
-        { ChatTemplates.Llama2Chat, [("system", "s")], "only a system message" },
+        { "gemma", [("user", "a"), ("assistant", "b"), ("system", "c")], "message 2 is \"system\"" },
+        { "llama2", [("system", "s")], "only a system message" },
     };
 
     [Theory]
     [MemberData(nameof(BrokenAlternation))]
-    public void Formats_that_require_alternation_reject_other_orders(
-        string template, (string Role, string Content)[] messages, string expected)
+    public void Built_in_formats_that_require_alternation_reject_other_orders(
+        string format, (string Role, string Content)[] messages, string expected)
     {
-        var t = FromGguf(template);
+        var t = ChatTemplate.Resolve(null, format, "<s>", "</s>", tokenizerAddsBos: false);
         var e = Assert.Throws<ArgumentException>(() => t.Render(messages, addGenerationPrompt: true));
         Assert.Contains(expected, e.Message);
         Assert.Contains(t.Name, e.Message);
+    }
+
+    public static TheoryData<string, (string Role, string Content)[], string> RaisingTemplates => new()
+    {
+        { ChatTemplates.MistralV3, [("user", "a"), ("user", "b")],
+            "After the optional system message, conversation roles must alternate user/assistant/user/assistant/..." },
+        { ChatTemplates.MistralV1, [("user", "a"), ("assistant", "b"), ("system", "c"), ("user", "d")],
+            "After the optional system message, conversation roles must alternate user/assistant/user/assistant/..." },
+        { ChatTemplates.Llama2Chat, [("system", "s"), ("assistant", "a")],
+            "Conversation roles must alternate user/assistant/user/assistant/..." },
+        { ChatTemplates.Gemma2It, [("user", "a"), ("assistant", "b"), ("system", "c")],
+            "Conversation roles must alternate user/assistant/user/assistant/..." },
+    };
+
+    [Theory]
+    [MemberData(nameof(RaisingTemplates))]
+    public void A_template_that_raises_an_exception_is_an_argument_error_naming_its_reason(
+        string template, (string Role, string Content)[] messages, string reason)
+    {
+        var e = Assert.Throws<ArgumentException>(() => FromGguf(template).Render(messages, addGenerationPrompt: true));
+        Assert.Equal($"The model's chat template rejects this conversation: {reason} (Parameter 'messages')",
+            e.Message);
     }
 
     [Fact]
