@@ -15,9 +15,16 @@ static unsafe partial class KQuantKernels
     /// <summary>q6_K at 128 bits: see <see cref="Q6K"/>.</summary>
     public static void Q6K128(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
+        => Tiles128(w, new Activations(xq, xd, xsums, k), Q6KBlockBytes, y, bias, m, ldy, n0, n1,
+            &Q6K128Tile<OneRow>, &Q6K128Tile<FourRows>);
+
+    /// <summary>The 128-bit q6_K and q5_K drivers: each weight row against the batch four rows at a time, a single
+    /// row through its own tile.</summary>
+    static void Tiles128(byte* w, Activations x, int blockBytes, float* y, float* bias, int m, int ldy, int n0, int n1,
+        delegate*<byte*, Activations, int, int, Span<float>, void> one,
+        delegate*<byte*, Activations, int, int, Span<float>, void> four)
     {
-        var x = new Activations(xq, xd, xsums, k);
-        long rowBytes = (long)x.Blocks * Q6KBlockBytes;
+        long rowBytes = (long)x.Blocks * blockBytes;
         Span<float> sums = stackalloc float[4];
         for (int n = n0; n < n1; n++)
         {
@@ -25,8 +32,7 @@ static unsafe partial class KQuantKernels
             for (int r = 0; r < m; r += 4)
             {
                 int rows = Math.Min(4, m - r);
-                if (rows == 1) Q6K128Tile<OneRow>(w + n * rowBytes, x, r, rows, sums);
-                else Q6K128Tile<FourRows>(w + n * rowBytes, x, r, rows, sums);
+                (rows == 1 ? one : four)(w + n * rowBytes, x, r, rows, sums);
                 for (int j = 0; j < rows; j++) y[(long)(r + j) * ldy + n] = sums[j] + add;
             }
         }
@@ -129,22 +135,8 @@ static unsafe partial class KQuantKernels
     /// <summary>q5_K at 128 bits: see <see cref="Q5K"/>.</summary>
     public static void Q5K128(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
-    {
-        var x = new Activations(xq, xd, xsums, k);
-        long rowBytes = (long)x.Blocks * Q5KBlockBytes;
-        Span<float> sums = stackalloc float[4];
-        for (int n = n0; n < n1; n++)
-        {
-            float add = bias == null ? 0 : bias[n];
-            for (int r = 0; r < m; r += 4)
-            {
-                int rows = Math.Min(4, m - r);
-                if (rows == 1) Q5K128Tile<OneRow>(w + n * rowBytes, x, r, rows, sums);
-                else Q5K128Tile<FourRows>(w + n * rowBytes, x, r, rows, sums);
-                for (int j = 0; j < rows; j++) y[(long)(r + j) * ldy + n] = sums[j] + add;
-            }
-        }
-    }
+        => Tiles128(w, new Activations(xq, xd, xsums, k), Q5KBlockBytes, y, bias, m, ldy, n0, n1,
+            &Q5K128Tile<OneRow>, &Q5K128Tile<FourRows>);
 
     /// <summary>One q5_K weight row × batch rows r..r+rows-1 (at most four, as in <see cref="Q6K128Tile"/>):
     /// hsum(lanes) + the min chain.</summary>
