@@ -32,6 +32,23 @@ public sealed class Fused128Tests
     }
 
     [Fact]
+    public void Emulated_multiply_add_rounds_once_where_results_fall_below_the_normal_range()
+    {
+        // float's subnormals have fewer mantissa bits: their midpoints are not where a normal float's are
+        var rng = new Random(14);
+        float Tiny() => (rng.NextSingle() - 0.5f) * MathF.Pow(2, rng.Next(-76, -60));
+        for (int trial = 0; trial < 100_000; trial++)
+        {
+            float[] a = [Tiny(), Tiny(), Tiny(), 1f], b = [Tiny(), Tiny(), Tiny(), 1f];
+            float[] c = [Tiny() * 1e-5f, -a[1] * b[1], 0, 2f];
+            var got = Fused128.Emulated(Vector128.Create(a), Vector128.Create(b), Vector128.Create(c));
+            for (int i = 0; i < 4; i++)
+                Assert.Equal(BitConverter.SingleToInt32Bits(MathF.FusedMultiplyAdd(a[i], b[i], c[i])),
+                    BitConverter.SingleToInt32Bits(got[i]));
+        }
+    }
+
+    [Fact]
     public void Emulated_multiply_add_breaks_an_exact_tie_by_a_term_a_double_sum_would_lose()
     {
         // (1 + 2^-12)² = 1 + 2^-11 + 2^-24: half an ulp of f32 above 1 + 2^-11, so ±2^-60 decides the rounding
