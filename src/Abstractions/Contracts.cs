@@ -48,13 +48,29 @@ public sealed record TurnRequest
     /// <summary>A one-off turn (the HTTP API without a conversation id): nothing of it is persisted and its KV blocks
     /// are freed when it ends, so it costs no storage writes and leaves nothing behind.</summary>
     [Id(7)] public bool Ephemeral { get; init; }
+    /// <summary>What happens when the conversation no longer fits the model's context; null keeps the
+    /// conversation's setting (<see cref="Abstractions.Truncation.Auto"/> until a turn sets another, which then
+    /// sticks).</summary>
+    [Id(8)] public Truncation? Truncation { get; init; }
+}
+
+/// <summary>What a conversation does when its next turn would not fit the model's context.</summary>
+[GenerateSerializer, Alias("weft.Truncation")]
+public enum Truncation
+{
+    /// <summary>The oldest whole turns are dropped (leading system messages stay) until the turn fits; the reply's
+    /// <see cref="Usage.DroppedTokens"/> says how many tokens went.</summary>
+    Auto,
+    /// <summary>The turn is refused with <see cref="WeftErrorCode.ContextLengthExceeded"/>.</summary>
+    Disabled,
 }
 
 [GenerateSerializer, Immutable, Alias("weft.Usage")]
 public sealed record Usage(
     [property: Id(0)] int PromptTokens,
     [property: Id(1)] int CompletionTokens,
-    [property: Id(2)] int CachedTokens)
+    [property: Id(2)] int CachedTokens,
+    [property: Id(3)] int DroppedTokens = 0)
 {
     public int TotalTokens => PromptTokens + CompletionTokens;
 }

@@ -23,6 +23,8 @@ public sealed class ConversationState
     [Id(3)] public long SequenceId { get; set; }
     /// <summary>When the last turn ended: the conversation expires a TTL after it.</summary>
     [Id(5)] public DateTime LastTurnUtc { get; set; }
+    /// <summary>The conversation's own truncation setting, from the last turn that gave one.</summary>
+    [Id(6)] public Truncation? Truncation { get; set; }
 }
 
 /// <summary>
@@ -76,7 +78,7 @@ public sealed class ConversationGrain(
         try
         {
             host.EnsureReady();
-            var (messages, prompt, rendered) = Prepare(request);
+            var (messages, prompt, rendered, dropped) = Prepare(request);
             using var admission = limits.Admit(Tenant, prompt.Count);
             var s = state.State;
             string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
@@ -109,7 +111,7 @@ public sealed class ConversationGrain(
                     PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
                     FinishReason = d.FinishReason,
                     Usage = d.FinishReason is null
-                        ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens),
+                        ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped),
                 };
                 first = false;
             }
@@ -125,6 +127,7 @@ public sealed class ConversationGrain(
             s.BatchKey = batchKey;
             s.SequenceId = sequenceId;
             s.LastTurnUtc = DateTime.UtcNow;
+            if (request.Truncation is not null) s.Truncation = request.Truncation;
             await state.WriteStateAsync(CancellationToken.None);
         }
         finally
@@ -233,20 +236,55 @@ public sealed class ConversationGrain(
         state.State = new ConversationState();
     }
 
-    /// <summary>The new history (for chat turns), the prompt tokens of this turn and the chat text they stand
-    /// for.</summary>
-    (List<ChatMessage>? Messages, IReadOnlyList<int> Prompt, string? Rendered) Prepare(TurnRequest r)
+    /// <summary>The new history (for chat turns), the prompt tokens of this turn, the chat text they stand for, and
+    /// how many tokens of the history were dropped to fit the context.</summary>
+    (List<ChatMessage>? Messages, IReadOnlyList<int> Prompt, string? Rendered, int Dropped) Prepare(TurnRequest r)
     {
         int kinds = (r.Messages is not null ? 1 : 0) + (r.Prompt is not null ? 1 : 0)
             + (r.PromptTokenIds is not null ? 1 : 0);
         if (kinds != 1)
             throw new WeftException(WeftErrorCode.InvalidRequest,
                 "a turn needs exactly one of messages, prompt or prompt token ids");
-        if (r.PromptTokenIds is not null) return (null, r.PromptTokenIds, null);
+        if (r.PromptTokenIds is not null) return (null, r.PromptTokenIds, null, 0);
         if (r.Prompt is not null)
-            return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false), null);
+            return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false), null, 0);
 
         List<ChatMessage> messages = r.ReplaceHistory ? [.. r.Messages!] : [.. state.State.Messages, .. r.Messages!];
+        var (rendered, prompt) = Render(messages);
+        // a one-off request is refused rather than cut, as OpenAI's API does, unless it asks for truncation
+        var truncation = r.Truncation
+            ?? (r.Ephemeral ? Truncation.Disabled : state.State.Truncation ?? Truncation.Auto);
+        int budget = host.MaxModelLen - (r.Sampling.MaxTokens ?? 1);
+        if (truncation == Truncation.Disabled || prompt.Length <= budget || budget < 1)
+            return (messages, prompt, rendered, 0);
+
+        // Whole turns go, oldest first: the kept history restarts at a later user message, after the leading system
+        // messages. The prompt shrinks as more turns go, so the fewest that fit are found by bisection (a rendering
+        // and a tokenization each).
+        int first = messages.FindIndex(m => m.Role != "system");
+        var cuts = first < 0 ? []
+            : Enumerable.Range(first + 1, messages.Count - 1 - first).Where(i => messages[i].Role == "user").ToList();
+        List<ChatMessage> Keeping(int cut) => [.. messages[..first], .. messages[cut..]];
+        (List<ChatMessage> Messages, string Rendered, int[] Prompt)? best = null;
+        for (int lo = 0, hi = cuts.Count - 1; lo <= hi;)
+        {
+            int mid = (lo + hi) / 2;
+            var kept = Keeping(cuts[mid]);
+            var (text, ids) = Render(kept);
+            if (ids.Length <= budget)
+            {
+                best = (kept, text, ids);
+                hi = mid - 1;
+            }
+            else lo = mid + 1;
+        }
+        // with nothing left to drop that makes it fit, the scheduler's check refuses the turn as before
+        return best is { } b ? (b.Messages, b.Prompt, b.Rendered, prompt.Length - b.Prompt.Length)
+            : (messages, prompt, rendered, 0);
+    }
+
+    (string Rendered, int[] Prompt) Render(List<ChatMessage> messages)
+    {
         string rendered;
         try
         {
@@ -256,8 +294,7 @@ public sealed class ConversationGrain(
         {
             throw new WeftException(WeftErrorCode.InvalidRequest, e.Message);
         }
-        var prompt = new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered);
-        return (messages, prompt, rendered);
+        return (rendered, new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered));
     }
 
     /// <summary>

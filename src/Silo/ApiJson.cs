@@ -25,7 +25,10 @@ sealed record ModelCard(string Id, long Created, int MaxModelLen)
 
 sealed record PromptTokensDetails(int CachedTokens);
 
-sealed record UsageInfo(int PromptTokens, int CompletionTokens, PromptTokensDetails PromptTokensDetails)
+/// <summary>OpenAI's usage, and the tokens of history a conversation dropped to fit the context (only when it
+/// did).</summary>
+sealed record UsageInfo(int PromptTokens, int CompletionTokens, PromptTokensDetails PromptTokensDetails,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? DroppedTokens)
 {
     public int TotalTokens => PromptTokens + CompletionTokens;
 }

@@ -52,13 +52,18 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         var body = await ReadAsync(ctx);
         RefuseUnsupported(body);
         var messages = Messages(body);
-        RefuseLongerThan(messages.Sum(m => (long)m.Content.Length), host.MaxModelLen, "messages",
-            "the context length", "context_length_exceeded");
+        var truncation = Truncation(body);
+        // history that may be dropped to fit is not held against the context; the new message always is
+        bool mayDrop = (truncation ?? (ConversationId(ctx, body) is null ? Abstractions.Truncation.Disabled
+            : Abstractions.Truncation.Auto)) == Abstractions.Truncation.Auto;
+        RefuseLongerThan(mayDrop ? messages[^1].Content.Length : messages.Sum(m => (long)m.Content.Length),
+            host.MaxModelLen, "messages", "the context length", "context_length_exceeded");
         var turn = new TurnRequest
         {
             Messages = messages,
             // the client sends the whole conversation each time
             ReplaceHistory = true,
+            Truncation = truncation,
             Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")),
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
@@ -287,8 +292,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         host.EnsureReady();
         bool stream = body.Bool("stream");
         bool includeUsage = IncludeUsage(body);
-        string? id = body.String("conversation_id")
-            ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
+        string? id = ConversationId(ctx, body);
         if (id is not null) CheckConversationId(id);
         // without an id the request is a conversation of its own that keeps nothing
         if (id is null) turn = turn with { Ephemeral = true };
@@ -314,6 +318,19 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             // the client went away; cancelling the enumeration stopped its generation and freed its KV blocks
         }
     }
+
+    static string? ConversationId(HttpContext ctx, RequestBody body) => body.String("conversation_id")
+        ?? (ctx.Request.Headers["X-Conversation-Id"] is { Count: > 0 } header ? header.ToString() : null);
+
+    /// <summary>"truncation": "auto" drops a conversation's oldest turns to fit the context (the default for a
+    /// conversation), "disabled" refuses the turn instead (the default without a conversation id).</summary>
+    static Truncation? Truncation(RequestBody body) => body.String("truncation") switch
+    {
+        null => null,
+        "auto" => Abstractions.Truncation.Auto,
+        "disabled" => Abstractions.Truncation.Disabled,
+        var other => throw ApiException.BadRequest($"truncation is 'auto' or 'disabled', not '{other}'", "truncation"),
+    };
 
     static void CheckConversationId(string id)
     {

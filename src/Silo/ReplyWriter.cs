@@ -83,7 +83,8 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
         await response.BodyWriter.FlushAsync(ct);
     }
 
-    static UsageInfo Usage(Usage u) => new(u.PromptTokens, u.CompletionTokens, new PromptTokensDetails(u.CachedTokens));
+    static UsageInfo Usage(Usage u) => new(u.PromptTokens, u.CompletionTokens, new PromptTokensDetails(u.CachedTokens),
+        u.DroppedTokens > 0 ? u.DroppedTokens : null);
 
     async Task EventAsync<T>(T value, JsonTypeInfo<T> type)
     {

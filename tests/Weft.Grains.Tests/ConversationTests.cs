@@ -88,6 +88,66 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
         Assert.Equal(full.Text[..full.Text.IndexOf(stop, StringComparison.Ordinal)], cut.Text);
     }
 
+    static string Words(int n, int seed) =>
+        string.Join(' ', Enumerable.Range(0, n).Select(i => $"w{(i * 7 + seed) % 97}"));
+
+    /// <summary>Turns of long user messages on a conversation until one is cut (at most ten).</summary>
+    static async Task<(TurnResult Cut, List<ChatMessage> Sent)> TalkPastTheContext(IConversationGrain c,
+        Truncation? truncation = null)
+    {
+        var sent = new List<ChatMessage> { new("system", "Answer briefly.") };
+        for (int turn = 0; turn < 10; turn++)
+        {
+            var messages = turn == 0 ? sent.ToList() : [];
+            messages.Add(new("user", Words(90, turn)));
+            sent.Add(messages[^1]);
+            var r = await c.RunAsync(new TurnRequest
+            {
+                Messages = messages, Sampling = Greedy(16),
+                Truncation = truncation
+            }, Ct);
+            if (r.Usage.DroppedTokens > 0) return (r, sent);
+            sent.Add(new("assistant", r.Text));
+        }
+        throw new InvalidOperationException("ten turns of 90 words never outgrew a 1024-token context");
+    }
+
+    [Fact]
+    public async Task A_conversation_past_the_context_drops_its_oldest_turns_and_keeps_the_system_prompt()
+    {
+        var c = cluster.Grains.GetGrain<IConversationGrain>("past-context");
+        var (cut, sent) = await TalkPastTheContext(c);
+
+        Assert.True(cut.Usage.PromptTokens + 16 <= 1024, $"{cut.Usage.PromptTokens} prompt tokens"); // the context
+        var history = (await c.GetHistoryAsync()).Messages;
+        Assert.Equal(sent[0], history[0]);
+        Assert.Equal(sent[^1], history[^2]);
+        Assert.DoesNotContain(sent[1], history);
+        // the kept turns are whole and in order: the history is the system prompt and a tail of what was sent
+        Assert.Equal(sent[^(history.Count - 2)..], history.Skip(1).SkipLast(1));
+        // the reply is what a fresh conversation of the kept messages gives: the reused KV cache held nothing stale
+        var fresh = await cluster.Grains.GetGrain<IConversationGrain>("past-context-fresh").RunAsync(
+            new TurnRequest { Messages = [.. history.SkipLast(1)], Sampling = Greedy(16) }, Ct);
+        Assert.Equal(fresh.TokenIds, cut.TokenIds);
+        Assert.Equal(0, fresh.Usage.DroppedTokens);
+    }
+
+    [Fact]
+    public async Task A_conversation_with_truncation_disabled_is_refused_past_the_context_and_keeps_the_setting()
+    {
+        var c = cluster.Grains.GetGrain<IConversationGrain>("no-truncation");
+        await c.RunAsync(new TurnRequest
+        {
+            Messages = [new("user", "hello")], Sampling = Greedy(4),
+            Truncation = Truncation.Disabled
+        }, Ct);
+        // later turns give no setting: the conversation's own applies
+        var e = await Assert.ThrowsAsync<WeftException>(() => TalkPastTheContext(c));
+        Assert.Equal(WeftErrorCode.ContextLengthExceeded, e.Code);
+        var history = (await c.GetHistoryAsync()).Messages;
+        Assert.Equal("hello", history[0].Content);
+    }
+
     [Fact]
     public async Task Bad_requests_are_refused_with_a_clear_error()
     {

@@ -187,6 +187,8 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
             HttpStatusCode.BadRequest, "unsupported_parameter", "logprobs" },
         { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"presence_penalty":3}""",
             HttpStatusCode.BadRequest, "invalid_value", "presence_penalty" },
+        { "/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"truncation":"sometimes"}""",
+            HttpStatusCode.BadRequest, "invalid_value", "truncation" },
         { "/v1/chat/completions", """{"model":"gpt-4","messages":[{"role":"user","content":"hi"}]}""",
             HttpStatusCode.NotFound, "model_not_found", "model" },
         { "/v1/completions", """{"prompt":[1, 5, 99999]}""", HttpStatusCode.BadRequest, "invalid_value", "prompt" },
@@ -240,6 +242,35 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
         Assert.Equal("not_found",
             (string?)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
+    }
+
+    [Fact]
+    public async Task History_past_the_context_is_cut_for_a_conversation_and_refused_for_a_one_off_request()
+    {
+        var messages = new JsonArray(new JsonObject { ["role"] = "system", ["content"] = "Answer briefly." });
+        for (int turn = 0; turn < 8; turn++)
+        {
+            string words = string.Join(' ', Enumerable.Range(0, 90).Select(i => $"w{(i * 7 + turn) % 97}"));
+            messages.Add(new JsonObject { ["role"] = "user", ["content"] = words });
+            messages.Add(new JsonObject { ["role"] = "assistant", ["content"] = "Noted." });
+        }
+        messages.Add(new JsonObject { ["role"] = "user", ["content"] = "And now?" });
+        async Task<HttpResponseMessage> Send(string extra) => await silo.Http.PostAsync("/v1/chat/completions",
+            Http.Json($$"""{"messages":{{messages.ToJsonString()}},"max_tokens":8{{extra}}}"""), Ct);
+
+        using var oneOff = await Send("");
+        Assert.Equal(HttpStatusCode.BadRequest, oneOff.StatusCode);
+        Assert.Contains("context_length_exceeded", await oneOff.Content.ReadAsStringAsync(Ct));
+        foreach (string extra in new[] { ",\"conversation_id\":\"cut-history\"", ",\"truncation\":\"auto\"" })
+        {
+            using var cut = await Send(extra);
+            Assert.Equal(HttpStatusCode.OK, cut.StatusCode);
+            var usage = JsonNode.Parse(await cut.Content.ReadAsStringAsync(Ct))!["usage"]!;
+            Assert.True((int)usage["dropped_tokens"]! > 0);
+            Assert.True((int)usage["prompt_tokens"]! + 8 <= 1024);
+        }
+        using var refused = await Send(",\"conversation_id\":\"kept-history\",\"truncation\":\"disabled\"");
+        Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
     }
 
     [Fact]
