@@ -11,7 +11,8 @@ namespace Weft.Grains;
 public sealed record AppliedTurn(
     [property: Id(0)] string TurnId,
     [property: Id(1)] string Text,
-    [property: Id(2)] IReadOnlyList<int> TokenIds,
+    // a List: the ADO.NET store's JSON names each value's type, and a collection expression's own type cannot be read
+    [property: Id(2)] List<int> TokenIds,
     [property: Id(3)] string FinishReason,
     [property: Id(4)] Usage Usage)
 {
