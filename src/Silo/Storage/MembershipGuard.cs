@@ -46,21 +46,11 @@ sealed partial class MembershipGuard(
     {
         var snapshot = membership.CurrentSnapshot;
         if (!snapshot.Members.TryGetValue(local.SiloAddress, out var me) || me.Status != SiloStatus.Active) return;
-        MembershipTableData data;
-        try
-        {
-            data = await table.ReadAllAsync(ct);
-        }
-        catch (Exception e) when (IsMissingSchema(e))
-        {
-            await PostgresStore.InstallSchemaAsync(options.Postgres!, ct);
-            data = await table.ReadAllAsync(ct);
-        }
-        if (data.Members.Any(m => m.Item1.SiloAddress.Equals(local.SiloAddress))) return;
+        if ((await TryReadAsync(ct))?.Members.Any(m => m.Item1.SiloAddress.Equals(local.SiloAddress)) == true) return;
 
         await table.InitializeMembershipTableAsync(tryInitTableVersion: true, ct);
         await RaiseVersionAsync(snapshot.Version.Value, ct);
-        data = await table.ReadAllAsync(ct);
+        var data = await table.ReadAllAsync(ct);
         if (data.Members.Any(m => m.Item1.SiloAddress.Equals(local.SiloAddress))) return;
         var entry = new MembershipEntry
         {
@@ -75,6 +65,25 @@ sealed partial class MembershipGuard(
         };
         bool inserted = await table.InsertRowAsync(entry, data.Version.Next(), ct);
         LogReinserted(logger, local.SiloAddress.ToString(), inserted);
+    }
+
+    /// <summary>The membership table, or null when its version row is gone (Orleans' ADO.NET reader then fails on the
+    /// first row it expects) or the schema is (it is installed again).</summary>
+    async Task<MembershipTableData?> TryReadAsync(CancellationToken ct)
+    {
+        try
+        {
+            return await table.ReadAllAsync(ct);
+        }
+        catch (ArgumentOutOfRangeException)
+        {
+            return null;
+        }
+        catch (Exception e) when (IsMissingSchema(e))
+        {
+            await PostgresStore.InstallSchemaAsync(options.Postgres!, ct);
+            return null;
+        }
     }
 
     /// <summary>The empty table's version starts at 0 again; it is raised to the version this silo last saw.</summary>
