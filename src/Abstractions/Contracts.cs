@@ -49,7 +49,8 @@ public sealed record TurnRequest
     /// are freed when it ends, so it costs no storage writes and leaves nothing behind.</summary>
     [Id(7)] public bool Ephemeral { get; init; }
     /// <summary>The client's id of this turn (X-Turn-Id): a turn resent with an id the conversation has already
-    /// applied is not run again; the reply it stored is returned. (Id 20: clear of fields other branches add.)</summary>
+    /// applied is not run again; the reply it stored is returned. (Id 20: clear of fields other branches
+    /// add.)</summary>
     [Id(20)] public string? TurnId { get; init; }
 }
 
