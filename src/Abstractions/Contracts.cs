@@ -52,6 +52,9 @@ public sealed record TurnRequest
     /// conversation's setting (<see cref="Abstractions.Truncation.Auto"/> until a turn sets another, which then
     /// sticks).</summary>
     [Id(8)] public Truncation? Truncation { get; init; }
+    /// <summary>The client's id of this turn (X-Turn-Id): a turn resent with an id the conversation has already
+    /// applied is not run again; the reply it stored is returned.</summary>
+    [Id(20)] public string? TurnId { get; init; }
 }
 
 /// <summary>What a conversation does when its next turn would not fit the model's context.</summary>

@@ -1,6 +1,7 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Options;
+using Orleans.Storage;
 using Weft.Abstractions;
 using Weft.Models.Chat;
 
@@ -25,6 +26,9 @@ public sealed class ConversationState
     [Id(5)] public DateTime LastTurnUtc { get; set; }
     /// <summary>The conversation's own truncation setting, from the last turn that gave one.</summary>
     [Id(6)] public Truncation? Truncation { get; set; }
+    /// <summary>The last turns applied under a client's turn id, newest last (at most
+    /// <see cref="AppliedTurn.Kept"/>).</summary>
+    [Id(20)] public List<AppliedTurn> AppliedTurns { get; set; } = [];
 }
 
 /// <summary>
@@ -77,6 +81,13 @@ public sealed class ConversationGrain(
         if (!_turn.Wait(0, CancellationToken.None)) throw Busy();
         try
         {
+            // a resent turn that was applied (its silo died before the reply reached the client) is not run again
+            if (request.TurnId is { } resent && !request.Ephemeral
+                && state.State.AppliedTurns.Find(t => t.TurnId == resent) is { } applied)
+            {
+                yield return applied.Replay(request.ReturnTokenIds);
+                yield break;
+            }
             host.EnsureReady();
             var (messages, prompt, rendered, dropped) = Prepare(request);
             using var admission = limits.Admit(Tenant, prompt.Count);
@@ -98,11 +109,14 @@ public sealed class ConversationGrain(
             var text = new System.Text.StringBuilder();
             bool first = true;
             long sequenceId = 0;
+            (string? Finish, Usage? Usage) end = (null, null);
             await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
                 cancellationToken))
             {
                 sequenceId = d.SequenceId;
                 reply.AddRange(d.TokenIds);
+                if (d.FinishReason is not null)
+                    end = (d.FinishReason, new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens));
                 text.Append(d.Text);
                 yield return new TurnDelta
                 {
@@ -128,7 +142,13 @@ public sealed class ConversationGrain(
             s.SequenceId = sequenceId;
             s.LastTurnUtc = DateTime.UtcNow;
             if (request.Truncation is not null) s.Truncation = request.Truncation;
-            await state.WriteStateAsync(CancellationToken.None);
+            if (request.TurnId is { } turnId && end is ({ } finish, { } usage))
+            {
+                s.AppliedTurns.Add(new AppliedTurn(turnId, text.ToString(), [.. reply], finish, usage));
+                if (s.AppliedTurns.Count > AppliedTurn.Kept)
+                    s.AppliedTurns.RemoveRange(0, s.AppliedTurns.Count - AppliedTurn.Kept);
+            }
+            await WriteAsync(s, request);
         }
         finally
         {
@@ -227,12 +247,58 @@ public sealed class ConversationGrain(
         }
     }
 
+    /// <summary>
+    /// Stores the state of a completed turn. When the store's copy changed under this activation (the store restarted
+    /// empty or from a backup, or a second activation wrote while its silo was cut off), Orleans refuses the write
+    /// with InconsistentStateException, and so would every later turn of this activation: the stored copy is read
+    /// again and the turn is stored once on top of it. A copy that already holds the turn's id (applied by the other
+    /// activation) is kept as it is; appended messages are appended to the stored history, whose KV cache this
+    /// activation does not hold; a history the turn replaces (chat completions) or a store that lost the copy takes
+    /// this activation's state.
+    /// </summary>
+    async Task WriteAsync(ConversationState next, TurnRequest request)
+    {
+        try
+        {
+            await state.WriteStateAsync(CancellationToken.None);
+            return;
+        }
+        catch (InconsistentStateException)
+        {
+            await state.ReadStateAsync(CancellationToken.None);
+        }
+        var stored = state.State;
+        if (request.TurnId is { } id && stored.AppliedTurns.Exists(t => t.TurnId == id)) return;
+        if (state.RecordExists && request is { ReplaceHistory: false, Messages: { Count: > 0 } added })
+        {
+            await ReleaseStaleHandle(next);
+            next.Messages = [.. stored.Messages, .. added, next.Messages[^1]];
+            next.TokenIds = [];
+            next.Text = "";
+            next.AppliedTurns = [.. stored.AppliedTurns, .. next.AppliedTurns.Where(t => t.TurnId == request.TurnId)];
+        }
+        state.State = next;
+        await state.WriteStateAsync(CancellationToken.None);
+    }
+
     /// <summary>Frees the KV cache and removes the stored state (a one-off conversation stored none: no
     /// write).</summary>
     async Task ForgetAsync()
     {
         await ReleaseStaleHandle(state.State);
-        if (state.RecordExists) await state.ClearStateAsync();
+        if (state.RecordExists)
+        {
+            try
+            {
+                await state.ClearStateAsync();
+            }
+            catch (InconsistentStateException)
+            {
+                // as in WriteAsync: the stored copy changed; what is there now goes
+                await state.ReadStateAsync(CancellationToken.None);
+                if (state.RecordExists) await state.ClearStateAsync();
+            }
+        }
         state.State = new ConversationState();
     }
 

@@ -82,6 +82,10 @@ public static class CommandLine
             "certificate of the CA whose certificates silos and clients accept (default: only the same certificate)"),
         new("--insecure", "Silo:Insecure", Kind.Switch,
             "allow a redis or postgres cluster on a non-loopback address without TLS"),
+        new("--failure-detection", "Silo:FailureDetectionSeconds", Kind.Number,
+            "seconds within which a silo that stopped answering is declared dead (default: 3)"),
+        new("--kubernetes", "Silo:Kubernetes", Kind.Switch,
+            "run as a Kubernetes pod: silo name and address from POD_NAME and POD_IP, dead pods leave at once"),
     ];
 
     public static bool IsHelp(string[] args) => args.Any(a => a is "--help" or "-h" or "-?");

@@ -294,6 +294,10 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         bool includeUsage = IncludeUsage(body);
         string? id = ConversationId(ctx, body);
         if (id is not null) CheckConversationId(id);
+        // The client's turn id, or one of the edge's own, so that the edge's resends during a failover apply once too.
+        string? turnId = ctx.Request.Headers["X-Turn-Id"] is { Count: > 0 } turnHeader ? turnHeader.ToString() : null;
+        if (turnId is not null) CheckTurnId(turnId);
+        if (id is not null) turn = turn with { TurnId = turnId ?? Guid.NewGuid().ToString("N") };
         // without an id the request is a conversation of its own that keeps nothing
         if (id is null) turn = turn with { Ephemeral = true };
         // the tenant's own namespace: another tenant's conversation of the same id is another grain
@@ -304,13 +308,18 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         var ct = ctx.RequestAborted;
         try
         {
-            await using var deltas = conversation.SendAsync(turn, ct).GetAsyncEnumerator(ct);
             // A refusal (bad value, full queue) comes with the first step, before any byte of the answer: it gets its
             // own status code even for a stream.
-            if (!await deltas.MoveNextAsync())
-                throw new InvalidOperationException("the conversation ended the turn without a reply");
-            if (stream) await StreamAsync(reply, deltas, includeUsage, ct);
-            else await reply.WholeAsync(deltas);
+            var deltas = await ClusterFailover.OpenAsync(conversation, turn, silo, ct);
+            try
+            {
+                if (stream) await StreamAsync(reply, deltas, includeUsage, ct);
+                else await reply.WholeAsync(deltas);
+            }
+            finally
+            {
+                await ClusterFailover.DisposeQuietlyAsync(deltas);
+            }
             await ctx.Response.CompleteAsync();
         }
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
@@ -340,6 +349,14 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
                 "conversation_id");
     }
 
+    static void CheckTurnId(string id)
+    {
+        if (id.Length is 0 or > 256 || id.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+            throw ApiException.BadRequest(
+                "a turn id (X-Turn-Id) has 1 to 256 characters, none of them whitespace or control characters",
+                "X-Turn-Id");
+    }
+
     static bool IncludeUsage(RequestBody body)
     {
         if (body.Field("stream_options") is not { } options) return false;
@@ -366,7 +383,8 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
         {
             // the status line is long gone: the error becomes the stream's last event
-            await reply.ErrorEventAsync(e is WeftException refusal ? ApiException.From(refusal) : Unexpected(e));
+            await reply.ErrorEventAsync(e is WeftException refusal ? ApiException.From(refusal)
+                : ClusterFailover.IsSiloLoss(e) ? ClusterFailover.Unavailable(silo) : Unexpected(e));
         }
         await reply.DoneAsync();
     }
@@ -453,6 +471,8 @@ static class WeftApiEndpoints
                 BadHttpRequestException b =>
                     new ApiException(b.StatusCode, "invalid_request_error", "bad_request", b.Message),
                 _ when Storage.StorageHealth.IsUnreachable(e) => ApiException.StorageUnavailable(),
+                _ when ClusterFailover.IsSiloLoss(e) =>
+                    ClusterFailover.Unavailable(ctx.RequestServices.GetRequiredService<SiloOptions>()),
                 _ => Api(ctx).Unexpected(e),
             };
             ctx.Response.Clear();

@@ -52,6 +52,12 @@ public sealed record SiloOptions
     public string? TlsCa { get; init; }
     /// <summary>Lets a cluster listen on a non-loopback address without TLS.</summary>
     public bool Insecure { get; init; }
+    /// <summary>Seconds within which a silo that stopped answering is declared dead and its conversations move to the
+    /// survivors (redis or postgres clusters); Orleans' defaults take 6-8 s after a kill -9.</summary>
+    public double FailureDetectionSeconds { get; init; } = 3;
+    /// <summary>Runs in a Kubernetes pod (Microsoft.Orleans.Hosting.Kubernetes): the pod's name and IP come from
+    /// POD_NAME and POD_IP, and silos whose pods are gone are declared dead at once.</summary>
+    public bool Kubernetes { get; init; }
 
     bool Clustered => Redis is not null || Postgres is not null;
 
@@ -90,6 +96,11 @@ public sealed record SiloOptions
                 "give --tls-certificate, or --insecure to allow it";
         if (TlsCertificate is null && (TlsPassword ?? TlsCa) is not null)
             yield return "tls-password and tls-ca need tls-certificate";
+        // below a second, one missed probe on a busy machine (a GC pause, a long tick) declares a live silo dead
+        if (FailureDetectionSeconds is < 1 or > 120 || double.IsNaN(FailureDetectionSeconds))
+            yield return "failure-detection must be between 1 and 120 seconds";
+        if (Kubernetes && !Clustered)
+            yield return "kubernetes needs postgres or redis for membership and conversations";
         if (string.IsNullOrWhiteSpace(ClusterId) || string.IsNullOrWhiteSpace(ServiceId))
             yield return "cluster and service ids must not be empty";
     }

@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Load for scripts/cluster-test.sh: conversations that talk to the silos' HTTP APIs until told to stop, resending a
+turn (same X-Turn-Id) until it completes, and recording every attempt. Standard library only.
+
+  cluster-driver.py run URL[,URL...] OUT.jsonl STOPFILE   conversations until STOPFILE exists; one line per turn
+  cluster-driver.py report OUT.jsonl FAULTS PSQL...        figures per fault, and the stored histories checked
+"""
+import http.client
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from urllib.parse import urlparse
+
+CONVERSATIONS = 4
+# conv-0 streams long replies so that a fault lands in the middle of one; the others take short turns
+LONG_TOKENS, SHORT_TOKENS = 160, 12
+# a turn that has not completed after this long counts as lost
+GIVE_UP_S = 60
+# the short conversations send their last exchanges only (the tiny model's context is 2048 tokens)
+KEEP_MESSAGES = 8
+# a silo cut off by the partition does not refuse connections, it drops them: the client moves on after a second
+CONNECT_S, READ_S = 1, 8
+
+
+def attempt(url, conv, turn_id, messages, max_tokens):
+    """One try: (status, reply text or None, prompt_tokens, error text). Streams, as the clients that matter do."""
+    u = urlparse(url)
+    body = json.dumps({"messages": messages, "max_tokens": max_tokens, "temperature": 0,
+                       "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}})
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=CONNECT_S)
+    try:
+        conn.connect()
+        conn.sock.settimeout(READ_S)
+        conn.request("POST", "/v1/chat/completions", body, {
+            "Content-Type": "application/json", "X-Conversation-Id": conv, "X-Turn-Id": turn_id})
+        r = conn.getresponse()
+        if r.status != 200:
+            payload = r.read().decode("utf-8", "replace")
+            return r.status, None, None, f"{r.getheader('Retry-After')}|{payload[:200]}"
+        text, usage, done, error = [], None, False, None
+        for raw in r:
+            line = raw.decode("utf-8").strip()
+            if not line.startswith("data: "):
+                continue
+            data = line[6:]
+            if data == "[DONE]":
+                done = True
+                break
+            event = json.loads(data)
+            if "error" in event:
+                error = event["error"].get("code")
+                continue
+            if event.get("usage"):
+                usage = event["usage"]
+            for choice in event.get("choices", []):
+                text.append(choice.get("delta", {}).get("content") or "")
+        if error or not done or usage is None:
+            return 200, None, None, f"stream ended: error={error} done={done}"
+        return 200, "".join(text), usage["prompt_tokens"], None
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        return None, None, None, f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
+def conversation(index, urls, out, lock, stop):
+    conv = f"conv-{index}-{uuid.uuid4().hex[:6]}"
+    max_tokens = LONG_TOKENS if index == 0 else SHORT_TOKENS
+    messages, turn = [], 0
+    while not stop():
+        marker = f"turn-{turn}-of-{conv}"
+        # conv-0 keeps only its last exchange, so its long replies never outgrow the context
+        ask = ([] if index == 0 else messages) + [{"role": "user", "content": f"Tell me more ({marker})."}]
+        turn_id, start, attempts, reply = uuid.uuid4().hex, time.time(), [], None
+        while reply is None and time.time() - start < GIVE_UP_S:
+            url = random.choice(urls)
+            t = time.time()
+            status, reply, prompt_tokens, error = attempt(url, conv, turn_id, ask, max_tokens)
+            attempts.append({"url": url, "t": t, "end": time.time(), "status": status, "error": error})
+            if status in (400, 401, 404, 413):
+                break  # the request itself is wrong: resending cannot help
+            if reply is None:
+                retry_after = error.split("|")[0] if status == 503 and error else None
+                time.sleep(min(float(retry_after), 0.5) if retry_after not in (None, "None") else 0.2)
+        record = {"conv": conv, "index": index, "turn": turn, "marker": marker, "start": start, "end": time.time(),
+                  "attempts": attempts, "ok": reply is not None, "reply": reply}
+        with lock:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+        if reply is None:
+            turn += 1
+            continue
+        messages = (ask + [{"role": "assistant", "content": reply}])[-KEEP_MESSAGES:]
+        turn += 1
+
+
+def run(urls, path, stopfile):
+    import os
+    lock = threading.Lock()
+    with open(path, "a") as out:
+        threads = [threading.Thread(target=conversation,
+                                    args=(i, urls, out, lock, lambda: os.path.exists(stopfile)))
+                   for i in range(CONVERSATIONS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def report(path, faults_path, psql):
+    turns = [json.loads(line) for line in open(path)]
+    faults = [line.split(maxsplit=1) for line in open(faults_path) if line.strip()]
+    faults = [(float(t), name.strip()) for t, name in faults]
+    lost = sum(not t["ok"] for t in turns)
+    attempts = [a for t in turns for a in t["attempts"]]
+    errors500 = sum(a["status"] == 500 for a in attempts)
+    failed = sum(a["status"] != 200 or a["error"] is not None for a in attempts)
+    print(f"turns {len(turns)}, attempts {len(attempts)} ({failed} failed and resent), "
+          f"requests lost {lost}, 500s {errors500}")
+    for i, (at, name) in enumerate(faults):
+        until = faults[i + 1][0] if i + 1 < len(faults) else float("inf")
+        window = [t for t in turns if t["end"] >= at and t["start"] < until]
+        served = [a["end"] for t in window for a in t["attempts"]
+                  if a["end"] > at and a["status"] == 200 and a["error"] is None]
+        first = min(served, default=None)
+        first0 = min((a["end"] for t in window if t["index"] == 0 for a in t["attempts"]
+                      if a["end"] > at and a["status"] == 200 and a["error"] is None), default=None)
+        hit = [t for t in window if t["start"] <= at]
+        resent = sum(len(t["attempts"]) > 1 for t in window)
+        print(f"{name}: first reply after {secs(first, at)}, conv-0 (long stream) after {secs(first0, at)}; "
+              f"in flight at the fault {len(hit)}, resent {resent}, "
+              f"longest turn {max((t['end'] - t['start'] for t in window), default=0):.2f} s, "
+              f"503s {sum(a['status'] == 503 for t in window for a in t['attempts'])}")
+    problems = check_histories(turns, psql)
+    for p in problems:
+        print("history:", p)
+    print(f"histories checked: {len({t['conv'] for t in turns if t['index'] != 0})} conversations, "
+          f"{len(problems)} problems")
+    return 0 if lost == 0 and errors500 == 0 and not problems else 1
+
+
+def secs(t, since):
+    return "never" if t is None else f"{t - since:.2f} s"
+
+
+def check_histories(turns, psql):
+    """Each stored conversation holds each of its user turns once and its last reply: nothing lost, nothing twice."""
+    rows = subprocess.run(psql + ["-tAc", "SELECT grain_id_extension, encode(payload, 'hex') FROM weft_grain_state "
+                                  "WHERE payload IS NOT NULL"], capture_output=True, text=True, check=True).stdout
+    stored = {}
+    for line in rows.splitlines():
+        key, _, payload = line.partition("|")
+        stored[key] = bytes.fromhex(payload).decode("utf-8", "replace")
+    problems = []
+    by_conv = {}
+    for t in turns:
+        if t["ok"] and t["index"] != 0:
+            by_conv.setdefault(t["conv"], []).append(t)
+    for conv, done in by_conv.items():
+        payload = next((v for k, v in stored.items() if k.endswith("/" + conv)), None)
+        if payload is None:
+            problems.append(f"{conv}: no stored state")
+            continue
+        # The stored history holds each user message of the last request once, and the rendered chat text of the KV
+        # cache holds it once more.
+        recent = sorted(done, key=lambda t: t["turn"])[-(KEEP_MESSAGES // 2):]
+        counts = {t["marker"]: payload.count(t["marker"]) for t in recent}
+        if len(set(counts.values())) != 1 or 0 in counts.values():
+            problems.append(f"{conv}: user turns stored unevenly (lost or twice): {counts}")
+        last = max(done, key=lambda t: t["turn"])
+        if last["reply"] and last["reply"] not in payload:
+            problems.append(f"{conv}: the last reply is not the stored one")
+    return problems
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "run":
+        run(sys.argv[2].split(","), sys.argv[3], sys.argv[4])
+    else:
+        sys.exit(report(sys.argv[2], sys.argv[3], sys.argv[4:]))
