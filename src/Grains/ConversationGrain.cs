@@ -77,7 +77,7 @@ public sealed class ConversationGrain(
         {
             host.EnsureReady();
             var (messages, prompt, rendered) = Prepare(request);
-            using var admission = limits.Admit(Tenant, prompt.Count);
+            using var admission = Admit(prompt.Count);
             var s = state.State;
             string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
             var generation = new GenerationRequest
@@ -89,6 +89,7 @@ public sealed class ConversationGrain(
                 Priority = request.Priority,
                 KeepCache = !request.Ephemeral,
                 Tenant = Tenant,
+                Conversation = this.GetPrimaryKeyString(),
             };
             if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
 
@@ -203,7 +204,22 @@ public sealed class ConversationGrain(
         }
     }
 
-    static WeftException Busy() => new(WeftErrorCode.Conflict,
+    /// <summary>Counts the turn against its tenant's limits; a refusal is counted in the metrics (no device chosen
+    /// yet).</summary>
+    IDisposable Admit(int promptTokens)
+    {
+        try
+        {
+            return limits.Admit(Tenant, promptTokens);
+        }
+        catch (WeftException e) when (e.Code == WeftErrorCode.TenantLimit)
+        {
+            Metrics.RecordRefused(host.ModelName, "", Tenant, "tenant_limit");
+            throw;
+        }
+    }
+
+        static WeftException Busy() => new(WeftErrorCode.Conflict,
         "the conversation is busy with another turn; send the next one when it has finished", "conversation_id");
 
     async Task ExpireIfIdleAsync(CancellationToken cancellationToken)

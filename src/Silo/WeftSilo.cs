@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using Orleans.Configuration;
 using Weft.Grains;
 using Weft.Models.Gguf;
@@ -172,7 +173,8 @@ public static partial class WeftSilo
             if (silo.TlsCertificate is not null) s.UseWeftTls(silo);
             s.AddWeft(model);
         });
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m
+        // target_info carries service.name (Prometheus' job-independent name of what is scraped)
+        builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService("weft")).WithMetrics(m => m
             .AddMeter(Grains.Metrics.MeterName, "Microsoft.AspNetCore.Hosting")
             .AddView(i => i.Meter.Name != Grains.Metrics.MeterName ? null
                 : i.Unit == "s" ? new ExplicitBucketHistogramConfiguration { Boundaries = SecondsBuckets }
