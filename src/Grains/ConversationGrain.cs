@@ -219,7 +219,7 @@ public sealed class ConversationGrain(
         }
     }
 
-        static WeftException Busy() => new(WeftErrorCode.Conflict,
+    static WeftException Busy() => new(WeftErrorCode.Conflict,
         "the conversation is busy with another turn; send the next one when it has finished", "conversation_id");
 
     async Task ExpireIfIdleAsync(CancellationToken cancellationToken)
