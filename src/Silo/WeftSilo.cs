@@ -185,6 +185,7 @@ public static partial class WeftSilo
 
         var app = builder.Build();
         app.MapWeftApi(silo, tenants);
+        app.MapChatPage();
         app.MapPrometheusScrapingEndpoint();
         app.Lifetime.ApplicationStarted.Register(() => LogStarted(app));
         return app;
