@@ -131,6 +131,10 @@ public static partial class WeftSilo
             o.SingleLine = true;
             o.TimestampFormat = "HH:mm:ss ";
         });
+        // Orleans retries a placement through Polly, which logs each retry as a warning with its exception: a silo that
+        // has just joined (its device grain not yet active) gave two such lines per join. The MembershipLog's line
+        // says what happened; a retry that gives up still fails the call and is logged there.
+        builder.Logging.AddFilter("Polly", LogLevel.Error);
         builder.Services.AddSingleton(silo);
         builder.Services.AddSingleton(tenants);
         builder.Services.AddSingleton<Storage.StorageHealth>();
