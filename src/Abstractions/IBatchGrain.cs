@@ -16,6 +16,8 @@ public sealed record GenerationRequest
     /// <summary>Whose request this is: it salts the prefix cache (only one tenant's sequences share cached blocks)
     /// and labels the metrics. Empty: no tenant.</summary>
     [Id(5)] public string Tenant { get; init; } = "";
+    /// <summary>The conversation grain's key, for the request's log line. Empty: not from a conversation.</summary>
+    [Id(6)] public string Conversation { get; init; } = "";
 }
 
 /// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason

@@ -39,8 +39,11 @@ static class ChatCommand
             { Temperature = r.GetValue(temperature), MaxTokens = r.GetValue(maxTokens) };
             string id = r.GetValue(conversation) ?? Guid.NewGuid().ToString("n");
             IChatSession session = r.GetValue(http) is { } url
-                ? new HttpSession(url, r.GetValue(apiKey), id, sampling)
+                ? await HttpSession.ConnectAsync(url, r.GetValue(apiKey), id, sampling, ct)
                 : await OrleansSession.ConnectAsync(r.GetValue(gateway), id, sampling, ct);
+            // a refused turn (queue full, context exceeded) lets the user go on, but a script piping its input in
+            // must see that a turn failed
+            bool failed = false;
             await using (session)
             {
                 Console.Error.WriteLine($"conversation {id} ({session.Describe}); /reset starts over, /exit quits");
@@ -49,7 +52,7 @@ static class ChatCommand
                 {
                     Console.Write("> ");
                     var line = Console.ReadLine();
-                    if (line is null || line.Trim() == "/exit") return 0;
+                    if (line is null || line.Trim() == "/exit") return failed ? 1 : 0;
                     if (line.Trim() == "/reset")
                     {
                         await session.ResetAsync(ct);
@@ -62,9 +65,11 @@ static class ChatCommand
                         await foreach (var piece in session.SendAsync(line, ct)) Console.Write(piece);
                         Console.WriteLine();
                     }
-                    catch (Exception e) when (e is WeftException or HttpRequestException or InvalidOperationException)
+                    // a server that went away (HttpRequestException) ends the chat with CliErrors' one line
+                    catch (Exception e) when (e is WeftException or InvalidOperationException)
                     {
                         Console.Error.WriteLine($"\nweft: {e.Message}");
+                        failed = true;
                     }
                 }
             }
@@ -99,7 +104,11 @@ static class ChatCommand
                 // the client keeps retrying a gateway that is not there; give up after a few seconds
                 using var connect = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 connect.CancelAfter(TimeSpan.FromSeconds(10));
-                await host.StartAsync(connect.Token);
+                await CliProgress.RunAsync($"connecting to gateway port {gatewayPort}", async _ =>
+                {
+                    await host.StartAsync(connect.Token);
+                    return host;
+                });
             }
             catch (Exception e) when (!ct.IsCancellationRequested)
             {
@@ -143,6 +152,30 @@ static class ChatCommand
         readonly HttpClient _http = ApiHttp.Client(url, apiKey);
         readonly List<JsonObject> _messages = [];
 
+        /// <summary>Asks for the served model first, so a wrong URL or a dead port fails before the first
+        /// prompt.</summary>
+        public static async Task<HttpSession> ConnectAsync(string url, string? apiKey, string id,
+            SamplingOptions sampling, CancellationToken ct)
+        {
+            var session = new HttpSession(url, apiKey, id, sampling);
+            try
+            {
+                await session.ModelAsync(ct);
+                return session;
+            }
+            catch (HttpRequestException e)
+            {
+                session._http.Dispose();
+                throw new HttpRequestException(e.HttpRequestError, $"{url}: {e.Message}", e.InnerException,
+                    e.StatusCode);
+            }
+            catch
+            {
+                session._http.Dispose();
+                throw;
+            }
+        }
+
         public string Describe => $"HTTP {url}";
 
         public void AddSystem(string text) => _messages.Add(new JsonObject { ["role"] = "system", ["content"] = text });
@@ -166,8 +199,8 @@ static class ChatCommand
             if (!response.IsSuccessStatusCode)
             {
                 _messages.RemoveAt(_messages.Count - 1);
-                var error = await response.Content.ReadFromJsonAsync<JsonObject>(ct);
-                throw new InvalidOperationException($"HTTP {(int)response.StatusCode}: {error?["error"]?["message"]}");
+                throw new InvalidOperationException($"HTTP {(int)response.StatusCode}: " +
+                    $"{ErrorMessage(await response.Content.ReadAsStringAsync(ct)) ?? response.ReasonPhrase}");
             }
             var reply = new System.Text.StringBuilder();
             using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(ct));
@@ -186,6 +219,20 @@ static class ChatCommand
         }
 
         string? _model;
+
+        /// <summary>The message of an OpenAI-style error body; null when the body is something else (a proxy's
+        /// page, nothing).</summary>
+        static string? ErrorMessage(string body)
+        {
+            try
+            {
+                return JsonNode.Parse(body)?["error"]?["message"]?.ToString();
+            }
+            catch (System.Text.Json.JsonException)
+            {
+                return null;
+            }
+        }
 
         async Task<string> ModelAsync(CancellationToken ct) =>
             _model ??= (await _http.GetFromJsonAsync<JsonObject>("v1/models", ct))

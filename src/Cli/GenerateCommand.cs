@@ -27,12 +27,15 @@ static class GenerateCommand
         sampling.AddTo(cmd);
         cmd.SetAction(r =>
         {
-            string path = r.GetValue(model) ?? DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory);
-            using var eng = InferenceEngine.Load(path, new EngineOptions
+            string path = r.GetValue(model) ?? CliProgress.Run("preparing the demo model",
+                _ => DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory));
+            var options = new EngineOptions
             {
                 Engine = EngineKinds.Parse(r.GetValue(engine)!), MaxNumSeqs = 1, MaxNumBatchedTokens = 512,
                 KvCacheMemoryMiB = 256
-            });
+            };
+            using var eng = CliProgress.Run($"loading {Path.GetFileName(path)}",
+                _ => InferenceEngine.Load(path, options));
             var tokenizer = Tokenizer.FromGguf(eng.File);
             int[] tokens = Prompt(r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(chat), tokenizer, eng);
             var p = sampling.Params(r, eng.Config.VocabSize);

@@ -38,7 +38,11 @@ static class ModelCommands
             if (r.GetValue(type) is { } t) shape = shape with { Type = ParseType(t) };
             string path = r.GetValue(output)!;
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            DemoModel.Create(path, shape, r.GetValue(seed));
+            CliProgress.Run($"writing {path}", _ =>
+            {
+                DemoModel.Create(path, shape, r.GetValue(seed));
+                return path;
+            });
             Console.WriteLine($"{path}: {shape.Name} ({shape.Type}, dim {shape.Dim}, {shape.Layers} layers, " +
                 $"{shape.Heads}/{shape.KvHeads} heads, vocab {shape.VocabSize}), " +
                 $"{new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
@@ -76,7 +80,8 @@ static class ModelCommands
                     $"{string.Join(", ", LlamaCppModel.QuantizePresets.Keys)})");
             if (!File.Exists(src)) throw new FileNotFoundException($"no such file: {src}");
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            if (!LlamaCppModel.Quantize(src, dst, ftype, Environment.ProcessorCount))
+            if (!CliProgress.Run($"quantizing to {preset}",
+                    _ => LlamaCppModel.Quantize(src, dst, ftype, Environment.ProcessorCount)))
                 throw new IOException($"llama.cpp could not quantize {src} to {preset}");
             Console.WriteLine($"{dst}: {preset}, {new FileInfo(dst).Length / 1e6:F1} MB in " +
                 $"{sw.Elapsed.TotalSeconds:F1} s");

@@ -19,15 +19,23 @@ namespace Weft.Grains;
 /// tick has finished (the forward pass itself runs on the device thread), and stops when there is none.
 /// </summary>
 [Reentrant, DevicePlacement]
-public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILogger<BatchGrain> logger)
-    : Grain, IBatchGrain
+public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILogger<BatchGrain> logger,
+    ILoggerFactory loggers) : Grain, IBatchGrain
 {
-    sealed record Request(Sequence Sequence, string Tenant, ReplyDecoder Decoder, Channel<GenerationDelta> Output)
+    sealed record Request(Sequence Sequence, string Tenant, string Conversation, TagList Tags, ReplyDecoder Decoder,
+        Channel<GenerationDelta> Output)
     {
         public bool Done { get; set; }
         public long Admitted { get; } = Stopwatch.GetTimestamp();
         public long LastToken { get; set; }
+        public TimeSpan Queue { get; set; }
+        public TimeSpan Ttft { get; set; }
     }
+
+    /// <summary>One line per request, in a category of its own so that an operator can turn it off
+    /// (Logging:LogLevel:Weft.Requests=Warning).</summary>
+    readonly ILogger _requestLog = loggers.CreateLogger("Weft.Requests");
+    DeviceMetrics _metrics = null!;
 
     readonly Dictionary<long, Request> _requests = [];
     /// <summary>Finished sequences whose KV blocks are kept for their conversation's next turn (the KV
@@ -47,7 +55,8 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         Device = DeviceKey.Parse(this.GetPrimaryKeyString()).Device;
         var engine = host.Engines[Device];
         _batch = BatchEngine.Create(engine, host.SchedulerOptions(engine), host.Tokenizer.EndOfGenerationIds);
-        Metrics.Register(_batch.Scheduler);
+        _metrics = new DeviceMetrics(host, Device);
+        Metrics.Register(_batch.Scheduler, _metrics);
         // ids only need to be unique per activation; a random start keeps a stale handle from an earlier activation
         // from matching
         _nextSequenceId = Random.Shared.NextInt64(1, long.MaxValue / 2);
@@ -125,11 +134,13 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         catch (SchedulerException e)
         {
             scheduler.Release(seq);
+            if (e.Retryable) Metrics.RecordRefused(_metrics.Model, _metrics.Device, request.Tenant, "queue_full");
             throw new WeftException(e.Retryable ? WeftErrorCode.QueueFull : WeftErrorCode.ContextLengthExceeded,
                 e.Message);
         }
 
-        var req = new Request(seq, request.Tenant, new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), output);
+        var req = new Request(seq, request.Tenant, request.Conversation, _metrics.For(request.Tenant),
+            new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), output);
         _requests[seq.Id] = req;
         if (_loop.IsCompleted) _loop = RunAsync();
         return req;
@@ -175,7 +186,12 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         {
             // A bug, not a bad request: fail what is in flight rather than leave its callers waiting forever.
             LogLoopFailed(logger, e);
-            foreach (var req in _requests.Values) req.Output.Writer.TryComplete(e);
+            foreach (var req in _requests.Values)
+            {
+                Metrics.RecordFailed(req.Tags);
+                LogRequest(req, "failed");
+                req.Output.Writer.TryComplete(e);
+            }
             _requests.Clear();
             // the scheduler may be mid-tick: a fresh activation builds a new one (kept caches are recomputed)
             DeactivateOnIdle();
@@ -209,25 +225,32 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 }
                 (lastStarted, lastEnded) = (tick.ForwardStarted, tick.ForwardEnded);
                 _tokensGenerated += tick.Sampled.Count;
-                Metrics.RecordTick(tick);
             }
-            foreach (var (seq, token) in tick.Sampled) OnToken(seq, token, tick);
+            int firstTokens = 0;
+            foreach (var (seq, token) in tick.Sampled)
+                if (OnToken(seq, token, tick)) firstTokens++;
+            if (tick.NumSequences > 0) Metrics.RecordTick(tick, firstTokens, _metrics);
             foreach (var seq in tick.Finished) OnFinished(seq);
         }
     }
 
-    void OnToken(Sequence seq, int token, TickResult tick)
+    /// <summary>Passes a sampled token on; true when it was its request's first.</summary>
+    bool OnToken(Sequence seq, int token, TickResult tick)
     {
-        if (!_requests.TryGetValue(seq.Id, out var req) || req.Done) return;
+        if (!_requests.TryGetValue(seq.Id, out var req) || req.Done) return false;
         long now = Stopwatch.GetTimestamp();
-        if (req.LastToken == 0)
+        bool first = req.LastToken == 0;
+        if (first)
         {
-            Metrics.RecordFirstToken(Stopwatch.GetElapsedTime(req.Admitted, now), req.Tenant);
+            req.Ttft = Stopwatch.GetElapsedTime(req.Admitted, now);
+            req.Queue = Stopwatch.GetElapsedTime(req.Admitted, tick.ForwardStarted);
+            var prefill = Stopwatch.GetElapsedTime(tick.ForwardStarted, tick.ForwardEnded);
+            Metrics.RecordFirstToken(req.Ttft, req.Queue, prefill, req.Tags);
             _firstTokens++;
-            _queueMs += Stopwatch.GetElapsedTime(req.Admitted, tick.ForwardStarted).TotalMilliseconds;
-            _prefillMs += Stopwatch.GetElapsedTime(tick.ForwardStarted, tick.ForwardEnded).TotalMilliseconds;
+            _queueMs += req.Queue.TotalMilliseconds;
+            _prefillMs += prefill.TotalMilliseconds;
         }
-        else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now));
+        else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now), req.Tags);
         req.LastToken = now;
         string text = req.Decoder.Push(token);
         if (req.Decoder.Stopped)
@@ -235,9 +258,10 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
             // a stop string ended the reply: the client is done now; the scheduler finishes the sequence next tick
             _batch.Scheduler.Stop(seq);
             Complete(req, "stop", text, [token]);
-            return;
+            return first;
         }
         req.Output.Writer.TryWrite(new GenerationDelta { SequenceId = seq.Id, Text = text, TokenIds = [token] });
+        return first;
     }
 
     void OnFinished(Sequence seq)
@@ -255,11 +279,15 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
             case FinishReason.Error:
                 req.Done = true;
                 _requests.Remove(seq.Id);
+                Metrics.RecordFailed(req.Tags);
+                LogRequest(req, "failed");
                 req.Output.Writer.TryComplete(new InvalidOperationException(seq.Error ?? "generation failed"));
                 break;
             case FinishReason.Cancelled:
                 req.Done = true;
                 _requests.Remove(seq.Id);
+                Metrics.RecordCancelled(req.Tags);
+                LogRequest(req, "cancelled");
                 req.Output.Writer.TryComplete(new OperationCanceledException("generation was cancelled"));
                 break;
             default:
@@ -269,11 +297,12 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         }
     }
 
-    static void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens)
+    void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens)
     {
         var seq = req.Sequence;
         req.Done = true;
-        Metrics.RecordFinished(seq, finishReason, Stopwatch.GetElapsedTime(req.Admitted), req.Tenant);
+        Metrics.RecordFinished(seq, finishReason, Stopwatch.GetElapsedTime(req.Admitted), req.Tags);
+        LogRequest(req, finishReason);
         req.Output.Writer.TryWrite(new GenerationDelta
         {
             SequenceId = seq.Id,
@@ -298,6 +327,21 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
             if (seq.BlockTable.Count == 0) _kept.Remove(id);
         return Task.CompletedTask;
     }
+
+    void LogRequest(Request req, string status)
+    {
+        var seq = req.Sequence;
+        LogRequest(_requestLog, seq.Id, req.Tenant, req.Conversation, Device, seq.NumPromptTokens, seq.NumCachedTokens,
+            seq.NumCompletionTokens, req.Queue.TotalMilliseconds, req.Ttft.TotalMilliseconds,
+            Stopwatch.GetElapsedTime(req.Admitted).TotalMilliseconds, status);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "request {Id} tenant '{Tenant}' conversation " +
+        "'{Conversation}' device {Device}: {PromptTokens} prompt tokens ({CachedTokens} cached), {CompletionTokens} " +
+        "completion tokens, queue {QueueMs:F0} ms, TTFT {TtftMs:F0} ms, {DurationMs:F0} ms, {Status}")]
+    static partial void LogRequest(ILogger logger, long id, string tenant, string conversation, int device,
+        int promptTokens, int cachedTokens, int completionTokens, double queueMs, double ttftMs, double durationMs,
+        string status);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "the batch loop failed; requests in flight were failed")]
     static partial void LogLoopFailed(ILogger logger, Exception e);

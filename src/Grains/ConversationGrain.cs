@@ -90,7 +90,7 @@ public sealed class ConversationGrain(
             }
             host.EnsureReady();
             var (messages, prompt, rendered, dropped) = Prepare(request);
-            using var admission = limits.Admit(Tenant, prompt.Count);
+            using var admission = Admit(prompt.Count);
             var s = state.State;
             string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
             var generation = new GenerationRequest
@@ -102,6 +102,7 @@ public sealed class ConversationGrain(
                 Priority = request.Priority,
                 KeepCache = !request.Ephemeral,
                 Tenant = Tenant,
+                Conversation = this.GetPrimaryKeyString(),
             };
             if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
 
@@ -223,6 +224,21 @@ public sealed class ConversationGrain(
         finally
         {
             _turn.Release();
+        }
+    }
+
+    /// <summary>Counts the turn against its tenant's limits; a refusal is counted in the metrics (no device chosen
+    /// yet).</summary>
+    IDisposable Admit(int promptTokens)
+    {
+        try
+        {
+            return limits.Admit(Tenant, promptTokens);
+        }
+        catch (WeftException e) when (e.Code == WeftErrorCode.TenantLimit)
+        {
+            Metrics.RecordRefused(host.ModelName, "", Tenant, "tenant_limit");
+            throw;
         }
     }
 

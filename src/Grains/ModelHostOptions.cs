@@ -44,6 +44,9 @@ public sealed record ModelHostOptions
     /// not be overwritten while it is served (the process then reads the new bytes, or dies on a shorter
     /// file).</summary>
     public bool Mmap { get; init; }
+    /// <summary>Seconds between the summary lines of the log (throughput, running and waiting requests, KV cache
+    /// usage), written only while there is work; 0 turns them off.</summary>
+    public int SummaryIntervalSeconds { get; init; } = 10;
 
     public IEnumerable<string> Validate()
     {
@@ -60,6 +63,7 @@ public sealed record ModelHostOptions
         if (PrefillChunkSize is < 1) yield return "prefill-chunk-size must be positive";
         if (ConversationTtlSeconds < 0) yield return "conversation-ttl must not be negative (0: never expire)";
         if (TenantMaxRequests is < 1) yield return "tenant-max-requests must be at least 1";
+        if (SummaryIntervalSeconds < 0) yield return "summary-interval must not be negative (0: no summary)";
         if (TenantMaxQueuedTokens is < 1) yield return "tenant-max-queued-tokens must be at least 1";
         foreach (var e in Engine.Validate()) yield return e;
     }

@@ -31,6 +31,8 @@ public static class WeftSiloBuilderExtensions
             if (age > o.CollectionAge) o.ClassSpecificCollectionAge[typeof(ConversationGrain).FullName!] = age;
         });
         silo.Services.AddHostedService<ModelLoader>();
+        silo.Services.AddHostedService<ServingSummary>();
+        silo.Services.AddHostedService<MembershipLog>();
         silo.Services.AddSingleton<ClusterLoad>();
         silo.Services.AddHostedService(sp => sp.GetRequiredService<ClusterLoad>());
         silo.Services.AddPlacementDirector<DevicePlacementStrategy, DevicePlacementDirector>();

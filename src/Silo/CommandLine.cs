@@ -45,6 +45,9 @@ public static class CommandLine
             "requests waiting for a slot beyond which new ones get HTTP 429 (default: 1024)"),
         new("--mmap", "Weft:Mmap", Kind.Switch,
             "map the model file instead of reading it into memory (the file must then not be overwritten)"),
+        new("--summary-interval", "Weft:SummaryIntervalSeconds", Kind.Integer,
+            "seconds between the log's summary lines (throughput, running, waiting, KV cache), written while there " +
+            "is work; 0: none (default: 10)"),
         new("--conversation-ttl", "Weft:ConversationTtlSeconds", Kind.Integer,
             "seconds without a turn after which a conversation is removed; 0: never (default: 3600)"),
         new("--tenant-max-requests", "Weft:TenantMaxRequests", Kind.Integer,

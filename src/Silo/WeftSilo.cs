@@ -2,6 +2,7 @@ using System.Net;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
 using Orleans.Configuration;
 using Weft.Grains;
 using Weft.Models.Gguf;
@@ -130,6 +131,10 @@ public static partial class WeftSilo
             o.SingleLine = true;
             o.TimestampFormat = "HH:mm:ss ";
         });
+        // Orleans retries a placement through Polly, which logs each retry as a warning with its exception: a silo that
+        // has just joined (its device grain not yet active) gave two such lines per join. The MembershipLog's line
+        // says what happened; a retry that gives up still fails the call and is logged there.
+        builder.Logging.AddFilter("Polly", LogLevel.Error);
         builder.Services.AddSingleton(silo);
         builder.Services.AddSingleton(tenants);
         builder.Services.AddSingleton<Storage.StorageHealth>();
@@ -175,7 +180,8 @@ public static partial class WeftSilo
             if (silo.Kubernetes) s.UseKubernetesHosting();
             s.AddWeft(model);
         });
-        builder.Services.AddOpenTelemetry().WithMetrics(m => m
+        // target_info carries service.name (Prometheus' job-independent name of what is scraped)
+        builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService("weft")).WithMetrics(m => m
             .AddMeter(Grains.Metrics.MeterName, "Microsoft.AspNetCore.Hosting")
             .AddView(i => i.Meter.Name != Grains.Metrics.MeterName ? null
                 : i.Unit == "s" ? new ExplicitBucketHistogramConfiguration { Boundaries = SecondsBuckets }
@@ -186,6 +192,7 @@ public static partial class WeftSilo
 
         var app = builder.Build();
         app.MapWeftApi(silo, tenants);
+        app.MapChatPage();
         app.MapPrometheusScrapingEndpoint();
         app.Lifetime.ApplicationStarted.Register(() => LogStarted(app));
         return app;

@@ -400,11 +400,12 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
             ("weft_batch_size", "histogram"), ("http_server_request_duration_seconds", "histogram"),
         })
             Assert.Contains($"# TYPE {name} {type}\n", text);
-        // per-request series are labelled with the tenant (here the one of a silo without keys)
-        Assert.Contains("weft_requests_total{otel_scope_name=\"Weft\",finish_reason=\"length\",tenant=\"default\"}",
-            text);
+        // per-request series are labelled with the model, the device and the tenant (here the one of a silo without
+        // keys)
+        Assert.Contains("weft_requests_total{otel_scope_name=\"Weft\",device=\"0\",finish_reason=\"length\"," +
+            $"model=\"{SiloFixture.ModelName}\",tenant=\"default\"}}", text);
         // latency histograms in seconds have sub-second buckets
-        Assert.Contains(
-            "weft_time_to_first_token_seconds_bucket{otel_scope_name=\"Weft\",tenant=\"default\",le=\"0.001\"}", text);
+        Assert.Contains("weft_time_to_first_token_seconds_bucket{otel_scope_name=\"Weft\",device=\"0\"," +
+            $"model=\"{SiloFixture.ModelName}\",tenant=\"default\",le=\"0.001\"}}", text);
     }
 }

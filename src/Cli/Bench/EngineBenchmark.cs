@@ -35,7 +35,8 @@ public static class EngineBenchmark
             Threads = threads,
             Profile = o.Profile,
         };
-        using var engine = InferenceEngine.Load(o.ModelPath, engineOptions);
+        using var engine = CliProgress.Run($"loading {Path.GetFileName(o.ModelPath)}",
+            _ => InferenceEngine.Load(o.ModelPath, engineOptions));
         long weightBytes = WeightBytesPerStep(engine);
         output.WriteLine($"model      {o.ModelPath}: {engine.Config.Architecture}, {engine.Config.Layers} layers, " +
             $"dim {engine.Config.Dim}, vocab {engine.Config.VocabSize}, " +
@@ -51,8 +52,9 @@ public static class EngineBenchmark
             $"per decode step ({1e3 / rooflineMs:F1} steps/s)");
 
         LlamaCppModel? peer = o.PeerLlamaCpp
-            ? new LlamaCppModel(o.ModelPath, contextSize: maxBatch * Math.Max(o.Prompt + o.Gen + 8, o.Prefill + 8),
-                batchSize: 512, threads: threads, sequences: maxBatch)
+            ? CliProgress.Run("loading llama.cpp", _ => new LlamaCppModel(o.ModelPath,
+                contextSize: maxBatch * Math.Max(o.Prompt + o.Gen + 8, o.Prefill + 8), batchSize: 512,
+                threads: threads, sequences: maxBatch))
             : null;
         try
         {
@@ -68,11 +70,14 @@ public static class EngineBenchmark
             foreach (int b in o.Batches)
             {
                 engine.Profiler?.Reset();
-                var steps = DecodeSteps(engine, b, o.Prompt, o.Gen, engine.Profiler);
+                var steps = CliProgress.Run($"batch {b}",
+                    report => DecodeSteps(engine, b, o.Prompt, o.Gen, report, engine.Profiler));
                 if (engine.Profiler is { } profiler) profiles.Add(Profile(profiler, b, steps.Count));
                 var ours = Median(steps);
                 double? peerMs = null;
-                if (peer is not null) peerMs = Median(peer.DecodeStepTimes(b, o.Prompt, o.Gen)) * 1e3;
+                if (peer is not null)
+                    peerMs = Median(CliProgress.Run($"batch {b}, llama.cpp",
+                        _ => peer.DecodeStepTimes(b, o.Prompt, o.Gen))) * 1e3;
                 var r = new BatchResult(b, ours * 1e3, b / ours, peerMs, peerMs is { } pm ? b / (pm / 1e3) : null);
                 results.Add(r);
                 if (b == o.Batches[0] && engine.LaunchesPerStep is { } launches)
@@ -91,7 +96,8 @@ public static class EngineBenchmark
             {
                 Prefill(engine, Math.Min(o.Prefill, engine.Inputs.MaxTokens)); // warm-up
                 engine.Profiler?.Reset();
-                oursPrefill = o.Prefill / Prefill(engine, o.Prefill);
+                oursPrefill = o.Prefill / CliProgress.Run($"prefill of {o.Prefill} tokens",
+                    _ => Prefill(engine, o.Prefill));
                 if (engine.Profiler is { } profiler)
                     output.Write(Profile(profiler, o.Prefill, 1).Replace("at batch", "of a prompt of"));
                 if (peer is not null) peerPrefill = o.Prefill / peer.PrefillSeconds(o.Prefill);
@@ -150,7 +156,7 @@ public static class EngineBenchmark
 
     /// <summary>Prefills <paramref name="batch"/> sequences, then times <paramref name="gen"/> decode steps of one
     /// token each.</summary>
-    static List<double> DecodeSteps(InferenceEngine engine, int batch, int prompt, int gen,
+    static List<double> DecodeSteps(InferenceEngine engine, int batch, int prompt, int gen, Action<double> report,
         ProfilingBackend? profiler = null)
     {
         int vocab = engine.Config.VocabSize, bs = engine.BlockSize;
@@ -187,6 +193,7 @@ public static class EngineBenchmark
             var sw = Stopwatch.StartNew();
             var next = engine.Step();
             if (step >= warmup) times.Add(sw.Elapsed.TotalSeconds);
+            report((step + 1.0) / (gen + warmup));
             for (int s = 0; s < batch; s++)
             {
                 computed[s]++;

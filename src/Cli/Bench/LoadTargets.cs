@@ -12,6 +12,10 @@ interface ILoadTarget
     IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens, CancellationToken cancellationToken);
 }
 
+/// <summary>The server refused a request for now (HTTP 429: its queue or the tenant's limit is full); the benchmark
+/// counts these apart from failures.</summary>
+sealed class RefusedException(string message) : Exception(message);
+
 /// <summary>Conversations through grains, each request its own conversation.</summary>
 sealed class GrainTarget(IGrainFactory grains) : ILoadTarget
 {
@@ -37,8 +41,17 @@ sealed class HttpTarget(HttpClient http, string model) : ILoadTarget
     public static async Task<HttpTarget> ConnectAsync(string url, string? apiKey)
     {
         var http = ApiHttp.Client(url, apiKey);
-        var models = await http.GetFromJsonAsync<JsonObject>("v1/models")
-            ?? throw new InvalidOperationException($"{url}: no model list");
+        JsonObject models;
+        try
+        {
+            models = await http.GetFromJsonAsync<JsonObject>("v1/models")
+                ?? throw new InvalidOperationException($"{url}: no model list");
+        }
+        catch (HttpRequestException e)
+        {
+            http.Dispose();
+            throw new HttpRequestException(e.HttpRequestError, $"{url}: {e.Message}", e.InnerException, e.StatusCode);
+        }
         string model = models["data"]?[0]?["id"]?.GetValue<string>()
             ?? throw new InvalidOperationException($"{url}: serves no model");
         return new HttpTarget(http, model);
@@ -62,6 +75,8 @@ sealed class HttpTarget(HttpClient http, string model) : ILoadTarget
         using var request = new HttpRequestMessage(HttpMethod.Post, "v1/completions")
         { Content = JsonContent.Create(body) };
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (response.StatusCode == System.Net.HttpStatusCode.TooManyRequests)
+            throw new RefusedException(await response.Content.ReadAsStringAsync(cancellationToken));
         if (!response.IsSuccessStatusCode)
             throw new InvalidOperationException(
                 $"HTTP {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync(cancellationToken)}");

@@ -11,7 +11,8 @@ public sealed record ServeLevel(
     int Concurrency, int Requests, long GeneratedTokens, double Seconds, double TokensPerSecond,
     double TtftP50Ms, double TtftP90Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, double E2eP50Ms,
     double? EngineTokensPerSecond, double? MeanBatchSize, double? MeanTickMs, double? MeanForwardMs,
-    double? DeviceIdleFraction = null, TtftSplit? Ttft = null);
+    double? DeviceIdleFraction = null, TtftSplit? Ttft = null, int Refused = 0, int Failed = 0,
+    string? FirstError = null);
 
 /// <summary>The mean time to first token in three parts: queueing (admission to the start of the forward pass that
 /// sampled the first token), that forward pass (prefill), and the rest (delivery, and the request's way in).</summary>
@@ -39,14 +40,24 @@ static class ServeBenchmark
         // request left the first level paying for JIT tiering of the served path (84 % of the engine at one client
         // first, 101 % and 106 % at the same level run twice more, 300m f16 cpu).
         int round = 0;
-        foreach (int c in concurrency) await LoadAsync(target, ++round, c, 1, prompt, gen);
+        await CliProgress.RunAsync("warming up", async report =>
+        {
+            for (int i = 0; i < concurrency.Length; i++)
+            {
+                await LoadAsync(target, ++round, concurrency[i], 1, prompt, gen, _ => { });
+                report((i + 1.0) / concurrency.Length);
+            }
+            return round;
+        });
 
         var levels = new List<ServeLevel>();
         foreach (int c in concurrency)
         {
             double? engine = engineOnly?.Invoke(c);
             var before = batchStats is null ? null : await batchStats();
-            var (ttft, itl, e2e, tokens, seconds) = await LoadAsync(target, ++round, c, requestsPerClient, prompt, gen);
+            var load = await CliProgress.RunAsync($"{c} clients",
+                report => LoadAsync(target, ++round, c, requestsPerClient, prompt, gen, report));
+            var (ttft, itl, e2e, tokens, seconds) = (load.Ttft, load.Itl, load.E2e, load.Tokens, load.Seconds);
             double? meanBatch = null, tickMs = null, forwardMs = null, idle = null;
             TtftSplit? split = null;
             if (batchStats is not null && before is not null)
@@ -72,7 +83,8 @@ static class ServeBenchmark
             }
             var level = new ServeLevel(c, c * requestsPerClient, tokens, seconds, tokens / seconds,
                 Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(itl, 50),
-                Percentile(itl, 99), Percentile(e2e, 50), engine, meanBatch, tickMs, forwardMs, idle, split);
+                Percentile(itl, 99), Percentile(e2e, 50), engine, meanBatch, tickMs, forwardMs, idle, split,
+                load.Refused, load.Failed, load.FirstError);
             levels.Add(level);
             output.WriteLine(engine is null
                 ? $"{c,7} {level.TokensPerSecond,9:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms " +
@@ -84,20 +96,30 @@ static class ServeBenchmark
                     $"{level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms {idle,6:P1} " +
                     $"{split?.MeanMs,9:F1} = {split?.QueueMs,6:F1} + {split?.PrefillMs,7:F1} + " +
                     $"{split?.DeliveryMs,8:F1} ms");
+            if (level.Refused + level.Failed > 0)
+                output.WriteLine($"{"",7} {level.Refused} of {level.Requests} requests refused (429), " +
+                    $"{level.Failed} failed{(level.FirstError is { } error ? $" (first: {error})" : "")}");
         }
         return levels;
     }
 
-    /// <summary>One closed-loop run: time to first token, inter-token and end-to-end latencies (ms), tokens, seconds.
-    /// Each <paramref name="round"/> has prompts of its own, so none is served from an earlier round's prefix
-    /// cache.</summary>
-    static async Task<(List<double> Ttft, List<double> Itl, List<double> E2e, long Tokens, double Seconds)> LoadAsync(
-        ILoadTarget target, int round, int clients, int requestsPerClient, int prompt, int gen)
+    /// <summary>What one closed-loop run measured. Latencies in ms; refused and failed requests count apart and add no
+    /// latency.</summary>
+    sealed record Load(List<double> Ttft, List<double> Itl, List<double> E2e, long Tokens, double Seconds,
+        int Refused, int Failed, string? FirstError);
+
+    /// <summary>One closed-loop run. Each <paramref name="round"/> has prompts of its own, so none is served from an
+    /// earlier round's prefix cache. A refused or failed request is counted and its client goes on with the next, as
+    /// a load test must see how a server behaves past its capacity rather than stop there.</summary>
+    static async Task<Load> LoadAsync(ILoadTarget target, int round, int clients, int requestsPerClient, int prompt,
+        int gen, Action<double> report)
     {
         var ttft = new List<double>();
         var itl = new List<double>();
         var e2e = new List<double>();
         long tokens = 0;
+        int refused = 0, failed = 0, done = 0;
+        string? firstError = null;
         var wall = Stopwatch.StartNew();
         await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
         {
@@ -106,27 +128,46 @@ static class ServeBenchmark
                 var start = Stopwatch.GetTimestamp();
                 long last = 0;
                 int n = 0;
-                await foreach (int k in target.GenerateAsync(Prompt(round * 100_000 + client * 1000 + r + 1, prompt),
-                    gen, CancellationToken.None))
+                var mine = (Ttft: new List<double>(), Itl: new List<double>());
+                try
                 {
-                    long now = Stopwatch.GetTimestamp();
-                    lock (ttft)
+                    await foreach (int k in target.GenerateAsync(
+                        Prompt(round * 100_000 + client * 1000 + r + 1, prompt), gen, CancellationToken.None))
                     {
-                        if (last == 0) ttft.Add(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds);
+                        long now = Stopwatch.GetTimestamp();
+                        if (last == 0) mine.Ttft.Add(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds);
                         else for (int i = 0; i < k; i++)
-                            itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds / k);
+                            mine.Itl.Add(Stopwatch.GetElapsedTime(last, now).TotalMilliseconds / k);
+                        last = now;
+                        n += k;
                     }
-                    last = now;
-                    n += k;
+                }
+                catch (Exception e) when (e is RefusedException
+                    or WeftException { Code: WeftErrorCode.QueueFull or WeftErrorCode.TenantLimit })
+                {
+                    Interlocked.Increment(ref refused);
+                    continue;
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    Interlocked.CompareExchange(ref firstError, e.Message.ReplaceLineEndings(" "), null);
+                    Interlocked.Increment(ref failed);
+                    continue;
+                }
+                finally
+                {
+                    report((double)Interlocked.Increment(ref done) / (clients * requestsPerClient));
                 }
                 lock (ttft)
                 {
+                    ttft.AddRange(mine.Ttft);
+                    itl.AddRange(mine.Itl);
                     e2e.Add(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
                     tokens += n;
                 }
             }
         }));
-        return (ttft, itl, e2e, tokens, wall.Elapsed.TotalSeconds);
+        return new Load(ttft, itl, e2e, tokens, wall.Elapsed.TotalSeconds, refused, failed, firstError);
     }
 
     /// <summary>Distinct prompts per request, so no request is served from another's prefix cache.</summary>

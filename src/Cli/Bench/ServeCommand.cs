@@ -52,15 +52,30 @@ static class ServeCommand
 
         // The engine alone first, on its own instance, so the two never compete for the cores.
         var engineFigures = new Dictionary<int, double>();
-        using (var engine = InferenceEngine.Load(model, engineOptions))
+        using (var engine = CliProgress.Run($"loading {Path.GetFileName(model)}",
+            _ => InferenceEngine.Load(model, engineOptions)))
         {
             output.WriteLine($"engine     {engine.Description}");
             // every level once to warm up (JIT tiers, caches), then the median of three
-            foreach (int c in o.Concurrency) ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, 1);
-            foreach (int c in o.Concurrency)
-                engineFigures[c] = Enumerable.Range(0, 3)
-                    .Select(_ => ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, o.Requests))
-                    .Order().ElementAt(1);
+            CliProgress.Run("engine alone", report =>
+            {
+                int runs = 0, total = 4 * o.Concurrency.Length;
+                foreach (int c in o.Concurrency)
+                {
+                    ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, 1);
+                    report(++runs / (double)total);
+                }
+                foreach (int c in o.Concurrency)
+                    engineFigures[c] = Enumerable.Range(0, 3)
+                        .Select(_ =>
+                        {
+                            double tokensPerSecond = ServeBenchmark.EngineOnly(engine, c, o.Prompt, o.Gen, o.Requests);
+                            report(++runs / (double)total);
+                            return tokensPerSecond;
+                        })
+                        .Order().ElementAt(1);
+                return runs;
+            });
         }
 
         var builder = Host.CreateApplicationBuilder();
@@ -76,10 +91,14 @@ static class ServeCommand
             });
         });
         using var host = builder.Build();
-        await host.StartAsync();
+        await CliProgress.RunAsync("starting a silo", async _ =>
+        {
+            await host.StartAsync();
+            await host.Services.GetRequiredService<ModelHost>().Ready;
+            return host;
+        });
         try
         {
-            await host.Services.GetRequiredService<ModelHost>().Ready;
             var grains = host.Services.GetRequiredService<IGrainFactory>();
             var silo = host.Services.GetRequiredService<Orleans.Runtime.ILocalSiloDetails>().SiloAddress;
             var batch = grains.GetGrain<IBatchGrain>(new DeviceKey(silo, 0).ToString());

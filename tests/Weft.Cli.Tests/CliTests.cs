@@ -1,0 +1,82 @@
+using System.Net;
+
+namespace Weft.Cli.Tests;
+
+/// <summary>The weft tool as a new user meets it: URLs as the SDKs take them, failures as one line and a non-zero
+/// exit, a load test that survives a server past its capacity, and the README's examples on the demo model.</summary>
+public sealed class CliTests
+{
+    [Theory]
+    [InlineData("http://127.0.0.1:8000")]
+    [InlineData("http://127.0.0.1:8000/")]
+    [InlineData("http://127.0.0.1:8000/v1")]
+    [InlineData("http://127.0.0.1:8000/v1/")]
+    public void A_server_url_means_its_root_with_or_without_v1(string url) =>
+        Assert.Equal(new Uri("http://127.0.0.1:8000/"), ApiHttp.Root(url));
+
+    [Fact]
+    public async Task Chat_over_http_with_no_server_exits_1_with_one_line()
+    {
+        var (exitCode, stdout, stderr) = await WeftProcess.RunAsync("Hello\n",
+            "chat", "--http", $"http://127.0.0.1:{FakeServer.FreePort()}/v1");
+
+        Assert.Equal(1, exitCode);
+        Assert.Empty(stdout);
+        string line = Assert.Single(WeftProcess.Lines(stderr));
+        Assert.StartsWith("weft: no server answers:", line);
+    }
+
+    [Fact]
+    public async Task Chat_over_http_talks_to_a_server_given_with_v1()
+    {
+        using var server = new FakeServer(_ => HttpStatusCode.OK);
+        // the fake serves completions only: the chat turn fails, and the piped session says so by its exit code
+        var (exitCode, _, stderr) = await WeftProcess.RunAsync("Hello\n",
+            "chat", "--http", $"http://127.0.0.1:{server.Port}/v1");
+
+        Assert.Equal(1, exitCode);
+        Assert.Contains($"HTTP http://127.0.0.1:{server.Port}/v1", stderr);
+        Assert.Contains("weft: HTTP 404: Not Found", stderr);
+    }
+
+    [Fact]
+    public async Task Bench_serve_counts_refused_and_failed_requests_per_level_and_goes_on()
+    {
+        // Requests are numbered across the run: 3 of warm-up (one per client of each level), then 4 and 8.
+        using var server = new FakeServer(n => n % 2 == 0 ? HttpStatusCode.TooManyRequests
+            : n % 3 == 0 ? HttpStatusCode.InternalServerError : HttpStatusCode.OK);
+        var (exitCode, stdout, stderr) = await WeftProcess.RunAsync(null, "bench", "serve",
+            "--url", $"http://127.0.0.1:{server.Port}/v1", "--concurrency", "1,2", "--requests", "4",
+            "--prompt", "4", "--gen", "2");
+
+        Assert.True(exitCode == 0, stderr);
+        Assert.Equal(3 + 4 + 8, server.Requests);
+        var lines = WeftProcess.Lines(stdout);
+        // requests 4-7: two refused; 8-15: four refused, 9 and 15 failed
+        Assert.Contains(lines, l => l.Trim() == "2 of 4 requests refused (429), 0 failed");
+        Assert.Contains(lines, l => l.Trim().StartsWith("4 of 8 requests refused (429), 2 failed (first: HTTP 500",
+            StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Generate_runs_the_readme_prompt_ids_example_on_the_demo_model()
+    {
+        var (exitCode, _, stderr) = await WeftProcess.RunAsync(null,
+            "generate", "--prompt-ids", "1,450,1000", "--max-tokens", "16", "--temperature", "0");
+
+        Assert.True(exitCode == 0, stderr);
+        Assert.Contains("3 prompt tokens", stderr);
+        Assert.Contains("16 tokens in", stderr);
+    }
+
+    [Fact]
+    public async Task Generate_with_a_token_id_outside_the_vocabulary_exits_1_with_one_line()
+    {
+        var (exitCode, _, stderr) = await WeftProcess.RunAsync(null,
+            "generate", "--prompt-ids", "1,450,4996", "--max-tokens", "16");
+
+        Assert.Equal(1, exitCode);
+        Assert.Equal("weft: token id 4996 is outside the vocabulary (0..2047)",
+            Assert.Single(WeftProcess.Lines(stderr)));
+    }
+}

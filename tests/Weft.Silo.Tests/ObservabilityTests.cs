@@ -1,0 +1,138 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Weft.Silo.Tests;
+
+/// <summary>A silo with room for one running and one waiting request, a summary every second, and its log
+/// captured.</summary>
+public sealed class ObservedSilo : SiloFixture
+{
+    protected override string[] Options =>
+        ["--max-num-seqs", "1", "--max-num-batched-tokens", "64", "--max-waiting", "1", "--summary-interval", "1"];
+
+    LogCapture? _logs;
+
+    /// <summary>The log from the first call on (the provider joins the silo's logger factory then).</summary>
+    public LogCapture Logs
+    {
+        get
+        {
+            if (_logs is null)
+            {
+                _logs = new LogCapture();
+                App.Services.GetRequiredService<ILoggerFactory>().AddProvider(_logs);
+            }
+            return _logs;
+        }
+    }
+}
+
+/// <summary>Keeps every log line (category, level, message).</summary>
+public sealed class LogCapture : ILoggerProvider
+{
+    public ConcurrentQueue<(string Category, LogLevel Level, string Message)> Lines { get; } = new();
+
+    public ILogger CreateLogger(string categoryName) => new Logger(categoryName, Lines);
+
+    public void Dispose() { }
+
+    sealed class Logger(string category, ConcurrentQueue<(string, LogLevel, string)> lines) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception,
+            Func<TState, Exception?, string> formatter) =>
+            lines.Enqueue((category, logLevel, formatter(state, exception)));
+    }
+}
+
+/// <summary>What an operator sees: /metrics labelled by model, device and tenant, counters for every way a request
+/// ends, the service named in target_info, one log line per request and a periodic summary.</summary>
+public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<ObservedSilo>
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+    const string Model = SiloFixture.ModelName;
+
+    [Fact]
+    public async Task Metrics_carry_model_device_and_tenant_and_target_info_names_the_service()
+    {
+        var logs = silo.Logs;
+        using var response = await silo.Http.PostAsync("/v1/completions",
+            Http.Json("""{"prompt":"metrics","max_tokens":4,"temperature":0}"""), Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string text = await silo.Http.GetStringAsync("/metrics", Ct);
+
+        Assert.Matches("""(?m)^target_info\{.*service_name="weft".*\} 1$""", text);
+        string request = $"device=\"0\",model=\"{Model}\",tenant=\"default\"";
+        Assert.Contains(
+            $"weft_requests_total{{otel_scope_name=\"Weft\",device=\"0\",finish_reason=\"length\",model=\"{Model}\"," +
+            "tenant=\"default\"} 1", text);
+        foreach (var histogram in new[] { "weft_request_queue_time_seconds", "weft_request_prefill_time_seconds",
+            "weft_time_to_first_token_seconds", "weft_e2e_request_latency_seconds" })
+        {
+            Assert.Contains($"# TYPE {histogram} histogram\n", text);
+            // the other test's cancelled streams may have had their first tokens too
+            Assert.Matches($"{histogram}_count{{otel_scope_name=\"Weft\",{request}}} [1-9]", text);
+        }
+        // gauges: one series per device, not an average over the devices
+        Assert.Contains($"weft_kv_cache_usage_ratio{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"}}", text);
+        Assert.Contains($"weft_requests_running{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"}} ", text);
+        Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
+            && Regex.IsMatch(l.Message, "^request [0-9]+ tenant 'default' conversation 'default/.+' device 0: " +
+                @"[0-9]+ prompt tokens \(0 cached\), 4 completion tokens, queue [0-9]+ ms, TTFT [0-9]+ ms, " +
+                "[0-9]+ ms, length$"));
+    }
+
+    [Fact]
+    public async Task Refused_and_cancelled_requests_are_counted_and_the_summary_shows_the_queue()
+    {
+        var logs = silo.Logs;
+        using var http = silo.Client();
+        const string longRequest =
+            """{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}""";
+        using var streams = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var sends = new List<Task<HttpResponseMessage>>();
+        try
+        {
+            foreach (var (running, waiting) in new[] { (1, 0), (1, 1) })
+            {
+                sends.Add(http.SendAsync(
+                    new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Http.Json(longRequest) },
+                    HttpCompletionOption.ResponseHeadersRead, streams.Token));
+                await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load is var l
+                    && l.Running == running && l.Waiting == waiting, $"{running} running, {waiting} waiting", Ct);
+            }
+            using var refused = await http.PostAsync("/v1/completions", Http.Json(longRequest), Ct);
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            // the summary of a second with work names the queue
+            await Http.WaitUntil(() => Task.FromResult(logs.Lines.Any(l => l.Category == "Weft.Grains.ServingSummary"
+                && l.Message.Contains("1 running, 1 waiting", StringComparison.Ordinal))), "a summary line", Ct);
+        }
+        finally
+        {
+            streams.Cancel();
+            foreach (var send in sends)
+                try
+                {
+                    (await send).Dispose();
+                }
+                catch (OperationCanceledException)
+                {
+                }
+        }
+        string labels = $"{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"";
+        await Http.WaitUntil(async () => (await silo.Http.GetStringAsync("/metrics", Ct)).Contains(
+            $"weft_requests_cancelled_total{labels},tenant=\"default\"}} 2", StringComparison.Ordinal),
+            "both streams counted as cancelled", Ct);
+        string text = await silo.Http.GetStringAsync("/metrics", Ct);
+        Assert.Contains($"weft_requests_refused_total{labels},reason=\"queue_full\",tenant=\"default\"}} 1", text);
+        Assert.Equal(2, logs.Lines.Count(l => l.Category == "Weft.Requests" && l.Message.EndsWith(", cancelled",
+            StringComparison.Ordinal)));
+        // no error-level line for any of it
+        Assert.DoesNotContain(logs.Lines, l => l.Level >= LogLevel.Error);
+    }
+}
