@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Options;
 using Weft.Abstractions;
 using Weft.Models.Chat;
+using Weft.Models.Chat.ToolCalls;
 
 namespace Weft.Grains;
 
@@ -96,20 +97,36 @@ public sealed class ConversationGrain(
             var text = new System.Text.StringBuilder();
             bool first = true;
             long sequenceId = 0;
+            // with tools offered, text that may be a call is held back and parsed when the reply ends
+            var splitter = request.ToolsJson is null ? null : new ToolCallSplitter(host.Template.ToolFormat);
+            IReadOnlyList<ToolCall>? calls = null;
             await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
                 cancellationToken))
             {
                 sequenceId = d.SequenceId;
                 reply.AddRange(d.TokenIds);
                 text.Append(d.Text);
+                string shown = splitter?.Push(d.Text) ?? d.Text;
+                string? finish = d.FinishReason;
+                if (splitter is not null && finish is not null)
+                {
+                    var (rest, found) = splitter.Finish();
+                    shown += rest;
+                    if (found.Count > 0)
+                    {
+                        calls = [.. found.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                        if (finish == "stop") finish = "tool_calls";
+                    }
+                }
                 yield return new TurnDelta
                 {
-                    Text = d.Text,
+                    Text = shown,
                     TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
                     PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
-                    FinishReason = d.FinishReason,
+                    FinishReason = finish,
                     Usage = d.FinishReason is null
                         ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens),
+                    ToolCalls = calls,
                 };
                 first = false;
             }
@@ -118,7 +135,9 @@ public sealed class ConversationGrain(
             // caller still holds the stream's enumerator, would fail the caller's last read)
             if (request.Ephemeral) yield break;
             // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
-            if (messages is not null) s.Messages = [.. messages, new ChatMessage("assistant", text.ToString())];
+            if (messages is not null)
+                s.Messages = [.. messages, calls is null ? new ChatMessage("assistant", text.ToString())
+                    : new ChatMessage("assistant", "", calls)];
             var kept = TurnTokens.AfterReply(host.Tokenizer, prompt, rendered, reply, text.ToString());
             s.TokenIds = [.. kept.Ids];
             s.Text = kept.Text;
@@ -250,7 +269,9 @@ public sealed class ConversationGrain(
         string rendered;
         try
         {
-            rendered = host.Template.Render([.. messages.Select(m => (m.Role, m.Content))], addGenerationPrompt: true);
+            rendered = r.ToolsJson is null && messages.All(m => m.ToolCalls is null && m.ToolCallId is null)
+                ? host.Template.Render([.. messages.Select(m => (m.Role, m.Content))], addGenerationPrompt: true)
+                : host.Template.Render([.. messages.Select(Turn)], r.ToolsJson, addGenerationPrompt: true);
         }
         catch (ArgumentException e)
         {
@@ -259,6 +280,12 @@ public sealed class ConversationGrain(
         var prompt = new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered);
         return (messages, prompt, rendered);
     }
+
+    static ChatTurn Turn(ChatMessage m) => new(m.Role, m.Content,
+        m.ToolCalls?.Select(c => new ToolCallText(c.Name, c.Arguments, c.Id)).ToList(), m.ToolCallId);
+
+    /// <summary>OpenAI's form: "call_" and 24 characters.</summary>
+    static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
 
     /// <summary>
     /// The device this conversation's cache is on, if it is on this silo; otherwise the least loaded one (fewest

@@ -54,14 +54,19 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         var messages = Messages(body);
         RefuseLongerThan(messages.Sum(m => (long)m.Content.Length), host.MaxModelLen, "messages",
             "the context length", "context_length_exceeded");
+        var (tools, schema) = ChatTools.Read(body);
         var turn = new TurnRequest
         {
             Messages = messages,
             // the client sends the whole conversation each time
             ReplaceHistory = true,
-            Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")),
+            Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")) with
+            {
+                JsonSchema = schema,
+            },
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
+            ToolsJson = tools,
         };
         await GenerateAsync(ctx, body, turn, chat: true);
     }
@@ -150,8 +155,9 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         return body;
     }
 
-    static SamplingOptions Sampling(RequestBody b, int? maxTokens) => new()
+    SamplingOptions Sampling(RequestBody b, int? maxTokens) => new()
     {
+        LogitBias = ChatTools.LogitBias(b, host.Tokenizer.VocabSize),
         Temperature = b.Float("temperature"),
         TopP = b.Float("top_p"),
         TopK = b.Int("top_k"),
@@ -178,12 +184,6 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             && !(lp.ValueKind == JsonValueKind.Number && lp.GetDouble() == 0))
             throw ApiException.Unsupported("logprobs", "logprobs are not supported");
         if (b.Int("top_logprobs") is > 0) throw ApiException.Unsupported("top_logprobs", "logprobs are not supported");
-        if (b.Field("tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
-            throw ApiException.Unsupported("tools", "tools (function calling) are not supported");
-        if (b.Field("response_format") is { ValueKind: JsonValueKind.Object } format
-            && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String
-            && RequestBody.AsString(type, "response_format.type") is var name && name != "text")
-            throw ApiException.Unsupported("response_format", $"response_format '{name}' is not supported");
     }
 
     static IReadOnlyList<ChatMessage> Messages(RequestBody b)
@@ -205,9 +205,17 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             "system" or "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
+            "tool" => "tool",
             var other => throw ApiException.BadRequest(
-                $"'{path}.role' is '{other}'; the roles are system (or developer), user and assistant", $"{path}.role"),
+                $"'{path}.role' is '{other}'; the roles are system (or developer), user, assistant and tool",
+                $"{path}.role"),
         };
+        var calls = role == "assistant" ? ChatTools.Calls(m, path) : null;
+        string? callId = role != "tool" ? null
+            : m.TryGetProperty("tool_call_id", out var idElement) && idElement.ValueKind != JsonValueKind.Null
+                ? RequestBody.AsString(idElement, $"{path}.tool_call_id")
+                : throw ApiException.BadRequest($"'{path}.tool_call_id' is required", $"{path}.tool_call_id",
+                    "missing_required_parameter");
         bool present = m.TryGetProperty("content", out var c) && c.ValueKind != JsonValueKind.Null;
         string content = !present
             ? role == "assistant" ? ""
@@ -219,7 +227,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
                 JsonValueKind.Array => TextParts(c, $"{path}.content"),
                 _ => throw ApiException.WrongType($"{path}.content", "a string or an array of text parts"),
             };
-        return new ChatMessage(role, content);
+        return new ChatMessage(role, content, calls, callId);
     }
 
     /// <summary>Text content parts joined by newlines, as vLLM does; other kinds of parts (images, audio) are
