@@ -58,7 +58,8 @@ static class ChatTools
         if (format is not null)
             throw ApiException.BadRequest("a forced tool call (tool_choice) and a response_format cannot both shape " +
                 "the reply", "response_format");
-        return (toolsJson, CallsSchema(callable, b.Bool("parallel_tool_calls", true)));
+        // a named function is called once; "required" calls as many as parallel_tool_calls allows
+        return (toolsJson, CallsSchema(callable, forced.Length == 0 && b.Bool("parallel_tool_calls", true)));
     }
 
     /// <summary>The generic tool-call object, {"tool_calls":[{"name":...,"arguments":{...}}]}: each call's name

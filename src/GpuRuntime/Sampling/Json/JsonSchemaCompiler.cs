@@ -36,6 +36,8 @@ sealed class JsonSchemaCompiler
             throw new SchemaException("schema", "a schema must be an object (or true)");
         var keys = s.EnumerateObject().Select(p => p.Name).Where(k => !Annotations.Contains(k)).ToHashSet();
         if (s.TryGetProperty("$ref", out var reference)) return Ref(reference, keys);
+        // the values of an enum or a const are stricter than any type beside them
+        if (s.TryGetProperty("enum", out _) || s.TryGetProperty("const", out _)) keys.Remove("type");
         if (s.TryGetProperty("const", out var constant)) return Only(keys, "const", new Choice([Json(constant)], [null]));
         if (s.TryGetProperty("enum", out var values))
         {
