@@ -22,7 +22,9 @@ public sealed partial class ChatTemplate
     /// tool messages with tool_call_id); any other template gets the generic format: the tools described in the system
     /// message, calls as JSON in the assistant's text, results as user messages.
     /// </summary>
-    public string Render(IReadOnlyList<ChatTurn> messages, string? toolsJson, bool addGenerationPrompt)
+    /// <param name="now">What strftime_now formats; null for the local time, as transformers.</param>
+    public string Render(IReadOnlyList<ChatTurn> messages, string? toolsJson, bool addGenerationPrompt,
+        DateTime? now = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
         if (jinja is null || ToolFormat == ToolCallFormat.Generic)
@@ -44,7 +46,7 @@ public sealed partial class ChatTemplate
         string text;
         try
         {
-            text = jinja.Render(variables, DateTime.Now);
+            text = jinja.Render(variables, now ?? DateTime.Now);
         }
         catch (JinjaRaisedException e)
         {

@@ -63,14 +63,14 @@ public static partial class ToolCallParser
                 if (open < 0) break;
                 foreach (Match m in HermesCall().Matches(text))
                     if (!Call(m.Groups[1].Value, calls)) return (text, []);
-                if (calls.Count > 0) content = text[..open].TrimEnd();
+                if (calls.Count > 0) content = text[..open];
                 break;
             case ToolCallFormat.Mistral:
                 int at = text.IndexOf("[TOOL_CALLS]", StringComparison.Ordinal);
                 if (at < 0) break;
                 string rest = text[(at + "[TOOL_CALLS]".Length)..].Trim();
                 if (!(rest.StartsWith('[') ? Json(rest, calls) : MistralNamed(rest, calls))) return (text, []);
-                content = text[..at].TrimEnd();
+                content = text[..at];
                 break;
             case ToolCallFormat.Llama3:
                 int tag = text.IndexOf("<|python_tag|>", StringComparison.Ordinal);
@@ -78,7 +78,7 @@ public static partial class ToolCallParser
                 foreach (var part in text[(tag + "<|python_tag|>".Length)..].Split(';',
                     StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
                     if (!Call(part, calls)) return (text, []);
-                content = text[..tag].TrimEnd();
+                content = text[..tag];
                 break;
         }
         if (calls.Count > 0) return (content, calls);
