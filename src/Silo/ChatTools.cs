@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Sampling.Json;
 
@@ -27,7 +26,6 @@ static class ChatTools
             return (null, format);
         }
         string? forced = null;
-        IEnumerable<(string Name, JsonElement Parameters)> callable = tools;
         switch (choice)
         {
             case null:
@@ -48,7 +46,6 @@ static class ChatTools
                 if (!tools.Any(t => t.Name == forced))
                     throw ApiException.BadRequest($"'tool_choice' names '{forced}', which is not among 'tools'",
                         "tool_choice");
-                callable = tools.Where(t => t.Name == forced);
                 break;
             default:
                 throw ApiException.WrongType("tool_choice", "a string or an object");
@@ -58,41 +55,12 @@ static class ChatTools
         if (format is not null)
             throw ApiException.BadRequest("a forced tool call (tool_choice) and a response_format cannot both shape " +
                 "the reply", "response_format");
-        // a named function is called once; "required" calls as many as parallel_tool_calls allows
-        return (toolsJson, CallsSchema(callable, forced.Length == 0 && b.Bool("parallel_tool_calls", true)));
+        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced,
+            b.Bool("parallel_tool_calls", true)));
     }
 
-    /// <summary>The generic tool-call object, {"tool_calls":[{"name":...,"arguments":{...}}]}: each call's name
-    /// picks its function, whose parameters its arguments follow.</summary>
-    static string CallsSchema(IEnumerable<(string Name, JsonElement Parameters)> tools, bool parallel)
-    {
-        var calls = new JsonArray();
-        foreach (var (name, parameters) in tools)
-            calls.Add(new JsonObject
-            {
-                ["type"] = "object",
-                ["properties"] = new JsonObject
-                {
-                    ["name"] = new JsonObject { ["const"] = name },
-                    ["arguments"] = JsonNode.Parse(parameters.GetRawText()),
-                },
-                ["required"] = new JsonArray("name", "arguments"),
-                ["additionalProperties"] = false,
-            });
-        var list = new JsonObject { ["type"] = "array", ["minItems"] = 1, ["items"] = new JsonObject { ["anyOf"] = calls } };
-        if (!parallel) list["maxItems"] = 1;
-        return new JsonObject
-        {
-            ["type"] = "object",
-            ["properties"] = new JsonObject { ["tool_calls"] = list },
-            ["required"] = new JsonArray("tool_calls"),
-            ["additionalProperties"] = false,
-        }.ToJsonString();
-    }
-
-    /// <summary>A function without parameters takes an empty object (a free-form one could run on forever).</summary>
-    static readonly JsonElement NoParameters =
-        JsonDocument.Parse("""{"type":"object","properties":{},"additionalProperties":false}""").RootElement;
+    static readonly JsonElement NoParameters = JsonDocument.Parse(ToolCallSchema.NoParameters().ToJsonString())
+        .RootElement;
 
     static List<(string Name, JsonElement Parameters)> Tools(RequestBody b)
     {
