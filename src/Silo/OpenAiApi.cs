@@ -50,7 +50,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
     public async Task ChatAsync(HttpContext ctx)
     {
         var body = await ReadAsync(ctx);
-        RefuseUnsupported(body);
+        RefuseUnsupported(body, ChatFields);
         var messages = Messages(body);
         RefuseLongerThan(messages.Sum(m => (long)m.Content.Length), host.MaxModelLen, "messages",
             "the context length", "context_length_exceeded");
@@ -74,7 +74,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
     public async Task CompletionsAsync(HttpContext ctx)
     {
         var body = await ReadAsync(ctx);
-        RefuseUnsupported(body);
+        RefuseUnsupported(body, CompletionFields);
         if (body.String("suffix") is { Length: > 0 })
             throw ApiException.Unsupported("suffix", "'suffix' (insertion) is not supported");
         var (prompt, promptIds) = Prompt(body);
@@ -173,9 +173,29 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         StopTokenIds = b.Ints("stop_token_ids") ?? [],
     };
 
+    // The fields each endpoint reads. "user" only names the end user to the provider, and "store": false asks for
+    // what this server does anyway; every other field is refused by name rather than ignored.
+    static readonly HashSet<string> CommonFields =
+    [
+        "model", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "presence_penalty",
+        "frequency_penalty", "repetition_penalty", "ignore_eos", "stop", "stop_token_ids", "stream", "stream_options",
+        "n", "logprobs", "priority", "return_token_ids", "conversation_id", "logit_bias", "user",
+    ];
+
+    static readonly HashSet<string> ChatFields =
+    [
+        .. CommonFields, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "store",
+    ];
+
+    static readonly HashSet<string> CompletionFields = [.. CommonFields, "prompt", "suffix", "best_of", "echo"];
+
     /// <summary>OpenAI features this server does not implement are refused rather than silently ignored.</summary>
-    static void RefuseUnsupported(RequestBody b)
+    static void RefuseUnsupported(RequestBody b, HashSet<string> known)
     {
+        if (b.Names.FirstOrDefault(n => !known.Contains(n)) is { } unknown)
+            throw ApiException.Unsupported(unknown, $"'{unknown}' is not supported by this server");
+        if (b.Bool("store")) throw ApiException.Unsupported("store", "stored completions are not supported");
         if (b.Int("n") is { } n && n != 1)
             throw ApiException.Unsupported("n", "only n=1 is supported: send one request per choice");
         if (b.Int("best_of") is > 1) throw ApiException.Unsupported("best_of", "best_of is not supported");

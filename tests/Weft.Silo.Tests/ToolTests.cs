@@ -191,6 +191,22 @@ public sealed class ToolTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.Contains("'pattern'", (string?)body["error"]!["message"]);
     }
 
+    [Theory]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"functions":[]}""",
+        "functions")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"reasoning_effort":"low"}""",
+        "reasoning_effort")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"store":true}""", "store")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"logprobs":true}""",
+        "logprobs")]
+    [InlineData("/v1/completions", """{"prompt":"hi","tools":[]}""", "tools")]
+    public async Task A_field_the_server_does_not_apply_is_a_400_naming_it(string path, string json, string field)
+    {
+        var (status, body) = await silo.Http.PostAsync(path, json, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal(field, (string?)body["error"]!["param"]);
+    }
+
     [Fact]
     public async Task A_token_banned_by_logit_bias_never_appears()
     {
