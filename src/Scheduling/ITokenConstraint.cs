@@ -11,4 +11,8 @@ public interface ITokenConstraint
     /// infinity.</summary>
     /// <param name="tokens">The sequence's tokens so far (prompt then generated).</param>
     void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens);
+
+    /// <summary>The token the sampler picked after <see cref="Apply"/>: the constraint may compute the next step's
+    /// mask now, while the next forward pass runs.</summary>
+    void Accepted(int token);
 }

@@ -20,7 +20,15 @@ public sealed class Sampler(int vocabSize)
     public int Sample(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens)
     {
         if (p.LogitBias is { } bias) ApplyBias(logits, bias);
-        p.Constraint?.Apply(logits, tokens, numPromptTokens);
+        if (p.Constraint is not { } constraint) return Pick(logits, p, seed, tokens, numPromptTokens);
+        constraint.Apply(logits, tokens, numPromptTokens);
+        int token = Pick(logits, p, seed, tokens, numPromptTokens);
+        constraint.Accepted(token);
+        return token;
+    }
+
+    int Pick(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens)
+    {
         if (p.HasPenalties) ApplyPenalties(logits, p, tokens, numPromptTokens);
         if (p.IsGreedy) return ArgMax(logits);
 

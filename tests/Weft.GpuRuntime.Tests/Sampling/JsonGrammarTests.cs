@@ -89,7 +89,7 @@ public sealed class JsonGrammarTests
             var trie = TokenTrie.Build(tokenizer);
             for (ulong seed = 1; seed <= 12; seed++)
             {
-                var reply = Sample(grammar, trie, tokenizer, seed, out _);
+                var reply = Sample(grammar, trie, tokenizer, seed, out _, forwardMs: (int)(seed % 2));
                 using var doc = JsonDocument.Parse(reply);
                 Assert.True(grammar.Matches(reply), Encoding.UTF8.GetString(reply));
             }
@@ -120,34 +120,47 @@ public sealed class JsonGrammarTests
         }
     }
 
-    /// <summary>Prints the median mask time per token over replies sampled for the schemas (run with
-    /// --logger "console;verbosity=detailed" to see it).</summary>
+    /// <summary>Prints the median and p99 time of a mask, and of what the sampler waits for it when the mask is
+    /// computed during a forward pass of 2 ms (run with --logger "console;verbosity=detailed" to see them).</summary>
     [Fact]
     public void Mask_time_per_token_is_measured()
     {
         foreach (var (name, tokenizer) in new[] { ("spm-1024", Spm.Value), ("bpe-2048", Bpe.Value) })
         {
             var trie = TokenTrie.Build(tokenizer);
-            var times = new List<double>();
+            var masks = new List<double>();
+            var waits = new List<double>();
             foreach (var schema in Schemas)
                 for (ulong seed = 1; seed <= 4; seed++)
                 {
-                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var perToken);
-                    times.AddRange(perToken);
+                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var m, forwardMs: 0);
+                    masks.AddRange(m);
+                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var w, forwardMs: 2);
+                    waits.AddRange(w);
                 }
-            times.Sort();
-            Assert.NotEmpty(times);
-            TestContext.Current.TestOutputHelper?.WriteLine(
-                $"{name}: {times.Count} masks, median {times[times.Count / 2]:F1} µs, " +
-                $"p99 {times[(int)(times.Count * 0.99)]:F1} µs");
+            Assert.NotEmpty(masks);
+            TestContext.Current.TestOutputHelper?.WriteLine($"{name}: mask {Percentiles(masks)}; " +
+                $"wait after a 2 ms forward pass {Percentiles(waits)}");
         }
     }
 
-    /// <summary>Samples with random logits until an end token; the reply's bytes.</summary>
-    static byte[] Sample(JsonGrammar grammar, TokenTrie trie, Tokenizer tokenizer, ulong seed, out List<double> micros)
+    static string Percentiles(List<double> micros)
+    {
+        micros.Sort();
+        return $"median {micros[micros.Count / 2]:F1} µs, p99 {micros[(int)(micros.Count * 0.99)]:F1} µs " +
+            $"({micros.Count} tokens)";
+    }
+
+    /// <summary>Samples with random logits until an end token; the reply's bytes. With <paramref name="forwardMs"/>
+    /// 0, <paramref name="micros"/> are the masks' times (computed in Apply); otherwise the mask of each step is
+    /// computed while a forward pass of that long is simulated, and <paramref name="micros"/> are Apply's
+    /// waits.</summary>
+    static byte[] Sample(JsonGrammar grammar, TokenTrie trie, Tokenizer tokenizer, ulong seed, out List<double> micros,
+        int forwardMs = 0)
     {
         var sampler = new Sampler(tokenizer.VocabSize);
-        var p = new SamplingParams { Seed = seed, Constraint = grammar.Start(trie, []) };
+        var p = new SamplingParams { Seed = seed };
+        var constraint = grammar.Start(trie, []);
         var rng = new Random((int)seed);
         var tokens = new List<int> { tokenizer.BosId };
         var logits = new float[tokenizer.VocabSize];
@@ -157,12 +170,15 @@ public sealed class JsonGrammarTests
         {
             for (int i = 0; i < logits.Length; i++) logits[i] = (float)(rng.NextDouble() * 8);
             long start = Stopwatch.GetTimestamp();
-            p.Constraint!.Apply(logits, tokens, 1);
-            micros.Add(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
-            int token = sampler.Sample(logits, p with { Constraint = null }, seed, tokens, 1);
+            constraint.Apply(logits, tokens, 1);
+            micros.Add(forwardMs == 0 ? ((JsonConstraint)constraint).LastMaskMicros
+                : Stopwatch.GetElapsedTime(start).TotalMicroseconds);
+            int token = sampler.Sample(logits, p, seed, tokens, 1);
             if (tokenizer.EndOfGenerationIds.Contains(token)) return [.. bytes];
+            if (forwardMs > 0) constraint.Accepted(token);
             tokens.Add(token);
             bytes.AddRange(tokenizer.DecodeToken(token));
+            if (forwardMs > 0) Thread.Sleep(forwardMs);
         }
         throw new Xunit.Sdk.XunitException("no end token in 2000 steps: " + Encoding.UTF8.GetString([.. bytes]));
     }

@@ -34,22 +34,31 @@ public sealed class JsonGrammar
 }
 
 /// <summary>
-/// One sequence's grammar state. Each call first feeds the bytes of the tokens sampled since the last call, then walks
-/// the vocabulary trie from that state: a token is allowed when the grammar accepts all its bytes; end tokens only once
-/// the text is complete. Buffers are sized at the start: nothing is allocated per token.
+/// One sequence's grammar state. A mask walks the vocabulary trie from the state: a token is allowed when the grammar
+/// accepts all its bytes, end tokens only once the text is complete. When the sampler reports the token it picked, the
+/// state takes it and the next mask is computed on the thread pool while the next forward pass runs; the next
+/// <see cref="Apply"/> waits for it (or, when the tokens are not what was accepted, as after a preemption that replays
+/// them, recomputes from the tokens). Buffers are sized at the start: nothing is allocated per token.
 /// </summary>
-sealed class JsonConstraint : ITokenConstraint
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification =
+    "a ManualResetEventSlim whose wait handle is never asked for holds nothing to dispose")]
+sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
 {
+    readonly Node _root;
     readonly TokenTrie _trie;
     readonly IReadOnlyList<int> _stopTokenIds;
     readonly Matcher _state;
     readonly Matcher[] _levels;
     readonly ulong[] _allowed;
-    int _consumed;
+    // set while no mask is being computed in the background
+    readonly ManualResetEventSlim _idle = new(initialState: true);
+    // generated tokens the state has taken, and the count the mask in _allowed is for (-1: none)
+    int _consumed, _maskFor = -1, _accepted;
     bool _broken;
 
     public JsonConstraint(Node root, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
     {
+        _root = root;
         _trie = trie;
         _stopTokenIds = stopTokenIds;
         _state = new Matcher(root);
@@ -58,9 +67,52 @@ sealed class JsonConstraint : ITokenConstraint
         _allowed = new ulong[(trie.VocabSize + 63) / 64];
     }
 
+    /// <summary>Microseconds of the last mask computation (for measurements).</summary>
+    public double LastMaskMicros { get; private set; }
+
     public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens)
     {
-        for (; _consumed < tokens.Count - numPromptTokens; _consumed++) Advance(tokens[numPromptTokens + _consumed]);
+        _idle.Wait();
+        int generated = tokens.Count - numPromptTokens;
+        if (_maskFor != generated)
+        {
+            if (_consumed > generated)
+            {
+                _state.Reset(_root);
+                _consumed = 0;
+                _broken = false;
+            }
+            for (; _consumed < generated; _consumed++) Advance(tokens[numPromptTokens + _consumed]);
+            ComputeMask();
+        }
+        for (int t = 0; t < logits.Length; t++)
+            if ((_allowed[t >> 6] & (1UL << t)) == 0) logits[t] = float.NegativeInfinity;
+    }
+
+    public void Accepted(int token)
+    {
+        _idle.Reset();
+        _accepted = token;
+        ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+    }
+
+    void IThreadPoolWorkItem.Execute()
+    {
+        try
+        {
+            Advance(_accepted);
+            _consumed++;
+            ComputeMask();
+        }
+        finally
+        {
+            _idle.Set();
+        }
+    }
+
+    void ComputeMask()
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         Array.Clear(_allowed);
         if (!_broken)
         {
@@ -72,8 +124,8 @@ sealed class JsonConstraint : ITokenConstraint
             foreach (int t in _trie.EndTokens) Allow(t);
             foreach (int t in _stopTokenIds) Allow(t);
         }
-        for (int t = 0; t < logits.Length; t++)
-            if ((_allowed[t >> 6] & (1UL << t)) == 0) logits[t] = float.NegativeInfinity;
+        _maskFor = _consumed;
+        LastMaskMicros = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMicroseconds;
     }
 
     void Allow(int t)
