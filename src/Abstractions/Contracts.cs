@@ -80,8 +80,8 @@ public sealed record Usage(
 
 /// <summary>
 /// A piece of a streamed reply. The last delta of a turn carries <see cref="FinishReason"/> ("stop", "length" or
-/// "tool_calls"), <see cref="Usage"/> and the tool calls parsed from the reply. Text is held back while it may still be the start of a stop string or of an
-/// incomplete UTF-8 character.
+/// "tool_calls"), <see cref="Usage"/> and the tool calls parsed from the reply. Text is held back while it may still
+/// be the start of a stop string or of an incomplete UTF-8 character.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("weft.TurnDelta")]
 public sealed record TurnDelta

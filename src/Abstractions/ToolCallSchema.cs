@@ -34,7 +34,10 @@ public static class ToolCallSchema
         }
         if (calls.Count == 0)
             throw new ArgumentException($"no tool is named '{function}'", nameof(function));
-        var list = new JsonObject { ["type"] = "array", ["minItems"] = 1, ["items"] = new JsonObject { ["anyOf"] = calls } };
+        var list = new JsonObject
+        {
+            ["type"] = "array", ["minItems"] = 1, ["items"] = new JsonObject { ["anyOf"] = calls },
+        };
         if (!parallel || function is not null) list["maxItems"] = 1;
         return new JsonObject
         {

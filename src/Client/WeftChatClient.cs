@@ -119,7 +119,8 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         string json = tools.ToJsonString();
         if (o.ToolMode is not RequiredChatToolMode required) return (json, format);
         if (format is not null)
-            throw new NotSupportedException("a required tool call and a JSON response format cannot both shape a reply");
+            throw new NotSupportedException(
+                "a required tool call and a JSON response format cannot both shape a reply");
         return (json, ToolCallSchema.For(json, required.RequiredFunctionName, o.AllowMultipleToolCalls ?? true));
     }
 

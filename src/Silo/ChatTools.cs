@@ -74,7 +74,8 @@ static class ChatTools
             if (t.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(at, "an object");
             string type = t.TryGetProperty("type", out var ty) ? RequestBody.AsString(ty, $"{at}.type") : "";
             if (type != "function")
-                throw ApiException.Unsupported($"{at}.type", $"tools of type '{type}' are not supported; only function");
+                throw ApiException.Unsupported($"{at}.type",
+                    $"tools of type '{type}' are not supported; only function");
             if (!t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
                 throw ApiException.BadRequest($"'{at}.function' is required", $"{at}.function",
                     "missing_required_parameter");

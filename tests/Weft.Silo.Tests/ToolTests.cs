@@ -114,9 +114,19 @@ public sealed class ToolTests(SiloFixture silo) : IClassFixture<SiloFixture>
 
     public static readonly TheoryData<string> Schemas =
     [
-        """{"type":"object","properties":{"name":{"type":"string","maxLength":10},"age":{"type":"integer"}},"required":["name","age"],"additionalProperties":false}""",
-        """{"type":"object","properties":{"ok":{"type":"boolean"},"tags":{"type":"array","items":{"enum":["a","b","c"]},"maxItems":3}},"required":["ok","tags"],"additionalProperties":false}""",
-        """{"type":"object","properties":{"point":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}},"required":["x","y"],"additionalProperties":false},"label":{"type":["string","null"],"maxLength":6}},"required":["point","label"],"additionalProperties":false}""",
+        """
+        {"type":"object","properties":{"name":{"type":"string","maxLength":10},"age":{"type":"integer"}},
+        "required":["name","age"],"additionalProperties":false}
+        """,
+        """
+        {"type":"object","properties":{"ok":{"type":"boolean"},"tags":{"type":"array","items":{"enum":["a",
+        "b","c"]},"maxItems":3}},"required":["ok","tags"],"additionalProperties":false}
+        """,
+        """
+        {"type":"object","properties":{"point":{"type":"object","properties":{"x":{"type":"number"},
+        "y":{"type":"number"}},"required":["x","y"],"additionalProperties":false},"label":{"type":["string",
+        "null"],"maxLength":6}},"required":["point","label"],"additionalProperties":false}
+        """,
     ];
 
     [Theory]

@@ -4,9 +4,10 @@ using Weft.Scheduling;
 namespace Weft.GpuRuntime.Sampling;
 
 /// <summary>
-/// Picks the next token from one row of logits. Order: logit bias → constraint → penalties → greedy, or top-k → temperature → softmax →
-/// min-p → top-p over what min-p kept → a draw. The draw uses a counter-based generator keyed by (seed, completion
-/// index), so a sequence samples the same tokens whether it runs alone, batched, or resumed after preemption.
+/// Picks the next token from one row of logits. Order: logit bias → constraint (a mask) → penalties → greedy, or
+/// top-k → temperature → softmax → min-p → top-p over what min-p kept → a draw. The draw uses a counter-based
+/// generator keyed by (seed, completion index), so a sequence samples the same tokens whether it runs alone, batched,
+/// or resumed after preemption.
 /// </summary>
 public sealed class Sampler(int vocabSize)
 {

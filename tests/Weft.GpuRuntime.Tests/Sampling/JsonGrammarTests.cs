@@ -18,11 +18,28 @@ public sealed class JsonGrammarTests
 
     public static readonly TheoryData<string> Schemas =
     [
-        """{"type":"object","properties":{"name":{"type":"string","maxLength":12},"age":{"type":"integer"},"ok":{"type":"boolean"}},"required":["name","age","ok"],"additionalProperties":false}""",
-        """{"type":"object","properties":{"color":{"enum":["red","green","blue"]},"note":{"type":["string","null"],"maxLength":8}},"required":["color"]}""",
+        """
+        {"type":"object","properties":{"name":{"type":"string","maxLength":12},"age":{"type":"integer"},
+        "ok":{"type":"boolean"}},"required":["name","age","ok"],"additionalProperties":false}
+        """,
+        """
+        {"type":"object","properties":{"color":{"enum":["red","green","blue"]},"note":{"type":["string",
+        "null"],"maxLength":8}},"required":["color"]}
+        """,
         """{"type":"array","items":{"type":"number"},"minItems":1,"maxItems":4}""",
-        """{"type":"object","properties":{"tags":{"type":"array","items":{"type":"string","minLength":1,"maxLength":5},"maxItems":3},"nested":{"$ref":"#/$defs/point"}},"required":["tags","nested"],"$defs":{"point":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}},"required":["x","y"]}}}""",
-        """{"anyOf":[{"type":"object","properties":{"name":{"const":"get_weather"},"arguments":{"type":"object","properties":{"city":{"type":"string","maxLength":10}},"required":["city"]}},"required":["name","arguments"]},{"type":"object","properties":{"name":{"const":"get_time"},"arguments":{"type":"object","properties":{},"additionalProperties":false}},"required":["name","arguments"]}]}""",
+        """
+        {"type":"object","properties":{"tags":{"type":"array","items":{"type":"string","minLength":1,
+        "maxLength":5},"maxItems":3},"nested":{"$ref":"#/$defs/point"}},"required":["tags","nested"],
+        "$defs":{"point":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}},
+        "required":["x","y"]}}}
+        """,
+        """
+        {"anyOf":[{"type":"object","properties":{"name":{"const":"get_weather"},
+        "arguments":{"type":"object","properties":{"city":{"type":"string","maxLength":10}},
+        "required":["city"]}},"required":["name","arguments"]},{"type":"object",
+        "properties":{"name":{"const":"get_time"},"arguments":{"type":"object","properties":{},
+        "additionalProperties":false}},"required":["name","arguments"]}]}
+        """,
     ];
 
     static Tokenizer Load(VocabularySpec spec)

@@ -38,7 +38,8 @@ sealed class JsonSchemaCompiler
         if (s.TryGetProperty("$ref", out var reference)) return Ref(reference, keys);
         // the values of an enum or a const are stricter than any type beside them
         if (s.TryGetProperty("enum", out _) || s.TryGetProperty("const", out _)) keys.Remove("type");
-        if (s.TryGetProperty("const", out var constant)) return Only(keys, "const", new Choice([Json(constant)], [null]));
+        if (s.TryGetProperty("const", out var constant))
+            return Only(keys, "const", new Choice([Json(constant)], [null]));
         if (s.TryGetProperty("enum", out var values))
         {
             if (values.ValueKind != JsonValueKind.Array || values.GetArrayLength() == 0)

@@ -11,8 +11,9 @@ public class ToolCallParserTests
     {
         // Qwen2.5-7B-Instruct
         { ToolCallFormat.Hermes,
-            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Zürich\", \"unit\": \"celsius\"}}\n" +
-            "</tool_call>", "", ["get_weather {\"city\": \"Zürich\", \"unit\": \"celsius\"}"] },
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " +
+            "{\"city\": \"Zürich\", \"unit\": \"celsius\"}}\n</tool_call>", "",
+            ["get_weather {\"city\": \"Zürich\", \"unit\": \"celsius\"}"] },
         // Hermes-3, two calls after some text
         { ToolCallFormat.Hermes,
             "Let me look.\n<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"a\"}}\n</tool_call>\n" +
@@ -76,7 +77,8 @@ public class ToolCallParserTests
     public void Templates_are_detected_by_how_they_write_calls()
     {
         string root = Path.Combine(AppContext.BaseDirectory, "Chat", "Templates");
-        ToolCallFormat Of(string family) => ToolCallParser.Detect(File.ReadAllText(Path.Combine(root, family + ".jinja")));
+        ToolCallFormat Of(string family) =>
+            ToolCallParser.Detect(File.ReadAllText(Path.Combine(root, family + ".jinja")));
         Assert.Equal(ToolCallFormat.Hermes, Of("qwen2.5"));
         Assert.Equal(ToolCallFormat.Llama3, Of("llama3.1"));
         Assert.Equal(ToolCallFormat.Mistral, Of("mistral-nemo"));
