@@ -1,8 +1,19 @@
 namespace Weft.Abstractions;
 
-/// <summary>One chat message. Roles: system, user, assistant.</summary>
+/// <summary>One chat message. Roles: system, user, assistant and tool. An assistant message may carry the tool calls
+/// it made; a tool message answers the call named by <see cref="ToolCallId"/>.</summary>
 [GenerateSerializer, Immutable, Alias("weft.ChatMessage")]
-public sealed record ChatMessage([property: Id(0)] string Role, [property: Id(1)] string Content);
+public sealed record ChatMessage(
+    [property: Id(0)] string Role,
+    [property: Id(1)] string Content,
+    [property: Id(2)] IReadOnlyList<ToolCall>? ToolCalls = null,
+    [property: Id(3)] string? ToolCallId = null);
+
+/// <summary>A function call the model made: its id ("call_..."), the function's name and its arguments as JSON
+/// text.</summary>
+[GenerateSerializer, Immutable, Alias("weft.ToolCall")]
+public sealed record ToolCall([property: Id(0)] string Id, [property: Id(1)] string Name,
+    [property: Id(2)] string Arguments);
 
 /// <summary>
 /// Sampling settings of a turn (OpenAI/vLLM meanings); null fields take the defaults. Temperature 0 is greedy.
@@ -24,6 +35,11 @@ public sealed record SamplingOptions
     /// <summary>Generation stops before any of these strings; the string itself is not returned.</summary>
     [Id(10)] public IReadOnlyList<string> Stop { get; init; } = [];
     [Id(11)] public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+    /// <summary>Added to a token's logit before sampling (OpenAI's logit_bias; -100 bans a token).</summary>
+    [Id(12)] public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+    /// <summary>A JSON schema the reply must match, as compact JSON output; "{}" for any JSON object (json_object).
+    /// Null: unconstrained.</summary>
+    [Id(13)] public string? JsonSchema { get; init; }
 }
 
 /// <summary>
@@ -55,6 +71,9 @@ public sealed record TurnRequest
     /// <summary>The client's id of this turn (X-Turn-Id): a turn resent with an id the conversation has already
     /// applied is not run again; the reply it stored is returned.</summary>
     [Id(20)] public string? TurnId { get; init; }
+    /// <summary>The functions the model may call, as OpenAI's "tools" array in JSON; null for none. They are given
+    /// to the chat template and the reply is parsed for calls.</summary>
+    [Id(9)] public string? ToolsJson { get; init; }
 }
 
 /// <summary>What a conversation does when its next turn would not fit the model's context.</summary>
@@ -79,9 +98,9 @@ public sealed record Usage(
 }
 
 /// <summary>
-/// A piece of a streamed reply. The last delta of a turn carries <see cref="FinishReason"/> ("stop" or "length")
-/// and <see cref="Usage"/>. Text is held back while it may still be the start of a stop string or of an
-/// incomplete UTF-8 character.
+/// A piece of a streamed reply. The last delta of a turn carries <see cref="FinishReason"/> ("stop", "length" or
+/// "tool_calls"), <see cref="Usage"/> and the tool calls parsed from the reply. Text is held back while it may still
+/// be the start of a stop string or of an incomplete UTF-8 character.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("weft.TurnDelta")]
 public sealed record TurnDelta
@@ -92,6 +111,9 @@ public sealed record TurnDelta
     [Id(3)] public Usage? Usage { get; init; }
     /// <summary>Only on the first delta, when the request asked for token ids.</summary>
     [Id(4)] public IReadOnlyList<int>? PromptTokenIds { get; init; }
+    /// <summary>Only on the last delta of a turn that offered tools: the calls the reply made (their text is not in
+    /// any delta's <see cref="Text"/>).</summary>
+    [Id(5)] public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
 }
 
 [GenerateSerializer, Immutable, Alias("weft.ConversationHistory")]

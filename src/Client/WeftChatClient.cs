@@ -1,4 +1,6 @@
 using System.Runtime.CompilerServices;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 using Weft.Abstractions;
 using AI = Microsoft.Extensions.AI;
@@ -18,7 +20,9 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
     {
         var (conversation, request) = Prepare(messages, options);
         var reply = await WeftConversation.CollectAsync(conversation.SendAsync(request, cancellationToken));
-        return new ChatResponse(new AI.ChatMessage(ChatRole.Assistant, reply.Text))
+        var message = new AI.ChatMessage(ChatRole.Assistant, reply.Text);
+        foreach (var call in reply.ToolCalls ?? []) message.Contents.Add(Call(call));
+        return new ChatResponse(message)
         {
             ConversationId = conversation.Id,
             ModelId = modelId,
@@ -42,6 +46,7 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
                 ModelId = modelId,
                 FinishReason = d.FinishReason is null ? null : FinishReason(d.FinishReason),
             };
+            foreach (var call in d.ToolCalls ?? []) update.Contents.Add(Call(call));
             if (d.Usage is { } usage) update.Contents.Add(new UsageContent(Usage(usage)));
             yield return update;
         }
@@ -58,7 +63,7 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
 
     (WeftConversation, TurnRequest) Prepare(IEnumerable<AI.ChatMessage> messages, ChatOptions? options)
     {
-        var turns = messages.Select(ToTurn).ToList();
+        var turns = messages.SelectMany(ToTurns).ToList();
         bool stateful = options?.ConversationId is not null;
         if (options?.Instructions is { Length: > 0 } instructions)
         {
@@ -70,21 +75,92 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
             turns.Insert(0, new Abstractions.ChatMessage("system", instructions));
         }
         var conversation = stateful ? client.Conversation(options!.ConversationId!) : client.NewConversation();
-        return (conversation,
-            new TurnRequest { Messages = turns, ReplaceHistory = !stateful, Sampling = Sampling(options) });
+        var (tools, schema) = Tools(options);
+        return (conversation, new TurnRequest
+        {
+            Messages = turns,
+            ReplaceHistory = !stateful,
+            Sampling = Sampling(options) with { JsonSchema = schema },
+            ToolsJson = tools,
+        });
     }
 
-    static Abstractions.ChatMessage ToTurn(AI.ChatMessage m)
+    /// <summary>
+    /// The tools as OpenAI's array, and the schema the reply must follow: forced calls (ToolMode RequireAny or a
+    /// named function) or ResponseFormat's JSON. ToolMode None offers no tools. Tools other than functions, and a JSON
+    /// format beside forced calls, cannot be honoured and throw.
+    /// </summary>
+    static (string? ToolsJson, string? Schema) Tools(ChatOptions? o)
     {
+        string? format = o?.ResponseFormat switch
+        {
+            null or ChatResponseFormatText => null,
+            ChatResponseFormatJson { Schema: { } schema } => schema.GetRawText(),
+            ChatResponseFormatJson => "{}",
+            var other => throw new NotSupportedException($"Weft does not support the response format {other}"),
+        };
+        if (o?.Tools is not { Count: > 0 } declared || o.ToolMode is NoneChatToolMode) return (null, format);
+        var tools = new JsonArray();
+        foreach (var tool in declared)
+        {
+            if (tool is not AIFunctionDeclaration f)
+                throw new NotSupportedException($"Weft calls functions only, not the tool '{tool.Name}' ({tool})");
+            tools.Add(new JsonObject
+            {
+                ["type"] = "function",
+                ["function"] = new JsonObject
+                {
+                    ["name"] = f.Name,
+                    ["description"] = f.Description,
+                    ["parameters"] = JsonNode.Parse(f.JsonSchema.GetRawText()),
+                },
+            });
+        }
+        string json = tools.ToJsonString();
+        if (o.ToolMode is not RequiredChatToolMode required) return (json, format);
+        if (format is not null)
+            throw new NotSupportedException(
+                "a required tool call and a JSON response format cannot both shape a reply");
+        return (json, ToolCallSchema.For(json, required.RequiredFunctionName, o.AllowMultipleToolCalls ?? true));
+    }
+
+    static IEnumerable<Abstractions.ChatMessage> ToTurns(AI.ChatMessage m)
+    {
+        if (m.Role == ChatRole.Tool)
+        {
+            foreach (var c in m.Contents)
+                yield return c is FunctionResultContent r
+                    ? new Abstractions.ChatMessage("tool", Result(r.Result), ToolCallId: r.CallId)
+                    : throw new NotSupportedException($"a tool message holds {c.GetType().Name}");
+            yield break;
+        }
         string role = m.Role == ChatRole.System ? "system"
             : m.Role == ChatRole.User ? "user"
             : m.Role == ChatRole.Assistant ? "assistant"
-            : throw new NotSupportedException($"Weft chat takes system, user and assistant messages, not '{m.Role}'");
-        if (m.Contents.Any(c => c is not TextContent))
-            throw new NotSupportedException($"Weft chat takes text only; a {role} message holds " +
-                $"{m.Contents.First(c => c is not TextContent).GetType().Name}");
-        return new Abstractions.ChatMessage(role, m.Text);
+            : throw new NotSupportedException(
+                $"Weft chat takes system, user, assistant and tool messages, not '{m.Role}'");
+        var calls = m.Contents.OfType<FunctionCallContent>()
+            .Select(c => new ToolCall(c.CallId, c.Name, JsonSerializer.Serialize(c.Arguments ?? new Dictionary<string,
+                object?>(), AIJsonUtilities.DefaultOptions))).ToList();
+        if (calls.Count > 0 && role != "assistant")
+            throw new NotSupportedException($"a {role} message cannot hold function calls");
+        if (m.Contents.FirstOrDefault(c => c is not (TextContent or FunctionCallContent)) is { } other)
+            throw new NotSupportedException($"Weft chat takes text and function calls; a {role} message holds " +
+                other.GetType().Name);
+        yield return new Abstractions.ChatMessage(role, m.Text, calls.Count > 0 ? calls : null);
     }
+
+    static string Result(object? result) => result switch
+    {
+        null => "",
+        string s => s,
+        JsonElement e when e.ValueKind == JsonValueKind.String => e.GetString()!,
+        _ => JsonSerializer.Serialize(result, AIJsonUtilities.DefaultOptions),
+    };
+
+    static FunctionCallContent Call(ToolCall call) =>
+        new(call.Id, call.Name, JsonSerializer.Deserialize<Dictionary<string, object?>>(call.Arguments,
+            AIJsonUtilities.DefaultOptions));
 
     static SamplingOptions Sampling(ChatOptions? o) => o is null ? new() : new SamplingOptions
     {
@@ -98,8 +174,12 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         Stop = o.StopSequences?.ToArray() ?? [],
     };
 
-    static ChatFinishReason FinishReason(string reason) =>
-        reason == "length" ? ChatFinishReason.Length : ChatFinishReason.Stop;
+    static ChatFinishReason FinishReason(string reason) => reason switch
+    {
+        "length" => ChatFinishReason.Length,
+        "tool_calls" => ChatFinishReason.ToolCalls,
+        _ => ChatFinishReason.Stop,
+    };
 
     static UsageDetails Usage(Usage u) => new()
     {

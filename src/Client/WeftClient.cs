@@ -16,8 +16,9 @@ public sealed class WeftClient(IClusterClient cluster, string tenant = WeftDefau
     public WeftConversation NewConversation() => Conversation(Guid.NewGuid().ToString("n"));
 }
 
-/// <summary>A completed turn: the reply and its accounting.</summary>
-public sealed record WeftReply(string Text, string FinishReason, Usage Usage, IReadOnlyList<int> TokenIds);
+/// <summary>A completed turn: the reply, the tool calls it made (when tools were offered) and its accounting.</summary>
+public sealed record WeftReply(string Text, string FinishReason, Usage Usage, IReadOnlyList<int> TokenIds,
+    IReadOnlyList<ToolCall>? ToolCalls = null);
 
 /// <summary>One conversation. Its history lives in the grain; each turn sends only the new message.</summary>
 public sealed class WeftConversation(string id, IConversationGrain grain)
@@ -51,7 +52,8 @@ public sealed class WeftConversation(string id, IConversationGrain grain)
             tokens.AddRange(d.TokenIds);
             last = d;
         }
-        return new WeftReply(text.ToString(), last?.FinishReason ?? "stop", last?.Usage ?? new Usage(0, 0, 0), tokens);
+        return new WeftReply(text.ToString(), last?.FinishReason ?? "stop", last?.Usage ?? new Usage(0, 0, 0), tokens,
+            last?.ToolCalls);
     }
 
     public Task<ConversationHistory> GetHistoryAsync() => grain.GetHistoryAsync();

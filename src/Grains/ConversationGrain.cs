@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using Orleans.Storage;
 using Weft.Abstractions;
 using Weft.Models.Chat;
+using Weft.Models.Chat.ToolCalls;
 
 namespace Weft.Grains;
 
@@ -111,22 +112,37 @@ public sealed class ConversationGrain(
             bool first = true;
             long sequenceId = 0;
             (string? Finish, Usage? Usage) end = (null, null);
+            // with tools offered, text that may be a call is held back and parsed when the reply ends
+            var splitter = request.ToolsJson is null ? null : new ToolCallSplitter(host.Template.ToolFormat);
+            IReadOnlyList<ToolCall>? calls = null;
             await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
                 cancellationToken))
             {
                 sequenceId = d.SequenceId;
                 reply.AddRange(d.TokenIds);
-                if (d.FinishReason is not null)
-                    end = (d.FinishReason, new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens));
                 text.Append(d.Text);
+                string shown = splitter?.Push(d.Text) ?? d.Text;
+                string? finish = d.FinishReason;
+                if (splitter is not null && finish is not null)
+                {
+                    var (rest, found) = splitter.Finish();
+                    shown += rest;
+                    if (found.Count > 0)
+                    {
+                        calls = [.. found.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                        if (finish == "stop") finish = "tool_calls";
+                    }
+                }
+                if (finish is not null)
+                    end = (finish, new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped));
                 yield return new TurnDelta
                 {
-                    Text = d.Text,
+                    Text = shown,
                     TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
                     PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
-                    FinishReason = d.FinishReason,
-                    Usage = d.FinishReason is null
-                        ? null : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped),
+                    FinishReason = finish,
+                    Usage = end.Usage,
+                    ToolCalls = calls,
                 };
                 first = false;
             }
@@ -135,7 +151,9 @@ public sealed class ConversationGrain(
             // caller still holds the stream's enumerator, would fail the caller's last read)
             if (request.Ephemeral) yield break;
             // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
-            if (messages is not null) s.Messages = [.. messages, new ChatMessage("assistant", text.ToString())];
+            if (messages is not null)
+                s.Messages = [.. messages, calls is null ? new ChatMessage("assistant", text.ToString())
+                    : new ChatMessage("assistant", "", calls)];
             var kept = TurnTokens.AfterReply(host.Tokenizer, prompt, rendered, reply, text.ToString());
             s.TokenIds = [.. kept.Ids];
             s.Text = kept.Text;
@@ -143,9 +161,9 @@ public sealed class ConversationGrain(
             s.SequenceId = sequenceId;
             s.LastTurnUtc = DateTime.UtcNow;
             if (request.Truncation is not null) s.Truncation = request.Truncation;
-            if (request.TurnId is { } turnId && end is ({ } finish, { } usage))
+            if (request.TurnId is { } turnId && end is ({ } endFinish, { } usage))
             {
-                s.AppliedTurns.Add(new AppliedTurn(turnId, text.ToString(), [.. reply], finish, usage));
+                s.AppliedTurns.Add(new AppliedTurn(turnId, text.ToString(), [.. reply], endFinish, usage));
                 if (s.AppliedTurns.Count > AppliedTurn.Kept)
                     s.AppliedTurns.RemoveRange(0, s.AppliedTurns.Count - AppliedTurn.Kept);
             }
@@ -332,7 +350,7 @@ public sealed class ConversationGrain(
             return (null, host.Tokenizer.Encode(r.Prompt, addSpecial: true, parseSpecial: false), null, 0);
 
         List<ChatMessage> messages = r.ReplaceHistory ? [.. r.Messages!] : [.. state.State.Messages, .. r.Messages!];
-        var (rendered, prompt) = Render(messages);
+        var (rendered, prompt) = Render(messages, r.ToolsJson);
         // a one-off request is refused rather than cut, as OpenAI's API does, unless it asks for truncation
         var truncation = r.Truncation
             ?? (r.Ephemeral ? Truncation.Disabled : state.State.Truncation ?? Truncation.Auto);
@@ -352,7 +370,7 @@ public sealed class ConversationGrain(
         {
             int mid = (lo + hi) / 2;
             var kept = Keeping(cuts[mid]);
-            var (text, ids) = Render(kept);
+            var (text, ids) = Render(kept, r.ToolsJson);
             if (ids.Length <= budget)
             {
                 best = (kept, text, ids);
@@ -365,12 +383,14 @@ public sealed class ConversationGrain(
             : (messages, prompt, rendered, 0);
     }
 
-    (string Rendered, int[] Prompt) Render(List<ChatMessage> messages)
+    (string Rendered, int[] Prompt) Render(List<ChatMessage> messages, string? toolsJson)
     {
         string rendered;
         try
         {
-            rendered = host.Template.Render([.. messages.Select(m => (m.Role, m.Content))], addGenerationPrompt: true);
+            rendered = toolsJson is null && messages.All(m => m.ToolCalls is null && m.ToolCallId is null)
+                ? host.Template.Render([.. messages.Select(m => (m.Role, m.Content))], addGenerationPrompt: true)
+                : host.Template.Render([.. messages.Select(Turn)], toolsJson, addGenerationPrompt: true);
         }
         catch (ArgumentException e)
         {
@@ -378,6 +398,12 @@ public sealed class ConversationGrain(
         }
         return (rendered, new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered));
     }
+
+    static ChatTurn Turn(ChatMessage m) => new(m.Role, m.Content,
+        m.ToolCalls?.Select(c => new ToolCallText(c.Name, c.Arguments, c.Id)).ToList(), m.ToolCallId);
+
+    /// <summary>OpenAI's form: "call_" and 24 characters.</summary>
+    static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
 
     /// <summary>
     /// The device this conversation's cache is on, if it is on this silo; otherwise the least loaded one (fewest

@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Ilgpu;
+using Weft.GpuRuntime.Sampling.Json;
 using Weft.Models;
 using Weft.Models.Chat;
 using Weft.Models.Gguf;
@@ -52,6 +53,10 @@ public sealed class ModelHost : IDisposable
     public ModelConfig Config { get; }
     public Tokenizer Tokenizer { get; }
     public ChatTemplate Template { get; }
+    /// <summary>The vocabulary's bytes as a trie, for constrained decoding; built by the first request that needs
+    /// it.</summary>
+    public TokenTrie Trie => _trie ??= TokenTrie.Build(Tokenizer);
+    TokenTrie? _trie;
     /// <summary>Longest prompt + reply: the model's context or --max-model-len, lowered after loading to what one
     /// sequence can hold in the smallest device's KV cache.</summary>
     public int MaxModelLen { get; private set; }

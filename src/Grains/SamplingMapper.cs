@@ -1,4 +1,6 @@
+using System.Text.Json;
 using Weft.Abstractions;
+using Weft.GpuRuntime.Sampling.Json;
 using Weft.Scheduling;
 
 namespace Weft.Grains;
@@ -31,6 +33,8 @@ static class SamplingMapper
             RepetitionPenalty = o.RepetitionPenalty ?? 1f,
             IgnoreEos = o.IgnoreEos,
             StopTokenIds = o.StopTokenIds,
+            LogitBias = o.LogitBias,
+            Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds) : null,
         };
         if (p.Validate(host.Config.VocabSize) is { } problem)
             throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);
@@ -38,5 +42,25 @@ static class SamplingMapper
             throw new WeftException(WeftErrorCode.InvalidRequest,
                 "stop takes at most 16 non-empty strings of up to 512 characters", "stop");
         return p;
+    }
+
+    /// <summary>"{}" is json_object's any object; anything else a JSON schema.</summary>
+    static JsonGrammar Grammar(string schema)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(schema);
+            return doc.RootElement is { ValueKind: JsonValueKind.Object } root && !root.EnumerateObject().Any()
+                ? JsonGrammar.AnyObject() : JsonGrammar.FromSchema(doc.RootElement);
+        }
+        catch (JsonException e)
+        {
+            throw new WeftException(WeftErrorCode.InvalidRequest, $"the JSON schema does not parse: {e.Message}",
+                "response_format");
+        }
+        catch (SchemaException e)
+        {
+            throw new WeftException(WeftErrorCode.InvalidRequest, e.Message, "response_format");
+        }
     }
 }

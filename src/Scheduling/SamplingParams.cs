@@ -19,6 +19,11 @@ public sealed record SamplingParams
     public float RepetitionPenalty { get; init; } = 1f;
     public bool IgnoreEos { get; init; }
     public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+    /// <summary>Added to the logits before penalties (OpenAI's logit_bias); null for none.</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+    /// <summary>Forbids tokens (a JSON schema); applied after the bias, so no bias brings a forbidden token
+    /// back.</summary>
+    public ITokenConstraint? Constraint { get; init; }
 
     public static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens };
 
@@ -42,6 +47,14 @@ public sealed record SamplingParams
             return ("frequency_penalty", "frequency_penalty must be between -2 and 2");
         if (!float.IsFinite(RepetitionPenalty) || RepetitionPenalty <= 0 || RepetitionPenalty > 10)
             return ("repetition_penalty", "repetition_penalty must be in (0, 10]");
+        if (LogitBias is not null)
+            foreach (var (t, bias) in LogitBias)
+            {
+                if (t < 0 || t >= vocabSize)
+                    return ("logit_bias", $"token id {t} is outside the vocabulary (0..{vocabSize - 1})");
+                if (!float.IsFinite(bias) || bias < -100 || bias > 100)
+                    return ("logit_bias", "a logit bias must be between -100 and 100");
+            }
         foreach (var t in StopTokenIds)
             if (t < 0 || t >= vocabSize)
                 return ("stop_token_ids", $"stop token id {t} is outside the vocabulary (0..{vocabSize - 1})");

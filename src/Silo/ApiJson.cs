@@ -33,7 +33,20 @@ sealed record UsageInfo(int PromptTokens, int CompletionTokens, PromptTokensDeta
     public int TotalTokens => PromptTokens + CompletionTokens;
 }
 
-sealed record ChatMessageOut(string Role, string Content);
+/// <summary>Content is null in a reply that only calls tools, as OpenAI's.</summary>
+sealed record ChatMessageOut(string Role, string? Content,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallOut>? ToolCalls);
+
+/// <summary>A tool call, whole in a reply and in the one stream chunk that carries it (Index: its place among the
+/// reply's calls, which OpenAI sends only in chunks).</summary>
+sealed record ToolCallOut(
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? Index, string Id,
+    FunctionCallOut Function)
+{
+    public string Type => "function";
+}
+
+sealed record FunctionCallOut(string Name, string Arguments);
 
 sealed record ChatChoice(int Index, ChatMessageOut Message, string FinishReason,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds)
@@ -49,7 +62,9 @@ sealed record ChatCompletion(string Id, long Created, string Model, IReadOnlyLis
 
 sealed record ChatDelta(
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallOut>? ToolCalls =
+        null);
 
 sealed record ChatChunkChoice(int Index, ChatDelta Delta, string? FinishReason,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds)

@@ -50,7 +50,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
     public async Task ChatAsync(HttpContext ctx)
     {
         var body = await ReadAsync(ctx);
-        RefuseUnsupported(body);
+        RefuseUnsupported(body, ChatFields);
         var messages = Messages(body);
         var truncation = Truncation(body);
         // history that may be dropped to fit is not held against the context; the new message always is
@@ -58,15 +58,20 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             : Abstractions.Truncation.Auto)) == Abstractions.Truncation.Auto;
         RefuseLongerThan(mayDrop ? messages[^1].Content.Length : messages.Sum(m => (long)m.Content.Length),
             host.MaxModelLen, "messages", "the context length", "context_length_exceeded");
+        var (tools, schema) = ChatTools.Read(body);
         var turn = new TurnRequest
         {
             Messages = messages,
             // the client sends the whole conversation each time
             ReplaceHistory = true,
             Truncation = truncation,
-            Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")),
+            Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")) with
+            {
+                JsonSchema = schema,
+            },
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
+            ToolsJson = tools,
         };
         await GenerateAsync(ctx, body, turn, chat: true);
     }
@@ -74,7 +79,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
     public async Task CompletionsAsync(HttpContext ctx)
     {
         var body = await ReadAsync(ctx);
-        RefuseUnsupported(body);
+        RefuseUnsupported(body, CompletionFields);
         if (body.String("suffix") is { Length: > 0 })
             throw ApiException.Unsupported("suffix", "'suffix' (insertion) is not supported");
         var (prompt, promptIds) = Prompt(body);
@@ -155,8 +160,9 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         return body;
     }
 
-    static SamplingOptions Sampling(RequestBody b, int? maxTokens) => new()
+    SamplingOptions Sampling(RequestBody b, int? maxTokens) => new()
     {
+        LogitBias = ChatTools.LogitBias(b, host.Tokenizer.VocabSize),
         Temperature = b.Float("temperature"),
         TopP = b.Float("top_p"),
         TopK = b.Int("top_k"),
@@ -172,9 +178,29 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         StopTokenIds = b.Ints("stop_token_ids") ?? [],
     };
 
+    // The fields each endpoint reads. "user" only names the end user to the provider, and "store": false asks for
+    // what this server does anyway; every other field is refused by name rather than ignored.
+    static readonly HashSet<string> CommonFields =
+    [
+        "model", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "presence_penalty",
+        "frequency_penalty", "repetition_penalty", "ignore_eos", "stop", "stop_token_ids", "stream", "stream_options",
+        "n", "logprobs", "priority", "return_token_ids", "conversation_id", "logit_bias", "user",
+    ];
+
+    static readonly HashSet<string> ChatFields =
+    [
+        .. CommonFields, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice",
+        "parallel_tool_calls", "response_format", "store", "truncation",
+    ];
+
+    static readonly HashSet<string> CompletionFields = [.. CommonFields, "prompt", "suffix", "best_of", "echo"];
+
     /// <summary>OpenAI features this server does not implement are refused rather than silently ignored.</summary>
-    static void RefuseUnsupported(RequestBody b)
+    static void RefuseUnsupported(RequestBody b, HashSet<string> known)
     {
+        if (b.Names.FirstOrDefault(n => !known.Contains(n)) is { } unknown)
+            throw ApiException.Unsupported(unknown, $"'{unknown}' is not supported by this server");
+        if (b.Bool("store")) throw ApiException.Unsupported("store", "stored completions are not supported");
         if (b.Int("n") is { } n && n != 1)
             throw ApiException.Unsupported("n", "only n=1 is supported: send one request per choice");
         if (b.Int("best_of") is > 1) throw ApiException.Unsupported("best_of", "best_of is not supported");
@@ -183,12 +209,6 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             && !(lp.ValueKind == JsonValueKind.Number && lp.GetDouble() == 0))
             throw ApiException.Unsupported("logprobs", "logprobs are not supported");
         if (b.Int("top_logprobs") is > 0) throw ApiException.Unsupported("top_logprobs", "logprobs are not supported");
-        if (b.Field("tools") is { ValueKind: JsonValueKind.Array } tools && tools.GetArrayLength() > 0)
-            throw ApiException.Unsupported("tools", "tools (function calling) are not supported");
-        if (b.Field("response_format") is { ValueKind: JsonValueKind.Object } format
-            && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String
-            && RequestBody.AsString(type, "response_format.type") is var name && name != "text")
-            throw ApiException.Unsupported("response_format", $"response_format '{name}' is not supported");
     }
 
     static IReadOnlyList<ChatMessage> Messages(RequestBody b)
@@ -210,9 +230,17 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             "system" or "developer" => "system",
             "user" => "user",
             "assistant" => "assistant",
+            "tool" => "tool",
             var other => throw ApiException.BadRequest(
-                $"'{path}.role' is '{other}'; the roles are system (or developer), user and assistant", $"{path}.role"),
+                $"'{path}.role' is '{other}'; the roles are system (or developer), user, assistant and tool",
+                $"{path}.role"),
         };
+        var calls = role == "assistant" ? ChatTools.Calls(m, path) : null;
+        string? callId = role != "tool" ? null
+            : m.TryGetProperty("tool_call_id", out var idElement) && idElement.ValueKind != JsonValueKind.Null
+                ? RequestBody.AsString(idElement, $"{path}.tool_call_id")
+                : throw ApiException.BadRequest($"'{path}.tool_call_id' is required", $"{path}.tool_call_id",
+                    "missing_required_parameter");
         bool present = m.TryGetProperty("content", out var c) && c.ValueKind != JsonValueKind.Null;
         string content = !present
             ? role == "assistant" ? ""
@@ -224,7 +252,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
                 JsonValueKind.Array => TextParts(c, $"{path}.content"),
                 _ => throw ApiException.WrongType($"{path}.content", "a string or an array of text parts"),
             };
-        return new ChatMessage(role, content);
+        return new ChatMessage(role, content, calls, callId);
     }
 
     /// <summary>Text content parts joined by newlines, as vLLM does; other kinds of parts (images, audio) are

@@ -32,9 +32,13 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
 
         var ids = returnTokenIds ? tokens : null;
         if (chat)
+        {
+            var calls = last.ToolCalls?.Select(c => new ToolCallOut(null, c.Id, new(c.Name, c.Arguments))).ToList();
+            string? content = calls is not null && text.Length == 0 ? null : text.ToString();
             await response.WriteAsJsonAsync(new ChatCompletion(id, created, model,
-                [new ChatChoice(0, new ChatMessageOut("assistant", text.ToString()), finish, ids)], Usage(usage),
+                [new ChatChoice(0, new ChatMessageOut("assistant", content, calls), finish, ids)], Usage(usage),
                 promptIds), ApiJson.Default.ChatCompletion, cancellationToken: ct);
+        }
         else
             await response.WriteAsJsonAsync(new Completion(id, created, model,
                 [new CompletionChoice(0, text.ToString(), finish, ids)], Usage(usage), promptIds),
@@ -55,7 +59,25 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
             : Task.CompletedTask;
     }
 
-    public Task ChunkAsync(TurnDelta d)
+    public async Task ChunkAsync(TurnDelta d)
+    {
+        if (!chat || d.ToolCalls is not { } calls)
+        {
+            await TextChunkAsync(d);
+            return;
+        }
+        // OpenAI's shape: the text, then each call in a chunk of its own (index, id, name and its whole arguments),
+        // then the finish reason in a chunk with an empty delta
+        await TextChunkAsync(d with { FinishReason = null });
+        for (int i = 0; i < calls.Count; i++)
+            await EventAsync(new ChatChunk(id, created, model,
+                [new ChatChunkChoice(0, new ChatDelta(null, null,
+                    [new ToolCallOut(i, calls[i].Id, new(calls[i].Name, calls[i].Arguments))]), null, null)],
+                null, null), ApiJson.Default.ChatChunk);
+        await TextChunkAsync(new TurnDelta { FinishReason = d.FinishReason });
+    }
+
+    Task TextChunkAsync(TurnDelta d)
     {
         // text held back (a possible stop string, half a UTF-8 character) gives an empty delta: nothing to send yet
         bool tokens = returnTokenIds && d.TokenIds.Count > 0;

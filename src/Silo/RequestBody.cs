@@ -4,8 +4,8 @@ namespace Weft.Silo;
 
 /// <summary>
 /// A JSON request body read field by field, so that a wrong type or value is refused with a message naming the field.
-/// A field that is absent or null takes its default; fields the API does not know are ignored, as OpenAI clients send
-/// many.
+/// A field that is absent or null takes its default. Fields a generation endpoint does not know are refused there
+/// (<see cref="OpenAiApi"/>), so no request is answered as if a feature it asked for had been applied.
 /// </summary>
 sealed class RequestBody
 {
@@ -29,6 +29,10 @@ sealed class RequestBody
             throw ApiException.BadRequest("the request body must be a JSON object", code: "invalid_json");
         return new RequestBody(root);
     }
+
+    /// <summary>The names of the fields that are present and not null.</summary>
+    public IEnumerable<string> Names =>
+        _root.EnumerateObject().Where(p => p.Value.ValueKind != JsonValueKind.Null).Select(p => p.Name);
 
     public JsonElement? Field(string name) =>
         _root.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;

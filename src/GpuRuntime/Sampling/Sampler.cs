@@ -4,9 +4,10 @@ using Weft.Scheduling;
 namespace Weft.GpuRuntime.Sampling;
 
 /// <summary>
-/// Picks the next token from one row of logits. Order: penalties → greedy, or top-k → temperature → softmax →
-/// min-p → top-p over what min-p kept → a draw. The draw uses a counter-based generator keyed by (seed, completion
-/// index), so a sequence samples the same tokens whether it runs alone, batched, or resumed after preemption.
+/// Picks the next token from one row of logits. Order: logit bias → constraint (a mask) → penalties → greedy, or
+/// top-k → temperature → softmax → min-p → top-p over what min-p kept → a draw. The draw uses a counter-based
+/// generator keyed by (seed, completion index), so a sequence samples the same tokens whether it runs alone, batched,
+/// or resumed after preemption.
 /// </summary>
 public sealed class Sampler(int vocabSize)
 {
@@ -18,6 +19,16 @@ public sealed class Sampler(int vocabSize)
     /// <param name="logits">One row; modified in place by penalties.</param>
     /// <param name="tokens">The sequence's tokens so far (prompt then generated).</param>
     public int Sample(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens)
+    {
+        if (p.LogitBias is { } bias) ApplyBias(logits, bias);
+        if (p.Constraint is not { } constraint) return Pick(logits, p, seed, tokens, numPromptTokens);
+        constraint.Apply(logits, tokens, numPromptTokens);
+        int token = Pick(logits, p, seed, tokens, numPromptTokens);
+        constraint.Accepted(token);
+        return token;
+    }
+
+    int Pick(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens)
     {
         if (p.HasPenalties) ApplyPenalties(logits, p, tokens, numPromptTokens);
         if (p.IsGreedy) return ArgMax(logits);
@@ -93,6 +104,13 @@ public sealed class Sampler(int vocabSize)
         uint u = BitConverter.SingleToUInt32Bits(f);
         uint ascending = (u & 0x80000000) != 0 ? ~u : u | 0x80000000;
         return ~ascending;
+    }
+
+    /// <summary>-100 bans the token outright, as OpenAI documents it: added to logits of a few tens, -100 could still
+    /// lose to a row whose other logits are lower still.</summary>
+    static void ApplyBias(Span<float> logits, IReadOnlyDictionary<int, float> bias)
+    {
+        foreach (var (t, b) in bias) logits[t] = b <= -100 ? float.NegativeInfinity : logits[t] + b;
     }
 
     void ApplyPenalties(Span<float> logits, SamplingParams p, IReadOnlyList<int> tokens, int numPromptTokens)

@@ -1,6 +1,9 @@
+using System.Text.Json;
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Ilgpu;
+using Weft.GpuRuntime.Sampling.Json;
 using Weft.Models.Gguf;
+using Weft.Models.Tokenization;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Ilgpu;
@@ -131,6 +134,36 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         ];
         foreach (var s in settings)
             Assert.Equal(Generate(cpu, prompt, 24, s).Tokens, Generate(ilgpu, prompt, 24, s).Tokens);
+    }
+
+    [Fact]
+    public void Biased_and_schema_constrained_rows_sample_on_the_host_as_the_cpu_backend_does()
+    {
+        string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32 });
+        using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F32);
+        using var ilgpu = Load(path, EngineKind.IlgpuCpu, KvCacheType.F32);
+        Tokenizer tokenizer;
+        using (var file = GgufFile.Open(path)) tokenizer = Tokenizer.FromGguf(file);
+        var trie = TokenTrie.Build(tokenizer);
+        using var schema = JsonDocument.Parse(
+            """{"type":"object","properties":{"n":{"type":"integer"},"s":{"type":"string","maxLength":4}}}""");
+        var grammar = JsonGrammar.FromSchema(schema.RootElement);
+        int[] prompt = [1, 400, 401, 402];
+        var biased = new SamplingParams
+        {
+            Temperature = 1.2f,
+            Seed = 13,
+            LogitBias = new Dictionary<int, float> { [300] = 5, [301] = -100 },
+        };
+        var expected = Generate(cpu, prompt, 20, biased).Tokens;
+        Assert.Equal(expected, Generate(ilgpu, prompt, 20, biased).Tokens);
+        Assert.DoesNotContain(301, expected);
+
+        // each run its own constraint: it follows its sequence's tokens
+        SamplingParams Constrained() => new() { Temperature = 1, Seed = 17, Constraint = grammar.Start(trie, []) };
+        var json = Generate(cpu, prompt, 12, Constrained()).Tokens;
+        Assert.Equal(json, Generate(ilgpu, prompt, 12, Constrained()).Tokens);
+        Assert.StartsWith("{", tokenizer.Decode(json));
     }
 
     [Fact]

@@ -382,6 +382,15 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             pr[SamplingKernel.PSeedLo] = (int)(uint)item.Seed;
             pr[SamplingKernel.PSeedHi] = (int)(uint)(item.Seed >> 32);
             pr[SamplingKernel.PCompletionIndex] = item.Tokens.Count - item.NumPromptTokens;
+            if (p.Constraint is not null || p.LogitBias is not null)
+            {
+                // The mask is computed on the host from the sequence's grammar state, and few rows carry one: their
+                // logits come back and the CPU sampler applies bias and mask, rather than a vocabulary-wide mask
+                // upload per row.
+                pr[SamplingKernel.PFlags] |= SamplingKernel.FlagOnHost;
+                _onHost.Add(i);
+                continue;
+            }
             if (!p.HasPenalties) continue;
 
             if (++_markStamp == int.MaxValue)

@@ -26,6 +26,9 @@ public sealed class JinjaTemplate
         this.nodes = nodes;
     }
 
+    /// <summary>The template's text (line endings normalised).</summary>
+    public string Source => source;
+
     /// <exception cref="JinjaException">The text does not parse; the message says where.</exception>
     public static JinjaTemplate Parse(string text)
     {

@@ -1,0 +1,161 @@
+using System.Text.Json;
+using Weft.Scheduling;
+
+namespace Weft.GpuRuntime.Sampling.Json;
+
+/// <summary>
+/// A compiled JSON grammar: a schema (response_format json_schema, forced tool calls) or any object (json_object).
+/// Immutable and shared; each sequence gets its own <see cref="ITokenConstraint"/> from <see cref="Start"/>.
+/// </summary>
+public sealed class JsonGrammar
+{
+    readonly Node _root;
+
+    JsonGrammar(Node root) => _root = root;
+
+    /// <exception cref="SchemaException">A keyword the grammar cannot guarantee; its name is in
+    /// <see cref="SchemaException.Keyword"/>.</exception>
+    public static JsonGrammar FromSchema(JsonElement schema) => new(JsonSchemaCompiler.Compile(schema));
+
+    /// <summary>Any JSON object, as response_format json_object asks.</summary>
+    public static JsonGrammar AnyObject() => new(new JsonAnyObject(new JsonAny()));
+
+    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds) =>
+        new JsonConstraint(_root, trie, stopTokenIds);
+
+    /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
+    public bool Matches(ReadOnlySpan<byte> text)
+    {
+        var m = new Matcher(_root);
+        foreach (byte b in text)
+            if (!m.Feed(b)) return false;
+        return m.CanFinish;
+    }
+}
+
+/// <summary>
+/// One sequence's grammar state. A mask walks the vocabulary trie from the state: a token is allowed when the grammar
+/// accepts all its bytes, end tokens only once the text is complete. When the sampler reports the token it picked, the
+/// state takes it and the next mask is computed on the thread pool while the next forward pass runs; the next
+/// <see cref="Apply"/> waits for it (or, when the tokens are not what was accepted, as after a preemption that replays
+/// them, recomputes from the tokens). Buffers are sized at the start: nothing is allocated per token.
+/// </summary>
+[System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification =
+    "a ManualResetEventSlim whose wait handle is never asked for holds nothing to dispose")]
+sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
+{
+    readonly Node _root;
+    readonly TokenTrie _trie;
+    readonly IReadOnlyList<int> _stopTokenIds;
+    readonly Matcher _state;
+    readonly Matcher[] _levels;
+    readonly ulong[] _allowed;
+    // set while no mask is being computed in the background
+    readonly ManualResetEventSlim _idle = new(initialState: true);
+    // generated tokens the state has taken, and the count the mask in _allowed is for (-1: none)
+    int _consumed, _maskFor = -1, _accepted;
+    bool _broken;
+
+    public JsonConstraint(Node root, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
+    {
+        _root = root;
+        _trie = trie;
+        _stopTokenIds = stopTokenIds;
+        _state = new Matcher(root);
+        _levels = new Matcher[trie.MaxTokenBytes + 1];
+        for (int i = 0; i < _levels.Length; i++) _levels[i] = Matcher.Empty();
+        _allowed = new ulong[(trie.VocabSize + 63) / 64];
+    }
+
+    /// <summary>Microseconds of the last mask computation (for measurements).</summary>
+    public double LastMaskMicros { get; private set; }
+
+    public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens)
+    {
+        _idle.Wait();
+        int generated = tokens.Count - numPromptTokens;
+        if (_maskFor != generated)
+        {
+            if (_consumed > generated)
+            {
+                _state.Reset(_root);
+                _consumed = 0;
+                _broken = false;
+            }
+            for (; _consumed < generated; _consumed++) Advance(tokens[numPromptTokens + _consumed]);
+            ComputeMask();
+        }
+        for (int t = 0; t < logits.Length; t++)
+            if ((_allowed[t >> 6] & (1UL << t)) == 0) logits[t] = float.NegativeInfinity;
+    }
+
+    public void Accepted(int token)
+    {
+        _idle.Reset();
+        _accepted = token;
+        ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+    }
+
+    void IThreadPoolWorkItem.Execute()
+    {
+        try
+        {
+            Advance(_accepted);
+            _consumed++;
+            ComputeMask();
+        }
+        finally
+        {
+            _idle.Set();
+        }
+    }
+
+    void ComputeMask()
+    {
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        Array.Clear(_allowed);
+        if (!_broken)
+        {
+            _levels[0].CopyFrom(_state);
+            Walk(0, 0);
+        }
+        if (_broken || _state.CanFinish)
+        {
+            foreach (int t in _trie.EndTokens) Allow(t);
+            foreach (int t in _stopTokenIds) Allow(t);
+        }
+        _maskFor = _consumed;
+        LastMaskMicros = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+    }
+
+    void Allow(int t)
+    {
+        if ((uint)t < (uint)_trie.VocabSize) _allowed[t >> 6] |= 1UL << t;
+    }
+
+    /// <summary>A sampled token moves the state on; one the mask did not allow (it cannot happen unless the logits
+    /// were all -inf) leaves only the end tokens.</summary>
+    void Advance(int token)
+    {
+        if (_broken || _trie.EndTokens.Contains(token)) return;
+        foreach (byte b in _trie.Pieces[token])
+            if (!_state.Feed(b))
+            {
+                _broken = true;
+                return;
+            }
+    }
+
+    void Walk(int node, int level)
+    {
+        var trie = _trie;
+        var next = _levels[level + 1];
+        for (int c = node + 1, end = trie.End[node]; c < end; c = trie.End[c])
+        {
+            next.CopyFrom(_levels[level]);
+            if (!next.Feed(trie.Byte[c])) continue;
+            for (int k = trie.TokenStart[c]; k < trie.TokenStart[c + 1]; k++) Allow(trie.Tokens[k]);
+            if (trie.End[c] > c + 1) Walk(c, level + 1);
+        }
+    }
+}

@@ -1,0 +1,169 @@
+using System.Text.Json;
+using Weft.Abstractions;
+using Weft.GpuRuntime.Sampling.Json;
+
+namespace Weft.Silo;
+
+/// <summary>
+/// The request fields that shape a chat reply beyond sampling: tools and tool_choice, response_format and logit_bias.
+/// Forced tool calls (tool_choice required or a named function) and JSON replies become a JSON schema the sampler
+/// enforces token by token; a schema the grammar cannot guarantee is refused here, naming its keyword.
+/// </summary>
+static class ChatTools
+{
+    /// <summary>What the request asks of the reply: the tools for the template (null for none, or for tool_choice
+    /// none) and the schema the reply must follow (null for none).</summary>
+    public static (string? ToolsJson, string? Schema) Read(RequestBody b)
+    {
+        var tools = Tools(b);
+        string? format = ResponseSchema(b);
+        var choice = b.Field("tool_choice");
+        if (tools.Count == 0)
+        {
+            if (choice is { ValueKind: JsonValueKind.Object } || choice is { ValueKind: JsonValueKind.String } c
+                && c.GetString() is not ("none" or "auto"))
+                throw ApiException.BadRequest("'tool_choice' names a tool choice but 'tools' is empty", "tool_choice");
+            return (null, format);
+        }
+        string? forced = null;
+        switch (choice)
+        {
+            case null:
+                break;
+            case { ValueKind: JsonValueKind.String } s:
+                string mode = RequestBody.AsString(s, "tool_choice");
+                if (mode == "none") return (null, format);
+                if (mode == "required") forced = "";
+                else if (mode != "auto")
+                    throw ApiException.BadRequest($"'tool_choice' is '{mode}'; it is none, auto, required or " +
+                        "{\"type\":\"function\",\"function\":{\"name\":...}}", "tool_choice");
+                break;
+            case { ValueKind: JsonValueKind.Object } o:
+                forced = o.TryGetProperty("function", out var f) && f.ValueKind == JsonValueKind.Object
+                    && f.TryGetProperty("name", out var n) ? RequestBody.AsString(n, "tool_choice.function.name")
+                    : throw ApiException.BadRequest("'tool_choice.function.name' is required",
+                        "tool_choice.function.name", "missing_required_parameter");
+                if (!tools.Any(t => t.Name == forced))
+                    throw ApiException.BadRequest($"'tool_choice' names '{forced}', which is not among 'tools'",
+                        "tool_choice");
+                break;
+            default:
+                throw ApiException.WrongType("tool_choice", "a string or an object");
+        }
+        string toolsJson = b.Field("tools")!.Value.GetRawText();
+        if (forced is null) return (toolsJson, format);
+        if (format is not null)
+            throw ApiException.BadRequest("a forced tool call (tool_choice) and a response_format cannot both shape " +
+                "the reply", "response_format");
+        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced,
+            b.Bool("parallel_tool_calls", true)));
+    }
+
+    static readonly JsonElement NoParameters = JsonDocument.Parse(ToolCallSchema.NoParameters().ToJsonString())
+        .RootElement;
+
+    static List<(string Name, JsonElement Parameters)> Tools(RequestBody b)
+    {
+        if (b.Field("tools") is not { } tools) return [];
+        if (tools.ValueKind != JsonValueKind.Array) throw ApiException.WrongType("tools", "an array of tools");
+        var list = new List<(string, JsonElement)>();
+        int i = 0;
+        foreach (var t in tools.EnumerateArray())
+        {
+            string at = $"tools[{i++}]";
+            if (t.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(at, "an object");
+            string type = t.TryGetProperty("type", out var ty) ? RequestBody.AsString(ty, $"{at}.type") : "";
+            if (type != "function")
+                throw ApiException.Unsupported($"{at}.type",
+                    $"tools of type '{type}' are not supported; only function");
+            if (!t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
+                throw ApiException.BadRequest($"'{at}.function' is required", $"{at}.function",
+                    "missing_required_parameter");
+            string name = f.TryGetProperty("name", out var n) ? RequestBody.AsString(n, $"{at}.function.name")
+                : throw ApiException.BadRequest($"'{at}.function.name' is required", $"{at}.function.name",
+                    "missing_required_parameter");
+            var parameters = f.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p
+                : NoParameters;
+            Check(parameters, $"{at}.function.parameters");
+            list.Add((name, parameters));
+        }
+        return list;
+    }
+
+    /// <summary>response_format: text (null), json_object ("{}": any object) or json_schema's schema.</summary>
+    static string? ResponseSchema(RequestBody b)
+    {
+        if (b.Field("response_format") is not { } format) return null;
+        if (format.ValueKind != JsonValueKind.Object) throw ApiException.WrongType("response_format", "an object");
+        string type = format.TryGetProperty("type", out var t) ? RequestBody.AsString(t, "response_format.type") : "";
+        switch (type)
+        {
+            case "text":
+                return null;
+            case "json_object":
+                return "{}";
+            case "json_schema":
+                if (!format.TryGetProperty("json_schema", out var js) || js.ValueKind != JsonValueKind.Object
+                    || !js.TryGetProperty("schema", out var schema))
+                    throw ApiException.BadRequest("'response_format.json_schema.schema' is required",
+                        "response_format.json_schema.schema", "missing_required_parameter");
+                Check(schema, "response_format.json_schema.schema");
+                return schema.GetRawText();
+            default:
+                throw ApiException.Unsupported("response_format.type",
+                    $"response_format '{type}' is not supported; text, json_object or json_schema");
+        }
+    }
+
+    static void Check(JsonElement schema, string param)
+    {
+        try
+        {
+            JsonGrammar.FromSchema(schema);
+        }
+        catch (SchemaException e)
+        {
+            throw ApiException.Unsupported(param, e.Message);
+        }
+    }
+
+    /// <summary>logit_bias: token ids (as JSON object keys) to biases in [-100, 100].</summary>
+    public static IReadOnlyDictionary<int, float>? LogitBias(RequestBody b, int vocabSize)
+    {
+        if (b.Field("logit_bias") is not { } bias) return null;
+        if (bias.ValueKind != JsonValueKind.Object)
+            throw ApiException.WrongType("logit_bias", "an object of token ids to biases");
+        var map = new Dictionary<int, float>();
+        foreach (var p in bias.EnumerateObject())
+        {
+            if (!int.TryParse(p.Name, out int id) || (uint)id >= (uint)vocabSize)
+                throw ApiException.BadRequest($"'logit_bias' key '{p.Name}' is not a token id of this vocabulary " +
+                    $"(0..{vocabSize - 1})", "logit_bias");
+            if (p.Value.ValueKind != JsonValueKind.Number || p.Value.GetDouble() is < -100 or > 100)
+                throw ApiException.BadRequest("'logit_bias' values are numbers from -100 to 100", "logit_bias");
+            map[id] = (float)p.Value.GetDouble();
+        }
+        return map.Count == 0 ? null : map;
+    }
+
+    /// <summary>An assistant message's tool_calls (arguments as JSON text, as OpenAI sends them).</summary>
+    public static IReadOnlyList<ToolCall>? Calls(JsonElement m, string path)
+    {
+        if (!m.TryGetProperty("tool_calls", out var calls) || calls.ValueKind == JsonValueKind.Null) return null;
+        if (calls.ValueKind != JsonValueKind.Array) throw ApiException.WrongType($"{path}.tool_calls", "an array");
+        var list = new List<ToolCall>();
+        int i = 0;
+        foreach (var c in calls.EnumerateArray())
+        {
+            string at = $"{path}.tool_calls[{i++}]";
+            if (c.ValueKind != JsonValueKind.Object || !c.TryGetProperty("function", out var f)
+                || f.ValueKind != JsonValueKind.Object || !f.TryGetProperty("name", out var name))
+                throw ApiException.BadRequest($"'{at}' needs a function with a name", at);
+            string arguments = f.TryGetProperty("arguments", out var a) ? RequestBody.AsString(a, $"{at}.arguments")
+                : "{}";
+            string id = c.TryGetProperty("id", out var idElement) ? RequestBody.AsString(idElement, $"{at}.id") : "";
+            list.Add(new ToolCall(id, RequestBody.AsString(name, $"{at}.function.name"), arguments));
+        }
+        return list.Count == 0 ? null : list;
+    }
+}

@@ -1,0 +1,109 @@
+using Weft.Models.Chat;
+using Weft.Models.Chat.ToolCalls;
+
+namespace Weft.Models.Tests.Chat.ToolCalls;
+
+/// <summary>Tool calls found in replies as each family writes them (outputs of the models, as their decoders show
+/// them: control-token markers such as &lt;|python_tag|&gt; and [TOOL_CALLS] are not shown).</summary>
+public class ToolCallParserTests
+{
+    public static readonly TheoryData<ToolCallFormat, string, string, string[]> Replies = new()
+    {
+        // Qwen2.5-7B-Instruct
+        { ToolCallFormat.Hermes,
+            "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " +
+            "{\"city\": \"Zürich\", \"unit\": \"celsius\"}}\n</tool_call>", "",
+            ["get_weather {\"city\": \"Zürich\", \"unit\": \"celsius\"}"] },
+        // Hermes-3, two calls after some text
+        { ToolCallFormat.Hermes,
+            "Let me look.\n<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"a\"}}\n</tool_call>\n" +
+            "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"b\"}}\n</tool_call>", "Let me look.\n",
+            ["search {\"query\": \"a\"}", "search {\"query\": \"b\"}"] },
+        // Llama-3.1-8B-Instruct, JSON tool calling
+        { ToolCallFormat.Llama3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "",
+            ["get_weather {\"city\": \"Paris\"}"] },
+        // Llama 3.2, two calls separated by ";"
+        { ToolCallFormat.Llama3,
+            "{\"name\": \"a\", \"parameters\": {\"x\": 1}}; {\"name\": \"b\", \"parameters\": {}}", "",
+            ["a {\"x\": 1}", "b {}"] },
+        // a template whose tokenizer renders the tag
+        { ToolCallFormat.Llama3, "<|python_tag|>{\"name\": \"a\", \"parameters\": {\"x\": 1}}", "",
+            ["a {\"x\": 1}"] },
+        // Mistral-7B-Instruct-v0.3 (the [TOOL_CALLS] control token is not shown)
+        { ToolCallFormat.Mistral,
+            "[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}, \"id\": \"a1b2c3d4e\"}]", "",
+            ["get_weather {\"city\": \"Paris\"}"] },
+        { ToolCallFormat.Mistral, "[TOOL_CALLS][{\"name\": \"f\", \"arguments\": {\"k\": true}}]", "",
+            ["f {\"k\": true}"] },
+        // Mistral-Small-3.2 (v11 tokenizer)
+        { ToolCallFormat.Mistral, "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}", "",
+            ["get_weather {\"city\": \"Paris\"}"] },
+        // the generic format, and what forced calls produce in every format
+        { ToolCallFormat.Generic, "{\"tool_calls\":[{\"name\":\"f\",\"arguments\":{\"a\":1}}]}", "", ["f {\"a\":1}"] },
+        { ToolCallFormat.Hermes, "{\"tool_calls\":[{\"name\":\"f\",\"arguments\":{\"a\":1}}]}", "", ["f {\"a\":1}"] },
+        { ToolCallFormat.Generic, "{\"tool_call\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}", "",
+            ["f {\"a\":1}"] },
+        // text that only looks like a call stays text
+        { ToolCallFormat.Generic, "{\"answer\": 42}", "{\"answer\": 42}", [] },
+        { ToolCallFormat.Hermes, "Use <tool_call> tags.", "Use <tool_call> tags.", [] },
+        { ToolCallFormat.Llama3, "Hello there.", "Hello there.", [] },
+    };
+
+    [Theory]
+    [MemberData(nameof(Replies))]
+    public void A_reply_splits_into_its_text_and_its_calls(ToolCallFormat format, string reply, string content,
+        string[] calls)
+    {
+        var (text, found) = ToolCallParser.Parse(format, reply);
+        Assert.Equal(content, text);
+        Assert.Equal(calls, found.Select(c => $"{c.Name} {c.Arguments}"));
+    }
+
+    [Theory]
+    [MemberData(nameof(Replies))]
+    public void Streamed_pieces_show_text_only_while_it_cannot_be_a_call(ToolCallFormat format, string reply,
+        string content, string[] calls)
+    {
+        var splitter = new ToolCallSplitter(format);
+        var shown = new System.Text.StringBuilder();
+        // three characters at a time: markers arrive split
+        for (int i = 0; i < reply.Length; i += 3) shown.Append(splitter.Push(reply[i..Math.Min(i + 3, reply.Length)]));
+        var (rest, found) = splitter.Finish();
+        Assert.Equal(content, shown + rest);
+        Assert.Equal(calls.Length, found.Count);
+    }
+
+    [Fact]
+    public void Templates_are_detected_by_how_they_write_calls()
+    {
+        string root = Path.Combine(AppContext.BaseDirectory, "Chat", "Templates");
+        ToolCallFormat Of(string family) =>
+            ToolCallParser.Detect(File.ReadAllText(Path.Combine(root, family + ".jinja")));
+        Assert.Equal(ToolCallFormat.Hermes, Of("qwen2.5"));
+        Assert.Equal(ToolCallFormat.Llama3, Of("llama3.1"));
+        Assert.Equal(ToolCallFormat.Mistral, Of("mistral-nemo"));
+        Assert.Equal(ToolCallFormat.Generic, Of("tinyllama"));
+        Assert.Equal(ToolCallFormat.Generic, ToolCallParser.Detect(null));
+    }
+
+    [Fact]
+    public void A_template_without_tools_gets_them_in_the_system_message_and_calls_as_json()
+    {
+        var template = ChatTemplate.Resolve(null, "chatml", "<s>", "</s>", tokenizerAddsBos: false);
+        string text = template.Render(
+        [
+            new ChatTurn("user", "Weather?"),
+            new ChatTurn("assistant", "", [new ToolCallText("get_weather", "{\"city\":\"Oslo\"}", "call_1")]),
+            new ChatTurn("tool", "3 C", ToolCallId: "call_1"),
+        ], """[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]""", true);
+        Assert.Equal(
+            "<|im_start|>system\nYou can call these tools:\n" +
+            "{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\"}}\n" +
+            "To call tools, answer with only this JSON and nothing else: " +
+            "{\"tool_calls\":[{\"name\":\"<tool name>\",\"arguments\":{<its arguments>}}]}<|im_end|>\n" +
+            "<|im_start|>user\nWeather?<|im_end|>\n" +
+            "<|im_start|>assistant\n{\"tool_calls\":[{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}]}" +
+            "<|im_end|>\n<|im_start|>user\n{\"tool_response\":{\"tool_call_id\":\"call_1\",\"content\":\"3 C\"}}" +
+            "<|im_end|>\n<|im_start|>assistant\n", text);
+    }
+}

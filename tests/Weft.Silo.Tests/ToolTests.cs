@@ -1,0 +1,262 @@
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using OpenAI.Chat;
+using AI = Microsoft.Extensions.AI;
+using ChatMessage = OpenAI.Chat.ChatMessage;
+using ChatResponseFormat = OpenAI.Chat.ChatResponseFormat;
+
+namespace Weft.Silo.Tests;
+
+/// <summary>
+/// Tools, structured output and logit bias through the official OpenAI SDK and Microsoft.Extensions.AI. The model's
+/// weights are random: forced tool calls and schemas are what makes its replies parse, whatever it would say.
+/// </summary>
+// the SDK marks Seed as experimental
+#pragma warning disable OPENAI001
+public sealed class ToolTests(SiloFixture silo) : IClassFixture<SiloFixture>
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    static readonly ChatTool Weather = ChatTool.CreateFunctionTool("get_weather", "The weather in a city",
+        BinaryData.FromString("""
+            {"type":"object","properties":{"city":{"type":"string","maxLength":12},
+             "unit":{"enum":["celsius","fahrenheit"]}},"required":["city","unit"],"additionalProperties":false}
+            """));
+
+    static readonly ChatTool Time = ChatTool.CreateFunctionTool("get_time", "The time now");
+
+    ChatClient Chat => silo.OpenAI().GetChatClient(SiloFixture.ModelName);
+
+    [Fact]
+    public async Task Required_tool_calls_are_well_formed_for_many_seeds()
+    {
+        for (long seed = 1; seed <= 8; seed++)
+        {
+            var options = new ChatCompletionOptions
+            {
+                Tools = { Weather, Time },
+                ToolChoice = ChatToolChoice.CreateRequiredChoice(),
+                AllowParallelToolCalls = false,
+                Temperature = 1,
+                Seed = seed,
+                MaxOutputTokenCount = 300,
+            };
+            OpenAI.Chat.ChatCompletion reply = await Chat.CompleteChatAsync(
+                [new UserChatMessage("What is the weather in Paris?")], options, Ct);
+            Assert.Equal(OpenAI.Chat.ChatFinishReason.ToolCalls, reply.FinishReason);
+            var call = Assert.Single(reply.ToolCalls);
+            Assert.StartsWith("call_", call.Id);
+            using var arguments = JsonDocument.Parse(call.FunctionArguments);
+            if (call.FunctionName == "get_weather")
+            {
+                Assert.True(arguments.RootElement.GetProperty("city").GetString()!.Length <= 12);
+                Assert.Contains(arguments.RootElement.GetProperty("unit").GetString(),
+                    (string[])["celsius", "fahrenheit"]);
+            }
+            else
+            {
+                Assert.Equal("get_time", call.FunctionName);
+                Assert.Equal("{}", call.FunctionArguments.ToString());
+            }
+        }
+    }
+
+    [Fact]
+    public async Task A_named_tool_call_streams_as_openai_chunks_equal_to_the_whole_reply()
+    {
+        var options = new ChatCompletionOptions
+        {
+            Tools = { Weather, Time },
+            ToolChoice = ChatToolChoice.CreateFunctionChoice("get_weather"),
+            Temperature = 0,
+            MaxOutputTokenCount = 300,
+        };
+        ChatMessage[] messages = [new UserChatMessage("Weather in Oslo?")];
+        OpenAI.Chat.ChatCompletion whole = await Chat.CompleteChatAsync(messages, options, Ct);
+        var call = Assert.Single(whole.ToolCalls);
+        Assert.Equal("get_weather", call.FunctionName);
+
+        string? id = null, name = null;
+        var arguments = new System.Text.StringBuilder();
+        OpenAI.Chat.ChatFinishReason? finish = null;
+        await foreach (var update in Chat.CompleteChatStreamingAsync(messages, options, Ct))
+        {
+            foreach (var part in update.ToolCallUpdates)
+            {
+                id ??= part.ToolCallId;
+                name ??= part.FunctionName;
+                arguments.Append(part.FunctionArgumentsUpdate?.ToString());
+            }
+            finish ??= update.FinishReason;
+        }
+        Assert.Equal(OpenAI.Chat.ChatFinishReason.ToolCalls, finish);
+        Assert.StartsWith("call_", id);
+        Assert.Equal(call.FunctionName, name);
+        Assert.Equal(call.FunctionArguments.ToString(), arguments.ToString());
+    }
+
+    [Fact]
+    public async Task A_conversation_with_a_tool_call_and_its_result_is_rendered_and_answered()
+    {
+        ChatMessage[] messages =
+        [
+            new UserChatMessage("Weather in Oslo?"),
+            new AssistantChatMessage([ChatToolCall.CreateFunctionToolCall("call_1", "get_weather",
+                BinaryData.FromString("""{"city":"Oslo","unit":"celsius"}"""))]),
+            new ToolChatMessage("call_1", """{"temperature":3}"""),
+        ];
+        var options = new ChatCompletionOptions { Tools = { Weather }, Temperature = 0, MaxOutputTokenCount = 8 };
+        OpenAI.Chat.ChatCompletion reply = await Chat.CompleteChatAsync(messages, options, Ct);
+        Assert.True(reply.Usage.InputTokenCount > 40, "the tools and the call are in the prompt");
+    }
+
+    public static readonly TheoryData<string> Schemas =
+    [
+        """
+        {"type":"object","properties":{"name":{"type":"string","maxLength":10},"age":{"type":"integer"}},
+        "required":["name","age"],"additionalProperties":false}
+        """,
+        """
+        {"type":"object","properties":{"ok":{"type":"boolean"},"tags":{"type":"array","items":{"enum":["a",
+        "b","c"]},"maxItems":3}},"required":["ok","tags"],"additionalProperties":false}
+        """,
+        """
+        {"type":"object","properties":{"point":{"type":"object","properties":{"x":{"type":"number"},
+        "y":{"type":"number"}},"required":["x","y"],"additionalProperties":false},"label":{"type":["string",
+        "null"],"maxLength":6}},"required":["point","label"],"additionalProperties":false}
+        """,
+    ];
+
+    [Theory]
+    [MemberData(nameof(Schemas))]
+    public async Task Json_schema_replies_of_the_random_model_parse_and_validate(string schema)
+    {
+        using var schemaDoc = JsonDocument.Parse(schema);
+        for (long seed = 1; seed <= 5; seed++)
+        {
+            var options = new ChatCompletionOptions
+            {
+                ResponseFormat = ChatResponseFormat.CreateJsonSchemaFormat("reply", BinaryData.FromString(schema),
+                    jsonSchemaIsStrict: true),
+                Temperature = 1,
+                Seed = seed,
+                MaxOutputTokenCount = 400,
+            };
+            OpenAI.Chat.ChatCompletion reply = await Chat.CompleteChatAsync(
+                [new UserChatMessage("Describe someone.")], options, Ct);
+            Assert.Equal(OpenAI.Chat.ChatFinishReason.Stop, reply.FinishReason);
+            using var doc = JsonDocument.Parse(reply.Content[0].Text);
+            Validate(schemaDoc.RootElement, doc.RootElement);
+        }
+    }
+
+    /// <summary>The keywords the test schemas use.</summary>
+    static void Validate(JsonElement schema, JsonElement value)
+    {
+        if (schema.TryGetProperty("enum", out var values))
+        {
+            Assert.Contains(values.EnumerateArray(), v => v.GetRawText() == value.GetRawText());
+            return;
+        }
+        var types = schema.GetProperty("type") is { ValueKind: JsonValueKind.Array } list
+            ? list.EnumerateArray().Select(t => t.GetString()!).ToList() : [schema.GetProperty("type").GetString()!];
+        string kind = value.ValueKind switch
+        {
+            JsonValueKind.Object => "object",
+            JsonValueKind.Array => "array",
+            JsonValueKind.String => "string",
+            JsonValueKind.Number when types.Contains("integer") && value.TryGetInt64(out _) => "integer",
+            JsonValueKind.Number => "number",
+            JsonValueKind.True or JsonValueKind.False => "boolean",
+            _ => "null",
+        };
+        Assert.Contains(kind, types);
+        if (kind == "object")
+        {
+            var properties = schema.GetProperty("properties");
+            foreach (var required in schema.GetProperty("required").EnumerateArray())
+                Assert.True(value.TryGetProperty(required.GetString()!, out _), required.GetString());
+            foreach (var p in value.EnumerateObject()) Validate(properties.GetProperty(p.Name), p.Value);
+        }
+        else if (kind == "array")
+        {
+            if (schema.TryGetProperty("maxItems", out var max)) Assert.True(value.GetArrayLength() <= max.GetInt32());
+            foreach (var item in value.EnumerateArray()) Validate(schema.GetProperty("items"), item);
+        }
+        else if (kind == "string" && schema.TryGetProperty("maxLength", out var maxLength))
+            Assert.True(value.GetString()!.Length <= maxLength.GetInt32());
+    }
+
+    [Fact]
+    public async Task A_schema_keyword_that_cannot_be_guaranteed_is_a_400_naming_it()
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/chat/completions", """
+            {"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema",
+             "json_schema":{"name":"x","schema":{"type":"string","pattern":"^a+$"}}}}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("response_format.json_schema.schema", (string?)body["error"]!["param"]);
+        Assert.Contains("'pattern'", (string?)body["error"]!["message"]);
+    }
+
+    [Theory]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"functions":[]}""",
+        "functions")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"reasoning_effort":"low"}""",
+        "reasoning_effort")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"store":true}""", "store")]
+    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"logprobs":true}""",
+        "logprobs")]
+    [InlineData("/v1/completions", """{"prompt":"hi","tools":[]}""", "tools")]
+    public async Task A_field_the_server_does_not_apply_is_a_400_naming_it(string path, string json, string field)
+    {
+        var (status, body) = await silo.Http.PostAsync(path, json, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal(field, (string?)body["error"]!["param"]);
+    }
+
+    [Fact]
+    public async Task A_token_banned_by_logit_bias_never_appears()
+    {
+        const string request = """
+            {"messages":[{"role":"user","content":"Tell me a story."}],"temperature":0,"max_tokens":24,
+             "ignore_eos":true,"return_token_ids":true{0}}
+            """;
+        var (_, first) = await silo.Http.PostAsync("/v1/chat/completions", request.Replace("{0}", ""), Ct);
+        var banned = first["choices"]![0]!["token_ids"]!.AsArray().Select(t => (int)t!).Distinct().ToList();
+        string bias = string.Join(',', banned.Select(t => $"\"{t}\":-100"));
+        var (status, second) = await silo.Http.PostAsync("/v1/chat/completions",
+            request.Replace("{0}", $",\"logit_bias\":{{{bias}}}"), Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var tokens = second["choices"]![0]!["token_ids"]!.AsArray().Select(t => (int)t!).ToList();
+        Assert.Equal(24, tokens.Count);
+        Assert.DoesNotContain(tokens, banned.Contains);
+    }
+
+    [Fact]
+    public async Task The_function_invocation_loop_of_microsoft_extensions_ai_calls_the_function_and_answers()
+    {
+        int calls = 0;
+        // a boolean argument: a string's length would be up to the random weights
+        var weather = AIFunctionFactory.Create((bool celsius) =>
+        {
+            calls++;
+            return celsius ? "20 C" : "68 F";
+        }, "get_weather", "The weather in Rome");
+        using var client = new ChatClientBuilder(Chat.AsIChatClient()).UseFunctionInvocation().Build();
+        var response = await client.GetResponseAsync("Weather in Rome?", new AI.ChatOptions
+        {
+            Tools = [weather],
+            ToolMode = ChatToolMode.RequireAny,
+            Temperature = 0,
+            AllowMultipleToolCalls = false,
+            MaxOutputTokens = 200,
+        }, Ct);
+        Assert.Equal(1, calls);
+        var call = response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Single();
+        Assert.Equal("get_weather", call.Name);
+        Assert.True(call.Arguments!.ContainsKey("celsius"));
+        Assert.Contains(response.Messages, m => m.Role == AI.ChatRole.Tool);
+    }
+}
