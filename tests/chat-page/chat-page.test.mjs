@@ -77,11 +77,15 @@ test("Stop ends a reply, and after a reload the conversation resumes from the se
   // the demo model's context is 2048 tokens: prompt and reply must fit
   await page.fill("#max_tokens", "1000");
   await page.dispatchEvent("#max_tokens", "change");
+  // the demo model's random weights may end a reply at once: this one must still be running when Stop is pressed
+  await page.route("**/v1/chat/completions", route =>
+    route.continue({ postData: JSON.stringify({ ...JSON.parse(route.request().postData()), ignore_eos: true }) }));
   await send(page, "Tell me a long story");
   await page.waitForFunction(() => document.querySelectorAll(".message.assistant")[1]?.textContent.length > 0);
   await page.click("#stop");
   await page.locator(".stats", { hasText: "stopped after" }).waitFor();
   assert.equal(await page.isDisabled("#stop"), true);
+  await page.unroute("**/v1/chat/completions");
 
   await page.reload();
   await page.waitForFunction(() => document.querySelector("#model").options.length > 0);
