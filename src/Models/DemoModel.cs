@@ -123,14 +123,13 @@ public static class DemoModel
             w.AddTensor(tensor, GgmlType.F32, [n],
                 s => WriteRandom(s, GgmlType.F32, n, n, Seed(seed, tensor), std, mean));
 
-        // Embeddings of unit variance; every projection scaled by 1/sqrt(fan_in) so each sub-layer's output has
-        // about unit scale. The output projection is larger so the logits have a standard deviation of ~4.
-        // Embeddings of unit variance (gemma's are scaled by √dim in the graph, so drawn 1/√dim here); every
-        // projection scaled by 1/sqrt(fan_in) so each sub-layer's output has about unit scale. The output projection
-        // is larger so the logits have a standard deviation of ~4; gemma ties it to the embedding, so its final norm
-        // is larger instead, and its post-norms make each sub-layer's output outweigh the embedding in the residual
-        // (else the tied output predicts the input token again and again).
-        Matrix("token_embd.weight", t, shape.Dim, shape.VocabSize, gemma ? 1f / MathF.Sqrt(shape.Dim) : 1f);
+        // Embeddings of unit variance; every projection scaled by 1/sqrt(fan_in) so each sub-layer's output has about
+        // unit scale. The output projection is larger so the logits have a standard deviation of ~4. Gemma ties the
+        // output to the embedding and scales the embedding by √dim in the graph: its embedding is drawn small (rms
+        // 1/8 after the scale) and its final norm large (32) instead, and its post-norms (3) make each sub-layer
+        // outweigh the embedding in the residual; with rms-1 embeddings the tied output mostly predicted the input
+        // token again (5 distinct tokens of 48 on the gemma3 test model, 32 now).
+        Matrix("token_embd.weight", t, shape.Dim, shape.VocabSize, gemma ? 0.125f / MathF.Sqrt(shape.Dim) : 1f);
         for (int i = 0; i < shape.Layers; i++)
         {
             string p = $"blk.{i}.";
@@ -168,7 +167,7 @@ public static class DemoModel
             Matrix(p + "ffn_down.weight", t, shape.FfnDim, shape.Dim, 1f / MathF.Sqrt(shape.FfnDim));
             if (gemma) Vector(p + "post_ffw_norm.weight", shape.Dim, 3f, 0.3f);
         }
-        Vector("output_norm.weight", shape.Dim, gemma ? 4f : 1f, gemma ? 0.4f : 0.1f);
+        Vector("output_norm.weight", shape.Dim, gemma ? 32f : 1f, gemma ? 3.2f : 0.1f);
         // gemma's output is always the embedding in llama.cpp, which refuses a file with an output.weight
         if (!gemma) Matrix("output.weight", t, shape.Dim, shape.VocabSize, 4f / MathF.Sqrt(shape.Dim));
         w.Write(path);
