@@ -6,8 +6,8 @@ using Weft.Models.Tokenization;
 namespace Weft.Models;
 
 /// <summary>The shape of a generated model of <see cref="Architecture"/> (one of
-/// <see cref="DemoModel.Architectures"/>); <see cref="SlidingWindow"/> is gemma's window (0: the architecture's
-/// default).</summary>
+/// <see cref="DemoModel.Architectures"/>); <see cref="SlidingWindow"/> is gemma's window (0: gemma2's 4096, none for
+/// gemma3).</summary>
 public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize,
     int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false,
     string Architecture = "llama", int SlidingWindow = 0)
@@ -100,15 +100,14 @@ public static class DemoModel
             w.AddTensor("rope_freqs.weight", GgmlType.F32, [headDim / 2],
                 Enumerable.Range(0, headDim / 2).Select(i => 1f + 7f * i / Math.Max(1, headDim / 2 - 1)).ToArray());
         w.Add($"{arch}.attention.layer_norm_rms_epsilon", gemma ? 1e-6f : 1e-5f);
-        if (gemma)
-        {
-            // the shape's window (tests take one that a few dozen tokens slide past), else Gemma 2's 4096
+        // the shape's window (tests take one that a few dozen tokens slide past), else Gemma 2's 4096; a gemma3 file
+        // without one slides on no layer
+        if (arch == "gemma2" || arch == "gemma3" && shape.SlidingWindow > 0)
             w.Add($"{arch}.attention.sliding_window", (uint)(shape.SlidingWindow > 0 ? shape.SlidingWindow : 4096));
-            if (arch == "gemma2")
-            {
-                w.Add($"{arch}.attn_logit_softcapping", 50f);
-                w.Add($"{arch}.final_logit_softcapping", 30f);
-            }
+        if (arch == "gemma2")
+        {
+            w.Add($"{arch}.attn_logit_softcapping", 50f);
+            w.Add($"{arch}.final_logit_softcapping", 30f);
         }
         w.Add($"{arch}.vocab_size", (uint)shape.VocabSize);
         vocab.WriteTo(w);
