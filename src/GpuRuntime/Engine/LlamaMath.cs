@@ -31,7 +31,7 @@ public static class LlamaMath
         return DeviceMath.RoundToHalf(gelu) * up;
     }
 
-    /// <summary>cap · tanh(x / cap) as ggml computes it: a scale by the float 1/cap, tanh, a scale by cap.</summary>
+    /// <summary>cap · tanh(x / cap) as ggml computes it: a scale by the float 1/cap, tanhf, a scale by cap.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float SoftCap(float x, float inverseCap, float cap) => MathF.Tanh(x * inverseCap) * cap;
 

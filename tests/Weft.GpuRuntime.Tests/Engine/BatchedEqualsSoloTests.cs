@@ -56,7 +56,7 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
             Name = $"tiny-{arch}", Type = type, Layers = 3, Architecture = arch, SlidingWindow = 8,
         }), kv, together: false);
 
-    void AssertBatchedMatchesSolo(string path, KvCacheType kv, bool together)
+    static void AssertBatchedMatchesSolo(string path, KvCacheType kv, bool together)
     {
         var runs = MakeRuns();
 
