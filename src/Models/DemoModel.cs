@@ -26,7 +26,8 @@ public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads,
 }
 
 /// <summary>
-/// Writes deterministic random-weight models of the llama family and its relatives: the same shape, vocabulary and seed always give the same file.
+/// Writes deterministic random-weight models of the llama family and its relatives: the same shape, vocabulary and
+/// seed always give the same file.
 /// Weights are scaled so activations stay in a healthy range through every layer and the logits are peaked enough
 /// that greedy decoding is not decided by rounding noise.
 /// </summary>
@@ -34,7 +35,8 @@ public static class DemoModel
 {
     /// <summary>The architectures <see cref="Write"/> can generate, with the metadata and tensors llama.cpp reads for
     /// each.</summary>
-    public static IReadOnlyList<string> Architectures { get; } = ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
+    public static IReadOnlyList<string> Architectures { get; } =
+        ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
 
     /// <summary>Writes a preset with the demo SentencePiece-style vocabulary and TinyLlama's chat template.</summary>
     public static void Create(string path, DemoModelShape shape, ulong seed = 42) =>

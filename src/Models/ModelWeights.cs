@@ -49,9 +49,9 @@ public sealed record ModelWeights(GgufTensorInfo TokenEmbedding, GgufTensorInfo 
             // phi3 stores q, k, v as one matrix and gate, up as another: their rows are split here, which leaves
             // every output's dot product as it was
             var qkv = Optional(p + "attn_qkv.weight", false, c.Dim, c.QDim + 2 * c.KvDim);
-            var gateUp = !f.TryGetTensor(p + "ffn_gate.weight", out _) && f.TryGetTensor(p + "ffn_up.weight", out var up)
-                && up.Dims.SequenceEqual([c.Dim, 2L * c.FfnDim]) ? Tensor(p + "ffn_up.weight", false, c.Dim, 2 * c.FfnDim)
-                : null;
+            bool fusedGateUp = !f.TryGetTensor(p + "ffn_gate.weight", out _)
+                && f.TryGetTensor(p + "ffn_up.weight", out var up) && up.Dims.SequenceEqual([c.Dim, 2L * c.FfnDim]);
+            var gateUp = fusedGateUp ? Tensor(p + "ffn_up.weight", false, c.Dim, 2 * c.FfnDim) : null;
             layers[i] = new LayerWeights(
                 Tensor(p + "attn_norm.weight", true, c.Dim),
                 qkv is null ? Tensor(p + "attn_q.weight", false, c.Dim, c.QDim) : Rows(qkv, 0, c.QDim),

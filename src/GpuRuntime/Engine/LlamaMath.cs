@@ -45,8 +45,9 @@ public static class LlamaMath
 
     /// <summary>
     /// RoPE's cos and sin of base <paramref name="freqBase"/> at <paramref name="position"/> for each of the
-    /// headDim / 2 rotated pairs: cs[2i] = cos, cs[2i + 1] = sin. The angle advances by repeated multiplication, as ggml's rope cache does, so the angles are
-    /// llama.cpp's to the bit rather than a power per pair that differs in the last bits.
+    /// headDim / 2 rotated pairs: cs[2i] = cos, cs[2i + 1] = sin. The angle advances by repeated multiplication, as
+    /// ggml's rope cache does, so the angles are llama.cpp's to the bit rather than a power per pair that differs in
+    /// the last bits.
     /// </summary>
     public static void RopeCosSin(ModelConfig c, float freqBase, int position, Span<float> cs)
     {

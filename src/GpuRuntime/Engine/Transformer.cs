@@ -6,8 +6,9 @@ namespace Weft.GpuRuntime.Engine;
 /// <summary>
 /// The llama forward pass over a batch of flattened token rows from many sequences, written once over
 /// <see cref="IBackend"/> for every architecture: the config switches on the steps a family adds (embedding scale,
-/// q/k norms, post-norms, GeGLU, logit soft-capping); RoPE and attention read their per-layer settings from it. Weights are loaded and activations allocated in the constructor for the largest step;
-/// <see cref="Forward"/> allocates nothing.
+/// q/k norms, post-norms, GeGLU, logit soft-capping); RoPE and attention read their per-layer settings from it.
+/// Weights are loaded and activations allocated in the constructor for the largest step; <see cref="Forward"/>
+/// allocates nothing.
 /// </summary>
 public sealed class Transformer
 {
@@ -78,8 +79,8 @@ public sealed class Transformer
 
             _b.RmsNormForMatMul(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps, L.Gate);      // xb  [T, dim]
             if (c.Activation == FfnActivation.GeluTanh)
-                _b.GateUpGeGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                      // hb  [T, ffn] gelu(G·xb) * U·xb
-            else _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                    // hb  [T, ffn] silu(G·xb) * U·xb
+                _b.GateUpGeGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                      // hb  [T, ffn] gelu(G·xb)·U·xb
+            else _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                    // hb  [T, ffn] silu(G·xb)·U·xb
             AddToResidual(_hb, L.Down, L.FfnPostNorm, T);                             // x  += (norm) Wdown · hb
         }
 

@@ -40,7 +40,8 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
         AssertBatchedMatchesSolo(_models.Write(TestModelFiles.Tiny with { Type = type }), kv, together);
 
     /// <summary>Each family's own steps (q/k norms, post-norms, GeGLU, soft-capping, a window of 8 keys that every
-    /// sequence slides past on gemma's sliding layers, phi3's split tensors) keep a sequence's logits its own.</summary>
+    /// sequence slides past on gemma's sliding layers, phi3's split tensors) keep a sequence's logits its
+    /// own.</summary>
     [Theory]
     [InlineData("qwen3", GgmlType.F32, KvCacheType.F32)]
     [InlineData("qwen3", GgmlType.Q8_0, KvCacheType.F16)]

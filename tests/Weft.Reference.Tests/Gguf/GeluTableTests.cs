@@ -20,6 +20,7 @@ public sealed class GeluTableTests
             if (BitConverter.SingleToInt32Bits(ours) != BitConverter.SingleToInt32Bits(expected))
                 mismatches.Add($"{x}: ggml {expected}, ours {ours}");
         }
-        Assert.True(mismatches.Count == 0, $"{mismatches.Count} inputs differ: {string.Join("; ", mismatches.Take(10))}");
+        Assert.True(mismatches.Count == 0,
+            $"{mismatches.Count} inputs differ: {string.Join("; ", mismatches.Take(10))}");
     }
 }

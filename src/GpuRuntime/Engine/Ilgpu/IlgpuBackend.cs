@@ -739,8 +739,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         foreach (var w in _weights) w.Dispose();
         _tensors.Clear();
         _weights.Clear();
-        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ropeTableSliding, _ints,
-            _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled })
+        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ropeTableSliding,
+            _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled })
             d?.Dispose();
         _accelerator.Dispose();
         _context.Dispose();
