@@ -28,13 +28,18 @@ static class ModelCommands
         { Description = "weight type: f32, f16, bf16 or q8_0 (default: the preset's)" };
         var seed = new Option<ulong>("--seed")
         { Description = "random seed of the weights", DefaultValueFactory = _ => 42UL };
+        var arch = new Option<string>("--arch")
+        {
+            Description = $"architecture: {string.Join(", ", DemoModel.Architectures)}",
+            DefaultValueFactory = _ => "llama",
+        };
         var cmd = new Command("create",
-            "write a deterministic random-weight llama model with a real SentencePiece-style vocabulary and " +
+            "write a deterministic random-weight model with a real SentencePiece-style vocabulary and " +
             "TinyLlama's chat template")
-            { preset, output, type, seed };
+            { preset, output, type, seed, arch };
         cmd.SetAction(r =>
         {
-            var shape = DemoModelShape.Preset(r.GetValue(preset)!);
+            var shape = DemoModelShape.Preset(r.GetValue(preset)!) with { Architecture = r.GetValue(arch)! };
             if (r.GetValue(type) is { } t) shape = shape with { Type = ParseType(t) };
             string path = r.GetValue(output)!;
             var sw = System.Diagnostics.Stopwatch.StartNew();
@@ -43,7 +48,8 @@ static class ModelCommands
                 DemoModel.Create(path, shape, r.GetValue(seed));
                 return path;
             });
-            Console.WriteLine($"{path}: {shape.Name} ({shape.Type}, dim {shape.Dim}, {shape.Layers} layers, " +
+            Console.WriteLine($"{path}: {shape.Name} ({shape.Architecture}, {shape.Type}, dim {shape.Dim}, " +
+                $"{shape.Layers} layers, " +
                 $"{shape.Heads}/{shape.KvHeads} heads, vocab {shape.VocabSize}), " +
                 $"{new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;

@@ -5,9 +5,12 @@ using Weft.Models.Tokenization;
 
 namespace Weft.Models;
 
-/// <summary>The shape of a generated llama model.</summary>
+/// <summary>The shape of a generated model of <see cref="Architecture"/> (one of
+/// <see cref="DemoModel.Architectures"/>); <see cref="SlidingWindow"/> is gemma's window (0: gemma2's 4096, none for
+/// gemma3).</summary>
 public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize,
-    int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false)
+    int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false,
+    string Architecture = "llama", int SlidingWindow = 0)
 {
     public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
     public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
@@ -23,12 +26,18 @@ public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads,
 }
 
 /// <summary>
-/// Writes deterministic random-weight llama models: the same shape, vocabulary and seed always give the same file.
+/// Writes deterministic random-weight models of the llama family and its relatives: the same shape, vocabulary and
+/// seed always give the same file.
 /// Weights are scaled so activations stay in a healthy range through every layer and the logits are peaked enough
 /// that greedy decoding is not decided by rounding noise.
 /// </summary>
 public static class DemoModel
 {
+    /// <summary>The architectures <see cref="Write"/> can generate, with the metadata and tensors llama.cpp reads for
+    /// each.</summary>
+    public static IReadOnlyList<string> Architectures { get; } =
+        ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
+
     /// <summary>Writes a preset with the demo SentencePiece-style vocabulary and TinyLlama's chat template.</summary>
     public static void Create(string path, DemoModelShape shape, ulong seed = 42) =>
         Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize, ChatTemplates.TinyLlama), seed);
@@ -54,12 +63,18 @@ public static class DemoModel
         if (vocab.Tokens.Length != shape.VocabSize)
             throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, " +
                 $"shape {shape.Name} needs {shape.VocabSize}");
+        string arch = shape.Architecture;
+        if (!Architectures.Contains(arch))
+            throw new ArgumentException($"unknown architecture '{arch}' (known: {string.Join(", ", Architectures)})");
+        bool gemma = arch is "gemma2" or "gemma3";
         int headDim = shape.HeadDim ?? shape.Dim / shape.Heads;
         int qDim = shape.Heads * headDim, kvDim = shape.KvHeads * headDim;
+        if (arch == "phi3" && qDim != shape.Dim)
+            throw new ArgumentException($"phi3 needs heads × head size = dim ({qDim} ≠ {shape.Dim})");
         var t = shape.Type;
 
         var w = new GgufWriter();
-        w.Add("general.architecture", "llama");
+        w.Add("general.architecture", arch);
         w.Add("general.name", name ?? $"weft-demo-{shape.Name}");
         w.Add("general.file_type", (uint)(t switch
         {
@@ -69,25 +84,34 @@ public static class DemoModel
             GgmlType.BF16 => 32,
             _ => 0,
         }));
-        w.Add("llama.context_length", (uint)shape.ContextLength);
-        w.Add("llama.embedding_length", (uint)shape.Dim);
-        w.Add("llama.block_count", (uint)shape.Layers);
-        w.Add("llama.feed_forward_length", (uint)shape.FfnDim);
-        w.Add("llama.attention.head_count", (uint)shape.Heads);
-        w.Add("llama.attention.head_count_kv", (uint)shape.KvHeads);
+        w.Add($"{arch}.context_length", (uint)shape.ContextLength);
+        w.Add($"{arch}.embedding_length", (uint)shape.Dim);
+        w.Add($"{arch}.block_count", (uint)shape.Layers);
+        w.Add($"{arch}.feed_forward_length", (uint)shape.FfnDim);
+        w.Add($"{arch}.attention.head_count", (uint)shape.Heads);
+        w.Add($"{arch}.attention.head_count_kv", (uint)shape.KvHeads);
         if (shape.HeadDim is { } hd)
         {
-            w.Add("llama.attention.key_length", (uint)hd);
-            w.Add("llama.attention.value_length", (uint)hd);
+            w.Add($"{arch}.attention.key_length", (uint)hd);
+            w.Add($"{arch}.attention.value_length", (uint)hd);
         }
-        w.Add("llama.rope.dimension_count", (uint)headDim);
-        w.Add("llama.rope.freq_base", shape.RopeFreqBase);
+        w.Add($"{arch}.rope.dimension_count", (uint)headDim);
+        w.Add($"{arch}.rope.freq_base", shape.RopeFreqBase);
         if (shape.RopeFreqFactors)
             // Llama 3.1's shape of scaling: high frequencies kept, low ones divided by up to 8
             w.AddTensor("rope_freqs.weight", GgmlType.F32, [headDim / 2],
                 Enumerable.Range(0, headDim / 2).Select(i => 1f + 7f * i / Math.Max(1, headDim / 2 - 1)).ToArray());
-        w.Add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-        w.Add("llama.vocab_size", (uint)shape.VocabSize);
+        w.Add($"{arch}.attention.layer_norm_rms_epsilon", gemma ? 1e-6f : 1e-5f);
+        // the shape's window (tests take one that a few dozen tokens slide past), else Gemma 2's 4096; a gemma3 file
+        // without one slides on no layer
+        if (arch == "gemma2" || arch == "gemma3" && shape.SlidingWindow > 0)
+            w.Add($"{arch}.attention.sliding_window", (uint)(shape.SlidingWindow > 0 ? shape.SlidingWindow : 4096));
+        if (arch == "gemma2")
+        {
+            w.Add($"{arch}.attn_logit_softcapping", 50f);
+            w.Add($"{arch}.final_logit_softcapping", 30f);
+        }
+        w.Add($"{arch}.vocab_size", (uint)shape.VocabSize);
         vocab.WriteTo(w);
 
         void Matrix(string tensor, GgmlType type, int cols, int rows, float std)
@@ -100,24 +124,53 @@ public static class DemoModel
             w.AddTensor(tensor, GgmlType.F32, [n],
                 s => WriteRandom(s, GgmlType.F32, n, n, Seed(seed, tensor), std, mean));
 
-        // Embeddings of unit variance; every projection scaled by 1/sqrt(fan_in) so each sub-layer's output has
-        // about unit scale. The output projection is larger so the logits have a standard deviation of ~4.
-        Matrix("token_embd.weight", t, shape.Dim, shape.VocabSize, 1f);
+        // Embeddings of unit variance; every projection scaled by 1/sqrt(fan_in) so each sub-layer's output has about
+        // unit scale. The output projection is larger so the logits have a standard deviation of ~4. Gemma ties the
+        // output to the embedding and scales the embedding by √dim in the graph: its embedding is drawn small (rms
+        // 1/8 after the scale) and its final norm large (32) instead, and its post-norms (3) make each sub-layer
+        // outweigh the embedding in the residual; with rms-1 embeddings the tied output mostly predicted the input
+        // token again (5 distinct tokens of 48 on the gemma3 test model, 32 now).
+        Matrix("token_embd.weight", t, shape.Dim, shape.VocabSize, gemma ? 0.125f / MathF.Sqrt(shape.Dim) : 1f);
         for (int i = 0; i < shape.Layers; i++)
         {
             string p = $"blk.{i}.";
             Vector(p + "attn_norm.weight", shape.Dim, 1f, 0.1f);
-            Matrix(p + "attn_q.weight", t, shape.Dim, qDim, 2f / MathF.Sqrt(shape.Dim));
-            Matrix(p + "attn_k.weight", t, shape.Dim, kvDim, 2f / MathF.Sqrt(shape.Dim));
-            Matrix(p + "attn_v.weight", t, shape.Dim, kvDim, 1f / MathF.Sqrt(shape.Dim));
+            if (arch == "phi3")
+                Matrix(p + "attn_qkv.weight", t, shape.Dim, qDim + 2 * kvDim, 2f / MathF.Sqrt(shape.Dim));
+            else
+            {
+                Matrix(p + "attn_q.weight", t, shape.Dim, qDim, 2f / MathF.Sqrt(shape.Dim));
+                Matrix(p + "attn_k.weight", t, shape.Dim, kvDim, 2f / MathF.Sqrt(shape.Dim));
+                Matrix(p + "attn_v.weight", t, shape.Dim, kvDim, 1f / MathF.Sqrt(shape.Dim));
+            }
+            if (arch == "qwen2")
+            {
+                Vector(p + "attn_q.bias", qDim, 0f, 0.1f);
+                Vector(p + "attn_k.bias", kvDim, 0f, 0.1f);
+                Vector(p + "attn_v.bias", kvDim, 0f, 0.1f);
+            }
+            if (arch is "qwen3" or "gemma3")
+            {
+                // llama.cpp's converter stores gemma's (1 + w) norm weights with the 1 added, as all of these are
+                Vector(p + "attn_q_norm.weight", headDim, 1f, 0.1f);
+                Vector(p + "attn_k_norm.weight", headDim, 1f, 0.1f);
+            }
             Matrix(p + "attn_output.weight", t, qDim, shape.Dim, 1f / MathF.Sqrt(qDim));
+            if (gemma) Vector(p + "post_attention_norm.weight", shape.Dim, 3f, 0.3f);
             Vector(p + "ffn_norm.weight", shape.Dim, 1f, 0.1f);
-            Matrix(p + "ffn_gate.weight", t, shape.Dim, shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
-            Matrix(p + "ffn_up.weight", t, shape.Dim, shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
+            if (arch == "phi3")
+                Matrix(p + "ffn_up.weight", t, shape.Dim, 2 * shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
+            else
+            {
+                Matrix(p + "ffn_gate.weight", t, shape.Dim, shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
+                Matrix(p + "ffn_up.weight", t, shape.Dim, shape.FfnDim, 1f / MathF.Sqrt(shape.Dim));
+            }
             Matrix(p + "ffn_down.weight", t, shape.FfnDim, shape.Dim, 1f / MathF.Sqrt(shape.FfnDim));
+            if (gemma) Vector(p + "post_ffw_norm.weight", shape.Dim, 3f, 0.3f);
         }
-        Vector("output_norm.weight", shape.Dim, 1f, 0.1f);
-        Matrix("output.weight", t, shape.Dim, shape.VocabSize, 4f / MathF.Sqrt(shape.Dim));
+        Vector("output_norm.weight", shape.Dim, gemma ? 32f : 1f, gemma ? 3.2f : 0.1f);
+        // gemma's output is always the embedding in llama.cpp, which refuses a file with an output.weight
+        if (!gemma) Matrix("output.weight", t, shape.Dim, shape.VocabSize, 4f / MathF.Sqrt(shape.Dim));
         w.Write(path);
     }
 

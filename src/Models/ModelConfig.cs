@@ -6,6 +6,10 @@ namespace Weft.Models;
 /// gpt-neox).</summary>
 public enum RopeStyle { Norm, Neox }
 
+/// <summary>The gated feed-forward's activation: SwiGLU (llama, qwen, phi3) or GeGLU with tanh-approximated GELU
+/// (gemma).</summary>
+public enum FfnActivation { Silu, GeluTanh }
+
 /// <summary>Hyper-parameters of a llama-family decoder, read from GGUF metadata and validated.</summary>
 public sealed record ModelConfig
 {
@@ -27,12 +31,43 @@ public sealed record ModelConfig
     public float[]? RopeFreqFactors { get; init; }
     public required bool QkvBias { get; init; }
 
+    /// <summary>Per-head RMSNorm of q and k before RoPE (attn_q_norm / attn_k_norm: qwen3, gemma3).</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>RMSNorm of the attention and FFN outputs before they join the residual (gemma2, gemma3).</summary>
+    public bool PostNorms { get; init; }
+    public FfnActivation Activation { get; init; } = FfnActivation.Silu;
+    /// <summary>Factor on the embedding rows (gemma: √dim), or 1.</summary>
+    public float EmbeddingScale { get; init; } = 1f;
+    /// <summary>Factor on q after RoPE (gemma, phi3 scale q itself, so the score's factor is 1), or 1.</summary>
+    public float QueryScale { get; init; } = 1f;
+    /// <summary>Factor on q · k (llama: 1/√headDim; 1 where q is scaled instead).</summary>
+    public required float ScoreScale { get; init; }
+    /// <summary>Attention scores become cap · tanh(score / cap) (gemma2), or 0 for none.</summary>
+    public float AttentionSoftCap { get; init; }
+    /// <summary>Logits become cap · tanh(logit / cap) (gemma2), or 0 for none.</summary>
+    public float FinalSoftCap { get; init; }
+    /// <summary>Keys a sliding-window layer sees, the query's own included, or 0 where no layer slides.</summary>
+    public int SlidingWindow { get; init; }
+    /// <summary>Every layer i with i % period &lt; period - 1 slides (gemma2: 2, gemma3: 6), as llama.cpp's
+    /// set_swa_pattern; 0: every layer.</summary>
+    public int SlidingPeriod { get; init; } = 1;
+    /// <summary>RoPE base of the sliding-window layers (gemma3's local layers: 10000).</summary>
+    public float RopeFreqBaseSliding { get; init; }
+
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
+    public bool IsSliding(int layer) =>
+        SlidingWindow > 0 && (SlidingPeriod == 0 || layer % SlidingPeriod < SlidingPeriod - 1);
+
+    /// <summary>Keys layer <paramref name="layer"/> sees behind a query, itself included; 0 for all.</summary>
+    public int Window(int layer) => IsSliding(layer) ? SlidingWindow : 0;
+
+    public float RopeBase(int layer) => IsSliding(layer) ? RopeFreqBaseSliding : RopeFreqBase;
+
     /// <summary>Architectures whose weights this forward pass computes exactly as llama.cpp does.</summary>
     public static readonly IReadOnlySet<string> SupportedArchitectures =
-        new HashSet<string> { "llama", "mistral", "qwen2" };
+        new HashSet<string> { "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3" };
 
     public static ModelConfig FromGguf(GgufFile f)
     {
@@ -80,6 +115,8 @@ public sealed record ModelConfig
         if (!(ropeBase > 1 && double.IsFinite(ropeBase))) throw f.Fail($"rope.freq_base {ropeBase} is out of range");
         if (f.Has($"{arch}.rope.scaling.type") && f.GetString($"{arch}.rope.scaling.type") is not ("none" or ""))
             throw f.Fail($"RoPE scaling '{f.GetString($"{arch}.rope.scaling.type")}' is not supported");
+        if (f.TryGetTensor("rope_factors_long.weight", out _) || f.TryGetTensor("rope_factors_short.weight", out _))
+            throw f.Fail("LongRoPE (rope_factors_long/short.weight) is not supported");
 
         float[]? freqFactors = null;
         if (f.TryGetTensor("rope_freqs.weight", out var freqs))
@@ -92,11 +129,40 @@ public sealed record ModelConfig
                 throw f.Fail("rope_freqs.weight holds a value that is not a positive number");
         }
 
+        int layers = Int("block_count", 1, 1024);
+        bool gemma = arch is "gemma2" or "gemma3";
+        // llama.cpp: gemma and phi3 scale q itself; gemma's 27B sizes (told apart by layer count) by 1/√(dim/heads),
+        // the others by 1/√headDim
+        bool scalesQuery = gemma || arch == "phi3";
+        int scaleDim = (arch, layers) is ("gemma2", 46) or ("gemma3", 62) ? dim / heads : headDim;
+        float Float(string key, float fallback) => (float)(f.GetNumberOrNull($"{arch}.{key}") ?? fallback);
+        // gemma2 slides on every other layer (window 4096 unless the file says); gemma3 on five of six, only if
+        // the file gives a window; phi3's window is ignored, as llama.cpp does
+        bool hasWindow = f.Has($"{arch}.attention.sliding_window");
+        int window = arch switch
+        {
+            "gemma2" => hasWindow ? Int("attention.sliding_window", 0, 1 << 24) : 4096,
+            "gemma3" => hasWindow ? Int("attention.sliding_window", 0, 1 << 24) : 0,
+            _ => 0,
+        };
+        int period = arch == "gemma2" && f.Has($"{arch}.attention.sliding_window_pattern")
+            ? Int("attention.sliding_window_pattern", 0, 1024)
+            : arch == "gemma3" ? 6 : 2;
+        float attnCap = arch == "gemma2" ? Float("attn_logit_softcapping", 50f) : 0f;
+        float finalCap = arch switch
+        {
+            "gemma2" => Float("final_logit_softcapping", 30f),
+            "gemma3" => Float("final_logit_softcapping", 0f),
+            _ => 0f,
+        };
+        if (!(attnCap >= 0 && finalCap >= 0 && float.IsFinite(attnCap) && float.IsFinite(finalCap)))
+            throw f.Fail($"logit soft-capping {attnCap}, {finalCap} is out of range");
+
         return new ModelConfig
         {
             Architecture = arch,
             Dim = dim,
-            Layers = Int("block_count", 1, 1024),
+            Layers = layers,
             Heads = heads,
             KvHeads = kvHeads,
             HeadDim = headDim,
@@ -105,10 +171,21 @@ public sealed record ModelConfig
             ContextLength = Int("context_length", 2, 1 << 24),
             RmsEps = (float)eps,
             RopeFreqBase = (float)ropeBase,
-            Rope = arch == "qwen2" ? RopeStyle.Neox : RopeStyle.Norm,
+            Rope = arch is "llama" or "mistral" ? RopeStyle.Norm : RopeStyle.Neox,
             RopeDim = ropeDim,
             RopeFreqFactors = freqFactors,
             QkvBias = arch == "qwen2",
+            QkNorm = arch is "qwen3" or "gemma3",
+            PostNorms = gemma,
+            Activation = gemma ? FfnActivation.GeluTanh : FfnActivation.Silu,
+            EmbeddingScale = gemma ? MathF.Sqrt(dim) : 1f,
+            QueryScale = scalesQuery ? 1f / MathF.Sqrt(scaleDim) : 1f,
+            ScoreScale = scalesQuery ? 1f : 1f / MathF.Sqrt(headDim),
+            AttentionSoftCap = attnCap,
+            FinalSoftCap = finalCap,
+            SlidingWindow = window,
+            SlidingPeriod = period,
+            RopeFreqBaseSliding = Float("rope.freq_base_swa", arch == "gemma3" ? 10000f : (float)ropeBase),
         };
     }
 }

@@ -183,6 +183,7 @@ public sealed class ModelLoadTests : IDisposable
     [Theory]
     [InlineData("falcon")]
     [InlineData("gpt2")]
+    [InlineData("gemma")]
     [InlineData("")]
     public void Unsupported_architecture(string arch) =>
         Fails(m => m.Architecture(arch), $"architecture '{arch}' is not supported");

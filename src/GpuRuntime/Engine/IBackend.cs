@@ -45,6 +45,8 @@ public interface IBackend : IDisposable
 
     /// <summary>x[t] = table[token t]</summary>
     void Embed(DeviceWeight table, DeviceTensor x, int dim);
+    /// <summary>x[r] *= factor for r &lt; rows (gemma's embedding scale).</summary>
+    void Scale(DeviceTensor x, int rows, int dim, float factor);
     /// <summary>
     /// y[r] = x[r] / rms(x[r]) * weight for r &lt; rows. y is next read by a matmul over <paramref name="next"/>'s
     /// format, so a backend may also prepare that matmul's input now (round or quantize y as the weight's dot wants).
@@ -54,17 +56,29 @@ public interface IBackend : IDisposable
     /// <summary>q = Wq·x (+ bq), k = Wk·x (+ bk), v = Wv·x (+ bv): x is read once for all three.</summary>
     void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
         DeviceWeight? bq, DeviceWeight? bk, DeviceWeight? bv, DeviceTensor q, DeviceTensor k, DeviceTensor v, int rows);
+    /// <summary>Each head of q [T, heads, headDim] and k [T, kvHeads, headDim] RMS-normalised in place and times
+    /// its weight (qwen3's and gemma3's q/k norms).</summary>
+    void QkNorm(DeviceTensor q, DeviceTensor k, DeviceWeight qNorm, DeviceWeight kNorm, int rows, float eps);
     /// <summary>
-    /// Rotates q [T, heads, headDim] and k [T, kvHeads, headDim] in place at each row's position, then writes k and v
-    /// [T, kvDim] into the layer's pool at each row's slot.
+    /// Rotates q [T, heads, headDim] and k [T, kvHeads, headDim] in place at each row's position (with the layer's
+    /// RoPE base), scales q by the config's <see cref="ModelConfig.QueryScale"/>, then writes k and v [T, kvDim] into
+    /// the layer's pool at each row's slot.
     /// </summary>
     void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v);
-    /// <summary>output[t] = causal attention of q[t] over its own sequence's cached K/V up to its position.</summary>
+    /// <summary>output[t] = causal attention of q[t] over its own sequence's cached K/V up to its position (only the
+    /// layer's window of keys on a sliding-window layer), scores scaled and soft-capped as the config says.</summary>
     void Attention(int layer, DeviceTensor q, DeviceTensor output);
     /// <summary>y = W·x, and residual += y: the attention output and down projections.</summary>
     void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows);
+    /// <summary>y = W·x, and residual += rmsnorm(y) * norm: gemma's outputs normalised before they join the
+    /// residual.</summary>
+    void MatMulNormAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceWeight norm, float eps,
+        DeviceTensor residual, int rows);
     /// <summary>upOut = U·x, hidden = silu(G·x) * upOut: x is read once for both.</summary>
     void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
+        int rows);
+    /// <summary>upOut = U·x, hidden = gelu(G·x) * upOut (<see cref="LlamaMath.GeGlu"/>): gemma's FFN.</summary>
+    void GateUpGeGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
         int rows);
     /// <summary>
     /// y[i] = x[LogitRows[i]] / rms(x[LogitRows[i]]) * weight for each logits row of the step; like
@@ -74,6 +88,8 @@ public interface IBackend : IDisposable
         DeviceWeight next);
     /// <summary>y = W·x</summary>
     void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows);
+    /// <summary>logits = cap · tanh(logits / cap) for the first rows rows (gemma2's final soft-capping).</summary>
+    void SoftCap(DeviceTensor logits, int rows, int width, float cap);
     /// <summary>Samples one token per logits row into <paramref name="tokens"/>.</summary>
     void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens);
 

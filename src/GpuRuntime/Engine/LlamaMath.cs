@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Weft.GpuRuntime.Engine.Ilgpu;
 using Weft.Models;
 
 namespace Weft.GpuRuntime.Engine;
@@ -13,6 +14,27 @@ public static class LlamaMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float SwiGlu(float gate, float up) => gate / (1f + MathF.Exp(-gate)) * up;
 
+    /// <summary>
+    /// gelu(gate) * up with ggml's CPU GELU: the tanh approximation looked up in an f16 table (GGML_GELU_FP16), so
+    /// the input and the GELU are both rounded to f16, and inputs beyond ±10 are 0 or passed through.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float GeGlu(float gate, float up)
+    {
+        if (gate <= -10f) return 0f;
+        if (gate >= 10f) return gate * up;
+        float x = DeviceMath.RoundToHalf(gate);
+        // ggml's table was built with 1 + a·x·x contracted into one fused multiply-add: without it, one entry of
+        // the 63k differs (gelu(-1.9990234); GeluTableTests)
+        float inner = MathF.FusedMultiplyAdd(0.044715f * x, x, 1f);
+        float gelu = 0.5f * x * (1f + MathF.Tanh(0.7978845608028654f * x * inner));
+        return DeviceMath.RoundToHalf(gelu) * up;
+    }
+
+    /// <summary>cap · tanh(x / cap) as ggml computes it: a scale by the float 1/cap, tanhf, a scale by cap.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SoftCap(float x, float inverseCap, float cap) => MathF.Tanh(x * inverseCap) * cap;
+
     /// <summary>RMSNorm's factor from a row's sum of squares (summed in double, as ggml does).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float RmsScale(double sumOfSquares, int dim, float eps)
@@ -21,17 +43,15 @@ public static class LlamaMath
         return 1f / MathF.Sqrt(mean + eps);
     }
 
-    /// <summary>The factor on q · k: 1 / √headDim.</summary>
-    public static float AttentionScale(int headDim) => 1f / MathF.Sqrt(headDim);
-
     /// <summary>
-    /// RoPE's cos and sin at <paramref name="position"/> for each of the headDim / 2 rotated pairs: cs[2i] = cos,
-    /// cs[2i + 1] = sin. The angle advances by repeated multiplication, as ggml's rope cache does, so the angles are
-    /// llama.cpp's to the bit rather than a power per pair that differs in the last bits.
+    /// RoPE's cos and sin of base <paramref name="freqBase"/> at <paramref name="position"/> for each of the
+    /// headDim / 2 rotated pairs: cs[2i] = cos, cs[2i + 1] = sin. The angle advances by repeated multiplication, as
+    /// ggml's rope cache does, so the angles are llama.cpp's to the bit rather than a power per pair that differs in
+    /// the last bits.
     /// </summary>
-    public static void RopeCosSin(ModelConfig c, int position, Span<float> cs)
+    public static void RopeCosSin(ModelConfig c, float freqBase, int position, Span<float> cs)
     {
-        float thetaScale = MathF.Pow(c.RopeFreqBase, -2f / c.RopeDim);
+        float thetaScale = MathF.Pow(freqBase, -2f / c.RopeDim);
         var factors = c.RopeFreqFactors;
         float theta = position;
         for (int i = 0; i < c.HeadDim / 2; i++)

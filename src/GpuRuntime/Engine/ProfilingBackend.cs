@@ -33,6 +33,10 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
         inner.AllocateKvCache(config, numBlocks, blockSize, type);
     public void BeginStep(StepInputs inputs) => Time("begin step", () => inner.BeginStep(inputs));
     public void Embed(DeviceWeight table, DeviceTensor x, int dim) => Time("embed", () => inner.Embed(table, x, dim));
+    public void Scale(DeviceTensor x, int rows, int dim, float factor) =>
+        Time("scale", () => inner.Scale(x, rows, dim, factor));
+    public void QkNorm(DeviceTensor q, DeviceTensor k, DeviceWeight qNorm, DeviceWeight kNorm, int rows, float eps) =>
+        Time("q/k norm", () => inner.QkNorm(q, k, qNorm, kNorm, rows, eps));
     public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
         DeviceWeight next) => Time("rmsnorm", () => inner.RmsNormForMatMul(x, weight, y, rows, dim, eps, next));
     public void QkvProjection(DeviceTensor x, DeviceWeight wq, DeviceWeight wk, DeviceWeight wv,
@@ -44,6 +48,14 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
         Time("attention", () => inner.Attention(layer, q, output));
     public void MatMulAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceTensor residual, int rows) =>
         Time($"matmul {MatrixName(w.Info.Name)} + residual", () => inner.MatMulAddResidual(x, w, y, residual, rows));
+    public void MatMulNormAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceWeight norm, float eps,
+        DeviceTensor residual, int rows) => Time($"matmul {MatrixName(w.Info.Name)} + norm + residual",
+        () => inner.MatMulNormAddResidual(x, w, y, norm, eps, residual, rows));
+    public void GateUpGeGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows) =>
+        Time("matmul gate/up + geglu", () => inner.GateUpGeGlu(x, gate, up, hidden, upOut, rows));
+    public void SoftCap(DeviceTensor logits, int rows, int width, float cap) =>
+        Time("soft-cap", () => inner.SoftCap(logits, rows, width, cap));
     public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
         DeviceTensor upOut, int rows) =>
         Time("matmul gate/up + swiglu", () => inner.GateUpSwiGlu(x, gate, up, hidden, upOut, rows));

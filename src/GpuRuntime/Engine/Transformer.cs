@@ -5,14 +5,17 @@ namespace Weft.GpuRuntime.Engine;
 
 /// <summary>
 /// The llama forward pass over a batch of flattened token rows from many sequences, written once over
-/// <see cref="IBackend"/>. Weights are loaded and activations allocated in the constructor for the largest step;
-/// <see cref="Forward"/> allocates nothing.
+/// <see cref="IBackend"/> for every architecture: the config switches on the steps a family adds (embedding scale,
+/// q/k norms, post-norms, GeGLU, logit soft-capping); RoPE and attention read their per-layer settings from it.
+/// Weights are loaded and activations allocated in the constructor for the largest step; <see cref="Forward"/>
+/// allocates nothing.
 /// </summary>
 public sealed class Transformer
 {
     sealed record Layer(DeviceWeight AttnNorm, DeviceWeight Wq, DeviceWeight Wk, DeviceWeight Wv, DeviceWeight Wo,
         DeviceWeight? Bq, DeviceWeight? Bk, DeviceWeight? Bv,
-        DeviceWeight FfnNorm, DeviceWeight Gate, DeviceWeight Up, DeviceWeight Down);
+        DeviceWeight FfnNorm, DeviceWeight Gate, DeviceWeight Up, DeviceWeight Down,
+        DeviceWeight? QNorm, DeviceWeight? KNorm, DeviceWeight? AttnPostNorm, DeviceWeight? FfnPostNorm);
 
     readonly IBackend _b;
     readonly ModelConfig _c;
@@ -38,7 +41,8 @@ public sealed class Transformer
         _output = ReferenceEquals(weights.Output, weights.TokenEmbedding) ? _embedding : Load(weights.Output);
         _layers = weights.Layers.Select(l => new Layer(Load(l.AttnNorm), Load(l.Wq), Load(l.Wk), Load(l.Wv), Load(l.Wo),
             LoadOptional(l.Bq), LoadOptional(l.Bk), LoadOptional(l.Bv),
-            Load(l.FfnNorm), Load(l.Gate), Load(l.Up), Load(l.Down))).ToArray();
+            Load(l.FfnNorm), Load(l.Gate), Load(l.Up), Load(l.Down), LoadOptional(l.QNorm), LoadOptional(l.KNorm),
+            LoadOptional(l.AttnPostNorm), LoadOptional(l.FfnPostNorm))).ToArray();
 
         long T = maxTokens;
         _x = backend.Allocate(T * config.Dim);
@@ -62,18 +66,22 @@ public sealed class Transformer
         _b.BeginStep(s);
 
         _b.Embed(_embedding, _x, c.Dim);                                              // x   [T, dim]
+        if (c.EmbeddingScale != 1f) _b.Scale(_x, T, c.Dim, c.EmbeddingScale);         // x  *= √dim (gemma)
         for (int l = 0; l < _layers.Length; l++)
         {
             var L = _layers[l];
             _b.RmsNormForMatMul(_x, L.AttnNorm, _xb, T, c.Dim, c.RmsEps, L.Wq);       // xb  [T, dim]
             _b.QkvProjection(_xb, L.Wq, L.Wk, L.Wv, L.Bq, L.Bk, L.Bv, _q, _k, _v, T); // q [T, qDim], k, v [T, kvDim]
+            if (L.QNorm is { } qn) _b.QkNorm(_q, _k, qn, L.KNorm!, T, c.RmsEps);      // per head, in place
             _b.RopeAndStoreKv(l, _q, _k, _v);                                         // pool[l] ← k, v at each slot
             _b.Attention(l, _q, _att);                                                // att [T, qDim]
-            _b.MatMulAddResidual(_att, L.Wo, _xb, _x, T);                             // x  += Wo · att
+            AddToResidual(_att, L.Wo, L.AttnPostNorm, T);                             // x  += (norm) Wo · att
 
             _b.RmsNormForMatMul(_x, L.FfnNorm, _xb, T, c.Dim, c.RmsEps, L.Gate);      // xb  [T, dim]
-            _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                         // hb  [T, ffn] silu(G·xb) * U·xb
-            _b.MatMulAddResidual(_hb, L.Down, _xb, _x, T);                            // x  += Wdown · hb
+            if (c.Activation == FfnActivation.GeluTanh)
+                _b.GateUpGeGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                      // hb  [T, ffn] gelu(G·xb)·U·xb
+            else _b.GateUpSwiGlu(_xb, L.Gate, L.Up, _hb, _hb2, T);                    // hb  [T, ffn] silu(G·xb)·U·xb
+            AddToResidual(_hb, L.Down, L.FfnPostNorm, T);                             // x  += (norm) Wdown · hb
         }
 
         int n = s.NumLogitRows;
@@ -86,7 +94,14 @@ public sealed class Transformer
         }
         _b.GatherNormLogitRows(_x, _outputNorm, _xl, c.Dim, c.RmsEps, _output);      // xl     [n, dim]
         _b.MatMul(_xl, _output, _logits, n);                                          // logits [n, vocab]
+        if (c.FinalSoftCap > 0) _b.SoftCap(_logits, n, c.VocabSize, c.FinalSoftCap);
         _b.Sample(_logits, c.VocabSize, sampled[..n]);                                // sampled[i] ← logits[i]
+    }
+
+    void AddToResidual(DeviceTensor x, DeviceWeight w, DeviceWeight? postNorm, int rows)
+    {
+        if (postNorm is null) _b.MatMulAddResidual(x, w, _xb, _x, rows);
+        else _b.MatMulNormAddResidual(x, w, _xb, postNorm, _c.RmsEps, _x, rows);
     }
 
     /// <summary>The logits of the last step (for tests and parity checks), row i of [NumLogitRows, vocab].</summary>

@@ -36,9 +36,33 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, false)]
     [InlineData(GgmlType.F16, KvCacheType.F16, true)]
     [InlineData(GgmlType.Q8_0, KvCacheType.F16, true)]
-    public void Batched_run_matches_solo_runs(GgmlType type, KvCacheType kv, bool together)
+    public void Batched_run_matches_solo_runs(GgmlType type, KvCacheType kv, bool together) =>
+        AssertBatchedMatchesSolo(_models.Write(TestModelFiles.Tiny with { Type = type }), kv, together);
+
+    /// <summary>Each family's own steps (q/k norms, post-norms, GeGLU, soft-capping, a window of 8 keys that every
+    /// sequence slides past on gemma's sliding layers, phi3's split tensors) keep a sequence's logits its
+    /// own.</summary>
+    [Theory]
+    [InlineData("qwen3", GgmlType.F32, KvCacheType.F32)]
+    [InlineData("qwen3", GgmlType.Q8_0, KvCacheType.F16)]
+    [InlineData("gemma2", GgmlType.F32, KvCacheType.F32)]
+    [InlineData("gemma2", GgmlType.Q8_0, KvCacheType.F16)]
+    [InlineData("gemma3", GgmlType.F32, KvCacheType.F32)]
+    [InlineData("gemma3", GgmlType.Q8_0, KvCacheType.F16)]
+    [InlineData("phi3", GgmlType.F32, KvCacheType.F32)]
+    [InlineData("phi3", GgmlType.Q8_0, KvCacheType.F16)]
+    public void Batched_run_matches_solo_runs_for_each_architecture(string arch, GgmlType type, KvCacheType kv) =>
+        AssertBatchedMatchesSolo(_models.Write(TestModelFiles.Tiny with
+        {
+            Name = $"tiny-{arch}",
+            Type = type,
+            Layers = 3,
+            Architecture = arch,
+            SlidingWindow = 8,
+        }), kv, together: false);
+
+    static void AssertBatchedMatchesSolo(string path, KvCacheType kv, bool together)
     {
-        string path = _models.Write(TestModelFiles.Tiny with { Type = type });
         var runs = MakeRuns();
 
         var solo = runs.Select(r => Generate(path, kv, [r], prefillChunk: int.MaxValue, startTicks: false)[0])

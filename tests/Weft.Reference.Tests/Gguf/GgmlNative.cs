@@ -25,6 +25,15 @@ static unsafe class GgmlNative
     static readonly nint CpuLib = NativeLibrary.Load(OperatingSystem.IsWindows() ? "ggml-cpu.dll"
         : OperatingSystem.IsMacOS() ? "libggml-cpu.dylib" : "libggml-cpu.so");
 
+    /// <summary>ggml-cpu's GELU table (the f16 GELU of every f16 input, GGML_GELU_FP16), as ggml_cpu_init fills
+    /// it.</summary>
+    public static ushort[] GeluTable()
+    {
+        ((delegate* unmanaged<void>)NativeLibrary.GetExport(CpuLib, "ggml_cpu_init"))();
+        return new ReadOnlySpan<ushort>((void*)NativeLibrary.GetExport(CpuLib, "ggml_table_gelu_f16"), 1 << 16)
+            .ToArray();
+    }
+
     /// <summary>ggml-cpu's quantize_row_q8_K: activations as its K-quant dot products take them (block_q8_K: f32 d,
     /// int8 qs[256], int16 bsums[16]; 292 bytes).</summary>
     public static byte[] QuantizeQ8K(ReadOnlySpan<float> x)

@@ -228,7 +228,7 @@ public sealed unsafe partial class CpuBackend
             }
             var table = Table(in it);
             byte* kp = b.KvBase(_layer, false);
-            var scale = Simd<TVec>.Broadcast(LlamaMath.AttentionScale(hd));
+            var scale = Simd<TVec>.Broadcast(b._config.ScoreScale);
             int bs = b._blockSize, run = Math.Min(bs, tile);
             for (int j0 = tile0 * TileKeys, end = Math.Min(tile1 * TileKeys, it.Ctx); j0 < end; j0 += tile)
             {
@@ -260,16 +260,27 @@ public sealed unsafe partial class CpuBackend
             }
         }
 
-        /// <summary>Softmax over query qi's own causal prefix, in place: the probabilities.</summary>
+        /// <summary>Softmax over query qi's own causal prefix (its window of it on a sliding-window layer), in
+        /// place: the probabilities. Soft-capping, where the model has it, comes first, as in ggml's graph.</summary>
         void Softmax(in Item it, int qi, float* scores)
         {
-            int group = b._heads / b._kvHeads;
-            int seen = b._step.Positions[it.Row0 + qi / group] + 1;
+            var c = b._config;
+            int group = b._heads / b._kvHeads, window = c.Window(_layer);
+            int seen = b._step.Positions[it.Row0 + qi / group] + 1, first = window > 0 ? Math.Max(0, seen - window) : 0;
             float* row = scores + (long)qi * it.Padded;
-            var sr = new Span<float>(row, seen);
+            var sr = new Span<float>(row + first, seen - first);
+            if (c.AttentionSoftCap > 0)
+            {
+                float cap = c.AttentionSoftCap, inverse = 1f / cap;
+                foreach (ref float x in sr) x = LlamaMath.SoftCap(x, inverse, cap);
+            }
             float max = TensorPrimitives.Max(sr);
             TensorPrimitives.Subtract(sr, max, sr);
             TensorPrimitives.Exp(sr, sr);
+            // the keys before the window weigh exactly 0, as under ggml's mask; summed over the whole prefix so each
+            // key keeps its lane of the sum
+            new Span<float>(row, first).Clear();
+            sr = new Span<float>(row, seen);
             double sum = SumInDouble(sr); // ggml sums in double
             TensorPrimitives.Multiply(sr, (float)(1.0 / sum), sr);
             // ggml rounds p for an f16 cache

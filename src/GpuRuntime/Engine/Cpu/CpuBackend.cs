@@ -147,6 +147,20 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
+    public void Scale(DeviceTensor x, int rows, int dim, float factor)
+    {
+        var xs = new Span<float>(T(x).Data, rows * dim);
+        TensorPrimitives.Multiply(xs, factor, xs);
+    }
+
+    public void QkNorm(DeviceTensor q, DeviceTensor k, DeviceWeight qNorm, DeviceWeight kNorm, int rows, float eps)
+    {
+        int hd = _headDim;
+        float* qs = T(q).Data, ks = T(k).Data, qw = (float*)W(qNorm).Data, kw = (float*)W(kNorm).Data;
+        for (long i = 0; i < (long)rows * _heads; i++) NormRow(qs + i * hd, qw, qs + i * hd, hd, eps);
+        for (long i = 0; i < (long)rows * _kvHeads; i++) NormRow(ks + i * hd, kw, ks + i * hd, hd, eps);
+    }
+
     /// <summary>The matmul prepares its input itself (in parallel): <paramref name="next"/> is not needed.</summary>
     public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
         DeviceWeight next)
@@ -185,13 +199,20 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     /// <summary>Gate and up as one parallel job, then SwiGLU over the rows in parallel.</summary>
     public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
-        DeviceTensor upOut, int rows)
+        DeviceTensor upOut, int rows) => GateUpGlu(x, gate, up, hidden, upOut, rows, gelu: false);
+
+    /// <summary>As <see cref="GateUpSwiGlu"/>, with GeGLU.</summary>
+    public void GateUpGeGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows) => GateUpGlu(x, gate, up, hidden, upOut, rows, gelu: true);
+
+    void GateUpGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
+        int rows, bool gelu)
     {
         Queue(x, gate, null, hidden, rows);
         Queue(x, up, null, upOut, rows);
         RunMatMuls();
         int dim = up.Rows;
-        _swiglu.Prepare(T(hidden).Data, T(upOut).Data, rows, dim);
+        _swiglu.Prepare(T(hidden).Data, T(upOut).Data, rows, dim, gelu);
         _pool.Run(_swiglu, (long)rows * dim * 16);
     }
 
@@ -201,6 +222,25 @@ public sealed unsafe partial class CpuBackend : IBackend
         int n = rows * w.Rows;
         var r = new Span<float>(T(residual).Data, n);
         TensorPrimitives.Add(r, new ReadOnlySpan<float>(T(y).Data, n), r);
+    }
+
+    /// <summary>The rows normalised in place in y, then added.</summary>
+    public void MatMulNormAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceWeight norm, float eps,
+        DeviceTensor residual, int rows)
+    {
+        MatMul(x, w, y, rows);
+        int dim = w.Rows;
+        float* ys = T(y).Data, nw = (float*)W(norm).Data;
+        for (int r = 0; r < rows; r++) NormRow(ys + (long)r * dim, nw, ys + (long)r * dim, dim, eps);
+        var res = new Span<float>(T(residual).Data, rows * dim);
+        TensorPrimitives.Add(res, new ReadOnlySpan<float>(ys, rows * dim), res);
+    }
+
+    public void SoftCap(DeviceTensor logits, int rows, int width, float cap)
+    {
+        float inverse = 1f / cap;
+        float* ls = T(logits).Data;
+        for (long i = 0, n = (long)rows * width; i < n; i++) ls[i] = LlamaMath.SoftCap(ls[i], inverse, cap);
     }
 
     public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows)
@@ -350,11 +390,11 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v)
     {
-        Rope(T(q).Data, T(k).Data);
+        Rope(T(q).Data, T(k).Data, _config.RopeBase(layer));
         StoreKv(layer, T(k).Data, T(v).Data);
     }
 
-    void Rope(float* qs, float* ks)
+    void Rope(float* qs, float* ks, float freqBase)
     {
         var c = _config;
         var s = _step;
@@ -362,9 +402,15 @@ public sealed unsafe partial class CpuBackend : IBackend
         Span<float> cs = stackalloc float[hd];
         for (int t = 0; t < s.NumTokens; t++)
         {
-            LlamaMath.RopeCosSin(c, s.Positions[t], cs);
+            LlamaMath.RopeCosSin(c, freqBase, s.Positions[t], cs);
             for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, hd, c.Rope);
             for (int h = 0; h < c.KvHeads; h++) Rotate(ks + ((long)t * c.KvHeads + h) * hd, cs, hd, c.Rope);
+        }
+        // after the rotation, as ggml scales the roped q (gemma, phi3)
+        if (c.QueryScale != 1f)
+        {
+            var all = new Span<float>(qs, s.NumTokens * c.QDim);
+            TensorPrimitives.Multiply(all, c.QueryScale, all);
         }
     }
 
@@ -420,25 +466,30 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    /// <summary>gate = silu(gate) * up, rows split across workers.</summary>
+    /// <summary>gate = silu(gate) * up (or GeGLU), rows split across workers.</summary>
     sealed class SwiGluJob : ParallelJob
     {
         float* _gate, _up;
         int _rows, _dim;
+        bool _gelu;
 
-        public void Prepare(float* gate, float* up, int rows, int dim)
+        public void Prepare(float* gate, float* up, int rows, int dim, bool gelu)
         {
             _gate = gate;
             _up = up;
             _rows = rows;
             _dim = dim;
+            _gelu = gelu;
         }
 
         public override void Execute(int worker, int workers)
         {
             var (r0, r1) = Share(_rows, worker, workers);
-            for (long i = (long)r0 * _dim, end = (long)r1 * _dim; i < end; i++)
-                _gate[i] = LlamaMath.SwiGlu(_gate[i], _up[i]);
+            long i0 = (long)r0 * _dim, end = (long)r1 * _dim;
+            if (_gelu)
+                for (long i = i0; i < end; i++) _gate[i] = LlamaMath.GeGlu(_gate[i], _up[i]);
+            else
+                for (long i = i0; i < end; i++) _gate[i] = LlamaMath.SwiGlu(_gate[i], _up[i]);
         }
     }
 

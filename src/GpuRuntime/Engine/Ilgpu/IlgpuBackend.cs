@@ -56,7 +56,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<int>, NormArgs> _normPrep;
-    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu;
+    readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu, _geGlu;
+    readonly Action<Index1D, ArrayView<float>, float> _scale;
+    readonly Action<Index1D, ArrayView<float>, float, float> _softCap;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>,
         int> _sample;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
@@ -78,7 +80,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     // KV pool: per layer K then V, each [numBlocks, kvHeads, blockSize, headDim], f16 or f32
     MemoryBuffer1D<ushort, Stride1D.Dense>? _kvHalf;
     MemoryBuffer1D<float, Stride1D.Dense>? _kvFloat;
-    MemoryBuffer1D<float, Stride1D.Dense>? _ropeTable;
+    // cos/sin per position; the sliding-window layers' own where their RoPE base differs (gemma3)
+    MemoryBuffer1D<float, Stride1D.Dense>? _ropeTable, _ropeTableSliding;
     ModelConfig? _config;
     long _kvLayerElements;
     int _numBlocks, _blockSize, _ropePositions;
@@ -145,6 +148,11 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
                 ArrayView<float>, ArrayView<float>, ArrayView<int>, NormArgs>(Kernels.NormPrep);
             _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(
                 Kernels.SwiGlu);
+            _geGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(
+                Kernels.GeGlu);
+            _scale = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(Kernels.Scale);
+            _softCap = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float, float>(
+                Kernels.SoftCap);
             _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>,
                 ArrayView<int>, int>(SamplingKernel.Sample);
         }
@@ -284,15 +292,23 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
         // cos/sin for every position, the very values the CPU backend computes per step
         _ropePositions = config.ContextLength;
-        var table = new float[(long)_ropePositions * config.HeadDim];
-        for (int pos = 0; pos < _ropePositions; pos++)
-            LlamaMath.RopeCosSin(config, pos, table.AsSpan((int)((long)pos * config.HeadDim), config.HeadDim));
-        _ropeTable = _accelerator.Allocate1D(table);
+        _ropeTable = RopeTable(config, config.RopeFreqBase);
+        if (Enumerable.Range(0, config.Layers).Any(l => config.RopeBase(l) != config.RopeFreqBase))
+            _ropeTableSliding = RopeTable(config, config.RopeFreqBaseSliding);
         _tokenMark = new int[config.VocabSize];
         _tokenEntry = new int[config.VocabSize];
         _hostSampler = new Sampler(config.VocabSize);
         _hostRow = new float[config.VocabSize];
         _accelerator.Synchronize();
+    }
+
+    MemoryBuffer1D<float, Stride1D.Dense> RopeTable(ModelConfig config, float freqBase)
+    {
+        var table = new float[(long)_ropePositions * config.HeadDim];
+        for (int pos = 0; pos < _ropePositions; pos++)
+            LlamaMath.RopeCosSin(config, freqBase, pos,
+                table.AsSpan((int)((long)pos * config.HeadDim), config.HeadDim));
+        return _accelerator.Allocate1D(table);
     }
 
     /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on
@@ -445,6 +461,22 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _launches++;
     }
 
+    public void Scale(DeviceTensor x, int rows, int dim, float factor)
+    {
+        _prepared = default;
+        _scale(rows * dim, T(x).View, factor);
+        _launches++;
+    }
+
+    /// <summary>Two launches of the norm kernel, each head a row, in place.</summary>
+    public void QkNorm(DeviceTensor q, DeviceTensor k, DeviceWeight qNorm, DeviceWeight kNorm, int rows, float eps)
+    {
+        var c = _config!;
+        NormPrep(T(q), W(qNorm), T(q), rows * c.Heads, c.HeadDim, eps, gather: false, InputPrep.None);
+        NormPrep(T(k), W(kNorm), T(k), rows * c.KvHeads, c.HeadDim, eps, gather: false, InputPrep.None);
+        _prepared = default;
+    }
+
     /// <summary>One launch: the norm, and y rounded (or quantized) for <paramref name="next"/>'s dots.</summary>
     public void RmsNormForMatMul(DeviceTensor x, DeviceWeight weight, DeviceTensor y, int rows, int dim, float eps,
         DeviceWeight next) => NormPrep(T(x), W(weight), T(y), rows, dim, eps, gather: false, Matrix(next).Prep);
@@ -483,25 +515,54 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _prepared = default;
     }
 
+    /// <summary>The matmul's launch, then the norm kernel adding each normalised row into the residual.</summary>
+    public void MatMulNormAddResidual(DeviceTensor x, DeviceWeight w, DeviceTensor y, DeviceWeight norm, float eps,
+        DeviceTensor residual, int rows)
+    {
+        MatMul(x, w, y, rows);
+        int perGroup = _shape.GroupSize / _shape.Lanes;
+        var args = new NormArgs
+        {
+            Rows = rows, Dim = w.Rows, Lanes = _shape.Lanes, Normalize = 1, Accumulate = 1, Eps = eps,
+        };
+        _normPrep(new KernelConfig(Math.Max(1, (rows + perGroup - 1) / perGroup), _shape.GroupSize), T(y).View,
+            W(norm).Floats!.View, T(residual).View, _xq!.View, _xs!.View, Ints(0, 1), args);
+        _launches++;
+    }
+
     /// <summary>One launch unless the formats differ: a thread computes an output's gate and up, then SwiGLU.</summary>
     public void GateUpSwiGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
-        DeviceTensor upOut, int rows)
+        DeviceTensor upOut, int rows) => GateUpGlu(x, gate, up, hidden, upOut, rows, gelu: false);
+
+    /// <summary>As <see cref="GateUpSwiGlu"/>, with GeGLU.</summary>
+    public void GateUpGeGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden,
+        DeviceTensor upOut, int rows) => GateUpGlu(x, gate, up, hidden, upOut, rows, gelu: true);
+
+    void GateUpGlu(DeviceTensor x, DeviceWeight gate, DeviceWeight up, DeviceTensor hidden, DeviceTensor upOut,
+        int rows, bool gelu)
     {
         IlgpuWeight g = Matrix(gate), u = Matrix(up);
         if (SameFormat(g, u) && g.Rows == u.Rows)
         {
             var p = Single(T(hidden), null, null);
-            (p.Mode, p.NA, p.NB, p.YB) = (MatMulArgs.GateUp, g.Rows, u.Rows, T(upOut).View);
+            (p.Mode, p.NA, p.NB, p.YB, p.Gelu) = (MatMulArgs.GateUp, g.Rows, u.Rows, T(upOut).View, gelu ? 1 : 0);
             Launch(T(x), rows, g, u, u, p);
         }
         else
         {
             Launch(T(x), rows, g, g, g, Single(T(hidden), null, null) with { NA = g.Rows });
             Launch(T(x), rows, u, u, u, Single(T(upOut), null, null) with { NA = u.Rows });
-            _swiGlu(rows * u.Rows, T(hidden).View, T(upOut).View);
+            (gelu ? _geGlu : _swiGlu)(rows * u.Rows, T(hidden).View, T(upOut).View);
             _launches++;
         }
         _prepared = default;
+    }
+
+    public void SoftCap(DeviceTensor logits, int rows, int width, float cap)
+    {
+        _prepared = default;
+        _softCap(rows * width, T(logits).View, 1f / cap, cap);
+        _launches++;
     }
 
     public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows)
@@ -522,13 +583,15 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim,
             Neox = c.Rope == RopeStyle.Neox ? 1 : 0, BlockSize = _blockSize,
             KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            QScale = c.QueryScale,
         };
+        var table = (c.RopeBase(layer) != c.RopeFreqBase ? _ropeTableSliding : _ropeTable)!.View;
         var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
         var positions = Ints(_oPositions, rows);
         var slots = Ints(_oSlots, rows);
         var (qv, kv, vv) = (T(q).View, T(k).View, T(v).View);
-        if (_kvHalf is not null) _ropeF16!(config, qv, kv, vv, _ropeTable!.View, positions, slots, HalfCache, args);
-        else _ropeF32!(config, qv, kv, vv, _ropeTable!.View, positions, slots, new F32Cache(_kvFloat!.View), args);
+        if (_kvHalf is not null) _ropeF16!(config, qv, kv, vv, table, positions, slots, HalfCache, args);
+        else _ropeF32!(config, qv, kv, vv, table, positions, slots, new F32Cache(_kvFloat!.View), args);
         _launches++;
     }
 
@@ -546,7 +609,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup,
             BlockSize = _blockSize, MaxBlocksPerSeq = s.MaxBlocksPerSeq,
             KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
-            Scale = LlamaMath.AttentionScale(c.HeadDim),
+            Window = c.Window(layer), Scale = c.ScoreScale, SoftCap = c.AttentionSoftCap,
+            InverseSoftCap = c.AttentionSoftCap > 0 ? 1f / c.AttentionSoftCap : 0f,
         };
         var config = new KernelConfig(s.NumTokens * (c.Heads / headsPerGroup), headsPerGroup * lanes);
         var positions = Ints(_oPositions, s.NumTokens);
@@ -684,8 +748,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         foreach (var w in _weights) w.Dispose();
         _tensors.Clear();
         _weights.Clear();
-        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ints, _penalties,
-            _sampled, _hostInts, _hostPenalties, _hostSampled })
+        foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ropeTableSliding,
+            _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled })
             d?.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

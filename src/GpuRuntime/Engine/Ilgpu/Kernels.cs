@@ -11,11 +11,12 @@ enum InputPrep { None = 0, F16 = 1, Bf16 = 2, Q8 = 3, Q8K = 4 }
 /// <summary>
 /// RMSNorm of x into y, and/or the rounded copy of y a matmul reads: xq, plus for quantized inputs xs, a pair per 32
 /// columns: the block scale (q8_0's, or its q8_K block's) and q8_1's sum s = d·Σq (q8_0 inputs only). With Gather,
-/// row r reads x's row rowIndex[r] (the logits rows).
+/// row r reads x's row rowIndex[r] (the logits rows). With Accumulate (no rounding), the normalised row is added into
+/// y rather than stored (gemma's post-norms into the residual).
 /// </summary>
 struct NormArgs
 {
-    public int Rows, Dim, Lanes, Normalize, Gather;
+    public int Rows, Dim, Lanes, Normalize, Gather, Accumulate;
     public InputPrep Prep;
     public float Eps;
 }
@@ -23,12 +24,12 @@ struct NormArgs
 /// <summary>
 /// One launch over up to three weights sharing an input (Q/K/V), or gate and up fused with SwiGLU. Segments: output o
 /// runs over A's rows, then B's, then C's, each written to its own Y with its bias; Residual also adds the result
-/// into Res (the residual stream). GateUp: YA = silu(A·x) * (B·x), YB = B·x.
+/// into Res (the residual stream). GateUp: YA = silu(A·x) * (B·x), or gelu with Gelu, YB = B·x.
 /// </summary>
 struct MatMulArgs
 {
     public const int Segments = 0, GateUp = 1;
-    public int Rows, Cols, Lanes, Mode, NA, NB, NC, HasBiasA, HasBiasB, HasBiasC, Residual;
+    public int Rows, Cols, Lanes, Mode, NA, NB, NC, HasBiasA, HasBiasB, HasBiasC, Residual, Gelu;
     public ArrayView<float> YA, YB, YC, BiasA, BiasB, BiasC, Res;
 
     public readonly int Outputs => Mode == GateUp ? NA : NA + NB + NC;
@@ -38,13 +39,18 @@ struct RopeArgs
 {
     public int Rows, Heads, KvHeads, HeadDim, Neox, BlockSize;
     public long KBase, VBase;
+    /// <summary>The factor on q after its rotation (1 for most models).</summary>
+    public float QScale;
 }
 
 struct AttentionArgs
 {
     public int Heads, KvHeads, HeadDim, Lanes, HeadsPerGroup, BlockSize, MaxBlocksPerSeq;
+    /// <summary>Keys a query sees, itself included, on a sliding-window layer; 0 for its whole prefix.</summary>
+    public int Window;
     public long KBase, VBase;
-    public float Scale;
+    /// <summary>The factor on q · k, and the soft-cap of the scaled score (0 for none) with its inverse.</summary>
+    public float Scale, SoftCap, InverseSoftCap;
 }
 
 /// <summary>Eight batch rows' accumulators of one output: the small-batch matmul keeps them in registers.</summary>
@@ -269,7 +275,11 @@ static class Kernels
             }
             if (p.Prep == InputPrep.None)
             {
-                for (int i = lane; i < p.Dim; i += lanes) y[dst + i] = x[src + i] * scale * weight[i];
+                for (int i = lane; i < p.Dim; i += lanes)
+                {
+                    float v = x[src + i] * scale * weight[i];
+                    y[dst + i] = p.Accumulate != 0 ? v + y[dst + i] : v;
+                }
                 continue;
             }
             // input rounding works on whole blocks (32 elements, q8_K's 256) so a block's maximum stays within one
@@ -394,7 +404,7 @@ static class Kernels
     static void StoreGateUp(in MatMulArgs p, long row, int r, float gate, float up)
     {
         long at = (long)r * p.NA + row;
-        p.YA[at] = LlamaMath.SwiGlu(gate, up);
+        p.YA[at] = p.Gelu != 0 ? LlamaMath.GeGlu(gate, up) : LlamaMath.SwiGlu(gate, up);
         p.YB[at] = up;
     }
 
@@ -552,8 +562,8 @@ static class Kernels
                 long cs = ((long)positions[t] * half + pi) * 2;
                 float cos = table[cs], sin = table[cs + 1];
                 float r0 = x0 * cos - x1 * sin, r1 = x0 * sin + x1 * cos;
-                dst[rowBase + ia] = r0;
-                dst[rowBase + ib] = r1;
+                dst[rowBase + ia] = isQ ? r0 * p.QScale : r0;
+                dst[rowBase + ib] = isQ ? r1 * p.QScale : r1;
                 if (!isQ)
                 {
                     long at = p.KBase + ((blockBase + h) * p.BlockSize + offset) * hd;
@@ -598,7 +608,7 @@ static class Kernels
             acc[d] = 0f;
         }
         DeviceMath.Sync();
-        int ctx = positions[t] + 1;
+        int ctx = positions[t] + 1, first = p.Window > 0 ? Math.Max(0, ctx - p.Window) : 0;
         long table = (long)rowSeq[t] * p.MaxBlocksPerSeq;
         // An f16 pool follows ggml in rounding each normalised probability to f16 before it weights V, so it needs
         // the final max and sum first: a pass over K for them, then a second for the weights. An f32 pool takes the
@@ -608,7 +618,7 @@ static class Kernels
         double l = 0;
         if (twoPass)
         {
-            for (int j0 = 0; j0 < ctx; j0 += lanes)
+            for (int j0 = first; j0 < ctx; j0 += lanes)
             {
                 float s = Score(cache, qs, blockTables, table, j0 + lane, ctx, kvh, p);
                 float mNew = MathF.Max(m, DeviceMath.LaneMax(s, lanes));
@@ -618,7 +628,8 @@ static class Kernels
             }
         }
         float inv = (float)(1.0 / l);
-        for (int j0 = 0; j0 < ctx; j0 += lanes)
+        // from the window's first key: every chunk then holds one key or more, so the running max is finite
+        for (int j0 = first; j0 < ctx; j0 += lanes)
         {
             int j = j0 + lane;
             float s = Score(cache, qs, blockTables, table, j, ctx, kvh, p);
@@ -668,10 +679,22 @@ static class Kernels
             dot += kv.V0 * qs[d] + kv.V1 * qs[d + 1] + kv.V2 * qs[d + 2] + kv.V3 * qs[d + 3]
                  + kv.V4 * qs[d + 4] + kv.V5 * qs[d + 5] + kv.V6 * qs[d + 6] + kv.V7 * qs[d + 7];
         }
-        return dot * p.Scale;
+        float score = dot * p.Scale;
+        return p.SoftCap > 0 ? LlamaMath.SoftCap(score, p.InverseSoftCap, p.SoftCap) : score;
     }
 
     /// <summary>gate = silu(gate) * up, for gate and up weights of two formats (which cannot share a launch).</summary>
     public static void SwiGlu(Index1D i, ArrayView<float> gate, ArrayView<float> up) =>
         gate[i] = LlamaMath.SwiGlu(gate[i], up[i]);
+
+    /// <summary>gate = gelu(gate) * up, as <see cref="SwiGlu"/>.</summary>
+    public static void GeGlu(Index1D i, ArrayView<float> gate, ArrayView<float> up) =>
+        gate[i] = LlamaMath.GeGlu(gate[i], up[i]);
+
+    /// <summary>x *= factor</summary>
+    public static void Scale(Index1D i, ArrayView<float> x, float factor) => x[i] *= factor;
+
+    /// <summary>x = cap · tanh(x / cap)</summary>
+    public static void SoftCap(Index1D i, ArrayView<float> x, float inverseCap, float cap) =>
+        x[i] = LlamaMath.SoftCap(x[i], inverseCap, cap);
 }

@@ -1,0 +1,84 @@
+using Weft.Models.Gguf;
+using Weft.Models.Tests.Gguf;
+using Weft.Models.Tokenization;
+
+namespace Weft.Models.Tests;
+
+/// <summary>The settings each family beyond llama reads from a file, as llama.cpp reads them, on files written by
+/// <see cref="DemoModel"/>.</summary>
+public sealed class ArchitectureLoadTests : IDisposable
+{
+    readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    (ModelConfig, ModelWeights) Write(string arch, int layers = 7, int window = 16)
+    {
+        var shape = new DemoModelShape(arch, 64, layers, 4, 2, 96, 300, 128, GgmlType.F32, Architecture: arch,
+            SlidingWindow: window);
+        string path = _dir.File($"{arch}-{layers}-{window}.gguf");
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
+        using var f = GgufFile.Open(path);
+        var c = ModelConfig.FromGguf(f);
+        return (c, ModelWeights.FromGguf(f, c));
+    }
+
+    [Fact]
+    public void Qwen3_norms_q_and_k_per_head_and_scales_the_score()
+    {
+        var (c, w) = Write("qwen3");
+        Assert.Equal((true, false, RopeStyle.Neox, FfnActivation.Silu), (c.QkNorm, c.PostNorms, c.Rope, c.Activation));
+        Assert.Equal((1f, 0.25f, 0), (c.QueryScale, c.ScoreScale, c.SlidingWindow));
+        Assert.Equal(16, w.Layers[0].QNorm!.Dims[0]);
+        Assert.Null(w.Layers[0].AttnPostNorm);
+    }
+
+    [Fact]
+    public void Gemma2_slides_on_every_other_layer_and_caps_scores_and_logits()
+    {
+        var (c, w) = Write("gemma2");
+        Assert.Equal([true, false, true, false, true, false, true],
+            Enumerable.Range(0, 7).Select(c.IsSliding));
+        Assert.Equal((16, 0), (c.Window(0), c.Window(1)));
+        Assert.Equal((50f, 30f), (c.AttentionSoftCap, c.FinalSoftCap));
+        Assert.Equal((8f, 0.25f, 1f), (c.EmbeddingScale, c.QueryScale, c.ScoreScale));
+        Assert.Equal((false, true, FfnActivation.GeluTanh), (c.QkNorm, c.PostNorms, c.Activation));
+        Assert.Same(w.TokenEmbedding, w.Output);
+        Assert.Equal("blk.6.post_ffw_norm.weight", w.Layers[6].FfnPostNorm!.Name);
+    }
+
+    [Fact]
+    public void Gemma3_slides_on_five_layers_of_six_with_its_own_rope_base()
+    {
+        var (c, _) = Write("gemma3");
+        Assert.Equal([true, true, true, true, true, false, true], Enumerable.Range(0, 7).Select(c.IsSliding));
+        Assert.Equal((10000f, 10000f, 10000f), (c.RopeBase(0), c.RopeBase(5), c.RopeFreqBaseSliding));
+        Assert.Equal((0f, 0f, true), (c.AttentionSoftCap, c.FinalSoftCap, c.QkNorm));
+        // without a window in the file no layer slides, as llama.cpp reads gemma3
+        var (full, _) = Write("gemma3", window: 0);
+        Assert.DoesNotContain(true, Enumerable.Range(0, 7).Select(full.IsSliding));
+    }
+
+    [Fact]
+    public void Phi3_fused_tensors_are_split_into_rows_over_the_same_bytes()
+    {
+        var (c, w) = Write("phi3", layers: 1);
+        Assert.Equal((0.25f, 1f, RopeStyle.Neox), (c.QueryScale, c.ScoreScale, c.Rope));
+        var l = w.Layers[0];
+        long row = GgmlTypeTraits.RowBytes(GgmlType.F32, 64);
+        Assert.Equal([64L, 64, 32, 32], new long[] { 64, l.Wq.Rows, l.Wk.Rows, l.Wv.Rows });
+        Assert.Equal((l.Wq.Offset + 64 * row, l.Wk.Offset + 32 * row), (l.Wk.Offset, l.Wv.Offset));
+        Assert.Equal((96L, 96L, l.Gate.Offset + 96 * row), (l.Gate.Rows, l.Up.Rows, l.Up.Offset));
+    }
+
+    [Fact]
+    public void LongRoPE_factors_stop_the_load_with_one_line()
+    {
+        var m = new TinyModel();
+        m.Architecture("phi3");
+        m.Tensors["rope_factors_long.weight"] = (GgmlType.F32, [4]);
+        using var f = GgufFile.Open(m.Write(_dir.File("longrope.gguf")));
+        var e = Assert.Throws<GgufFormatException>(() => ModelConfig.FromGguf(f));
+        Assert.Contains("LongRoPE (rope_factors_long/short.weight) is not supported", e.Message);
+    }
+}
