@@ -43,21 +43,7 @@ public sealed partial class ChatTemplate
             ["bos_token"] = bos,
             ["eos_token"] = eos,
         };
-        string text;
-        try
-        {
-            text = jinja.Render(variables, now ?? DateTime.Now);
-        }
-        catch (JinjaRaisedException e)
-        {
-            throw new ArgumentException($"The model's chat template rejects this conversation: {e.Reason}",
-                nameof(messages), e);
-        }
-        catch (JinjaException e)
-        {
-            throw new ArgumentException($"The model's chat template failed on this conversation: {e.Message}",
-                nameof(messages), e);
-        }
+        string text = Run(jinja, variables, now ?? DateTime.Now, nameof(messages));
         return stripLeadingBos && text.StartsWith(bos, StringComparison.Ordinal) ? text[bos.Length..] : text;
     }
 

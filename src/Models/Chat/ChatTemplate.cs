@@ -91,19 +91,26 @@ public sealed partial class ChatTemplate
             ["bos_token"] = bos,
             ["eos_token"] = eos,
         };
+        return Run(template, variables, DateTime.Now, nameof(messages));
+    }
+
+    /// <summary>A template's rendering, its raise_exception and its errors as an ArgumentException about
+    /// <paramref name="messages"/> (the caller's parameter).</summary>
+    static string Run(JinjaTemplate template, Dictionary<string, object?> variables, DateTime now, string messages)
+    {
         try
         {
-            return template.Render(variables, DateTime.Now);
+            return template.Render(variables, now);
         }
         catch (JinjaRaisedException e)
         {
             throw new ArgumentException($"The model's chat template rejects this conversation: {e.Reason}",
-                nameof(messages), e);
+                messages, e);
         }
         catch (JinjaException e)
         {
             throw new ArgumentException($"The model's chat template failed on this conversation: {e.Message}",
-                nameof(messages), e);
+                messages, e);
         }
     }
 
