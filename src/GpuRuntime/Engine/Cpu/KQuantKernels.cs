@@ -81,6 +81,16 @@ static unsafe partial class KQuantKernels
         public sbyte* Quants(int r) => q + (long)r * k;
         public float* Scales(int r) => d + (long)r * Blocks;
         public short* Sums(int r) => sums + (long)r * (k / 16);
+
+        /// <summary>Rows r..r+count-1's group sums into g and scales into d, read per superblock.</summary>
+        public void Locate(int r, int count, short** g, float** d)
+        {
+            for (int i = 0; i < count; i++)
+            {
+                g[i] = Sums(r + i);
+                d[i] = Scales(r + i);
+            }
+        }
     }
 
     /// <summary>One q6_K weight row × batch rows r..r+TTile.Rows-1 (four or eight), each ggml's eight f32 lanes
@@ -94,11 +104,7 @@ static unsafe partial class KQuantKernels
         // located once, as in Q4KTile
         short** g = stackalloc short*[TTile.Rows];
         float** d = stackalloc float*[TTile.Rows];
-        for (int i = 0; i < TTile.Rows; i++)
-        {
-            g[i] = x.Sums(r + i);
-            d[i] = x.Scales(r + i);
-        }
+        x.Locate(r, TTile.Rows, g, d);
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         Vector256<float> a4 = default, a5 = default, a6 = default, a7 = default;
         for (int b = 0; b < x.Blocks; b++)
@@ -344,11 +350,7 @@ static unsafe partial class KQuantKernels
         // 16, one thread: 47 GMAC/s, 71 with no superblock ends at all)
         short** g = stackalloc short*[TTile.Rows];
         float** d = stackalloc float*[TTile.Rows];
-        for (int i = 0; i < TTile.Rows; i++)
-        {
-            g[i] = x.Sums(r + i);
-            d[i] = x.Scales(r + i);
-        }
+        x.Locate(r, TTile.Rows, g, d);
         Vector256<float> acc = default, acc2 = default;
         for (int b = 0; b < x.Blocks; b++)
         {
