@@ -82,19 +82,30 @@ static class BenchCommands
         var json = new Option<string?>("--json") { Description = "write the figures as JSON to this file" };
         var chart = new Option<string?>("--chart")
         { Description = "write an SVG chart of throughput and latency against concurrency" };
-        var threads = new Option<int>("--threads") { Description = "CPU threads for --inprocess (0: all cores)" };
+        var threads = new Option<int>("--threads")
+        { Description = "CPU threads for --inprocess and for the peer (0: all cores)" };
+        var peer = new Option<string?>("--peer")
+        {
+            Description = "also time llama.cpp (LLamaSharp) decoding as many sequences as there are clients, on the " +
+                "--model file: llama.cpp"
+        };
         var cmd = new Command("serve",
             "load a server with concurrent streaming requests: tokens/s, TTFT and ITL percentiles at each concurrency")
-            { url, inprocess, model, engine, concurrency, prompt, gen, requests, apiKey, json, chart, threads };
+            { url, inprocess, model, engine, concurrency, prompt, gen, requests, apiKey, json, chart, threads, peer };
         cmd.SetAction(async (r, ct) =>
         {
             if ((r.GetValue(url) is null) == !r.GetValue(inprocess))
                 throw new ArgumentException("give exactly one of --url and --inprocess");
+            string? p = r.GetValue(peer);
+            if (p is not null && p != "llama.cpp")
+                throw new ArgumentException($"unknown peer '{p}' (supported: llama.cpp)");
+            if (p is not null && r.GetValue(url) is not null && r.GetValue(model) is null)
+                throw new ArgumentException("--peer with --url needs --model: the GGUF file the server serves");
             var o = new ServeBenchOptions(r.GetValue(url), r.GetValue(model), EngineKinds.Parse(r.GetValue(engine)!),
                 Ints(r.GetValue(concurrency)!, "--concurrency"),
                 Positive(r.GetValue(prompt), "--prompt"), Positive(r.GetValue(gen), "--gen"),
                 Positive(r.GetValue(requests), "--requests"),
-                r.GetValue(apiKey), r.GetValue(json), r.GetValue(chart), r.GetValue(threads));
+                r.GetValue(apiKey), r.GetValue(json), r.GetValue(chart), r.GetValue(threads), p is not null);
             return await ServeCommand.RunAsync(o, Console.Out);
         });
         return cmd;

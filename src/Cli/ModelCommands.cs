@@ -33,14 +33,33 @@ static class ModelCommands
             Description = $"architecture: {string.Join(", ", DemoModel.Architectures)}",
             DefaultValueFactory = _ => "llama",
         };
+        // a shape of one's own, for benchmarks that must not be tuned to the presets
+        Option<int?> Size(string name, string what) => new(name) { Description = $"{what} (default: the preset's)" };
+        var dim = Size("--dim", "model dimension");
+        var layers = Size("--layers", "transformer layers");
+        var heads = Size("--heads", "attention heads");
+        var kvHeads = Size("--kv-heads", "key/value heads (grouped-query attention)");
+        var ffn = Size("--ffn", "feed-forward dimension");
+        var context = Size("--context", "context length");
         var cmd = new Command("create",
             "write a deterministic random-weight model with a real SentencePiece-style vocabulary and " +
             "TinyLlama's chat template")
-            { preset, output, type, seed, arch };
+            { preset, output, type, seed, arch, dim, layers, heads, kvHeads, ffn, context };
         cmd.SetAction(r =>
         {
             var shape = DemoModelShape.Preset(r.GetValue(preset)!) with { Architecture = r.GetValue(arch)! };
             if (r.GetValue(type) is { } t) shape = shape with { Type = ParseType(t) };
+            if (new[] { dim, layers, heads, kvHeads, ffn, context }.Any(o => r.GetValue(o) is not null))
+                shape = (shape with
+                {
+                    Name = "custom",
+                    Dim = r.GetValue(dim) ?? shape.Dim,
+                    Layers = r.GetValue(layers) ?? shape.Layers,
+                    Heads = r.GetValue(heads) ?? shape.Heads,
+                    KvHeads = r.GetValue(kvHeads) ?? shape.KvHeads,
+                    FfnDim = r.GetValue(ffn) ?? shape.FfnDim,
+                    ContextLength = r.GetValue(context) ?? shape.ContextLength,
+                }).Validated();
             string path = r.GetValue(output)!;
             var sw = System.Diagnostics.Stopwatch.StartNew();
             CliProgress.Run($"writing {path}", _ =>
@@ -50,7 +69,8 @@ static class ModelCommands
             });
             Console.WriteLine($"{path}: {shape.Name} ({shape.Architecture}, {shape.Type}, dim {shape.Dim}, " +
                 $"{shape.Layers} layers, " +
-                $"{shape.Heads}/{shape.KvHeads} heads, vocab {shape.VocabSize}), " +
+                $"{shape.Heads}/{shape.KvHeads} heads, ffn {shape.FfnDim}, context {shape.ContextLength}, " +
+                $"vocab {shape.VocabSize}), " +
                 $"{new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });

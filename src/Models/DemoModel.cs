@@ -20,6 +20,21 @@ public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads,
 
     public static IReadOnlyList<DemoModelShape> Presets { get; } = [Tiny, Small, M300, B1];
 
+    /// <summary>This shape, or an <see cref="ArgumentException"/> naming what a llama-family model cannot
+    /// have.</summary>
+    public DemoModelShape Validated()
+    {
+        if (Dim <= 0 || Layers <= 0 || Heads <= 0 || KvHeads <= 0 || FfnDim <= 0 || ContextLength <= 0)
+            throw new ArgumentException("dim, layers, heads, kv-heads, ffn and context must be positive");
+        if (HeadDim is null && Dim % Heads != 0)
+            throw new ArgumentException($"dim {Dim} is not a multiple of {Heads} heads");
+        if ((HeadDim ?? Dim / Heads) % 2 != 0)
+            throw new ArgumentException($"head dimension {HeadDim ?? Dim / Heads} must be even (RoPE rotates pairs)");
+        if (Heads % KvHeads != 0)
+            throw new ArgumentException($"{Heads} heads cannot share {KvHeads} key/value heads evenly");
+        return this;
+    }
+
     public static DemoModelShape Preset(string name) => Presets.FirstOrDefault(p => p.Name == name)
         ?? throw new ArgumentException($"unknown preset '{name}' " +
             $"(known: {string.Join(", ", Presets.Select(p => p.Name))})");

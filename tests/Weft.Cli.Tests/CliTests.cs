@@ -79,4 +79,70 @@ public sealed class CliTests
         Assert.Equal("weft: token id 4996 is outside the vocabulary (0..2047)",
             Assert.Single(WeftProcess.Lines(stderr)));
     }
+
+    [Fact]
+    public async Task Model_create_writes_a_shape_of_ones_own_that_generates()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"weft-cli-custom-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            var (exitCode, stdout, stderr) = await WeftProcess.RunAsync(null, "model", "create", "--out", path,
+                "--dim", "192", "--layers", "3", "--heads", "6", "--kv-heads", "2", "--ffn", "500", "--context", "512");
+
+            Assert.True(exitCode == 0, stderr);
+            Assert.Contains("custom (llama, F32, dim 192, 3 layers, 6/2 heads, ffn 500, context 512, vocab 2048)",
+                stdout);
+            (exitCode, _, stderr) = await WeftProcess.RunAsync(null,
+                "generate", "--model", path, "--prompt-ids", "1,450,1000", "--max-tokens", "4", "--temperature", "0");
+            Assert.True(exitCode == 0, stderr);
+            Assert.Contains("4 tokens in", stderr);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public async Task Model_create_with_heads_that_do_not_divide_the_dimension_exits_1_with_one_line()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"weft-cli-bad-{Guid.NewGuid():N}.gguf");
+        var (exitCode, _, stderr) = await WeftProcess.RunAsync(null, "model", "create", "--out", path,
+            "--dim", "200", "--heads", "6");
+
+        Assert.Equal(1, exitCode);
+        Assert.Equal("weft: dim 200 is not a multiple of 6 heads", Assert.Single(WeftProcess.Lines(stderr)));
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public async Task Bench_serve_prints_llama_cpp_decoding_as_many_sequences_beside_each_level()
+    {
+        var (exitCode, stdout, stderr) = await WeftProcess.RunAsync(null, "bench", "serve", "--inprocess",
+            "--peer", "llama.cpp", "--concurrency", "1,2", "--requests", "1", "--prompt", "4", "--gen", "4");
+
+        Assert.True(exitCode == 0, stderr);
+        var lines = WeftProcess.Lines(stdout);
+        Assert.Contains(lines, l => l.StartsWith("peer       llama.cpp: batched decode", StringComparison.Ordinal));
+        Assert.Contains(lines, l => l.Contains("served/llama.cpp", StringComparison.Ordinal));
+        // each level's row ends with llama.cpp's tokens/s and the ratio to it
+        foreach (string clients in new[] { "1", "2" })
+        {
+            string row = Assert.Single(lines, l => l.TrimStart().StartsWith(clients + " ", StringComparison.Ordinal));
+            string[] cells = row.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            Assert.EndsWith("x", cells[^1]);
+            Assert.True(double.Parse(cells[^2], System.Globalization.CultureInfo.InvariantCulture) > 0, row);
+        }
+    }
+
+    [Fact]
+    public async Task Bench_serve_against_a_url_with_a_peer_but_no_model_file_exits_1_with_one_line()
+    {
+        var (exitCode, _, stderr) = await WeftProcess.RunAsync(null, "bench", "serve", "--url",
+            "http://127.0.0.1:1/v1", "--peer", "llama.cpp");
+
+        Assert.Equal(1, exitCode);
+        Assert.Equal("weft: --peer with --url needs --model: the GGUF file the server serves",
+            Assert.Single(WeftProcess.Lines(stderr)));
+    }
 }

@@ -12,7 +12,7 @@ public sealed record ServeLevel(
     double TtftP50Ms, double TtftP90Ms, double TtftP99Ms, double ItlP50Ms, double ItlP99Ms, double E2eP50Ms,
     double? EngineTokensPerSecond, double? MeanBatchSize, double? MeanTickMs, double? MeanForwardMs,
     double? DeviceIdleFraction = null, TtftSplit? Ttft = null, int Refused = 0, int Failed = 0,
-    string? FirstError = null);
+    string? FirstError = null, double? PeerTokensPerSecond = null);
 
 /// <summary>The mean time to first token in three parts: queueing (admission to the start of the forward pass that
 /// sampled the first token), that forward pass (prefill), and the rest (delivery, and the request's way in).</summary>
@@ -27,15 +27,17 @@ static class ServeBenchmark
 {
     public static async Task<IReadOnlyList<ServeLevel>> RunAsync(ILoadTarget target, int[] concurrency, int prompt,
         int gen, int requestsPerClient, Func<int, double>? engineOnly, Func<Task<BatchStats>>? batchStats,
-        TextWriter output)
+        TextWriter output, Func<int, double>? peer = null)
     {
         output.WriteLine($"closed loop: each client sends {requestsPerClient} requests back to back; {prompt}-token " +
             $"prompts, {gen} tokens each (ignore_eos)");
         output.WriteLine(engineOnly is null
-            ? $"{"clients",7} {"tok/s",9} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}"
+            ? $"{"clients",7} {"tok/s",9} {"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8}" +
+                (peer is null ? "" : $" {"llama.cpp",10} {"served/llama.cpp",17}")
             : $"{"clients",7} {"tok/s",9} {"engine",9} {"served/engine",14} {"batch",6} {"tick ms",8} {"fwd ms",7} " +
                 $"{"TTFT p50",9} {"p90",7} {"p99",7} {"ITL p50",8} {"p99",7} {"e2e p50",8} {"idle",6} " +
-                $"{"TTFT mean = queue + prefill + delivery",39}");
+                $"{"TTFT mean = queue + prefill + delivery",39}" +
+            (peer is null ? "" : $" {"llama.cpp",10} {"served/llama.cpp",17}"));
         // Every level once first, one request per client, as the engine-alone figures are warmed: a single short
         // request left the first level paying for JIT tiering of the served path (84 % of the engine at one client
         // first, 101 % and 106 % at the same level run twice more, 300m f16 cpu).
@@ -53,7 +55,7 @@ static class ServeBenchmark
         var levels = new List<ServeLevel>();
         foreach (int c in concurrency)
         {
-            double? engine = engineOnly?.Invoke(c);
+            double? engine = engineOnly?.Invoke(c), peerTokensPerSecond = peer?.Invoke(c);
             var before = batchStats is null ? null : await batchStats();
             var load = await CliProgress.RunAsync($"{c} clients",
                 report => LoadAsync(target, ++round, c, requestsPerClient, prompt, gen, report));
@@ -84,18 +86,21 @@ static class ServeBenchmark
             var level = new ServeLevel(c, c * requestsPerClient, tokens, seconds, tokens / seconds,
                 Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99), Percentile(itl, 50),
                 Percentile(itl, 99), Percentile(e2e, 50), engine, meanBatch, tickMs, forwardMs, idle, split,
-                load.Refused, load.Failed, load.FirstError);
+                load.Refused, load.Failed, load.FirstError, peerTokensPerSecond);
             levels.Add(level);
+            string versusPeer = peerTokensPerSecond is { } p
+                ? $" {p,10:F1} {level.TokensPerSecond / p,16:F2}x"
+                : "";
             output.WriteLine(engine is null
                 ? $"{c,7} {level.TokensPerSecond,9:F1} {level.TtftP50Ms,7:F0}ms {level.TtftP90Ms,5:F0}ms " +
                     $"{level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms {level.ItlP99Ms,5:F1}ms " +
-                    $"{level.E2eP50Ms,6:F0}ms"
+                    $"{level.E2eP50Ms,6:F0}ms{versusPeer}"
                 : $"{c,7} {level.TokensPerSecond,9:F1} {engine,9:F1} {level.TokensPerSecond / engine,14:P1} " +
                     $"{meanBatch,6:F1} {tickMs,8:F1} {forwardMs,7:F1} {level.TtftP50Ms,7:F0}ms " +
                     $"{level.TtftP90Ms,5:F0}ms {level.TtftP99Ms,5:F0}ms {level.ItlP50Ms,6:F1}ms " +
                     $"{level.ItlP99Ms,5:F1}ms {level.E2eP50Ms,6:F0}ms {idle,6:P1} " +
                     $"{split?.MeanMs,9:F1} = {split?.QueueMs,6:F1} + {split?.PrefillMs,7:F1} + " +
-                    $"{split?.DeliveryMs,8:F1} ms");
+                    $"{split?.DeliveryMs,8:F1} ms{versusPeer}");
             if (level.Refused + level.Failed > 0)
                 output.WriteLine($"{"",7} {level.Refused} of {level.Requests} requests refused (429), " +
                     $"{level.Failed} failed{(level.FirstError is { } error ? $" (first: {error})" : "")}");

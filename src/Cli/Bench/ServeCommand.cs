@@ -6,12 +6,13 @@ using Microsoft.Extensions.Logging;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
 using Weft.Grains;
+using Weft.LlamaCpp;
 using Weft.Models;
 
 namespace Weft.Cli.Bench;
 
 public sealed record ServeBenchOptions(string? Url, string? ModelPath, EngineKind Engine, int[] Concurrency, int Prompt,
-    int Gen, int Requests, string? ApiKey, string? JsonPath, string? ChartPath, int Threads);
+    int Gen, int Requests, string? ApiKey, string? JsonPath, string? ChartPath, int Threads, bool PeerLlamaCpp = false);
 
 static class ServeCommand
 {
@@ -24,8 +25,9 @@ static class ServeCommand
             var target = await HttpTarget.ConnectAsync(o.Url, o.ApiKey);
             title = $"weft bench serve --url {o.Url} ({target.Model})";
             output.WriteLine(title);
+            var peer = o.PeerLlamaCpp ? PeerFigures(o.ModelPath!, o, output) : null;
             levels = await ServeBenchmark.RunAsync(target, o.Concurrency, o.Prompt, o.Gen, o.Requests, null, null,
-                output);
+                output, peer is null ? null : c => peer[c]);
         }
         else (title, levels) = await InProcessAsync(o, output);
 
@@ -49,6 +51,7 @@ static class ServeCommand
         };
         string title = $"weft bench serve --inprocess --model {Path.GetFileName(model)} ({o.Engine.Name()} engine)";
         output.WriteLine(title);
+        var peer = o.PeerLlamaCpp ? PeerFigures(model, o, output) : null;
 
         // The engine alone first, on its own instance, so the two never compete for the cores.
         var engineFigures = new Dictionary<int, double>();
@@ -106,13 +109,34 @@ static class ServeCommand
                 o.Requests,
                 c => engineFigures[c],
                 batch.GetStatsAsync,
-                output);
+                output, peer is null ? null : c => peer[c]);
             return (title, levels);
         }
         finally
         {
             await host.StopAsync();
         }
+    }
+
+    /// <summary>
+    /// llama.cpp decoding as many sequences as each level has clients, on the same file, before any load runs so the
+    /// two never share the cores: its batched decode without prefill or delivery, the figure the served path is held
+    /// to. Generated tokens/s from the median step, as `bench engine --peer` reports it.
+    /// </summary>
+    static Dictionary<int, double> PeerFigures(string model, ServeBenchOptions o, TextWriter output)
+    {
+        int most = o.Concurrency.Max();
+        using var peer = CliProgress.Run("loading llama.cpp", _ => new LlamaCppModel(model,
+            contextSize: most * (o.Prompt + o.Gen + 8), batchSize: 512, threads: o.Threads, sequences: most));
+        var figures = new Dictionary<int, double>();
+        foreach (int c in o.Concurrency)
+        {
+            var steps = CliProgress.Run($"llama.cpp, {c} sequences", _ => peer.DecodeStepTimes(c, o.Prompt, o.Gen));
+            figures[c] = c / steps.Order().ElementAt(steps.Count / 2);
+        }
+        output.WriteLine($"peer       llama.cpp: batched decode of as many sequences as clients " +
+            $"({o.Gen} steps after {o.Prompt}-token prompts, median step)");
+        return figures;
     }
 
     static int FreePort()
