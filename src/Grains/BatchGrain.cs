@@ -15,8 +15,9 @@ namespace Weft.Grains;
 
 /// <summary>
 /// The continuous-batching loop of one device: a thin shell around <see cref="BatchEngine"/>. Requests join the
-/// scheduler's queue and stream their deltas from a channel; a loop runs a tick whenever there is work and the previous
-/// tick has finished (the forward pass itself runs on the device thread), and stops when there is none.
+/// scheduler's queue and stream their deltas from a channel; a loop runs ticks while there is work, starting each
+/// tick's forward pass (on the device thread) before delivering the previous tick's tokens, and stops when there is
+/// none.
 /// </summary>
 [Reentrant, DevicePlacement]
 public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILogger<BatchGrain> logger,
@@ -202,16 +203,16 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
     {
         // the previous forward pass of this run of the loop: the device waits from its end to the next one's start
         long lastStarted = 0, lastEnded = 0;
-        while (_batch.Scheduler.HasWork)
+        if (!_batch.Scheduler.HasWork) return;
+        var next = _batch.Start();
+        while (true)
         {
-            var tick = await _batch.TickAsync();
-            if (tick.NumSequences == 0 && tick.Finished.Count == 0)
-            {
-                // Nothing could be scheduled (every block is held by queued work that cannot start yet); the next
-                // request or release restarts the loop rather than spinning here.
-                LogStalled(logger, _batch.Scheduler.NumWaiting);
-                break;
-            }
+            var tick = await _batch.FinishAsync(next);
+            bool stalled = tick.NumSequences == 0 && tick.Finished.Count == 0;
+            // The next forward pass starts before this one's tokens are delivered (detokenizing, stop strings,
+            // streams): the device need not wait for them.
+            bool started = !stalled && _batch.Scheduler.HasWork;
+            if (started) next = _batch.Start();
             if (tick.NumSequences > 0)
             {
                 _ticks++;
@@ -231,6 +232,16 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 if (OnToken(seq, token, tick)) firstTokens++;
             if (tick.NumSequences > 0) Metrics.RecordTick(tick, firstTokens, _metrics);
             foreach (var seq in tick.Finished) OnFinished(seq);
+            if (stalled)
+            {
+                // Nothing could be scheduled (every block is held by queued work that cannot start yet); the next
+                // request or release restarts the loop rather than spinning here.
+                LogStalled(logger, _batch.Scheduler.NumWaiting);
+                return;
+            }
+            if (started) continue;
+            if (!_batch.Scheduler.HasWork) return;
+            next = _batch.Start();
         }
     }
 

@@ -31,26 +31,41 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
 
     /// <summary>Runs one tick. A failing forward pass finishes that batch's sequences with an error; the others are
     /// untouched.</summary>
-    public async Task<TickResult> TickAsync()
-    {
-        var tick = Stopwatch.StartNew();
-        var output = Scheduler.Schedule();
-        if (output.IsEmpty) return new TickResult([], output.Finished, 0, 0, tick.Elapsed, TimeSpan.Zero);
+    public Task<TickResult> TickAsync() => FinishAsync(Start());
 
+    /// <summary>
+    /// The first half of a tick: the scheduler picks the work and the forward pass starts on the device thread. What
+    /// the caller does until <see cref="FinishAsync"/> (delivering the previous tick's tokens) overlaps the device's
+    /// work, as vLLM's asynchronous scheduling does; the scheduler's decisions are the same, as each tick is scheduled
+    /// after the previous one's tokens are in. A stop or a cancel flagged meanwhile takes effect a tick later: the
+    /// sequence may compute one token more, which no one receives.
+    /// </summary>
+    public StartedTick Start()
+    {
+        long started = Stopwatch.GetTimestamp();
+        var output = Scheduler.Schedule();
+        if (output.IsEmpty) return new StartedTick(output, null, started);
         Engine.Inputs.Fill(output);
-        var forward = Stopwatch.StartNew();
+        return new StartedTick(output, Engine.StepAsync(), started);
+    }
+
+    /// <summary>Waits for the forward pass of <paramref name="tick"/> and passes its tokens to the scheduler.</summary>
+    public async Task<TickResult> FinishAsync(StartedTick tick)
+    {
+        var output = tick.Output;
+        if (tick.Step is null)
+            return new TickResult([], output.Finished, 0, 0, Stopwatch.GetElapsedTime(tick.Started), TimeSpan.Zero);
         ReadOnlyMemory<int> tokens;
         try
         {
-            tokens = await Engine.StepAsync();
+            tokens = await tick.Step;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
             var failed = Scheduler.Fail(output, $"forward pass failed: {e.Message}");
             return new TickResult([], [.. output.Finished, .. failed], output.Scheduled.Count, output.NumBatchedTokens,
-                tick.Elapsed, forward.Elapsed, Engine.LastStep.Started, Engine.LastStep.Ended);
+                Stopwatch.GetElapsedTime(tick.Started), ForwardTime, Engine.LastStep.Started, Engine.LastStep.Ended);
         }
-        var forwardTime = forward.Elapsed;
 
         var sampled = new List<(Sequence, int)>(output.NumTokensToSample);
         int i = 0;
@@ -58,6 +73,13 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
             if (entry.NeedsToken) sampled.Add((entry.Sequence, tokens.Span[i++]));
         var finished = Scheduler.Update(output, tokens.Span);
         return new TickResult(sampled, [.. output.Finished, .. finished], output.Scheduled.Count,
-            output.NumBatchedTokens, tick.Elapsed, forwardTime, Engine.LastStep.Started, Engine.LastStep.Ended);
+            output.NumBatchedTokens, Stopwatch.GetElapsedTime(tick.Started), ForwardTime, Engine.LastStep.Started,
+            Engine.LastStep.Ended);
     }
+
+    TimeSpan ForwardTime => Stopwatch.GetElapsedTime(Engine.LastStep.Started, Engine.LastStep.Ended);
 }
+
+/// <summary>A tick whose forward pass is running (<see cref="Step"/>; null when nothing was scheduled), from
+/// <see cref="BatchEngine.Start"/>.</summary>
+public readonly record struct StartedTick(ScheduleOutput Output, Task<ReadOnlyMemory<int>>? Step, long Started);
