@@ -151,8 +151,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
 
         var expected = new int[n];
         var actual = new int[n];
-        p.Cpu.Sample(logits[0], c.VocabSize, expected);
-        p.Gpu.Sample(logits[1], c.VocabSize, actual);
+        p.Cpu.Sample(logits[0], c.VocabSize, expected, new(n));
+        p.Gpu.Sample(logits[1], c.VocabSize, actual, new(n));
         Assert.Equal(expected, actual);
     }
 
