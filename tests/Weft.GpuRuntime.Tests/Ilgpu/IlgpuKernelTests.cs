@@ -274,8 +274,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         var gpu = new Transformer(p.Gpu, p.File, p.Config, p.Weights, 32, 4);
         var expected = new int[4];
         var actual = new int[4];
-        cpu.Forward(p.Step, expected);
-        gpu.Forward(p.Step, actual);
+        cpu.Forward(p.Step, expected, new(4));
+        gpu.Forward(p.Step, actual, new(4));
         Assert.Equal(expected, actual);
         for (int r = 0; r < p.Step.NumLogitRows; r++)
         {
