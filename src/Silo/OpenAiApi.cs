@@ -444,7 +444,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             do
             {
                 await reply.ChunkAsync(deltas.Current);
-                usage = ReplyWriter.Sum(usage, deltas.Current.Usage);
+                usage = ReplyWriter.Sum(usage, deltas.Current);
             }
             while (await deltas.MoveNextAsync());
             if (includeUsage && usage is not null) await reply.UsageChunkAsync(usage);

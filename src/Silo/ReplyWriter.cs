@@ -34,7 +34,7 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
             promptIds ??= d.PromptTokenIds;
             if (d.FinishReason is null) continue;
             finals[d.Choice] = d;
-            usage = Sum(usage, d.Usage);
+            usage = Sum(usage, d);
         }
         while (await deltas.MoveNextAsync());
         if (usage is null || finals.Any(f => f is null))
@@ -61,11 +61,16 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
                 Usage(usage), promptIds), ApiJson.Default.Completion, cancellationToken: ct);
     }
 
-    /// <summary>The usage of a reply of several choices: the prompt once (its cached tokens are the first choice's,
-    /// what the prompt found before this request), the completions' tokens summed.</summary>
-    public static Usage Sum(Usage? total, Usage? next) => next is null ? total!
+    /// <summary>The usage of a reply of several choices so far, with the last delta of one: the prompt once (its
+    /// cached tokens are the first choice's, what the prompt found before this request; the others find what the
+    /// first computed), the completions' tokens summed.</summary>
+    public static Usage? Sum(Usage? total, TurnDelta d) => d.Usage is not { } next ? total
         : total is null ? next
-        : total with { CompletionTokens = total.CompletionTokens + next.CompletionTokens };
+        : total with
+        {
+            CompletionTokens = total.CompletionTokens + next.CompletionTokens,
+            CachedTokens = d.Choice == 0 ? next.CachedTokens : total.CachedTokens,
+        };
 
     public async Task StartStreamAsync(TurnDelta first)
     {

@@ -63,7 +63,8 @@ public sealed class Sampler(int vocabSize)
     }
 
     /// <summary>The ids.Length highest logits, highest first with ties to the lower id, as log-probabilities (logit
-    /// minus <paramref name="lse"/>). One pass with insertion into at most 20 kept: no sort of the vocabulary.</summary>
+    /// minus <paramref name="lse"/>). One pass with insertion into at most 20 kept: no sort of the
+    /// vocabulary.</summary>
     public static void TopLogprobs(ReadOnlySpan<float> logits, float lse, Span<int> ids, Span<float> values)
     {
         int k = ids.Length, kept = 0;
