@@ -284,7 +284,18 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     [Theory]
     [InlineData(EngineKind.Cpu)]
     [InlineData(EngineKind.IlgpuCpu)]
-    public void Logprobs_are_the_log_softmax_of_the_raw_logits(EngineKind kind)
+    public void Logprobs_are_the_log_softmax_of_the_raw_logits(EngineKind kind) => AssertLogprobsOfRawLogits(kind);
+
+    [Fact]
+    [Trait("Device", "cuda")]
+    public void Cuda_logprobs_are_the_log_softmax_of_the_raw_logits()
+    {
+        Assert.SkipUnless(IlgpuBackend.CudaDeviceCount() > 0,
+            "no CUDA device on this host (scripts/gpu-check.sh runs these checks on a GPU host)");
+        AssertLogprobsOfRawLogits(EngineKind.Cuda);
+    }
+
+    void AssertLogprobsOfRawLogits(EngineKind kind)
     {
         using var engine = Load(models.Write(TestModelFiles.Tiny), kind, KvCacheType.F32);
         int[][] prompts = [[1, 300, 301], [1, 5, 6, 7, 8], [1, 700, 9, 300, 10, 11], [1, 42]];
