@@ -178,13 +178,15 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                     $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
 
         var scheduler = _batch.Scheduler;
+        // only the first choice is the conversation's: the others keep no blocks and no handle
+        bool keepCache = choice == 0 && request.KeepCache;
         Sequence seq;
         if (choice == 0 && request.SequenceId != 0 && _kept.Remove(request.SequenceId, out var kept))
         {
             seq = kept;
-            scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, request.KeepCache);
+            scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, keepCache);
         }
-        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, request.KeepCache)
+        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, keepCache)
         { CacheSalt = CacheSalt(request.Tenant) };
         try
         {
