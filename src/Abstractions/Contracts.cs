@@ -40,7 +40,22 @@ public sealed record SamplingOptions
     /// <summary>A JSON schema the reply must match, as compact JSON output; "{}" for any JSON object (json_object).
     /// Null: unconstrained.</summary>
     [Id(13)] public string? JsonSchema { get; init; }
+    /// <summary>Report each sampled token's log-probability and this many of the most likely tokens' (0 to 20);
+    /// null: none.</summary>
+    [Id(14)] public int? Logprobs { get; init; }
+
+    /// <summary>The most alternatives <see cref="Logprobs"/> may ask for: OpenAI's top_logprobs limit.</summary>
+    public const int MaxLogprobs = 20;
 }
+
+/// <summary>A sampled token's log-probability (the log-softmax of the model's raw logits) and the most likely tokens'
+/// at its step, most likely first.</summary>
+[GenerateSerializer, Immutable, Alias("weft.TokenLogprob")]
+public sealed record TokenLogprob(
+    [property: Id(0)] int Token,
+    [property: Id(1)] float Logprob,
+    [property: Id(2)] IReadOnlyList<int> TopIds,
+    [property: Id(3)] IReadOnlyList<float> TopLogprobs);
 
 /// <summary>
 /// A turn of a conversation. Exactly one of <see cref="Messages"/>, <see cref="Prompt"/> or
@@ -74,6 +89,13 @@ public sealed record TurnRequest
     /// <summary>The functions the model may call, as OpenAI's "tools" array in JSON; null for none. They are given
     /// to the chat template and the reply is parsed for calls.</summary>
     [Id(9)] public string? ToolsJson { get; init; }
+    /// <summary>Independent replies to the same prompt (OpenAI's n), each delta naming its
+    /// <see cref="TurnDelta.Choice"/>; more than one only for an <see cref="Ephemeral"/> turn, since a conversation
+    /// keeps one reply per turn.</summary>
+    [Id(10)] public int Choices { get; init; } = 1;
+
+    /// <summary>The most <see cref="Choices"/> a turn may ask for: each is a sequence of the batch.</summary>
+    public const int MaxChoices = 8;
 }
 
 /// <summary>What a conversation does when its next turn would not fit the model's context.</summary>
@@ -114,6 +136,11 @@ public sealed record TurnDelta
     /// <summary>Only on the last delta of a turn that offered tools: the calls the reply made (their text is not in
     /// any delta's <see cref="Text"/>).</summary>
     [Id(5)] public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
+    /// <summary>When the turn asked for them: one per token sampled since the last delta, in order.</summary>
+    [Id(6)] public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
+    /// <summary>Which of the turn's <see cref="TurnRequest.Choices"/> this delta belongs to; each ends with a delta of
+    /// its own that carries its finish reason and usage (its completion tokens).</summary>
+    [Id(7)] public int Choice { get; init; }
 }
 
 [GenerateSerializer, Immutable, Alias("weft.ConversationHistory")]

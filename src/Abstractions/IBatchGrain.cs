@@ -18,6 +18,10 @@ public sealed record GenerationRequest
     [Id(5)] public string Tenant { get; init; } = "";
     /// <summary>The conversation grain's key, for the request's log line. Empty: not from a conversation.</summary>
     [Id(6)] public string Conversation { get; init; } = "";
+    /// <summary>Independent sequences from the prompt; choice i draws with seed + i when a seed is given. The others
+    /// are admitted once the first has computed the prompt, so that they find its KV blocks in the prefix
+    /// cache.</summary>
+    [Id(7)] public int Choices { get; init; } = 1;
 }
 
 /// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason
@@ -33,6 +37,10 @@ public sealed record GenerationDelta
     [Id(4)] public int PromptTokens { get; init; }
     [Id(5)] public int CachedTokens { get; init; }
     [Id(6)] public int CompletionTokens { get; init; }
+    /// <summary>When the request asked for them: one per token of <see cref="TokenIds"/>.</summary>
+    [Id(7)] public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
+    /// <summary>Which of the request's choices the delta belongs to.</summary>
+    [Id(8)] public int Choice { get; init; }
 }
 
 /// <summary>A device's load, for placement and metrics.</summary>

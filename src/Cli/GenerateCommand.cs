@@ -54,7 +54,7 @@ static class GenerateCommand
             while (batch.Scheduler.HasWork && !decoder.Stopped)
             {
                 var tick = batch.TickAsync().GetAwaiter().GetResult();
-                foreach (var (_, token) in tick.Sampled)
+                foreach (var (_, token, _) in tick.Sampled)
                 {
                     if (firstToken == default) firstToken = sw.Elapsed;
                     Console.Write(decoder.Push(token));

@@ -24,13 +24,57 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
     ILoggerFactory loggers) : Grain, IBatchGrain
 {
     sealed record Request(Sequence Sequence, string Tenant, string Conversation, TagList Tags, ReplyDecoder Decoder,
-        Channel<GenerationDelta> Output)
+        Channel<GenerationDelta> Output, ChoiceGroup Group, int Choice)
     {
         public bool Done { get; set; }
         public long Admitted { get; } = Stopwatch.GetTimestamp();
         public long LastToken { get; set; }
         public TimeSpan Queue { get; set; }
         public TimeSpan Ttft { get; set; }
+    }
+
+    /// <summary>
+    /// The choices of one request (OpenAI's n): they share its output channel, which completes when the last is done.
+    /// Choices after the first are admitted when the first samples its first token: its prompt's full blocks are then
+    /// in the prefix cache, so each of the others computes only the prompt's last partial block.
+    /// </summary>
+    sealed class ChoiceGroup(GenerationRequest request, Channel<GenerationDelta> output)
+    {
+        readonly List<Request> _members = [];
+        // set from a cancellation callback's thread while the grain's thread adds members: both under the lock
+        bool _cancelled;
+
+        public GenerationRequest Request { get; } = request;
+        public Channel<GenerationDelta> Output { get; } = output;
+        public bool SiblingsAdmitted { get; set; }
+        public bool AllDone
+        {
+            get
+            {
+                lock (_members) return (SiblingsAdmitted || Request.Choices == 1) && _members.TrueForAll(m => m.Done);
+            }
+        }
+
+        /// <summary>Adds a choice; false (not added) when the request was cancelled meanwhile.</summary>
+        public bool Add(Request r)
+        {
+            lock (_members)
+            {
+                if (_cancelled) return false;
+                _members.Add(r);
+                return true;
+            }
+        }
+
+        public void Cancel(Scheduler scheduler)
+        {
+            lock (_members)
+            {
+                _cancelled = true;
+                foreach (var m in _members)
+                    if (!m.Done) scheduler.Cancel(m.Sequence);
+            }
+        }
     }
 
     /// <summary>One line per request, in a category of its own so that an operator can turn it off
@@ -80,10 +124,10 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
     {
         var req = Admit(request, Channel.CreateUnbounded<GenerationDelta>(
             new UnboundedChannelOptions { SingleReader = true, SingleWriter = true }));
-        var (scheduler, seq) = (_batch.Scheduler, req.Sequence);
-        // Cancellation only flags the sequence (the callback runs on another thread): the next tick finishes it and
-        // frees its blocks.
-        using var registration = cancellationToken.Register(() => scheduler.Cancel(seq));
+        var (scheduler, group) = (_batch.Scheduler, req.Group);
+        // Cancellation only flags the sequences (the callback runs on another thread): the next tick finishes them and
+        // frees their blocks.
+        using var registration = cancellationToken.Register(() => group.Cancel(scheduler));
         try
         {
             await foreach (var delta in req.Output.Reader.ReadAllAsync(CancellationToken.None))
@@ -92,7 +136,7 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         finally
         {
             // the caller stopped listening (disconnect, dispose) before the end: stop generating for it
-            if (!req.Done) scheduler.Cancel(seq);
+            if (!group.AllDone) group.Cancel(scheduler);
         }
     }
 
@@ -104,7 +148,7 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         // a finished sequence may be kept for the next turn: a late cancel must not flag it
         local.Cancel = () =>
         {
-            if (!req.Done) scheduler.Cancel(req.Sequence);
+            if (!req.Group.AllDone) req.Group.Cancel(scheduler);
         };
         return Task.FromResult(true);
     }
@@ -113,20 +157,37 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
     /// <paramref name="output"/>.</summary>
     Request Admit(GenerationRequest request, Channel<GenerationDelta> output)
     {
-        var sampling = SamplingMapper.ToParams(request.Sampling, request.PromptTokens.Count, host);
+        if (request.Choices is < 1 or > TurnRequest.MaxChoices)
+            throw new WeftException(WeftErrorCode.InvalidRequest,
+                $"a request has 1 to {TurnRequest.MaxChoices} choices", "n");
+        var req = AdmitChoice(new ChoiceGroup(request, output), 0);
+        if (_loop.IsCompleted) _loop = RunAsync();
+        return req;
+    }
+
+    /// <summary>Queues choice <paramref name="choice"/> of the group's request; it draws with seed + choice when the
+    /// request gives a seed.</summary>
+    Request AdmitChoice(ChoiceGroup group, int choice)
+    {
+        var request = group.Request;
+        var options = choice == 0 ? request.Sampling
+            : request.Sampling with { Seed = request.Sampling.Seed + (ulong)choice };
+        var sampling = SamplingMapper.ToParams(options, request.PromptTokens.Count, host);
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)host.Config.VocabSize)
                 throw new WeftException(WeftErrorCode.InvalidRequest,
                     $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
 
         var scheduler = _batch.Scheduler;
+        // only the first choice is the conversation's: the others keep no blocks and no handle
+        bool keepCache = choice == 0 && request.KeepCache;
         Sequence seq;
-        if (request.SequenceId != 0 && _kept.Remove(request.SequenceId, out var kept))
+        if (choice == 0 && request.SequenceId != 0 && _kept.Remove(request.SequenceId, out var kept))
         {
             seq = kept;
-            scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, request.KeepCache);
+            scheduler.StartTurn(seq, request.PromptTokens, sampling, request.Priority, keepCache);
         }
-        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, request.KeepCache)
+        else seq = new Sequence(++_nextSequenceId, request.PromptTokens, sampling, request.Priority, keepCache)
         { CacheSalt = CacheSalt(request.Tenant) };
         try
         {
@@ -141,10 +202,27 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         }
 
         var req = new Request(seq, request.Tenant, request.Conversation, _metrics.For(request.Tenant),
-            new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), output);
+            new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), group.Output, group, choice);
+        // cancelled before this choice was queued: it finishes at the next tick, unseen
+        if (!group.Add(req)) scheduler.Cancel(seq);
         _requests[seq.Id] = req;
-        if (_loop.IsCompleted) _loop = RunAsync();
         return req;
+    }
+
+    /// <summary>Queues a request's other choices once its first has computed the prompt. A refusal (a full queue)
+    /// fails the whole request.</summary>
+    void AdmitSiblings(ChoiceGroup group)
+    {
+        group.SiblingsAdmitted = true;
+        try
+        {
+            for (int c = 1; c < group.Request.Choices; c++) AdmitChoice(group, c);
+        }
+        catch (WeftException e)
+        {
+            group.Cancel(_batch.Scheduler);
+            group.Output.Writer.TryComplete(e);
+        }
     }
 
     public Task ReleaseAsync(long sequenceId)
@@ -228,8 +306,8 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 _tokensGenerated += tick.Sampled.Count;
             }
             int firstTokens = 0;
-            foreach (var (seq, token) in tick.Sampled)
-                if (OnToken(seq, token, tick)) firstTokens++;
+            foreach (var (seq, token, logprobs) in tick.Sampled)
+                if (OnToken(seq, token, logprobs, tick)) firstTokens++;
             if (tick.NumSequences > 0) Metrics.RecordTick(tick, firstTokens, _metrics);
             foreach (var seq in tick.Finished) OnFinished(seq);
             if (stalled)
@@ -246,7 +324,7 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
     }
 
     /// <summary>Passes a sampled token on; true when it was its request's first.</summary>
-    bool OnToken(Sequence seq, int token, TickResult tick)
+    bool OnToken(Sequence seq, int token, TokenLogprobs? logprobs, TickResult tick)
     {
         if (!_requests.TryGetValue(seq.Id, out var req) || req.Done) return false;
         long now = Stopwatch.GetTimestamp();
@@ -263,15 +341,21 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         }
         else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now), req.Tags);
         req.LastToken = now;
+        if (first && req.Choice == 0 && req.Group.Request.Choices > 1) AdmitSiblings(req.Group);
         string text = req.Decoder.Push(token);
+        IReadOnlyList<TokenLogprob>? lp = logprobs is null ? null
+            : [new TokenLogprob(token, logprobs.Logprob, logprobs.TopIds, logprobs.TopLogprobs)];
         if (req.Decoder.Stopped)
         {
             // a stop string ended the reply: the client is done now; the scheduler finishes the sequence next tick
             _batch.Scheduler.Stop(seq);
-            Complete(req, "stop", text, [token]);
+            Complete(req, "stop", text, [token], lp);
             return first;
         }
-        req.Output.Writer.TryWrite(new GenerationDelta { SequenceId = seq.Id, Text = text, TokenIds = [token] });
+        req.Output.Writer.TryWrite(new GenerationDelta
+        {
+            SequenceId = seq.Id, Text = text, TokenIds = [token], Logprobs = lp, Choice = req.Choice,
+        });
         return first;
     }
 
@@ -302,13 +386,15 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 req.Output.Writer.TryComplete(new OperationCanceledException("generation was cancelled"));
                 break;
             default:
-                Complete(req, seq.FinishReason == FinishReason.Length ? "length" : "stop", req.Decoder.Finish(), []);
+                Complete(req, seq.FinishReason == FinishReason.Length ? "length" : "stop", req.Decoder.Finish(), [],
+                    null);
                 _requests.Remove(seq.Id);
                 break;
         }
     }
 
-    void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens)
+    void Complete(Request req, string finishReason, string text, IReadOnlyList<int> tokens,
+        IReadOnlyList<TokenLogprob>? logprobs)
     {
         var seq = req.Sequence;
         req.Done = true;
@@ -319,12 +405,14 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
             SequenceId = seq.Id,
             Text = text,
             TokenIds = tokens,
+            Logprobs = logprobs,
             FinishReason = finishReason,
             PromptTokens = seq.NumPromptTokens,
             CachedTokens = seq.NumCachedTokens,
             CompletionTokens = seq.NumCompletionTokens,
+            Choice = req.Choice,
         });
-        req.Output.Writer.TryComplete();
+        if (req.Group.AllDone) req.Output.Writer.TryComplete();
     }
 
     /// <summary>A tenant's salt: 64 bits of SHA-256, so no tenant can pick a name whose chain meets another's. No

@@ -90,6 +90,11 @@ public sealed class ConversationGrain(
                 yield break;
             }
             host.EnsureReady();
+            if (request.Choices is < 1 or > TurnRequest.MaxChoices
+                || (request.Choices > 1 && !request.Ephemeral))
+                throw new WeftException(WeftErrorCode.InvalidRequest,
+                    $"a turn has 1 to {TurnRequest.MaxChoices} choices, and more than one only when it is ephemeral " +
+                    "(a conversation keeps one reply per turn)", "n");
             var (messages, prompt, rendered, dropped) = Prepare(request);
             using var admission = Admit(prompt.Count);
             var s = state.State;
@@ -104,6 +109,7 @@ public sealed class ConversationGrain(
                 KeepCache = !request.Ephemeral,
                 Tenant = Tenant,
                 Conversation = this.GetPrimaryKeyString(),
+                Choices = request.Choices,
             };
             if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
 
@@ -112,37 +118,50 @@ public sealed class ConversationGrain(
             bool first = true;
             long sequenceId = 0;
             (string? Finish, Usage? Usage) end = (null, null);
-            // with tools offered, text that may be a call is held back and parsed when the reply ends
-            var splitter = request.ToolsJson is null ? null : new ToolCallSplitter(host.Template.ToolFormat);
+            // with tools offered, text that may be a call is held back and parsed when the reply ends; one splitter
+            // per choice
+            var splitters = request.ToolsJson is null ? null
+                : Enumerable.Range(0, request.Choices).Select(_ => new ToolCallSplitter(host.Template.ToolFormat))
+                    .ToArray();
             IReadOnlyList<ToolCall>? calls = null;
             await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
                 cancellationToken))
             {
-                sequenceId = d.SequenceId;
-                reply.AddRange(d.TokenIds);
-                text.Append(d.Text);
+                // what the conversation keeps is the first choice's (the only one of a turn that is not ephemeral)
+                bool firstChoice = d.Choice == 0;
+                if (firstChoice)
+                {
+                    sequenceId = d.SequenceId;
+                    reply.AddRange(d.TokenIds);
+                    text.Append(d.Text);
+                }
+                var splitter = splitters?[d.Choice];
                 string shown = splitter?.Push(d.Text) ?? d.Text;
                 string? finish = d.FinishReason;
+                IReadOnlyList<ToolCall>? found = null;
                 if (splitter is not null && finish is not null)
                 {
-                    var (rest, found) = splitter.Finish();
+                    var (rest, parsed) = splitter.Finish();
                     shown += rest;
-                    if (found.Count > 0)
+                    if (parsed.Count > 0)
                     {
-                        calls = [.. found.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                        found = [.. parsed.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
                         if (finish == "stop") finish = "tool_calls";
                     }
                 }
-                if (finish is not null)
-                    end = (finish, new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped));
+                var choiceUsage = finish is null ? null
+                    : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped);
+                if (firstChoice && finish is not null) (end, calls) = ((finish, choiceUsage), found);
                 yield return new TurnDelta
                 {
                     Text = shown,
                     TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
+                    Logprobs = d.Logprobs,
                     PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
                     FinishReason = finish,
-                    Usage = end.Usage,
-                    ToolCalls = calls,
+                    Usage = choiceUsage,
+                    ToolCalls = found,
+                    Choice = d.Choice,
                 };
                 first = false;
             }

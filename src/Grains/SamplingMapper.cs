@@ -34,6 +34,7 @@ static class SamplingMapper
             IgnoreEos = o.IgnoreEos,
             StopTokenIds = o.StopTokenIds,
             LogitBias = o.LogitBias,
+            Logprobs = o.Logprobs,
             Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds) : null,
         };
         if (p.Validate(host.Config.VocabSize) is { } problem)

@@ -24,6 +24,12 @@ public sealed record SamplingParams
     /// <summary>Forbids tokens (a JSON schema); applied after the bias, so no bias brings a forbidden token
     /// back.</summary>
     public ITokenConstraint? Constraint { get; init; }
+    /// <summary>Report the sampled token's log-probability and this many of the most likely tokens' (0 to
+    /// <see cref="MaxLogprobs"/>), from the raw logits; null reports none.</summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>OpenAI's limit on top_logprobs, which is vLLM's default max_logprobs too.</summary>
+    public const int MaxLogprobs = 20;
 
     public static SamplingParams Greedy(int maxTokens) => new() { Temperature = 0, MaxTokens = maxTokens };
 
@@ -55,6 +61,8 @@ public sealed record SamplingParams
                 if (!float.IsFinite(bias) || bias < -100 || bias > 100)
                     return ("logit_bias", "a logit bias must be between -100 and 100");
             }
+        if (Logprobs is < 0 or > MaxLogprobs)
+            return ("top_logprobs", $"top_logprobs must be between 0 and {MaxLogprobs}");
         foreach (var t in StopTokenIds)
             if (t < 0 || t >= vocabSize)
                 return ("stop_token_ids", $"stop token id {t} is outside the vocabulary (0..{vocabSize - 1})");

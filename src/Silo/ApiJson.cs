@@ -49,10 +49,25 @@ sealed record ToolCallOut(
 sealed record FunctionCallOut(string Name, string Arguments);
 
 sealed record ChatChoice(int Index, ChatMessageOut Message, string FinishReason,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds)
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds,
+    ChatLogprobs? Logprobs);
+
+/// <summary>A chat choice's log-probabilities: one entry per token of its content.</summary>
+sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content)
 {
-    public object? Logprobs => null;
+    public object? Refusal => null;
 }
+
+/// <summary>A token as text, its UTF-8 bytes (a token may hold part of a character) and its log-probability.</summary>
+sealed record ChatTokenLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes,
+    IReadOnlyList<ChatTopLogprob> TopLogprobs);
+
+sealed record ChatTopLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes);
+
+/// <summary>The legacy completions' log-probabilities: parallel lists over the choice's tokens, each top entry a map
+/// from token text to log-probability, and each token's character offset in the choice's text.</summary>
+sealed record CompletionLogprobs(IReadOnlyList<string> Tokens, IReadOnlyList<float> TokenLogprobs,
+    IReadOnlyList<Dictionary<string, float>> TopLogprobs, IReadOnlyList<int> TextOffset);
 
 sealed record ChatCompletion(string Id, long Created, string Model, IReadOnlyList<ChatChoice> Choices, UsageInfo Usage,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? PromptTokenIds)
@@ -67,10 +82,8 @@ sealed record ChatDelta(
         null);
 
 sealed record ChatChunkChoice(int Index, ChatDelta Delta, string? FinishReason,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds)
-{
-    public object? Logprobs => null;
-}
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds,
+    ChatLogprobs? Logprobs = null);
 
 sealed record ChatChunk(string Id, long Created, string Model, IReadOnlyList<ChatChunkChoice> Choices,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] UsageInfo? Usage,
@@ -80,10 +93,8 @@ sealed record ChatChunk(string Id, long Created, string Model, IReadOnlyList<Cha
 }
 
 sealed record CompletionChoice(int Index, string Text, string? FinishReason,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds)
-{
-    public object? Logprobs => null;
-}
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds,
+    CompletionLogprobs? Logprobs = null);
 
 /// <summary>A completion, or one chunk of a streamed completion (OpenAI uses the same object for both).</summary>
 sealed record Completion(string Id, long Created, string Model, IReadOnlyList<CompletionChoice> Choices,

@@ -68,6 +68,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")) with
             {
                 JsonSchema = schema,
+                Logprobs = ChatLogprobs(body),
             },
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
@@ -90,7 +91,10 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         {
             Prompt = prompt,
             PromptTokenIds = promptIds,
-            Sampling = Sampling(body, body.Int("max_tokens") ?? DefaultCompletionMaxTokens),
+            Sampling = Sampling(body, body.Int("max_tokens") ?? DefaultCompletionMaxTokens) with
+            {
+                Logprobs = CompletionLogprobs(body),
+            },
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
         };
@@ -201,14 +205,48 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         if (b.Names.FirstOrDefault(n => !known.Contains(n)) is { } unknown)
             throw ApiException.Unsupported(unknown, $"'{unknown}' is not supported by this server");
         if (b.Bool("store")) throw ApiException.Unsupported("store", "stored completions are not supported");
-        if (b.Int("n") is { } n && n != 1)
-            throw ApiException.Unsupported("n", "only n=1 is supported: send one request per choice");
         if (b.Int("best_of") is > 1) throw ApiException.Unsupported("best_of", "best_of is not supported");
         if (b.Bool("echo")) throw ApiException.Unsupported("echo", "echo is not supported");
-        if (b.Field("logprobs") is { } lp && lp.ValueKind != JsonValueKind.False
-            && !(lp.ValueKind == JsonValueKind.Number && lp.GetDouble() == 0))
-            throw ApiException.Unsupported("logprobs", "logprobs are not supported");
-        if (b.Int("top_logprobs") is > 0) throw ApiException.Unsupported("top_logprobs", "logprobs are not supported");
+    }
+
+    /// <summary>Chat's "logprobs": true, with "top_logprobs" (0 to 20) alternatives per token; null when not
+    /// asked.</summary>
+    static int? ChatLogprobs(RequestBody b)
+    {
+        bool wanted = b.Bool("logprobs");
+        int? top = b.Int("top_logprobs");
+        if (top is not null && !wanted)
+            throw ApiException.BadRequest("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+        if (top is < 0 or > SamplingOptions.MaxLogprobs)
+            throw ApiException.BadRequest(
+                $"'top_logprobs' must be between 0 and {SamplingOptions.MaxLogprobs}", "top_logprobs");
+        return wanted ? top ?? 0 : null;
+    }
+
+    /// <summary>The legacy completions' "logprobs": how many alternatives per token, 0 to 5 (OpenAI's limit); false
+    /// or null asks for none.</summary>
+    static int? CompletionLogprobs(RequestBody b)
+    {
+        if (b.Field("logprobs") is { ValueKind: JsonValueKind.False }) return null;
+        int? k = b.Int("logprobs");
+        if (k is < 0 or > MaxCompletionLogprobs)
+            throw ApiException.BadRequest($"'logprobs' must be between 0 and {MaxCompletionLogprobs}", "logprobs");
+        return k;
+    }
+
+    const int MaxCompletionLogprobs = 5;
+
+    /// <summary>"n": 1 to <see cref="TurnRequest.MaxChoices"/> replies; more than one only without a conversation,
+    /// which keeps one reply per turn.</summary>
+    static int Choices(HttpContext ctx, RequestBody b)
+    {
+        int n = b.Int("n") ?? 1;
+        if (n is < 1 or > TurnRequest.MaxChoices)
+            throw ApiException.BadRequest($"'n' must be between 1 and {TurnRequest.MaxChoices}", "n");
+        if (n > 1 && ConversationId(ctx, b) is not null)
+            throw ApiException.BadRequest("'n' above 1 needs a request without a conversation: a conversation keeps " +
+                "one reply per turn, so send conversation_id (or X-Conversation-Id) only with n = 1", "n");
+        return n;
     }
 
     static IReadOnlyList<ChatMessage> Messages(RequestBody b)
@@ -328,11 +366,14 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         if (id is not null) turn = turn with { TurnId = turnId ?? Guid.NewGuid().ToString("N") };
         // without an id the request is a conversation of its own that keeps nothing
         if (id is null) turn = turn with { Ephemeral = true };
+        int choices = Choices(ctx, body);
+        turn = turn with { Choices = choices };
         // the tenant's own namespace: another tenant's conversation of the same id is another grain
         var conversation = grains.GetGrain<IConversationGrain>(
             ConversationKey.Of(WeftApiEndpoints.Tenant(ctx), id ?? $"http-{Guid.NewGuid():N}"));
         var reply = new ReplyWriter(ctx.Response, chat, $"{(chat ? "chatcmpl" : "cmpl")}-{Guid.NewGuid():N}",
-            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), host.ModelName, turn.ReturnTokenIds, ctx.RequestAborted);
+            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), host.ModelName, turn.ReturnTokenIds, choices, host.Tokenizer,
+            ctx.RequestAborted);
         var ct = ctx.RequestAborted;
         try
         {
@@ -342,7 +383,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
             try
             {
                 if (stream) await StreamAsync(reply, deltas, includeUsage, ct);
-                else await reply.WholeAsync(deltas);
+                else await reply.WholeAsync(deltas, turn.Sampling.Logprobs is not null);
             }
             finally
             {
@@ -399,11 +440,11 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         await reply.StartStreamAsync(deltas.Current);
         try
         {
-            Usage? usage;
+            Usage? usage = null;
             do
             {
                 await reply.ChunkAsync(deltas.Current);
-                usage = deltas.Current.Usage;
+                usage = ReplyWriter.Sum(usage, deltas.Current);
             }
             while (await deltas.MoveNextAsync());
             if (includeUsage && usage is not null) await reply.UsageChunkAsync(usage);

@@ -206,8 +206,7 @@ public sealed class ToolTests(SiloFixture silo) : IClassFixture<SiloFixture>
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"reasoning_effort":"low"}""",
         "reasoning_effort")]
     [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"store":true}""", "store")]
-    [InlineData("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"logprobs":true}""",
-        "logprobs")]
+    [InlineData("/v1/completions", """{"prompt":"hi","best_of":2}""", "best_of")]
     [InlineData("/v1/completions", """{"prompt":"hi","tools":[]}""", "tools")]
     public async Task A_field_the_server_does_not_apply_is_a_400_naming_it(string path, string json, string field)
     {

@@ -3,11 +3,12 @@ using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
-/// <summary>What one tick did: the sequences that got a token (with it), the ones that finished, and its timing
-/// (<see cref="ForwardStarted"/> and <see cref="ForwardEnded"/> are the device thread's <see cref="Stopwatch"/>
-/// timestamps, 0 when no forward pass ran, so a loop can tell how long the device waited between two).</summary>
+/// <summary>What one tick did: the sequences that got a token (with it and, when asked, its log-probabilities), the
+/// ones that finished, and its timing (<see cref="ForwardStarted"/> and <see cref="ForwardEnded"/> are the device
+/// thread's <see cref="Stopwatch"/> timestamps, 0 when no forward pass ran, so a loop can tell how long the device
+/// waited between two).</summary>
 public sealed record TickResult(
-    IReadOnlyList<(Sequence Sequence, int Token)> Sampled,
+    IReadOnlyList<(Sequence Sequence, int Token, TokenLogprobs? Logprobs)> Sampled,
     IReadOnlyList<Sequence> Finished,
     int NumSequences,
     int NumTokens,
@@ -67,10 +68,14 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
                 Stopwatch.GetElapsedTime(tick.Started), ForwardTime, Engine.LastStep.Started, Engine.LastStep.Ended);
         }
 
-        var sampled = new List<(Sequence, int)>(output.NumTokensToSample);
+        var sampled = new List<(Sequence, int, TokenLogprobs?)>(output.NumTokensToSample);
         int i = 0;
         foreach (var entry in output.Scheduled)
-            if (entry.NeedsToken) sampled.Add((entry.Sequence, tokens.Span[i++]));
+            if (entry.NeedsToken)
+            {
+                sampled.Add((entry.Sequence, tokens.Span[i], Engine.Logprobs.Take(i, entry.Sequence.Sampling)));
+                i++;
+            }
         var finished = Scheduler.Update(output, tokens.Span);
         return new TickResult(sampled, [.. output.Finished, .. finished], output.Scheduled.Count,
             output.NumBatchedTokens, Stopwatch.GetElapsedTime(tick.Started), ForwardTime, Engine.LastStep.Started,

@@ -90,8 +90,10 @@ public interface IBackend : IDisposable
     void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows);
     /// <summary>logits = cap · tanh(logits / cap) for the first rows rows (gemma2's final soft-capping).</summary>
     void SoftCap(DeviceTensor logits, int rows, int width, float cap);
-    /// <summary>Samples one token per logits row into <paramref name="tokens"/>.</summary>
-    void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens);
+    /// <summary>Samples one token per logits row into <paramref name="tokens"/>, and for the rows whose sequence asks
+    /// for them (<see cref="Weft.Scheduling.SamplingParams.Logprobs"/>) the log-probabilities into
+    /// <paramref name="logprobs"/>.</summary>
+    void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens, StepLogprobs logprobs);
 
     /// <summary>Row <paramref name="row"/> of <paramref name="t"/>, once the calls so far are done.</summary>
     float[] ReadRow(DeviceTensor t, int row, int width);

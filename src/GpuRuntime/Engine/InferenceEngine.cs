@@ -18,6 +18,7 @@ public sealed class InferenceEngine : IDisposable
     readonly IBackend _deviceBackend, _backend;
     readonly Transformer _transformer;
     readonly int[] _sampled;
+    readonly StepLogprobs _logprobs;
 
     public GgufFile File { get; }
     public ModelConfig Config { get; }
@@ -47,6 +48,7 @@ public sealed class InferenceEngine : IDisposable
         long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize
             * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
         _sampled = new int[options.MaxNumSeqs];
+        _logprobs = new StepLogprobs(options.MaxNumSeqs);
 
         _device = new DeviceThread($"weft-device-{options.Engine}");
         try
@@ -143,7 +145,7 @@ public sealed class InferenceEngine : IDisposable
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         try
         {
-            _transformer.Forward(Inputs, _sampled);
+            _transformer.Forward(Inputs, _sampled, _logprobs);
         }
         finally
         {
@@ -151,6 +153,10 @@ public sealed class InferenceEngine : IDisposable
         }
         return (ReadOnlyMemory<int>)_sampled.AsMemory(0, Inputs.NumLogitRows);
     });
+
+    /// <summary>The log-probabilities of the last step's logits rows whose sequence asked for them; the next step
+    /// overwrites them.</summary>
+    public StepLogprobs Logprobs => _logprobs;
 
     /// <summary>
     /// Runs a decode-sized and a prefill-sized step once, so the first request does not pay for compiling the kernels

@@ -64,10 +64,10 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows) =>
         Time($"matmul {MatrixName(w.Info.Name)}", () => inner.MatMul(x, w, y, rows));
 
-    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
+    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens, StepLogprobs logprobs)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.Sample(logits, vocabSize, tokens);
+        inner.Sample(logits, vocabSize, tokens, logprobs);
         inner.Synchronize();
         var (t, n) = _times.GetValueOrDefault("sample");
         _times["sample"] = (t + Stopwatch.GetElapsedTime(start), n + 1);

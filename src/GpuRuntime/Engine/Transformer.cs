@@ -59,7 +59,7 @@ public sealed class Transformer
 
     /// <summary>Runs the step described by <paramref name="s"/> and samples one token per logits row into
     /// <paramref name="sampled"/>.</summary>
-    public void Forward(StepInputs s, Span<int> sampled)
+    public void Forward(StepInputs s, Span<int> sampled, StepLogprobs logprobs)
     {
         var c = _c;
         int T = s.NumTokens;
@@ -95,7 +95,7 @@ public sealed class Transformer
         _b.GatherNormLogitRows(_x, _outputNorm, _xl, c.Dim, c.RmsEps, _output);      // xl     [n, dim]
         _b.MatMul(_xl, _output, _logits, n);                                          // logits [n, vocab]
         if (c.FinalSoftCap > 0) _b.SoftCap(_logits, n, c.VocabSize, c.FinalSoftCap);
-        _b.Sample(_logits, c.VocabSize, sampled[..n]);                                // sampled[i] ← logits[i]
+        _b.Sample(_logits, c.VocabSize, sampled[..n], logprobs);                      // sampled[i] ← logits[i]
     }
 
     void AddToResidual(DeviceTensor x, DeviceWeight w, DeviceWeight? postNorm, int rows)

@@ -15,6 +15,8 @@ public sealed class Sampler(int vocabSize)
     readonly float[] _probs = new float[vocabSize];
     readonly ulong[] _keys = new ulong[vocabSize];
     readonly Dictionary<int, int> _counts = [];
+    // the row before bias, mask and penalties, for the sampled token's log-probability; only rows that change it
+    float[]? _raw;
 
     /// <param name="logits">One row; modified in place by penalties.</param>
     /// <param name="tokens">The sequence's tokens so far (prompt then generated).</param>
@@ -26,6 +28,63 @@ public sealed class Sampler(int vocabSize)
         int token = Pick(logits, p, seed, tokens, numPromptTokens);
         constraint.Accepted(token);
         return token;
+    }
+
+    /// <summary>
+    /// Samples as <see cref="Sample(Span{float}, SamplingParams, ulong, IReadOnlyList{int}, int)"/> and reports the
+    /// log-softmax of the raw logits (before bias, mask and penalties: vLLM's default): the sampled token's, and the
+    /// <paramref name="topIds"/>.Length most likely tokens' in <paramref name="topLogprobs"/>, most likely first.
+    /// </summary>
+    public int Sample(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens,
+        Span<int> topIds, Span<float> topLogprobs, out float sampledLogprob)
+    {
+        ReadOnlySpan<float> raw = logits;
+        if (p.LogitBias is not null || p.Constraint is not null || p.HasPenalties)
+        {
+            _raw ??= new float[_probs.Length];
+            logits.CopyTo(_raw);
+            raw = _raw.AsSpan(0, logits.Length);
+        }
+        float lse = LogSumExp(raw);
+        TopLogprobs(raw, lse, topIds, topLogprobs);
+        int token = Sample(logits, p, seed, tokens, numPromptTokens);
+        sampledLogprob = raw[token] - lse;
+        return token;
+    }
+
+    /// <summary>log Σ exp(logit): exp in f32 around the maximum and the sum in double, as the softmax of
+    /// <see cref="Pick"/>, so the ILGPU kernel can compute the same value.</summary>
+    public static float LogSumExp(ReadOnlySpan<float> logits)
+    {
+        float max = logits[ArgMax(logits)];
+        double sum = 0;
+        foreach (float l in logits) sum += MathF.Exp(l - max);
+        return max + (float)Math.Log(sum);
+    }
+
+    /// <summary>The ids.Length highest logits, highest first with ties to the lower id, as log-probabilities (logit
+    /// minus <paramref name="lse"/>). One pass with insertion into at most 20 kept: no sort of the
+    /// vocabulary.</summary>
+    public static void TopLogprobs(ReadOnlySpan<float> logits, float lse, Span<int> ids, Span<float> values)
+    {
+        int k = ids.Length, kept = 0;
+        if (k == 0) return;
+        for (int i = 0; i < logits.Length; i++)
+        {
+            float v = logits[i];
+            if (kept == k && !(v > values[k - 1])) continue;
+            int at = Math.Min(kept, k - 1);
+            while (at > 0 && v > values[at - 1])
+            {
+                values[at] = values[at - 1];
+                ids[at] = ids[at - 1];
+                at--;
+            }
+            values[at] = v;
+            ids[at] = i;
+            if (kept < k) kept++;
+        }
+        for (int j = 0; j < kept; j++) values[j] -= lse;
     }
 
     int Pick(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens)

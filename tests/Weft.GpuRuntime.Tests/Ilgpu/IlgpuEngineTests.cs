@@ -276,4 +276,66 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         Assert.DoesNotContain('\n', e.Message);
         Assert.Contains("cuda", e.Message);
     }
+    /// <summary>
+    /// Log-probabilities, whatever else the row asks for (greedy, a temperature with top-k, penalties and a bias, which
+    /// the ILGPU engine samples on the host, none), are the log-softmax of the raw logits: the step is run first
+    /// without them to read those logits, then again as asked.
+    /// </summary>
+    [Theory]
+    [InlineData(EngineKind.Cpu)]
+    [InlineData(EngineKind.IlgpuCpu)]
+    public void Logprobs_are_the_log_softmax_of_the_raw_logits(EngineKind kind) => AssertLogprobsOfRawLogits(kind);
+
+    [Fact]
+    [Trait("Device", "cuda")]
+    public void Cuda_logprobs_are_the_log_softmax_of_the_raw_logits()
+    {
+        Assert.SkipUnless(IlgpuBackend.CudaDeviceCount() > 0,
+            "no CUDA device on this host (scripts/gpu-check.sh runs these checks on a GPU host)");
+        AssertLogprobsOfRawLogits(EngineKind.Cuda);
+    }
+
+    void AssertLogprobsOfRawLogits(EngineKind kind)
+    {
+        using var engine = Load(models.Write(TestModelFiles.Tiny), kind, KvCacheType.F32);
+        int[][] prompts = [[1, 300, 301], [1, 5, 6, 7, 8], [1, 700, 9, 300, 10, 11], [1, 42]];
+        SamplingParams[] asked =
+        [
+            new() { Temperature = 0, Logprobs = 5 },
+            new() { Temperature = 0.8f, TopK = 50, Seed = 3, Logprobs = SamplingParams.MaxLogprobs },
+            new()
+            {
+                Temperature = 0.7f, Seed = 9, RepetitionPenalty = 1.3f,
+                LogitBias = new Dictionary<int, float> { [7] = 5 }, Logprobs = 3,
+            },
+            SamplingParams.Greedy(1),
+        ];
+        void Fill(Func<int, SamplingParams> sampling)
+        {
+            engine.Inputs.Clear();
+            for (int i = 0; i < prompts.Length; i++)
+                engine.Inputs.Add(new StepItem(prompts[i], 0, prompts[i].Length,
+                    [.. Enumerable.Range(i * 4, 4)], true, sampling(i), sampling(i).Seed ?? 0, prompts[i].Length));
+        }
+        Fill(_ => SamplingParams.Greedy(1));
+        engine.Step();
+        var raw = Enumerable.Range(0, prompts.Length).Select(engine.GetLogits).ToArray();
+        Fill(i => asked[i]);
+        var tokens = engine.Step().ToArray();
+
+        for (int i = 0; i < 3; i++)
+        {
+            double max = raw[i].Max();
+            double lse = max + Math.Log(raw[i].Sum(l => Math.Exp(l - max)));
+            int k = asked[i].Logprobs!.Value;
+            var expectedTop = raw[i].Select((l, id) => (l, id)).OrderByDescending(p => p.l).ThenBy(p => p.id).Take(k)
+                .ToArray();
+            Assert.Equal(expectedTop.Select(p => p.id), engine.Logprobs.Ids(i)[..k].ToArray());
+            for (int j = 0; j < k; j++)
+                Assert.Equal(expectedTop[j].l - lse, engine.Logprobs.Values(i)[j], 1e-5);
+            Assert.Equal(raw[i][tokens[i]] - lse, engine.Logprobs.Sampled[i], 1e-5);
+        }
+        // the penalised, biased row drew from changed logits; its log-probability is still of the raw ones
+        Assert.True(engine.Logprobs.Sampled[2] < 0);
+    }
 }

@@ -151,8 +151,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
 
         var expected = new int[n];
         var actual = new int[n];
-        p.Cpu.Sample(logits[0], c.VocabSize, expected);
-        p.Gpu.Sample(logits[1], c.VocabSize, actual);
+        p.Cpu.Sample(logits[0], c.VocabSize, expected, new(n));
+        p.Gpu.Sample(logits[1], c.VocabSize, actual, new(n));
         Assert.Equal(expected, actual);
     }
 
@@ -274,8 +274,8 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
         var gpu = new Transformer(p.Gpu, p.File, p.Config, p.Weights, 32, 4);
         var expected = new int[4];
         var actual = new int[4];
-        cpu.Forward(p.Step, expected);
-        gpu.Forward(p.Step, actual);
+        cpu.Forward(p.Step, expected, new(4));
+        gpu.Forward(p.Step, actual, new(4));
         Assert.Equal(expected, actual);
         for (int r = 0; r < p.Step.NumLogitRows; r++)
         {

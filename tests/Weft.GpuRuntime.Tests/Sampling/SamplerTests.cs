@@ -24,6 +24,30 @@ public sealed class SamplerTests
     }
 
     [Fact]
+    public void Top_logprobs_are_the_highest_logits_first_with_ties_to_the_lower_id_and_the_bias_does_not_move_them()
+    {
+        var sampler = new Sampler(6);
+        float[] logits = [1, 3, 5, 5, 0, 3];
+        int[] ids = new int[4];
+        float[] values = new float[4];
+        var p = new SamplingParams { Temperature = 0, LogitBias = new Dictionary<int, float> { [4] = 10 } };
+        int token = sampler.Sample(logits.ToArray(), p, 0, [0], 1, ids, values, out float sampled);
+
+        double lse = Math.Log(logits.Sum(l => Math.Exp(l)));
+        Assert.Equal([2, 3, 1, 5], ids);
+        Assert.Equal([5 - lse, 5 - lse, 3 - lse, 3 - lse], values.Select(v => (double)v), new ToleranceComparer(1e-6));
+        // the bias picked token 4; its log-probability is of the raw logit 0
+        Assert.Equal(4, token);
+        Assert.Equal(0 - lse, sampled, 1e-6);
+    }
+
+    sealed class ToleranceComparer(double tolerance) : IEqualityComparer<double>
+    {
+        public bool Equals(double x, double y) => Math.Abs(x - y) <= tolerance;
+        public int GetHashCode(double obj) => 0;
+    }
+
+    [Fact]
     public void Greedy_takes_the_highest_logit_and_ties_go_to_the_lowest_id()
     {
         var sampler = new Sampler(5);

@@ -493,9 +493,9 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
+    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens, StepLogprobs logprobs)
     {
-        _sample.Prepare(T(logits).Data, vocabSize);
+        _sample.Prepare(T(logits).Data, vocabSize, logprobs);
         _pool.Run(_sample, (long)_step.NumLogitRows * vocabSize * 4);
         _sampled.AsSpan(0, _step.NumLogitRows).CopyTo(tokens);
     }
@@ -505,11 +505,13 @@ public sealed unsafe partial class CpuBackend : IBackend
     {
         float* _logits;
         int _vocab;
+        StepLogprobs _logprobs = null!;
 
-        public void Prepare(float* logits, int vocab)
+        public void Prepare(float* logits, int vocab, StepLogprobs logprobs)
         {
             _logits = logits;
             _vocab = vocab;
+            _logprobs = logprobs;
         }
 
         public override void Execute(int worker, int workers)
@@ -521,8 +523,11 @@ public sealed unsafe partial class CpuBackend : IBackend
             for (int i = i0; i < i1; i++)
             {
                 var item = s.Items[s.LogitItems[i]];
-                b._sampled[i] = sampler.Sample(new Span<float>(_logits + (long)i * _vocab, _vocab), item.Sampling,
-                    item.Seed, item.Tokens, item.NumPromptTokens);
+                var row = new Span<float>(_logits + (long)i * _vocab, _vocab);
+                b._sampled[i] = item.Sampling.Logprobs is { } k
+                    ? sampler.Sample(row, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens,
+                        _logprobs.Ids(i)[..k], _logprobs.Values(i)[..k], out _logprobs.Sampled[i])
+                    : sampler.Sample(row, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
             }
         }
     }

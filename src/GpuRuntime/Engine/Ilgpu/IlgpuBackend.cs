@@ -5,6 +5,7 @@ using ILGPU.Runtime.Cuda;
 using Weft.GpuRuntime.Sampling;
 using Weft.Models;
 using Weft.Models.Gguf;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
@@ -60,7 +61,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     readonly Action<Index1D, ArrayView<float>, float> _scale;
     readonly Action<Index1D, ArrayView<float>, float, float> _softCap;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>,
-        int> _sample;
+        ArrayView<float>, ArrayView<int>, int> _sample;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
         ArrayView<int>, F16Cache, RopeArgs>? _ropeF16;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
@@ -88,8 +89,12 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
     // the step's integers: one pinned host array and its device copy, in regions at fixed offsets
     StepInputs? _step;
-    PageLockedArray1D<int>? _hostInts, _hostPenalties, _hostSampled;
-    MemoryBuffer1D<int, Stride1D.Dense>? _ints, _penalties, _sampled;
+    PageLockedArray1D<int>? _hostInts, _hostPenalties, _hostSampled, _hostLogprobIds;
+    MemoryBuffer1D<int, Stride1D.Dense>? _ints, _penalties, _sampled, _logprobIds;
+    PageLockedArray1D<float>? _hostLogprobs;
+    MemoryBuffer1D<float, Stride1D.Dense>? _logprobs;
+    // whether a row of this step samples on the device and asks for log-probabilities: only then do they come back
+    bool _deviceLogprobs;
     int _oPositions, _oSlots, _oRowSeq, _oTables, _oLogitRows, _oParams, _intsLength;
     int[] _tokenMark = [], _tokenEntry = [];
     int _markStamp;
@@ -154,7 +159,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             _softCap = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float, float>(
                 Kernels.SoftCap);
             _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>,
-                ArrayView<int>, int>(SamplingKernel.Sample);
+                ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(SamplingKernel.Sample);
         }
         catch
         {
@@ -371,6 +376,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _penalties = _accelerator.Allocate1D<int>(2L * PenaltyBudget);
         _hostSampled = _accelerator.AllocatePageLocked1D<int>(s.MaxSeqs);
         _sampled = _accelerator.Allocate1D<int>(s.MaxSeqs);
+        _hostLogprobs = _accelerator.AllocatePageLocked1D<float>((long)s.MaxSeqs * SamplingKernel.LogprobStride);
+        _logprobs = _accelerator.Allocate1D<float>((long)s.MaxSeqs * SamplingKernel.LogprobStride);
+        _hostLogprobIds = _accelerator.AllocatePageLocked1D<int>((long)s.MaxSeqs * SamplingParams.MaxLogprobs);
+        _logprobIds = _accelerator.Allocate1D<int>((long)s.MaxSeqs * SamplingParams.MaxLogprobs);
     }
 
     /// <summary>
@@ -381,6 +390,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     {
         int used = 0;
         _onHost.Clear();
+        _deviceLogprobs = false;
         for (int i = 0; i < s.NumLogitRows; i++)
         {
             var item = s.Items[s.LogitItems[i]];
@@ -398,15 +408,18 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             pr[SamplingKernel.PSeedLo] = (int)(uint)item.Seed;
             pr[SamplingKernel.PSeedHi] = (int)(uint)(item.Seed >> 32);
             pr[SamplingKernel.PCompletionIndex] = item.Tokens.Count - item.NumPromptTokens;
-            if (p.Constraint is not null || p.LogitBias is not null)
+            pr[SamplingKernel.PLogprobs] = p.Logprobs + 1 ?? 0;
+            // The mask is computed on the host from the sequence's grammar state, and few rows carry one: their
+            // logits come back and the CPU sampler applies bias and mask, rather than a vocabulary-wide mask upload
+            // per row. Penalties change the logits in place, and log-probabilities are of the raw ones: such rows are
+            // rarer still and go the same way, rather than a copy of every penalised row on the device.
+            if (p.Constraint is not null || p.LogitBias is not null || p is { Logprobs: not null, HasPenalties: true })
             {
-                // The mask is computed on the host from the sequence's grammar state, and few rows carry one: their
-                // logits come back and the CPU sampler applies bias and mask, rather than a vocabulary-wide mask
-                // upload per row.
                 pr[SamplingKernel.PFlags] |= SamplingKernel.FlagOnHost;
                 _onHost.Add(i);
                 continue;
             }
+            _deviceLogprobs |= p.Logprobs is not null;
             if (!p.HasPenalties) continue;
 
             if (++_markStamp == int.MaxValue)
@@ -622,26 +635,53 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _launches++;
     }
 
-    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens)
+    public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens, StepLogprobs logprobs)
     {
         _prepared = default;
         var s = Step;
         int n = s.NumLogitRows;
         _sample(new KernelConfig(n, _shape.GroupSize), T(logits).View, _probs!.View,
             _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _sampled!.View,
-            vocabSize);
+            _logprobs!.View, _logprobIds!.View, vocabSize);
         _launches++;
         _sampled.View.AsContiguous().SubView(0, n).CopyToCPUUnsafeAsync(ref _hostSampled!.GetArray()[0], n);
+        if (_deviceLogprobs)
+        {
+            long floats = (long)n * SamplingKernel.LogprobStride, ids = (long)n * SamplingParams.MaxLogprobs;
+            _logprobs.View.AsContiguous().SubView(0, floats).CopyToCPUUnsafeAsync(ref _hostLogprobs!.GetArray()[0],
+                floats);
+            _logprobIds.View.AsContiguous().SubView(0, ids).CopyToCPUUnsafeAsync(ref _hostLogprobIds!.GetArray()[0],
+                ids);
+        }
         _accelerator.DefaultStream.Synchronize();
         _hostSampled.GetArray().AsSpan(0, n).CopyTo(tokens);
+        if (_deviceLogprobs) CopyLogprobs(s, logprobs);
         foreach (int i in _onHost)
         {
             // penalised histories beyond the upload budget: this row's logits come back and the CPU sampler decides
             T(logits).View.SubView((long)i * vocabSize, vocabSize).CopyToCPU(_hostRow);
             var item = s.Items[s.LogitItems[i]];
-            tokens[i] = _hostSampler!.Sample(_hostRow, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
+            tokens[i] = item.Sampling.Logprobs is { } k
+                ? _hostSampler!.Sample(_hostRow, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens,
+                    logprobs.Ids(i)[..k], logprobs.Values(i)[..k], out logprobs.Sampled[i])
+                : _hostSampler!.Sample(_hostRow, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
         }
         LaunchesPerStep = _launches;
+    }
+
+    /// <summary>The device rows' log-probabilities, from the pinned copies into the step's.</summary>
+    void CopyLogprobs(StepInputs s, StepLogprobs logprobs)
+    {
+        var values = _hostLogprobs!.GetArray();
+        var ids = _hostLogprobIds!.GetArray();
+        for (int i = 0; i < s.NumLogitRows; i++)
+        {
+            if (s.Items[s.LogitItems[i]].Sampling.Logprobs is not { } k) continue;
+            int at = i * SamplingKernel.LogprobStride;
+            logprobs.Sampled[i] = values[at];
+            values.AsSpan(at + 1, k).CopyTo(logprobs.Values(i));
+            ids.AsSpan(i * SamplingParams.MaxLogprobs, k).CopyTo(logprobs.Ids(i));
+        }
     }
 
     /// <summary>Row <paramref name="row"/> of <paramref name="t"/>, copied once the stream has reached it.</summary>
@@ -749,7 +789,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _tensors.Clear();
         _weights.Clear();
         foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ropeTableSliding,
-            _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled })
+            _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled, _logprobs, _logprobIds, _hostLogprobs,
+            _hostLogprobIds })
             d?.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

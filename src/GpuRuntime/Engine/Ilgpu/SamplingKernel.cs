@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using Weft.GpuRuntime.Sampling;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
 
@@ -12,20 +13,27 @@ namespace Weft.GpuRuntime.Engine.Ilgpu;
 /// </summary>
 static class SamplingKernel
 {
-    /// <summary>Per-row parameters, as ints: flags, top-k, then float bits, the seed's halves, the completion index and
-    /// the row's penalty entries.</summary>
+    /// <summary>Per-row parameters, as ints: flags, top-k, then float bits, the seed's halves, the completion index,
+    /// the row's penalty entries and the number of top log-probabilities plus one (0: none).</summary>
     public const int ParamInts = 16;
     public const int FlagGreedy = 1, FlagOnHost = 2;
     public const int PFlags = 0, PTopK = 1, PTemperature = 2, PTopP = 3, PMinP = 4, PRepetition = 5, PPresence = 6,
-        PFrequency = 7, PSeedLo = 8, PSeedHi = 9, PCompletionIndex = 10, PPenaltyOffset = 11, PPenaltyCount = 12;
+        PFrequency = 7, PSeedLo = 8, PSeedHi = 9, PCompletionIndex = 10, PPenaltyOffset = 11, PPenaltyCount = 12,
+        PLogprobs = 13;
+    /// <summary>Floats per row of the log-probabilities: the sampled token's, then the top ones'.</summary>
+    public const int LogprobStride = 1 + SamplingParams.MaxLogprobs;
 
     const int MaxWarps = 32;
 
     /// <param name="probs">Scratch [rows, vocab]: each token's probability once computed, or -1 outside the kept
     /// set.</param>
     /// <param name="penalties">(token, generated count) per distinct token of the penalised rows' histories.</param>
+    /// <param name="logprobs">[rows, <see cref="LogprobStride"/>] the log-softmax of the raw logits at the sampled
+    /// token, then at the top tokens, whose ids go to <paramref name="logprobIds"/> [rows, 20]. Rows that ask for them
+    /// carry no penalty (those sample on the host), so the logits the draw reads are the raw ones.</param>
     public static void Sample(ArrayView<float> logits, ArrayView<float> probs, ArrayView<int> parameters,
-        ArrayView<int> penalties, ArrayView<int> tokens, int vocab)
+        ArrayView<int> penalties, ArrayView<int> tokens, ArrayView<float> logprobs, ArrayView<int> logprobIds,
+        int vocab)
     {
         var dScratch = SharedMemory.Allocate<double>(MaxWarps);
         var uScratch = SharedMemory.Allocate<ulong>(MaxWarps);
@@ -35,6 +43,12 @@ static class SamplingKernel
         if ((flags & FlagOnHost) != 0) return;
         var l = logits.SubView((long)row * vocab, vocab);
         var p = probs.SubView((long)row * vocab, vocab);
+        var lp = logprobs.SubView((long)row * LogprobStride, LogprobStride);
+        int wanted = pr[PLogprobs] - 1;
+        float lse = wanted >= 0
+            ? TopLogprobs(l, vocab, wanted, lp, logprobIds.SubView((long)row * SamplingParams.MaxLogprobs,
+                SamplingParams.MaxLogprobs), dScratch, uScratch)
+            : 0f;
 
         float rep = Interop.IntAsFloat((uint)pr[PRepetition]), presence = Interop.IntAsFloat((uint)pr[PPresence]),
             frequency = Interop.IntAsFloat((uint)pr[PFrequency]);
@@ -59,7 +73,7 @@ static class SamplingKernel
         best = GroupMin(best, uScratch);
         if ((flags & FlagGreedy) != 0)
         {
-            if (Group.IdxX == 0) tokens[row] = (int)(best & 0xFFFFFFFFu);
+            if (Group.IdxX == 0) Chosen(l, tokens, lp, row, (int)(best & 0xFFFFFFFFu), wanted, lse);
             return;
         }
 
@@ -143,7 +157,57 @@ static class SamplingKernel
             }
             chosen = lo;
         }
-        if (Group.IdxX == 0) tokens[row] = (int)(chosen & 0xFFFFFFFFu);
+        if (Group.IdxX == 0) Chosen(l, tokens, lp, row, (int)(chosen & 0xFFFFFFFFu), wanted, lse);
+    }
+
+    static void Chosen(ArrayView<float> l, ArrayView<int> tokens, ArrayView<float> lp, int row, int token, int wanted,
+        float lse)
+    {
+        tokens[row] = token;
+        if (wanted >= 0) lp[0] = l[token] - lse;
+    }
+
+    /// <summary>
+    /// Writes the <paramref name="k"/> most likely tokens' log-probabilities (ids ascending by key: highest logit
+    /// first, ties to the lower id, as the CPU sampler) and returns log Σ exp(logit), computed as
+    /// <see cref="Sampler.LogSumExp"/>. Each of the k is one pass of a group minimum over the keys above the last:
+    /// k ≤ 20 passes, no sort.
+    /// </summary>
+    static float TopLogprobs(ArrayView<float> l, int vocab, int k, ArrayView<float> lp, ArrayView<int> ids,
+        ArrayView<double> dScratch, ArrayView<ulong> uScratch)
+    {
+        ulong top = ulong.MaxValue;
+        for (int i = Group.IdxX; i < vocab; i += Group.DimX)
+        {
+            ulong key = Key(l[i], i);
+            top = key < top ? key : top;
+        }
+        top = GroupMin(top, uScratch);
+        float max = l[(int)(top & 0xFFFFFFFFu)];
+        double sum = 0;
+        for (int i = Group.IdxX; i < vocab; i += Group.DimX) sum += MathF.Exp(l[i] - max);
+        float lse = max + (float)Math.Log(GroupSum(sum, dScratch));
+        ulong last = top;
+        for (int j = 0; j < k; j++)
+        {
+            if (j > 0)
+            {
+                ulong next = ulong.MaxValue;
+                for (int i = Group.IdxX; i < vocab; i += Group.DimX)
+                {
+                    ulong key = Key(l[i], i);
+                    if (key > last && key < next) next = key;
+                }
+                last = GroupMin(next, uScratch);
+            }
+            if (Group.IdxX == 0)
+            {
+                int id = (int)(last & 0xFFFFFFFFu);
+                ids[j] = id;
+                lp[1 + j] = l[id] - lse;
+            }
+        }
+        return lse;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
