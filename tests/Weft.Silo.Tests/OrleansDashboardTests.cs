@@ -39,11 +39,15 @@ public sealed class OrleansDashboardTests(DashboardSilo silo) : IClassFixture<Da
             Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
             Assert.Contains("<title>Orleans Dashboard</title>", await page.Content.ReadAsStringAsync(Ct),
                 StringComparison.Ordinal);
-            // what the page's script asks for: the cluster's silos, this one among them
-            using var counters = await GetAsync("/orleans-dashboard/DashboardCounters", credentials);
-            Assert.Equal(HttpStatusCode.OK, counters.StatusCode);
-            Assert.Contains("\"status\":\"Active\"", await counters.Content.ReadAsStringAsync(Ct),
-                StringComparison.Ordinal);
+            // what the page's script asks for: the cluster's silos, this one among them once the dashboard has
+            // collected its first counters (it does so periodically, not at start)
+            await Http.WaitUntil(async () =>
+            {
+                using var counters = await GetAsync("/orleans-dashboard/DashboardCounters", credentials);
+                Assert.Equal(HttpStatusCode.OK, counters.StatusCode);
+                return (await counters.Content.ReadAsStringAsync(Ct)).Contains("\"status\":\"Active\"",
+                    StringComparison.Ordinal);
+            }, "the dashboard's counters list this silo", Ct);
         }
         using (var script = await silo.Http.GetAsync("/orleans-dashboard/index.min.js", Ct))
             Assert.Equal(HttpStatusCode.Unauthorized, script.StatusCode);
