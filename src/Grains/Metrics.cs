@@ -97,6 +97,17 @@ public static class Metrics
         EndToEndLatency.Record(total.TotalSeconds, tags);
     }
 
+    /// <summary>Puts a tenant's series of the counters of rare endings on /metrics at 0, so that rate() over them
+    /// reads 0 rather than "no data" before the first one (and a dashboard shows the panel).</summary>
+    internal static void StartAtZero(in TagList tags)
+    {
+        Cancelled.Add(0, tags);
+        Failed.Add(0, tags);
+        var queueFull = tags;
+        queueFull.Add("reason", "queue_full");
+        Refused.Add(0, queueFull);
+    }
+
     public static void RecordCancelled(in TagList tags) => Cancelled.Add(1, tags);
     public static void RecordFailed(in TagList tags) => Failed.Add(1, tags);
 
@@ -113,6 +124,7 @@ public static class Metrics
 public sealed class DeviceMetrics(ModelHost host, int device)
 {
     public ModelHost Host { get; } = host;
+    readonly ConcurrentDictionary<string, bool> _tenants = new(StringComparer.Ordinal);
     long _promptTokens, _generationTokens;
 
     public string Model { get; } = host.ModelName;
@@ -120,7 +132,12 @@ public sealed class DeviceMetrics(ModelHost host, int device)
     public TagList Tags => new() { { "model", Model }, { "device", Device } };
 
     /// <summary>The labels of one request's series.</summary>
-    public TagList For(string tenant) => new() { { "model", Model }, { "device", Device }, { "tenant", tenant } };
+    public TagList For(string tenant)
+    {
+        var tags = new TagList { { "model", Model }, { "device", Device }, { "tenant", tenant } };
+        if (_tenants.TryAdd(tenant, true)) Metrics.StartAtZero(tags);
+        return tags;
+    }
 
     public long PromptTokens => Interlocked.Read(ref _promptTokens);
     public long GenerationTokens => Interlocked.Read(ref _generationTokens);

@@ -89,6 +89,9 @@ public static class CommandLine
             "seconds within which a silo that stopped answering is declared dead (default: 3)"),
         new("--kubernetes", "Silo:Kubernetes", Kind.Switch,
             "run as a Kubernetes pod: silo name and address from POD_NAME and POD_IP, dead pods leave at once"),
+        new("--orleans-dashboard", "Silo:OrleansDashboard", Kind.Switch,
+            "serve the Orleans Dashboard at /orleans-dashboard on the HTTP port (with API keys: --api-key's key, " +
+            "as a Bearer token or a Basic password); give it to every silo of the cluster"),
     ];
 
     public static bool IsHelp(string[] args) => args.Any(a => a is "--help" or "-h" or "-?");

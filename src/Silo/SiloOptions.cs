@@ -58,6 +58,9 @@ public sealed record SiloOptions
     /// <summary>Runs in a Kubernetes pod (Microsoft.Orleans.Hosting.Kubernetes): the pod's name and IP come from
     /// POD_NAME and POD_IP, and silos whose pods are gone are declared dead at once.</summary>
     public bool Kubernetes { get; init; }
+    /// <summary>Serves the Orleans Dashboard under <see cref="OrleansDashboardEndpoint.Path"/> on the HTTP API's
+    /// port; with API keys, only tenant "default"'s key opens it (it shows every tenant's grains).</summary>
+    public bool OrleansDashboard { get; init; }
 
     bool Clustered => Redis is not null || Postgres is not null;
 

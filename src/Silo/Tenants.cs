@@ -22,6 +22,8 @@ sealed class Tenants
 
     public int Count => _byKeyHash.Values.Distinct(StringComparer.Ordinal).Count();
 
+    public bool Has(string tenant) => _byKeyHash.ContainsValue(tenant);
+
     /// <exception cref="SiloOptionsException">A key file that cannot be read, a malformed line, a bad tenant name or a
     /// key given twice.</exception>
     public static Tenants Load(SiloOptions options)

@@ -4,6 +4,8 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using Orleans.Configuration;
+using Orleans.Dashboard;
+using Weft.Abstractions;
 using Weft.Grains;
 using Weft.Models.Gguf;
 using Weft.Silo.Storage;
@@ -123,6 +125,9 @@ public static partial class WeftSilo
         var problems = silo.Validate().Concat(model.Validate()).ToList();
         if (problems.Count > 0) throw new SiloOptionsException(string.Join("; ", problems));
         var tenants = Tenants.Load(silo);
+        if (silo.OrleansDashboard && tenants.RequireKey && !tenants.Has(WeftDefaults.Tenant))
+            throw new SiloOptionsException("orleans-dashboard opens with the key of tenant 'default' (--api-key), " +
+                "and no key names it");
 
         builder.WebHost.UseUrls(silo.Urls.Split(';',
             StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
@@ -178,6 +183,7 @@ public static partial class WeftSilo
             if (silo.Postgres is not null || silo.Redis is not null) s.UseWeftFailover(silo);
             if (silo.Postgres is not null) s.Services.AddHostedService<MembershipGuard>();
             if (silo.Kubernetes) s.UseKubernetesHosting();
+            if (silo.OrleansDashboard) s.AddDashboard();
             s.AddWeft(model);
         });
         // target_info carries service.name (Prometheus' job-independent name of what is scraped)
@@ -193,6 +199,7 @@ public static partial class WeftSilo
         var app = builder.Build();
         app.MapWeftApi(silo, tenants);
         app.MapChatPage();
+        if (silo.OrleansDashboard) app.MapWeftOrleansDashboard(tenants);
         app.MapPrometheusScrapingEndpoint();
         app.Lifetime.ApplicationStarted.Register(() => LogStarted(app));
         return app;

@@ -12,7 +12,7 @@ namespace Weft.Silo.Tests;
 /// </summary>
 public sealed class DockerFilesTests
 {
-    static readonly string Repo = FindRepo();
+    internal static readonly string Repo = FindRepo();
     static string Docker => Path.Combine(Repo, "docker");
 
     [Fact]

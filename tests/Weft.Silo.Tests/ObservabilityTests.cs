@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Net;
+using System.Text.Json.Nodes;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -147,6 +148,115 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
             StringComparison.Ordinal)));
         // no error-level line for any of it
         Assert.DoesNotContain(logs.Lines, l => l.Level >= LogLevel.Error);
+    }
+
+    /// <summary>The weft_* families whose series are a request's (labelled by tenant too); the others are a
+    /// device's.</summary>
+    static readonly string[] PerRequest =
+    [
+        "weft_prompt_tokens_total", "weft_cached_prompt_tokens_total", "weft_requests_total",
+        "weft_requests_cancelled_total", "weft_requests_failed_total", "weft_requests_refused_total",
+        "weft_request_queue_time_seconds", "weft_request_prefill_time_seconds", "weft_time_to_first_token_seconds",
+        "weft_inter_token_latency_seconds", "weft_e2e_request_latency_seconds",
+    ];
+    static readonly string[] PerDevice =
+    [
+        "weft_generation_tokens_total", "weft_tick_duration_seconds", "weft_batch_size", "weft_requests_running",
+        "weft_requests_waiting", "weft_kv_cache_usage_ratio", "weft_preemptions_total",
+    ];
+
+    [Fact]
+    public async Task Every_weft_series_carries_model_and_device_and_those_of_requests_the_tenant()
+    {
+        string text = await MetricsAfterARequestAsync();
+        var families = Regex.Matches(text, "(?m)^# TYPE (weft_[a-z0-9_]+) ").Select(m => m.Groups[1].Value);
+        // a new metric must be placed in one of the two lists
+        Assert.Equal(PerRequest.Concat(PerDevice).Order(), families.Order());
+        var samples = Regex.Matches(text, @"(?m)^(weft_[a-z0-9_]+)\{([^}]*)\} ");
+        Assert.NotEmpty(samples);
+        foreach (Match sample in samples)
+        {
+            string name = sample.Groups[1].Value;
+            string family = PerRequest.Concat(PerDevice).Single(f => name == f
+                || (name.StartsWith(f, StringComparison.Ordinal)
+                    && name[f.Length..] is "_bucket" or "_sum" or "_count"));
+            var labels = Regex.Matches(sample.Groups[2].Value, "([a-z_]+)=\"([^\"]*)\"")
+                .ToDictionary(l => l.Groups[1].Value, l => l.Groups[2].Value);
+            Assert.True(labels.GetValueOrDefault("model") is { Length: > 0 }, sample.Value);
+            // a tenant's limit refuses a request before a device is chosen
+            Assert.True(labels.GetValueOrDefault("device") is { Length: > 0 }
+                || (labels.ContainsKey("device") && labels.GetValueOrDefault("reason") == "tenant_limit"),
+                sample.Value);
+            Assert.True(PerRequest.Contains(family) == labels.ContainsKey("tenant"), sample.Value);
+        }
+        // the rare endings are on /metrics at 0 from a tenant's first request on
+        string request = $"device=\"0\",model=\"{Model}\"";
+        Assert.Contains($"weft_requests_failed_total{{otel_scope_name=\"Weft\",{request},tenant=\"default\"}} ",
+            text);
+        Assert.Matches($"weft_inter_token_latency_seconds_count{{otel_scope_name=\"Weft\",{request}," +
+            "tenant=\"default\"} [1-9]", text);
+    }
+
+    /// <summary>
+    /// docs/grafana/weft.json: an importable dashboard (the datasource an input, every panel on it) whose every
+    /// PromQL expression names only series this silo exports, so the dashboard cannot drift from the code.
+    /// </summary>
+    [Fact]
+    public async Task The_grafana_dashboard_queries_only_series_the_silo_exports()
+    {
+        string text = await MetricsAfterARequestAsync();
+        var exported = Regex.Matches(text, "(?m)^([a-z_][a-z0-9_]*)[{ ]").Select(m => m.Groups[1].Value).ToHashSet();
+        var dashboard = JsonNode.Parse(await File.ReadAllTextAsync(
+            Path.Combine(DockerFilesTests.Repo, "docs", "grafana", "weft.json"), Ct))!;
+
+        Assert.Equal("DS_PROMETHEUS", (string?)dashboard["__inputs"]![0]!["name"]);
+        Assert.Equal("prometheus", (string?)dashboard["__inputs"]![0]!["pluginId"]);
+        Assert.Null(dashboard["id"]);
+        Assert.True((int)dashboard["schemaVersion"]! >= 36);
+        var panels = dashboard["panels"]!.AsArray().Select(p => p!).ToList();
+        Assert.Equal(panels.Count, panels.Select(p => (int)p["id"]!).Distinct().Count());
+        var variables = dashboard["templating"]!["list"]!.AsArray().Select(v => v!).ToList();
+        Assert.Equal(["model", "device", "tenant"], variables.Select(v => (string)v["name"]!));
+
+        var queries = new List<string>();
+        foreach (var panel in panels.Where(p => (string?)p["type"] != "row"))
+        {
+            Assert.Equal("${DS_PROMETHEUS}", (string?)panel["datasource"]!["uid"]);
+            Assert.NotNull(panel["gridPos"]);
+            var targets = panel["targets"]!.AsArray();
+            Assert.NotEmpty(targets);
+            foreach (var target in targets)
+            {
+                Assert.Equal("${DS_PROMETHEUS}", (string?)target!["datasource"]!["uid"]);
+                queries.Add((string)target["expr"]!);
+            }
+        }
+        foreach (var variable in variables)
+        {
+            Assert.Equal("${DS_PROMETHEUS}", (string?)variable["datasource"]!["uid"]);
+            queries.Add((string)variable["query"]!["query"]!);
+        }
+        var named = queries.SelectMany(q => Regex.Matches(q, "weft_[a-z0-9_]+").Select(m => (Query: q, Name: m.Value)))
+            .ToList();
+        Assert.All(named, n => Assert.True(exported.Contains(n.Name), $"{n.Name} in {n.Query}"));
+        // every family the silo exports is on the dashboard
+        Assert.All(PerRequest.Concat(PerDevice),
+            f => Assert.Contains(named, n => n.Name.StartsWith(f, StringComparison.Ordinal)));
+    }
+
+    /// <summary>/metrics once a greedy 4-token request has been counted as finished.</summary>
+    async Task<string> MetricsAfterARequestAsync()
+    {
+        using var response = await silo.Http.PostAsync("/v1/completions",
+            Http.Json("""{"prompt":"metrics","max_tokens":4,"temperature":0}"""), Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string text = "";
+        string finished =
+            $"weft_requests_total{{otel_scope_name=\"Weft\",device=\"0\",finish_reason=\"length\",model=\"{Model}\"," +
+            "tenant=\"default\"}";
+        await Http.WaitUntil(async () => Count(text = await silo.Http.GetStringAsync("/metrics", Ct), finished) >= 1,
+            "the finished request counted", Ct);
+        return text;
     }
 
     /// <summary>A series' value in Prometheus text, 0 when absent. The exporter reads every meter named "Weft" in the
