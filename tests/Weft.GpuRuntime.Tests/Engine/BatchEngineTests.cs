@@ -38,7 +38,7 @@ public sealed class BatchEngineTests(TestModelFiles models) : IClassFixture<Test
         var expected = Add(oneByOne, 12);
         var received = expected.ToDictionary(s => s.Id, _ => new List<int>());
         while (oneByOne.Scheduler.HasWork)
-            foreach (var (seq, token) in (await oneByOne.TickAsync()).Sampled) received[seq.Id].Add(token);
+            foreach (var (seq, token, _) in (await oneByOne.TickAsync()).Sampled) received[seq.Id].Add(token);
 
         var overlapped = Create();
         var sequences = Add(overlapped, 12);
@@ -50,7 +50,7 @@ public sealed class BatchEngineTests(TestModelFiles models) : IClassFixture<Test
             bool more = overlapped.Scheduler.HasWork;
             if (more) next = overlapped.Start();
             // read while the next forward pass (which reuses the engine's token buffer) may be running
-            foreach (var (seq, token) in tick.Sampled) delivered[seq.Id].Add(token);
+            foreach (var (seq, token, _) in tick.Sampled) delivered[seq.Id].Add(token);
             if (!more) break;
         }
 
