@@ -230,8 +230,13 @@ public sealed unsafe partial class CpuBackend
             byte* kp = b.KvBase(_layer, false);
             var scale = Simd<TVec>.Broadcast(b._config.ScoreScale);
             int bs = b._blockSize, run = Math.Min(bs, tile);
+            int elem = f16 ? 2 : 4;
             for (int j0 = tile0 * TileKeys, end = Math.Min(tile1 * TileKeys, it.Ctx); j0 < end; j0 += tile)
             {
+                // the next tile's keys: a head's block is one run of memory, but the blocks of a sequence are a head
+                // apart or scattered, so the hardware prefetcher, which stops at a page, does not find them
+                for (int j = j0 + tile; j < Math.Min(j0 + 2 * tile, end); j += bs)
+                    Prefetch(kp + (b.KvIndex(table[j / bs], it.Head) + j % bs) * elem, hd * bs * elem);
                 for (int k = 0; k < tile; k += run)
                 {
                     int j = j0 + k, n = Math.Clamp(it.Ctx - j, 0, run);
@@ -301,10 +306,15 @@ public sealed unsafe partial class CpuBackend
             float* vt = Grow(_scratch, _scratchFloats, worker, (long)dims * stride);
             var table = Table(in it);
             byte* vp = b.KvBase(_layer, true);
+            int elem = f16 ? 2 : 4;
             for (int j = 0; j < it.Ctx; j += bs)
             {
                 int n = Math.Min(bs, it.Ctx - j);
                 long at = b.KvIndex(table[j / bs], it.Head) + (long)d0 * bs;
+                // this task's dimensions of the block ValuesAhead on (see Scores)
+                if (j + ValuesAhead * bs < it.Ctx)
+                    Prefetch(vp + (b.KvIndex(table[j / bs + ValuesAhead], it.Head) + (long)d0 * bs) * elem,
+                        dims * bs * elem);
                 int width = Math.Min(bs, stride - j); // the block's rest that the row of vt has room for
                 for (int d = 0; d < dims; d++) Widen<TVec>(vp, at + (long)d * bs, vt + d * stride + j, n, width, f16);
             }
@@ -355,6 +365,15 @@ public sealed unsafe partial class CpuBackend
             }
             for (; i + c <= width; i += c) Simd<TVec>.Store(default, dst + i);
             for (; i < width; i++) dst[i] = 0;
+        }
+
+        /// <summary>Blocks ahead whose values are requested while one is gathered.</summary>
+        const int ValuesAhead = 4;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Prefetch(byte* p, int bytes)
+        {
+            for (int l = 0; l < bytes; l += 64) Simd.Prefetch(p + l);
         }
 
         /// <summary>A worker's buffer of at least <paramref name="floats"/>. It grows (doubling) with the longest
