@@ -35,6 +35,21 @@ public sealed class SplitAttentionTests(TestModelFiles models) : IClassFixture<T
             Assert.True(alone[t].AsSpan().SequenceEqual(batched[t]), $"logits of token {t} differ");
     }
 
+    /// <summary>The block size only places keys in memory: tiles of keys and groups of 16 values span blocks of 4
+    /// and lie within blocks of 16, and the sums are the same bits.</summary>
+    [Fact]
+    public void A_cache_in_blocks_of_16_tokens_gives_the_logits_of_blocks_of_4()
+    {
+        string path =
+            models.Write(TestModelFiles.Tiny with { Dim = 512, Heads = 8, KvHeads = 2, ContextLength = 2048 });
+        int[][] prompts = [Prompt(0), Prompt(1)];
+        var sixteen = Generate(path, KvCacheType.F16, 16, threads: 2, prompts, chunk: 240);
+        var four = Generate(path, KvCacheType.F16, 4, threads: 2, prompts, chunk: 240);
+        for (int s = 0; s < prompts.Length; s++)
+            for (int t = 0; t < Steps; t++)
+                Assert.True(sixteen[s][t].AsSpan().SequenceEqual(four[s][t]), $"logits of token {t} differ");
+    }
+
     static int[] Prompt(int salt) =>
         [1, .. Enumerable.Range(0, PromptLength - 1).Select(i => 259 + (i * 31 + salt * 17) % 700)];
 
