@@ -15,8 +15,10 @@ static class ResponseInput
     /// in every chat template); a function_call_output is a tool message.</summary>
     public static List<ChatMessage> Messages(JsonElement input)
     {
-        if (input.ValueKind == JsonValueKind.String) return [new ChatMessage("user", RequestBody.AsString(input, "input"))];
-        if (input.ValueKind != JsonValueKind.Array) throw ApiException.WrongType("input", "a string or an array of items");
+        if (input.ValueKind == JsonValueKind.String)
+            return [new ChatMessage("user", RequestBody.AsString(input, "input"))];
+        if (input.ValueKind != JsonValueKind.Array)
+            throw ApiException.WrongType("input", "a string or an array of items");
         var messages = new List<ChatMessage>();
         int i = 0;
         foreach (var item in input.EnumerateArray())

@@ -48,7 +48,8 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
             if (d.FinishReason is not null) last = d;
         }
         while (await deltas.MoveNextAsync());
-        if (last?.Usage is not { } usage) throw new InvalidOperationException("the reply ended without a finish reason");
+        if (last?.Usage is not { } usage)
+            throw new InvalidOperationException("the reply ended without a finish reason");
 
         string status = last.FinishReason == "length" ? "incomplete" : "completed";
         var calls = last.ToolCalls ?? [];
@@ -153,7 +154,8 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
         writer.Write("event: "u8);
         writer.Write(Encoding.UTF8.GetBytes(e.Type));
         writer.Write("\ndata: "u8);
-        using (var json = new Utf8JsonWriter(writer)) JsonSerializer.Serialize(json, e, ResponsesJson.Default.ResponseEvent);
+        using (var json = new Utf8JsonWriter(writer))
+            JsonSerializer.Serialize(json, e, ResponsesJson.Default.ResponseEvent);
         writer.Write("\n\n"u8);
         await writer.FlushAsync(ct);
     }

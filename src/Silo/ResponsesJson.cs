@@ -23,7 +23,8 @@ sealed record IncompleteDetails(string Reason);
 
 sealed record ConversationRef(string Id);
 
-/// <summary>An output item: a "message" (role and content) or a "function_call" (call id, name and arguments).</summary>
+/// <summary>An output item: a "message" (role and content) or a "function_call" (call id, name and
+/// arguments).</summary>
 sealed record OutputItem(string Type, string Id, string Status,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role = null,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<OutputText>? Content = null,

@@ -104,7 +104,8 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         Assert.StartsWith("call_", call.CallId);
         Assert.Equal("get_weather", call.FunctionName);
         using (var arguments = JsonDocument.Parse(call.FunctionArguments))
-            Assert.Contains(arguments.RootElement.GetProperty("unit").GetString(), (string[])["celsius", "fahrenheit"]);
+            Assert.Contains(arguments.RootElement.GetProperty("unit").GetString(),
+                (string[])["celsius", "fahrenheit"]);
 
         var next = Options(ResponseItem.CreateFunctionCallOutputItem(call.CallId, """{"temperature":3}"""));
         next.PreviousResponseId = first.Id;
@@ -126,7 +127,7 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         ResponseResult whole = await Client.CreateResponseAsync(stateless, Ct);
         Assert.Equal(ResponseStatus.Incomplete, whole.Status);
         Assert.True(whole.Usage.InputTokenCount > first.Usage.InputTokenCount + 10,
-            $"{whole.Usage.InputTokenCount} tokens with the call and its output, {first.Usage.InputTokenCount} without");
+            $"{whole.Usage.InputTokenCount} tokens with the call, {first.Usage.InputTokenCount} without");
     }
 
     [Fact]
@@ -232,7 +233,8 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
     public async Task Fields_the_server_does_not_support_are_refused_by_the_sdk_naming_them()
     {
         var options = Options(ResponseItem.CreateUserMessageItem("Hi"));
-        options.ReasoningOptions = new ResponseReasoningOptions { ReasoningEffortLevel = ResponseReasoningEffortLevel.Low };
+        options.ReasoningOptions =
+            new ResponseReasoningOptions { ReasoningEffortLevel = ResponseReasoningEffortLevel.Low };
         var refused = await Assert.ThrowsAsync<ClientResultException>(() => Client.CreateResponseAsync(options, Ct));
         Assert.Equal(400, refused.Status);
         Assert.Contains("'reasoning'", refused.Message);
