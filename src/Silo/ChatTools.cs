@@ -115,7 +115,7 @@ static class ChatTools
         }
     }
 
-    static void Check(JsonElement schema, string param)
+    public static void Check(JsonElement schema, string param)
     {
         try
         {

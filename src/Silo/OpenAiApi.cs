@@ -505,6 +505,9 @@ static class WeftApiEndpoints
         app.MapPost("/tokenize", ctx => Api(ctx).TokenizeAsync(ctx));
         app.MapPost("/detokenize", ctx => Api(ctx).DetokenizeAsync(ctx));
         app.MapDelete("/v1/conversations/{**id}", ctx => Api(ctx).DeleteConversationAsync(ctx));
+        app.MapPost("/v1/responses", ctx => Api(ctx).ResponsesAsync(ctx));
+        app.MapGet("/v1/responses/{id}", ctx => Api(ctx).GetResponseAsync(ctx));
+        app.MapDelete("/v1/responses/{id}", ctx => Api(ctx).DeleteResponseAsync(ctx));
     }
 
     static OpenAiApi Api(HttpContext ctx) => ctx.RequestServices.GetRequiredService<OpenAiApi>();

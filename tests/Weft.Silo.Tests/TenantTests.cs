@@ -195,6 +195,27 @@ public sealed class TenantTests(TenantSilo silo) : IClassFixture<TenantSilo>
         Assert.Equal("not_found",
             (string?)JsonNode.Parse(await again.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
     }
+
+    [Fact]
+    public async Task A_stored_response_is_its_tenants_alone_to_get_continue_and_delete()
+    {
+        using var acme = silo.As(TenantSilo.AcmeKey);
+        using var globex = silo.As(TenantSilo.GlobexKey);
+        var (status, body) = await acme.PostAsync("/v1/responses", """{"input":"Mine.","max_output_tokens":2}""", Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        string id = (string)body["id"]!;
+
+        using (var theirs = await globex.GetAsync($"/v1/responses/{id}", Ct))
+            Assert.Equal(HttpStatusCode.NotFound, theirs.StatusCode);
+        Turns.AssertError(HttpStatusCode.BadRequest, "previous_response_not_found", await globex.PostAsync(
+            "/v1/responses", $$"""{"input":"Yours?","previous_response_id":"{{id}}","max_output_tokens":2}""", Ct));
+        using (var theirs = await globex.DeleteAsync($"/v1/responses/{id}", Ct))
+            Assert.Equal(HttpStatusCode.NotFound, theirs.StatusCode);
+
+        using var mine = await acme.GetAsync($"/v1/responses/{id}", Ct);
+        Assert.Equal(HttpStatusCode.OK, mine.StatusCode);
+        Assert.Equal(id, (string?)JsonNode.Parse(await mine.Content.ReadAsStringAsync(Ct))!["id"]);
+    }
 }
 
 /// <summary>Tenants limited to two requests and 100 prompt tokens in progress.</summary>
