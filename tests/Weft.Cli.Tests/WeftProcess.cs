@@ -21,7 +21,8 @@ static class WeftProcess
         if (stdin is not null) await process.StandardInput.WriteAsync(stdin);
         process.StandardInput.Close();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        timeout.CancelAfter(TimeSpan.FromSeconds(60));
+        // long enough for a benchmark run on a loaded machine (one took over a minute at load 8-18), short of a hang
+        timeout.CancelAfter(TimeSpan.FromSeconds(180));
         try
         {
             await process.WaitForExitAsync(timeout.Token);

@@ -129,12 +129,12 @@ static unsafe class MatMulKernels
         int n = n0;
         if (m == 1)
         {
-            // The next group of eight rows is fetched at the columns now read, i.e. eight rows ahead; for rows over
-            // 2 KiB that is more than 16 KiB ahead per stream and the lines are evicted from L1 before they are read
-            // (1b f16: 127 → 115 ms per step), so only the next group's first four rows are fetched then.
-            int rowsAhead = matrix.RowBytes <= 2048 ? 8 : 4;
+            // The next group of eight rows is fetched at the columns now read, i.e. eight rows ahead. Four ahead for
+            // rows over 2 KiB was measured better once on a whole 1b f16 step (127 → 115 ms); kernel runs at two
+            // threads from memory, four alternations, put eight ahead first in 13 of 16 (f16 rows of 1280, 2048,
+            // 3456 and 5632 values, medians 15.1 → 18.2, 19.4 → 21.9, 18.5 → 19.3 and 17.0 → 20.7 GB/s).
             for (; n + 8 <= n1; n += 8)
-                Vector8<TRows, TVec>(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n, rowsAhead);
+                Vector8<TRows, TVec>(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n);
         }
         if (m <= PackThreshold)
             for (; n + 4 <= n1; n += 4) Tile<TRows, TVec>(matrix.At(n), x, k, y, bias, m, k, ldy, n);
@@ -184,9 +184,9 @@ static unsafe class MatMulKernels
     /// read. Every output is summed in the same order as in <see cref="Tile"/> (one accumulator vector over k, then
     /// its lanes), so a sequence gets bit-identical logits alone or in any batch.
     /// </summary>
-    /// <remarks>Lines of the rows <paramref name="rowsAhead"/> further on are requested at the same columns as these
-    /// are read: the next group is where the stream goes next.</remarks>
-    static void Vector8<TRows, TVec>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n, int rowsAhead)
+    /// <remarks>Lines of the rows eight further on are requested at the same columns as these are read: the next group
+    /// is where the stream goes next.</remarks>
+    static void Vector8<TRows, TVec>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n)
         where TRows : struct, IRows4<TRows> where TVec : struct
     {
         TVec s0 = default, s1 = default, s2 = default, s3 = default,
@@ -197,8 +197,8 @@ static unsafe class MatMulKernels
         {
             if ((kk & 63) == 0)
             {
-                a.Prefetch4(kk, rowsAhead);
-                b.Prefetch4(kk, rowsAhead);
+                a.Prefetch4(kk, 8);
+                b.Prefetch4(kk, 8);
             }
             var v = Simd<TVec>.Load(x + kk);
             a.Load<TVec>(kk, out var w0, out var w1, out var w2, out var w3);
