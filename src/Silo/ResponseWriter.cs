@@ -135,7 +135,8 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
     /// <summary>The stream's last event (response.completed or response.incomplete), or the whole response.</summary>
     public Task CompleteAsync(ResponseObject final) => stream
         ? EventAsync(new ResponseEvent(final.Status == "completed" ? "response.completed" : "response.incomplete",
-            _sequence++) { Response = final })
+            _sequence++)
+        { Response = final })
         : response.WriteAsJsonAsync(final, ResponsesJson.Default.ResponseObject, cancellationToken: ct);
 
     /// <summary>A failure after the stream began: OpenAI's "error" event ends it.</summary>
