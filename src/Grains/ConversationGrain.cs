@@ -320,9 +320,11 @@ public sealed class ConversationGrain(
     /// Stores the state of a completed turn (the activation's own state, changed in place). Orleans refuses the write
     /// with InconsistentStateException when the stored copy's version is not the one this activation read or wrote:
     /// <list type="bullet">
-    /// <item>The store lost the copy (restarted empty): this activation's is the only one left, and it is written.</item>
-    /// <item>The copy is still the one this activation last read or wrote (same <see cref="ConversationState.Revision"/>;
-    /// a store restored from a backup of that moment): only the version changed, and the turn is written on it.</item>
+    /// <item>The store lost the copy (restarted empty): this activation's is the only one left, and it is
+    /// written.</item>
+    /// <item>The copy is still the one this activation last read or wrote (same
+    /// <see cref="ConversationState.Revision"/>; a store restored from a backup of that moment): only the version
+    /// changed, and the turn is written on it.</item>
     /// <item>Another activation wrote (its silo took the conversation over while this one's was cut off, or the other
     /// way round): its copy stays, a turn is never stored on top of a history this activation did not see, and this
     /// activation takes the stored copy. The turn fails as retryable: its reply's end was held back, so no client took
