@@ -84,7 +84,8 @@ public sealed class ClusterTests : IAsyncDisposable
         var b = await StartSilo(model, redis);
         await Http.WaitUntil(() => Task.FromResult(Active(a) == 2 && Active(b) == 2), "both silos active", Ct);
         string key = $"{WeftDefaults.ServiceId}/members/{WeftDefaults.ClusterId}";
-        await using var store = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis + ",allowAdmin=true");
+        await using var store =
+            await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis + ",allowAdmin=true");
         var db = store.GetDatabase();
         long seen = (long)await db.HashGetAsync(key, "Version");
 
