@@ -9,9 +9,10 @@ namespace Weft.Silo.Storage;
 /// Re-forms the cluster when the store lost its membership table (PostgreSQL restarted empty, restored from an older
 /// backup, tables dropped; Redis restarted without persistence, flushed, or its key expired). Orleans never writes a
 /// live silo's row again once it is in the table, so such a silo would go on with the members it knew while a silo
-/// started afterwards found an empty table and formed a second cluster (split brain). Every active silo checks, every <see cref="Period"/>, that its own row is in the table; when it is not,
-/// it reinstalls the schema if it is gone and inserts its row again, at a table version past the one it last saw
-/// (Orleans ignores a membership view older than the one it holds). The survivors' rows come back within one period,
+/// started afterwards found an empty table and formed a second cluster (split brain). Every active silo checks, every
+/// <see cref="Period"/>, that its own row is in the table; when it is not, it reinstalls the schema if it is gone
+/// (PostgreSQL) and inserts its row again, at a table version past the one it last saw (Orleans ignores a membership
+/// view older than the one it holds). The survivors' rows come back within one period,
 /// and a silo started after that joins them.
 /// </summary>
 sealed partial class MembershipGuard(
