@@ -20,6 +20,9 @@ public enum WeftErrorCode
     /// <summary>Another activation of the conversation (on a silo that took it over) stored a turn first; this turn
     /// was not stored and is to be resent (503).</summary>
     Superseded,
+    /// <summary>The conversation store did not answer; nothing of the turn was stored that a resend would repeat
+    /// (503).</summary>
+    StorageUnavailable,
 }
 
 /// <summary>A refusal of a request, as opposed to a failure of the system: it carries a code and whether retrying can
@@ -36,5 +39,5 @@ public sealed class WeftException : Exception
     [Id(1)] public string? Param { get; }
 
     public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable or WeftErrorCode.TenantLimit
-        or WeftErrorCode.Superseded;
+        or WeftErrorCode.Superseded or WeftErrorCode.StorageUnavailable;
 }

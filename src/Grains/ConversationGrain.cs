@@ -89,7 +89,7 @@ public sealed class ConversationGrain(
         if (!_turn.Wait(0, CancellationToken.None)) throw Busy();
         try
         {
-            if (_unsure) await RereadAsync();
+            if (_unsure) await Storing(RereadAsync());
             // a resent turn that was applied (its silo died before the reply reached the client) is not run again
             if (request.TurnId is { } resent && !request.Ephemeral
                 && state.State.AppliedTurns.Find(t => t.TurnId == resent) is { } applied)
@@ -201,7 +201,7 @@ public sealed class ConversationGrain(
                 if (s.AppliedTurns.Count > AppliedTurn.Kept)
                     s.AppliedTurns.RemoveRange(0, s.AppliedTurns.Count - AppliedTurn.Kept);
             }
-            await CommitAsync(s);
+            await Storing(CommitAsync(s));
             if (last is not null) yield return last;
         }
         finally
@@ -360,18 +360,52 @@ public sealed class ConversationGrain(
             try
             {
                 await state.WriteStateAsync(CancellationToken.None);
+                return;
             }
-            catch
+            catch (Exception e)
             {
                 _unsure = true;
-                throw;
+                // another activation wrote in between: as below, once the stored copy is read again
+                if (e is not InconsistentStateException) throw;
             }
-            return;
+            await state.ReadStateAsync(CancellationToken.None);
+            _unsure = false;
         }
         if (next.BatchKey != state.State.BatchKey || next.SequenceId != state.State.SequenceId)
             await ReleaseStaleHandle(next);
         throw new WeftException(WeftErrorCode.Superseded, "another activation of this conversation (on a silo that " +
             "took it over) stored a turn first; resend this turn, with the same X-Turn-Id header if it had one");
+    }
+
+    /// <summary>
+    /// Awaits a call to the store. The store client's own exceptions (Npgsql's, StackExchange.Redis', sockets') have no
+    /// Orleans codec: sent to an API edge on another silo they fail to serialize and the client got a 500. They
+    /// become a refusal the edge answers with 503 and Retry-After.
+    /// </summary>
+    static async Task Storing(Task call)
+    {
+        try
+        {
+            await call;
+        }
+        catch (Exception e) when (FromStore(e))
+        {
+            throw new WeftException(WeftErrorCode.StorageUnavailable,
+                "the conversation store is unreachable; retry later (with the same X-Turn-Id header if it had one)");
+        }
+    }
+
+    static bool FromStore(Exception e)
+    {
+        for (Exception? inner = e; inner is not null; inner = inner.InnerException)
+        {
+            string name = inner.GetType().FullName ?? "";
+            if (inner is System.Net.Sockets.SocketException or TimeoutException
+                || name.StartsWith("Npgsql.", StringComparison.Ordinal)
+                || name.StartsWith("StackExchange.Redis.", StringComparison.Ordinal))
+                return true;
+        }
+        return false;
     }
 
     /// <summary>Takes the stored copy as this activation's state, freeing the KV cache of a state the store does not

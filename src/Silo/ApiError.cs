@@ -56,6 +56,7 @@ sealed class ApiException(int status, string type, string code, string message, 
         WeftErrorCode.Superseded =>
             new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "conversation_superseded", e.Message)
             { RetryAfter = 1 },
+        WeftErrorCode.StorageUnavailable => StorageUnavailable(),
         WeftErrorCode.Conflict =>
             new(StatusCodes.Status409Conflict, "invalid_request_error", "conversation_busy", e.Message, e.Param),
         _ => BadRequest(e.Message, e.Param),
