@@ -17,6 +17,12 @@ public enum WeftErrorCode
     Conflict,
     /// <summary>The tenant is over one of its limits (429).</summary>
     TenantLimit,
+    /// <summary>Another activation of the conversation (on a silo that took it over) stored a turn first; this turn
+    /// was not stored and is to be resent (503).</summary>
+    Superseded,
+    /// <summary>The conversation store did not answer; nothing of the turn was stored that a resend would repeat
+    /// (503).</summary>
+    StorageUnavailable,
 }
 
 /// <summary>A refusal of a request, as opposed to a failure of the system: it carries a code and whether retrying can
@@ -32,5 +38,6 @@ public sealed class WeftException : Exception
     /// one.</summary>
     [Id(1)] public string? Param { get; }
 
-    public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable or WeftErrorCode.TenantLimit;
+    public bool Retryable => Code is WeftErrorCode.QueueFull or WeftErrorCode.Unavailable or WeftErrorCode.TenantLimit
+        or WeftErrorCode.Superseded or WeftErrorCode.StorageUnavailable;
 }

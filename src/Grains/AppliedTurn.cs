@@ -14,17 +14,23 @@ public sealed record AppliedTurn(
     // a List: the ADO.NET store's JSON names each value's type, and a collection expression's own type cannot be read
     [property: Id(2)] List<int> TokenIds,
     [property: Id(3)] string FinishReason,
-    [property: Id(4)] Usage Usage)
+    [property: Id(4)] Usage Usage,
+    /// <summary>The prompt's token ids, kept when the turn asked for token ids (a resend asks the same).</summary>
+    [property: Id(5)] List<int>? PromptTokenIds = null,
+    [property: Id(6)] List<ToolCall>? ToolCalls = null)
 {
     /// <summary>How many turn ids a conversation remembers: a client resends the turn it is waiting for, not one of
     /// several turns back, and each kept reply is stored with the conversation.</summary>
     public const int Kept = 8;
 
-    /// <summary>The stored reply as one delta: the whole text, its finish reason and usage.</summary>
+    /// <summary>The stored reply as one delta: the whole text, its token ids and the prompt's when asked for, its
+    /// tool calls, finish reason and usage.</summary>
     public TurnDelta Replay(bool returnTokenIds) => new()
     {
         Text = Text,
         TokenIds = returnTokenIds ? TokenIds : [],
+        PromptTokenIds = returnTokenIds ? PromptTokenIds : null,
+        ToolCalls = ToolCalls,
         FinishReason = FinishReason,
         Usage = Usage,
     };

@@ -30,6 +30,10 @@ public sealed class ConversationState
     /// <summary>The last turns applied under a client's turn id, newest last (at most
     /// <see cref="AppliedTurn.Kept"/>).</summary>
     [Id(20)] public List<AppliedTurn> AppliedTurns { get; set; } = [];
+    /// <summary>A new id at every write of a turn: an activation whose write is refused for a stale version tells by
+    /// it whether the stored copy is still the one it wrote or read (only the version changed) or another
+    /// activation's.</summary>
+    [Id(21)] public Guid Revision { get; set; }
 }
 
 /// <summary>
@@ -55,6 +59,9 @@ public sealed class ConversationGrain(
 {
     /// <summary>Turns run one at a time; a second request is refused while one runs.</summary>
     readonly SemaphoreSlim _turn = new(1, 1);
+    /// <summary>A write failed without saying whether it was stored (the store went away mid-call): what this
+    /// activation holds may not be what is stored, so the next turn reads the stored copy first.</summary>
+    bool _unsure;
     readonly TimeSpan? _ttl = options.Value.ConversationTtlSeconds > 0
         ? TimeSpan.FromSeconds(options.Value.ConversationTtlSeconds) : null;
 
@@ -82,6 +89,7 @@ public sealed class ConversationGrain(
         if (!_turn.Wait(0, CancellationToken.None)) throw Busy();
         try
         {
+            if (_unsure) await Storing(RereadAsync());
             // a resent turn that was applied (its silo died before the reply reached the client) is not run again
             if (request.TurnId is { } resent && !request.Ephemeral
                 && state.State.AppliedTurns.Find(t => t.TurnId == resent) is { } applied)
@@ -124,6 +132,9 @@ public sealed class ConversationGrain(
                 : Enumerable.Range(0, request.Choices).Select(_ => new ToolCallSplitter(host.Template.ToolFormat))
                     .ToArray();
             IReadOnlyList<ToolCall>? calls = null;
+            // a kept turn's last delta (finish reason and usage) goes out once the turn is stored: a client that saw
+            // the end of a reply saw one that is in the history
+            TurnDelta? last = null;
             await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
                 cancellationToken))
             {
@@ -152,7 +163,7 @@ public sealed class ConversationGrain(
                 var choiceUsage = finish is null ? null
                     : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped);
                 if (firstChoice && finish is not null) (end, calls) = ((finish, choiceUsage), found);
-                yield return new TurnDelta
+                var delta = new TurnDelta
                 {
                     Text = shown,
                     TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
@@ -164,6 +175,8 @@ public sealed class ConversationGrain(
                     Choice = d.Choice,
                 };
                 first = false;
+                if (finish is not null && !request.Ephemeral) last = delta;
+                else yield return delta;
             }
 
             // nothing to keep (the idle activation goes with Orleans' collection; deactivating it here, while the
@@ -182,11 +195,14 @@ public sealed class ConversationGrain(
             if (request.Truncation is not null) s.Truncation = request.Truncation;
             if (request.TurnId is { } turnId && end is ({ } endFinish, { } usage))
             {
-                s.AppliedTurns.Add(new AppliedTurn(turnId, text.ToString(), [.. reply], endFinish, usage));
+                // the text as the history keeps it: a reply of tool calls is its calls
+                s.AppliedTurns.Add(new AppliedTurn(turnId, calls is null ? text.ToString() : "", [.. reply], endFinish,
+                    usage, request.ReturnTokenIds ? [.. prompt] : null, calls is null ? null : [.. calls]));
                 if (s.AppliedTurns.Count > AppliedTurn.Kept)
                     s.AppliedTurns.RemoveRange(0, s.AppliedTurns.Count - AppliedTurn.Kept);
             }
-            await WriteAsync(s, request);
+            await Storing(CommitAsync(s));
+            if (last is not null) yield return last;
         }
         finally
         {
@@ -291,7 +307,7 @@ public sealed class ConversationGrain(
         if (!_turn.Wait(0, CancellationToken.None)) return;
         try
         {
-            await ForgetAsync();
+            await ForgetAsync(expiring: true);
             DeactivateOnIdle();
         }
         finally
@@ -301,16 +317,27 @@ public sealed class ConversationGrain(
     }
 
     /// <summary>
-    /// Stores the state of a completed turn. When the store's copy changed under this activation (the store restarted
-    /// empty or from a backup, or a second activation wrote while its silo was cut off), Orleans refuses the write
-    /// with InconsistentStateException, and so would every later turn of this activation: the stored copy is read
-    /// again and the turn is stored once on top of it. A copy that already holds the turn's id (applied by the other
-    /// activation) is kept as it is; appended messages are appended to the stored history, whose KV cache this
-    /// activation does not hold; a history the turn replaces (chat completions) or a store that lost the copy takes
-    /// this activation's state.
+    /// Stores the state of a completed turn (the activation's own state, changed in place). Orleans refuses the write
+    /// with InconsistentStateException when the stored copy's version is not the one this activation read or wrote:
+    /// <list type="bullet">
+    /// <item>The store lost the copy (restarted empty): this activation's is the only one left, and it is
+    /// written.</item>
+    /// <item>The copy is still the one this activation last read or wrote (same
+    /// <see cref="ConversationState.Revision"/>; a store restored from a backup of that moment): only the version
+    /// changed, and the turn is written on it.</item>
+    /// <item>Another activation wrote (its silo took the conversation over while this one's was cut off, or the other
+    /// way round): its copy stays, a turn is never stored on top of a history this activation did not see, and this
+    /// activation takes the stored copy. The turn fails as retryable: its reply's end was held back, so no client took
+    /// it as done, and the resent turn is replayed from the stored copy (when the other activation applied the same
+    /// turn id) or runs on that history.</item>
+    /// </list>
+    /// A write that fails otherwise (the store went away mid-call) may or may not have been stored: the next turn reads
+    /// the stored copy before anything else.
     /// </summary>
-    async Task WriteAsync(ConversationState next, TurnRequest request)
+    async Task CommitAsync(ConversationState next)
     {
+        var based = next.Revision;
+        next.Revision = Guid.NewGuid();
         try
         {
             await state.WriteStateAsync(CancellationToken.None);
@@ -318,25 +345,83 @@ public sealed class ConversationGrain(
         }
         catch (InconsistentStateException)
         {
-            await state.ReadStateAsync(CancellationToken.None);
+            _unsure = true;
         }
-        var stored = state.State;
-        if (request.TurnId is { } id && stored.AppliedTurns.Exists(t => t.TurnId == id)) return;
-        if (state.RecordExists && request is { ReplaceHistory: false, Messages: { Count: > 0 } added })
+        catch
         {
-            await ReleaseStaleHandle(next);
-            next.Messages = [.. stored.Messages, .. added, next.Messages[^1]];
-            next.TokenIds = [];
-            next.Text = "";
-            next.AppliedTurns = [.. stored.AppliedTurns, .. next.AppliedTurns.Where(t => t.TurnId == request.TurnId)];
+            _unsure = true;
+            throw;
         }
-        state.State = next;
-        await state.WriteStateAsync(CancellationToken.None);
+        await state.ReadStateAsync(CancellationToken.None);
+        _unsure = false;
+        if (!state.RecordExists || (based != Guid.Empty && state.State.Revision == based))
+        {
+            state.State = next;
+            try
+            {
+                await state.WriteStateAsync(CancellationToken.None);
+                return;
+            }
+            catch (Exception e)
+            {
+                _unsure = true;
+                // another activation wrote in between: as below, once the stored copy is read again
+                if (e is not InconsistentStateException) throw;
+            }
+            await state.ReadStateAsync(CancellationToken.None);
+            _unsure = false;
+        }
+        if (next.BatchKey != state.State.BatchKey || next.SequenceId != state.State.SequenceId)
+            await ReleaseStaleHandle(next);
+        throw new WeftException(WeftErrorCode.Superseded, "another activation of this conversation (on a silo that " +
+            "took it over) stored a turn first; resend this turn, with the same X-Turn-Id header if it had one");
     }
 
-    /// <summary>Frees the KV cache and removes the stored state (a one-off conversation stored none: no
-    /// write).</summary>
-    async Task ForgetAsync()
+    /// <summary>
+    /// Awaits a call to the store. The store client's own exceptions (Npgsql's, StackExchange.Redis', sockets') have no
+    /// Orleans codec: sent to an API edge on another silo they fail to serialize and the client got a 500. They
+    /// become a refusal the edge answers with 503 and Retry-After.
+    /// </summary>
+    static async Task Storing(Task call)
+    {
+        try
+        {
+            await call;
+        }
+        catch (Exception e) when (FromStore(e))
+        {
+            throw new WeftException(WeftErrorCode.StorageUnavailable,
+                "the conversation store is unreachable; retry later (with the same X-Turn-Id header if it had one)");
+        }
+    }
+
+    static bool FromStore(Exception e)
+    {
+        for (Exception? inner = e; inner is not null; inner = inner.InnerException)
+        {
+            string name = inner.GetType().FullName ?? "";
+            if (inner is System.Net.Sockets.SocketException or TimeoutException
+                || name.StartsWith("Npgsql.", StringComparison.Ordinal)
+                || name.StartsWith("StackExchange.Redis.", StringComparison.Ordinal))
+                return true;
+        }
+        return false;
+    }
+
+    /// <summary>Takes the stored copy as this activation's state, freeing the KV cache of a state the store does not
+    /// have.</summary>
+    async Task RereadAsync()
+    {
+        var held = state.State;
+        await state.ReadStateAsync(CancellationToken.None);
+        _unsure = false;
+        if (held.BatchKey != state.State.BatchKey || held.SequenceId != state.State.SequenceId)
+            await ReleaseStaleHandle(held);
+    }
+
+    /// <summary>Frees the KV cache and removes the stored state (a one-off conversation stored none: no write). An
+    /// expiry leaves a stored copy that another activation wrote since, and that has not expired, as it is.</summary>
+    async Task ForgetAsync(bool expiring = false)
     {
         await ReleaseStaleHandle(state.State);
         if (state.RecordExists)
@@ -347,8 +432,8 @@ public sealed class ConversationGrain(
             }
             catch (InconsistentStateException)
             {
-                // as in WriteAsync: the stored copy changed; what is there now goes
                 await state.ReadStateAsync(CancellationToken.None);
+                if (expiring && DateTime.UtcNow - state.State.LastTurnUtc < _ttl) return;
                 if (state.RecordExists) await state.ClearStateAsync();
             }
         }

@@ -52,6 +52,11 @@ sealed class ApiException(int status, string type, string code, string message, 
         WeftErrorCode.TenantLimit =>
             new(StatusCodes.Status429TooManyRequests, "rate_limit_error", "rate_limit_exceeded", e.Message)
             { RetryAfter = 1 },
+        // by then the other silo holds the conversation: a resend soon is served from its stored copy
+        WeftErrorCode.Superseded =>
+            new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "conversation_superseded", e.Message)
+            { RetryAfter = 1 },
+        WeftErrorCode.StorageUnavailable => StorageUnavailable(),
         WeftErrorCode.Conflict =>
             new(StatusCodes.Status409Conflict, "invalid_request_error", "conversation_busy", e.Message, e.Param),
         _ => BadRequest(e.Message, e.Param),

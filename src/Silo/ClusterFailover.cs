@@ -47,8 +47,10 @@ static class ClusterFailover
     {
         for (Exception? inner = e; inner is not null; inner = inner.InnerException)
         {
+            // an enumeration aborted: the grain streaming the reply was deactivated (its silo was declared dead)
             if (inner is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException
-                or ConnectionFailedException or OrleansLifecycleCanceledException) return true;
+                or ConnectionFailedException or OrleansLifecycleCanceledException or EnumerationAbortedException)
+                return true;
             string name = (inner is UnavailableExceptionFallbackException fallback ? fallback.ExceptionType
                 : inner.GetType().FullName) ?? "";
             if (LossNames.Contains(name)) return true;

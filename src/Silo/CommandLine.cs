@@ -76,6 +76,9 @@ public static class CommandLine
         new("--postgres", "Silo:Postgres", Kind.Text,
             "Npgsql connection string of PostgreSQL for clustering and conversation storage (recommended; " +
             "the silo creates its tables)"),
+        new("--cluster-id", "Silo:ClusterId", Kind.Text,
+            "the cluster this silo joins in the store; silos of one service in different clusters share its " +
+            "conversations (default: weft)"),
         new("--address", "Silo:Address", Kind.Text,
             "IP address the silo and gateway ports bind to and other silos reach this one at (default: 127.0.0.1)"),
         new("--tls-certificate", "Silo:TlsCertificate", Kind.Text,

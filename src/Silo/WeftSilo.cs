@@ -181,7 +181,7 @@ public static partial class WeftSilo
             }
             if (silo.TlsCertificate is not null) s.UseWeftTls(silo);
             if (silo.Postgres is not null || silo.Redis is not null) s.UseWeftFailover(silo);
-            if (silo.Postgres is not null) s.Services.AddHostedService<MembershipGuard>();
+            if (silo.Postgres is not null || silo.Redis is not null) s.Services.AddHostedService<MembershipGuard>();
             if (silo.Kubernetes) s.UseKubernetesHosting();
             if (silo.OrleansDashboard) s.AddDashboard();
             s.AddWeft(model);

@@ -72,6 +72,37 @@ public sealed class ClusterTests : IAsyncDisposable
 
     static TurnRequest Chat(string user) => new() { Messages = [new ChatMessage("user", user)], Sampling = Greedy };
 
+    [Fact]
+    public async Task After_redis_restarts_empty_the_survivors_register_again_and_a_new_silo_joins_them()
+    {
+        Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
+        string model = Path.Combine(_dir, "model.gguf");
+        DemoModel.Write(model, SiloFixture.Shape,
+            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        string redis = await StartRedis();
+        var a = await StartSilo(model, redis);
+        var b = await StartSilo(model, redis);
+        await Http.WaitUntil(() => Task.FromResult(Active(a) == 2 && Active(b) == 2), "both silos active", Ct);
+        string key = $"{WeftDefaults.ServiceId}/members/{WeftDefaults.ClusterId}";
+        await using var store =
+            await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis + ",allowAdmin=true");
+        var db = store.GetDatabase();
+        long seen = (long)await db.HashGetAsync(key, "Version");
+
+        // as a restart without persistence leaves it
+        await store.GetServer(redis).FlushAllDatabasesAsync();
+        await Http.WaitUntil(async () => await db.HashLengthAsync(key) == 3, "both silos' rows back", Ct);
+        Assert.True((long)await db.HashGetAsync(key, "Version") >= seen);
+
+        // a silo started now joins the survivors rather than forming a cluster of its own
+        var c = await StartSilo(model, redis);
+        await Http.WaitUntil(() => Task.FromResult(Active(a) == 3 && Active(b) == 3 && Active(c) == 3),
+            "one cluster of three", Ct);
+    }
+
+    static int Active(WebApplication silo) => silo.Services.GetRequiredService<IClusterMembershipService>()
+        .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
+
     async Task<WebApplication> StartSilo(string model, string redis)
     {
         var app = WeftSilo.Build([

@@ -1,15 +1,18 @@
 using System.Diagnostics;
 using Npgsql;
+using Orleans.Clustering.Redis;
+using StackExchange.Redis;
 
 namespace Weft.Silo.Storage;
 
 /// <summary>
-/// Re-forms the cluster when PostgreSQL lost its membership table (restarted empty, restored from an older backup,
-/// tables dropped). Orleans never writes a live silo's row again once it is in the table, so such a silo would go on
-/// with the members it knew while a silo started afterwards found an empty table and formed a second cluster (split
-/// brain). Every active silo checks, every <see cref="Period"/>, that its own row is in the table; when it is not,
-/// it reinstalls the schema if it is gone and inserts its row again, at a table version past the one it last saw
-/// (Orleans ignores a membership view older than the one it holds). The survivors' rows come back within one period,
+/// Re-forms the cluster when the store lost its membership table (PostgreSQL restarted empty, restored from an older
+/// backup, tables dropped; Redis restarted without persistence, flushed, or its key expired). Orleans never writes a
+/// live silo's row again once it is in the table, so such a silo would go on with the members it knew while a silo
+/// started afterwards found an empty table and formed a second cluster (split brain). Every active silo checks, every
+/// <see cref="Period"/>, that its own row is in the table; when it is not, it reinstalls the schema if it is gone
+/// (PostgreSQL) and inserts its row again, at a table version past the one it last saw (Orleans ignores a membership
+/// view older than the one it holds). The survivors' rows come back within one period,
 /// and a silo started after that joins them.
 /// </summary>
 sealed partial class MembershipGuard(
@@ -19,6 +22,9 @@ sealed partial class MembershipGuard(
     SiloOptions options,
     ILogger<MembershipGuard> logger) : BackgroundService
 {
+    /// <summary>Redis: a connection of the guard's own, opened when a loss is first seen.</summary>
+    ConnectionMultiplexer? _redis;
+
     /// <summary>A read of the membership table per silo every 2 s: a few rows, and a silo starting within that time
     /// after the loss may still form a cluster of its own until the next check brings the others back.</summary>
     static readonly TimeSpan Period = TimeSpan.FromSeconds(2);
@@ -75,8 +81,9 @@ sealed partial class MembershipGuard(
         {
             return await table.ReadAllAsync(ct);
         }
-        catch (ArgumentOutOfRangeException)
+        catch (Exception e) when (e is ArgumentOutOfRangeException or RedisClusteringException)
         {
+            // Redis: the hash and its Version field went together
             return null;
         }
         catch (Exception e) when (IsMissingSchema(e))
@@ -89,6 +96,23 @@ sealed partial class MembershipGuard(
     /// <summary>The empty table's version starts at 0 again; it is raised to the version this silo last saw.</summary>
     async Task RaiseVersionAsync(long seen, CancellationToken ct)
     {
+        if (options.Redis is { } redis)
+        {
+            // Orleans' Redis table: one hash per cluster (its default key), "Version" (a decimal integer) and one field
+            // per silo
+            _redis ??= await ConnectionMultiplexer.ConnectAsync(ConfigurationOptions.Parse(redis));
+            await _redis.GetDatabase().ScriptEvaluateAsync("""
+                if tonumber(redis.call('HGET', KEYS[1], 'Version') or '0') < tonumber(ARGV[1]) then
+                    redis.call('HSET', KEYS[1], 'Version', ARGV[1])
+                end
+                """, [RedisClusteringOptions.DefaultCreateRedisKey(new Orleans.Configuration.ClusterOptions
+                {
+                    ServiceId = options.ServiceId,
+                    ClusterId = options.ClusterId,
+                })],
+                [Math.Min(seen, int.MaxValue)]).WaitAsync(ct);
+            return;
+        }
         await using var connection = new NpgsqlConnection(options.Postgres);
         await connection.OpenAsync(ct);
         await using var command = new NpgsqlCommand("UPDATE weft_membership_version SET version = GREATEST(version, " +
@@ -96,6 +120,12 @@ sealed partial class MembershipGuard(
         command.Parameters.AddWithValue("seen", (int)Math.Min(seen, int.MaxValue));
         command.Parameters.AddWithValue("cluster", options.ClusterId);
         await command.ExecuteNonQueryAsync(ct);
+    }
+
+    public override void Dispose()
+    {
+        _redis?.Dispose();
+        base.Dispose();
     }
 
     /// <summary>PostgreSQL's "undefined table" or "undefined function": the database came back without the

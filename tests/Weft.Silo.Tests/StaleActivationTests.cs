@@ -1,0 +1,157 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+using Weft.Abstractions;
+using Weft.Models;
+using Weft.Models.Chat;
+using Weft.Models.Tokenization;
+using Weft.Testing;
+
+namespace Weft.Silo.Tests;
+
+/// <summary>
+/// Two activations of one conversation writing to one PostgreSQL store, as after a partition: the cut-off silo still
+/// holds its activation while the survivor has activated the conversation again. Two silos of one service in two
+/// clusters (<c>--cluster-id</c>) never see each other, so each holds an activation of its own, and the test orders
+/// their writes exactly. Needs WEFT_TEST_POSTGRES (scripts/start-postgres.sh).
+/// </summary>
+public sealed class StaleActivationTests : IAsyncDisposable
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+    static readonly string? Server = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
+    const string NoServer = "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+    const string Id = "split";
+
+    readonly string _dir = Directory.CreateTempSubdirectory("weft-stale-").FullName;
+    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
+    readonly List<WebApplication> _silos = [];
+    string _store = "";
+
+    [Fact]
+    public async Task A_turn_stored_first_by_the_cut_off_silo_is_the_one_the_resending_client_gets()
+    {
+        Assert.SkipWhen(Server is null, NoServer);
+        var (cutOff, owner) = await TwoActivations();
+
+        // The client sent the turn to the cut-off silo, which applied it, but the reply never reached the client. The
+        // client resends it (same turn id) to the new owner, which has read the history before that write.
+        var resent = Chat("And the mountains?", "turn-2", seed: 2);
+        var lost = await cutOff.RunAsync(resent with { Sampling = resent.Sampling with { Seed = 1 } }, Ct);
+        await Refused(owner, resent);
+
+        // the next resend is served from the stored copy: what the client gets is what is stored
+        var got = await owner.RunAsync(resent, Ct);
+        Assert.Equal(lost.Text, got.Text);
+        Assert.Equal(got.Text, (await Stored())[^1].Content);
+    }
+
+    [Fact]
+    public async Task A_cut_off_silo_neither_overwrites_nor_extends_what_the_new_owner_stored()
+    {
+        Assert.SkipWhen(Server is null, NoServer);
+        var (cutOff, owner) = await TwoActivations();
+
+        // each turn of the cut-off silo comes after a write of the owner that it has not seen: one that replaces the
+        // whole history (chat completions), one appended to it
+        await owner.RunAsync(Chat("And the mountains?", "turn-2", seed: 2), Ct);
+        await Refused(cutOff, Chat("And the rivers?", "turn-3", seed: 3) with { ReplaceHistory = true });
+        var kept = await owner.RunAsync(Chat("And the hills?", "turn-4", seed: 4), Ct);
+        await Refused(cutOff, Chat("And the rivers?", "turn-5", seed: 5));
+
+        var stored = await Stored();
+        Assert.Equal(6, stored.Count);
+        Assert.Equal(kept.Text, stored[^1].Content);
+        Assert.DoesNotContain(stored, m => m.Content == "And the rivers?");
+        // the cut-off silo took the stored copy: its next turn goes on from the owner's history
+        await cutOff.RunAsync(Chat("And the lakes?", "turn-6", seed: 6), Ct);
+        var history = (await cutOff.GetHistoryAsync()).Messages;
+        Assert.Equal(8, history.Count);
+        Assert.Equal(kept.Text, history[5].Content);
+    }
+
+    static async Task Refused(IConversationGrain conversation, TurnRequest turn)
+    {
+        var refused = await Assert.ThrowsAsync<WeftException>(() => conversation.RunAsync(turn, Ct));
+        Assert.Equal(WeftErrorCode.Superseded, refused.Code);
+    }
+
+    /// <summary>The conversation after a first turn, active on both silos with that turn's history.</summary>
+    async Task<(IConversationGrain CutOff, IConversationGrain Owner)> TwoActivations()
+    {
+        await CreateDatabase();
+        var cutOff = Conversation(await StartSilo("weft-a"));
+        var owner = Conversation(await StartSilo("weft-b"));
+        await cutOff.RunAsync(Chat("Tell me about the sea.", "turn-1", seed: 0), Ct);
+        Assert.Equal(2, (await owner.GetHistoryAsync()).Messages.Count);
+        return (cutOff, owner);
+    }
+
+    static TurnRequest Chat(string user, string turnId, ulong seed) => new()
+    {
+        Messages = [new ChatMessage("user", user)],
+        // sampled: the two silos' replies to one turn differ, so the test tells which one was kept
+        Sampling = new SamplingOptions { Temperature = 1, MaxTokens = 16, IgnoreEos = true, Seed = seed },
+        TurnId = turnId,
+    };
+
+    static IConversationGrain Conversation(WebApplication silo) => silo.Services.GetRequiredService<IGrainFactory>()
+        .GetGrain<IConversationGrain>(ConversationKey.Of(WeftDefaults.Tenant, Id));
+
+    /// <summary>The stored history, as a fresh activation on a silo of a third cluster reads it.</summary>
+    async Task<IReadOnlyList<ChatMessage>> Stored() =>
+        (await Conversation(await StartSilo($"weft-reader-{_silos.Count}")).GetHistoryAsync()).Messages;
+
+    async Task CreateDatabase()
+    {
+        await using (var connection = new NpgsqlConnection(Server))
+        {
+            await connection.OpenAsync(Ct);
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
+            await create.ExecuteNonQueryAsync(Ct);
+        }
+        _store = new NpgsqlConnectionStringBuilder(Server) { Database = _database }.ConnectionString;
+    }
+
+    async Task<WebApplication> StartSilo(string clusterId)
+    {
+        string model = Path.Combine(_dir, "model.gguf");
+        if (!File.Exists(model))
+            DemoModel.Write(model, SiloFixture.Shape,
+                DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        var app = WeftSilo.Build([
+            "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", _store,
+            "--cluster-id", clusterId, "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(),
+            "--gateway-port", "0"]);
+        _silos.Add(app);
+        await app.StartAsync(Ct);
+        await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
+        return app;
+    }
+
+    static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var silo in _silos)
+        {
+            await silo.StopAsync(CancellationToken.None);
+            await silo.DisposeAsync();
+        }
+        if (Server is not null)
+        {
+            NpgsqlConnection.ClearAllPools();
+            await using var connection = new NpgsqlConnection(Server);
+            await connection.OpenAsync(CancellationToken.None);
+            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {_database} WITH (FORCE)", connection);
+            await drop.ExecuteNonQueryAsync(CancellationToken.None);
+        }
+        Directory.Delete(_dir, recursive: true);
+    }
+}
