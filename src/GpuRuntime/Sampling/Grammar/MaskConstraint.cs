@@ -1,36 +1,18 @@
-using System.Text.Json;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Weft.GpuRuntime.Sampling.Json;
 using Weft.Scheduling;
 
-namespace Weft.GpuRuntime.Sampling.Json;
+namespace Weft.GpuRuntime.Sampling.Grammar;
 
-/// <summary>
-/// A compiled JSON grammar: a schema (response_format json_schema, forced tool calls) or any object (json_object).
-/// Immutable and shared; each sequence gets its own <see cref="ITokenConstraint"/> from <see cref="Start"/>.
-/// </summary>
-public sealed class JsonGrammar
+/// <summary>The time each constrained token's mask takes, as the histogram weft_constraint_mask_time of the "Weft"
+/// meter that the silo exports and `weft bench serve` reads.</summary>
+public static class MaskTiming
 {
-    readonly Node _root;
-
-    JsonGrammar(Node root) => _root = root;
-
-    /// <exception cref="SchemaException">A keyword the grammar cannot guarantee; its name is in
-    /// <see cref="SchemaException.Keyword"/>.</exception>
-    public static JsonGrammar FromSchema(JsonElement schema) => new(JsonSchemaCompiler.Compile(schema));
-
-    /// <summary>Any JSON object, as response_format json_object asks.</summary>
-    public static JsonGrammar AnyObject() => new(new JsonAnyObject(new JsonAny()));
-
-    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds) =>
-        new JsonConstraint(_root, trie, stopTokenIds);
-
-    /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
-    public bool Matches(ReadOnlySpan<byte> text)
-    {
-        var m = new Matcher(_root);
-        foreach (byte b in text)
-            if (!m.Feed(b)) return false;
-        return m.CanFinish;
-    }
+    public const string MeterName = "Weft", InstrumentName = "weft_constraint_mask_time";
+    static readonly Meter Meter = new(MeterName);
+    internal static readonly Histogram<double> Seconds = Meter.CreateHistogram<double>(InstrumentName, "s",
+        "time to compute one constrained token's mask (a JSON schema's or a GBNF grammar's)");
 }
 
 /// <summary>
@@ -42,13 +24,14 @@ public sealed class JsonGrammar
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification =
     "a ManualResetEventSlim whose wait handle is never asked for holds nothing to dispose")]
-sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
+sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
+    where TMatcher : class, IByteMatcher<TMatcher>
 {
-    readonly Node _root;
+    readonly TMatcher _start;
     readonly TokenTrie _trie;
     readonly IReadOnlyList<int> _stopTokenIds;
-    readonly Matcher _state;
-    readonly Matcher[] _levels;
+    readonly TMatcher _state;
+    readonly TMatcher[] _levels;
     readonly ulong[] _allowed;
     // set while no mask is being computed in the background
     readonly ManualResetEventSlim _idle = new(initialState: true);
@@ -56,14 +39,16 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
     int _consumed, _maskFor = -1, _accepted;
     bool _broken;
 
-    public JsonConstraint(Node root, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
+    /// <param name="start">The grammar's start state; kept as it is, to start over from.</param>
+    public MaskConstraint(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
     {
-        _root = root;
+        _start = start;
         _trie = trie;
         _stopTokenIds = stopTokenIds;
-        _state = new Matcher(root);
-        _levels = new Matcher[trie.MaxTokenBytes + 1];
-        for (int i = 0; i < _levels.Length; i++) _levels[i] = Matcher.Empty();
+        _state = start.Blank();
+        _state.CopyFrom(start);
+        _levels = new TMatcher[trie.MaxTokenBytes + 1];
+        for (int i = 0; i < _levels.Length; i++) _levels[i] = start.Blank();
         _allowed = new ulong[(trie.VocabSize + 63) / 64];
     }
 
@@ -78,7 +63,7 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
         {
             if (_consumed > generated)
             {
-                _state.Reset(_root);
+                _state.CopyFrom(_start);
                 _consumed = 0;
                 _broken = false;
             }
@@ -112,7 +97,7 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
 
     void ComputeMask()
     {
-        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        long start = Stopwatch.GetTimestamp();
         Array.Clear(_allowed);
         if (!_broken)
         {
@@ -125,7 +110,9 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
             foreach (int t in _stopTokenIds) Allow(t);
         }
         _maskFor = _consumed;
-        LastMaskMicros = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+        var elapsed = Stopwatch.GetElapsedTime(start);
+        LastMaskMicros = elapsed.TotalMicroseconds;
+        MaskTiming.Seconds.Record(elapsed.TotalSeconds);
     }
 
     void Allow(int t)
@@ -149,11 +136,11 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
     void Walk(int node, int level)
     {
         var trie = _trie;
+        var here = _levels[level];
         var next = _levels[level + 1];
         for (int c = node + 1, end = trie.End[node]; c < end; c = trie.End[c])
         {
-            next.CopyFrom(_levels[level]);
-            if (!next.Feed(trie.Byte[c])) continue;
+            if (!next.FeedFrom(here, trie.Byte[c])) continue;
             for (int k = trie.TokenStart[c]; k < trie.TokenStart[c + 1]; k++) Allow(trie.Tokens[k]);
             if (trie.End[c] > c + 1) Walk(c, level + 1);
         }
