@@ -132,7 +132,8 @@ sealed class GbnfParser
     }
 
     /// <summary>A postfix operator on <paramref name="term"/>, rewritten into rules as llama.cpp does: x* is
-    /// R ::= x R | "", x+ is x x*, x? is R ::= x | "", x{m,n} is m copies of x then n - m nested optional ones.</summary>
+    /// R ::= x R | "", x+ is x x*, x? is R ::= x | "", x{m,n} is m copies of x then n - m nested optional
+    /// ones.</summary>
     List<int> Repeat(List<int> term, int at)
     {
         int opAt = _pos;
@@ -154,7 +155,8 @@ sealed class GbnfParser
                 }
                 if (_pos == _text.Length || _text[_pos] != '}') throw Error(opAt, "expected '}' to close '{'");
                 _pos++;
-                if (max >= 0 && max < min) throw Error(opAt, $"repetition {{{min},{max}}} has its maximum below its minimum");
+                if (max >= 0 && max < min)
+                    throw Error(opAt, $"repetition {{{min},{max}}} has its maximum below its minimum");
                 break;
         }
         int item = term.Count == 1 ? term[0] : GbnfProgram.Ref(NewRule([term], at));
@@ -413,7 +415,8 @@ sealed class GbnfParser
         {
             changed = false;
             for (int r = 0; r < _rules.Count; r++)
-                if (!nullable[r] && _rules[r].Alternatives.Any(a => a.All(e => e < 0 && nullable[GbnfProgram.RuleOf(e)])))
+                if (!nullable[r]
+                    && _rules[r].Alternatives.Any(a => a.All(e => e < 0 && nullable[GbnfProgram.RuleOf(e)])))
                     changed = nullable[r] = true;
         }
         var state = new byte[_rules.Count]; // 0 unvisited, 1 on the path, 2 done

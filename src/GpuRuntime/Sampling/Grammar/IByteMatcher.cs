@@ -7,7 +7,8 @@ namespace Weft.GpuRuntime.Sampling.Grammar;
 /// </summary>
 interface IByteMatcher<TSelf> where TSelf : class, IByteMatcher<TSelf>
 {
-    /// <summary>A state of the same grammar, to be filled by <see cref="CopyFrom"/> or <see cref="FeedFrom"/>.</summary>
+    /// <summary>A state of the same grammar, to be filled by <see cref="CopyFrom"/> or
+    /// <see cref="FeedFrom"/>.</summary>
     TSelf Blank();
 
     void CopyFrom(TSelf other);
