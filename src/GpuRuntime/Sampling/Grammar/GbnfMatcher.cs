@@ -37,6 +37,13 @@ sealed class GbnfMatcher : IByteMatcher<GbnfMatcher>
 
     public bool CanFinish => _accepting;
 
+    /// <summary>Equal states: the stack sets of a repetition such as [^"]* are equal after every character, since
+    /// right recursion does not grow them.</summary>
+    public bool MasksAlike(GbnfMatcher other, int maxBytes) =>
+        _count == other._count && _accepting == other._accepting
+        && _start.AsSpan(0, _count + 1).SequenceEqual(other._start.AsSpan(0, _count + 1))
+        && _data.AsSpan(0, _start[_count]).SequenceEqual(other._data.AsSpan(0, _start[_count]));
+
     public void CopyFrom(GbnfMatcher other)
     {
         _count = other._count;

@@ -21,4 +21,8 @@ interface IByteMatcher<TSelf> where TSelf : class, IByteMatcher<TSelf>
 
     /// <summary>Whether the text may end here.</summary>
     bool CanFinish { get; }
+
+    /// <summary>Whether every text of up to <paramref name="maxBytes"/> bytes is accepted after this state exactly
+    /// when it is after <paramref name="other"/>, so that a token mask computed for one serves the other.</summary>
+    bool MasksAlike(TSelf other, int maxBytes);
 }

@@ -20,7 +20,9 @@ public static class MaskTiming
 /// accepts all its bytes, end tokens only once the text is complete. When the sampler reports the token it picked, the
 /// state takes it and the next mask is computed on the thread pool while the next forward pass runs; the next
 /// <see cref="Apply"/> waits for it (or, when the tokens are not what was accepted, as after a preemption that replays
-/// them, recomputes from the tokens). Buffers are sized at the start: nothing is allocated per token.
+/// them, recomputes from the tokens). A state alike the last one walked (inside a long string, in a repetition) takes
+/// that walk's mask: the walks that allow most of the vocabulary, the slowest, are the ones that repeat. Buffers are
+/// sized at the start: nothing is allocated per token.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification =
     "a ManualResetEventSlim whose wait handle is never asked for holds nothing to dispose")]
@@ -33,6 +35,10 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     readonly TMatcher _state;
     readonly TMatcher[] _levels;
     readonly ulong[] _allowed;
+    // the last state a mask was walked for, and that mask (without end tokens), reused while states are alike
+    readonly TMatcher _walked;
+    readonly ulong[] _walkedMask;
+    bool _haveWalked;
     // set while no mask is being computed in the background
     readonly ManualResetEventSlim _idle = new(initialState: true);
     // generated tokens the state has taken, and the count the mask in _allowed is for (-1: none)
@@ -50,6 +56,8 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
         _levels = new TMatcher[trie.MaxTokenBytes + 1];
         for (int i = 0; i < _levels.Length; i++) _levels[i] = start.Blank();
         _allowed = new ulong[(trie.VocabSize + 63) / 64];
+        _walked = start.Blank();
+        _walkedMask = new ulong[_allowed.Length];
     }
 
     /// <summary>Microseconds of the last mask computation (for measurements).</summary>
@@ -98,11 +106,17 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     void ComputeMask()
     {
         long start = Stopwatch.GetTimestamp();
-        Array.Clear(_allowed);
-        if (!_broken)
+        if (_broken) Array.Clear(_allowed);
+        else if (_haveWalked && _state.MasksAlike(_walked, _trie.MaxTokenBytes))
+            Array.Copy(_walkedMask, _allowed, _allowed.Length);
+        else
         {
+            Array.Clear(_allowed);
             _levels[0].CopyFrom(_state);
             Walk(0, 0);
+            _walked.CopyFrom(_state);
+            Array.Copy(_allowed, _walkedMask, _allowed.Length);
+            _haveWalked = true;
         }
         if (_broken || _state.CanFinish)
         {

@@ -42,6 +42,25 @@ sealed class Matcher : IByteMatcher<Matcher>
         }
     }
 
+    /// <summary>Equal stacks, except that a string's character count may differ where no text of
+    /// <paramref name="maxBytes"/> reaches its bounds: inside a long string, one mask serves every token.</summary>
+    public bool MasksAlike(Matcher other, int maxBytes)
+    {
+        if (_depth != other._depth) return false;
+        for (int i = 0; i < _depth; i++)
+        {
+            ref readonly var a = ref _frames[i];
+            ref readonly var b = ref other._frames[i];
+            if (a.Node != b.Node || a.State != b.State || a.Pending != b.Pending || a.Lo != b.Lo || a.Hi != b.Hi
+                || a.Alive != b.Alive)
+                return false;
+            if (a.Count != b.Count && !(a.Node is JsonString s && s.CountIrrelevant(a, maxBytes)
+                && s.CountIrrelevant(b, maxBytes)))
+                return false;
+        }
+        return true;
+    }
+
     public bool FeedFrom(Matcher from, byte b)
     {
         CopyFrom(from);
