@@ -89,6 +89,7 @@ public sealed class GbnfGrammarTests
     [InlineData("root ::= \"a\"+ \"a\" \"b\"", "aaab", true)]
     [InlineData("root ::= x? y*\nx ::= \"x\"\ny ::=\n  \"y\"\n  | \"z\"", "xyzzy", true)]
     [InlineData("root ::= (\"a\" | \"\") \"b\"", "b", true)]
+    [InlineData("root ::= (\"\" | \"\"){40} \"x\"", "x", true)]
     public void A_grammar_accepts_exactly_its_texts(string grammar, string text, bool accepted) =>
         Assert.Equal(accepted, Accepts(grammar, text));
 

@@ -13,13 +13,17 @@ sealed class GbnfMatcher : IByteMatcher<GbnfMatcher>
     /// ones, which only narrows what it allows.</summary>
     const int MaxStacks = 256, MaxDepth = 64, Capacity = 4096;
 
+    /// <summary>Steps one byte's expansion may take: ambiguous empty alternatives, as in (""|""){30}, reach the same
+    /// stacks by exponentially many paths, and a request's grammar must not hold the sampler that long.</summary>
+    const int MaxExpansions = 1 << 14;
+
     readonly GbnfProgram _program;
     readonly int[] _data = new int[Capacity];
     // stack i is _data[_start[i].._start[i + 1]); its hash in _hash[i]
     readonly int[] _start = new int[MaxStacks + 1];
     readonly int[] _hash = new int[MaxStacks];
     readonly int[] _work = new int[MaxDepth + 1];
-    int _count;
+    int _count, _budget;
     bool _accepting;
     GbnfMatcher? _scratch;
 
@@ -28,7 +32,7 @@ sealed class GbnfMatcher : IByteMatcher<GbnfMatcher>
     /// <summary>The state before any byte.</summary>
     public static GbnfMatcher Start(GbnfProgram program)
     {
-        var m = new GbnfMatcher(program);
+        var m = new GbnfMatcher(program) { _budget = MaxExpansions };
         foreach (int alternative in program.Alternatives[program.Root]) m.Expand(0, alternative);
         return m;
     }
@@ -65,6 +69,7 @@ sealed class GbnfMatcher : IByteMatcher<GbnfMatcher>
         _count = 0;
         _start[0] = 0;
         _accepting = false;
+        _budget = MaxExpansions;
         var code = _program.Code;
         for (int i = 0; i < from._count; i++)
         {
@@ -83,6 +88,7 @@ sealed class GbnfMatcher : IByteMatcher<GbnfMatcher>
     /// and its stack is kept.</summary>
     void Expand(int depth, int pos)
     {
+        if (--_budget < 0) return;
         int op = _program.Code[pos];
         if (op == GbnfProgram.End)
         {
