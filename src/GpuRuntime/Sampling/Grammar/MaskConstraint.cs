@@ -41,6 +41,9 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     bool _haveWalked;
     // set while no mask is being computed in the background
     readonly ManualResetEventSlim _idle = new(initialState: true);
+    const int Idle = 0, Queued = 1, Running = 2;
+    // the background job's progress: Apply runs a job the thread pool has not started yet itself
+    int _phase;
     // generated tokens the state has taken, and the count the mask in _allowed is for (-1: none)
     int _consumed, _maskFor = -1, _accepted;
     bool _broken;
@@ -65,6 +68,7 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
 
     public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens)
     {
+        RunQueued();
         _idle.Wait();
         int generated = tokens.Count - numPromptTokens;
         if (_maskFor != generated)
@@ -86,11 +90,18 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     {
         _idle.Reset();
         _accepted = token;
+        Volatile.Write(ref _phase, Queued);
         ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
     }
 
-    void IThreadPoolWorkItem.Execute()
+    void IThreadPoolWorkItem.Execute() => RunQueued();
+
+    /// <summary>Takes the queued job, on whichever thread gets to it first: with every core in the forward pass, the
+    /// pool may not start the job before the sampler needs its mask, and the sampler then runs it rather than wait
+    /// for a pool thread.</summary>
+    void RunQueued()
     {
+        if (Interlocked.CompareExchange(ref _phase, Running, Queued) != Queued) return;
         try
         {
             Advance(_accepted);
@@ -99,6 +110,7 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
         }
         finally
         {
+            Volatile.Write(ref _phase, Idle);
             _idle.Set();
         }
     }
