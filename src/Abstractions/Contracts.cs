@@ -43,6 +43,9 @@ public sealed record SamplingOptions
     /// <summary>Report each sampled token's log-probability and this many of the most likely tokens' (0 to 20);
     /// null: none.</summary>
     [Id(14)] public int? Logprobs { get; init; }
+    /// <summary>A GBNF grammar the reply must follow (llama.cpp's grammar field); null: unconstrained. Not together
+    /// with <see cref="JsonSchema"/>.</summary>
+    [Id(15)] public string? Grammar { get; init; }
 
     /// <summary>The most alternatives <see cref="Logprobs"/> may ask for: OpenAI's top_logprobs limit.</summary>
     public const int MaxLogprobs = 20;

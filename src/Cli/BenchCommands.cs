@@ -89,9 +89,17 @@ static class BenchCommands
             Description = "also time llama.cpp (LLamaSharp) decoding as many sequences as there are clients, on the " +
                 "--model file: llama.cpp"
         };
+        var jsonSchema = new Option<string?>("--json-schema")
+        {
+            Description = "with --inprocess: run each level unconstrained and with every reply constrained by the " +
+                "JSON schema in this file; print both throughputs, their ratio and the mask time per token (p50, p99)"
+        };
         var cmd = new Command("serve",
             "load a server with concurrent streaming requests: tokens/s, TTFT and ITL percentiles at each concurrency")
-            { url, inprocess, model, engine, concurrency, prompt, gen, requests, apiKey, json, chart, threads, peer };
+        {
+            url, inprocess, model, engine, concurrency, prompt, gen, requests, apiKey, json, chart, threads, peer,
+            jsonSchema,
+        };
         cmd.SetAction(async (r, ct) =>
         {
             if ((r.GetValue(url) is null) == !r.GetValue(inprocess))
@@ -101,11 +109,15 @@ static class BenchCommands
                 throw new ArgumentException($"unknown peer '{p}' (supported: llama.cpp)");
             if (p is not null && r.GetValue(url) is not null && r.GetValue(model) is null)
                 throw new ArgumentException("--peer with --url needs --model: the GGUF file the server serves");
+            string? schema = r.GetValue(jsonSchema);
+            if (schema is not null && (r.GetValue(url) is not null || p is not null || r.GetValue(chart) is not null))
+                throw new ArgumentException("--json-schema runs with --inprocess, which reads the masks' times in " +
+                    "process, and without --peer or --chart");
             var o = new ServeBenchOptions(r.GetValue(url), r.GetValue(model), EngineKinds.Parse(r.GetValue(engine)!),
                 Ints(r.GetValue(concurrency)!, "--concurrency"),
                 Positive(r.GetValue(prompt), "--prompt"), Positive(r.GetValue(gen), "--gen"),
                 Positive(r.GetValue(requests), "--requests"),
-                r.GetValue(apiKey), r.GetValue(json), r.GetValue(chart), r.GetValue(threads), p is not null);
+                r.GetValue(apiKey), r.GetValue(json), r.GetValue(chart), r.GetValue(threads), p is not null, schema);
             return await ServeCommand.RunAsync(o, Console.Out);
         });
         return cmd;

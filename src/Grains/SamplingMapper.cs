@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Weft.Abstractions;
+using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.GpuRuntime.Sampling.Json;
 using Weft.Scheduling;
 
@@ -35,7 +36,8 @@ static class SamplingMapper
             StopTokenIds = o.StopTokenIds,
             LogitBias = o.LogitBias,
             Logprobs = o.Logprobs,
-            Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds) : null,
+            Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds)
+                : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds) : null,
         };
         if (p.Validate(host.Config.VocabSize) is { } problem)
             throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);
@@ -43,6 +45,18 @@ static class SamplingMapper
             throw new WeftException(WeftErrorCode.InvalidRequest,
                 "stop takes at most 16 non-empty strings of up to 512 characters", "stop");
         return p;
+    }
+
+    static GbnfGrammar Gbnf(string text)
+    {
+        try
+        {
+            return GbnfGrammar.Parse(text);
+        }
+        catch (GrammarException e)
+        {
+            throw new WeftException(WeftErrorCode.InvalidRequest, $"'grammar' does not parse: {e.Message}", "grammar");
+        }
     }
 
     /// <summary>"{}" is json_object's any object; anything else a JSON schema.</summary>

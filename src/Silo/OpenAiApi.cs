@@ -59,13 +59,15 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         RefuseLongerThan(mayDrop ? messages[^1].Content.Length : messages.Sum(m => (long)m.Content.Length),
             host.MaxModelLen, "messages", "the context length", "context_length_exceeded");
         var (tools, schema) = ChatTools.Read(body);
+        var sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens"));
+        GrammarField.RefuseWithSchema(body, sampling.Grammar, schema);
         var turn = new TurnRequest
         {
             Messages = messages,
             // the client sends the whole conversation each time
             ReplaceHistory = true,
             Truncation = truncation,
-            Sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens")) with
+            Sampling = sampling with
             {
                 JsonSchema = schema,
                 Logprobs = ChatLogprobs(body),
@@ -180,6 +182,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         IgnoreEos = b.Bool("ignore_eos"),
         Stop = b.Strings("stop"),
         StopTokenIds = b.Ints("stop_token_ids") ?? [],
+        Grammar = GrammarField.Read(b),
     };
 
     // The fields each endpoint reads. "user" only names the end user to the provider, and "store": false asks for
@@ -188,7 +191,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
     [
         "model", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "presence_penalty",
         "frequency_penalty", "repetition_penalty", "ignore_eos", "stop", "stop_token_ids", "stream", "stream_options",
-        "n", "logprobs", "priority", "return_token_ids", "conversation_id", "logit_bias", "user",
+        "n", "logprobs", "priority", "return_token_ids", "conversation_id", "logit_bias", "user", "grammar",
     ];
 
     static readonly HashSet<string> ChatFields =

@@ -16,8 +16,9 @@ interface ILoadTarget
 /// counts these apart from failures.</summary>
 sealed class RefusedException(string message) : Exception(message);
 
-/// <summary>Conversations through grains, each request its own conversation.</summary>
-sealed class GrainTarget(IGrainFactory grains) : ILoadTarget
+/// <summary>Conversations through grains, each request its own conversation; with a JSON schema, every reply is
+/// constrained by it.</summary>
+sealed class GrainTarget(IGrainFactory grains, string? jsonSchema = null) : ILoadTarget
 {
     public async IAsyncEnumerable<int> GenerateAsync(int[] prompt, int maxTokens,
         [EnumeratorCancellation] CancellationToken cancellationToken)
@@ -27,7 +28,10 @@ sealed class GrainTarget(IGrainFactory grains) : ILoadTarget
         {
             PromptTokenIds = prompt,
             ReturnTokenIds = true,
-            Sampling = new SamplingOptions { Temperature = 0, MaxTokens = maxTokens, IgnoreEos = true },
+            Sampling = new SamplingOptions
+            {
+                Temperature = 0, MaxTokens = maxTokens, IgnoreEos = true, JsonSchema = jsonSchema
+            },
         };
         await foreach (var d in conversation.SendAsync(request, cancellationToken))
             if (d.TokenIds.Count > 0) yield return d.TokenIds.Count;

@@ -110,14 +110,14 @@ static class ServeBenchmark
 
     /// <summary>What one closed-loop run measured. Latencies in ms; refused and failed requests count apart and add no
     /// latency.</summary>
-    sealed record Load(List<double> Ttft, List<double> Itl, List<double> E2e, long Tokens, double Seconds,
+    internal sealed record Load(List<double> Ttft, List<double> Itl, List<double> E2e, long Tokens, double Seconds,
         int Refused, int Failed, string? FirstError);
 
     /// <summary>One closed-loop run. Each <paramref name="round"/> has prompts of its own, so none is served from an
     /// earlier round's prefix cache. A refused or failed request is counted and its client goes on with the next, as
     /// a load test must see how a server behaves past its capacity rather than stop there.</summary>
-    static async Task<Load> LoadAsync(ILoadTarget target, int round, int clients, int requestsPerClient, int prompt,
-        int gen, Action<double> report)
+    internal static async Task<Load> LoadAsync(ILoadTarget target, int round, int clients, int requestsPerClient,
+        int prompt, int gen, Action<double> report)
     {
         var ttft = new List<double>();
         var itl = new List<double>();
@@ -223,7 +223,7 @@ static class ServeBenchmark
         return tokens / sw.Elapsed.TotalSeconds;
     }
 
-    static double Percentile(List<double> xs, double p)
+    internal static double Percentile(List<double> xs, double p)
     {
         if (xs.Count == 0) return 0;
         xs.Sort();

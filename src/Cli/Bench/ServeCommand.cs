@@ -1,10 +1,12 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Engine;
+using Weft.GpuRuntime.Sampling.Json;
 using Weft.Grains;
 using Weft.LlamaCpp;
 using Weft.Models;
@@ -12,12 +14,14 @@ using Weft.Models;
 namespace Weft.Cli.Bench;
 
 public sealed record ServeBenchOptions(string? Url, string? ModelPath, EngineKind Engine, int[] Concurrency, int Prompt,
-    int Gen, int Requests, string? ApiKey, string? JsonPath, string? ChartPath, int Threads, bool PeerLlamaCpp = false);
+    int Gen, int Requests, string? ApiKey, string? JsonPath, string? ChartPath, int Threads, bool PeerLlamaCpp = false,
+    string? JsonSchemaPath = null);
 
 static class ServeCommand
 {
     public static async Task<int> RunAsync(ServeBenchOptions o, TextWriter output)
     {
+        if (o.JsonSchemaPath is not null) return await ConstrainedAsync(o, output);
         IReadOnlyList<ServeLevel> levels;
         string title;
         if (o.Url is not null)
@@ -37,18 +41,81 @@ static class ServeCommand
         return 0;
     }
 
+    static EngineOptions EngineOptionsFor(ServeBenchOptions o) => new()
+    {
+        Engine = o.Engine,
+        MaxNumSeqs = Math.Max(o.Concurrency.Max(), 1),
+        MaxNumBatchedTokens = Math.Max(512, o.Concurrency.Max()),
+        KvBlocks = o.Concurrency.Max() * ((o.Prompt + o.Gen + 16) / 16 + 2) + 64,
+        Threads = o.Threads,
+    };
+
+    /// <summary>
+    /// The same load unconstrained and constrained by a JSON schema at each level, with the masks' times (see
+    /// <see cref="ConstrainedBenchmark"/>).
+    /// </summary>
+    static async Task<int> ConstrainedAsync(ServeBenchOptions o, TextWriter output)
+    {
+        string schema = File.ReadAllText(o.JsonSchemaPath!);
+        try
+        {
+            using var doc = JsonDocument.Parse(schema);
+            JsonGrammar.FromSchema(doc.RootElement);
+        }
+        catch (Exception e) when (e is JsonException or SchemaException)
+        {
+            throw new ArgumentException($"--json-schema {o.JsonSchemaPath}: {e.Message}");
+        }
+        string model = o.ModelPath ?? DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory);
+        string title = $"weft bench serve --inprocess --model {Path.GetFileName(model)} ({o.Engine.Name()} engine) " +
+            $"--json-schema {Path.GetFileName(o.JsonSchemaPath)}";
+        output.WriteLine(title);
+        using var host = await StartSiloAsync(model, EngineOptionsFor(o), o.Concurrency.Max());
+        try
+        {
+            var grains = host.Services.GetRequiredService<IGrainFactory>();
+            var levels = await ConstrainedBenchmark.RunAsync(new GrainTarget(grains), new GrainTarget(grains, schema),
+                o.Concurrency, o.Prompt, o.Gen, o.Requests, output);
+            if (o.JsonPath is not null)
+                ServeBenchmark.WriteJson(o.JsonPath, new { title, o.Prompt, o.Gen, o.Requests, levels });
+            return 0;
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    /// <summary>A silo in this process serving <paramref name="model"/> on one device, started and ready.</summary>
+    static async Task<IHost> StartSiloAsync(string model, EngineOptions engineOptions, int maxClients)
+    {
+        var builder = Host.CreateApplicationBuilder();
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.UseOrleans(silo =>
+        {
+            silo.UseLocalhostClustering(siloPort: FreePort(), gatewayPort: FreePort());
+            silo.AddMemoryGrainStorage(WeftStorage.Name);
+            // one device, like the engine-only figures it stands beside
+            silo.AddWeft(new ModelHostOptions
+            {
+                Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients, Devices = 1
+            });
+        });
+        var host = builder.Build();
+        await CliProgress.RunAsync("starting a silo", async _ =>
+        {
+            await host.StartAsync();
+            await host.Services.GetRequiredService<ModelHost>().Ready;
+            return host;
+        });
+        return host;
+    }
+
     static async Task<(string, IReadOnlyList<ServeLevel>)> InProcessAsync(ServeBenchOptions o, TextWriter output)
     {
         string model = o.ModelPath ?? DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory);
         int maxClients = o.Concurrency.Max();
-        var engineOptions = new EngineOptions
-        {
-            Engine = o.Engine,
-            MaxNumSeqs = Math.Max(maxClients, 1),
-            MaxNumBatchedTokens = Math.Max(512, maxClients),
-            KvBlocks = maxClients * ((o.Prompt + o.Gen + 16) / 16 + 2) + 64,
-            Threads = o.Threads,
-        };
+        var engineOptions = EngineOptionsFor(o);
         string title = $"weft bench serve --inprocess --model {Path.GetFileName(model)} ({o.Engine.Name()} engine)";
         output.WriteLine(title);
         var peer = o.PeerLlamaCpp ? PeerFigures(model, o, output) : null;
@@ -81,25 +148,7 @@ static class ServeCommand
             });
         }
 
-        var builder = Host.CreateApplicationBuilder();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.UseOrleans(silo =>
-        {
-            silo.UseLocalhostClustering(siloPort: FreePort(), gatewayPort: FreePort());
-            silo.AddMemoryGrainStorage(WeftStorage.Name);
-            // one device, like the engine-only figures it stands beside
-            silo.AddWeft(new ModelHostOptions
-            {
-                Model = model, Engine = engineOptions, MaxWaiting = 4 * maxClients, Devices = 1
-            });
-        });
-        using var host = builder.Build();
-        await CliProgress.RunAsync("starting a silo", async _ =>
-        {
-            await host.StartAsync();
-            await host.Services.GetRequiredService<ModelHost>().Ready;
-            return host;
-        });
+        using var host = await StartSiloAsync(model, engineOptions, maxClients);
         try
         {
             var grains = host.Services.GetRequiredService<IGrainFactory>();

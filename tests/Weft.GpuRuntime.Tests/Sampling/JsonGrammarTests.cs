@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Weft.GpuRuntime.Sampling;
+using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.GpuRuntime.Sampling.Json;
 using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
@@ -188,7 +189,7 @@ public sealed class JsonGrammarTests
             for (int i = 0; i < logits.Length; i++) logits[i] = (float)(rng.NextDouble() * 8);
             long start = Stopwatch.GetTimestamp();
             constraint.Apply(logits, tokens, 1);
-            micros.Add(forwardMs == 0 ? ((JsonConstraint)constraint).LastMaskMicros
+            micros.Add(forwardMs == 0 ? ((MaskConstraint<Matcher>)constraint).LastMaskMicros
                 : Stopwatch.GetElapsedTime(start).TotalMicroseconds);
             int token = sampler.Sample(logits, p, seed, tokens, 1);
             if (tokenizer.EndOfGenerationIds.Contains(token)) return [.. bytes];

@@ -216,6 +216,11 @@ sealed class JsonString(int min, int max) : Node
         }
     }
 
+    /// <summary>Whether the character count cannot change what the next <paramref name="maxBytes"/> bytes may be: in
+    /// the body, past minLength, and maxLength (a byte adds at most one character) out of their reach.</summary>
+    public bool CountIrrelevant(in Frame f, int maxBytes) =>
+        f.State == Body && f.Count >= min && (max == int.MaxValue || max - f.Count >= maxBytes);
+
     /// <summary>The lead byte of a multi-byte character, and the range its second byte must fall in (RFC 3629's
     /// table).</summary>
     static Step Lead(ref Frame f, byte b)

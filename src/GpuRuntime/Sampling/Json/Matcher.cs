@@ -1,10 +1,12 @@
+using Weft.GpuRuntime.Sampling.Grammar;
+
 namespace Weft.GpuRuntime.Sampling.Json;
 
 /// <summary>
 /// A pushdown automaton over bytes: a stack of <see cref="Frame"/>s, the top one fed each byte. Fixed-size storage,
 /// so the token walk copies states level by level without allocating.
 /// </summary>
-sealed class Matcher
+sealed class Matcher : IByteMatcher<Matcher>
 {
     /// <summary>Nesting deeper than this is refused, which also ends a free-form value that keeps opening
     /// brackets.</summary>
@@ -13,17 +15,15 @@ sealed class Matcher
     readonly Frame[] _frames = new Frame[MaxDepth];
     int _depth;
 
-    public Matcher(Node root) => Reset(root);
-
-    Matcher() { }
-
-    public void Reset(Node root)
+    public Matcher(Node root)
     {
         _frames[0] = Frame.Of(root);
         _depth = 1;
     }
 
-    public static Matcher Empty() => new();
+    Matcher() { }
+
+    public Matcher Blank() => new();
 
     public void CopyFrom(Matcher other)
     {
@@ -40,6 +40,31 @@ sealed class Matcher
                 if (!_frames[i].Node.CanEnd(_frames[i])) return false;
             return true;
         }
+    }
+
+    /// <summary>Equal stacks, except that a string's character count may differ where no text of
+    /// <paramref name="maxBytes"/> reaches its bounds: inside a long string, one mask serves every token.</summary>
+    public bool MasksAlike(Matcher other, int maxBytes)
+    {
+        if (_depth != other._depth) return false;
+        for (int i = 0; i < _depth; i++)
+        {
+            ref readonly var a = ref _frames[i];
+            ref readonly var b = ref other._frames[i];
+            if (a.Node != b.Node || a.State != b.State || a.Pending != b.Pending || a.Lo != b.Lo || a.Hi != b.Hi
+                || a.Alive != b.Alive)
+                return false;
+            if (a.Count != b.Count && !(a.Node is JsonString s && s.CountIrrelevant(a, maxBytes)
+                && s.CountIrrelevant(b, maxBytes)))
+                return false;
+        }
+        return true;
+    }
+
+    public bool FeedFrom(Matcher from, byte b)
+    {
+        CopyFrom(from);
+        return Feed(b);
     }
 
     /// <summary>Feeds one byte; false (and a state no longer to be used) when the grammar rejects it.</summary>

@@ -1,36 +1,18 @@
-using System.Text.Json;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Weft.GpuRuntime.Sampling.Json;
 using Weft.Scheduling;
 
-namespace Weft.GpuRuntime.Sampling.Json;
+namespace Weft.GpuRuntime.Sampling.Grammar;
 
-/// <summary>
-/// A compiled JSON grammar: a schema (response_format json_schema, forced tool calls) or any object (json_object).
-/// Immutable and shared; each sequence gets its own <see cref="ITokenConstraint"/> from <see cref="Start"/>.
-/// </summary>
-public sealed class JsonGrammar
+/// <summary>The time each constrained token's mask takes, as the histogram weft_constraint_mask_time of the "Weft"
+/// meter that the silo exports and `weft bench serve` reads.</summary>
+public static class MaskTiming
 {
-    readonly Node _root;
-
-    JsonGrammar(Node root) => _root = root;
-
-    /// <exception cref="SchemaException">A keyword the grammar cannot guarantee; its name is in
-    /// <see cref="SchemaException.Keyword"/>.</exception>
-    public static JsonGrammar FromSchema(JsonElement schema) => new(JsonSchemaCompiler.Compile(schema));
-
-    /// <summary>Any JSON object, as response_format json_object asks.</summary>
-    public static JsonGrammar AnyObject() => new(new JsonAnyObject(new JsonAny()));
-
-    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds) =>
-        new JsonConstraint(_root, trie, stopTokenIds);
-
-    /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
-    public bool Matches(ReadOnlySpan<byte> text)
-    {
-        var m = new Matcher(_root);
-        foreach (byte b in text)
-            if (!m.Feed(b)) return false;
-        return m.CanFinish;
-    }
+    public const string MeterName = "Weft", InstrumentName = "weft_constraint_mask_time";
+    static readonly Meter Meter = new(MeterName);
+    internal static readonly Histogram<double> Seconds = Meter.CreateHistogram<double>(InstrumentName, "s",
+        "time to compute one constrained token's mask (a JSON schema's or a GBNF grammar's)");
 }
 
 /// <summary>
@@ -38,33 +20,47 @@ public sealed class JsonGrammar
 /// accepts all its bytes, end tokens only once the text is complete. When the sampler reports the token it picked, the
 /// state takes it and the next mask is computed on the thread pool while the next forward pass runs; the next
 /// <see cref="Apply"/> waits for it (or, when the tokens are not what was accepted, as after a preemption that replays
-/// them, recomputes from the tokens). Buffers are sized at the start: nothing is allocated per token.
+/// them, recomputes from the tokens). A state alike the last one walked (inside a long string, in a repetition) takes
+/// that walk's mask: the walks that allow most of the vocabulary, the slowest, are the ones that repeat. Buffers are
+/// sized at the start: nothing is allocated per token.
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification =
     "a ManualResetEventSlim whose wait handle is never asked for holds nothing to dispose")]
-sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
+sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
+    where TMatcher : class, IByteMatcher<TMatcher>
 {
-    readonly Node _root;
+    readonly TMatcher _start;
     readonly TokenTrie _trie;
     readonly IReadOnlyList<int> _stopTokenIds;
-    readonly Matcher _state;
-    readonly Matcher[] _levels;
+    readonly TMatcher _state;
+    readonly TMatcher[] _levels;
     readonly ulong[] _allowed;
+    // the last state a mask was walked for, and that mask (without end tokens), reused while states are alike
+    readonly TMatcher _walked;
+    readonly ulong[] _walkedMask;
+    bool _haveWalked;
     // set while no mask is being computed in the background
     readonly ManualResetEventSlim _idle = new(initialState: true);
+    const int Idle = 0, Queued = 1, Running = 2;
+    // the background job's progress: Apply runs a job the thread pool has not started yet itself
+    int _phase;
     // generated tokens the state has taken, and the count the mask in _allowed is for (-1: none)
     int _consumed, _maskFor = -1, _accepted;
     bool _broken;
 
-    public JsonConstraint(Node root, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
+    /// <param name="start">The grammar's start state; kept as it is, to start over from.</param>
+    public MaskConstraint(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
     {
-        _root = root;
+        _start = start;
         _trie = trie;
         _stopTokenIds = stopTokenIds;
-        _state = new Matcher(root);
-        _levels = new Matcher[trie.MaxTokenBytes + 1];
-        for (int i = 0; i < _levels.Length; i++) _levels[i] = Matcher.Empty();
+        _state = start.Blank();
+        _state.CopyFrom(start);
+        _levels = new TMatcher[trie.MaxTokenBytes + 1];
+        for (int i = 0; i < _levels.Length; i++) _levels[i] = start.Blank();
         _allowed = new ulong[(trie.VocabSize + 63) / 64];
+        _walked = start.Blank();
+        _walkedMask = new ulong[_allowed.Length];
     }
 
     /// <summary>Microseconds of the last mask computation (for measurements).</summary>
@@ -72,13 +68,14 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
 
     public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens)
     {
+        RunQueued();
         _idle.Wait();
         int generated = tokens.Count - numPromptTokens;
         if (_maskFor != generated)
         {
             if (_consumed > generated)
             {
-                _state.Reset(_root);
+                _state.CopyFrom(_start);
                 _consumed = 0;
                 _broken = false;
             }
@@ -93,11 +90,18 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
     {
         _idle.Reset();
         _accepted = token;
+        Volatile.Write(ref _phase, Queued);
         ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
     }
 
-    void IThreadPoolWorkItem.Execute()
+    void IThreadPoolWorkItem.Execute() => RunQueued();
+
+    /// <summary>Takes the queued job, on whichever thread gets to it first: with every core in the forward pass, the
+    /// pool may not start the job before the sampler needs its mask, and the sampler then runs it rather than wait
+    /// for a pool thread.</summary>
+    void RunQueued()
     {
+        if (Interlocked.CompareExchange(ref _phase, Running, Queued) != Queued) return;
         try
         {
             Advance(_accepted);
@@ -106,18 +110,25 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
         }
         finally
         {
+            Volatile.Write(ref _phase, Idle);
             _idle.Set();
         }
     }
 
     void ComputeMask()
     {
-        long start = System.Diagnostics.Stopwatch.GetTimestamp();
-        Array.Clear(_allowed);
-        if (!_broken)
+        long start = Stopwatch.GetTimestamp();
+        if (_broken) Array.Clear(_allowed);
+        else if (_haveWalked && _state.MasksAlike(_walked, _trie.MaxTokenBytes))
+            Array.Copy(_walkedMask, _allowed, _allowed.Length);
+        else
         {
+            Array.Clear(_allowed);
             _levels[0].CopyFrom(_state);
             Walk(0, 0);
+            _walked.CopyFrom(_state);
+            Array.Copy(_allowed, _walkedMask, _allowed.Length);
+            _haveWalked = true;
         }
         if (_broken || _state.CanFinish)
         {
@@ -125,7 +136,9 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
             foreach (int t in _stopTokenIds) Allow(t);
         }
         _maskFor = _consumed;
-        LastMaskMicros = System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMicroseconds;
+        var elapsed = Stopwatch.GetElapsedTime(start);
+        LastMaskMicros = elapsed.TotalMicroseconds;
+        MaskTiming.Seconds.Record(elapsed.TotalSeconds);
     }
 
     void Allow(int t)
@@ -149,11 +162,11 @@ sealed class JsonConstraint : ITokenConstraint, IThreadPoolWorkItem
     void Walk(int node, int level)
     {
         var trie = _trie;
+        var here = _levels[level];
         var next = _levels[level + 1];
         for (int c = node + 1, end = trie.End[node]; c < end; c = trie.End[c])
         {
-            next.CopyFrom(_levels[level]);
-            if (!next.Feed(trie.Byte[c])) continue;
+            if (!next.FeedFrom(here, trie.Byte[c])) continue;
             for (int k = trie.TokenStart[c]; k < trie.TokenStart[c + 1]; k++) Allow(trie.Tokens[k]);
             if (trie.End[c] > c + 1) Walk(c, level + 1);
         }

@@ -1,0 +1,35 @@
+using System.Text.Json;
+using Weft.GpuRuntime.Sampling.Grammar;
+using Weft.Scheduling;
+
+namespace Weft.GpuRuntime.Sampling.Json;
+
+/// <summary>
+/// A compiled JSON grammar: a schema (response_format json_schema, forced tool calls) or any object (json_object).
+/// Immutable and shared; each sequence gets its own <see cref="ITokenConstraint"/> from <see cref="Start"/>.
+/// </summary>
+public sealed class JsonGrammar
+{
+    readonly Node _root;
+
+    JsonGrammar(Node root) => _root = root;
+
+    /// <exception cref="SchemaException">A keyword the grammar cannot guarantee; its name is in
+    /// <see cref="SchemaException.Keyword"/>.</exception>
+    public static JsonGrammar FromSchema(JsonElement schema) => new(JsonSchemaCompiler.Compile(schema));
+
+    /// <summary>Any JSON object, as response_format json_object asks.</summary>
+    public static JsonGrammar AnyObject() => new(new JsonAnyObject(new JsonAny()));
+
+    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds) =>
+        new MaskConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds);
+
+    /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
+    public bool Matches(ReadOnlySpan<byte> text)
+    {
+        var m = new Matcher(_root);
+        foreach (byte b in text)
+            if (!m.Feed(b)) return false;
+        return m.CanFinish;
+    }
+}
