@@ -41,14 +41,20 @@ static class ModelCommands
         var kvHeads = Size("--kv-heads", "key/value heads (grouped-query attention)");
         var ffn = Size("--ffn", "feed-forward dimension");
         var context = Size("--context", "context length");
+        var longRope = new Option<int?>("--longrope")
+        {
+            Description = "phi3 only: LongRoPE factors (Phi-3.5-mini's, Phi-4-mini's RoPE scaling) from this " +
+                "original context up to the context length",
+        };
         var cmd = new Command("create",
             "write a deterministic random-weight model with a real SentencePiece-style vocabulary and " +
             "TinyLlama's chat template")
-            { preset, output, type, seed, arch, dim, layers, heads, kvHeads, ffn, context };
+            { preset, output, type, seed, arch, dim, layers, heads, kvHeads, ffn, context, longRope };
         cmd.SetAction(r =>
         {
             var shape = DemoModelShape.Preset(r.GetValue(preset)!) with { Architecture = r.GetValue(arch)! };
             if (r.GetValue(type) is { } t) shape = shape with { Type = ParseType(t) };
+            if (r.GetValue(longRope) is { } original) shape = shape with { LongRopeOriginalContext = original };
             if (new[] { dim, layers, heads, kvHeads, ffn, context }.Any(o => r.GetValue(o) is not null))
                 shape = (shape with
                 {
@@ -70,7 +76,8 @@ static class ModelCommands
             Console.WriteLine($"{path}: {shape.Name} ({shape.Architecture}, {shape.Type}, dim {shape.Dim}, " +
                 $"{shape.Layers} layers, " +
                 $"{shape.Heads}/{shape.KvHeads} heads, ffn {shape.FfnDim}, context {shape.ContextLength}, " +
-                $"vocab {shape.VocabSize}), " +
+                $"vocab {shape.VocabSize}" +
+                (shape.LongRopeOriginalContext > 0 ? $", LongRoPE from {shape.LongRopeOriginalContext}" : "") + "), " +
                 $"{new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });

@@ -7,10 +7,11 @@ namespace Weft.Models;
 
 /// <summary>The shape of a generated model of <see cref="Architecture"/> (one of
 /// <see cref="DemoModel.Architectures"/>); <see cref="SlidingWindow"/> is gemma's window (0: gemma2's 4096, none for
-/// gemma3).</summary>
+/// gemma3); a phi3 shape with <see cref="LongRopeOriginalContext"/> gets LongRoPE factors (Phi-3.5-mini's and
+/// Phi-4-mini's scaling) from that original context up to <see cref="ContextLength"/>.</summary>
 public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize,
     int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false,
-    string Architecture = "llama", int SlidingWindow = 0)
+    string Architecture = "llama", int SlidingWindow = 0, int LongRopeOriginalContext = 0)
 {
     public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
     public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
@@ -86,6 +87,8 @@ public static class DemoModel
         int qDim = shape.Heads * headDim, kvDim = shape.KvHeads * headDim;
         if (arch == "phi3" && qDim != shape.Dim)
             throw new ArgumentException($"phi3 needs heads × head size = dim ({qDim} ≠ {shape.Dim})");
+        if (shape.LongRopeOriginalContext != 0 && (arch != "phi3" || shape.LongRopeOriginalContext < 2))
+            throw new ArgumentException("LongRoPE needs the phi3 architecture and an original context of 2 or more");
         var t = shape.Type;
 
         var w = new GgufWriter();
@@ -116,6 +119,8 @@ public static class DemoModel
             // Llama 3.1's shape of scaling: high frequencies kept, low ones divided by up to 8
             w.AddTensor("rope_freqs.weight", GgmlType.F32, [headDim / 2],
                 Enumerable.Range(0, headDim / 2).Select(i => 1f + 7f * i / Math.Max(1, headDim / 2 - 1)).ToArray());
+        if (shape.LongRopeOriginalContext > 0)
+            WriteLongRope(w, arch, headDim / 2, shape.LongRopeOriginalContext, shape.ContextLength);
         w.Add($"{arch}.attention.layer_norm_rms_epsilon", gemma ? 1e-6f : 1e-5f);
         // the shape's window (tests take one that a few dozen tokens slide past), else Gemma 2's 4096; a gemma3 file
         // without one slides on no layer
@@ -187,6 +192,24 @@ public static class DemoModel
         // gemma's output is always the embedding in llama.cpp, which refuses a file with an output.weight
         if (!gemma) Matrix("output.weight", t, shape.Dim, shape.VocabSize, 4f / MathF.Sqrt(shape.Dim));
         w.Write(path);
+    }
+
+    /// <summary>The metadata and tensors llama.cpp's converter writes for a LongRoPE model (Phi3MiniModel): the
+    /// factor pair, the original context and the attention factor √(1 + ln s / ln original), s = context /
+    /// original.</summary>
+    static void WriteLongRope(GgufWriter w, string arch, int pairs, int original, int context)
+    {
+        double scale = (double)context / original;
+        w.Add($"{arch}.rope.scaling.original_context_length", (uint)original);
+        w.Add($"{arch}.rope.scaling.attn_factor",
+            scale > 1 ? (float)Math.Sqrt(1 + Math.Log(scale) / Math.Log(original)) : 1f);
+        // Phi-3.5-mini's shape of factors: the short ones stay near 1, the long ones divide the low frequencies
+        // (the last pairs) by up to ~40 and leave the highest ones almost as they are
+        float Ramp(int i) => (float)i / Math.Max(1, pairs - 1);
+        w.AddTensor("rope_factors_long.weight", GgmlType.F32, [pairs],
+            Enumerable.Range(0, pairs).Select(i => 1f + 39f * Ramp(i) * Ramp(i)).ToArray());
+        w.AddTensor("rope_factors_short.weight", GgmlType.F32, [pairs],
+            Enumerable.Range(0, pairs).Select(i => 1f + 1.5f * Ramp(i)).ToArray());
     }
 
     static ulong Seed(ulong seed, string tensor)

@@ -29,6 +29,17 @@ public sealed record ModelConfig
     /// <summary>Per-pair divisors of the RoPE angle (rope_freqs.weight: how llama.cpp's converter stores Llama 3.1's
     /// long-context scaling), or null.</summary>
     public float[]? RopeFreqFactors { get; init; }
+    /// <summary>LongRoPE's divisors (Phi-3.5, Phi-4-mini: rope_factors_long/short.weight) for an engine whose
+    /// sequences may outgrow <see cref="RopeOriginalContext"/>, and for one whose sequences stay within it; null
+    /// without LongRoPE. <see cref="ForContext"/> puts one of them in <see cref="RopeFreqFactors"/>.</summary>
+    public float[]? RopeFactorsLong { get; init; }
+    public float[]? RopeFactorsShort { get; init; }
+    /// <summary>The context the model was pre-trained on before its RoPE was scaled (rope.scaling.
+    /// original_context_length), or the context length where the file does not say.</summary>
+    public int RopeOriginalContext { get; init; }
+    /// <summary>Factor on RoPE's cos and sin, so on q · k squared (rope.scaling.attn_factor; LongRoPE's converter
+    /// writes √(1 + ln s / ln original) for s = context / original), or 1.</summary>
+    public float RopeAttentionFactor { get; init; } = 1f;
     public required bool QkvBias { get; init; }
 
     /// <summary>Per-head RMSNorm of q and k before RoPE (attn_q_norm / attn_k_norm: qwen3, gemma3).</summary>
@@ -64,6 +75,15 @@ public sealed record ModelConfig
     public int Window(int layer) => IsSliding(layer) ? SlidingWindow : 0;
 
     public float RopeBase(int layer) => IsSliding(layer) ? RopeFreqBaseSliding : RopeFreqBase;
+
+    /// <summary>
+    /// This config for an engine whose sequences reach <paramref name="maxModelLen"/> tokens: LongRoPE's long
+    /// factors where that exceeds the original context, else the short ones. llama.cpp decides the same way once per
+    /// context (by n_ctx / n_seq_max, in get_rope_factors) rather than per sequence length as transformers does, so
+    /// the keys in the KV cache never mix two RoPEs.
+    /// </summary>
+    public ModelConfig ForContext(int maxModelLen) => RopeFactorsLong is null ? this
+        : this with { RopeFreqFactors = maxModelLen > RopeOriginalContext ? RopeFactorsLong : RopeFactorsShort };
 
     /// <summary>Architectures whose weights this forward pass computes exactly as llama.cpp does.</summary>
     public static readonly IReadOnlySet<string> SupportedArchitectures =
@@ -115,19 +135,29 @@ public sealed record ModelConfig
         if (!(ropeBase > 1 && double.IsFinite(ropeBase))) throw f.Fail($"rope.freq_base {ropeBase} is out of range");
         if (f.Has($"{arch}.rope.scaling.type") && f.GetString($"{arch}.rope.scaling.type") is not ("none" or ""))
             throw f.Fail($"RoPE scaling '{f.GetString($"{arch}.rope.scaling.type")}' is not supported");
-        if (f.TryGetTensor("rope_factors_long.weight", out _) || f.TryGetTensor("rope_factors_short.weight", out _))
-            throw f.Fail("LongRoPE (rope_factors_long/short.weight) is not supported");
 
-        float[]? freqFactors = null;
-        if (f.TryGetTensor("rope_freqs.weight", out var freqs))
+        float[]? Factors(string tensor)
         {
-            if (freqs.Type != GgmlType.F32 || freqs.Dims.Length != 1 || freqs.Dims[0] != ropeDim / 2)
-                throw f.Fail($"rope_freqs.weight must be {ropeDim / 2} f32 values " +
-                    $"(got {freqs.Type} [{string.Join(", ", freqs.Dims)}])");
-            freqFactors = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(f.Data(freqs)).ToArray();
-            if (freqFactors.Any(x => !(x > 0 && float.IsFinite(x))))
-                throw f.Fail("rope_freqs.weight holds a value that is not a positive number");
+            if (!f.TryGetTensor(tensor, out var t)) return null;
+            if (t.Type != GgmlType.F32 || t.Dims.Length != 1 || t.Dims[0] != ropeDim / 2)
+                throw f.Fail($"{tensor} must be {ropeDim / 2} f32 values " +
+                    $"(got {t.Type} [{string.Join(", ", t.Dims)}])");
+            var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(f.Data(t)).ToArray();
+            return values.All(x => x > 0 && float.IsFinite(x)) ? values
+                : throw f.Fail($"{tensor} holds a value that is not a positive number");
         }
+        // llama.cpp reads the LongRoPE pair for phi3 only (another architecture's file with them fails its tensor
+        // count)
+        bool hasLong = f.TryGetTensor("rope_factors_long.weight", out _);
+        bool hasShort = f.TryGetTensor("rope_factors_short.weight", out _);
+        if ((hasLong || hasShort) && arch != "phi3")
+            throw f.Fail($"LongRoPE factors (rope_factors_long/short.weight) in a {arch} file");
+        if (hasLong != hasShort)
+            throw f.Fail("LongRoPE needs both rope_factors_long.weight and rope_factors_short.weight");
+        float[]? freqFactors = Factors("rope_freqs.weight");
+        float[]? longFactors = Factors("rope_factors_long.weight"), shortFactors = Factors("rope_factors_short.weight");
+        double attnFactor = f.GetNumberOrNull($"{arch}.rope.scaling.attn_factor") ?? 1.0;
+        if (!(attnFactor is > 0 and < 100)) throw f.Fail($"rope.scaling.attn_factor {attnFactor} is out of range");
 
         int layers = Int("block_count", 1, 1024);
         bool gemma = arch is "gemma2" or "gemma3";
@@ -158,7 +188,8 @@ public sealed record ModelConfig
         if (!(attnCap >= 0 && finalCap >= 0 && float.IsFinite(attnCap) && float.IsFinite(finalCap)))
             throw f.Fail($"logit soft-capping {attnCap}, {finalCap} is out of range");
 
-        return new ModelConfig
+        int contextLength = Int("context_length", 2, 1 << 24);
+        var config = new ModelConfig
         {
             Architecture = arch,
             Dim = dim,
@@ -168,12 +199,18 @@ public sealed record ModelConfig
             HeadDim = headDim,
             FfnDim = Int("feed_forward_length", 1, 1 << 20),
             VocabSize = vocab,
-            ContextLength = Int("context_length", 2, 1 << 24),
+            ContextLength = contextLength,
             RmsEps = (float)eps,
             RopeFreqBase = (float)ropeBase,
             Rope = arch is "llama" or "mistral" ? RopeStyle.Norm : RopeStyle.Neox,
             RopeDim = ropeDim,
             RopeFreqFactors = freqFactors,
+            // rope_freqs wins over the pair where a file has both, as in llama.cpp
+            RopeFactorsLong = freqFactors is null ? longFactors : null,
+            RopeFactorsShort = freqFactors is null ? shortFactors : null,
+            RopeOriginalContext = f.Has($"{arch}.rope.scaling.original_context_length")
+                ? Int("rope.scaling.original_context_length", 1, 1 << 24) : contextLength,
+            RopeAttentionFactor = (float)attnFactor,
             QkvBias = arch == "qwen2",
             QkNorm = arch is "qwen3" or "gemma3",
             PostNorms = gemma,
@@ -187,5 +224,7 @@ public sealed record ModelConfig
             SlidingPeriod = period,
             RopeFreqBaseSliding = Float("rope.freq_base_swa", arch == "gemma3" ? 10000f : (float)ropeBase),
         };
+        // llama.cpp's own default context is the file's
+        return config.ForContext(contextLength);
     }
 }

@@ -72,13 +72,33 @@ public sealed class ArchitectureLoadTests : IDisposable
     }
 
     [Fact]
-    public void LongRoPE_factors_stop_the_load_with_one_line()
+    public void LongRoPE_takes_the_long_factors_only_for_sequences_beyond_the_original_context()
+    {
+        var shape = new DemoModelShape("phi3", 64, 1, 4, 2, 96, 300, 1024, GgmlType.F32, Architecture: "phi3",
+            LongRopeOriginalContext: 128);
+        string path = _dir.File("longrope.gguf");
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
+        using var f = GgufFile.Open(path);
+        var c = ModelConfig.FromGguf(f);
+
+        Assert.Equal(128, c.RopeOriginalContext);
+        // the converter's √(1 + ln(1024 / 128) / ln 128)
+        Assert.Equal(MathF.Sqrt(1f + MathF.Log(8f) / MathF.Log(128f)), c.RopeAttentionFactor, 1e-6f);
+        Assert.Same(c.RopeFactorsLong, c.RopeFreqFactors);
+        Assert.Same(c.RopeFactorsShort, c.ForContext(128).RopeFreqFactors);
+        Assert.Same(c.RopeFactorsLong, c.ForContext(129).RopeFreqFactors);
+        Assert.Equal(8, c.RopeFactorsShort!.Length);
+        Assert.True(c.RopeFactorsLong![7] > c.RopeFactorsShort[7]);
+    }
+
+    [Fact]
+    public void LongRoPE_factors_in_a_file_of_another_architecture_stop_the_load_with_one_line()
     {
         var m = new TinyModel();
-        m.Architecture("phi3");
         m.Tensors["rope_factors_long.weight"] = (GgmlType.F32, [4]);
+        m.Tensors["rope_factors_short.weight"] = (GgmlType.F32, [4]);
         using var f = GgufFile.Open(m.Write(_dir.File("longrope.gguf")));
         var e = Assert.Throws<GgufFormatException>(() => ModelConfig.FromGguf(f));
-        Assert.Contains("LongRoPE (rope_factors_long/short.weight) is not supported", e.Message);
+        Assert.Contains("LongRoPE factors (rope_factors_long/short.weight) in a llama file", e.Message);
     }
 }

@@ -19,9 +19,12 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
     /// <summary>
     /// name, shape, KV cache type on both sides. Gemma's window of 16 keys is passed after a third of the prompt, so
     /// most of the generation runs on sliding-window layers that no longer see the prompt's start. Gemma runs f32
-    /// weights only: ggml looks GELU up in an f16 table, so a last-bit difference in a gate value (the kind the q8_0
-    /// rounding of activations makes) can move its GELU by an f16 step, and free-running greedy output on q8_0
-    /// files parts from llama.cpp after 20-odd tokens.
+    /// weights only. Compared tensor by tensor through llama.cpp's eval callback on identical inputs, three sums
+    /// part in the last bit: our q8_0 dot adds its eight lanes as Vector256.Sum does, ggml as hsum_float_8 does (half
+    /// of a V projection's outputs; all equal in ggml's order), ggml's rope is compiled with fused multiply-adds, and
+    /// its vec_dot_f32 sums a score in four 16-lane accumulators and a tree where ours is one chain. The q8_0
+    /// rounding of activations turns such a bit into another quant, and gemma's post-norms and f16 GELU table carry
+    /// it to another token after 10 to 27 (gemma3: logits 0.14 to 0.3 apart from the prompt on).
     /// </summary>
     public static TheoryData<string, DemoModelShape, KvCacheType> Models => new()
     {
@@ -68,6 +71,56 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
         Assert.True(ours.Distinct().Count() > Generate / 4,
             $"{name}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
     }
+
+    /// <summary>
+    /// LongRoPE on a phi3 file of context 1024. llama.cpp's context of 256 exceeds an original context of 128, so it
+    /// takes the long factors, and stays within one of 512, so it takes the short ones; our engine of 256 tokens must
+    /// pick the same. The prompt of 120 tokens and the reply run past 128. The other set (an engine of 128 tokens,
+    /// room for 8 tokens of reply, or of 1024) must change the reply, or the comparison would not tell the two
+    /// apart.
+    /// </summary>
+    [Theory]
+    [InlineData(128, 128)]
+    [InlineData(512, 1024)]
+    public void LongRoPE_greedy_matches_llama_cpp_with_the_factors_its_context_picks(int original, int otherLength)
+    {
+        var shape = LongRopeShape(original);
+        string path = dir.File($"{shape.Name}.gguf");
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
+
+        int[] ours = ForwardParityTests.GreedyWeft(path, LongPrompt, Generate, KvCacheType.F32, maxModelLen: 256);
+        using var llama = new LlamaCppModel(path, contextSize: 256, f16Cache: false);
+        int[] theirs = llama.Greedy(LongPrompt, Generate);
+
+        Assert.True(ours.SequenceEqual(theirs), $"original context {original}: diverged at token "
+            + $"{ForwardParityTests.FirstDifference(ours, theirs)}\nweft:      {string.Join(",", ours)}\n"
+            + $"llama.cpp: {string.Join(",", theirs)}");
+        Assert.True(ours.Distinct().Count() > Generate / 4, $"output too repetitive: {string.Join(",", ours)}");
+        int room = Math.Min(Generate, otherLength - LongPrompt.Length);
+        int[] other = ForwardParityTests.GreedyWeft(path, LongPrompt, room, KvCacheType.F32, maxModelLen: otherLength);
+        Assert.False(ours.Take(room).SequenceEqual(other), "the long and the short factors gave the same reply");
+    }
+
+    [Theory]
+    [InlineData(128)]
+    [InlineData(512)]
+    public void LongRoPE_on_ilgpu_cpu_generates_as_the_cpu_backend(int original)
+    {
+        var shape = LongRopeShape(original);
+        string path = dir.File($"{shape.Name}-ilgpu.gguf");
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
+
+        int[] cpu = ForwardParityTests.GreedyWeft(path, LongPrompt, 32, KvCacheType.F32, maxModelLen: 256);
+        int[] ilgpu = ForwardParityTests.GreedyWeft(path, LongPrompt, 32, KvCacheType.F32, EngineKind.IlgpuCpu, 256);
+        Assert.True(cpu.SequenceEqual(ilgpu), $"diverged at token {ForwardParityTests.FirstDifference(cpu, ilgpu)}"
+            + $"\ncpu:       {string.Join(",", cpu)}\nilgpu-cpu: {string.Join(",", ilgpu)}");
+    }
+
+    static DemoModelShape LongRopeShape(int original) =>
+        Shape("phi3", GgmlType.F32) with { Name = $"phi-longrope-{original}", ContextLength = 1024,
+            LongRopeOriginalContext = original };
+
+    static readonly int[] LongPrompt = [1, .. Enumerable.Range(0, 119).Select(i => 259 + (i * 37) % (1024 - 259))];
 
     /// <summary>The kernels sum in another order than the cpu backend's, so a near-tie may part the two late in a
     /// run (see <see cref="IlgpuQuantizedTests"/>): 32 tokens, as there.</summary>

@@ -98,8 +98,10 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         return i;
     }
 
+    /// <param name="maxModelLen">The engine's longest sequence (0: the file's context), which picks LongRoPE's
+    /// factors as llama.cpp's context size does.</param>
     internal static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv,
-        EngineKind engineKind = EngineKind.Cpu)
+        EngineKind engineKind = EngineKind.Cpu, int maxModelLen = 0)
     {
         using var engine = InferenceEngine.Load(path, new EngineOptions
         {
@@ -107,10 +109,11 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
             KvBlocks = 16,
             KvCacheType = kv,
             MaxNumSeqs = 4,
-            MaxNumBatchedTokens = 64,
+            MaxNumBatchedTokens = Math.Max(64, prompt.Length),
+            MaxModelLen = maxModelLen,
         });
         var tokens = new List<int>(prompt);
-        var blocks = Enumerable.Range(0, 16).ToList();
+        var blocks = Enumerable.Range(0, Math.Min(16, engine.MaxModelLen / engine.BlockSize)).ToList();
         int computed = 0;
         for (int i = 0; i < count; i++)
         {

@@ -39,11 +39,12 @@ public sealed class InferenceEngine : IDisposable
     {
         File = file;
         Options = options;
-        Config = ModelConfig.FromGguf(file);
-        var weights = ModelWeights.FromGguf(file, Config);
+        var config = ModelConfig.FromGguf(file);
+        var weights = ModelWeights.FromGguf(file, config);
         MaxModelLen = options.MaxModelLen > 0
-            ? Math.Min(options.MaxModelLen, Config.ContextLength)
-            : Config.ContextLength;
+            ? Math.Min(options.MaxModelLen, config.ContextLength)
+            : config.ContextLength;
+        Config = config.ForContext(MaxModelLen);
 
         long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize
             * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
