@@ -117,8 +117,12 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
     }
 
     static DemoModelShape LongRopeShape(int original) =>
-        Shape("phi3", GgmlType.F32) with { Name = $"phi-longrope-{original}", ContextLength = 1024,
-            LongRopeOriginalContext = original };
+        Shape("phi3", GgmlType.F32) with
+        {
+            Name = $"phi-longrope-{original}",
+            ContextLength = 1024,
+            LongRopeOriginalContext = original
+        };
 
     static readonly int[] LongPrompt = [1, .. Enumerable.Range(0, 119).Select(i => 259 + (i * 37) % (1024 - 259))];
 
