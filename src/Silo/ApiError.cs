@@ -57,8 +57,11 @@ sealed class ApiException(int status, string type, string code, string message, 
             new(StatusCodes.Status503ServiceUnavailable, "service_unavailable", "conversation_superseded", e.Message)
             { RetryAfter = 1 },
         WeftErrorCode.StorageUnavailable => StorageUnavailable(),
+        // a resend (a client whose connection broke mid-turn) can come before the turn it repeats ends: retrying
+        // after a second, rather than at once, lets that turn finish and the resend be answered from its stored reply
         WeftErrorCode.Conflict =>
-            new(StatusCodes.Status409Conflict, "invalid_request_error", "conversation_busy", e.Message, e.Param),
+            new(StatusCodes.Status409Conflict, "invalid_request_error", "conversation_busy", e.Message, e.Param)
+            { RetryAfter = 1 },
         _ => BadRequest(e.Message, e.Param),
     };
 

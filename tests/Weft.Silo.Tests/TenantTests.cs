@@ -158,6 +158,7 @@ public sealed class TenantTests(TenantSilo silo) : IClassFixture<TenantSilo>
             Assert.True(clock.Elapsed < TimeSpan.FromSeconds(5), $"refused at once, not queued ({clock.Elapsed})");
             using var delete = await acme.DeleteAsync("/v1/conversations/busy", Ct);
             Assert.Equal(HttpStatusCode.Conflict, delete.StatusCode);
+            Assert.Equal(TimeSpan.FromSeconds(1), delete.Headers.RetryAfter?.Delta);
             // the same id of another tenant is another conversation, free
             Assert.Equal(HttpStatusCode.OK,
                 (await globex.PostAsync("/v1/completions", Turns.Short("busy"), Ct)).Status);
