@@ -62,7 +62,9 @@ static class ChatTools
     static readonly JsonElement NoParameters = JsonDocument.Parse(ToolCallSchema.NoParameters().ToJsonString())
         .RootElement;
 
-    static List<(string Name, JsonElement Parameters)> Tools(RequestBody b)
+    /// <summary>The request's <c>tools</c>, each checked to be an object of type function, with its path for errors;
+    /// the chat and Responses endpoints differ only in where the function's fields sit.</summary>
+    public static List<(string At, JsonElement Tool)> FunctionTools(RequestBody b)
     {
         if (b.Field("tools") is not { } tools) return [];
         if (tools.ValueKind != JsonValueKind.Array) throw ApiException.WrongType("tools", "an array of tools");
@@ -76,6 +78,16 @@ static class ChatTools
             if (type != "function")
                 throw ApiException.Unsupported($"{at}.type",
                     $"tools of type '{type}' are not supported; only function");
+            list.Add((at, t));
+        }
+        return list;
+    }
+
+    static List<(string Name, JsonElement Parameters)> Tools(RequestBody b)
+    {
+        var list = new List<(string, JsonElement)>();
+        foreach (var (at, t) in FunctionTools(b))
+        {
             if (!t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
                 throw ApiException.BadRequest($"'{at}.function' is required", $"{at}.function",
                     "missing_required_parameter");

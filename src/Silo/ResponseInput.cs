@@ -147,17 +147,8 @@ static class ResponseInput
     static JsonArray ChatShaped(RequestBody b)
     {
         var list = new JsonArray();
-        if (b.Field("tools") is not { } tools) return list;
-        if (tools.ValueKind != JsonValueKind.Array) throw ApiException.WrongType("tools", "an array of tools");
-        int i = 0;
-        foreach (var tool in tools.EnumerateArray())
+        foreach (var (at, tool) in ChatTools.FunctionTools(b))
         {
-            string at = $"tools[{i++}]";
-            if (tool.ValueKind != JsonValueKind.Object) throw ApiException.WrongType(at, "an object");
-            string type = tool.TryGetProperty("type", out var t) ? RequestBody.AsString(t, $"{at}.type") : "";
-            if (type != "function")
-                throw ApiException.Unsupported($"{at}.type",
-                    $"tools of type '{type}' are not supported; only function");
             var function = new JsonObject { ["name"] = Text(tool, "name", at) };
             if (tool.TryGetProperty("description", out var d) && d.ValueKind != JsonValueKind.Null)
                 function["description"] = RequestBody.AsString(d, $"{at}.description");

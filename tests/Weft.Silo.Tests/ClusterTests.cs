@@ -107,7 +107,7 @@ public sealed class ClusterTests : IAsyncDisposable
     {
         var app = WeftSilo.Build([
             "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--redis", redis,
-            "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0"]);
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
         _silos.Add(app);
         await app.StartAsync(Ct);
         await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
@@ -116,7 +116,7 @@ public sealed class ClusterTests : IAsyncDisposable
 
     async Task<string> StartRedis()
     {
-        int port = FreePort();
+        int port = TestHosts.FreePort();
         _redis = Process.Start(new ProcessStartInfo(FindRedisServer()!,
             ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         {
@@ -147,12 +147,6 @@ public sealed class ClusterTests : IAsyncDisposable
     static string? FindRedisServer() => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator)
         .Select(d => Path.Combine(d, "redis-server")).FirstOrDefault(File.Exists);
 
-    static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
@@ -157,7 +156,7 @@ public sealed class StorageLossTests : IAsyncDisposable
             DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
         _silo = WeftSilo.Build([
             "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
-            "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0"]);
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
         await _silo.StartAsync(Ct);
         await _silo.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
         return store;
@@ -171,12 +170,6 @@ public sealed class StorageLossTests : IAsyncDisposable
         return await command.ExecuteScalarAsync(Ct) switch { int i => (long)i, var v => v };
     }
 
-    static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {
@@ -185,14 +178,7 @@ public sealed class StorageLossTests : IAsyncDisposable
             await _silo.StopAsync(CancellationToken.None);
             await _silo.DisposeAsync();
         }
-        if (Server is not null)
-        {
-            NpgsqlConnection.ClearAllPools();
-            await using var connection = new NpgsqlConnection(Server);
-            await connection.OpenAsync(CancellationToken.None);
-            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {_database} WITH (FORCE)", connection);
-            await drop.ExecuteNonQueryAsync(CancellationToken.None);
-        }
+        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
         Directory.Delete(_dir, recursive: true);
     }
 }

@@ -129,7 +129,7 @@ public sealed class PostgresTests : IAsyncDisposable
                 DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
         var app = WeftSilo.Build([
             "--model", ModelPath, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
-            "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0"]);
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
         _silos.Add(app);
         await app.StartAsync(Ct);
         await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
@@ -143,25 +143,12 @@ public sealed class PostgresTests : IAsyncDisposable
         await silo.DisposeAsync();
     }
 
-    static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {
         foreach (var silo in _silos.ToList()) await StopSilo(silo);
         _relay?.Dispose();
-        if (Server is not null)
-        {
-            NpgsqlConnection.ClearAllPools();
-            await using var connection = new NpgsqlConnection(Server);
-            await connection.OpenAsync(CancellationToken.None);
-            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {_database} WITH (FORCE)", connection);
-            await drop.ExecuteNonQueryAsync(CancellationToken.None);
-        }
+        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
         Directory.Delete(_dir, recursive: true);
     }
 }

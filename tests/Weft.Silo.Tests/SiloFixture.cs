@@ -1,6 +1,5 @@
 using System.ClientModel;
 using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
@@ -42,7 +41,8 @@ public class SiloFixture : IAsyncLifetime
             DemoVocabulary.SentencePiece(ModelShape.VocabSize, ChatTemplates.TinyLlama));
         App = WeftSilo.Build([
             "--model", ModelPath, "--served-model-name", ModelName, "--engine", "cpu", "--kv-blocks", "1024",
-            "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0", .. Options]);
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0",
+            .. Options]);
         await App.StartAsync(TestContext.Current.CancellationToken);
         await App.Services.GetRequiredService<ModelHost>().Ready;
         BaseAddress = new Uri(App.Urls.Single());
@@ -72,12 +72,6 @@ public class SiloFixture : IAsyncLifetime
         GC.SuppressFinalize(this);
     }
 
-    static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 }
 
 /// <summary>Raw HTTP helpers: the tests see exactly what a client gets.</summary>

@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
@@ -122,7 +120,7 @@ public sealed class StaleActivationTests : IAsyncDisposable
                 DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
         var app = WeftSilo.Build([
             "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", _store,
-            "--cluster-id", clusterId, "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(),
+            "--cluster-id", clusterId, "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(),
             "--gateway-port", "0"]);
         _silos.Add(app);
         await app.StartAsync(Ct);
@@ -130,12 +128,6 @@ public sealed class StaleActivationTests : IAsyncDisposable
         return app;
     }
 
-    static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {
@@ -144,14 +136,7 @@ public sealed class StaleActivationTests : IAsyncDisposable
             await silo.StopAsync(CancellationToken.None);
             await silo.DisposeAsync();
         }
-        if (Server is not null)
-        {
-            NpgsqlConnection.ClearAllPools();
-            await using var connection = new NpgsqlConnection(Server);
-            await connection.OpenAsync(CancellationToken.None);
-            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {_database} WITH (FORCE)", connection);
-            await drop.ExecuteNonQueryAsync(CancellationToken.None);
-        }
+        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
         Directory.Delete(_dir, recursive: true);
     }
 }

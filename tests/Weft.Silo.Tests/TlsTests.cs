@@ -36,10 +36,10 @@ public sealed class TlsTests : IAsyncDisposable
         string model = Path.Combine(_dir, "model.gguf");
         DemoModel.Write(model, SiloFixture.Shape,
             DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
-        int gateway = FreePort();
+        int gateway = TestHosts.FreePort();
         _silo = WeftSilo.Build([
             "--model", model, "--engine", "cpu", "--kv-blocks", "64", "--urls", "http://127.0.0.1:0",
-            "--silo-port", FreePort().ToString(), "--gateway-port", gateway.ToString(),
+            "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", gateway.ToString(),
             "--tls-certificate", pfx, "--tls-password", Password]);
         await _silo.StartAsync(Ct);
 
@@ -122,12 +122,6 @@ public sealed class TlsTests : IAsyncDisposable
     static X509Certificate2 WithKey(X509Certificate2 certificate) =>
         X509CertificateLoader.LoadPkcs12(certificate.Export(X509ContentType.Pkcs12, Password), Password);
 
-    static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {
