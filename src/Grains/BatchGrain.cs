@@ -172,7 +172,8 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         var request = group.Request;
         var options = choice == 0 ? request.Sampling
             : request.Sampling with { Seed = request.Sampling.Seed + (ulong)choice };
-        var sampling = SamplingMapper.ToParams(options, request.PromptTokens.Count, host);
+        var tags = _metrics.For(request.Tenant);
+        var sampling = SamplingMapper.ToParams(options, request.PromptTokens.Count, host, tags);
         foreach (var t in request.PromptTokens)
             if ((uint)t >= (uint)host.Config.VocabSize)
                 throw new WeftException(WeftErrorCode.InvalidRequest,
@@ -201,7 +202,7 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 e.Message);
         }
 
-        var req = new Request(seq, request.Tenant, request.Conversation, _metrics.For(request.Tenant),
+        var req = new Request(seq, request.Tenant, request.Conversation, tags,
             new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), group.Output, group, choice);
         // cancelled before this choice was queued: it finishes at the next tick, unseen
         if (!group.Add(req)) scheduler.Cancel(seq);

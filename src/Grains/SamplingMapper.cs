@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Sampling.Grammar;
@@ -10,7 +11,8 @@ namespace Weft.Grains;
 /// error.</summary>
 static class SamplingMapper
 {
-    public static SamplingParams ToParams(SamplingOptions o, int promptTokens, ModelHost host)
+    /// <param name="tags">The request's metric labels, which a constraint records its mask times with.</param>
+    public static SamplingParams ToParams(SamplingOptions o, int promptTokens, ModelHost host, in TagList tags)
     {
         if (promptTokens < 1) throw new WeftException(WeftErrorCode.InvalidRequest, "the prompt is empty", "prompt");
         int room = host.MaxModelLen - promptTokens;
@@ -36,8 +38,8 @@ static class SamplingMapper
             StopTokenIds = o.StopTokenIds,
             LogitBias = o.LogitBias,
             Logprobs = o.Logprobs,
-            Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds)
-                : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds) : null,
+            Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds, tags)
+                : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds, tags) : null,
         };
         if (p.Validate(host.Config.VocabSize) is { } problem)
             throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);

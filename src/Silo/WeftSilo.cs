@@ -6,6 +6,7 @@ using OpenTelemetry.Resources;
 using Orleans.Configuration;
 using Orleans.Dashboard;
 using Weft.Abstractions;
+using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.Grains;
 using Weft.Models.Gguf;
 using Weft.Silo.Storage;
@@ -190,8 +191,9 @@ public static partial class WeftSilo
         builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService("weft")).WithMetrics(m => m
             .AddMeter(Grains.Metrics.MeterName, "Microsoft.AspNetCore.Hosting")
             .AddView(i => i.Meter.Name != Grains.Metrics.MeterName ? null
-                : i.Unit == "s" ? new ExplicitBucketHistogramConfiguration { Boundaries = SecondsBuckets }
-                : i.Name == "weft_batch_size" ? new ExplicitBucketHistogramConfiguration { Boundaries = BatchBuckets }
+                : i.Name == MaskTiming.InstrumentName ? Buckets(MaskBuckets)
+                : i.Unit == "s" ? Buckets(SecondsBuckets)
+                : i.Name == "weft_batch_size" ? Buckets(BatchBuckets)
                 : null)
             .AddPrometheusExporter(o => o.ScrapeResponseCacheDurationMilliseconds = 0));
         builder.Services.AddSingleton<OpenAiApi>();
@@ -209,7 +211,12 @@ public static partial class WeftSilo
     /// load).</summary>
     static readonly double[] SecondsBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
         0.75, 1, 2.5, 5, 7.5, 10, 30, 60];
+    /// <summary>Constrained-decoding masks: a reused mask takes microseconds, a walk over a whole vocabulary up to
+    /// tens of milliseconds (`bench serve --json-schema` measured p50 5.7 µs, p99 9.4 ms).</summary>
+    static readonly double[] MaskBuckets = [0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+        0.0025, 0.005, 0.01, 0.025, 0.05, 0.1];
     static readonly double[] BatchBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+    static ExplicitBucketHistogramConfiguration Buckets(double[] boundaries) => new() { Boundaries = boundaries };
 
     static T Bind<T>(IConfiguration configuration, string section) where T : new()
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Weft.GpuRuntime.Sampling.Json;
 using Weft.Scheduling;
 
@@ -18,8 +19,9 @@ public sealed class GbnfGrammar
     /// left-recursive; the message says where.</exception>
     public static GbnfGrammar Parse(string text) => new(GbnfParser.Parse(text));
 
-    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds) =>
-        new MaskConstraint<GbnfMatcher>(_start, trie, stopTokenIds);
+    /// <param name="tags">The labels of the request's series, for its mask-time histogram.</param>
+    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds, in TagList tags = default) =>
+        new MaskConstraint<GbnfMatcher>(_start, trie, stopTokenIds, tags);
 
     /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
     public bool Matches(ReadOnlySpan<byte> text)

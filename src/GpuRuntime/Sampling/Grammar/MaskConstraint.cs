@@ -6,7 +6,7 @@ using Weft.Scheduling;
 namespace Weft.GpuRuntime.Sampling.Grammar;
 
 /// <summary>The time each constrained token's mask takes, as the histogram weft_constraint_mask_time of the "Weft"
-/// meter that the silo exports and `weft bench serve` reads.</summary>
+/// meter that the silo exports (with the request's labels) and `weft bench serve` reads.</summary>
 public static class MaskTiming
 {
     public const string MeterName = "Weft", InstrumentName = "weft_constraint_mask_time";
@@ -32,6 +32,7 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     readonly TMatcher _start;
     readonly TokenTrie _trie;
     readonly IReadOnlyList<int> _stopTokenIds;
+    readonly TagList _tags;
     readonly TMatcher _state;
     readonly TMatcher[] _levels;
     readonly ulong[] _allowed;
@@ -49,11 +50,13 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     bool _broken;
 
     /// <param name="start">The grammar's start state; kept as it is, to start over from.</param>
-    public MaskConstraint(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds)
+    /// <param name="tags">The labels the mask times are recorded with (the request's model, device and tenant).</param>
+    public MaskConstraint(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds, in TagList tags)
     {
         _start = start;
         _trie = trie;
         _stopTokenIds = stopTokenIds;
+        _tags = tags;
         _state = start.Blank();
         _state.CopyFrom(start);
         _levels = new TMatcher[trie.MaxTokenBytes + 1];
@@ -138,7 +141,7 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
         _maskFor = _consumed;
         var elapsed = Stopwatch.GetElapsedTime(start);
         LastMaskMicros = elapsed.TotalMicroseconds;
-        MaskTiming.Seconds.Record(elapsed.TotalSeconds);
+        MaskTiming.Seconds.Record(elapsed.TotalSeconds, _tags);
     }
 
     void Allow(int t)

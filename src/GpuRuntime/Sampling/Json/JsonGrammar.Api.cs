@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.Scheduling;
@@ -21,8 +22,9 @@ public sealed class JsonGrammar
     /// <summary>Any JSON object, as response_format json_object asks.</summary>
     public static JsonGrammar AnyObject() => new(new JsonAnyObject(new JsonAny()));
 
-    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds) =>
-        new MaskConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds);
+    /// <param name="tags">The labels of the request's series, for its mask-time histogram.</param>
+    public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds, in TagList tags = default) =>
+        new MaskConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds, tags);
 
     /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
     public bool Matches(ReadOnlySpan<byte> text)
