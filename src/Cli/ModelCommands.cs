@@ -47,8 +47,9 @@ static class ModelCommands
                 "original context up to the context length",
         };
         var cmd = new Command("create",
-            "write a deterministic random-weight model with a real SentencePiece-style vocabulary and " +
-            "TinyLlama's chat template")
+            "write a deterministic random-weight model with the kind of vocabulary and the chat template its " +
+            "family ships (llama: SentencePiece-style and TinyLlama's; qwen: byte-level BPE and ChatML; gemma, phi3: " +
+            "SentencePiece-style and their own)")
             { preset, output, type, seed, arch, dim, layers, heads, kvHeads, ffn, context, longRope };
         cmd.SetAction(r =>
         {

@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using Weft.Models.Chat;
 using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
 
@@ -54,9 +53,11 @@ public static class DemoModel
     public static IReadOnlyList<string> Architectures { get; } =
         ["llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"];
 
-    /// <summary>Writes a preset with the demo SentencePiece-style vocabulary and TinyLlama's chat template.</summary>
+    /// <summary>Writes a shape with the vocabulary and chat template its family ships (<see
+    /// cref="DemoVocabulary.Family"/>): the llama presets with the demo SentencePiece-style vocabulary and TinyLlama's
+    /// template.</summary>
     public static void Create(string path, DemoModelShape shape, ulong seed = 42) =>
-        Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize, ChatTemplates.TinyLlama), seed);
+        Write(path, shape, DemoVocabulary.Family(shape.Architecture, shape.VocabSize), seed);
 
     /// <summary>The default cache folder for generated models.</summary>
     public static string DefaultCacheDirectory { get; } =

@@ -1,3 +1,5 @@
+using Weft.Models.Chat;
+
 namespace Weft.Models.Tokenization;
 
 /// <summary>
@@ -127,6 +129,42 @@ public static class DemoVocabulary
         types.AddRange(ByteLevelSpecialTokens.Select(_ => (int)TokenType.Control));
         return new VocabularySpec("gpt2", [.. tokens], [.. types], Scores: null, [.. merges], pre,
             BosId: bos, EosId: bos + 1, UnkId: null, PadId: null, AddBos: true, AddSpacePrefix: null, chatTemplate);
+    }
+
+    /// <summary>
+    /// The kind of vocabulary a family ships, with its chat template and turn markers, as llama.cpp's converter writes
+    /// them: Qwen a byte-level BPE with the qwen2 pre-tokenizer and no BOS, ending turns at &lt;|im_end|&gt;; Gemma a
+    /// SentencePiece vocabulary without the space prefix, its turns between &lt;start_of_turn&gt; and
+    /// &lt;end_of_turn&gt;; Phi-3 a SentencePiece one with &lt;|system|&gt;, &lt;|user|&gt;, &lt;|assistant|&gt;,
+    /// &lt;|end|&gt; and &lt;|endoftext|&gt; (which llama.cpp requires of a "phi3" file); Llama the demo's own.
+    /// Turn markers replace the last learned pieces, so the size stays <paramref name="size"/>.
+    /// </summary>
+    public static VocabularySpec Family(string architecture, int size) => architecture switch
+    {
+        "qwen2" or "qwen3" => Qwen(ByteLevelBpe(size, "qwen2", ChatTemplates.Qwen25Instruct)),
+        "gemma2" or "gemma3" => WithTurnMarkers(
+            SentencePiece(size, ChatTemplates.Gemma2It) with { AddSpacePrefix = false },
+            "<start_of_turn>", "<end_of_turn>"),
+        "phi3" => WithTurnMarkers(SentencePiece(size, ChatTemplates.Phi3Mini),
+            "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|endoftext|>"),
+        _ => SentencePiece(size, ChatTemplates.TinyLlama),
+    };
+
+    static VocabularySpec Qwen(VocabularySpec v) =>
+        v with { AddBos = false, EosId = Array.IndexOf(v.Tokens, "<|im_end|>") };
+
+    /// <summary>Control tokens in place of the last learned pieces; the last marker ends a turn (EOS).</summary>
+    static VocabularySpec WithTurnMarkers(VocabularySpec v, params string[] markers)
+    {
+        var tokens = (string[])v.Tokens.Clone();
+        var types = (int[])v.TokenTypes.Clone();
+        int at = tokens.Length - markers.Length;
+        foreach (var m in markers)
+        {
+            (tokens[at], types[at]) = (m, (int)TokenType.Control);
+            at++;
+        }
+        return v with { Tokens = tokens, TokenTypes = types, EosId = Array.IndexOf(tokens, markers[^1]) };
     }
 
     static string Spell(string word) =>
