@@ -78,6 +78,25 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
             $"{name}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
     }
 
+    /// <summary>The partial-RoPE files of <see cref="Models"/> must reply otherwise than the same weights rotating
+    /// whole heads, or their parity with llama.cpp would not show that the last 16 dimensions stay unrotated.</summary>
+    [Theory]
+    [InlineData("phi3")]
+    [InlineData("gemma3")]
+    public void Partial_RoPE_changes_the_reply_of_the_same_weights(string arch)
+    {
+        var whole = Shape(arch, GgmlType.F32);
+        var partial = Partial(whole);
+        string wholePath = dir.File($"{whole.Name}-whole.gguf"), partialPath = dir.File($"{partial.Name}-own.gguf");
+        DemoModel.Write(wholePath, whole, DemoVocabulary.SentencePiece(whole.VocabSize));
+        DemoModel.Write(partialPath, partial, DemoVocabulary.SentencePiece(partial.VocabSize));
+        int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (whole.VocabSize - 259))];
+
+        int[] a = ForwardParityTests.GreedyWeft(wholePath, prompt, Generate, KvCacheType.F32);
+        int[] b = ForwardParityTests.GreedyWeft(partialPath, prompt, Generate, KvCacheType.F32);
+        Assert.False(a.SequenceEqual(b), $"{arch}: rotating 48 or 64 dimensions gave the same reply");
+    }
+
     /// <summary>
     /// LongRoPE on a phi3 file of context 1024. llama.cpp's context of 256 exceeds an original context of 128, so it
     /// takes the long factors, and stays within one of 512, so it takes the short ones; our engine of 256 tokens must
