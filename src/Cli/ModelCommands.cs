@@ -46,16 +46,22 @@ static class ModelCommands
             Description = "phi3 only: LongRoPE factors (Phi-3.5-mini's, Phi-4-mini's RoPE scaling) from this " +
                 "original context up to the context length",
         };
+        var ropeDims = new Option<int?>("--rope-dims")
+        {
+            Description = "partial RoPE: rotate only this many of each head's dimensions (Phi-4-mini: 96 of 128; " +
+                $"{string.Join(", ", ModelConfig.PartialRopeArchitectures)} only, as in llama.cpp)",
+        };
         var cmd = new Command("create",
             "write a deterministic random-weight model with the kind of vocabulary and the chat template its " +
             "family ships (llama: SentencePiece-style and TinyLlama's; qwen: byte-level BPE and ChatML; gemma, phi3: " +
             "SentencePiece-style and their own)")
-            { preset, output, type, seed, arch, dim, layers, heads, kvHeads, ffn, context, longRope };
+            { preset, output, type, seed, arch, dim, layers, heads, kvHeads, ffn, context, longRope, ropeDims };
         cmd.SetAction(r =>
         {
             var shape = DemoModelShape.Preset(r.GetValue(preset)!) with { Architecture = r.GetValue(arch)! };
             if (r.GetValue(type) is { } t) shape = shape with { Type = ParseType(t) };
             if (r.GetValue(longRope) is { } original) shape = shape with { LongRopeOriginalContext = original };
+            if (r.GetValue(ropeDims) is { } rotated) shape = shape with { RopeDims = rotated };
             if (new[] { dim, layers, heads, kvHeads, ffn, context }.Any(o => r.GetValue(o) is not null))
                 shape = (shape with
                 {
@@ -78,7 +84,8 @@ static class ModelCommands
                 $"{shape.Layers} layers, " +
                 $"{shape.Heads}/{shape.KvHeads} heads, ffn {shape.FfnDim}, context {shape.ContextLength}, " +
                 $"vocab {shape.VocabSize}" +
-                (shape.LongRopeOriginalContext > 0 ? $", LongRoPE from {shape.LongRopeOriginalContext}" : "") + "), " +
+                (shape.LongRopeOriginalContext > 0 ? $", LongRoPE from {shape.LongRopeOriginalContext}" : "") +
+                (shape.RopeDims > 0 ? $", RoPE on {shape.RopeDims} dimensions of each head" : "") + "), " +
                 $"{new FileInfo(path).Length / 1e6:F1} MB in {sw.Elapsed.TotalSeconds:F1} s");
             return 0;
         });

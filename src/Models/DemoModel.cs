@@ -7,10 +7,11 @@ namespace Weft.Models;
 /// <summary>The shape of a generated model of <see cref="Architecture"/> (one of
 /// <see cref="DemoModel.Architectures"/>); <see cref="SlidingWindow"/> is gemma's window (0: gemma2's 4096, none for
 /// gemma3); a phi3 shape with <see cref="LongRopeOriginalContext"/> gets LongRoPE factors (Phi-3.5-mini's and
-/// Phi-4-mini's scaling) from that original context up to <see cref="ContextLength"/>.</summary>
+/// Phi-4-mini's scaling) from that original context up to <see cref="ContextLength"/>; <see cref="RopeDims"/> other
+/// than 0 rotates only that many of each head's dimensions (partial RoPE: Phi-4-mini's 96 of 128).</summary>
 public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize,
     int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false,
-    string Architecture = "llama", int SlidingWindow = 0, int LongRopeOriginalContext = 0)
+    string Architecture = "llama", int SlidingWindow = 0, int LongRopeOriginalContext = 0, int RopeDims = 0)
 {
     public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
     public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
@@ -90,6 +91,13 @@ public static class DemoModel
             throw new ArgumentException($"phi3 needs heads × head size = dim ({qDim} ≠ {shape.Dim})");
         if (shape.LongRopeOriginalContext != 0 && (arch != "phi3" || shape.LongRopeOriginalContext < 2))
             throw new ArgumentException("LongRoPE needs the phi3 architecture and an original context of 2 or more");
+        int ropeDims = shape.RopeDims == 0 ? headDim : shape.RopeDims;
+        if (ropeDims < 2 || ropeDims % 2 != 0 || ropeDims > headDim)
+            throw new ArgumentException($"rope dimensions {ropeDims} must be even and within the head dimension " +
+                $"{headDim}");
+        if (ropeDims != headDim && !ModelConfig.PartialRopeArchitectures.Contains(arch))
+            throw new ArgumentException($"partial RoPE needs one of " +
+                $"{string.Join(", ", ModelConfig.PartialRopeArchitectures)}: llama.cpp does not run it on {arch}");
         var t = shape.Type;
 
         var w = new GgufWriter();
@@ -114,14 +122,16 @@ public static class DemoModel
             w.Add($"{arch}.attention.key_length", (uint)hd);
             w.Add($"{arch}.attention.value_length", (uint)hd);
         }
-        w.Add($"{arch}.rope.dimension_count", (uint)headDim);
+        w.Add($"{arch}.rope.dimension_count", (uint)ropeDims);
         w.Add($"{arch}.rope.freq_base", shape.RopeFreqBase);
+        // one factor per rotated pair, as llama.cpp's loader sizes them (n_rot / 2)
+        int pairs = ropeDims / 2;
         if (shape.RopeFreqFactors)
             // Llama 3.1's shape of scaling: high frequencies kept, low ones divided by up to 8
-            w.AddTensor("rope_freqs.weight", GgmlType.F32, [headDim / 2],
-                Enumerable.Range(0, headDim / 2).Select(i => 1f + 7f * i / Math.Max(1, headDim / 2 - 1)).ToArray());
+            w.AddTensor("rope_freqs.weight", GgmlType.F32, [pairs],
+                Enumerable.Range(0, pairs).Select(i => 1f + 7f * i / Math.Max(1, pairs - 1)).ToArray());
         if (shape.LongRopeOriginalContext > 0)
-            WriteLongRope(w, arch, headDim / 2, shape.LongRopeOriginalContext, shape.ContextLength);
+            WriteLongRope(w, arch, pairs, shape.LongRopeOriginalContext, shape.ContextLength);
         w.Add($"{arch}.attention.layer_norm_rms_epsilon", gemma ? 1e-6f : 1e-5f);
         // the shape's window (tests take one that a few dozen tokens slide past), else Gemma 2's 4096; a gemma3 file
         // without one slides on no layer

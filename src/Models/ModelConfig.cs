@@ -25,6 +25,8 @@ public sealed record ModelConfig
     public required float RmsEps { get; init; }
     public required float RopeFreqBase { get; init; }
     public required RopeStyle Rope { get; init; }
+    /// <summary>Dimensions of each head that RoPE rotates, from its start (rope.dimension_count); the rest pass
+    /// unrotated. HeadDim except with partial RoPE (Phi-4-mini's partial_rotary_factor 0.75: 96 of 128).</summary>
     public required int RopeDim { get; init; }
     /// <summary>Per-pair divisors of the RoPE angle (rope_freqs.weight: how llama.cpp's converter stores Llama 3.1's
     /// long-context scaling), or null.</summary>
@@ -89,6 +91,10 @@ public sealed record ModelConfig
     public static readonly IReadOnlySet<string> SupportedArchitectures =
         new HashSet<string> { "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3" };
 
+    /// <summary>Architectures whose rope.dimension_count may be less than the head dimension.</summary>
+    public static readonly IReadOnlySet<string> PartialRopeArchitectures =
+        new HashSet<string> { "gemma2", "gemma3", "phi3" };
+
     public static ModelConfig FromGguf(GgufFile f)
     {
         string arch = f.GetString("general.architecture");
@@ -113,9 +119,14 @@ public sealed record ModelConfig
         if (f.Has($"{arch}.attention.value_length") && Int("attention.value_length", 1, 1024) != headDim)
             throw f.Fail("attention.value_length differs from key_length, which this engine does not support");
         if (headDim % 2 != 0) throw f.Fail($"head dimension {headDim} must be even for RoPE");
+        // partial RoPE (Phi-4-mini: 96 of 128) rotates a head's first ropeDim dimensions; llama.cpp refuses it for
+        // llama files ("invalid n_rot") and aborts on qwen2/qwen3 ones (GGML_ASSERT(n_embd_head == n_rot)), so only
+        // phi3's and gemma's graphs have one to compare with
         int ropeDim = f.Has($"{arch}.rope.dimension_count") ? Int("rope.dimension_count", 2, headDim) : headDim;
-        if (ropeDim != headDim)
-            throw f.Fail($"partial RoPE (rope.dimension_count {ropeDim} < head dimension {headDim}) is not supported");
+        if (ropeDim % 2 != 0) throw f.Fail($"rope.dimension_count {ropeDim} must be even");
+        if (ropeDim != headDim && !PartialRopeArchitectures.Contains(arch))
+            throw f.Fail($"partial RoPE (rope.dimension_count {ropeDim} < head dimension {headDim}) in a {arch} " +
+                "file, which llama.cpp does not run either");
 
         var tokens = f.Has("tokenizer.ggml.tokens") ? f.GetArray<string>("tokenizer.ggml.tokens") : null;
         var embd = f.GetTensor("token_embd.weight");

@@ -92,6 +92,48 @@ public sealed class ArchitectureLoadTests : IDisposable
     }
 
     [Fact]
+    public void Partial_RoPE_rotates_the_files_dimension_count_with_one_LongRoPE_factor_per_rotated_pair()
+    {
+        // Phi-4-mini's proportions: 3/4 of each head rotates
+        var shape = new DemoModelShape("phi4", 64, 1, 4, 2, 96, 300, 1024, GgmlType.F32, Architecture: "phi3",
+            LongRopeOriginalContext: 128, RopeDims: 12);
+        string path = _dir.File("partial.gguf");
+        DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
+        using var f = GgufFile.Open(path);
+        var c = ModelConfig.FromGguf(f);
+
+        Assert.Equal((16, 12), (c.HeadDim, c.RopeDim));
+        Assert.Equal((6, 6, 6), (c.RopeFactorsLong!.Length, c.RopeFactorsShort!.Length, c.RopeFreqFactors!.Length));
+    }
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("qwen3")]
+    public void Partial_RoPE_on_an_architecture_llama_cpp_does_not_run_it_on_is_not_written(string arch)
+    {
+        var shape = new DemoModelShape(arch, 64, 1, 4, 2, 96, 300, 128, GgmlType.F32, Architecture: arch,
+            RopeDims: 8);
+        var e = Assert.Throws<ArgumentException>(() =>
+            DemoModel.Write(_dir.File($"{arch}-partial.gguf"), shape, DemoVocabulary.SentencePiece(shape.VocabSize)));
+        Assert.Equal($"partial RoPE needs one of gemma2, gemma3, phi3: llama.cpp does not run it on {arch}", e.Message);
+        e = Assert.Throws<ArgumentException>(() => DemoModel.Write(_dir.File("odd.gguf"),
+            shape with { Architecture = "phi3", RopeDims = 7 }, DemoVocabulary.SentencePiece(shape.VocabSize)));
+        Assert.Equal("rope dimensions 7 must be even and within the head dimension 16", e.Message);
+    }
+
+    [Fact]
+    public void A_qwen3_file_with_partial_RoPE_stops_the_load_with_one_line()
+    {
+        var m = new TinyModel();
+        m.Architecture("qwen3");
+        m.Meta["qwen3.rope.dimension_count"] = GgufValue.Of(4u);
+        using var f = GgufFile.Open(m.Write(_dir.File("qwen3-partial.gguf")));
+        var e = Assert.Throws<GgufFormatException>(() => ModelConfig.FromGguf(f));
+        Assert.Contains("partial RoPE (rope.dimension_count 4 < head dimension 8) in a qwen3 file, " +
+            "which llama.cpp does not run either", e.Message);
+    }
+
+    [Fact]
     public void LongRoPE_factors_in_a_file_of_another_architecture_stop_the_load_with_one_line()
     {
         var m = new TinyModel();

@@ -200,7 +200,10 @@ public sealed class ModelLoadTests : IDisposable
         }, "embedding_length 32 is not a multiple of head_count 3");
         Fails(m => m.Meta["llama.attention.key_length"] = GgufValue.Of(7u), "head dimension 7 must be even");
         Fails(m => m.Meta["llama.attention.value_length"] = GgufValue.Of(16u), "value_length differs from key_length");
-        Fails(m => m.Meta["llama.rope.dimension_count"] = GgufValue.Of(4u), "partial RoPE");
+        Fails(m => m.Meta["llama.rope.dimension_count"] = GgufValue.Of(4u),
+            "partial RoPE (rope.dimension_count 4 < head dimension 8) in a llama file, which llama.cpp does not run " +
+            "either");
+        Fails(m => m.Meta["llama.rope.dimension_count"] = GgufValue.Of(5u), "rope.dimension_count 5 must be even");
         // key_length overrides dim / heads, and the tensors must then follow it.
         Fails(m => m.Meta["llama.attention.key_length"] = GgufValue.Of(16u),
             "tensor 'blk.0.attn_q.weight' has shape [32, 32], expected [32, 64]");

@@ -38,7 +38,13 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
         { "gemma3 f32, f16 cache", Shape("gemma3", GgmlType.F32), KvCacheType.F16 },
         { "phi3 f32", Shape("phi3", GgmlType.F32), KvCacheType.F32 },
         { "phi3 q8_0", Shape("phi3", GgmlType.Q8_0), KvCacheType.F32 },
+        // partial RoPE: 48 of each head's 64 dimensions rotate, Phi-4-mini's factor of 0.75 (llama.cpp runs it on
+        // phi3 and gemma only)
+        { "phi3 f32, partial RoPE", Partial(Shape("phi3", GgmlType.F32)), KvCacheType.F32 },
+        { "gemma3 f32, partial RoPE", Partial(Shape("gemma3", GgmlType.F32)), KvCacheType.F32 },
     };
+
+    static DemoModelShape Partial(DemoModelShape shape) => shape with { Name = $"{shape.Name}-rope48", RopeDims = 48 };
 
     /// <summary>Head size 64 apart from dim / heads where the architecture allows it (gemma and qwen3 files give
     /// key_length); seven layers, so gemma3's pattern of five sliding layers and one global one repeats.</summary>
@@ -72,19 +78,41 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
             $"{name}: output too repetitive to be a meaningful comparison: {string.Join(",", ours)}");
     }
 
+    /// <summary>The partial-RoPE files of <see cref="Models"/> must reply otherwise than the same weights rotating
+    /// whole heads, or their parity with llama.cpp would not show that the last 16 dimensions stay unrotated.</summary>
+    [Theory]
+    [InlineData("phi3")]
+    [InlineData("gemma3")]
+    public void Partial_RoPE_changes_the_reply_of_the_same_weights(string arch)
+    {
+        var whole = Shape(arch, GgmlType.F32);
+        var partial = Partial(whole);
+        string wholePath = dir.File($"{whole.Name}-whole.gguf"), partialPath = dir.File($"{partial.Name}-own.gguf");
+        DemoModel.Write(wholePath, whole, DemoVocabulary.SentencePiece(whole.VocabSize));
+        DemoModel.Write(partialPath, partial, DemoVocabulary.SentencePiece(partial.VocabSize));
+        int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (whole.VocabSize - 259))];
+
+        int[] a = ForwardParityTests.GreedyWeft(wholePath, prompt, Generate, KvCacheType.F32);
+        int[] b = ForwardParityTests.GreedyWeft(partialPath, prompt, Generate, KvCacheType.F32);
+        Assert.False(a.SequenceEqual(b), $"{arch}: rotating 48 or 64 dimensions gave the same reply");
+    }
+
     /// <summary>
     /// LongRoPE on a phi3 file of context 1024. llama.cpp's context of 256 exceeds an original context of 128, so it
     /// takes the long factors, and stays within one of 512, so it takes the short ones; our engine of 256 tokens must
     /// pick the same. The prompt of 120 tokens and the reply run past 128. The other set (an engine of 128 tokens,
     /// room for 8 tokens of reply, or of 1024) must change the reply, or the comparison would not tell the two
-    /// apart.
+    /// apart. With 48 rotated dimensions of 64 (Phi-4-mini's partial RoPE) each set has 24 factors.
     /// </summary>
     [Theory]
-    [InlineData(128, 128)]
-    [InlineData(512, 1024)]
-    public void LongRoPE_greedy_matches_llama_cpp_with_the_factors_its_context_picks(int original, int otherLength)
+    [InlineData(128, 128, 0)]
+    [InlineData(512, 1024, 0)]
+    [InlineData(128, 128, 48)]
+    [InlineData(512, 1024, 48)]
+    public void LongRoPE_greedy_matches_llama_cpp_with_the_factors_its_context_picks(int original, int otherLength,
+        int ropeDims)
     {
-        var shape = LongRopeShape(original);
+        var shape = LongRopeShape(original, ropeDims);
         string path = dir.File($"{shape.Name}.gguf");
         DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
 
@@ -102,11 +130,12 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
     }
 
     [Theory]
-    [InlineData(128)]
-    [InlineData(512)]
-    public void LongRoPE_on_ilgpu_cpu_generates_as_the_cpu_backend(int original)
+    [InlineData(128, 0)]
+    [InlineData(512, 0)]
+    [InlineData(128, 48)]
+    public void LongRoPE_on_ilgpu_cpu_generates_as_the_cpu_backend(int original, int ropeDims)
     {
-        var shape = LongRopeShape(original);
+        var shape = LongRopeShape(original, ropeDims);
         string path = dir.File($"{shape.Name}-ilgpu.gguf");
         DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
 
@@ -116,12 +145,13 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
             + $"\ncpu:       {string.Join(",", cpu)}\nilgpu-cpu: {string.Join(",", ilgpu)}");
     }
 
-    static DemoModelShape LongRopeShape(int original) =>
+    static DemoModelShape LongRopeShape(int original, int ropeDims) =>
         Shape("phi3", GgmlType.F32) with
         {
-            Name = $"phi-longrope-{original}",
+            Name = $"phi-longrope-{original}-{ropeDims}",
             ContextLength = 1024,
-            LongRopeOriginalContext = original
+            LongRopeOriginalContext = original,
+            RopeDims = ropeDims,
         };
 
     static readonly int[] LongPrompt = [1, .. Enumerable.Range(0, 119).Select(i => 259 + (i * 37) % (1024 - 259))];

@@ -45,9 +45,10 @@ public static class LlamaMath
 
     /// <summary>
     /// RoPE's cos and sin of base <paramref name="freqBase"/> at <paramref name="position"/> for each of the
-    /// headDim / 2 rotated pairs: cs[2i] = cos, cs[2i + 1] = sin. The angle advances by repeated multiplication, as
-    /// ggml's rope cache does, so the angles are llama.cpp's to the bit rather than a power per pair that differs in
-    /// the last bits. Both are then multiplied by the config's attention factor (ggml's mscale in rope_yarn).
+    /// RopeDim / 2 rotated pairs (fewer than headDim / 2 with partial RoPE): cs[2i] = cos, cs[2i + 1] = sin. The
+    /// angle advances by repeated multiplication, as ggml's rope cache does, so the angles are llama.cpp's to the bit
+    /// rather than a power per pair that differs in the last bits. Both are then multiplied by the config's
+    /// attention factor (ggml's mscale in rope_yarn).
     /// </summary>
     public static void RopeCosSin(ModelConfig c, float freqBase, int position, Span<float> cs)
     {
@@ -55,7 +56,7 @@ public static class LlamaMath
         var factors = c.RopeFreqFactors;
         float mscale = c.RopeAttentionFactor;
         float theta = position;
-        for (int i = 0; i < c.HeadDim / 2; i++)
+        for (int i = 0; i < c.RopeDim / 2; i++)
         {
             float angle = factors is null ? theta : theta / factors[i];
             cs[2 * i] = MathF.Cos(angle) * mscale;

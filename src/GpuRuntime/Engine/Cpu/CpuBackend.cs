@@ -403,8 +403,8 @@ public sealed unsafe partial class CpuBackend : IBackend
         for (int t = 0; t < s.NumTokens; t++)
         {
             LlamaMath.RopeCosSin(c, freqBase, s.Positions[t], cs);
-            for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, hd, c.Rope);
-            for (int h = 0; h < c.KvHeads; h++) Rotate(ks + ((long)t * c.KvHeads + h) * hd, cs, hd, c.Rope);
+            for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, c.RopeDim, c.Rope);
+            for (int h = 0; h < c.KvHeads; h++) Rotate(ks + ((long)t * c.KvHeads + h) * hd, cs, c.RopeDim, c.Rope);
         }
         // after the rotation, as ggml scales the roped q (gemma, phi3)
         if (c.QueryScale != 1f)
@@ -414,13 +414,15 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    static void Rotate(float* v, ReadOnlySpan<float> cs, int hd, RopeStyle style)
+    /// <summary>Rotates a head's first <paramref name="rotated"/> dimensions; the rest pass unchanged (partial RoPE,
+    /// as ggml's rope copies dimensions n_dims and up).</summary>
+    static void Rotate(float* v, ReadOnlySpan<float> cs, int rotated, RopeStyle style)
     {
-        for (int i = 0; i < hd; i += 2)
+        for (int i = 0; i < rotated; i += 2)
         {
             float cos = cs[i], sin = cs[i + 1];
-            // Norm rotates adjacent pairs; Neox rotates element j with element j + hd/2
-            int a = style == RopeStyle.Norm ? i : i / 2, b = style == RopeStyle.Norm ? i + 1 : i / 2 + hd / 2;
+            // Norm rotates adjacent pairs; Neox rotates element j with element j + rotated/2
+            int a = style == RopeStyle.Norm ? i : i / 2, b = style == RopeStyle.Norm ? i + 1 : i / 2 + rotated / 2;
             float x0 = v[a], x1 = v[b];
             v[a] = x0 * cos - x1 * sin;
             v[b] = x0 * sin + x1 * cos;

@@ -309,10 +309,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
     MemoryBuffer1D<float, Stride1D.Dense> RopeTable(ModelConfig config, float freqBase)
     {
-        var table = new float[(long)_ropePositions * config.HeadDim];
+        var table = new float[(long)_ropePositions * config.RopeDim];
         for (int pos = 0; pos < _ropePositions; pos++)
             LlamaMath.RopeCosSin(config, freqBase, pos,
-                table.AsSpan((int)((long)pos * config.HeadDim), config.HeadDim));
+                table.AsSpan((int)((long)pos * config.RopeDim), config.RopeDim));
         return _accelerator.Allocate1D(table);
     }
 
@@ -593,7 +593,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         int rows = Step.NumTokens;
         var args = new RopeArgs
         {
-            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim,
+            Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, RopeDim = c.RopeDim,
             Neox = c.Rope == RopeStyle.Neox ? 1 : 0, BlockSize = _blockSize,
             KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
             QScale = c.QueryScale,

@@ -38,6 +38,8 @@ struct MatMulArgs
 struct RopeArgs
 {
     public int Rows, Heads, KvHeads, HeadDim, Neox, BlockSize;
+    /// <summary>Dimensions of a head that rotate, from its start (partial RoPE: fewer than HeadDim).</summary>
+    public int RopeDim;
     public long KBase, VBase;
     /// <summary>The factor on q after its rotation (1 for most models).</summary>
     public float QScale;
@@ -538,7 +540,8 @@ static class Kernels
 
     /// <summary>
     /// RoPE on q and k at each row's position (cos/sin from the table made at load, as the CPU backend computes them),
-    /// and K and V written into the paged pool at each row's slot. One thread per rotated pair or stored V element.
+    /// and K and V written into the paged pool at each row's slot. One thread per pair of a head's dimensions or
+    /// stored V element; the pairs past RopeDim / 2 are the adjacent ones RoPE leaves as they are.
     /// </summary>
     public static void RopeStore<TC>(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> table,
         ArrayView<int> positions, ArrayView<int> slots, TC cache, RopeArgs p) where TC : struct, IKvCache
@@ -557,11 +560,18 @@ static class Kernels
                 int pj = isQ ? j : j - qPairs, h = pj / half, pi = pj % half;
                 var dst = isQ ? q : k;
                 long rowBase = ((long)t * (isQ ? p.Heads : p.KvHeads) + h) * hd;
-                int ia = p.Neox != 0 ? pi : 2 * pi, ib = p.Neox != 0 ? pi + half : 2 * pi + 1;
+                int rotated = p.RopeDim / 2;
+                bool rotates = pi < rotated;
+                int ia = rotates && p.Neox != 0 ? pi : 2 * pi, ib = rotates && p.Neox != 0 ? pi + rotated : 2 * pi + 1;
                 float x0 = dst[rowBase + ia], x1 = dst[rowBase + ib];
-                long cs = ((long)positions[t] * half + pi) * 2;
-                float cos = table[cs], sin = table[cs + 1];
-                float r0 = x0 * cos - x1 * sin, r1 = x0 * sin + x1 * cos;
+                float r0 = x0, r1 = x1;
+                if (rotates)
+                {
+                    long cs = ((long)positions[t] * rotated + pi) * 2;
+                    float cos = table[cs], sin = table[cs + 1];
+                    r0 = x0 * cos - x1 * sin;
+                    r1 = x0 * sin + x1 * cos;
+                }
                 dst[rowBase + ia] = isQ ? r0 * p.QScale : r0;
                 dst[rowBase + ib] = isQ ? r1 * p.QScale : r1;
                 if (!isQ)
