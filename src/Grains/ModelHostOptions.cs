@@ -1,5 +1,6 @@
 using Weft.GpuRuntime.Engine;
 using Weft.Models;
+using Weft.Scheduling;
 
 namespace Weft.Grains;
 
@@ -47,6 +48,13 @@ public sealed record ModelHostOptions
     /// <summary>Seconds between the summary lines of the log (throughput, running and waiting requests, KV cache
     /// usage), written only while there is work; 0 turns them off.</summary>
     public int SummaryIntervalSeconds { get; init; } = 10;
+    /// <summary>What logprobs report, as vLLM's --logprobs-mode: "raw_logprobs", the log-softmax of the model's
+    /// logits, or "processed_logprobs", of those the token is drawn from (after logit_bias, a grammar's mask,
+    /// penalties, temperature, top-k, min-p and top-p).</summary>
+    public string LogprobsMode { get; init; } = LogprobsModes.RawName;
+
+    /// <summary><see cref="LogprobsMode"/> parsed; <see cref="Validate"/> has refused any other name.</summary>
+    public LogprobsMode LogprobsModeValue => LogprobsModes.Parse(LogprobsMode) ?? Scheduling.LogprobsMode.Raw;
 
     public IEnumerable<string> Validate()
     {
@@ -65,6 +73,8 @@ public sealed record ModelHostOptions
         if (TenantMaxRequests is < 1) yield return "tenant-max-requests must be at least 1";
         if (SummaryIntervalSeconds < 0) yield return "summary-interval must not be negative (0: no summary)";
         if (TenantMaxQueuedTokens is < 1) yield return "tenant-max-queued-tokens must be at least 1";
+        if (LogprobsModes.Parse(LogprobsMode) is null)
+            yield return $"logprobs-mode must be {LogprobsModes.RawName} or {LogprobsModes.ProcessedName}";
         foreach (var e in Engine.Validate()) yield return e;
     }
 }

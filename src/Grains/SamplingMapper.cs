@@ -36,6 +36,7 @@ static class SamplingMapper
             StopTokenIds = o.StopTokenIds,
             LogitBias = o.LogitBias,
             Logprobs = o.Logprobs,
+            LogprobsMode = host.LogprobsMode,
             Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds)
                 : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds) : null,
         };
