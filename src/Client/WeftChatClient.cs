@@ -58,7 +58,8 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
                 ResponseId = responseId,
                 ModelId = modelId,
                 FinishReason = d.FinishReason is null ? null : FinishReason(d.FinishReason),
-                AdditionalProperties = d.Logprobs is { Count: > 0 } logprobs ? new() { [LogprobsKey] = logprobs } : null,
+                AdditionalProperties = d.Logprobs is { Count: > 0 } logprobs
+                    ? new() { [LogprobsKey] = logprobs } : null,
             };
             foreach (var call in d.ToolCalls ?? []) update.Contents.Add(Call(call));
             if (d.Usage is { } usage) update.Contents.Add(new UsageContent(Usage(usage)));

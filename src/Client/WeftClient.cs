@@ -62,7 +62,8 @@ public sealed class WeftConversation(string id, IConversationGrain grain)
     public static async Task<WeftReply> CollectAsync(IAsyncEnumerable<TurnDelta> deltas) =>
         (await CollectChoicesAsync(deltas, 1))[0];
 
-    /// <summary>The replies of a turn of <paramref name="choices"/> choices, by <see cref="TurnDelta.Choice"/>.</summary>
+    /// <summary>The replies of a turn of <paramref name="choices"/> choices, by
+    /// <see cref="TurnDelta.Choice"/>.</summary>
     public static async Task<IReadOnlyList<WeftReply>> CollectChoicesAsync(IAsyncEnumerable<TurnDelta> deltas,
         int choices)
     {

@@ -6,9 +6,9 @@ public enum LogprobsMode
     /// <summary>raw_logprobs: the log-softmax of the model's logits, before bias, mask, penalties and
     /// temperature.</summary>
     Raw,
-    /// <summary>processed_logprobs: the log-probabilities of the distribution the token is drawn from, after bias, mask,
-    /// penalties, temperature, top-k, min-p and top-p (a token they removed is -inf); a greedy row's after bias, mask
-    /// and penalties.</summary>
+    /// <summary>processed_logprobs: the log-probabilities of the distribution the token is drawn from, after bias,
+    /// mask, penalties, temperature, top-k, min-p and top-p (a token they removed is -inf); a greedy row's after bias,
+    /// mask and penalties.</summary>
     Processed,
 }
 
