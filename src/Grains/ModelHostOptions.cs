@@ -36,6 +36,9 @@ public sealed record ModelHostOptions
     /// <summary>Seconds a conversation may go without a turn before its history, stored state and KV cache are
     /// removed; 0 keeps conversations until they are deleted.</summary>
     public int ConversationTtlSeconds { get; init; } = 3600;
+    /// <summary>Seconds after which a stored response of the Responses API is removed (GET then answers 404); 0 keeps
+    /// them until they are deleted. OpenAI keeps them 30 days.</summary>
+    public int ResponseTtlSeconds { get; init; } = 30 * 24 * 3600;
     /// <summary>Turns one tenant may have in progress on a silo at once (HTTP 429 beyond); null: no limit.</summary>
     public int? TenantMaxRequests { get; init; }
     /// <summary>Prompt tokens of one tenant's turns in progress on a silo (HTTP 429 beyond; a tenant's only turn is
@@ -70,6 +73,7 @@ public sealed record ModelHostOptions
         if (AgingTicks < 1) yield return "aging-ticks must be positive";
         if (PrefillChunkSize is < 1) yield return "prefill-chunk-size must be positive";
         if (ConversationTtlSeconds < 0) yield return "conversation-ttl must not be negative (0: never expire)";
+        if (ResponseTtlSeconds < 0) yield return "response-ttl must not be negative (0: never expire)";
         if (TenantMaxRequests is < 1) yield return "tenant-max-requests must be at least 1";
         if (SummaryIntervalSeconds < 0) yield return "summary-interval must not be negative (0: no summary)";
         if (TenantMaxQueuedTokens is < 1) yield return "tenant-max-queued-tokens must be at least 1";
