@@ -36,7 +36,8 @@ public sealed class ResponseGrain(
         await ExpireAsync();
         // the conversations' check period: a quarter of the TTL, between a quarter second and a minute
         var period = ConversationGrain.CheckPeriod(ttl);
-        this.RegisterGrainTimer(_ => ExpireAsync(), new GrainTimerCreationOptions(period, period) { KeepAlive = false });
+        this.RegisterGrainTimer(_ => ExpireAsync(),
+            new GrainTimerCreationOptions(period, period) { KeepAlive = false });
     }
 
     public async Task<StoredResponse?> GetAsync()
