@@ -51,8 +51,9 @@ public sealed record SamplingOptions
     public const int MaxLogprobs = 20;
 }
 
-/// <summary>A sampled token's log-probability (the log-softmax of the model's raw logits) and the most likely tokens'
-/// at its step, most likely first.</summary>
+/// <summary>A sampled token's log-probability (the log-softmax of the model's raw logits, or with the silo's
+/// logprobs-mode processed_logprobs of the distribution it was drawn from) and the most likely tokens' at its step,
+/// most likely first.</summary>
 [GenerateSerializer, Immutable, Alias("weft.TokenLogprob")]
 public sealed record TokenLogprob(
     [property: Id(0)] int Token,

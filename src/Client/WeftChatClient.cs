@@ -12,9 +12,21 @@ namespace Weft.Client;
 /// service keeps the history, as in that abstraction's stateful mode: only the new messages are sent and the grain
 /// appends them. Without it the messages are the whole conversation; the response then names the conversation it
 /// created, so a caller can continue statefully.
+/// <para>
+/// OpenAI's request fields that <see cref="ChatOptions"/> has no property for go in
+/// <see cref="ChatOptions.AdditionalProperties"/> under their OpenAI names, as Microsoft.Extensions.AI's OpenAI client
+/// reads them: "logprobs" (bool) and "top_logprobs" (0 to 20), "grammar" (a GBNF grammar, llama.cpp's field) and "n"
+/// (1 only: a response is one reply; <see cref="WeftClient.ChoicesAsync"/> gives several). Log-probabilities come
+/// back under <see cref="LogprobsKey"/> in the response's (and each update's) AdditionalProperties, where that client
+/// puts OpenAI's, as a list of <see cref="TokenLogprob"/>: token ids, since the client holds no tokenizer.
+/// </para>
 /// </summary>
 public sealed class WeftChatClient(WeftClient client, string modelId = "weft") : IChatClient
 {
+    /// <summary>The AdditionalProperties key of the log-probabilities (Microsoft.Extensions.AI.OpenAI's
+    /// name).</summary>
+    public const string LogprobsKey = "ContentTokenLogProbabilities";
+
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<AI.ChatMessage> messages, ChatOptions? options = null,
         CancellationToken cancellationToken = default)
     {
@@ -29,6 +41,7 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
             FinishReason = FinishReason(reply.FinishReason),
             Usage = Usage(reply.Usage),
             CreatedAt = DateTimeOffset.UtcNow,
+            AdditionalProperties = reply.Logprobs is { } logprobs ? new() { [LogprobsKey] = logprobs } : null,
         };
     }
 
@@ -45,6 +58,8 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
                 ResponseId = responseId,
                 ModelId = modelId,
                 FinishReason = d.FinishReason is null ? null : FinishReason(d.FinishReason),
+                AdditionalProperties = d.Logprobs is { Count: > 0 } logprobs
+                    ? new() { [LogprobsKey] = logprobs } : null,
             };
             foreach (var call in d.ToolCalls ?? []) update.Contents.Add(Call(call));
             if (d.Usage is { } usage) update.Contents.Add(new UsageContent(Usage(usage)));
@@ -76,13 +91,51 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         }
         var conversation = stateful ? client.Conversation(options!.ConversationId!) : client.NewConversation();
         var (tools, schema) = Tools(options);
+        var extra = options?.AdditionalProperties;
+        string? grammar = Extra<string>(extra, "grammar");
+        if (grammar is not null && schema is not null)
+            throw new NotSupportedException("a grammar and a JSON response format or a required tool call cannot " +
+                "both shape a reply");
+        if (Extra<int?>(extra, "n") is { } n && n != 1)
+            throw new NotSupportedException($"a chat response is one reply, not n = {n}; " +
+                "WeftClient.ChoicesAsync gives several");
         return (conversation, new TurnRequest
         {
             Messages = turns,
             ReplaceHistory = !stateful,
-            Sampling = Sampling(options) with { JsonSchema = schema },
+            Sampling = Sampling(options) with { JsonSchema = schema, Grammar = grammar, Logprobs = Logprobs(extra) },
             ToolsJson = tools,
         });
+    }
+
+    /// <summary>"logprobs": true with "top_logprobs" alternatives (0 when absent), as OpenAI's request.</summary>
+    static int? Logprobs(AdditionalPropertiesDictionary? extra)
+    {
+        bool wanted = Extra<bool?>(extra, "logprobs") ?? false;
+        int? top = Extra<int?>(extra, "top_logprobs");
+        if (top is not null && !wanted) throw new ArgumentException("\"top_logprobs\" needs \"logprobs\": true");
+        if (top is < 0 or > SamplingOptions.MaxLogprobs)
+            throw new ArgumentException($"\"top_logprobs\" must be between 0 and {SamplingOptions.MaxLogprobs}");
+        return wanted ? top ?? 0 : null;
+    }
+
+    /// <summary>An additional property as <typeparamref name="T"/> (numbers of any integer type, and JSON values, as
+    /// a deserialised request carries them); absent is default, another type throws.</summary>
+    static T? Extra<T>(AdditionalPropertiesDictionary? extra, string key)
+    {
+        if (extra is null || !extra.TryGetValue(key, out object? value) || value is null) return default;
+        try
+        {
+            return value is JsonElement json ? json.Deserialize<T>(AIJsonUtilities.DefaultOptions)
+                : value is T typed ? typed
+                : (T)Convert.ChangeType(value, Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T));
+        }
+        catch (Exception e) when (e is InvalidCastException or FormatException or OverflowException
+            or JsonException)
+        {
+            throw new ArgumentException($"the additional property \"{key}\" is a {value.GetType().Name}, " +
+                $"not a {(Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T)).Name}", e);
+        }
     }
 
     /// <summary>

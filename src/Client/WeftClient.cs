@@ -14,11 +14,29 @@ public sealed class WeftClient(IClusterClient cluster, string tenant = WeftDefau
         new(id, cluster.GetGrain<IConversationGrain>(ConversationKey.Of(Tenant, id)));
 
     public WeftConversation NewConversation() => Conversation(Guid.NewGuid().ToString("n"));
+
+    /// <summary>
+    /// <paramref name="n"/> independent replies to the same messages (OpenAI's n, up to
+    /// <see cref="TurnRequest.MaxChoices"/>), choice i drawn with seed + i. A conversation keeps one reply per turn, so
+    /// this runs as a one-off turn that keeps nothing; the replies after the first reuse the first's prompt from the
+    /// prefix cache.
+    /// </summary>
+    public async Task<IReadOnlyList<WeftReply>> ChoicesAsync(IReadOnlyList<ChatMessage> messages, int n,
+        SamplingOptions? sampling = null, CancellationToken cancellationToken = default)
+    {
+        var request = new TurnRequest
+        {
+            Messages = messages, ReplaceHistory = true, Ephemeral = true, Choices = n, Sampling = sampling ?? new(),
+            ReturnTokenIds = true,
+        };
+        return await WeftConversation.CollectChoicesAsync(NewConversation().SendAsync(request, cancellationToken), n);
+    }
 }
 
-/// <summary>A completed turn: the reply, the tool calls it made (when tools were offered) and its accounting.</summary>
+/// <summary>A completed turn: the reply, the tool calls it made (when tools were offered), its accounting and, when
+/// <see cref="SamplingOptions.Logprobs"/> asked for them, each token's log-probabilities.</summary>
 public sealed record WeftReply(string Text, string FinishReason, Usage Usage, IReadOnlyList<int> TokenIds,
-    IReadOnlyList<ToolCall>? ToolCalls = null);
+    IReadOnlyList<ToolCall>? ToolCalls = null, IReadOnlyList<TokenLogprob>? Logprobs = null);
 
 /// <summary>One conversation. Its history lives in the grain; each turn sends only the new message.</summary>
 public sealed class WeftConversation(string id, IConversationGrain grain)
@@ -41,19 +59,29 @@ public sealed class WeftConversation(string id, IConversationGrain grain)
         CancellationToken cancellationToken = default) =>
         await CollectAsync(SendAsync(userMessage, sampling, cancellationToken));
 
-    public static async Task<WeftReply> CollectAsync(IAsyncEnumerable<TurnDelta> deltas)
+    public static async Task<WeftReply> CollectAsync(IAsyncEnumerable<TurnDelta> deltas) =>
+        (await CollectChoicesAsync(deltas, 1))[0];
+
+    /// <summary>The replies of a turn of <paramref name="choices"/> choices, by
+    /// <see cref="TurnDelta.Choice"/>.</summary>
+    public static async Task<IReadOnlyList<WeftReply>> CollectChoicesAsync(IAsyncEnumerable<TurnDelta> deltas,
+        int choices)
     {
-        var text = new System.Text.StringBuilder();
-        var tokens = new List<int>();
-        TurnDelta? last = null;
+        var texts = new System.Text.StringBuilder[choices];
+        var tokens = new List<int>[choices];
+        var logprobs = new List<TokenLogprob>?[choices];
+        var lasts = new TurnDelta?[choices];
+        for (int c = 0; c < choices; c++) (texts[c], tokens[c]) = (new(), []);
         await foreach (var d in deltas)
         {
-            text.Append(d.Text);
-            tokens.AddRange(d.TokenIds);
-            last = d;
+            texts[d.Choice].Append(d.Text);
+            tokens[d.Choice].AddRange(d.TokenIds);
+            if (d.Logprobs is { } l) (logprobs[d.Choice] ??= []).AddRange(l);
+            lasts[d.Choice] = d;
         }
-        return new WeftReply(text.ToString(), last?.FinishReason ?? "stop", last?.Usage ?? new Usage(0, 0, 0), tokens,
-            last?.ToolCalls);
+        return [.. Enumerable.Range(0, choices).Select(c => new WeftReply(texts[c].ToString(),
+            lasts[c]?.FinishReason ?? "stop", lasts[c]?.Usage ?? new Usage(0, 0, 0), tokens[c], lasts[c]?.ToolCalls,
+            logprobs[c]))];
     }
 
     public Task<ConversationHistory> GetHistoryAsync() => grain.GetHistoryAsync();

@@ -66,6 +66,7 @@ public sealed class ModelHost : IDisposable
     public IReadOnlyList<InferenceEngine> Engines => _engines;
     /// <summary>Completes when every device is loaded; faults if loading failed.</summary>
     public Task Ready => _ready.Task;
+    public LogprobsMode LogprobsMode => _options.LogprobsModeValue;
 
     /// <summary>Loads the model onto each device. Called once by the hosting layer after start-up validation.</summary>
     public void Load()

@@ -1,5 +1,6 @@
 using Weft.GpuRuntime.Engine;
 using Weft.Models;
+using Weft.Scheduling;
 
 namespace Weft.Grains;
 
@@ -35,6 +36,9 @@ public sealed record ModelHostOptions
     /// <summary>Seconds a conversation may go without a turn before its history, stored state and KV cache are
     /// removed; 0 keeps conversations until they are deleted.</summary>
     public int ConversationTtlSeconds { get; init; } = 3600;
+    /// <summary>Seconds after which a stored response of the Responses API is removed (GET then answers 404); 0 keeps
+    /// them until they are deleted. OpenAI keeps them 30 days.</summary>
+    public int ResponseTtlSeconds { get; init; } = 30 * 24 * 3600;
     /// <summary>Turns one tenant may have in progress on a silo at once (HTTP 429 beyond); null: no limit.</summary>
     public int? TenantMaxRequests { get; init; }
     /// <summary>Prompt tokens of one tenant's turns in progress on a silo (HTTP 429 beyond; a tenant's only turn is
@@ -47,6 +51,13 @@ public sealed record ModelHostOptions
     /// <summary>Seconds between the summary lines of the log (throughput, running and waiting requests, KV cache
     /// usage), written only while there is work; 0 turns them off.</summary>
     public int SummaryIntervalSeconds { get; init; } = 10;
+    /// <summary>What logprobs report, as vLLM's --logprobs-mode: "raw_logprobs", the log-softmax of the model's
+    /// logits, or "processed_logprobs", of those the token is drawn from (after logit_bias, a grammar's mask,
+    /// penalties, temperature, top-k, min-p and top-p).</summary>
+    public string LogprobsMode { get; init; } = LogprobsModes.RawName;
+
+    /// <summary><see cref="LogprobsMode"/> parsed; <see cref="Validate"/> has refused any other name.</summary>
+    public LogprobsMode LogprobsModeValue => LogprobsModes.Parse(LogprobsMode) ?? Scheduling.LogprobsMode.Raw;
 
     public IEnumerable<string> Validate()
     {
@@ -62,9 +73,12 @@ public sealed record ModelHostOptions
         if (AgingTicks < 1) yield return "aging-ticks must be positive";
         if (PrefillChunkSize is < 1) yield return "prefill-chunk-size must be positive";
         if (ConversationTtlSeconds < 0) yield return "conversation-ttl must not be negative (0: never expire)";
+        if (ResponseTtlSeconds < 0) yield return "response-ttl must not be negative (0: never expire)";
         if (TenantMaxRequests is < 1) yield return "tenant-max-requests must be at least 1";
         if (SummaryIntervalSeconds < 0) yield return "summary-interval must not be negative (0: no summary)";
         if (TenantMaxQueuedTokens is < 1) yield return "tenant-max-queued-tokens must be at least 1";
+        if (LogprobsModes.Parse(LogprobsMode) is null)
+            yield return $"logprobs-mode must be {LogprobsModes.RawName} or {LogprobsModes.ProcessedName}";
         foreach (var e in Engine.Validate()) yield return e;
     }
 }

@@ -38,6 +38,7 @@ static class SamplingMapper
             StopTokenIds = o.StopTokenIds,
             LogitBias = o.LogitBias,
             Logprobs = o.Logprobs,
+            LogprobsMode = host.LogprobsMode,
             Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds, tags)
                 : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds, tags) : null,
         };

@@ -25,8 +25,9 @@ public sealed record SamplingParams
     /// back.</summary>
     public ITokenConstraint? Constraint { get; init; }
     /// <summary>Report the sampled token's log-probability and this many of the most likely tokens' (0 to
-    /// <see cref="MaxLogprobs"/>), from the raw logits; null reports none.</summary>
+    /// <see cref="MaxLogprobs"/>), as <see cref="LogprobsMode"/> says; null reports none.</summary>
     public int? Logprobs { get; init; }
+    public LogprobsMode LogprobsMode { get; init; }
 
     /// <summary>OpenAI's limit on top_logprobs, which is vLLM's default max_logprobs too.</summary>
     public const int MaxLogprobs = 20;

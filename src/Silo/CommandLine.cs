@@ -50,6 +50,11 @@ public static class CommandLine
             "is work; 0: none (default: 10)"),
         new("--conversation-ttl", "Weft:ConversationTtlSeconds", Kind.Integer,
             "seconds without a turn after which a conversation is removed; 0: never (default: 3600)"),
+        new("--response-ttl", "Weft:ResponseTtlSeconds", Kind.Integer,
+            "seconds after which a stored response (/v1/responses) is removed; 0: never (default: 2592000, 30 days)"),
+        new("--logprobs-mode", "Weft:LogprobsMode", Kind.Text,
+            "what logprobs report: raw_logprobs (the model's) or processed_logprobs (after logit_bias, penalties, " +
+            "temperature, top-k/min-p/top-p, as the token is drawn) (default: raw_logprobs)"),
         new("--tenant-max-requests", "Weft:TenantMaxRequests", Kind.Integer,
             "requests one tenant may have in progress per silo; HTTP 429 beyond (default: no limit)"),
         new("--tenant-max-queued-tokens", "Weft:TenantMaxQueuedTokens", Kind.Integer,

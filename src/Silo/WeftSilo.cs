@@ -174,10 +174,12 @@ public static partial class WeftSilo
                     o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis);
                     // a reset conversation leaves no key behind
                     o.DeleteStateOnClear = true;
-                    // The conversation removes its own state after the TTL; the store's expiry, twice that after the
-                    // last turn, only catches what a silo that died left behind.
-                    if (model.ConversationTtlSeconds > 0)
-                        o.EntryExpiry = TimeSpan.FromSeconds(2.0 * model.ConversationTtlSeconds);
+                    // Conversations and stored responses remove their own state after their TTLs; the store's expiry,
+                    // twice the longer TTL after the last write (it covers both kinds of entry), only catches what a
+                    // silo that died left behind and responses no one reads again.
+                    if (model is { ConversationTtlSeconds: > 0, ResponseTtlSeconds: > 0 })
+                        o.EntryExpiry = TimeSpan.FromSeconds(
+                            2.0 * Math.Max(model.ConversationTtlSeconds, model.ResponseTtlSeconds));
                 });
             }
             if (silo.TlsCertificate is not null) s.UseWeftTls(silo);

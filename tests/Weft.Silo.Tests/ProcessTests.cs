@@ -75,7 +75,9 @@ public sealed class ProcessTests : IDisposable
     [InlineData("--max-model-len=1", "MaxModelLen must be at least 2")]
     [InlineData("--mmap=sometimes", "not true or false")]
     [InlineData("--conversation-ttl=-1", "conversation-ttl")]
+    [InlineData("--response-ttl=-1", "response-ttl must not be negative")]
     [InlineData("--tenant-max-requests=0", "tenant-max-requests")]
+    [InlineData("--logprobs-mode=processed_logits", "logprobs-mode must be raw_logprobs or processed_logprobs")]
     [InlineData("--max-request-bytes=0", "max-request-bytes")]
     public async Task Bad_options_stop_the_silo_with_one_line_and_exit_code2(string option, string problem)
     {

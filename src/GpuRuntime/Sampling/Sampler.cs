@@ -17,6 +17,8 @@ public sealed class Sampler(int vocabSize)
     readonly Dictionary<int, int> _counts = [];
     // the row before bias, mask and penalties, for the sampled token's log-probability; only rows that change it
     float[]? _raw;
+    // the last draw's candidates (a prefix of _order) and the drawn one's place among them, for processed logprobs
+    int _kept, _pickedAt;
 
     /// <param name="logits">One row; modified in place by penalties.</param>
     /// <param name="tokens">The sequence's tokens so far (prompt then generated).</param>
@@ -31,13 +33,20 @@ public sealed class Sampler(int vocabSize)
     }
 
     /// <summary>
-    /// Samples as <see cref="Sample(Span{float}, SamplingParams, ulong, IReadOnlyList{int}, int)"/> and reports the
-    /// log-softmax of the raw logits (before bias, mask and penalties: vLLM's default): the sampled token's, and the
+    /// Samples as <see cref="Sample(Span{float}, SamplingParams, ulong, IReadOnlyList{int}, int)"/> and reports
+    /// log-probabilities as <see cref="SamplingParams.LogprobsMode"/> says: of the raw logits (before bias, mask and
+    /// penalties: vLLM's default) or of the distribution drawn from. The sampled token's, and the
     /// <paramref name="topIds"/>.Length most likely tokens' in <paramref name="topLogprobs"/>, most likely first.
     /// </summary>
     public int Sample(Span<float> logits, SamplingParams p, ulong seed, IReadOnlyList<int> tokens, int numPromptTokens,
         Span<int> topIds, Span<float> topLogprobs, out float sampledLogprob)
     {
+        if (p.LogprobsMode == LogprobsMode.Processed)
+        {
+            int picked = Sample(logits, p, seed, tokens, numPromptTokens);
+            sampledLogprob = Processed(logits, p, picked, topIds, topLogprobs);
+            return picked;
+        }
         ReadOnlySpan<float> raw = logits;
         if (p.LogitBias is not null || p.Constraint is not null || p.HasPenalties)
         {
@@ -50,6 +59,31 @@ public sealed class Sampler(int vocabSize)
         int token = Sample(logits, p, seed, tokens, numPromptTokens);
         sampledLogprob = raw[token] - lse;
         return token;
+    }
+
+    /// <summary>
+    /// vLLM's processed_logprobs. A greedy row's logits after bias, mask and penalties are in <paramref name="logits"/>
+    /// (penalties work in place). A sampled row's candidates are the first <see cref="_kept"/> of the key order with
+    /// their probabilities at the temperature, so the log of each over their sum is the log-softmax of the processed
+    /// logits; the tokens that top-k, min-p or top-p removed are -inf, and the top ids are the key order's (the same
+    /// order as the processed logits', since the temperature is monotonic).
+    /// </summary>
+    float Processed(ReadOnlySpan<float> logits, SamplingParams p, int token, Span<int> ids, Span<float> values)
+    {
+        if (p.IsGreedy)
+        {
+            float lse = LogSumExp(logits);
+            TopLogprobs(logits, lse, ids, values);
+            return logits[token] - lse;
+        }
+        double total = 0;
+        for (int i = 0; i < _kept; i++) total += _probs[i];
+        for (int j = 0; j < ids.Length; j++)
+        {
+            ids[j] = (int)(_keys[j] & 0xFFFFFFFF);
+            values[j] = j < _kept ? (float)Math.Log(_probs[j] / total) : float.NegativeInfinity;
+        }
+        return (float)Math.Log(_probs[_pickedAt] / total);
     }
 
     /// <summary>log Σ exp(logit): exp in f32 around the maximum and the sum in double, as the softmax of
@@ -126,12 +160,13 @@ public sealed class Sampler(int vocabSize)
         double total = 0;
         for (int i = 0; i < n; i++) total += _probs[i];
         double u = Uniform(seed, (ulong)completionIndex) * total, acc = 0;
+        _kept = n;
         for (int i = 0; i < n; i++)
         {
             acc += _probs[i];
-            if (u < acc) return _order[i];
+            if (u < acc) return _order[_pickedAt = i];
         }
-        return _order[n - 1];
+        return _order[_pickedAt = n - 1];
     }
 
     /// <summary>Highest logit; ties go to the lowest id.</summary>

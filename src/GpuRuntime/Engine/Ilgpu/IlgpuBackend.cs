@@ -397,7 +397,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             var p = item.Sampling;
             var pr = parameters.Slice(i * SamplingKernel.ParamInts, SamplingKernel.ParamInts);
             pr.Clear();
-            pr[SamplingKernel.PFlags] = p.IsGreedy ? SamplingKernel.FlagGreedy : 0;
+            pr[SamplingKernel.PFlags] = (p.IsGreedy ? SamplingKernel.FlagGreedy : 0)
+                | (p.LogprobsMode == LogprobsMode.Processed ? SamplingKernel.FlagProcessed : 0);
             pr[SamplingKernel.PTopK] = p.TopK;
             pr[SamplingKernel.PTemperature] = BitConverter.SingleToInt32Bits(p.Temperature);
             pr[SamplingKernel.PTopP] = BitConverter.SingleToInt32Bits(p.TopP);
@@ -411,9 +412,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             pr[SamplingKernel.PLogprobs] = p.Logprobs + 1 ?? 0;
             // The mask is computed on the host from the sequence's grammar state, and few rows carry one: their
             // logits come back and the CPU sampler applies bias and mask, rather than a vocabulary-wide mask upload
-            // per row. Penalties change the logits in place, and log-probabilities are of the raw ones: such rows are
-            // rarer still and go the same way, rather than a copy of every penalised row on the device.
-            if (p.Constraint is not null || p.LogitBias is not null || p is { Logprobs: not null, HasPenalties: true })
+            // per row. Penalties change the logits in place, and raw log-probabilities are of the logits before: such
+            // rows are rarer still and go the same way, rather than a copy of every penalised row on the device.
+            if (p.Constraint is not null || p.LogitBias is not null
+                || p is { Logprobs: not null, HasPenalties: true, LogprobsMode: LogprobsMode.Raw })
             {
                 pr[SamplingKernel.PFlags] |= SamplingKernel.FlagOnHost;
                 _onHost.Add(i);

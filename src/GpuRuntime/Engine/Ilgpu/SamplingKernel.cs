@@ -16,7 +16,7 @@ static class SamplingKernel
     /// <summary>Per-row parameters, as ints: flags, top-k, then float bits, the seed's halves, the completion index,
     /// the row's penalty entries and the number of top log-probabilities plus one (0: none).</summary>
     public const int ParamInts = 16;
-    public const int FlagGreedy = 1, FlagOnHost = 2;
+    public const int FlagGreedy = 1, FlagOnHost = 2, FlagProcessed = 4;
     public const int PFlags = 0, PTopK = 1, PTemperature = 2, PTopP = 3, PMinP = 4, PRepetition = 5, PPresence = 6,
         PFrequency = 7, PSeedLo = 8, PSeedHi = 9, PCompletionIndex = 10, PPenaltyOffset = 11, PPenaltyCount = 12,
         PLogprobs = 13;
@@ -28,9 +28,10 @@ static class SamplingKernel
     /// <param name="probs">Scratch [rows, vocab]: each token's probability once computed, or -1 outside the kept
     /// set.</param>
     /// <param name="penalties">(token, generated count) per distinct token of the penalised rows' histories.</param>
-    /// <param name="logprobs">[rows, <see cref="LogprobStride"/>] the log-softmax of the raw logits at the sampled
-    /// token, then at the top tokens, whose ids go to <paramref name="logprobIds"/> [rows, 20]. Rows that ask for them
-    /// carry no penalty (those sample on the host), so the logits the draw reads are the raw ones.</param>
+    /// <param name="logprobs">[rows, <see cref="LogprobStride"/>] the log-probability of the sampled token, then of
+    /// the top tokens, whose ids go to <paramref name="logprobIds"/> [rows, 20]: the log-softmax of the raw logits
+    /// (rows that ask for them carry no penalty then: those sample on the host), or with
+    /// <see cref="FlagProcessed"/> of the distribution drawn from, as <see cref="Sampler"/> reports it.</param>
     public static void Sample(ArrayView<float> logits, ArrayView<float> probs, ArrayView<int> parameters,
         ArrayView<int> penalties, ArrayView<int> tokens, ArrayView<float> logprobs, ArrayView<int> logprobIds,
         int vocab)
@@ -45,10 +46,9 @@ static class SamplingKernel
         var p = probs.SubView((long)row * vocab, vocab);
         var lp = logprobs.SubView((long)row * LogprobStride, LogprobStride);
         int wanted = pr[PLogprobs] - 1;
-        float lse = wanted >= 0
-            ? TopLogprobs(l, vocab, wanted, lp, logprobIds.SubView((long)row * SamplingParams.MaxLogprobs,
-                SamplingParams.MaxLogprobs), dScratch, uScratch)
-            : 0f;
+        bool processed = (flags & FlagProcessed) != 0;
+        var ids = logprobIds.SubView((long)row * SamplingParams.MaxLogprobs, SamplingParams.MaxLogprobs);
+        float lse = wanted >= 0 && !processed ? TopLogprobs(l, vocab, wanted, lp, ids, dScratch, uScratch) : 0f;
 
         float rep = Interop.IntAsFloat((uint)pr[PRepetition]), presence = Interop.IntAsFloat((uint)pr[PPresence]),
             frequency = Interop.IntAsFloat((uint)pr[PFrequency]);
@@ -63,6 +63,8 @@ static class SamplingKernel
             l[token] = v;
         }
         DeviceMath.Sync();
+        // processed: the top ids in the penalised logits' key order, which top-k, min-p and top-p keep a prefix of
+        if (wanted >= 0 && processed) lse = TopLogprobs(l, vocab, wanted, lp, ids, dScratch, uScratch);
 
         ulong best = ulong.MaxValue;
         for (int i = Group.IdxX; i < vocab; i += Group.DimX)
@@ -157,7 +159,22 @@ static class SamplingKernel
             }
             chosen = lo;
         }
-        if (Group.IdxX == 0) Chosen(l, tokens, lp, row, (int)(chosen & 0xFFFFFFFFu), wanted, lse);
+        if (Group.IdxX != 0) return;
+        if (!processed)
+        {
+            Chosen(l, tokens, lp, row, (int)(chosen & 0xFFFFFFFFu), wanted, lse);
+            return;
+        }
+        // the draw's distribution: a kept token's probability over the kept mass, -inf for the removed
+        int drawn = (int)(chosen & 0xFFFFFFFFu);
+        tokens[row] = drawn;
+        lp[0] = (float)Math.Log(p[drawn] / total);
+        for (int j = 0; j < wanted; j++)
+        {
+            int id = ids[j];
+            bool kept = p[id] >= 0 && Key(l[id], id) < keptEnd;
+            lp[1 + j] = kept ? (float)Math.Log(p[id] / total) : float.NegativeInfinity;
+        }
     }
 
     static void Chosen(ArrayView<float> l, ArrayView<int> tokens, ArrayView<float> lp, int row, int token, int wanted,
