@@ -32,7 +32,15 @@ sealed class TurnLock(TurnCallers callers)
         // the gate passes to the caller as it is; the orphan, parked at a yield, does not run until Orleans drops
         // its enumeration, and then finds that it no longer holds the gate
         _turn = null;
-        await orphan.AbandonAsync();
+        try
+        {
+            await orphan.AbandonAsync();
+        }
+        catch
+        {
+            _gate.Release();
+            throw;
+        }
         return true;
     }
 
@@ -59,13 +67,21 @@ sealed class TurnLock(TurnCallers callers)
         var watch = caller is null ? null : callers.Watch(caller, turn.CallerGone);
         try
         {
-            while (await deltas.MoveNextAsync())
+            while (true)
             {
+                try
+                {
+                    if (!await deltas.MoveNextAsync()) break;
+                }
+                catch (OperationCanceledException) when (turn.Orphaned)
+                {
+                    throw CallerLost();
+                }
                 turn.Parked = true;
                 yield return deltas.Current;
                 turn.Parked = false;
-                // read again after all: the caller was declared dead but lives on until it learns it (a partition)
-                cancel.Token.ThrowIfCancellationRequested();
+                // read again after all: the caller was declared dead but lives on until it learns it (cut off)
+                if (turn.Orphaned) throw CallerLost();
             }
         }
         finally
@@ -80,6 +96,11 @@ sealed class TurnLock(TurnCallers callers)
             }
         }
     }
+
+    /// <summary>What a caller declared dead gets should it still read: a silo loss, which an edge answers with 503 and
+    /// Retry-After.</summary>
+    static SiloUnavailableException CallerLost() =>
+        new("the silo that called this turn was declared dead, and the turn was ended; resend it");
 
     public static WeftException Busy() => new(WeftErrorCode.Conflict,
         "the conversation is busy with another turn; send the next one when it has finished", "conversation_id");
