@@ -109,7 +109,8 @@ sealed class TurnLock(TurnCallers callers)
     {
         volatile bool _orphaned;
 
-        /// <summary>The turn is suspended at a yield: its reply's last delta was taken, the next not asked for.</summary>
+        /// <summary>The turn is suspended at a yield: its reply's last delta was taken, the next not asked
+        /// for.</summary>
         public bool Parked { get; set; }
 
         public bool Orphaned => _orphaned;
