@@ -1,4 +1,3 @@
-using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Options;
 using Orleans.Storage;
@@ -45,20 +44,18 @@ public sealed class ConversationState
 /// deactivates.
 /// </summary>
 [KvCapacityPlacement]
-[SuppressMessage("Reliability", "CA1001", Justification =
-    "a SemaphoreSlim whose wait handle is never asked for holds nothing to dispose; disposing it at deactivation "
-    + "would make a streaming turn's late Release throw")]
 public sealed class ConversationGrain(
     ModelHost host,
     TenantLimits limits,
     IOptions<ModelHostOptions> options,
     ILocalSiloDetails silo,
     LocalReplies replies,
+    TurnCallers callers,
     [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state)
     : Grain, IConversationGrain
 {
     /// <summary>Turns run one at a time; a second request is refused while one runs.</summary>
-    readonly SemaphoreSlim _turn = new(1, 1);
+    readonly TurnLock _turn = new(callers);
     /// <summary>A write failed without saying whether it was stored (the store went away mid-call): what this
     /// activation holds may not be what is stored, so the next turn reads the stored copy first.</summary>
     bool _unsure;
@@ -83,131 +80,126 @@ public sealed class ConversationGrain(
         this.RegisterGrainTimer(ExpireIfIdleAsync, new GrainTimerCreationOptions(period, period) { KeepAlive = false });
     }
 
-    public async IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    public IAsyncEnumerable<TurnDelta> SendAsync(TurnRequest request, CancellationToken cancellationToken = default) =>
+        _turn.RunAsync(ct => RunTurnAsync(request, ct), cancellationToken);
+
+    async IAsyncEnumerable<TurnDelta> RunTurnAsync(TurnRequest request,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        if (!_turn.Wait(0, CancellationToken.None)) throw Busy();
-        try
+        if (_unsure) await Storing(RereadAsync());
+        // a resent turn that was applied (its silo died before the reply reached the client) is not run again
+        if (request.TurnId is { } resent && !request.Ephemeral
+            && state.State.AppliedTurns.Find(t => t.TurnId == resent) is { } applied)
         {
-            if (_unsure) await Storing(RereadAsync());
-            // a resent turn that was applied (its silo died before the reply reached the client) is not run again
-            if (request.TurnId is { } resent && !request.Ephemeral
-                && state.State.AppliedTurns.Find(t => t.TurnId == resent) is { } applied)
+            yield return applied.Replay(request.ReturnTokenIds);
+            yield break;
+        }
+        host.EnsureReady();
+        if (request.Choices is < 1 or > TurnRequest.MaxChoices
+            || (request.Choices > 1 && !request.Ephemeral))
+            throw new WeftException(WeftErrorCode.InvalidRequest,
+                $"a turn has 1 to {TurnRequest.MaxChoices} choices, and more than one only when it is ephemeral " +
+                "(a conversation keeps one reply per turn)", "n");
+        var (messages, prompt, rendered, dropped) = Prepare(request);
+        using var admission = Admit(prompt.Count);
+        var s = state.State;
+        string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
+        var generation = new GenerationRequest
+        {
+            // a one-off turn leaves the conversation's own cache alone (the shared prefix cache may still serve it)
+            SequenceId = s.BatchKey == batchKey && !request.Ephemeral ? s.SequenceId : 0,
+            PromptTokens = prompt,
+            Sampling = request.Sampling,
+            Priority = request.Priority,
+            KeepCache = !request.Ephemeral,
+            Tenant = Tenant,
+            Conversation = this.GetPrimaryKeyString(),
+            Choices = request.Choices,
+        };
+        if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
+
+        var reply = new List<int>();
+        var text = new System.Text.StringBuilder();
+        bool first = true;
+        long sequenceId = 0;
+        (string? Finish, Usage? Usage) end = (null, null);
+        // with tools offered, text that may be a call is held back and parsed when the reply ends; one splitter
+        // per choice
+        var splitters = request.ToolsJson is null ? null
+            : Enumerable.Range(0, request.Choices).Select(_ => new ToolCallSplitter(host.Template.ToolFormat))
+                .ToArray();
+        IReadOnlyList<ToolCall>? calls = null;
+        // a kept turn's last delta (finish reason and usage) goes out once the turn is stored: a client that saw
+        // the end of a reply saw one that is in the history
+        TurnDelta? last = null;
+        await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
+            cancellationToken))
+        {
+            // what the conversation keeps is the first choice's (the only one of a turn that is not ephemeral)
+            bool firstChoice = d.Choice == 0;
+            if (firstChoice)
             {
-                yield return applied.Replay(request.ReturnTokenIds);
-                yield break;
+                sequenceId = d.SequenceId;
+                reply.AddRange(d.TokenIds);
+                text.Append(d.Text);
             }
-            host.EnsureReady();
-            if (request.Choices is < 1 or > TurnRequest.MaxChoices
-                || (request.Choices > 1 && !request.Ephemeral))
-                throw new WeftException(WeftErrorCode.InvalidRequest,
-                    $"a turn has 1 to {TurnRequest.MaxChoices} choices, and more than one only when it is ephemeral " +
-                    "(a conversation keeps one reply per turn)", "n");
-            var (messages, prompt, rendered, dropped) = Prepare(request);
-            using var admission = Admit(prompt.Count);
-            var s = state.State;
-            string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
-            var generation = new GenerationRequest
+            var splitter = splitters?[d.Choice];
+            string shown = splitter?.Push(d.Text) ?? d.Text;
+            string? finish = d.FinishReason;
+            IReadOnlyList<ToolCall>? found = null;
+            if (splitter is not null && finish is not null)
             {
-                // a one-off turn leaves the conversation's own cache alone (the shared prefix cache may still serve it)
-                SequenceId = s.BatchKey == batchKey && !request.Ephemeral ? s.SequenceId : 0,
-                PromptTokens = prompt,
-                Sampling = request.Sampling,
-                Priority = request.Priority,
-                KeepCache = !request.Ephemeral,
-                Tenant = Tenant,
-                Conversation = this.GetPrimaryKeyString(),
-                Choices = request.Choices,
+                var (rest, parsed) = splitter.Finish();
+                shown += rest;
+                if (parsed.Count > 0)
+                {
+                    found = [.. parsed.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                    if (finish == "stop") finish = "tool_calls";
+                }
+            }
+            var choiceUsage = finish is null ? null
+                : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped);
+            if (firstChoice && finish is not null) (end, calls) = ((finish, choiceUsage), found);
+            var delta = new TurnDelta
+            {
+                Text = shown,
+                TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
+                Logprobs = d.Logprobs,
+                PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
+                FinishReason = finish,
+                Usage = choiceUsage,
+                ToolCalls = found,
+                Choice = d.Choice,
             };
-            if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
-
-            var reply = new List<int>();
-            var text = new System.Text.StringBuilder();
-            bool first = true;
-            long sequenceId = 0;
-            (string? Finish, Usage? Usage) end = (null, null);
-            // with tools offered, text that may be a call is held back and parsed when the reply ends; one splitter
-            // per choice
-            var splitters = request.ToolsJson is null ? null
-                : Enumerable.Range(0, request.Choices).Select(_ => new ToolCallSplitter(host.Template.ToolFormat))
-                    .ToArray();
-            IReadOnlyList<ToolCall>? calls = null;
-            // a kept turn's last delta (finish reason and usage) goes out once the turn is stored: a client that saw
-            // the end of a reply saw one that is in the history
-            TurnDelta? last = null;
-            await foreach (var d in GenerateAsync(GrainFactory.GetGrain<IBatchGrain>(batchKey), generation,
-                cancellationToken))
-            {
-                // what the conversation keeps is the first choice's (the only one of a turn that is not ephemeral)
-                bool firstChoice = d.Choice == 0;
-                if (firstChoice)
-                {
-                    sequenceId = d.SequenceId;
-                    reply.AddRange(d.TokenIds);
-                    text.Append(d.Text);
-                }
-                var splitter = splitters?[d.Choice];
-                string shown = splitter?.Push(d.Text) ?? d.Text;
-                string? finish = d.FinishReason;
-                IReadOnlyList<ToolCall>? found = null;
-                if (splitter is not null && finish is not null)
-                {
-                    var (rest, parsed) = splitter.Finish();
-                    shown += rest;
-                    if (parsed.Count > 0)
-                    {
-                        found = [.. parsed.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
-                        if (finish == "stop") finish = "tool_calls";
-                    }
-                }
-                var choiceUsage = finish is null ? null
-                    : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped);
-                if (firstChoice && finish is not null) (end, calls) = ((finish, choiceUsage), found);
-                var delta = new TurnDelta
-                {
-                    Text = shown,
-                    TokenIds = request.ReturnTokenIds ? d.TokenIds : [],
-                    Logprobs = d.Logprobs,
-                    PromptTokenIds = first && request.ReturnTokenIds ? prompt : null,
-                    FinishReason = finish,
-                    Usage = choiceUsage,
-                    ToolCalls = found,
-                    Choice = d.Choice,
-                };
-                first = false;
-                if (finish is not null && !request.Ephemeral) last = delta;
-                else yield return delta;
-            }
-
-            // nothing to keep (the idle activation goes with Orleans' collection; deactivating it here, while the
-            // caller still holds the stream's enumerator, would fail the caller's last read)
-            if (request.Ephemeral) yield break;
-            // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
-            if (messages is not null)
-                s.Messages = [.. messages, calls is null ? new ChatMessage("assistant", text.ToString())
-                    : new ChatMessage("assistant", "", calls)];
-            var kept = TurnTokens.AfterReply(host.Tokenizer, prompt, rendered, reply, text.ToString());
-            s.TokenIds = [.. kept.Ids];
-            s.Text = kept.Text;
-            s.BatchKey = batchKey;
-            s.SequenceId = sequenceId;
-            s.LastTurnUtc = DateTime.UtcNow;
-            if (request.Truncation is not null) s.Truncation = request.Truncation;
-            if (request.TurnId is { } turnId && end is ({ } endFinish, { } usage))
-            {
-                // the text as the history keeps it: a reply of tool calls is its calls
-                s.AppliedTurns.Add(new AppliedTurn(turnId, calls is null ? text.ToString() : "", [.. reply], endFinish,
-                    usage, request.ReturnTokenIds ? [.. prompt] : null, calls is null ? null : [.. calls]));
-                if (s.AppliedTurns.Count > AppliedTurn.Kept)
-                    s.AppliedTurns.RemoveRange(0, s.AppliedTurns.Count - AppliedTurn.Kept);
-            }
-            await Storing(CommitAsync(s));
-            if (last is not null) yield return last;
+            first = false;
+            if (finish is not null && !request.Ephemeral) last = delta;
+            else yield return delta;
         }
-        finally
+
+        // nothing to keep (the idle activation goes with Orleans' collection; deactivating it here, while the
+        // caller still holds the stream's enumerator, would fail the caller's last read)
+        if (request.Ephemeral) yield break;
+        // The turn is complete: it becomes history. (A cancelled turn throws above and leaves no trace.)
+        if (messages is not null)
+            s.Messages = [.. messages, calls is null ? new ChatMessage("assistant", text.ToString())
+                : new ChatMessage("assistant", "", calls)];
+        var kept = TurnTokens.AfterReply(host.Tokenizer, prompt, rendered, reply, text.ToString());
+        s.TokenIds = [.. kept.Ids];
+        s.Text = kept.Text;
+        s.BatchKey = batchKey;
+        s.SequenceId = sequenceId;
+        s.LastTurnUtc = DateTime.UtcNow;
+        if (request.Truncation is not null) s.Truncation = request.Truncation;
+        if (request.TurnId is { } turnId && end is ({ } endFinish, { } usage))
         {
-            _turn.Release();
+            // the text as the history keeps it: a reply of tool calls is its calls
+            s.AppliedTurns.Add(new AppliedTurn(turnId, calls is null ? text.ToString() : "", [.. reply], endFinish,
+                usage, request.ReturnTokenIds ? [.. prompt] : null, calls is null ? null : [.. calls]));
+            if (s.AppliedTurns.Count > AppliedTurn.Kept)
+                s.AppliedTurns.RemoveRange(0, s.AppliedTurns.Count - AppliedTurn.Kept);
         }
+        await Storing(CommitAsync(s));
+        if (last is not null) yield return last;
     }
 
     /// <summary>
@@ -251,7 +243,7 @@ public sealed class ConversationGrain(
 
     public async Task ResetAsync()
     {
-        await _turn.WaitAsync();
+        await _turn.EnterAsync();
         try
         {
             await ReleaseStaleHandle(state.State);
@@ -260,13 +252,13 @@ public sealed class ConversationGrain(
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
     }
 
     public async Task<bool> DeleteAsync()
     {
-        if (!_turn.Wait(0)) throw Busy();
+        if (!await _turn.TryEnterAsync()) throw TurnLock.Busy();
         try
         {
             bool existed = state.RecordExists || state.State.Messages.Count > 0 || state.State.BatchKey is not null;
@@ -276,7 +268,7 @@ public sealed class ConversationGrain(
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
     }
 
@@ -295,16 +287,13 @@ public sealed class ConversationGrain(
         }
     }
 
-    static WeftException Busy() => new(WeftErrorCode.Conflict,
-        "the conversation is busy with another turn; send the next one when it has finished", "conversation_id");
-
     async Task ExpireIfIdleAsync(CancellationToken cancellationToken)
     {
         // An activation that holds nothing (a one-off turn's, or one that only read an empty history) is not kept for
         // the TTL: the collection age is raised to it for every conversation, and one-off turns come by the thousand.
         bool holdsNothing = !state.RecordExists && state.State.BatchKey is null;
         if (!holdsNothing && DateTime.UtcNow - state.State.LastTurnUtc < _ttl) return;
-        if (!_turn.Wait(0, CancellationToken.None)) return;
+        if (!await _turn.TryEnterAsync()) return;
         try
         {
             await ForgetAsync(expiring: true);
@@ -312,7 +301,7 @@ public sealed class ConversationGrain(
         }
         finally
         {
-            _turn.Release();
+            _turn.Exit();
         }
     }
 

@@ -23,7 +23,8 @@ sealed class DevicePlacementDirector : IPlacementDirector
         var silo = slash > 0 ? SiloAddress.FromParsableString(key[..slash])
             : throw new ArgumentException($"'{key}' does not name a silo");
         if (!context.GetCompatibleSilos(target).Contains(silo))
-            throw new OrleansException($"silo {silo} of device grain {target.GrainIdentity} is not active");
+            // a silo loss to the API edge (503 and Retry-After): the device's silo is gone or going
+            throw new SiloUnavailableException($"silo {silo} of device grain {target.GrainIdentity} is not active");
         return Task.FromResult(silo);
     }
 }

@@ -21,6 +21,7 @@ public static class WeftSiloBuilderExtensions
         silo.Services.AddSingleton<ModelHost>();
         silo.Services.AddSingleton<TenantLimits>();
         silo.Services.AddSingleton<LocalReplies>();
+        silo.Services.AddSingleton<TurnCallers>();
         // An idle conversation must outlive its TTL so that its own timer removes its state (an activation collected
         // earlier would leave it in storage); the activation then goes with it.
         silo.Services.AddOptions<GrainCollectionOptions>().Configure<IOptions<ModelHostOptions>>((o, m) =>

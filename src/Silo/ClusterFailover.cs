@@ -2,6 +2,7 @@ using Orleans.Configuration;
 using Orleans.Runtime.Messaging;
 using Orleans.Serialization;
 using Weft.Abstractions;
+using Weft.Grains;
 
 namespace Weft.Silo;
 
@@ -82,8 +83,11 @@ static class ClusterFailover
     /// client's 503.
     /// </summary>
     public static async Task<IAsyncEnumerator<TurnDelta>> OpenAsync(IConversationGrain conversation, TurnRequest turn,
-        SiloOptions options, CancellationToken ct)
+        SiloOptions options, SiloAddress edge, CancellationToken ct)
     {
+        // the conversation ends the turn if this silo dies while the turn streams (else it holds the conversation for
+        // up to a minute)
+        TurnCallers.MarkCaller(edge);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(2 * options.FailureDetectionSeconds);
         var pause = TimeSpan.FromMilliseconds(100);
         while (true)

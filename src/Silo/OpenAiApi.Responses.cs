@@ -99,7 +99,7 @@ sealed partial class OpenAiApi
         try
         {
             // a refusal comes with the first delta, before any byte of the answer: its own status code, even streamed
-            var deltas = await ClusterFailover.OpenAsync(grain, turn, silo, ct);
+            var deltas = await ClusterFailover.OpenAsync(grain, turn, silo, local.SiloAddress, ct);
             try
             {
                 var (final, reply) = await writer.RunAsync(pending, deltas);

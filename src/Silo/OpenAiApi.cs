@@ -10,7 +10,8 @@ namespace Weft.Silo;
 /// generation request is a turn of a <see cref="IConversationGrain"/>: the one named by "conversation_id" or the
 /// X-Conversation-Id header, or else a conversation of its own that is reset when the request ends.
 /// </summary>
-sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory grains, ILogger<OpenAiApi> logger)
+sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetails local, IGrainFactory grains,
+    ILogger<OpenAiApi> logger)
 {
     /// <summary>OpenAI's default for the legacy completions endpoint; chat replies run to the end of the
     /// context.</summary>
@@ -382,7 +383,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, IGrainFactory g
         {
             // A refusal (bad value, full queue) comes with the first step, before any byte of the answer: it gets its
             // own status code even for a stream.
-            var deltas = await ClusterFailover.OpenAsync(conversation, turn, silo, ct);
+            var deltas = await ClusterFailover.OpenAsync(conversation, turn, silo, local.SiloAddress, ct);
             try
             {
                 if (stream) await StreamAsync(reply, deltas, includeUsage, ct);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
+using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Weft.Abstractions;
@@ -100,6 +101,32 @@ public sealed class ClusterTests : IAsyncDisposable
             "one cluster of three", Ct);
     }
 
+    [Fact]
+    public async Task While_redis_is_down_health_is_not_ready_and_it_is_ready_again_once_redis_is_back()
+    {
+        Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
+        string model = Path.Combine(_dir, "model.gguf");
+        DemoModel.Write(model, SiloFixture.Shape,
+            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        string redis = await StartRedis();
+        var silo = await StartSilo(model, redis);
+        using var http = new HttpClient { BaseAddress = new Uri(silo.Urls.Single()) };
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health", Ct)).StatusCode);
+
+        _redis!.Kill();
+        await _redis.WaitForExitAsync(Ct);
+        await Http.WaitUntil(async () => (await http.GetAsync("/health", Ct)).StatusCode
+            == HttpStatusCode.ServiceUnavailable, "health not ready", Ct);
+        using (var down = await http.GetAsync("/health", Ct))
+            Assert.Equal("storage_unavailable",
+                (string?)JsonNode.Parse(await down.Content.ReadAsStringAsync(Ct))!["status"]);
+
+        // restarted empty, on its port
+        await StartRedis(int.Parse(redis[(redis.LastIndexOf(':') + 1)..]));
+        await Http.WaitUntil(async () => (await http.GetAsync("/health", Ct)).StatusCode == HttpStatusCode.OK,
+            "health ready again", Ct);
+    }
+
     static int Active(WebApplication silo) => silo.Services.GetRequiredService<IClusterMembershipService>()
         .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
 
@@ -114,9 +141,10 @@ public sealed class ClusterTests : IAsyncDisposable
         return app;
     }
 
-    async Task<string> StartRedis()
+    async Task<string> StartRedis(int? on = null)
     {
-        int port = TestHosts.FreePort();
+        int port = on ?? TestHosts.FreePort();
+        _redis?.Dispose();
         _redis = Process.Start(new ProcessStartInfo(FindRedisServer()!,
             ["--port", port.ToString(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         {

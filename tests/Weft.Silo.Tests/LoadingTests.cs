@@ -22,7 +22,7 @@ public sealed class LoadingTests : IDisposable
         DemoModel.Create(path, SiloFixture.Shape);
         using var host = new ModelHost(Options.Create(new ModelHostOptions { Model = path }),
             NullLogger<ModelHost>.Instance);
-        var api = new OpenAiApi(host, new SiloOptions(), null!, NullLogger<OpenAiApi>.Instance);
+        var api = new OpenAiApi(host, new SiloOptions(), null!, null!, NullLogger<OpenAiApi>.Instance);
 
         var health = new DefaultHttpContext();
         health.Response.Body = new MemoryStream();

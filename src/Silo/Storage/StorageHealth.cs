@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using Npgsql;
 using Orleans.Serialization;
+using StackExchange.Redis;
 
 namespace Weft.Silo.Storage;
 
@@ -8,7 +9,7 @@ namespace Weft.Silo.Storage;
 /// Whether the cluster's store answers, for /health, and whether a failed request failed because it did not (a 503
 /// the client may retry rather than a 500).
 /// </summary>
-sealed class StorageHealth(SiloOptions options)
+sealed class StorageHealth(SiloOptions options) : IDisposable
 {
     /// <summary>A probe at most this often: a load balancer polling /health must not become the database's
     /// load.</summary>
@@ -18,18 +19,50 @@ sealed class StorageHealth(SiloOptions options)
 
     readonly Lock _lock = new();
     (DateTime At, Task<string?> Probe) _last = (DateTime.MinValue, Task.FromResult<string?>(null));
+    /// <summary>Redis: a connection of the probe's own, kept (StackExchange.Redis reconnects it by itself), opened at
+    /// the first probe.</summary>
+    ConnectionMultiplexer? _redis;
 
     /// <summary>Null while the store answers (or there is none to ask); otherwise why not, in one line. Concurrent
     /// callers share one probe.</summary>
     public Task<string?> ProblemAsync()
     {
-        if (options.Postgres is not { } connectionString) return Task.FromResult<string?>(null);
+        if (options.Postgres is null && options.Redis is null) return Task.FromResult<string?>(null);
         lock (_lock)
         {
-            if (DateTime.UtcNow - _last.At >= CacheFor) _last = (DateTime.UtcNow, ProbeAsync(connectionString));
+            if (DateTime.UtcNow - _last.At >= CacheFor)
+                _last = (DateTime.UtcNow, options.Postgres is { } postgres ? ProbeAsync(postgres) : ProbeRedisAsync());
             return _last.Probe;
         }
     }
+
+    async Task<string?> ProbeRedisAsync()
+    {
+        try
+        {
+            _redis ??= await ConnectRedisAsync();
+            await _redis.GetDatabase().PingAsync().WaitAsync(ProbeTimeout);
+            return null;
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            return e is TimeoutException ? $"storage did not answer within {ProbeTimeout.TotalSeconds} s"
+                : $"storage unreachable: {e.Message}";
+        }
+    }
+
+    Task<ConnectionMultiplexer> ConnectRedisAsync()
+    {
+        var configuration = ConfigurationOptions.Parse(options.Redis!);
+        // opened while Redis is down too (the probe says so), and back within half a second of Redis: the default
+        // exponential reconnect waits up to tens of seconds
+        configuration.AbortOnConnectFail = false;
+        configuration.ReconnectRetryPolicy = new LinearRetry(500);
+        configuration.ConnectTimeout = (int)ProbeTimeout.TotalMilliseconds;
+        return ConnectionMultiplexer.ConnectAsync(configuration);
+    }
+
+    public void Dispose() => _redis?.Dispose();
 
     static async Task<string?> ProbeAsync(string connectionString)
     {

@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+using Weft.Abstractions;
+using Weft.Models;
+using Weft.Models.Chat;
+using Weft.Models.Tokenization;
+using Weft.Testing;
+
+namespace Weft.Silo.Tests;
+
+/// <summary>
+/// A turn whose API edge went away with its silo, as in the multi-host test: two silos of one cluster in this process
+/// on the test PostgreSQL, the edge on one, the conversation on the other. The edge reads the first delta and its
+/// silo stops without ending the reply, as a silo killed mid-stream does. Needs WEFT_TEST_POSTGRES
+/// (scripts/start-postgres.sh).
+/// </summary>
+public sealed class CallerLossTests : IAsyncDisposable
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+    static readonly string? Server = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
+    const string NoServer = "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+
+    readonly string _dir = Directory.CreateTempSubdirectory("weft-caller-").FullName;
+    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
+    readonly List<WebApplication> _silos = [];
+
+    [Fact]
+    public async Task A_turn_whose_edge_silo_is_gone_frees_its_conversation_for_the_next_turn_within_seconds()
+    {
+        Assert.SkipWhen(Server is null, NoServer);
+        string store = await CreateDatabase();
+        var edge = await StartSilo(store);
+        var owner = await StartSilo(store);
+        var ownerAddress = owner.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
+        await Http.WaitUntil(() => Task.FromResult(owner.Services.GetRequiredService<IClusterMembershipService>()
+            .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active) == 2), "both silos active", Ct);
+
+        // new conversations go to either silo: talk to them until one lives on the owner
+        string? id = null;
+        for (int i = 0; i < 64 && id is null; i++)
+        {
+            var conversation = Conversation(owner, $"orphan-{i}");
+            await conversation.RunAsync(Chat("Tell me about the sea.", 8), Ct);
+            if ((await conversation.GetHistoryAsync()).Silo == ownerAddress.ToString()) id = $"orphan-{i}";
+        }
+        Assert.NotNull(id);
+
+        // the edge opens a long turn as the API does and reads its first delta; then its silo goes, the reply unended
+        var deltas = await ClusterFailover.OpenAsync(Conversation(edge, id), Chat("And the mountains?", 900),
+            edge.Services.GetRequiredService<SiloOptions>(),
+            edge.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress, Ct);
+        Assert.NotNull(deltas.Current);
+        await edge.StopAsync(Ct);
+
+        // Orleans would drop the unread reply only after 30 to 60 s; until then every turn was a 409
+        var waited = Stopwatch.StartNew();
+        var conversationOnOwner = Conversation(owner, id);
+        while (true)
+        {
+            try
+            {
+                await conversationOnOwner.RunAsync(Chat("And the rivers?", 8), Ct);
+                break;
+            }
+            catch (WeftException e) when (e.Code == WeftErrorCode.Conflict && waited.Elapsed < TimeSpan.FromSeconds(20))
+            {
+                await Task.Delay(100, Ct);
+            }
+        }
+        Assert.InRange(waited.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(5));
+        // the orphaned turn left nothing in the history
+        Assert.Equal(["Tell me about the sea.", null, "And the rivers?", null],
+            (await conversationOnOwner.GetHistoryAsync()).Messages.Select(m => m.Role == "user" ? m.Content : null));
+    }
+
+    static TurnRequest Chat(string user, int maxTokens) => new()
+    {
+        Messages = [new ChatMessage("user", user)],
+        Sampling = new SamplingOptions { Temperature = 0, MaxTokens = maxTokens, IgnoreEos = true },
+    };
+
+    static IConversationGrain Conversation(WebApplication silo, string id) => silo.Services
+        .GetRequiredService<IGrainFactory>().GetGrain<IConversationGrain>(ConversationKey.Of(WeftDefaults.Tenant, id));
+
+    async Task<string> CreateDatabase()
+    {
+        await using (var connection = new NpgsqlConnection(Server))
+        {
+            await connection.OpenAsync(Ct);
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
+            await create.ExecuteNonQueryAsync(Ct);
+        }
+        return new NpgsqlConnectionStringBuilder(Server) { Database = _database }.ConnectionString;
+    }
+
+    async Task<WebApplication> StartSilo(string store)
+    {
+        string model = Path.Combine(_dir, "model.gguf");
+        if (!File.Exists(model))
+            DemoModel.Write(model, SiloFixture.Shape,
+                DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        var app = WeftSilo.Build([
+            "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
+        _silos.Add(app);
+        await app.StartAsync(Ct);
+        await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
+        return app;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var silo in _silos)
+        {
+            await silo.StopAsync(CancellationToken.None);
+            await silo.DisposeAsync();
+        }
+        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
+        Directory.Delete(_dir, recursive: true);
+    }
+}
