@@ -164,6 +164,7 @@ public sealed class StepInputs
                 throw new ArgumentException($"block {table[b]} is outside the window pool of {NumWindowBlocks} blocks");
         // block 0 stays all zeros: the released entries point at it
         for (int b = item.Start / BlockSize; b <= lastPos / BlockSize; b++)
-            if (table[b] == 0) throw new ArgumentException($"entry {b} of the window table, written now, is the zero block");
+            if (table[b] == 0)
+                throw new ArgumentException($"entry {b} of the window table, written now, is the zero block");
     }
 }
