@@ -115,7 +115,8 @@ public sealed class Scheduler
     /// Starts the next turn of a finished sequence: the whole conversation so far is <paramref name="tokens"/>. The KV
     /// cache is kept for the longest prefix shared with what was computed; everything after it will be computed again.
     /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Add"/> then drops the blocks past that
-    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary. Priority and
+    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary, or to 0 where the
+    /// window pool no longer holds that prefix's window (<see cref="WindowBlockManager.Covers"/>). Priority and
     /// keep-cache are the new turn's, as for a new <see cref="Sequence"/>.
     /// </summary>
     [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; the sequence checks its state")]
