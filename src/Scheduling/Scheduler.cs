@@ -326,7 +326,8 @@ public sealed class Scheduler
         _window?.Allocate(s, n);
     }
 
-    /// <summary>Gives back every block of <paramref name="s"/>, in both pools; it will compute from its start.</summary>
+    /// <summary>Gives back every block of <paramref name="s"/>, in both pools; it will compute from its
+    /// start.</summary>
     void Free(Sequence s)
     {
         _blocks.Free(s);

@@ -28,7 +28,8 @@ public sealed class StepInputsTests
         var step = new StepInputs(maxTokens: 16, maxSeqs: 2, maxBlocksPerSeq: 4, blockSize: 4, numBlocks: 8,
             vocabSize: 100, numWindowBlocks: 4);
         var greedy = SamplingParams.Greedy(1);
-        var e = Assert.Throws<ArgumentException>(() => step.Add(new StepItem([1, 2, 3], 0, 3, [7], true, greedy, 0, 3)));
+        var e = Assert.Throws<ArgumentException>(
+            () => step.Add(new StepItem([1, 2, 3], 0, 3, [7], true, greedy, 0, 3)));
         Assert.Contains("needs its window block table", e.Message);
         e = Assert.Throws<ArgumentException>(
             () => step.Add(new StepItem([1, 2, 3], 0, 3, [7], true, greedy, 0, 3, [4])));
