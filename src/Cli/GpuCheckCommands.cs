@@ -59,6 +59,8 @@ static class GpuCheckCommands
                 {
                     BlockSize = 16,
                     KvBlocks = 256,
+                    // the check hands out its own block tables: every layer in the main pool
+                    KvWindowBlocks = 0,
                     KvCacheType = kv,
                     MaxNumSeqs = 8,
                     MaxNumBatchedTokens = 256

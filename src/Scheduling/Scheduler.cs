@@ -14,6 +14,9 @@ namespace Weft.Scheduling;
 /// next turn (<see cref="StartTurn"/>, then <see cref="Add"/>) until memory is needed. Blocks are found, in
 /// this order: free blocks, parked sequences' blocks (least recently used first), the kept history of queued turns,
 /// and finally, for running sequences only, by preempting the lowest-priority, newest running sequence (recompute).
+/// A model with sliding-window layers has a second pool, a <see cref="WindowBlockManager"/>: a sequence gets blocks in
+/// both, fits only when both have room, and gives back its window blocks as its computed tokens leave the window.
+/// Prefix sharing across sequences is off then (a cached prefix's window blocks would be gone).
 /// </remarks>
 public sealed class Scheduler
 {
@@ -22,6 +25,7 @@ public sealed class Scheduler
 
     readonly SchedulerOptions _options;
     readonly BlockManager _blocks;
+    readonly WindowBlockManager? _window;
     readonly IReadOnlySet<int> _eosTokenIds;
     readonly int _watermarkBlocks;
     readonly List<Sequence> _running = [];
@@ -32,14 +36,20 @@ public sealed class Scheduler
     ScheduleOutput? _pending;
     long _tick, _arrivals, _resumes;
 
-    public Scheduler(SchedulerOptions options, BlockManager blocks, IReadOnlySet<int> eosTokenIds)
+    public Scheduler(SchedulerOptions options, BlockManager blocks, IReadOnlySet<int> eosTokenIds,
+        WindowBlockManager? window = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(blocks);
         ArgumentNullException.ThrowIfNull(eosTokenIds);
         if (options.Validate() is { } error) throw new ArgumentException(error, nameof(options));
         _options = options;
+        if (window is not null && window.BlockSize != blocks.BlockSize)
+            throw new ArgumentException(
+                $"The window pool's blocks hold {window.BlockSize} tokens, the main pool's {blocks.BlockSize}.",
+                nameof(window));
         _blocks = blocks;
+        _window = window;
         _eosTokenIds = eosTokenIds;
         _watermarkBlocks = (int)(options.KvWatermark * blocks.NumBlocks);
     }
@@ -79,13 +89,24 @@ public sealed class Scheduler
                 $"The prompt plus max_tokens ({total} tokens) needs {blocksNeeded} KV blocks; the cache admits " +
                 $"at most {_blocks.NumBlocks - _watermarkBlocks} for one sequence.",
                 retryable: false);
+        if (_window is not null)
+        {
+            int chunk = Math.Min(_options.PrefillChunkSize ?? int.MaxValue, _options.MaxNumBatchedTokens);
+            long windowNeeded = Math.Min((total - 1 + _window.BlockSize - 1) / _window.BlockSize,
+                _window.MaxLiveBlocks(chunk));
+            if (windowNeeded > _window.NumBlocks - 1)
+                throw new SchedulerException(
+                    $"A sequence needs up to {windowNeeded} sliding-window KV blocks; the window pool has " +
+                    $"{_window.NumBlocks - 1}.",
+                    retryable: false);
+        }
         if (_waitingById.Count >= _options.MaxWaiting)
             throw new SchedulerException(
                 $"The waiting queue is full ({_options.MaxWaiting} requests); retry later.", retryable: true);
 
         // A parked sequence's blocks now belong to its queued turn; keep only those StartTurn found still valid.
         Unpark(s);
-        _blocks.TruncateTo(s, s.NumComputedTokens);
+        TruncateTo(s, s.NumComputedTokens);
         s.ArrivalOrder = ++_arrivals;
         Enqueue(s, resumeOrder: 0);
     }
@@ -94,7 +115,8 @@ public sealed class Scheduler
     /// Starts the next turn of a finished sequence: the whole conversation so far is <paramref name="tokens"/>. The KV
     /// cache is kept for the longest prefix shared with what was computed; everything after it will be computed again.
     /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Add"/> then drops the blocks past that
-    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary. Priority and
+    /// prefix (<see cref="BlockManager.TruncateTo"/>), which may round it down to a block boundary, or to 0 where the
+    /// window pool no longer holds that prefix's window (<see cref="WindowBlockManager.Covers"/>). Priority and
     /// keep-cache are the new turn's, as for a new <see cref="Sequence"/>.
     /// </summary>
     [SuppressMessage("Performance", "CA1822", Justification = "the scheduler's API; the sequence checks its state")]
@@ -150,7 +172,7 @@ public sealed class Scheduler
         if (s.Status == SequenceStatus.Running
             || (_waitingById.TryGetValue(s.Id, out var entry) && entry.Sequence == s))
             s.DropCacheOnFinish();
-        else if (Unpark(s)) _blocks.Free(s);
+        else if (Unpark(s)) Free(s);
     }
 
     /// <summary>Plans one tick. Pass the result to <see cref="Update"/> (or <see cref="Fail"/>) before scheduling
@@ -190,7 +212,8 @@ public sealed class Scheduler
         foreach (var (s, numNewTokens, needsToken) in output.Scheduled)
         {
             s.NumComputedTokens += numNewTokens;
-            _blocks.CommitComputed(s);
+            if (_window is null) _blocks.CommitComputed(s);
+            else _window.ReleaseOutOfWindow(s);
             if (!needsToken) continue;
             s.AppendToken(sampledTokens[next++]);
             var reason = StopReason(s);
@@ -215,7 +238,7 @@ public sealed class Scheduler
             var s = entry.Sequence;
             s.Finish(FinishReason.Error, error);
             // Never keep blocks whose slots the failed pass may have half written.
-            _blocks.Free(s);
+            Free(s);
             failed.Add(s);
         }
         _running.RemoveAll(s => s.IsFinished);
@@ -241,7 +264,7 @@ public sealed class Scheduler
                 if (victim == s) break;
             }
             if (end == i) break;
-            _blocks.Allocate(s, n);
+            Allocate(s, n);
             batch.Add(new(s, n, s.NumComputedTokens + n == s.NumTokens));
             budget -= n;
         }
@@ -255,7 +278,7 @@ public sealed class Scheduler
         {
             var s = entry.Sequence;
             int held = s.NumComputedTokens;
-            _blocks.AllocatePrefix(s);
+            if (_window is null) _blocks.AllocatePrefix(s);
             int n = NextChunk(s, budget);
             if (!MakeRoom(s, n, _watermarkBlocks, except: s))
             {
@@ -263,7 +286,7 @@ public sealed class Scheduler
                 _blocks.TruncateTo(s, held);
                 return;
             }
-            _blocks.Allocate(s, n);
+            Allocate(s, n);
             _waiting.Remove(entry);
             _waitingById.Remove(s.Id);
             // Cached tokens are what this turn found on admission, not what a resumption after preemption finds.
@@ -282,23 +305,58 @@ public sealed class Scheduler
     /// slots.</summary>
     bool MakeRoom(Sequence s, int n, int reserve, Sequence? except)
     {
-        if (_blocks.CanAllocate(s, n, reserve)) return true;
+        if (CanAllocate(s, n, reserve)) return true;
         // Evict only when that can make room; otherwise idle caches would be thrown away every tick the head of the
         // queue waits for running sequences to finish. (An upper bound: blocks shared with others are not freed by
         // evicting.)
-        if (_blocks.BlocksNeeded(s, n) + reserve > _blocks.NumFreeBlocks + IdleBlocks(except)) return false;
-        while (!_blocks.CanAllocate(s, n, reserve))
+        var (idle, idleWindow) = IdleBlocks(except);
+        if (_blocks.BlocksNeeded(s, n) + reserve > _blocks.NumFreeBlocks + idle) return false;
+        if (_window is not null && _window.BlocksNeeded(s, n) > _window.NumFreeBlocks + idleWindow) return false;
+        while (!CanAllocate(s, n, reserve))
             if (!EvictIdle(except)) return false;
         return true;
     }
 
-    int IdleBlocks(Sequence? except)
+    bool CanAllocate(Sequence s, int n, int reserve) =>
+        _blocks.CanAllocate(s, n, reserve) && (_window is null || _window.CanAllocate(s, n));
+
+    void Allocate(Sequence s, int n)
     {
-        int blocks = 0;
-        foreach (var s in _parked) blocks += s.BlockTable.Count;
+        _blocks.Allocate(s, n);
+        _window?.Allocate(s, n);
+    }
+
+    /// <summary>Gives back every block of <paramref name="s"/>, in both pools; it will compute from its
+    /// start.</summary>
+    void Free(Sequence s)
+    {
+        _blocks.Free(s);
+        _window?.Free(s);
+    }
+
+    /// <summary>Keeps the K/V of at most the first <paramref name="numTokens"/> computed tokens of
+    /// <paramref name="s"/>; with a window pool, only if their window is still held, else none.</summary>
+    void TruncateTo(Sequence s, int numTokens)
+    {
+        int keep = _blocks.TruncateTo(s, numTokens);
+        if (_window is null) return;
+        if (!_window.Covers(s, keep)) keep = _blocks.TruncateTo(s, 0);
+        _window.TruncateTo(s, keep);
+    }
+
+    (int Blocks, int WindowBlocks) IdleBlocks(Sequence? except)
+    {
+        int blocks = 0, window = 0;
+        foreach (var s in _parked) Count(s);
         foreach (var entry in _waitingById.Values)
-            if (entry.Sequence != except) blocks += entry.Sequence.BlockTable.Count;
-        return blocks;
+            if (entry.Sequence != except) Count(entry.Sequence);
+        return (blocks, window);
+
+        void Count(Sequence s)
+        {
+            blocks += s.BlockTable.Count;
+            if (_window is not null) window += WindowBlockManager.LiveBlocks(s);
+        }
     }
 
     bool EvictIdle(Sequence? except)
@@ -306,7 +364,7 @@ public sealed class Scheduler
         if (_parked.First is { } lru)
         {
             Unpark(lru.Value);
-            _blocks.Free(lru.Value);
+            Free(lru.Value);
             return true;
         }
         // Then the kept history of queued turns, newest first; they will recompute (the prefix cache may give some
@@ -319,14 +377,14 @@ public sealed class Scheduler
                 newest = s;
         }
         if (newest is null) return false;
-        _blocks.Free(newest);
+        Free(newest);
         return true;
     }
 
     void Preempt(Sequence s)
     {
         // Recompute rather than swap: its full blocks stay in the prefix cache until reused.
-        _blocks.Free(s);
+        Free(s);
         s.NumPreemptions++;
         TotalPreemptions++;
         Enqueue(s, ++_resumes);
@@ -374,7 +432,7 @@ public sealed class Scheduler
         s.Finish(reason);
         if (s.KeepCache && reason != FinishReason.Cancelled && s.BlockTable.Count > 0)
             _parkedNodes.Add(s, _parked.AddLast(s));
-        else _blocks.Free(s);
+        else Free(s);
     }
 
     bool Unpark(Sequence s)

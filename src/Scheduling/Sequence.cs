@@ -16,6 +16,7 @@ public sealed class Sequence(
 {
     readonly List<int> _tokenIds = [.. promptTokens];
     readonly List<int> _blockTable = [];
+    readonly List<int> _windowBlockTable = [];
     // Written from any thread (a cancellation callback) and read by the scheduler's thread at the next tick.
     volatile bool _cancelRequested, _stopRequested;
 
@@ -28,6 +29,10 @@ public sealed class Sequence(
     public int NumCachedTokens { get; internal set; }
     /// <summary>The KV blocks holding this sequence's tokens, in position order.</summary>
     public IReadOnlyList<int> BlockTable => _blockTable;
+    /// <summary>The KV blocks of the sliding-window layers, indexed like <see cref="BlockTable"/>; entries before the
+    /// window point at <see cref="WindowBlockManager.ZeroBlock"/>. Empty without a <see cref="WindowBlockManager"/>.
+    /// </summary>
+    public IReadOnlyList<int> WindowBlockTable => _windowBlockTable;
     public SequenceStatus Status { get; internal set; } = SequenceStatus.Waiting;
     public FinishReason FinishReason { get; private set; }
     public string? Error { get; private set; }
@@ -63,6 +68,9 @@ public sealed class Sequence(
 
     /// <summary>The block table the <see cref="BlockManager"/> extends and releases.</summary>
     internal List<int> Blocks => _blockTable;
+
+    /// <summary>The window block table the <see cref="WindowBlockManager"/> extends and releases.</summary>
+    internal List<int> WindowBlocks => _windowBlockTable;
 
     internal ReadOnlySpan<int> TokenSpan => CollectionsMarshal.AsSpan(_tokenIds);
 

@@ -98,6 +98,8 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
         return i;
     }
 
+    /// <summary>Greedy tokens through the scheduler and the batch engine, as the server runs them: gemma's sliding
+    /// layers in their own pool, which gives back the blocks a sequence slides past.</summary>
     /// <param name="maxModelLen">The engine's longest sequence (0: the file's context), which picks LongRoPE's
     /// factors as llama.cpp's context size does.</param>
     internal static int[] GreedyWeft(string path, int[] prompt, int count, KvCacheType kv,
@@ -112,18 +114,17 @@ public sealed class ForwardParityTests : IClassFixture<TempDirectory>
             MaxNumBatchedTokens = Math.Max(64, prompt.Length),
             MaxModelLen = maxModelLen,
         });
-        var tokens = new List<int>(prompt);
-        var blocks = Enumerable.Range(0, Math.Min(16, engine.MaxModelLen / engine.BlockSize)).ToList();
-        int computed = 0;
-        for (int i = 0; i < count; i++)
+        var batch = BatchEngine.Create(engine, new SchedulerOptions
         {
-            engine.Inputs.Clear();
-            engine.Inputs.Add(new StepItem(tokens, computed, tokens.Count - computed, blocks, true,
-                SamplingParams.Greedy(count), 0, prompt.Length));
-            int next = engine.Step()[0];
-            computed = tokens.Count;
-            tokens.Add(next);
-        }
-        return tokens.Skip(prompt.Length).ToArray();
+            MaxModelLen = engine.MaxModelLen,
+            MaxNumSeqs = 4,
+            MaxNumBatchedTokens = Math.Max(64, prompt.Length),
+            KvWatermark = 0,
+        }, new HashSet<int>());
+        var sequence = new Sequence(1, prompt, SamplingParams.Greedy(count) with { IgnoreEos = true });
+        batch.Scheduler.Add(sequence);
+        while (batch.Scheduler.HasWork) batch.TickAsync().GetAwaiter().GetResult();
+        Assert.Equal(FinishReason.Length, sequence.FinishReason);
+        return sequence.TokenIds.Skip(prompt.Length).ToArray();
     }
 }

@@ -76,7 +76,7 @@ sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
 
     int NextToken(ulong h) => (int)(h % (ulong)vocabSize);
 
-    static ulong Extend(ulong h, int token)
+    internal static ulong Extend(ulong h, int token)
     {
         ulong z = h ^ ((ulong)(uint)token * 0x9E3779B97F4A7C15) ^ 0xD1B54A32D192ED03;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;

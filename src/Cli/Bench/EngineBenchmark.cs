@@ -32,6 +32,8 @@ public static class EngineBenchmark
             MaxNumSeqs = Math.Max(maxBatch, 1),
             MaxNumBatchedTokens = Math.Max(maxBatch, Math.Min(512, Math.Max(o.Prefill, o.Prompt))),
             KvBlocks = Math.Max(maxBatch * blocksPerSeq, (o.Prefill + blockSize) / blockSize + 1),
+            // the benchmark hands out its own block tables: every layer in the main pool
+            KvWindowBlocks = 0,
             Threads = threads,
             Profile = o.Profile,
         };

@@ -28,7 +28,10 @@ public sealed class BatchEngine(InferenceEngine engine, Scheduler scheduler)
     public Scheduler Scheduler { get; } = scheduler;
 
     public static BatchEngine Create(InferenceEngine engine, SchedulerOptions options, IReadOnlySet<int> eosTokenIds) =>
-        new(engine, new Scheduler(options, new BlockManager(engine.NumKvBlocks, engine.BlockSize), eosTokenIds));
+        new(engine, new Scheduler(options, new BlockManager(engine.NumKvBlocks, engine.BlockSize), eosTokenIds,
+            engine.NumKvWindowBlocks > 0
+                ? new WindowBlockManager(engine.NumKvWindowBlocks, engine.BlockSize, engine.Config.SlidingWindow)
+                : null));
 
     /// <summary>Runs one tick. A failing forward pass finishes that batch's sequences with an error; the others are
     /// untouched.</summary>

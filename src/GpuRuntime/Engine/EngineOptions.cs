@@ -35,6 +35,10 @@ public sealed record EngineOptions
     /// fraction).</summary>
     public int KvBlocks { get; init; }
     public int KvCacheMemoryMiB { get; init; } = 1024;
+    /// <summary>Blocks of the sliding-window layers' own pool (gemma2/gemma3), block 0 included: null sizes it for
+    /// <see cref="MaxNumSeqs"/> sequences' windows, 0 keeps those layers in the main pool (every token's K/V).
+    /// </summary>
+    public int? KvWindowBlocks { get; init; }
     /// <summary>For CUDA: fraction of free device memory given to the KV pool after the weights are loaded.</summary>
     public double GpuMemoryFraction { get; init; } = 0.8;
     public KvCacheType KvCacheType { get; init; } = KvCacheType.F16;
@@ -56,6 +60,8 @@ public sealed record EngineOptions
         if (BlockSize is < 1 or > 256 || !int.IsPow2(BlockSize))
             yield return "block-size must be a power of two up to 256";
         if (KvBlocks < 0) yield return "kv-blocks must not be negative";
+        if (KvWindowBlocks is 1 or < 0)
+            yield return "kv-window-blocks must be 0 (off) or at least 2 (the zero block and one more)";
         if (KvCacheMemoryMiB < 1) yield return "kv-cache-memory must be at least 1 MiB";
         if (GpuMemoryFraction is <= 0 or > 0.98) yield return "gpu-memory-fraction must be in (0, 0.98]";
         if (Device < 0) yield return "device must not be negative";

@@ -34,8 +34,10 @@ public interface IBackend : IDisposable
     DeviceTensor Allocate(long floats);
     DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo tensor);
     /// <summary>Reserves the paged KV pool: per layer, numBlocks × kvHeads × blockSize × headDim values for K and for
-    /// V, in the order the backend's attention reads best.</summary>
-    void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type);
+    /// V, in the order the backend's attention reads best; where <paramref name="windowBlocks"/> is not 0 the
+    /// sliding-window layers get that many blocks instead, addressed by <see cref="StepInputs.WindowBlockTables"/>
+    /// and <see cref="StepInputs.WindowSlotMapping"/>.</summary>
+    void AllocateKvCache(ModelConfig config, int numBlocks, int windowBlocks, int blockSize, KvCacheType type);
 
     /// <summary>
     /// Makes the step's integers (tokens, positions, slots, block tables) visible to the kernels, once any work of an

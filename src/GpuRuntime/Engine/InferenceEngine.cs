@@ -24,6 +24,9 @@ public sealed class InferenceEngine : IDisposable
     public ModelConfig Config { get; }
     public EngineOptions Options { get; }
     public int NumKvBlocks { get; }
+    /// <summary>Blocks of the sliding-window layers' own pool (<see cref="Weft.Scheduling.WindowBlockManager"/>),
+    /// 0 where they keep every token's K/V in the main pool.</summary>
+    public int NumKvWindowBlocks { get; }
     public int BlockSize => Options.BlockSize;
     public int MaxModelLen { get; }
     public long KvCacheBytes { get; }
@@ -46,15 +49,20 @@ public sealed class InferenceEngine : IDisposable
             : config.ContextLength;
         Config = config.ForContext(MaxModelLen);
 
-        long bytesPerBlock = 2L * Config.Layers * Config.KvDim * options.BlockSize
+        long layerBytesPerBlock = 2L * Config.KvDim * options.BlockSize
             * (options.KvCacheType == KvCacheType.F16 ? 2 : 4);
+        int sliding = Enumerable.Range(0, Config.Layers).Count(Config.IsSliding);
+        // a window pool saves memory only where the window is shorter than a sequence can grow
+        bool windowPool = sliding > 0 && Config.SlidingWindow < MaxModelLen && options.KvWindowBlocks != 0;
+        long bytesPerBlock = (windowPool ? Config.Layers - sliding : Config.Layers) * layerBytesPerBlock;
+        long windowBytesPerBlock = windowPool ? sliding * layerBytesPerBlock : 0;
         _sampled = new int[options.MaxNumSeqs];
         _logprobs = new StepLogprobs(options.MaxNumSeqs);
 
         _device = new DeviceThread($"weft-device-{options.Engine}");
         try
         {
-            (_deviceBackend, _backend, _transformer, NumKvBlocks) = _device.Invoke(() =>
+            (_deviceBackend, _backend, _transformer, NumKvBlocks, NumKvWindowBlocks) = _device.Invoke(() =>
             {
                 var device = CreateBackend(options);
                 IBackend backend = options.Profile ? Profiler = new ProfilingBackend(device) : device;
@@ -62,9 +70,10 @@ public sealed class InferenceEngine : IDisposable
                 {
                     var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens,
                         options.MaxNumSeqs);
-                    int blocks = KvBlocks(options, device, bytesPerBlock);
-                    backend.AllocateKvCache(Config, blocks, options.BlockSize, options.KvCacheType);
-                    return (device, backend, transformer, blocks);
+                    var (blocks, windowBlocks) = KvBlocks(options, Config, device, bytesPerBlock,
+                        windowBytesPerBlock);
+                    backend.AllocateKvCache(Config, blocks, windowBlocks, options.BlockSize, options.KvCacheType);
+                    return (device, backend, transformer, blocks, windowBlocks);
                 }
                 catch
                 {
@@ -78,24 +87,39 @@ public sealed class InferenceEngine : IDisposable
             _device.Dispose();
             throw;
         }
-        KvCacheBytes = NumKvBlocks * bytesPerBlock;
+        KvCacheBytes = NumKvBlocks * bytesPerBlock + NumKvWindowBlocks * windowBytesPerBlock;
         int maxBlocksPerSeq = (MaxModelLen + options.BlockSize - 1) / options.BlockSize;
         Inputs = new StepInputs(options.MaxNumBatchedTokens, options.MaxNumSeqs, maxBlocksPerSeq, options.BlockSize,
-            NumKvBlocks, Config.VocabSize);
+            NumKvBlocks, Config.VocabSize, NumKvWindowBlocks);
     }
 
-    /// <summary>The KV pool in blocks: as configured, else a fraction of the GPU memory left after the weights, else
-    /// the memory budget.</summary>
-    static int KvBlocks(EngineOptions o, IBackend backend, long bytesPerBlock)
+    /// <summary>
+    /// The KV pools in blocks: the main one as configured, else a fraction of the GPU memory left after the weights,
+    /// else the memory budget. Where the sliding-window layers have their own pool (windowBytesPerBlock &gt; 0), it
+    /// gets what <see cref="EngineOptions.MaxNumSeqs"/> sequences' windows can hold at once, at most a block for each
+    /// block the budget would give one shared pool (a sequence never holds more window blocks than main ones), plus
+    /// the zero block; the main pool gets the rest of the budget.
+    /// </summary>
+    static (int Blocks, int WindowBlocks) KvBlocks(EngineOptions o, ModelConfig config, IBackend backend,
+        long bytesPerBlock, long windowBytesPerBlock)
     {
+        long budget = backend is IDeviceMemory { FreeMemoryBytes: long free }
+            ? (long)(free * o.GpuMemoryFraction)
+            : o.KvCacheMemoryMiB * (1L << 20);
+        long shared = o.KvBlocks > 0 ? o.KvBlocks : budget / (bytesPerBlock + windowBytesPerBlock);
+        long window = 0;
+        if (windowBytesPerBlock > 0)
+        {
+            long perSequence = (config.SlidingWindow - 1 + o.MaxNumBatchedTokens + o.BlockSize - 1) / o.BlockSize + 1;
+            window = o.KvWindowBlocks ?? Math.Max(2, Math.Min((long)o.MaxNumSeqs * perSequence + 1, shared));
+        }
         long blocks = o.KvBlocks > 0 ? o.KvBlocks
-            : backend is IDeviceMemory { FreeMemoryBytes: long free }
-                ? (long)(free * o.GpuMemoryFraction) / bytesPerBlock
-            : o.KvCacheMemoryMiB * (1L << 20) / bytesPerBlock;
+            : bytesPerBlock == 0 ? shared
+            : (budget - window * windowBytesPerBlock) / bytesPerBlock;
         if (blocks < 1)
-            throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock} bytes; "
-                + "raise kv-cache-memory (or gpu-memory-fraction)");
-        return (int)Math.Min(int.MaxValue, blocks);
+            throw new ArgumentException($"the KV cache budget holds no block of {bytesPerBlock + windowBytesPerBlock} "
+                + "bytes; raise kv-cache-memory (or gpu-memory-fraction)");
+        return ((int)Math.Min(int.MaxValue, blocks), (int)Math.Min(int.MaxValue, window));
     }
 
     /// <summary>Opens and validates the model file and loads it onto the chosen device. Bad files raise
@@ -166,12 +190,15 @@ public sealed class InferenceEngine : IDisposable
     public void WarmUp()
     {
         int rows = Math.Min(Math.Min(32, Options.MaxNumBatchedTokens), Math.Min(MaxModelLen, NumKvBlocks * BlockSize));
+        if (NumKvWindowBlocks > 0) rows = Math.Min(rows, (NumKvWindowBlocks - 1) * BlockSize);
         var tokens = new int[rows];
         var blocks = Enumerable.Range(0, (rows + BlockSize - 1) / BlockSize).ToArray();
+        // the window pool's block 0 stays all zeros
+        int[]? windowBlocks = NumKvWindowBlocks > 0 ? [.. blocks.Select(b => b + 1)] : null;
         foreach (int n in new[] { 1, rows })
         {
             Inputs.Clear();
-            Inputs.Add(new StepItem(tokens, 0, n, blocks, true, SamplingParams.Greedy(1), 0, n));
+            Inputs.Add(new StepItem(tokens, 0, n, blocks, true, SamplingParams.Greedy(1), 0, n, windowBlocks));
             Step();
         }
         Inputs.Clear();

@@ -29,8 +29,8 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     public string Description => inner.Description;
     public DeviceTensor Allocate(long floats) => inner.Allocate(floats);
     public DeviceWeight LoadWeight(GgufFile file, GgufTensorInfo tensor) => inner.LoadWeight(file, tensor);
-    public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type) =>
-        inner.AllocateKvCache(config, numBlocks, blockSize, type);
+    public void AllocateKvCache(ModelConfig config, int numBlocks, int windowBlocks, int blockSize,
+        KvCacheType type) => inner.AllocateKvCache(config, numBlocks, windowBlocks, blockSize, type);
     public void BeginStep(StepInputs inputs) => Time("begin step", () => inner.BeginStep(inputs));
     public void Embed(DeviceWeight table, DeviceTensor x, int dim) => Time("embed", () => inner.Embed(table, x, dim));
     public void Scale(DeviceTensor x, int rows, int dim, float factor) =>

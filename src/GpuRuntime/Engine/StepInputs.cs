@@ -2,7 +2,9 @@ using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
-/// <summary>What one sequence contributes to a step: tokens [Start, Start + Count) of its token list.</summary>
+/// <summary>What one sequence contributes to a step: tokens [Start, Start + Count) of its token list.
+/// <paramref name="WindowBlockTable"/> is its table in the sliding-window pool, needed where the engine has one
+/// (<see cref="Weft.Scheduling.Sequence.WindowBlockTable"/>).</summary>
 public readonly record struct StepItem(
     IReadOnlyList<int> Tokens,
     int Start,
@@ -11,7 +13,8 @@ public readonly record struct StepItem(
     bool NeedsToken,
     SamplingParams Sampling,
     ulong Seed,
-    int NumPromptTokens);
+    int NumPromptTokens,
+    IReadOnlyList<int>? WindowBlockTable = null);
 
 /// <summary>
 /// The flattened host-side description of one step, built once per tick into arrays sized at start-up
@@ -19,7 +22,10 @@ public readonly record struct StepItem(
 /// </summary>
 public sealed class StepInputs
 {
-    public StepInputs(int maxTokens, int maxSeqs, int maxBlocksPerSeq, int blockSize, int numBlocks, int vocabSize)
+    /// <param name="numWindowBlocks">Blocks of the sliding-window layers' own pool; 0 where they share the main
+    /// pool.</param>
+    public StepInputs(int maxTokens, int maxSeqs, int maxBlocksPerSeq, int blockSize, int numBlocks, int vocabSize,
+        int numWindowBlocks = 0)
     {
         MaxTokens = maxTokens;
         MaxSeqs = maxSeqs;
@@ -27,11 +33,14 @@ public sealed class StepInputs
         BlockSize = blockSize;
         NumBlocks = numBlocks;
         VocabSize = vocabSize;
+        NumWindowBlocks = numWindowBlocks;
         TokenIds = new int[maxTokens];
         Positions = new int[maxTokens];
         SlotMapping = new int[maxTokens];
         RowSeq = new int[maxTokens];
         BlockTables = new int[maxSeqs * maxBlocksPerSeq];
+        WindowSlotMapping = numWindowBlocks > 0 ? new int[maxTokens] : [];
+        WindowBlockTables = numWindowBlocks > 0 ? new int[maxSeqs * maxBlocksPerSeq] : [];
         LogitRows = new int[maxSeqs];
         LogitItems = new int[maxSeqs];
         ItemRowStart = new int[maxSeqs];
@@ -46,6 +55,8 @@ public sealed class StepInputs
     /// because the kernels index memory with them unchecked.</summary>
     public int NumBlocks { get; }
     public int VocabSize { get; }
+    /// <summary>Blocks in the sliding-window layers' pool (0: none, they use <see cref="BlockTables"/>).</summary>
+    public int NumWindowBlocks { get; }
 
     public int NumTokens { get; private set; }
     public int NumSeqs { get; private set; }
@@ -61,6 +72,11 @@ public sealed class StepInputs
     public int[] RowSeq { get; }
     /// <summary>[NumSeqs × MaxBlocksPerSeq] each sequence's block table, padded.</summary>
     public int[] BlockTables { get; }
+    /// <summary>[NumTokens] like <see cref="SlotMapping"/>, in the sliding-window pool.</summary>
+    public int[] WindowSlotMapping { get; }
+    /// <summary>[NumSeqs × MaxBlocksPerSeq] like <see cref="BlockTables"/>, in the sliding-window pool; entries
+    /// before a sequence's window name the all-zero block 0.</summary>
+    public int[] WindowBlockTables { get; }
     /// <summary>[NumLogitRows] batch rows whose logits are computed (the last row of each item that needs a
     /// token).</summary>
     public int[] LogitRows { get; }
@@ -83,7 +99,7 @@ public sealed class StepInputs
         Clear();
         foreach (var (s, count, needsToken) in output.Scheduled)
             Add(new StepItem(s.TokenIds, s.NumComputedTokens, count, s.BlockTable, needsToken, s.Sampling, s.Seed,
-                s.NumPromptTokens));
+                s.NumPromptTokens, s.WindowBlockTable));
     }
 
     /// <summary>Appends one sequence's chunk. The block table must already cover positions up to
@@ -103,6 +119,7 @@ public sealed class StepInputs
         for (int b = 0; b < item.BlockTable.Count; b++)
             if ((uint)item.BlockTable[b] >= (uint)NumBlocks)
                 throw new ArgumentException($"block {item.BlockTable[b]} is outside the KV pool of {NumBlocks} blocks");
+        if (NumWindowBlocks > 0) CheckWindowTable(item, lastPos);
         for (int i = item.Start; i <= lastPos; i++)
             if ((uint)item.Tokens[i] >= (uint)VocabSize)
                 throw new ArgumentException(
@@ -121,10 +138,33 @@ public sealed class StepInputs
             RowSeq[t] = s;
             SlotMapping[t] = table[pos / BlockSize] * BlockSize + pos % BlockSize;
         }
+        if (NumWindowBlocks > 0)
+        {
+            var window = WindowBlockTables.AsSpan(s * MaxBlocksPerSeq, MaxBlocksPerSeq);
+            for (int b = 0; b < item.WindowBlockTable!.Count; b++) window[b] = item.WindowBlockTable[b];
+            for (int t = ItemRowStart[s], pos = item.Start; pos <= lastPos; t++, pos++)
+                WindowSlotMapping[t] = window[pos / BlockSize] * BlockSize + pos % BlockSize;
+        }
         if (item.NeedsToken)
         {
             LogitRows[NumLogitRows] = NumTokens - 1;
             LogitItems[NumLogitRows++] = s;
         }
+    }
+
+    void CheckWindowTable(in StepItem item, int lastPos)
+    {
+        var table = item.WindowBlockTable ?? throw new ArgumentException(
+            "this engine keeps its sliding-window layers in their own pool: the item needs its window block table");
+        if (lastPos / BlockSize >= table.Count || table.Count > MaxBlocksPerSeq)
+            throw new ArgumentException($"window block table of {table.Count} blocks does not cover position "
+                + $"{lastPos} (or exceeds {MaxBlocksPerSeq} blocks)");
+        for (int b = 0; b < table.Count; b++)
+            if ((uint)table[b] >= (uint)NumWindowBlocks)
+                throw new ArgumentException($"block {table[b]} is outside the window pool of {NumWindowBlocks} blocks");
+        // block 0 stays all zeros: the released entries point at it
+        for (int b = item.Start / BlockSize; b <= lastPos / BlockSize; b++)
+            if (table[b] == 0)
+                throw new ArgumentException($"entry {b} of the window table, written now, is the zero block");
     }
 }

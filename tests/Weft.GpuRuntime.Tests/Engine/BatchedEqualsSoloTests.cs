@@ -22,7 +22,9 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
         public readonly SamplingParams Sampling = sampling;
         public readonly int StartTick = startTick;
         public readonly List<int> Blocks = [];
+        public readonly List<int> WindowBlocks = [];
         public int Computed;
+        public int ReusedWindowBlocks;
         public int Generated => Tokens.Count - PromptLength;
         /// <summary>The logits each sampled token came from, in order.</summary>
         public readonly List<float[]> Logits = [];
@@ -60,6 +62,43 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
             Architecture = arch,
             SlidingWindow = 8,
         }), kv, together: false);
+
+    /// <summary>
+    /// gemma's sliding layers in their own pool of 25 blocks, handed out again as sequences slide past them (six
+    /// sequences of 54 tokens would hold 84 blocks of 4 otherwise): the same bits as solo runs that keep every
+    /// token's K/V in the main pool.
+    /// </summary>
+    [Theory]
+    [InlineData("gemma2", GgmlType.F32, KvCacheType.F32, EngineKind.Cpu)]
+    [InlineData("gemma3", GgmlType.F32, KvCacheType.F32, EngineKind.Cpu)]
+    [InlineData("gemma3", GgmlType.Q8_0, KvCacheType.F16, EngineKind.Cpu)]
+    [InlineData("gemma3", GgmlType.Q8_0, KvCacheType.F16, EngineKind.IlgpuCpu)]
+    public void Batched_run_over_a_small_window_pool_matches_solo_runs_without_one(string arch, GgmlType type,
+        KvCacheType kv, EngineKind engine)
+    {
+        string path = _models.Write(TestModelFiles.Tiny with
+        {
+            Name = $"tiny-{arch}",
+            Type = type,
+            Layers = 3,
+            Architecture = arch,
+            SlidingWindow = 8,
+        });
+        var solo = MakeRuns().Select(r => Generate(path, kv, [r], int.MaxValue, startTicks: false, engine)[0])
+            .ToArray();
+        var batched = MakeRuns();
+        int reused = Generate(path, kv, batched, prefillChunk: 5, startTicks: true, engine, windowBlocks: 25)
+            .Sum(r => r.ReusedWindowBlocks);
+
+        Assert.True(reused > 0, "no window block went to another sequence");
+        for (int i = 0; i < solo.Length; i++)
+        {
+            Assert.Equal(solo[i].Tokens, batched[i].Tokens);
+            for (int t = 0; t < solo[i].Logits.Count; t++)
+                Assert.True(solo[i].Logits[t].AsSpan().SequenceEqual(batched[i].Logits[t]),
+                    $"sequence {i}: logits of token {t} differ");
+        }
+    }
 
     static void AssertBatchedMatchesSolo(string path, KvCacheType kv, bool together)
     {
@@ -110,21 +149,29 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
     }
 
     /// <summary>Drives the engine like a scheduler would: each tick, every started sequence contributes a decode token
-    /// or its next prefill chunk.</summary>
-    static Run[] Generate(string path, KvCacheType kv, Run[] runs, int prefillChunk, bool startTicks)
+    /// or its next prefill chunk. With <paramref name="windowBlocks"/>, the sliding layers' blocks a sequence has slid
+    /// past go back to the window pool's free list (as <see cref="WindowBlockManager"/> does) and their entries to
+    /// the zero block.</summary>
+    static Run[] Generate(string path, KvCacheType kv, Run[] runs, int prefillChunk, bool startTicks,
+        EngineKind kind = EngineKind.Cpu, int windowBlocks = 0)
     {
         const int blockSize = 4, maxNew = 24;
         using var engine = InferenceEngine.Load(path, new EngineOptions
         {
-            Engine = EngineKind.Cpu,
+            Engine = kind,
             BlockSize = blockSize,
             KvBlocks = 128,
+            KvWindowBlocks = windowBlocks,
             KvCacheType = kv,
             MaxNumSeqs = 8,
             MaxNumBatchedTokens = 128,
         });
+        Assert.Equal(windowBlocks, engine.NumKvWindowBlocks);
+        int window = engine.Config.SlidingWindow;
         // hand out blocks in a scrambled order so no sequence's blocks are contiguous
         var free = new Queue<int>(Enumerable.Range(0, 128).OrderBy(b => (b * 53) % 128));
+        var freeWindow = new Queue<int>(Enumerable.Range(1, Math.Max(0, windowBlocks - 1)));
+        var released = new HashSet<int>();
         for (int tick = 0; runs.Any(r => r.Generated < maxNew); tick++)
         {
             engine.Inputs.Clear();
@@ -134,9 +181,15 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
                 if ((startTicks && tick < r.StartTick) || r.Generated >= maxNew) continue;
                 int count = Math.Min(prefillChunk, r.Tokens.Count - r.Computed);
                 while (r.Blocks.Count * blockSize < r.Computed + count) r.Blocks.Add(free.Dequeue());
+                while (windowBlocks > 0 && r.WindowBlocks.Count * blockSize < r.Computed + count)
+                {
+                    int b = freeWindow.Dequeue();
+                    if (released.Contains(b)) r.ReusedWindowBlocks++;
+                    r.WindowBlocks.Add(b);
+                }
                 bool needsToken = r.Computed + count == r.Tokens.Count;
                 engine.Inputs.Add(new StepItem(r.Tokens, r.Computed, count, r.Blocks, needsToken, r.Sampling,
-                    r.Sampling.Seed ?? 0, r.PromptLength));
+                    r.Sampling.Seed ?? 0, r.PromptLength, windowBlocks > 0 ? r.WindowBlocks : null));
                 r.Computed += count;
                 if (needsToken) stepRuns.Add(r);
             }
@@ -146,6 +199,15 @@ public sealed class BatchedEqualsSoloTests : IClassFixture<TestModelFiles>
                 stepRuns[i].Logits.Add(engine.GetLogits(i));
                 stepRuns[i].Tokens.Add(sampled[i]);
             }
+            foreach (var r in runs)
+                for (int i = 0; i < r.WindowBlocks.Count; i++)
+                {
+                    bool done = r.Generated >= maxNew, slidPast = (i + 1) * blockSize <= r.Computed - window + 1;
+                    if (r.WindowBlocks[i] == 0 || !(done || slidPast)) continue;
+                    released.Add(r.WindowBlocks[i]);
+                    freeWindow.Enqueue(r.WindowBlocks[i]);
+                    r.WindowBlocks[i] = 0;
+                }
         }
         return runs;
     }

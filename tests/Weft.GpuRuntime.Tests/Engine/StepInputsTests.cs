@@ -21,4 +21,26 @@ public sealed class StepInputsTests
         step.Add(new StepItem([1, 99, 3, 4, 5], 0, 5, [7, 0], true, greedy, 0, 5));
         Assert.Equal([28, 29, 30, 31, 0], step.SlotMapping[..5]);
     }
+
+    [Fact]
+    public void A_window_pool_s_items_bring_a_window_table_that_never_writes_the_zero_block()
+    {
+        var step = new StepInputs(maxTokens: 16, maxSeqs: 2, maxBlocksPerSeq: 4, blockSize: 4, numBlocks: 8,
+            vocabSize: 100, numWindowBlocks: 4);
+        var greedy = SamplingParams.Greedy(1);
+        var e = Assert.Throws<ArgumentException>(
+            () => step.Add(new StepItem([1, 2, 3], 0, 3, [7], true, greedy, 0, 3)));
+        Assert.Contains("needs its window block table", e.Message);
+        e = Assert.Throws<ArgumentException>(
+            () => step.Add(new StepItem([1, 2, 3], 0, 3, [7], true, greedy, 0, 3, [4])));
+        Assert.Contains("block 4 is outside the window pool of 4 blocks", e.Message);
+        e = Assert.Throws<ArgumentException>(
+            () => step.Add(new StepItem([1, 2, 3, 4, 5], 4, 1, [7, 6], true, greedy, 0, 5, [3, 0])));
+        Assert.Contains("entry 1 of the window table, written now, is the zero block", e.Message);
+
+        // entries before the window may name the zero block; the written ones may not
+        step.Add(new StepItem([1, 2, 3, 4, 5, 6], 4, 2, [7, 6], true, greedy, 0, 6, [0, 3]));
+        Assert.Equal([24, 25], step.SlotMapping[..2]);
+        Assert.Equal([12, 13], step.WindowSlotMapping[..2]);
+    }
 }

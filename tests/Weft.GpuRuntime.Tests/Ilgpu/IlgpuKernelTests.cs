@@ -41,7 +41,7 @@ public sealed class IlgpuKernelTests(TestModelFiles models) : IClassFixture<Test
             Config = ModelConfig.FromGguf(File);
             Weights = ModelWeights.FromGguf(File, Config);
             Step = new(32, 4, 16, 4, numBlocks: 32, Config.VocabSize);
-            foreach (var b in Backends) b.AllocateKvCache(Config, 32, 4, kv);
+            foreach (var b in Backends) b.AllocateKvCache(Config, 32, 0, 4, kv);
             int[] lengths = [prefill, 9, 14];
             var sampling = new SamplingParams { Temperature = 0.8f, TopK = 30, Seed = 5 };
             for (int s = 0; s < 3; s++)

@@ -204,7 +204,8 @@ public sealed unsafe partial class CpuBackend
         Span<int> Table(in Item it)
         {
             var s = b._step;
-            return s.BlockTables.AsSpan(s.RowSeq[it.Row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
+            return (b._windowed[_layer] ? s.WindowBlockTables : s.BlockTables)
+                .AsSpan(s.RowSeq[it.Row0] * s.MaxBlocksPerSeq, s.MaxBlocksPerSeq);
         }
 
         /// <summary>scores[q, j] = q · k_j for the keys of tiles [tile0, tile1): per query, lanes are keys and each

@@ -41,7 +41,9 @@ public sealed unsafe partial class CpuBackend : IBackend
     // KV pool: per layer [numBlocks, kvHeads, headDim, blockSize] for K and for V, f16 or f32 elements: keys minor
     // within a block, so attention reads a dimension of consecutive keys as one vector rather than transposing rows
     byte* _kvPool;
-    long _kvLayerBytes;
+    // per layer: where its K starts in the pool and its bytes (V follows), and whether it is in the window pool
+    long[] _kvOffset = [], _kvBytes = [];
+    bool[] _windowed = [];
     int _kvHeads, _headDim, _blockSize, _heads;
     KvCacheType _kvType;
     ModelConfig _config = null!;
@@ -108,7 +110,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         return w;
     }
 
-    public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
+    public void AllocateKvCache(ModelConfig config, int numBlocks, int windowBlocks, int blockSize, KvCacheType type)
     {
         _config = config;
         _kvHeads = config.KvHeads;
@@ -116,9 +118,18 @@ public sealed unsafe partial class CpuBackend : IBackend
         _headDim = config.HeadDim;
         _blockSize = blockSize;
         _kvType = type;
-        _kvLayerBytes = (long)numBlocks * config.KvHeads * blockSize * config.HeadDim
-            * (type == KvCacheType.F16 ? 2 : 4);
-        nuint total = (nuint)(_kvLayerBytes * 2 * config.Layers);
+        long blockBytes = (long)config.KvHeads * blockSize * config.HeadDim * (type == KvCacheType.F16 ? 2 : 4);
+        _windowed = [.. Enumerable.Range(0, config.Layers).Select(l => windowBlocks > 0 && config.IsSliding(l))];
+        _kvOffset = new long[config.Layers];
+        _kvBytes = new long[config.Layers];
+        long at = 0;
+        for (int l = 0; l < config.Layers; l++)
+        {
+            _kvOffset[l] = at;
+            _kvBytes[l] = (_windowed[l] ? windowBlocks : numBlocks) * blockBytes;
+            at += 2 * _kvBytes[l];
+        }
+        nuint total = (nuint)at;
         _kvPool = (byte*)NativeMemory.AlignedAlloc(total, 64);
         NativeMemory.Clear(_kvPool, total);
     }
@@ -429,7 +440,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         }
     }
 
-    byte* KvBase(int layer, bool value) => _kvPool + (2L * layer + (value ? 1 : 0)) * _kvLayerBytes;
+    byte* KvBase(int layer, bool value) => _kvPool + _kvOffset[layer] + (value ? _kvBytes[layer] : 0);
 
     /// <summary>Element offset of (block, kv head) in a layer's K or V pool; dimension d of the key at offset o in
     /// the block follows at d · blockSize + o.</summary>
@@ -443,7 +454,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         Span<Half> half = stackalloc Half[hd];
         for (int t = 0; t < s.NumTokens; t++)
         {
-            int slot = s.SlotMapping[t];
+            int slot = (_windowed[layer] ? s.WindowSlotMapping : s.SlotMapping)[t];
             for (int h = 0; h < _kvHeads; h++)
             {
                 long at = KvIndex(slot / bs, h) + slot % bs;

@@ -78,13 +78,16 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     MemoryBuffer1D<float, Stride1D.Dense>? _probs;
     (IlgpuTensor? Tensor, InputPrep Prep, int Rows) _prepared;
 
-    // KV pool: per layer K then V, each [numBlocks, kvHeads, blockSize, headDim], f16 or f32
+    // KV pool: per layer K then V, each [numBlocks, kvHeads, blockSize, headDim], f16 or f32 (windowBlocks for a
+    // sliding-window layer where the engine keeps those in their own pool)
     MemoryBuffer1D<ushort, Stride1D.Dense>? _kvHalf;
     MemoryBuffer1D<float, Stride1D.Dense>? _kvFloat;
     // cos/sin per position; the sliding-window layers' own where their RoPE base differs (gemma3)
     MemoryBuffer1D<float, Stride1D.Dense>? _ropeTable, _ropeTableSliding;
     ModelConfig? _config;
-    long _kvLayerElements;
+    // per layer: where its K starts in the pool and its elements (V follows), and whether it is in the window pool
+    long[] _kvOffset = [], _kvElements = [];
+    bool[] _windowed = [];
     int _numBlocks, _blockSize, _ropePositions;
 
     // the step's integers: one pinned host array and its device copy, in regions at fixed offsets
@@ -95,7 +98,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     MemoryBuffer1D<float, Stride1D.Dense>? _logprobs;
     // whether a row of this step samples on the device and asks for log-probabilities: only then do they come back
     bool _deviceLogprobs;
-    int _oPositions, _oSlots, _oRowSeq, _oTables, _oLogitRows, _oParams, _intsLength;
+    int _oPositions, _oSlots, _oRowSeq, _oTables, _oWindowSlots, _oWindowTables, _oLogitRows, _oParams, _intsLength;
     int[] _tokenMark = [], _tokenEntry = [];
     int _markStamp;
     Sampler? _hostSampler;
@@ -266,7 +269,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         return w;
     }
 
-    public void AllocateKvCache(ModelConfig config, int numBlocks, int blockSize, KvCacheType type)
+    public void AllocateKvCache(ModelConfig config, int numBlocks, int windowBlocks, int blockSize, KvCacheType type)
     {
         if (config.HeadDim > Kernels.MaxHeadDim || config.HeadDim % 8 != 0)
             throw new NotSupportedException("the ILGPU attention kernel needs a head dimension that is a multiple of 8 "
@@ -274,8 +277,17 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _config = config;
         _numBlocks = numBlocks;
         _blockSize = blockSize;
-        _kvLayerElements = (long)numBlocks * config.KvHeads * blockSize * config.HeadDim;
-        long total = _kvLayerElements * 2 * config.Layers;
+        long blockElements = (long)config.KvHeads * blockSize * config.HeadDim;
+        _windowed = [.. Enumerable.Range(0, config.Layers).Select(l => windowBlocks > 0 && config.IsSliding(l))];
+        _kvOffset = new long[config.Layers];
+        _kvElements = new long[config.Layers];
+        long total = 0;
+        for (int l = 0; l < config.Layers; l++)
+        {
+            _kvOffset[l] = total;
+            _kvElements[l] = (_windowed[l] ? windowBlocks : numBlocks) * blockElements;
+            total += 2 * _kvElements[l];
+        }
         if (type == KvCacheType.F16)
         {
             _kvHalf = _accelerator.Allocate1D<ushort>(total);
@@ -347,6 +359,15 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         // parameters
         int head = _oTables + inputs.NumSeqs * inputs.MaxBlocksPerSeq;
         _ints!.View.AsContiguous().SubView(0, head).CopyFromCPUUnsafeAsync(ref ints[0], head);
+        if (inputs.NumWindowBlocks > 0)
+        {
+            inputs.WindowSlotMapping.AsSpan(0, T).CopyTo(ints.AsSpan(_oWindowSlots));
+            int tables = inputs.NumSeqs * inputs.MaxBlocksPerSeq;
+            inputs.WindowBlockTables.AsSpan(0, tables).CopyTo(ints.AsSpan(_oWindowTables));
+            int length = _oWindowTables + tables - _oWindowSlots;
+            _ints.View.AsContiguous().SubView(_oWindowSlots, length)
+                .CopyFromCPUUnsafeAsync(ref ints[_oWindowSlots], length);
+        }
         _ints.View.AsContiguous().SubView(_oLogitRows, _intsLength - _oLogitRows)
             .CopyFromCPUUnsafeAsync(ref ints[_oLogitRows], _intsLength - _oLogitRows);
         if (penalties > 0)
@@ -359,7 +380,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         if (_hostInts is not null)
         {
             if (s.MaxTokens * 4 + s.MaxSeqs * s.MaxBlocksPerSeq + s.MaxSeqs * (1 + SamplingKernel.ParamInts)
-                > _intsLength)
+                + WindowInts(s) > _intsLength)
                 throw new InvalidOperationException("the step's limits changed after the first step");
             return;
         }
@@ -367,7 +388,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _oSlots = 2 * s.MaxTokens;
         _oRowSeq = 3 * s.MaxTokens;
         _oTables = 4 * s.MaxTokens;
-        _oLogitRows = _oTables + s.MaxSeqs * s.MaxBlocksPerSeq;
+        _oWindowSlots = _oTables + s.MaxSeqs * s.MaxBlocksPerSeq;
+        _oWindowTables = _oWindowSlots + (s.NumWindowBlocks > 0 ? s.MaxTokens : 0);
+        _oLogitRows = _oWindowSlots + WindowInts(s);
         _oParams = _oLogitRows + s.MaxSeqs;
         _intsLength = _oParams + s.MaxSeqs * SamplingKernel.ParamInts;
         _hostInts = _accelerator.AllocatePageLocked1D<int>(_intsLength);
@@ -597,13 +620,13 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         {
             Rows = rows, Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, RopeDim = c.RopeDim,
             Neox = c.Rope == RopeStyle.Neox ? 1 : 0, BlockSize = _blockSize,
-            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            KBase = _kvOffset[layer], VBase = _kvOffset[layer] + _kvElements[layer],
             QScale = c.QueryScale,
         };
         var table = (c.RopeBase(layer) != c.RopeFreqBase ? _ropeTableSliding : _ropeTable)!.View;
         var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
         var positions = Ints(_oPositions, rows);
-        var slots = Ints(_oSlots, rows);
+        var slots = Ints(_windowed[layer] ? _oWindowSlots : _oSlots, rows);
         var (qv, kv, vv) = (T(q).View, T(k).View, T(v).View);
         if (_kvHalf is not null) _ropeF16!(config, qv, kv, vv, table, positions, slots, HalfCache, args);
         else _ropeF32!(config, qv, kv, vv, table, positions, slots, new F32Cache(_kvFloat!.View), args);
@@ -623,14 +646,14 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         {
             Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim, Lanes = lanes, HeadsPerGroup = headsPerGroup,
             BlockSize = _blockSize, MaxBlocksPerSeq = s.MaxBlocksPerSeq,
-            KBase = 2L * layer * _kvLayerElements, VBase = (2L * layer + 1) * _kvLayerElements,
+            KBase = _kvOffset[layer], VBase = _kvOffset[layer] + _kvElements[layer],
             Window = c.Window(layer), Scale = c.ScoreScale, SoftCap = c.AttentionSoftCap,
             InverseSoftCap = c.AttentionSoftCap > 0 ? 1f / c.AttentionSoftCap : 0f,
         };
         var config = new KernelConfig(s.NumTokens * (c.Heads / headsPerGroup), headsPerGroup * lanes);
         var positions = Ints(_oPositions, s.NumTokens);
         var rowSeq = Ints(_oRowSeq, s.NumTokens);
-        var tables = Ints(_oTables, s.NumSeqs * s.MaxBlocksPerSeq);
+        var tables = Ints(_windowed[layer] ? _oWindowTables : _oTables, s.NumSeqs * s.MaxBlocksPerSeq);
         var (qv, ov) = (T(q).View, T(output).View);
         if (_kvHalf is not null) _attentionF16!(config, qv, ov, HalfCache, positions, rowSeq, tables, args);
         else _attentionF32!(config, qv, ov, new F32Cache(_kvFloat!.View), positions, rowSeq, tables, args);
@@ -697,6 +720,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     public void Synchronize() => _accelerator.DefaultStream.Synchronize();
 
     StepInputs Step => _step ?? throw new InvalidOperationException("BeginStep must come first");
+
+    /// <summary>The window pool's slots and block tables, where the step has them.</summary>
+    static int WindowInts(StepInputs s) => s.NumWindowBlocks > 0 ? s.MaxTokens + s.MaxSeqs * s.MaxBlocksPerSeq : 0;
 
     ArrayView<int> Ints(int offset, int length) => _ints!.View.AsContiguous().SubView(offset, Math.Max(1, length));
 
