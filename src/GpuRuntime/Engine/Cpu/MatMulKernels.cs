@@ -394,14 +394,14 @@ static unsafe class MatMulKernels
                             Column(ref a03, ref a13, ref a23, ref a33, w0, w1, w2, w3, d0, d1, d2, d3, x3 + b * 32,
                                 c3 + b * 8, e3[b]);
                         }
-                        s[0] = Vector256.Sum(a00); s[1] = Vector256.Sum(a01);
-                        s[2] = Vector256.Sum(a02); s[3] = Vector256.Sum(a03);
-                        s[4] = Vector256.Sum(a10); s[5] = Vector256.Sum(a11);
-                        s[6] = Vector256.Sum(a12); s[7] = Vector256.Sum(a13);
-                        s[8] = Vector256.Sum(a20); s[9] = Vector256.Sum(a21);
-                        s[10] = Vector256.Sum(a22); s[11] = Vector256.Sum(a23);
-                        s[12] = Vector256.Sum(a30); s[13] = Vector256.Sum(a31);
-                        s[14] = Vector256.Sum(a32); s[15] = Vector256.Sum(a33);
+                        s[0] = HSum8(a00); s[1] = HSum8(a01);
+                        s[2] = HSum8(a02); s[3] = HSum8(a03);
+                        s[4] = HSum8(a10); s[5] = HSum8(a11);
+                        s[6] = HSum8(a12); s[7] = HSum8(a13);
+                        s[8] = HSum8(a20); s[9] = HSum8(a21);
+                        s[10] = HSum8(a22); s[11] = HSum8(a23);
+                        s[12] = HSum8(a30); s[13] = HSum8(a31);
+                        s[14] = HSum8(a32); s[15] = HSum8(a33);
                         for (int j = 0; j < 4 && r + j < mEnd; j++)
                             for (int i = 0; i < 4; i++)
                                 y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
@@ -438,10 +438,23 @@ static unsafe class MatMulKernels
                 Vector256.Load(wq + wo + 3 * k),
                 wd[so], wd[so + blocks], wd[so + 2 * blocks], wd[so + 3 * blocks], xq + b * 32, xc + b * 8, xd[b]);
         }
-        y[n] = Vector256.Sum(a0) + (bias == null ? 0 : bias[n]);
-        y[n + 1] = Vector256.Sum(a1) + (bias == null ? 0 : bias[n + 1]);
-        y[n + 2] = Vector256.Sum(a2) + (bias == null ? 0 : bias[n + 2]);
-        y[n + 3] = Vector256.Sum(a3) + (bias == null ? 0 : bias[n + 3]);
+        y[n] = HSum8(a0) + (bias == null ? 0 : bias[n]);
+        y[n + 1] = HSum8(a1) + (bias == null ? 0 : bias[n + 1]);
+        y[n + 2] = HSum8(a2) + (bias == null ? 0 : bias[n + 2]);
+        y[n + 3] = HSum8(a3) + (bias == null ? 0 : bias[n + 3]);
+    }
+
+    /// <summary>
+    /// The eight lanes' sum in the order of ggml's hsum_float_8, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)).
+    /// Vector256.Sum adds neighbouring lanes first, which parted from llama.cpp's q8_0 dot product in the last bit of
+    /// about half the outputs (a gemma3 V projection on identical inputs: 63 of 128 equal, all 128 in this order);
+    /// gemma's f16 GELU table and the q8_0 rounding of activations grew such bits into a different token.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float HSum8(Vector256<float> v)
+    {
+        var r = v.GetLower() + v.GetUpper();
+        return (r.GetElement(0) + r.GetElement(2)) + (r.GetElement(1) + r.GetElement(3));
     }
 
     /// <summary>
