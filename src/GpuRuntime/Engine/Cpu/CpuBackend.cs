@@ -422,8 +422,11 @@ public sealed unsafe partial class CpuBackend : IBackend
             // Norm rotates adjacent pairs; Neox rotates element j with element j + hd/2
             int a = style == RopeStyle.Norm ? i : i / 2, b = style == RopeStyle.Norm ? i + 1 : i / 2 + hd / 2;
             float x0 = v[a], x1 = v[b];
-            v[a] = x0 * cos - x1 * sin;
-            v[b] = x0 * sin + x1 * cos;
+            // as GCC compiles ggml's rotate_pairs (-O3 with FMA): each product pair contracted into one fused
+            // multiply-add; rounding both products apart parted from llama.cpp's roped q and k in the last bit, which
+            // the q8_0 rounding of gemma's activations grew into another token
+            v[a] = MathF.FusedMultiplyAdd(x0, cos, -(x1 * sin));
+            v[b] = MathF.FusedMultiplyAdd(x0, sin, x1 * cos);
         }
     }
 
