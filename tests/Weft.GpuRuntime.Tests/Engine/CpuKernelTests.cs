@@ -1,4 +1,6 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.Models.Gguf;
 
@@ -180,7 +182,8 @@ public sealed unsafe class CpuKernelTests
     /// <summary>
     /// ggml's q8_0 dot product (vec_dot_q8_0_q8_0 and llamafile's tinyBLAS on x86) keeps eight float lanes of four
     /// bytes each, adds dw·dx × the lane's integer sum per block with one fused multiply-add, and sums the lanes as
-    /// hsum_float_8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). The kernel must give those bits exactly.
+    /// hsum_float_8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). The kernel must give those bits exactly, on
+    /// every path (the 128-bit one included).
     /// </summary>
     [Theory]
     [InlineData(1)]
@@ -209,6 +212,8 @@ public sealed unsafe class CpuKernelTests
                 Quantize.RowQ8(xs + r * k, qs + r * k, cs + r * k / 4, ds + r * blocks, k);
             MatMulKernels.Q8(ws, wds, qs, cs, ds, ys, null, m, k, n, 0, n);
         }
+        // without FMA (x64 below AVX2) ggml's AVX build multiplies and adds apart, and so does the kernel
+        bool fused = Fma.IsSupported || AdvSimd.IsSupported;
         var lanes = new float[8];
         for (int r = 0; r < m; r++)
             for (int o = 0; o < n; o++)
@@ -219,7 +224,8 @@ public sealed unsafe class CpuKernelTests
                     {
                         int dot = 0, j0 = b * 32 + 4 * l;
                         for (int j = j0; j < j0 + 4; j++) dot += (w[o * k + j] - 128) * q[r * k + j];
-                        lanes[l] = MathF.FusedMultiplyAdd(dot, wd[o * blocks + b] * d[r * blocks + b], lanes[l]);
+                        float scale = wd[o * blocks + b] * d[r * blocks + b];
+                        lanes[l] = fused ? MathF.FusedMultiplyAdd(dot, scale, lanes[l]) : dot * scale + lanes[l];
                     }
                 float expected = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
                     + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));

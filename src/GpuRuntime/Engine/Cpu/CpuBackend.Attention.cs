@@ -222,6 +222,7 @@ public sealed unsafe partial class CpuBackend
             bool f16 = b._kvType == KvCacheType.F16;
             float* qs = Grow(_scratch, _scratchFloats, worker, (long)queries * hd + hd * tile); // [queries, hd]
             float* kt = qs + queries * hd;                                 // [hd, tile] the keys, key-minor
+            float* eighths = stackalloc float[8 * 16]; // see Dot
             for (int r = 0; r < it.Rows; r++)
             {
                 float* src = _q + ((long)(it.Row0 + r) * b._heads + it.Head * group) * hd;
@@ -250,7 +251,7 @@ public sealed unsafe partial class CpuBackend
                 {
                     float* q = qs + qi * hd, o = scores + (long)qi * it.Padded + j0;
                     for (int u = 0; u < tile; u += c)
-                        Simd<TVec>.Store(Simd<TVec>.Multiply(Dot<TVec>(q, kt + u, hd, tile), scale), o + u);
+                        Simd<TVec>.Store(Simd<TVec>.Multiply(Dot<TVec>(q, kt + u, hd, tile, eighths), scale), o + u);
                 }
             }
         }
@@ -264,19 +265,24 @@ public sealed unsafe partial class CpuBackend
         /// score, which the q8_0 rounding of gemma's attention output turned into another token. With a head of 64
         /// the products round alone and only adds follow, so the bits are the same at every width, fused or not.
         /// </summary>
+        /// <remarks>The eight lanes left after three halvings pass through <paramref name="eighths"/> (8 × 16 floats):
+        /// written as eight calls of <see cref="Eighth{TVec}"/>, the JIT stopped inlining them into
+        /// <see cref="Scores{TVec}"/> (over its budget) and attention after a 4096-token prompt took twice main's
+        /// time; in a loop the body is inlined once.</remarks>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static TVec Dot<TVec>(float* q, float* kt, int hd, int tile) where TVec : struct
+        static TVec Dot<TVec>(float* q, float* kt, int hd, int tile, float* eighths) where TVec : struct
         {
             int full = hd & ~63;
             TVec r = default;
             if (full > 0)
             {
-                TVec e0 = Eighth<TVec>(q, kt, 0, full, tile), e1 = Eighth<TVec>(q, kt, 1, full, tile),
-                    e2 = Eighth<TVec>(q, kt, 2, full, tile), e3 = Eighth<TVec>(q, kt, 3, full, tile),
-                    e4 = Eighth<TVec>(q, kt, 4, full, tile), e5 = Eighth<TVec>(q, kt, 5, full, tile),
-                    e6 = Eighth<TVec>(q, kt, 6, full, tile), e7 = Eighth<TVec>(q, kt, 7, full, tile);
-                r = Simd<TVec>.Add(Simd<TVec>.Add(Simd<TVec>.Add(e0, e4), Simd<TVec>.Add(e2, e6)),
-                    Simd<TVec>.Add(Simd<TVec>.Add(e1, e5), Simd<TVec>.Add(e3, e7)));
+                for (int i = 0; i < 8; i++) Simd<TVec>.Store(Eighth<TVec>(q, kt, i, full, tile), eighths + 16 * i);
+                float* e = eighths;
+                r = Simd<TVec>.Add(
+                    Simd<TVec>.Add(Simd<TVec>.Add(Simd<TVec>.Load(e), Simd<TVec>.Load(e + 64)),
+                        Simd<TVec>.Add(Simd<TVec>.Load(e + 32), Simd<TVec>.Load(e + 96))),
+                    Simd<TVec>.Add(Simd<TVec>.Add(Simd<TVec>.Load(e + 16), Simd<TVec>.Load(e + 80)),
+                        Simd<TVec>.Add(Simd<TVec>.Load(e + 48), Simd<TVec>.Load(e + 112))));
             }
             for (int d = full; d < hd; d++)
                 r = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(q[d]), Simd<TVec>.Load(kt + d * tile), r);
@@ -477,8 +483,6 @@ public sealed unsafe partial class CpuBackend
         static void WeightedValues64(float* p, float* vt, int stride, int seen, float* o, int dims)
         {
             int keys = (seen + 63) & ~63;
-            // sixteen 4-lane chains without AVX-512, lane i of chain m holding key 4m + i of each 64
-            var acc = stackalloc Vector128<float>[16];
             for (int d = 0; d < dims; d++)
             {
                 float* v = vt + d * stride;
@@ -493,17 +497,59 @@ public sealed unsafe partial class CpuBackend
                         a3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 48), Vector512.Load(p + j + 48), a3);
                     }
                     o[d] = Sum16((a0 + a2) + (a1 + a3));
-                    continue;
                 }
-                for (int m = 0; m < 16; m++) acc[m] = default;
-                for (int j = 0; j < keys; j += 64)
-                    for (int m = 0; m < 16; m++)
-                        acc[m] = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 4 * m),
-                            Vector128.Load(p + j + 4 * m), acc[m]);
-                for (int half = 8; half > 0; half /= 2)
-                    for (int m = 0; m < half; m++) acc[m] += acc[m + half];
-                o[d] = (acc[0][0] + acc[0][2]) + (acc[0][1] + acc[0][3]);
+                else if (Vector256.IsHardwareAccelerated) o[d] = Sum64(v, p, keys);
+                else
+                {
+                    // key 4m + i of each 64 in lane i of chain m, halved as the 16-lane vectors are; eight chains at
+                    // a time, since sixteen 128-bit ones overflow x64's sixteen registers without AVX-512
+                    var (l0, l1, l2, l3, l4, l5, l6, l7) = Chains(v, p, keys);
+                    var (h0, h1, h2, h3, h4, h5, h6, h7) = Chains(v + 32, p + 32, keys);
+                    var e = (((l0 + h0) + (l4 + h4)) + ((l2 + h2) + (l6 + h6)))
+                        + (((l1 + h1) + (l5 + h5)) + ((l3 + h3) + (l7 + h7)));
+                    o[d] = (e[0] + e[2]) + (e[1] + e[3]);
+                }
             }
+        }
+
+        /// <summary><see cref="WeightedValues64"/>'s sum of one dimension in 256-bit vectors: key 8m + i of each 64
+        /// in lane i of chain m, the chains halved as the 16-lane vectors are.</summary>
+        static float Sum64(float* v, float* p, int keys)
+        {
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<float> a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int j = 0; j < keys; j += 64)
+            {
+                a0 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j), Vector256.Load(p + j), a0);
+                a1 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 8), Vector256.Load(p + j + 8), a1);
+                a2 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 16), Vector256.Load(p + j + 16), a2);
+                a3 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 24), Vector256.Load(p + j + 24), a3);
+                a4 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 32), Vector256.Load(p + j + 32), a4);
+                a5 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 40), Vector256.Load(p + j + 40), a5);
+                a6 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 48), Vector256.Load(p + j + 48), a6);
+                a7 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 56), Vector256.Load(p + j + 56), a7);
+            }
+            return Simd.HorizontalSum8(((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)));
+        }
+
+        /// <summary>Eight 128-bit chains over keys j + 4m + i (m &lt; 8) of each 64 from j = 0.</summary>
+        static (Vector128<float>, Vector128<float>, Vector128<float>, Vector128<float>, Vector128<float>,
+            Vector128<float>, Vector128<float>, Vector128<float>) Chains(float* v, float* p, int keys)
+        {
+            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector128<float> a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int j = 0; j < keys; j += 64)
+            {
+                a0 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j), Vector128.Load(p + j), a0);
+                a1 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 4), Vector128.Load(p + j + 4), a1);
+                a2 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 8), Vector128.Load(p + j + 8), a2);
+                a3 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 12), Vector128.Load(p + j + 12), a3);
+                a4 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 16), Vector128.Load(p + j + 16), a4);
+                a5 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 20), Vector128.Load(p + j + 20), a5);
+                a6 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 24), Vector128.Load(p + j + 24), a6);
+                a7 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 28), Vector128.Load(p + j + 28), a7);
+            }
+            return (a0, a1, a2, a3, a4, a5, a6, a7);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
