@@ -67,9 +67,10 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
         // a quant (not confirmed)
         Assert.SkipWhen(shape.Type == GgmlType.Q8_0 && kv == KvCacheType.F16 && !Avx512F.IsSupported,
             "without AVX-512 the q8_0 file with an f16 cache parts from llama.cpp's AVX-512 build at token 26");
-        // not the eight lanes of the values: with AVX-512 and those it still matches (cause not found)
+        // LLamaSharp then loads llama.cpp's AVX2 build, whose scores sum 32 lanes (ggml's 8-wide vec_dot_f32) where
+        // ours sum 64 as its AVX-512 build does (the likely cause; a 32-lane order not tried)
         Assert.SkipWhen(shape.Type == GgmlType.Q8_0 && shape.Architecture == "gemma2" && !Avx512F.IsSupported,
-            "without AVX-512 gemma2's q8_0 file with an f32 cache parts from llama.cpp's AVX-512 build at token 46");
+            "without AVX-512 gemma2's q8_0 file with an f32 cache parts from llama.cpp's AVX2 build at token 46");
         string path = dir.File($"{shape.Name}.gguf");
         DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
         int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (shape.VocabSize - 259))];

@@ -47,7 +47,9 @@ public sealed unsafe partial class CpuBackend
         struct Item
         {
             public int Row0, Rows, Head, Ctx, Padded;
-            /// <summary>The sequence's only row of the step (a decode): see <see cref="WeightedValues64"/>.</summary>
+            /// <summary>The sequence's only row of the step (a decode) with AVX-512: see
+            /// <see cref="WeightedValues64"/>. Without it LLamaSharp loads llama.cpp's AVX2 or AVX build, whose decode the eight lanes match (the
+            /// 64-lane order parted from the AVX build at token 1 of an all-q6_K file).</summary>
             public bool Single;
             public long Scores;
         }
@@ -92,7 +94,7 @@ public sealed unsafe partial class CpuBackend
                             Head = g,
                             Ctx = ctx,
                             Padded = (ctx + TileKeys - 1) & -TileKeys,
-                            Single = s.Items[i].Count == 1,
+                            Single = s.Items[i].Count == 1 && Vector512.IsHardwareAccelerated,
                         };
                     }
                 }
@@ -486,70 +488,16 @@ public sealed unsafe partial class CpuBackend
             for (int d = 0; d < dims; d++)
             {
                 float* v = vt + d * stride;
-                if (Vector512.IsHardwareAccelerated)
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int j = 0; j < keys; j += 64)
                 {
-                    Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                    for (int j = 0; j < keys; j += 64)
-                    {
-                        a0 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j), Vector512.Load(p + j), a0);
-                        a1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 16), Vector512.Load(p + j + 16), a1);
-                        a2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 32), Vector512.Load(p + j + 32), a2);
-                        a3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 48), Vector512.Load(p + j + 48), a3);
-                    }
-                    o[d] = Sum16((a0 + a2) + (a1 + a3));
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j), Vector512.Load(p + j), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 16), Vector512.Load(p + j + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 32), Vector512.Load(p + j + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 48), Vector512.Load(p + j + 48), a3);
                 }
-                else if (Vector256.IsHardwareAccelerated) o[d] = Sum64(v, p, keys);
-                else
-                {
-                    // key 4m + i of each 64 in lane i of chain m, halved as the 16-lane vectors are; eight chains at
-                    // a time, since sixteen 128-bit ones overflow x64's sixteen registers without AVX-512
-                    var (l0, l1, l2, l3, l4, l5, l6, l7) = Chains(v, p, keys);
-                    var (h0, h1, h2, h3, h4, h5, h6, h7) = Chains(v + 32, p + 32, keys);
-                    var e = (((l0 + h0) + (l4 + h4)) + ((l2 + h2) + (l6 + h6)))
-                        + (((l1 + h1) + (l5 + h5)) + ((l3 + h3) + (l7 + h7)));
-                    o[d] = (e[0] + e[2]) + (e[1] + e[3]);
-                }
+                o[d] = Sum16((a0 + a2) + (a1 + a3));
             }
-        }
-
-        /// <summary><see cref="WeightedValues64"/>'s sum of one dimension in 256-bit vectors: key 8m + i of each 64
-        /// in lane i of chain m, the chains halved as the 16-lane vectors are.</summary>
-        static float Sum64(float* v, float* p, int keys)
-        {
-            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            Vector256<float> a4 = default, a5 = default, a6 = default, a7 = default;
-            for (int j = 0; j < keys; j += 64)
-            {
-                a0 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j), Vector256.Load(p + j), a0);
-                a1 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 8), Vector256.Load(p + j + 8), a1);
-                a2 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 16), Vector256.Load(p + j + 16), a2);
-                a3 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 24), Vector256.Load(p + j + 24), a3);
-                a4 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 32), Vector256.Load(p + j + 32), a4);
-                a5 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 40), Vector256.Load(p + j + 40), a5);
-                a6 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 48), Vector256.Load(p + j + 48), a6);
-                a7 = Simd<Vector256<float>>.MultiplyAdd(Vector256.Load(v + j + 56), Vector256.Load(p + j + 56), a7);
-            }
-            return Simd.HorizontalSum8(((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)));
-        }
-
-        /// <summary>Eight 128-bit chains over keys j + 4m + i (m &lt; 8) of each 64 from j = 0.</summary>
-        static (Vector128<float>, Vector128<float>, Vector128<float>, Vector128<float>, Vector128<float>,
-            Vector128<float>, Vector128<float>, Vector128<float>) Chains(float* v, float* p, int keys)
-        {
-            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            Vector128<float> a4 = default, a5 = default, a6 = default, a7 = default;
-            for (int j = 0; j < keys; j += 64)
-            {
-                a0 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j), Vector128.Load(p + j), a0);
-                a1 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 4), Vector128.Load(p + j + 4), a1);
-                a2 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 8), Vector128.Load(p + j + 8), a2);
-                a3 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 12), Vector128.Load(p + j + 12), a3);
-                a4 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 16), Vector128.Load(p + j + 16), a4);
-                a5 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 20), Vector128.Load(p + j + 20), a5);
-                a6 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 24), Vector128.Load(p + j + 24), a6);
-                a7 = Simd<Vector128<float>>.MultiplyAdd(Vector128.Load(v + j + 28), Vector128.Load(p + j + 28), a7);
-            }
-            return (a0, a1, a2, a3, a4, a5, a6, a7);
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
