@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Sampling;
 using Weft.Models;
 using Weft.Models.Gguf;
@@ -424,9 +425,18 @@ public sealed unsafe partial class CpuBackend : IBackend
             float x0 = v[a], x1 = v[b];
             // as GCC compiles ggml's rotate_pairs (-O3 with FMA): each product pair contracted into one fused
             // multiply-add; rounding both products apart parted from llama.cpp's roped q and k in the last bit, which
-            // the q8_0 rounding of gemma's activations grew into another token
-            v[a] = MathF.FusedMultiplyAdd(x0, cos, -(x1 * sin));
-            v[b] = MathF.FusedMultiplyAdd(x0, sin, x1 * cos);
+            // the q8_0 rounding of gemma's activations grew into another token. Without FMA (llama.cpp's AVX build,
+            // which LLamaSharp loads there) it rounds them apart: fused, the all-q6_K file parted at token 1
+            if (Fma.IsSupported || AdvSimd.IsSupported)
+            {
+                v[a] = MathF.FusedMultiplyAdd(x0, cos, -(x1 * sin));
+                v[b] = MathF.FusedMultiplyAdd(x0, sin, x1 * cos);
+            }
+            else
+            {
+                v[a] = x0 * cos - x1 * sin;
+                v[b] = x0 * sin + x1 * cos;
+            }
         }
     }
 
