@@ -18,13 +18,8 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
 
     /// <summary>
     /// name, shape, KV cache type on both sides. Gemma's window of 16 keys is passed after a third of the prompt, so
-    /// most of the generation runs on sliding-window layers that no longer see the prompt's start. Gemma runs f32
-    /// weights only. Compared tensor by tensor through llama.cpp's eval callback on identical inputs, three sums
-    /// part in the last bit: our q8_0 dot adds its eight lanes as Vector256.Sum does, ggml as hsum_float_8 does (half
-    /// of a V projection's outputs; all equal in ggml's order), ggml's rope is compiled with fused multiply-adds, and
-    /// its vec_dot_f32 sums a score in four 16-lane accumulators and a tree where ours is one chain. The q8_0
-    /// rounding of activations turns such a bit into another quant, and gemma's post-norms and f16 GELU table carry
-    /// it to another token after 10 to 27 (gemma3: logits 0.14 to 0.3 apart from the prompt on).
+    /// most of the generation runs on sliding-window layers that no longer see the prompt's start. Gemma's q8_0 files
+    /// are in <see cref="GemmaQ8"/>.
     /// </summary>
     public static TheoryData<string, DemoModelShape, KvCacheType> Models => new()
     {
@@ -46,6 +41,19 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
 
     static DemoModelShape Partial(DemoModelShape shape) => shape with { Name = $"{shape.Name}-rope48", RopeDims = 48 };
 
+    /// <summary>
+    /// Gemma on q8_0 files, against llama.cpp only: the ILGPU kernels do not sum in ggml's orders (q8_0 lanes, fused
+    /// RoPE, the scores' and a decode's values' 64-lane halving), so ilgpu-cpu parts from the cpu backend on these
+    /// files after 10 to 26 tokens. gemma3 with an f32 cache still parts from llama.cpp at token 47 (not found yet;
+    /// padding llama.cpp's 256-key view to 32 instead made it token 13).
+    /// </summary>
+    public static TheoryData<string, DemoModelShape, KvCacheType> GemmaQ8 => new()
+    {
+        { "gemma2 q8_0", Shape("gemma2", GgmlType.Q8_0), KvCacheType.F32 },
+        { "gemma2 q8_0, f16 cache", Shape("gemma2", GgmlType.Q8_0), KvCacheType.F16 },
+        { "gemma3 q8_0, f16 cache", Shape("gemma3", GgmlType.Q8_0), KvCacheType.F16 },
+    };
+
     /// <summary>Head size 64 apart from dim / heads where the architecture allows it (gemma and qwen3 files give
     /// key_length); seven layers, so gemma3's pattern of five sliding layers and one global one repeats.</summary>
     /// <remarks>llama.cpp sets attributes on "&lt;|endoftext|&gt;" of a model whose general.name contains "phi3",
@@ -57,6 +65,7 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
 
     [Theory]
     [MemberData(nameof(Models))]
+    [MemberData(nameof(GemmaQ8))]
     public void Greedy_matches_llama_cpp(string name, DemoModelShape shape, KvCacheType kv)
     {
         // without AVX-512 our attention sums values in eight lanes where llama.cpp's AVX-512 build sums sixteen;
@@ -64,6 +73,10 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
         // a quant (not confirmed)
         Assert.SkipWhen(shape.Type == GgmlType.Q8_0 && kv == KvCacheType.F16 && !Avx512F.IsSupported,
             "without AVX-512 the q8_0 file with an f16 cache parts from llama.cpp's AVX-512 build at token 26");
+        // LLamaSharp then loads llama.cpp's AVX2 build, whose scores sum 32 lanes (ggml's 8-wide vec_dot_f32) where
+        // ours sum 64 as its AVX-512 build does (the likely cause; a 32-lane order not tried)
+        Assert.SkipWhen(shape.Type == GgmlType.Q8_0 && shape.Architecture == "gemma2" && !Avx512F.IsSupported,
+            "without AVX-512 gemma2's q8_0 file with an f32 cache parts from llama.cpp's AVX2 build at token 46");
         string path = dir.File($"{shape.Name}.gguf");
         DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
         int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (shape.VocabSize - 259))];

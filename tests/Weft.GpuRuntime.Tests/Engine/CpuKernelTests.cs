@@ -1,4 +1,6 @@
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Engine.Cpu;
 using Weft.Models.Gguf;
 
@@ -175,5 +177,59 @@ public sealed unsafe class CpuKernelTests
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// ggml's q8_0 dot product (vec_dot_q8_0_q8_0 and llamafile's tinyBLAS on x86) keeps eight float lanes of four
+    /// bytes each, adds dw·dx × the lane's integer sum per block with one fused multiply-add, and sums the lanes as
+    /// hsum_float_8: ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). The kernel must give those bits exactly, on
+    /// every path (the 128-bit one included).
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(5)]
+    public void Q8_0_kernel_sums_each_output_in_the_order_of_ggmls_q8_0_dot_product(int m)
+    {
+        Assert.SkipWhen(MatMulKernels.Q8Path == Q8Kernel.None, "no q8_0 kernel on this CPU");
+        const int k = 256, n = 8, blocks = k / 32;
+        var rng = new Random(7 + m);
+        var w = new byte[n * k];
+        var wd = new float[n * blocks];
+        var x = new float[m * k];
+        rng.NextBytes(w);
+        for (int i = 0; i < wd.Length; i++) wd[i] = (float)(Half)(rng.NextSingle() * 0.01f);
+        for (int i = 0; i < x.Length; i++) x[i] = rng.NextSingle() - 0.5f;
+        var q = new sbyte[m * k];
+        var c = new int[m * k / 4];
+        var d = new float[m * blocks];
+        var y = new float[m * n];
+        fixed (byte* ws = w)
+        fixed (float* wds = wd, xs = x, ds = d, ys = y)
+        fixed (sbyte* qs = q)
+        fixed (int* cs = c)
+        {
+            for (int r = 0; r < m; r++)
+                Quantize.RowQ8(xs + r * k, qs + r * k, cs + r * k / 4, ds + r * blocks, k);
+            MatMulKernels.Q8(ws, wds, qs, cs, ds, ys, null, m, k, n, 0, n);
+        }
+        // without FMA (x64 below AVX2) ggml's AVX build multiplies and adds apart, and so does the kernel
+        bool fused = Fma.IsSupported || AdvSimd.IsSupported;
+        var lanes = new float[8];
+        for (int r = 0; r < m; r++)
+            for (int o = 0; o < n; o++)
+            {
+                Array.Clear(lanes);
+                for (int b = 0; b < blocks; b++)
+                    for (int l = 0; l < 8; l++)
+                    {
+                        int dot = 0, j0 = b * 32 + 4 * l;
+                        for (int j = j0; j < j0 + 4; j++) dot += (w[o * k + j] - 128) * q[r * k + j];
+                        float scale = wd[o * blocks + b] * d[r * blocks + b];
+                        lanes[l] = fused ? MathF.FusedMultiplyAdd(dot, scale, lanes[l]) : dot * scale + lanes[l];
+                    }
+                float expected = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+                    + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(y[r * n + o]));
+            }
     }
 }

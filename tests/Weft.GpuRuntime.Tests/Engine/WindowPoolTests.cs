@@ -10,7 +10,10 @@ public sealed class WindowPoolTests(TestModelFiles models) : IClassFixture<TestM
     // gemma3's pattern: five sliding layers, then a global one
     static readonly Models.DemoModelShape Gemma3 = TestModelFiles.Tiny with
     {
-        Name = "tiny-gemma3-window", Layers = 6, Architecture = "gemma3", SlidingWindow = 8,
+        Name = "tiny-gemma3-window",
+        Layers = 6,
+        Architecture = "gemma3",
+        SlidingWindow = 8,
     };
 
     static readonly int[] PromptLengths = [60, 21, 5];

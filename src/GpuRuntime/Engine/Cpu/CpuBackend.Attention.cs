@@ -47,6 +47,11 @@ public sealed unsafe partial class CpuBackend
         struct Item
         {
             public int Row0, Rows, Head, Ctx, Padded;
+            /// <summary>The sequence's only row of the step (a decode) with AVX-512: see
+            /// <see cref="WeightedValues64"/>. Without it LLamaSharp loads llama.cpp's AVX2 or AVX build, whose
+            /// decode the eight lanes match (the 64-lane order parted from the AVX build at token 1 of an all-q6_K
+            /// file).</summary>
+            public bool Single;
             public long Scores;
         }
 
@@ -90,6 +95,7 @@ public sealed unsafe partial class CpuBackend
                             Head = g,
                             Ctx = ctx,
                             Padded = (ctx + TileKeys - 1) & -TileKeys,
+                            Single = s.Items[i].Count == 1 && Vector512.IsHardwareAccelerated,
                         };
                     }
                 }
@@ -220,6 +226,7 @@ public sealed unsafe partial class CpuBackend
             bool f16 = b._kvType == KvCacheType.F16;
             float* qs = Grow(_scratch, _scratchFloats, worker, (long)queries * hd + hd * tile); // [queries, hd]
             float* kt = qs + queries * hd;                                 // [hd, tile] the keys, key-minor
+            float* eighths = stackalloc float[8 * 16]; // see Dot
             for (int r = 0; r < it.Rows; r++)
             {
                 float* src = _q + ((long)(it.Row0 + r) * b._heads + it.Head * group) * hd;
@@ -246,24 +253,67 @@ public sealed unsafe partial class CpuBackend
                 }
                 for (int qi = 0; qi < queries; qi++)
                 {
-                    float* q = qs + qi * hd;
-                    TVec a0 = default, a1 = default, a2 = default, a3 = default;
-                    for (int d = 0; d < hd; d++)
-                    {
-                        var x = Simd<TVec>.Broadcast(q[d]);
-                        float* kd = kt + d * tile;
-                        a0 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd), a0);
-                        a1 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + c), a1);
-                        a2 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + 2 * c), a2);
-                        a3 = Simd<TVec>.MultiplyAdd(x, Simd<TVec>.Load(kd + 3 * c), a3);
-                    }
-                    float* o = scores + (long)qi * it.Padded + j0;
-                    Simd<TVec>.Store(Simd<TVec>.Multiply(a0, scale), o);
-                    Simd<TVec>.Store(Simd<TVec>.Multiply(a1, scale), o + c);
-                    Simd<TVec>.Store(Simd<TVec>.Multiply(a2, scale), o + 2 * c);
-                    Simd<TVec>.Store(Simd<TVec>.Multiply(a3, scale), o + 3 * c);
+                    float* q = qs + qi * hd, o = scores + (long)qi * it.Padded + j0;
+                    for (int u = 0; u < tile; u += c)
+                        Simd<TVec>.Store(Simd<TVec>.Multiply(Dot<TVec>(q, kt + u, hd, tile, eighths), scale), o + u);
                 }
             }
+        }
+
+        /// <summary>
+        /// q · k for <see cref="Simd{TVec}.Count"/> keys (lanes; dimension d of them at kt + d · tile), in the order
+        /// of ggml's vec_dot_f32, which llama.cpp's CPU backend runs for the scores (q is not contiguous, so no
+        /// tinyBLAS): dimension d in accumulator lane d % 64 (four vectors of 16 lanes), one chain of multiply-adds
+        /// per lane over d's 64 apart, the 64 lanes halved pairwise (i with i + 32, then + 16, ... + 1), the dimensions
+        /// past the last 64 then one chain. One chain over all dimensions parted from llama.cpp in the last bit of a
+        /// score, which the q8_0 rounding of gemma's attention output turned into another token. With a head of 64
+        /// the products round alone and only adds follow, so the bits are the same at every width, fused or not.
+        /// </summary>
+        /// <remarks>The eight lanes left after three halvings pass through <paramref name="eighths"/> (8 × 16 floats):
+        /// written as eight calls of <see cref="Eighth{TVec}"/>, the JIT stopped inlining them into
+        /// <see cref="Scores{TVec}"/> (over its budget) and attention after a 4096-token prompt took twice main's
+        /// time; in a loop the body is inlined once.</remarks>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static TVec Dot<TVec>(float* q, float* kt, int hd, int tile, float* eighths) where TVec : struct
+        {
+            int full = hd & ~63;
+            TVec r = default;
+            if (full > 0)
+            {
+                for (int i = 0; i < 8; i++) Simd<TVec>.Store(Eighth<TVec>(q, kt, i, full, tile), eighths + 16 * i);
+                float* e = eighths;
+                r = Simd<TVec>.Add(
+                    Simd<TVec>.Add(Simd<TVec>.Add(Simd<TVec>.Load(e), Simd<TVec>.Load(e + 64)),
+                        Simd<TVec>.Add(Simd<TVec>.Load(e + 32), Simd<TVec>.Load(e + 96))),
+                    Simd<TVec>.Add(Simd<TVec>.Add(Simd<TVec>.Load(e + 16), Simd<TVec>.Load(e + 80)),
+                        Simd<TVec>.Add(Simd<TVec>.Load(e + 48), Simd<TVec>.Load(e + 112))));
+            }
+            for (int d = full; d < hd; d++)
+                r = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(q[d]), Simd<TVec>.Load(kt + d * tile), r);
+            return r;
+        }
+
+        /// <summary>Lane i (&lt; 8) of the 64 after three halvings: the eight lanes i + 8m, paired as the halving
+        /// pairs them.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static TVec Eighth<TVec>(float* q, float* kt, int i, int full, int tile) where TVec : struct
+        {
+            TVec l0 = Lane<TVec>(q, kt, i, full, tile), l8 = Lane<TVec>(q, kt, i + 8, full, tile),
+                l16 = Lane<TVec>(q, kt, i + 16, full, tile), l24 = Lane<TVec>(q, kt, i + 24, full, tile),
+                l32 = Lane<TVec>(q, kt, i + 32, full, tile), l40 = Lane<TVec>(q, kt, i + 40, full, tile),
+                l48 = Lane<TVec>(q, kt, i + 48, full, tile), l56 = Lane<TVec>(q, kt, i + 56, full, tile);
+            return Simd<TVec>.Add(Simd<TVec>.Add(Simd<TVec>.Add(l0, l32), Simd<TVec>.Add(l16, l48)),
+                Simd<TVec>.Add(Simd<TVec>.Add(l8, l40), Simd<TVec>.Add(l24, l56)));
+        }
+
+        /// <summary>Accumulator lane i: the products of dimensions i, i + 64, ... below full, chained.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static TVec Lane<TVec>(float* q, float* kt, int i, int full, int tile) where TVec : struct
+        {
+            var r = Simd<TVec>.Multiply(Simd<TVec>.Broadcast(q[i]), Simd<TVec>.Load(kt + i * tile));
+            for (int d = i + 64; d < full; d += 64)
+                r = Simd<TVec>.MultiplyAdd(Simd<TVec>.Broadcast(q[d]), Simd<TVec>.Load(kt + d * tile), r);
+            return r;
         }
 
         /// <summary>Softmax over query qi's own causal prefix (its window of it on a sliding-window layer), in
@@ -302,7 +352,7 @@ public sealed unsafe partial class CpuBackend
             var s = b._step;
             int hd = b._headDim, group = b._heads / b._kvHeads, bs = b._blockSize;
             int dims = Math.Min(_dimsPerTask, hd - d0);
-            int stride = (it.Ctx + 15) & ~15; // the sums read whole groups of 16 keys
+            int stride = (it.Ctx + 63) & ~63; // the sums read whole groups of 16 keys, a decode's of 64
             bool f16 = b._kvType == KvCacheType.F16;
             float* vt = Grow(_scratch, _scratchFloats, worker, (long)dims * stride);
             var table = Table(in it);
@@ -327,7 +377,8 @@ public sealed unsafe partial class CpuBackend
                 int seen = s.Positions[it.Row0 + r] + 1;
                 float* o = _out + ((long)(it.Row0 + r) * b._heads + it.Head * group + h) * hd + d0;
                 float* p = scores + (long)qi * it.Padded;
-                if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, stride, seen, o, dims);
+                if (it.Single) WeightedValues64(p, vt, stride, seen, o, dims);
+                else if (Vector512.IsHardwareAccelerated) WeightedValues16(p, vt, stride, seen, o, dims);
                 else WeightedValues8(p, vt, stride, seen, o, dims);
             }
         }
@@ -424,6 +475,30 @@ public sealed unsafe partial class CpuBackend
                 for (int j0 = 0; j0 < seen; j0 += 16)
                     acc = Vector512.FusedMultiplyAdd(Vector512.Load(vt + d * stride + j0), Vector512.Load(p + j0), acc);
                 o[d] = Sum16(acc);
+            }
+        }
+
+        /// <summary>
+        /// out[d] = Σ_j p_j · v_j[d] for a decode row: llama.cpp multiplies a single row without tinyBLAS (it serves
+        /// two rows or more), by ggml's vec_dot_f32 (vec_dot_f16 for an f16 cache, the same sums), key j in lane j % 64
+        /// of four 16-lane chains, halved as in <see cref="Dot{TVec}"/>. The keys past the row's own weigh 0 up to a
+        /// multiple of 64, as llama.cpp's masked padding does.
+        /// </summary>
+        static void WeightedValues64(float* p, float* vt, int stride, int seen, float* o, int dims)
+        {
+            int keys = (seen + 63) & ~63;
+            for (int d = 0; d < dims; d++)
+            {
+                float* v = vt + d * stride;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int j = 0; j < keys; j += 64)
+                {
+                    a0 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j), Vector512.Load(p + j), a0);
+                    a1 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 16), Vector512.Load(p + j + 16), a1);
+                    a2 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 32), Vector512.Load(p + j + 32), a2);
+                    a3 = Vector512.FusedMultiplyAdd(Vector512.Load(v + j + 48), Vector512.Load(p + j + 48), a3);
+                }
+                o[d] = Sum16((a0 + a2) + (a1 + a3));
             }
         }
 

@@ -2,6 +2,7 @@ using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.Arm;
+using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Sampling;
 using Weft.Models;
 using Weft.Models.Gguf;
@@ -435,8 +436,20 @@ public sealed unsafe partial class CpuBackend : IBackend
             // Norm rotates adjacent pairs; Neox rotates element j with element j + rotated/2
             int a = style == RopeStyle.Norm ? i : i / 2, b = style == RopeStyle.Norm ? i + 1 : i / 2 + rotated / 2;
             float x0 = v[a], x1 = v[b];
-            v[a] = x0 * cos - x1 * sin;
-            v[b] = x0 * sin + x1 * cos;
+            // as GCC compiles ggml's rotate_pairs (-O3 with FMA): each product pair contracted into one fused
+            // multiply-add; rounding both products apart parted from llama.cpp's roped q and k in the last bit, which
+            // the q8_0 rounding of gemma's activations grew into another token. Without FMA (llama.cpp's AVX build,
+            // which LLamaSharp loads there) it rounds them apart: fused, the all-q6_K file parted at token 1
+            if (Fma.IsSupported || AdvSimd.IsSupported)
+            {
+                v[a] = MathF.FusedMultiplyAdd(x0, cos, -(x1 * sin));
+                v[b] = MathF.FusedMultiplyAdd(x0, sin, x1 * cos);
+            }
+            else
+            {
+                v[a] = x0 * cos - x1 * sin;
+                v[b] = x0 * sin + x1 * cos;
+            }
         }
     }
 

@@ -327,7 +327,11 @@ static unsafe class MatMulKernels
     /// <summary>
     /// q8_0 weights (repacked: quants + 128 as bytes [N × K], f32 block scales [N × K/32]) against q8_0-quantized
     /// activations (int8 [M × K], per-lane corrections [M × K/4], f32 scales [M × K/32]): per block, an exact int8
-    /// dot product (AVX-VNNI or AVX2, <see cref="Dot"/>) scaled by both block scales, as ggml computes it.
+    /// dot product (AVX-VNNI or AVX2, <see cref="Dot"/>) scaled by both block scales, as ggml computes it, the eight
+    /// lanes summed in the order of its hsum_float_8. Vector256.Sum adds neighbouring lanes first, which parted from
+    /// llama.cpp's q8_0 dot product in the last bit of about half the outputs (a gemma3 V projection on identical
+    /// inputs: 63 of 128 equal, all 128 in this order); gemma's f16 GELU table and the q8_0 rounding of activations
+    /// grew such bits into a different token.
     /// </summary>
     public static void Q8(byte* wq, float* wd, sbyte* xq, int* xc, float* xd, float* y, float* bias, int m, int k,
         int ldy, int n0, int n1)
@@ -394,14 +398,14 @@ static unsafe class MatMulKernels
                             Column(ref a03, ref a13, ref a23, ref a33, w0, w1, w2, w3, d0, d1, d2, d3, x3 + b * 32,
                                 c3 + b * 8, e3[b]);
                         }
-                        s[0] = Vector256.Sum(a00); s[1] = Vector256.Sum(a01);
-                        s[2] = Vector256.Sum(a02); s[3] = Vector256.Sum(a03);
-                        s[4] = Vector256.Sum(a10); s[5] = Vector256.Sum(a11);
-                        s[6] = Vector256.Sum(a12); s[7] = Vector256.Sum(a13);
-                        s[8] = Vector256.Sum(a20); s[9] = Vector256.Sum(a21);
-                        s[10] = Vector256.Sum(a22); s[11] = Vector256.Sum(a23);
-                        s[12] = Vector256.Sum(a30); s[13] = Vector256.Sum(a31);
-                        s[14] = Vector256.Sum(a32); s[15] = Vector256.Sum(a33);
+                        s[0] = Simd.HorizontalSum8(a00); s[1] = Simd.HorizontalSum8(a01);
+                        s[2] = Simd.HorizontalSum8(a02); s[3] = Simd.HorizontalSum8(a03);
+                        s[4] = Simd.HorizontalSum8(a10); s[5] = Simd.HorizontalSum8(a11);
+                        s[6] = Simd.HorizontalSum8(a12); s[7] = Simd.HorizontalSum8(a13);
+                        s[8] = Simd.HorizontalSum8(a20); s[9] = Simd.HorizontalSum8(a21);
+                        s[10] = Simd.HorizontalSum8(a22); s[11] = Simd.HorizontalSum8(a23);
+                        s[12] = Simd.HorizontalSum8(a30); s[13] = Simd.HorizontalSum8(a31);
+                        s[14] = Simd.HorizontalSum8(a32); s[15] = Simd.HorizontalSum8(a33);
                         for (int j = 0; j < 4 && r + j < mEnd; j++)
                             for (int i = 0; i < 4; i++)
                                 y[(long)(r + j) * ldy + n + i] = s[i * 4 + j] + (bias == null ? 0 : bias[n + i]);
@@ -438,10 +442,10 @@ static unsafe class MatMulKernels
                 Vector256.Load(wq + wo + 3 * k),
                 wd[so], wd[so + blocks], wd[so + 2 * blocks], wd[so + 3 * blocks], xq + b * 32, xc + b * 8, xd[b]);
         }
-        y[n] = Vector256.Sum(a0) + (bias == null ? 0 : bias[n]);
-        y[n + 1] = Vector256.Sum(a1) + (bias == null ? 0 : bias[n + 1]);
-        y[n + 2] = Vector256.Sum(a2) + (bias == null ? 0 : bias[n + 2]);
-        y[n + 3] = Vector256.Sum(a3) + (bias == null ? 0 : bias[n + 3]);
+        y[n] = Simd.HorizontalSum8(a0) + (bias == null ? 0 : bias[n]);
+        y[n + 1] = Simd.HorizontalSum8(a1) + (bias == null ? 0 : bias[n + 1]);
+        y[n + 2] = Simd.HorizontalSum8(a2) + (bias == null ? 0 : bias[n + 2]);
+        y[n + 3] = Simd.HorizontalSum8(a3) + (bias == null ? 0 : bias[n + 3]);
     }
 
     /// <summary>

@@ -55,6 +55,14 @@ static unsafe class Simd<TVec> where TVec : struct
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec Add(TVec a, TVec b)
+    {
+        if (typeof(TVec) == typeof(Vector512<float>)) return As(V512(a) + V512(b));
+        if (typeof(TVec) == typeof(Vector256<float>)) return As(V256(a) + V256(b));
+        return As(V128(a) + V128(b));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TVec Broadcast(float x)
     {
         if (typeof(TVec) == typeof(Vector512<float>)) return As(Vector512.Create(x));

@@ -87,6 +87,12 @@ static class DeviceMath
         return ~ascending;
     }
 
+    /// <summary>a · b + c rounded once, as the cpu backend's fused multiply-add: the product of two floats is exact
+    /// in a double, so only the double sum's rounding to float can differ (when it lands on a float tie, rarely).
+    /// ILGPU compiles MathF.FusedMultiplyAdd for CUDA as a call of an undefined function.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Fma(float a, float b, float c) => (float)((double)a * b + c);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot8(in Float8 w, in Float4 a, in Float4 b) =>
         w.V0 * a.X + w.V1 * a.Y + w.V2 * a.Z + w.V3 * a.W + w.V4 * b.X + w.V5 * b.Y + w.V6 * b.Z + w.V7 * b.W;

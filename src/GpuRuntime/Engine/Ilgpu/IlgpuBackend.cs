@@ -717,6 +717,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         return result;
     }
 
+    /// <summary>Overwrites the tensor's first values: the kernel tests hand both backends the same inputs.</summary>
+    internal static void Write(DeviceTensor t, ReadOnlySpan<float> values) =>
+        T(t).View.SubView(0, values.Length).CopyFromCPU(values);
+
     public void Synchronize() => _accelerator.DefaultStream.Synchronize();
 
     StepInputs Step => _step ?? throw new InvalidOperationException("BeginStep must come first");

@@ -569,8 +569,9 @@ static class Kernels
                 {
                     long cs = ((long)positions[t] * rotated + pi) * 2;
                     float cos = table[cs], sin = table[cs + 1];
-                    r0 = x0 * cos - x1 * sin;
-                    r1 = x0 * sin + x1 * cos;
+                    // fused as the cpu backend's Rotate and GCC's code of ggml's rope
+                    r0 = DeviceMath.Fma(x0, cos, -(x1 * sin));
+                    r1 = DeviceMath.Fma(x0, sin, x1 * cos);
                 }
                 dst[rowBase + ia] = isQ ? r0 * p.QScale : r0;
                 dst[rowBase + ib] = isQ ? r1 * p.QScale : r1;
@@ -682,15 +683,38 @@ static class Kernels
         if (j >= ctx) return float.NegativeInfinity;
         int bs = p.BlockSize, hd = p.HeadDim;
         long at = p.KBase + (((long)blockTables[table + j / bs] * p.KvHeads + kvh) * bs + j % bs) * hd;
+        // the cpu backend's order (CpuBackend.AttentionJob.Dot, ggml's vec_dot_f32): dimension d in lane d % 64, a
+        // chain per lane, the 64 lanes halved pairwise; the rest one chain. An f16 cache rounds each probability to
+        // f16, where a score's last bit can move it by an f16 step (a relative 5e-4 in the attention output)
+        int full = hd & ~63;
         float dot = 0f;
-        for (int d = 0; d < hd; d += 8)
+        if (full > 0)
         {
-            var kv = cache.Load8(at + d);
-            dot += kv.V0 * qs[d] + kv.V1 * qs[d + 1] + kv.V2 * qs[d + 2] + kv.V3 * qs[d + 3]
-                 + kv.V4 * qs[d + 4] + kv.V5 * qs[d + 5] + kv.V6 * qs[d + 6] + kv.V7 * qs[d + 7];
+            float e0 = Eighth(cache, qs, at, 0, full), e1 = Eighth(cache, qs, at, 1, full);
+            float e2 = Eighth(cache, qs, at, 2, full), e3 = Eighth(cache, qs, at, 3, full);
+            float e4 = Eighth(cache, qs, at, 4, full), e5 = Eighth(cache, qs, at, 5, full);
+            float e6 = Eighth(cache, qs, at, 6, full), e7 = Eighth(cache, qs, at, 7, full);
+            dot = ((e0 + e4) + (e2 + e6)) + ((e1 + e5) + (e3 + e7));
         }
+        for (int d = full; d < hd; d++) dot = DeviceMath.Fma(qs[d], cache.Load(at + d), dot);
         float score = dot * p.Scale;
         return p.SoftCap > 0 ? LlamaMath.SoftCap(score, p.InverseSoftCap, p.SoftCap) : score;
+    }
+
+    /// <summary>Lane i (&lt; 8) of a score's 64 after three halvings (see <see cref="Score"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Eighth<TC>(TC cache, ArrayView<float> qs, long at, int i, int full) where TC : struct, IKvCache =>
+        ((Lane(cache, qs, at, i, full) + Lane(cache, qs, at, i + 32, full))
+            + (Lane(cache, qs, at, i + 16, full) + Lane(cache, qs, at, i + 48, full)))
+        + ((Lane(cache, qs, at, i + 8, full) + Lane(cache, qs, at, i + 40, full))
+            + (Lane(cache, qs, at, i + 24, full) + Lane(cache, qs, at, i + 56, full)));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Lane<TC>(TC cache, ArrayView<float> qs, long at, int i, int full) where TC : struct, IKvCache
+    {
+        float r = qs[i] * cache.Load(at + i);
+        for (int d = i + 64; d < full; d += 64) r = DeviceMath.Fma(qs[d], cache.Load(at + d), r);
+        return r;
     }
 
     /// <summary>gate = silu(gate) * up, for gate and up weights of two formats (which cannot share a launch).</summary>
