@@ -1,11 +1,7 @@
 using System.Diagnostics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
-using Npgsql;
 using Weft.Abstractions;
-using Weft.Models;
-using Weft.Models.Chat;
-using Weft.Models.Tokenization;
 using Weft.Testing;
 
 namespace Weft.Silo.Tests;
@@ -84,31 +80,10 @@ public sealed class CallerLossTests : IAsyncDisposable
     static IConversationGrain Conversation(WebApplication silo, string id) => silo.Services
         .GetRequiredService<IGrainFactory>().GetGrain<IConversationGrain>(ConversationKey.Of(WeftDefaults.Tenant, id));
 
-    async Task<string> CreateDatabase()
-    {
-        await using (var connection = new NpgsqlConnection(Server))
-        {
-            await connection.OpenAsync(Ct);
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
-            await create.ExecuteNonQueryAsync(Ct);
-        }
-        return new NpgsqlConnectionStringBuilder(Server) { Database = _database }.ConnectionString;
-    }
+    Task<string> CreateDatabase() => TestHosts.CreateDatabaseAsync(Server!, _database, Ct);
 
-    async Task<WebApplication> StartSilo(string store)
-    {
-        string model = Path.Combine(_dir, "model.gguf");
-        if (!File.Exists(model))
-            DemoModel.Write(model, SiloFixture.Shape,
-                DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
-        var app = WeftSilo.Build([
-            "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
-            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
-        _silos.Add(app);
-        await app.StartAsync(Ct);
-        await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
-        return app;
-    }
+    Task<WebApplication> StartSilo(string store) =>
+        TestHosts.StartPostgresSiloAsync(Path.Combine(_dir, "model.gguf"), store, _silos, Ct);
 
     public async ValueTask DisposeAsync()
     {

@@ -5,9 +5,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Weft.Abstractions;
-using Weft.Models;
-using Weft.Models.Chat;
-using Weft.Models.Tokenization;
 using Weft.Testing;
 
 namespace Weft.Silo.Tests;
@@ -111,30 +108,9 @@ public sealed class PostgresTests : IAsyncDisposable
 
     static IGrainFactory Grains(WebApplication silo) => silo.Services.GetRequiredService<IGrainFactory>();
 
-    async Task<string> CreateDatabase()
-    {
-        await using (var connection = new NpgsqlConnection(Server))
-        {
-            await connection.OpenAsync(Ct);
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
-            await create.ExecuteNonQueryAsync(Ct);
-        }
-        return new NpgsqlConnectionStringBuilder(Server) { Database = _database }.ConnectionString;
-    }
+    Task<string> CreateDatabase() => TestHosts.CreateDatabaseAsync(Server!, _database, Ct);
 
-    async Task<WebApplication> StartSilo(string store)
-    {
-        if (!File.Exists(ModelPath))
-            DemoModel.Write(ModelPath, SiloFixture.Shape,
-                DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
-        var app = WeftSilo.Build([
-            "--model", ModelPath, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
-            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
-        _silos.Add(app);
-        await app.StartAsync(Ct);
-        await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
-        return app;
-    }
+    Task<WebApplication> StartSilo(string store) => TestHosts.StartPostgresSiloAsync(ModelPath, store, _silos, Ct);
 
     async Task StopSilo(WebApplication silo)
     {

@@ -1,10 +1,6 @@
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
-using Npgsql;
 using Weft.Abstractions;
-using Weft.Models;
-using Weft.Models.Chat;
-using Weft.Models.Tokenization;
 using Weft.Testing;
 
 namespace Weft.Silo.Tests;
@@ -101,33 +97,10 @@ public sealed class StaleActivationTests : IAsyncDisposable
     async Task<IReadOnlyList<ChatMessage>> Stored() =>
         (await Conversation(await StartSilo($"weft-reader-{_silos.Count}")).GetHistoryAsync()).Messages;
 
-    async Task CreateDatabase()
-    {
-        await using (var connection = new NpgsqlConnection(Server))
-        {
-            await connection.OpenAsync(Ct);
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
-            await create.ExecuteNonQueryAsync(Ct);
-        }
-        _store = new NpgsqlConnectionStringBuilder(Server) { Database = _database }.ConnectionString;
-    }
+    async Task CreateDatabase() => _store = await TestHosts.CreateDatabaseAsync(Server!, _database, Ct);
 
-    async Task<WebApplication> StartSilo(string clusterId)
-    {
-        string model = Path.Combine(_dir, "model.gguf");
-        if (!File.Exists(model))
-            DemoModel.Write(model, SiloFixture.Shape,
-                DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
-        var app = WeftSilo.Build([
-            "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", _store,
-            "--cluster-id", clusterId, "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(),
-            "--gateway-port", "0"]);
-        _silos.Add(app);
-        await app.StartAsync(Ct);
-        await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
-        return app;
-    }
-
+    Task<WebApplication> StartSilo(string clusterId) => TestHosts.StartPostgresSiloAsync(
+        Path.Combine(_dir, "model.gguf"), _store, _silos, Ct, "--cluster-id", clusterId);
 
     public async ValueTask DisposeAsync()
     {
