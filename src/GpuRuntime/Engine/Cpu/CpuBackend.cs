@@ -120,17 +120,9 @@ public sealed unsafe partial class CpuBackend : IBackend
         _blockSize = blockSize;
         _kvType = type;
         long blockBytes = (long)config.KvHeads * blockSize * config.HeadDim * (type == KvCacheType.F16 ? 2 : 4);
-        _windowed = [.. Enumerable.Range(0, config.Layers).Select(l => windowBlocks > 0 && config.IsSliding(l))];
-        _kvOffset = new long[config.Layers];
-        _kvBytes = new long[config.Layers];
-        long at = 0;
-        for (int l = 0; l < config.Layers; l++)
-        {
-            _kvOffset[l] = at;
-            _kvBytes[l] = (_windowed[l] ? windowBlocks : numBlocks) * blockBytes;
-            at += 2 * _kvBytes[l];
-        }
-        nuint total = (nuint)at;
+        var layout = KvLayout.Of(config, numBlocks, windowBlocks, blockBytes);
+        (_windowed, _kvOffset, _kvBytes) = (layout.Windowed, layout.Offset, layout.Size);
+        nuint total = (nuint)layout.Total;
         _kvPool = (byte*)NativeMemory.AlignedAlloc(total, 64);
         NativeMemory.Clear(_kvPool, total);
     }

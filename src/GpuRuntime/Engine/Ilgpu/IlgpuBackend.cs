@@ -277,17 +277,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _config = config;
         _numBlocks = numBlocks;
         _blockSize = blockSize;
-        long blockElements = (long)config.KvHeads * blockSize * config.HeadDim;
-        _windowed = [.. Enumerable.Range(0, config.Layers).Select(l => windowBlocks > 0 && config.IsSliding(l))];
-        _kvOffset = new long[config.Layers];
-        _kvElements = new long[config.Layers];
-        long total = 0;
-        for (int l = 0; l < config.Layers; l++)
-        {
-            _kvOffset[l] = total;
-            _kvElements[l] = (_windowed[l] ? windowBlocks : numBlocks) * blockElements;
-            total += 2 * _kvElements[l];
-        }
+        var layout = KvLayout.Of(config, numBlocks, windowBlocks, (long)config.KvHeads * blockSize * config.HeadDim);
+        (_windowed, _kvOffset, _kvElements) = (layout.Windowed, layout.Offset, layout.Size);
+        long total = layout.Total;
         if (type == KvCacheType.F16)
         {
             _kvHalf = _accelerator.Allocate1D<ushort>(total);
