@@ -28,9 +28,7 @@ public sealed class ClusterTests : IAsyncDisposable
     public async Task A_conversation_outlives_its_silo_with_its_history()
     {
         Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
-        string model = Path.Combine(_dir, "model.gguf");
-        DemoModel.Write(model, SiloFixture.Shape,
-            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        string model = WriteModel();
         string redis = await StartRedis();
         var a = await StartSilo(model, redis);
         var b = await StartSilo(model, redis);
@@ -77,9 +75,7 @@ public sealed class ClusterTests : IAsyncDisposable
     public async Task After_redis_restarts_empty_the_survivors_register_again_and_a_new_silo_joins_them()
     {
         Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
-        string model = Path.Combine(_dir, "model.gguf");
-        DemoModel.Write(model, SiloFixture.Shape,
-            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        string model = WriteModel();
         string redis = await StartRedis();
         var a = await StartSilo(model, redis);
         var b = await StartSilo(model, redis);
@@ -105,9 +101,7 @@ public sealed class ClusterTests : IAsyncDisposable
     public async Task While_redis_is_down_health_is_not_ready_and_it_is_ready_again_once_redis_is_back()
     {
         Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
-        string model = Path.Combine(_dir, "model.gguf");
-        DemoModel.Write(model, SiloFixture.Shape,
-            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        string model = WriteModel();
         string redis = await StartRedis();
         var silo = await StartSilo(model, redis);
         using var http = new HttpClient { BaseAddress = new Uri(silo.Urls.Single()) };
@@ -129,6 +123,14 @@ public sealed class ClusterTests : IAsyncDisposable
 
     static int Active(WebApplication silo) => silo.Services.GetRequiredService<IClusterMembershipService>()
         .CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
+
+    string WriteModel()
+    {
+        string model = Path.Combine(_dir, "model.gguf");
+        DemoModel.Write(model, SiloFixture.Shape,
+            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
+        return model;
+    }
 
     async Task<WebApplication> StartSilo(string model, string redis)
     {
