@@ -1,11 +1,8 @@
 using System.Text;
 using System.Text.RegularExpressions;
-using Weft.GpuRuntime.Sampling;
 using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.GpuRuntime.Sampling.Json;
-using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
-using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Sampling;
 
@@ -13,8 +10,8 @@ namespace Weft.GpuRuntime.Tests.Sampling;
 /// through the token mask, checked by matchers written here independently of the grammar engine.</summary>
 public sealed class GbnfGrammarTests
 {
-    static readonly Lazy<Tokenizer> Spm = new(() => Load(DemoVocabulary.SentencePiece(1024)));
-    static readonly Lazy<Tokenizer> Bpe = new(() => Load(DemoVocabulary.ByteLevelBpe(2048)));
+    static Tokenizer Spm => GrammarVocabularies.Spm;
+    static Tokenizer Bpe => GrammarVocabularies.Bpe;
 
     const string YesNo = """
         # a one-word answer
@@ -46,22 +43,6 @@ public sealed class GbnfGrammarTests
         { Arithmetic, "" },
     };
 
-    static Tokenizer Load(VocabularySpec spec)
-    {
-        string path = Path.Combine(Path.GetTempPath(), $"weft-gbnf-{Guid.NewGuid():N}.gguf");
-        try
-        {
-            var w = new GgufWriter();
-            spec.WriteTo(w);
-            w.Write(path);
-            using var file = GgufFile.Open(path);
-            return Tokenizer.FromGguf(file);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
-    }
 
     static bool Accepts(string grammar, string text) =>
         GbnfGrammar.Parse(grammar).Matches(Encoding.UTF8.GetBytes(text));
@@ -141,7 +122,7 @@ public sealed class GbnfGrammarTests
         string regex)
     {
         var g = GbnfGrammar.Parse(grammar);
-        foreach (var tokenizer in new[] { Spm.Value, Bpe.Value })
+        foreach (var tokenizer in new[] { Spm, Bpe })
         {
             var trie = TokenTrie.Build(tokenizer);
             for (ulong seed = 1; seed <= 10; seed++)
@@ -201,7 +182,7 @@ public sealed class GbnfGrammarTests
     [Fact]
     public void Mask_time_per_token_is_measured()
     {
-        var tokenizer = Bpe.Value;
+        var tokenizer = Bpe;
         var trie = TokenTrie.Build(tokenizer);
         foreach (var row in Grammars)
         {
@@ -215,32 +196,14 @@ public sealed class GbnfGrammarTests
         }
     }
 
-    /// <summary>Samples with random logits (end tokens raised, so that a reply that may end soon does) until an end
-    /// token; the reply's bytes. With <paramref name="forwardMs"/> above 0 each mask is computed while a forward pass
-    /// of that long is simulated; otherwise each mask's time is added to <paramref name="micros"/>.</summary>
+    /// <summary>A reply sampled through the grammar's masks, end tokens raised by 6 (see
+    /// <see cref="ConstrainedSampling.Sample"/>); with <paramref name="forwardMs"/> 0 each mask's time is added to
+    /// <paramref name="micros"/>.</summary>
     static byte[] Sample(GbnfGrammar grammar, TokenTrie trie, Tokenizer tokenizer, ulong seed, int forwardMs,
         List<double>? micros = null)
     {
-        var sampler = new Sampler(tokenizer.VocabSize);
-        var p = new SamplingParams { Seed = seed };
         var constraint = grammar.Start(trie, []);
-        var rng = new Random((int)seed);
-        var tokens = new List<int> { tokenizer.BosId };
-        var logits = new float[tokenizer.VocabSize];
-        var bytes = new List<byte>();
-        for (int step = 0; step < 2000; step++)
-        {
-            for (int i = 0; i < logits.Length; i++) logits[i] = (float)(rng.NextDouble() * 8);
-            foreach (int end in tokenizer.EndOfGenerationIds) logits[end] += 6;
-            constraint.Apply(logits, tokens, 1);
-            micros?.Add(((MaskConstraint<GbnfMatcher>)constraint).LastMaskMicros);
-            int token = sampler.Sample(logits, p, seed, tokens, 1);
-            if (tokenizer.EndOfGenerationIds.Contains(token)) return [.. bytes];
-            if (forwardMs > 0) constraint.Accepted(token);
-            tokens.Add(token);
-            bytes.AddRange(tokenizer.DecodeToken(token));
-            if (forwardMs > 0) Thread.Sleep(forwardMs);
-        }
-        throw new Xunit.Sdk.XunitException("no end token in 2000 steps: " + Encoding.UTF8.GetString([.. bytes]));
+        return ConstrainedSampling.Sample(constraint, tokenizer, seed, forwardMs, endBoost: 6,
+            _ => micros?.Add(((MaskConstraint<GbnfMatcher>)constraint).LastMaskMicros));
     }
 }

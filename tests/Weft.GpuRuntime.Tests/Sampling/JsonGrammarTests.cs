@@ -1,10 +1,8 @@
-using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using Weft.GpuRuntime.Sampling;
 using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.GpuRuntime.Sampling.Json;
-using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
 using Weft.Scheduling;
 
@@ -14,8 +12,8 @@ namespace Weft.GpuRuntime.Tests.Sampling;
 /// the token mask, which must parse and validate whatever the logits.</summary>
 public sealed class JsonGrammarTests
 {
-    static readonly Lazy<Tokenizer> Spm = new(() => Load(DemoVocabulary.SentencePiece(1024)));
-    static readonly Lazy<Tokenizer> Bpe = new(() => Load(DemoVocabulary.ByteLevelBpe(2048)));
+    static Tokenizer Spm => GrammarVocabularies.Spm;
+    static Tokenizer Bpe => GrammarVocabularies.Bpe;
 
     public static readonly TheoryData<string> Schemas =
     [
@@ -43,22 +41,6 @@ public sealed class JsonGrammarTests
         """,
     ];
 
-    static Tokenizer Load(VocabularySpec spec)
-    {
-        string path = Path.Combine(Path.GetTempPath(), $"weft-grammar-{Guid.NewGuid():N}.gguf");
-        try
-        {
-            var w = new GgufWriter();
-            spec.WriteTo(w);
-            w.Write(path);
-            using var file = GgufFile.Open(path);
-            return Tokenizer.FromGguf(file);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
-    }
 
     static JsonGrammar Grammar(string schema)
     {
@@ -102,7 +84,7 @@ public sealed class JsonGrammarTests
     public void Replies_sampled_from_random_logits_through_the_mask_parse_and_match_the_schema(string schema)
     {
         var grammar = Grammar(schema);
-        foreach (var tokenizer in new[] { Spm.Value, Bpe.Value })
+        foreach (var tokenizer in new[] { Spm, Bpe })
         {
             var trie = TokenTrie.Build(tokenizer);
             for (ulong seed = 1; seed <= 12; seed++)
@@ -117,7 +99,7 @@ public sealed class JsonGrammarTests
     [Fact]
     public void A_banned_token_is_never_sampled_and_the_mask_outranks_a_bias()
     {
-        var tokenizer = Spm.Value;
+        var tokenizer = Spm;
         var grammar = Grammar("""{"type":"boolean"}""");
         int t = tokenizer.FindToken("t") ?? tokenizer.FindToken("<0x74>")!.Value;
         var sampler = new Sampler(tokenizer.VocabSize);
@@ -143,7 +125,7 @@ public sealed class JsonGrammarTests
     [Fact]
     public void Mask_time_per_token_is_measured()
     {
-        foreach (var (name, tokenizer) in new[] { ("spm-1024", Spm.Value), ("bpe-2048", Bpe.Value) })
+        foreach (var (name, tokenizer) in new[] { ("spm-1024", Spm), ("bpe-2048", Bpe) })
         {
             var trie = TokenTrie.Build(tokenizer);
             var masks = new List<double>();
@@ -169,35 +151,16 @@ public sealed class JsonGrammarTests
             $"({micros.Count} tokens)";
     }
 
-    /// <summary>Samples with random logits until an end token; the reply's bytes. With <paramref name="forwardMs"/>
-    /// 0, <paramref name="micros"/> are the masks' times (computed in Apply); otherwise the mask of each step is
-    /// computed while a forward pass of that long is simulated, and <paramref name="micros"/> are Apply's
-    /// waits.</summary>
+    /// <summary>A reply sampled through the grammar's masks (see <see cref="ConstrainedSampling.Sample"/>). With
+    /// <paramref name="forwardMs"/> 0, <paramref name="micros"/> are the masks' times (computed in Apply); otherwise
+    /// the waits in Apply for masks computed during the simulated forward passes.</summary>
     static byte[] Sample(JsonGrammar grammar, TokenTrie trie, Tokenizer tokenizer, ulong seed, out List<double> micros,
         int forwardMs = 0)
     {
-        var sampler = new Sampler(tokenizer.VocabSize);
-        var p = new SamplingParams { Seed = seed };
         var constraint = grammar.Start(trie, []);
-        var rng = new Random((int)seed);
-        var tokens = new List<int> { tokenizer.BosId };
-        var logits = new float[tokenizer.VocabSize];
-        var bytes = new List<byte>();
-        micros = [];
-        for (int step = 0; step < 2000; step++)
-        {
-            for (int i = 0; i < logits.Length; i++) logits[i] = (float)(rng.NextDouble() * 8);
-            long start = Stopwatch.GetTimestamp();
-            constraint.Apply(logits, tokens, 1);
-            micros.Add(forwardMs == 0 ? ((MaskConstraint<Matcher>)constraint).LastMaskMicros
-                : Stopwatch.GetElapsedTime(start).TotalMicroseconds);
-            int token = sampler.Sample(logits, p, seed, tokens, 1);
-            if (tokenizer.EndOfGenerationIds.Contains(token)) return [.. bytes];
-            if (forwardMs > 0) constraint.Accepted(token);
-            tokens.Add(token);
-            bytes.AddRange(tokenizer.DecodeToken(token));
-            if (forwardMs > 0) Thread.Sleep(forwardMs);
-        }
-        throw new Xunit.Sdk.XunitException("no end token in 2000 steps: " + Encoding.UTF8.GetString([.. bytes]));
+        var times = new List<double>();
+        micros = times;
+        return ConstrainedSampling.Sample(constraint, tokenizer, seed, forwardMs, applied: t =>
+            times.Add(forwardMs == 0 ? ((MaskConstraint<Matcher>)constraint).LastMaskMicros : t));
     }
 }

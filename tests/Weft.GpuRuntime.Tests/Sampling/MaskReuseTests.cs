@@ -2,8 +2,6 @@ using System.Text.Json;
 using Weft.GpuRuntime.Sampling;
 using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.GpuRuntime.Sampling.Json;
-using Weft.Models.Gguf;
-using Weft.Models.Tokenization;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Tests.Sampling;
@@ -12,22 +10,6 @@ namespace Weft.GpuRuntime.Tests.Sampling;
 /// repetition): every mask it applies must equal the one a fresh constraint walks for the same tokens.</summary>
 public sealed class MaskReuseTests
 {
-    static readonly Lazy<Tokenizer> Bpe = new(() =>
-    {
-        string path = Path.Combine(Path.GetTempPath(), $"weft-mask-{Guid.NewGuid():N}.gguf");
-        try
-        {
-            var w = new GgufWriter();
-            DemoVocabulary.ByteLevelBpe(2048).WriteTo(w);
-            w.Write(path);
-            using var file = GgufFile.Open(path);
-            return Tokenizer.FromGguf(file);
-        }
-        finally
-        {
-            File.Delete(path);
-        }
-    });
 
     public static readonly TheoryData<string> Constraints =
     [
@@ -52,7 +34,7 @@ public sealed class MaskReuseTests
     [MemberData(nameof(Constraints))]
     public void Every_mask_equals_a_fresh_walk_for_the_same_tokens(string spec)
     {
-        var tokenizer = Bpe.Value;
+        var tokenizer = GrammarVocabularies.Bpe;
         var start = Starter(spec, TokenTrie.Build(tokenizer));
         for (ulong seed = 1; seed <= 3; seed++)
         {
