@@ -56,7 +56,9 @@ public sealed class ResponseExpiryTests(ExpiringResponsesSilo silo) : IClassFixt
         var grain = silo.App.Services.GetRequiredService<IGrainFactory>()
             .GetGrain<IResponseGrain>(ConversationKey.Of(WeftDefaults.Tenant, id));
         Assert.NotNull(await grain.GetAsync());
-        await Task.Delay(TimeSpan.FromSeconds(2), Ct);
+        // past the TTL with a margin: Task.Delay counts a coarse millisecond tick while the grain compares
+        // DateTime.UtcNow, and on CI's machine a delay of exactly the TTL once ended before the TTL had passed
+        await Task.Delay(TimeSpan.FromSeconds(2.5), Ct);
         // whether or not the timer came first, the first read after the TTL finds nothing, and delete has nothing
         Assert.Null(await grain.GetAsync());
         using var delete = await silo.Http.DeleteAsync($"/v1/responses/{id}", Ct);
