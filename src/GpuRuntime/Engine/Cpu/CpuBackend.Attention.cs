@@ -285,13 +285,14 @@ public sealed unsafe partial class CpuBackend
             var table = Table(in it);
             byte* kp = b.KvBase(_layer, false);
             var scale = Vector512.Create(b._config.ScoreScale);
+            // rows of 16 keys share a cache line where a block is 16 keys
+            int rowStep = bs == 16 ? Math.Max(1, 64 / (16 * elem)) : 1;
             for (int j = tile0 * TileKeys, end = Math.Min(tile1 * TileKeys, ctx); j < end; j += 16)
             {
-                // the block after next (see Scores)
-                int ahead = j + 2 * bs;
-                if (j % bs == 0 && ahead < end)
-                    Prefetch(kp + (b.KvIndex(table[ahead / bs], it.Head) + ahead % bs) * elem, hd * bs * elem);
                 long at = b.KvIndex(table[j / bs], it.Head) + j % bs; // dimension 0 of key j
+                // the keys four groups on (see Scores), an eighth of their rows with each eighth of these
+                int ahead = j + 64;
+                byte* next = ahead < end ? kp + (b.KvIndex(table[ahead / bs], it.Head) + ahead % bs) * elem : null;
                 int keys = Math.Min(16, ctx - j);
                 for (int q0 = 0; q0 < group; q0 += 4)
                 {
@@ -301,6 +302,9 @@ public sealed unsafe partial class CpuBackend
                         qc = qs + (q0 + Math.Min(2, n - 1)) * hd, qd = qs + (q0 + Math.Min(3, n - 1)) * hd;
                     for (int i = 0; i < 8 && full > 0; i++)
                     {
+                        if (next != null && q0 == 0)
+                            for (int d = i * hd / 8; d < (i + 1) * hd / 8; d += rowStep)
+                                Simd.Prefetch(next + (long)d * bs * elem);
                         // Dot's eighth i: ((l(i) + l(i+32)) + (l(i+16) + l(i+48))) + ((l(i+8) + l(i+40)) + ...)
                         Pair4(kp, at, bs, keys, f16, qa, qb, qc, qd, i, full, out var a0, out var b0, out var c0,
                             out var d0);
