@@ -296,32 +296,17 @@ public sealed unsafe partial class CpuBackend
                 int keys = Math.Min(16, ctx - j);
                 for (int q0 = 0; q0 < group; q0 += 4)
                 {
-                    // a group of fewer than four repeats its last query and drops what that computes
                     int n = Math.Min(4, group - q0);
-                    float* qa = qs + q0 * hd, qb = qs + (q0 + Math.Min(1, n - 1)) * hd,
-                        qc = qs + (q0 + Math.Min(2, n - 1)) * hd, qd = qs + (q0 + Math.Min(3, n - 1)) * hd;
-                    for (int i = 0; i < 8 && full > 0; i++)
+                    // the keys ahead only once, and with the first eighths
+                    byte* fetch = q0 == 0 ? next : null;
+                    var q = new Queries(qs + q0 * hd, hd);
+                    if (n == 4) Eighths<Four>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    else if (n == 3) Eighths<Three>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    else if (n == 2) Eighths<Two>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    else Eighths<One>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    for (int qi = 0; qi < n; qi++)
                     {
-                        if (next != null && q0 == 0)
-                            for (int d = i * hd / 8; d < (i + 1) * hd / 8; d += rowStep)
-                                Simd.Prefetch(next + (long)d * bs * elem);
-                        // Dot's eighth i: ((l(i) + l(i+32)) + (l(i+16) + l(i+48))) + ((l(i+8) + l(i+40)) + ...)
-                        Pair4(kp, at, bs, keys, f16, qa, qb, qc, qd, i, full, out var a0, out var b0, out var c0,
-                            out var d0);
-                        Pair4(kp, at, bs, keys, f16, qa, qb, qc, qd, i + 16, full, out var a1, out var b1,
-                            out var c1, out var d1);
-                        Pair4(kp, at, bs, keys, f16, qa, qb, qc, qd, i + 8, full, out var a2, out var b2,
-                            out var c2, out var d2);
-                        Pair4(kp, at, bs, keys, f16, qa, qb, qc, qd, i + 24, full, out var a3, out var b3,
-                            out var c3, out var d3);
-                        ((a0 + a1) + (a2 + a3)).Store(eighths + 16 * i);
-                        ((b0 + b1) + (b2 + b3)).Store(eighths + 128 + 16 * i);
-                        ((c0 + c1) + (c2 + c3)).Store(eighths + 256 + 16 * i);
-                        ((d0 + d1) + (d2 + d3)).Store(eighths + 384 + 16 * i);
-                    }
-                    for (int q = 0; q < n; q++)
-                    {
-                        float* e = eighths + 128 * q, qv = qs + (q0 + q) * hd;
+                        float* e = eighths + 128 * qi, qv = qs + (q0 + qi) * hd;
                         var r = Vector512<float>.Zero;
                         if (full > 0)
                             r = ((Vector512.Load(e) + Vector512.Load(e + 64))
@@ -330,21 +315,81 @@ public sealed unsafe partial class CpuBackend
                                     + (Vector512.Load(e + 48) + Vector512.Load(e + 112)));
                         for (int d = full; d < hd; d++)
                             r = Vector512.FusedMultiplyAdd(Vector512.Create(qv[d]), Key16(kp, at, d, bs, keys, f16), r);
-                        (r * scale).Store(scores + (long)(q0 + q) * it.Padded + j);
+                        (r * scale).Store(scores + (long)(q0 + qi) * it.Padded + j);
                     }
                 }
             }
         }
 
-        /// <summary>Dot's lanes i and i + 32 added, for four queries: each lane the product of dimension i, then the
-        /// dimensions 64 apart chained.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static void Pair4(byte* kp, long at, int bs, int keys, bool f16, float* qa, float* qb, float* qc, float* qd,
-            int i, int full, out Vector512<float> a, out Vector512<float> b, out Vector512<float> c,
-            out Vector512<float> d)
+        /// <summary>Queries of the GQA group that share each converted key or value vector: up to four, the
+        /// registers of a score tile or a value chunk.</summary>
+        interface IQueries
         {
-            Lane4(kp, at, bs, keys, f16, qa, qb, qc, qd, i, full, out a, out b, out c, out d);
-            Lane4(kp, at, bs, keys, f16, qa, qb, qc, qd, i + 32, full, out var a1, out var b1, out var c1, out var d1);
+            static abstract int Count { get; }
+        }
+
+        readonly struct One : IQueries
+        {
+            public static int Count => 1;
+        }
+
+        readonly struct Two : IQueries
+        {
+            public static int Count => 2;
+        }
+
+        readonly struct Three : IQueries
+        {
+            public static int Count => 3;
+        }
+
+        readonly struct Four : IQueries
+        {
+            public static int Count => 4;
+        }
+
+        /// <summary>Four consecutive queries' rows, each its own pointer: indexed from one base by multiples of the
+        /// head size, an address computation per broadcast made attention at 4096 tokens about 0.5 ms slower.</summary>
+        readonly struct Queries(float* first, int hd)
+        {
+            public readonly float* A = first, B = first + hd, C = first + 2 * hd, D = first + 3 * hd;
+        }
+
+        /// <summary>Dot's eight eighths for 16 keys and <typeparamref name="TQ"/> queries (q, hd apart) into
+        /// <paramref name="eighths"/> (128 floats a query); an eighth of the rows at <paramref name="next"/> fetched
+        /// with each.</summary>
+        /// <remarks>Not inlined: four instantiations in <see cref="SingleScores"/> would put it over the JIT's inlining
+        /// budget, leaving the lanes as calls (see <see cref="Dot{TVec}"/>).</remarks>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        static void Eighths<TQ>(byte* kp, long at, int bs, int keys, bool f16, Queries q, int hd, int full,
+            byte* next, int rowStep, int elem, float* eighths) where TQ : struct, IQueries
+        {
+            for (int i = 0; i < 8 && full > 0; i++)
+            {
+                if (next != null)
+                    for (int d = i * hd / 8; d < (i + 1) * hd / 8; d += rowStep)
+                        Simd.Prefetch(next + (long)d * bs * elem);
+                // Dot's eighth i: ((l(i) + l(i+32)) + (l(i+16) + l(i+48))) + ((l(i+8) + l(i+40)) + ...)
+                Pair<TQ>(kp, at, bs, keys, f16, q, hd, i, full, out var a0, out var b0, out var c0, out var d0);
+                Pair<TQ>(kp, at, bs, keys, f16, q, hd, i + 16, full, out var a1, out var b1, out var c1, out var d1);
+                Pair<TQ>(kp, at, bs, keys, f16, q, hd, i + 8, full, out var a2, out var b2, out var c2, out var d2);
+                Pair<TQ>(kp, at, bs, keys, f16, q, hd, i + 24, full, out var a3, out var b3, out var c3, out var d3);
+                ((a0 + a1) + (a2 + a3)).Store(eighths + 16 * i);
+                if (TQ.Count > 1) ((b0 + b1) + (b2 + b3)).Store(eighths + 128 + 16 * i);
+                if (TQ.Count > 2) ((c0 + c1) + (c2 + c3)).Store(eighths + 256 + 16 * i);
+                if (TQ.Count > 3) ((d0 + d1) + (d2 + d3)).Store(eighths + 384 + 16 * i);
+            }
+        }
+
+        /// <summary>Dot's lanes i and i + 32 added, for up to four queries: each lane the product of dimension i,
+        /// then the dimensions 64 apart chained.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Pair<TQ>(byte* kp, long at, int bs, int keys, bool f16, Queries q, int hd, int i, int full,
+            out Vector512<float> a, out Vector512<float> b, out Vector512<float> c, out Vector512<float> d)
+            where TQ : struct, IQueries
+        {
+            Lane<TQ>(kp, at, bs, keys, f16, q, hd, i, full, out a, out b, out c, out d);
+            Lane<TQ>(kp, at, bs, keys, f16, q, hd, i + 32, full, out var a1, out var b1, out var c1, out var d1);
             a += a1;
             b += b1;
             c += c1;
@@ -352,22 +397,22 @@ public sealed unsafe partial class CpuBackend
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static void Lane4(byte* kp, long at, int bs, int keys, bool f16, float* qa, float* qb, float* qc, float* qd,
-            int i, int full, out Vector512<float> a, out Vector512<float> b, out Vector512<float> c,
-            out Vector512<float> d)
+        static void Lane<TQ>(byte* kp, long at, int bs, int keys, bool f16, Queries q, int hd, int i, int full,
+            out Vector512<float> a, out Vector512<float> b, out Vector512<float> c, out Vector512<float> d)
+            where TQ : struct, IQueries
         {
             var k = Key16(kp, at, i, bs, keys, f16);
-            a = Vector512.Create(qa[i]) * k;
-            b = Vector512.Create(qb[i]) * k;
-            c = Vector512.Create(qc[i]) * k;
-            d = Vector512.Create(qd[i]) * k;
+            a = Vector512.Create(q.A[i]) * k;
+            b = TQ.Count > 1 ? Vector512.Create(q.B[i]) * k : default;
+            c = TQ.Count > 2 ? Vector512.Create(q.C[i]) * k : default;
+            d = TQ.Count > 3 ? Vector512.Create(q.D[i]) * k : default;
             for (int x = i + 64; x < full; x += 64)
             {
                 k = Key16(kp, at, x, bs, keys, f16);
-                a = Vector512.FusedMultiplyAdd(Vector512.Create(qa[x]), k, a);
-                b = Vector512.FusedMultiplyAdd(Vector512.Create(qb[x]), k, b);
-                c = Vector512.FusedMultiplyAdd(Vector512.Create(qc[x]), k, c);
-                d = Vector512.FusedMultiplyAdd(Vector512.Create(qd[x]), k, d);
+                a = Vector512.FusedMultiplyAdd(Vector512.Create(q.A[x]), k, a);
+                if (TQ.Count > 1) b = Vector512.FusedMultiplyAdd(Vector512.Create(q.B[x]), k, b);
+                if (TQ.Count > 2) c = Vector512.FusedMultiplyAdd(Vector512.Create(q.C[x]), k, c);
+                if (TQ.Count > 3) d = Vector512.FusedMultiplyAdd(Vector512.Create(q.D[x]), k, d);
             }
         }
 
@@ -527,7 +572,8 @@ public sealed unsafe partial class CpuBackend
             var table = Table(in it);
             byte* vp = b.KvBase(_layer, true);
             int elem = f16 ? 2 : 4, blocks = (ctx + bs - 1) / bs;
-            // per block, its first element of this task's dimensions; then the chains of four queries per dimension
+            // per block, its first element of this task's dimensions; then four chains of up to four queries per
+            // dimension
             long* at = (long*)Grow(_scratch, _scratchFloats, worker, 2L * blocks + 16 + 256L * dims);
             var acc = (Vector512<float>*)(((nint)(at + blocks) + 63) & ~63);
             for (int k = 0; k < blocks; k++) at[k] = b.KvIndex(table[k], it.Head) + (long)d0 * bs;
@@ -535,52 +581,24 @@ public sealed unsafe partial class CpuBackend
             float* o = _out + ((long)it.Row0 * b._heads + it.Head * group) * hd + d0;
             for (int q0 = 0; q0 < group; q0 += 4)
             {
-                // a group of fewer than four repeats its last query and drops what that computes
                 int n = Math.Min(4, group - q0);
-                float* p0 = scores + (long)q0 * keys, p1 = scores + (long)(q0 + Math.Min(1, n - 1)) * keys,
-                    p2 = scores + (long)(q0 + Math.Min(2, n - 1)) * keys,
-                    p3 = scores + (long)(q0 + Math.Min(3, n - 1)) * keys;
+                float* p = scores + (long)q0 * keys;
                 new Span<byte>(acc, 16 * dims * 64).Clear();
                 for (int c0 = 0; c0 < keys; c0 += ChunkKeys)
                 {
                     int c1 = Math.Min(keys, c0 + ChunkKeys);
-                    // the next chunk's lines, spread over this chunk's passes
+                    // the next chunk's lines, a share with each dimension's pass over this one
                     int next0 = c1 / bs, next1 = Math.Min(blocks, (c1 + ChunkKeys + bs - 1) / bs);
-                    int ahead = (next1 - next0) * lines, passes = dims * ((c1 - c0) / 64);
-                    int perPass = (ahead + passes - 1) / Math.Max(1, passes), line = 0;
+                    int ahead = (next1 - next0) * lines, perPass = (ahead + dims - 1) / dims;
                     for (int d = 0; d < dims; d++)
                     {
+                        for (int line = d * perPass; line < Math.Min(ahead, (d + 1) * perPass); line++)
+                            Simd.Prefetch(vp + at[next0 + line / lines] * elem + 64 * (line % lines));
                         var a = acc + 16 * d;
-                        Vector512<float> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], b0 = a[4], b1 = a[5],
-                            b2 = a[6], b3 = a[7], e0 = a[8], e1 = a[9], e2 = a[10], e3 = a[11], f0 = a[12],
-                            f1 = a[13], f2 = a[14], f3 = a[15];
-                        for (int j = c0; j < c1; j += 64)
-                        {
-                            for (int l = 0; l < perPass && line < ahead; l++, line++)
-                                Simd.Prefetch(vp + at[next0 + line / lines] * elem + 64 * (line % lines));
-                            var v0 = Keys16(vp, at, j, d, bs, ctx, f16);
-                            var v1 = Keys16(vp, at, j + 16, d, bs, ctx, f16);
-                            var v2 = Keys16(vp, at, j + 32, d, bs, ctx, f16);
-                            var v3 = Keys16(vp, at, j + 48, d, bs, ctx, f16);
-                            a0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p0 + j), a0);
-                            a1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p0 + j + 16), a1);
-                            a2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p0 + j + 32), a2);
-                            a3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p0 + j + 48), a3);
-                            b0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p1 + j), b0);
-                            b1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p1 + j + 16), b1);
-                            b2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p1 + j + 32), b2);
-                            b3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p1 + j + 48), b3);
-                            e0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p2 + j), e0);
-                            e1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p2 + j + 16), e1);
-                            e2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p2 + j + 32), e2);
-                            e3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p2 + j + 48), e3);
-                            f0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p3 + j), f0);
-                            f1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p3 + j + 16), f1);
-                            f2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p3 + j + 32), f2);
-                            f3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p3 + j + 48), f3);
-                        }
-                        (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]) = (a0, a1, a2, a3, b0, b1, b2, b3);
-                        (a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]) = (e0, e1, e2, e3, f0, f1, f2, f3);
+                        if (n == 4) ValuePass<Four>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        else if (n == 3) ValuePass<Three>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        else if (n == 2) ValuePass<Two>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        else ValuePass<One>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
                     }
                 }
                 for (int d = 0; d < dims; d++)
@@ -590,6 +608,57 @@ public sealed unsafe partial class CpuBackend
                         o[(long)(q0 + q) * hd + d] = Sum16((a[0] + a[2]) + (a[1] + a[3]));
                     }
             }
+        }
+
+        /// <summary>Keys [c0, c1) of dimension d into the four chains of each of <typeparamref name="TQ"/> queries
+        /// (probabilities p, a row of <paramref name="keys"/> apart; chains at a, four a query).</summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        static void ValuePass<TQ>(byte* vp, long* at, int d, int bs, int ctx, bool f16, float* p, int keys, int c0,
+            int c1, Vector512<float>* a) where TQ : struct, IQueries
+        {
+            float* p1 = p + keys, p2 = p + 2 * keys, p3 = p + 3 * keys;
+            Vector512<float> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, e0 = default, e1 = default,
+                e2 = default, e3 = default, f0 = default, f1 = default, f2 = default, f3 = default;
+            if (TQ.Count > 1) (b0, b1, b2, b3) = (a[4], a[5], a[6], a[7]);
+            if (TQ.Count > 2) (e0, e1, e2, e3) = (a[8], a[9], a[10], a[11]);
+            if (TQ.Count > 3) (f0, f1, f2, f3) = (a[12], a[13], a[14], a[15]);
+            for (int j = c0; j < c1; j += 64)
+            {
+                var v0 = Keys16(vp, at, j, d, bs, ctx, f16);
+                var v1 = Keys16(vp, at, j + 16, d, bs, ctx, f16);
+                var v2 = Keys16(vp, at, j + 32, d, bs, ctx, f16);
+                var v3 = Keys16(vp, at, j + 48, d, bs, ctx, f16);
+                a0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p + j), a0);
+                a1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p + j + 16), a1);
+                a2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p + j + 32), a2);
+                a3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p + j + 48), a3);
+                if (TQ.Count > 1)
+                {
+                    b0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p1 + j), b0);
+                    b1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p1 + j + 16), b1);
+                    b2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p1 + j + 32), b2);
+                    b3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p1 + j + 48), b3);
+                }
+                if (TQ.Count > 2)
+                {
+                    e0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p2 + j), e0);
+                    e1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p2 + j + 16), e1);
+                    e2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p2 + j + 32), e2);
+                    e3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p2 + j + 48), e3);
+                }
+                if (TQ.Count > 3)
+                {
+                    f0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p3 + j), f0);
+                    f1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p3 + j + 16), f1);
+                    f2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p3 + j + 32), f2);
+                    f3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p3 + j + 48), f3);
+                }
+            }
+            (a[0], a[1], a[2], a[3]) = (a0, a1, a2, a3);
+            if (TQ.Count > 1) (a[4], a[5], a[6], a[7]) = (b0, b1, b2, b3);
+            if (TQ.Count > 2) (a[8], a[9], a[10], a[11]) = (e0, e1, e2, e3);
+            if (TQ.Count > 3) (a[12], a[13], a[14], a[15]) = (f0, f1, f2, f3);
         }
 
         /// <summary>Dimension d of keys j..j+15 (one block's run; <paramref name="at"/> per block), zero past the
