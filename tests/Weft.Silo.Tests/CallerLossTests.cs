@@ -15,8 +15,7 @@ namespace Weft.Silo.Tests;
 public sealed class CallerLossTests : IAsyncDisposable
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
-    static readonly string? Server = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
-    const string NoServer = "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+    static readonly string? Server = TestHosts.Postgres;
 
     readonly string _dir = Directory.CreateTempSubdirectory("weft-caller-").FullName;
     readonly string _database = $"weft_test_{Guid.NewGuid():N}";
@@ -25,7 +24,7 @@ public sealed class CallerLossTests : IAsyncDisposable
     [Fact]
     public async Task A_turn_whose_edge_silo_is_gone_frees_its_conversation_for_the_next_turn_within_seconds()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         string store = await CreateDatabase();
         var edge = await StartSilo(store);
         var owner = await StartSilo(store);

@@ -97,8 +97,7 @@ public sealed class FailoverTests(SiloFixture silo) : IClassFixture<SiloFixture>
 public sealed class StorageLossTests : IAsyncDisposable
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
-    static readonly string? Server = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
-    const string NoServer = "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+    static readonly string? Server = TestHosts.Postgres;
     static readonly SamplingOptions Greedy = new() { Temperature = 0, MaxTokens = 8, IgnoreEos = true };
 
     readonly string _dir = Directory.CreateTempSubdirectory("weft-storage-loss-").FullName;
@@ -108,7 +107,7 @@ public sealed class StorageLossTests : IAsyncDisposable
     [Fact]
     public async Task A_conversation_whose_stored_copy_went_stale_or_vanished_keeps_its_history()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         string store = await StartSilo();
         var conversation = _silo!.Services.GetRequiredService<IGrainFactory>()
             .GetGrain<IConversationGrain>(ConversationKey.Of(WeftDefaults.Tenant, "stale"));
@@ -129,7 +128,7 @@ public sealed class StorageLossTests : IAsyncDisposable
     [Fact]
     public async Task A_silo_whose_membership_rows_vanished_writes_itself_back_past_the_version_it_saw()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         string store = await StartSilo();
         long version = (long)(await Sql(store, "SELECT max(version) FROM weft_membership_version"))!;
 

@@ -17,8 +17,7 @@ namespace Weft.Silo.Tests;
 public sealed class PostgresTests : IAsyncDisposable
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
-    static readonly string? Server = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
-    const string NoServer = "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+    static readonly string? Server = TestHosts.Postgres;
 
     readonly string _dir = Directory.CreateTempSubdirectory("weft-postgres-").FullName;
     readonly string _database = $"weft_test_{Guid.NewGuid():N}";
@@ -30,7 +29,7 @@ public sealed class PostgresTests : IAsyncDisposable
     [Fact]
     public async Task A_conversation_continues_with_its_history_after_the_silo_restarts()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         string store = await CreateDatabase();
         var first = await StartSilo(store);
         var conversation = Grains(first).GetGrain<IConversationGrain>("restart");
@@ -52,7 +51,7 @@ public sealed class PostgresTests : IAsyncDisposable
     [Fact]
     public async Task While_the_database_is_down_health_is_not_ready_and_requests_get_503_with_retry_after()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         string store = await CreateDatabase();
         // The silo reaches the database through a relay of the test's: closing it refuses every connection, as a
         // stopped server does, without stopping the server the other tests share.

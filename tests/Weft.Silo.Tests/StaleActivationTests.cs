@@ -14,8 +14,7 @@ namespace Weft.Silo.Tests;
 public sealed class StaleActivationTests : IAsyncDisposable
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
-    static readonly string? Server = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
-    const string NoServer = "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+    static readonly string? Server = TestHosts.Postgres;
     const string Id = "split";
 
     readonly string _dir = Directory.CreateTempSubdirectory("weft-stale-").FullName;
@@ -26,7 +25,7 @@ public sealed class StaleActivationTests : IAsyncDisposable
     [Fact]
     public async Task A_turn_stored_first_by_the_cut_off_silo_is_the_one_the_resending_client_gets()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         var (cutOff, owner) = await TwoActivations();
 
         // The client sent the turn to the cut-off silo, which applied it, but the reply never reached the client. The
@@ -44,7 +43,7 @@ public sealed class StaleActivationTests : IAsyncDisposable
     [Fact]
     public async Task A_cut_off_silo_neither_overwrites_nor_extends_what_the_new_owner_stored()
     {
-        Assert.SkipWhen(Server is null, NoServer);
+        Assert.SkipWhen(Server is null, TestHosts.NoPostgres);
         var (cutOff, owner) = await TwoActivations();
 
         // each turn of the cut-off silo comes after a write of the owner that it has not seen: one that replaces the

@@ -13,6 +13,12 @@ namespace Weft.Silo.Tests;
 /// test PostgreSQL, and silos on those.</summary>
 static class TestHosts
 {
+    /// <summary>The PostgreSQL server of the store tests (an Npgsql connection string), or null to skip them.</summary>
+    public static readonly string? Postgres = Environment.GetEnvironmentVariable("WEFT_TEST_POSTGRES");
+
+    public const string NoPostgres =
+        "WEFT_TEST_POSTGRES is not set (scripts/start-postgres.sh starts a server and prints it)";
+
     public static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

@@ -300,10 +300,12 @@ public sealed unsafe partial class CpuBackend
                     // the keys ahead only once, and with the first eighths
                     byte* fetch = q0 == 0 ? next : null;
                     var q = new Queries(qs + q0 * hd, hd);
-                    if (n == 4) Eighths<Four>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
-                    else if (n == 3) Eighths<Three>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
-                    else if (n == 2) Eighths<Two>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
-                    else Eighths<One>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    if (n == 4) Eighths<FourRows>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    else if (n == 3)
+                        Eighths<ThreeRows>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    else if (n == 2)
+                        Eighths<TwoRows>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
+                    else Eighths<OneRow>(kp, at, bs, keys, f16, q, hd, full, fetch, rowStep, elem, eighths);
                     for (int qi = 0; qi < n; qi++)
                     {
                         float* e = eighths + 128 * qi, qv = qs + (q0 + qi) * hd;
@@ -321,33 +323,6 @@ public sealed unsafe partial class CpuBackend
             }
         }
 
-        /// <summary>Queries of the GQA group that share each converted key or value vector: up to four, the
-        /// registers of a score tile or a value chunk.</summary>
-        interface IQueries
-        {
-            static abstract int Count { get; }
-        }
-
-        readonly struct One : IQueries
-        {
-            public static int Count => 1;
-        }
-
-        readonly struct Two : IQueries
-        {
-            public static int Count => 2;
-        }
-
-        readonly struct Three : IQueries
-        {
-            public static int Count => 3;
-        }
-
-        readonly struct Four : IQueries
-        {
-            public static int Count => 4;
-        }
-
         /// <summary>Four consecutive queries' rows, each its own pointer: indexed from one base by multiples of the
         /// head size, an address computation per broadcast made attention at 4096 tokens about 0.5 ms slower.</summary>
         readonly struct Queries(float* first, int hd)
@@ -362,7 +337,7 @@ public sealed unsafe partial class CpuBackend
         /// budget, leaving the lanes as calls (see <see cref="Dot{TVec}"/>).</remarks>
         [MethodImpl(MethodImplOptions.NoInlining)]
         static void Eighths<TQ>(byte* kp, long at, int bs, int keys, bool f16, Queries q, int hd, int full,
-            byte* next, int rowStep, int elem, float* eighths) where TQ : struct, IQueries
+            byte* next, int rowStep, int elem, float* eighths) where TQ : struct, ITile
         {
             for (int i = 0; i < 8 && full > 0; i++)
             {
@@ -375,9 +350,9 @@ public sealed unsafe partial class CpuBackend
                 Pair<TQ>(kp, at, bs, keys, f16, q, hd, i + 8, full, out var a2, out var b2, out var c2, out var d2);
                 Pair<TQ>(kp, at, bs, keys, f16, q, hd, i + 24, full, out var a3, out var b3, out var c3, out var d3);
                 ((a0 + a1) + (a2 + a3)).Store(eighths + 16 * i);
-                if (TQ.Count > 1) ((b0 + b1) + (b2 + b3)).Store(eighths + 128 + 16 * i);
-                if (TQ.Count > 2) ((c0 + c1) + (c2 + c3)).Store(eighths + 256 + 16 * i);
-                if (TQ.Count > 3) ((d0 + d1) + (d2 + d3)).Store(eighths + 384 + 16 * i);
+                if (TQ.Rows > 1) ((b0 + b1) + (b2 + b3)).Store(eighths + 128 + 16 * i);
+                if (TQ.Rows > 2) ((c0 + c1) + (c2 + c3)).Store(eighths + 256 + 16 * i);
+                if (TQ.Rows > 3) ((d0 + d1) + (d2 + d3)).Store(eighths + 384 + 16 * i);
             }
         }
 
@@ -386,7 +361,7 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Pair<TQ>(byte* kp, long at, int bs, int keys, bool f16, Queries q, int hd, int i, int full,
             out Vector512<float> a, out Vector512<float> b, out Vector512<float> c, out Vector512<float> d)
-            where TQ : struct, IQueries
+            where TQ : struct, ITile
         {
             Lane<TQ>(kp, at, bs, keys, f16, q, hd, i, full, out a, out b, out c, out d);
             Lane<TQ>(kp, at, bs, keys, f16, q, hd, i + 32, full, out var a1, out var b1, out var c1, out var d1);
@@ -399,20 +374,20 @@ public sealed unsafe partial class CpuBackend
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         static void Lane<TQ>(byte* kp, long at, int bs, int keys, bool f16, Queries q, int hd, int i, int full,
             out Vector512<float> a, out Vector512<float> b, out Vector512<float> c, out Vector512<float> d)
-            where TQ : struct, IQueries
+            where TQ : struct, ITile
         {
             var k = Key16(kp, at, i, bs, keys, f16);
             a = Vector512.Create(q.A[i]) * k;
-            b = TQ.Count > 1 ? Vector512.Create(q.B[i]) * k : default;
-            c = TQ.Count > 2 ? Vector512.Create(q.C[i]) * k : default;
-            d = TQ.Count > 3 ? Vector512.Create(q.D[i]) * k : default;
+            b = TQ.Rows > 1 ? Vector512.Create(q.B[i]) * k : default;
+            c = TQ.Rows > 2 ? Vector512.Create(q.C[i]) * k : default;
+            d = TQ.Rows > 3 ? Vector512.Create(q.D[i]) * k : default;
             for (int x = i + 64; x < full; x += 64)
             {
                 k = Key16(kp, at, x, bs, keys, f16);
                 a = Vector512.FusedMultiplyAdd(Vector512.Create(q.A[x]), k, a);
-                if (TQ.Count > 1) b = Vector512.FusedMultiplyAdd(Vector512.Create(q.B[x]), k, b);
-                if (TQ.Count > 2) c = Vector512.FusedMultiplyAdd(Vector512.Create(q.C[x]), k, c);
-                if (TQ.Count > 3) d = Vector512.FusedMultiplyAdd(Vector512.Create(q.D[x]), k, d);
+                if (TQ.Rows > 1) b = Vector512.FusedMultiplyAdd(Vector512.Create(q.B[x]), k, b);
+                if (TQ.Rows > 2) c = Vector512.FusedMultiplyAdd(Vector512.Create(q.C[x]), k, c);
+                if (TQ.Rows > 3) d = Vector512.FusedMultiplyAdd(Vector512.Create(q.D[x]), k, d);
             }
         }
 
@@ -595,10 +570,10 @@ public sealed unsafe partial class CpuBackend
                         for (int line = d * perPass; line < Math.Min(ahead, (d + 1) * perPass); line++)
                             Simd.Prefetch(vp + at[next0 + line / lines] * elem + 64 * (line % lines));
                         var a = acc + 16 * d;
-                        if (n == 4) ValuePass<Four>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
-                        else if (n == 3) ValuePass<Three>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
-                        else if (n == 2) ValuePass<Two>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
-                        else ValuePass<One>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        if (n == 4) ValuePass<FourRows>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        else if (n == 3) ValuePass<ThreeRows>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        else if (n == 2) ValuePass<TwoRows>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
+                        else ValuePass<OneRow>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
                     }
                 }
                 for (int d = 0; d < dims; d++)
@@ -614,51 +589,42 @@ public sealed unsafe partial class CpuBackend
         /// (probabilities p, a row of <paramref name="keys"/> apart; chains at a, four a query).</summary>
         [MethodImpl(MethodImplOptions.NoInlining)]
         static void ValuePass<TQ>(byte* vp, long* at, int d, int bs, int ctx, bool f16, float* p, int keys, int c0,
-            int c1, Vector512<float>* a) where TQ : struct, IQueries
+            int c1, Vector512<float>* a) where TQ : struct, ITile
         {
             float* p1 = p + keys, p2 = p + 2 * keys, p3 = p + 3 * keys;
             Vector512<float> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
             Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, e0 = default, e1 = default,
                 e2 = default, e3 = default, f0 = default, f1 = default, f2 = default, f3 = default;
-            if (TQ.Count > 1) (b0, b1, b2, b3) = (a[4], a[5], a[6], a[7]);
-            if (TQ.Count > 2) (e0, e1, e2, e3) = (a[8], a[9], a[10], a[11]);
-            if (TQ.Count > 3) (f0, f1, f2, f3) = (a[12], a[13], a[14], a[15]);
+            if (TQ.Rows > 1) (b0, b1, b2, b3) = (a[4], a[5], a[6], a[7]);
+            if (TQ.Rows > 2) (e0, e1, e2, e3) = (a[8], a[9], a[10], a[11]);
+            if (TQ.Rows > 3) (f0, f1, f2, f3) = (a[12], a[13], a[14], a[15]);
             for (int j = c0; j < c1; j += 64)
             {
                 var v0 = Keys16(vp, at, j, d, bs, ctx, f16);
                 var v1 = Keys16(vp, at, j + 16, d, bs, ctx, f16);
                 var v2 = Keys16(vp, at, j + 32, d, bs, ctx, f16);
                 var v3 = Keys16(vp, at, j + 48, d, bs, ctx, f16);
-                a0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p + j), a0);
-                a1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p + j + 16), a1);
-                a2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p + j + 32), a2);
-                a3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p + j + 48), a3);
-                if (TQ.Count > 1)
-                {
-                    b0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p1 + j), b0);
-                    b1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p1 + j + 16), b1);
-                    b2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p1 + j + 32), b2);
-                    b3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p1 + j + 48), b3);
-                }
-                if (TQ.Count > 2)
-                {
-                    e0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p2 + j), e0);
-                    e1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p2 + j + 16), e1);
-                    e2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p2 + j + 32), e2);
-                    e3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p2 + j + 48), e3);
-                }
-                if (TQ.Count > 3)
-                {
-                    f0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p3 + j), f0);
-                    f1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p3 + j + 16), f1);
-                    f2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p3 + j + 32), f2);
-                    f3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p3 + j + 48), f3);
-                }
+                Chains(ref a0, ref a1, ref a2, ref a3, v0, v1, v2, v3, p + j);
+                if (TQ.Rows > 1) Chains(ref b0, ref b1, ref b2, ref b3, v0, v1, v2, v3, p1 + j);
+                if (TQ.Rows > 2) Chains(ref e0, ref e1, ref e2, ref e3, v0, v1, v2, v3, p2 + j);
+                if (TQ.Rows > 3) Chains(ref f0, ref f1, ref f2, ref f3, v0, v1, v2, v3, p3 + j);
             }
             (a[0], a[1], a[2], a[3]) = (a0, a1, a2, a3);
-            if (TQ.Count > 1) (a[4], a[5], a[6], a[7]) = (b0, b1, b2, b3);
-            if (TQ.Count > 2) (a[8], a[9], a[10], a[11]) = (e0, e1, e2, e3);
-            if (TQ.Count > 3) (a[12], a[13], a[14], a[15]) = (f0, f1, f2, f3);
+            if (TQ.Rows > 1) (a[4], a[5], a[6], a[7]) = (b0, b1, b2, b3);
+            if (TQ.Rows > 2) (a[8], a[9], a[10], a[11]) = (e0, e1, e2, e3);
+            if (TQ.Rows > 3) (a[12], a[13], a[14], a[15]) = (f0, f1, f2, f3);
+        }
+
+        /// <summary>One query's four chains over 64 keys: key j in chain (j / 16) % 4, lane j % 16.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Chains(ref Vector512<float> a0, ref Vector512<float> a1, ref Vector512<float> a2,
+            ref Vector512<float> a3, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2,
+            Vector512<float> v3, float* p)
+        {
+            a0 = Vector512.FusedMultiplyAdd(v0, Vector512.Load(p), a0);
+            a1 = Vector512.FusedMultiplyAdd(v1, Vector512.Load(p + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(v2, Vector512.Load(p + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(v3, Vector512.Load(p + 48), a3);
         }
 
         /// <summary>Dimension d of keys j..j+15 (one block's run; <paramref name="at"/> per block), zero past the

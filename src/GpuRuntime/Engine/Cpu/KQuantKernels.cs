@@ -21,32 +21,6 @@ static unsafe partial class KQuantKernels
     /// portable path, all three computing the same values.</summary>
     public static bool Fast => Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>
-    /// A tile's height (batch rows sharing a weight row's decoding) as a type, so that the JIT compiles each height
-    /// without the taller tiles' accumulators: the 128-bit four-row tile with its rows beyond the first skipped at run
-    /// time still spilled them, and ran a 2048 × 1024 q6_K matrix at batch 1 at 2.4 GMAC/s a thread, against 5.3 for
-    /// the one-row tile (SSE).
-    /// </summary>
-    interface ITile
-    {
-        static abstract int Rows { get; }
-    }
-
-    readonly struct OneRow : ITile
-    {
-        public static int Rows => 1;
-    }
-
-    readonly struct FourRows : ITile
-    {
-        public static int Rows => 4;
-    }
-
-    readonly struct EightRows : ITile
-    {
-        public static int Rows => 8;
-    }
-
     /// <summary>Rows [n0, n1) of y [m × ldy] = x · wᵀ (+ bias) for q6_K weights w [N × k] in place.</summary>
     public static void Q6K(byte* w, sbyte* xq, float* xd, short* xsums, float* y, float* bias, int m, int k, int ldy,
         int n0, int n1)
