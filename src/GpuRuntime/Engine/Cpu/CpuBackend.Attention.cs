@@ -330,7 +330,7 @@ public sealed unsafe partial class CpuBackend
             public readonly float* A = first, B = first + hd, C = first + 2 * hd, D = first + 3 * hd;
         }
 
-        /// <summary>Dot's eight eighths for 16 keys and <typeparamref name="TQ"/> queries (q, hd apart) into
+        /// <summary>Dot's eight eighths for 16 keys and the first <typeparamref name="TQ"/> queries of q into
         /// <paramref name="eighths"/> (128 floats a query); an eighth of the rows at <paramref name="next"/> fetched
         /// with each.</summary>
         /// <remarks>Not inlined: four instantiations in <see cref="SingleScores"/> would put it over the JIT's inlining
@@ -536,7 +536,7 @@ public sealed unsafe partial class CpuBackend
         /// go in chunks small enough to stay in L1 while every dimension of the task passes over them, the chains
         /// parked in <c>acc</c> between chunks, and the next chunk is fetched a few lines per pass: walking all the
         /// keys once per dimension, the first pass waited on memory (the values took 4.9 of 11.6 ms of attention).
-        /// Four queries of the GQA group at a time share each converted vector.
+        /// Up to four queries of the GQA group at a time (<see cref="ITile"/>) share each converted vector.
         /// </summary>
         void SingleValues(in Item it, int d0, int dims, float* scores, int worker)
         {
@@ -630,13 +630,8 @@ public sealed unsafe partial class CpuBackend
         /// <summary>Dimension d of keys j..j+15 (one block's run; <paramref name="at"/> per block), zero past the
         /// context: the keys up to the next 64 weigh 0, and stale values there could be inf.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static Vector512<float> Keys16(byte* pool, long* at, int j, int d, int bs, int ctx, bool f16)
-        {
-            if (j >= ctx) return default;
-            long e = at[j / bs] + (long)d * bs + (j & (bs - 1));
-            var v = f16 ? Simd<Vector512<float>>.LoadHalf((ushort*)pool + e) : Vector512.Load((float*)pool + e);
-            return ctx - j >= 16 ? v : Simd<Vector512<float>>.FirstLanes(v, ctx - j);
-        }
+        static Vector512<float> Keys16(byte* pool, long* at, int j, int d, int bs, int ctx, bool f16) =>
+            j >= ctx ? default : Key16(pool, at[j / bs] + (j & (bs - 1)), d, bs, ctx - j, f16);
 
         /// <summary>n elements of a K or V pool from element <paramref name="at"/> as f32 into dst, then zeros up to
         /// <paramref name="width"/>; the same conversion as <see cref="HalfMath.ToSingle(ushort*, float*, int)"/>.
