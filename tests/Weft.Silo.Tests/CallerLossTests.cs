@@ -17,9 +17,7 @@ public sealed class CallerLossTests : IAsyncDisposable
     static CancellationToken Ct => TestContext.Current.CancellationToken;
     static readonly string? Server = TestHosts.Postgres;
 
-    readonly string _dir = Directory.CreateTempSubdirectory("weft-caller-").FullName;
-    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
-    readonly List<WebApplication> _silos = [];
+    readonly PostgresScratch _pg = new("weft-caller-");
 
     [Fact]
     public async Task A_turn_whose_edge_silo_is_gone_frees_its_conversation_for_the_next_turn_within_seconds()
@@ -79,19 +77,9 @@ public sealed class CallerLossTests : IAsyncDisposable
     static IConversationGrain Conversation(WebApplication silo, string id) => silo.Services
         .GetRequiredService<IGrainFactory>().GetGrain<IConversationGrain>(ConversationKey.Of(WeftDefaults.Tenant, id));
 
-    Task<string> CreateDatabase() => TestHosts.CreateDatabaseAsync(Server!, _database, Ct);
+    Task<string> CreateDatabase() => _pg.CreateDatabaseAsync(Ct);
 
-    Task<WebApplication> StartSilo(string store) =>
-        TestHosts.StartPostgresSiloAsync(Path.Combine(_dir, "model.gguf"), store, _silos, Ct);
+    Task<WebApplication> StartSilo(string store) => _pg.StartSiloAsync(store, Ct);
 
-    public async ValueTask DisposeAsync()
-    {
-        foreach (var silo in _silos)
-        {
-            await silo.StopAsync(CancellationToken.None);
-            await silo.DisposeAsync();
-        }
-        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
-        Directory.Delete(_dir, recursive: true);
-    }
+    public ValueTask DisposeAsync() => _pg.DisposeAsync();
 }

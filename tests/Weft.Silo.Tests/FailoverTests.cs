@@ -5,9 +5,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Weft.Abstractions;
-using Weft.Models;
-using Weft.Models.Chat;
-using Weft.Models.Tokenization;
 using Weft.Testing;
 
 namespace Weft.Silo.Tests;
@@ -100,8 +97,7 @@ public sealed class StorageLossTests : IAsyncDisposable
     static readonly string? Server = TestHosts.Postgres;
     static readonly SamplingOptions Greedy = new() { Temperature = 0, MaxTokens = 8, IgnoreEos = true };
 
-    readonly string _dir = Directory.CreateTempSubdirectory("weft-storage-loss-").FullName;
-    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
+    readonly PostgresScratch _pg = new("weft-storage-loss-");
     WebApplication? _silo;
 
     [Fact]
@@ -143,21 +139,8 @@ public sealed class StorageLossTests : IAsyncDisposable
 
     async Task<string> StartSilo()
     {
-        await using (var connection = new NpgsqlConnection(Server))
-        {
-            await connection.OpenAsync(Ct);
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
-            await create.ExecuteNonQueryAsync(Ct);
-        }
-        string store = new NpgsqlConnectionStringBuilder(Server) { Database = _database }.ConnectionString;
-        string model = Path.Combine(_dir, "model.gguf");
-        DemoModel.Write(model, SiloFixture.Shape,
-            DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
-        _silo = WeftSilo.Build([
-            "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
-            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
-        await _silo.StartAsync(Ct);
-        await _silo.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
+        string store = await _pg.CreateDatabaseAsync(Ct);
+        _silo = await _pg.StartSiloAsync(store, Ct);
         return store;
     }
 
@@ -170,16 +153,7 @@ public sealed class StorageLossTests : IAsyncDisposable
     }
 
 
-    public async ValueTask DisposeAsync()
-    {
-        if (_silo is not null)
-        {
-            await _silo.StopAsync(CancellationToken.None);
-            await _silo.DisposeAsync();
-        }
-        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
-        Directory.Delete(_dir, recursive: true);
-    }
+    public ValueTask DisposeAsync() => _pg.DisposeAsync();
 }
 
 /// <summary>

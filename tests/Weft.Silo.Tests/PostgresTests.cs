@@ -19,12 +19,9 @@ public sealed class PostgresTests : IAsyncDisposable
     static CancellationToken Ct => TestContext.Current.CancellationToken;
     static readonly string? Server = TestHosts.Postgres;
 
-    readonly string _dir = Directory.CreateTempSubdirectory("weft-postgres-").FullName;
-    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
-    readonly List<WebApplication> _silos = [];
+    readonly PostgresScratch _pg = new("weft-postgres-");
     TcpRelay? _relay;
 
-    string ModelPath => Path.Combine(_dir, "model.gguf");
 
     [Fact]
     public async Task A_conversation_continues_with_its_history_after_the_silo_restarts()
@@ -34,7 +31,7 @@ public sealed class PostgresTests : IAsyncDisposable
         var first = await StartSilo(store);
         var conversation = Grains(first).GetGrain<IConversationGrain>("restart");
         var turn1 = await conversation.RunAsync(Chat("Tell me about the sea."), Ct);
-        await StopSilo(first);
+        await _pg.StopSiloAsync(first);
 
         var second = await StartSilo(store);
         conversation = Grains(second).GetGrain<IConversationGrain>("restart");
@@ -107,24 +104,15 @@ public sealed class PostgresTests : IAsyncDisposable
 
     static IGrainFactory Grains(WebApplication silo) => silo.Services.GetRequiredService<IGrainFactory>();
 
-    Task<string> CreateDatabase() => TestHosts.CreateDatabaseAsync(Server!, _database, Ct);
+    Task<string> CreateDatabase() => _pg.CreateDatabaseAsync(Ct);
 
-    Task<WebApplication> StartSilo(string store) => TestHosts.StartPostgresSiloAsync(ModelPath, store, _silos, Ct);
-
-    async Task StopSilo(WebApplication silo)
-    {
-        _silos.Remove(silo);
-        await silo.StopAsync(Ct);
-        await silo.DisposeAsync();
-    }
+    Task<WebApplication> StartSilo(string store) => _pg.StartSiloAsync(store, Ct);
 
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var silo in _silos.ToList()) await StopSilo(silo);
+        await _pg.DisposeAsync();
         _relay?.Dispose();
-        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
-        Directory.Delete(_dir, recursive: true);
     }
 }
 

@@ -17,9 +17,7 @@ public sealed class StaleActivationTests : IAsyncDisposable
     static readonly string? Server = TestHosts.Postgres;
     const string Id = "split";
 
-    readonly string _dir = Directory.CreateTempSubdirectory("weft-stale-").FullName;
-    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
-    readonly List<WebApplication> _silos = [];
+    readonly PostgresScratch _pg = new("weft-stale-");
     string _store = "";
 
     [Fact]
@@ -94,21 +92,11 @@ public sealed class StaleActivationTests : IAsyncDisposable
 
     /// <summary>The stored history, as a fresh activation on a silo of a third cluster reads it.</summary>
     async Task<IReadOnlyList<ChatMessage>> Stored() =>
-        (await Conversation(await StartSilo($"weft-reader-{_silos.Count}")).GetHistoryAsync()).Messages;
+        (await Conversation(await StartSilo($"weft-reader-{_pg.Silos}")).GetHistoryAsync()).Messages;
 
-    async Task CreateDatabase() => _store = await TestHosts.CreateDatabaseAsync(Server!, _database, Ct);
+    async Task CreateDatabase() => _store = await _pg.CreateDatabaseAsync(Ct);
 
-    Task<WebApplication> StartSilo(string clusterId) => TestHosts.StartPostgresSiloAsync(
-        Path.Combine(_dir, "model.gguf"), _store, _silos, Ct, "--cluster-id", clusterId);
+    Task<WebApplication> StartSilo(string clusterId) => _pg.StartSiloAsync(_store, Ct, "--cluster-id", clusterId);
 
-    public async ValueTask DisposeAsync()
-    {
-        foreach (var silo in _silos)
-        {
-            await silo.StopAsync(CancellationToken.None);
-            await silo.DisposeAsync();
-        }
-        if (Server is not null) await TestHosts.DropDatabaseAsync(Server, _database);
-        Directory.Delete(_dir, recursive: true);
-    }
+    public ValueTask DisposeAsync() => _pg.DisposeAsync();
 }

@@ -9,8 +9,8 @@ using Weft.Models.Tokenization;
 
 namespace Weft.Silo.Tests;
 
-/// <summary>What the tests that start silos of their own share: free ports, the throwaway databases they make on the
-/// test PostgreSQL, and silos on those.</summary>
+/// <summary>What the tests that start silos of their own share: free ports and the test PostgreSQL (see
+/// <see cref="PostgresScratch"/> for the databases and silos they make there).</summary>
 static class TestHosts
 {
     /// <summary>The PostgreSQL server of the store tests (an Npgsql connection string), or null to skip them.</summary>
@@ -25,47 +25,69 @@ static class TestHosts
         listener.Start();
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
+}
 
-    /// <summary>Drops <paramref name="database"/> on <paramref name="server"/>, closing its pooled connections
-    /// first.</summary>
-    public static async Task DropDatabaseAsync(string server, string database)
-    {
-        NpgsqlConnection.ClearAllPools();
-        await using var connection = new NpgsqlConnection(server);
-        await connection.OpenAsync(CancellationToken.None);
-        await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {database} WITH (FORCE)", connection);
-        await drop.ExecuteNonQueryAsync(CancellationToken.None);
-    }
+/// <summary>
+/// A test's own database on the test PostgreSQL (<see cref="TestHosts.Postgres"/>), the directory of its model and the
+/// silos it starts on that database. Disposing stops the silos, drops the database and deletes the directory.
+/// </summary>
+sealed class PostgresScratch(string prefix) : IAsyncDisposable
+{
+    readonly string _dir = Directory.CreateTempSubdirectory(prefix).FullName;
+    readonly string _database = $"weft_test_{Guid.NewGuid():N}";
+    readonly List<WebApplication> _silos = [];
 
-    /// <summary>Creates <paramref name="database"/> on <paramref name="server"/> and returns its connection
-    /// string.</summary>
-    public static async Task<string> CreateDatabaseAsync(string server, string database, CancellationToken ct)
+    public int Silos => _silos.Count;
+
+    /// <summary>Creates the database and returns its connection string.</summary>
+    public async Task<string> CreateDatabaseAsync(CancellationToken ct)
     {
-        await using (var connection = new NpgsqlConnection(server))
+        await using (var connection = new NpgsqlConnection(TestHosts.Postgres))
         {
             await connection.OpenAsync(ct);
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {database}", connection);
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {_database}", connection);
             await create.ExecuteNonQueryAsync(ct);
         }
-        return new NpgsqlConnectionStringBuilder(server) { Database = database }.ConnectionString;
+        return new NpgsqlConnectionStringBuilder(TestHosts.Postgres) { Database = _database }.ConnectionString;
     }
 
     /// <summary>A silo on the PostgreSQL <paramref name="store"/>, started with its model loaded: the silo tests'
-    /// model, written to <paramref name="model"/> the first time, and <paramref name="options"/> after the common
-    /// ones. It joins <paramref name="silos"/> before it starts, so the test disposes of it even if it fails to
-    /// start.</summary>
-    public static async Task<WebApplication> StartPostgresSiloAsync(string model, string store,
-        ICollection<WebApplication> silos, CancellationToken ct, params string[] options)
+    /// model, written the first time, and <paramref name="options"/> after the common ones.</summary>
+    public async Task<WebApplication> StartSiloAsync(string store, CancellationToken ct, params string[] options)
     {
+        string model = Path.Combine(_dir, "model.gguf");
         if (!File.Exists(model))
             DemoModel.Write(model, SiloFixture.Shape,
                 DemoVocabulary.SentencePiece(SiloFixture.Shape.VocabSize, ChatTemplates.TinyLlama));
         var app = WeftSilo.Build([
             "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--postgres", store,
-            "--urls", "http://127.0.0.1:0", "--silo-port", FreePort().ToString(), "--gateway-port", "0", .. options]);
-        silos.Add(app);
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0",
+            .. options]);
+        _silos.Add(app);
         await app.StartAsync(ct);
         await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;
         return app;
+    }
+
+    public async Task StopSiloAsync(WebApplication silo)
+    {
+        _silos.Remove(silo);
+        await silo.StopAsync(CancellationToken.None);
+        await silo.DisposeAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var silo in _silos.ToList()) await StopSiloAsync(silo);
+        if (TestHosts.Postgres is not null)
+        {
+            // its pooled connections closed first
+            NpgsqlConnection.ClearAllPools();
+            await using var connection = new NpgsqlConnection(TestHosts.Postgres);
+            await connection.OpenAsync(CancellationToken.None);
+            await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {_database} WITH (FORCE)", connection);
+            await drop.ExecuteNonQueryAsync(CancellationToken.None);
+        }
+        Directory.Delete(_dir, recursive: true);
     }
 }
