@@ -37,13 +37,14 @@ public sealed class SplitAttentionTests(TestModelFiles models) : IClassFixture<T
 
     /// <summary>The block size only places keys in memory: tiles of keys and groups of 16 values span blocks of 4
     /// and lie within blocks of 16, and the sums are the same bits. With AVX-512, a decode row in blocks of 16 reads
-    /// the cache in place, up to four queries of a GQA group at a time (here 4, 4 + 1, 4 + 2 and 3, with heads of 64
-    /// and 128), and blocks of 4 gather it first.</summary>
+    /// the cache in place, up to four queries of a GQA group at a time (here 4, 4 + 1, 4 + 2, 3 and 4 + 4, with heads
+    /// of 64 and 128), and blocks of 4 gather it first.</summary>
     [Theory]
     [InlineData(512, 8)]
     [InlineData(640, 10)]
     [InlineData(768, 12)]
     [InlineData(768, 6)]
+    [InlineData(1024, 16)]
     public void A_cache_in_blocks_of_16_tokens_gives_the_logits_of_blocks_of_4(int dim, int heads)
     {
         string path =

@@ -14,9 +14,28 @@ public sealed unsafe class KQuantKernelTests
     [InlineData(256)]
     [InlineData(768)]
     [InlineData(2048)]
-    public void Activations_quantize_to_the_q8_K_blocks_of_ggml(int k)
+    public void Activations_quantize_to_the_q8_K_blocks_of_ggml(int k) =>
+        AssertQuantizesAsGgml(Random(new Random(k), k, 3f));
+
+    /// <summary>The first value of the largest magnitude sets the scale's sign (−m before m in the first block, m
+    /// before −m in the second), products exactly halfway between two integers round to even, a NaN is passed over
+    /// in the search for the largest (third block), and a block of zeros quantizes to zeros.</summary>
+    [Fact]
+    public void Activations_with_tied_magnitudes_halfway_products_and_a_nan_quantize_as_ggml_s()
     {
-        var x = Random(new Random(k), k, 3f);
+        const float m = 127f / 128f; // the factor −127 / max is then ±128 exactly
+        var x = Random(new Random(7), 1024, 0.9f);
+        (x[10], x[200]) = (-m, m);
+        (x[20], x[21], x[22]) = (2.5f / 128, 3.5f / 128, -2.5f / 128);
+        (x[256 + 3], x[256 + 255]) = (m, -m);
+        x[512 + 40] = float.NaN;
+        Array.Clear(x, 768, 256);
+        AssertQuantizesAsGgml(x);
+    }
+
+    static void AssertQuantizesAsGgml(float[] x)
+    {
+        int k = x.Length;
         var q = new sbyte[k];
         var d = new float[k / 256];
         var sums = new short[k / 16];

@@ -546,43 +546,48 @@ public sealed unsafe partial class CpuBackend
             bool f16 = b._kvType == KvCacheType.F16;
             var table = Table(in it);
             byte* vp = b.KvBase(_layer, true);
-            int elem = f16 ? 2 : 4, blocks = (ctx + bs - 1) / bs;
+            int elem = f16 ? 2 : 4, blocks = (ctx + bs - 1) / bs, fours = (group + 3) / 4;
             // per block, its first element of this task's dimensions; then four chains of up to four queries per
-            // dimension
-            long* at = (long*)Grow(_scratch, _scratchFloats, worker, 2L * blocks + 16 + 256L * dims);
+            // dimension and four queries of the group
+            long* at = (long*)Grow(_scratch, _scratchFloats, worker, 2L * blocks + 16 + 256L * dims * fours);
             var acc = (Vector512<float>*)(((nint)(at + blocks) + 63) & ~63);
             for (int k = 0; k < blocks; k++) at[k] = b.KvIndex(table[k], it.Head) + (long)d0 * bs;
             int lines = dims * bs * elem / 64; // of a block's share (a multiple of 64 bytes: bs is)
             float* o = _out + ((long)it.Row0 * b._heads + it.Head * group) * hd + d0;
-            for (int q0 = 0; q0 < group; q0 += 4)
+            for (int c0 = 0; c0 < keys; c0 += ChunkKeys)
             {
-                int n = Math.Min(4, group - q0);
-                float* p = scores + (long)q0 * keys;
-                new Span<byte>(acc, 16 * dims * 64).Clear();
-                for (int c0 = 0; c0 < keys; c0 += ChunkKeys)
+                int c1 = Math.Min(keys, c0 + ChunkKeys);
+                // the next chunk's lines, a share with each dimension's pass over this one
+                int next0 = c1 / bs, next1 = Math.Min(blocks, (c1 + ChunkKeys + bs - 1) / bs);
+                int ahead = (next1 - next0) * lines, perPass = (ahead + dims - 1) / dims;
+                int fetchBlock = next0, fetchLine = 0;
+                for (int d = 0; d < dims; d++)
                 {
-                    int c1 = Math.Min(keys, c0 + ChunkKeys);
-                    // the next chunk's lines, a share with each dimension's pass over this one
-                    int next0 = c1 / bs, next1 = Math.Min(blocks, (c1 + ChunkKeys + bs - 1) / bs);
-                    int ahead = (next1 - next0) * lines, perPass = (ahead + dims - 1) / dims;
-                    for (int d = 0; d < dims; d++)
+                    for (int f = 0; f < perPass && fetchBlock < next1; f++)
                     {
-                        for (int line = d * perPass; line < Math.Min(ahead, (d + 1) * perPass); line++)
-                            Simd.Prefetch(vp + at[next0 + line / lines] * elem + 64 * (line % lines));
-                        var a = acc + 16 * d;
+                        Simd.Prefetch(vp + at[fetchBlock] * elem + 64 * fetchLine);
+                        if (++fetchLine == lines) (fetchBlock, fetchLine) = (fetchBlock + 1, 0);
+                    }
+                    // every four queries of the group over the chunk while its values are in L1 (a group of eight
+                    // walked the whole context twice)
+                    for (int q0 = 0; q0 < group; q0 += 4)
+                    {
+                        int n = Math.Min(4, group - q0);
+                        float* p = scores + (long)q0 * keys;
+                        var a = acc + 16 * (d * fours + q0 / 4);
                         if (n == 4) ValuePass<FourRows>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
                         else if (n == 3) ValuePass<ThreeRows>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
                         else if (n == 2) ValuePass<TwoRows>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
                         else ValuePass<OneRow>(vp, at, d, bs, ctx, f16, p, keys, c0, c1, a);
                     }
                 }
-                for (int d = 0; d < dims; d++)
-                    for (int q = 0; q < n; q++)
-                    {
-                        var a = acc + 16 * d + 4 * q;
-                        o[(long)(q0 + q) * hd + d] = Sum16((a[0] + a[2]) + (a[1] + a[3]));
-                    }
             }
+            for (int d = 0; d < dims; d++)
+                for (int q = 0; q < group; q++)
+                {
+                    var a = acc + 16 * (d * fours + q / 4) + 4 * (q % 4);
+                    o[(long)q * hd + d] = Sum16((a[0] + a[2]) + (a[1] + a[3]));
+                }
         }
 
         /// <summary>Keys [c0, c1) of dimension d into the four chains of each of <typeparamref name="TQ"/> queries
@@ -592,12 +597,18 @@ public sealed unsafe partial class CpuBackend
             int c1, Vector512<float>* a) where TQ : struct, ITile
         {
             float* p1 = p + keys, p2 = p + 2 * keys, p3 = p + 3 * keys;
-            Vector512<float> a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, e0 = default, e1 = default,
-                e2 = default, e3 = default, f0 = default, f1 = default, f2 = default, f3 = default;
-            if (TQ.Rows > 1) (b0, b1, b2, b3) = (a[4], a[5], a[6], a[7]);
-            if (TQ.Rows > 2) (e0, e1, e2, e3) = (a[8], a[9], a[10], a[11]);
-            if (TQ.Rows > 3) (f0, f1, f2, f3) = (a[12], a[13], a[14], a[15]);
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default,
+                b2 = default, b3 = default, e0 = default, e1 = default, e2 = default, e3 = default, f0 = default,
+                f1 = default, f2 = default, f3 = default;
+            // the first chunk starts the chains at zero: clearing them in memory first cost a batch of short contexts
+            // more than their sums
+            if (c0 > 0)
+            {
+                (a0, a1, a2, a3) = (a[0], a[1], a[2], a[3]);
+                if (TQ.Rows > 1) (b0, b1, b2, b3) = (a[4], a[5], a[6], a[7]);
+                if (TQ.Rows > 2) (e0, e1, e2, e3) = (a[8], a[9], a[10], a[11]);
+                if (TQ.Rows > 3) (f0, f1, f2, f3) = (a[12], a[13], a[14], a[15]);
+            }
             for (int j = c0; j < c1; j += 64)
             {
                 var v0 = Keys16(vp, at, j, d, bs, ctx, f16);

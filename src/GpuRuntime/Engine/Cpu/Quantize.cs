@@ -1,3 +1,5 @@
+using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -52,14 +54,10 @@ static unsafe class Quantize
     {
         for (int b = 0; b < k / 256; b++, x += 256, q += 256, bsums += 16)
         {
-            float max = 0, amax = 0;
-            for (int j = 0; j < 256; j++)
-                if (MathF.Abs(x[j]) > amax)
-                {
-                    amax = MathF.Abs(x[j]);
-                    max = x[j];
-                }
-            if (amax == 0)
+            // in 128-bit vectors, the width every path has: scalar, this took 4% of a batch-16 decode step (300m
+            // Q4_K_M)
+            float max = LargestFirst(x);
+            if (max == 0)
             {
                 d[b] = 0;
                 new Span<sbyte>(q, 256).Clear();
@@ -67,16 +65,54 @@ static unsafe class Quantize
                 continue;
             }
             float iscale = -127f / max;
-            for (int j = 0; j < 256; j++) q[j] = (sbyte)Math.Min(127, (int)MathF.Round(iscale * x[j]));
+            var scale = Vector128.Create(iscale);
             for (int g = 0; g < 16; g++)
             {
-                int sum = 0;
-                for (int j = 0; j < 16; j++) sum += q[g * 16 + j];
-                bsums[g] = (short)sum;
+                Vector128<int> q0 = NearestInt(Vector128.Load(x + 16 * g) * scale),
+                    q1 = NearestInt(Vector128.Load(x + 16 * g + 4) * scale),
+                    q2 = NearestInt(Vector128.Load(x + 16 * g + 8) * scale),
+                    q3 = NearestInt(Vector128.Load(x + 16 * g + 12) * scale);
+                Vector128.Narrow(Vector128.Narrow(q0, q1), Vector128.Narrow(q2, q3)).Store(q + 16 * g);
+                bsums[g] = (short)Vector128.Sum((q0 + q1) + (q2 + q3));
             }
             d[b] = 1 / iscale;
         }
     }
+
+    /// <summary>The first of the 256 values with the largest magnitude, NaNs skipped as ggml's comparisons skip
+    /// them.</summary>
+    static float LargestFirst(float* x)
+    {
+        // four chains: one waited on each max's latency
+        Vector128<float> a0 = Vector128<float>.Zero, a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < 256; j += 16)
+        {
+            a0 = Vector128.Max(a0, Vector128.Abs(Vector128.Load(x + j)));
+            a1 = Vector128.Max(a1, Vector128.Abs(Vector128.Load(x + j + 4)));
+            a2 = Vector128.Max(a2, Vector128.Abs(Vector128.Load(x + j + 8)));
+            a3 = Vector128.Max(a3, Vector128.Abs(Vector128.Load(x + j + 12)));
+        }
+        var amax = Vector128.Max(Vector128.Max(a0, a1), Vector128.Max(a2, a3));
+        var all = Vector128.Create(MathF.Max(MathF.Max(amax[0], amax[1]), MathF.Max(amax[2], amax[3])));
+        for (int j = 0; j < 256; j += 4)
+        {
+            uint hit = Vector128.Equals(Vector128.Abs(Vector128.Load(x + j)), all).ExtractMostSignificantBits();
+            if (hit != 0) return x[j + BitOperations.TrailingZeroCount(hit)];
+        }
+        // a NaN among them carried through the maxima
+        float max = 0, largest = 0;
+        for (int j = 0; j < 256; j++)
+            if (MathF.Abs(x[j]) > largest)
+                (largest, max) = (MathF.Abs(x[j]), x[j]);
+        return max;
+    }
+
+    /// <summary>min(127, v rounded to nearest even), as ggml's nearest_int: the float sum with 1.5 · 2^23 leaves the
+    /// rounded value in the low mantissa bits (|v| ≤ 127 here).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector128<int> NearestInt(Vector128<float> v) =>
+        Vector128.Min(((v + Vector128.Create(12582912f)).AsInt32() & Vector128.Create(0x007FFFFF))
+            - Vector128.Create(0x00400000), Vector128.Create(127));
 
     static float MaxAcross(Vector512<float> v)
     {
