@@ -547,8 +547,8 @@ public sealed unsafe partial class CpuBackend
             var table = Table(in it);
             byte* vp = b.KvBase(_layer, true);
             int elem = f16 ? 2 : 4, blocks = (ctx + bs - 1) / bs, fours = (group + 3) / 4;
-            // per block, its first element of this task's dimensions; then four chains of up to four queries per
-            // dimension and four queries of the group
+            // per block, its first element of this task's dimensions; then, per dimension and per four queries of
+            // the group, four chains a query
             long* at = (long*)Grow(_scratch, _scratchFloats, worker, 2L * blocks + 16 + 256L * dims * fours);
             var acc = (Vector512<float>*)(((nint)(at + blocks) + 63) & ~63);
             for (int k = 0; k < blocks; k++) at[k] = b.KvIndex(table[k], it.Head) + (long)d0 * bs;
