@@ -107,9 +107,12 @@ public sealed class LlamaCppModel : IDisposable
     /// <summary>
     /// Prefills <paramref name="sequences"/> prompts of <paramref name="promptLength"/> tokens as parallel sequences of
     /// one context, then times <paramref name="steps"/> batched decode steps of one token per sequence (llama.cpp's own
-    /// batched example does the same). Returns each step's seconds.
+    /// batched example does the same). Returns each step's seconds. Before them, at least
+    /// <paramref name="warmUpSteps"/> untimed steps for at least <paramref name="warmUpTime"/>, rewound to the prompt's
+    /// end.
     /// </summary>
-    public List<double> DecodeStepTimes(int sequences, int promptLength, int steps)
+    public List<double> DecodeStepTimes(int sequences, int promptLength, int steps, int warmUpSteps = 0,
+        TimeSpan warmUpTime = default)
     {
         using var context = _weights.CreateContext(_params);
         var batch = new LLamaBatch();
@@ -123,17 +126,35 @@ public sealed class LlamaCppModel : IDisposable
                     batch.Add((LLamaToken)((s * 7919 + i * 104729) % vocab), i, (LLamaSeqId)s, i == promptLength - 1);
                 Decode(context, batch);
             }
-        var times = new List<double>(steps);
         var next = new int[sequences];
-        for (int step = 0; step < steps; step++)
+        void Step(int position)
         {
             batch.Clear();
             for (int s = 0; s < sequences; s++)
-                batch.Add((LLamaToken)next[s], promptLength + step, (LLamaSeqId)s, true);
-            var sw = System.Diagnostics.Stopwatch.StartNew();
+                batch.Add((LLamaToken)next[s], position, (LLamaSeqId)s, true);
             Decode(context, batch);
-            times.Add(sw.Elapsed.TotalSeconds);
             for (int s = 0; s < sequences; s++) next[s] = ArgMax(context.NativeHandle.GetLogitsIth(s));
+        }
+        void Rewind()
+        {
+            for (int s = 0; s < sequences; s++)
+                context.NativeHandle.MemorySequenceRemove((LLamaSeqId)s, promptLength, -1);
+            Array.Clear(next);
+        }
+
+        var warm = System.Diagnostics.Stopwatch.StartNew();
+        for (int step = 0; step < warmUpSteps || (warmUpSteps > 0 && warm.Elapsed < warmUpTime); step++)
+        {
+            if (step > 0 && step % steps == 0) Rewind();
+            Step(promptLength + step % steps);
+        }
+        Rewind();
+        var times = new List<double>(steps);
+        for (int step = 0; step < steps; step++)
+        {
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            Step(promptLength + step);
+            times.Add(sw.Elapsed.TotalSeconds);
         }
         return times;
     }

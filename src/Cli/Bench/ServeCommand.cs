@@ -180,7 +180,8 @@ static class ServeCommand
         var figures = new Dictionary<int, double>();
         foreach (int c in o.Concurrency)
         {
-            var steps = CliProgress.Run($"llama.cpp, {c} sequences", _ => peer.DecodeStepTimes(c, o.Prompt, o.Gen));
+            var steps = CliProgress.Run($"llama.cpp, {c} sequences", _ =>
+                peer.DecodeStepTimes(c, o.Prompt, o.Gen, EngineBenchmark.WarmUpSteps, EngineBenchmark.WarmUpTime));
             figures[c] = c / steps.Order().ElementAt(steps.Count / 2);
         }
         output.WriteLine($"peer       llama.cpp: batched decode of as many sequences as clients " +

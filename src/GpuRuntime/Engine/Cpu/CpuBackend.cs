@@ -502,8 +502,8 @@ public sealed unsafe partial class CpuBackend : IBackend
 
         public override void Execute(int worker, int workers)
         {
-            var (r0, r1) = Share(_rows, worker, workers);
-            long i0 = (long)r0 * _dim, end = (long)r1 * _dim;
+            // split by elements, not rows: a decode step of one sequence has one row
+            var (i0, end) = Share(_rows * _dim, worker, workers, 16);
             if (_gelu)
                 for (long i = i0; i < end; i++) _gate[i] = LlamaMath.GeGlu(_gate[i], _up[i]);
             else
