@@ -40,6 +40,50 @@ public sealed unsafe class CpuKernelTests
     }
 
     [Fact]
+    public void Every_half_below_64_scaled_at_load_widens_to_its_exact_value_at_every_vector_width()
+    {
+        // every bit pattern whose value is finite and below 64 in magnitude: zeros, subnormals, normals, both signs
+        var below = Enumerable.Range(0, 65536).Select(i => (ushort)i).Where(h => (h & 0x7C00) <= 20 << 10).ToArray();
+        var scaled = new ushort[below.Length];
+        fixed (ushort* src = below, dst = scaled)
+        {
+            Assert.True(ScaledF16Format.TryScale(src, dst, below.Length));
+            if (Vector512.IsHardwareAccelerated) AssertScaledExact<Vector512<float>>(below, dst);
+            if (Vector256.IsHardwareAccelerated) AssertScaledExact<Vector256<float>>(below, dst);
+            AssertScaledExact<Vector128<float>>(below, dst);
+        }
+        for (int i = 0; i < below.Length; i++)
+            Assert.Equal(BitConverter.SingleToInt32Bits((float)BitConverter.UInt16BitsToHalf(below[i])),
+                BitConverter.SingleToInt32Bits(ScaledF16Format.Scalar(scaled[i])));
+    }
+
+    static void AssertScaledExact<TVec>(ushort[] halves, ushort* scaled) where TVec : struct
+    {
+        var lanes = new float[Simd<TVec>.Count];
+        fixed (float* l = lanes)
+            for (int i = 0; i + lanes.Length <= halves.Length; i += lanes.Length)
+            {
+                Simd<TVec>.Store(Simd<TVec>.LoadScaledHalf(scaled + i), l);
+                for (int j = 0; j < lanes.Length; j++)
+                    Assert.Equal(BitConverter.SingleToInt32Bits((float)BitConverter.UInt16BitsToHalf(halves[i + j])),
+                        BitConverter.SingleToInt32Bits(l[j]));
+            }
+    }
+
+    [Theory]
+    [InlineData(64f, 3)]
+    [InlineData(-70000f, 8)] // -inf as a half
+    [InlineData(float.NaN, 17)]
+    public void A_matrix_with_a_value_of_64_or_more_is_not_scaled(float value, int at)
+    {
+        var halves = Enumerable.Repeat(BitConverter.HalfToUInt16Bits((Half)0.5f), 24).ToArray();
+        halves[at] = BitConverter.HalfToUInt16Bits((Half)value);
+        var scaled = new ushort[halves.Length];
+        fixed (ushort* src = halves, dst = scaled)
+            Assert.False(ScaledF16Format.TryScale(src, dst, halves.Length));
+    }
+
+    [Fact]
     public void Rounding_to_half_and_bf16_matches_the_scalar_conversion()
     {
         var rng = new Random(3);
@@ -111,13 +155,22 @@ public sealed unsafe class CpuKernelTests
         var x = new float[m * k];
         var bias = new float[n];
         for (int i = 0; i < w.Length; i++) w[i] = BitConverter.HalfToUInt16Bits((Half)(rng.NextSingle() - 0.5f));
+        // zeros and subnormals among the weights, which the scaled copy must keep exact
+        for (int i = 0; i < w.Length; i += 7) w[i] = (ushort)(i % 3 == 0 ? 0 : rng.Next(1, 1024) | (i % 2 == 0 ? 0x8000 : 0));
         for (int i = 0; i < x.Length; i++) x[i] = (float)(Half)(rng.NextSingle() - 0.5f);
         for (int i = 0; i < n; i++) bias[i] = rng.NextSingle();
         var y = new float[m * n];
+        var fromScaled = new float[m * n];
+        var scaled = new ushort[w.Length];
         var scratch = new float[4 * k];
-        fixed (ushort* ws = w)
-        fixed (float* xs = x, ys = y, bs = bias, sc = scratch)
+        fixed (ushort* ws = w, ss = scaled)
+        fixed (float* xs = x, ys = y, bs = bias, sc = scratch, fs = fromScaled)
+        {
             MatMulKernels.Float(new HalfRows<F16Format>(ws, k), xs, ys, bs, m, k, n, 0, n, sc);
+            Assert.True(ScaledF16Format.TryScale(ws, ss, w.Length));
+            MatMulKernels.Float(new HalfRows<ScaledF16Format>(ss, k), xs, fs, bs, m, k, n, 0, n, sc);
+        }
+        Assert.Equal(y, fromScaled); // the same f32 weights, so the same bits
         for (int r = 0; r < m; r++)
             for (int o = 0; o < n; o++)
             {

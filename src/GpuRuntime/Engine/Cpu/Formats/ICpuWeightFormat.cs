@@ -110,7 +110,7 @@ static class CpuFormats
     static readonly Dictionary<GgmlType, ICpuWeightFormat> Table = new()
     {
         [GgmlType.F32] = new F32Weights(),
-        [GgmlType.F16] = new HalfWeights<F16Format>(GgmlType.F16),
+        [GgmlType.F16] = new HalfWeights<ScaledF16Format>(GgmlType.F16),
         [GgmlType.BF16] = new HalfWeights<Bf16Format>(GgmlType.BF16),
         [GgmlType.Q8_0] = new Q8_0Weights(),
         [GgmlType.Q4_0] = new LegacyWeights<Q4_0Block>(GgmlType.Q4_0),
