@@ -11,25 +11,26 @@ namespace Weft.GpuRuntime.Tests.Engine;
 public sealed unsafe class CpuKernelTests
 {
     [Fact]
-    public void Every_finite_half_converts_exactly_at_every_vector_width()
+    public void Every_finite_half_converts_exactly_at_every_vector_width_for_weights_and_for_the_cache()
     {
         var halves = new ushort[65536];
         for (int i = 0; i < halves.Length; i++) halves[i] = (ushort)i;
         fixed (ushort* h = halves)
-        {
-            if (Vector512.IsHardwareAccelerated) AssertExact<Vector512<float>>(h);
-            if (Vector256.IsHardwareAccelerated) AssertExact<Vector256<float>>(h);
-            AssertExact<Vector128<float>>(h);
-        }
+            foreach (bool cached in new[] { false, true })
+            {
+                if (Vector512.IsHardwareAccelerated) AssertExact<Vector512<float>>(h, cached);
+                if (Vector256.IsHardwareAccelerated) AssertExact<Vector256<float>>(h, cached);
+                AssertExact<Vector128<float>>(h, cached);
+            }
     }
 
-    static void AssertExact<TVec>(ushort* h) where TVec : struct
+    static void AssertExact<TVec>(ushort* h, bool cached) where TVec : struct
     {
         var lanes = new float[Simd<TVec>.Count];
         fixed (float* l = lanes)
             for (int i = 0; i < 65536; i += lanes.Length)
             {
-                Simd<TVec>.Store(Simd<TVec>.LoadHalf(h + i), l);
+                Simd<TVec>.Store(cached ? Simd<TVec>.LoadCachedHalf(h + i) : Simd<TVec>.LoadHalf(h + i), l);
                 for (int j = 0; j < lanes.Length; j++)
                 {
                     var half = BitConverter.UInt16BitsToHalf((ushort)(i + j));

@@ -397,7 +397,7 @@ public sealed unsafe partial class CpuBackend
         static Vector512<float> Key16(byte* pool, long at, int dim, int bs, int keys, bool f16)
         {
             long e = at + (long)dim * bs;
-            var v = f16 ? Simd<Vector512<float>>.LoadHalf((ushort*)pool + e) : Vector512.Load((float*)pool + e);
+            var v = f16 ? Simd<Vector512<float>>.LoadCachedHalf((ushort*)pool + e) : Vector512.Load((float*)pool + e);
             return keys >= 16 ? v : Simd<Vector512<float>>.FirstLanes(v, keys);
         }
 
@@ -645,7 +645,7 @@ public sealed unsafe partial class CpuBackend
             j >= ctx ? default : Key16(pool, at[j / bs] + (j & (bs - 1)), d, bs, ctx - j, f16);
 
         /// <summary>n elements of a K or V pool from element <paramref name="at"/> as f32 into dst, then zeros up to
-        /// <paramref name="width"/>; the same conversion as <see cref="HalfMath.ToSingle(ushort*, float*, int)"/>.
+        /// <paramref name="width"/>, exactly (<see cref="Simd{TVec}.LoadCachedHalf"/>).
         /// The pool holds <paramref name="width"/> elements from <paramref name="at"/> (the rest of a block), so a
         /// partial last vector converts whole with its unused lanes zeroed: a decode step's last block is partial in
         /// every dimension of every item, and converting those tails one element at a time made attention cost about
@@ -657,10 +657,10 @@ public sealed unsafe partial class CpuBackend
             if (f16)
             {
                 ushort* src = (ushort*)pool + at;
-                for (; i + c <= n; i += c) Simd<TVec>.Store(Simd<TVec>.LoadHalf(src + i), dst + i);
+                for (; i + c <= n; i += c) Simd<TVec>.Store(Simd<TVec>.LoadCachedHalf(src + i), dst + i);
                 if (i < n && i + c <= width)
                 {
-                    Simd<TVec>.Store(Simd<TVec>.FirstLanes(Simd<TVec>.LoadHalf(src + i), n - i), dst + i);
+                    Simd<TVec>.Store(Simd<TVec>.FirstLanes(Simd<TVec>.LoadCachedHalf(src + i), n - i), dst + i);
                     i += c;
                 }
                 for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(src[i]);

@@ -120,16 +120,28 @@ static unsafe class Simd<TVec> where TVec : struct
     }
 
     /// <summary>
-    /// <see cref="Count"/> halves stored as 2^10 times their value (<see cref="ScaledF16Format"/>) to f32, exactly:
-    /// sign, exponent and mantissa shifted into an f32 (the widening's copies of the sign masked out), then the exponent
-    /// rebiased by a multiply. No stored half is subnormal, so no f32 here is: three operations, without the
-    /// microcode assist that subnormals cost <see cref="LoadHalf"/>'s multiply.
+    /// <see cref="Count"/> halves stored as 2^10 times their value (<see cref="ScaledF16Format"/>) to f32, exactly, in
+    /// <see cref="Shifted"/>'s three operations: no stored half is subnormal, so no f32 there is.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static TVec LoadScaledHalf(ushort* h)
+    public static TVec LoadScaledHalf(ushort* h) => Shifted(h, 5.0706024e30f); // 2^102: 2^112 less the 2^10
+
+    /// <summary>
+    /// <see cref="Count"/> halves to f32, exactly, in <see cref="Shifted"/>'s three operations, for halves that are
+    /// almost never subnormal: the KV cache (activations of magnitude about one, rounded), not weights (about 0.2 %
+    /// of an f16 model's are; see <see cref="LoadHalf"/>). A vector holding a subnormal takes a microcode assist and is
+    /// still exact.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static TVec LoadCachedHalf(ushort* h) => Shifted(h, 5.1922969e33f); // 2^112
+
+    /// <summary>Sign, exponent and mantissa of each half shifted into an f32 (the widening's copies of the sign masked
+    /// out), the exponent then rebiased by a multiply; an f32 subnormal from a subnormal half takes a microcode
+    /// assist in that multiply.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static TVec Shifted(ushort* h, float rebias)
     {
         const int fields = unchecked((int)0x8FFFE000);
-        const float rebias = 5.0706024e30f; // 2^102, the distance from f32 to f16 exponents less the 2^10
         if (typeof(TVec) == typeof(Vector512<float>))
             return As(((Widen512(h) << 13) & Vector512.Create(fields)).AsSingle() * Vector512.Create(rebias));
         if (typeof(TVec) == typeof(Vector256<float>))
