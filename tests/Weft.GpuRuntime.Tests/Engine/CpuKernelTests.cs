@@ -157,7 +157,8 @@ public sealed unsafe class CpuKernelTests
         var bias = new float[n];
         for (int i = 0; i < w.Length; i++) w[i] = BitConverter.HalfToUInt16Bits((Half)(rng.NextSingle() - 0.5f));
         // zeros and subnormals among the weights, which the scaled copy must keep exact
-        for (int i = 0; i < w.Length; i += 7) w[i] = (ushort)(i % 3 == 0 ? 0 : rng.Next(1, 1024) | (i % 2 == 0 ? 0x8000 : 0));
+        for (int i = 0; i < w.Length; i += 7)
+            w[i] = (ushort)(i % 3 == 0 ? 0 : rng.Next(1, 1024) | (i % 2 == 0 ? 0x8000 : 0));
         for (int i = 0; i < x.Length; i++) x[i] = (float)(Half)(rng.NextSingle() - 0.5f);
         for (int i = 0; i < n; i++) bias[i] = rng.NextSingle();
         var y = new float[m * n];
