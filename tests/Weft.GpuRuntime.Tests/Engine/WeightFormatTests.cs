@@ -67,6 +67,47 @@ public sealed class WeightFormatTests
         }
     }
 
+    [Fact]
+    public unsafe void An_f16_matrix_below_64_is_copied_scaled_one_reaching_64_stays_in_place_and_both_read_exactly()
+    {
+        var dir = Directory.CreateTempSubdirectory("weft-formats-").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "f16.gguf");
+            var rng = new Random(5);
+            Half[] small = [.. Enumerable.Range(0, 64 * 3).Select(i => i % 9 == 0
+                ? BitConverter.UInt16BitsToHalf((ushort)rng.Next(0, 1024)) // zeros and subnormals
+                : (Half)(rng.NextSingle() * 120 - 60))];
+            Half[] large = [.. small];
+            large[70] = (Half)100f;
+            static byte[] Bytes(Half[] h) => MemoryMarshal.AsBytes(h.AsSpan()).ToArray();
+            new GgufWriter()
+                .AddTensor("blk.0.attn_q.weight", GgmlType.F16, [64, 3], Bytes(small))
+                .AddTensor("blk.0.attn_k.weight", GgmlType.F16, [64, 3], Bytes(large))
+                .Write(path);
+            using var file = GgufFile.Open(path);
+            using var cpu = new CpuBackend(1);
+            foreach (var (name, values, copied) in new[]
+                { ("blk.0.attn_q.weight", small, true), ("blk.0.attn_k.weight", large, false) })
+            {
+                var t = file.GetTensor(name);
+                var w = (CpuWeight)cpu.LoadWeight(file, t);
+                Assert.Equal(copied, w.Owned);
+                Assert.Equal(copied, w.Data != file.DataPointer(t));
+                var row = new float[64];
+                for (int r = 0; r < 3; r++)
+                {
+                    w.Format.ReadRow(w, r, row);
+                    Assert.Equal(values.Skip(64 * r).Take(64).Select(h => (float)h), row);
+                }
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     /// <summary>A file with one q8_1 matrix: a type ggml defines but no descriptor serves.</summary>
     static GgufFile Q8_1File(string dir)
     {
