@@ -3,8 +3,8 @@ using System.Runtime.Intrinsics;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 
-/// <summary>f16/bf16 ↔ f32 conversions of whole arrays: the activations rounded to the weights' format, and rows of a
-/// 16-bit cache or matrix widened (<see cref="Simd{TVec}.LoadHalf"/>).</summary>
+/// <summary>f16/bf16 ↔ f32 conversions: the activations rounded to the weights' format, and the f16 block scales of
+/// quantized weights widened (rows of a 16-bit cache or matrix widen in <see cref="Simd{TVec}"/>).</summary>
 static class HalfMath
 {
     /// <summary>
@@ -56,9 +56,9 @@ static class HalfMath
     /// <summary>
     /// The f16 at p as f32, for block scales (no inf/NaN there). Exponent and mantissa move into place and the
     /// exponent is rebiased by an integer add; a subnormal half is renormalised by a float subtraction of normal
-    /// values. .NET's own conversion is a call per value, and <see cref="Simd{TVec}.LoadHalf"/>'s multiply by 2^112
-    /// takes a microcode assist (~3x slower kernels, measured) on the subnormal scales llama.cpp's quantizer writes
-    /// for small minimums.
+    /// values. .NET's own conversion is a call per value, and <see cref="Simd{TVec}.LoadCachedHalf"/>'s multiply by
+    /// 2^112 takes a microcode assist (~3x slower kernels, measured) on the subnormal scales llama.cpp's quantizer
+    /// writes for small minimums.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static unsafe float F16(byte* p)
@@ -78,21 +78,5 @@ static class HalfMath
         var tiny = (o + Vector256.Create(113 << 23)).AsSingle() - Vector256.Create(6.1035156e-05f);
         var f = Vector256.ConditionalSelect(Vector256.LessThan(o, Vector256.Create(1 << 23)).AsSingle(), tiny, normal);
         return (f.AsInt32() | (h & Vector256.Create(int.MinValue))).AsSingle();
-    }
-
-    /// <summary>Converts n halves (any n) to f32.</summary>
-    public static unsafe void ToSingle(ushort* src, float* dst, int n)
-    {
-        if (Vector512.IsHardwareAccelerated) ToSingle<Vector512<float>>(src, dst, n);
-        else if (Vector256.IsHardwareAccelerated) ToSingle<Vector256<float>>(src, dst, n);
-        else ToSingle<Vector128<float>>(src, dst, n);
-    }
-
-    static unsafe void ToSingle<TVec>(ushort* src, float* dst, int n) where TVec : struct
-    {
-        int i = 0;
-        for (; i + Simd<TVec>.Count <= n; i += Simd<TVec>.Count)
-            Simd<TVec>.Store(Simd<TVec>.LoadHalf(src + i), dst + i);
-        for (; i < n; i++) dst[i] = (float)BitConverter.UInt16BitsToHalf(src[i]);
     }
 }
