@@ -111,8 +111,8 @@ public sealed class LlamaCppModel : IDisposable
     /// <paramref name="warmUpSteps"/> untimed steps for at least <paramref name="warmUpTime"/>, rewound to the prompt's
     /// end.
     /// </summary>
-    public List<double> DecodeStepTimes(int sequences, int promptLength, int steps, int warmUpSteps = 0,
-        TimeSpan warmUpTime = default)
+    public List<double> DecodeStepTimes(int sequences, int promptLength, int steps, int warmUpSteps,
+        TimeSpan warmUpTime)
     {
         using var context = _weights.CreateContext(_params);
         var batch = new LLamaBatch();
@@ -147,7 +147,7 @@ public sealed class LlamaCppModel : IDisposable
         }
 
         var warm = System.Diagnostics.Stopwatch.StartNew();
-        for (int step = 0; step < warmUpSteps || (warmUpSteps > 0 && warm.Elapsed < warmUpTime); step++)
+        for (int step = 0; step < warmUpSteps || warm.Elapsed < warmUpTime; step++)
         {
             if (step > 0 && step % steps == 0) Rewind();
             Step(promptLength + step % steps);
