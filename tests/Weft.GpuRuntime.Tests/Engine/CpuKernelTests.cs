@@ -185,6 +185,39 @@ public sealed unsafe class CpuKernelTests
 
     [Theory]
     [InlineData(2)]
+    [InlineData(5)]
+    public void Matrix_vector_product_over_rows_apart_gives_each_output_the_bits_a_batch_gives_it(int m)
+    {
+        // rows of 2 KiB: the matrix-vector kernel reads eight rows 16 apart over the first 128 rows, then 9 apart over
+        // the next 72, then the three left over one at a time; a batch reads four consecutive rows at a time
+        const int k = 1024, n = 203;
+        var rng = new Random(m);
+        var w = new ushort[n * k];
+        var x = new float[m * k];
+        var bias = new float[n];
+        for (int i = 0; i < w.Length; i++) w[i] = BitConverter.HalfToUInt16Bits((Half)(rng.NextSingle() - 0.5f));
+        for (int i = 0; i < x.Length; i++) x[i] = rng.NextSingle() - 0.5f;
+        for (int i = 0; i < n; i++) bias[i] = rng.NextSingle();
+        var alone = new float[n];
+        var batch = new float[m * n];
+        var scratch = new float[4 * k];
+        fixed (ushort* ws = w)
+        fixed (float* xs = x, ys = alone, yb = batch, bs = bias, sc = scratch)
+        {
+            MatMulKernels.Float(new HalfRows<F16Format>(ws, k), xs, ys, bs, 1, k, n, 0, n, sc);
+            MatMulKernels.Float(new HalfRows<F16Format>(ws, k), xs, yb, bs, m, k, n, 0, n, sc);
+        }
+        Assert.Equal(alone, batch.AsSpan(0, n).ToArray());
+        for (int o = 0; o < n; o += 29)
+        {
+            double expected = bias[o];
+            for (int j = 0; j < k; j++) expected += (double)(float)BitConverter.UInt16BitsToHalf(w[o * k + j]) * x[j];
+            Assert.Equal(expected, alone[o], 1e-3);
+        }
+    }
+
+    [Theory]
+    [InlineData(2)]
     [InlineData(3)]
     [InlineData(5)]
     [InlineData(16)]

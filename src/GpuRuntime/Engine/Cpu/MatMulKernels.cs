@@ -11,6 +11,8 @@ unsafe interface IRows4<TSelf> where TSelf : struct, IRows4<TSelf>
 {
     /// <summary>The rows starting at row <paramref name="n"/> of the same matrix.</summary>
     TSelf At(int n);
+    /// <summary>Rows n, n + apart, n + 2·apart and n + 3·apart of the same matrix.</summary>
+    TSelf Spaced(int n, int apart);
     int RowBytes { get; }
     /// <summary>Asks for the cache lines holding columns [k, k + 64) of the four rows <paramref name="rowsAhead"/> rows
     /// further on.</summary>
@@ -29,6 +31,7 @@ unsafe readonly struct F32Rows(float* first, int stride, bool prefetch = true) :
     readonly bool _prefetch = prefetch;
 
     public F32Rows At(int n) => new(_r0 + n * _stride, (int)_stride, _prefetch);
+    public F32Rows Spaced(int n, int apart) => new(_r0 + n * _stride, (int)_stride * apart, _prefetch);
     public int RowBytes => (int)_stride * sizeof(float);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -62,6 +65,7 @@ unsafe readonly struct HalfRows<TFormat>(ushort* first, int stride) : IRows4<Hal
     readonly nint _stride = stride;
 
     public HalfRows<TFormat> At(int n) => new(_r0 + n * _stride, (int)_stride);
+    public HalfRows<TFormat> Spaced(int n, int apart) => new(_r0 + n * _stride, (int)_stride * apart);
     public int RowBytes => (int)_stride * sizeof(ushort);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -103,6 +107,10 @@ static unsafe class MatMulKernels
     /// L2.</summary>
     const int BatchBlock = 32;
 
+    /// <summary>About how far apart the matrix-vector product's eight rows are (see <see cref="Float{TRows}"/>).
+    /// </summary>
+    const int RunBytes = 32 << 10;
+
     /// <summary>Batch rows above which weight tiles are converted once into scratch instead of on the fly.</summary>
     public const int PackThreshold = 4;
 
@@ -129,12 +137,20 @@ static unsafe class MatMulKernels
         int n = n0;
         if (m == 1)
         {
-            // The next group of eight rows is fetched at the columns now read, i.e. eight rows ahead. Four ahead for
-            // rows over 2 KiB was measured better once on a whole 1b f16 step (127 → 115 ms); kernel runs at two
-            // threads from memory, four alternations, put eight ahead first in 13 of 16 (f16 rows of 1280, 2048,
-            // 3456 and 5632 values, medians 15.1 → 18.2, 19.4 → 21.9, 18.5 → 19.3 and 17.0 → 20.7 GB/s).
-            for (; n + 8 <= n1; n += 8)
-                Vector8<TRows, TVec>(matrix.At(n), matrix.At(n + 4), x, y, bias, k, n);
+            // Eight rows at a time, each read from its own run of rows about 32 KiB long: eight rows side by side
+            // (eight streams within a few pages) left the hardware prefetchers of an AMD EPYC (Zen 4) behind, and
+            // fetching the next group in software did not make up for it. Two threads from memory (a throwaway harness,
+            // f16, medians of 15 alternations): rows of 1024 values 20.3 → 27.1 GB/s, of 4096 values 33.6 → 40.5; the
+            // 300m f16 step at batch 1 28.2 → 20.1 ms (medians of five alternations).
+            int spacing = Math.Max(1, RunBytes / matrix.RowBytes);
+            while (n + 8 <= n1)
+            {
+                int apart = Math.Min(spacing, (n1 - n) / 8);
+                for (int o = 0; o < apart; o++)
+                    Vector8<TRows, TVec>(matrix.Spaced(n + o, apart), matrix.Spaced(n + o + 4 * apart, apart), x, y,
+                        bias, k, n + o, apart);
+                n += 8 * apart;
+            }
         }
         if (m <= PackThreshold)
             for (; n + 4 <= n1; n += 4) Tile<TRows, TVec>(matrix.At(n), x, k, y, bias, m, k, ldy, n);
@@ -179,14 +195,12 @@ static unsafe class MatMulKernels
     }
 
     /// <summary>
-    /// A matrix-vector product (one batch row, the decode of a single sequence): eight weight rows at a time, each
-    /// weight converted once and used by one FMA, eight independent chains, the next eight rows prefetched as these are
-    /// read. Every output is summed in the same order as in <see cref="Tile"/> (one accumulator vector over k, then
-    /// its lanes), so a sequence gets bit-identical logits alone or in any batch.
+    /// A matrix-vector product (one batch row, the decode of a single sequence): eight weight rows at a time (rows n +
+    /// i·apart), each weight converted once and used by one FMA, eight independent chains. Every output is summed in
+    /// the same order as in <see cref="Tile"/> (one accumulator vector over k, then its lanes), so a sequence gets
+    /// bit-identical logits alone or in any batch.
     /// </summary>
-    /// <remarks>Lines of the rows eight further on are requested at the same columns as these are read: the next group
-    /// is where the stream goes next.</remarks>
-    static void Vector8<TRows, TVec>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n)
+    static void Vector8<TRows, TVec>(TRows a, TRows b, float* x, float* y, float* bias, int k, int n, int apart)
         where TRows : struct, IRows4<TRows> where TVec : struct
     {
         TVec s0 = default, s1 = default, s2 = default, s3 = default,
@@ -195,11 +209,6 @@ static unsafe class MatMulKernels
         int kk = 0;
         for (; kk + w <= k; kk += w)
         {
-            if ((kk & 63) == 0)
-            {
-                a.Prefetch4(kk, 8);
-                b.Prefetch4(kk, 8);
-            }
             var v = Simd<TVec>.Load(x + kk);
             a.Load<TVec>(kk, out var w0, out var w1, out var w2, out var w3);
             s0 = Simd<TVec>.MultiplyAdd(w0, v, s0);
@@ -220,7 +229,11 @@ static unsafe class MatMulKernels
                 s[i] += a.Scalar(i, kk) * x[kk];
                 s[i + 4] += b.Scalar(i, kk) * x[kk];
             }
-        for (int i = 0; i < 8; i++) y[n + i] = s[i] + (bias == null ? 0 : bias[n + i]);
+        for (int i = 0; i < 8; i++)
+        {
+            int row = n + i * apart;
+            y[row] = s[i] + (bias == null ? 0 : bias[row]);
+        }
     }
 
     /// <summary>
