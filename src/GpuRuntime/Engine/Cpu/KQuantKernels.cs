@@ -175,7 +175,7 @@ static unsafe partial class KQuantKernels
         for (int b = 0; b < x.Blocks; b++)
         {
             byte* blk = wr + b * Q6KBlockBytes;
-            // the row four ahead, a superblock at a time (see Q4K4x1)
+            // the row four ahead, a superblock at a time
             for (int l = 0; l < Q6KBlockBytes; l += 64) Simd.Prefetch(blk + 4 * x.Blocks * Q6KBlockBytes + l);
             Vector256<int> s = default;
             for (int half = 0; half < 2; half++)
@@ -250,8 +250,8 @@ static unsafe partial class KQuantKernels
     /// <summary>Bytes of a q4_K block: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, qs[128].</summary>
     public const int Q4KBlockBytes = 144;
 
-    /// <summary>How far ahead, in groups of four weight rows, a single sequence's kernel prefetches: one group ahead
-    /// was 6% slower per step, sixteen no better than four (the machine's noise is about as large).</summary>
+    /// <summary>How far ahead, in groups of four weight rows, the 128-bit single-sequence kernel prefetches: one group
+    /// ahead was 6% slower per step, sixteen no better than four (the machine's noise is about as large).</summary>
     const int GroupsAhead = 4;
 
     /// <summary>
@@ -293,15 +293,32 @@ static unsafe partial class KQuantKernels
                 Store(ScalesLessMins(Q4KTile<FourRows>(w + n * rowBytes, x, r, scales).Item1), y + (long)r * ldy + n,
                     ldy, bias == null ? null : bias + n, 0, 4);
         }
-        // a single sequence (and what is left of a batch) takes four weight rows at a time, sharing its loads
+        // a single sequence (and what is left of a batch) takes four weight rows at a time, sharing its loads; the four
+        // about RunBytes apart, each a sequential run, as MatMulKernels.Float reads rows (the 300m Q4_K_M step at
+        // batch 1: 7.54 → 7.28 ms, medians of five alternations, where fetching sixteen rows ahead in software as
+        // before gave 7.63)
+        int spacing = (int)Math.Max(1, MatMulKernels.RunBytes / rowBytes);
         for (int r = full; r < m; r++)
-            for (int n = n0; n < n1; n += 4)
+            for (int n = n0; n < n1;)
             {
-                // a short last group repeats its last row: the extra results are simply not stored
-                byte* w0 = w + n * rowBytes, w1 = w + Math.Min(n + 1, n1 - 1) * rowBytes,
-                    w2 = w + Math.Min(n + 2, n1 - 1) * rowBytes, w3 = w + Math.Min(n + 3, n1 - 1) * rowBytes;
-                Store(ScalesLessMins(Q4K4x1(w0, w1, w2, w3, x, r, scales)), y + (long)r * ldy + n, 1,
-                    bias == null ? null : bias + n, 1, Math.Min(4, n1 - n));
+                if (n1 - n < 4)
+                {
+                    // a short last group repeats its last row: the extra results are simply not stored
+                    byte* w0 = w + n * rowBytes, w1 = w + Math.Min(n + 1, n1 - 1) * rowBytes,
+                        w2 = w + Math.Min(n + 2, n1 - 1) * rowBytes, w3 = w + Math.Min(n + 3, n1 - 1) * rowBytes;
+                    Store(ScalesLessMins(Q4K4x1(w0, w1, w2, w3, x, r, scales)), y + (long)r * ldy + n, 1,
+                        bias == null ? null : bias + n, 1, n1 - n);
+                    break;
+                }
+                int apart = Math.Min(spacing, (n1 - n) / 4);
+                for (int o = 0; o < apart; o++)
+                {
+                    byte* w0 = w + (n + o) * rowBytes;
+                    long step = apart * rowBytes;
+                    Store(ScalesLessMins(Q4K4x1(w0, w0 + step, w0 + 2 * step, w0 + 3 * step, x, r, scales)),
+                        y + (long)r * ldy + n + o, apart, bias == null ? null : bias + n + o, apart, 4);
+                }
+                n += 4 * apart;
             }
     }
 
@@ -383,10 +400,6 @@ static unsafe partial class KQuantKernels
         Vector256<float> acc = default;
         for (int b = 0; b < x.Blocks; b++)
         {
-            // four rows sixteen rows ahead fetched a superblock's share at a time, so they arrive from memory while
-            // these compute: batch 1 on the 300m Q4_K_M file went from 26.7 to 18.6 ms per step (one tile ahead: 19.7)
-            byte* ahead = w0 + (4 * x.Blocks * GroupsAhead + 4 * b) * Q4KBlockBytes;
-            for (int l = 0; l < 4 * Q4KBlockBytes; l += 64) Simd.Prefetch(ahead + l);
             byte* b0 = w0 + b * Q4KBlockBytes, b1 = w1 + b * Q4KBlockBytes, b2 = w2 + b * Q4KBlockBytes,
                 b3 = w3 + b * Q4KBlockBytes;
             Vector256<short> mn0 = ScalesAndMins(b0 + 4, scales), mn1 = ScalesAndMins(b1 + 4, scales + 8),

@@ -293,7 +293,8 @@ static unsafe partial class KQuantKernels
         Vector128<float> acc = default, accMin = default;
         for (int b = 0; b < x.Blocks; b++)
         {
-            // as in Q4K4x1: four rows sixteen ahead, a superblock's share at a time (x64 only)
+            // four rows sixteen ahead, a superblock's share at a time, so they arrive from memory while these compute
+            // (x64 only; the AVX2 kernel, with spaced rows, does without)
             byte* ahead = w0 + (4 * x.Blocks * GroupsAhead + 4 * b) * Q4KBlockBytes;
             for (int l = 0; l < 4 * Q4KBlockBytes; l += 64) Simd.Prefetch(ahead + l);
             byte* b0 = w0 + b * Q4KBlockBytes, b1 = w1 + b * Q4KBlockBytes, b2 = w2 + b * Q4KBlockBytes,
