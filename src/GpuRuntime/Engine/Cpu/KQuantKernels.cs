@@ -294,10 +294,9 @@ static unsafe partial class KQuantKernels
                     ldy, bias == null ? null : bias + n, 0, 4);
         }
         // a single sequence (and what is left of a batch) takes four weight rows at a time, sharing its loads; the four
-        // about RunBytes apart, each a sequential run, as MatMulKernels.Float reads rows (the 300m Q4_K_M step at
+        // about 32 KiB apart, each a sequential run, as MatMulKernels.Float reads rows (the 300m Q4_K_M step at
         // batch 1: 7.54 → 7.28 ms, medians of five alternations, where fetching sixteen rows ahead in software as
         // before gave 7.63)
-        int spacing = (int)Math.Max(1, MatMulKernels.RunBytes / rowBytes);
         for (int r = full; r < m; r++)
             for (int n = n0; n < n1;)
             {
@@ -310,7 +309,7 @@ static unsafe partial class KQuantKernels
                         bias == null ? null : bias + n, 1, n1 - n);
                     break;
                 }
-                int apart = Math.Min(spacing, (n1 - n) / 4);
+                int apart = MatMulKernels.Apart(rowBytes, n1 - n, 4);
                 for (int o = 0; o < apart; o++)
                 {
                     byte* w0 = w + (n + o) * rowBytes;

@@ -187,11 +187,11 @@ static unsafe class LegacyKernels
         int tiles = n0 + (n1 - n0) / 4 * 4;
         float* s = stackalloc float[16];
         if (m == 1)
-            // four rows about RunBytes apart, each a sequential run, as MatMulKernels.Float reads rows, and no fetching
+            // four rows about 32 KiB apart, each a sequential run, as MatMulKernels.Float reads rows, and no fetching
             // ahead in software (the 300m q5_0 step at batch 1: 11.36 → 9.81 ms, medians of five alternations)
-            for (int n = n0, spacing = (int)Math.Max(1, MatMulKernels.RunBytes / rowBytes); n < tiles;)
+            for (int n = n0; n < tiles;)
             {
-                int apart = Math.Min(spacing, (tiles - n) / 4);
+                int apart = MatMulKernels.Apart(rowBytes, tiles - n, 4);
                 for (int o = 0; o < apart; o++)
                 {
                     Dot4x1<TBlock>(w + (n + o) * rowBytes, apart * rowBytes, new Activations(xq, xc, xd, xs), blocks,

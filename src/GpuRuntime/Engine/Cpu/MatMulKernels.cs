@@ -107,9 +107,14 @@ static unsafe class MatMulKernels
     /// L2.</summary>
     const int BatchBlock = 32;
 
-    /// <summary>About how far apart the matrix-vector product's eight rows are (see <see cref="Float{TRows}"/>).
-    /// </summary>
-    public const int RunBytes = 32 << 10;
+    /// <summary>About how far apart the matrix-vector products' rows are (see <see cref="Float{TRows}"/>).</summary>
+    const int RunBytes = 32 << 10;
+
+    /// <summary>How many rows apart a matrix-vector product reads its <paramref name="group"/> rows side by side, with
+    /// <paramref name="rows"/> (at least a group) left: about <see cref="RunBytes"/>, so that each is a run of its
+    /// own, and no further than the rows left allow.</summary>
+    public static int Apart(long rowBytes, int rows, int group) =>
+        (int)Math.Min(Math.Max(1, RunBytes / rowBytes), rows / group);
 
     /// <summary>Batch rows above which weight tiles are converted once into scratch instead of on the fly.</summary>
     public const int PackThreshold = 4;
@@ -142,10 +147,9 @@ static unsafe class MatMulKernels
             // fetching the next group in software did not make up for it. Two threads from memory (a throwaway harness,
             // f16, medians of 15 alternations): rows of 1024 values 20.3 → 27.1 GB/s, of 4096 values 33.6 → 40.5; the
             // 300m f16 step at batch 1 28.2 → 20.1 ms (medians of five alternations).
-            int spacing = Math.Max(1, RunBytes / matrix.RowBytes);
             while (n + 8 <= n1)
             {
-                int apart = Math.Min(spacing, (n1 - n) / 8);
+                int apart = Apart(matrix.RowBytes, n1 - n, 8);
                 for (int o = 0; o < apart; o++)
                     Vector8<TRows, TVec>(matrix.Spaced(n + o, apart), matrix.Spaced(n + o + 4 * apart, apart), x, y,
                         bias, k, n + o, apart);
@@ -360,9 +364,9 @@ static unsafe class MatMulKernels
         if (m == 1)
             // four rows about RunBytes apart, as in Float, and without fetching ahead in software: 300m q8_0 at
             // batch 1 went from 17.9-18.2 to 11.9-14.2 ms per step (13.2-17.0 with the fetches; four alternations)
-            for (int n = n0, spacing = Math.Max(1, RunBytes / k); n < tiles;)
+            for (int n = n0; n < tiles;)
             {
-                int apart = Math.Min(spacing, (tiles - n) / 4);
+                int apart = Apart(k, tiles - n, 4);
                 for (int o = 0; o < apart; o++) VectorQ8(wq, wd, xq, xc, xd, y, bias, k, n + o, apart, prefetch: false);
                 n += 4 * apart;
             }
@@ -466,11 +470,12 @@ static unsafe class MatMulKernels
                 Vector256.Load(w + 3 * step + b * 32),
                 d[b], d[scaleStep + b], d[2 * scaleStep + b], d[3 * scaleStep + b], xq + b * 32, xc + b * 8, xd[b]);
         }
+        Span<float> s = [Simd.HorizontalSum8(a0), Simd.HorizontalSum8(a1), Simd.HorizontalSum8(a2),
+            Simd.HorizontalSum8(a3)];
         for (int i = 0; i < 4; i++)
         {
-            var a = i switch { 0 => a0, 1 => a1, 2 => a2, _ => a3 };
             int row = n + i * apart;
-            y[row] = Simd.HorizontalSum8(a) + (bias == null ? 0 : bias[row]);
+            y[row] = s[i] + (bias == null ? 0 : bias[row]);
         }
     }
 
