@@ -188,6 +188,11 @@ public static partial class WeftSilo
             if (silo.Kubernetes) s.UseKubernetesHosting();
             if (silo.OrleansDashboard) s.AddDashboard();
             s.AddWeft(model);
+            // A store's exception raised in a grain (a conversation activating while PostgreSQL restarts) crosses to
+            // the silo serving the request, which answers 503 for it; outside Orleans' default namespaces it could
+            // not be serialized, and that silo got a serialization error it could only answer 500 for.
+            s.Services.Configure<Orleans.Serialization.ExceptionSerializationOptions>(o =>
+                o.SupportedNamespacePrefixes.UnionWith(["Npgsql", "StackExchange.Redis"]));
         });
         // target_info carries service.name (Prometheus' job-independent name of what is scraped)
         builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService("weft")).WithMetrics(m => m
