@@ -167,20 +167,7 @@ public static partial class WeftSilo
             else
             {
                 s.ConfigureEndpoints(IPAddress.Parse(silo.Address), silo.SiloPort, silo.GatewayPort);
-                s.UseRedisClustering(o =>
-                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
-                s.AddRedisGrainStorage(WeftStorage.Name, o =>
-                {
-                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis);
-                    // a reset conversation leaves no key behind
-                    o.DeleteStateOnClear = true;
-                    // Conversations and stored responses remove their own state after their TTLs; the store's expiry,
-                    // twice the longer TTL after the last write (it covers both kinds of entry), only catches what a
-                    // silo that died left behind and responses no one reads again.
-                    if (model is { ConversationTtlSeconds: > 0, ResponseTtlSeconds: > 0 })
-                        o.EntryExpiry = TimeSpan.FromSeconds(
-                            2.0 * Math.Max(model.ConversationTtlSeconds, model.ResponseTtlSeconds));
-                });
+                s.UseRedis(silo.Redis, WeftStorage.Name, model);
             }
             if (silo.TlsCertificate is not null) s.UseWeftTls(silo);
             if (silo.Postgres is not null || silo.Redis is not null) s.UseWeftFailover(silo);
