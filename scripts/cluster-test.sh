@@ -35,6 +35,7 @@ psql=("$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U weft -d weft)
 now() { date +%s.%N; }
 
 cleanup() {
+  local rc=$?
   set +e
   touch "$work/stop"
   for n in "${names[@]}"; do [ -n "${pid[$n]:-}" ] && kill -9 "${pid[$n]}" 2>/dev/null; done
@@ -42,7 +43,12 @@ cleanup() {
   runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" stop -m immediate >/dev/null 2>&1
   for n in "${names[@]}"; do ip netns del "weft$tag-$n" 2>/dev/null; done
   ip link del "$br" 2>/dev/null
-  [ -n "${KEEP:-}" ] && echo "logs kept in $work" || rm -rf "$work"
+  # a failed run keeps its logs (silos, PostgreSQL, turns) for whoever looks into it
+  if [ -n "${KEEP:-}" ] || { [ "$rc" != 0 ] && [ "$rc" != 77 ]; }; then
+    echo "logs kept in $work"
+  else
+    rm -rf "$work"
+  fi
 }
 trap cleanup EXIT
 
@@ -71,7 +77,18 @@ pg() {
     -o "-k /tmp -p $pgport -c listen_addresses=127.0.0.1,$net.1 -c fsync=off" >/dev/null
 }
 pg start
-"$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U weft weft
+# pg_ctl -w returns once the server answers on one of its addresses; a CI run still had createdb's TCP connection
+# refused right after, so it is given a few seconds
+for try in $(seq 20); do
+  "$pgbin/createdb" -h 127.0.0.1 -p "$pgport" -U weft weft 2> "$work/createdb.err" && break
+  if [ "$try" = 20 ]; then
+    cat "$work/createdb.err" >&2
+    echo "cluster-test: createdb failed; PostgreSQL's log:" >&2
+    tail -n 50 "$work/pg/server.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
 
 start_silo() {
   local n=$1

@@ -18,13 +18,17 @@ public sealed class ResponseState
 /// TTL (<see cref="ModelHostOptions.ResponseTtlSeconds"/>, OpenAI's 30 days by default) the response is gone: the
 /// stored time is checked on every read, and an activation's timer clears the state once it passes. A response no one
 /// reads again stays in a store without expiry of its own (PostgreSQL) until it is read; Redis drops it by the entry
-/// expiry the silo sets.
+/// expiry the silo sets for responses.
 /// </summary>
 public sealed class ResponseGrain(
     IOptions<ModelHostOptions> options,
-    [PersistentState("response", WeftStorage.Name)] IPersistentState<ResponseState> state)
+    [PersistentState(ResponseGrain.StateName, WeftStorage.Name)] IPersistentState<ResponseState> state)
     : Grain, IResponseGrain
 {
+    /// <summary>The name of its state in the store (the silo's Redis store keeps these apart from
+    /// conversations).</summary>
+    public const string StateName = "response";
+
     readonly TimeSpan? _ttl = options.Value.ResponseTtlSeconds > 0
         ? TimeSpan.FromSeconds(options.Value.ResponseTtlSeconds) : null;
 

@@ -50,7 +50,8 @@ public sealed record SiloOptions
     public string? TlsCertificate { get; init; }
     public string? TlsPassword { get; init; }
     public string? TlsCa { get; init; }
-    /// <summary>Lets a cluster listen on a non-loopback address without TLS.</summary>
+    /// <summary>Lets a cluster listen on a non-loopback address (or, with <see cref="Kubernetes"/>, the pod's network)
+    /// without TLS.</summary>
     public bool Insecure { get; init; }
     /// <summary>Seconds within which a silo that stopped answering is declared dead and its conversations move to the
     /// survivors (redis or postgres clusters); Orleans' defaults take 6-8 s after a kill -9.</summary>
@@ -96,6 +97,10 @@ public sealed record SiloOptions
             yield return "address is for redis or postgres clusters; localhost clustering stays on loopback";
         else if (!IPAddress.IsLoopback(address) && TlsCertificate is null && !Insecure)
             yield return $"the silo and gateway ports would be open on {Address} without TLS: " +
+                "give --tls-certificate, or --insecure to allow it";
+        // Kubernetes hosting binds the ports on every interface of the pod, whatever the address says
+        else if (Kubernetes && Clustered && TlsCertificate is null && !Insecure)
+            yield return "with kubernetes the silo and gateway ports are open on the pod's network without TLS: " +
                 "give --tls-certificate, or --insecure to allow it";
         if (TlsCertificate is null && (TlsPassword ?? TlsCa) is not null)
             yield return "tls-password and tls-ca need tls-certificate";

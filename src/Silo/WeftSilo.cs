@@ -167,20 +167,7 @@ public static partial class WeftSilo
             else
             {
                 s.ConfigureEndpoints(IPAddress.Parse(silo.Address), silo.SiloPort, silo.GatewayPort);
-                s.UseRedisClustering(o =>
-                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis));
-                s.AddRedisGrainStorage(WeftStorage.Name, o =>
-                {
-                    o.ConfigurationOptions = StackExchange.Redis.ConfigurationOptions.Parse(silo.Redis);
-                    // a reset conversation leaves no key behind
-                    o.DeleteStateOnClear = true;
-                    // Conversations and stored responses remove their own state after their TTLs; the store's expiry,
-                    // twice the longer TTL after the last write (it covers both kinds of entry), only catches what a
-                    // silo that died left behind and responses no one reads again.
-                    if (model is { ConversationTtlSeconds: > 0, ResponseTtlSeconds: > 0 })
-                        o.EntryExpiry = TimeSpan.FromSeconds(
-                            2.0 * Math.Max(model.ConversationTtlSeconds, model.ResponseTtlSeconds));
-                });
+                s.UseRedis(silo.Redis, WeftStorage.Name, model);
             }
             if (silo.TlsCertificate is not null) s.UseWeftTls(silo);
             if (silo.Postgres is not null || silo.Redis is not null) s.UseWeftFailover(silo);
@@ -188,6 +175,11 @@ public static partial class WeftSilo
             if (silo.Kubernetes) s.UseKubernetesHosting();
             if (silo.OrleansDashboard) s.AddDashboard();
             s.AddWeft(model);
+            // A store's exception raised in a grain (a conversation activating while PostgreSQL restarts) crosses to
+            // the silo serving the request, which answers 503 for it; outside Orleans' default namespaces it could
+            // not be serialized, and that silo got a serialization error it could only answer 500 for.
+            s.Services.Configure<Orleans.Serialization.ExceptionSerializationOptions>(o =>
+                o.SupportedNamespacePrefixes.UnionWith(["Npgsql", "StackExchange.Redis"]));
         });
         // target_info carries service.name (Prometheus' job-independent name of what is scraped)
         builder.Services.AddOpenTelemetry().ConfigureResource(r => r.AddService("weft")).WithMetrics(m => m

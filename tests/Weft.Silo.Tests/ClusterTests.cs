@@ -67,6 +67,30 @@ public sealed class ClusterTests : IAsyncDisposable
         Assert.Equal(second.TokenIds, fresh.TokenIds);
     }
 
+    [Fact]
+    public async Task A_conversations_redis_key_expires_while_responses_kept_until_deleted_have_none()
+    {
+        Assert.SkipUnless(FindRedisServer() is not null, "redis-server is not installed (.ci/run installs it)");
+        string redis = await StartRedis();
+        var silo = await StartSilo(WriteModel(), redis, "--response-ttl", "0", "--conversation-ttl", "600");
+        await silo.Services.GetRequiredService<IGrainFactory>().GetGrain<IConversationGrain>("expiring")
+            .RunAsync(Chat("Tell me about the sea."), Ct);
+        using var http = new HttpClient { BaseAddress = new Uri(silo.Urls.Single()) };
+        var (status, response) = await http.PostAsync("/v1/responses",
+            """{"input":"Tell me about the sea.","max_output_tokens":4}""", Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+
+        await using var client = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(redis);
+        var server = client.GetServer(client.GetEndPoints().Single());
+        var db = client.GetDatabase();
+        // twice the conversation TTL after the last write: what a silo that died left behind goes too
+        var conversation = Assert.Single(server.Keys(pattern: "*expiring*"));
+        Assert.InRange(await db.KeyTimeToLiveAsync(conversation) ?? TimeSpan.Zero,
+            TimeSpan.FromSeconds(1100), TimeSpan.FromSeconds(1200));
+        var stored = Assert.Single(server.Keys(pattern: $"*{(string?)response["id"]}*"));
+        Assert.Null(await db.KeyTimeToLiveAsync(stored));
+    }
+
     static readonly SamplingOptions Greedy = new() { Temperature = 0, MaxTokens = 8, IgnoreEos = true };
 
     static TurnRequest Chat(string user) => new() { Messages = [new ChatMessage("user", user)], Sampling = Greedy };
@@ -132,11 +156,12 @@ public sealed class ClusterTests : IAsyncDisposable
         return model;
     }
 
-    async Task<WebApplication> StartSilo(string model, string redis)
+    async Task<WebApplication> StartSilo(string model, string redis, params string[] options)
     {
         var app = WeftSilo.Build([
             "--model", model, "--engine", "cpu", "--kv-blocks", "256", "--redis", redis,
-            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0"]);
+            "--urls", "http://127.0.0.1:0", "--silo-port", TestHosts.FreePort().ToString(), "--gateway-port", "0",
+            .. options]);
         _silos.Add(app);
         await app.StartAsync(Ct);
         await app.Services.GetRequiredService<Weft.Grains.ModelHost>().Ready;

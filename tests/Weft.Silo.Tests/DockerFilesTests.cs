@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using System.Xml.Linq;
 using Weft.Abstractions;
 
 namespace Weft.Silo.Tests;
@@ -26,6 +28,97 @@ public sealed class DockerFilesTests
         Assert.Contains("USER $APP_UID", lines);
         Assert.Contains(lines, l => l.StartsWith("HEALTHCHECK ", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.Contains("/health"));
+    }
+
+    /// <summary>Files in the repository root that MSBuild, the SDK, NuGet or the analyzers read when they find them
+    /// there (case-insensitive, as NuGet matches nuget.config).</summary>
+    static readonly HashSet<string> RootBuildInputs = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "global.json", "Directory.Build.props", "Directory.Build.targets", "Directory.Packages.props",
+        "Directory.Build.rsp", ".editorconfig", ".globalconfig", "nuget.config",
+    };
+
+    [Fact]
+    public void The_dockerfile_copies_every_build_input_of_the_repository_root()
+    {
+        var copied = CopySources(Dockerfile()).Select(c => c.Source).ToHashSet();
+        var inputs = Directory.GetFiles(Repo).Select(Path.GetFileName).OfType<string>()
+            .Where(RootBuildInputs.Contains).ToList();
+        // the analyzer settings are the input a build without them fails on (CA rules as errors)
+        Assert.Contains(".editorconfig", inputs);
+        Assert.Contains("Directory.Build.props", inputs);
+        Assert.All(inputs, i => Assert.Contains(i, copied));
+    }
+
+    [Fact]
+    public void The_dockerfile_restores_from_the_silos_project_files_before_it_copies_the_sources()
+    {
+        var lines = Dockerfile();
+        var copies = CopySources(lines);
+        int restore = lines.IndexOf("RUN dotnet restore src/Silo/Silo.csproj");
+        int sources = copies.Single(c => c.Source == "src/").Line;
+        Assert.InRange(restore, 0, sources);
+        // the silo's project and those it references, transitively: restore needs each of them
+        var projects = new SortedSet<string>(StringComparer.Ordinal);
+        var pending = new Queue<string>(["src/Silo/Silo.csproj"]);
+        while (pending.TryDequeue(out var project))
+        {
+            if (!projects.Add(project)) continue;
+            string folder = Path.GetDirectoryName(Path.Combine(Repo, project))!;
+            foreach (var reference in XDocument.Load(Path.Combine(Repo, project)).Descendants("ProjectReference"))
+            {
+                string referenced = Path.Combine(folder, reference.Attribute("Include")!.Value.Replace('\\', '/'));
+                pending.Enqueue(Path.GetRelativePath(Repo, Path.GetFullPath(referenced)).Replace('\\', '/'));
+            }
+        }
+        Assert.Contains("src/Scheduling/Scheduling.csproj", projects);
+        var beforeRestore = copies.Where(c => c.Line < restore).Select(c => c.Source).ToHashSet();
+        Assert.All(projects, p => Assert.Contains(p, beforeRestore));
+        Assert.All(["global.json", "Directory.Build.props", "Directory.Packages.props"],
+            f => Assert.Contains(f, beforeRestore));
+    }
+
+    [Fact]
+    public void The_build_context_leaves_out_build_outputs_history_and_certificates_but_not_what_the_dockerfile_copies()
+    {
+        string path = Path.Combine(Repo, ".dockerignore");
+        Assert.True(File.Exists(path), ".dockerignore is missing: the image would take the host's bin/ and obj/");
+        var patterns = File.ReadAllLines(path).Select(l => l.Trim())
+            .Where(l => l.Length > 0 && !l.StartsWith('#')).ToList();
+        Assert.All(["src/Silo/bin/Release/net10.0/Weft.Silo.dll", "src/Silo/obj/project.assets.json", ".git/HEAD",
+                "tests/chat-page/node_modules/playwright-core/package.json", "docker/certs/silo.pfx",
+                "tests/Weft.Silo.Tests/TestResults/x.trx"],
+            p => Assert.True(Ignored(patterns, p), $"{p} is in the build context"));
+        Assert.All(CopySources(Dockerfile()).Select(c => c.Source.TrimEnd('/')).Append("src/Silo/Program.cs"),
+            p => Assert.False(Ignored(patterns, p), $"{p} is copied by the Dockerfile but left out of the context"));
+    }
+
+    static List<string> Dockerfile() => [.. File.ReadAllLines(Path.Combine(Docker, "Dockerfile"))];
+
+    /// <summary>The sources of the Dockerfile's COPY instructions from the build context (not from a stage), with
+    /// the index of their line.</summary>
+    static List<(string Source, int Line)> CopySources(List<string> lines) =>
+    [
+        .. lines.Select((l, i) => (Words: l.Split(' ', StringSplitOptions.RemoveEmptyEntries), Line: i))
+            .Where(l => l.Words is ["COPY", ..] && !l.Words.Any(w => w.StartsWith("--from=", StringComparison.Ordinal)))
+            .SelectMany(l => l.Words[1..^1].Select(source => (source, l.Line))),
+    ];
+
+    /// <summary>Whether Docker's .dockerignore rules leave <paramref name="path"/> out of the build context: the last
+    /// matching pattern decides ('!' keeps), and a pattern that matches a folder leaves out all below it.</summary>
+    static bool Ignored(List<string> patterns, string path)
+    {
+        bool ignored = false;
+        foreach (string line in patterns)
+        {
+            bool keep = line.StartsWith('!');
+            string pattern = line.TrimStart('!').Trim('/');
+            string regex = "^" + Regex.Escape(pattern)
+                .Replace(@"\*\*/", "(.*/)?").Replace(@"\*\*", ".*").Replace(@"\*", "[^/]*").Replace(@"\?", "[^/]")
+                + "(/.*)?$";
+            if (Regex.IsMatch(path, regex)) ignored = !keep;
+        }
+        return ignored;
     }
 
     [Fact]

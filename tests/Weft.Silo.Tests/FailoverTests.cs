@@ -85,6 +85,19 @@ public sealed class FailoverTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.False(ClusterFailover.IsSiloLoss(new InvalidOperationException("a bug")));
         Assert.False(ClusterFailover.IsSiloLoss(new OrleansException("storage provider failed")));
     }
+
+    [Fact]
+    public void A_store_failure_in_a_grain_reaches_the_silo_serving_the_request_as_a_store_failure()
+    {
+        // what a conversation activating on another silo while PostgreSQL restarts sends back to the edge
+        var thrown = new OrleansException("Error from storage provider during ReadStateAsync",
+            new NpgsqlException("Failed to connect to 10.0.0.1:5432",
+                new System.Net.Sockets.SocketException((int)System.Net.Sockets.SocketError.ConnectionRefused)));
+        var serializer = silo.App.Services.GetRequiredService<Orleans.Serialization.Serializer>();
+        var received = serializer.Deserialize<Exception>(serializer.SerializeToArray<Exception>(thrown));
+        Assert.NotNull(received);
+        Assert.True(Storage.StorageHealth.IsUnreachable(received));
+    }
 }
 
 /// <summary>

@@ -65,6 +65,17 @@ public sealed class TlsTests : IAsyncDisposable
         await using var insecure = WeftSilo.Build([.. cluster, "--insecure"]);
     }
 
+    [Fact]
+    public async Task A_kubernetes_silo_without_tls_refuses_to_start_unless_insecure()
+    {
+        // the default address is loopback, but Kubernetes hosting listens on every interface of the pod
+        string[] pod = ["--kubernetes", "--redis", "127.0.0.1:1"];
+        var e = Assert.Throws<SiloOptionsException>(() => WeftSilo.Build(pod));
+        Assert.Equal("with kubernetes the silo and gateway ports are open on the pod's network without TLS: " +
+            "give --tls-certificate, or --insecure to allow it", e.Message);
+        await using var insecure = WeftSilo.Build([.. pod, "--insecure"]);
+    }
+
     /// <summary>Whether the gateway keeps a TLS connection that presents <paramref name="certificate"/> open.</summary>
     static async Task<bool> GatewayAccepts(int port, X509Certificate2 server, X509Certificate2? certificate)
     {
