@@ -516,7 +516,11 @@ public sealed class ConversationGrain(
         }
         catch (ArgumentException e)
         {
-            throw new WeftException(WeftErrorCode.InvalidRequest, e.Message);
+            // the template's own words (a raise_exception's reason) without .NET's " (Parameter 'messages')"
+            throw e.ParamName is { } param
+                ? new WeftException(WeftErrorCode.InvalidRequest,
+                    e.Message.Replace($" (Parameter '{param}')", "", StringComparison.Ordinal), "messages")
+                : new WeftException(WeftErrorCode.InvalidRequest, e.Message);
         }
         return (rendered, new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered));
     }
