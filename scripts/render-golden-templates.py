@@ -2,7 +2,9 @@
 """Renders tests/Weft.Models.Tests/Chat/Templates/<family>.jinja over conversations.json with Python's jinja2
 exactly as transformers' apply_chat_template does (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks,
 loopcontrols, its tojson, raise_exception and strftime_now), and writes golden/<family>.json, which the C# tests
-compare byte for byte. CI does not run Python: the goldens are committed.
+compare byte for byte (an expected failure by the reason given to raise_exception, or by Python's error message).
+CI does not run Python: the goldens are committed. golden/sources.json records where each template came from and its
+sha256, which the tests check: a new or changed template needs its entry.
 
 Run from the repository root after changing a template or a conversation: python3 scripts/render-golden-templates.py
 """

@@ -447,33 +447,62 @@ public sealed class ConversationGrain(
         // a one-off request is refused rather than cut, as OpenAI's API does, unless it asks for truncation
         var truncation = r.Truncation
             ?? (r.Ephemeral ? Truncation.Disabled : state.State.Truncation ?? Truncation.Auto);
-        int budget = host.MaxModelLen - (r.Sampling.MaxTokens ?? 1);
-        if (truncation == Truncation.Disabled || prompt.Length <= budget || budget < 1)
-            return (messages, prompt, rendered, 0);
-
         // Whole turns go, oldest first: the kept history restarts at a later user message, after the leading system
         // messages. The prompt shrinks as more turns go, so the fewest that fit are found by bisection (a rendering
         // and a tokenization each).
         int first = messages.FindIndex(m => m.Role != "system");
         var cuts = first < 0 ? []
             : Enumerable.Range(first + 1, messages.Count - 1 - first).Where(i => messages[i].Role == "user").ToList();
-        List<ChatMessage> Keeping(int cut) => [.. messages[..first], .. messages[cut..]];
-        (List<ChatMessage> Messages, string Rendered, int[] Prompt)? best = null;
-        for (int lo = 0, hi = cuts.Count - 1; lo <= hi;)
+        if (truncation == Truncation.Disabled)
         {
-            int mid = (lo + hi) / 2;
-            var kept = Keeping(cuts[mid]);
-            var (text, ids) = Render(kept, r.ToolsJson);
-            if (ids.Length <= budget)
-            {
-                best = (kept, text, ids);
-                hi = mid - 1;
-            }
-            else lo = mid + 1;
+            // with no turn to drop, the scheduler's check gives the plain reason
+            if (cuts.Count > 0 && prompt.Length + (r.Sampling.MaxTokens ?? 1) > host.MaxModelLen)
+                throw NotCut(prompt.Length, r);
+            return (messages, prompt, rendered, 0);
         }
+        // A reply of no set length gets room of its own: cut to one token short of the context, it would end after
+        // one token, and the next turn would be cut again.
+        int budget = host.MaxModelLen - (r.Sampling.MaxTokens ?? host.TruncationReplyTokens);
+        if (prompt.Length <= budget || budget < 1) return (messages, prompt, rendered, 0);
+
+        List<ChatMessage> Keeping(int cut) => [.. messages[..first], .. messages[cut..]];
+        (List<ChatMessage> Messages, string Rendered, int[] Prompt)? Fewest(int limit)
+        {
+            (List<ChatMessage>, string, int[])? best = null;
+            for (int lo = 0, hi = cuts.Count - 1; lo <= hi;)
+            {
+                int mid = (lo + hi) / 2;
+                var kept = Keeping(cuts[mid]);
+                var (text, ids) = Render(kept, r.ToolsJson);
+                if (ids.Length <= limit)
+                {
+                    best = (kept, text, ids);
+                    hi = mid - 1;
+                }
+                else lo = mid + 1;
+            }
+            return best;
+        }
+        // When no cut leaves the reserve, a prompt that does not fit at all takes the cut that leaves some room.
+        var fit = Fewest(budget) ?? (r.Sampling.MaxTokens is null && prompt.Length >= host.MaxModelLen
+            ? Fewest(host.MaxModelLen - 1) : null);
         // with nothing left to drop that makes it fit, the scheduler's check refuses the turn as before
-        return best is { } b ? (b.Messages, b.Prompt, b.Rendered, prompt.Length - b.Prompt.Length)
+        return fit is { } b ? (b.Messages, b.Prompt, b.Rendered, prompt.Length - b.Prompt.Length)
             : (messages, prompt, rendered, 0);
+    }
+
+    /// <summary>The refusal of a turn past the context that may not be cut, saying how to allow the cut.</summary>
+    WeftException NotCut(int promptTokens, TurnRequest r)
+    {
+        string why = r.Truncation is not null ? "the request disables truncation"
+            : r.Ephemeral ? "truncation is disabled for a request without a conversation id"
+            : "truncation is disabled for this conversation";
+        string needs = r.Sampling.MaxTokens is { } max
+            ? $"the prompt ({promptTokens} tokens) plus max_tokens ({max}) exceeds"
+            : $"the prompt has {promptTokens} tokens, more than fits";
+        return new WeftException(WeftErrorCode.ContextLengthExceeded,
+            $"{needs} this model's context of {host.MaxModelLen} tokens, and {why}; send \"truncation\": \"auto\" " +
+            "(Truncation.Auto in a TurnRequest) to drop the oldest turns instead", "truncation");
     }
 
     (string Rendered, int[] Prompt) Render(List<ChatMessage> messages, string? toolsJson)
@@ -487,7 +516,11 @@ public sealed class ConversationGrain(
         }
         catch (ArgumentException e)
         {
-            throw new WeftException(WeftErrorCode.InvalidRequest, e.Message);
+            // the template's own words (a raise_exception's reason) without .NET's " (Parameter 'messages')"
+            throw e.ParamName is { } param
+                ? new WeftException(WeftErrorCode.InvalidRequest,
+                    e.Message.Replace($" (Parameter '{param}')", "", StringComparison.Ordinal), "messages")
+                : new WeftException(WeftErrorCode.InvalidRequest, e.Message);
         }
         return (rendered, new TurnTokens(state.State.Text, state.State.TokenIds).Prompt(host.Tokenizer, rendered));
     }

@@ -60,6 +60,9 @@ public sealed class ModelHost : IDisposable
     /// <summary>Longest prompt + reply: the model's context or --max-model-len, lowered after loading to what one
     /// sequence can hold in the smallest device's KV cache.</summary>
     public int MaxModelLen { get; private set; }
+    /// <summary>The room a cut conversation keeps for a reply of no set length: --truncation-reply-tokens, at most a
+    /// quarter of the context.</summary>
+    public int TruncationReplyTokens => Math.Max(1, Math.Min(_options.TruncationReplyTokens, MaxModelLen / 4));
     public ModelStatus Status { get; private set; } = ModelStatus.Loading;
     public string? Error { get; private set; }
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;

@@ -36,6 +36,10 @@ public sealed record ModelHostOptions
     /// <summary>Seconds a conversation may go without a turn before its history, stored state and KV cache are
     /// removed; 0 keeps conversations until they are deleted.</summary>
     public int ConversationTtlSeconds { get; init; } = 3600;
+    /// <summary>Tokens a turn without max_tokens keeps free for its reply when the conversation's oldest turns are
+    /// dropped to fit, capped at a quarter of the context: without a reserve the cut history would fill the context
+    /// to one token short, and every reply would be one token long.</summary>
+    public int TruncationReplyTokens { get; init; } = 1024;
     /// <summary>Seconds after which a stored response of the Responses API is removed (GET then answers 404); 0 keeps
     /// them until they are deleted. OpenAI keeps them 30 days.</summary>
     public int ResponseTtlSeconds { get; init; } = 30 * 24 * 3600;
@@ -73,6 +77,7 @@ public sealed record ModelHostOptions
         if (AgingTicks < 1) yield return "aging-ticks must be positive";
         if (PrefillChunkSize is < 1) yield return "prefill-chunk-size must be positive";
         if (ConversationTtlSeconds < 0) yield return "conversation-ttl must not be negative (0: never expire)";
+        if (TruncationReplyTokens < 1) yield return "truncation-reply-tokens must be at least 1";
         if (ResponseTtlSeconds < 0) yield return "response-ttl must not be negative (0: never expire)";
         if (TenantMaxRequests is < 1) yield return "tenant-max-requests must be at least 1";
         if (SummaryIntervalSeconds < 0) yield return "summary-interval must not be negative (0: no summary)";

@@ -8,10 +8,13 @@ namespace Weft.Models;
 /// <see cref="DemoModel.Architectures"/>); <see cref="SlidingWindow"/> is gemma's window (0: gemma2's 4096, none for
 /// gemma3); a phi3 shape with <see cref="LongRopeOriginalContext"/> gets LongRoPE factors (Phi-3.5-mini's and
 /// Phi-4-mini's scaling) from that original context up to <see cref="ContextLength"/>; <see cref="RopeDims"/> other
-/// than 0 rotates only that many of each head's dimensions (partial RoPE: Phi-4-mini's 96 of 128).</summary>
+/// than 0 rotates only that many of each head's dimensions (partial RoPE: Phi-4-mini's 96 of 128);
+/// <see cref="RopeLinearFactor"/> other than 0 writes linear RoPE scaling by that factor (Gemma 3 4B to 27B: 8).
+/// </summary>
 public sealed record DemoModelShape(string Name, int Dim, int Layers, int Heads, int KvHeads, int FfnDim, int VocabSize,
     int ContextLength, GgmlType Type, float RopeFreqBase = 10000f, int? HeadDim = null, bool RopeFreqFactors = false,
-    string Architecture = "llama", int SlidingWindow = 0, int LongRopeOriginalContext = 0, int RopeDims = 0)
+    string Architecture = "llama", int SlidingWindow = 0, int LongRopeOriginalContext = 0, int RopeDims = 0,
+    float RopeLinearFactor = 0)
 {
     public static readonly DemoModelShape Tiny = new("tiny", 128, 2, 4, 2, 384, 2048, 2048, GgmlType.F32);
     public static readonly DemoModelShape Small = new("small", 256, 4, 8, 4, 768, 8192, 4096, GgmlType.F16);
@@ -132,6 +135,11 @@ public static class DemoModel
                 Enumerable.Range(0, pairs).Select(i => 1f + 7f * i / Math.Max(1, pairs - 1)).ToArray());
         if (shape.LongRopeOriginalContext > 0)
             WriteLongRope(w, arch, pairs, shape.LongRopeOriginalContext, shape.ContextLength);
+        if (shape.RopeLinearFactor != 0)
+        {
+            w.Add($"{arch}.rope.scaling.type", "linear");
+            w.Add($"{arch}.rope.scaling.factor", shape.RopeLinearFactor);
+        }
         w.Add($"{arch}.attention.layer_norm_rms_epsilon", gemma ? 1e-6f : 1e-5f);
         // the shape's window (tests take one that a few dozen tokens slide past), else Gemma 2's 4096; a gemma3 file
         // without one slides on no layer

@@ -66,6 +66,11 @@ public sealed record ModelConfig
     public int SlidingPeriod { get; init; } = 1;
     /// <summary>RoPE base of the sliding-window layers (gemma3's local layers: 10000).</summary>
     public float RopeFreqBaseSliding { get; init; }
+    /// <summary>Factor on RoPE's angles, 1 / rope.scaling.factor of linear scaling (positions divided by the factor),
+    /// or 1.</summary>
+    public float RopeFreqScale { get; init; } = 1f;
+    /// <summary>The sliding-window layers' <see cref="RopeFreqScale"/> (gemma3's local layers: 1).</summary>
+    public float RopeFreqScaleSliding { get; init; } = 1f;
 
     public int QDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
@@ -77,6 +82,10 @@ public sealed record ModelConfig
     public int Window(int layer) => IsSliding(layer) ? SlidingWindow : 0;
 
     public float RopeBase(int layer) => IsSliding(layer) ? RopeFreqBaseSliding : RopeFreqBase;
+    public float RopeScale(int layer) => IsSliding(layer) ? RopeFreqScaleSliding : RopeFreqScale;
+    /// <summary>Whether layer <paramref name="layer"/> rotates otherwise than the global layers (its own base or
+    /// scale), so it needs RoPE angles of its own.</summary>
+    public bool OwnRope(int layer) => RopeBase(layer) != RopeFreqBase || RopeScale(layer) != RopeFreqScale;
 
     /// <summary>
     /// This config for an engine whose sequences reach <paramref name="maxModelLen"/> tokens: LongRoPE's long
@@ -144,8 +153,13 @@ public sealed record ModelConfig
         double ropeBase = f.GetNumberOrNull($"{arch}.rope.freq_base") ?? 10000.0;
         if (!(eps is > 0 and <= 1)) throw f.Fail($"layer_norm_rms_epsilon {eps} is out of range");
         if (!(ropeBase > 1 && double.IsFinite(ropeBase))) throw f.Fail($"rope.freq_base {ropeBase} is out of range");
-        if (f.Has($"{arch}.rope.scaling.type") && f.GetString($"{arch}.rope.scaling.type") is not ("none" or ""))
-            throw f.Fail($"RoPE scaling '{f.GetString($"{arch}.rope.scaling.type")}' is not supported");
+        string scaling = f.Has($"{arch}.rope.scaling.type") ? f.GetString($"{arch}.rope.scaling.type") : "";
+        if (scaling is not ("none" or "" or "linear"))
+            throw f.Fail($"RoPE scaling '{scaling}' is not supported (only linear)");
+        // linear scaling (Gemma 3 4B to 27B: 8) divides positions by the factor, as llama.cpp's freq_scale = 1/factor
+        double linear = scaling == "linear" ? f.GetNumberOrNull($"{arch}.rope.scaling.factor")
+            ?? throw f.Fail("rope.scaling.type linear needs rope.scaling.factor") : 1.0;
+        if (!(linear is >= 1 and <= 1 << 16)) throw f.Fail($"rope.scaling.factor {linear} is out of range");
 
         float[]? Factors(string tensor)
         {
@@ -234,6 +248,9 @@ public sealed record ModelConfig
             SlidingWindow = window,
             SlidingPeriod = period,
             RopeFreqBaseSliding = Float("rope.freq_base_swa", arch == "gemma3" ? 10000f : (float)ropeBase),
+            RopeFreqScale = (float)(1 / linear),
+            // gemma3's local layers keep unscaled RoPE, as llama.cpp's rope_freq_scale_train_swa = 1
+            RopeFreqScaleSliding = arch == "gemma3" ? 1f : (float)(1 / linear),
         };
         // llama.cpp's own default context is the file's
         return config.ForContext(contextLength);

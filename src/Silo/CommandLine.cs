@@ -50,6 +50,9 @@ public static class CommandLine
             "is work; 0: none (default: 10)"),
         new("--conversation-ttl", "Weft:ConversationTtlSeconds", Kind.Integer,
             "seconds without a turn after which a conversation is removed; 0: never (default: 3600)"),
+        new("--truncation-reply-tokens", "Weft:TruncationReplyTokens", Kind.Integer,
+            "tokens a conversation cut to fit the context keeps free for a reply without max_tokens, at most a " +
+            "quarter of the context (default: 1024)"),
         new("--response-ttl", "Weft:ResponseTtlSeconds", Kind.Integer,
             "seconds after which a stored response (/v1/responses) is removed; 0: never (default: 2592000, 30 days)"),
         new("--logprobs-mode", "Weft:LogprobsMode", Kind.Text,

@@ -58,7 +58,9 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
         bool mayDrop = (truncation ?? (ConversationId(ctx, body) is null ? Abstractions.Truncation.Disabled
             : Abstractions.Truncation.Auto)) == Abstractions.Truncation.Auto;
         RefuseLongerThan(mayDrop ? messages[^1].Content.Length : messages.Sum(m => (long)m.Content.Length),
-            host.MaxModelLen, "messages", "the context length", "context_length_exceeded");
+            host.MaxModelLen, "messages", "the context length", "context_length_exceeded",
+            mayDrop || messages.Count < 2 ? null
+                : "; truncation is disabled, and \"truncation\": \"auto\" would drop the oldest turns instead");
         var (tools, schema) = ChatTools.Read(body);
         var sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens"));
         GrammarField.RefuseWithSchema(body, sampling.Grammar, schema);
@@ -151,12 +153,12 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
     /// than <see cref="Weft.Models.Tokenization.Tokenizer.MaxTokenChars"/> characters, so the text takes at least its
     /// length over that (a 29 MB message was tokenized whole, hundreds of MB, before the context check refused it).
     /// </summary>
-    void RefuseLongerThan(long chars, int limit, string param, string what, string code)
+    void RefuseLongerThan(long chars, int limit, string param, string what, string code, string? hint = null)
     {
         long fewest = (chars + host.Tokenizer.MaxTokenChars - 1) / host.Tokenizer.MaxTokenChars;
         if (fewest > limit)
             throw ApiException.BadRequest($"'{param}' holds {chars} characters, at least {fewest} tokens, more than " +
-                $"{what} ({limit} tokens)", param, code);
+                $"{what} ({limit} tokens){hint}", param, code);
     }
 
     async Task<RequestBody> ReadAsync(HttpContext ctx)

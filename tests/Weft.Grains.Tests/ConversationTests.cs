@@ -144,8 +144,36 @@ public sealed class ConversationTests(WeftCluster cluster) : IClassFixture<WeftC
         // later turns give no setting: the conversation's own applies
         var e = await Assert.ThrowsAsync<WeftException>(() => TalkPastTheContext(c));
         Assert.Equal(WeftErrorCode.ContextLengthExceeded, e.Code);
+        Assert.Contains("truncation is disabled for this conversation", e.Message);
+        Assert.Contains("\"truncation\": \"auto\"", e.Message);
         var history = (await c.GetHistoryAsync()).Messages;
         Assert.Equal("hello", history[0].Content);
+    }
+
+    [Fact]
+    public async Task A_conversation_cut_without_max_tokens_keeps_room_for_a_long_reply_turn_after_turn()
+    {
+        int reserve = cluster.Host.TruncationReplyTokens;
+        Assert.Equal(1024 / 4, reserve);
+        // turns far shorter than the reserve: cut only to fit, the prompt would leave a reply of less than a turn
+        var history = new List<ChatMessage> { new("system", "Answer briefly.") };
+        for (int turn = 0; turn < 30; turn++)
+            history.AddRange([new("user", Words(30, turn)), new("assistant", "Noted.")]);
+        history.Add(new("user", "And now?"));
+        var c = cluster.Grains.GetGrain<IConversationGrain>("cut-without-max-tokens");
+        var unbounded = new SamplingOptions { Temperature = 0, IgnoreEos = true };
+
+        var first = await c.RunAsync(new TurnRequest { Messages = history, Sampling = unbounded }, Ct);
+        // the reply ran to the end of the context, so the next turn must cut again, and again keeps the room
+        var second = await c.RunAsync(Turns.Chat("Go on.", unbounded), Ct);
+        foreach (var r in new[] { first, second })
+        {
+            Assert.True(r.Usage.DroppedTokens > 0);
+            Assert.Equal("length", r.FinishReason);
+            Assert.True(r.Usage.CompletionTokens >= reserve, $"{r.Usage.CompletionTokens} tokens of reply");
+            Assert.Equal(1024, r.Usage.PromptTokens + r.Usage.CompletionTokens);
+        }
+        Assert.Equal("system", (await c.GetHistoryAsync()).Messages[0].Role);
     }
 
     [Fact]

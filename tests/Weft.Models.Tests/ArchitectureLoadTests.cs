@@ -12,11 +12,11 @@ public sealed class ArchitectureLoadTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    (ModelConfig, ModelWeights) Write(string arch, int layers = 7, int window = 16)
+    (ModelConfig, ModelWeights) Write(string arch, int layers = 7, int window = 16, float linear = 0)
     {
         var shape = new DemoModelShape(arch, 64, layers, 4, 2, 96, 300, 128, GgmlType.F32, Architecture: arch,
-            SlidingWindow: window);
-        string path = _dir.File($"{arch}-{layers}-{window}.gguf");
+            SlidingWindow: window, RopeLinearFactor: linear);
+        string path = _dir.File($"{arch}-{layers}-{window}-{linear}.gguf");
         DemoModel.Write(path, shape, DemoVocabulary.SentencePiece(shape.VocabSize));
         using var f = GgufFile.Open(path);
         var c = ModelConfig.FromGguf(f);
@@ -57,6 +57,18 @@ public sealed class ArchitectureLoadTests : IDisposable
         // without a window in the file no layer slides, as llama.cpp reads gemma3
         var (full, _) = Write("gemma3", window: 0);
         Assert.DoesNotContain(true, Enumerable.Range(0, 7).Select(full.IsSliding));
+    }
+
+    [Fact]
+    public void Linear_rope_scaling_scales_gemma3s_global_layers_and_every_layer_elsewhere()
+    {
+        var (gemma, _) = Write("gemma3", linear: 8);
+        Assert.Equal((1f, 0.125f, 1f), (gemma.RopeScale(0), gemma.RopeScale(5), gemma.RopeScale(6)));
+        // the same base on every layer here, so the sliding layers need angles of their own for the scale alone
+        Assert.Equal([true, true, true, true, true, false, true], Enumerable.Range(0, 7).Select(gemma.OwnRope));
+        var (qwen, _) = Write("qwen3", linear: 4);
+        Assert.All(Enumerable.Range(0, 7), l => Assert.Equal(0.25f, qwen.RopeScale(l)));
+        Assert.Equal(1f, Write("qwen3").Item1.RopeScale(0));
     }
 
     [Fact]

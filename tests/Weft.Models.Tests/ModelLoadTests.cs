@@ -175,7 +175,15 @@ public sealed class ModelLoadTests : IDisposable
             "layer_norm_rms_epsilon 0 is out of range");
         Fails(m => m.Meta["llama.rope.freq_base"] = GgufValue.Of("10000"),
             "metadata 'llama.rope.freq_base' should be a number");
-        Fails(m => m.Meta["llama.rope.scaling.type"] = GgufValue.Of("yarn"), "RoPE scaling 'yarn' is not supported");
+        Fails(m => m.Meta["llama.rope.scaling.type"] = GgufValue.Of("yarn"),
+            "RoPE scaling 'yarn' is not supported (only linear)");
+        Fails(m => m.Meta["llama.rope.scaling.type"] = GgufValue.Of("linear"),
+            "rope.scaling.type linear needs rope.scaling.factor");
+        Fails(m =>
+        {
+            m.Meta["llama.rope.scaling.type"] = GgufValue.Of("linear");
+            m.Meta["llama.rope.scaling.factor"] = GgufValue.Of(0.5f);
+        }, "rope.scaling.factor 0.5 is out of range");
         Fails(m => m.Meta["tokenizer.ggml.tokens"] = GgufValue.Of([1, 2]),
             "metadata 'tokenizer.ggml.tokens' should be an array of String");
     }

@@ -37,9 +37,16 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
         // phi3 and gemma only)
         { "phi3 f32, partial RoPE", Partial(Shape("phi3", GgmlType.F32)), KvCacheType.F32 },
         { "gemma3 f32, partial RoPE", Partial(Shape("gemma3", GgmlType.F32)), KvCacheType.F32 },
+        // linear RoPE scaling by 8, Gemma 3 4B to 27B's: gemma3 divides the positions of its global layers only,
+        // qwen3 of every layer
+        { "gemma3 f32, linear RoPE", Linear(Shape("gemma3", GgmlType.F32)), KvCacheType.F32 },
+        { "qwen3 f32, linear RoPE", Linear(Shape("qwen3", GgmlType.F32)), KvCacheType.F32 },
     };
 
     static DemoModelShape Partial(DemoModelShape shape) => shape with { Name = $"{shape.Name}-rope48", RopeDims = 48 };
+
+    static DemoModelShape Linear(DemoModelShape shape) =>
+        shape with { Name = $"{shape.Name}-linear8", RopeLinearFactor = 8 };
 
     /// <summary>
     /// Gemma on q8_0 files, against llama.cpp only: the ILGPU kernels do not sum in ggml's orders (q8_0 lanes, fused
@@ -108,6 +115,26 @@ public sealed class ArchitectureParityTests(TempDirectory dir) : IClassFixture<T
         int[] a = ForwardParityTests.GreedyWeft(wholePath, prompt, Generate, KvCacheType.F32);
         int[] b = ForwardParityTests.GreedyWeft(partialPath, prompt, Generate, KvCacheType.F32);
         Assert.False(a.SequenceEqual(b), $"{arch}: rotating 48 or 64 dimensions gave the same reply");
+    }
+
+    /// <summary>The linear-scaling files of <see cref="Models"/> must reply otherwise than the same weights unscaled,
+    /// or their parity with llama.cpp would not show the scaling applied (on gemma3's one global layer of seven
+    /// only).</summary>
+    [Theory]
+    [InlineData("gemma3")]
+    [InlineData("qwen3")]
+    public void Linear_RoPE_scaling_changes_the_reply_of_the_same_weights(string arch)
+    {
+        var plain = Shape(arch, GgmlType.F32);
+        var scaled = Linear(plain);
+        string plainPath = dir.File($"{plain.Name}-plain.gguf"), scaledPath = dir.File($"{scaled.Name}-own.gguf");
+        DemoModel.Write(plainPath, plain, DemoVocabulary.SentencePiece(plain.VocabSize));
+        DemoModel.Write(scaledPath, scaled, DemoVocabulary.SentencePiece(scaled.VocabSize));
+        int[] prompt = [1, .. Enumerable.Range(0, 20).Select(i => 259 + (i * 37) % (plain.VocabSize - 259))];
+
+        int[] a = ForwardParityTests.GreedyWeft(plainPath, prompt, Generate, KvCacheType.F32);
+        int[] b = ForwardParityTests.GreedyWeft(scaledPath, prompt, Generate, KvCacheType.F32);
+        Assert.False(a.SequenceEqual(b), $"{arch}: RoPE scaled by 8 or not gave the same reply");
     }
 
     /// <summary>

@@ -271,7 +271,9 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
 
         using var oneOff = await Send("");
         Assert.Equal(HttpStatusCode.BadRequest, oneOff.StatusCode);
-        Assert.Contains("context_length_exceeded", await oneOff.Content.ReadAsStringAsync(Ct));
+        string oneOffError = await oneOff.Content.ReadAsStringAsync(Ct);
+        Assert.Contains("context_length_exceeded", oneOffError);
+        Assert.Contains("truncation is disabled for a request without a conversation id", oneOffError);
         foreach (string extra in new[] { ",\"conversation_id\":\"cut-history\"", ",\"truncation\":\"auto\"" })
         {
             using var cut = await Send(extra);
@@ -282,6 +284,11 @@ public sealed class ApiTests(SiloFixture silo) : IClassFixture<SiloFixture>
         }
         using var refused = await Send(",\"conversation_id\":\"kept-history\",\"truncation\":\"disabled\"");
         Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+        var error = JsonNode.Parse(await refused.Content.ReadAsStringAsync(Ct))!["error"]!;
+        Assert.Equal("context_length_exceeded", (string?)error["code"]);
+        Assert.Equal("truncation", (string?)error["param"]);
+        Assert.Contains("the request disables truncation", (string)error["message"]!);
+        Assert.Contains("\"truncation\": \"auto\"", (string)error["message"]!);
     }
 
     [Fact]

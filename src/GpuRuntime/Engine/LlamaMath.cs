@@ -44,13 +44,14 @@ public static class LlamaMath
     }
 
     /// <summary>
-    /// RoPE's cos and sin of base <paramref name="freqBase"/> at <paramref name="position"/> for each of the
+    /// RoPE's cos and sin of base <paramref name="freqBase"/> and linear scale <paramref name="freqScale"/> (1 / the
+    /// factor; 1 for none) at <paramref name="position"/> for each of the
     /// RopeDim / 2 rotated pairs (fewer than headDim / 2 with partial RoPE): cs[2i] = cos, cs[2i + 1] = sin. The
     /// angle advances by repeated multiplication, as ggml's rope cache does, so the angles are llama.cpp's to the bit
     /// rather than a power per pair that differs in the last bits. Both are then multiplied by the config's
     /// attention factor (ggml's mscale in rope_yarn).
     /// </summary>
-    public static void RopeCosSin(ModelConfig c, float freqBase, int position, Span<float> cs)
+    public static void RopeCosSin(ModelConfig c, float freqBase, float freqScale, int position, Span<float> cs)
     {
         float thetaScale = MathF.Pow(freqBase, -2f / c.RopeDim);
         var factors = c.RopeFreqFactors;
@@ -58,7 +59,8 @@ public static class LlamaMath
         float theta = position;
         for (int i = 0; i < c.RopeDim / 2; i++)
         {
-            float angle = factors is null ? theta : theta / factors[i];
+            // ggml's rope_yarn without extrapolation: freq_scale · (theta / freq_factor)
+            float angle = freqScale * (factors is null ? theta : theta / factors[i]);
             cs[2 * i] = MathF.Cos(angle) * mscale;
             cs[2 * i + 1] = MathF.Sin(angle) * mscale;
             theta *= thetaScale;

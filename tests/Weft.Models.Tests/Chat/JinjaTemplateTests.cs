@@ -194,11 +194,60 @@ public class JinjaTemplateTests
                 "{{ strftime_now('%A %j') }}"));
     }
 
+    // What Python's json.dumps of transformers' tojson(x, ensure_ascii=False, indent=None, separators=None,
+    // sort_keys=False) rendered, written as json.dumps writes the text: a first positional argument is ensure_ascii,
+    // not Jinja's indent.
+    public static TheoryData<string, string> ToJsonCalls => new()
+    {
+        { "{{ v | tojson(true) }}",
+            """
+            "{\"b\": \"\\u00e9 \\u65e5 \\ud83d\\ude00 \\u2028\", \"a\": [1, \"\\u0001\", null]}"
+            """ },
+        { "{{ v | tojson(false, 2) }}",
+            """
+            "{\n  \"b\": \"\u00e9 \u65e5 \ud83d\ude00 \u2028\",\n  \"a\": [\n    1,\n    \"\\u0001\",\n    null\n  ]\n}"
+            """ },
+        { "{{ v | tojson(true, none, (',', ':'), true) }}",
+            """
+            "{\"a\":[1,\"\\u0001\",null],\"b\":\"\\u00e9 \\u65e5 \\ud83d\\ude00 \\u2028\"}"
+            """ },
+        { "{{ v | tojson(ensure_ascii=true) }}",
+            """
+            "{\"b\": \"\\u00e9 \\u65e5 \\ud83d\\ude00 \\u2028\", \"a\": [1, \"\\u0001\", null]}"
+            """ },
+        { "{{ v | tojson(ensure_ascii=true, indent=1, sort_keys=true) }}",
+            """
+            "{\n \"a\": [\n  1,\n  \"\\u0001\",\n  null\n ],\n \"b\": \"\\u00e9 \\u65e5 \\ud83d\\ude00 \\u2028\"\n}"
+            """ },
+        { "{{ v | tojson(false, 0) }}",
+            """
+            "{\n\"b\": \"\u00e9 \u65e5 \ud83d\ude00 \u2028\",\n\"a\": [\n1,\n\"\\u0001\",\nnull\n]\n}"
+            """ },
+        { "{{ v | tojson(indent=-3) }}",
+            """
+            "{\n\"b\": \"\u00e9 \u65e5 \ud83d\ude00 \u2028\",\n\"a\": [\n1,\n\"\\u0001\",\nnull\n]\n}"
+            """ },
+        { "{{ v | tojson(indent='\\t') }}",
+            """
+            "{\n\t\"b\": \"\u00e9 \u65e5 \ud83d\ude00 \u2028\",\n\t\"a\": [\n\t\t1,\n\t\t\"\\u0001\",\n\t\tnull\n\t]\n}"
+            """ },
+    };
+
+    [Theory]
+    [MemberData(nameof(ToJsonCalls))]
+    public void Tojson_takes_transformers_arguments_by_position_and_name_as_python_does(string template, string python)
+    {
+        const string Variables = """{"v": {"b": "\u00e9 \u65e5 \ud83d\ude00 \u2028", "a": [1, "\u0001", null]}}""";
+        Assert.Equal(JsonSerializer.Deserialize<string>(python), Render(template, Variables));
+    }
+
     [Theory]
     [InlineData("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "steps")]
     [InlineData("{{ 'x' * 100000000 }}", "characters")]
     [InlineData("{% for i in range(3000) %}{{ 'y' * 10000 }}{% endfor %}", "characters")]
     [InlineData("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "nested deeper")]
+    [InlineData("{{ [1] | tojson(indent=100000000) }}", "characters")]
+    [InlineData("{{ ([[[[[[[[1]]]]]]]] * 3000) | tojson(indent='y' * 100) }}", "characters")]
     public void Runaway_templates_stop_at_the_limits(string template, string reason)
     {
         var limits = new JinjaLimits(MaxSteps: 1_000_000, MaxOutputChars: 1 << 20, MaxCallDepth: 32);

@@ -394,11 +394,11 @@ public sealed unsafe partial class CpuBackend : IBackend
 
     public void RopeAndStoreKv(int layer, DeviceTensor q, DeviceTensor k, DeviceTensor v)
     {
-        Rope(T(q).Data, T(k).Data, _config.RopeBase(layer));
+        Rope(T(q).Data, T(k).Data, _config.RopeBase(layer), _config.RopeScale(layer));
         StoreKv(layer, T(k).Data, T(v).Data);
     }
 
-    void Rope(float* qs, float* ks, float freqBase)
+    void Rope(float* qs, float* ks, float freqBase, float freqScale)
     {
         var c = _config;
         var s = _step;
@@ -406,7 +406,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         Span<float> cs = stackalloc float[hd];
         for (int t = 0; t < s.NumTokens; t++)
         {
-            LlamaMath.RopeCosSin(c, freqBase, s.Positions[t], cs);
+            LlamaMath.RopeCosSin(c, freqBase, freqScale, s.Positions[t], cs);
             for (int h = 0; h < c.Heads; h++) Rotate(qs + ((long)t * c.Heads + h) * hd, cs, c.RopeDim, c.Rope);
             for (int h = 0; h < c.KvHeads; h++) Rotate(ks + ((long)t * c.KvHeads + h) * hd, cs, c.RopeDim, c.Rope);
         }

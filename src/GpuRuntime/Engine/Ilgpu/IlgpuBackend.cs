@@ -301,9 +301,9 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
         // cos/sin for every position, the very values the CPU backend computes per step
         _ropePositions = config.ContextLength;
-        _ropeTable = RopeTable(config, config.RopeFreqBase);
-        if (Enumerable.Range(0, config.Layers).Any(l => config.RopeBase(l) != config.RopeFreqBase))
-            _ropeTableSliding = RopeTable(config, config.RopeFreqBaseSliding);
+        _ropeTable = RopeTable(config, config.RopeFreqBase, config.RopeFreqScale);
+        if (Enumerable.Range(0, config.Layers).Any(config.OwnRope))
+            _ropeTableSliding = RopeTable(config, config.RopeFreqBaseSliding, config.RopeFreqScaleSliding);
         _tokenMark = new int[config.VocabSize];
         _tokenEntry = new int[config.VocabSize];
         _hostSampler = new Sampler(config.VocabSize);
@@ -311,11 +311,11 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _accelerator.Synchronize();
     }
 
-    MemoryBuffer1D<float, Stride1D.Dense> RopeTable(ModelConfig config, float freqBase)
+    MemoryBuffer1D<float, Stride1D.Dense> RopeTable(ModelConfig config, float freqBase, float freqScale)
     {
         var table = new float[(long)_ropePositions * config.RopeDim];
         for (int pos = 0; pos < _ropePositions; pos++)
-            LlamaMath.RopeCosSin(config, freqBase, pos,
+            LlamaMath.RopeCosSin(config, freqBase, freqScale, pos,
                 table.AsSpan((int)((long)pos * config.RopeDim), config.RopeDim));
         return _accelerator.Allocate1D(table);
     }
@@ -615,7 +615,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             KBase = _kvOffset[layer], VBase = _kvOffset[layer] + _kvElements[layer],
             QScale = c.QueryScale,
         };
-        var table = (c.RopeBase(layer) != c.RopeFreqBase ? _ropeTableSliding : _ropeTable)!.View;
+        var table = (c.OwnRope(layer) ? _ropeTableSliding : _ropeTable)!.View;
         var config = Grid1D((long)rows * (c.QDim / 2 + c.KvDim / 2 + c.KvDim));
         var positions = Ints(_oPositions, rows);
         var slots = Ints(_windowed[layer] ? _oWindowSlots : _oSlots, rows);

@@ -16,19 +16,21 @@ sealed partial class Interpreter
             case "trim": return PyString.Strip(Py.Str(v), a.Get(0, "chars") as string);
             case "tojson":
                 {
-                    var indentArg = a.Get(0, "indent");
+                    // transformers' signature: tojson(x, ensure_ascii=False, indent=None, separators=None,
+                    // sort_keys=False), so a positional first argument is ensure_ascii, not Jinja's indent
+                    var indentArg = a.Get(1, "indent");
                     string? indent = indentArg switch
                     {
                         null => null,
                         string s => s,
-                        _ => new string(' ', (int)Py.ToLong(indentArg)),
+                        _ => Repeat(" ", Py.ToLong(indentArg)),
                     };
                     var separators = a.Get(2, "separators") is IList<object?> { Count: 2 } seps
                         ? (Py.Str(seps[0]), Py.Str(seps[1]))
                         : indent is null ? (", ", ": ") : (",", ": ");
                     string json = PyString.ToJson(v, indent, Py.Truthy(a.Get(3, "sort_keys", false)),
-                        separators.Item1, separators.Item2);
-                    return Checked(Py.Truthy(a.Get(1, "ensure_ascii", false)) ? EscapeNonAscii(json) : json);
+                        separators.Item1, separators.Item2, limits.MaxOutputChars);
+                    return Checked(Py.Truthy(a.Get(0, "ensure_ascii", false)) ? EscapeNonAscii(json) : json);
                 }
             case "length" or "count":
                 return v switch

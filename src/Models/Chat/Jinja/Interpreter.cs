@@ -437,7 +437,7 @@ sealed partial class Interpreter(string source, JinjaLimits limits, DateTime now
         Dictionary<string, object?> d => item is string key && d.ContainsKey(key),
         Namespace ns => item is string key && ns.Values.ContainsKey(key),
         Undefined => false,
-        _ => throw new JinjaRuntimeError($"argument of type {Py.TypeName(container)} is not iterable"),
+        _ => throw new JinjaRuntimeError($"argument of type '{Py.TypeName(container)}' is not iterable"),
     };
 
     static object? Slice(object? target, object? start, object? stop, object? step)

@@ -149,21 +149,25 @@ static class PyString
 
     /// <summary>json.dumps(v, ensure_ascii=False, indent=indent, separators=..., sort_keys=sortKeys), which
     /// transformers installs as the tojson filter (Jinja2's own would escape &lt;, &gt;, &amp; and ').</summary>
-    public static string ToJson(object? v, string? indent, bool sortKeys, string itemSeparator, string keySeparator)
+    /// <param name="maxChars">The longest result: an indent is repeated at every level of every item, so a long
+    /// one grows the text far past its input, and is refused as it grows.</param>
+    public static string ToJson(object? v, string? indent, bool sortKeys, string itemSeparator, string keySeparator,
+        int maxChars)
     {
         var sb = new StringBuilder();
-        WriteJson(sb, v, indent, sortKeys, itemSeparator, keySeparator, 0);
+        WriteJson(sb, v, indent, sortKeys, itemSeparator, keySeparator, 0, maxChars);
         return sb.ToString();
     }
 
     static void WriteJson(StringBuilder sb, object? v, string? indent, bool sortKeys, string itemSep, string keySep,
-        int depth)
+        int depth, int maxChars)
     {
         void Break(int level)
         {
             if (indent is null) return;
             sb.Append('\n');
             for (int i = 0; i < level; i++) sb.Append(indent);
+            if (sb.Length > maxChars) throw new JinjaRuntimeError($"the text grew past {maxChars} characters");
         }
 
         switch (v)
@@ -183,7 +187,7 @@ static class PyString
                 {
                     if (i > 0) sb.Append(itemSep);
                     Break(depth + 1);
-                    WriteJson(sb, list[i], indent, sortKeys, itemSep, keySep, depth + 1);
+                    WriteJson(sb, list[i], indent, sortKeys, itemSep, keySep, depth + 1, maxChars);
                 }
                 Break(depth);
                 sb.Append(']');
@@ -201,7 +205,7 @@ static class PyString
                     Break(depth + 1);
                     JsonString(sb, key);
                     sb.Append(keySep);
-                    WriteJson(sb, value, indent, sortKeys, itemSep, keySep, depth + 1);
+                    WriteJson(sb, value, indent, sortKeys, itemSep, keySep, depth + 1, maxChars);
                 }
                 Break(depth);
                 sb.Append('}');

@@ -212,6 +212,6 @@ static class Py
         IList<object?> l => l as IReadOnlyList<object?> ?? [.. l],
         Dictionary<string, object?> d => [.. d.Keys],
         string s => PyString.CodePoints(s),
-        _ => throw new JinjaRuntimeError($"{TypeName(v)} is not iterable"),
+        _ => throw new JinjaRuntimeError($"'{TypeName(v)}' object is not iterable"),
     };
 }
