@@ -22,6 +22,9 @@ public sealed record GenerationRequest
     /// are admitted once the first has computed the prompt, so that they find its KV blocks in the prefix
     /// cache.</summary>
     [Id(7)] public int Choices { get; init; } = 1;
+    /// <summary>The id its client got (<see cref="TurnRequest.RequestId"/>), for the request's log line. Empty: the
+    /// line names the sequence instead.</summary>
+    [Id(8)] public string RequestId { get; init; } = "";
 }
 
 /// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason

@@ -73,6 +73,8 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
         using var response = await silo.Http.PostAsync("/v1/completions",
             Http.Json("""{"prompt":"metrics","max_tokens":4,"temperature":0}"""), Ct);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string id = (string)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["id"]!;
+        Assert.Equal(id, Assert.Single(response.Headers.GetValues("X-Request-Id")));
         // the request is counted when its sequence finishes, which may come just after the reply's last byte
         string finished =
             $"weft_requests_total{{otel_scope_name=\"Weft\",device=\"0\",finish_reason=\"length\",model=\"{Model}\"," +
@@ -94,7 +96,7 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
         Assert.Contains($"weft_kv_cache_usage_ratio{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"}}", text);
         Assert.Contains($"weft_requests_running{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"}} ", text);
         Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
-            && Regex.IsMatch(l.Message, "^request [0-9]+ tenant 'default' conversation 'default/.+' device 0: " +
+            && Regex.IsMatch(l.Message, $"^request {id} tenant 'default' conversation 'default/.+' device 0: " +
                 @"[0-9]+ prompt tokens \(0 cached\), 4 completion tokens, queue [0-9]+ ms, TTFT [0-9]+ ms, " +
                 "[0-9]+ ms, length$"));
     }
@@ -120,6 +122,11 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
             }
             using var refused = await http.PostAsync("/v1/completions", Http.Json(longRequest), Ct);
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            string id = Assert.Single(refused.Headers.GetValues("X-Request-Id"));
+            Assert.StartsWith("cmpl-", id, StringComparison.Ordinal);
+            Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
+                && Regex.IsMatch(l.Message, $"^request {id} tenant 'default' conversation 'default/.+': " +
+                    @"refused \(queue_full\): "));
             // the summary of a second with work names the queue (its counts are those of that moment: the first
             // stream may already have ended on a fast machine)
             await Http.WaitUntil(() => Task.FromResult(logs.Lines.Any(l => l.Category == "Weft.Grains.ServingSummary"
