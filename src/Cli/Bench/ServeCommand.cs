@@ -139,7 +139,7 @@ static class ServeCommand
         // The engine alone first, on its own instance, so the two never compete for the cores.
         var engineFigures = new Dictionary<int, double>();
         using (var engine = CliProgress.Run($"loading {Path.GetFileName(model)}",
-            _ => InferenceEngine.Load(model, engineOptions)))
+            report => InferenceEngine.Load(model, engineOptions, progress: report)))
         {
             output.WriteLine($"engine     {engine.Description}");
             // every level once to warm up (JIT tiers, caches), then the median of three
