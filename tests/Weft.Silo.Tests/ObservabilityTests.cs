@@ -279,3 +279,79 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
         Regex.Match(text, $"(?m)^{Regex.Escape(series)} ([0-9]+)( [0-9]+)?$") is { Success: true } m
             ? long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
 }
+
+/// <summary>A silo where a tenant has one request in progress at most, with the observed silo's slower model (a long
+/// reply outlasts the refused request) and its log captured.</summary>
+public sealed class TenantLimitedSilo : SiloFixture
+{
+    protected override string[] Options => ["--tenant-max-requests", "1"];
+
+    protected override DemoModelShape ModelShape { get; } =
+        new("observed", 256, 6, 8, 4, 768, 1024, 1024, GgmlType.F32);
+
+    LogCapture? _logs;
+
+    /// <summary>The log from the first call on.</summary>
+    public LogCapture Logs
+    {
+        get
+        {
+            if (_logs is null)
+            {
+                _logs = new LogCapture();
+                App.Services.GetRequiredService<ILoggerFactory>().AddProvider(_logs);
+            }
+            return _logs;
+        }
+    }
+}
+
+/// <summary>A tenant's limit as an operator sees it: the refusal counted by its reason and logged under the id the
+/// client got.</summary>
+public sealed class TenantLimitObservabilityTests(TenantLimitedSilo silo) : IClassFixture<TenantLimitedSilo>
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task A_request_over_the_tenants_limit_is_counted_as_refused_for_tenant_limit_and_logged()
+    {
+        var logs = silo.Logs;
+        using var http = silo.Client();
+        using var streams = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var send = http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = Http.Json(
+                """{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}""")
+        }, HttpCompletionOption.ResponseHeadersRead, streams.Token);
+        try
+        {
+            await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load.Running == 1,
+                "the first request running", Ct);
+            using var refused = await http.PostAsync("/v1/completions",
+                Http.Json("""{"prompt":"one more","max_tokens":4}"""), Ct);
+
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            Assert.Equal("rate_limit_exceeded",
+                (string?)JsonNode.Parse(await refused.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
+            string id = Assert.Single(refused.Headers.GetValues("X-Request-Id"));
+            Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
+                && Regex.IsMatch(l.Message, $"^request {id} tenant 'default' conversation 'default/.+': " +
+                    @"refused \(tenant_limit\): "));
+        }
+        finally
+        {
+            streams.Cancel();
+            try
+            {
+                (await send).Dispose();
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        // refused before a device was chosen: the device label is empty
+        string text = await silo.Http.GetStringAsync("/metrics", Ct);
+        Assert.Matches($"(?m)^weft_requests_refused_total{{otel_scope_name=\"Weft\",device=\"\"," +
+            $"model=\"{SiloFixture.ModelName}\",reason=\"tenant_limit\",tenant=\"default\"}} 1( |$)", text);
+    }
+}
