@@ -61,8 +61,8 @@ public sealed record DeviceLoad(
 /// <see cref="DeviceIdleMs"/> sums the gaps between the end of one forward pass and the start of the next while the
 /// loop ran without a break, <see cref="DeviceCycleMs"/> the start-to-start times of the same pairs: their ratio is
 /// the fraction of the tick the device waited for the host. Of the <see cref="FirstTokens"/> replies' first tokens,
-/// <see cref="QueueMs"/> sums the time from admission to the start of the forward pass that sampled the first token,
-/// <see cref="PrefillMs"/> that forward pass.
+/// <see cref="QueueMs"/> sums the time from admission to the start of the forward pass of the prompt's first chunk,
+/// <see cref="PrefillMs"/> the time from there to the end of the forward pass that sampled the first token.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("weft.BatchStats")]
 public sealed record BatchStats(

@@ -29,6 +29,9 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         public bool Done { get; set; }
         public long Admitted { get; } = Stopwatch.GetTimestamp();
         public long LastToken { get; set; }
+        /// <summary>When the forward pass of the prompt's first chunk started: the end of the queue time and the
+        /// start of the prefill, as vLLM measures them.</summary>
+        public long FirstScheduled { get; set; }
         public TimeSpan Queue { get; set; }
         public TimeSpan Ttft { get; set; }
     }
@@ -293,7 +296,11 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         var next = _batch.Start();
         while (true)
         {
-            var tick = await _batch.FinishAsync(next);
+            var current = next;
+            var tick = await _batch.FinishAsync(current);
+            foreach (var entry in current.Output.Scheduled)
+                if (_requests.TryGetValue(entry.Sequence.Id, out var scheduled) && scheduled.FirstScheduled == 0)
+                    scheduled.FirstScheduled = tick.ForwardStarted;
             bool stalled = tick.NumSequences == 0 && tick.Finished.Count == 0;
             // The next forward pass starts before this one's tokens are delivered (detokenizing, stop strings,
             // streams): the device need not wait for them.
@@ -340,8 +347,8 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         if (first)
         {
             req.Ttft = Stopwatch.GetElapsedTime(req.Admitted, now);
-            req.Queue = Stopwatch.GetElapsedTime(req.Admitted, tick.ForwardStarted);
-            var prefill = Stopwatch.GetElapsedTime(tick.ForwardStarted, tick.ForwardEnded);
+            req.Queue = Stopwatch.GetElapsedTime(req.Admitted, req.FirstScheduled);
+            var prefill = Stopwatch.GetElapsedTime(req.FirstScheduled, tick.ForwardEnded);
             Metrics.RecordFirstToken(req.Ttft, req.Queue, prefill, req.Tags);
             _firstTokens++;
             _queueMs += req.Queue.TotalMilliseconds;

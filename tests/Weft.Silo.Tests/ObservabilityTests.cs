@@ -157,6 +157,25 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
         Assert.DoesNotContain(logs.Lines, l => l.Level >= LogLevel.Error);
     }
 
+    [Fact]
+    public async Task A_chunked_prompts_prefill_spans_all_its_chunks_not_only_the_last()
+    {
+        // 200 prompt tokens at the silo's 64 per forward pass: four chunks, the last of which samples the one token
+        string prompt = string.Join(",", Enumerable.Range(300, 200));
+        var before = await silo.BatchGrain().GetStatsAsync();
+        using var response = await silo.Http.PostAsync("/v1/completions",
+            Http.Json($$"""{"prompt":[{{prompt}}],"max_tokens":1,"temperature":0}"""), Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var after = await silo.BatchGrain().GetStatsAsync();
+
+        Assert.Equal(1, after.FirstTokens - before.FirstTokens);
+        Assert.Equal(4, after.Ticks - before.Ticks);
+        double forwardMs = after.MeanForwardMs * after.Ticks - before.MeanForwardMs * before.Ticks;
+        double prefillMs = after.PrefillMs - before.PrefillMs;
+        // from the start of the first chunk's pass to the end of the last one's: every pass and the gaps between them
+        Assert.True(prefillMs >= 0.99 * forwardMs, $"prefill {prefillMs:F2} ms, forward passes {forwardMs:F2} ms");
+    }
+
     /// <summary>The weft_* families whose series are a request's (labelled by tenant too); the others are a
     /// device's.</summary>
     static readonly string[] PerRequest =
