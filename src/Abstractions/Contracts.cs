@@ -97,6 +97,9 @@ public sealed record TurnRequest
     /// <see cref="TurnDelta.Choice"/>; more than one only for an <see cref="Ephemeral"/> turn, since a conversation
     /// keeps one reply per turn.</summary>
     [Id(10)] public int Choices { get; init; } = 1;
+    /// <summary>The id the client got for this request (the HTTP API's chatcmpl-…, cmpl-… or resp_…), which names
+    /// it in the log; null: the <see cref="TurnId"/>, or a fresh id.</summary>
+    [Id(21)] public string? RequestId { get; init; }
 
     /// <summary>The most <see cref="Choices"/> a turn may ask for: each is a sequence of the batch.</summary>
     public const int MaxChoices = 8;

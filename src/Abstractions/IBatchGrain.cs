@@ -22,6 +22,9 @@ public sealed record GenerationRequest
     /// are admitted once the first has computed the prompt, so that they find its KV blocks in the prefix
     /// cache.</summary>
     [Id(7)] public int Choices { get; init; } = 1;
+    /// <summary>The id its client got (<see cref="TurnRequest.RequestId"/>), for the request's log line. Empty: the
+    /// line names the sequence instead.</summary>
+    [Id(8)] public string RequestId { get; init; } = "";
 }
 
 /// <summary>Tokens sampled for one sequence since the last delta, their text, and on the last delta the finish reason
@@ -58,8 +61,8 @@ public sealed record DeviceLoad(
 /// <see cref="DeviceIdleMs"/> sums the gaps between the end of one forward pass and the start of the next while the
 /// loop ran without a break, <see cref="DeviceCycleMs"/> the start-to-start times of the same pairs: their ratio is
 /// the fraction of the tick the device waited for the host. Of the <see cref="FirstTokens"/> replies' first tokens,
-/// <see cref="QueueMs"/> sums the time from admission to the start of the forward pass that sampled the first token,
-/// <see cref="PrefillMs"/> that forward pass.
+/// <see cref="QueueMs"/> sums the time from admission to the start of the forward pass of the prompt's first chunk,
+/// <see cref="PrefillMs"/> the time from there to the end of the forward pass that sampled the first token.
 /// </summary>
 [GenerateSerializer, Immutable, Alias("weft.BatchStats")]
 public sealed record BatchStats(

@@ -3,10 +3,10 @@ using Spectre.Console;
 namespace Weft.Cli;
 
 /// <summary>
-/// Progress on stderr while a long step runs: a bar once the step reports a fraction, a spinner and the elapsed time
-/// until then (model creation and loading cannot say how far they are). Nothing when stderr is not a terminal, so
-/// redirected output and CI logs stay as they were; the bar is cleared when the step ends, before its results are
-/// printed on stdout.
+/// Progress on stderr while a long step runs: a bar once the step reports a fraction (model creation and loading
+/// report the share of tensor bytes done), a spinner and the elapsed time until then. Nothing when stderr is not a
+/// terminal, so redirected output and CI logs stay as they were; the bar is cleared when the step ends, before its
+/// results are printed on stdout.
 /// </summary>
 static class CliProgress
 {

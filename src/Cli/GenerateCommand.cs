@@ -28,14 +28,14 @@ static class GenerateCommand
         cmd.SetAction(r =>
         {
             string path = r.GetValue(model) ?? CliProgress.Run("preparing the demo model",
-                _ => DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory));
+                report => DemoModel.Cached("tiny", DemoModel.DefaultCacheDirectory, report));
             var options = new EngineOptions
             {
                 Engine = EngineKinds.Parse(r.GetValue(engine)!), MaxNumSeqs = 1, MaxNumBatchedTokens = 512,
                 KvCacheMemoryMiB = 256
             };
             using var eng = CliProgress.Run($"loading {Path.GetFileName(path)}",
-                _ => InferenceEngine.Load(path, options));
+                report => InferenceEngine.Load(path, options, progress: report));
             var tokenizer = Tokenizer.FromGguf(eng.File);
             int[] tokens = Prompt(r.GetValue(prompt), r.GetValue(promptIds), r.GetValue(chat), tokenizer, eng);
             var p = sampling.Params(r, eng.Config.VocabSize);

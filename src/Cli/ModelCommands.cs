@@ -75,9 +75,9 @@ static class ModelCommands
                 }).Validated();
             string path = r.GetValue(output)!;
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            CliProgress.Run($"writing {path}", _ =>
+            CliProgress.Run($"writing {path}", report =>
             {
-                DemoModel.Create(path, shape, r.GetValue(seed));
+                DemoModel.Create(path, shape, r.GetValue(seed), report);
                 return path;
             });
             Console.WriteLine($"{path}: {shape.Name} ({shape.Architecture}, {shape.Type}, dim {shape.Dim}, " +

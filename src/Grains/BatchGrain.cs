@@ -23,12 +23,15 @@ namespace Weft.Grains;
 public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILogger<BatchGrain> logger,
     ILoggerFactory loggers) : Grain, IBatchGrain
 {
-    sealed record Request(Sequence Sequence, string Tenant, string Conversation, TagList Tags, ReplyDecoder Decoder,
-        Channel<GenerationDelta> Output, ChoiceGroup Group, int Choice)
+    sealed record Request(Sequence Sequence, string Id, string Tenant, string Conversation, TagList Tags,
+        ReplyDecoder Decoder, Channel<GenerationDelta> Output, ChoiceGroup Group, int Choice)
     {
         public bool Done { get; set; }
         public long Admitted { get; } = Stopwatch.GetTimestamp();
         public long LastToken { get; set; }
+        /// <summary>When the forward pass of the prompt's first chunk started: the end of the queue time and the
+        /// start of the prefill, as vLLM measures them.</summary>
+        public long FirstScheduled { get; set; }
         public TimeSpan Queue { get; set; }
         public TimeSpan Ttft { get; set; }
     }
@@ -77,9 +80,7 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         }
     }
 
-    /// <summary>One line per request, in a category of its own so that an operator can turn it off
-    /// (Logging:LogLevel:Weft.Requests=Warning).</summary>
-    readonly ILogger _requestLog = loggers.CreateLogger("Weft.Requests");
+    readonly ILogger _requestLog = loggers.CreateLogger(RequestLog.Category);
     DeviceMetrics _metrics = null!;
 
     readonly Dictionary<long, Request> _requests = [];
@@ -179,6 +180,10 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 throw new WeftException(WeftErrorCode.InvalidRequest,
                     $"token id {t} is outside the vocabulary (0..{host.Config.VocabSize - 1})");
 
+        // A caller of the device grain itself has no API id: the sequence's names its line. Choices after the first
+        // share the request's id with their number.
+        string RequestId(Sequence seq) => (request.RequestId is { Length: > 0 } id ? id : $"seq-{seq.Id}") +
+            (choice == 0 ? "" : $"/{choice}");
         var scheduler = _batch.Scheduler;
         // only the first choice is the conversation's: the others keep no blocks and no handle
         bool keepCache = choice == 0 && request.KeepCache;
@@ -197,12 +202,17 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         catch (SchedulerException e)
         {
             scheduler.Release(seq);
-            if (e.Retryable) Metrics.RecordRefused(_metrics.Model, _metrics.Device, request.Tenant, "queue_full");
+            if (e.Retryable)
+            {
+                Metrics.RecordRefused(_metrics.Model, _metrics.Device, request.Tenant, "queue_full");
+                RequestLog.Refused(_requestLog, RequestId(seq), request.Tenant, request.Conversation, "queue_full",
+                    e.Message);
+            }
             throw new WeftException(e.Retryable ? WeftErrorCode.QueueFull : WeftErrorCode.ContextLengthExceeded,
                 e.Message);
         }
 
-        var req = new Request(seq, request.Tenant, request.Conversation, tags,
+        var req = new Request(seq, RequestId(seq), request.Tenant, request.Conversation, tags,
             new ReplyDecoder(host.Tokenizer, request.Sampling.Stop), group.Output, group, choice);
         // cancelled before this choice was queued: it finishes at the next tick, unseen
         if (!group.Add(req)) scheduler.Cancel(seq);
@@ -286,7 +296,11 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         var next = _batch.Start();
         while (true)
         {
-            var tick = await _batch.FinishAsync(next);
+            var current = next;
+            var tick = await _batch.FinishAsync(current);
+            foreach (var entry in current.Output.Scheduled)
+                if (_requests.TryGetValue(entry.Sequence.Id, out var scheduled) && scheduled.FirstScheduled == 0)
+                    scheduled.FirstScheduled = tick.ForwardStarted;
             bool stalled = tick.NumSequences == 0 && tick.Finished.Count == 0;
             // The next forward pass starts before this one's tokens are delivered (detokenizing, stop strings,
             // streams): the device need not wait for them.
@@ -333,8 +347,8 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         if (first)
         {
             req.Ttft = Stopwatch.GetElapsedTime(req.Admitted, now);
-            req.Queue = Stopwatch.GetElapsedTime(req.Admitted, tick.ForwardStarted);
-            var prefill = Stopwatch.GetElapsedTime(tick.ForwardStarted, tick.ForwardEnded);
+            req.Queue = Stopwatch.GetElapsedTime(req.Admitted, req.FirstScheduled);
+            var prefill = Stopwatch.GetElapsedTime(req.FirstScheduled, tick.ForwardEnded);
             Metrics.RecordFirstToken(req.Ttft, req.Queue, prefill, req.Tags);
             _firstTokens++;
             _queueMs += req.Queue.TotalMilliseconds;
@@ -431,17 +445,10 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
     void LogRequest(Request req, string status)
     {
         var seq = req.Sequence;
-        LogRequest(_requestLog, seq.Id, req.Tenant, req.Conversation, Device, seq.NumPromptTokens, seq.NumCachedTokens,
-            seq.NumCompletionTokens, req.Queue.TotalMilliseconds, req.Ttft.TotalMilliseconds,
+        RequestLog.Ended(_requestLog, req.Id, req.Tenant, req.Conversation, Device, seq.NumPromptTokens,
+            seq.NumCachedTokens, seq.NumCompletionTokens, req.Queue.TotalMilliseconds, req.Ttft.TotalMilliseconds,
             Stopwatch.GetElapsedTime(req.Admitted).TotalMilliseconds, status);
     }
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "request {Id} tenant '{Tenant}' conversation " +
-        "'{Conversation}' device {Device}: {PromptTokens} prompt tokens ({CachedTokens} cached), {CompletionTokens} " +
-        "completion tokens, queue {QueueMs:F0} ms, TTFT {TtftMs:F0} ms, {DurationMs:F0} ms, {Status}")]
-    static partial void LogRequest(ILogger logger, long id, string tenant, string conversation, int device,
-        int promptTokens, int cachedTokens, int completionTokens, double queueMs, double ttftMs, double durationMs,
-        string status);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "the batch loop failed; requests in flight were failed")]
     static partial void LogLoopFailed(ILogger logger, Exception e);

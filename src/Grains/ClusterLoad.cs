@@ -9,8 +9,8 @@ namespace Weft.Grains;
 /// Each silo's view of every silo's free KV capacity, refreshed in the background so placement decisions read a cache
 /// instead of calling every silo.
 /// </summary>
-public sealed partial class ClusterLoad(IClusterMembershipService membership, IGrainFactory grains,
-    ILogger<ClusterLoad> logger) : BackgroundService
+public sealed partial class ClusterLoad(IClusterMembershipService membership, IClusterManifestProvider manifests,
+    IGrainFactory grains, ILogger<ClusterLoad> logger) : BackgroundService
 {
     readonly ConcurrentDictionary<SiloAddress, IReadOnlyList<DeviceLoad>> _loads = new();
     /// <summary>Placements made here since the silo's last refresh, so a burst does not all land on one silo.</summary>
@@ -38,10 +38,11 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
 
     public void Placed(SiloAddress silo) => _placedSinceRefresh.AddOrUpdate(silo, 1, (_, n) => n + 1);
 
-    /// <summary>Every period, and at once when a silo joins or leaves, so a new silo (perhaps still loading its model)
-    /// does not count as empty for a whole period.</summary>
+    /// <summary>Every period, and at once when a silo joins or leaves or its grain manifest arrives, so a new silo
+    /// (perhaps still loading its model) does not count as empty for a whole period.</summary>
     protected override Task ExecuteAsync(CancellationToken stoppingToken) =>
-        Task.WhenAll(PeriodicallyAsync(stoppingToken), OnMembershipChangeAsync(stoppingToken));
+        Task.WhenAll(PeriodicallyAsync(stoppingToken), OnChangeAsync(membership.MembershipUpdates, stoppingToken),
+            OnChangeAsync(manifests.Updates, stoppingToken));
 
     async Task PeriodicallyAsync(CancellationToken ct)
     {
@@ -50,9 +51,9 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
         while (await timer.WaitForNextTickAsync(ct));
     }
 
-    async Task OnMembershipChangeAsync(CancellationToken ct)
+    async Task OnChangeAsync<T>(IAsyncEnumerable<T> updates, CancellationToken ct)
     {
-        await foreach (var _ in membership.MembershipUpdates.WithCancellation(ct)) await RefreshAllAsync(ct);
+        await foreach (var _ in updates.WithCancellation(ct)) await RefreshAllAsync(ct);
     }
 
     Task RefreshAllAsync(CancellationToken ct)
@@ -60,7 +61,11 @@ public sealed partial class ClusterLoad(IClusterMembershipService membership, IG
         var active = membership.CurrentSnapshot.Members.Values.Where(m => m.Status == SiloStatus.Active)
             .Select(m => m.SiloAddress).ToList();
         foreach (var gone in _loads.Keys.Except(active)) _loads.TryRemove(gone, out _);
-        return Task.WhenAll(active.Select(silo => RefreshAsync(silo, ct)));
+        // A silo that has just joined is active before its grain manifest reaches this one, and until then placement
+        // refuses its load grain: a call then cost two error-level lines of Orleans' (the placement's last retry and
+        // the message it could not address) for every join. Its load waits for the manifest.
+        var known = manifests.Current.Silos;
+        return Task.WhenAll(active.Where(known.ContainsKey).Select(silo => RefreshAsync(silo, ct)));
     }
 
     async Task RefreshAsync(SiloAddress silo, CancellationToken ct)

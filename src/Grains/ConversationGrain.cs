@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Orleans.Storage;
 using Weft.Abstractions;
@@ -51,11 +52,13 @@ public sealed class ConversationGrain(
     ILocalSiloDetails silo,
     LocalReplies replies,
     TurnCallers callers,
+    ILoggerFactory loggers,
     [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state)
     : Grain, IConversationGrain
 {
     /// <summary>Turns run one at a time; a second request is refused while one runs.</summary>
     readonly TurnLock _turn = new(callers);
+    readonly ILogger _requestLog = loggers.CreateLogger(RequestLog.Category);
     /// <summary>A write failed without saying whether it was stored (the store went away mid-call): what this
     /// activation holds may not be what is stored, so the next turn reads the stored copy first.</summary>
     bool _unsure;
@@ -101,7 +104,8 @@ public sealed class ConversationGrain(
                 $"a turn has 1 to {TurnRequest.MaxChoices} choices, and more than one only when it is ephemeral " +
                 "(a conversation keeps one reply per turn)", "n");
         var (messages, prompt, rendered, dropped) = Prepare(request);
-        using var admission = Admit(prompt.Count);
+        string requestId = request.RequestId ?? request.TurnId ?? Guid.NewGuid().ToString("N");
+        using var admission = Admit(prompt.Count, requestId);
         var s = state.State;
         string batchKey = new DeviceKey(silo.SiloAddress, await ChooseDevice(s)).ToString();
         var generation = new GenerationRequest
@@ -115,6 +119,7 @@ public sealed class ConversationGrain(
             Tenant = Tenant,
             Conversation = this.GetPrimaryKeyString(),
             Choices = request.Choices,
+            RequestId = requestId,
         };
         if (s.BatchKey is not null && s.BatchKey != batchKey && !request.Ephemeral) await ReleaseStaleHandle(s);
 
@@ -273,8 +278,8 @@ public sealed class ConversationGrain(
     }
 
     /// <summary>Counts the turn against its tenant's limits; a refusal is counted in the metrics (no device chosen
-    /// yet).</summary>
-    IDisposable Admit(int promptTokens)
+    /// yet) and logged.</summary>
+    IDisposable Admit(int promptTokens, string requestId)
     {
         try
         {
@@ -283,6 +288,7 @@ public sealed class ConversationGrain(
         catch (WeftException e) when (e.Code == WeftErrorCode.TenantLimit)
         {
             Metrics.RecordRefused(host.ModelName, "", Tenant, "tenant_limit");
+            RequestLog.Refused(_requestLog, requestId, Tenant, this.GetPrimaryKeyString(), "tenant_limit", e.Message);
             throw;
         }
     }

@@ -34,9 +34,10 @@ public static class Metrics
     static readonly Counter<long> Refused = Meter.CreateCounter<long>("weft_requests_refused", "{request}",
         "requests refused for now (HTTP 429) by reason: queue_full or tenant_limit");
     static readonly Histogram<double> QueueTime = Meter.CreateHistogram<double>("weft_request_queue_time", "s",
-        "time from admission to the start of the forward pass that sampled the first token");
+        "time from admission to the start of the forward pass of the prompt's first chunk");
     static readonly Histogram<double> PrefillTime = Meter.CreateHistogram<double>("weft_request_prefill_time", "s",
-        "duration of the forward pass that sampled the first token (the last chunk of the prompt)");
+        "time from the start of the prompt's first chunk to the end of the forward pass that sampled the first " +
+        "token");
     static readonly Histogram<double> TimeToFirstToken = Meter.CreateHistogram<double>("weft_time_to_first_token", "s",
         "time from admission to the first token");
     static readonly Histogram<double> InterTokenLatency = Meter.CreateHistogram<double>("weft_inter_token_latency", "s",

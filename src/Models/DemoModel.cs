@@ -60,8 +60,10 @@ public static class DemoModel
     /// <summary>Writes a shape with the vocabulary and chat template its family ships (<see
     /// cref="DemoVocabulary.Family"/>): the llama presets with the demo SentencePiece-style vocabulary and TinyLlama's
     /// template.</summary>
-    public static void Create(string path, DemoModelShape shape, ulong seed = 42) =>
-        Write(path, shape, DemoVocabulary.Family(shape.Architecture, shape.VocabSize), seed);
+    /// <param name="progress">Told the fraction written (of the tensors' bytes) after each tensor, 1 at the end: a
+    /// 1b file takes a while.</param>
+    public static void Create(string path, DemoModelShape shape, ulong seed = 42, Action<double>? progress = null) =>
+        Write(path, shape, DemoVocabulary.Family(shape.Architecture, shape.VocabSize), seed, progress: progress);
 
     /// <summary>The default cache folder for generated models.</summary>
     public static string DefaultCacheDirectory { get; } =
@@ -69,17 +71,18 @@ public static class DemoModel
 
     /// <summary>A preset's file in <paramref name="cacheDirectory"/>, generated there on first use (no
     /// download).</summary>
-    public static string Cached(string preset, string cacheDirectory)
+    public static string Cached(string preset, string cacheDirectory, Action<double>? progress = null)
     {
         var shape = DemoModelShape.Preset(preset);
         string path = Path.Combine(cacheDirectory, $"weft-demo-{shape.Name}.gguf");
-        if (!File.Exists(path)) Create(path, shape);
+        if (!File.Exists(path)) Create(path, shape, progress: progress);
         return path;
     }
 
     /// <param name="matrixType">Overrides the storage type per matrix (real quantized files mix types).</param>
+    /// <param name="progress">See <see cref="Create"/>.</param>
     public static void Write(string path, DemoModelShape shape, VocabularySpec vocab, ulong seed = 42,
-        string? name = null, Func<string, GgmlType>? matrixType = null)
+        string? name = null, Func<string, GgmlType>? matrixType = null, Action<double>? progress = null)
     {
         if (vocab.Tokens.Length != shape.VocabSize)
             throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, " +
@@ -210,7 +213,7 @@ public static class DemoModel
         Vector("output_norm.weight", shape.Dim, gemma ? 32f : 1f, gemma ? 3.2f : 0.1f);
         // gemma's output is always the embedding in llama.cpp, which refuses a file with an output.weight
         if (!gemma) Matrix("output.weight", t, shape.Dim, shape.VocabSize, 4f / MathF.Sqrt(shape.Dim));
-        w.Write(path);
+        w.Write(path, progress);
     }
 
     /// <summary>The metadata and tensors llama.cpp's converter writes for a LongRoPE model (Phi3MiniModel): the

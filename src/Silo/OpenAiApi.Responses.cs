@@ -83,7 +83,10 @@ sealed partial class OpenAiApi
                 : Guid.NewGuid().ToString("N"),
         };
         if (turn.TurnId is { } turnId) CheckTurnId(turnId);
-        var pending = new ResponseObject(ResponseWriter.NewId("resp"), DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+        string responseId = ResponseWriter.NewId("resp");
+        turn = turn with { RequestId = responseId };
+        ctx.Response.Headers["X-Request-Id"] = responseId;
+        var pending = new ResponseObject(responseId, DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
             "in_progress", null, instructions, turn.Sampling.MaxTokens, host.ModelName, [],
             body.Bool("parallel_tool_calls", true), previousId,
             conversationId is null ? null : new ConversationRef(conversationId), store, turn.Sampling.Temperature,

@@ -377,9 +377,12 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
         // the tenant's own namespace: another tenant's conversation of the same id is another grain
         var conversation = grains.GetGrain<IConversationGrain>(
             ConversationKey.Of(WeftApiEndpoints.Tenant(ctx), id ?? $"http-{Guid.NewGuid():N}"));
-        var reply = new ReplyWriter(ctx.Response, chat, $"{(chat ? "chatcmpl" : "cmpl")}-{Guid.NewGuid():N}",
-            DateTimeOffset.UtcNow.ToUnixTimeSeconds(), host.ModelName, turn.ReturnTokenIds, choices, host.Tokenizer,
-            ctx.RequestAborted);
+        string requestId = $"{(chat ? "chatcmpl" : "cmpl")}-{Guid.NewGuid():N}";
+        turn = turn with { RequestId = requestId };
+        // a refused request's client gets no body with the id: the header lets it find the request's log line too
+        ctx.Response.Headers["X-Request-Id"] = requestId;
+        var reply = new ReplyWriter(ctx.Response, chat, requestId, DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+            host.ModelName, turn.ReturnTokenIds, choices, host.Tokenizer, ctx.RequestAborted);
         var ct = ctx.RequestAborted;
         try
         {
@@ -553,7 +556,10 @@ static class WeftApiEndpoints
                     ClusterFailover.Unavailable(ctx.RequestServices.GetRequiredService<SiloOptions>()),
                 _ => Api(ctx).Unexpected(e),
             };
+            // the request's id survives the error: it names the refusal's log line
+            var requestId = ctx.Response.Headers["X-Request-Id"];
             ctx.Response.Clear();
+            if (requestId.Count > 0) ctx.Response.Headers["X-Request-Id"] = requestId;
             await error.WriteAsync(ctx.Response);
         }
     }

@@ -58,6 +58,27 @@ public sealed class CliTests
             StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData(HttpStatusCode.TooManyRequests, "weft: no request succeeded: 6 of 6 refused (429), 0 failed")]
+    [InlineData(HttpStatusCode.InternalServerError,
+        "weft: no request succeeded: 0 of 6 refused (429), 6 failed (first: HTTP 500")]
+    public async Task Bench_serve_where_no_request_succeeds_still_prints_every_level_then_exits_1_with_one_line(
+        HttpStatusCode answer, string expected)
+    {
+        using var server = new FakeServer(_ => answer);
+        var (exitCode, stdout, stderr) = await WeftProcess.RunAsync(null, "bench", "serve",
+            "--url", $"http://127.0.0.1:{server.Port}/v1", "--concurrency", "1,2", "--requests", "2",
+            "--prompt", "4", "--gen", "2");
+
+        Assert.Equal(1, exitCode);
+        Assert.Equal(3 + 2 + 4, server.Requests);
+        Assert.StartsWith(expected, Assert.Single(WeftProcess.Lines(stderr)), StringComparison.Ordinal);
+        var lines = WeftProcess.Lines(stdout);
+        Assert.Contains(lines, l => l.Trim().StartsWith(
+            answer == HttpStatusCode.TooManyRequests ? "4 of 4 requests refused (429)" : "0 of 4 requests refused",
+            StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Generate_runs_the_readme_prompt_ids_example_on_the_demo_model()
     {

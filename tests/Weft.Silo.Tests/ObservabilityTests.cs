@@ -73,6 +73,8 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
         using var response = await silo.Http.PostAsync("/v1/completions",
             Http.Json("""{"prompt":"metrics","max_tokens":4,"temperature":0}"""), Ct);
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        string id = (string)JsonNode.Parse(await response.Content.ReadAsStringAsync(Ct))!["id"]!;
+        Assert.Equal(id, Assert.Single(response.Headers.GetValues("X-Request-Id")));
         // the request is counted when its sequence finishes, which may come just after the reply's last byte
         string finished =
             $"weft_requests_total{{otel_scope_name=\"Weft\",device=\"0\",finish_reason=\"length\",model=\"{Model}\"," +
@@ -94,7 +96,7 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
         Assert.Contains($"weft_kv_cache_usage_ratio{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"}}", text);
         Assert.Contains($"weft_requests_running{{otel_scope_name=\"Weft\",device=\"0\",model=\"{Model}\"}} ", text);
         Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
-            && Regex.IsMatch(l.Message, "^request [0-9]+ tenant 'default' conversation 'default/.+' device 0: " +
+            && Regex.IsMatch(l.Message, $"^request {id} tenant 'default' conversation 'default/.+' device 0: " +
                 @"[0-9]+ prompt tokens \(0 cached\), 4 completion tokens, queue [0-9]+ ms, TTFT [0-9]+ ms, " +
                 "[0-9]+ ms, length$"));
     }
@@ -120,6 +122,11 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
             }
             using var refused = await http.PostAsync("/v1/completions", Http.Json(longRequest), Ct);
             Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            string id = Assert.Single(refused.Headers.GetValues("X-Request-Id"));
+            Assert.StartsWith("cmpl-", id, StringComparison.Ordinal);
+            Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
+                && Regex.IsMatch(l.Message, $"^request {id} tenant 'default' conversation 'default/.+': " +
+                    @"refused \(queue_full\): "));
             // the summary of a second with work names the queue (its counts are those of that moment: the first
             // stream may already have ended on a fast machine)
             await Http.WaitUntil(() => Task.FromResult(logs.Lines.Any(l => l.Category == "Weft.Grains.ServingSummary"
@@ -148,6 +155,25 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
             StringComparison.Ordinal)));
         // no error-level line for any of it
         Assert.DoesNotContain(logs.Lines, l => l.Level >= LogLevel.Error);
+    }
+
+    [Fact]
+    public async Task A_chunked_prompts_prefill_spans_all_its_chunks_not_only_the_last()
+    {
+        // 200 prompt tokens at the silo's 64 per forward pass: four chunks, the last of which samples the one token
+        string prompt = string.Join(",", Enumerable.Range(300, 200));
+        var before = await silo.BatchGrain().GetStatsAsync();
+        using var response = await silo.Http.PostAsync("/v1/completions",
+            Http.Json($$"""{"prompt":[{{prompt}}],"max_tokens":1,"temperature":0}"""), Ct);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var after = await silo.BatchGrain().GetStatsAsync();
+
+        Assert.Equal(1, after.FirstTokens - before.FirstTokens);
+        Assert.Equal(4, after.Ticks - before.Ticks);
+        double forwardMs = after.MeanForwardMs * after.Ticks - before.MeanForwardMs * before.Ticks;
+        double prefillMs = after.PrefillMs - before.PrefillMs;
+        // from the start of the first chunk's pass to the end of the last one's: every pass and the gaps between them
+        Assert.True(prefillMs >= 0.99 * forwardMs, $"prefill {prefillMs:F2} ms, forward passes {forwardMs:F2} ms");
     }
 
     /// <summary>The weft_* families whose series are a request's (labelled by tenant too); the others are a
@@ -271,4 +297,80 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
     static long Count(string text, string series) =>
         Regex.Match(text, $"(?m)^{Regex.Escape(series)} ([0-9]+)( [0-9]+)?$") is { Success: true } m
             ? long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
+}
+
+/// <summary>A silo where a tenant has one request in progress at most, with the observed silo's slower model (a long
+/// reply outlasts the refused request) and its log captured.</summary>
+public sealed class TenantLimitedSilo : SiloFixture
+{
+    protected override string[] Options => ["--tenant-max-requests", "1"];
+
+    protected override DemoModelShape ModelShape { get; } =
+        new("observed", 256, 6, 8, 4, 768, 1024, 1024, GgmlType.F32);
+
+    LogCapture? _logs;
+
+    /// <summary>The log from the first call on.</summary>
+    public LogCapture Logs
+    {
+        get
+        {
+            if (_logs is null)
+            {
+                _logs = new LogCapture();
+                App.Services.GetRequiredService<ILoggerFactory>().AddProvider(_logs);
+            }
+            return _logs;
+        }
+    }
+}
+
+/// <summary>A tenant's limit as an operator sees it: the refusal counted by its reason and logged under the id the
+/// client got.</summary>
+public sealed class TenantLimitObservabilityTests(TenantLimitedSilo silo) : IClassFixture<TenantLimitedSilo>
+{
+    static CancellationToken Ct => TestContext.Current.CancellationToken;
+
+    [Fact]
+    public async Task A_request_over_the_tenants_limit_is_counted_as_refused_for_tenant_limit_and_logged()
+    {
+        var logs = silo.Logs;
+        using var http = silo.Client();
+        using var streams = CancellationTokenSource.CreateLinkedTokenSource(Ct);
+        var send = http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = Http.Json(
+                """{"prompt":"A long story","temperature":0,"max_tokens":1000,"ignore_eos":true,"stream":true}""")
+        }, HttpCompletionOption.ResponseHeadersRead, streams.Token);
+        try
+        {
+            await Http.WaitUntil(async () => (await silo.BatchGrain().GetStatsAsync()).Load.Running == 1,
+                "the first request running", Ct);
+            using var refused = await http.PostAsync("/v1/completions",
+                Http.Json("""{"prompt":"one more","max_tokens":4}"""), Ct);
+
+            Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+            Assert.Equal("rate_limit_exceeded",
+                (string?)JsonNode.Parse(await refused.Content.ReadAsStringAsync(Ct))!["error"]!["code"]);
+            string id = Assert.Single(refused.Headers.GetValues("X-Request-Id"));
+            Assert.Contains(logs.Lines, l => l.Category == "Weft.Requests" && l.Level == LogLevel.Information
+                && Regex.IsMatch(l.Message, $"^request {id} tenant 'default' conversation 'default/.+': " +
+                    @"refused \(tenant_limit\): "));
+        }
+        finally
+        {
+            streams.Cancel();
+            try
+            {
+                (await send).Dispose();
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        // refused before a device was chosen: the device label is empty
+        string text = await silo.Http.GetStringAsync("/metrics", Ct);
+        Assert.Matches($"(?m)^weft_requests_refused_total{{otel_scope_name=\"Weft\",device=\"\"," +
+            $"model=\"{SiloFixture.ModelName}\",reason=\"tenant_limit\",tenant=\"default\"}} 1( |$)", text);
+    }
 }

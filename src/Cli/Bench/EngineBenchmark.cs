@@ -38,7 +38,7 @@ public static class EngineBenchmark
             Profile = o.Profile,
         };
         using var engine = CliProgress.Run($"loading {Path.GetFileName(o.ModelPath)}",
-            _ => InferenceEngine.Load(o.ModelPath, engineOptions));
+            report => InferenceEngine.Load(o.ModelPath, engineOptions, progress: report));
         long weightBytes = WeightBytesPerStep(engine);
         output.WriteLine($"model      {o.ModelPath}: {engine.Config.Architecture}, {engine.Config.Layers} layers, " +
             $"dim {engine.Config.Dim}, vocab {engine.Config.VocabSize}, " +

@@ -14,8 +14,9 @@ public sealed record ServeLevel(
     double? DeviceIdleFraction = null, TtftSplit? Ttft = null, int Refused = 0, int Failed = 0,
     string? FirstError = null, double? PeerTokensPerSecond = null);
 
-/// <summary>The mean time to first token in three parts: queueing (admission to the start of the forward pass that
-/// sampled the first token), that forward pass (prefill), and the rest (delivery, and the request's way in).</summary>
+/// <summary>The mean time to first token in three parts: queueing (admission to the start of the forward pass of the
+/// prompt's first chunk), prefill (from there to the end of the forward pass that sampled the first token), and the
+/// rest (delivery, and the request's way in).</summary>
 public sealed record TtftSplit(double MeanMs, double QueueMs, double PrefillMs, double DeliveryMs);
 
 /// <summary>

@@ -38,7 +38,20 @@ static class ServeCommand
         if (o.JsonPath is not null)
             ServeBenchmark.WriteJson(o.JsonPath, new { title, o.Prompt, o.Gen, o.Requests, levels });
         if (o.ChartPath is not null) SvgChart.Write(o.ChartPath, title, levels);
+        int requests = levels.Sum(l => l.Requests), refused = levels.Sum(l => l.Refused),
+            failed = levels.Sum(l => l.Failed);
+        string? firstError = levels.Select(l => l.FirstError).FirstOrDefault(e => e is not null);
+        FailIfNoneSucceeded(requests, refused + failed, $"{refused} of {requests} refused (429), {failed} failed" +
+            (firstError is null ? "" : $" (first: {firstError})"));
         return 0;
+    }
+
+    /// <summary>A run whose every request was refused or failed measured nothing: the figures printed per level say
+    /// how each went, and the exit code says that the run as a whole did not, so scripts and CI notice.</summary>
+    static void FailIfNoneSucceeded(int requests, int unsuccessful, string how)
+    {
+        if (requests > 0 && unsuccessful == requests)
+            throw new InvalidOperationException($"no request succeeded: {how}");
     }
 
     static EngineOptions EngineOptionsFor(ServeBenchOptions o) => new()
@@ -78,6 +91,9 @@ static class ServeCommand
                 o.Concurrency, o.Prompt, o.Gen, o.Requests, output);
             if (o.JsonPath is not null)
                 ServeBenchmark.WriteJson(o.JsonPath, new { title, o.Prompt, o.Gen, o.Requests, levels });
+            // each level ran its requests twice, unconstrained and constrained; Failed counts refusals too
+            int requests = levels.Sum(l => 2 * l.Concurrency * o.Requests), failed = levels.Sum(l => l.Failed);
+            FailIfNoneSucceeded(requests, failed, $"all {requests} failed or were refused");
             return 0;
         }
         finally
@@ -123,7 +139,7 @@ static class ServeCommand
         // The engine alone first, on its own instance, so the two never compete for the cores.
         var engineFigures = new Dictionary<int, double>();
         using (var engine = CliProgress.Run($"loading {Path.GetFileName(model)}",
-            _ => InferenceEngine.Load(model, engineOptions)))
+            report => InferenceEngine.Load(model, engineOptions, progress: report)))
         {
             output.WriteLine($"engine     {engine.Description}");
             // every level once to warm up (JIT tiers, caches), then the median of three

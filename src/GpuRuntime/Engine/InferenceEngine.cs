@@ -38,7 +38,7 @@ public sealed class InferenceEngine : IDisposable
     /// <see cref="StepAsync"/>.</summary>
     public StepInputs Inputs { get; }
 
-    InferenceEngine(GgufFile file, EngineOptions options)
+    InferenceEngine(GgufFile file, EngineOptions options, Action<double>? progress)
     {
         File = file;
         Options = options;
@@ -69,7 +69,7 @@ public sealed class InferenceEngine : IDisposable
                 try
                 {
                     var transformer = new Transformer(backend, file, Config, weights, options.MaxNumBatchedTokens,
-                        options.MaxNumSeqs);
+                        options.MaxNumSeqs, progress);
                     var (blocks, windowBlocks) = KvBlocks(options, Config, device, bytesPerBlock,
                         windowBytesPerBlock);
                     backend.AllocateKvCache(Config, blocks, windowBlocks, options.BlockSize, options.KvCacheType);
@@ -126,12 +126,20 @@ public sealed class InferenceEngine : IDisposable
     /// <see cref="GgufFormatException"/>.</summary>
     /// <param name="map">Map the file (see <see cref="GgufFile.Open"/>); false reads it into memory, so that the file
     /// can be replaced while the engine serves.</param>
-    public static InferenceEngine Load(string path, EngineOptions options, bool map = true)
+    /// <param name="progress">Told the fraction of the file's tensor bytes loaded after each weight (from the device
+    /// thread), 1 once the engine is ready.</param>
+    public static InferenceEngine Load(string path, EngineOptions options, bool map = true,
+        Action<double>? progress = null)
     {
         var problems = options.Validate().ToList();
         if (problems.Count > 0) throw new ArgumentException(string.Join("; ", problems));
         var file = GgufFile.Open(path, map);
-        try { return new InferenceEngine(file, options); }
+        try
+        {
+            var engine = new InferenceEngine(file, options, progress);
+            progress?.Invoke(1);
+            return engine;
+        }
         catch
         {
             file.Dispose();

@@ -26,14 +26,23 @@ public sealed class Transformer
     public int MaxTokens { get; }
     public int MaxLogitRows { get; }
 
+    /// <param name="progress">Told the fraction of the file's tensor bytes loaded after each weight; the file's few
+    /// tensors read elsewhere (RoPE factors) keep it just short of 1.</param>
     public Transformer(IBackend backend, GgufFile file, ModelConfig config, ModelWeights weights, int maxTokens,
-        int maxLogitRows)
+        int maxLogitRows, Action<double>? progress = null)
     {
         _b = backend;
         _c = config;
         MaxTokens = maxTokens;
         MaxLogitRows = maxLogitRows;
-        DeviceWeight Load(GgufTensorInfo t) => backend.LoadWeight(file, t);
+        long total = Math.Max(1, file.Tensors.Sum(t => t.ByteSize)), loaded = 0;
+        DeviceWeight Load(GgufTensorInfo t)
+        {
+            var weight = backend.LoadWeight(file, t);
+            loaded += t.ByteSize;
+            progress?.Invoke((double)loaded / total);
+            return weight;
+        }
         DeviceWeight? LoadOptional(GgufTensorInfo? t) => t is null ? null : Load(t);
 
         _embedding = Load(weights.TokenEmbedding);

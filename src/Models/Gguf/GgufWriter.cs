@@ -66,19 +66,22 @@ public sealed class GgufWriter
     public GgufWriter AddTensor(string name, GgmlType type, long[] dims, float[] values) =>
         AddTensor(name, type, dims, GgmlQuant.Quantize(type, values));
 
-    public void Write(string path)
+    /// <param name="progress">Told the fraction of the tensors' bytes written after each tensor, 1 at the
+    /// end.</param>
+    public void Write(string path, Action<double>? progress = null)
     {
         var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
         string tmp = path + ".tmp";
         using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
         {
-            Write(fs);
+            Write(fs, progress);
         }
         File.Move(tmp, path, overwrite: true);
     }
 
-    public void Write(Stream stream)
+    /// <inheritdoc cref="Write(string, Action{double})"/>
+    public void Write(Stream stream, Action<double>? progress = null)
     {
         var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);
         w.Write(GgufFile.Magic);
@@ -105,6 +108,7 @@ public sealed class GgufWriter
         }
         w.Flush();
         Pad(stream);
+        long total = _tensors.Sum(t => t.Bytes), written = 0;
         foreach (var t in _tensors)
         {
             long start = stream.Position;
@@ -113,8 +117,11 @@ public sealed class GgufWriter
                 throw new InvalidOperationException(
                     $"tensor '{t.Name}' wrote {stream.Position - start} bytes, expected {t.Bytes}");
             Pad(stream);
+            written += t.Bytes;
+            if (total > 0) progress?.Invoke((double)written / total);
         }
         stream.Flush();
+        progress?.Invoke(1);
     }
 
     void Pad(Stream s)
