@@ -93,6 +93,9 @@ public sealed record TurnRequest
     /// <summary>The functions the model may call, as OpenAI's "tools" array in JSON; null for none. They are given
     /// to the chat template and the reply is parsed for calls.</summary>
     [Id(9)] public string? ToolsJson { get; init; }
+    /// <summary>OpenAI's parallel_tool_calls: false keeps only the first call a reply makes (forced calls are held
+    /// to one by their schema).</summary>
+    [Id(11)] public bool ParallelToolCalls { get; init; } = true;
     /// <summary>Independent replies to the same prompt (OpenAI's n), each delta naming its
     /// <see cref="TurnDelta.Choice"/>; more than one only for an <see cref="Ephemeral"/> turn, since a conversation
     /// keeps one reply per turn.</summary>

@@ -153,7 +153,8 @@ public sealed class ConversationGrain(
                 shown += rest;
                 if (parsed.Count > 0)
                 {
-                    found = [.. parsed.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                    found = [.. parsed.Take(request.ParallelToolCalls ? parsed.Count : 1)
+                        .Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
                     if (finish == "stop") finish = "tool_calls";
                 }
             }

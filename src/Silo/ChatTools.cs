@@ -4,10 +4,15 @@ using Weft.GpuRuntime.Sampling.Json;
 
 namespace Weft.Silo;
 
+/// <summary>A function a request offers: its name, its parameters' schema, its "strict" flag and where it sits in the
+/// request (for errors).</summary>
+sealed record OfferedFunction(string Name, JsonElement Parameters, bool Strict, string At);
+
 /// <summary>
 /// The request fields that shape a chat reply beyond sampling: tools and tool_choice, response_format and logit_bias.
 /// Forced tool calls (tool_choice required or a named function) and JSON replies become a JSON schema the sampler
-/// enforces token by token; a schema the grammar cannot guarantee is refused here, naming its keyword.
+/// enforces token by token; a schema the grammar cannot guarantee is refused here, naming its keyword. A tool the
+/// model may call or not is only described to it, so its schema may use any keyword.
 /// </summary>
 static class ChatTools
 {
@@ -50,6 +55,7 @@ static class ChatTools
             default:
                 throw ApiException.WrongType("tool_choice", "a string or an object");
         }
+        Enforceable(tools, forced);
         string toolsJson = b.Field("tools")!.Value.GetRawText();
         if (forced is null) return (toolsJson, format);
         if (format is not null)
@@ -57,6 +63,39 @@ static class ChatTools
                 "the reply", "response_format");
         return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced,
             b.Bool("parallel_tool_calls", true)));
+    }
+
+    /// <summary>
+    /// Checks that what will be enforced can be: the schemas of the functions a forced call may pick (all of them for
+    /// "required", the named one otherwise). In auto mode the reply is free text that may or may not hold a call, and
+    /// nothing constrains it, so a function's "strict": true (arguments guaranteed to follow its schema) cannot be
+    /// kept: it is refused, naming it, rather than promised and broken.
+    /// </summary>
+    /// <param name="forced">null for auto, "" for required, else the named function.</param>
+    public static void Enforceable(IEnumerable<OfferedFunction> tools, string? forced)
+    {
+        foreach (var t in tools)
+            if (forced is null)
+            {
+                if (t.Strict)
+                    throw ApiException.Unsupported($"{t.At}.strict", $"'strict': true on '{t.Name}' is guaranteed " +
+                        "only for a forced call: with tool_choice 'auto' the reply is not constrained. Send " +
+                        "tool_choice 'required' or naming the function, or 'strict': false");
+            }
+            else if (forced.Length == 0 || forced == t.Name) Check(t.Parameters, $"{t.At}.parameters");
+    }
+
+    /// <summary>A function's "parameters": any JSON schema object (null or absent: none), and its "strict"
+    /// flag.</summary>
+    public static OfferedFunction Function(string name, JsonElement function, string at)
+    {
+        var parameters = NoParameters;
+        if (function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null)
+            parameters = p.ValueKind == JsonValueKind.Object ? p
+                : throw ApiException.WrongType($"{at}.parameters", "a JSON schema object");
+        bool strict = function.TryGetProperty("strict", out var s) && s.ValueKind != JsonValueKind.Null
+            && RequestBody.AsBool(s, $"{at}.strict");
+        return new OfferedFunction(name, parameters, strict, at);
     }
 
     static readonly JsonElement NoParameters = JsonDocument.Parse(ToolCallSchema.NoParameters().ToJsonString())
@@ -83,9 +122,9 @@ static class ChatTools
         return list;
     }
 
-    static List<(string Name, JsonElement Parameters)> Tools(RequestBody b)
+    static List<OfferedFunction> Tools(RequestBody b)
     {
-        var list = new List<(string, JsonElement)>();
+        var list = new List<OfferedFunction>();
         foreach (var (at, t) in FunctionTools(b))
         {
             if (!t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
@@ -94,10 +133,7 @@ static class ChatTools
             string name = f.TryGetProperty("name", out var n) ? RequestBody.AsString(n, $"{at}.function.name")
                 : throw ApiException.BadRequest($"'{at}.function.name' is required", $"{at}.function.name",
                     "missing_required_parameter");
-            var parameters = f.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p
-                : NoParameters;
-            Check(parameters, $"{at}.function.parameters");
-            list.Add((name, parameters));
+            list.Add(Function(name, f, $"{at}.function"));
         }
         return list;
     }

@@ -77,6 +77,7 @@ sealed partial class OpenAiApi
             Sampling = Sampling(body, body.Int("max_output_tokens")) with { JsonSchema = schema },
             Priority = body.Int("priority") ?? 0,
             ToolsJson = tools,
+            ParallelToolCalls = body.Bool("parallel_tool_calls", true),
             Ephemeral = conversation is null,
             TurnId = conversation is null ? null
                 : ctx.Request.Headers["X-Turn-Id"] is { Count: > 0 } turnHeader ? turnHeader.ToString()

@@ -76,6 +76,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
             ToolsJson = tools,
+            ParallelToolCalls = body.Bool("parallel_tool_calls", true),
         };
         await GenerateAsync(ctx, body, turn, chat: true);
     }

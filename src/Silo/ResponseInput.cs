@@ -95,7 +95,7 @@ static class ResponseInput
     /// the schema the reply must follow (a forced call's or text.format's; null for none).</summary>
     public static (string? ToolsJson, string? Schema) Tools(RequestBody b)
     {
-        var tools = ChatShaped(b);
+        var (tools, functions) = ChatShaped(b);
         string? format = Format(b);
         string? forced = null;
         switch (b.Field("tool_choice"))
@@ -133,6 +133,7 @@ static class ResponseInput
         if (tools.Count == 0)
             return forced is null ? (null, format)
                 : throw ApiException.BadRequest("'tool_choice' asks for a call but 'tools' is empty", "tool_choice");
+        ChatTools.Enforceable(functions, forced);
         string toolsJson = tools.ToJsonString();
         if (forced is null) return (toolsJson, format);
         if (format is not null)
@@ -143,23 +144,23 @@ static class ResponseInput
     }
 
     /// <summary>The Responses API's flat function tools ({type, name, description, parameters, strict}) as the chat
-    /// endpoint's ({type, function: {name, description, parameters}}), which the chat templates render.</summary>
-    static JsonArray ChatShaped(RequestBody b)
+    /// endpoint's ({type, function: {name, description, parameters}}), which the chat templates render, and as the
+    /// functions whose schemas and strict flags are checked.</summary>
+    static (JsonArray Tools, List<OfferedFunction> Functions) ChatShaped(RequestBody b)
     {
         var list = new JsonArray();
+        var functions = new List<OfferedFunction>();
         foreach (var (at, tool) in ChatTools.FunctionTools(b))
         {
             var function = new JsonObject { ["name"] = Text(tool, "name", at) };
             if (tool.TryGetProperty("description", out var d) && d.ValueKind != JsonValueKind.Null)
                 function["description"] = RequestBody.AsString(d, $"{at}.description");
+            functions.Add(ChatTools.Function((string)function["name"]!, tool, at));
             if (tool.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null)
-            {
-                ChatTools.Check(p, $"{at}.parameters");
                 function["parameters"] = JsonNode.Parse(p.GetRawText());
-            }
             list.Add(new JsonObject { ["type"] = "function", ["function"] = function });
         }
-        return list;
+        return (list, functions);
     }
 
     /// <summary>text.format: text (null), json_object ("{}": any object) or json_schema's schema.</summary>

@@ -23,6 +23,11 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
          "unit":{"enum":["celsius","fahrenheit"]}},"required":["city","unit"],"additionalProperties":false}
         """), strictModeEnabled: true, "The weather in a city");
 
+    /// <summary>The same function, not strict: with tool_choice auto nothing constrains a call, so strict is
+    /// refused there.</summary>
+    static readonly FunctionTool WeatherInAutoMode = ResponseTool.CreateFunctionTool(Weather.FunctionName,
+        Weather.FunctionParameters, strictModeEnabled: false, Weather.FunctionDescription);
+
     ResponsesClient Client => silo.OpenAI().GetResponsesClient();
 
     static CreateResponseOptions Options(params ResponseItem[] input) => new(SiloFixture.ModelName, input)
@@ -109,7 +114,7 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
 
         var next = Options(ResponseItem.CreateFunctionCallOutputItem(call.CallId, """{"temperature":3}"""));
         next.PreviousResponseId = first.Id;
-        next.Tools.Add(Weather);
+        next.Tools.Add(WeatherInAutoMode);
         ResponseResult second = await Client.CreateResponseAsync(next, Ct);
         Assert.Equal(first.Id, second.PreviousResponseId);
         // the first prompt and the call are in the conversation's KV cache: only the output and what follows is new
@@ -122,7 +127,7 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         var stateless = Options(ResponseItem.CreateUserMessageItem("What is the weather in Oslo?"),
             ResponseItem.CreateFunctionCallItem(call.CallId, call.FunctionName, call.FunctionArguments),
             ResponseItem.CreateFunctionCallOutputItem(call.CallId, """{"temperature":3}"""));
-        stateless.Tools.Add(Weather);
+        stateless.Tools.Add(WeatherInAutoMode);
         stateless.StoredOutputEnabled = false;
         ResponseResult whole = await Client.CreateResponseAsync(stateless, Ct);
         Assert.Equal(ResponseStatus.Incomplete, whole.Status);
@@ -240,6 +245,32 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         Assert.Contains("'reasoning'", refused.Message);
     }
 
+    const string StrictPick = """
+        {"type":"function","name":"pick","strict":true,"parameters":{"type":"object","properties":{"n":{"type":
+        "integer"}},"required":["n"],"additionalProperties":false}}
+        """;
+
+    const string PatternCode = """
+        {"type":"function","name":"code","parameters":{"type":"object","properties":{"id":{"type":"string",
+        "pattern":"^[A-Z]{3}$","format":"uuid"}},"additionalProperties":{"type":"string"}}}
+        """;
+
+    [Fact]
+    public async Task A_function_whose_schema_the_grammar_cannot_enforce_is_offered_in_auto_mode()
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/responses", $$"""
+            {"input":"hi","tools":[{{PatternCode}}],"max_output_tokens":2,"store":false}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("code", (string?)body["tools"]![0]!["name"]);
+        var (forced, refusal) = await silo.Http.PostAsync("/v1/responses", $$$"""
+            {"input":"hi","tools":[{{{PatternCode}}}],"tool_choice":{"type":"function","name":"code"}}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, forced);
+        Assert.Equal("tools[0].parameters", (string?)refusal["error"]!["param"]);
+        Assert.Contains("additionalProperties", (string?)refusal["error"]!["message"]);
+    }
+
     public static readonly TheoryData<string, string> Refusals = new()
     {
         { """{"input":"hi","background":true}""", "background" },
@@ -248,6 +279,9 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         { """{"input":[{"type":"item_reference","id":"x"}]}""", "input[0].type" },
         { """{"input":"hi","tools":[{"type":"web_search"}]}""", "tools[0].type" },
         { """{"input":"hi","tool_choice":"required"}""", "tool_choice" },
+        { $$"""{"input":"hi","tools":[{{StrictPick}}]}""", "tools[0].strict" },
+        { $$"""{"input":"hi","tools":[{{PatternCode}}],"tool_choice":"required"}""", "tools[0].parameters" },
+        { """{"input":"hi","tools":[{"type":"function","name":"f","parameters":[]}]}""", "tools[0].parameters" },
         { """{"input":"hi","text":{"format":{"type":"grammar"}}}""", "text.format.type" },
         { """{"input":"hi","text":{"verbosity":"low"}}""", "text.verbosity" },
         { """{"input":"hi","previous_response_id":"resp_x","conversation":"c"}""", "previous_response_id" },
