@@ -59,9 +59,12 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
             : Abstractions.Truncation.Auto)) == Abstractions.Truncation.Auto;
         RefuseLongerThan(mayDrop ? messages[^1].Content.Length : messages.Sum(m => (long)m.Content.Length),
             host.MaxModelLen, "messages", "the context length", "context_length_exceeded");
-        var (tools, schema) = ChatTools.Read(body);
+        var (tools, schema, lazy) = ChatTools.Read(body);
         var sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens"));
         GrammarField.RefuseWithSchema(body, sampling.Grammar, schema);
+        if (lazy is not null && sampling.Grammar is not null)
+            throw ApiException.BadRequest("'grammar' cannot be used with a strict function and tool_choice 'auto': " +
+                "a reply follows one grammar", "grammar");
         var turn = new TurnRequest
         {
             Messages = messages,
@@ -71,6 +74,7 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
             Sampling = sampling with
             {
                 JsonSchema = schema,
+                LazyToolCalls = lazy,
                 Logprobs = ChatLogprobs(body),
             },
             Priority = body.Int("priority") ?? 0,

@@ -93,7 +93,7 @@ static class ResponseInput
 
     /// <summary>The tools in the chat endpoint's shape for the template (null for none, or for tool_choice none) and
     /// the schema the reply must follow (a forced call's or text.format's; null for none).</summary>
-    public static (string? ToolsJson, string? Schema) Tools(RequestBody b)
+    public static (string? ToolsJson, string? Schema, LazyToolCalls? Lazy) Tools(RequestBody b)
     {
         var (tools, functions) = ChatShaped(b);
         string? format = Format(b);
@@ -106,7 +106,7 @@ static class ResponseInput
                 switch (RequestBody.AsString(s, "tool_choice"))
                 {
                     case "none":
-                        return (null, format);
+                        return (null, format, null);
                     case "auto":
                         break;
                     case "required":
@@ -131,16 +131,16 @@ static class ResponseInput
                 throw ApiException.WrongType("tool_choice", "a string or an object");
         }
         if (tools.Count == 0)
-            return forced is null ? (null, format)
+            return forced is null ? (null, format, null)
                 : throw ApiException.BadRequest("'tool_choice' asks for a call but 'tools' is empty", "tool_choice");
         ChatTools.Enforceable(functions, forced);
         string toolsJson = tools.ToJsonString();
-        if (forced is null) return (toolsJson, format);
+        bool parallel = b.Bool("parallel_tool_calls", true);
+        if (forced is null) return (toolsJson, format, ChatTools.Lazy(functions, parallel, format, "text.format"));
         if (format is not null)
             throw ApiException.BadRequest("a forced tool call (tool_choice) and a text.format cannot both shape " +
                 "the reply", "text.format");
-        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced,
-            b.Bool("parallel_tool_calls", true)));
+        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced, parallel), null);
     }
 
     /// <summary>The Responses API's flat function tools ({type, name, description, parameters, strict}) as the chat

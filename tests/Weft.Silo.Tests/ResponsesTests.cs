@@ -23,11 +23,6 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
          "unit":{"enum":["celsius","fahrenheit"]}},"required":["city","unit"],"additionalProperties":false}
         """), strictModeEnabled: true, "The weather in a city");
 
-    /// <summary>The same function, not strict: with tool_choice auto nothing constrains a call, so strict is
-    /// refused there.</summary>
-    static readonly FunctionTool WeatherInAutoMode = ResponseTool.CreateFunctionTool(Weather.FunctionName,
-        Weather.FunctionParameters, strictModeEnabled: false, Weather.FunctionDescription);
-
     ResponsesClient Client => silo.OpenAI().GetResponsesClient();
 
     static CreateResponseOptions Options(params ResponseItem[] input) => new(SiloFixture.ModelName, input)
@@ -114,7 +109,7 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
 
         var next = Options(ResponseItem.CreateFunctionCallOutputItem(call.CallId, """{"temperature":3}"""));
         next.PreviousResponseId = first.Id;
-        next.Tools.Add(WeatherInAutoMode);
+        next.Tools.Add(Weather);
         ResponseResult second = await Client.CreateResponseAsync(next, Ct);
         Assert.Equal(first.Id, second.PreviousResponseId);
         // the first prompt and the call are in the conversation's KV cache: only the output and what follows is new
@@ -127,7 +122,7 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         var stateless = Options(ResponseItem.CreateUserMessageItem("What is the weather in Oslo?"),
             ResponseItem.CreateFunctionCallItem(call.CallId, call.FunctionName, call.FunctionArguments),
             ResponseItem.CreateFunctionCallOutputItem(call.CallId, """{"temperature":3}"""));
-        stateless.Tools.Add(WeatherInAutoMode);
+        stateless.Tools.Add(Weather);
         stateless.StoredOutputEnabled = false;
         ResponseResult whole = await Client.CreateResponseAsync(stateless, Ct);
         Assert.Equal(ResponseStatus.Incomplete, whole.Status);
@@ -255,6 +250,8 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         "pattern":"^[A-Z]{3}$","format":"uuid"}},"additionalProperties":{"type":"string"}}}
         """;
 
+    static readonly string StrictCode = PatternCode.Replace("\"parameters\"", "\"strict\":true,\"parameters\"");
+
     [Fact]
     public async Task A_function_whose_schema_the_grammar_cannot_enforce_is_offered_in_auto_mode()
     {
@@ -279,7 +276,10 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         { """{"input":[{"type":"item_reference","id":"x"}]}""", "input[0].type" },
         { """{"input":"hi","tools":[{"type":"web_search"}]}""", "tools[0].type" },
         { """{"input":"hi","tool_choice":"required"}""", "tool_choice" },
-        { $$"""{"input":"hi","tools":[{{StrictPick}}]}""", "tools[0].strict" },
+        // a strict function is held to its schema once a call starts, also in auto mode
+        { $$"""{"input":"hi","tools":[{{StrictCode}}]}""", "tools[0].parameters" },
+        { $$$$"""{"input":"hi","tools":[{{{{StrictPick}}}}],"text":{"format":{"type":"json_object"}}}""",
+            "text.format" },
         { $$"""{"input":"hi","tools":[{{PatternCode}}],"tool_choice":"required"}""", "tools[0].parameters" },
         { """{"input":"hi","tools":[{"type":"function","name":"f","parameters":[]}]}""", "tools[0].parameters" },
         { """{"input":"hi","text":{"format":{"type":"grammar"}}}""", "text.format.type" },

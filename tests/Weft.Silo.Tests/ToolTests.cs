@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
 using OpenAI.Chat;
 using AI = Microsoft.Extensions.AI;
 using ChatMessage = OpenAI.Chat.ChatMessage;
@@ -178,27 +179,62 @@ public sealed class ToolTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.Equal("tools[0].function.parameters", (string?)body["error"]!["param"]);
     }
 
+    const string StrictPick = """
+        [{"type":"function","function":{"name":"pick","strict":true,"parameters":{"type":"object",
+          "properties":{"n":{"enum":[1,2,3]}},"required":["n"],"additionalProperties":false}}}]
+        """;
+
     [Fact]
-    public async Task A_strict_function_is_enforced_when_forced_and_refused_naming_strict_in_auto_mode()
+    public async Task A_strict_function_is_enforced_when_forced()
     {
-        const string tools = """
-            [{"type":"function","function":{"name":"pick","strict":true,"parameters":{"type":"object",
-              "properties":{"n":{"enum":[1,2,3]}},"required":["n"],"additionalProperties":false}}}]
-            """;
         var (status, forced) = await silo.Http.PostAsync("/v1/chat/completions", $$"""
-            {"messages":[{"role":"user","content":"hi"}],"tools":{{tools}},"tool_choice":"required",
+            {"messages":[{"role":"user","content":"hi"}],"tools":{{StrictPick}},"tool_choice":"required",
              "temperature":1,"seed":3,"max_tokens":200}
             """, Ct);
         Assert.Equal(HttpStatusCode.OK, status);
         var call = forced["choices"]![0]!["message"]!["tool_calls"]![0]!["function"]!;
         Assert.Equal("pick", (string?)call["name"]);
         Assert.Contains((string?)call["arguments"], (string[])["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+    }
 
-        var (autoStatus, auto) = await silo.Http.PostAsync("/v1/chat/completions", $$"""
-            {"messages":[{"role":"user","content":"hi"}],"tools":{{tools}},"max_tokens":4}
+    /// <summary>The random model pushed by logit_bias to open its reply with "{", which starts a call in the
+    /// template's generic format: with tool_choice auto the strict function's lazy grammar holds the call from there
+    /// on; without strict the same reply is "{{{..." and no call.</summary>
+    [Fact]
+    public async Task An_auto_mode_call_to_a_strict_function_is_held_to_its_schema_once_it_starts()
+    {
+        var tokenizer = silo.App.Services.GetRequiredService<Weft.Grains.ModelHost>().Tokenizer;
+        int brace = Enumerable.Range(0, tokenizer.VocabSize).First(id => tokenizer.DecodeToken(id) is [(byte)'{']);
+        string Request(string tools, long seed) => $$$"""
+            {"messages":[{"role":"user","content":"hi"}],"tools":{{{tools}}},"tool_choice":"auto","temperature":1,
+             "seed":{{{seed}}},"max_tokens":60,"logit_bias":{"{{{brace}}}":100}}
+            """;
+        for (long seed = 1; seed <= 4; seed++)
+        {
+            var (status, reply) = await silo.Http.PostAsync("/v1/chat/completions", Request(StrictPick, seed), Ct);
+            Assert.Equal(HttpStatusCode.OK, status);
+            var choice = reply["choices"]![0]!;
+            Assert.Equal("tool_calls", (string?)choice["finish_reason"]);
+            var call = Assert.Single(choice["message"]!["tool_calls"]!.AsArray())!["function"]!;
+            Assert.Equal("pick", (string?)call["name"]);
+            Assert.Contains((string?)call["arguments"], (string[])["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+        }
+        var (_, loose) = await silo.Http.PostAsync("/v1/chat/completions",
+            Request(StrictPick.Replace("\"strict\":true", "\"strict\":false"), 1), Ct);
+        Assert.Null(loose["choices"]![0]!["message"]!["tool_calls"]);
+        Assert.StartsWith("{{{", (string?)loose["choices"]![0]!["message"]!["content"]);
+    }
+
+    [Fact]
+    public async Task A_strict_function_whose_schema_the_grammar_cannot_enforce_is_a_400_in_auto_mode()
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/chat/completions", """
+            {"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"code",
+             "strict":true,"parameters":{"type":"object","properties":{"id":{"type":"string","pattern":"^A$"}}}}}]}
             """, Ct);
-        Assert.Equal(HttpStatusCode.BadRequest, autoStatus);
-        Assert.Equal("tools[0].function.strict", (string?)auto["error"]!["param"]);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("tools[0].function.parameters", (string?)body["error"]!["param"]);
+        Assert.Contains("pattern", (string?)body["error"]!["message"]);
     }
 
     /// <summary>A GBNF grammar that makes the random model answer two calls in the generic JSON format, which it
