@@ -21,6 +21,9 @@ public class ToolCallParserTests
             "Let me look.\n<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"a\"}}\n</tool_call>\n" +
             "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"b\"}}\n</tool_call>", "Let me look.\n",
             ["search {\"query\": \"a\"}", "search {\"query\": \"b\"}"] },
+        // a call a strict function's lazy grammar held: compact, and ended once the call is complete
+        { ToolCallFormat.Hermes, "Let me look.<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":1}}", "Let me look.",
+            ["f {\"a\":1}"] },
         // Llama-3.1-8B-Instruct, JSON tool calling
         { ToolCallFormat.Llama3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "",
             ["get_weather {\"city\": \"Paris\"}"] },
