@@ -15,6 +15,11 @@ public sealed record ChatMessage(
 public sealed record ToolCall([property: Id(0)] string Id, [property: Id(1)] string Name,
     [property: Id(2)] string Arguments);
 
+/// <summary>The tools (OpenAI's array) a call the reply may start is held to, a strict function's with its parameters
+/// and the others' with any object, and whether it may make several calls.</summary>
+[GenerateSerializer, Immutable, Alias("weft.LazyToolCalls")]
+public sealed record LazyToolCalls([property: Id(0)] string ToolsJson, [property: Id(1)] bool Parallel);
+
 /// <summary>
 /// Sampling settings of a turn (OpenAI/vLLM meanings); null fields take the defaults. Temperature 0 is greedy.
 /// </summary>
@@ -46,6 +51,9 @@ public sealed record SamplingOptions
     /// <summary>A GBNF grammar the reply must follow (llama.cpp's grammar field); null: unconstrained. Not together
     /// with <see cref="JsonSchema"/>.</summary>
     [Id(15)] public string? Grammar { get; init; }
+    /// <summary>tool_choice auto with strict functions: a tool call the reply starts, in the model family's format,
+    /// is held to these tools' schemas from its marker on; the text before is free. Null: none.</summary>
+    [Id(16)] public LazyToolCalls? LazyToolCalls { get; init; }
 
     /// <summary>The most alternatives <see cref="Logprobs"/> may ask for: OpenAI's top_logprobs limit.</summary>
     public const int MaxLogprobs = 20;
@@ -93,6 +101,9 @@ public sealed record TurnRequest
     /// <summary>The functions the model may call, as OpenAI's "tools" array in JSON; null for none. They are given
     /// to the chat template and the reply is parsed for calls.</summary>
     [Id(9)] public string? ToolsJson { get; init; }
+    /// <summary>OpenAI's parallel_tool_calls: false keeps only the first call a reply makes (forced calls are held
+    /// to one by their schema).</summary>
+    [Id(11)] public bool ParallelToolCalls { get; init; } = true;
     /// <summary>Independent replies to the same prompt (OpenAI's n), each delta naming its
     /// <see cref="TurnDelta.Choice"/>; more than one only for an <see cref="Ephemeral"/> turn, since a conversation
     /// keeps one reply per turn.</summary>

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -16,7 +17,9 @@ namespace Weft.Client;
 /// OpenAI's request fields that <see cref="ChatOptions"/> has no property for go in
 /// <see cref="ChatOptions.AdditionalProperties"/> under their OpenAI names, as Microsoft.Extensions.AI's OpenAI client
 /// reads them: "logprobs" (bool) and "top_logprobs" (0 to 20), "grammar" (a GBNF grammar, llama.cpp's field) and "n"
-/// (1 only: a response is one reply; <see cref="WeftClient.ChoicesAsync"/> gives several). Log-probabilities come
+/// (1 only: a response is one reply; <see cref="WeftClient.ChoicesAsync"/> gives several) and "logit_bias" (token ids
+/// to biases from -100 to 100). Any other key, and options Weft cannot honour (another ModelId, Reasoning,
+/// background responses, a RawRepresentationFactory), throw rather than being dropped. Log-probabilities come
 /// back under <see cref="LogprobsKey"/> in the response's (and each update's) AdditionalProperties, where that client
 /// puts OpenAI's, as a list of <see cref="TokenLogprob"/>: token ids, since the client holds no tokenizer.
 /// </para>
@@ -89,6 +92,7 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
                     "(ConversationId set); give them as the system message of its first turn");
             turns.Insert(0, new Abstractions.ChatMessage("system", instructions));
         }
+        Refuse(options);
         var conversation = stateful ? client.Conversation(options!.ConversationId!) : client.NewConversation();
         var (tools, schema) = Tools(options);
         var extra = options?.AdditionalProperties;
@@ -103,9 +107,61 @@ public sealed class WeftChatClient(WeftClient client, string modelId = "weft") :
         {
             Messages = turns,
             ReplaceHistory = !stateful,
-            Sampling = Sampling(options) with { JsonSchema = schema, Grammar = grammar, Logprobs = Logprobs(extra) },
+            Sampling = Sampling(options) with
+            {
+                JsonSchema = schema,
+                Grammar = grammar,
+                Logprobs = Logprobs(extra),
+                LogitBias = LogitBias(extra),
+            },
             ToolsJson = tools,
+            ParallelToolCalls = options?.AllowMultipleToolCalls ?? true,
         });
+    }
+
+    static readonly HashSet<string> ExtraKeys = ["logprobs", "top_logprobs", "grammar", "n", "logit_bias"];
+
+    /// <summary>Options this client has no way to honour: an unknown additional property, another model, reasoning,
+    /// background responses or an OpenAI-specific raw representation.</summary>
+    void Refuse(ChatOptions? o)
+    {
+        if (o is null) return;
+        if (o.AdditionalProperties?.Keys.FirstOrDefault(k => !ExtraKeys.Contains(k)) is { } key)
+            throw new NotSupportedException($"the additional property \"{key}\" is not supported by Weft; it takes " +
+                string.Join(", ", ExtraKeys.Select(k => $"\"{k}\"")));
+        if (o.ModelId is { } model && model != modelId)
+            throw new NotSupportedException($"this client serves the model '{modelId}', not '{model}'");
+        if (o.Reasoning is not null)
+            throw new NotSupportedException("Weft does not control reasoning (ChatOptions.Reasoning)");
+        if (o.AllowBackgroundResponses is true || o.ContinuationToken is not null)
+            throw new NotSupportedException("Weft does not run background responses");
+        if (o.RawRepresentationFactory is not null)
+            throw new NotSupportedException("Weft has no raw request representation (RawRepresentationFactory)");
+    }
+
+    /// <summary>"logit_bias": token ids (numbers, or strings as OpenAI's JSON keys) to biases; the service checks
+    /// them against the vocabulary and the range -100 to 100.</summary>
+    static Dictionary<int, float>? LogitBias(AdditionalPropertiesDictionary? extra)
+    {
+        if (extra is null || !extra.TryGetValue("logit_bias", out object? value) || value is null) return null;
+        IEnumerable<(object Key, object? Bias)> entries = value switch
+        {
+            JsonElement { ValueKind: JsonValueKind.Object } json =>
+                json.EnumerateObject().Select(p => ((object)p.Name, (object?)p.Value.GetDouble())),
+            System.Collections.IDictionary d => d.Keys.Cast<object>().Select(k => (k, d[k])),
+            _ => throw new ArgumentException("\"logit_bias\" is a map of token ids to biases, not a " +
+                value.GetType().Name),
+        };
+        try
+        {
+            var map = entries.ToDictionary(e => Convert.ToInt32(e.Key, CultureInfo.InvariantCulture),
+                e => Convert.ToSingle(e.Bias, CultureInfo.InvariantCulture));
+            return map.Count == 0 ? null : map;
+        }
+        catch (Exception e) when (e is FormatException or InvalidCastException or OverflowException)
+        {
+            throw new ArgumentException("\"logit_bias\" maps token ids to numbers", e);
+        }
     }
 
     /// <summary>"logprobs": true with "top_logprobs" alternatives (0 when absent), as OpenAI's request.</summary>

@@ -130,9 +130,11 @@ public sealed class ConversationGrain(
         (string? Finish, Usage? Usage) end = (null, null);
         // with tools offered, text that may be a call is held back and parsed when the reply ends; one splitter
         // per choice
-        var splitters = request.ToolsJson is null ? null
-            : Enumerable.Range(0, request.Choices).Select(_ => new ToolCallSplitter(host.Template.ToolFormat))
-                .ToArray();
+        var hiddenMarkers = request.ToolsJson is null ? null
+            : ToolCallParser.HiddenMarkers(host.Template.ToolFormat, host.Tokenizer);
+        var splitters = hiddenMarkers is null ? null
+            : Enumerable.Range(0, request.Choices)
+                .Select(_ => new ToolCallSplitter(host.Template.ToolFormat, hiddenMarkers)).ToArray();
         IReadOnlyList<ToolCall>? calls = null;
         // a kept turn's last delta (finish reason and usage) goes out once the turn is stored: a client that saw
         // the end of a reply saw one that is in the history
@@ -149,7 +151,7 @@ public sealed class ConversationGrain(
                 text.Append(d.Text);
             }
             var splitter = splitters?[d.Choice];
-            string shown = splitter?.Push(d.Text) ?? d.Text;
+            string shown = splitter?.Push(d.Text, d.TokenIds) ?? d.Text;
             string? finish = d.FinishReason;
             IReadOnlyList<ToolCall>? found = null;
             if (splitter is not null && finish is not null)
@@ -158,7 +160,8 @@ public sealed class ConversationGrain(
                 shown += rest;
                 if (parsed.Count > 0)
                 {
-                    found = [.. parsed.Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                    found = [.. parsed.Take(request.ParallelToolCalls ? parsed.Count : 1)
+                        .Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
                     if (finish == "stop") finish = "tool_calls";
                 }
             }

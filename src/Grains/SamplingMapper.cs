@@ -3,6 +3,7 @@ using System.Text.Json;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.GpuRuntime.Sampling.Json;
+using Weft.Models.Chat.ToolCalls;
 using Weft.Scheduling;
 
 namespace Weft.Grains;
@@ -40,7 +41,8 @@ static class SamplingMapper
             Logprobs = o.Logprobs,
             LogprobsMode = host.LogprobsMode,
             Constraint = o.JsonSchema is { } schema ? Grammar(schema).Start(host.Trie, o.StopTokenIds, tags)
-                : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds, tags) : null,
+                : o.Grammar is { } gbnf ? Gbnf(gbnf).Start(host.Trie, o.StopTokenIds, tags)
+                : o.LazyToolCalls is { } lazy ? LazyCalls(lazy, host, o.StopTokenIds, tags) : null,
         };
         if (p.Validate(host.Config.VocabSize) is { } problem)
             throw new WeftException(WeftErrorCode.InvalidRequest, problem.Message, problem.Param);
@@ -48,6 +50,31 @@ static class SamplingMapper
             throw new WeftException(WeftErrorCode.InvalidRequest,
                 "stop takes at most 16 non-empty strings of up to 512 characters", "stop");
         return p;
+    }
+
+    /// <summary>
+    /// A call in the model family's own format, held from its marker on to the forced-call schema's parts: Hermes
+    /// one call object after &lt;tool_call&gt; (the parser takes an unclosed one), Mistral a list after [TOOL_CALLS],
+    /// Llama 3 one call with "parameters" after &lt;|python_tag|&gt; or as the reply's opening {"name", and the
+    /// generic format the whole {"tool_calls": [...]} object when the reply opens with "{" (a reply the parser
+    /// would read as calls).
+    /// </summary>
+    static ITokenConstraint LazyCalls(LazyToolCalls lazy, ModelHost host, IReadOnlyList<int> stopTokenIds,
+        in TagList tags)
+    {
+        var format = host.Template.ToolFormat;
+        var markers = ToolCallParser.Markers(format);
+        (string[] Openings, string Schema) shape = format switch
+        {
+            ToolCallFormat.Hermes => ([], ToolCallSchema.Call(lazy.ToolsJson)),
+            ToolCallFormat.Mistral => ([], ToolCallSchema.CallList(lazy.ToolsJson, lazy.Parallel)),
+            ToolCallFormat.Llama3 => (["{\"name\""], ToolCallSchema.Call(lazy.ToolsJson, "parameters")),
+            _ => (["{"], ToolCallSchema.For(lazy.ToolsJson, null, lazy.Parallel)),
+        };
+        var markerTokens = ToolCallParser.HiddenMarkers(format, host.Tokenizer)
+            .Where(m => markers.Contains(m.Value)).Select(m => m.Key).ToHashSet();
+        return Grammar(shape.Schema).StartLazy(host.Trie, stopTokenIds,
+            new LazyTriggers(markers, shape.Openings, markerTokens), tags);
     }
 
     static GbnfGrammar Gbnf(string text)

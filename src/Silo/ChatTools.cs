@@ -1,19 +1,27 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Weft.Abstractions;
 using Weft.GpuRuntime.Sampling.Json;
 
 namespace Weft.Silo;
 
+/// <summary>A function a request offers: its name, its parameters' schema, its "strict" flag and where it sits in the
+/// request (for errors).</summary>
+sealed record OfferedFunction(string Name, JsonElement Parameters, bool Strict, string At);
+
 /// <summary>
 /// The request fields that shape a chat reply beyond sampling: tools and tool_choice, response_format and logit_bias.
 /// Forced tool calls (tool_choice required or a named function) and JSON replies become a JSON schema the sampler
-/// enforces token by token; a schema the grammar cannot guarantee is refused here, naming its keyword.
+/// enforces token by token; a schema the grammar cannot guarantee is refused here, naming its keyword. A tool the
+/// model may call or not is only described to it, so its schema may use any keyword, unless it is strict: then a
+/// call the reply starts is held to it (a lazy grammar).
 /// </summary>
 static class ChatTools
 {
     /// <summary>What the request asks of the reply: the tools for the template (null for none, or for tool_choice
-    /// none) and the schema the reply must follow (null for none).</summary>
-    public static (string? ToolsJson, string? Schema) Read(RequestBody b)
+    /// none), the schema the reply must follow (null for none) and, in auto mode with strict functions, what a call
+    /// the reply starts is held to.</summary>
+    public static (string? ToolsJson, string? Schema, LazyToolCalls? Lazy) Read(RequestBody b)
     {
         var tools = Tools(b);
         string? format = ResponseSchema(b);
@@ -23,7 +31,7 @@ static class ChatTools
             if (choice is { ValueKind: JsonValueKind.Object } || choice is { ValueKind: JsonValueKind.String } c
                 && c.GetString() is not ("none" or "auto"))
                 throw ApiException.BadRequest("'tool_choice' names a tool choice but 'tools' is empty", "tool_choice");
-            return (null, format);
+            return (null, format, null);
         }
         string? forced = null;
         switch (choice)
@@ -32,7 +40,7 @@ static class ChatTools
                 break;
             case { ValueKind: JsonValueKind.String } s:
                 string mode = RequestBody.AsString(s, "tool_choice");
-                if (mode == "none") return (null, format);
+                if (mode == "none") return (null, format, null);
                 if (mode == "required") forced = "";
                 else if (mode != "auto")
                     throw ApiException.BadRequest($"'tool_choice' is '{mode}'; it is none, auto, required or " +
@@ -50,13 +58,69 @@ static class ChatTools
             default:
                 throw ApiException.WrongType("tool_choice", "a string or an object");
         }
+        Enforceable(tools, forced);
         string toolsJson = b.Field("tools")!.Value.GetRawText();
-        if (forced is null) return (toolsJson, format);
+        bool parallel = b.Bool("parallel_tool_calls", true);
+        if (forced is null) return (toolsJson, format, Lazy(tools, parallel, format, "response_format"));
         if (format is not null)
             throw ApiException.BadRequest("a forced tool call (tool_choice) and a response_format cannot both shape " +
                 "the reply", "response_format");
-        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced,
-            b.Bool("parallel_tool_calls", true)));
+        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced, parallel), null);
+    }
+
+    /// <summary>
+    /// In auto mode, the strict functions' guarantee: a call the reply starts is held to their schemas from its
+    /// marker on (a lazy grammar), and to any object for the other functions' arguments; null when no function is
+    /// strict. A response_format beside it would ask for a second grammar: refused, naming
+    /// <paramref name="formatParam"/>.
+    /// </summary>
+    public static LazyToolCalls? Lazy(IReadOnlyList<OfferedFunction> tools, bool parallel, string? format,
+        string formatParam)
+    {
+        if (!tools.Any(t => t.Strict)) return null;
+        if (format is not null)
+            throw ApiException.BadRequest("a strict function with tool_choice 'auto' and a structured output format " +
+                "cannot both shape the reply", formatParam);
+        var bound = new JsonArray();
+        foreach (var t in tools)
+            bound.Add(new JsonObject
+            {
+                ["type"] = "function",
+                ["function"] = new JsonObject
+                {
+                    ["name"] = t.Name,
+                    ["parameters"] = t.Strict ? JsonNode.Parse(t.Parameters.GetRawText()) : AnyObject(),
+                },
+            });
+        return new LazyToolCalls(bound.ToJsonString(), parallel);
+    }
+
+    static JsonObject AnyObject() => new() { ["type"] = "object" };
+
+    /// <summary>
+    /// Checks that what will be enforced can be: the schemas of the functions a forced call may pick (all of them for
+    /// "required", the named one otherwise), and in auto mode those of the strict functions, whose calls a lazy
+    /// grammar holds once the reply starts one.
+    /// </summary>
+    /// <param name="forced">null for auto, "" for required, else the named function.</param>
+    public static void Enforceable(IEnumerable<OfferedFunction> tools, string? forced)
+    {
+        foreach (var t in tools)
+            if (forced is null ? t.Strict : forced.Length == 0 || forced == t.Name)
+                Check(t.Parameters, $"{t.At}.parameters");
+    }
+
+    /// <summary>A function's "parameters": any JSON schema object (null or absent: none), and its "strict"
+    /// flag.</summary>
+    public static OfferedFunction Function(string name, JsonElement function, string at)
+    {
+        var parameters = NoParameters;
+        if (function.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null)
+            parameters = p.ValueKind == JsonValueKind.Object ? p
+                : throw ApiException.WrongType($"{at}.parameters", "a JSON schema object");
+        bool strict = function.TryGetProperty("strict", out var s) && s.ValueKind != JsonValueKind.Null
+            && RequestBody.AsBool(s, $"{at}.strict");
+        return new OfferedFunction(name, parameters, strict, at);
     }
 
     static readonly JsonElement NoParameters = JsonDocument.Parse(ToolCallSchema.NoParameters().ToJsonString())
@@ -83,9 +147,9 @@ static class ChatTools
         return list;
     }
 
-    static List<(string Name, JsonElement Parameters)> Tools(RequestBody b)
+    static List<OfferedFunction> Tools(RequestBody b)
     {
-        var list = new List<(string, JsonElement)>();
+        var list = new List<OfferedFunction>();
         foreach (var (at, t) in FunctionTools(b))
         {
             if (!t.TryGetProperty("function", out var f) || f.ValueKind != JsonValueKind.Object)
@@ -94,10 +158,7 @@ static class ChatTools
             string name = f.TryGetProperty("name", out var n) ? RequestBody.AsString(n, $"{at}.function.name")
                 : throw ApiException.BadRequest($"'{at}.function.name' is required", $"{at}.function.name",
                     "missing_required_parameter");
-            var parameters = f.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null ? p
-                : NoParameters;
-            Check(parameters, $"{at}.function.parameters");
-            list.Add((name, parameters));
+            list.Add(Function(name, f, $"{at}.function"));
         }
         return list;
     }

@@ -42,7 +42,7 @@ sealed partial class OpenAiApi
         RefuseLongerThan(input.Sum(m => (long)m.Content.Length), host.MaxModelLen, "input", "the context length",
             "context_length_exceeded");
         string? instructions = body.String("instructions");
-        var (tools, schema) = ResponseInput.Tools(body);
+        var (tools, schema, lazy) = ResponseInput.Tools(body);
         if (body.Field("metadata") is { ValueKind: not JsonValueKind.Object })
             throw ApiException.WrongType("metadata", "an object");
 
@@ -74,9 +74,10 @@ sealed partial class OpenAiApi
             // the whole history each time: the conversation computes only what its KV cache does not hold
             ReplaceHistory = true,
             Truncation = Truncation(body),
-            Sampling = Sampling(body, body.Int("max_output_tokens")) with { JsonSchema = schema },
+            Sampling = Sampling(body, body.Int("max_output_tokens")) with { JsonSchema = schema, LazyToolCalls = lazy },
             Priority = body.Int("priority") ?? 0,
             ToolsJson = tools,
+            ParallelToolCalls = body.Bool("parallel_tool_calls", true),
             Ephemeral = conversation is null,
             TurnId = conversation is null ? null
                 : ctx.Request.Headers["X-Turn-Id"] is { Count: > 0 } turnHeader ? turnHeader.ToString()

@@ -61,9 +61,12 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
             host.MaxModelLen, "messages", "the context length", "context_length_exceeded",
             mayDrop || messages.Count < 2 ? null
                 : "; truncation is disabled, and \"truncation\": \"auto\" would drop the oldest turns instead");
-        var (tools, schema) = ChatTools.Read(body);
+        var (tools, schema, lazy) = ChatTools.Read(body);
         var sampling = Sampling(body, body.Int("max_completion_tokens") ?? body.Int("max_tokens"));
         GrammarField.RefuseWithSchema(body, sampling.Grammar, schema);
+        if (lazy is not null && sampling.Grammar is not null)
+            throw ApiException.BadRequest("'grammar' cannot be used with a strict function and tool_choice 'auto': " +
+                "a reply follows one grammar", "grammar");
         var turn = new TurnRequest
         {
             Messages = messages,
@@ -73,11 +76,13 @@ sealed partial class OpenAiApi(ModelHost host, SiloOptions silo, ILocalSiloDetai
             Sampling = sampling with
             {
                 JsonSchema = schema,
+                LazyToolCalls = lazy,
                 Logprobs = ChatLogprobs(body),
             },
             Priority = body.Int("priority") ?? 0,
             ReturnTokenIds = body.Bool("return_token_ids"),
             ToolsJson = tools,
+            ParallelToolCalls = body.Bool("parallel_tool_calls", true),
         };
         await GenerateAsync(ctx, body, turn, chat: true);
     }

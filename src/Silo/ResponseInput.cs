@@ -93,9 +93,9 @@ static class ResponseInput
 
     /// <summary>The tools in the chat endpoint's shape for the template (null for none, or for tool_choice none) and
     /// the schema the reply must follow (a forced call's or text.format's; null for none).</summary>
-    public static (string? ToolsJson, string? Schema) Tools(RequestBody b)
+    public static (string? ToolsJson, string? Schema, LazyToolCalls? Lazy) Tools(RequestBody b)
     {
-        var tools = ChatShaped(b);
+        var (tools, functions) = ChatShaped(b);
         string? format = Format(b);
         string? forced = null;
         switch (b.Field("tool_choice"))
@@ -106,7 +106,7 @@ static class ResponseInput
                 switch (RequestBody.AsString(s, "tool_choice"))
                 {
                     case "none":
-                        return (null, format);
+                        return (null, format, null);
                     case "auto":
                         break;
                     case "required":
@@ -131,35 +131,36 @@ static class ResponseInput
                 throw ApiException.WrongType("tool_choice", "a string or an object");
         }
         if (tools.Count == 0)
-            return forced is null ? (null, format)
+            return forced is null ? (null, format, null)
                 : throw ApiException.BadRequest("'tool_choice' asks for a call but 'tools' is empty", "tool_choice");
+        ChatTools.Enforceable(functions, forced);
         string toolsJson = tools.ToJsonString();
-        if (forced is null) return (toolsJson, format);
+        bool parallel = b.Bool("parallel_tool_calls", true);
+        if (forced is null) return (toolsJson, format, ChatTools.Lazy(functions, parallel, format, "text.format"));
         if (format is not null)
             throw ApiException.BadRequest("a forced tool call (tool_choice) and a text.format cannot both shape " +
                 "the reply", "text.format");
-        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced,
-            b.Bool("parallel_tool_calls", true)));
+        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced, parallel), null);
     }
 
     /// <summary>The Responses API's flat function tools ({type, name, description, parameters, strict}) as the chat
-    /// endpoint's ({type, function: {name, description, parameters}}), which the chat templates render.</summary>
-    static JsonArray ChatShaped(RequestBody b)
+    /// endpoint's ({type, function: {name, description, parameters}}), which the chat templates render, and as the
+    /// functions whose schemas and strict flags are checked.</summary>
+    static (JsonArray Tools, List<OfferedFunction> Functions) ChatShaped(RequestBody b)
     {
         var list = new JsonArray();
+        var functions = new List<OfferedFunction>();
         foreach (var (at, tool) in ChatTools.FunctionTools(b))
         {
             var function = new JsonObject { ["name"] = Text(tool, "name", at) };
             if (tool.TryGetProperty("description", out var d) && d.ValueKind != JsonValueKind.Null)
                 function["description"] = RequestBody.AsString(d, $"{at}.description");
+            functions.Add(ChatTools.Function((string)function["name"]!, tool, at));
             if (tool.TryGetProperty("parameters", out var p) && p.ValueKind != JsonValueKind.Null)
-            {
-                ChatTools.Check(p, $"{at}.parameters");
                 function["parameters"] = JsonNode.Parse(p.GetRawText());
-            }
             list.Add(new JsonObject { ["type"] = "function", ["function"] = function });
         }
-        return list;
+        return (list, functions);
     }
 
     /// <summary>text.format: text (null), json_object ("{}": any object) or json_schema's schema.</summary>

@@ -117,5 +117,67 @@ public sealed class ClientSamplingTests(WeftCluster cluster) : IClassFixture<Wef
             Ask(new ChatOptions { AdditionalProperties = new() { ["logprobs"] = true, ["top_logprobs"] = 21 } }));
         await Assert.ThrowsAsync<ArgumentException>(() =>
             Ask(new ChatOptions { AdditionalProperties = new() { ["logprobs"] = "sometimes" } }));
+        var unknown = await Assert.ThrowsAsync<NotSupportedException>(() =>
+            Ask(new ChatOptions { AdditionalProperties = new() { ["service_tier"] = "flex" } }));
+        Assert.Contains("service_tier", unknown.Message);
+        var model = await Assert.ThrowsAsync<NotSupportedException>(() => Ask(new ChatOptions { ModelId = "gpt-4o" }));
+        Assert.Contains("gpt-4o", model.Message);
+        await Assert.ThrowsAsync<NotSupportedException>(() =>
+            Ask(new ChatOptions { Reasoning = new ReasoningOptions { Effort = ReasoningEffort.Low } }));
+        await Assert.ThrowsAsync<NotSupportedException>(() => Ask(new ChatOptions { AllowBackgroundResponses = true }));
+        // the client's own model may be named
+        var named = await Chat.GetResponseAsync(messages,
+            new ChatOptions { ModelId = "test-model", MaxOutputTokens = 1 }, Ct);
+        Assert.Equal("test-model", named.ModelId);
+    }
+
+    static readonly List<AI.ChatMessage> Story = [new(ChatRole.User, "Tell me a story.")];
+
+    async Task<string> TextAsync(ChatOptions options) => (await Chat.GetResponseAsync(Story, options, Ct)).Text;
+
+    [Fact]
+    public async Task Top_k_of_one_makes_any_temperature_greedy()
+    {
+        string greedy = await TextAsync(new ChatOptions { Temperature = 0, MaxOutputTokens = 8 });
+        var free = new HashSet<string>();
+        for (long seed = 1; seed <= 4; seed++)
+        {
+            Assert.Equal(greedy, await TextAsync(new ChatOptions
+            {
+                Temperature = 2, TopK = 1, Seed = seed, MaxOutputTokens = 8,
+            }));
+            free.Add(await TextAsync(new ChatOptions { Temperature = 2, Seed = seed, MaxOutputTokens = 8 }));
+        }
+        Assert.True(free.Count > 1, "without top_k the seeds draw different replies");
+    }
+
+    [Fact]
+    public async Task Stop_sequences_end_the_reply_before_them()
+    {
+        string whole = await TextAsync(new ChatOptions { Temperature = 0, MaxOutputTokens = 16 });
+        Assert.True(whole.Length >= 8, whole);
+        string stop = whole.Substring(4, 3);
+        var response = await Chat.GetResponseAsync(Story,
+            new ChatOptions { Temperature = 0, MaxOutputTokens = 16, StopSequences = [stop] }, Ct);
+        Assert.Equal(whole[..whole.IndexOf(stop, StringComparison.Ordinal)], response.Text);
+        Assert.Equal(ChatFinishReason.Stop, response.FinishReason);
+    }
+
+    [Fact]
+    public async Task Logit_bias_from_the_additional_properties_bans_the_greedy_first_token()
+    {
+        var greedy = await Client.NewConversation().AskAsync("Tell me a story.",
+            new SamplingOptions { Temperature = 0, MaxTokens = 8 }, Ct);
+        Assert.Equal(greedy.Text, await TextAsync(new ChatOptions { Temperature = 0, MaxOutputTokens = 8 }));
+        var biased = await Chat.GetResponseAsync(Story, new ChatOptions
+        {
+            Temperature = 0, MaxOutputTokens = 8,
+            AdditionalProperties = new() { ["logit_bias"] = new Dictionary<int, int> { [greedy.TokenIds[0]] = -100 } },
+        }, Ct);
+        Assert.NotEqual(greedy.Text, biased.Text);
+        await Assert.ThrowsAsync<ArgumentException>(() => Chat.GetResponseAsync(Story, new ChatOptions
+        {
+            AdditionalProperties = new() { ["logit_bias"] = "ban" },
+        }, Ct));
     }
 }

@@ -240,6 +240,34 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         Assert.Contains("'reasoning'", refused.Message);
     }
 
+    const string StrictPick = """
+        {"type":"function","name":"pick","strict":true,"parameters":{"type":"object","properties":{"n":{"type":
+        "integer"}},"required":["n"],"additionalProperties":false}}
+        """;
+
+    const string PatternCode = """
+        {"type":"function","name":"code","parameters":{"type":"object","properties":{"id":{"type":"string",
+        "pattern":"^[A-Z]{3}$","format":"uuid"}},"additionalProperties":{"type":"string"}}}
+        """;
+
+    static readonly string StrictCode = PatternCode.Replace("\"parameters\"", "\"strict\":true,\"parameters\"");
+
+    [Fact]
+    public async Task A_function_whose_schema_the_grammar_cannot_enforce_is_offered_in_auto_mode()
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/responses", $$"""
+            {"input":"hi","tools":[{{PatternCode}}],"max_output_tokens":2,"store":false}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("code", (string?)body["tools"]![0]!["name"]);
+        var (forced, refusal) = await silo.Http.PostAsync("/v1/responses", $$$"""
+            {"input":"hi","tools":[{{{PatternCode}}}],"tool_choice":{"type":"function","name":"code"}}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, forced);
+        Assert.Equal("tools[0].parameters", (string?)refusal["error"]!["param"]);
+        Assert.Contains("additionalProperties", (string?)refusal["error"]!["message"]);
+    }
+
     public static readonly TheoryData<string, string> Refusals = new()
     {
         { """{"input":"hi","background":true}""", "background" },
@@ -248,6 +276,12 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         { """{"input":[{"type":"item_reference","id":"x"}]}""", "input[0].type" },
         { """{"input":"hi","tools":[{"type":"web_search"}]}""", "tools[0].type" },
         { """{"input":"hi","tool_choice":"required"}""", "tool_choice" },
+        // a strict function is held to its schema once a call starts, also in auto mode
+        { $$"""{"input":"hi","tools":[{{StrictCode}}]}""", "tools[0].parameters" },
+        { $$$$"""{"input":"hi","tools":[{{{{StrictPick}}}}],"text":{"format":{"type":"json_object"}}}""",
+            "text.format" },
+        { $$"""{"input":"hi","tools":[{{PatternCode}}],"tool_choice":"required"}""", "tools[0].parameters" },
+        { """{"input":"hi","tools":[{"type":"function","name":"f","parameters":[]}]}""", "tools[0].parameters" },
         { """{"input":"hi","text":{"format":{"type":"grammar"}}}""", "text.format.type" },
         { """{"input":"hi","text":{"verbosity":"low"}}""", "text.verbosity" },
         { """{"input":"hi","previous_response_id":"resp_x","conversation":"c"}""", "previous_response_id" },

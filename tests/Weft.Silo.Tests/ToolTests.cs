@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
 using OpenAI.Chat;
 using AI = Microsoft.Extensions.AI;
 using ChatMessage = OpenAI.Chat.ChatMessage;
@@ -99,16 +100,196 @@ public sealed class ToolTests(SiloFixture silo) : IClassFixture<SiloFixture>
     [Fact]
     public async Task A_conversation_with_a_tool_call_and_its_result_is_rendered_and_answered()
     {
-        ChatMessage[] messages =
-        [
-            new UserChatMessage("Weather in Oslo?"),
-            new AssistantChatMessage([ChatToolCall.CreateFunctionToolCall("call_1", "get_weather",
-                BinaryData.FromString("""{"city":"Oslo","unit":"celsius"}"""))]),
-            new ToolChatMessage("call_1", """{"temperature":3}"""),
-        ];
-        var options = new ChatCompletionOptions { Tools = { Weather }, Temperature = 0, MaxOutputTokenCount = 8 };
-        OpenAI.Chat.ChatCompletion reply = await Chat.CompleteChatAsync(messages, options, Ct);
-        Assert.True(reply.Usage.InputTokenCount > 40, "the tools and the call are in the prompt");
+        var (status, reply) = await silo.Http.PostAsync("/v1/chat/completions", """
+            {"messages":[{"role":"user","content":"Weather in Oslo?"},
+              {"role":"assistant","content":null,"tool_calls":[{"id":"call_17","type":"function",
+                "function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\",\"unit\":\"celsius\"}"}}]},
+              {"role":"tool","tool_call_id":"call_17","content":"{\"temperature\":3}"}],
+             "tools":[{"type":"function","function":{"name":"get_weather","description":"The weather in a city",
+               "parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}],
+             "temperature":0,"max_tokens":8,"return_token_ids":true}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.NotNull((string?)reply["choices"]![0]!["finish_reason"]);
+        string prompt = await RenderedAsync(reply);
+        // the generic format: the tools in the system message, the call as JSON, its result as a tool_response
+        Assert.Contains("\"name\":\"get_weather\",\"description\":\"The weather in a city\"", prompt);
+        Assert.Contains("{\"tool_calls\":[{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"", prompt);
+        Assert.Contains("{\"tool_response\":{\"tool_call_id\":\"call_17\",\"content\":", prompt);
+        Assert.Contains("temperature", prompt);
+    }
+
+    /// <summary>The prompt a reply was generated from, as text (the reply asked for return_token_ids).</summary>
+    async Task<string> RenderedAsync(System.Text.Json.Nodes.JsonNode reply)
+    {
+        var (status, text) = await silo.Http.PostAsync("/detokenize",
+            $"{{\"tokens\":{reply["prompt_token_ids"]!.ToJsonString()}}}", Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        return (string)text["prompt"]!;
+    }
+
+    [Fact]
+    public async Task A_tool_with_a_date_time_parameter_from_ai_function_factory_is_offered_in_auto_mode()
+    {
+        var schedule = AIFunctionFactory.Create((DateTime when, int minutes) => $"booked {when:O}", "book",
+            "Books a meeting");
+        // the schema the framework writes uses keywords the grammar cannot enforce; only a forced call needs one
+        Assert.Contains("date-time", schedule.JsonSchema.GetRawText());
+        using var client = Chat.AsIChatClient();
+        var response = await client.GetResponseAsync("Book a meeting tomorrow.", new AI.ChatOptions
+        {
+            Tools = [schedule], ToolMode = ChatToolMode.Auto, Temperature = 0, MaxOutputTokens = 8,
+        }, Ct);
+        Assert.NotNull(response.FinishReason);
+        Assert.True(response.Usage!.InputTokenCount > 0);
+    }
+
+    const string PatternTool = """
+        [{"type":"function","function":{"name":"code","parameters":{"type":"object",
+          "properties":{"id":{"type":"string","pattern":"^[A-Z]{3}$"}},"required":["id"]}}}]
+        """;
+
+    [Theory]
+    [InlineData("\"auto\"", HttpStatusCode.OK)]
+    [InlineData("\"none\"", HttpStatusCode.OK)]
+    [InlineData("\"required\"", HttpStatusCode.BadRequest)]
+    [InlineData("""{"type":"function","function":{"name":"code"}}""", HttpStatusCode.BadRequest)]
+    public async Task A_schema_keyword_the_grammar_cannot_enforce_is_refused_only_for_a_forced_call(string choice,
+        HttpStatusCode expected)
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/chat/completions",
+            $$"""
+            {"messages":[{"role":"user","content":"hi"}],"tools":{{PatternTool}},"tool_choice":{{choice}},
+             "max_tokens":4}
+            """, Ct);
+        Assert.Equal(expected, status);
+        if (expected != HttpStatusCode.BadRequest) return;
+        Assert.Equal("tools[0].function.parameters", (string?)body["error"]!["param"]);
+        Assert.Contains("'pattern'", (string?)body["error"]!["message"]);
+    }
+
+    [Fact]
+    public async Task Tool_parameters_that_are_not_a_schema_object_are_a_400()
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/chat/completions", """
+            {"messages":[{"role":"user","content":"hi"}],
+             "tools":[{"type":"function","function":{"name":"f","parameters":"none"}}]}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("tools[0].function.parameters", (string?)body["error"]!["param"]);
+    }
+
+    const string StrictPick = """
+        [{"type":"function","function":{"name":"pick","strict":true,"parameters":{"type":"object",
+          "properties":{"n":{"enum":[1,2,3]}},"required":["n"],"additionalProperties":false}}}]
+        """;
+
+    [Fact]
+    public async Task A_strict_function_is_enforced_when_forced()
+    {
+        var (status, forced) = await silo.Http.PostAsync("/v1/chat/completions", $$"""
+            {"messages":[{"role":"user","content":"hi"}],"tools":{{StrictPick}},"tool_choice":"required",
+             "temperature":1,"seed":3,"max_tokens":200}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var call = forced["choices"]![0]!["message"]!["tool_calls"]![0]!["function"]!;
+        Assert.Equal("pick", (string?)call["name"]);
+        Assert.Contains((string?)call["arguments"], (string[])["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+    }
+
+    /// <summary>The random model pushed by logit_bias to open its reply with "{", which starts a call in the
+    /// template's generic format: with tool_choice auto the strict function's lazy grammar holds the call from there
+    /// on; without strict the same reply is "{{{..." and no call.</summary>
+    [Fact]
+    public async Task An_auto_mode_call_to_a_strict_function_is_held_to_its_schema_once_it_starts()
+    {
+        var tokenizer = silo.App.Services.GetRequiredService<Weft.Grains.ModelHost>().Tokenizer;
+        int brace = Enumerable.Range(0, tokenizer.VocabSize).First(id => tokenizer.DecodeToken(id) is [(byte)'{']);
+        string Request(string tools, long seed) => $$$"""
+            {"messages":[{"role":"user","content":"hi"}],"tools":{{{tools}}},"tool_choice":"auto","temperature":1,
+             "seed":{{{seed}}},"max_tokens":60,"logit_bias":{"{{{brace}}}":100}}
+            """;
+        for (long seed = 1; seed <= 4; seed++)
+        {
+            var (status, reply) = await silo.Http.PostAsync("/v1/chat/completions", Request(StrictPick, seed), Ct);
+            Assert.Equal(HttpStatusCode.OK, status);
+            var choice = reply["choices"]![0]!;
+            Assert.Equal("tool_calls", (string?)choice["finish_reason"]);
+            var call = Assert.Single(choice["message"]!["tool_calls"]!.AsArray())!["function"]!;
+            Assert.Equal("pick", (string?)call["name"]);
+            Assert.Contains((string?)call["arguments"], (string[])["{\"n\":1}", "{\"n\":2}", "{\"n\":3}"]);
+        }
+        var (_, loose) = await silo.Http.PostAsync("/v1/chat/completions",
+            Request(StrictPick.Replace("\"strict\":true", "\"strict\":false"), 1), Ct);
+        Assert.Null(loose["choices"]![0]!["message"]!["tool_calls"]);
+        Assert.StartsWith("{{{", (string?)loose["choices"]![0]!["message"]!["content"]);
+    }
+
+    [Fact]
+    public async Task A_strict_function_whose_schema_the_grammar_cannot_enforce_is_a_400_in_auto_mode()
+    {
+        var (status, body) = await silo.Http.PostAsync("/v1/chat/completions", """
+            {"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"code",
+             "strict":true,"parameters":{"type":"object","properties":{"id":{"type":"string","pattern":"^A$"}}}}}]}
+            """, Ct);
+        Assert.Equal(HttpStatusCode.BadRequest, status);
+        Assert.Equal("tools[0].function.parameters", (string?)body["error"]!["param"]);
+        Assert.Contains("pattern", (string?)body["error"]!["message"]);
+    }
+
+    /// <summary>A GBNF grammar that makes the random model answer two calls in the generic JSON format, which it
+    /// would never do by itself: an auto-mode reply that holds calls.</summary>
+    static readonly string TwoCalls = "\"grammar\":" + JsonSerializer.Serialize("root ::= \"" + """
+        {"tool_calls":[{"name":"get_time","arguments":{}},{"name":"get_weather","arguments":{"city":"Oslo"}}]}
+        """.Replace("\"", "\\\"") + "\"");
+
+    const string TwoTools = """
+        [{"type":"function","function":{"name":"get_time"}},
+         {"type":"function","function":{"name":"get_weather","parameters":{"type":"object",
+           "properties":{"city":{"type":"string","format":"city-name"}}}}}]
+        """;
+
+    [Theory]
+    [InlineData(true, "\"get_time\",\"get_weather\"")]
+    [InlineData(false, "\"get_time\"")]
+    public async Task An_auto_mode_reply_with_calls_is_parsed_and_parallel_tool_calls_false_keeps_the_first(
+        bool parallel, string names)
+    {
+        string request = $$"""
+            {"messages":[{"role":"user","content":"Time and weather?"}],"tools":{{TwoTools}},"tool_choice":"auto",
+             "parallel_tool_calls":{{(parallel ? "true" : "false")}},"max_tokens":200,{{TwoCalls}}}
+            """;
+        var (status, reply) = await silo.Http.PostAsync("/v1/chat/completions", request, Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choice = reply["choices"]![0]!;
+        Assert.Equal("tool_calls", (string?)choice["finish_reason"]);
+        var calls = choice["message"]!["tool_calls"]!.AsArray();
+        Assert.Equal($"[{names}]",
+            new System.Text.Json.Nodes.JsonArray([.. calls.Select(c => (System.Text.Json.Nodes.JsonNode?)
+                (string?)c!["function"]!["name"])]).ToJsonString());
+        Assert.All(calls, c => Assert.StartsWith("call_", (string?)c!["id"]));
+        Assert.Equal("{}", (string?)calls[0]!["function"]!["arguments"]);
+        if (parallel) Assert.Equal("{\"city\":\"Oslo\"}", (string?)calls[1]!["function"]!["arguments"]);
+    }
+
+    [Fact]
+    public async Task Tool_choice_none_leaves_the_tools_out_and_the_reply_has_no_calls()
+    {
+        string Request(string tools) => $$"""
+            {"messages":[{"role":"user","content":"Time?"}],{{tools}}"max_tokens":200,"return_token_ids":true,
+             {{TwoCalls}}}
+            """;
+        var (status, reply) = await silo.Http.PostAsync("/v1/chat/completions",
+            Request($"\"tools\":{TwoTools},\"tool_choice\":\"none\","), Ct);
+        Assert.Equal(HttpStatusCode.OK, status);
+        var choice = reply["choices"]![0]!;
+        Assert.Equal("stop", (string?)choice["finish_reason"]);
+        Assert.Null(choice["message"]!["tool_calls"]);
+        // what would have been a call is the reply's text
+        Assert.StartsWith("{\"tool_calls\":[", (string?)choice["message"]!["content"]);
+        var (_, plain) = await silo.Http.PostAsync("/v1/chat/completions", Request(""), Ct);
+        Assert.Equal(plain["prompt_token_ids"]!.ToJsonString(), reply["prompt_token_ids"]!.ToJsonString());
+        Assert.DoesNotContain("get_weather", await RenderedAsync(reply));
     }
 
     public static readonly TheoryData<string> Schemas =

@@ -12,9 +12,10 @@ static class ConstrainedSampling
     /// <summary>Samples from logits uniform in [0, 8) (plus <paramref name="endBoost"/> on the end tokens, so that a
     /// reply that may end soon does) until an end token; the reply's bytes. With <paramref name="forwardMs"/> above 0
     /// each next mask is computed while a forward pass of that long is simulated. <paramref name="applied"/> gets
-    /// each step's time in Apply, in microseconds.</summary>
+    /// each step's time in Apply, in microseconds, and <paramref name="sampled"/> each token drawn, the end token
+    /// included.</summary>
     public static byte[] Sample(ITokenConstraint constraint, Tokenizer tokenizer, ulong seed, int forwardMs,
-        float endBoost = 0, Action<double>? applied = null)
+        float endBoost = 0, Action<double>? applied = null, List<int>? sampled = null)
     {
         var sampler = new Sampler(tokenizer.VocabSize);
         var p = new SamplingParams { Seed = seed };
@@ -30,6 +31,7 @@ static class ConstrainedSampling
             constraint.Apply(logits, tokens, 1);
             applied?.Invoke(Stopwatch.GetElapsedTime(start).TotalMicroseconds);
             int token = sampler.Sample(logits, p, seed, tokens, 1);
+            sampled?.Add(token);
             if (tokenizer.EndOfGenerationIds.Contains(token)) return [.. bytes];
             if (forwardMs > 0) constraint.Accepted(token);
             tokens.Add(token);

@@ -133,16 +133,26 @@ public sealed class JsonGrammarTests
             foreach (var schema in Schemas)
                 for (ulong seed = 1; seed <= 4; seed++)
                 {
-                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var m, forwardMs: 0);
+                    var tokens = new List<int>();
+                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var m, forwardMs: 0, tokens);
+                    // one mask per constrained token, the end token included
+                    Assert.Equal(tokens.Count, m.Count);
                     masks.AddRange(m);
-                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var w, forwardMs: 2);
+                    tokens.Clear();
+                    Sample(Grammar(schema.Data), trie, tokenizer, seed, out var w, forwardMs: 2, tokens);
+                    Assert.Equal(tokens.Count, w.Count);
                     waits.AddRange(w);
                 }
-            Assert.NotEmpty(masks);
+            // a mask takes time, and far less than a forward pass on the slowest runner; a wait is never negative
+            Assert.All(masks, t => Assert.InRange(t, double.Epsilon, MaskBoundMicros));
+            Assert.All(waits, t => Assert.InRange(t, 0, MaskBoundMicros));
             TestContext.Current.TestOutputHelper?.WriteLine($"{name}: mask {Percentiles(masks)}; " +
                 $"wait after a 2 ms forward pass {Percentiles(waits)}");
         }
     }
+
+    /// <summary>50 ms: the masks here take tens of microseconds; only a broken measurement reaches this.</summary>
+    const double MaskBoundMicros = 50_000;
 
     static string Percentiles(List<double> micros)
     {
@@ -155,12 +165,12 @@ public sealed class JsonGrammarTests
     /// <paramref name="forwardMs"/> 0, <paramref name="micros"/> are the masks' times (computed in Apply); otherwise
     /// the waits in Apply for masks computed during the simulated forward passes.</summary>
     static byte[] Sample(JsonGrammar grammar, TokenTrie trie, Tokenizer tokenizer, ulong seed, out List<double> micros,
-        int forwardMs = 0)
+        int forwardMs = 0, List<int>? sampled = null)
     {
         var constraint = grammar.Start(trie, []);
         var times = new List<double>();
         micros = times;
         return ConstrainedSampling.Sample(constraint, tokenizer, seed, forwardMs, applied: t =>
-            times.Add(forwardMs == 0 ? ((MaskConstraint<Matcher>)constraint).LastMaskMicros : t));
+            times.Add(forwardMs == 0 ? ((MaskConstraint<Matcher>)constraint).LastMaskMicros : t), sampled: sampled);
     }
 }

@@ -47,13 +47,31 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
     int _phase;
     // generated tokens the state has taken, and the count the mask in _allowed is for (-1: none)
     int _consumed, _maskFor = -1, _accepted;
+    // the start state rejected the prefix: only the end tokens are left
+    readonly bool _startBroken;
     bool _broken;
 
     /// <param name="start">The grammar's start state; kept as it is, to start over from.</param>
     /// <param name="tags">The labels the mask times are recorded with (the request's model, device and tenant).</param>
-    public MaskConstraint(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds, in TagList tags)
+    /// <param name="prefix">Text the grammar has taken before the first token this constraint sees: the part of a
+    /// lazy constraint's triggering token that is the grammar's.</param>
+    public MaskConstraint(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds, in TagList tags,
+        ReadOnlySpan<byte> prefix = default)
     {
+        if (prefix.Length > 0)
+        {
+            var fed = start.Blank();
+            fed.CopyFrom(start);
+            foreach (byte b in prefix)
+                if (!fed.Feed(b))
+                {
+                    _startBroken = true;
+                    break;
+                }
+            start = fed;
+        }
         _start = start;
+        _broken = _startBroken;
         _trie = trie;
         _stopTokenIds = stopTokenIds;
         _tags = tags;
@@ -80,7 +98,7 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
             {
                 _state.CopyFrom(_start);
                 _consumed = 0;
-                _broken = false;
+                _broken = _startBroken;
             }
             for (; _consumed < generated; _consumed++) Advance(tokens[numPromptTokens + _consumed]);
             ComputeMask();

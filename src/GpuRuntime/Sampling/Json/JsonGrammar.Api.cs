@@ -26,6 +26,12 @@ public sealed class JsonGrammar
     public ITokenConstraint Start(TokenTrie trie, IReadOnlyList<int> stopTokenIds, in TagList tags = default) =>
         new MaskConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds, tags);
 
+    /// <summary>A constraint that leaves the reply free until one of <paramref name="triggers"/> and holds what
+    /// follows to this grammar (a tool call a model starts in auto mode).</summary>
+    public ITokenConstraint StartLazy(TokenTrie trie, IReadOnlyList<int> stopTokenIds, LazyTriggers triggers,
+        in TagList tags = default) =>
+        new LazyConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds, triggers, tags);
+
     /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
     public bool Matches(ReadOnlySpan<byte> text)
     {

@@ -50,6 +50,28 @@ public static partial class ToolCallParser
         _ => [],
     };
 
+    /// <summary>
+    /// The format's markers that are control tokens of <paramref name="tokenizer"/>, by token id. The reply's text
+    /// does not show control tokens (Mistral's [TOOL_CALLS] and [ARGS], Llama 3's &lt;|python_tag|&gt; in the
+    /// vocabularies those models ship), so a <see cref="ToolCallSplitter"/> is handed them apart to see the calls.
+    /// </summary>
+    public static IReadOnlyDictionary<int, string> HiddenMarkers(ToolCallFormat format,
+        Tokenization.Tokenizer tokenizer)
+    {
+        string[] markers = format switch
+        {
+            ToolCallFormat.Mistral => ["[TOOL_CALLS]", "[ARGS]"],
+            ToolCallFormat.Hermes => ["<tool_call>", "</tool_call>"],
+            ToolCallFormat.Llama3 => ["<|python_tag|>"],
+            _ => [],
+        };
+        var hidden = new Dictionary<int, string>();
+        foreach (var m in markers)
+            if (tokenizer.FindToken(m) is { } id && tokenizer.GetTokenType(id) == Tokenization.TokenType.Control)
+                hidden[id] = m;
+        return hidden;
+    }
+
     /// <summary>The reply's text without its calls, and the calls (none when the reply holds no well-formed
     /// call: then the text is returned whole).</summary>
     public static (string Content, IReadOnlyList<ToolCallText> Calls) Parse(ToolCallFormat format, string text)
@@ -186,17 +208,24 @@ public static partial class ToolCallParser
 /// format's marker on, or the whole reply when it opens with "{" or "[" (the JSON forms). At the end the held text is
 /// parsed; if it holds no call, it is released as text after all.
 /// </summary>
-public sealed class ToolCallSplitter(ToolCallFormat format)
+/// <param name="hiddenMarkers">Markers that are control tokens, which the reply's text leaves out (see
+/// <see cref="ToolCallParser.HiddenMarkers"/>): they are put back where their tokens were.</param>
+public sealed class ToolCallSplitter(ToolCallFormat format, IReadOnlyDictionary<int, string>? hiddenMarkers = null)
 {
     readonly IReadOnlyList<string> _markers = ToolCallParser.Markers(format);
     readonly System.Text.StringBuilder _text = new();
     int _shown;
     bool _holding;
 
-    /// <summary>The text that can be shown now that <paramref name="delta"/> arrived.</summary>
-    public string Push(string delta)
+    /// <summary>The text that can be shown now that <paramref name="delta"/> arrived, the text of
+    /// <paramref name="tokenIds"/>. A control token adds no text of its own, so the text of a delta is what came
+    /// before it and a hidden marker goes after that text.</summary>
+    public string Push(string delta, IReadOnlyList<int>? tokenIds = null)
     {
         _text.Append(delta);
+        if (hiddenMarkers is { Count: > 0 } && tokenIds is not null)
+            foreach (int id in tokenIds)
+                if (hiddenMarkers.TryGetValue(id, out string? marker)) _text.Append(marker);
         if (_holding) return "";
         string s = _text.ToString();
         if (_shown == 0)

@@ -1,5 +1,7 @@
 using Weft.Models.Chat;
 using Weft.Models.Chat.ToolCalls;
+using Weft.Models.Tests.Tokenization;
+using Weft.Models.Tokenization;
 
 namespace Weft.Models.Tests.Chat.ToolCalls;
 
@@ -19,6 +21,9 @@ public class ToolCallParserTests
             "Let me look.\n<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"a\"}}\n</tool_call>\n" +
             "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"b\"}}\n</tool_call>", "Let me look.\n",
             ["search {\"query\": \"a\"}", "search {\"query\": \"b\"}"] },
+        // a call a strict function's lazy grammar held: compact, and ended once the call is complete
+        { ToolCallFormat.Hermes, "Let me look.<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":1}}", "Let me look.",
+            ["f {\"a\":1}"] },
         // Llama-3.1-8B-Instruct, JSON tool calling
         { ToolCallFormat.Llama3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "",
             ["get_weather {\"city\": \"Paris\"}"] },
@@ -71,6 +76,57 @@ public class ToolCallParserTests
         var (rest, found) = splitter.Finish();
         Assert.Equal(content, shown + rest);
         Assert.Equal(calls.Length, found.Count);
+    }
+
+    /// <summary>A SentencePiece vocabulary in which Mistral's markers are control tokens, as in the GGUF files of
+    /// Mistral's v11 tokenizers.</summary>
+    static Tokenizer MistralVocabulary()
+    {
+        var spec = DemoVocabulary.SentencePiece(2048, ChatTemplates.MistralV3);
+        var tokens = (string[])spec.Tokens.Clone();
+        var types = (int[])spec.TokenTypes.Clone();
+        (tokens[^2], types[^2]) = ("[TOOL_CALLS]", (int)TokenType.Control);
+        (tokens[^1], types[^1]) = ("[ARGS]", (int)TokenType.Control);
+        return TestVocab.Load(spec with { Tokens = tokens, TokenTypes = types });
+    }
+
+    [Fact]
+    public void Mistral_calls_written_with_control_token_markers_are_found_in_the_streamed_reply()
+    {
+        var tokenizer = MistralVocabulary();
+        var markers = ToolCallParser.HiddenMarkers(ToolCallFormat.Mistral, tokenizer);
+        Assert.Equal(["[ARGS]", "[TOOL_CALLS]"], markers.Values.Order(StringComparer.Ordinal));
+        int[] reply = tokenizer.Encode("Let me check.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}" +
+            "[TOOL_CALLS]get_time[ARGS]{}", addSpecial: false, parseSpecial: true);
+        Assert.Equal(4, reply.Count(markers.ContainsKey));
+
+        // the text the reply decoder gives the client hides control tokens: by itself it holds no call
+        var decoder = new ReplyDecoder(tokenizer, []);
+        var splitter = new ToolCallSplitter(ToolCallFormat.Mistral, markers);
+        var shown = new System.Text.StringBuilder();
+        var seen = new System.Text.StringBuilder();
+        foreach (int token in reply)
+        {
+            string text = decoder.Push(token);
+            seen.Append(text);
+            shown.Append(splitter.Push(text, [token]));
+        }
+        var (rest, calls) = splitter.Finish();
+        Assert.DoesNotContain("[ARGS]", seen.ToString());
+        Assert.Empty(ToolCallParser.Parse(ToolCallFormat.Mistral, seen.ToString()).Calls);
+
+        // what the client sees is the text before the first call (SentencePiece gives it its space prefix)
+        Assert.Equal(" Let me check.", shown + rest);
+        Assert.Equal(["get_weather {\"city\": \"Paris\"}", "get_time {}"],
+            calls.Select(c => $"{c.Name} {c.Arguments}"));
+    }
+
+    [Fact]
+    public void Markers_that_are_ordinary_text_are_not_added_again()
+    {
+        // the demo vocabulary spells [TOOL_CALLS] with normal pieces, which the reply's text shows
+        var tokenizer = TestVocab.Load(DemoVocabulary.SentencePiece(2048, ChatTemplates.MistralV3));
+        Assert.Empty(ToolCallParser.HiddenMarkers(ToolCallFormat.Mistral, tokenizer));
     }
 
     [Fact]
