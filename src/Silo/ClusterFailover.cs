@@ -55,6 +55,10 @@ static class ClusterFailover
             string name = (inner is UnavailableExceptionFallbackException fallback ? fallback.ExceptionType
                 : inner.GetType().FullName) ?? "";
             if (LossNames.Contains(name)) return true;
+            // an activation placed on a silo that membership has just declared dead (the edge itself, cut off by a
+            // partition): Orleans' grain directory says so only in a plain OrleansException's words
+            if (inner is OrleansException && inner.Message.Contains(" on invalid silo: ", StringComparison.Ordinal))
+                return true;
             if (inner is AggregateException { InnerExceptions.Count: > 1 } many)
                 return many.InnerExceptions.Any(IsSiloLoss);
         }

@@ -82,6 +82,9 @@ public sealed class FailoverTests(SiloFixture silo) : IClassFixture<SiloFixture>
         Assert.True(ClusterFailover.IsSiloLoss(
             new OrleansException("call failed", new SiloUnavailableException("the silo is gone"))));
         Assert.True(ClusterFailover.IsSiloLoss(new TimeoutException("response did not arrive on time")));
+        // what a partitioned edge got for a request without a conversation id in the multi-host test, as a 500
+        Assert.True(ClusterFailover.IsSiloLoss(new OrleansException("Trying to register conversation/default/http-1 " +
+            "on invalid silo: S10.231.68.12:11111:155691323. Known status: Dead")));
         Assert.False(ClusterFailover.IsSiloLoss(new InvalidOperationException("a bug")));
         Assert.False(ClusterFailover.IsSiloLoss(new OrleansException("storage provider failed")));
     }
