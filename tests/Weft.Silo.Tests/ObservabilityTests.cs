@@ -9,16 +9,12 @@ using Weft.Models.Gguf;
 
 namespace Weft.Silo.Tests;
 
-/// <summary>A silo with room for one running and one waiting request, a summary every second, and its log
-/// captured.</summary>
-public sealed class ObservedSilo : SiloFixture
+/// <summary>A silo whose log is captured, on a model slow enough for the observability tests.</summary>
+public abstract class LoggedSilo : SiloFixture
 {
-    protected override string[] Options =>
-        ["--max-num-seqs", "1", "--max-num-batched-tokens", "64", "--max-waiting", "1", "--summary-interval", "1"];
-
     /// <summary>Wider and deeper than the other silos' model, so that a 1000-token reply outlasts a second's
-    /// summary: the fixture's own wrote one in a few hundred milliseconds, and a stream the test means to cancel
-    /// could finish first.</summary>
+    /// summary (the fixture's own wrote one in a few hundred milliseconds, and a stream the test means to cancel
+    /// could finish first) and a long reply outlasts a refused request.</summary>
     protected override DemoModelShape ModelShape { get; } =
         new("observed", 256, 6, 8, 4, 768, 1024, 1024, GgmlType.F32);
 
@@ -37,6 +33,14 @@ public sealed class ObservedSilo : SiloFixture
             return _logs;
         }
     }
+}
+
+/// <summary>A silo with room for one running and one waiting request, a summary every second, and its log
+/// captured.</summary>
+public sealed class ObservedSilo : LoggedSilo
+{
+    protected override string[] Options =>
+        ["--max-num-seqs", "1", "--max-num-batched-tokens", "64", "--max-waiting", "1", "--summary-interval", "1"];
 }
 
 /// <summary>Keeps every log line (category, level, message).</summary>
@@ -299,30 +303,10 @@ public sealed class ObservabilityTests(ObservedSilo silo) : IClassFixture<Observ
             ? long.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) : 0;
 }
 
-/// <summary>A silo where a tenant has one request in progress at most, with the observed silo's slower model (a long
-/// reply outlasts the refused request) and its log captured.</summary>
-public sealed class TenantLimitedSilo : SiloFixture
+/// <summary>A silo where a tenant has one request in progress at most, and its log captured.</summary>
+public sealed class TenantLimitedSilo : LoggedSilo
 {
     protected override string[] Options => ["--tenant-max-requests", "1"];
-
-    protected override DemoModelShape ModelShape { get; } =
-        new("observed", 256, 6, 8, 4, 768, 1024, 1024, GgmlType.F32);
-
-    LogCapture? _logs;
-
-    /// <summary>The log from the first call on.</summary>
-    public LogCapture Logs
-    {
-        get
-        {
-            if (_logs is null)
-            {
-                _logs = new LogCapture();
-                App.Services.GetRequiredService<ILoggerFactory>().AddProvider(_logs);
-            }
-            return _logs;
-        }
-    }
 }
 
 /// <summary>A tenant's limit as an operator sees it: the refusal counted by its reason and logged under the id the
