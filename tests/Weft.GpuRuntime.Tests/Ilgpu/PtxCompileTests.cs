@@ -1,3 +1,4 @@
+using System.Reflection;
 using ILGPU;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
@@ -24,14 +25,16 @@ public sealed class PtxCompileTests
     public static TheoryData<string, string> KernelNames()
     {
         var data = new TheoryData<string, string>();
-        foreach (var f in Formats)
-            foreach (var k in new[] { nameof(Kernels.Embed), nameof(Kernels.MatVec), nameof(Kernels.MatMulTiled) })
-                data.Add(k, f.Name);
-        foreach (var c in Caches)
-            foreach (var k in new[] { nameof(Kernels.RopeStore), nameof(Kernels.Attention) }) data.Add(k, c.Name);
-        data.Add(nameof(Kernels.NormPrep), "");
+        // every kernel found rather than listed, so that a new one cannot be left out (GeGlu, Scale and SoftCap were):
+        // a generic one for each weight format (TW) or cache type (TC) it is instantiated with
+        const BindingFlags Declared = BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly;
+        foreach (var m in typeof(Kernels).GetMethods(Declared))
+        {
+            if (!m.IsGenericMethodDefinition) data.Add(m.Name, "");
+            else
+                foreach (var t in m.GetGenericArguments()[0].Name == "TW" ? Formats : Caches) data.Add(m.Name, t.Name);
+        }
         data.Add(nameof(SamplingKernel.Sample), "");
-        data.Add(nameof(Kernels.SwiGlu), "");
         return data;
     }
 
