@@ -58,13 +58,24 @@ static class ChatTools
             default:
                 throw ApiException.WrongType("tool_choice", "a string or an object");
         }
+        return Shape(tools, b.Field("tools")!.Value.GetRawText(), forced, format, "response_format",
+            b.Bool("parallel_tool_calls", true));
+    }
+
+    /// <summary>
+    /// What offered tools ask of the reply once tool_choice is read, for the chat and the Responses endpoints: the
+    /// forced call's schema, or in auto mode the strict functions' lazy grammar beside the structured output format
+    /// (<paramref name="formatParam"/>, refused with either).
+    /// </summary>
+    /// <param name="forced">null for auto, "" for required, else the named function.</param>
+    public static (string ToolsJson, string? Schema, LazyToolCalls? Lazy) Shape(IReadOnlyList<OfferedFunction> tools,
+        string toolsJson, string? forced, string? format, string formatParam, bool parallel)
+    {
         Enforceable(tools, forced);
-        string toolsJson = b.Field("tools")!.Value.GetRawText();
-        bool parallel = b.Bool("parallel_tool_calls", true);
-        if (forced is null) return (toolsJson, format, Lazy(tools, parallel, format, "response_format"));
+        if (forced is null) return (toolsJson, format, Lazy(tools, parallel, format, formatParam));
         if (format is not null)
-            throw ApiException.BadRequest("a forced tool call (tool_choice) and a response_format cannot both shape " +
-                "the reply", "response_format");
+            throw ApiException.BadRequest($"a forced tool call (tool_choice) and a {formatParam} cannot both shape " +
+                "the reply", formatParam);
         return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced, parallel), null);
     }
 
@@ -74,7 +85,7 @@ static class ChatTools
     /// strict. A response_format beside it would ask for a second grammar: refused, naming
     /// <paramref name="formatParam"/>.
     /// </summary>
-    public static LazyToolCalls? Lazy(IReadOnlyList<OfferedFunction> tools, bool parallel, string? format,
+    static LazyToolCalls? Lazy(IReadOnlyList<OfferedFunction> tools, bool parallel, string? format,
         string formatParam)
     {
         if (!tools.Any(t => t.Strict)) return null;
@@ -103,7 +114,7 @@ static class ChatTools
     /// grammar holds once the reply starts one.
     /// </summary>
     /// <param name="forced">null for auto, "" for required, else the named function.</param>
-    public static void Enforceable(IEnumerable<OfferedFunction> tools, string? forced)
+    static void Enforceable(IEnumerable<OfferedFunction> tools, string? forced)
     {
         foreach (var t in tools)
             if (forced is null ? t.Strict : forced.Length == 0 || forced == t.Name)

@@ -133,14 +133,8 @@ static class ResponseInput
         if (tools.Count == 0)
             return forced is null ? (null, format, null)
                 : throw ApiException.BadRequest("'tool_choice' asks for a call but 'tools' is empty", "tool_choice");
-        ChatTools.Enforceable(functions, forced);
-        string toolsJson = tools.ToJsonString();
-        bool parallel = b.Bool("parallel_tool_calls", true);
-        if (forced is null) return (toolsJson, format, ChatTools.Lazy(functions, parallel, format, "text.format"));
-        if (format is not null)
-            throw ApiException.BadRequest("a forced tool call (tool_choice) and a text.format cannot both shape " +
-                "the reply", "text.format");
-        return (toolsJson, ToolCallSchema.For(toolsJson, forced.Length == 0 ? null : forced, parallel), null);
+        return ChatTools.Shape(functions, tools.ToJsonString(), forced, format, "text.format",
+            b.Bool("parallel_tool_calls", true));
     }
 
     /// <summary>The Responses API's flat function tools ({type, name, description, parameters, strict}) as the chat
