@@ -1,6 +1,7 @@
 using System.Text;
 using LLama.Native;
 using Weft.Models;
+using Weft.Models.Chat;
 using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
 
@@ -44,7 +45,7 @@ public sealed class TokenizerParityModels : IDisposable
     };
 
     /// <summary>Replaces the last learned pieces (before any special tokens) with the given tokens.</summary>
-    static VocabularySpec ReplaceLast(VocabularySpec v, params (string Text, TokenType Type)[] replacements)
+    internal static VocabularySpec ReplaceLast(VocabularySpec v, params (string Text, TokenType Type)[] replacements)
     {
         var tokens = (string[])v.Tokens.Clone();
         var types = (int[])v.TokenTypes.Clone();
@@ -180,6 +181,41 @@ public sealed class TokenizerParityTests(TokenizerParityModels models) : IClassF
         : a.HasFlag(LLamaTokenAttr.Byte) ? TokenType.Byte
         : a.HasFlag(LLamaTokenAttr.Unused) ? TokenType.Unused
         : TokenType.Normal;
+
+    /// <summary>
+    /// Mistral 7B Instruct v0.1's own template over a two-turn chat, tokenized as the silo tokenizes a prompt (the
+    /// leading BOS text dropped because the tokenizer adds BOS, special tokens parsed), with "▁▁" and "▁[" in the
+    /// vocabulary as in Mistral's and Llama 2's. llama.cpp puts its space prefix before the text after every
+    /// special token, so "&lt;s&gt; [INST]" starts with two spaces; transformers, with the Metaspace pre-tokenizer
+    /// ("prepend_scheme": "first") of Mistral's tokenizer.json, does not.
+    /// </summary>
+    [Fact]
+    public void A_mistral_v1_chat_prompt_tokenizes_as_llama_cpp_tokenizes_it()
+    {
+        var vocab = ReplaceLastMissing(TokenizerParityModels.Spm, "▁▁", "▁[", "[", "]");
+        var (llama, ours) = Load("spm-mistral", vocab);
+        using var _ = llama;
+        var template = ChatTemplate.Resolve(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Templates",
+            "mistral-v1.jinja")), null, ours.TokenText(ours.BosId), ours.TokenText(ours.EosId), ours.AddBos);
+        string text = template.Render([("system", "Be brief."), ("user", "Hello"), ("assistant", "Hi there."),
+            ("user", " How are you? ")], addGenerationPrompt: true);
+        Assert.StartsWith(" [INST] Be brief.", text, StringComparison.Ordinal);
+
+        int[] expected = llama.Tokenize(text, addSpecial: true, parseSpecial: true);
+        int[] actual = ours.Encode(text, addSpecial: true, parseSpecial: true);
+        Assert.True(expected.SequenceEqual(actual),
+            $"llama.cpp [{Pieces(ours, expected)}]\nours [{Pieces(ours, actual)}]");
+        Assert.Equal(ours.BosId, actual[0]);
+        Assert.StartsWith("▁▁[INST]▁Be▁brief.", string.Concat(actual[1..].Select(ours.TokenText)),
+            StringComparison.Ordinal);
+        Assert.Equal(new[] { ours.EosId }, actual.Where(id => id == ours.EosId || id == ours.BosId).Skip(1));
+    }
+
+    static VocabularySpec ReplaceLastMissing(VocabularySpec v, params string[] pieces) =>
+        TokenizerParityModels.ReplaceLast(v, [.. pieces.Where(p => !v.Tokens.Contains(p))
+            .Select(p => (p, TokenType.Normal))]);
+
+    static string Pieces(Tokenizer t, int[] ids) => string.Join(' ', ids.Select(t.TokenText));
 
     [Fact]
     public void An_unknown_pre_tokenizer_is_refused_by_both()
