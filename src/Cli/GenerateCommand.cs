@@ -91,6 +91,6 @@ static class GenerateCommand
         var template = ChatTemplate.Resolve(eng.File.GetStringOrNull("tokenizer.chat_template"), null,
             tokenizer.TokenText(tokenizer.BosId), tokenizer.TokenText(tokenizer.EosId), tokenizer.AddBos);
         string rendered = template.Render([("user", text!)], addGenerationPrompt: true);
-        return tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true);
+        return tokenizer.EncodeChat(rendered);
     }
 }

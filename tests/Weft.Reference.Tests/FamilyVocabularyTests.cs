@@ -50,7 +50,7 @@ public sealed class FamilyVocabularyTests : IDisposable
         var template = ChatTemplate.Resolve(file.GetStringOrNull("tokenizer.chat_template"), null,
             tokenizer.TokenText(tokenizer.BosId), tokenizer.TokenText(tokenizer.EosId), tokenizer.AddBos);
         string text = template.Render(Chat(arch), addGenerationPrompt: true);
-        int[] prompt = [.. tokenizer.Encode(text, addSpecial: true, parseSpecial: true)];
+        int[] prompt = [.. tokenizer.EncodeChat(text)];
 
         using var llama = new LlamaCppModel(path, contextSize: 256, f16Cache: false);
         Assert.Equal(llama.Tokenize(text, addSpecial: true, parseSpecial: true), prompt);

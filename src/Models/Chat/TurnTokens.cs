@@ -10,11 +10,11 @@ namespace Weft.Models.Chat;
 /// generated reply often splits it differently from how it was sampled and would throw the cache away from there.
 /// </summary>
 /// <remarks>
-/// <para>Invariant: <see cref="Ids"/> are <c>Encode(Text, addSpecial: true, parseSpecial: true)</c> except inside
+/// <para>Invariant: <see cref="Ids"/> are <c>EncodeChat(Text)</c> except inside
 /// generated replies, whose sampled ids are kept as long as they decode to exactly the reply's text. An extension keeps
 /// it when the rest starts at a special token, as it does for every supported template (the end of the reply): the
 /// tokenizer splits text at special tokens before anything else, so <c>Encode(Text + rest)</c> is
-/// <c>Encode(Text) ++ Encode(rest, addSpecial: false)</c> there.</para>
+/// <c>EncodeChat(Text) ++ EncodeChat(rest, addSpecial: false)</c> there.</para>
 /// <para>A rest that starts in plain text is tokenized on its own all the same, as if a special token preceded it
 /// (a SentencePiece vocabulary gives it a space prefix): the ids may then differ from a fresh tokenization.</para>
 /// <para>An empty <see cref="Text"/> (no history, or a conversation of raw prompts) is never extended.</para>
@@ -29,8 +29,8 @@ public sealed record TurnTokens(string Text, IReadOnlyList<int> Ids)
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(rendered);
         return Text.Length > 0 && rendered.StartsWith(Text, StringComparison.Ordinal)
-            ? [.. Ids, .. tokenizer.Encode(rendered[Text.Length..], addSpecial: false, parseSpecial: true)]
-            : tokenizer.Encode(rendered, addSpecial: true, parseSpecial: true);
+            ? [.. Ids, .. tokenizer.EncodeChat(rendered[Text.Length..], addSpecial: false)]
+            : tokenizer.EncodeChat(rendered);
     }
 
     /// <summary>

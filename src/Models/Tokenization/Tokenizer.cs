@@ -86,7 +86,21 @@ public abstract partial class Tokenizer
     /// whole tokens, control tokens only with <paramref name="parseSpecial"/>; BOS (and EOS, if the vocabulary asks
     /// for it) are added with <paramref name="addSpecial"/>.
     /// </summary>
-    public int[] Encode(string text, bool addSpecial = true, bool parseSpecial = false)
+    public int[] Encode(string text, bool addSpecial = true, bool parseSpecial = false) =>
+        Encode(text, addSpecial, parseSpecial, templateSpaces: false);
+
+    /// <summary>
+    /// Tokenizes a chat template's text: special tokens parsed, and a run of text that follows a special token and
+    /// starts with a space gets no SentencePiece space prefix of its own. Mistral's templates write
+    /// "&lt;s&gt; [INST]" and "&lt;/s&gt; [INST]" for transformers, whose Metaspace pre-tokenizer ("prepend_scheme":
+    /// "first") adds no prefix after a special token, so the model was trained on "▁[INST]"; llama.cpp adds one and
+    /// gives "▁▁[INST]". Text that follows a special token without a space (Llama 2's "&lt;s&gt;[INST]") still gets
+    /// llama.cpp's prefix, as sentencepiece's own encoding gives it one.
+    /// </summary>
+    public int[] EncodeChat(string text, bool addSpecial = true) =>
+        Encode(text, addSpecial, parseSpecial: true, templateSpaces: true);
+
+    int[] Encode(string text, bool addSpecial, bool parseSpecial, bool templateSpaces)
     {
         ArgumentNullException.ThrowIfNull(text);
         text = Unicode.WellFormed(text);
@@ -102,7 +116,8 @@ public abstract partial class Tokenizer
             }
             else
             {
-                EncodeText(text.Substring(f.Start, f.Length), afterSpecial, output);
+                bool spaced = templateSpaces && output.Count > 0 && text[f.Start] == ' ';
+                EncodeText(text.Substring(f.Start, f.Length), afterSpecial && !spaced, output);
                 afterSpecial = false;
             }
         }

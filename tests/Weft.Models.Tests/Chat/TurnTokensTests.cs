@@ -49,9 +49,9 @@ public class TurnTokensTests
 
         string rest = rendered[kept.Text.Length..];
         Assert.StartsWith("<|im_end|>", rest);
-        Assert.Equal([.. kept.Ids, .. t.Encode(rest, addSpecial: false, parseSpecial: true)], prompt2);
+        Assert.Equal([.. kept.Ids, .. t.EncodeChat(rest, addSpecial: false)], prompt2);
         Assert.Equal(rendered, t.Decode(prompt2, renderSpecial: true));
-        Assert.NotEqual(t.Encode(rendered, addSpecial: true, parseSpecial: true), prompt2);
+        Assert.NotEqual(t.EncodeChat(rendered), prompt2);
     }
 
     [Fact]
@@ -68,7 +68,7 @@ public class TurnTokensTests
         string rendered = chatml.Render(edited, addGenerationPrompt: true);
         Assert.False(rendered.StartsWith(kept.Text, StringComparison.Ordinal));
 
-        Assert.Equal(t.Encode(rendered, addSpecial: true, parseSpecial: true), kept.Prompt(t, rendered));
+        Assert.Equal(t.EncodeChat(rendered), kept.Prompt(t, rendered));
     }
 
     public static TheoryData<string, string> FormatsWhoseRestStartsAtASpecialToken => new()
@@ -94,21 +94,21 @@ public class TurnTokensTests
             Assert.True(history.Count == 0 || rendered.StartsWith(tokens.Text, StringComparison.Ordinal));
             (tokens, history, var prompt) = Turn(t, template, tokens, history, user,
                 t.Encode("It falls from clouds", addSpecial: false));
-            Assert.Equal(t.Encode(rendered, addSpecial: true, parseSpecial: true), prompt);
+            Assert.Equal(t.EncodeChat(rendered), prompt);
         }
-        Assert.Equal(t.Encode(tokens.Text, addSpecial: true, parseSpecial: true), tokens.Ids);
+        Assert.Equal(t.EncodeChat(tokens.Text), tokens.Ids);
     }
 
     [Fact]
     public void An_extension_that_starts_inside_a_word_keeps_the_split_that_a_fresh_tokenization_would_merge()
     {
         var t = TestVocab.Llama3;
-        var tokens = new TurnTokens("Where does wat", t.Encode("Where does wat", addSpecial: true, parseSpecial: true));
+        var tokens = new TurnTokens("Where does wat", t.EncodeChat("Where does wat"));
 
         var prompt = tokens.Prompt(t, "Where does water come from");
 
-        Assert.Equal([.. tokens.Ids, .. t.Encode("er come from", addSpecial: false, parseSpecial: true)], prompt);
-        Assert.NotEqual(t.Encode("Where does water come from", addSpecial: true, parseSpecial: true), prompt);
+        Assert.Equal([.. tokens.Ids, .. t.EncodeChat("er come from", addSpecial: false)], prompt);
+        Assert.NotEqual(t.EncodeChat("Where does water come from"), prompt);
         Assert.Equal("Where does water come from", t.Decode(prompt.Skip(1)));
     }
 
@@ -126,7 +126,7 @@ public class TurnTokensTests
 
         var prompt = kept.Prompt(t, rendered);
 
-        var fresh = t.Encode(rendered, addSpecial: true, parseSpecial: true);
+        var fresh = t.EncodeChat(rendered);
         int eos = Array.IndexOf(fresh, t.EosId);
         Assert.Equal([.. fresh[..eos], t.FindToken("▁")!.Value, .. fresh[eos..]], prompt);
     }
@@ -136,7 +136,7 @@ public class TurnTokensTests
     {
         var t = TestVocab.Llama3;
         string rendered = Template(t, "llama3").Render([("user", "Where does rain come from")], true);
-        var fresh = t.Encode(rendered, addSpecial: true, parseSpecial: true);
+        var fresh = t.EncodeChat(rendered);
         Assert.Equal(t.BosId, fresh[0]);
 
         Assert.Equal(fresh, TurnTokens.Empty.Prompt(t, rendered));
