@@ -408,7 +408,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     /// <summary>
     /// Writes each logits row's sampling parameters, its logit bias as (token, bias) entries and, for penalised rows,
     /// one (token, generated count) entry per distinct token of its history, and gives each constrained row a mask
-    /// slot (<see cref="Sample"/> fills them). Rows whose entries exceed the budget are flagged to sample on the host.
+    /// slot (<see cref="Sample"/> fills them). Rows whose entries exceed the budget, or whose constraint has no
+    /// bitmask, are flagged to sample on the host.
     /// </summary>
     int PackSampling(StepInputs s, Span<int> parameters, int[] entries)
     {

@@ -57,7 +57,13 @@ static class SamplingKernel
         int wanted = pr[PLogprobs] - 1;
         bool processed = (flags & FlagProcessed) != 0;
         var ids = logprobIds.SubView((long)row * SamplingParams.MaxLogprobs, SamplingParams.MaxLogprobs);
-        float lse = wanted >= 0 && !processed ? TopLogprobs(l, vocab, wanted, lp, ids, dScratch, uScratch) : 0f;
+        float lse = 0f;
+        if (wanted >= 0 && !processed)
+        {
+            lse = TopLogprobs(l, vocab, wanted, lp, ids, dScratch, uScratch);
+            // the first thread reads the last top logit after the others have left: before any of them changes it
+            DeviceMath.Sync();
+        }
 
         // the sampler's order: bias, mask, penalties, each a pass of its own (a token may be in all three)
         int biases = pr[PBiasCount];
