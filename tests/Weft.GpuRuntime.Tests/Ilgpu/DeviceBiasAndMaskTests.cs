@@ -11,8 +11,9 @@ namespace Weft.GpuRuntime.Tests.Ilgpu;
 
 /// <summary>
 /// logit_bias and constraint masks in the ILGPU sampling kernel, against the CPU <see cref="Sampler"/> on the same
-/// logits, in the CPU accelerator's one-thread shape and a GPU-like one (groups of 16 sharing a row). The rows stay on
-/// the device: <see cref="IlgpuBackend.RowsSampledOnHost"/> counts those whose logits came back instead.
+/// logits, in the CPU accelerator's one-thread shape, a GPU-like one (groups of 16 sharing a row) and on CUDA where
+/// there is a device. The rows stay on the device: <see cref="IlgpuBackend.RowsSampledOnHost"/> counts those whose
+/// logits came back instead.
 /// </summary>
 public sealed class DeviceBiasAndMaskTests(TestModelFiles models) : IClassFixture<TestModelFiles>
 {
@@ -52,11 +53,14 @@ public sealed class DeviceBiasAndMaskTests(TestModelFiles models) : IClassFixtur
         readonly StepInputs _step;
         readonly DeviceTensor _logits;
 
-        public Device(string path, bool gpuLike)
+        public Device(string path, string shape)
         {
-            Backend = gpuLike
-                ? new IlgpuBackend(new CPUDevice(4, 32, 1), new LaunchShape(4, 16, 64, 9))
-                : new IlgpuBackend(EngineKind.IlgpuCpu);
+            Backend = shape switch
+            {
+                "one-thread" => new IlgpuBackend(EngineKind.IlgpuCpu),
+                "gpu-like" => new IlgpuBackend(new CPUDevice(4, 32, 1), new LaunchShape(4, 16, 64, 9)),
+                _ => new IlgpuBackend(EngineKind.Cuda),
+            };
             ModelConfig config;
             using (var file = GgufFile.Open(path)) config = ModelConfig.FromGguf(file);
             Vocab = config.VocabSize;
@@ -99,7 +103,7 @@ public sealed class DeviceBiasAndMaskTests(TestModelFiles models) : IClassFixtur
         public void Dispose() => Backend.Dispose();
     }
 
-    Device Open(bool gpuLike) => new(models.Write(TestModelFiles.Tiny with { VocabSize = 1000 }), gpuLike);
+    Device Open(string shape) => new(models.Write(TestModelFiles.Tiny with { VocabSize = 1000 }), shape);
 
     static float[] RandomLogits(int vocab, int seed)
     {
@@ -110,11 +114,11 @@ public sealed class DeviceBiasAndMaskTests(TestModelFiles models) : IClassFixtur
     static int[] History(int i) => [1, 10 + i, 20 + i, 20 + i, 30 + i];
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void A_token_banned_by_logit_bias_never_appears_and_one_raised_by_100_always_wins(bool gpuLike)
+    [InlineData("one-thread")]
+    [InlineData("gpu-like")]
+    public void A_token_banned_by_logit_bias_never_appears_and_one_raised_by_100_always_wins(string shape)
     {
-        using var device = Open(gpuLike);
+        using var device = Open(shape);
         for (int step = 0; step < 6; step++)
         {
             var logits = Enumerable.Range(0, Rows).Select(i => RandomLogits(device.Vocab, 100 * step + i)).ToArray();
@@ -142,11 +146,11 @@ public sealed class DeviceBiasAndMaskTests(TestModelFiles models) : IClassFixtur
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Only_tokens_a_constraint_mask_allows_are_sampled_on_the_device(bool gpuLike)
+    [InlineData("one-thread")]
+    [InlineData("gpu-like")]
+    public void Only_tokens_a_constraint_mask_allows_are_sampled_on_the_device(string shape)
     {
-        using var device = Open(gpuLike);
+        using var device = Open(shape);
         // about one token in ten, among them the vocabulary's last (in the mask's partial word)
         var random = new Random(7);
         var bits = new ulong[(device.Vocab + 63) / 64];
@@ -183,11 +187,23 @@ public sealed class DeviceBiasAndMaskTests(TestModelFiles models) : IClassFixtur
     /// tokens and values of the CPU sampler. A row raised by 100 on a token its penalties also change reports that
     /// token's raw log-probability; a constraint that has no bits is the only row sampled on the host.</summary>
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void A_mixed_batch_of_masked_biased_penalised_and_plain_rows_matches_the_cpu_sampler(bool gpuLike)
+    [InlineData("one-thread")]
+    [InlineData("gpu-like")]
+    public void A_mixed_batch_of_masked_biased_penalised_and_plain_rows_matches_the_cpu_sampler(string shape) =>
+        AssertMixedBatch(shape);
+
+    [Fact]
+    [Trait("Device", "cuda")]
+    public void Cuda_samples_a_mixed_batch_of_masked_biased_penalised_and_plain_rows_as_the_cpu_sampler()
     {
-        using var device = Open(gpuLike);
+        Assert.SkipUnless(IlgpuBackend.CudaDeviceCount() > 0,
+            "no CUDA device on this host (scripts/gpu-check.sh runs these checks on a GPU host)");
+        AssertMixedBatch("cuda");
+    }
+
+    void AssertMixedBatch(string shape)
+    {
+        using var device = Open(shape);
         var random = new Random(3);
         var bits = new ulong[(device.Vocab + 63) / 64];
         for (int t = 0; t < device.Vocab; t++)

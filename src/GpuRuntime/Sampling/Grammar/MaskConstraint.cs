@@ -96,8 +96,10 @@ sealed class MaskConstraint<TMatcher> : IBitmaskConstraint, IThreadPoolWorkItem
     public void Mask(IReadOnlyList<int> tokens, int numPromptTokens, Span<ulong> allowed)
     {
         Ready(tokens, numPromptTokens);
-        _allowed.CopyTo(allowed);
-        allowed[_allowed.Length..].Clear();
+        // the logits may be wider than the tokenizer's vocabulary: the tokens beyond it are never allowed
+        var bits = _allowed.AsSpan(0, Math.Min(_allowed.Length, allowed.Length));
+        bits.CopyTo(allowed);
+        allowed[bits.Length..].Clear();
     }
 
     /// <summary>Brings <see cref="_allowed"/> to the mask after <paramref name="tokens"/>.</summary>
