@@ -137,7 +137,7 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
     }
 
     [Fact]
-    public void Biased_and_schema_constrained_rows_sample_on_the_host_as_the_cpu_backend_does()
+    public void Biased_and_schema_constrained_rows_sample_on_the_device_as_the_cpu_backend_does()
     {
         string path = models.Write(TestModelFiles.Tiny with { Type = GgmlType.F32 });
         using var cpu = Load(path, EngineKind.Cpu, KvCacheType.F32);
@@ -277,9 +277,9 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
         Assert.Contains("cuda", e.Message);
     }
     /// <summary>
-    /// Log-probabilities, whatever else the row asks for (greedy, a temperature with top-k, penalties and a bias, which
-    /// the ILGPU engine samples on the host, none), are the log-softmax of the raw logits: the step is run first
-    /// without them to read those logits, then again as asked.
+    /// Log-probabilities, whatever else the row asks for (greedy, a temperature with top-k, penalties and a bias, whose
+    /// raw logits the ILGPU kernel keeps in their entries, none), are the log-softmax of the raw logits: the step is
+    /// run first without them to read those logits, then again as asked.
     /// </summary>
     [Theory]
     [InlineData(EngineKind.Cpu)]

@@ -15,13 +15,13 @@ public sealed class ProcessedLogprobsTests(TestModelFiles models) : IClassFixtur
 
     static readonly SamplingParams[] Asked =
     [
-        // greedy with penalties: no temperature, no cut; the ILGPU engine keeps it on the device
+        // greedy with penalties: no temperature, no cut
         new() { Temperature = 0, RepetitionPenalty = 1.5f, PresencePenalty = 0.8f, Logprobs = 5 },
         new()
         {
             Temperature = 0.8f, TopK = 50, TopP = 0.9f, MinP = 0.02f, Seed = 3, Logprobs = SamplingParams.MaxLogprobs,
         },
-        // a bias: sampled on the host by the ILGPU engine
+        // a bias with penalties: applied in the ILGPU sampling kernel too
         new()
         {
             Temperature = 0.7f, Seed = 9, RepetitionPenalty = 1.3f, TopP = 0.5f,

@@ -1,8 +1,10 @@
+using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 using Weft.GpuRuntime.Sampling;
+using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.Models;
 using Weft.Models.Gguf;
 using Weft.Scheduling;
@@ -30,7 +32,8 @@ public sealed record LaunchShape(int Lanes, int GroupSize, int MaxGroups, int Ti
 /// <summary>
 /// The ILGPU backend: CUDA on NVIDIA GPUs, or ILGPU's CPU accelerator running the very same kernels (the way they are
 /// tested without a GPU). Weights are uploaded once in their own format, the KV pool and every buffer a step needs are
-/// allocated before the first step, a step uploads only its integers and reads back only the sampled token ids.
+/// allocated before the first step, a step uploads only its integers (and its constrained rows' token masks, a bit per
+/// token) and reads back only the sampled token ids.
 /// <para>
 /// Each operation of <see cref="IBackend"/> is one fused launch on the accelerator's default stream, queued as it is
 /// called: RMSNorm with the rounding of the next matmul's input, Q/K/V as one matmul, gate and up with SwiGLU, Wo and
@@ -61,7 +64,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     readonly Action<Index1D, ArrayView<float>, float> _scale;
     readonly Action<Index1D, ArrayView<float>, float, float> _softCap;
     readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>,
-        ArrayView<float>, ArrayView<int>, int> _sample;
+        ArrayView<int>, ArrayView<float>, ArrayView<int>, int> _sample;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
         ArrayView<int>, F16Cache, RopeArgs>? _ropeF16;
     Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
@@ -92,8 +95,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
 
     // the step's integers: one pinned host array and its device copy, in regions at fixed offsets
     StepInputs? _step;
-    PageLockedArray1D<int>? _hostInts, _hostPenalties, _hostSampled, _hostLogprobIds;
-    MemoryBuffer1D<int, Stride1D.Dense>? _ints, _penalties, _sampled, _logprobIds;
+    PageLockedArray1D<int>? _hostInts, _hostPenalties, _hostSampled, _hostLogprobIds, _hostMasks;
+    MemoryBuffer1D<int, Stride1D.Dense>? _ints, _penalties, _sampled, _logprobIds, _masks;
     PageLockedArray1D<float>? _hostLogprobs;
     MemoryBuffer1D<float, Stride1D.Dense>? _logprobs;
     // whether a row of this step samples on the device and asks for log-probabilities: only then do they come back
@@ -104,6 +107,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
     Sampler? _hostSampler;
     float[] _hostRow = [];
     readonly List<int> _onHost = [];
+    // rows whose constraint's mask goes to the device, in the order of their mask slots
+    readonly List<int> _masked = [];
     int _launches;
 
     /// <param name="cudaDevice">Which CUDA device, for <see cref="EngineKind.Cuda"/>.</param>
@@ -162,7 +167,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             _softCap = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float, float>(
                 Kernels.SoftCap);
             _sample = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>,
-                ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(SamplingKernel.Sample);
+                ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<int>, int>(SamplingKernel.Sample);
         }
         catch
         {
@@ -320,8 +325,8 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         return _accelerator.Allocate1D(table);
     }
 
-    /// <summary>Penalty entries (distinct tokens of penalised histories) a step may upload; rows beyond it sample on
-    /// the host.</summary>
+    /// <summary>Entries (logit biases and distinct tokens of penalised histories) a step may upload; rows beyond it
+    /// sample on the host.</summary>
     const int PenaltyBudget = 1 << 18;
 
     public void BeginStep(StepInputs inputs)
@@ -395,16 +400,22 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _logprobs = _accelerator.Allocate1D<float>((long)s.MaxSeqs * SamplingKernel.LogprobStride);
         _hostLogprobIds = _accelerator.AllocatePageLocked1D<int>((long)s.MaxSeqs * SamplingParams.MaxLogprobs);
         _logprobIds = _accelerator.Allocate1D<int>((long)s.MaxSeqs * SamplingParams.MaxLogprobs);
+        long maskInts = (long)s.MaxSeqs * SamplingKernel.MaskWords(s.VocabSize);
+        _hostMasks = _accelerator.AllocatePageLocked1D<int>(maskInts);
+        _masks = _accelerator.Allocate1D<int>(maskInts);
     }
 
     /// <summary>
-    /// Writes each logits row's sampling parameters and, for penalised rows, one (token, generated count) entry per
-    /// distinct token of its history. Rows whose entries exceed the budget are flagged to sample on the host.
+    /// Writes each logits row's sampling parameters, its logit bias as (token, bias) entries and, for penalised rows,
+    /// one (token, generated count) entry per distinct token of its history, and gives each constrained row a mask
+    /// slot (<see cref="Sample"/> fills them). Rows whose entries exceed the budget, or whose constraint has no
+    /// bitmask, are flagged to sample on the host.
     /// </summary>
-    int PackSampling(StepInputs s, Span<int> parameters, int[] penalties)
+    int PackSampling(StepInputs s, Span<int> parameters, int[] entries)
     {
         int used = 0;
         _onHost.Clear();
+        _masked.Clear();
         _deviceLogprobs = false;
         for (int i = 0; i < s.NumLogitRows; i++)
         {
@@ -425,45 +436,11 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
             pr[SamplingKernel.PSeedHi] = (int)(uint)(item.Seed >> 32);
             pr[SamplingKernel.PCompletionIndex] = item.Tokens.Count - item.NumPromptTokens;
             pr[SamplingKernel.PLogprobs] = p.Logprobs + 1 ?? 0;
-            // The mask is computed on the host from the sequence's grammar state, and few rows carry one: their
-            // logits come back and the CPU sampler applies bias and mask, rather than a vocabulary-wide mask upload
-            // per row. Penalties change the logits in place, and raw log-probabilities are of the logits before: such
-            // rows are rarer still and go the same way, rather than a copy of every penalised row on the device.
-            if (p.Constraint is not null || p.LogitBias is not null
-                || p is { Logprobs: not null, HasPenalties: true, LogprobsMode: LogprobsMode.Raw })
-            {
-                pr[SamplingKernel.PFlags] |= SamplingKernel.FlagOnHost;
-                _onHost.Add(i);
-                continue;
-            }
-            _deviceLogprobs |= p.Logprobs is not null;
-            if (!p.HasPenalties) continue;
-
-            if (++_markStamp == int.MaxValue)
-            {
-                // stamps are about to wrap: start over, so an old mark can never equal a new stamp
-                Array.Clear(_tokenMark);
-                _markStamp = 1;
-            }
-            int start = used, stamp = _markStamp;
-            bool fits = true;
-            var tokens = item.Tokens;
-            // the repetition penalty touches every distinct token; presence and frequency only generated ones
-            int from = p.RepetitionPenalty != 1 ? 0 : item.NumPromptTokens;
-            for (int j = from; j < tokens.Count && fits; j++)
-            {
-                int t = tokens[j];
-                if (_tokenMark[t] != stamp)
-                {
-                    if (used == PenaltyBudget) { fits = false; break; }
-                    _tokenMark[t] = stamp;
-                    _tokenEntry[t] = used;
-                    penalties[2 * used] = t;
-                    penalties[2 * used + 1] = 0;
-                    used++;
-                }
-                if (j >= item.NumPromptTokens) penalties[2 * _tokenEntry[t] + 1]++;
-            }
+            int start = used;
+            // A constraint that cannot give its mask as bits only knows how to change a row of logits: that row comes
+            // back to the host (vocabulary-sized) and the CPU sampler applies it.
+            bool fits = p.Constraint is null or IBitmaskConstraint
+                && Bias(p.LogitBias, entries, ref used) && Penalties(item, entries, ref used);
             if (!fits)
             {
                 used = start;
@@ -471,10 +448,64 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
                 _onHost.Add(i);
                 continue;
             }
-            pr[SamplingKernel.PPenaltyOffset] = start;
-            pr[SamplingKernel.PPenaltyCount] = used - start;
+            _deviceLogprobs |= p.Logprobs is not null;
+            pr[SamplingKernel.PBiasOffset] = start;
+            pr[SamplingKernel.PBiasCount] = p.LogitBias?.Count ?? 0;
+            pr[SamplingKernel.PPenaltyOffset] = start + pr[SamplingKernel.PBiasCount];
+            pr[SamplingKernel.PPenaltyCount] = used - pr[SamplingKernel.PPenaltyOffset];
+            if (p.Constraint is null) continue;
+            pr[SamplingKernel.PFlags] |= SamplingKernel.FlagMasked;
+            pr[SamplingKernel.PMaskSlot] = _masked.Count;
+            _masked.Add(i);
         }
         return used;
+    }
+
+    /// <summary>Appends (token, bias bits) entries; false when they exceed the budget.</summary>
+    static bool Bias(IReadOnlyDictionary<int, float>? bias, int[] entries, ref int used)
+    {
+        if (bias is null) return true;
+        if (used + bias.Count > PenaltyBudget) return false;
+        foreach (var (t, b) in bias)
+        {
+            entries[2 * used] = t;
+            entries[2 * used + 1] = BitConverter.SingleToInt32Bits(b);
+            used++;
+        }
+        return true;
+    }
+
+    /// <summary>Appends a penalised row's (token, generated count) entries; false when they exceed the
+    /// budget.</summary>
+    bool Penalties(StepItem item, int[] entries, ref int used)
+    {
+        var p = item.Sampling;
+        if (!p.HasPenalties) return true;
+        if (++_markStamp == int.MaxValue)
+        {
+            // stamps are about to wrap: start over, so an old mark can never equal a new stamp
+            Array.Clear(_tokenMark);
+            _markStamp = 1;
+        }
+        int stamp = _markStamp;
+        var tokens = item.Tokens;
+        // the repetition penalty touches every distinct token; presence and frequency only generated ones
+        int from = p.RepetitionPenalty != 1 ? 0 : item.NumPromptTokens;
+        for (int j = from; j < tokens.Count; j++)
+        {
+            int t = tokens[j];
+            if (_tokenMark[t] != stamp)
+            {
+                if (used == PenaltyBudget) return false;
+                _tokenMark[t] = stamp;
+                _tokenEntry[t] = used;
+                entries[2 * used] = t;
+                entries[2 * used + 1] = 0;
+                used++;
+            }
+            if (j >= item.NumPromptTokens) entries[2 * _tokenEntry[t] + 1]++;
+        }
+        return true;
     }
 
     static IlgpuTensor T(DeviceTensor t) => (IlgpuTensor)t;
@@ -657,9 +688,10 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _prepared = default;
         var s = Step;
         int n = s.NumLogitRows;
+        UploadMasks(s, vocabSize);
         _sample(new KernelConfig(n, _shape.GroupSize), T(logits).View, _probs!.View,
-            _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _sampled!.View,
-            _logprobs!.View, _logprobIds!.View, vocabSize);
+            _ints!.View.AsContiguous().SubView(_oParams, _intsLength - _oParams), _penalties!.View, _masks!.View,
+            _sampled!.View, _logprobs!.View, _logprobIds!.View, vocabSize);
         _launches++;
         _sampled.View.AsContiguous().SubView(0, n).CopyToCPUUnsafeAsync(ref _hostSampled!.GetArray()[0], n);
         if (_deviceLogprobs)
@@ -673,9 +705,11 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _accelerator.DefaultStream.Synchronize();
         _hostSampled.GetArray().AsSpan(0, n).CopyTo(tokens);
         if (_deviceLogprobs) CopyLogprobs(s, logprobs);
+        // the constraints compute their next masks while the next forward pass runs
+        foreach (int i in _masked) s.Items[s.LogitItems[i]].Sampling.Constraint!.Accepted(tokens[i]);
         foreach (int i in _onHost)
         {
-            // penalised histories beyond the upload budget: this row's logits come back and the CPU sampler decides
+            // this row's logits come back and the CPU sampler decides
             T(logits).View.SubView((long)i * vocabSize, vocabSize).CopyToCPU(_hostRow);
             var item = s.Items[s.LogitItems[i]];
             tokens[i] = item.Sampling.Logprobs is { } k
@@ -683,7 +717,31 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
                     logprobs.Ids(i)[..k], logprobs.Values(i)[..k], out logprobs.Sampled[i])
                 : _hostSampler!.Sample(_hostRow, item.Sampling, item.Seed, item.Tokens, item.NumPromptTokens);
         }
+        RowsSampledOnHost = _onHost.Count;
         LaunchesPerStep = _launches;
+    }
+
+    /// <summary>Logits rows of the last step that the CPU sampler decided.</summary>
+    internal int RowsSampledOnHost { get; private set; }
+
+    /// <summary>
+    /// The constrained rows' masks, one slot each, uploaded before the sampling launch. They are asked for here, with
+    /// the forward pass already queued, rather than in <see cref="BeginStep"/>: a constraint may still be computing
+    /// its mask from the last token, and the device runs the forward pass meanwhile.
+    /// </summary>
+    void UploadMasks(StepInputs s, int vocabSize)
+    {
+        if (_masked.Count == 0) return;
+        int words = SamplingKernel.MaskWords(vocabSize);
+        var host = _hostMasks!.GetArray();
+        for (int slot = 0; slot < _masked.Count; slot++)
+        {
+            var item = s.Items[s.LogitItems[_masked[slot]]];
+            var bits = MemoryMarshal.Cast<int, ulong>(host.AsSpan(slot * words, words));
+            ((IBitmaskConstraint)item.Sampling.Constraint!).Mask(item.Tokens, item.NumPromptTokens, bits);
+        }
+        long length = (long)_masked.Count * words;
+        _masks!.View.AsContiguous().SubView(0, length).CopyFromCPUUnsafeAsync(ref host[0], length);
     }
 
     /// <summary>The device rows' log-probabilities, from the pinned copies into the step's.</summary>
@@ -814,7 +872,7 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
         _weights.Clear();
         foreach (var d in new IDisposable?[] { _xq, _xs, _probs, _kvHalf, _kvFloat, _ropeTable, _ropeTableSliding,
             _ints, _penalties, _sampled, _hostInts, _hostPenalties, _hostSampled, _logprobs, _logprobIds, _hostLogprobs,
-            _hostLogprobIds })
+            _hostLogprobIds, _masks, _hostMasks })
             d?.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using ILGPU;
 using Weft.GpuRuntime.Sampling;
+using Weft.GpuRuntime.Sampling.Grammar;
 using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Ilgpu;
@@ -14,27 +15,35 @@ namespace Weft.GpuRuntime.Engine.Ilgpu;
 static class SamplingKernel
 {
     /// <summary>Per-row parameters, as ints: flags, top-k, then float bits, the seed's halves, the completion index,
-    /// the row's penalty entries and the number of top log-probabilities plus one (0: none).</summary>
-    public const int ParamInts = 16;
-    public const int FlagGreedy = 1, FlagOnHost = 2, FlagProcessed = 4;
+    /// the row's penalty entries, the number of top log-probabilities plus one (0: none), the row's bias entries and
+    /// its mask's slot.</summary>
+    public const int ParamInts = 17;
+    public const int FlagGreedy = 1, FlagOnHost = 2, FlagProcessed = 4, FlagMasked = 8;
     public const int PFlags = 0, PTopK = 1, PTemperature = 2, PTopP = 3, PMinP = 4, PRepetition = 5, PPresence = 6,
         PFrequency = 7, PSeedLo = 8, PSeedHi = 9, PCompletionIndex = 10, PPenaltyOffset = 11, PPenaltyCount = 12,
-        PLogprobs = 13;
+        PLogprobs = 13, PBiasOffset = 14, PBiasCount = 15, PMaskSlot = 16;
     /// <summary>Floats per row of the log-probabilities: the sampled token's, then the top ones'.</summary>
     public const int LogprobStride = 1 + SamplingParams.MaxLogprobs;
+
+    /// <summary>32-bit words of one row's mask: whole 64-bit words, the layout <see cref="IBitmaskConstraint"/>
+    /// writes (token t is bit t % 32 of word t / 32).</summary>
+    public static int MaskWords(int vocab) => 2 * ((vocab + 63) / 64);
 
     const int MaxWarps = 32;
 
     /// <param name="probs">Scratch [rows, vocab]: each token's probability once computed, or -1 outside the kept
     /// set.</param>
-    /// <param name="penalties">(token, generated count) per distinct token of the penalised rows' histories.</param>
+    /// <param name="entries">Pairs per row: (token, bias bits) for its logit bias, (token, generated count) for each
+    /// distinct token of a penalised history. The second of each pair is overwritten with the token's logit before
+    /// the change, the raw logit a raw log-probability of the sampled token needs.</param>
+    /// <param name="masks">[slots, <see cref="MaskWords"/>] the allowed tokens of the constrained rows.</param>
     /// <param name="logprobs">[rows, <see cref="LogprobStride"/>] the log-probability of the sampled token, then of
-    /// the top tokens, whose ids go to <paramref name="logprobIds"/> [rows, 20]: the log-softmax of the raw logits
-    /// (rows that ask for them carry no penalty then: those sample on the host), or with
-    /// <see cref="FlagProcessed"/> of the distribution drawn from, as <see cref="Sampler"/> reports it.</param>
+    /// the top tokens, whose ids go to <paramref name="logprobIds"/> [rows, 20]: the log-softmax of the raw logits,
+    /// or with <see cref="FlagProcessed"/> of the distribution drawn from, as <see cref="Sampler"/> reports
+    /// them.</param>
     public static void Sample(ArrayView<float> logits, ArrayView<float> probs, ArrayView<int> parameters,
-        ArrayView<int> penalties, ArrayView<int> tokens, ArrayView<float> logprobs, ArrayView<int> logprobIds,
-        int vocab)
+        ArrayView<int> entries, ArrayView<int> masks, ArrayView<int> tokens, ArrayView<float> logprobs,
+        ArrayView<int> logprobIds, int vocab)
     {
         var dScratch = SharedMemory.Allocate<double>(MaxWarps);
         var uScratch = SharedMemory.Allocate<ulong>(MaxWarps);
@@ -48,16 +57,45 @@ static class SamplingKernel
         int wanted = pr[PLogprobs] - 1;
         bool processed = (flags & FlagProcessed) != 0;
         var ids = logprobIds.SubView((long)row * SamplingParams.MaxLogprobs, SamplingParams.MaxLogprobs);
-        float lse = wanted >= 0 && !processed ? TopLogprobs(l, vocab, wanted, lp, ids, dScratch, uScratch) : 0f;
+        float lse = 0f;
+        if (wanted >= 0 && !processed)
+        {
+            lse = TopLogprobs(l, vocab, wanted, lp, ids, dScratch, uScratch);
+            // the first thread reads the last top logit after the others have left: before any of them changes it
+            DeviceMath.Sync();
+        }
+
+        // the sampler's order: bias, mask, penalties, each a pass of its own (a token may be in all three)
+        int biases = pr[PBiasCount];
+        long bias0 = pr[PBiasOffset];
+        for (int e = Group.IdxX; e < biases; e += Group.DimX)
+        {
+            long at = 2 * (bias0 + e);
+            int token = entries[at];
+            float b = Interop.IntAsFloat((uint)entries[at + 1]), v = l[token];
+            entries[at + 1] = (int)Interop.FloatAsInt(v);
+            // -100 bans the token outright, as the sampler's ApplyBias
+            l[token] = b <= -100 ? float.NegativeInfinity : v + b;
+        }
+        if (biases > 0) DeviceMath.Sync();
+        if ((flags & FlagMasked) != 0)
+        {
+            var mask = masks.SubView((long)pr[PMaskSlot] * MaskWords(vocab), MaskWords(vocab));
+            for (int i = Group.IdxX; i < vocab; i += Group.DimX)
+                if ((mask[i >> 5] & (1 << (i & 31))) == 0) l[i] = float.NegativeInfinity;
+            DeviceMath.Sync();
+        }
 
         float rep = Interop.IntAsFloat((uint)pr[PRepetition]), presence = Interop.IntAsFloat((uint)pr[PPresence]),
             frequency = Interop.IntAsFloat((uint)pr[PFrequency]);
-        int entries = pr[PPenaltyCount];
-        long entry0 = pr[PPenaltyOffset];
-        for (int e = Group.IdxX; e < entries; e += Group.DimX)
+        int penalties = pr[PPenaltyCount];
+        long penalty0 = pr[PPenaltyOffset];
+        for (int e = Group.IdxX; e < penalties; e += Group.DimX)
         {
-            int token = penalties[2 * (entry0 + e)], count = penalties[2 * (entry0 + e) + 1];
+            long at = 2 * (penalty0 + e);
+            int token = entries[at], count = entries[at + 1];
             float v = l[token];
+            entries[at + 1] = (int)Interop.FloatAsInt(v);
             if (rep != 1f) v = v > 0 ? v / rep : v * rep;
             if (count > 0 && (presence != 0 || frequency != 0)) v -= frequency * count + presence;
             l[token] = v;
@@ -75,7 +113,7 @@ static class SamplingKernel
         best = GroupMin(best, uScratch);
         if ((flags & FlagGreedy) != 0)
         {
-            if (Group.IdxX == 0) Chosen(l, tokens, lp, row, (int)(best & 0xFFFFFFFFu), wanted, lse);
+            Chosen(l, tokens, lp, entries, pr, row, (int)(best & 0xFFFFFFFFu), wanted >= 0, processed, lse, uScratch);
             return;
         }
 
@@ -159,12 +197,12 @@ static class SamplingKernel
             }
             chosen = lo;
         }
-        if (Group.IdxX != 0) return;
         if (!processed)
         {
-            Chosen(l, tokens, lp, row, (int)(chosen & 0xFFFFFFFFu), wanted, lse);
+            Chosen(l, tokens, lp, entries, pr, row, (int)(chosen & 0xFFFFFFFFu), wanted >= 0, false, lse, uScratch);
             return;
         }
+        if (Group.IdxX != 0) return;
         // the draw's distribution: a kept token's probability over the kept mass, -inf for the removed
         int drawn = (int)(chosen & 0xFFFFFFFFu);
         tokens[row] = drawn;
@@ -177,11 +215,35 @@ static class SamplingKernel
         }
     }
 
-    static void Chosen(ArrayView<float> l, ArrayView<int> tokens, ArrayView<float> lp, int row, int token, int wanted,
-        float lse)
+    /// <summary>
+    /// Stores the sampled token and its log-probability: of the logits it was drawn from, or of the raw ones (the
+    /// logit its bias or penalty entry kept, a bias's first where it has both; a mask leaves a sampled token as it
+    /// was). Called by the whole group.
+    /// </summary>
+    static void Chosen(ArrayView<float> l, ArrayView<int> tokens, ArrayView<float> lp, ArrayView<int> entries,
+        ArrayView<int> pr, int row, int token, bool wanted, bool processed, float lse, ArrayView<ulong> uScratch)
     {
+        float logit = l[token];
+        if (wanted && !processed && pr[PBiasCount] + pr[PPenaltyCount] > 0)
+        {
+            ulong found = Stashed(entries, pr[PBiasOffset], pr[PBiasCount], token, 0);
+            ulong penalised = Stashed(entries, pr[PPenaltyOffset], pr[PPenaltyCount], token, 1);
+            found = GroupMin(penalised < found ? penalised : found, uScratch);
+            if (found != ulong.MaxValue) logit = Interop.IntAsFloat((uint)found);
+        }
+        if (Group.IdxX != 0) return;
         tokens[row] = token;
-        if (wanted >= 0) lp[0] = l[token] - lse;
+        if (wanted) lp[0] = logit - lse;
+    }
+
+    /// <summary>This thread's share of a row's entries: the logit kept for <paramref name="token"/>, keyed below
+    /// entries of a later <paramref name="rank"/>, or ulong.MaxValue.</summary>
+    static ulong Stashed(ArrayView<int> entries, long offset, int count, int token, ulong rank)
+    {
+        ulong found = ulong.MaxValue;
+        for (int e = Group.IdxX; e < count; e += Group.DimX)
+            if (entries[2 * (offset + e)] == token) found = rank << 32 | (uint)entries[2 * (offset + e) + 1];
+        return found;
     }
 
     /// <summary>

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 using Weft.GpuRuntime.Sampling.Json;
-using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Sampling.Grammar;
 
@@ -22,7 +21,7 @@ public sealed record LazyTriggers(IReadOnlyList<string> Markers, IReadOnlyList<s
 /// and only end tokens are left. The part of the triggering token after a marker is the grammar's first text.
 /// </summary>
 sealed class LazyConstraint<TMatcher>(TMatcher start, TokenTrie trie, IReadOnlyList<int> stopTokenIds,
-    LazyTriggers triggers, TagList tags) : ITokenConstraint
+    LazyTriggers triggers, TagList tags) : IBitmaskConstraint
     where TMatcher : class, IByteMatcher<TMatcher>
 {
     readonly byte[][] _markers = [.. triggers.Markers.Select(Encoding.UTF8.GetBytes)];
@@ -35,7 +34,18 @@ sealed class LazyConstraint<TMatcher>(TMatcher start, TokenTrie trie, IReadOnlyL
     int _from;
     MaskConstraint<TMatcher>? _grammar;
 
-    public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens)
+    public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens) =>
+        Woken(tokens, numPromptTokens)?.Apply(logits, tokens, _from);
+
+    public void Mask(IReadOnlyList<int> tokens, int numPromptTokens, Span<ulong> allowed)
+    {
+        if (Woken(tokens, numPromptTokens) is { } grammar) grammar.Mask(tokens, _from, allowed);
+        else allowed.Fill(ulong.MaxValue);
+    }
+
+    /// <summary>The grammar once a trigger among <paramref name="tokens"/> has woken it; null while the text is
+    /// free.</summary>
+    MaskConstraint<TMatcher>? Woken(IReadOnlyList<int> tokens, int numPromptTokens)
     {
         int generated = tokens.Count - numPromptTokens;
         if (generated < _scanned)
@@ -47,7 +57,7 @@ sealed class LazyConstraint<TMatcher>(TMatcher start, TokenTrie trie, IReadOnlyL
         }
         for (; _grammar is null && _scanned < generated; _scanned++)
             Scan(tokens[numPromptTokens + _scanned], numPromptTokens + _scanned + 1);
-        _grammar?.Apply(logits, tokens, _from);
+        return _grammar;
     }
 
     /// <summary>Once the grammar is awake it computes the next mask now; before, the next <see cref="Apply"/> looks

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Weft.GpuRuntime.Sampling.Json;
-using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Sampling.Grammar;
 
@@ -26,7 +25,7 @@ public static class MaskTiming
 /// </summary>
 [System.Diagnostics.CodeAnalysis.SuppressMessage("Reliability", "CA1001", Justification =
     "a ManualResetEventSlim whose wait handle is never asked for holds nothing to dispose")]
-sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
+sealed class MaskConstraint<TMatcher> : IBitmaskConstraint, IThreadPoolWorkItem
     where TMatcher : class, IByteMatcher<TMatcher>
 {
     readonly TMatcher _start;
@@ -89,6 +88,23 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
 
     public void Apply(Span<float> logits, IReadOnlyList<int> tokens, int numPromptTokens)
     {
+        Ready(tokens, numPromptTokens);
+        for (int t = 0; t < logits.Length; t++)
+            if ((_allowed[t >> 6] & (1UL << t)) == 0) logits[t] = float.NegativeInfinity;
+    }
+
+    public void Mask(IReadOnlyList<int> tokens, int numPromptTokens, Span<ulong> allowed)
+    {
+        Ready(tokens, numPromptTokens);
+        // the logits may be wider than the tokenizer's vocabulary: the tokens beyond it are never allowed
+        var bits = _allowed.AsSpan(0, Math.Min(_allowed.Length, allowed.Length));
+        bits.CopyTo(allowed);
+        allowed[bits.Length..].Clear();
+    }
+
+    /// <summary>Brings <see cref="_allowed"/> to the mask after <paramref name="tokens"/>.</summary>
+    void Ready(IReadOnlyList<int> tokens, int numPromptTokens)
+    {
         RunQueued();
         _idle.Wait();
         int generated = tokens.Count - numPromptTokens;
@@ -103,8 +119,6 @@ sealed class MaskConstraint<TMatcher> : ITokenConstraint, IThreadPoolWorkItem
             for (; _consumed < generated; _consumed++) Advance(tokens[numPromptTokens + _consumed]);
             ComputeMask();
         }
-        for (int t = 0; t < logits.Length; t++)
-            if ((_allowed[t >> 6] & (1UL << t)) == 0) logits[t] = float.NegativeInfinity;
     }
 
     public void Accepted(int token)
