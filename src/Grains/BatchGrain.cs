@@ -38,8 +38,9 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
 
     /// <summary>
     /// The choices of one request (OpenAI's n): they share its output channel, which completes when the last is done.
-    /// Choices after the first are admitted when the first samples its first token: its prompt's full blocks are then
-    /// in the prefix cache, so each of the others computes only the prompt's last partial block.
+    /// Choices after the first are admitted when the first samples its first token, as forks of it
+    /// (<see cref="Scheduler.AddFork"/>): they share its prompt's full blocks, each gets a copy of the partial one, and
+    /// each computes only the prompt's last token, for logits of its own to sample with its own seed.
     /// </summary>
     sealed class ChoiceGroup(GenerationRequest request, Channel<GenerationDelta> output)
     {
@@ -161,14 +162,14 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         if (request.Choices is < 1 or > TurnRequest.MaxChoices)
             throw new WeftException(WeftErrorCode.InvalidRequest,
                 $"a request has 1 to {TurnRequest.MaxChoices} choices", "n");
-        var req = AdmitChoice(new ChoiceGroup(request, output), 0);
+        var req = AdmitChoice(new ChoiceGroup(request, output), 0, parent: null);
         if (_loop.IsCompleted) _loop = RunAsync();
         return req;
     }
 
-    /// <summary>Queues choice <paramref name="choice"/> of the group's request; it draws with seed + choice when the
-    /// request gives a seed.</summary>
-    Request AdmitChoice(ChoiceGroup group, int choice)
+    /// <summary>Queues choice <paramref name="choice"/> of the group's request, a fork of <paramref name="parent"/>
+    /// (the first choice) where given; it draws with seed + choice when the request gives a seed.</summary>
+    Request AdmitChoice(ChoiceGroup group, int choice, Sequence? parent)
     {
         var request = group.Request;
         var options = choice == 0 ? request.Sampling
@@ -197,7 +198,8 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         { CacheSalt = CacheSalt(request.Tenant) };
         try
         {
-            scheduler.Add(seq);
+            if (parent is null) scheduler.Add(seq);
+            else scheduler.AddFork(seq, parent);
         }
         catch (SchedulerException e)
         {
@@ -222,12 +224,12 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
 
     /// <summary>Queues a request's other choices once its first has computed the prompt. A refusal (a full queue)
     /// fails the whole request.</summary>
-    void AdmitSiblings(ChoiceGroup group)
+    void AdmitSiblings(ChoiceGroup group, Sequence first)
     {
         group.SiblingsAdmitted = true;
         try
         {
-            for (int c = 1; c < group.Request.Choices; c++) AdmitChoice(group, c);
+            for (int c = 1; c < group.Request.Choices; c++) AdmitChoice(group, c, first);
         }
         catch (WeftException e)
         {
@@ -356,7 +358,7 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         }
         else Metrics.RecordInterToken(Stopwatch.GetElapsedTime(req.LastToken, now), req.Tags);
         req.LastToken = now;
-        if (first && req.Choice == 0 && req.Group.Request.Choices > 1) AdmitSiblings(req.Group);
+        if (first && req.Choice == 0 && req.Group.Request.Choices > 1) AdmitSiblings(req.Group, seq);
         string text = req.Decoder.Push(token);
         IReadOnlyList<TokenLogprob>? lp = logprobs is null ? null
             : [new TokenLogprob(token, logprobs.Logprob, logprobs.TopIds, logprobs.TopLogprobs)];

@@ -96,6 +96,34 @@ public sealed class BlockManager
         return found;
     }
 
+    /// <summary>
+    /// Starts the empty <paramref name="s"/> as a fork of <paramref name="parent"/>, whose computed tokens begin with
+    /// all but the last of its tokens (OpenAI's n: another choice of the same prompt). The full blocks holding them
+    /// are shared; the partial block after them, which <paramref name="s"/> will write into, is not, so the caller
+    /// allocates a fresh one and copies the parent's into it (the returned source block; -1 when the tokens end on
+    /// a block boundary and there is nothing to copy). <see cref="Sequence.NumComputedTokens"/> becomes all but the
+    /// last token: only that one is computed, for its logits. Returns null, changing nothing, where the parent does
+    /// not hold those tokens (preempted, freed, another prompt or another salt).
+    /// </summary>
+    public int? Fork(Sequence s, Sequence parent)
+    {
+        int shared = s.NumTokens - 1;
+        if (s.BlockTable.Count > 0 || s.NumComputedTokens > 0 || shared < 1 || parent == s
+            || parent.CacheSalt != s.CacheSalt || parent.NumComputedTokens < shared
+            || !parent.TokenSpan[..shared].SequenceEqual(s.TokenSpan[..shared]))
+            return null;
+        var table = s.Blocks;
+        int full = shared / BlockSize;
+        for (int i = 0; i < full; i++)
+        {
+            int b = parent.BlockTable[i];
+            _refCount[b]++;
+            table.Add(b);
+        }
+        s.NumComputedTokens = shared;
+        return shared % BlockSize == 0 ? -1 : parent.BlockTable[full];
+    }
+
     /// <summary>Extends <paramref name="s"/>'s table to hold <paramref name="numNewTokens"/> more tokens with fresh
     /// blocks.</summary>
     public void Allocate(Sequence s, int numNewTokens)

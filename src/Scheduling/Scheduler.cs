@@ -112,6 +112,22 @@ public sealed class Scheduler
     }
 
     /// <summary>
+    /// Queues <paramref name="s"/>, a new sequence of the same prompt as <paramref name="parent"/> (another choice of
+    /// one request), to start from the parent's K/V: when admitted it shares the parent's full blocks of the prompt,
+    /// gets its own copy of the partial one (<see cref="ScheduleOutput.BlockCopies"/>) and computes only the prompt's
+    /// last token, for its own logits. Where the parent no longer holds the prompt by then (preempted, cancelled), it
+    /// is admitted as <see cref="Add"/> would. With a window pool it always is: its blocks have one owner each, so a
+    /// fork would need copies of the whole window, not one block.
+    /// </summary>
+    public void AddFork(Sequence s, Sequence parent)
+    {
+        ArgumentNullException.ThrowIfNull(s);
+        ArgumentNullException.ThrowIfNull(parent);
+        Add(s);
+        if (_window is null) s.ForkOf = parent;
+    }
+
+    /// <summary>
     /// Starts the next turn of a finished sequence: the whole conversation so far is <paramref name="tokens"/>. The KV
     /// cache is kept for the longest prefix shared with what was computed; everything after it will be computed again.
     /// Returns the number of prompt tokens whose K/V can be reused. <see cref="Add"/> then drops the blocks past that
@@ -185,10 +201,11 @@ public sealed class Scheduler
         var finished = FinishRequested();
         var batch = new List<ScheduledSequence>();
         var preempted = new List<Sequence>();
+        var copies = new List<BlockCopy>();
         int budget = ScheduleRunning(batch, preempted);
         // Never preempt to admit: a tick short of blocks for its running sequences admits nothing.
-        if (preempted.Count == 0) AdmitWaiting(batch, budget);
-        var output = new ScheduleOutput(batch, preempted, finished);
+        if (preempted.Count == 0) AdmitWaiting(batch, copies, budget);
+        var output = new ScheduleOutput(batch, preempted, finished, copies);
         if (!output.IsEmpty) _pending = output;
         return output;
     }
@@ -272,13 +289,16 @@ public sealed class Scheduler
         return budget;
     }
 
-    void AdmitWaiting(List<ScheduledSequence> batch, int budget)
+    void AdmitWaiting(List<ScheduledSequence> batch, List<BlockCopy> copies, int budget)
     {
         while (budget > 0 && _running.Count < _options.MaxNumSeqs && _waiting.Min is { } entry)
         {
             var s = entry.Sequence;
             int held = s.NumComputedTokens;
-            if (_window is null) _blocks.AllocatePrefix(s);
+            // The copy reads the source before this tick's forward pass writes anything, so the parent may still
+            // write its own next token into it, or be evicted by MakeRoom below, in this very tick.
+            int? copySource = s.ForkOf is { } parent ? _blocks.Fork(s, parent) : null;
+            if (copySource is null && _window is null) _blocks.AllocatePrefix(s);
             int n = NextChunk(s, budget);
             if (!MakeRoom(s, n, _watermarkBlocks, except: s))
             {
@@ -287,6 +307,9 @@ public sealed class Scheduler
                 return;
             }
             Allocate(s, n);
+            if (copySource >= 0) copies.Add(new BlockCopy(copySource.Value, s.BlockTable[^1]));
+            // a resumption after preemption recomputes from the prefix cache: the parent may be anywhere by then
+            s.ForkOf = null;
             _waiting.Remove(entry);
             _waitingById.Remove(s.Id);
             // Cached tokens are what this turn found on admission, not what a resumption after preemption finds.

@@ -66,6 +66,10 @@ public sealed class Sequence(
     /// and batching never change it.</summary>
     public ulong Seed { get; private set; } = sampling.Seed ?? (ulong)Random.Shared.NextInt64();
 
+    /// <summary>The running sequence of the same prompt whose K/V this one's first admission copies rather than
+    /// computes (<see cref="Scheduler.AddFork"/>); cleared once admitted.</summary>
+    internal Sequence? ForkOf { get; set; }
+
     /// <summary>The block table the <see cref="BlockManager"/> extends and releases.</summary>
     internal List<int> Blocks => _blockTable;
 

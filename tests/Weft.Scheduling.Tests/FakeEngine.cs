@@ -16,6 +16,12 @@ sealed class FakeEngine(BlockManager blocks, int vocabSize = 64)
     public int[] Run(ScheduleOutput output)
     {
         int bs = blocks.BlockSize;
+        foreach (var (source, destination) in output.BlockCopies)
+        {
+            if (blocks.RefCount(destination) != 1)
+                Assert.Fail($"a block copy writes block {destination}, shared by {blocks.RefCount(destination)}");
+            Array.Copy(_kv, source * bs, _kv, destination * bs, bs);
+        }
         var sampled = new List<int>();
         foreach (var (s, n, needsToken) in output.Scheduled)
         {

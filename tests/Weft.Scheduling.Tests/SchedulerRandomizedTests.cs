@@ -1,9 +1,9 @@
 namespace Weft.Scheduling.Tests;
 
 /// <summary>
-/// Thousands of random admissions, cancellations, new turns and releases against a small KV pool, so that chunking,
-/// prefix hits, parking, eviction and preemption all interleave; the block bookkeeping is checked after every tick and
-/// every finished sequence's output against an unconstrained run.
+/// Thousands of random admissions, forks, cancellations, new turns and releases against a small KV pool, so that
+/// chunking, prefix hits, forks, parking, eviction and preemption all interleave; the block bookkeeping is checked
+/// after every tick and every finished sequence's output against an unconstrained run.
 /// </summary>
 public class SchedulerRandomizedTests
 {
@@ -29,7 +29,7 @@ public class SchedulerRandomizedTests
             [14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 1, 2]];
         var tracked = new List<Sequence>(); // every sequence that is queued, running, or may hold blocks
         long nextId = 0;
-        int operations = 0, finishedChecked = 0, cachedTokens = 0, turnsAfterEviction = 0;
+        int operations = 0, finishedChecked = 0, cachedTokens = 0, turnsAfterEviction = 0, blockCopies = 0;
 
         List<int> RandomTokens(int count) => [.. Enumerable.Range(0, count).Select(_ => rng.Next(1, engine.VocabSize))];
         SamplingParams RandomSampling() => SamplingParams.Greedy(rng.Next(1, 13)) with { IgnoreEos = rng.Next(3) == 0 };
@@ -94,6 +94,20 @@ public class SchedulerRandomizedTests
                             tracked.Remove(s);
                             break;
                         }
+                    case 9 when tracked.Count > 0 && scheduler.NumWaiting < options.MaxWaiting:
+                        {
+                            // another choice of a sequence's prompt: mostly a running one's, as the grain does, but
+                            // the parent may be in any state by admission
+                            var running = tracked.Where(t => t.Status == SequenceStatus.Running).ToList();
+                            var parents = running.Count > 0 && rng.Next(4) > 0 ? running : tracked;
+                            var parent = parents[rng.Next(parents.Count)];
+                            var s = new Sequence(++nextId, [.. parent.TokenIds.Take(parent.NumPromptTokens)],
+                                RandomSampling(), rng.Next(4), keepCache: rng.Next(2) == 0);
+                            if (s.NumTokens + s.Sampling.MaxTokens > options.MaxModelLen) break;
+                            scheduler.AddFork(s, parent);
+                            tracked.Add(s);
+                            break;
+                        }
                     case 8:
                         {
                             var error = Assert.Throws<SchedulerException>(
@@ -107,6 +121,7 @@ public class SchedulerRandomizedTests
             var runningBefore = tracked.Where(s => s.Status == SequenceStatus.Running).ToList();
             var output = scheduler.Schedule();
             CheckTick(options, output, runningBefore);
+            blockCopies += output.BlockCopies.Count;
             foreach (var s in scheduler.Update(output, engine.Run(output)))
             {
                 var expected = engine.Reference([.. s.TokenIds.Take(s.NumPromptTokens)], s.Sampling, Eos,
@@ -137,6 +152,7 @@ public class SchedulerRandomizedTests
         Assert.True(finishedChecked > 500, $"{finishedChecked} outputs checked");
         Assert.True(scheduler.TotalPreemptions > 10, $"{scheduler.TotalPreemptions} preemptions");
         Assert.True(cachedTokens > 1000, $"{cachedTokens} cached tokens\n");
+        Assert.True(blockCopies > 50, $"{blockCopies} block copies");
     }
 
     static void CheckTick(SchedulerOptions options, ScheduleOutput output, List<Sequence> runningBefore)

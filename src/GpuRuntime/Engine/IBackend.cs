@@ -1,5 +1,6 @@
 using Weft.Models;
 using Weft.Models.Gguf;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
@@ -44,6 +45,12 @@ public interface IBackend : IDisposable
     /// earlier step that could still read them is done.
     /// </summary>
     void BeginStep(StepInputs inputs);
+
+    /// <summary>
+    /// Copies each main-pool KV block's K and V in every layer that takes the main pool into its destination block,
+    /// ordered before the step's other work (a forked sequence's own copy of a block it shares with its parent).
+    /// </summary>
+    void CopyKvBlocks(ReadOnlySpan<BlockCopy> copies);
 
     /// <summary>x[t] = table[token t]</summary>
     void Embed(DeviceWeight table, DeviceTensor x, int dim);

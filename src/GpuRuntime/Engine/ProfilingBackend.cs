@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Weft.Models;
 using Weft.Models.Gguf;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine;
 
@@ -63,6 +64,16 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
         DeviceWeight next) => Time("gather + rmsnorm", () => inner.GatherNormLogitRows(x, weight, y, dim, eps, next));
     public void MatMul(DeviceTensor x, DeviceWeight w, DeviceTensor y, int rows) =>
         Time($"matmul {MatrixName(w.Info.Name)}", () => inner.MatMul(x, w, y, rows));
+
+    // spans cannot enter the lambda that Time takes
+    public void CopyKvBlocks(ReadOnlySpan<BlockCopy> copies)
+    {
+        long start = Stopwatch.GetTimestamp();
+        inner.CopyKvBlocks(copies);
+        inner.Synchronize();
+        var (t, n) = _times.GetValueOrDefault("copy kv blocks");
+        _times["copy kv blocks"] = (t + Stopwatch.GetElapsedTime(start), n + 1);
+    }
 
     public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens, StepLogprobs logprobs)
     {

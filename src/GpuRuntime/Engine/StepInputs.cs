@@ -45,6 +45,7 @@ public sealed class StepInputs
         LogitItems = new int[maxSeqs];
         ItemRowStart = new int[maxSeqs];
         Items = new StepItem[maxSeqs];
+        BlockCopies = new BlockCopy[maxSeqs];
     }
 
     public int MaxTokens { get; }
@@ -61,6 +62,7 @@ public sealed class StepInputs
     public int NumTokens { get; private set; }
     public int NumSeqs { get; private set; }
     public int NumLogitRows { get; private set; }
+    public int NumBlockCopies { get; private set; }
 
     /// <summary>[NumTokens]</summary>
     public int[] TokenIds { get; }
@@ -85,10 +87,13 @@ public sealed class StepInputs
     public StepItem[] Items { get; }
     /// <summary>[NumSeqs] the first batch row of each item (its rows are contiguous).</summary>
     public int[] ItemRowStart { get; }
+    /// <summary>[NumBlockCopies] main-pool KV blocks to copy before the forward pass (forked sequences' partial
+    /// blocks).</summary>
+    public BlockCopy[] BlockCopies { get; }
 
     public void Clear()
     {
-        NumTokens = NumSeqs = NumLogitRows = 0;
+        NumTokens = NumSeqs = NumLogitRows = NumBlockCopies = 0;
         Array.Clear(Items);
     }
 
@@ -97,9 +102,22 @@ public sealed class StepInputs
     public void Fill(ScheduleOutput output)
     {
         Clear();
+        foreach (var copy in output.BlockCopies) AddBlockCopy(copy);
         foreach (var (s, count, needsToken) in output.Scheduled)
             Add(new StepItem(s.TokenIds, s.NumComputedTokens, count, s.BlockTable, needsToken, s.Sampling, s.Seed,
                 s.NumPromptTokens, s.WindowBlockTable));
+    }
+
+    /// <summary>Asks for main-pool block <see cref="BlockCopy.Source"/> to be copied into
+    /// <see cref="BlockCopy.Destination"/> before the step's forward pass.</summary>
+    public void AddBlockCopy(BlockCopy copy)
+    {
+        if (NumBlockCopies == BlockCopies.Length)
+            throw new InvalidOperationException($"a step copies at most {BlockCopies.Length} KV blocks");
+        if ((uint)copy.Source >= (uint)NumBlocks || (uint)copy.Destination >= (uint)NumBlocks)
+            throw new ArgumentException($"block copy {copy.Source} → {copy.Destination} is outside the KV pool of "
+                + $"{NumBlocks} blocks");
+        BlockCopies[NumBlockCopies++] = copy;
     }
 
     /// <summary>Appends one sequence's chunk. The block table must already cover positions up to

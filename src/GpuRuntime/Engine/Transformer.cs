@@ -73,6 +73,7 @@ public sealed class Transformer
         var c = _c;
         int T = s.NumTokens;
         _b.BeginStep(s);
+        if (s.NumBlockCopies > 0) _b.CopyKvBlocks(s.BlockCopies.AsSpan(0, s.NumBlockCopies));
 
         _b.Embed(_embedding, _x, c.Dim);                                              // x   [T, dim]
         if (c.EmbeddingScale != 1f) _b.Scale(_x, T, c.Dim, c.EmbeddingScale);         // x  *= √dim (gemma)

@@ -6,6 +6,7 @@ using System.Runtime.Intrinsics.X86;
 using Weft.GpuRuntime.Sampling;
 using Weft.Models;
 using Weft.Models.Gguf;
+using Weft.Scheduling;
 
 namespace Weft.GpuRuntime.Engine.Cpu;
 
@@ -134,6 +135,22 @@ public sealed unsafe partial class CpuBackend : IBackend
         {
             _samplers = new Sampler[Threads];
             _sampled = new int[inputs.MaxSeqs];
+        }
+    }
+
+    public void CopyKvBlocks(ReadOnlySpan<BlockCopy> copies)
+    {
+        // a block is contiguous in each layer's K and V pools: [kvHeads, headDim, blockSize]
+        long bytes = KvIndex(1, 0) * (_kvType == KvCacheType.F16 ? 2 : 4);
+        for (int l = 0; l < _kvOffset.Length; l++)
+        {
+            if (_windowed[l]) continue;
+            foreach (bool value in (ReadOnlySpan<bool>)[false, true])
+            {
+                byte* pool = KvBase(l, value);
+                foreach (var (source, destination) in copies)
+                    NativeMemory.Copy(pool + source * bytes, pool + destination * bytes, (nuint)bytes);
+            }
         }
     }
 

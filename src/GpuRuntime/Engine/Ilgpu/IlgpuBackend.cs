@@ -372,6 +372,29 @@ public sealed class IlgpuBackend : IBackend, IDeviceMemory, IBandwidthProbe, ILa
                 .CopyFromCPUUnsafeAsync(ref _hostPenalties.GetArray()[0], 2L * penalties);
     }
 
+    public void CopyKvBlocks(ReadOnlySpan<BlockCopy> copies)
+    {
+        if (_kvHalf is not null) CopyKvBlocks(_kvHalf.View.AsContiguous(), copies);
+        else CopyKvBlocks(_kvFloat!.View.AsContiguous(), copies);
+    }
+
+    /// <summary>Device-to-device copies on the stream the step's kernels run on, so they land before the step's
+    /// first kernel writes the pool: a block is contiguous in each layer's K and V pools.</summary>
+    void CopyKvBlocks<T>(ArrayView<T> pool, ReadOnlySpan<BlockCopy> copies) where T : unmanaged
+    {
+        var c = _config ?? throw new InvalidOperationException("AllocateKvCache must come before the first step");
+        long block = (long)c.KvHeads * _blockSize * c.HeadDim;
+        var stream = _accelerator.DefaultStream;
+        for (int l = 0; l < _kvOffset.Length; l++)
+        {
+            if (_windowed[l]) continue;
+            foreach (long at in (ReadOnlySpan<long>)[_kvOffset[l], _kvOffset[l] + _kvElements[l]]) // K, V
+                foreach (var (source, destination) in copies)
+                    pool.SubView(at + source * block, block)
+                        .CopyTo(stream, pool.SubView(at + destination * block, block));
+        }
+    }
+
     void EnsureStepBuffers(StepInputs s)
     {
         if (_hostInts is not null)
