@@ -300,8 +300,10 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
         {
             var current = next;
             var tick = await _batch.FinishAsync(current);
-            foreach (var entry in current.Output.Scheduled)
-                if (_requests.TryGetValue(entry.Sequence.Id, out var scheduled) && scheduled.FirstScheduled == 0)
+            // indexed loops over the tick's lists: a foreach over an IReadOnlyList boxes an enumerator every tick
+            var entries = current.Output.Scheduled;
+            for (int e = 0; e < entries.Count; e++)
+                if (_requests.TryGetValue(entries[e].Sequence.Id, out var scheduled) && scheduled.FirstScheduled == 0)
                     scheduled.FirstScheduled = tick.ForwardStarted;
             bool stalled = tick.NumSequences == 0 && tick.Finished.Count == 0;
             // The next forward pass starts before this one's tokens are delivered (detokenizing, stop strings,
@@ -323,10 +325,13 @@ public sealed partial class BatchGrain(ModelHost host, LocalReplies replies, ILo
                 _tokensGenerated += tick.Sampled.Count;
             }
             int firstTokens = 0;
-            foreach (var (seq, token, logprobs) in tick.Sampled)
+            for (int t = 0; t < tick.Sampled.Count; t++)
+            {
+                var (seq, token, logprobs) = tick.Sampled[t];
                 if (OnToken(seq, token, logprobs, tick)) firstTokens++;
+            }
             if (tick.NumSequences > 0) Metrics.RecordTick(tick, firstTokens, _metrics);
-            foreach (var seq in tick.Finished) OnFinished(seq);
+            for (int f = 0; f < tick.Finished.Count; f++) OnFinished(tick.Finished[f]);
             if (stalled)
             {
                 // Nothing could be scheduled (every block is held by queued work that cannot start yet); the next
