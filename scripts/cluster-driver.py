@@ -4,7 +4,8 @@ turn (same X-Turn-Id) until it completes, and requests without a conversation id
 Standard library only.
 
   cluster-driver.py run URL[,URL...] OUT.jsonl STOPFILE   conversations until STOPFILE exists; one line per turn
-  cluster-driver.py report OUT.jsonl FAULTS PSQL...        figures per fault, and the stored histories checked
+  cluster-driver.py report OUT.jsonl FAULTS DEATHS PSQL... figures per fault, and the stored histories checked;
+                                                           DEATHS: "MARK SILO_IP SURVIVOR_LOG" per silo fault
 """
 import http.client
 import json
@@ -165,8 +166,9 @@ def run(urls, path, stopfile):
             t.join()
 
 
-def report(path, faults_path, psql):
+def report(path, faults_path, deaths_path, psql):
     turns = [json.loads(line) for line in open(path)]
+    deaths = {float(mark): (silo, log) for mark, silo, log in (line.split() for line in open(deaths_path))}
     faults = [line.split(maxsplit=1) for line in open(faults_path) if line.strip()]
     faults = [(float(t), name.strip()) for t, name in faults]
     lost = sum(not t["ok"] for t in turns)
@@ -193,7 +195,8 @@ def report(path, faults_path, psql):
                       if a["end"] > at and a["status"] == 200 and a["error"] is None), default=None)
         hit = [t for t in window if t["start"] <= at]
         resent = sum(len(t["attempts"]) > 1 for t in window)
-        print(f"{name}: first reply after {secs(first, at)}, conv-0 (long stream) after {secs(first0, at)}; "
+        declared = f"declared dead after {secs(declared_dead(*deaths[at], at), at)}, " if at in deaths else ""
+        print(f"{name}: {declared}first reply after {secs(first, at)}, conv-0 (long stream) after {secs(first0, at)}; "
               f"in flight at the fault {len(hit)}, resent {resent}, "
               f"longest turn {max((t['end'] - t['start'] for t in window), default=0):.2f} s, "
               f"503s {sum(a['status'] == 503 for t in window for a in t['attempts'])}")
@@ -203,6 +206,16 @@ def report(path, faults_path, psql):
     print(f"histories checked: {len({t['conv'] for t in turns if t['index'] is not None})} conversations, "
           f"{len(problems)} problems")
     return 0 if lost == errors500 == stream_errors == bare503 == 0 and not problems else 1
+
+
+def declared_dead(silo, survivor_log, since):
+    """When the survivor's log (each line led by the epoch time it was written) first said, after the fault, that the
+    silo was declared dead (the MembershipLog's line): the end of failure detection as the cluster sees it."""
+    for line in open(survivor_log, errors="replace"):
+        stamp, _, text = line.partition(" ")
+        if float(stamp) > since and f"{silo}:11111" in text and "left the cluster: declared dead" in text:
+            return float(stamp)
+    return None
 
 
 def secs(t, since):
@@ -254,4 +267,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "run":
         run(sys.argv[2].split(","), sys.argv[3], sys.argv[4])
     else:
-        sys.exit(report(sys.argv[2], sys.argv[3], sys.argv[4:]))
+        sys.exit(report(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]))

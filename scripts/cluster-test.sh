@@ -3,8 +3,9 @@
 # test's own, under load from scripts/cluster-driver.py (four conversations, streamed, every turn resent with its
 # X-Turn-Id until it completes). Faults, in order: kill -9 of the silo holding the long-streaming conversation, a
 # network partition of one silo (its link down: no peers, no database, no clients), a restart of PostgreSQL. Prints
-# failover times, requests lost and 500s, and checks the stored histories; exits 0 only with no request lost, no 500
-# and every history intact; 77 when it cannot run here (not root, no ip netns, no PostgreSQL).
+# failover times, the time from each silo fault to the survivor's log line declaring that silo dead, requests lost and
+# 500s, and checks the stored histories; exits 0 only with no request lost, no 500 and every history intact; 77 when
+# it cannot run here (not root, no ip netns, no PostgreSQL).
 # Usage: scripts/cluster-test.sh   (builds src/Silo in Release if needed; about 2 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,12 +91,18 @@ for try in $(seq 20); do
   sleep 0.5
 done
 
+# Each line of a silo's log gets the epoch time it was written at (the silo's own stamp has whole seconds): the
+# report times each silo fault to the line of the survivor's MembershipLog that says the silo was declared dead.
+stamp() {
+  python3 -u -c 'import sys, time
+for line in sys.stdin: sys.stdout.write(f"{time.time():.3f} {line}"); sys.stdout.flush()'
+}
 start_silo() {
   local n=$1
   ip netns exec "weft$tag-$n" env WEFT_Weft__CacheDirectory="$work/cache" DOTNET_gcServer=0 \
     dotnet "$dll" --engine cpu --kv-blocks 512 --postgres "$store" --address "${ip[$n]}" --insecure \
     --urls "http://${ip[$n]}:8000" --silo-port 11111 --gateway-port 0 --failure-detection 3 \
-    >> "$work/silo-$n.log" 2>&1 &
+    > >(stamp >> "$work/silo-$n.log") 2>&1 &
   pid[$n]=$!
 }
 wait_until() {  # SECONDS WHAT COMMAND...
@@ -127,6 +134,13 @@ sys.exit(0 if convs and all(sum(t["conv"] == c and t["ok"] and t["start"] > sinc
 EOF
 }
 fault() { local t; t=$(now); echo "$t $1" >> "$work/faults"; echo "$t"; }
+other() { [ "$1" = a ] && echo b || echo a; }
+declared_dead() {  # N MARK: the survivor's log says silo N was declared dead after MARK
+  awk -v t="$2" -v silo="${ip[$1]}:11111" '$1 > t && index($0, silo) && /left the cluster: declared dead/ { f = 1 }
+    END { exit !f }' "$work/silo-$(other "$1").log"
+}
+# the fault at MARK stopped silo N: the report times the survivor's line declaring it dead
+watch_death() { echo "$2 ${ip[$1]} $work/silo-$(other "$1").log" >> "$work/deaths"; }
 
 # the first silo generates the demo model into the cache; the second finds it there
 start_silo a
@@ -135,6 +149,7 @@ start_silo b
 wait_until 120 "silo b ready" ready b
 wait_until 30 "two active silos" active 2
 : > "$work/faults"
+: > "$work/deaths"
 python3 scripts/cluster-driver.py run "http://${ip[a]}:8000,http://${ip[b]}:8000" "$work/turns.jsonl" \
   "$work/stop" &
 driver=$!
@@ -143,6 +158,8 @@ wait_until 60 "the first turns" progress 0 2
 victim=$(holder)
 mark=$(fault "kill -9 of silo $victim (holds conv-0)")
 kill -9 "${pid[$victim]}"
+watch_death "$victim" "$mark"
+wait_until 30 "silo $victim declared dead" declared_dead "$victim" "$mark"
 wait_until 60 "turns after the kill" progress "$mark" 3
 start_silo "$victim"
 wait_until 120 "silo $victim back" ready "$victim"
@@ -152,6 +169,8 @@ sleep 1
 cut=$(holder)
 mark=$(fault "partition of silo $cut")
 ip link set "wv$tag$cut" down
+watch_death "$cut" "$mark"
+wait_until 30 "silo $cut declared dead" declared_dead "$cut" "$mark"
 wait_until 60 "turns during the partition" progress "$mark" 3
 ip link set "wv$tag$cut" up
 # declared dead while cut off, the silo stops itself once it reads the table again; else it is stopped here
@@ -171,4 +190,4 @@ touch "$work/stop"
 wait "$driver"
 driver=
 echo "cluster-test: 2 silos in network namespaces, PostgreSQL, 4 conversations (conv-0 streams long replies)"
-python3 scripts/cluster-driver.py report "$work/turns.jsonl" "$work/faults" "${psql[@]}"
+python3 scripts/cluster-driver.py report "$work/turns.jsonl" "$work/faults" "$work/deaths" "${psql[@]}"

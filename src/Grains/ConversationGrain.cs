@@ -53,9 +53,13 @@ public sealed class ConversationGrain(
     LocalReplies replies,
     TurnCallers callers,
     ILoggerFactory loggers,
-    [PersistentState("conversation", WeftStorage.Name)] IPersistentState<ConversationState> state)
+    [PersistentState(ConversationGrain.StateName, WeftStorage.Name)] IPersistentState<ConversationState> state)
     : Grain, IConversationGrain
 {
+    /// <summary>The name of its state in the store (PostgreSQL's sweep of expired rows picks conversations by
+    /// it).</summary>
+    public const string StateName = "conversation";
+
     /// <summary>Turns run one at a time; a second request is refused while one runs.</summary>
     readonly TurnLock _turn = new(callers);
     readonly ILogger _requestLog = loggers.CreateLogger(RequestLog.Category);

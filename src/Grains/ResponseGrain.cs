@@ -17,8 +17,8 @@ public sealed class ResponseState
 /// conversation's: this grain holds only what is needed to return the response and to continue from it. After the
 /// TTL (<see cref="ModelHostOptions.ResponseTtlSeconds"/>, OpenAI's 30 days by default) the response is gone: the
 /// stored time is checked on every read, and an activation's timer clears the state once it passes. A response no one
-/// reads again stays in a store without expiry of its own (PostgreSQL) until it is read; Redis drops it by the entry
-/// expiry the silo sets for responses.
+/// reads again is dropped by the store at twice the TTL: Redis by the entry expiry the silo sets for responses,
+/// PostgreSQL by the silo's sweep of expired rows.
 /// </summary>
 public sealed class ResponseGrain(
     IOptions<ModelHostOptions> options,

@@ -5,7 +5,8 @@ namespace Weft.Silo.Storage;
 
 /// <summary>
 /// PostgreSQL as the cluster's store: Orleans' ADO.NET membership table and grain storage on the schema in
-/// postgres-schema.sql (embedded), which the silo installs before Orleans starts.
+/// postgres-schema.sql (embedded), which the silo installs before Orleans starts, and the sweep of expired rows
+/// (<see cref="PostgresSweeper"/>).
 /// </summary>
 static class PostgresStore
 {
@@ -24,6 +25,7 @@ static class PostgresStore
             o.Invariant = Invariant;
             o.ConnectionString = connectionString;
         });
+        silo.Services.AddHostedService<PostgresSweeper>();
         return silo;
     }
 
