@@ -38,7 +38,8 @@ sealed class ToolCallScanner(ToolCallFormat format, Func<string> newId)
         // Mistral v11's name[ARGS]{...}: no object around the arguments, the call ends with them
         public bool Bare;
         public int Index = -1;
-        public int Sent;
+        // where in the text the arguments that went out end
+        public int SentTo;
     }
 
     sealed class Frame(bool isObject, Role role, Call? call)
@@ -238,7 +239,8 @@ sealed class ToolCallScanner(ToolCallFormat format, Func<string> newId)
     {
         if (parent.Role == Role.CallList)
             return new Frame(isObject, isObject ? Role.Call : Role.Other, isObject ? new Call() : null);
-        if (parent is not { Role: Role.Call or Role.Function, Call: { } call }) return new Frame(isObject, Role.Other, null);
+        if (parent is not { Role: Role.Call or Role.Function, Call: { } call })
+            return new Frame(isObject, Role.Other, null);
         switch (parent.Key)
         {
             case "tool_calls" when !isObject && parent.Role == Role.Call:
@@ -321,12 +323,12 @@ sealed class ToolCallScanner(ToolCallFormat format, Func<string> newId)
         if (call.Index < 0)
         {
             call.Index = Emit(call.Name!, s[call.ArgsStart..end], output);
-            call.Sent = end;
+            call.SentTo = end;
             return;
         }
-        if (end <= call.Sent) return;
-        string piece = s[call.Sent..end];
-        call.Sent = end;
+        if (end <= call.SentTo) return;
+        string piece = s[call.SentTo..end];
+        call.SentTo = end;
         Sent[call.Index].Arguments.Append(piece);
         output.Add(new ToolCallTextDelta(call.Index, null, null, piece));
     }
