@@ -15,6 +15,13 @@ public sealed record ChatMessage(
 public sealed record ToolCall([property: Id(0)] string Id, [property: Id(1)] string Name,
     [property: Id(2)] string Arguments);
 
+/// <summary>A piece of a streamed tool call: the first of a call carries its id and name, every one more of its
+/// arguments' text (the pieces of a call add up to its <see cref="ToolCall.Arguments"/>). Index: the call's place
+/// among the reply's calls.</summary>
+[GenerateSerializer, Immutable, Alias("weft.ToolCallDelta")]
+public sealed record ToolCallDelta([property: Id(0)] int Index, [property: Id(1)] string? Id,
+    [property: Id(2)] string? Name, [property: Id(3)] string Arguments);
+
 /// <summary>The tools (OpenAI's array) a call the reply may start is held to, a strict function's with its parameters
 /// and the others' with any object, and whether it may make several calls.</summary>
 [GenerateSerializer, Immutable, Alias("weft.LazyToolCalls")]
@@ -154,6 +161,9 @@ public sealed record TurnDelta
     /// <summary>Only on the last delta of a turn that offered tools: the calls the reply made (their text is not in
     /// any delta's <see cref="Text"/>).</summary>
     [Id(5)] public IReadOnlyList<ToolCall>? ToolCalls { get; init; }
+    /// <summary>The pieces of the reply's tool calls that came with this delta, in order; a stream shows calls by
+    /// them, as they are written.</summary>
+    [Id(8)] public IReadOnlyList<ToolCallDelta>? ToolCallDeltas { get; init; }
     /// <summary>When the turn asked for them: one per token sampled since the last delta, in order.</summary>
     [Id(6)] public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
     /// <summary>Which of the turn's <see cref="TurnRequest.Choices"/> this delta belongs to; each ends with a delta of

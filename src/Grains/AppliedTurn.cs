@@ -24,13 +24,14 @@ public sealed record AppliedTurn(
     public const int Kept = 8;
 
     /// <summary>The stored reply as one delta: the whole text, its token ids and the prompt's when asked for, its
-    /// tool calls, finish reason and usage.</summary>
+    /// tool calls (each whole in one piece), finish reason and usage.</summary>
     public TurnDelta Replay(bool returnTokenIds) => new()
     {
         Text = Text,
         TokenIds = returnTokenIds ? TokenIds : [],
         PromptTokenIds = returnTokenIds ? PromptTokenIds : null,
         ToolCalls = ToolCalls,
+        ToolCallDeltas = ToolCalls?.Select((c, i) => new ToolCallDelta(i, c.Id, c.Name, c.Arguments)).ToList(),
         FinishReason = FinishReason,
         Usage = Usage,
     };

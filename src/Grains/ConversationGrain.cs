@@ -155,20 +155,24 @@ public sealed class ConversationGrain(
                 text.Append(d.Text);
             }
             var splitter = splitters?[d.Choice];
-            string shown = splitter?.Push(d.Text, d.TokenIds) ?? d.Text;
+            var (shown, pieces) = splitter?.Push(d.Text, d.TokenIds) ?? (d.Text, []);
             string? finish = d.FinishReason;
             IReadOnlyList<ToolCall>? found = null;
             if (splitter is not null && finish is not null)
             {
-                var (rest, parsed) = splitter.Finish();
+                var (rest, parsed, completing) = splitter.Finish();
                 shown += rest;
+                pieces = [.. pieces, .. completing];
                 if (parsed.Count > 0)
                 {
                     found = [.. parsed.Take(request.ParallelToolCalls ? parsed.Count : 1)
-                        .Select(c => new ToolCall(NewCallId(), c.Name, c.Arguments))];
+                        .Select(c => new ToolCall(c.Id, c.Name, c.Arguments))];
                     if (finish == "stop") finish = "tool_calls";
                 }
             }
+            // parallel_tool_calls false keeps the first call: the others do not stream either
+            var callDeltas = pieces.Where(p => request.ParallelToolCalls || p.Index == 0)
+                .Select(p => new ToolCallDelta(p.Index, p.Id, p.Name, p.Arguments)).ToList();
             var choiceUsage = finish is null ? null
                 : new Usage(d.PromptTokens, d.CompletionTokens, d.CachedTokens, dropped);
             if (firstChoice && finish is not null) (end, calls) = ((finish, choiceUsage), found);
@@ -181,6 +185,7 @@ public sealed class ConversationGrain(
                 FinishReason = finish,
                 Usage = choiceUsage,
                 ToolCalls = found,
+                ToolCallDeltas = callDeltas.Count > 0 ? callDeltas : null,
                 Choice = d.Choice,
             };
             first = false;
@@ -542,8 +547,6 @@ public sealed class ConversationGrain(
         m.ToolCalls?.Select(c => new ToolCallText(c.Name, c.Arguments, c.Id)).ToList(), m.ToolCallId);
 
     /// <summary>OpenAI's form: "call_" and 24 characters.</summary>
-    static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
-
     /// <summary>
     /// The device this conversation's cache is on, if it is on this silo; otherwise the least loaded one (fewest
     /// sequences queued or running, then most free KV), so conversations spread over a silo's GPUs and then stay put.

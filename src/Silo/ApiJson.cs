@@ -37,16 +37,23 @@ sealed record UsageInfo(int PromptTokens, int CompletionTokens, PromptTokensDeta
 sealed record ChatMessageOut(string Role, string? Content,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallOut>? ToolCalls);
 
-/// <summary>A tool call, whole in a reply and in the one stream chunk that carries it (Index: its place among the
-/// reply's calls, which OpenAI sends only in chunks).</summary>
-sealed record ToolCallOut(
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] int? Index, string Id,
-    FunctionCallOut Function)
+/// <summary>A tool call in a reply.</summary>
+sealed record ToolCallOut(string Id, FunctionCallOut Function)
 {
     public string Type => "function";
 }
 
 sealed record FunctionCallOut(string Name, string Arguments);
+
+/// <summary>A piece of a streamed tool call, as OpenAI's chunks carry it: the first of a call with its id, type and
+/// name, every one with its place among the reply's calls and more of its arguments.</summary>
+sealed record ToolCallChunk(int Index,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Id,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Type,
+    FunctionCallChunk Function);
+
+sealed record FunctionCallChunk(
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Name, string Arguments);
 
 sealed record ChatChoice(int Index, ChatMessageOut Message, string FinishReason,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<int>? TokenIds,
@@ -78,7 +85,7 @@ sealed record ChatCompletion(string Id, long Created, string Model, IReadOnlyLis
 sealed record ChatDelta(
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Role,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Content,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallOut>? ToolCalls =
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] IReadOnlyList<ToolCallChunk>? ToolCalls =
         null);
 
 sealed record ChatChunkChoice(int Index, ChatDelta Delta, string? FinishReason,

@@ -44,7 +44,7 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
         {
             var choiceList = Enumerable.Range(0, choices).Select(c =>
             {
-                var calls = finals[c]!.ToolCalls?.Select(t => new ToolCallOut(null, t.Id, new(t.Name, t.Arguments)))
+                var calls = finals[c]!.ToolCalls?.Select(t => new ToolCallOut(t.Id, new(t.Name, t.Arguments)))
                     .ToList();
                 string? content = calls is not null && texts[c].Length == 0 ? null : texts[c].ToString();
                 return new ChatChoice(c, new ChatMessageOut("assistant", content, calls), finals[c]!.FinishReason!,
@@ -89,20 +89,22 @@ sealed class ReplyWriter(HttpResponse response, bool chat, string id, long creat
 
     public async Task ChunkAsync(TurnDelta d)
     {
-        if (!chat || d.ToolCalls is not { } calls)
+        if (!chat || d.ToolCallDeltas is not { } pieces)
         {
             await TextChunkAsync(d);
             return;
         }
-        // OpenAI's shape: the text, then each call in a chunk of its own (index, id, name and its whole arguments),
-        // then the finish reason in a chunk with an empty delta
+        // OpenAI's shape: the text, then each piece of a call in a chunk of its own (the first with the call's id and
+        // name), then the finish reason in a chunk with an empty delta
         await TextChunkAsync(d with { FinishReason = null });
-        for (int i = 0; i < calls.Count; i++)
+        foreach (var p in pieces)
             await EventAsync(new ChatChunk(id, created, model,
                 [new ChatChunkChoice(d.Choice, new ChatDelta(null, null,
-                    [new ToolCallOut(i, calls[i].Id, new(calls[i].Name, calls[i].Arguments))]), null, null)],
+                    [new ToolCallChunk(p.Index, p.Id, p.Id is null ? null : "function",
+                        new FunctionCallChunk(p.Name, p.Arguments))]), null, null)],
                 null, null), ApiJson.Default.ChatChunk);
-        await TextChunkAsync(new TurnDelta { FinishReason = d.FinishReason, Choice = d.Choice });
+        if (d.FinishReason is not null)
+            await TextChunkAsync(new TurnDelta { FinishReason = d.FinishReason, Choice = d.Choice });
     }
 
     Task TextChunkAsync(TurnDelta d)

@@ -7,13 +7,17 @@ namespace Weft.Silo;
 
 /// <summary>
 /// Writes a turn's reply as a Responses API response: whole, or as OpenAI's typed server-sent events ("event: type"
-/// and "data: {json}" with a sequence number), the message's text as it comes and each function call when the reply
-/// ends (the text of a call is held back until it parses). The last event, or the whole body, is written only after
-/// the caller stored the response, so that a client that reads it can retrieve it at once.
+/// and "data: {json}" with a sequence number), the message's text and each function call's arguments as they come.
+/// The last event, or the whole body, is written only after the caller stored the response, so that a client that
+/// reads it can retrieve it at once.
 /// </summary>
 sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToken ct)
 {
     int _sequence;
+    // output items in the order they open: the message when its text begins, each call when its first piece comes
+    int _items;
+    int _messageIndex;
+    readonly Dictionary<int, (int OutputIndex, string ItemId)> _calls = [];
 
     /// <summary>The response when the reply has ended, and the assistant message a conversation keeps of it (as the
     /// conversation grain keeps it: the calls without text, or the text).</summary>
@@ -42,9 +46,10 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
                 if (stream)
                     await EventAsync(new ResponseEvent("response.output_text.delta", _sequence++)
                     {
-                        ItemId = messageId, OutputIndex = 0, ContentIndex = 0, Delta = d.Text,
+                        ItemId = messageId, OutputIndex = _messageIndex, ContentIndex = 0, Delta = d.Text,
                     });
             }
+            foreach (var piece in d.ToolCallDeltas ?? []) await CallPieceAsync(piece);
             if (d.FinishReason is not null) last = d;
         }
         while (await deltas.MoveNextAsync());
@@ -53,7 +58,7 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
 
         string status = last.FinishReason == "length" ? "incomplete" : "completed";
         var calls = last.ToolCalls ?? [];
-        var output = new List<OutputItem>();
+        var output = new List<(int Index, OutputItem Item)>();
         // a reply of calls alone has no message; one of nothing has an empty one, as OpenAI's
         if (messageId is not null || calls.Count == 0)
         {
@@ -64,34 +69,28 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
             {
                 await EventAsync(new ResponseEvent("response.output_text.done", _sequence++)
                 {
-                    ItemId = messageId, OutputIndex = 0, ContentIndex = 0, Text = part.Text,
+                    ItemId = messageId, OutputIndex = _messageIndex, ContentIndex = 0, Text = part.Text,
                 });
                 await EventAsync(new ResponseEvent("response.content_part.done", _sequence++)
                 {
-                    ItemId = messageId, OutputIndex = 0, ContentIndex = 0, Part = part,
+                    ItemId = messageId, OutputIndex = _messageIndex, ContentIndex = 0, Part = part,
                 });
                 await EventAsync(new ResponseEvent("response.output_item.done", _sequence++)
                 {
-                    OutputIndex = 0, Item = message,
+                    OutputIndex = _messageIndex, Item = message,
                 });
             }
-            output.Add(message);
+            output.Add((_messageIndex, message));
         }
-        foreach (var call in calls)
+        for (int i = 0; i < calls.Count; i++)
         {
-            var item = new OutputItem("function_call", NewId("fc"), "completed", CallId: call.Id, Name: call.Name,
+            var call = calls[i];
+            if (!_calls.ContainsKey(i)) await CallPieceAsync(new ToolCallDelta(i, call.Id, call.Name, call.Arguments));
+            var (index, itemId) = _calls[i];
+            var item = new OutputItem("function_call", itemId, "completed", CallId: call.Id, Name: call.Name,
                 Arguments: call.Arguments);
-            int index = output.Count;
             if (stream)
             {
-                await EventAsync(new ResponseEvent("response.output_item.added", _sequence++)
-                {
-                    OutputIndex = index, Item = item with { Status = "in_progress", Arguments = "" },
-                });
-                await EventAsync(new ResponseEvent("response.function_call_arguments.delta", _sequence++)
-                {
-                    ItemId = item.Id, OutputIndex = index, Delta = call.Arguments,
-                });
                 await EventAsync(new ResponseEvent("response.function_call_arguments.done", _sequence++)
                 {
                     ItemId = item.Id, OutputIndex = index, Name = call.Name, Arguments = call.Arguments,
@@ -101,13 +100,13 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
                     OutputIndex = index, Item = item,
                 });
             }
-            output.Add(item);
+            output.Add((index, item));
         }
         var final = pending with
         {
             Status = status,
             IncompleteDetails = status == "incomplete" ? new IncompleteDetails("max_output_tokens") : null,
-            Output = output,
+            Output = [.. output.OrderBy(o => o.Index).Select(o => o.Item)],
             Usage = new ResponseUsage(usage.PromptTokens, new InputTokensDetails(usage.CachedTokens),
                 usage.CompletionTokens, new OutputTokensDetails(0)),
         };
@@ -116,18 +115,41 @@ sealed class ResponseWriter(HttpResponse response, bool stream, CancellationToke
         return (final, reply);
     }
 
+    /// <summary>A piece of a call: the first opens its item, each streams more of its arguments.</summary>
+    async Task CallPieceAsync(ToolCallDelta piece)
+    {
+        if (piece.Id is not null)
+        {
+            _calls[piece.Index] = (_items++, NewId("fc"));
+            if (stream)
+                await EventAsync(new ResponseEvent("response.output_item.added", _sequence++)
+                {
+                    OutputIndex = _calls[piece.Index].OutputIndex,
+                    Item = new OutputItem("function_call", _calls[piece.Index].ItemId, "in_progress",
+                        CallId: piece.Id, Name: piece.Name, Arguments: ""),
+                });
+        }
+        if (stream && piece.Arguments.Length > 0)
+            await EventAsync(new ResponseEvent("response.function_call_arguments.delta", _sequence++)
+            {
+                ItemId = _calls[piece.Index].ItemId, OutputIndex = _calls[piece.Index].OutputIndex,
+                Delta = piece.Arguments,
+            });
+    }
+
     /// <summary>The message item's id; in a stream, its item and its text part open.</summary>
     async Task<string> OpenMessageAsync()
     {
         string id = NewId("msg");
+        _messageIndex = _items++;
         if (!stream) return id;
         await EventAsync(new ResponseEvent("response.output_item.added", _sequence++)
         {
-            OutputIndex = 0, Item = new OutputItem("message", id, "in_progress", "assistant", []),
+            OutputIndex = _messageIndex, Item = new OutputItem("message", id, "in_progress", "assistant", []),
         });
         await EventAsync(new ResponseEvent("response.content_part.added", _sequence++)
         {
-            ItemId = id, OutputIndex = 0, ContentIndex = 0, Part = new OutputText(""),
+            ItemId = id, OutputIndex = _messageIndex, ContentIndex = 0, Part = new OutputText(""),
         });
         return id;
     }

@@ -147,6 +147,11 @@ public sealed class ResponsesTests(SiloFixture silo) : IClassFixture<SiloFixture
         Assert.Equal(call.Id, arguments.ItemId);
         Assert.Equal(call.FunctionArguments.ToString(), arguments.FunctionArguments.ToString());
         Assert.DoesNotContain(updates, u => u is StreamingResponseOutputTextDeltaUpdate);
+        // the arguments stream as the model writes them
+        var pieces = updates.OfType<StreamingResponseFunctionCallArgumentsDeltaUpdate>().ToList();
+        Assert.True(pieces.Count > 1, $"{pieces.Count} argument deltas");
+        Assert.All(pieces, p => Assert.Equal(call.Id, p.ItemId));
+        Assert.Equal(call.FunctionArguments.ToString(), string.Concat(pieces.Select(p => p.Delta.ToString())));
     }
 
     [Fact]

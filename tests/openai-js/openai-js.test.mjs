@@ -97,6 +97,25 @@ test("A named tool choice forces a call whose arguments parse and follow the sch
   }
 });
 
+test("A streamed tool call the SDK accumulates from its deltas equals the whole reply at temperature 0", async () => {
+  const request = {
+    model, messages: user("Weather in Oslo?"), tools: [weather], temperature: 0, max_tokens: 300,
+    tool_choice: { type: "function", function: { name: "get_weather" } },
+  };
+  const whole = await client.chat.completions.create(request);
+  const stream = client.chat.completions.stream(request);
+  let pieces = 0;
+  stream.on("chunk", chunk => { pieces += chunk.choices[0]?.delta.tool_calls?.length ?? 0; });
+  const streamed = await stream.finalChatCompletion();
+  const [call] = streamed.choices[0].message.tool_calls;
+  assert.equal(streamed.choices[0].finish_reason, "tool_calls");
+  assert.match(call.id, /^call_/);
+  assert.equal(call.function.name, whole.choices[0].message.tool_calls[0].function.name);
+  assert.equal(call.function.arguments, whole.choices[0].message.tool_calls[0].function.arguments);
+  // the arguments came as the model wrote them, not in one piece at the end
+  assert.ok(pieces > 2, `${pieces} tool call deltas`);
+});
+
 test("A strict json_schema response format gives replies that parse and validate", async () => {
   const schema = {
     type: "object", additionalProperties: false, required: ["name", "age", "tags"],

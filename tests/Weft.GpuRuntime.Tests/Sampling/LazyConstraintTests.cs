@@ -59,7 +59,54 @@ public sealed class LazyConstraintTests
             tokens.Add(token);
         }
         string call = (opening ? trigger : "") + tokenizer.Decode(tokens.Skip(triggered));
-        Assert.True(grammar.Matches(Encoding.UTF8.GetBytes(call)), call);
+        Assert.True(grammar.MatchesSpaced(Encoding.UTF8.GetBytes(call)), call);
+    }
+
+    [Theory]
+    [InlineData("{\"n\":12}", true)]
+    [InlineData("\n{ \"n\" : 12 }", true)]
+    [InlineData("{\n\n\t\"n\": 12\n}", true)]
+    [InlineData("{\n                    \"n\": 12}", true)]
+    // whitespace never splits a value, never follows the complete text, and each run is bounded
+    [InlineData("{\"n\": 1 2}", false)]
+    [InlineData("{\"n\": 12} ", false)]
+    [InlineData("{\"n\":  12}", false)]
+    [InlineData("{\n\n\n\"n\": 12}", false)]
+    [InlineData("{\n                     \"n\": 12}", false)]
+    public void A_lazily_held_call_may_space_its_json_as_models_write_it_within_a_bound(string text, bool accepted)
+    {
+        using var doc = JsonDocument.Parse("""
+            {"type":"object","properties":{"n":{"type":"integer"}},"required":["n"],"additionalProperties":false}
+            """);
+        var grammar = JsonGrammar.FromSchema(doc.RootElement);
+        Assert.Equal(accepted, grammar.MatchesSpaced(Encoding.UTF8.GetBytes(text)));
+        // the eager grammar's compact text is one of them
+        Assert.Equal(text == "{\"n\":12}", grammar.Matches(Encoding.UTF8.GetBytes(text)));
+    }
+
+    [Fact]
+    public void A_call_spaced_as_qwen_writes_it_is_not_masked_after_its_marker()
+    {
+        var tokenizer = GrammarVocabularies.Bpe;
+        var constraint = Grammar().StartLazy(TokenTrie.Build(tokenizer), [.. tokenizer.EndOfGenerationIds],
+            new LazyTriggers(["<tool_call>"], [], new HashSet<int>()));
+        var tokens = new List<int> { tokenizer.BosId };
+        var logits = new float[tokenizer.VocabSize];
+        var reply = tokenizer.Encode("<tool_call>\n{\"n\": 2}", addSpecial: false);
+        var masked = new List<string>();
+        foreach (int token in reply)
+        {
+            Array.Clear(logits);
+            constraint.Apply(logits, tokens, 1);
+            if (float.IsNegativeInfinity(logits[token])) masked.Add(tokenizer.Decode([token]));
+            constraint.Accepted(token);
+            tokens.Add(token);
+        }
+        Assert.Empty(masked);
+        // and then only the end
+        Array.Clear(logits);
+        constraint.Apply(logits, tokens, 1);
+        Assert.Equal(logits.Length, Masked(logits) + tokenizer.EndOfGenerationIds.Count);
     }
 
     [Fact]

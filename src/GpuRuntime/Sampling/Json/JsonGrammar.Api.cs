@@ -27,10 +27,21 @@ public sealed class JsonGrammar
         new MaskConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds, tags);
 
     /// <summary>A constraint that leaves the reply free until one of <paramref name="triggers"/> and holds what
-    /// follows to this grammar (a tool call a model starts in auto mode).</summary>
+    /// follows to this grammar (a tool call a model starts in auto mode), with the whitespace between JSON tokens
+    /// that a model writes in its own calls (see <see cref="SpacedMatcher"/>).</summary>
     public ITokenConstraint StartLazy(TokenTrie trie, IReadOnlyList<int> stopTokenIds, LazyTriggers triggers,
         in TagList tags = default) =>
-        new LazyConstraint<Matcher>(new Matcher(_root), trie, stopTokenIds, triggers, tags);
+        new LazyConstraint<SpacedMatcher>(new SpacedMatcher(new Matcher(_root)), trie, stopTokenIds, triggers, tags);
+
+    /// <summary>Whether <paramref name="text"/> is a complete text of this grammar with whitespace between its
+    /// tokens, as a lazy constraint takes it (for tests and checks).</summary>
+    public bool MatchesSpaced(ReadOnlySpan<byte> text)
+    {
+        var m = new SpacedMatcher(new Matcher(_root));
+        foreach (byte b in text)
+            if (!m.Feed(b)) return false;
+        return m.CanFinish;
+    }
 
     /// <summary>Whether <paramref name="text"/> is a complete text of this grammar (for tests and checks).</summary>
     public bool Matches(ReadOnlySpan<byte> text)

@@ -31,6 +31,9 @@ sealed class Matcher : IByteMatcher<Matcher>
         Array.Copy(other._frames, _frames, _depth);
     }
 
+    /// <summary>The text is complete: no frame is open, and no byte more is taken.</summary>
+    public bool Complete => _depth == 0;
+
     /// <summary>Whether the text may end here: every open frame is complete.</summary>
     public bool CanFinish
     {

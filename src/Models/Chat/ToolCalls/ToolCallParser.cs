@@ -172,7 +172,7 @@ public static partial class ToolCallParser
         return true;
     }
 
-    static bool IsObject(string text)
+    internal static bool IsObject(string text)
     {
         try
         {
@@ -184,6 +184,9 @@ public static partial class ToolCallParser
             return false;
         }
     }
+
+    /// <summary>OpenAI's shape of a call id.</summary>
+    public static string NewCallId() => "call_" + Guid.NewGuid().ToString("N")[..24];
 
     /// <summary>Mistral v11: name[ARGS]{...}, repeated with [TOOL_CALLS] between calls.</summary>
     static bool MistralNamed(string text, List<ToolCallText> calls)
@@ -205,37 +208,42 @@ public static partial class ToolCallParser
 
 /// <summary>
 /// Splits a streamed reply into text that can be shown now and text held back because it may be a tool call: from a
-/// format's marker on, or the whole reply when it opens with "{" or "[" (the JSON forms). At the end the held text is
-/// parsed; if it holds no call, it is released as text after all.
+/// format's marker on, or the whole reply when it opens with "{" or "[" (the JSON forms). The calls in the held text
+/// stream as OpenAI streams them (see <see cref="ToolCallScanner"/>). At the end the held text is parsed; if it holds
+/// no call, it is released as text after all.
 /// </summary>
 /// <param name="hiddenMarkers">Markers that are control tokens, which the reply's text leaves out (see
 /// <see cref="ToolCallParser.HiddenMarkers"/>): they are put back where their tokens were.</param>
-public sealed class ToolCallSplitter(ToolCallFormat format, IReadOnlyDictionary<int, string>? hiddenMarkers = null)
+/// <param name="newId">The id of each call (OpenAI's "call_..." by default).</param>
+public sealed class ToolCallSplitter(ToolCallFormat format, IReadOnlyDictionary<int, string>? hiddenMarkers = null,
+    Func<string>? newId = null)
 {
     readonly IReadOnlyList<string> _markers = ToolCallParser.Markers(format);
     readonly System.Text.StringBuilder _text = new();
+    readonly ToolCallScanner _scanner = new(format, newId ?? ToolCallParser.NewCallId);
     int _shown;
     bool _holding;
 
     /// <summary>The text that can be shown now that <paramref name="delta"/> arrived, the text of
-    /// <paramref name="tokenIds"/>. A control token adds no text of its own, so the text of a delta is what came
-    /// before it and a hidden marker goes after that text.</summary>
-    public string Push(string delta, IReadOnlyList<int>? tokenIds = null)
+    /// <paramref name="tokenIds"/>, and the pieces of calls it completes. A control token adds no text of its own,
+    /// so the text of a delta is what came before it and a hidden marker goes after that text.</summary>
+    public (string Text, IReadOnlyList<ToolCallTextDelta> Calls) Push(string delta, IReadOnlyList<int>? tokenIds = null)
     {
         _text.Append(delta);
         if (hiddenMarkers is { Count: > 0 } && tokenIds is not null)
             foreach (int id in tokenIds)
                 if (hiddenMarkers.TryGetValue(id, out string? marker)) _text.Append(marker);
-        if (_holding) return "";
         string s = _text.ToString();
+        if (_holding) return ("", _scanner.Scan(s));
         if (_shown == 0)
         {
             var start = s.AsSpan().TrimStart();
-            if (start.Length == 0) return "";
+            if (start.Length == 0) return ("", []);
             if (start[0] is '{' or '[')
             {
                 _holding = true;
-                return "";
+                _scanner.Start(s.Length - start.Length, json: true);
+                return ("", _scanner.Scan(s));
             }
         }
         int cut = s.Length;
@@ -258,15 +266,36 @@ public sealed class ToolCallSplitter(ToolCallFormat format, IReadOnlyDictionary<
                     }
         string shown = s[_shown..cut];
         _shown = cut;
-        return shown;
+        if (!_holding) return (shown, []);
+        _scanner.Start(cut, json: false);
+        return (shown, _scanner.Scan(s));
     }
 
-    /// <summary>The rest of the text (what was held back and is not a call) and the calls.</summary>
-    public (string Text, IReadOnlyList<ToolCallText> Calls) Finish()
+    /// <summary>The rest of the text (what was held back and is not a call), the calls (with the ids their pieces
+    /// carried), and the pieces that complete them in the stream: the calls that did not stream, whole.</summary>
+    /// <remarks>What streamed cannot be taken back: a call the parser does not confirm (held text that turns out
+    /// malformed, or cut short by the length limit) has streamed pieces, and its text is then released too.</remarks>
+    public (string Text, IReadOnlyList<ToolCallText> Calls, IReadOnlyList<ToolCallTextDelta> CallDeltas) Finish()
     {
         string s = _text.ToString();
-        var (content, calls) = ToolCallParser.Parse(format, s);
-        if (calls.Count == 0) return (s[_shown..], []);
-        return (content.Length > _shown ? content[_shown..] : "", calls);
+        var (content, parsed) = ToolCallParser.Parse(format, s);
+        if (parsed.Count == 0) return (s[_shown..], [], []);
+        var calls = new List<ToolCallText>(parsed.Count);
+        var deltas = new List<ToolCallTextDelta>();
+        for (int i = 0; i < parsed.Count; i++)
+        {
+            var call = parsed[i];
+            if (i >= _scanner.Sent.Count) _scanner.Emit(call.Name, call.Arguments, deltas);
+            else
+            {
+                // the scanner and the parser read the same text: what streamed is the call's arguments so far
+                string sent = _scanner.Sent[i].Arguments.ToString();
+                if (_scanner.Sent[i].Name == call.Name && call.Arguments.Length > sent.Length
+                    && call.Arguments.StartsWith(sent, StringComparison.Ordinal))
+                    deltas.Add(new ToolCallTextDelta(i, null, null, call.Arguments[sent.Length..]));
+            }
+            calls.Add(call with { Id = _scanner.Sent[i].Id });
+        }
+        return (content.Length > _shown ? content[_shown..] : "", calls, deltas);
     }
 }

@@ -72,10 +72,126 @@ public class ToolCallParserTests
         var splitter = new ToolCallSplitter(format);
         var shown = new System.Text.StringBuilder();
         // three characters at a time: markers arrive split
-        for (int i = 0; i < reply.Length; i += 3) shown.Append(splitter.Push(reply[i..Math.Min(i + 3, reply.Length)]));
-        var (rest, found) = splitter.Finish();
+        for (int i = 0; i < reply.Length; i += 3)
+            shown.Append(splitter.Push(reply[i..Math.Min(i + 3, reply.Length)]).Text);
+        var (rest, found, _) = splitter.Finish();
         Assert.Equal(content, shown + rest);
         Assert.Equal(calls.Length, found.Count);
+    }
+
+    /// <summary>A reply pushed through a splitter piece by piece: the text shown, every call piece in order, and
+    /// the calls the end finds.</summary>
+    static (string Text, List<ToolCallTextDelta> Pieces, IReadOnlyList<ToolCallText> Calls) Stream(
+        ToolCallSplitter splitter, IEnumerable<string> pieces)
+    {
+        var shown = new System.Text.StringBuilder();
+        var deltas = new List<ToolCallTextDelta>();
+        foreach (string piece in pieces)
+        {
+            var (text, calls) = splitter.Push(piece);
+            shown.Append(text);
+            deltas.AddRange(calls);
+        }
+        var (rest, found, completing) = splitter.Finish();
+        deltas.AddRange(completing);
+        return (shown + rest, deltas, found);
+    }
+
+    /// <summary>The calls the pieces make, as a client accumulates them (OpenAI's SDKs key them by index).</summary>
+    static List<string> Accumulated(List<ToolCallTextDelta> pieces)
+    {
+        var calls = new List<(string Id, string Name, System.Text.StringBuilder Arguments)>();
+        foreach (var p in pieces)
+            if (p.Id is not null)
+            {
+                Assert.Equal(calls.Count, p.Index);
+                calls.Add((p.Id, p.Name!, new(p.Arguments)));
+            }
+            else
+            {
+                Assert.Null(p.Name);
+                calls[p.Index].Arguments.Append(p.Arguments);
+            }
+        return [.. calls.Select(c => $"{c.Id} {c.Name} {c.Arguments}")];
+    }
+
+    [Theory]
+    [MemberData(nameof(Replies))]
+    public void Streamed_call_pieces_add_up_to_the_parsed_calls_character_by_character(ToolCallFormat format,
+        string reply, string content, string[] calls)
+    {
+        int ids = 0;
+        var (text, pieces, found) = Stream(new ToolCallSplitter(format, newId: () => $"call_{ids++}"),
+            reply.Select(c => c.ToString()));
+        Assert.Equal(content, text);
+        Assert.Equal(calls, found.Select(c => $"{c.Name} {c.Arguments}"));
+        Assert.Equal(found.Select(c => $"{c.Id} {c.Name} {c.Arguments}"), Accumulated(pieces));
+        Assert.Equal(found.Select((_, i) => $"call_{i}"), found.Select(c => c.Id));
+    }
+
+    [Fact]
+    public void A_long_call_streams_its_arguments_token_by_token_as_the_model_writes_them()
+    {
+        // Qwen2.5 writing a long call, decoded token by token as the conversation grain sees it
+        var tokenizer = TestVocab.Load(DemoVocabulary.ByteLevelBpe(2048));
+        const string arguments = "{\"query\": \"the tallest mountains of Europe, Asia and Africa\", " +
+            "\"limit\": 10, \"filters\": {\"lang\": [\"en\", \"de\"], \"safe\": true}}";
+        string reply = $"Searching.\n<tool_call>\n{{\"name\": \"web_search\", \"arguments\": {arguments}}}\n" +
+            "</tool_call>";
+        var decoder = new ReplyDecoder(tokenizer, []);
+        var splitter = new ToolCallSplitter(ToolCallFormat.Hermes);
+        var pushes = new List<List<ToolCallTextDelta>>();
+        foreach (int token in tokenizer.Encode(reply, addSpecial: false))
+            pushes.Add([.. splitter.Push(decoder.Push(token)).Calls]);
+        var (_, calls, completing) = splitter.Finish();
+        Assert.Empty(completing);
+
+        var call = Assert.Single(calls);
+        Assert.Equal(arguments, call.Arguments);
+        var pieces = pushes.SelectMany(p => p).ToList();
+        var header = pieces[0];
+        Assert.Equal((0, call.Id, "web_search"), (header.Index, header.Id, header.Name));
+        Assert.StartsWith("call_", call.Id);
+        // the arguments come in many pieces, each with the push of the token that wrote it, and end with the object
+        Assert.True(pieces.Count(p => p.Arguments.Length > 0) > 10, $"{pieces.Count} pieces");
+        Assert.All(pieces.Skip(1), p => Assert.Equal((0, null, null), (p.Index, p.Id, p.Name)));
+        Assert.Equal(arguments, string.Concat(pieces.Select(p => p.Arguments)));
+        Assert.True(pushes.FindLastIndex(p => p.Count > 0) < pushes.Count - 2, "nothing after the object's end");
+    }
+
+    [Fact]
+    public void Parallel_calls_stream_one_after_the_other_under_indices_0_and_1()
+    {
+        string reply = "{\"tool_calls\":[{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}," +
+            "{\"type\":\"function\",\"function\":{\"name\":\"get_time\",\"arguments\":{\"tz\":\"CET\"}}}]}";
+        var splitter = new ToolCallSplitter(ToolCallFormat.Generic);
+        var (_, pieces, calls) = Stream(splitter, reply.Chunk(4).Select(c => new string(c)));
+        Assert.Equal([0, 1], pieces.Where(p => p.Id is not null).Select(p => p.Index));
+        Assert.Equal(pieces.Select(p => p.Index).Order(), pieces.Select(p => p.Index));
+        Assert.Equal(2, calls.Select(c => c.Id).Distinct().Count());
+        Assert.Equal(calls.Select(c => $"{c.Id} {c.Name} {c.Arguments}"), Accumulated(pieces));
+    }
+
+    [Fact]
+    public void Arguments_written_before_the_name_come_whole_when_the_call_ends()
+    {
+        string reply = "{\"parameters\": {\"x\": 1, \"y\": [1, 2, 3]}, \"name\": \"plot\"}";
+        var splitter = new ToolCallSplitter(ToolCallFormat.Llama3);
+        var before = reply[..^1].Select(c => splitter.Push(c.ToString()).Calls).SelectMany(p => p).ToList();
+        Assert.Empty(before);
+        var piece = Assert.Single(splitter.Push("}").Calls);
+        Assert.Equal(("plot", "{\"x\": 1, \"y\": [1, 2, 3]}"), (piece.Name, piece.Arguments));
+        Assert.Empty(splitter.Finish().CallDeltas);
+    }
+
+    [Fact]
+    public void A_json_answer_with_a_name_field_streams_no_call()
+    {
+        var (text, pieces, calls) = Stream(new ToolCallSplitter(ToolCallFormat.Generic),
+            "{\"name\": \"Ada\", \"born\": {\"year\": 1815}}".Select(c => c.ToString()));
+        Assert.Empty(pieces);
+        Assert.Empty(calls);
+        Assert.Equal("{\"name\": \"Ada\", \"born\": {\"year\": 1815}}", text);
     }
 
     /// <summary>A SentencePiece vocabulary in which Mistral's markers are control tokens, as in the GGUF files of
@@ -105,13 +221,18 @@ public class ToolCallParserTests
         var splitter = new ToolCallSplitter(ToolCallFormat.Mistral, markers);
         var shown = new System.Text.StringBuilder();
         var seen = new System.Text.StringBuilder();
+        var pieces = new List<ToolCallTextDelta>();
         foreach (int token in reply)
         {
             string text = decoder.Push(token);
             seen.Append(text);
-            shown.Append(splitter.Push(text, [token]));
+            var (show, called) = splitter.Push(text, [token]);
+            shown.Append(show);
+            pieces.AddRange(called);
         }
-        var (rest, calls) = splitter.Finish();
+        var (rest, calls, completing) = splitter.Finish();
+        Assert.Empty(completing);
+        Assert.Equal(calls.Select(c => $"{c.Id} {c.Name} {c.Arguments}"), Accumulated(pieces));
         Assert.DoesNotContain("[ARGS]", seen.ToString());
         Assert.Empty(ToolCallParser.Parse(ToolCallFormat.Mistral, seen.ToString()).Calls);
 
