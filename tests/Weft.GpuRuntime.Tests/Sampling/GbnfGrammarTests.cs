@@ -190,9 +190,11 @@ public sealed class GbnfGrammarTests
             var tokens = new List<int>();
             for (ulong seed = 1; seed <= 4; seed++)
                 Sample(GbnfGrammar.Parse(row.Data.Item1), trie, tokenizer, seed, forwardMs: 0, micros, tokens);
-            // one mask per constrained token (the end token included), each taking time but far less than 50 ms
+            // one mask per constrained token (the end token included), each far less than 50 ms; a mask copied from
+            // the last walk may take less than the clock shows, but walking the trie always takes time
             Assert.Equal(tokens.Count, micros.Count);
-            Assert.All(micros, t => Assert.InRange(t, double.Epsilon, 50_000));
+            Assert.All(micros, t => Assert.InRange(t, 0, 50_000));
+            Assert.Contains(micros, t => t > 0);
             micros.Sort();
             TestContext.Current.TestOutputHelper?.WriteLine($"bpe-2048 {(row.Data.Item1).Trim()[..12]}: median " +
                 $"{micros[micros.Count / 2]:F1} µs, p99 {micros[(int)(micros.Count * 0.99)]:F1} µs");

@@ -143,8 +143,10 @@ public sealed class JsonGrammarTests
                     Assert.Equal(tokens.Count, w.Count);
                     waits.AddRange(w);
                 }
-            // a mask takes time, and far less than a forward pass on the slowest runner; a wait is never negative
-            Assert.All(masks, t => Assert.InRange(t, double.Epsilon, MaskBoundMicros));
+            // a mask takes far less than a forward pass on the slowest runner (one copied from the last walk may take
+            // less than the clock shows, a walk always shows); a wait is never negative
+            Assert.All(masks, t => Assert.InRange(t, 0, MaskBoundMicros));
+            Assert.Contains(masks, t => t > 0);
             Assert.All(waits, t => Assert.InRange(t, 0, MaskBoundMicros));
             TestContext.Current.TestOutputHelper?.WriteLine($"{name}: mask {Percentiles(masks)}; " +
                 $"wait after a 2 ms forward pass {Percentiles(waits)}");
