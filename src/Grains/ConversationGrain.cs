@@ -546,7 +546,6 @@ public sealed class ConversationGrain(
     static ChatTurn Turn(ChatMessage m) => new(m.Role, m.Content,
         m.ToolCalls?.Select(c => new ToolCallText(c.Name, c.Arguments, c.Id)).ToList(), m.ToolCallId);
 
-    /// <summary>OpenAI's form: "call_" and 24 characters.</summary>
     /// <summary>
     /// The device this conversation's cache is on, if it is on this silo; otherwise the least loaded one (fewest
     /// sequences queued or running, then most free KV), so conversations spread over a silo's GPUs and then stay put.
