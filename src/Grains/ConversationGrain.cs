@@ -134,8 +134,7 @@ public sealed class ConversationGrain(
         (string? Finish, Usage? Usage) end = (null, null);
         // with tools offered, text that may be a call is held back and parsed when the reply ends; one splitter
         // per choice
-        var hiddenMarkers = request.ToolsJson is null ? null
-            : ToolCallParser.HiddenMarkers(host.Template.ToolFormat, host.Tokenizer);
+        var hiddenMarkers = request.ToolsJson is null ? null : host.HiddenToolMarkers;
         var splitters = hiddenMarkers is null ? null
             : Enumerable.Range(0, request.Choices)
                 .Select(_ => new ToolCallSplitter(host.Template.ToolFormat, hiddenMarkers)).ToArray();

@@ -6,6 +6,7 @@ using Weft.GpuRuntime.Engine.Ilgpu;
 using Weft.GpuRuntime.Sampling.Json;
 using Weft.Models;
 using Weft.Models.Chat;
+using Weft.Models.Chat.ToolCalls;
 using Weft.Models.Gguf;
 using Weft.Models.Tokenization;
 using Weft.Scheduling;
@@ -40,6 +41,7 @@ public sealed class ModelHost : IDisposable
         Tokenizer = Tokenizer.FromGguf(file);
         Template = ChatTemplate.Resolve(file.GetStringOrNull("tokenizer.chat_template"), _options.ChatTemplate,
             Tokenizer.TokenText(Tokenizer.BosId), Tokenizer.TokenText(Tokenizer.EosId), Tokenizer.AddBos);
+        HiddenToolMarkers = ToolCallParser.HiddenMarkers(Template.ToolFormat, Tokenizer);
         ModelName = _options.ServedModelName ?? Path.GetFileNameWithoutExtension(ModelPath);
         MaxModelLen = _options.Engine.MaxModelLen > 0
             ? Math.Min(_options.Engine.MaxModelLen, Config.ContextLength) : Config.ContextLength;
@@ -53,6 +55,9 @@ public sealed class ModelHost : IDisposable
     public ModelConfig Config { get; }
     public Tokenizer Tokenizer { get; }
     public ChatTemplate Template { get; }
+    /// <summary>The template's tool-call markers that are control tokens of the vocabulary, by token id (see
+    /// <see cref="ToolCallParser.HiddenMarkers"/>): fixed with the file, so found once rather than per turn.</summary>
+    public IReadOnlyDictionary<int, string> HiddenToolMarkers { get; }
     /// <summary>The vocabulary's bytes as a trie, for constrained decoding; built by the first request that needs
     /// it.</summary>
     public TokenTrie Trie => _trie ??= TokenTrie.Build(Tokenizer);

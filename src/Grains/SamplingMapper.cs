@@ -71,7 +71,7 @@ static class SamplingMapper
             ToolCallFormat.Llama3 => (["{\"name\""], ToolCallSchema.Call(lazy.ToolsJson, "parameters")),
             _ => (["{"], ToolCallSchema.For(lazy.ToolsJson, null, lazy.Parallel)),
         };
-        var markerTokens = ToolCallParser.HiddenMarkers(format, host.Tokenizer)
+        var markerTokens = host.HiddenToolMarkers
             .Where(m => markers.Contains(m.Value)).Select(m => m.Key).ToHashSet();
         return Grammar(shape.Schema).StartLazy(host.Trie, stopTokenIds,
             new LazyTriggers(markers, shape.Openings, markerTokens), tags);
