@@ -22,6 +22,13 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     {
         long start = Stopwatch.GetTimestamp();
         call();
+        Record(name, start);
+    }
+
+    /// <summary>Adds the time from <paramref name="start"/> to the end of what the device was given to
+    /// <paramref name="name"/>'s.</summary>
+    void Record(string name, long start)
+    {
         inner.Synchronize();
         var (t, n) = _times.GetValueOrDefault(name);
         _times[name] = (t + Stopwatch.GetElapsedTime(start), n + 1);
@@ -70,18 +77,14 @@ public sealed class ProfilingBackend(IBackend inner) : IBackend
     {
         long start = Stopwatch.GetTimestamp();
         inner.CopyKvBlocks(copies);
-        inner.Synchronize();
-        var (t, n) = _times.GetValueOrDefault("copy kv blocks");
-        _times["copy kv blocks"] = (t + Stopwatch.GetElapsedTime(start), n + 1);
+        Record("copy kv blocks", start);
     }
 
     public void Sample(DeviceTensor logits, int vocabSize, Span<int> tokens, StepLogprobs logprobs)
     {
         long start = Stopwatch.GetTimestamp();
         inner.Sample(logits, vocabSize, tokens, logprobs);
-        inner.Synchronize();
-        var (t, n) = _times.GetValueOrDefault("sample");
-        _times["sample"] = (t + Stopwatch.GetElapsedTime(start), n + 1);
+        Record("sample", start);
     }
 
     public float[] ReadRow(DeviceTensor t, int row, int width) => inner.ReadRow(t, row, width);
