@@ -1,5 +1,6 @@
 using Weft.GpuRuntime.Engine;
 using Weft.GpuRuntime.Engine.Ilgpu;
+using Weft.GpuRuntime.Tests.Ilgpu;
 using Weft.Models.Gguf;
 using Weft.Scheduling;
 
@@ -13,25 +14,15 @@ namespace Weft.GpuRuntime.Tests.Engine;
 /// </summary>
 public sealed class ForkedChoicesTests(TestModelFiles models) : IClassFixture<TestModelFiles>
 {
-    const int BlockSize = 4;
-    // 11 tokens: two full blocks and a partial one holding positions 8 to 10
+    // 11 tokens: in the engine's blocks of four, two full blocks and a partial one holding positions 8 to 10
     static readonly int[] Prompt = [1, 17, 29, 301, 5, 88, 412, 9, 250, 31, 77];
 
     sealed record Choices(List<(int Token, float Logprob)>[] Replies, int PromptTokensComputed);
 
     async Task<Choices> Generate(EngineKind kind, KvCacheType kv, int n, SamplingParams sampling, bool fork)
     {
-        using var engine = InferenceEngine.Load(models.Write(TestModelFiles.Tiny with { Type = GgmlType.F16 }),
-            new EngineOptions
-            {
-                Engine = kind,
-                BlockSize = BlockSize,
-                KvBlocks = 64,
-                KvCacheType = kv,
-                MaxNumSeqs = 8,
-                MaxNumBatchedTokens = 64,
-                Threads = 2,
-            });
+        using var engine = IlgpuEngineTests.Load(models.Write(TestModelFiles.Tiny with { Type = GgmlType.F16 }), kind,
+            kv);
         var batch = BatchEngine.Create(engine,
             new SchedulerOptions { MaxModelLen = 256, MaxNumSeqs = 8, MaxNumBatchedTokens = 64 }, new HashSet<int>());
         var replies = Enumerable.Range(0, n).Select(_ => new List<(int, float)>()).ToArray();

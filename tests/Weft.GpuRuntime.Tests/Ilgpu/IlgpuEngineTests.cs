@@ -16,7 +16,9 @@ public sealed class IlgpuEngineTests(TestModelFiles models) : IClassFixture<Test
 {
     const int BlockSize = 4;
 
-    static InferenceEngine Load(string path, EngineKind kind, KvCacheType kv) =>
+    /// <summary>The tiny engine these tests and <see cref="Weft.GpuRuntime.Tests.Engine.ForkedChoicesTests"/> run:
+    /// blocks of four tokens, so that short prompts span several.</summary>
+    internal static InferenceEngine Load(string path, EngineKind kind, KvCacheType kv) =>
         InferenceEngine.Load(path, new EngineOptions
         {
             Engine = kind,
